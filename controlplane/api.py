@@ -1,0 +1,148 @@
+"""REST API: one thin view per operation; serializers shape input and output, services decide."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.generics import GenericAPIView
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from controlplane import permissions, selectors, services
+from controlplane.models import AuditEvent, Project, SystemCheck
+
+
+class ProjectOutput(serializers.ModelSerializer):
+    created_by = serializers.CharField(source="created_by.username")
+
+    class Meta:
+        model = Project
+        fields = ["name", "slug", "description", "cost_tags", "created_by", "created_at", "updated_at"]
+
+
+class ProjectCreateInput(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    slug = serializers.CharField(max_length=63)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    cost_tags = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False, default=dict)
+
+
+class ProjectChangeInput(serializers.Serializer):
+    description = serializers.CharField(required=False, allow_blank=True)
+    cost_tags = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False)
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=500)
+
+
+class ProjectListApi(GenericAPIView):
+    serializer_class = ProjectOutput
+
+    @extend_schema(
+        operation_id="projects_list",
+        parameters=[OpenApiParameter("q", str, description="Search in name and slug")],
+        responses=ProjectOutput(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        permissions.require(request.user, "project.view")
+        page = self.paginate_queryset(selectors.project_list(search=request.query_params.get("q", "").strip()))
+        return self.get_paginated_response(ProjectOutput(page, many=True).data)
+
+    @extend_schema(operation_id="projects_create", request=ProjectCreateInput, responses={201: ProjectOutput})
+    def post(self, request: Request) -> Response:
+        permissions.require(request.user, "project.create")
+        serializer = ProjectCreateInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        project = services.project_create(actor=request.user, **serializer.validated_data)
+        return Response(ProjectOutput(project).data, status=status.HTTP_201_CREATED)
+
+
+class ProjectDetailApi(GenericAPIView):
+    serializer_class = ProjectOutput
+    lookup_field = "slug"
+
+    @extend_schema(operation_id="projects_retrieve", responses=ProjectOutput)
+    def get(self, request: Request, slug: str) -> Response:
+        permissions.require(request.user, "project.view")
+        return Response(ProjectOutput(get_object_or_404(Project, slug=slug)).data)
+
+    @extend_schema(operation_id="projects_change", request=ProjectChangeInput, responses=ProjectOutput)
+    def patch(self, request: Request, slug: str) -> Response:
+        permissions.require(request.user, "project.change")
+        project = get_object_or_404(Project, slug=slug)
+        serializer = ProjectChangeInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        project = services.project_update(actor=request.user, project=project, **serializer.validated_data)
+        return Response(ProjectOutput(project).data)
+
+
+class AuditEventOutput(serializers.ModelSerializer):
+    actor = serializers.CharField(source="actor_name")
+
+    class Meta:
+        model = AuditEvent
+        fields = ["id", "created_at", "actor", "action", "object_type", "object_id", "object_repr", "before", "after", "reason"]
+
+
+class AuditFilterInput(serializers.Serializer):
+    actor = serializers.CharField(required=False, allow_blank=True)
+    action = serializers.CharField(required=False, allow_blank=True)
+    object_type = serializers.CharField(required=False, allow_blank=True)
+    object_id = serializers.CharField(required=False, allow_blank=True)
+    since = serializers.DateField(required=False)
+    until = serializers.DateField(required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("since") and attrs.get("until") and attrs["since"] > attrs["until"]:
+            raise serializers.ValidationError({"until": "expected a date on or after 'since'"})
+        return attrs
+
+
+class AuditEventListApi(GenericAPIView):
+    serializer_class = AuditEventOutput
+
+    @extend_schema(operation_id="audit_events_list", parameters=[AuditFilterInput], responses=AuditEventOutput(many=True))
+    def get(self, request: Request) -> Response:
+        permissions.require(request.user, "audit.view")
+        filters = AuditFilterInput(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        page = self.paginate_queryset(selectors.audit_event_list(**filters.validated_data))
+        return self.get_paginated_response(AuditEventOutput(page, many=True).data)
+
+
+class SystemCheckOutput(serializers.ModelSerializer):
+    requested_by = serializers.CharField(source="requested_by.username")
+
+    class Meta:
+        model = SystemCheck
+        fields = ["id", "status", "results", "worker", "requested_by", "created_at", "started_at", "finished_at"]
+
+
+class SystemCheckCreateApi(GenericAPIView):
+    serializer_class = SystemCheckOutput
+
+    @extend_schema(operation_id="system_checks_create", request=None, responses={202: SystemCheckOutput})
+    def post(self, request: Request) -> Response:
+        check = services.system_check_request(actor=request.user)
+        return Response(SystemCheckOutput(check).data, status=status.HTTP_202_ACCEPTED)
+
+
+class SystemCheckDetailApi(GenericAPIView):
+    serializer_class = SystemCheckOutput
+
+    @extend_schema(operation_id="system_checks_retrieve", responses=SystemCheckOutput)
+    def get(self, request: Request, pk: int) -> Response:
+        permissions.require(request.user, "system.view")
+        return Response(SystemCheckOutput(get_object_or_404(SystemCheck, pk=pk)).data)
+
+
+class MeApi(GenericAPIView):
+    @extend_schema(
+        operation_id="me_retrieve",
+        responses=inline_serializer(
+            "Me", {"username": serializers.CharField(), "roles": serializers.ListField(child=serializers.CharField())}
+        ),
+    )
+    def get(self, request: Request) -> Response:
+        return Response({"username": request.user.get_username(), "roles": sorted(permissions.user_roles(request.user))})

@@ -1,0 +1,20 @@
+"""The backends chosen by settings, built once per process."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from django.conf import settings
+from django.urls import reverse
+
+from workers.objectstore import ObjectStore, open_object_store
+
+
+@lru_cache(maxsize=1)
+def object_store() -> ObjectStore:
+    return open_object_store(
+        settings.OBJECT_STORE_URL,
+        # Local stores hand out links to the portal's signed download view.
+        download_base_url=reverse("object-download", kwargs={"key": "x"}).rsplit("/", 1)[0],
+        signing_key=settings.SECRET_KEY,
+    )

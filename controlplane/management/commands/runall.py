@@ -1,0 +1,94 @@
+"""Run the whole system on this machine: embedded broker, Celery worker and beat, and the portal.
+
+Ctrl-C (or SIGTERM) stops every process it started, web first and the broker last.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from controlplane import embedded_broker
+
+QUEUES = "training,deploy,sync,default"
+
+
+class Command(BaseCommand):
+    help = "Run the broker (embedded default), a Celery worker, beat and the web portal until Ctrl-C."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--concurrency", type=int, default=2, help="worker processes")
+
+    def handle(self, *args: Any, host: str, port: int, concurrency: int, **options: Any) -> None:
+        self.stopping = False
+        started: list[tuple[str, subprocess.Popen[bytes]]] = []
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        run_dir = settings.VAR_DIR / "run"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            if settings.CELERY_BROKER_IS_EMBEDDED:
+                socket_path = embedded_broker.socket_from_url(settings.CELERY_BROKER_URL)
+                if embedded_broker.is_running(socket_path):
+                    self.stdout.write(f"broker: already running on {socket_path}")
+                else:
+                    started.append(("broker", embedded_broker.start(socket_path)))
+                    self.stdout.write(f"broker: embedded redis-server on {socket_path}")
+            celery = [sys.executable, "-m", "celery", "-A", "controlplane"]
+            started.append(
+                ("worker", self._spawn(celery + ["worker", "-Q", QUEUES, "-c", str(concurrency), "-n", "worker@%h", "-l", "INFO"]))
+            )
+            started.append(
+                ("beat", self._spawn(celery + ["beat", "-l", "INFO", "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME]))
+            )
+            started.append(
+                ("web", self._spawn([sys.executable, "manage.py", "runserver", f"{host}:{port}", "--noreload"]))
+            )
+            self._print_welcome(host, port)
+            while not self.stopping:
+                for name, process in started:
+                    if process.poll() is not None:
+                        self.stderr.write(f"{name} exited with status {process.returncode}; stopping everything")
+                        self.stopping = True
+                time.sleep(0.3)
+        finally:
+            for name, process in reversed(started):
+                self._stop(name, process)
+            self.stdout.write("stopped.")
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+
+    def _spawn(self, command: list[str]) -> subprocess.Popen[bytes]:
+        # A session of its own, so Ctrl-C reaches only this supervisor, which stops children in order.
+        return subprocess.Popen(command, cwd=settings.BASE_DIR, stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def _stop(self, name: str, process: subprocess.Popen[bytes]) -> None:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.stderr.write(f"{name} did not stop within 20s; killing it")
+                process.kill()
+                process.wait()
+
+    def _print_welcome(self, host: str, port: int) -> None:
+        from controlplane.management.commands.seed_demo import DEMO_USERS
+
+        lines = [
+            "",
+            f"ControlPlane is starting at http://{host}:{port}/",
+            f"Sign in as any of these demo users (password: {settings.DEMO_PASSWORD}):",
+        ]
+        lines += [f"  {username:<8} {role}" for username, role, _ in DEMO_USERS]
+        lines += ["Ctrl-C stops everything.", ""]
+        self.stdout.write("\n".join(lines))

@@ -1,0 +1,54 @@
+"""Roles and what each may do. Services call `require`; pages, the API and the admin obey the same table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+
+DATA_SCIENTIST = "data scientist"
+APPROVER = "approver"
+FINANCE = "finance"
+ADMIN = "admin"
+ROLES = (DATA_SCIENTIST, APPROVER, FINANCE, ADMIN)
+ANY_ROLE = frozenset(ROLES)
+
+# action -> roles allowed. An action missing here is allowed to nobody.
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "project.view": ANY_ROLE,
+    "project.create": frozenset({DATA_SCIENTIST, ADMIN}),
+    "project.change": frozenset({DATA_SCIENTIST, ADMIN}),
+    "audit.view": ANY_ROLE,
+    "audit.export": frozenset({ADMIN}),
+    "system.view": frozenset({ADMIN}),
+    "system.check": frozenset({ADMIN}),
+    "token.manage": ANY_ROLE,
+    "apidocs.view": ANY_ROLE,
+}
+
+
+def user_roles(user: Any) -> frozenset[str]:
+    if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
+        return frozenset()
+    cached = getattr(user, "_controlplane_roles", None)
+    if cached is None:
+        names = set(user.groups.values_list("name", flat=True))
+        if user.is_superuser:
+            names.add(ADMIN)
+        cached = frozenset(names & set(ROLES))
+        user._controlplane_roles = cached
+    return cached
+
+
+def has_permission(user: Any, action: str) -> bool:
+    allowed = PERMISSIONS.get(action)
+    if allowed is None:
+        raise KeyError(f"unknown action {action!r}: add it to controlplane.permissions.PERMISSIONS")
+    return bool(user_roles(user) & allowed)
+
+
+def require(user: Any, action: str) -> None:
+    """Raise PermissionDenied (HTTP 403 in pages and API) unless the user's roles allow `action`."""
+    if not has_permission(user, action):
+        roles = ", ".join(sorted(PERMISSIONS[action]))
+        raise PermissionDenied(f"{action} needs one of these roles: {roles}")

@@ -1,0 +1,250 @@
+"""Writes and transitions for projects, the audit log, API tokens and system checks."""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import socket
+import time
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+
+from controlplane import permissions
+from controlplane.backends import object_store
+from controlplane.models import AuditEvent, Heartbeat, Project, SystemCheck
+
+log = logging.getLogger(__name__)
+
+# --- audit ------------------------------------------------------------------------------------
+
+
+def audit_record(
+    *,
+    actor: Any,
+    action: str,
+    object_type: str,
+    object_id: str | int,
+    object_repr: str = "",
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    reason: str = "",
+) -> AuditEvent:
+    """Append one audit event. Call it inside the transaction that makes the change."""
+    is_user = actor is not None and getattr(actor, "is_authenticated", False)
+    return AuditEvent.objects.create(
+        actor=actor if is_user else None,
+        actor_name=actor.get_username() if is_user else "system",
+        action=action,
+        object_type=object_type,
+        object_id=str(object_id),
+        object_repr=object_repr[:200],
+        before=before,
+        after=after,
+        reason=reason,
+    )
+
+
+# --- projects ---------------------------------------------------------------------------------
+
+SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+TAG_CHARS_RE = re.compile(r"^[\w\s+=.:/@-]*$")
+# Tags the system sets itself on every AWS resource; a project may not redefine them.
+RESERVED_TAG_KEYS = frozenset({"project", "model", "environment", "run", "deployment"})
+MAX_COST_TAGS = 20
+
+
+def _validate_cost_tags(cost_tags: Any) -> list[str]:
+    if not isinstance(cost_tags, dict):
+        return ["expected an object mapping tag keys to string values, e.g. {\"team\": \"fraud\"}"]
+    errors = []
+    if len(cost_tags) > MAX_COST_TAGS:
+        errors.append(f"at most {MAX_COST_TAGS} tags are allowed (got {len(cost_tags)})")
+    for key, value in cost_tags.items():
+        if not isinstance(key, str) or not 1 <= len(key) <= 128 or not TAG_CHARS_RE.match(key):
+            errors.append(f"tag key {key!r}: expected 1-128 letters, digits, spaces or + - = . _ : / @")
+        elif key.lower().startswith("aws:"):
+            errors.append(f"tag key {key!r}: keys starting with 'aws:' are reserved by AWS")
+        elif key.lower() in RESERVED_TAG_KEYS:
+            errors.append(f"tag key {key!r}: set by ControlPlane itself ({', '.join(sorted(RESERVED_TAG_KEYS))})")
+        if not isinstance(value, str) or len(value) > 256 or not TAG_CHARS_RE.match(value):
+            errors.append(f"tag {key!r}: value expected to be text of at most 256 letters, digits, spaces or + - = . _ : / @")
+    return errors
+
+
+def _project_state(project: Project) -> dict[str, Any]:
+    return {
+        "name": project.name,
+        "slug": project.slug,
+        "description": project.description,
+        "cost_tags": project.cost_tags,
+    }
+
+
+def project_create(
+    *, actor: Any, name: str, slug: str, description: str = "", cost_tags: dict[str, str] | None = None
+) -> Project:
+    permissions.require(actor, "project.create")
+    cost_tags = {} if cost_tags is None else cost_tags
+    name = (name or "").strip()
+    errors: dict[str, list[str]] = {}
+    if not name:
+        errors["name"] = ["required: a short human-readable name"]
+    elif len(name) > 100:
+        errors["name"] = ["expected at most 100 characters"]
+    elif Project.objects.filter(name__iexact=name).exists():
+        errors["name"] = [f"a project named {name!r} already exists"]
+    if not SLUG_RE.match(slug or ""):
+        errors["slug"] = [
+            "expected 1-63 lowercase letters, digits or hyphens, starting and ending with a letter or digit"
+        ]
+    elif Project.objects.filter(slug=slug).exists():
+        errors["slug"] = [f"a project with slug {slug!r} already exists"]
+    tag_errors = _validate_cost_tags(cost_tags)
+    if tag_errors:
+        errors["cost_tags"] = tag_errors
+    if errors:
+        raise ValidationError(errors)
+    try:
+        with transaction.atomic():
+            project = Project.objects.create(
+                name=name, slug=slug, description=description.strip(), cost_tags=cost_tags, created_by=actor
+            )
+            audit_record(
+                actor=actor,
+                action="project.create",
+                object_type="project",
+                object_id=project.slug,
+                object_repr=project.name,
+                after=_project_state(project),
+            )
+    except IntegrityError:
+        # Another request created the same name or slug between our check and our insert.
+        raise ValidationError({"slug": [f"a project with slug {slug!r} or name {name!r} already exists"]}) from None
+    return project
+
+
+def project_update(
+    *,
+    actor: Any,
+    project: Project,
+    description: str | None = None,
+    cost_tags: dict[str, str] | None = None,
+    reason: str = "",
+) -> Project:
+    """Change a project's description or cost tags. The slug never changes: cost history is keyed by it."""
+    permissions.require(actor, "project.change")
+    if cost_tags is not None:
+        tag_errors = _validate_cost_tags(cost_tags)
+        if tag_errors:
+            raise ValidationError({"cost_tags": tag_errors})
+    with transaction.atomic():
+        locked = Project.objects.select_for_update().get(pk=project.pk)
+        before = _project_state(locked)
+        if description is not None:
+            locked.description = description.strip()
+        if cost_tags is not None:
+            locked.cost_tags = cost_tags
+        after = _project_state(locked)
+        if after == before:
+            return locked
+        locked.save()
+        audit_record(
+            actor=actor,
+            action="project.change",
+            object_type="project",
+            object_id=locked.slug,
+            object_repr=locked.name,
+            before=before,
+            after=after,
+            reason=reason,
+        )
+    return locked
+
+
+# --- API tokens -------------------------------------------------------------------------------
+
+
+def token_regenerate(*, actor: Any) -> Token:
+    """Replace the user's API token; the old one stops working at once."""
+    permissions.require(actor, "token.manage")
+    with transaction.atomic():
+        had_token = Token.objects.filter(user=actor).delete()[0] > 0
+        token = Token.objects.create(user=actor)
+        audit_record(
+            actor=actor,
+            action="token.regenerate" if had_token else "token.create",
+            object_type="user",
+            object_id=actor.pk,
+            object_repr=actor.get_username(),
+        )
+    return token
+
+
+# --- health -----------------------------------------------------------------------------------
+
+
+def heartbeat_record(*, name: str, detail: dict[str, Any] | None = None) -> None:
+    Heartbeat.objects.update_or_create(name=name, defaults={"last_seen": timezone.now(), "detail": detail or {}})
+
+
+def system_check_request(*, actor: Any) -> SystemCheck:
+    """Queue an end-to-end check; a worker runs it (the request itself touches no backend)."""
+    permissions.require(actor, "system.check")
+    from controlplane.tasks import system_check_run_task
+
+    with transaction.atomic():
+        check = SystemCheck.objects.create(requested_by=actor)
+        transaction.on_commit(lambda: system_check_run_task.delay(check.pk))
+    return check
+
+
+def system_check_run(*, check_id: int, worker: str | None = None) -> SystemCheck | None:
+    """Run a queued check. Claimed with a conditional update, so a redelivered message runs it once."""
+    worker = worker or socket.gethostname()
+    claimed = SystemCheck.objects.filter(pk=check_id, status=SystemCheck.Status.QUEUED).update(
+        status=SystemCheck.Status.RUNNING, started_at=timezone.now(), worker=worker
+    )
+    if claimed == 0:
+        log.info("system check %s: another worker got there first, or it is gone", check_id)
+        return None
+    results = [_probe("database", _probe_database), _probe("object store", _probe_object_store)]
+    passed = all(result["ok"] for result in results)
+    SystemCheck.objects.filter(pk=check_id).update(
+        status=SystemCheck.Status.PASSED if passed else SystemCheck.Status.FAILED,
+        results=results,
+        finished_at=timezone.now(),
+    )
+    heartbeat_record(name=f"worker:{worker}", detail={"via": "system check"})
+    return SystemCheck.objects.get(pk=check_id)
+
+
+def _probe(name: str, fn: Any) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        detail = fn()
+        ok = True
+    except Exception as exc:  # a probe reports any failure instead of raising
+        detail, ok = f"{type(exc).__name__}: {exc}", False
+    return {"name": name, "ok": ok, "detail": detail, "ms": round((time.perf_counter() - started) * 1000, 1)}
+
+
+def _probe_database() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+    return f"{connection.vendor} answered"
+
+
+def _probe_object_store() -> str:
+    store = object_store()
+    payload = b"controlplane system check\n"
+    stored = store.put_content_addressed(io.BytesIO(payload), prefix="system-check/", suffix=".txt")
+    with store.open(stored.key) as handle:
+        if handle.read() != payload:
+            raise RuntimeError(f"read back different bytes from {stored.uri}")
+    return f"wrote and read back {stored.uri}"

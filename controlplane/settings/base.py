@@ -1,0 +1,209 @@
+"""Settings shared by every process (web, worker, beat) and every environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+from controlplane.settings.env import (
+    ConfigurationError,
+    env_bool,
+    env_broker,
+    env_choice,
+    env_database,
+    env_int,
+    env_list,
+    env_str,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+# Everything the embedded default writes at run time (database, objects, broker socket).
+VAR_DIR = Path(env_str("CONTROLPLANE_VAR_DIR", str(BASE_DIR / "var")) or "").resolve()
+
+SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+DEBUG = False
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "controlplane",
+    "lineage",
+    "deployments",
+    "monitoring",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "controlplane.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "controlplane.urls"
+WSGI_APPLICATION = "controlplane.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "controlplane.navigation.navigation",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env_database("DATABASE_URL", VAR_DIR / "controlplane.sqlite3")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATICFILES_FINDERS = [
+    "django.contrib.staticfiles.finders.FileSystemFinder",
+    "django.contrib.staticfiles.finders.AppDirectoriesFinder",
+    "controlplane.staticfinders.VendorFinder",
+]
+# htmx comes from npm (package.json), plotly.js from the plotly wheel, so the portal needs no internet.
+VENDOR_STATIC_FILES = {
+    "vendor/htmx.min.js": BASE_DIR / "node_modules" / "htmx.org" / "dist" / "htmx.min.js",
+    "vendor/plotly.min.js": "plotly:package_data/plotly.min.js",
+}
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
+# --- REST API -------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        # Token first, so that an unauthenticated call gets 401 with a WWW-Authenticate header.
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "controlplane.api_support.Pagination",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "controlplane.api_support.exception_handler",
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "ControlPlane API",
+    "DESCRIPTION": "Datasets, lineage, training runs, approvals, deployments, monitoring and costs.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Backends -------------------------------------------------------------------------------
+CONTROLPLANE_BACKEND = env_choice("CONTROLPLANE_BACKEND", "local", ("local", "aws"))
+OBJECT_STORE_URL = env_str("OBJECT_STORE_URL", f"file://{VAR_DIR / 'objects'}") or ""
+
+
+def _check_object_store_url(url: str) -> None:
+    from workers.objectstore import validate_object_store_url
+
+    try:
+        validate_object_store_url(url)
+    except ValueError:
+        raise ConfigurationError(
+            "OBJECT_STORE_URL", url, "file:///absolute/path or s3://bucket[/prefix]"
+        ) from None
+    if CONTROLPLANE_BACKEND == "aws" and not url.startswith("s3://"):
+        raise ConfigurationError(
+            "OBJECT_STORE_URL", url, "s3://bucket[/prefix] when CONTROLPLANE_BACKEND=aws"
+        )
+
+
+_check_object_store_url(OBJECT_STORE_URL)
+
+AWS_REGION = env_str("AWS_REGION", "us-east-1")
+AWS_ENDPOINT_URL = env_str("AWS_ENDPOINT_URL")
+SAGEMAKER_ROLE_ARN = env_str("SAGEMAKER_ROLE_ARN")
+ECS_CLUSTER = env_str("ECS_CLUSTER")
+ECS_SUBNETS = env_list("ECS_SUBNETS", [])
+ECS_SECURITY_GROUPS = env_list("ECS_SECURITY_GROUPS", [])
+SERVING_IMAGE = env_str("SERVING_IMAGE")
+
+# Signed local download links stay valid this long (seconds).
+OBJECT_DOWNLOAD_EXPIRES = env_int("OBJECT_DOWNLOAD_EXPIRES", 3600, minimum=60)
+
+# --- Celery ---------------------------------------------------------------------------------
+CELERY_BROKER_URL, CELERY_BROKER_IS_EMBEDDED = env_broker(VAR_DIR / "run" / "redis.sock")
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True  # tasks write their results to the database
+CELERY_TASK_TIME_LIMIT = 60 * 60
+CELERY_TASK_SOFT_TIME_LIMIT = 55 * 60
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # long tasks: one at a time per process
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# An unacknowledged (acks_late) message goes back to the queue after this long if its worker vanished.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 2 * 60 * 60, minimum=10)
+}
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_QUEUES_NAMES = ("training", "deploy", "sync", "default")
+CELERY_TASK_ROUTES = {
+    "lineage.tasks.training_*": {"queue": "training"},
+    "deployments.tasks.*": {"queue": "deploy"},
+    "monitoring.tasks.*": {"queue": "sync"},
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "run" / "celerybeat-schedule")
+# The one place periodic work is declared.
+CELERY_BEAT_SCHEDULE = {
+    "heartbeat": {"task": "controlplane.tasks.heartbeat_record", "schedule": 30.0},
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": "INFO"},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+DEMO_PASSWORD = env_str("CONTROLPLANE_DEMO_PASSWORD", "controlplane-demo")
+ALLOW_DEMO_DATA = env_bool("CONTROLPLANE_ALLOW_DEMO_DATA", True)

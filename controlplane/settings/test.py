@@ -1,0 +1,17 @@
+"""The test suite: the embedded default unless DATABASE_URL / REDIS_URL point at real servers."""
+
+import os
+from pathlib import Path
+
+# Its own var/ folder, so a `make run` on the same checkout never shares a broker socket or files with tests.
+os.environ.setdefault("CONTROLPLANE_VAR_DIR", str(Path(__file__).resolve().parents[2] / "var" / "test"))
+
+from controlplane.settings.local import *  # noqa: E402, F403
+from controlplane.settings.local import DATABASES, VAR_DIR  # noqa: E402
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# A file, not ":memory:", so that worker processes started by the tests share the test database.
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+# Redelivery of a lost acks_late task is tested; do not wait two hours for it.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 30}

@@ -1,0 +1,20 @@
+"""Thin Celery wrappers: take ids, call a service."""
+
+from __future__ import annotations
+
+import socket
+
+from celery import shared_task
+
+from controlplane import services
+
+
+@shared_task(name="controlplane.tasks.system_check_run", acks_late=True, reject_on_worker_lost=True)
+def system_check_run_task(check_id: int) -> None:
+    services.system_check_run(check_id=check_id, worker=socket.gethostname())
+
+
+@shared_task(name="controlplane.tasks.heartbeat_record", ignore_result=True, expires=60)
+def heartbeat_record_task() -> None:
+    # Scheduled by beat and executed by a worker, so its timestamp proves both are alive.
+    services.heartbeat_record(name="beat", detail={"worker": socket.gethostname()})

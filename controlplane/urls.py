@@ -1,0 +1,36 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from controlplane import api, views
+
+api_v1 = [
+    path("me/", api.MeApi.as_view(), name="api-me"),
+    path("projects/", api.ProjectListApi.as_view(), name="api-project-list"),
+    path("projects/<slug:slug>/", api.ProjectDetailApi.as_view(), name="api-project-detail"),
+    path("audit-events/", api.AuditEventListApi.as_view(), name="api-audit-list"),
+    path("system-checks/", api.SystemCheckCreateApi.as_view(), name="api-system-check-create"),
+    path("system-checks/<int:pk>/", api.SystemCheckDetailApi.as_view(), name="api-system-check-detail"),
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+]
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/token/", views.api_token, name="api-token"),
+    path("projects/", views.project_list, name="project-list"),
+    path("projects/new/", views.project_create, name="project-create"),
+    path("projects/<slug:slug>/", views.project_detail, name="project-detail"),
+    path("audit/", views.audit_list, name="audit-list"),
+    path("audit/export.csv", views.audit_export, name="audit-export"),
+    path("status/", views.system_status, name="system-status"),
+    path("status/checks/", views.system_check_create, name="system-check-create"),
+    path("status/checks/<int:pk>/", views.system_check_detail, name="system-check-detail"),
+    path("objects/<path:key>", views.object_download, name="object-download"),
+    # DRF views opt out of LoginRequiredMiddleware; the docs page is a page, so it needs sign-in and a role.
+    path("docs/api/", views.page_requires("apidocs.view")(SpectacularSwaggerView.as_view(url_name="api-schema")), name="api-docs"),
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(api_v1)),
+]

@@ -1,0 +1,261 @@
+"""Pages: home, projects, audit log, API token, system status, signed object downloads."""
+
+from __future__ import annotations
+
+import csv
+import json
+import mimetypes
+from collections.abc import Callable, Iterator
+from functools import wraps
+from typing import Any
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.forms import Form
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+from rest_framework.authtoken.models import Token
+
+from controlplane import permissions, selectors, services
+from controlplane.backends import object_store
+from controlplane.forms import AuditFilterForm, ProjectChangeForm, ProjectCreateForm, json_pretty
+from controlplane.models import AuditEvent, Project, SystemCheck
+from workers.errors import ObjectNotFound
+from workers.objectstore.local import verify_download_signature
+
+PAGE_SIZE = 25
+
+
+def page_requires(action: str) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+    """For views that are not ours (e.g. the API docs): sign-in, then the role check."""
+
+    def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @login_required
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            permissions.require(request.user, action)
+            return view(request, *args, **kwargs)
+
+        return wrapped
+
+    return decorate
+
+
+def apply_service_errors(form: Form, exc: ValidationError) -> None:
+    """Show a service's field errors on the form fields they name."""
+    if hasattr(exc, "error_dict"):
+        for field, errors in exc.message_dict.items():
+            form.add_error(field if field in form.fields else None, errors)
+    else:
+        form.add_error(None, exc.messages)
+
+
+def paginate(request: HttpRequest, items: Any, per_page: int = PAGE_SIZE) -> Any:
+    return Paginator(items, per_page).get_page(request.GET.get("page"))
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    roles = permissions.user_roles(request.user)
+    return render(
+        request,
+        "controlplane/home.html",
+        {
+            "roles": sorted(roles),
+            "project_count": Project.objects.count() if roles else 0,
+            "recent_events": AuditEvent.objects.all()[:8] if roles else [],
+        },
+    )
+
+
+# --- projects -------------------------------------------------------------------------------
+
+
+def project_list(request: HttpRequest) -> HttpResponse:
+    permissions.require(request.user, "project.view")
+    search = request.GET.get("q", "").strip()
+    page = paginate(request, selectors.project_list(search=search))
+    return render(
+        request,
+        "controlplane/project_list.html",
+        {
+            "page": page,
+            "search": search,
+            "query": urlencode({"q": search}) if search else "",
+            "can_create": permissions.has_permission(request.user, "project.create"),
+        },
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def project_create(request: HttpRequest) -> HttpResponse:
+    permissions.require(request.user, "project.create")
+    form = ProjectCreateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            project = services.project_create(actor=request.user, **form.cleaned_data)
+        except ValidationError as exc:
+            apply_service_errors(form, exc)
+        else:
+            messages.success(request, f"Project “{project.name}” created.")
+            return redirect("project-detail", slug=project.slug)
+    status = 400 if request.method == "POST" else 200
+    return render(request, "controlplane/project_form.html", {"form": form}, status=status)
+
+
+@require_http_methods(["GET", "POST"])
+def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    permissions.require(request.user, "project.view")
+    project = get_object_or_404(Project, slug=slug)
+    can_change = permissions.has_permission(request.user, "project.change")
+    initial = {"description": project.description, "cost_tags": project.cost_tags}
+    form = ProjectChangeForm(request.POST or None, initial=initial)
+    if request.method == "POST":
+        permissions.require(request.user, "project.change")
+        if form.is_valid():
+            try:
+                services.project_update(actor=request.user, project=project, **form.cleaned_data)
+            except ValidationError as exc:
+                apply_service_errors(form, exc)
+            else:
+                messages.success(request, "Project updated.")
+                return redirect("project-detail", slug=project.slug)
+    history = selectors.audit_event_list(object_type="project", object_id=project.slug)[:20]
+    return render(
+        request,
+        "controlplane/project_detail.html",
+        {"project": project, "form": form, "can_change": can_change, "history": history},
+        status=400 if request.method == "POST" else 200,
+    )
+
+
+# --- audit log ------------------------------------------------------------------------------
+
+
+def _audit_events(request: HttpRequest) -> tuple[AuditFilterForm, Any]:
+    form = AuditFilterForm(request.GET or None)
+    if form.is_bound and not form.is_valid():
+        return form, AuditEvent.objects.none()
+    filters = {k: v for k, v in (form.cleaned_data if form.is_bound else {}).items() if v}
+    return form, selectors.audit_event_list(**filters)
+
+
+def audit_list(request: HttpRequest) -> HttpResponse:
+    permissions.require(request.user, "audit.view")
+    form, events = _audit_events(request)
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "controlplane/audit_list.html",
+        {
+            "form": form,
+            "page": paginate(request, events.select_related("actor"), per_page=50),
+            "query": query.urlencode(),
+            "can_export": permissions.has_permission(request.user, "audit.export"),
+            "choices": selectors.audit_filter_choices(),
+        },
+        status=400 if form.errors else 200,
+    )
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+def audit_export(request: HttpRequest) -> HttpResponse:
+    """Stream the filtered audit log as CSV (admins only), however long it is."""
+    permissions.require(request.user, "audit.export")
+    form, events = _audit_events(request)
+    if form.errors:
+        return render(request, "controlplane/audit_list.html", {"form": form, "page": None}, status=400)
+    writer = csv.writer(_Echo())
+    columns = ["time", "actor", "action", "object_type", "object_id", "object", "reason", "before", "after"]
+
+    def rows() -> Iterator[str]:
+        yield writer.writerow(columns)
+        for event in events.iterator(chunk_size=2000):
+            yield writer.writerow(
+                [
+                    event.created_at.isoformat(),
+                    event.actor_name,
+                    event.action,
+                    event.object_type,
+                    event.object_id,
+                    event.object_repr,
+                    event.reason,
+                    json.dumps(event.before, sort_keys=True, default=str) if event.before is not None else "",
+                    json.dumps(event.after, sort_keys=True, default=str) if event.after is not None else "",
+                ]
+            )
+
+    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="audit-log.csv"'
+    return response
+
+
+# --- API token ------------------------------------------------------------------------------
+
+
+@require_http_methods(["GET", "POST"])
+def api_token(request: HttpRequest) -> HttpResponse:
+    permissions.require(request.user, "token.manage")
+    new_key = None
+    if request.method == "POST":
+        new_key = services.token_regenerate(actor=request.user).key
+        messages.success(request, "New API token created. Copy it now: it is shown only once.")
+    has_token = Token.objects.filter(user=request.user).exists()
+    return render(request, "controlplane/api_token.html", {"new_key": new_key, "has_token": has_token})
+
+
+# --- status ---------------------------------------------------------------------------------
+
+
+def system_status(request: HttpRequest) -> HttpResponse:
+    permissions.require(request.user, "system.view")
+    context = selectors.system_status()
+    context.update(
+        backend=settings.CONTROLPLANE_BACKEND,
+        object_store_url=settings.OBJECT_STORE_URL,
+        broker="embedded Redis (var/run/redis.sock)" if settings.CELERY_BROKER_IS_EMBEDDED else "Redis",
+        database=settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1],
+    )
+    return render(request, "controlplane/system_status.html", context)
+
+
+@require_POST
+def system_check_create(request: HttpRequest) -> HttpResponse:
+    check = services.system_check_request(actor=request.user)
+    return redirect("system-check-detail", pk=check.pk)
+
+
+def system_check_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    permissions.require(request.user, "system.view")
+    check = get_object_or_404(SystemCheck, pk=pk)
+    template = "controlplane/_system_check.html" if request.headers.get("HX-Request") else "controlplane/system_check.html"
+    return render(request, template, {"check": check, "results_json": json_pretty(check.results)})
+
+
+# --- object downloads (local object store) --------------------------------------------------
+
+
+def object_download(request: HttpRequest, key: str) -> HttpResponse:
+    """Serve an object from the local store to signed-in holders of a signed, unexpired link."""
+    if not settings.OBJECT_STORE_URL.startswith("file://"):
+        raise Http404("downloads are served by S3 presigned URLs on this deployment")
+    expires = request.GET.get("expires", "")
+    signature = request.GET.get("signature", "")
+    filename = request.GET.get("filename", "")
+    if not verify_download_signature(settings.SECRET_KEY, key, expires, signature, filename):
+        raise PermissionDenied("this download link is not valid or has expired")
+    try:
+        handle = object_store().open(key)
+    except ObjectNotFound:
+        raise Http404(f"no object {key}") from None
+    content_type = mimetypes.guess_type(filename or key)[0] or "application/octet-stream"
+    return FileResponse(handle, content_type=content_type, as_attachment=bool(filename), filename=filename or None)

@@ -1,0 +1,1 @@
+"""Environments, services, approval requests and decisions, deployments and rollbacks, objectives."""

@@ -1,0 +1,1 @@
+"""Datasets and their versions, runs, model versions, the lineage graph, OpenLineage export."""

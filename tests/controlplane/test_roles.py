@@ -1,0 +1,78 @@
+"""Each role reaches what it should and gets 403 on what it should not; anonymous users are sent to sign-in."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.urls import reverse
+
+from controlplane import permissions
+
+pytestmark = pytest.mark.django_db
+
+PAGES = ["home", "project-list", "project-create", "audit-list", "audit-export", "api-token", "system-status", "api-docs"]
+API = ["api-me", "api-project-list", "api-audit-list", "api-schema"]
+
+# What each role may open (home is open to every signed-in user).
+ALLOWED_PAGES = {
+    permissions.DATA_SCIENTIST: {"home", "project-list", "project-create", "audit-list", "api-token", "api-docs"},
+    permissions.APPROVER: {"home", "project-list", "audit-list", "api-token", "api-docs"},
+    permissions.FINANCE: {"home", "project-list", "audit-list", "api-token", "api-docs"},
+    permissions.ADMIN: set(PAGES),
+    None: {"home"},
+}
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_anonymous_users_are_sent_to_sign_in(client, name: str) -> None:
+    response = client.get(reverse(name))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login") + "?next=")
+
+
+@pytest.mark.parametrize("name", API)
+def test_anonymous_api_calls_get_a_json_error(client, name: str) -> None:
+    response = client.get(reverse(name), HTTP_ACCEPT="application/json")
+    assert response.status_code in (401, 403)
+    assert json.loads(response.content)["error"]["status"] == response.status_code
+
+
+@pytest.mark.parametrize("role", [*permissions.ROLES, None])
+def test_each_role_reaches_exactly_its_pages(client, users, role: str | None) -> None:
+    user = users.by_role()[role] if role else users.outsider
+    client.force_login(user)
+    for name in PAGES:
+        status = client.get(reverse(name)).status_code
+        expected = 200 if name in ALLOWED_PAGES[role] else 403
+        assert status == expected, f"{role or 'outsider'} on {name}: {status}"
+
+
+@pytest.mark.parametrize("role", [*permissions.ROLES, None])
+def test_api_obeys_the_same_rules(api_client_for, users, role: str | None) -> None:
+    user = users.by_role()[role] if role else users.outsider
+    client = api_client_for(user)
+    assert client.get(reverse("api-me")).json()["roles"] == ([role] if role else [])
+    listing = client.get(reverse("api-project-list")).status_code
+    assert listing == (200 if role else 403)
+    created = client.post(reverse("api-project-list"), {"name": f"P {role}", "slug": "p-x"}, format="json").status_code
+    assert created == (201 if role in (permissions.DATA_SCIENTIST, permissions.ADMIN) else 403)
+
+
+def test_token_authentication(users, client) -> None:
+    from rest_framework.test import APIClient
+
+    client.force_login(users.finance)
+    client.post(reverse("api-token"))
+    from rest_framework.authtoken.models import Token
+
+    key = Token.objects.get(user=users.finance).key
+    api = APIClient()
+    assert api.get(reverse("api-me"), HTTP_AUTHORIZATION=f"Token {key}").json()["username"] == "fran"
+    assert api.get(reverse("api-me"), HTTP_AUTHORIZATION="Token nope").status_code == 401
+
+
+def test_superuser_counts_as_admin(users) -> None:
+    users.outsider.is_superuser = True
+    users.outsider.save()
+    assert permissions.has_permission(users.outsider, "audit.export")
