@@ -12,9 +12,10 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
+from django.contrib.auth.decorators import login_not_required, login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
+from django.db import connection
 from django.forms import Form
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -57,6 +58,14 @@ def apply_service_errors(form: Form, exc: ValidationError) -> None:
 
 def paginate(request: HttpRequest, items: Any, per_page: int = PAGE_SIZE) -> Any:
     return Paginator(items, per_page).get_page(request.GET.get("page"))
+
+
+@login_not_required
+def healthz(request: HttpRequest) -> HttpResponse:
+    """For load balancers and container health checks: the process answers and the database is reachable."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return HttpResponse("ok\n", content_type="text/plain")
 
 
 def home(request: HttpRequest) -> HttpResponse:

@@ -76,3 +76,8 @@ def test_superuser_counts_as_admin(users) -> None:
     users.outsider.is_superuser = True
     users.outsider.save()
     assert permissions.has_permission(users.outsider, "audit.export")
+
+
+def test_health_check_answers_without_sign_in(client) -> None:
+    response = client.get(reverse("healthz"))
+    assert response.status_code == 200 and response.content == b"ok\n"
