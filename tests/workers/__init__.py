@@ -1,0 +1,1 @@
+"""Tests of workers/: the backends, with AWS reached through moto's server over HTTP."""

@@ -1,0 +1,290 @@
+"""The boto3 client factory, AWS error translation, and choosing the object store from OBJECT_STORE_URL."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import (
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ParamValidationError,
+    ReadTimeoutError,
+)
+
+from workers import aws
+from workers.errors import BackendError, ConfigError
+from workers.objectstore import (
+    LocalObjectStore,
+    ObjectStore,
+    S3ObjectStore,
+    open_object_store,
+    validate_object_store_url,
+)
+
+
+def client_error(code: str, message: str = "Something happened", status: int = 400) -> ClientError:
+    response = {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}
+    return ClientError(response, "PutObject")  # type: ignore[arg-type]
+
+
+# translate_client_error
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        ("Throttling", 400),
+        ("ThrottlingException", 400),
+        ("RequestLimitExceeded", 503),
+        ("TooManyRequestsException", 429),
+        ("SlowDown", 503),
+        ("ProvisionedThroughputExceededException", 400),
+        ("RequestTimeout", 400),
+        ("InternalError", 500),
+        ("ServiceUnavailable", 503),
+    ],
+)
+def test_throttling_and_transient_codes_are_retryable(code: str, status: int) -> None:
+    error = aws.translate_client_error(client_error(code, "Please slow down", status), action="upload s3://b/k")
+
+    assert isinstance(error, BackendError)
+    assert error.permanent is False
+    assert str(error) == f"Could not upload s3://b/k: AWS returned {code} (Please slow down)"
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_any_server_error_status_is_retryable(status: int) -> None:
+    assert aws.translate_client_error(client_error("SomethingNew", status=status), action="x").permanent is False
+
+
+def test_a_bare_5xx_code_from_a_head_request_is_retryable() -> None:
+    response = {"Error": {"Code": "503", "Message": "Service Unavailable"}, "ResponseMetadata": {}}
+    error = aws.translate_client_error(ClientError(response, "HeadObject"), action="look up s3://b/k")  # type: ignore[arg-type]
+
+    assert error.permanent is False
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        ("AccessDenied", 403),
+        ("NoSuchBucket", 404),
+        ("ValidationException", 400),
+        ("InvalidBucketName", 400),
+        ("ResourceLimitExceeded", 400),
+        ("404", 404),
+    ],
+)
+def test_other_codes_are_permanent(code: str, status: int) -> None:
+    error = aws.translate_client_error(client_error(code, "No.", status), action="create the training job")
+
+    assert error.permanent is True
+    assert "create the training job" in str(error)
+    assert code in str(error)
+    assert "No." in str(error)
+
+
+def test_an_error_without_a_message_still_reads_well() -> None:
+    response = {"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": 403}}
+    error = aws.translate_client_error(ClientError(response, "GetObject"), action="read s3://b/k")  # type: ignore[arg-type]
+
+    assert str(error) == "Could not read s3://b/k: AWS returned AccessDenied"
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        EndpointConnectionError(endpoint_url="https://s3.us-east-1.amazonaws.com"),
+        ConnectTimeoutError(endpoint_url="https://s3.us-east-1.amazonaws.com"),
+        ReadTimeoutError(endpoint_url="https://s3.us-east-1.amazonaws.com"),
+    ],
+)
+def test_connection_failures_are_retryable(exc: Exception) -> None:
+    error = aws.translate_botocore_error(exc, action="upload s3://b/k")  # type: ignore[arg-type]
+
+    assert error.permanent is False
+    assert str(error).startswith("Could not upload s3://b/k: ")
+    assert "s3.us-east-1.amazonaws.com" in str(error)
+
+
+@pytest.mark.parametrize("exc", [NoCredentialsError(), ParamValidationError(report="Bucket is required")])
+def test_other_botocore_errors_are_permanent(exc: Exception) -> None:
+    assert aws.translate_botocore_error(exc, action="upload s3://b/k").permanent is True  # type: ignore[arg-type]
+
+
+def test_aws_errors_translates_inside_the_block_and_keeps_the_cause() -> None:
+    original = client_error("SlowDown", status=503)
+
+    with pytest.raises(BackendError) as caught, aws.aws_errors("list s3://b"):
+        raise original
+
+    assert caught.value.permanent is False
+    assert caught.value.__cause__ is original
+    with pytest.raises(BackendError) as caught_botocore, aws.aws_errors("list s3://b"):
+        raise NoCredentialsError()
+    assert caught_botocore.value.permanent is True
+
+
+# aws_client
+
+
+@pytest.fixture
+def clean_aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+    aws.clear_client_cache()
+    yield
+    aws.clear_client_cache()
+
+
+def test_client_region_comes_from_aws_region_then_aws_default_region_then_us_east_1(
+    clean_aws_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert aws.aws_client("sts").meta.region_name == "us-east-1"
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    assert aws.aws_client("sts").meta.region_name == "eu-west-1"
+    monkeypatch.setenv("AWS_REGION", "eu-central-1")
+    assert aws.aws_client("sts").meta.region_name == "eu-central-1"
+    assert aws.aws_client("sts", region="ap-south-1").meta.region_name == "ap-south-1"
+
+
+def test_client_endpoint_comes_from_aws_endpoint_url_and_empty_means_aws(
+    clean_aws_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "")
+    assert aws.aws_client("s3").meta.endpoint_url.endswith(".amazonaws.com")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
+    assert aws.aws_client("s3").meta.endpoint_url == "http://127.0.0.1:4566"
+    assert aws.aws_client("s3", endpoint_url="http://localhost:9000").meta.endpoint_url == "http://localhost:9000"
+
+
+def test_clients_use_standard_retries_and_timeouts(clean_aws_env: None) -> None:
+    config = aws.aws_client("sagemaker").meta.config
+
+    # botocore stores max_attempts (retries after the first try) as total_max_attempts (every try).
+    assert config.retries == {"mode": "standard", "total_max_attempts": 6}
+    assert (config.connect_timeout, config.read_timeout) == (5, 60)
+    assert aws.aws_client("s3").meta.config.signature_version == "s3v4"
+
+
+def test_clients_are_cached_per_service_region_and_endpoint(clean_aws_env: None) -> None:
+    s3 = aws.aws_client("s3")
+
+    assert aws.aws_client("s3") is s3
+    assert aws.aws_client("s3", region="us-east-1") is s3
+    assert aws.aws_client("s3", region="eu-west-1") is not s3
+    assert aws.aws_client("s3", endpoint_url="http://127.0.0.1:4566") is not s3
+    assert aws.aws_client("ecs") is not s3
+    aws.clear_client_cache()
+    assert aws.aws_client("s3") is not s3
+
+
+def test_concurrent_first_calls_share_one_client(clean_aws_env: None) -> None:
+    barrier = threading.Barrier(16)
+    clients: list[object] = []
+
+    def build() -> None:
+        barrier.wait()
+        clients.append(aws.aws_client("logs"))
+
+    threads = [threading.Thread(target=build) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert len(clients) == 16
+    assert len({id(client) for client in clients}) == 1
+
+
+# open_object_store and validate_object_store_url
+
+BAD_URLS = [
+    "",
+    "   ",
+    "var/objects",
+    "/var/objects",
+    "file:var/objects",
+    "file://var/objects",
+    "file://host.example/var/objects",
+    "file:///var/objects?mode=fast",
+    " file:///var/objects",
+    "s3://",
+    "s3:///prefix",
+    "s3://ab",
+    "s3://My_Bucket",
+    "s3://bucket..name",
+    "s3://-bucket",
+    "s3://192.168.1.10",
+    "s3://xn--bucket",
+    "s3://" + "b" * 64,
+    "s3://user@bucket",
+    "s3://bucket:9000",
+    "s3://bucket/a/../b",
+    "s3://bucket/a//b",
+    "http://example.com/objects",
+    "gs://bucket/prefix",
+    "s3://bucket\n/prefix",
+]
+
+
+@pytest.mark.parametrize("url", BAD_URLS)
+def test_bad_object_store_urls_give_one_line_naming_the_setting_and_accepted_forms(url: str, tmp_path: Path) -> None:
+    for call in (validate_object_store_url, open_object_store):
+        with pytest.raises(ConfigError) as caught:
+            call(url)
+
+        message = str(caught.value)
+        assert isinstance(caught.value, ValueError)
+        assert "\n" not in message
+        assert message.startswith("OBJECT_STORE_URL ")
+        assert "file:///absolute/path" in message
+        assert "s3://bucket[/prefix]" in message
+
+
+def test_validating_a_file_url_creates_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "not" / "yet"
+
+    validate_object_store_url(root.as_uri())
+
+    assert not (tmp_path / "not").exists()
+
+
+def test_a_file_url_opens_a_local_store_at_that_directory(tmp_path: Path) -> None:
+    root = tmp_path / "my objects"
+
+    store = open_object_store(root.as_uri(), download_base_url="http://portal.test/dl", signing_key="k")
+
+    assert isinstance(store, LocalObjectStore)
+    assert isinstance(store, ObjectStore)
+    assert store.root == root
+    assert store.url == root.as_uri()
+    assert root.is_dir()
+    assert store.download_url("k").startswith("http://portal.test/dl/k?")
+
+
+@pytest.mark.parametrize(
+    ("url", "bucket", "prefix", "store_url"),
+    [
+        ("s3://my-bucket", "my-bucket", "", "s3://my-bucket"),
+        ("s3://my-bucket/", "my-bucket", "", "s3://my-bucket"),
+        ("s3://my.bucket-1/ml/objects", "my.bucket-1", "ml/objects/", "s3://my.bucket-1/ml/objects/"),
+        ("s3://my-bucket/ml/objects/", "my-bucket", "ml/objects/", "s3://my-bucket/ml/objects/"),
+    ],
+)
+def test_an_s3_url_opens_an_s3_store_on_that_bucket_and_prefix(
+    aws_env: str, url: str, bucket: str, prefix: str, store_url: str
+) -> None:
+    validate_object_store_url(url)
+    store = open_object_store(url)
+
+    assert isinstance(store, S3ObjectStore)
+    assert isinstance(store, ObjectStore)
+    assert (store.bucket, store.prefix, store.url) == (bucket, prefix, store_url)
