@@ -1,0 +1,371 @@
+"""The SageMaker script-mode contract, shared by every recipe script and by the registry.
+
+This file ships next to the recipe: the local backend copies it into the job's code directory and the SageMaker
+backend uploads it in the same source archive. So it uses the standard library only (pandas is imported lazily) and
+stays Python 3.9 compatible, as older SageMaker scikit-learn images ship 3.9. Recipe scripts import it as the
+top-level module `_contract`; the registry imports it as `workers.recipes._contract`, so the portal and the training
+container validate hyperparameters with the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+PARAMETER_TYPES = ("int", "float", "str", "bool", "choice", "column", "columns")
+# SageMaker's own SDK and toolkit add these to the hyperparameters; they are not the recipe's.
+RESERVED_PREFIX = "sagemaker_"
+# SageMaker truncates FailureReason to 1024 characters.
+MAX_FAILURE_CHARS = 1024
+MAX_LISTED_COLUMNS = 20
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One hyperparameter a recipe accepts; `type` is one of PARAMETER_TYPES."""
+
+    name: str
+    type: str
+    default: Any = None
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] | None = None
+    required: bool = False
+    help: str = ""
+
+
+class RecipeFailure(Exception):
+    """A problem the user can fix (bad data, bad hyperparameter); its message becomes the run's failure reason."""
+
+
+def parameters_from_spec(spec: Iterable[Mapping[str, Any]]) -> tuple[Parameter, ...]:
+    """Parameters from the plain dicts a recipe script declares in its RECIPE literal."""
+    parameters = []
+    for item in spec:
+        values = dict(item)
+        if values.get("choices") is not None:
+            values["choices"] = tuple(values["choices"])
+        parameters.append(Parameter(**values))
+    return tuple(parameters)
+
+
+def _number(value: float) -> str:
+    return format(value, "g")
+
+
+def expected(parameter: Parameter) -> str:
+    """What a valid value of `parameter` looks like, in words."""
+    low, high = parameter.minimum, parameter.maximum
+    if low is not None and high is not None:
+        bounds = f" between {_number(low)} and {_number(high)}"
+    elif low is not None:
+        bounds = f" >= {_number(low)}"
+    elif high is not None:
+        bounds = f" <= {_number(high)}"
+    else:
+        bounds = ""
+    if parameter.type == "int":
+        return "a whole number" + bounds
+    if parameter.type == "float":
+        return "a number" + bounds
+    if parameter.type == "bool":
+        return "true or false"
+    if parameter.type == "choice":
+        return "one of: " + ", ".join(parameter.choices or ())
+    if parameter.type == "column":
+        return "the name of a column"
+    if parameter.type == "columns":
+        return "a list of column names (a JSON list or comma-separated text)"
+    return "text"
+
+
+def _unquote(value: str) -> Any:
+    # Values may arrive JSON-encoded ("\"a\"", "[\"a\"]") when sent through SageMaker, where every value is a string.
+    stripped = value.strip()
+    if stripped[:1] in ('"', "["):
+        try:
+            return json.loads(stripped)
+        except ValueError:
+            return value
+    return value
+
+
+def _coerce_number(parameter: Parameter, value: Any) -> int | float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = int(text)
+        except ValueError:
+            try:
+                value = float(text)
+            except ValueError:
+                return None
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    if parameter.type == "int":
+        if isinstance(value, float):
+            if not value.is_integer():
+                return None
+            value = int(value)
+    else:
+        value = float(value)
+    if parameter.minimum is not None and value < parameter.minimum:
+        return None
+    if parameter.maximum is not None and value > parameter.maximum:
+        return None
+    return value
+
+
+def _coerce_columns(value: Any) -> list[str] | None:
+    if isinstance(value, str):
+        value = _unquote(value)
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",")]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
+        return None
+    return [item.strip() for item in value if item.strip()]
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def list_columns(columns: Sequence[str]) -> str:
+    """Column names for an error message, cut short when there are many."""
+    names = [str(name) for name in columns]
+    if len(names) <= MAX_LISTED_COLUMNS:
+        return ", ".join(names)
+    return ", ".join(names[:MAX_LISTED_COLUMNS]) + f", … ({len(names) - MAX_LISTED_COLUMNS} more)"
+
+
+def _coerce(parameter: Parameter, value: Any) -> tuple[Any, str | None]:
+    """The typed value, or (None, error message)."""
+    wrong = f"expected {expected(parameter)}"
+    kind = parameter.type
+    if kind in ("int", "float"):
+        number = _coerce_number(parameter, value)
+        return (number, None) if number is not None else (None, wrong)
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value, None
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true", None
+        return None, wrong
+    if kind == "columns":
+        names = _coerce_columns(value)
+        if names is None:
+            return None, wrong
+        seen: set[str] = set()
+        for name in names:
+            if name in seen:
+                return None, f"column '{name}' is listed more than once"
+            seen.add(name)
+        return names, None
+    if isinstance(value, str):
+        value = _unquote(value)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        # SageMaker's toolkit JSON-decodes every value, so a column named "2024" arrives as the number 2024.
+        value = str(value)
+    if not isinstance(value, str):
+        return None, wrong
+    value = value.strip() if kind == "choice" else value
+    if kind == "choice" and value not in (parameter.choices or ()):
+        return None, wrong
+    return value, None
+
+
+def validate_parameters(
+    parameters: Sequence[Parameter],
+    values: Mapping[str, Any],
+    *,
+    columns: Sequence[str] | None = None,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """(cleaned values with defaults filled in, errors by parameter name); `columns` also checks column names."""
+    by_name = {parameter.name: parameter for parameter in parameters}
+    cleaned: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for name in values:
+        if name not in by_name:
+            known = ", ".join(sorted(by_name)) or "none"
+            errors[name] = f"unknown parameter (known: {known})"
+    for parameter in parameters:
+        raw = values.get(parameter.name)
+        if _is_missing(raw) or (parameter.type == "columns" and raw == []):
+            if parameter.required:
+                errors[parameter.name] = f"a value is required: expected {expected(parameter)}"
+            cleaned[parameter.name] = parameter.default
+            continue
+        value, error = _coerce(parameter, raw)
+        if error is None and parameter.type == "columns" and not value:
+            if parameter.required:
+                error = f"a value is required: expected {expected(parameter)}"
+            else:
+                value = parameter.default
+        if error is None and columns is not None and parameter.type in ("column", "columns"):
+            for name in [value] if parameter.type == "column" else value or []:
+                if name not in columns:
+                    error = f"column '{name}' is not in the dataset (columns: {list_columns(columns)})"
+                    break
+        if error is not None:
+            errors[parameter.name] = error
+        else:
+            cleaned[parameter.name] = value
+    return cleaned, errors
+
+
+# --- the container side: where SageMaker puts things ---------------------------------------------------------------
+
+
+def _env_path(variable: str, default: str) -> Path:
+    return Path(os.environ.get(variable) or default)
+
+
+def model_dir() -> Path:
+    """SM_MODEL_DIR: everything written here becomes the model artifact."""
+    return _env_path("SM_MODEL_DIR", "/opt/ml/model")
+
+
+def output_data_dir() -> Path:
+    """SM_OUTPUT_DATA_DIR: other outputs (a transform's datasets)."""
+    return _env_path("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data")
+
+
+def failure_path() -> Path:
+    """Where SageMaker looks for the failure reason."""
+    return _env_path("SM_OUTPUT_DIR", "/opt/ml/output") / "failure"
+
+
+def channel_dir(name: str) -> Path | None:
+    """The directory holding channel `name`'s files, or None when the job has no such channel."""
+    configured = os.environ.get(f"SM_CHANNEL_{name.upper()}")
+    path = Path(configured) if configured else _env_path("SM_INPUT_DIR", "/opt/ml/input") / "data" / name
+    return path if path.is_dir() else None
+
+
+def read_raw_hyperparameters() -> dict[str, Any]:
+    """SM_HPS if set, else hyperparameters.json; SageMaker's own `sagemaker_*` entries are dropped."""
+    text = os.environ.get("SM_HPS")
+    if text is None:
+        path = _env_path("SM_INPUT_CONFIG_DIR", "/opt/ml/input/config") / "hyperparameters.json"
+        text = path.read_text(encoding="utf-8") if path.is_file() else "{}"
+    try:
+        values = json.loads(text)
+    except ValueError as exc:
+        raise RecipeFailure(f"the hyperparameters are not valid JSON: {exc}") from exc
+    if not isinstance(values, dict):
+        raise RecipeFailure("the hyperparameters must be a JSON object")
+    return {key: value for key, value in values.items() if not key.startswith(RESERVED_PREFIX)}
+
+
+def load_hyperparameters(recipe: Mapping[str, Any]) -> dict[str, Any]:
+    """The recipe's hyperparameters, typed and with defaults; a bad value fails the run naming the parameter."""
+    cleaned, errors = validate_parameters(parameters_from_spec(recipe["parameters"]), read_raw_hyperparameters())
+    if errors:
+        raise RecipeFailure("; ".join(f"hyperparameter {name}: {message}" for name, message in errors.items()))
+    return cleaned
+
+
+def check_columns(recipe: Mapping[str, Any], values: Mapping[str, Any], columns: Sequence[str]) -> None:
+    """Fail naming the parameter when a column-valued hyperparameter names a column the data lacks."""
+    _, errors = validate_parameters(parameters_from_spec(recipe["parameters"]), values, columns=list(columns))
+    if errors:
+        raise RecipeFailure("; ".join(f"hyperparameter {name}: {message}" for name, message in errors.items()))
+
+
+def channel_files(name: str) -> list[Path]:
+    """The channel's files in file-name order (paths relative to the channel, so sub-directories sort too)."""
+    directory = channel_dir(name)
+    if directory is None:
+        return []
+    files = [path for path in directory.rglob("*") if path.is_file() and not path.name.startswith(".")]
+    return sorted(files, key=lambda path: path.relative_to(directory).as_posix())
+
+
+def _read_file(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    if suffix != ".csv":
+        with path.open("rb") as handle:
+            # Content-addressed objects may have no suffix: Parquet files start with the magic bytes PAR1.
+            if handle.read(4) == b"PAR1":
+                return pd.read_parquet(path)
+    return pd.read_csv(path)
+
+
+def read_channel(name: str, *, required: bool = True) -> pd.DataFrame | None:
+    """All of a channel's CSV/Parquet files, concatenated in file-name order; None if absent and not required."""
+    import pandas as pd
+
+    files = channel_files(name)
+    if not files:
+        if required:
+            raise RecipeFailure(f"channel '{name}' holds no CSV or Parquet files")
+        return None
+    frames: list[pd.DataFrame] = []
+    for path in files:
+        try:
+            frame = _read_file(path)
+        except Exception as exc:
+            raise RecipeFailure(f"cannot read '{path.name}' in channel '{name}': {exc}") from exc
+        if frames and list(frame.columns) != list(frames[0].columns):
+            raise RecipeFailure(
+                f"'{path.name}' in channel '{name}' has columns ({list_columns(list(frame.columns))}) "
+                f"but '{files[0].name}' has ({list_columns(list(frames[0].columns))})"
+            )
+        frames.append(frame)
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def format_metric(name: str, value: float, *, step: int | None = None, fold: int | None = None) -> str:
+    """One metric log line; the registry's MetricDefinitions regexes capture the value after `name=`."""
+    text = f"metric: {name}={value:.6g}" if isinstance(value, float) else f"metric: {name}={value}"
+    if step is not None:
+        text += f"; step={step}"
+    if fold is not None:
+        text += f"; fold={fold}"
+    return text + f"; time={time.time():.3f}"
+
+
+def emit_metric(name: str, value: float, *, step: int | None = None, fold: int | None = None) -> None:
+    """Print a metric line; values that are not finite numbers are reported as a note instead."""
+    if isinstance(value, float) and not math.isfinite(value):
+        print(f"note: metric {name} is undefined ({value}) and was not reported", flush=True)
+        return
+    print(format_metric(name, value, step=step, fold=fold), flush=True)
+
+
+def write_failure(message: str) -> None:
+    """Record why the run failed where SageMaker (and the local backend) look for it."""
+    path = failure_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(message[:MAX_FAILURE_CHARS], encoding="utf-8")
+
+
+def run(main: Callable[[], None]) -> None:
+    """Run a recipe's main(); any failure is written to the failure file and the process exits with code 1."""
+    try:
+        main()
+    except RecipeFailure as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        write_failure(str(exc))
+        sys.exit(1)
+    except Exception as exc:
+        traceback.print_exc()
+        write_failure(f"{type(exc).__name__}: {exc}")
+        sys.exit(1)

@@ -1,0 +1,127 @@
+"""The training backend interface: start a recipe as a job, describe it, stop it, read its logs and metrics."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from workers.errors import BackendError
+from workers.recipes import Recipe
+
+JobState = Literal["starting", "running", "succeeded", "failed", "stopping", "stopped"]
+TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "stopped"})
+
+# Labels a metric line may carry after its value: `metric: accuracy=0.95; step=3; time=1712345678.123`.
+_LABEL = re.compile(r";\s*(step|fold|time)=([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)")
+
+
+class JobNotFound(BackendError):
+    """The backend knows no job with that id."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, permanent=True)
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """A file the backend places in a channel's directory under `filename`."""
+
+    channel: str
+    path: Path
+    filename: str
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything a backend needs to run one recipe once."""
+
+    run_id: str
+    recipe: Recipe
+    hyperparameters: dict[str, Any]
+    inputs: list[InputFile]
+    work_dir: Path
+    instance_type: str = "local"
+    max_runtime_seconds: int = 3600
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """A job as the backend sees it now; `metrics` maps a name to its points in log order."""
+
+    state: JobState
+    message: str
+    metrics: dict[str, list[dict[str, Any]]]
+    model_dir: Path | None
+    output_dir: Path | None
+    usage: dict[str, float | None]
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+@runtime_checkable
+class TrainingBackend(Protocol):
+    """Runs recipes under the SageMaker script-mode contract; any worker process may describe or stop any job."""
+
+    def start(self, spec: JobSpec) -> str:
+        """Start the job and return its id; starting the same run again returns the same id."""
+        ...
+
+    def describe(self, job_id: str) -> JobStatus:
+        """The job's state, failure message, metrics so far, output locations and measured usage."""
+        ...
+
+    def stop(self, job_id: str) -> None:
+        """Stop the job (no-op once it has finished)."""
+        ...
+
+    def logs(self, job_id: str, *, start: int = 0) -> tuple[list[str], int]:
+        """Log lines from line `start` on, and the offset to pass next time."""
+        ...
+
+
+def parse_metrics(
+    lines: Iterable[str],
+    metric_definitions: Sequence[Mapping[str, str]],
+    *,
+    default_time: float | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """Metric points found by the recipe's MetricDefinitions regexes (the ones SageMaker applies to the same lines).
+
+    The value is the regex's first group; `step`, `fold` and `time` come from the line's labels when present.
+    """
+    patterns = [(definition["Name"], re.compile(definition["Regex"])) for definition in metric_definitions]
+    series: dict[str, list[dict[str, Any]]] = {}
+    for line in lines:
+        if "metric:" not in line:
+            continue
+        labels = {name: value for name, value in _LABEL.findall(line)}
+        for name, pattern in patterns:
+            match = pattern.search(line)
+            if match is None:
+                continue
+            point: dict[str, Any] = {"value": float(match.group(1))}
+            for label in ("step", "fold"):
+                if label in labels:
+                    point[label] = int(float(labels[label]))
+            point["time"] = float(labels["time"]) if "time" in labels else default_time
+            series.setdefault(name, []).append(point)
+    return series
+
+
+def encode_hyperparameters(values: Mapping[str, Any]) -> dict[str, str]:
+    """Hyperparameters as SageMaker carries them, every value a string: text as is, anything else as JSON.
+
+    Unset values (None) are left out, so the recipe falls back to its default.
+    """
+    return {
+        name: value if isinstance(value, str) else json.dumps(value)
+        for name, value in values.items()
+        if value is not None
+    }
