@@ -17,6 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from controlplane.models import AuditImmutableError
+from lineage.models import WriteOnceError
 
 
 class Pagination(pagination.PageNumberPagination):
@@ -52,7 +53,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         exc = exceptions.PermissionDenied(str(exc) or None)
     elif isinstance(exc, Http404):
         exc = exceptions.NotFound(str(exc) or None)
-    elif isinstance(exc, AuditImmutableError):
+    elif isinstance(exc, (AuditImmutableError, WriteOnceError)):
         exc = exceptions.APIException(str(exc))
         exc.status_code = 409
     response = drf_exception_handler(exc, context)

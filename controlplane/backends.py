@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.urls import reverse
@@ -18,3 +20,12 @@ def object_store() -> ObjectStore:
         download_base_url=reverse("object-download", kwargs={"key": "x"}).rsplit("/", 1)[0],
         signing_key=settings.SECRET_KEY,
     )
+
+
+def training_backend(name: str) -> Any:
+    """The training backend a run names: `local` (a subprocess here) or, from the training issue on, `sagemaker`."""
+    if name == "local":
+        from workers.training.local import LocalTrainingBackend
+
+        return LocalTrainingBackend(Path(settings.RUNS_WORK_DIR))
+    raise ValueError(f"unknown training backend {name!r}")

@@ -12,6 +12,8 @@ from controlplane import permissions
 # (label, url name, action that must be allowed). Later features add their entries here.
 NAVIGATION: list[tuple[str, str, str]] = [
     ("Projects", "project-list", "project.view"),
+    ("Datasets", "dataset-list", "dataset.view"),
+    ("Runs", "run-list", "run.view"),
     ("Audit log", "audit-list", "audit.view"),
     ("API", "api-docs", "apidocs.view"),
     ("Status", "system-status", "system.view"),

@@ -23,6 +23,12 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "system.view": frozenset({ADMIN}),
     "system.check": frozenset({ADMIN}),
     "token.manage": ANY_ROLE,
+    "dataset.view": ANY_ROLE,
+    "dataset.register": frozenset({DATA_SCIENTIST, ADMIN}),
+    "run.view": ANY_ROLE,
+    "run.launch": frozenset({DATA_SCIENTIST, ADMIN}),
+    "run.stop": frozenset({DATA_SCIENTIST, ADMIN}),
+    "lineage.view": ANY_ROLE,
     "apidocs.view": ANY_ROLE,
 }
 

@@ -13,6 +13,7 @@ api_v1 = [
     path("system-checks/", api.SystemCheckCreateApi.as_view(), name="api-system-check-create"),
     path("system-checks/<int:pk>/", api.SystemCheckDetailApi.as_view(), name="api-system-check-detail"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("", include("lineage.api_urls")),
 ]
 
 urlpatterns = [
@@ -32,6 +33,7 @@ urlpatterns = [
     path("objects/<path:key>", views.object_download, name="object-download"),
     # DRF views opt out of LoginRequiredMiddleware; the docs page is a page, so it needs sign-in and a role.
     path("docs/api/", views.page_requires("apidocs.view")(SpectacularSwaggerView.as_view(url_name="api-schema")), name="api-docs"),
+    path("", include("lineage.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
 ]

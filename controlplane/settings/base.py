@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from controlplane.settings.env import (
     ConfigurationError,
     env_bool,
@@ -134,6 +133,13 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "COMPONENT_SPLIT_REQUEST": True,
+    # One name per choice set, so generated clients get stable enum names.
+    "ENUM_NAME_OVERRIDES": {
+        "DatasetFormatEnum": "lineage.models.DatasetVersion.Format",
+        "RunStatusEnum": "lineage.models.Run.Status",
+        "RegistrationStatusEnum": "lineage.models.DatasetRegistration.Status",
+        "SystemCheckStatusEnum": "controlplane.models.SystemCheck.Status",
+    },
 }
 
 # --- Backends -------------------------------------------------------------------------------
@@ -166,6 +172,20 @@ ECS_SUBNETS = env_list("ECS_SUBNETS", [])
 ECS_SECURITY_GROUPS = env_list("ECS_SECURITY_GROUPS", [])
 SERVING_IMAGE = env_str("SERVING_IMAGE")
 
+# --- Datasets and runs ----------------------------------------------------------------------
+# Uploads over this size are refused before they are stored.
+DATASET_MAX_UPLOAD_BYTES = env_int("DATASET_MAX_UPLOAD_BYTES", 1024 * 1024 * 1024, minimum=1)
+# file:// registrations must point inside one of these folders.
+DATASET_FILE_ROOTS = [Path(p).resolve() for p in env_list("DATASET_FILE_ROOTS", [str(VAR_DIR / "data")])]
+# Uploads larger than this are spooled to disk by Django, never held in memory.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+FILE_UPLOAD_TEMP_DIR = str(VAR_DIR / "tmp")
+Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
+RUNS_WORK_DIR = VAR_DIR / "runs"
+# OpenLineage events are also sent here when set (e.g. http://marquez:5000).
+OPENLINEAGE_URL = env_str("OPENLINEAGE_URL")
+OPENLINEAGE_NAMESPACE = env_str("OPENLINEAGE_NAMESPACE", "controlplane")
+
 # Signed local download links stay valid this long (seconds).
 OBJECT_DOWNLOAD_EXPIRES = env_int("OBJECT_DOWNLOAD_EXPIRES", 3600, minimum=60)
 
@@ -194,6 +214,7 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "run" / "celerybeat-schedule")
 # The one place periodic work is declared.
 CELERY_BEAT_SCHEDULE = {
     "heartbeat": {"task": "controlplane.tasks.heartbeat_record", "schedule": 30.0},
+    "lineage-requeue-stale": {"task": "lineage.tasks.requeue_stale", "schedule": 300.0},
 }
 
 LOGGING = {

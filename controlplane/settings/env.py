@@ -97,7 +97,7 @@ def env_database(name: str, default_sqlite_path: Path) -> dict[str, Any]:
         raise ConfigurationError(name, value, DATABASE_FORMS)
     try:
         # A non-numeric port only fails when urlsplit is asked for it.
-        urlsplit(value).port
+        _ = urlsplit(value).port
     except ValueError:
         raise ConfigurationError(name, value, DATABASE_FORMS) from None
     return config

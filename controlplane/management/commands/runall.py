@@ -1,4 +1,4 @@
-"""Run the whole system on this machine: embedded broker, Celery worker and beat, and the portal.
+"""Run the whole system on this machine: embedded broker, migrations and demo data, Celery worker and beat, the portal.
 
 Ctrl-C (or SIGTERM) stops every process it started, web first and the broker last.
 """
@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from django.conf import settings
+from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from controlplane import embedded_broker
@@ -26,8 +27,9 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--concurrency", type=int, default=2, help="worker processes")
+        parser.add_argument("--skip-setup", action="store_true", help="do not migrate or load demo data first")
 
-    def handle(self, *args: Any, host: str, port: int, concurrency: int, **options: Any) -> None:
+    def handle(self, *args: Any, host: str, port: int, concurrency: int, skip_setup: bool, **options: Any) -> None:
         self.stopping = False
         started: list[tuple[str, subprocess.Popen[bytes]]] = []
         signal.signal(signal.SIGINT, self._on_signal)
@@ -42,6 +44,10 @@ class Command(BaseCommand):
                 else:
                     started.append(("broker", embedded_broker.start(socket_path)))
                     self.stdout.write(f"broker: embedded redis-server on {socket_path}")
+            # Migrations and demo data after the broker is up, so the work they queue reaches the worker.
+            if not skip_setup:
+                call_command("migrate", interactive=False, verbosity=0)
+                call_command("seed_demo")
             celery = [sys.executable, "-m", "celery", "-A", "controlplane"]
             started.append(
                 ("worker", self._spawn(celery + ["worker", "-Q", QUEUES, "-c", str(concurrency), "-n", "worker@%h", "-l", "INFO"]))

@@ -55,3 +55,30 @@ class Command(BaseCommand):
                     cost_tags={"team": "ml-platform"},
                 )
                 self.stdout.write("created demo project")
+        self._seed_datasets(dana)
+
+    def _seed_datasets(self, dana: Any) -> None:
+        """The breast-cancer data scikit-learn ships, and a split of it, so lineage has something to show."""
+        import io
+
+        from django.core.files.uploadedfile import SimpleUploadedFile
+        from sklearn.datasets import load_breast_cancer
+
+        from lineage import services as lineage_services
+        from lineage.models import Dataset, Run
+
+        if Dataset.objects.filter(project__slug="demo", slug="breast-cancer").exists():
+            return
+        buffer = io.StringIO()
+        load_breast_cancer(as_frame=True).frame.to_csv(buffer, index=False)
+        upload = SimpleUploadedFile("breast-cancer.csv", buffer.getvalue().encode(), content_type="text/csv")
+        version, _ = lineage_services.dataset_version_upload(
+            actor=dana, project="demo", dataset="breast-cancer", upload=upload,
+            description="Wisconsin diagnostic breast cancer data (569 rows, 30 features, binary target).",
+        )
+        if not Run.objects.filter(inputs__dataset_version=version).exists():
+            lineage_services.transform_run_launch(
+                actor=dana, inputs=[version], recipe="split",
+                parameters={"test_fraction": 0.2, "seed": 42, "stratify_column": "target"},
+            )
+        self.stdout.write("registered demo dataset breast-cancer v1 and queued a split run")

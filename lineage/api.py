@@ -1,0 +1,408 @@
+"""REST API for datasets, dataset versions, registrations, runs, recipes and lineage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import Http404
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.generics import GenericAPIView
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from controlplane import permissions
+from controlplane.backends import object_store
+from lineage import selectors, services
+from lineage.models import Dataset, DatasetRegistration, DatasetVersion, Run, RunEvent
+from lineage.openlineage import lineage_run_events
+
+
+class DatasetOutput(serializers.ModelSerializer):
+    project = serializers.CharField(source="project.slug")
+    created_by = serializers.CharField(source="created_by.username")
+    version_count = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Dataset
+        fields = ["project", "slug", "name", "description", "version_count", "created_by", "created_at"]
+
+    def get_version_count(self, dataset: Dataset) -> int:
+        return dataset.versions.count()
+
+
+class DatasetVersionOutput(serializers.ModelSerializer):
+    project = serializers.CharField(source="dataset.project.slug")
+    dataset = serializers.CharField(source="dataset.slug")
+    node_id = serializers.CharField()
+    created_by = serializers.CharField(source="created_by.username")
+    produced_by = serializers.IntegerField(source="produced_by_id", allow_null=True)
+    profile_status = serializers.CharField(source="profile.status")
+    profile_progress = serializers.FloatField(source="profile.progress")
+
+    class Meta:
+        model = DatasetVersion
+        fields = [
+            "id", "node_id", "project", "dataset", "number", "sha256", "uri", "size", "format", "content_format",
+            "compressed", "columns", "row_count", "object_count", "source", "source_uri", "source_etag",
+            "source_version_id", "original_filename", "produced_by", "created_by", "created_at",
+            "profile_status", "profile_progress",
+        ]
+
+
+class DatasetVersionUploadInput(serializers.Serializer):
+    project = serializers.CharField()
+    dataset = serializers.CharField(max_length=100)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    file = serializers.FileField()
+
+
+class DatasetRegistrationInput(serializers.Serializer):
+    project = serializers.CharField()
+    dataset = serializers.CharField(max_length=100)
+    uri = serializers.CharField(max_length=1024)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class DatasetRegistrationOutput(serializers.ModelSerializer):
+    project = serializers.CharField(source="project.slug")
+    version = serializers.IntegerField(source="version_id", allow_null=True)
+
+    class Meta:
+        model = DatasetRegistration
+        fields = ["id", "project", "dataset_slug", "source_uri", "status", "progress", "error", "version",
+                  "created_new_version", "created_at", "finished_at"]
+
+
+def _version(pk: int) -> DatasetVersion:
+    return get_object_or_404(DatasetVersion.objects.select_related("dataset__project", "created_by", "profile"), pk=pk)
+
+
+class DatasetListApi(GenericAPIView):
+    serializer_class = DatasetOutput
+
+    @extend_schema(
+        operation_id="datasets_list",
+        parameters=[OpenApiParameter("q", str), OpenApiParameter("project", str)],
+        responses=DatasetOutput(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        permissions.require(request.user, "dataset.view")
+        datasets = selectors.dataset_list(search=request.query_params.get("q", ""), project=request.query_params.get("project", ""))
+        page = self.paginate_queryset(datasets)
+        return self.get_paginated_response(DatasetOutput(page, many=True).data)
+
+
+class DatasetDetailApi(GenericAPIView):
+    serializer_class = DatasetOutput
+
+    @extend_schema(operation_id="datasets_retrieve", responses=DatasetOutput)
+    def get(self, request: Request, project: str, slug: str) -> Response:
+        permissions.require(request.user, "dataset.view")
+        return Response(DatasetOutput(get_object_or_404(Dataset, project__slug=project, slug=slug)).data)
+
+
+class DatasetVersionListApi(GenericAPIView):
+    serializer_class = DatasetVersionOutput
+
+    @extend_schema(operation_id="dataset_versions_list", responses=DatasetVersionOutput(many=True))
+    def get(self, request: Request, project: str, slug: str) -> Response:
+        permissions.require(request.user, "dataset.view")
+        dataset = get_object_or_404(Dataset, project__slug=project, slug=slug)
+        page = self.paginate_queryset(dataset.versions.select_related("dataset__project", "created_by", "profile"))
+        return self.get_paginated_response(DatasetVersionOutput(page, many=True).data)
+
+
+class DatasetVersionUploadApi(GenericAPIView):
+    serializer_class = DatasetVersionOutput
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(
+        operation_id="dataset_versions_upload",
+        request={"multipart/form-data": DatasetVersionUploadInput},
+        responses={201: DatasetVersionOutput, 200: DatasetVersionOutput},
+        description="Upload a CSV, Parquet or JSON Lines file. 201: a new version; 200: these bytes already were a version.",
+    )
+    def post(self, request: Request) -> Response:
+        permissions.require(request.user, "dataset.register")
+        serializer = DatasetVersionUploadInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        version, created = services.dataset_version_upload(
+            actor=request.user, project=data["project"], dataset=data["dataset"], upload=data["file"],
+            description=data["description"],
+        )
+        return Response(DatasetVersionOutput(_version(version.pk)).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+class DatasetVersionDetailApi(GenericAPIView):
+    serializer_class = DatasetVersionOutput
+
+    @extend_schema(operation_id="dataset_versions_retrieve", responses=DatasetVersionOutput)
+    def get(self, request: Request, pk: int) -> Response:
+        permissions.require(request.user, "dataset.view")
+        return Response(DatasetVersionOutput(_version(pk)).data)
+
+    def _refuse(self, request: Request, pk: int) -> Response:
+        permissions.require(request.user, "dataset.view")
+        version = _version(pk)
+        attempted = dict(request.data) if hasattr(request.data, "keys") else {}
+        services.dataset_version_change_refused(actor=request.user, version=version, attempted={"method": request.method, **attempted})
+        raise AssertionError("unreachable")  # the service always raises
+
+    @extend_schema(operation_id="dataset_versions_change", request=OpenApiTypes.OBJECT, responses={409: OpenApiTypes.OBJECT},
+                   description="Always refused (409): dataset versions are write-once. The attempt is audited.")
+    def patch(self, request: Request, pk: int) -> Response:
+        return self._refuse(request, pk)
+
+    @extend_schema(operation_id="dataset_versions_replace", request=OpenApiTypes.OBJECT, responses={409: OpenApiTypes.OBJECT},
+                   description="Always refused (409): dataset versions are write-once. The attempt is audited.")
+    def put(self, request: Request, pk: int) -> Response:
+        return self._refuse(request, pk)
+
+    @extend_schema(operation_id="dataset_versions_delete", responses={409: OpenApiTypes.OBJECT},
+                   description="Always refused (409): dataset versions are never deleted. The attempt is audited.")
+    def delete(self, request: Request, pk: int) -> Response:
+        return self._refuse(request, pk)
+
+
+class DatasetVersionProfileApi(GenericAPIView):
+    @extend_schema(
+        operation_id="dataset_versions_profile",
+        responses=inline_serializer("DatasetProfile", {
+            "status": serializers.CharField(), "progress": serializers.FloatField(),
+            "error": serializers.CharField(), "profile": serializers.JSONField(allow_null=True),
+        }),
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        permissions.require(request.user, "dataset.view")
+        profile = _version(pk).profile
+        return Response({"status": profile.status, "progress": profile.progress, "error": profile.error, "profile": profile.profile})
+
+
+class DatasetVersionDownloadApi(GenericAPIView):
+    @extend_schema(operation_id="dataset_versions_download", responses=inline_serializer("DownloadUrl", {"url": serializers.CharField()}))
+    def get(self, request: Request, pk: int) -> Response:
+        permissions.require(request.user, "dataset.view")
+        version = _version(pk)
+        filename = version.original_filename or f"{version.dataset.slug}-v{version.number}{services.FORMAT_SUFFIX[version.format]}"
+        url = object_store().download_url(version.storage_key, filename=filename)
+        return Response({"url": request.build_absolute_uri(url) if url.startswith("/") else url})
+
+
+class DatasetRegistrationCreateApi(GenericAPIView):
+    serializer_class = DatasetRegistrationOutput
+
+    @extend_schema(operation_id="dataset_registrations_create", request=DatasetRegistrationInput, responses={202: DatasetRegistrationOutput})
+    def post(self, request: Request) -> Response:
+        permissions.require(request.user, "dataset.register")
+        serializer = DatasetRegistrationInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        registration = services.dataset_registration_request(actor=request.user, **serializer.validated_data)
+        return Response(DatasetRegistrationOutput(registration).data, status=status.HTTP_202_ACCEPTED)
+
+
+class DatasetRegistrationDetailApi(GenericAPIView):
+    serializer_class = DatasetRegistrationOutput
+
+    @extend_schema(operation_id="dataset_registrations_retrieve", responses=DatasetRegistrationOutput)
+    def get(self, request: Request, pk: int) -> Response:
+        permissions.require(request.user, "dataset.view")
+        return Response(DatasetRegistrationOutput(get_object_or_404(DatasetRegistration.objects.select_related("project"), pk=pk)).data)
+
+
+# --- runs -----------------------------------------------------------------------------------
+
+
+class RunEventOutput(serializers.ModelSerializer):
+    actor = serializers.CharField(source="actor.username", allow_null=True, default=None)
+
+    class Meta:
+        model = RunEvent
+        fields = ["from_status", "to_status", "reason", "actor", "created_at"]
+
+
+class RunOutput(serializers.ModelSerializer):
+    project = serializers.CharField(source="project.slug")
+    created_by = serializers.CharField(source="created_by.username")
+    node_id = serializers.CharField()
+    inputs = serializers.SerializerMethodField()
+    outputs = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Run
+        fields = [
+            "id", "uuid", "node_id", "project", "kind", "recipe", "recipe_version", "recipe_fingerprint", "parameters",
+            "seed", "backend", "backend_job_id", "instance_type", "status", "status_reason", "metrics", "usage",
+            "cost", "inputs", "outputs", "created_by", "created_at", "started_at", "finished_at",
+        ]
+
+    def get_inputs(self, run: Run) -> list[dict[str, Any]]:
+        return [{"channel": i.channel, "dataset_version": i.dataset_version_id} for i in run.inputs.all()]
+
+    def get_outputs(self, run: Run) -> list[int]:
+        return [v.pk for v in run.output_versions.all()]
+
+
+class RunDetailOutput(RunOutput):
+    events = RunEventOutput(many=True)
+
+    class Meta(RunOutput.Meta):
+        fields = [*RunOutput.Meta.fields, "events"]
+
+
+class TransformRunInput(serializers.Serializer):
+    inputs = serializers.ListField(child=serializers.IntegerField(min_value=1), min_length=1, max_length=100)
+    recipe = serializers.CharField(max_length=100)
+    parameters = serializers.DictField(required=False, default=dict)
+    output_name = serializers.CharField(required=False, allow_blank=True, default="", max_length=50)
+
+
+def _runs() -> Any:
+    return Run.objects.select_related("project", "created_by").prefetch_related("inputs", "output_versions")
+
+
+class RunListApi(GenericAPIView):
+    serializer_class = RunOutput
+
+    @extend_schema(
+        operation_id="runs_list",
+        parameters=[OpenApiParameter(name, str) for name in ("project", "status", "kind", "recipe", "creator")],
+        responses=RunOutput(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        permissions.require(request.user, "run.view")
+        filters = {k: request.query_params.get(k, "") for k in ("project", "status", "kind", "recipe", "creator")}
+        page = self.paginate_queryset(selectors.run_list(**filters).prefetch_related("inputs", "output_versions"))
+        return self.get_paginated_response(RunOutput(page, many=True).data)
+
+
+class TransformRunCreateApi(GenericAPIView):
+    serializer_class = RunOutput
+
+    @extend_schema(operation_id="runs_transform_create", request=TransformRunInput, responses={201: RunDetailOutput})
+    def post(self, request: Request) -> Response:
+        permissions.require(request.user, "run.launch")
+        serializer = TransformRunInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        versions = {v.pk: v for v in DatasetVersion.objects.select_related("dataset__project").filter(pk__in=data["inputs"])}
+        missing = [pk for pk in data["inputs"] if pk not in versions]
+        if missing:
+            raise serializers.ValidationError({"inputs": [f"no dataset version with id {pk}" for pk in missing]})
+        run = services.transform_run_launch(
+            actor=request.user, inputs=[versions[pk] for pk in data["inputs"]], recipe=data["recipe"],
+            parameters=data["parameters"], output_name=data["output_name"],
+        )
+        return Response(RunDetailOutput(_runs().get(pk=run.pk)).data, status=status.HTTP_201_CREATED)
+
+
+class RunDetailApi(GenericAPIView):
+    serializer_class = RunDetailOutput
+
+    @extend_schema(operation_id="runs_retrieve", responses=RunDetailOutput)
+    def get(self, request: Request, pk: int) -> Response:
+        permissions.require(request.user, "run.view")
+        return Response(RunDetailOutput(get_object_or_404(_runs(), pk=pk)).data)
+
+
+class RunStopApi(GenericAPIView):
+    serializer_class = RunDetailOutput
+
+    @extend_schema(operation_id="runs_stop", request=inline_serializer("RunStop", {"reason": serializers.CharField(required=False)}),
+                   responses=RunDetailOutput)
+    def post(self, request: Request, pk: int) -> Response:
+        run = get_object_or_404(Run, pk=pk)
+        reason = str(request.data.get("reason", "")) if hasattr(request.data, "get") else ""
+        services.run_stop(actor=request.user, run=run, reason=reason[:500])
+        return Response(RunDetailOutput(_runs().get(pk=pk)).data)
+
+
+class RunLogsApi(GenericAPIView):
+    @extend_schema(
+        operation_id="runs_logs",
+        parameters=[OpenApiParameter("lines", int, description="How many of the last lines (default 200, at most 5000)")],
+        responses=inline_serializer("RunLogs", {"lines": serializers.ListField(child=serializers.CharField())}),
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        permissions.require(request.user, "run.view")
+        try:
+            count = max(1, min(int(request.query_params.get("lines", 200)), 5000))
+        except ValueError:
+            raise serializers.ValidationError({"lines": ["expected a whole number between 1 and 5000"]}) from None
+        return Response({"lines": services.run_log_tail(run=get_object_or_404(Run, pk=pk), lines=count)})
+
+
+class RecipeListApi(GenericAPIView):
+    @extend_schema(operation_id="recipes_list", parameters=[OpenApiParameter("kind", str)], responses=OpenApiTypes.OBJECT)
+    def get(self, request: Request) -> Response:
+        from workers import recipes as recipe_registry
+
+        permissions.require(request.user, "run.view")
+        kind = request.query_params.get("kind", "")
+        return Response([
+            {
+                "name": r.name, "kind": r.kind, "version": r.version, "description": r.description,
+                "channels": list(r.channels), "outputs": list(r.outputs),
+                "parameters": [
+                    {"name": p.name, "type": p.type, "default": p.default, "minimum": p.minimum, "maximum": p.maximum,
+                     "choices": list(p.choices) if p.choices else None, "required": p.required, "help": p.help}
+                    for p in r.parameters
+                ],
+            }
+            for r in recipe_registry.RECIPES.values()
+            if not kind or r.kind == kind
+        ])
+
+
+# --- lineage --------------------------------------------------------------------------------
+
+
+def _node(node_id: str) -> str:
+    try:
+        selectors.parse_node_id(node_id)
+    except ValueError as exc:
+        raise serializers.ValidationError({"node_id": [str(exc)]}) from None
+    if not selectors.describe_nodes([node_id]):
+        raise Http404(f"no node {node_id}")
+    return node_id
+
+
+class LineageApi(GenericAPIView):
+    @extend_schema(
+        operation_id="lineage_retrieve",
+        parameters=[OpenApiParameter("depth", int, description="Hops each way (1-50, default 4)")],
+        responses=OpenApiTypes.OBJECT,
+    )
+    def get(self, request: Request, node_id: str) -> Response:
+        permissions.require(request.user, "lineage.view")
+        node_id = _node(node_id)
+        try:
+            depth = int(request.query_params.get("depth", 4))
+        except ValueError:
+            depth = -1
+        if not 1 <= depth <= 50:
+            raise serializers.ValidationError({"depth": ["expected a whole number between 1 and 50"]})
+        graph = selectors.lineage_graph(node_id, depth=depth)
+        return Response({
+            "focus": graph.focus,
+            "nodes": [
+                {"id": n.id, "kind": n.kind, "label": n.label, "detail": n.detail, "status": n.status,
+                 "distance": n.distance, "url": request.build_absolute_uri(n.url) if n.url else None}
+                for n in graph.nodes.values()
+            ],
+            "edges": [{"source": s, "target": t} for s, t in graph.edges],
+            "hidden_upstream": graph.hidden_upstream,
+            "hidden_downstream": graph.hidden_downstream,
+        })
+
+
+class LineageOpenLineageApi(GenericAPIView):
+    @extend_schema(operation_id="lineage_openlineage", responses=OpenApiTypes.OBJECT,
+                   description="OpenLineage RunEvents of every run in the node's lineage.")
+    def get(self, request: Request, node_id: str) -> Response:
+        permissions.require(request.user, "lineage.view")
+        return Response(lineage_run_events(_node(node_id)))

@@ -1,0 +1,260 @@
+"""Datasets and their write-once versions, runs, and the edges of the lineage graph.
+
+Provenance follows W3C PROV / OpenLineage: artifacts (dataset versions, later model versions) are produced
+and consumed by activities (runs, later deployments). Every such link is also a `LineageEdge`, so the
+whole graph is one table that a recursive query walks.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, NoReturn
+
+from django.conf import settings
+from django.db import models
+
+from controlplane.models import Project
+
+
+class Dataset(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="datasets")
+    name = models.CharField(max_length=100)
+    slug = models.SlugField(max_length=63)
+    description = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project__slug", "slug"]
+        constraints = [models.UniqueConstraint(fields=["project", "slug"], name="dataset_unique_slug_per_project")]
+
+    def __str__(self) -> str:
+        return f"{self.project.slug}/{self.slug}"
+
+
+class WriteOnceError(Exception):
+    """A write-once record was about to be changed or deleted."""
+
+
+class DatasetVersion(models.Model):
+    """Immutable, content-addressed: no field changes after creation; the same bytes are the same version."""
+
+    class Source(models.TextChoices):
+        UPLOAD = "upload"
+        S3 = "s3"
+        FILE = "file"
+        DERIVED = "derived"
+
+    class Format(models.TextChoices):
+        CSV = "csv"
+        PARQUET = "parquet"
+        JSONL = "jsonl"
+        MANIFEST = "manifest"
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="versions")
+    number = models.PositiveIntegerField()
+    sha256 = models.CharField(max_length=64)
+    uri = models.CharField(max_length=1024, help_text="Where the bytes (or the manifest) are kept")
+    storage_key = models.CharField(max_length=1024, help_text="Key in the object store")
+    size = models.BigIntegerField()
+    format = models.CharField(max_length=20, choices=Format.choices)
+    # For a manifest: the format of the objects it lists.
+    content_format = models.CharField(max_length=20, choices=Format.choices)
+    compressed = models.BooleanField(default=False)
+    columns = models.JSONField(default=list)
+    row_count = models.BigIntegerField(null=True)
+    object_count = models.PositiveIntegerField(default=1)
+    source = models.CharField(max_length=20, choices=Source.choices)
+    source_uri = models.CharField(max_length=1024, blank=True)
+    source_etag = models.CharField(max_length=200, blank=True)
+    source_version_id = models.CharField(max_length=1024, blank=True)
+    original_filename = models.CharField(max_length=255, blank=True)
+    produced_by = models.ForeignKey(
+        "Run", null=True, blank=True, on_delete=models.PROTECT, related_name="output_versions"
+    )
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["dataset", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["dataset", "number"], name="dataset_version_unique_number"),
+            models.UniqueConstraint(fields=["dataset", "sha256"], name="dataset_version_unique_bytes"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.dataset} v{self.number}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise WriteOnceError(f"dataset version {self} is write-once: it cannot be changed")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise WriteOnceError(f"dataset version {self} is write-once: it cannot be deleted")
+
+    @property
+    def node_id(self) -> str:
+        return f"dataset_version:{self.pk}"
+
+
+class DatasetProfile(models.Model):
+    """Computed once per version by a worker: schema, statistics and histograms — the drift baseline."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        READY = "ready"
+        FAILED = "failed"
+
+    version = models.OneToOneField(DatasetVersion, primary_key=True, on_delete=models.PROTECT, related_name="profile")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    progress = models.FloatField(default=0.0)
+    profile = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"profile of {self.version} ({self.status})"
+
+
+class DatasetRegistration(models.Model):
+    """A request to register data that lives elsewhere (s3://… or file://…); a worker reads it and makes the version."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    # The dataset is created only when the data turns out to be valid, so a failed registration stores nothing.
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="+")
+    dataset_slug = models.SlugField(max_length=63)
+    dataset_name = models.CharField(max_length=100)
+    description = models.TextField(blank=True)
+    source_uri = models.CharField(max_length=1024)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    progress = models.FloatField(default=0.0)
+    error = models.TextField(blank=True)
+    version = models.ForeignKey(DatasetVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    created_new_version = models.BooleanField(default=False)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"registration of {self.source_uri} ({self.status})"
+
+    @property
+    def done(self) -> bool:
+        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
+
+
+class Run(models.Model):
+    """An activity that consumes dataset versions and produces dataset or model versions."""
+
+    class Kind(models.TextChoices):
+        TRANSFORM = "transform"
+        TRAINING = "training"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        STARTING = "starting"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        STOPPING = "stopping"
+        STOPPED = "stopped"
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="runs")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    recipe = models.CharField(max_length=100)
+    recipe_version = models.CharField(max_length=40)
+    recipe_fingerprint = models.CharField(max_length=64)
+    parameters = models.JSONField(default=dict)
+    seed = models.BigIntegerField(null=True, blank=True)
+    backend = models.CharField(max_length=20, default="local")
+    backend_job_id = models.CharField(max_length=200, blank=True)
+    instance_type = models.CharField(max_length=50, default="local")
+    instance_count = models.PositiveSmallIntegerField(default=1)
+    # Where a transform's outputs go (one dataset per output name, under this base slug).
+    output_name = models.SlugField(max_length=50, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    status_reason = models.TextField(blank=True)
+    log_uri = models.CharField(max_length=1024, blank=True)
+    log_key = models.CharField(max_length=1024, blank=True, help_text="Object store key of the finished log")
+    metrics = models.JSONField(default=dict, blank=True)
+    usage = models.JSONField(default=dict, blank=True)
+    cost = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"run {self.pk} ({self.kind} {self.recipe})"
+
+    @property
+    def node_id(self) -> str:
+        return f"run:{self.pk}"
+
+    @property
+    def done(self) -> bool:
+        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED, self.Status.STOPPED)
+
+
+class RunInput(models.Model):
+    run = models.ForeignKey(Run, on_delete=models.PROTECT, related_name="inputs")
+    dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, related_name="consumed_by")
+    channel = models.CharField(max_length=50)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["run", "channel", "dataset_version"], name="run_input_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run} {self.channel}: {self.dataset_version}"
+
+
+class RunEvent(models.Model):
+    """Append-only record of every run state transition."""
+
+    run = models.ForeignKey(Run, on_delete=models.PROTECT, related_name="events")
+    from_status = models.CharField(max_length=20, blank=True)
+    to_status = models.CharField(max_length=20)
+    reason = models.TextField(blank=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.run}: {self.from_status or '—'} → {self.to_status}"
+
+
+class LineageEdge(models.Model):
+    """One directed edge of the lineage graph: source was used by / produced target.
+
+    Node ids are `<kind>:<pk>` with kind in dataset_version, run, model_version, deployment.
+    """
+
+    source = models.CharField(max_length=64)
+    target = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["source", "target"], name="lineage_edge_unique")]
+        indexes = [models.Index(fields=["target"])]
+
+    def __str__(self) -> str:
+        return f"{self.source} → {self.target}"

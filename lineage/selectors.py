@@ -1,0 +1,211 @@
+"""Reads for datasets, runs and the lineage graph."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import connection
+from django.db.models import Q, QuerySet
+from django.urls import reverse
+
+from lineage.models import Dataset, DatasetVersion, LineageEdge, Run
+
+NODE_KINDS = ("dataset_version", "run", "model_version", "deployment")
+
+# One recursive query walks the edge table in either direction to any depth. UNION (not UNION ALL)
+# drops edges already seen, so diamonds are visited once and a malformed cycle still terminates.
+_UPSTREAM_SQL = """
+WITH RECURSIVE walk(source, target) AS (
+    SELECT source, target FROM {table} WHERE target = %s
+    UNION
+    SELECT e.source, e.target FROM {table} e JOIN walk w ON e.target = w.source
+)
+SELECT source, target FROM walk
+"""
+_DOWNSTREAM_SQL = """
+WITH RECURSIVE walk(source, target) AS (
+    SELECT source, target FROM {table} WHERE source = %s
+    UNION
+    SELECT e.source, e.target FROM {table} e JOIN walk w ON e.source = w.target
+)
+SELECT source, target FROM walk
+"""
+
+
+def parse_node_id(node_id: str) -> tuple[str, int]:
+    kind, _, pk = node_id.partition(":")
+    if kind not in NODE_KINDS or not pk.isdigit():
+        raise ValueError(f"expected a node id like dataset_version:12 or run:3 (kinds: {', '.join(NODE_KINDS)})")
+    return kind, int(pk)
+
+
+def lineage_upstream_edges(node_id: str) -> list[tuple[str, str]]:
+    """Every edge upstream of `node_id` (everything it came from), in one query regardless of depth."""
+    with connection.cursor() as cursor:
+        cursor.execute(_UPSTREAM_SQL.format(table=LineageEdge._meta.db_table), [node_id])
+        return [(source, target) for source, target in cursor.fetchall()]
+
+
+def lineage_downstream_edges(node_id: str) -> list[tuple[str, str]]:
+    """Every edge downstream of `node_id` (everything made from it), in one query regardless of depth."""
+    with connection.cursor() as cursor:
+        cursor.execute(_DOWNSTREAM_SQL.format(table=LineageEdge._meta.db_table), [node_id])
+        return [(source, target) for source, target in cursor.fetchall()]
+
+
+def lineage_ancestors(node_id: str) -> set[str]:
+    return {source for source, _ in lineage_upstream_edges(node_id)}
+
+
+def lineage_descendants(node_id: str) -> set[str]:
+    return {target for _, target in lineage_downstream_edges(node_id)}
+
+
+@dataclass
+class LineageNode:
+    id: str
+    kind: str
+    label: str
+    detail: str
+    url: str
+    status: str = ""
+    distance: int = 0  # negative upstream, positive downstream
+
+
+@dataclass
+class LineageGraph:
+    focus: str
+    nodes: dict[str, LineageNode] = field(default_factory=dict)
+    edges: list[tuple[str, str]] = field(default_factory=list)
+    # Nodes beyond the depth limit, by side: how many were left out.
+    hidden_upstream: int = 0
+    hidden_downstream: int = 0
+
+
+def _distances(start: str, edges: list[tuple[str, str]], *, forward: bool) -> dict[str, int]:
+    adjacency: dict[str, list[str]] = {}
+    for source, target in edges:
+        a, b = (source, target) if forward else (target, source)
+        adjacency.setdefault(a, []).append(b)
+    distance = {start: 0}
+    queue = deque([start])
+    while queue:
+        node = queue.popleft()
+        for neighbour in adjacency.get(node, []):
+            if neighbour not in distance:
+                distance[neighbour] = distance[node] + 1
+                queue.append(neighbour)
+    return distance
+
+
+def lineage_graph(node_id: str, *, depth: int = 4) -> LineageGraph:
+    """The focus node with everything upstream and downstream of it, cut at `depth` hops each way."""
+    parse_node_id(node_id)
+    upstream = lineage_upstream_edges(node_id)
+    downstream = lineage_downstream_edges(node_id)
+    up_distance = _distances(node_id, upstream, forward=False)
+    down_distance = _distances(node_id, downstream, forward=True)
+    graph = LineageGraph(focus=node_id)
+    keep: dict[str, int] = {node_id: 0}
+    for node, hops in up_distance.items():
+        if hops <= depth:
+            keep[node] = -hops
+        else:
+            graph.hidden_upstream += 1
+    for node, hops in down_distance.items():
+        if hops <= depth:
+            keep.setdefault(node, hops)
+        else:
+            graph.hidden_downstream += 1
+    graph.edges = sorted({edge for edge in upstream + downstream if edge[0] in keep and edge[1] in keep})
+    described = {node.id: node for node in describe_nodes(list(keep))}
+    for node_id_kept, distance in keep.items():
+        # An edge may name a record this database does not hold (e.g. imported lineage): still draw it.
+        node = described.get(node_id_kept) or LineageNode(
+            id=node_id_kept, kind=node_id_kept.partition(":")[0], label=node_id_kept, detail="(no record here)", url=""
+        )
+        node.distance = distance
+        graph.nodes[node.id] = node
+    return graph
+
+
+def describe_nodes(node_ids: list[str]) -> list[LineageNode]:
+    """Labels and links for nodes, one query per kind present."""
+    by_kind: dict[str, list[int]] = {}
+    for node_id in node_ids:
+        kind, pk = parse_node_id(node_id)
+        by_kind.setdefault(kind, []).append(pk)
+    described: list[LineageNode] = []
+    if "dataset_version" in by_kind:
+        for version in DatasetVersion.objects.filter(pk__in=by_kind["dataset_version"]).select_related("dataset__project"):
+            described.append(
+                LineageNode(
+                    id=version.node_id,
+                    kind="dataset_version",
+                    label=f"{version.dataset.slug} v{version.number}",
+                    detail=f"{version.source} · {version.format} · {version.row_count or '?'} rows · {version.sha256[:12]}",
+                    url=version_url(version),
+                )
+            )
+    if "run" in by_kind:
+        for run in Run.objects.filter(pk__in=by_kind["run"]):
+            described.append(
+                LineageNode(
+                    id=run.node_id,
+                    kind="run",
+                    label=f"run {run.pk}: {run.recipe}",
+                    detail=f"{run.kind} · {run.backend}",
+                    url=reverse("run-detail", args=[run.pk]),
+                    status=run.status,
+                )
+            )
+    for kind in ("model_version", "deployment"):
+        for pk in by_kind.get(kind, []):
+            described.append(LineageNode(id=f"{kind}:{pk}", kind=kind, label=f"{kind.replace('_', ' ')} {pk}", detail="", url=""))
+    return described
+
+
+def version_url(version: DatasetVersion) -> str:
+    return reverse(
+        "dataset-version-detail", args=[version.dataset.project.slug, version.dataset.slug, version.number]
+    )
+
+
+# --- datasets -------------------------------------------------------------------------------
+
+
+def dataset_list(*, search: str = "", project: str = "") -> QuerySet[Dataset]:
+    datasets = Dataset.objects.select_related("project", "created_by")
+    if project:
+        datasets = datasets.filter(project__slug=project)
+    if search:
+        datasets = datasets.filter(Q(name__icontains=search) | Q(slug__icontains=search) | Q(description__icontains=search))
+    return datasets.order_by("project__slug", "slug")
+
+
+def dataset_get(*, project: str, slug: str) -> Dataset:
+    return Dataset.objects.select_related("project").get(project__slug=project, slug=slug)
+
+
+def dataset_version_get(*, project: str, dataset: str, number: int) -> DatasetVersion:
+    return DatasetVersion.objects.select_related("dataset__project", "created_by", "produced_by").get(
+        dataset__project__slug=project, dataset__slug=dataset, number=number
+    )
+
+
+def run_list(*, project: str = "", status: str = "", kind: str = "", recipe: str = "", creator: str = "") -> QuerySet[Run]:
+    runs = Run.objects.select_related("project", "created_by")
+    filters: dict[str, Any] = {}
+    if project:
+        filters["project__slug"] = project
+    if status:
+        filters["status"] = status
+    if kind:
+        filters["kind"] = kind
+    if recipe:
+        filters["recipe"] = recipe
+    if creator:
+        filters["created_by__username"] = creator
+    return runs.filter(**filters)

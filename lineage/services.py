@@ -1,0 +1,690 @@
+"""Writes and transitions for datasets, dataset versions, registrations, runs and lineage edges."""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.files.uploadedfile import UploadedFile
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils import timezone
+from django.utils.text import slugify
+
+from controlplane import permissions
+from controlplane.backends import object_store
+from controlplane.models import Project
+from controlplane.services import audit_record
+from lineage.models import (
+    Dataset,
+    DatasetProfile,
+    DatasetRegistration,
+    DatasetVersion,
+    LineageEdge,
+    Run,
+    RunEvent,
+    RunInput,
+    WriteOnceError,
+)
+from workers import datasets as dataset_files
+from workers import sources
+
+log = logging.getLogger(__name__)
+
+SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+FORMAT_SUFFIX = {"csv": ".csv", "parquet": ".parquet", "jsonl": ".jsonl", "manifest": ".manifest.json"}
+
+
+def _human_size(size: int) -> str:
+    return f"{size / 1_000_000:.1f} MB"
+
+
+# --- datasets -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatasetTarget:
+    """Which dataset a new version goes to; the dataset itself is created with its first version."""
+
+    project: Project
+    slug: str
+    name: str
+    description: str
+
+
+def dataset_target(*, project: str | Project, dataset: str, description: str = "") -> DatasetTarget:
+    """Check the project and dataset name before anything is read or stored."""
+    errors: dict[str, list[str]] = {}
+    project_obj = project if isinstance(project, Project) else Project.objects.filter(slug=project).first()
+    if project_obj is None:
+        errors["project"] = [f"no project with slug {project!r}"]
+    name = (dataset or "").strip()
+    slug = slugify(name)[:63].strip("-")
+    if not name:
+        errors["dataset"] = ["required: the dataset's name, e.g. breast-cancer"]
+    elif len(name) > 100:
+        errors["dataset"] = ["expected at most 100 characters"]
+    elif not SLUG_RE.match(slug):
+        errors["dataset"] = ["expected a name with at least one letter or digit"]
+    if errors:
+        raise ValidationError(errors)
+    assert project_obj is not None
+    existing = Dataset.objects.filter(project=project_obj, slug=slug).first()
+    return DatasetTarget(project=project_obj, slug=slug, name=existing.name if existing else name, description=description)
+
+
+def _dataset_for(target: DatasetTarget, actor: Any) -> Dataset:
+    dataset, created = Dataset.objects.get_or_create(
+        project=target.project,
+        slug=target.slug,
+        defaults={"name": target.name, "description": target.description.strip(), "created_by": actor},
+    )
+    if created:
+        audit_record(
+            actor=actor, action="dataset.create", object_type="dataset", object_id=str(dataset),
+            object_repr=dataset.name, after={"project": target.project.slug, "slug": dataset.slug, "name": dataset.name},
+        )
+    return dataset
+
+
+def _version_create(
+    *,
+    actor: Any,
+    target: DatasetTarget,
+    stored_key: str,
+    stored_uri: str,
+    sha256: str,
+    size: int,
+    format: str,
+    content_format: str,
+    compressed: bool,
+    columns: list[str],
+    row_count: int | None,
+    source: str,
+    source_uri: str = "",
+    source_etag: str = "",
+    source_version_id: str = "",
+    original_filename: str = "",
+    object_count: int = 1,
+    produced_by: Run | None = None,
+) -> tuple[DatasetVersion, bool]:
+    """The version for these bytes: the existing one if the dataset already has them, else the next number."""
+    for attempt in range(5):
+        try:
+            with transaction.atomic():
+                dataset = _dataset_for(target, actor)
+                dataset = Dataset.objects.select_for_update().get(pk=dataset.pk)
+                existing = DatasetVersion.objects.filter(dataset=dataset, sha256=sha256).first()
+                if existing is not None:
+                    return existing, False
+                number = (dataset.versions.aggregate(top=Max("number"))["top"] or 0) + 1
+                version = DatasetVersion.objects.create(
+                    dataset=dataset, number=number, sha256=sha256, uri=stored_uri, storage_key=stored_key, size=size,
+                    format=format, content_format=content_format, compressed=compressed, columns=columns,
+                    row_count=row_count, object_count=object_count, source=source, source_uri=source_uri,
+                    source_etag=source_etag, source_version_id=source_version_id,
+                    original_filename=original_filename[:255], produced_by=produced_by, created_by=actor,
+                )
+                DatasetProfile.objects.create(version=version)
+                if produced_by is not None:
+                    lineage_link(source=produced_by.node_id, target=version.node_id)
+                audit_record(
+                    actor=actor, action="dataset_version.create", object_type="dataset_version",
+                    object_id=version.pk, object_repr=str(version),
+                    after={"sha256": sha256, "uri": stored_uri, "size": size, "format": format, "source": source,
+                           "source_uri": source_uri, "rows": row_count},
+                )
+                transaction.on_commit(lambda pk=version.pk: _enqueue_profile(pk))
+                return version, True
+        except IntegrityError:
+            # Two registrations of the same dataset raced for a number or the same bytes: look again.
+            if attempt == 4:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _enqueue_profile(version_id: int) -> None:
+    from lineage.tasks import dataset_profile_task
+
+    dataset_profile_task.delay(version_id)
+
+
+@contextmanager
+def _local_copy(upload: UploadedFile) -> Any:
+    """A path to the uploaded bytes: Django already spooled large uploads to disk; small ones are written out."""
+    if hasattr(upload, "temporary_file_path"):
+        yield Path(upload.temporary_file_path())
+        return
+    with tempfile.NamedTemporaryFile(prefix="upload-", dir=settings.FILE_UPLOAD_TEMP_DIR) as handle:
+        for chunk in upload.chunks():
+            handle.write(chunk)
+        handle.flush()
+        yield Path(handle.name)
+
+
+def dataset_version_upload(
+    *, actor: Any, project: str | Project, dataset: str, upload: UploadedFile, description: str = ""
+) -> tuple[DatasetVersion, bool]:
+    """Validate an uploaded CSV/Parquet/JSON Lines file and store it write-once. Bad files store nothing."""
+    permissions.require(actor, "dataset.register")
+    target = dataset_target(project=project, dataset=dataset, description=description)
+    limit = settings.DATASET_MAX_UPLOAD_BYTES
+    if upload.size is not None and upload.size > limit:
+        raise ValidationError({"file": [f"the file is {_human_size(upload.size)}, over the {_human_size(limit)} limit"]})
+    with _local_copy(upload) as path:
+        with path.open("rb") as handle:
+            head = handle.read(8)
+        try:
+            file_format = dataset_files.detect_format(upload.name or "upload", head)
+            summary = dataset_files.validate_file(path, format=file_format, max_bytes=limit)
+        except dataset_files.DatasetFileError as exc:
+            raise ValidationError({"file": [str(exc)]}) from None
+        with path.open("rb") as handle:
+            stored = object_store().put_content_addressed(
+                handle, prefix="datasets/", suffix=FORMAT_SUFFIX[file_format] + (".gz" if summary.compressed else "")
+            )
+    return _version_create(
+        actor=actor, target=target, stored_key=stored.key, stored_uri=stored.uri, sha256=stored.sha256,
+        size=stored.size, format=file_format, content_format=file_format, compressed=summary.compressed,
+        columns=summary.columns, row_count=summary.row_count, source=DatasetVersion.Source.UPLOAD,
+        original_filename=upload.name or "",
+    )
+
+
+def dataset_version_change_refused(*, actor: Any, version: DatasetVersion, attempted: dict[str, Any]) -> None:
+    """Someone tried to change or delete a dataset version: keep a record, then refuse."""
+    with transaction.atomic():
+        audit_record(
+            actor=actor, action="dataset_version.change_refused", object_type="dataset_version", object_id=version.pk,
+            object_repr=str(version), after={"attempted": attempted},
+            reason="dataset versions are write-once",
+        )
+    raise WriteOnceError("dataset versions are write-once: register the changed data as a new version")
+
+
+# --- registrations of data that lives elsewhere ---------------------------------------------
+
+
+def dataset_registration_request(
+    *, actor: Any, project: str | Project, dataset: str, uri: str, description: str = ""
+) -> DatasetRegistration:
+    """Queue the registration of an s3:// object or prefix, or a file:// file or folder under an allowed root."""
+    permissions.require(actor, "dataset.register")
+    target = dataset_target(project=project, dataset=dataset, description=description)
+    uri = (uri or "").strip()
+    try:
+        sources.check_source_uri(uri, allowed_roots=settings.DATASET_FILE_ROOTS)
+    except sources.SourceError as exc:
+        raise ValidationError({"uri": [str(exc)]}) from None
+    if uri.startswith("s3://") and settings.CONTROLPLANE_BACKEND != "aws" and not settings.AWS_ENDPOINT_URL:
+        raise ValidationError({"uri": ["s3:// locations need CONTROLPLANE_BACKEND=aws (or AWS_ENDPOINT_URL)"]})
+    with transaction.atomic():
+        registration = DatasetRegistration.objects.create(
+            project=target.project, dataset_slug=target.slug, dataset_name=target.name,
+            description=description.strip(), source_uri=uri, created_by=actor,
+        )
+        transaction.on_commit(lambda: _enqueue_registration(registration.pk))
+    return registration
+
+
+def _enqueue_registration(registration_id: int) -> None:
+    from lineage.tasks import dataset_registration_task
+
+    dataset_registration_task.delay(registration_id)
+
+
+def _throttled(update: Callable[[float], None], every: float = 0.5) -> Callable[[float], None]:
+    last = [0.0]
+
+    def report(fraction: float) -> None:
+        now = time.monotonic()
+        if fraction >= 1.0 or now - last[0] >= every:
+            last[0] = now
+            update(fraction)
+
+    return report
+
+
+def dataset_registration_run(*, registration_id: int) -> DatasetRegistration | None:
+    """Worker side: read the location, validate it, store it write-once, make (or find) the version."""
+    claimed = DatasetRegistration.objects.filter(pk=registration_id, status=DatasetRegistration.Status.QUEUED).update(
+        status=DatasetRegistration.Status.RUNNING
+    )
+    if not claimed:
+        return None
+    registration = DatasetRegistration.objects.select_related("project", "created_by").get(pk=registration_id)
+
+    def progress(fraction: float) -> None:
+        DatasetRegistration.objects.filter(pk=registration_id).update(progress=round(fraction, 3))
+
+    try:
+        version, created = _register_source(registration, _throttled(progress))
+    except (sources.SourceError, dataset_files.DatasetFileError) as exc:
+        DatasetRegistration.objects.filter(pk=registration_id).update(
+            status=DatasetRegistration.Status.FAILED, error=str(exc), finished_at=timezone.now()
+        )
+        return DatasetRegistration.objects.get(pk=registration_id)
+    DatasetRegistration.objects.filter(pk=registration_id).update(
+        status=DatasetRegistration.Status.SUCCEEDED, version=version, created_new_version=created, progress=1.0,
+        finished_at=timezone.now(),
+    )
+    return DatasetRegistration.objects.get(pk=registration_id)
+
+
+def dataset_registration_fail(*, registration_id: int, error: str) -> None:
+    DatasetRegistration.objects.filter(pk=registration_id).exclude(status=DatasetRegistration.Status.SUCCEEDED).update(
+        status=DatasetRegistration.Status.FAILED, error=error, finished_at=timezone.now()
+    )
+
+
+def _register_source(registration: DatasetRegistration, progress: Callable[[float], None]) -> tuple[DatasetVersion, bool]:
+    uri = registration.source_uri
+    target = DatasetTarget(
+        project=registration.project, slug=registration.dataset_slug, name=registration.dataset_name,
+        description=registration.description,
+    )
+    roots = settings.DATASET_FILE_ROOTS
+    with tempfile.TemporaryDirectory(prefix="register-", dir=settings.FILE_UPLOAD_TEMP_DIR) as tmp:
+        if uri.startswith("s3://") and not sources.is_prefix(uri):
+            snapshot: sources.SingleObject | sources.Manifest = sources.snapshot_s3_object(
+                uri, Path(tmp) / "object", progress=progress
+            )
+        elif uri.startswith("s3://"):
+            snapshot = sources.snapshot_s3_prefix(uri)
+        else:
+            snapshot = sources.snapshot_local(uri, allowed_roots=roots)
+        if isinstance(snapshot, sources.SingleObject):
+            with snapshot.path.open("rb") as handle:
+                head = handle.read(8)
+            file_format = dataset_files.detect_format(uri.rsplit("/", 1)[-1], head)
+            summary = dataset_files.validate_file(snapshot.path, format=file_format)
+            with snapshot.path.open("rb") as handle:
+                stored = object_store().put_content_addressed(
+                    handle, prefix="datasets/", suffix=FORMAT_SUFFIX[file_format] + (".gz" if summary.compressed else "")
+                )
+            return _version_create(
+                actor=registration.created_by, target=target, stored_key=stored.key, stored_uri=stored.uri,
+                sha256=stored.sha256, size=stored.size, format=file_format, content_format=file_format,
+                compressed=summary.compressed, columns=summary.columns, row_count=summary.row_count,
+                source=DatasetVersion.Source.S3 if uri.startswith("s3://") else DatasetVersion.Source.FILE,
+                source_uri=uri, source_etag=snapshot.etag, source_version_id=snapshot.version_id,
+            )
+        # A manifest: check the first object's format now so a folder of junk fails at registration.
+        first = snapshot.entries[0]
+        first_path = sources.fetch_manifest_entry(snapshot, first, Path(tmp) / "first", allowed_roots=roots)
+        with first_path.open("rb") as handle:
+            head = handle.read(8)
+        content_format = dataset_files.detect_format(first.key, head)
+        summary = dataset_files.validate_file(first_path, format=content_format)
+        import io
+
+        stored = object_store().put_content_addressed(
+            io.BytesIO(snapshot.to_bytes()), prefix="datasets/manifests/", suffix=FORMAT_SUFFIX["manifest"]
+        )
+        progress(1.0)
+        return _version_create(
+            actor=registration.created_by, target=target, stored_key=stored.key, stored_uri=stored.uri,
+            sha256=stored.sha256, size=snapshot.total_size, format=DatasetVersion.Format.MANIFEST,
+            content_format=content_format, compressed=summary.compressed, columns=summary.columns, row_count=None,
+            source=DatasetVersion.Source.S3 if uri.startswith("s3://") else DatasetVersion.Source.FILE,
+            source_uri=uri, object_count=len(snapshot.entries),
+        )
+
+
+# --- profiles -------------------------------------------------------------------------------
+
+
+@contextmanager
+def version_local_files(version: DatasetVersion) -> Any:
+    """Local paths of a version's data (its objects, for a manifest), for profiling and for runs."""
+    store = object_store()
+    with tempfile.TemporaryDirectory(prefix="version-", dir=settings.FILE_UPLOAD_TEMP_DIR) as tmp:
+        if version.format != DatasetVersion.Format.MANIFEST:
+            path = Path(tmp) / f"data{FORMAT_SUFFIX[version.format]}{'.gz' if version.compressed else ''}"
+            with store.open(version.storage_key) as source:
+                sources.copy_stream(source, path)
+            yield [path]
+            return
+        with store.open(version.storage_key) as source:
+            manifest = sources.Manifest.from_bytes(source.read())
+        paths = []
+        for index, entry in enumerate(manifest.entries):
+            suffix = "".join(Path(entry.key).suffixes[-2:])
+            dest = Path(tmp) / f"part-{index:06d}{suffix}"
+            paths.append(sources.fetch_manifest_entry(manifest, entry, dest, allowed_roots=settings.DATASET_FILE_ROOTS))
+        yield paths
+
+
+def dataset_profile_run(*, version_id: int) -> DatasetProfile | None:
+    """Worker side: profile a version once. Claimed with a conditional update; a redelivery does nothing."""
+    claimed = DatasetProfile.objects.filter(version_id=version_id, status=DatasetProfile.Status.QUEUED).update(
+        status=DatasetProfile.Status.RUNNING, started_at=timezone.now(), progress=0.0
+    )
+    if not claimed:
+        return None
+    version = DatasetVersion.objects.get(pk=version_id)
+
+    def progress(fraction: float) -> None:
+        DatasetProfile.objects.filter(version_id=version_id).update(progress=round(min(fraction, 1.0), 3))
+
+    try:
+        with version_local_files(version) as paths:
+            profile = dataset_files.profile_files(paths, format=version.content_format, progress=_throttled(progress))
+    except (sources.SourceError, dataset_files.DatasetFileError) as exc:
+        DatasetProfile.objects.filter(version_id=version_id).update(
+            status=DatasetProfile.Status.FAILED, error=str(exc), finished_at=timezone.now()
+        )
+    else:
+        DatasetProfile.objects.filter(version_id=version_id).update(
+            status=DatasetProfile.Status.READY, profile=profile, progress=1.0, finished_at=timezone.now()
+        )
+    return DatasetProfile.objects.get(version_id=version_id)
+
+
+def dataset_profile_fail(*, version_id: int, error: str) -> None:
+    DatasetProfile.objects.filter(version_id=version_id).exclude(status=DatasetProfile.Status.READY).update(
+        status=DatasetProfile.Status.FAILED, error=error, finished_at=timezone.now()
+    )
+
+
+# --- lineage ----------------------------------------------------------------------------------
+
+
+def lineage_link(*, source: str, target: str) -> None:
+    LineageEdge.objects.get_or_create(source=source, target=target)
+
+
+# --- runs -------------------------------------------------------------------------------------
+
+
+class IllegalTransition(ValidationError):
+    pass
+
+
+# action -> (allowed sources, target). The only way a run's status changes.
+RUN_TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
+    "start": (frozenset({"queued"}), "starting"),
+    "running": (frozenset({"starting"}), "running"),
+    "succeed": (frozenset({"running"}), "succeeded"),
+    "fail": (frozenset({"queued", "starting", "running", "stopping"}), "failed"),
+    "stop": (frozenset({"queued", "starting", "running"}), "stopping"),
+    "stopped": (frozenset({"stopping"}), "stopped"),
+}
+
+
+def run_transition(*, run_id: int, action: str, reason: str = "", actor: Any = None, **fields: Any) -> Run:
+    """Move a run along its transition table under a row lock, writing a RunEvent. Illegal moves raise."""
+    sources_allowed, target = RUN_TRANSITIONS[action]
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run_id)
+        if run.status not in sources_allowed:
+            raise IllegalTransition(
+                {"status": [f"a {run.status} run cannot {action} (allowed from: {', '.join(sorted(sources_allowed))})"]}
+            )
+        previous = run.status
+        run.status = target
+        if reason:
+            run.status_reason = reason
+        now = timezone.now()
+        if target == "starting":
+            run.started_at = now
+        if target in ("succeeded", "failed", "stopped"):
+            run.finished_at = now
+        for name, value in fields.items():
+            setattr(run, name, value)
+        run.save()
+        RunEvent.objects.create(run=run, from_status=previous, to_status=target, reason=reason, actor=actor)
+        if settings.OPENLINEAGE_URL:
+            transaction.on_commit(lambda: _enqueue_openlineage(run.pk))
+    return run
+
+
+def _enqueue_openlineage(run_id: int) -> None:
+    from lineage.tasks import openlineage_emit_task
+
+    openlineage_emit_task.delay(run_id)
+
+
+def transform_run_launch(
+    *,
+    actor: Any,
+    inputs: list[DatasetVersion],
+    recipe: str,
+    parameters: dict[str, Any],
+    output_name: str = "",
+) -> Run:
+    """Queue a transform run that derives new dataset versions from `inputs` with a recipe."""
+    from workers import recipes as recipe_registry
+
+    permissions.require(actor, "run.launch")
+    errors: dict[str, list[str]] = {}
+    try:
+        spec = recipe_registry.get_recipe(recipe)
+    except recipe_registry.UnknownRecipe as exc:
+        raise ValidationError({"recipe": [str(exc)]}) from None
+    if spec.kind != "transform":
+        errors["recipe"] = [f"{recipe} is a {spec.kind} recipe; expected a transform recipe"]
+    if not inputs:
+        errors["inputs"] = ["expected at least one dataset version"]
+    projects = {version.dataset.project_id for version in inputs}
+    if len(projects) > 1:
+        errors["inputs"] = ["all inputs must belong to one project"]
+    columns = list(inputs[0].columns) if inputs else []
+    for version in inputs[1:]:
+        if list(version.columns) != columns:
+            errors.setdefault("inputs", []).append(
+                f"{version} has columns {', '.join(version.columns)}; expected the same columns as {inputs[0]}"
+            )
+    cleaned, parameter_errors = recipe_registry.validate_parameters(spec, parameters or {}, columns=columns)
+    for name, message in parameter_errors.items():
+        errors[f"parameters.{name}"] = [message]
+    base = slugify(output_name or (f"{inputs[0].dataset.slug}-{spec.name}" if inputs else ""))[:50].strip("-")
+    if inputs and not SLUG_RE.match(base):
+        errors["output_name"] = ["expected a name with letters, digits or hyphens"]
+    if errors:
+        raise ValidationError(errors)
+    with transaction.atomic():
+        run = Run.objects.create(
+            project=inputs[0].dataset.project, kind=Run.Kind.TRANSFORM, recipe=spec.name,
+            recipe_version=spec.version, recipe_fingerprint=recipe_registry.recipe_fingerprint(spec),
+            parameters=cleaned, seed=cleaned.get("seed"), backend="local", output_name=base, created_by=actor,
+        )
+        for version in inputs:
+            RunInput.objects.create(run=run, dataset_version=version, channel="input")
+            lineage_link(source=version.node_id, target=run.node_id)
+        RunEvent.objects.create(run=run, from_status="", to_status=Run.Status.QUEUED, actor=actor, reason="launched")
+        audit_record(
+            actor=actor, action="run.launch", object_type="run", object_id=run.pk, object_repr=str(run),
+            after={"recipe": spec.name, "parameters": cleaned, "inputs": [v.node_id for v in inputs]},
+        )
+        transaction.on_commit(lambda: _enqueue_run(run.pk))
+    return run
+
+
+def _enqueue_run(run_id: int) -> None:
+    from lineage.tasks import training_run_execute_task
+
+    training_run_execute_task.delay(run_id)
+
+
+def run_stop(*, actor: Any, run: Run, reason: str = "") -> Run:
+    permissions.require(actor, "run.stop")
+    if run.status == Run.Status.QUEUED:
+        # Nothing started yet: it never will.
+        run_transition(run_id=run.pk, action="stop", actor=actor, reason=reason or "stopped before it started")
+        updated = run_transition(run_id=run.pk, action="stopped", actor=actor, reason=reason or "stopped before it started")
+    else:
+        updated = run_transition(run_id=run.pk, action="stop", actor=actor, reason=reason or f"stop requested by {actor}")
+    audit_record(actor=actor, action="run.stop", object_type="run", object_id=run.pk, object_repr=str(run), reason=reason)
+    return updated
+
+
+def work_dir_for(run: Run) -> Path:
+    return Path(settings.RUNS_WORK_DIR) / f"run-{run.pk}-{run.uuid.hex[:8]}"
+
+
+def cleanup_work_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# --- run execution (worker side) ------------------------------------------------------------
+
+POLL_SECONDS = 1.0
+
+
+def run_execute(*, run_id: int) -> Run:
+    """Run a queued run on its backend and follow it to the end, honouring stop requests.
+
+    A redelivered message (the previous worker died) picks up the job it had started instead of starting another.
+    """
+    from contextlib import ExitStack
+
+    from workers import recipes as recipe_registry
+    from workers.training.base import InputFile, JobSpec
+
+    run = Run.objects.select_related("project").get(pk=run_id)
+    backend = training_backend_for(run)
+    if run.status == Run.Status.QUEUED:
+        run = run_transition(run_id=run.pk, action="start", reason="a worker took the run")
+        spec = recipe_registry.get_recipe(run.recipe)
+        work_dir = work_dir_for(run)
+        try:
+            with ExitStack() as stack:
+                inputs = []
+                for run_input in run.inputs.select_related("dataset_version__dataset"):
+                    version = run_input.dataset_version
+                    for index, path in enumerate(stack.enter_context(version_local_files(version))):
+                        inputs.append(InputFile(channel=run_input.channel, path=path, filename=f"{version.dataset.slug}-v{version.number}-{index:04d}{''.join(path.suffixes)}"))
+                job_id = backend.start(
+                    JobSpec(
+                        run_id=str(run.pk), recipe=spec, hyperparameters=run.parameters, inputs=inputs,
+                        work_dir=work_dir, instance_type=run.instance_type,
+                        tags={"project": run.project.slug, "run": str(run.pk)},
+                    )
+                )
+        except Exception as exc:
+            return run_transition(run_id=run.pk, action="fail", reason=f"could not start: {exc}")
+        run = run_transition(run_id=run.pk, action="running", reason=f"job {job_id} started", backend_job_id=job_id,
+                             log_uri=(work_dir / "logs" / "output.log").as_uri())
+    elif run.status == Run.Status.STARTING:
+        return run_transition(run_id=run.pk, action="fail", reason="the worker was lost before the job started")
+    elif run.done or not run.backend_job_id:
+        return run
+    return _follow(run, backend)
+
+
+def training_backend_for(run: Run) -> Any:
+    from controlplane.backends import training_backend
+
+    return training_backend(run.backend)
+
+
+def _follow(run: Run, backend: Any) -> Run:
+    job_id = run.backend_job_id
+    stop_sent = False
+    while True:
+        status = backend.describe(job_id)
+        if status.finished:
+            break
+        current = Run.objects.values_list("status", flat=True).get(pk=run.pk)
+        if current == Run.Status.STOPPING and not stop_sent:
+            backend.stop(job_id)
+            stop_sent = True
+            continue
+        Run.objects.filter(pk=run.pk).update(metrics=status.metrics)
+        time.sleep(POLL_SECONDS)
+    log_key = _store_log(run, backend)
+    fields = {"metrics": status.metrics, "usage": status.usage, "log_key": log_key}
+    if status.state == "stopped":
+        if Run.objects.values_list("status", flat=True).get(pk=run.pk) != Run.Status.STOPPING:
+            run_transition(run_id=run.pk, action="stop", reason="the backend stopped the job")
+        return run_transition(run_id=run.pk, action="stopped", reason=status.message or "stopped", **fields)
+    if status.state == "failed":
+        return run_transition(run_id=run.pk, action="fail", reason=status.message or "the job failed", **fields)
+    try:
+        with transaction.atomic():
+            _register_outputs(run, status)
+            run = run_transition(run_id=run.pk, action="succeed", reason="finished", **fields)
+    except (ValidationError, dataset_files.DatasetFileError) as exc:
+        message = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+        return run_transition(run_id=run.pk, action="fail", reason=f"the recipe's output is not usable: {message}", **fields)
+    return run
+
+
+def _store_log(run: Run, backend: Any) -> str:
+    import io
+
+    lines, _ = backend.logs(run.backend_job_id, start=0)
+    stored = object_store().put_content_addressed(
+        io.BytesIO("\n".join(lines).encode()), prefix=f"runs/{run.pk}/logs/", suffix=".log"
+    )
+    return stored.key
+
+
+def _register_outputs(run: Run, status: Any) -> None:
+    from workers import recipes as recipe_registry
+
+    spec = recipe_registry.get_recipe(run.recipe)
+    if run.kind != Run.Kind.TRANSFORM:
+        return
+    for name in spec.outputs:
+        path = Path(status.output_dir) / f"{name}.csv"
+        if not path.is_file():
+            raise ValidationError({"outputs": [f"the recipe wrote no {name}.csv"]})
+        summary = dataset_files.validate_file(path, format="csv")
+        slug = run.output_name if len(spec.outputs) == 1 else f"{run.output_name}-{name}"[:63]
+        target = DatasetTarget(project=run.project, slug=slug, name=slug,
+                               description=f"Derived by run {run.pk} ({run.recipe}) — {name}")
+        with path.open("rb") as handle:
+            stored = object_store().put_content_addressed(handle, prefix="datasets/", suffix=".csv")
+        _version_create(
+            actor=run.created_by, target=target, stored_key=stored.key, stored_uri=stored.uri, sha256=stored.sha256,
+            size=stored.size, format="csv", content_format="csv", compressed=False, columns=summary.columns,
+            row_count=summary.row_count, source=DatasetVersion.Source.DERIVED, source_uri=f"run:{run.pk}/{name}",
+            produced_by=run,
+        )
+
+
+def run_log_tail(*, run: Run, lines: int = 200) -> list[str]:
+    """The last lines of a run's log: live from the backend while it runs, from the object store after."""
+    if run.log_key:
+        with object_store().open(run.log_key) as handle:
+            return handle.read().decode(errors="replace").splitlines()[-lines:]
+    if not run.backend_job_id:
+        return []
+    try:
+        all_lines, _ = training_backend_for(run).logs(run.backend_job_id, start=0)
+    except Exception as exc:  # the page must render even if the backend cannot answer
+        return [f"(log unavailable: {exc})"]
+    return all_lines[-lines:]
+
+
+def lineage_requeue_stale(*, older_than_seconds: int = 300) -> dict[str, int]:
+    """Queue again any profile, registration or run still queued after a while (its message was lost).
+
+    Each task claims its row with a conditional update, so a duplicate message does nothing.
+    """
+    from datetime import timedelta
+
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    profiles = list(DatasetProfile.objects.filter(status="queued", version__created_at__lt=cutoff).values_list("version_id", flat=True)[:500])
+    registrations = list(DatasetRegistration.objects.filter(status="queued", created_at__lt=cutoff).values_list("pk", flat=True)[:500])
+    runs = list(Run.objects.filter(status="queued", created_at__lt=cutoff).values_list("pk", flat=True)[:500])
+    for version_id in profiles:
+        _enqueue_profile(version_id)
+    for registration_id in registrations:
+        _enqueue_registration(registration_id)
+    for run_id in runs:
+        _enqueue_run(run_id)
+    return {"profiles": len(profiles), "registrations": len(registrations), "runs": len(runs)}

@@ -1,0 +1,49 @@
+"""Thin Celery wrappers for dataset registration, profiling and runs."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from lineage import services
+from lineage.models import Run
+from lineage.openlineage import openlineage_emit
+from workers.errors import BackendError
+
+
+@shared_task(name="lineage.tasks.dataset_registration", acks_late=True, reject_on_worker_lost=True)
+def dataset_registration_task(registration_id: int) -> None:
+    try:
+        services.dataset_registration_run(registration_id=registration_id)
+    except Exception as exc:
+        services.dataset_registration_fail(registration_id=registration_id, error=f"{type(exc).__name__}: {exc}")
+        raise
+
+
+@shared_task(name="lineage.tasks.dataset_profile", acks_late=True, reject_on_worker_lost=True)
+def dataset_profile_task(version_id: int) -> None:
+    try:
+        services.dataset_profile_run(version_id=version_id)
+    except Exception as exc:
+        services.dataset_profile_fail(version_id=version_id, error=f"{type(exc).__name__}: {exc}")
+        raise
+
+
+@shared_task(name="lineage.tasks.training_run_execute", acks_late=True, reject_on_worker_lost=True)
+def training_run_execute_task(run_id: int) -> None:
+    services.run_execute(run_id=run_id)
+
+
+@shared_task(name="lineage.tasks.openlineage_emit", bind=True, max_retries=5, default_retry_delay=30)
+def openlineage_emit_task(self, run_id: int) -> None:  # type: ignore[no-untyped-def]
+    # The event describes the run as it is now, so a late retry still sends the latest state.
+    try:
+        openlineage_emit(Run.objects.get(pk=run_id))
+    except BackendError as exc:
+        if exc.permanent:
+            raise
+        raise self.retry(exc=exc) from exc
+
+
+@shared_task(name="lineage.tasks.requeue_stale", ignore_result=True, expires=240)
+def requeue_stale_task() -> None:
+    services.lineage_requeue_stale()

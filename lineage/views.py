@@ -1,0 +1,280 @@
+"""Pages: datasets, dataset versions and their profiles, registrations, runs, the lineage graph."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods, require_POST
+
+from controlplane import permissions
+from controlplane.backends import object_store
+from controlplane.charts import figure_data, histogram_figure, top_values_figure
+from controlplane.models import Project
+from controlplane.views import apply_service_errors, paginate
+from lineage import selectors, services
+from lineage.forms import DatasetRegisterForm, TransformForm
+from lineage.graph_layout import layout_graph
+from lineage.models import Dataset, DatasetRegistration, DatasetVersion, Run
+from lineage.openlineage import lineage_run_events
+
+
+def _profile_charts(profile: dict[str, Any] | None, *, limit: int = 40) -> list[dict[str, Any]]:
+    charts: list[dict[str, Any]] = []
+    if not profile:
+        return charts
+    for index, (name, column) in enumerate(list(profile["columns"].items())[:limit]):
+        if column.get("histogram"):
+            figure = histogram_figure(column["histogram"], title=name)
+        elif column.get("top"):
+            figure = top_values_figure(column["top"], title=name)
+        else:
+            continue
+        charts.append({"id": f"chart-{index}", "column": name, "figure": figure_data(figure)})
+    return charts
+
+
+def dataset_list(request: HttpRequest) -> HttpResponse:
+    permissions.require(request.user, "dataset.view")
+    search = request.GET.get("q", "").strip()
+    project = request.GET.get("project", "").strip()
+    datasets = selectors.dataset_list(search=search, project=project)
+    query = urlencode({k: v for k, v in (("q", search), ("project", project)) if v})
+    return render(
+        request,
+        "lineage/dataset_list.html",
+        {
+            "page": paginate(request, datasets),
+            "search": search,
+            "project": project,
+            "projects": Project.objects.all(),
+            "query": query,
+            "can_register": permissions.has_permission(request.user, "dataset.register"),
+        },
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def dataset_register(request: HttpRequest) -> HttpResponse:
+    permissions.require(request.user, "dataset.register")
+    initial = {k: request.GET[k] for k in ("project", "dataset") if k in request.GET}
+    form = DatasetRegisterForm(request.POST or None, request.FILES or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            if data.get("file"):
+                version, created = services.dataset_version_upload(
+                    actor=request.user, project=data["project"], dataset=data["dataset"], upload=data["file"],
+                    description=data.get("description", ""),
+                )
+                if created:
+                    messages.success(request, f"Registered {version}. Profiling has started.")
+                else:
+                    messages.info(request, f"These exact bytes are already {version}; nothing new was stored.")
+                target = selectors.version_url(version)
+            else:
+                registration = services.dataset_registration_request(
+                    actor=request.user, project=data["project"], dataset=data["dataset"], uri=data["uri"],
+                    description=data.get("description", ""),
+                )
+                target = reverse("dataset-registration-detail", args=[registration.pk])
+        except ValidationError as exc:
+            apply_service_errors(form, exc)
+        else:
+            if request.headers.get("HX-Request"):
+                response = HttpResponse(status=204)
+                response["HX-Redirect"] = target
+                return response
+            return redirect(target)
+    template = "lineage/_register_form.html" if request.headers.get("HX-Request") else "lineage/dataset_register.html"
+    return render(request, template, {"form": form}, status=400 if request.method == "POST" else 200)
+
+
+def dataset_registration_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    permissions.require(request.user, "dataset.view")
+    registration = get_object_or_404(DatasetRegistration.objects.select_related("version__dataset__project"), pk=pk)
+    context = {
+        "registration": registration,
+        "version_url": selectors.version_url(registration.version) if registration.version else "",
+    }
+    if request.headers.get("HX-Request"):
+        return render(request, "lineage/_registration_status.html", context)
+    return render(request, "lineage/registration_detail.html", context)
+
+
+def dataset_detail(request: HttpRequest, project: str, slug: str) -> HttpResponse:
+    permissions.require(request.user, "dataset.view")
+    try:
+        dataset = selectors.dataset_get(project=project, slug=slug)
+    except Dataset.DoesNotExist:
+        raise Http404(f"no dataset {project}/{slug}") from None
+    versions = dataset.versions.select_related("profile", "created_by", "produced_by")
+    latest = versions.first()
+    profile = getattr(latest, "profile", None) if latest else None
+    return render(
+        request,
+        "lineage/dataset_detail.html",
+        {
+            "dataset": dataset,
+            "page": paginate(request, versions),
+            "latest": latest,
+            "charts": _profile_charts(profile.profile if profile else None, limit=12),
+            "can_register": permissions.has_permission(request.user, "dataset.register"),
+            "can_launch": permissions.has_permission(request.user, "run.launch"),
+        },
+    )
+
+
+def dataset_version_detail(request: HttpRequest, project: str, slug: str, number: int) -> HttpResponse:
+    permissions.require(request.user, "dataset.view")
+    try:
+        version = selectors.dataset_version_get(project=project, dataset=slug, number=number)
+    except DatasetVersion.DoesNotExist:
+        raise Http404(f"no version {number} of {project}/{slug}") from None
+    profile = version.profile
+    if request.headers.get("HX-Request") and request.GET.get("part") == "profile":
+        return render(request, "lineage/_profile.html", {"version": version, "profile": profile, "charts": _profile_charts(profile.profile)})
+    filename = version.original_filename or f"{slug}-v{number}{services.FORMAT_SUFFIX[version.format]}"
+    graph = selectors.lineage_graph(version.node_id, depth=2)
+    return render(
+        request,
+        "lineage/dataset_version_detail.html",
+        {
+            "version": version,
+            "profile": profile,
+            "charts": _profile_charts(profile.profile),
+            "download_url": object_store().download_url(version.storage_key, filename=filename),
+            "graph": layout_graph(graph),
+            "consumed_by": Run.objects.filter(inputs__dataset_version=version).distinct()[:20],
+            "can_launch": permissions.has_permission(request.user, "run.launch"),
+        },
+    )
+
+
+# --- runs -----------------------------------------------------------------------------------
+
+
+def run_list(request: HttpRequest) -> HttpResponse:
+    permissions.require(request.user, "run.view")
+    filters = {k: request.GET.get(k, "").strip() for k in ("project", "status", "kind", "recipe", "creator")}
+    runs = selectors.run_list(**filters)
+    return render(
+        request,
+        "lineage/run_list.html",
+        {
+            "page": paginate(request, runs),
+            "filters": filters,
+            "query": urlencode({k: v for k, v in filters.items() if v}),
+            "statuses": Run.Status.values,
+            "projects": Project.objects.all(),
+        },
+    )
+
+
+def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    permissions.require(request.user, "run.view")
+    run = get_object_or_404(Run.objects.select_related("project", "created_by"), pk=pk)
+    context = {
+        "run": run,
+        "events": run.events.select_related("actor"),
+        "inputs": run.inputs.select_related("dataset_version__dataset__project"),
+        "outputs": run.output_versions.select_related("dataset__project"),
+        "log_lines": services.run_log_tail(run=run),
+        "can_stop": permissions.has_permission(request.user, "run.stop") and not run.done,
+        "parameters_json": json.dumps(run.parameters, indent=2, sort_keys=True),
+    }
+    if request.headers.get("HX-Request"):
+        return render(request, "lineage/_run_status.html", context)
+    return render(request, "lineage/run_detail.html", context)
+
+
+@require_POST
+def run_stop(request: HttpRequest, pk: int) -> HttpResponse:
+    run = get_object_or_404(Run, pk=pk)
+    try:
+        services.run_stop(actor=request.user, run=run, reason=request.POST.get("reason", ""))
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, "Stop requested.")
+    return redirect("run-detail", pk=pk)
+
+
+@require_http_methods(["GET", "POST"])
+def transform_create(request: HttpRequest) -> HttpResponse:
+    from workers import recipes as recipe_registry
+
+    permissions.require(request.user, "run.launch")
+    version = get_object_or_404(
+        DatasetVersion.objects.select_related("dataset__project"), pk=request.GET.get("input") or request.POST.get("input") or 0
+    )
+    transform_recipes = [r for r in recipe_registry.RECIPES.values() if r.kind == "transform"]
+    form = TransformForm(request.POST or None, recipes=transform_recipes)
+    if request.method == "POST" and form.is_valid():
+        try:
+            run = services.transform_run_launch(
+                actor=request.user, inputs=[version], recipe=form.cleaned_data["recipe"],
+                parameters=form.cleaned_data["parameters"], output_name=form.cleaned_data["output_name"],
+            )
+        except ValidationError as exc:
+            if hasattr(exc, "error_dict"):
+                for field, errors in exc.message_dict.items():
+                    target = "parameters" if field.startswith("parameters.") else field
+                    prefix = field.split(".", 1)[1] + ": " if field.startswith("parameters.") else ""
+                    form.add_error(target if target in form.fields else None, [prefix + e for e in errors])
+            else:
+                form.add_error(None, exc.messages)
+        else:
+            messages.success(request, f"Run {run.pk} queued.")
+            return redirect("run-detail", pk=run.pk)
+    return render(
+        request,
+        "lineage/transform_form.html",
+        {"form": form, "version": version, "recipes": transform_recipes},
+        status=400 if request.method == "POST" else 200,
+    )
+
+
+# --- lineage --------------------------------------------------------------------------------
+
+
+def _node_or_404(node_id: str) -> str:
+    try:
+        selectors.parse_node_id(node_id)
+    except ValueError as exc:
+        raise Http404(str(exc)) from None
+    if not selectors.describe_nodes([node_id]):
+        raise Http404(f"no node {node_id}")
+    return node_id
+
+
+def lineage_page(request: HttpRequest, node_id: str) -> HttpResponse:
+    permissions.require(request.user, "lineage.view")
+    node_id = _node_or_404(node_id)
+    try:
+        depth = max(1, min(int(request.GET.get("depth", 4)), 50))
+    except ValueError:
+        depth = 4
+    expand = request.GET.get("expand") == "1"
+    graph = selectors.lineage_graph(node_id, depth=depth)
+    return render(
+        request,
+        "lineage/lineage.html",
+        {"graph": layout_graph(graph, collapse_over=None if expand else 8), "depth": depth, "expand": expand,
+         "depths": [1, 2, 3, 4, 6, 10, 20, 50]},
+    )
+
+
+def lineage_openlineage(request: HttpRequest, node_id: str) -> HttpResponse:
+    permissions.require(request.user, "lineage.view")
+    node_id = _node_or_404(node_id)
+    events = lineage_run_events(node_id)
+    response = JsonResponse(events, safe=False, json_dumps_params={"indent": 2})
+    response["Content-Disposition"] = f'attachment; filename="openlineage-{node_id.replace(":", "-")}.json"'
+    return response
