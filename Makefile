@@ -11,8 +11,6 @@ PYTEST_ARGS ?=
 
 ## Install, migrate, load demo data and bring up portal, worker, beat and the embedded broker.
 run: install
-	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py seed_demo
 	$(BIN)/python manage.py runall --host $(HOST) --port $(PORT)
 
 ## Install the test tools and Chromium, then run the whole suite.

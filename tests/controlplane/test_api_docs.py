@@ -20,9 +20,9 @@ def test_schema_is_openapi_3_and_lists_the_endpoints(api_client_for, users) -> N
 
 
 def test_schema_generation_has_no_warnings() -> None:
-    from django.core.management import call_command
-
     import io
+
+    from django.core.management import call_command
 
     errors = io.StringIO()
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", "/dev/null", stderr=errors)
