@@ -23,9 +23,19 @@ def object_store() -> ObjectStore:
 
 
 def training_backend(name: str) -> Any:
-    """The training backend a run names: `local` (a subprocess here) or, from the training issue on, `sagemaker`."""
+    """The training backend a run names: `local` (a subprocess here) or `sagemaker`."""
     if name == "local":
         from workers.training.local import LocalTrainingBackend
 
         return LocalTrainingBackend(Path(settings.RUNS_WORK_DIR))
+    if name == "sagemaker":
+        from urllib.parse import urlsplit
+
+        from workers.training.sagemaker import SageMakerTrainingBackend
+
+        location = urlsplit(settings.SAGEMAKER_S3_URL)
+        return SageMakerTrainingBackend(
+            bucket=location.netloc, prefix=location.path.strip("/"), role_arn=settings.SAGEMAKER_ROLE_ARN or "",
+            region=settings.AWS_REGION,
+        )
     raise ValueError(f"unknown training backend {name!r}")

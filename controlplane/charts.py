@@ -50,3 +50,22 @@ def top_values_figure(top: list[dict[str, Any]], *, title: str, height: int = 22
         template="plotly_white",
     )
     return figure
+
+
+def metric_series_figure(name: str, points: list[dict[str, Any]], *, height: int = 240) -> go.Figure:
+    """One metric over steps (or folds) of a run."""
+    axis = "step" if any("step" in p for p in points) else ("fold" if any("fold" in p for p in points) else None)
+    xs = [p.get(axis, i) if axis else i for i, p in enumerate(points)]
+    figure = go.Figure(go.Scatter(x=xs, y=[p["value"] for p in points], mode="lines+markers", line={"color": "#2454c5"}))
+    figure.update_layout(
+        title={"text": name, "font": {"size": 13}}, height=height, margin={"l": 45, "r": 10, "t": 30, "b": 35},
+        xaxis_title=axis or "report", template="plotly_white",
+    )
+    return figure
+
+
+def compare_figure(series: dict[str, dict[str, float]], metrics: list[str], *, height: int = 320) -> go.Figure:
+    """Final metrics of several runs side by side, one group per metric."""
+    figure = go.Figure([go.Bar(name=label, x=metrics, y=[values.get(m) for m in metrics]) for label, values in series.items()])
+    figure.update_layout(barmode="group", height=height, margin={"l": 45, "r": 10, "t": 20, "b": 40}, template="plotly_white")
+    return figure

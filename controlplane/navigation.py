@@ -14,6 +14,7 @@ NAVIGATION: list[tuple[str, str, str]] = [
     ("Projects", "project-list", "project.view"),
     ("Datasets", "dataset-list", "dataset.view"),
     ("Runs", "run-list", "run.view"),
+    ("Models", "model-list", "model.view"),
     ("Audit log", "audit-list", "audit.view"),
     ("API", "api-docs", "apidocs.view"),
     ("Status", "system-status", "system.view"),

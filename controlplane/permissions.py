@@ -29,6 +29,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "run.launch": frozenset({DATA_SCIENTIST, ADMIN}),
     "run.stop": frozenset({DATA_SCIENTIST, ADMIN}),
     "lineage.view": ANY_ROLE,
+    "model.view": ANY_ROLE,
     "apidocs.view": ANY_ROLE,
 }
 

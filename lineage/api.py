@@ -17,7 +17,7 @@ from rest_framework.response import Response
 from controlplane import permissions
 from controlplane.backends import object_store
 from lineage import selectors, services
-from lineage.models import Dataset, DatasetRegistration, DatasetVersion, Run, RunEvent
+from lineage.models import Dataset, DatasetRegistration, DatasetVersion, ModelVersion, RegisteredModel, Run, RunEvent
 from lineage.openlineage import lineage_run_events
 
 
@@ -406,3 +406,156 @@ class LineageOpenLineageApi(GenericAPIView):
     def get(self, request: Request, node_id: str) -> Response:
         permissions.require(request.user, "lineage.view")
         return Response(lineage_run_events(_node(node_id)))
+
+
+# --- training and models --------------------------------------------------------------------
+
+
+class TrainingRunInput(serializers.Serializer):
+    recipe = serializers.CharField(max_length=100)
+    train = serializers.IntegerField(min_value=1, help_text="Dataset version id of the training data")
+    validation = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
+    target = serializers.CharField(max_length=200)
+    hyperparameters = serializers.DictField(required=False, default=dict)
+    seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, required=False, default=42)
+    backend = serializers.ChoiceField(choices=["local", "sagemaker"], default="local")
+    instance_type = serializers.CharField(max_length=50, required=False, allow_blank=True, default="")
+    instance_count = serializers.IntegerField(min_value=1, max_value=100, default=1)
+    max_runtime_seconds = serializers.IntegerField(min_value=1, max_value=30 * 24 * 3600, default=3600)
+    model_name = serializers.CharField(max_length=63, required=False, allow_blank=True, default="")
+
+
+def _dataset_version_or_400(pk: int | None, field: str) -> DatasetVersion | None:
+    if pk is None:
+        return None
+    version = DatasetVersion.objects.select_related("dataset__project", "profile").filter(pk=pk).first()
+    if version is None:
+        raise serializers.ValidationError({field: [f"no dataset version with id {pk}"]})
+    return version
+
+
+class TrainingRunCreateApi(GenericAPIView):
+    serializer_class = RunDetailOutput
+
+    @extend_schema(operation_id="runs_training_create", request=TrainingRunInput, responses={201: RunDetailOutput})
+    def post(self, request: Request) -> Response:
+        permissions.require(request.user, "run.launch")
+        serializer = TrainingRunInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        train = _dataset_version_or_400(data["train"], "train")
+        assert train is not None
+        run = services.training_run_launch(
+            actor=request.user, recipe=data["recipe"], train=train,
+            validation=_dataset_version_or_400(data["validation"], "validation"), target=data["target"],
+            hyperparameters=data["hyperparameters"], seed=data["seed"], backend=data["backend"],
+            instance_type=data["instance_type"], instance_count=data["instance_count"],
+            max_runtime_seconds=data["max_runtime_seconds"], model_name=data["model_name"],
+        )
+        return Response(RunDetailOutput(_runs().get(pk=run.pk)).data, status=status.HTTP_201_CREATED)
+
+
+class RunReproduceApi(GenericAPIView):
+    serializer_class = RunDetailOutput
+
+    @extend_schema(operation_id="runs_reproduce", request=None, responses={201: RunDetailOutput})
+    def post(self, request: Request, pk: int) -> Response:
+        new = services.run_reproduce(actor=request.user, run=get_object_or_404(Run, pk=pk))
+        return Response(RunDetailOutput(_runs().get(pk=new.pk)).data, status=status.HTTP_201_CREATED)
+
+
+class RunMetricsApi(GenericAPIView):
+    @extend_schema(operation_id="runs_metrics", responses=OpenApiTypes.OBJECT,
+                   description="Every metric series of the run (value, step or fold, time), its final values, and for a "
+                               "reproduction whether they match the original's.")
+    def get(self, request: Request, pk: int) -> Response:
+        permissions.require(request.user, "run.view")
+        run = get_object_or_404(Run.objects.select_related("reproduced_from"), pk=pk)
+        check = services.reproduction_check(run)
+        return Response({
+            "series": run.metrics, "final": services.final_metrics(run),
+            "reproduction": None if check is None else {"original": check["original"].pk, "match": check["match"], "metrics": check["rows"]},
+        })
+
+
+class RunEstimateInput(serializers.Serializer):
+    backend = serializers.ChoiceField(choices=["local", "sagemaker"], default="local")
+    instance_type = serializers.CharField(required=False, default="local")
+    instance_count = serializers.IntegerField(min_value=1, max_value=100, default=1)
+    max_runtime_seconds = serializers.IntegerField(min_value=60, max_value=30 * 24 * 3600, default=3600)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        from django.conf import settings
+
+        if attrs["backend"] == "sagemaker" and attrs["instance_type"] not in settings.TRAINING_INSTANCE_PRICES:
+            raise serializers.ValidationError({"instance_type": [f"expected one of: {', '.join(sorted(settings.TRAINING_INSTANCE_PRICES))}"]})
+        return attrs
+
+
+class RunEstimateApi(GenericAPIView):
+    @extend_schema(operation_id="runs_estimate", parameters=[RunEstimateInput],
+                   responses=inline_serializer("RunEstimate", {"estimated_cost": serializers.DecimalField(max_digits=12, decimal_places=2),
+                                                               "currency": serializers.CharField(), "explanation": serializers.CharField()}))
+    def get(self, request: Request) -> Response:
+        permissions.require(request.user, "run.view")
+        serializer = RunEstimateInput(data=request.query_params)
+        serializer.is_valid(raise_exception=True)
+        cost, explanation = services.run_cost_estimate(**serializer.validated_data)
+        return Response({"estimated_cost": str(cost), "currency": "USD", "explanation": explanation})
+
+
+class ModelVersionOutput(serializers.ModelSerializer):
+    project = serializers.CharField(source="registered_model.project.slug")
+    model = serializers.CharField(source="registered_model.slug")
+    node_id = serializers.CharField()
+    run = serializers.IntegerField(source="run_id")
+
+    class Meta:
+        model = ModelVersion
+        fields = ["id", "node_id", "project", "model", "number", "run", "artifact_uri", "sha256", "size", "framework",
+                  "task", "target", "input_schema", "classes", "metrics", "created_at"]
+
+
+class RegisteredModelOutput(serializers.ModelSerializer):
+    project = serializers.CharField(source="project.slug")
+    latest_version = serializers.SerializerMethodField()
+
+    class Meta:
+        model = RegisteredModel
+        fields = ["project", "slug", "name", "description", "latest_version", "created_at"]
+
+    def get_latest_version(self, model: RegisteredModel) -> int | None:
+        latest = model.versions.order_by("-number").first()
+        return latest.number if latest else None
+
+
+class ModelListApi(GenericAPIView):
+    serializer_class = RegisteredModelOutput
+
+    @extend_schema(operation_id="models_list", parameters=[OpenApiParameter("project", str)], responses=RegisteredModelOutput(many=True))
+    def get(self, request: Request) -> Response:
+        permissions.require(request.user, "model.view")
+        models = RegisteredModel.objects.select_related("project").order_by("project__slug", "slug")
+        if request.query_params.get("project"):
+            models = models.filter(project__slug=request.query_params["project"])
+        return self.get_paginated_response(RegisteredModelOutput(self.paginate_queryset(models), many=True).data)
+
+
+class ModelVersionListApi(GenericAPIView):
+    serializer_class = ModelVersionOutput
+
+    @extend_schema(operation_id="model_versions_list", responses=ModelVersionOutput(many=True))
+    def get(self, request: Request, project: str, slug: str) -> Response:
+        permissions.require(request.user, "model.view")
+        model = get_object_or_404(RegisteredModel, project__slug=project, slug=slug)
+        versions = model.versions.select_related("registered_model__project")
+        return self.get_paginated_response(ModelVersionOutput(self.paginate_queryset(versions), many=True).data)
+
+
+class ModelVersionDetailApi(GenericAPIView):
+    serializer_class = ModelVersionOutput
+
+    @extend_schema(operation_id="model_versions_retrieve", responses=ModelVersionOutput)
+    def get(self, request: Request, pk: int) -> Response:
+        permissions.require(request.user, "model.view")
+        return Response(ModelVersionOutput(get_object_or_404(ModelVersion.objects.select_related("registered_model__project"), pk=pk)).data)

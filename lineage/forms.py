@@ -58,3 +58,53 @@ class TransformForm(forms.Form):
         if not isinstance(value, dict):
             raise forms.ValidationError('expected a JSON object, e.g. {"seed": 7}')
         return value
+
+
+BACKENDS = [("local", "local (this machine)"), ("sagemaker", "SageMaker")]
+
+
+class TrainingForm(forms.Form):
+    """The launch form; its hyperparameter fields (hp_<name>) are generated from the recipe's declared parameters."""
+
+    recipe = forms.ChoiceField()
+    validation = forms.ChoiceField(required=False, label="Validation data", help_text="Optional: otherwise a seeded hold-out of the training data.")
+    target = forms.ChoiceField(label="Target column")
+    seed = forms.IntegerField(initial=42, min_value=0, max_value=2**31 - 1)
+    backend = forms.ChoiceField(choices=BACKENDS, initial="local")
+    instance_type = forms.ChoiceField(label="Instance type")
+    instance_count = forms.IntegerField(initial=1, min_value=1, max_value=100)
+    max_runtime_minutes = forms.IntegerField(initial=60, min_value=1, max_value=7 * 24 * 60, label="Max runtime (minutes)")
+    model_name = forms.SlugField(required=False, max_length=63, help_text="The registered model to add the version to; defaults to <dataset>-<recipe>.")
+
+    def __init__(self, *args: Any, recipes: list[Any], recipe: Any, columns: list[str], validations: list[tuple[str, str]],
+                 instance_types: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["recipe"].choices = [(r.name, f"{r.name} — {r.description}") for r in recipes]
+        self.fields["recipe"].initial = recipe.name
+        self.fields["target"].choices = [(c, c) for c in columns]
+        self.fields["target"].initial = "target" if "target" in columns else (columns[-1] if columns else None)
+        self.fields["validation"].choices = [("", "— none —"), *validations]
+        self.fields["instance_type"].choices = [("local", "local")] + [(t, t) for t in instance_types]
+        self.hyperparameter_names = []
+        for parameter in recipe.parameters:
+            if parameter.name in ("target", "seed"):
+                continue
+            name = f"hp_{parameter.name}"
+            help_text = parameter.help
+            if parameter.minimum is not None or parameter.maximum is not None:
+                help_text += f" ({parameter.minimum if parameter.minimum is not None else ''} … {parameter.maximum if parameter.maximum is not None else ''})"
+            if parameter.choices:
+                field: forms.Field = forms.ChoiceField(choices=[("", "default")] + [(c, c) for c in parameter.choices], required=False)
+            elif parameter.type == "bool":
+                field = forms.ChoiceField(choices=[("", "default"), ("true", "true"), ("false", "false")], required=False)
+            else:
+                field = forms.CharField(required=False, max_length=500)
+            field.label = parameter.name + (" *" if parameter.required else "")
+            field.help_text = help_text.strip()
+            field.widget.attrs["placeholder"] = "" if parameter.default is None else str(parameter.default)
+            self.fields[name] = field
+            self.hyperparameter_names.append(parameter.name)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """Only what the user typed; blanks take the recipe's defaults. Text is converted by the recipe's types."""
+        return {name: self.cleaned_data[f"hp_{name}"] for name in self.hyperparameter_names if self.cleaned_data.get(f"hp_{name}") not in (None, "")}

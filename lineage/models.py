@@ -182,8 +182,15 @@ class Run(models.Model):
     backend_job_id = models.CharField(max_length=200, blank=True)
     instance_type = models.CharField(max_length=50, default="local")
     instance_count = models.PositiveSmallIntegerField(default=1)
-    # Where a transform's outputs go (one dataset per output name, under this base slug).
+    # Where a transform's outputs go (one dataset per output name, under this base slug),
+    # or the registered model a training run's model version is added to.
     output_name = models.SlugField(max_length=50, blank=True)
+    max_runtime_seconds = models.PositiveIntegerField(default=3600)
+    estimated_cost = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
+    reproduced_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="reproductions"
+    )
+    last_polled_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
     status_reason = models.TextField(blank=True)
     log_uri = models.CharField(max_length=1024, blank=True)
@@ -258,3 +265,61 @@ class LineageEdge(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source} → {self.target}"
+
+
+class RegisteredModel(models.Model):
+    """A named model within a project; its versions come from training runs."""
+
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="models")
+    name = models.CharField(max_length=100)
+    slug = models.SlugField(max_length=63)
+    description = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project__slug", "slug"]
+        constraints = [models.UniqueConstraint(fields=["project", "slug"], name="model_unique_slug_per_project")]
+
+    def __str__(self) -> str:
+        return f"{self.project.slug}/{self.slug}"
+
+
+class ModelVersion(models.Model):
+    """A trained artifact, write-once. Serving refuses an artifact whose SHA-256 differs from `sha256`."""
+
+    registered_model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="versions")
+    number = models.PositiveIntegerField()
+    run = models.OneToOneField(Run, on_delete=models.PROTECT, related_name="model_version")
+    artifact_uri = models.CharField(max_length=1024)
+    artifact_key = models.CharField(max_length=1024, blank=True, help_text="Object store key, when we store it")
+    sha256 = models.CharField(max_length=64)
+    size = models.BigIntegerField()
+    framework = models.CharField(max_length=50, default="scikit-learn")
+    task = models.CharField(max_length=30, blank=True)
+    target = models.CharField(max_length=200, blank=True)
+    input_schema = models.JSONField(default=list)
+    classes = models.JSONField(null=True, blank=True)
+    metrics = models.JSONField(default=dict)
+    metadata = models.JSONField(default=dict, help_text="model.json as the recipe wrote it")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["registered_model", "-number"]
+        constraints = [models.UniqueConstraint(fields=["registered_model", "number"], name="model_version_unique_number")]
+
+    def __str__(self) -> str:
+        return f"{self.registered_model} v{self.number}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise WriteOnceError(f"model version {self} is write-once: it cannot be changed")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise WriteOnceError(f"model version {self} is write-once: it cannot be deleted")
+
+    @property
+    def node_id(self) -> str:
+        return f"model_version:{self.pk}"

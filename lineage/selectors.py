@@ -161,7 +161,22 @@ def describe_nodes(node_ids: list[str]) -> list[LineageNode]:
                     status=run.status,
                 )
             )
-    for kind in ("model_version", "deployment"):
+    if "model_version" in by_kind:
+        from lineage.models import ModelVersion
+
+        for model_version in ModelVersion.objects.filter(pk__in=by_kind["model_version"]).select_related("registered_model__project"):
+            metrics = model_version.metrics or {}
+            headline = next((f"{k} {metrics[k]:.3f}" for k in ("accuracy", "roc_auc", "r2", "rmse") if isinstance(metrics.get(k), (int, float))), "")
+            described.append(
+                LineageNode(
+                    id=model_version.node_id,
+                    kind="model_version",
+                    label=f"{model_version.registered_model.slug} v{model_version.number}",
+                    detail=" · ".join(x for x in ("model", headline, model_version.sha256[:12]) if x),
+                    url=reverse("model-version-detail", args=[model_version.registered_model.project.slug, model_version.registered_model.slug, model_version.number]),
+                )
+            )
+    for kind in ("deployment",):
         for pk in by_kind.get(kind, []):
             described.append(LineageNode(id=f"{kind}:{pk}", kind=kind, label=f"{kind.replace('_', ' ')} {pk}", detail="", url=""))
     return described

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
-from django.db.models import Max
+from django.db.models import Max, Q
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -31,6 +32,8 @@ from lineage.models import (
     DatasetRegistration,
     DatasetVersion,
     LineageEdge,
+    ModelVersion,
+    RegisteredModel,
     Run,
     RunEvent,
     RunInput,
@@ -513,9 +516,9 @@ def transform_run_launch(
 
 
 def _enqueue_run(run_id: int) -> None:
-    from lineage.tasks import training_run_execute_task
+    from lineage.tasks import training_run_start_task
 
-    training_run_execute_task.delay(run_id)
+    training_run_start_task.delay(run_id)
 
 
 def run_stop(*, actor: Any, run: Run, reason: str = "") -> Run:
@@ -525,9 +528,177 @@ def run_stop(*, actor: Any, run: Run, reason: str = "") -> Run:
         run_transition(run_id=run.pk, action="stop", actor=actor, reason=reason or "stopped before it started")
         updated = run_transition(run_id=run.pk, action="stopped", actor=actor, reason=reason or "stopped before it started")
     else:
-        updated = run_transition(run_id=run.pk, action="stop", actor=actor, reason=reason or f"stop requested by {actor}")
+        with transaction.atomic():
+            updated = run_transition(run_id=run.pk, action="stop", actor=actor, reason=reason or f"stop requested by {actor}")
+            transaction.on_commit(lambda: _enqueue_stop(run.pk))
     audit_record(actor=actor, action="run.stop", object_type="run", object_id=run.pk, object_repr=str(run), reason=reason)
     return updated
+
+
+def _enqueue_stop(run_id: int) -> None:
+    from lineage.tasks import training_run_stop_task
+
+    training_run_stop_task.delay(run_id)
+
+
+def training_run_launch(
+    *,
+    actor: Any,
+    recipe: str,
+    train: DatasetVersion,
+    validation: DatasetVersion | None = None,
+    target: str = "",
+    hyperparameters: dict[str, Any] | None = None,
+    seed: int | None = None,
+    backend: str = "local",
+    instance_type: str = "",
+    instance_count: int = 1,
+    max_runtime_seconds: int = 3600,
+    model_name: str = "",
+    reproduced_from: Run | None = None,
+) -> Run:
+    """Queue a training run; every input is checked first and a bad one creates nothing."""
+    from workers import recipes as recipe_registry
+
+    permissions.require(actor, "run.launch")
+    errors: dict[str, list[str]] = {}
+    try:
+        spec = recipe_registry.get_recipe(recipe)
+    except recipe_registry.UnknownRecipe as exc:
+        raise ValidationError({"recipe": [str(exc)]}) from None
+    if spec.kind != "training":
+        raise ValidationError({"recipe": [f"{recipe} is a {spec.kind} recipe; expected a training recipe"]})
+    values = dict(hyperparameters or {})
+    if target:
+        values["target"] = target
+    if seed is not None:
+        values["seed"] = seed
+    cleaned, parameter_errors = recipe_registry.validate_parameters(spec, values, columns=list(train.columns))
+    for name, message in parameter_errors.items():
+        errors["target" if name == "target" else f"hyperparameters.{name}"] = [message]
+    if validation is not None:
+        if validation.dataset.project_id != train.dataset.project_id:
+            errors["validation"] = ["expected a dataset version of the same project as the training data"]
+        elif validation.pk == train.pk:
+            errors["validation"] = ["expected different data from the training set (or none)"]
+        else:
+            differences = _schema_differences(validation, train)
+            if differences:
+                errors["validation"] = ["the validation set's schema differs from the training set's: " + "; ".join(differences)]
+    instance_type = instance_type or ("local" if backend == "local" else "")
+    if backend == "local":
+        if instance_type != "local":
+            errors["instance_type"] = ["the local backend runs on this machine: expected 'local'"]
+        if instance_count != 1:
+            errors["instance_count"] = ["the local backend runs one process: expected 1"]
+    elif backend == "sagemaker":
+        allowed = sorted(k for k in settings.TRAINING_INSTANCE_PRICES if k != "local")
+        if instance_type not in settings.TRAINING_INSTANCE_PRICES or instance_type == "local":
+            errors["instance_type"] = [f"expected one of: {', '.join(allowed)}"]
+        if not 1 <= instance_count <= settings.TRAINING_MAX_INSTANCES:
+            errors["instance_count"] = [f"expected a whole number between 1 and {settings.TRAINING_MAX_INSTANCES}"]
+        if not settings.SAGEMAKER_ROLE_ARN:
+            errors["backend"] = ["SageMaker is not configured here: SAGEMAKER_ROLE_ARN is not set"]
+        elif not settings.SAGEMAKER_S3_URL:
+            errors["backend"] = ["SageMaker is not configured here: it needs an s3:// OBJECT_STORE_URL or SAGEMAKER_S3_URL"]
+    else:
+        errors["backend"] = ["expected local or sagemaker"]
+    if not 60 <= max_runtime_seconds <= settings.TRAINING_MAX_RUNTIME_SECONDS:
+        errors["max_runtime_seconds"] = [f"expected between 60 and {settings.TRAINING_MAX_RUNTIME_SECONDS} seconds"]
+    name = slugify(model_name or f"{train.dataset.slug}-{spec.name}")[:63].strip("-")
+    if not SLUG_RE.match(name):
+        errors["model_name"] = ["expected a name with letters, digits or hyphens"]
+    if errors:
+        raise ValidationError(errors)
+    estimate, _ = run_cost_estimate(backend=backend, instance_type=instance_type, instance_count=instance_count,
+                                    max_runtime_seconds=max_runtime_seconds)
+    with transaction.atomic():
+        run = Run.objects.create(
+            project=train.dataset.project, kind=Run.Kind.TRAINING, recipe=spec.name, recipe_version=spec.version,
+            recipe_fingerprint=recipe_registry.recipe_fingerprint(spec), parameters=cleaned, seed=cleaned.get("seed"),
+            backend=backend, instance_type=instance_type, instance_count=instance_count,
+            max_runtime_seconds=max_runtime_seconds, output_name=name, estimated_cost=estimate, created_by=actor,
+            reproduced_from=reproduced_from,
+        )
+        channels = [("train", train)] + ([("validation", validation)] if validation is not None else [])
+        for channel, version in channels:
+            RunInput.objects.create(run=run, dataset_version=version, channel=channel)
+            lineage_link(source=version.node_id, target=run.node_id)
+        RunEvent.objects.create(run=run, from_status="", to_status=Run.Status.QUEUED, actor=actor,
+                                reason=f"reproduction of run {reproduced_from.pk}" if reproduced_from else "launched")
+        audit_record(
+            actor=actor, action="run.launch", object_type="run", object_id=run.pk, object_repr=str(run),
+            after={"recipe": spec.name, "parameters": cleaned, "backend": backend, "instance_type": instance_type,
+                   "inputs": [v.node_id for _, v in channels], "estimated_cost": str(estimate)},
+        )
+        transaction.on_commit(lambda: _enqueue_run(run.pk))
+    return run
+
+
+def _schema_differences(validation: DatasetVersion, train: DatasetVersion) -> list[str]:
+    """Column names first; with both profiles ready, column types too."""
+    train_profile = getattr(train, "profile", None)
+    validation_profile = getattr(validation, "profile", None)
+    if train_profile and validation_profile and train_profile.profile and validation_profile.profile:
+        return dataset_files.schemas_compatible(
+            dataset_files.profile_to_schema(validation_profile.profile), dataset_files.profile_to_schema(train_profile.profile)
+        )
+    missing = [c for c in train.columns if c not in validation.columns]
+    extra = [c for c in validation.columns if c not in train.columns]
+    return [f"column '{c}' is missing" for c in missing] + [f"column '{c}' is extra" for c in extra]
+
+
+def run_reproduce(*, actor: Any, run: Run) -> Run:
+    """A new run with identical inputs, recipe code, parameters, seed and backend settings."""
+    from workers import recipes as recipe_registry
+
+    permissions.require(actor, "run.launch")
+    try:
+        spec = recipe_registry.get_recipe(run.recipe)
+    except recipe_registry.UnknownRecipe as exc:
+        raise ValidationError({"recipe": [str(exc)]}) from None
+    fingerprint = recipe_registry.recipe_fingerprint(spec)
+    if fingerprint != run.recipe_fingerprint:
+        raise ValidationError({"recipe": [
+            f"the {run.recipe} recipe's code changed since run {run.pk} (code {run.recipe_fingerprint[:12]} then, "
+            f"{fingerprint[:12]} now), so it cannot be reproduced exactly"
+        ]})
+    inputs = {i.channel: i.dataset_version for i in run.inputs.select_related("dataset_version__dataset__project", "dataset_version__profile")}
+    if run.kind == Run.Kind.TRANSFORM:
+        new = transform_run_launch(actor=actor, inputs=[inputs["input"]], recipe=run.recipe, parameters=run.parameters,
+                                   output_name=run.output_name)
+        Run.objects.filter(pk=new.pk).update(reproduced_from=run)
+        new.refresh_from_db()
+        return new
+    parameters = dict(run.parameters)
+    target = parameters.pop("target", "")
+    seed = parameters.pop("seed", None)
+    return training_run_launch(
+        actor=actor, recipe=run.recipe, train=inputs["train"], validation=inputs.get("validation"), target=target,
+        hyperparameters=parameters, seed=seed, backend=run.backend, instance_type=run.instance_type,
+        instance_count=run.instance_count, max_runtime_seconds=run.max_runtime_seconds, model_name=run.output_name,
+        reproduced_from=run,
+    )
+
+
+def final_metrics(run: Run) -> dict[str, float]:
+    """The last value of each metric series (what a run ended with)."""
+    return {name: points[-1]["value"] for name, points in (run.metrics or {}).items() if points}
+
+
+def reproduction_check(run: Run) -> dict[str, Any] | None:
+    """For a reproduction: do its final metrics equal the original's?"""
+    if run.reproduced_from_id is None or not run.done:
+        return None
+    original = final_metrics(run.reproduced_from)
+    mine = final_metrics(run)
+    rows = [
+        {"name": name, "original": original.get(name), "reproduction": mine.get(name),
+         "match": original.get(name) == mine.get(name)}
+        for name in sorted(set(original) | set(mine))
+        if not name.startswith(("time", "wall"))
+    ]
+    return {"original": run.reproduced_from, "rows": rows, "match": bool(rows) and all(r["match"] for r in rows)}
 
 
 def work_dir_for(run: Run) -> Path:
@@ -539,49 +710,8 @@ def cleanup_work_dir(path: Path) -> None:
 
 
 # --- run execution (worker side) ------------------------------------------------------------
-
-POLL_SECONDS = 1.0
-
-
-def run_execute(*, run_id: int) -> Run:
-    """Run a queued run on its backend and follow it to the end, honouring stop requests.
-
-    A redelivered message (the previous worker died) picks up the job it had started instead of starting another.
-    """
-    from contextlib import ExitStack
-
-    from workers import recipes as recipe_registry
-    from workers.training.base import InputFile, JobSpec
-
-    run = Run.objects.select_related("project").get(pk=run_id)
-    backend = training_backend_for(run)
-    if run.status == Run.Status.QUEUED:
-        run = run_transition(run_id=run.pk, action="start", reason="a worker took the run")
-        spec = recipe_registry.get_recipe(run.recipe)
-        work_dir = work_dir_for(run)
-        try:
-            with ExitStack() as stack:
-                inputs = []
-                for run_input in run.inputs.select_related("dataset_version__dataset"):
-                    version = run_input.dataset_version
-                    for index, path in enumerate(stack.enter_context(version_local_files(version))):
-                        inputs.append(InputFile(channel=run_input.channel, path=path, filename=f"{version.dataset.slug}-v{version.number}-{index:04d}{''.join(path.suffixes)}"))
-                job_id = backend.start(
-                    JobSpec(
-                        run_id=str(run.pk), recipe=spec, hyperparameters=run.parameters, inputs=inputs,
-                        work_dir=work_dir, instance_type=run.instance_type,
-                        tags={"project": run.project.slug, "run": str(run.pk)},
-                    )
-                )
-        except Exception as exc:
-            return run_transition(run_id=run.pk, action="fail", reason=f"could not start: {exc}")
-        run = run_transition(run_id=run.pk, action="running", reason=f"job {job_id} started", backend_job_id=job_id,
-                             log_uri=(work_dir / "logs" / "output.log").as_uri())
-    elif run.status == Run.Status.STARTING:
-        return run_transition(run_id=run.pk, action="fail", reason="the worker was lost before the job started")
-    elif run.done or not run.backend_job_id:
-        return run
-    return _follow(run, backend)
+# A run is started by one task and then followed by a chain of short poll tasks (and a periodic sweep that
+# restarts a broken chain), so no worker sits in a loop while a job runs and any worker can pick it up.
 
 
 def training_backend_for(run: Run) -> Any:
@@ -590,36 +720,132 @@ def training_backend_for(run: Run) -> Any:
     return training_backend(run.backend)
 
 
-def _follow(run: Run, backend: Any) -> Run:
-    job_id = run.backend_job_id
-    stop_sent = False
-    while True:
-        status = backend.describe(job_id)
-        if status.finished:
-            break
-        current = Run.objects.values_list("status", flat=True).get(pk=run.pk)
-        if current == Run.Status.STOPPING and not stop_sent:
-            backend.stop(job_id)
-            stop_sent = True
-            continue
-        Run.objects.filter(pk=run.pk).update(metrics=status.metrics)
-        time.sleep(POLL_SECONDS)
-    log_key = _store_log(run, backend)
-    fields = {"metrics": status.metrics, "usage": status.usage, "log_key": log_key}
-    if status.state == "stopped":
-        if Run.objects.values_list("status", flat=True).get(pk=run.pk) != Run.Status.STOPPING:
-            run_transition(run_id=run.pk, action="stop", reason="the backend stopped the job")
-        return run_transition(run_id=run.pk, action="stopped", reason=status.message or "stopped", **fields)
-    if status.state == "failed":
-        return run_transition(run_id=run.pk, action="fail", reason=status.message or "the job failed", **fields)
+def poll_interval(run: Run) -> float:
+    return settings.RUN_POLL_SECONDS.get(run.backend, 30.0)
+
+
+def run_start(*, run_id: int) -> Run:
+    """Start a queued run's job. A redelivered message finds the job the first delivery started (start is idempotent)."""
+    from contextlib import ExitStack
+
+    from workers import recipes as recipe_registry
+    from workers.errors import BackendError
+    from workers.training.base import InputFile, JobSpec
+
+    run = Run.objects.select_related("project").get(pk=run_id)
+    if run.status == Run.Status.QUEUED:
+        run = run_transition(run_id=run.pk, action="start", reason="a worker took the run")
+    elif run.status != Run.Status.STARTING or run.backend_job_id:
+        return run  # already started, finished or stopped: nothing to do
+    backend = training_backend_for(run)
+    spec = recipe_registry.get_recipe(run.recipe)
     try:
-        with transaction.atomic():
-            _register_outputs(run, status)
-            run = run_transition(run_id=run.pk, action="succeed", reason="finished", **fields)
-    except (ValidationError, dataset_files.DatasetFileError) as exc:
-        message = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
-        return run_transition(run_id=run.pk, action="fail", reason=f"the recipe's output is not usable: {message}", **fields)
+        with ExitStack() as stack:
+            inputs = []
+            for run_input in run.inputs.select_related("dataset_version__dataset"):
+                version = run_input.dataset_version
+                for index, path in enumerate(stack.enter_context(version_local_files(version))):
+                    suffix = "".join(path.suffixes)
+                    inputs.append(InputFile(channel=run_input.channel, path=path, filename=f"{version.dataset.slug}-v{version.number}-{index:04d}{suffix}"))
+            job_id = backend.start(
+                JobSpec(
+                    run_id=str(run.pk), recipe=spec, hyperparameters=run.parameters, inputs=inputs,
+                    work_dir=work_dir_for(run), instance_type=run.instance_type, instance_count=run.instance_count,
+                    max_runtime_seconds=run.max_runtime_seconds, tags=run_tags(run),
+                )
+            )
+    except BackendError as exc:
+        if not exc.permanent:
+            raise  # the task retries with backoff
+        return run_transition(run_id=run.pk, action="fail", reason=f"could not start the job: {exc}")
+    except (sources.SourceError, dataset_files.DatasetFileError, ValueError) as exc:
+        return run_transition(run_id=run.pk, action="fail", reason=f"could not start the job: {exc}")
+    Run.objects.filter(pk=run.pk).update(backend_job_id=job_id, last_polled_at=timezone.now())
+    run.refresh_from_db()
+    if run.status == Run.Status.STOPPING:
+        backend.stop(job_id)  # a stop was asked for while the job was being created
+    _enqueue_poll(run.pk, countdown=poll_interval(run))
     return run
+
+
+def run_tags(run: Run) -> dict[str, str]:
+    """The cost-allocation tags every AWS resource made for this run carries."""
+    tags = {"project": run.project.slug, "run": str(run.pk)}
+    if run.kind == Run.Kind.TRAINING:
+        tags["model"] = run.output_name
+    for key, value in (run.project.cost_tags or {}).items():
+        tags.setdefault(key, value)
+    return tags
+
+
+def _enqueue_poll(run_id: int, *, countdown: float) -> None:
+    from lineage.tasks import training_run_poll_task
+
+    training_run_poll_task.apply_async((run_id,), countdown=countdown)
+
+
+def run_poll(*, run_id: int, chain: bool = True) -> Run:
+    """Ask the backend how the job is doing and make the run follow its truth; queue the next poll if it goes on."""
+    run = Run.objects.select_related("project", "created_by").get(pk=run_id)
+    if run.done or not run.backend_job_id:
+        return run
+    backend = training_backend_for(run)
+    status = backend.describe(run.backend_job_id)
+    Run.objects.filter(pk=run.pk).update(last_polled_at=timezone.now(), metrics=status.metrics)
+    if run.status == Run.Status.STARTING and status.state in ("running", "succeeded", "failed", "stopped"):
+        run = _transition_quietly(run, "running", f"job {run.backend_job_id} is running")
+    if not status.finished:
+        if chain:
+            _enqueue_poll(run.pk, countdown=poll_interval(run))
+        return run
+    return _finish(run, backend, status)
+
+
+def run_fail(*, run_id: int, reason: str) -> None:
+    """Fail a run that is not finished yet (used when the backend refuses for good)."""
+    run = Run.objects.get(pk=run_id)
+    if not run.done:
+        _transition_quietly(run, "fail", reason)
+
+
+def _transition_quietly(run: Run, action: str, reason: str, **fields: Any) -> Run:
+    """A transition another poll may already have made: losing that race is fine."""
+    try:
+        return run_transition(run_id=run.pk, action=action, reason=reason, **fields)
+    except IllegalTransition:
+        return Run.objects.get(pk=run.pk)
+
+
+def _finish(run: Run, backend: Any, status: Any) -> Run:
+    # Slow work (reading logs, storing artifacts) happens before any row lock is taken; it is idempotent.
+    fields: dict[str, Any] = {"metrics": status.metrics, "usage": status.usage, "cost": measured_cost(run, status.usage)}
+    try:
+        fields["log_key"] = _store_log(run, backend)
+    except Exception as exc:  # a missing log must not lose the run's result
+        log.warning("run %s: could not store the log: %s", run.pk, exc)
+    if status.state == "stopped":
+        if Run.objects.values_list("status", flat=True).get(pk=run.pk) not in (Run.Status.STOPPING, Run.Status.STOPPED):
+            _transition_quietly(run, "stop", "the backend stopped the job")
+        return _transition_quietly(run, "stopped", status.message or "stopped", **fields)
+    if status.state == "failed":
+        return _transition_quietly(run, "fail", status.message or "the job failed", **fields)
+    try:
+        prepared = _prepare_outputs(run, status)
+    except (ValidationError, dataset_files.DatasetFileError, sources.SourceError) as exc:
+        message = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+        return _transition_quietly(run, "fail", f"the job's output is not usable: {message}", **fields)
+    with transaction.atomic():
+        locked = Run.objects.select_for_update().get(pk=run.pk)
+        if locked.done:
+            return locked
+        if locked.status == Run.Status.STOPPING:
+            # The stop came too late: the job finished. Keep its results, record what happened.
+            run_transition(run_id=run.pk, action="stopped", reason="the job finished before it could be stopped", **fields)
+            return Run.objects.get(pk=run.pk)
+        prepared()
+        if run.kind == Run.Kind.TRAINING:
+            fields["metrics"] = {**status.metrics}
+        return run_transition(run_id=run.pk, action="succeed", reason="finished", **fields)
 
 
 def _store_log(run: Run, backend: Any) -> str:
@@ -632,28 +858,174 @@ def _store_log(run: Run, backend: Any) -> str:
     return stored.key
 
 
-def _register_outputs(run: Run, status: Any) -> None:
+def _prepare_outputs(run: Run, status: Any) -> Callable[[], None]:
+    """Store what the job produced; return the database writes to make under the run's lock."""
+    if run.kind == Run.Kind.TRAINING:
+        return _prepare_model_version(run, status)
+    return _prepare_transform_outputs(run, status)
+
+
+def _prepare_transform_outputs(run: Run, status: Any) -> Callable[[], None]:
     from workers import recipes as recipe_registry
 
     spec = recipe_registry.get_recipe(run.recipe)
-    if run.kind != Run.Kind.TRANSFORM:
-        return
+    prepared = []
     for name in spec.outputs:
         path = Path(status.output_dir) / f"{name}.csv"
         if not path.is_file():
             raise ValidationError({"outputs": [f"the recipe wrote no {name}.csv"]})
         summary = dataset_files.validate_file(path, format="csv")
-        slug = run.output_name if len(spec.outputs) == 1 else f"{run.output_name}-{name}"[:63]
-        target = DatasetTarget(project=run.project, slug=slug, name=slug,
-                               description=f"Derived by run {run.pk} ({run.recipe}) — {name}")
         with path.open("rb") as handle:
             stored = object_store().put_content_addressed(handle, prefix="datasets/", suffix=".csv")
-        _version_create(
-            actor=run.created_by, target=target, stored_key=stored.key, stored_uri=stored.uri, sha256=stored.sha256,
-            size=stored.size, format="csv", content_format="csv", compressed=False, columns=summary.columns,
-            row_count=summary.row_count, source=DatasetVersion.Source.DERIVED, source_uri=f"run:{run.pk}/{name}",
-            produced_by=run,
-        )
+        slug = run.output_name if len(spec.outputs) == 1 else f"{run.output_name}-{name}"[:63]
+        prepared.append((name, slug, stored, summary))
+
+    def write() -> None:
+        for name, slug, stored, summary in prepared:
+            target = DatasetTarget(project=run.project, slug=slug, name=slug,
+                                   description=f"Derived by run {run.pk} ({run.recipe}) — {name}")
+            _version_create(
+                actor=run.created_by, target=target, stored_key=stored.key, stored_uri=stored.uri,
+                sha256=stored.sha256, size=stored.size, format="csv", content_format="csv", compressed=False,
+                columns=summary.columns, row_count=summary.row_count, source=DatasetVersion.Source.DERIVED,
+                source_uri=f"run:{run.pk}/{name}", produced_by=run,
+            )
+
+    return write
+
+
+def _prepare_model_version(run: Run, status: Any) -> Callable[[], None]:
+    """Keep the model artifact write-once with its SHA-256, and read the recipe's model.json."""
+    import json as jsonlib
+
+    artifact = model_artifact_from_job(run, status)
+    with artifact.open_metadata() as handle:
+        metadata = jsonlib.load(handle)
+
+    def write() -> None:
+        model_version_register(run=run, artifact_uri=artifact.uri, artifact_key=artifact.key, sha256=artifact.sha256,
+                               size=artifact.size, metadata=metadata)
+
+    return write
+
+
+@dataclass
+class ModelArtifact:
+    uri: str
+    key: str
+    sha256: str
+    size: int
+    metadata_path: Path
+
+    def open_metadata(self) -> Any:
+        return self.metadata_path.open()
+
+
+def model_artifact_from_job(run: Run, status: Any) -> ModelArtifact:
+    """The job's model as a write-once object: model.joblib stored here for local runs; SageMaker's model.tar.gz
+    stays where SageMaker put it, hashed as it is downloaded."""
+    from workers.sources import sha256_file
+
+    scratch = Path(settings.FILE_UPLOAD_TEMP_DIR) / f"model-{run.pk}-{run.uuid.hex[:8]}"
+    scratch.mkdir(parents=True, exist_ok=True)
+    if status.model_dir is not None and (Path(status.model_dir) / "model.joblib").is_file():
+        model_dir = Path(status.model_dir)
+        with (model_dir / "model.joblib").open("rb") as handle:
+            stored = object_store().put_content_addressed(handle, prefix="models/", suffix=".joblib")
+        metadata = scratch / "model.json"
+        shutil.copyfile(model_dir / "model.json", metadata)
+        return ModelArtifact(uri=stored.uri, key=stored.key, sha256=stored.sha256, size=stored.size, metadata_path=metadata)
+    if status.model_uri and status.model_uri.startswith("s3://"):
+        backend = training_backend_for(run)
+        tar_path = backend.download_artifact(status.model_uri, scratch / "model.tar.gz")
+        extracted = backend.extract_model_tar(tar_path, scratch / "model")
+        metadata = Path(extracted) / "model.json"
+        if not metadata.is_file():
+            raise ValidationError({"model": ["the model archive has no model.json"]})
+        return ModelArtifact(uri=status.model_uri, key="", sha256=sha256_file(tar_path), size=tar_path.stat().st_size,
+                             metadata_path=metadata)
+    raise ValidationError({"model": ["the job finished without a model (no model.joblib in the model folder)"]})
+
+
+def model_version_register(*, run: Run, artifact_uri: str, artifact_key: str, sha256: str, size: int,
+                           metadata: dict[str, Any]) -> ModelVersion:
+    """Add the run's model to its registered model as the next version, linked in lineage. Call under the run lock."""
+    registered, created = RegisteredModel.objects.get_or_create(
+        project=run.project, slug=run.output_name,
+        defaults={"name": run.output_name, "created_by": run.created_by,
+                  "description": f"Trained with the {run.recipe} recipe"},
+    )
+    registered = RegisteredModel.objects.select_for_update().get(pk=registered.pk)
+    number = (registered.versions.aggregate(top=Max("number"))["top"] or 0) + 1
+    features = metadata.get("features") or []
+    feature_types = metadata.get("feature_types") or {}
+    version = ModelVersion.objects.create(
+        registered_model=registered, number=number, run=run, artifact_uri=artifact_uri, artifact_key=artifact_key,
+        sha256=sha256, size=size, task=metadata.get("task", ""), target=metadata.get("target", ""),
+        input_schema=[{"name": name, "type": feature_types.get(name, "")} for name in features],
+        classes=metadata.get("classes"), metrics=metadata.get("metrics") or {}, metadata=metadata,
+        created_by=run.created_by,
+    )
+    lineage_link(source=run.node_id, target=version.node_id)
+    if created:
+        audit_record(actor=run.created_by, action="model.create", object_type="model", object_id=str(registered),
+                     object_repr=registered.name)
+    audit_record(
+        actor=run.created_by, action="model_version.create", object_type="model_version", object_id=version.pk,
+        object_repr=str(version), after={"run": run.pk, "sha256": sha256, "artifact_uri": artifact_uri, "metrics": version.metrics},
+    )
+    return version
+
+
+def run_stop_job(*, run_id: int) -> None:
+    """Worker side of a stop request: tell the backend; the next poll records the stopped state."""
+    run = Run.objects.get(pk=run_id)
+    if run.status == Run.Status.STOPPING and run.backend_job_id:
+        training_backend_for(run).stop(run.backend_job_id)
+        _enqueue_poll(run.pk, countdown=0)
+
+
+def runs_poll_stale(*, older_than_seconds: int = 120, lost_start_seconds: int = 1800) -> dict[str, int]:
+    """The periodic sweep: restart a poll chain that broke (its worker died) and fail runs whose start was lost."""
+    from datetime import timedelta
+
+    now = timezone.now()
+    active = Run.objects.filter(status__in=["starting", "running", "stopping"]).exclude(backend_job_id="")
+    stale = list(active.filter(Q(last_polled_at__lt=now - timedelta(seconds=older_than_seconds)) | Q(last_polled_at__isnull=True)).values_list("pk", flat=True)[:500])
+    for run_id in stale:
+        _enqueue_poll(run_id, countdown=0)
+    lost = 0
+    for run in Run.objects.filter(status="starting", backend_job_id="", started_at__lt=now - timedelta(seconds=lost_start_seconds))[:100]:
+        _transition_quietly(run, "fail", "the worker was lost before the job started")
+        lost += 1
+    return {"polled": len(stale), "failed": lost}
+
+
+def measured_cost(run: Run, usage: dict[str, Any] | None) -> Decimal | None:
+    """Cost from measured usage: SageMaker's billable seconds × instance price; locally CPU time × the CPU-hour price."""
+    usage = usage or {}
+    if run.backend == "sagemaker":
+        billable = usage.get("billable_seconds")
+        price = settings.TRAINING_INSTANCE_PRICES.get(run.instance_type)
+        if billable is None or price is None:
+            return None
+        return (Decimal(str(billable)) / 3600 * Decimal(str(price)) * run.instance_count).quantize(Decimal("0.0001"))
+    cpu = usage.get("cpu_seconds")
+    if cpu is None:
+        return None
+    return (Decimal(str(cpu)) / 3600 * Decimal(str(settings.LOCAL_CPU_HOUR_PRICE))).quantize(Decimal("0.0001"))
+
+
+def run_cost_estimate(*, backend: str, instance_type: str, instance_count: int, max_runtime_seconds: int) -> tuple[Decimal, str]:
+    """The most a run can cost: price per hour × instances × the maximum runtime, with the arithmetic spelled out."""
+    hours = Decimal(max_runtime_seconds) / 3600
+    if backend == "local":
+        price = Decimal(str(settings.LOCAL_CPU_HOUR_PRICE))
+        cost = (price * hours).quantize(Decimal("0.01"))
+        return cost, f"1 CPU × {hours:.2f} h × ${price}/CPU-hour (local; actual cost is measured CPU time)"
+    price = Decimal(str(settings.TRAINING_INSTANCE_PRICES[instance_type]))
+    cost = (price * instance_count * hours).quantize(Decimal("0.01"))
+    return cost, f"{instance_count} × {instance_type} × {hours:.2f} h × ${price}/h (at most; SageMaker bills actual seconds)"
 
 
 def run_log_tail(*, run: Run, lines: int = 200) -> list[str]:

@@ -28,9 +28,39 @@ def dataset_profile_task(version_id: int) -> None:
         raise
 
 
-@shared_task(name="lineage.tasks.training_run_execute", acks_late=True, reject_on_worker_lost=True)
-def training_run_execute_task(run_id: int) -> None:
-    services.run_execute(run_id=run_id)
+@shared_task(
+    name="lineage.tasks.training_run_start", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=8
+)
+def training_run_start_task(self, run_id: int) -> None:  # type: ignore[no-untyped-def]
+    try:
+        services.run_start(run_id=run_id)
+    except BackendError as exc:
+        # Throttling and transient AWS errors: back off and try again; the start is idempotent.
+        if exc.permanent or self.request.retries >= self.max_retries:
+            services.run_fail(run_id=run_id, reason=f"could not start the job: {exc}")
+            return
+        raise self.retry(exc=exc, countdown=min(2 ** self.request.retries * 5, 300)) from exc
+
+
+@shared_task(name="lineage.tasks.training_run_poll", bind=True, acks_late=True, max_retries=20)
+def training_run_poll_task(self, run_id: int) -> None:  # type: ignore[no-untyped-def]
+    try:
+        services.run_poll(run_id=run_id)
+    except BackendError as exc:
+        if exc.permanent:
+            services.run_fail(run_id=run_id, reason=str(exc))
+            return
+        raise self.retry(exc=exc, countdown=min(2 ** self.request.retries * 5, 300)) from exc
+
+
+@shared_task(name="lineage.tasks.training_run_stop", acks_late=True)
+def training_run_stop_task(run_id: int) -> None:
+    services.run_stop_job(run_id=run_id)
+
+
+@shared_task(name="lineage.tasks.training_runs_poll_stale", ignore_result=True, expires=50)
+def training_runs_poll_stale_task() -> None:
+    services.runs_poll_stale()
 
 
 @shared_task(name="lineage.tasks.openlineage_emit", bind=True, max_retries=5, default_retry_delay=30)

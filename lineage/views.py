@@ -19,9 +19,9 @@ from controlplane.charts import figure_data, histogram_figure, top_values_figure
 from controlplane.models import Project
 from controlplane.views import apply_service_errors, paginate
 from lineage import selectors, services
-from lineage.forms import DatasetRegisterForm, TransformForm
+from lineage.forms import DatasetRegisterForm, TrainingForm, TransformForm
 from lineage.graph_layout import layout_graph
-from lineage.models import Dataset, DatasetRegistration, DatasetVersion, Run
+from lineage.models import Dataset, DatasetRegistration, DatasetVersion, ModelVersion, RegisteredModel, Run
 from lineage.openlineage import lineage_run_events
 
 
@@ -160,6 +160,16 @@ def dataset_version_detail(request: HttpRequest, project: str, slug: str, number
 # --- runs -----------------------------------------------------------------------------------
 
 
+def _metric_charts(run: Run) -> list[dict[str, Any]]:
+    from controlplane.charts import metric_series_figure
+
+    charts = []
+    for index, (name, points) in enumerate(sorted((run.metrics or {}).items())):
+        if len(points) > 1:
+            charts.append({"id": f"metric-{index}", "column": name, "figure": figure_data(metric_series_figure(name, points))})
+    return charts
+
+
 def run_list(request: HttpRequest) -> HttpResponse:
     permissions.require(request.user, "run.view")
     filters = {k: request.GET.get(k, "").strip() for k in ("project", "status", "kind", "recipe", "creator")}
@@ -188,6 +198,11 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "log_lines": services.run_log_tail(run=run),
         "can_stop": permissions.has_permission(request.user, "run.stop") and not run.done,
         "parameters_json": json.dumps(run.parameters, indent=2, sort_keys=True),
+        "metric_charts": _metric_charts(run),
+        "final_metrics": services.final_metrics(run),
+        "model_version": ModelVersion.objects.filter(run=run).select_related("registered_model__project").first(),
+        "reproduction": services.reproduction_check(run),
+        "can_launch": permissions.has_permission(request.user, "run.launch"),
     }
     if request.headers.get("HX-Request"):
         return render(request, "lineage/_run_status.html", context)
@@ -278,3 +293,135 @@ def lineage_openlineage(request: HttpRequest, node_id: str) -> HttpResponse:
     response = JsonResponse(events, safe=False, json_dumps_params={"indent": 2})
     response["Content-Disposition"] = f'attachment; filename="openlineage-{node_id.replace(":", "-")}.json"'
     return response
+
+
+# --- training -------------------------------------------------------------------------------
+
+
+def _training_form(request: HttpRequest, train: DatasetVersion, data: Any = None) -> tuple[TrainingForm, Any]:
+    from django.conf import settings
+
+    from workers import recipes as recipe_registry
+
+    training_recipes = [r for r in recipe_registry.RECIPES.values() if r.kind == "training"]
+    chosen = (data or request.GET).get("recipe") or training_recipes[0].name
+    recipe = recipe_registry.RECIPES.get(chosen) or training_recipes[0]
+    others = DatasetVersion.objects.filter(dataset__project=train.dataset.project).exclude(pk=train.pk).select_related("dataset")[:200]
+    form = TrainingForm(
+        data, recipes=training_recipes, recipe=recipe, columns=list(train.columns),
+        validations=[(str(v.pk), str(v)) for v in others],
+        instance_types=sorted(settings.TRAINING_INSTANCE_PRICES), initial={"recipe": recipe.name},
+    )
+    return form, recipe
+
+
+@require_http_methods(["GET", "POST"])
+def training_create(request: HttpRequest) -> HttpResponse:
+    permissions.require(request.user, "run.launch")
+    train = get_object_or_404(
+        DatasetVersion.objects.select_related("dataset__project", "profile"), pk=request.GET.get("train") or request.POST.get("train") or 0
+    )
+    form, recipe = _training_form(request, train, request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        validation = DatasetVersion.objects.select_related("dataset", "profile").filter(pk=data["validation"]).first() if data.get("validation") else None
+        try:
+            run = services.training_run_launch(
+                actor=request.user, recipe=data["recipe"], train=train, validation=validation, target=data["target"],
+                hyperparameters=form.hyperparameters(), seed=data["seed"], backend=data["backend"],
+                instance_type=data["instance_type"], instance_count=data["instance_count"],
+                max_runtime_seconds=data["max_runtime_minutes"] * 60, model_name=data.get("model_name") or "",
+            )
+        except ValidationError as exc:
+            if hasattr(exc, "error_dict"):
+                for field, errors in exc.message_dict.items():
+                    name = field.split(".", 1)[1] if field.startswith("hyperparameters.") else ""
+                    target = f"hp_{name}" if name else ("max_runtime_minutes" if field == "max_runtime_seconds" else field)
+                    form.add_error(target if target in form.fields else None, [f"{name}: {e}" if name and target not in form.fields else e for e in errors])
+            else:
+                form.add_error(None, exc.messages)
+        else:
+            messages.success(request, f"Run {run.pk} queued (estimated cost at most ${run.estimated_cost}).")
+            return redirect("run-detail", pk=run.pk)
+    template = "lineage/_training_fields.html" if request.headers.get("HX-Request") else "lineage/training_form.html"
+    return render(request, template, {"form": form, "train": train, "recipe": recipe}, status=400 if request.method == "POST" else 200)
+
+
+def run_estimate(request: HttpRequest) -> HttpResponse:
+    """The cost estimate shown next to the launch form, recomputed as the user changes it."""
+    from django.conf import settings
+
+    permissions.require(request.user, "run.view")
+    backend = request.GET.get("backend", "local")
+    instance_type = request.GET.get("instance_type", "local")
+    try:
+        count = int(request.GET.get("instance_count", 1))
+        minutes = int(request.GET.get("max_runtime_minutes", 60))
+    except ValueError:
+        return HttpResponse('<span class="error">Enter whole numbers to see the estimate.</span>')
+    if backend == "sagemaker" and instance_type not in settings.TRAINING_INSTANCE_PRICES:
+        return HttpResponse('<span class="error">Pick a SageMaker instance type to see the estimate.</span>')
+    cost, explanation = services.run_cost_estimate(backend=backend, instance_type=instance_type, instance_count=max(count, 1),
+                                                   max_runtime_seconds=max(minutes, 1) * 60)
+    return render(request, "lineage/_estimate.html", {"cost": cost, "explanation": explanation})
+
+
+@require_POST
+def run_reproduce(request: HttpRequest, pk: int) -> HttpResponse:
+    run = get_object_or_404(Run, pk=pk)
+    try:
+        new = services.run_reproduce(actor=request.user, run=run)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("run-detail", pk=pk)
+    messages.success(request, f"Run {new.pk} queued to reproduce run {run.pk}.")
+    return redirect("run-detail", pk=new.pk)
+
+
+def run_compare(request: HttpRequest) -> HttpResponse:
+    permissions.require(request.user, "run.view")
+    ids = [int(i) for i in request.GET.getlist("run") if i.isdigit()][:10]
+    runs = list(Run.objects.filter(pk__in=ids).select_related("project"))
+    if len(runs) < 2:
+        messages.error(request, "Pick two or more runs to compare.")
+        return redirect("run-list")
+    runs.sort(key=lambda r: ids.index(r.pk))
+    finals = {r.pk: services.final_metrics(r) for r in runs}
+    metric_names = sorted({name for values in finals.values() for name in values})
+    parameter_names = sorted({name for r in runs for name in r.parameters})
+    from controlplane.charts import compare_figure
+
+    figure = compare_figure({f"run {r.pk}": finals[r.pk] for r in runs}, [m for m in metric_names if not m.endswith("_rows")])
+    return render(request, "lineage/run_compare.html", {
+        "runs": runs,
+        "parameter_rows": [(n, [r.parameters.get(n) for r in runs], len({str(r.parameters.get(n)) for r in runs}) > 1) for n in parameter_names],
+        "metric_rows": [(n, [finals[r.pk].get(n) for r in runs]) for n in metric_names],
+        "chart": {"id": "compare-chart", "figure": figure_data(figure)},
+    })
+
+
+def model_list(request: HttpRequest) -> HttpResponse:
+    permissions.require(request.user, "model.view")
+    models = RegisteredModel.objects.select_related("project").order_by("project__slug", "slug")
+    return render(request, "lineage/model_list.html", {"page": paginate(request, models)})
+
+
+def model_detail(request: HttpRequest, project: str, slug: str) -> HttpResponse:
+    permissions.require(request.user, "model.view")
+    model = get_object_or_404(RegisteredModel.objects.select_related("project"), project__slug=project, slug=slug)
+    versions = model.versions.select_related("run", "created_by")
+    return render(request, "lineage/model_detail.html", {"model": model, "page": paginate(request, versions)})
+
+
+def model_version_detail(request: HttpRequest, project: str, slug: str, number: int) -> HttpResponse:
+    permissions.require(request.user, "model.view")
+    version = get_object_or_404(
+        ModelVersion.objects.select_related("registered_model__project", "run", "created_by"),
+        registered_model__project__slug=project, registered_model__slug=slug, number=number,
+    )
+    return render(request, "lineage/model_version_detail.html", {
+        "version": version,
+        "graph": layout_graph(selectors.lineage_graph(version.node_id, depth=3)),
+        "inputs": version.run.inputs.select_related("dataset_version__dataset__project"),
+        "can_launch": permissions.has_permission(request.user, "run.launch"),
+    })

@@ -182,6 +182,35 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 FILE_UPLOAD_TEMP_DIR = str(VAR_DIR / "tmp")
 Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
 RUNS_WORK_DIR = VAR_DIR / "runs"
+# Training: what an instance costs per hour (USD, SageMaker training, us-east-1 on-demand; override with
+# TRAINING_INSTANCE_PRICES_JSON), and the allowed instance types are exactly its keys.
+TRAINING_INSTANCE_PRICES = {
+    "ml.m5.large": 0.115,
+    "ml.m5.xlarge": 0.23,
+    "ml.m5.2xlarge": 0.461,
+    "ml.m5.4xlarge": 0.922,
+    "ml.c5.xlarge": 0.204,
+    "ml.c5.2xlarge": 0.408,
+    "ml.c5.4xlarge": 0.816,
+}
+_prices_json = env_str("TRAINING_INSTANCE_PRICES_JSON")
+if _prices_json:
+    import json as _json
+
+    try:
+        TRAINING_INSTANCE_PRICES = {str(k): float(v) for k, v in _json.loads(_prices_json).items()}
+    except (ValueError, AttributeError, TypeError):
+        raise ConfigurationError(
+            "TRAINING_INSTANCE_PRICES_JSON", _prices_json, 'a JSON object of instance type to USD per hour, e.g. {"ml.m5.large": 0.115}'
+        ) from None
+# Local runs are costed by measured CPU time at this price per CPU-hour.
+LOCAL_CPU_HOUR_PRICE = float(env_str("LOCAL_CPU_HOUR_PRICE", "0.048") or "0.048")
+TRAINING_MAX_INSTANCES = env_int("TRAINING_MAX_INSTANCES", 4, minimum=1)
+TRAINING_MAX_RUNTIME_SECONDS = env_int("TRAINING_MAX_RUNTIME_SECONDS", 24 * 3600, minimum=60)
+# How often a running job is polled, by backend (seconds).
+RUN_POLL_SECONDS = {"local": 1.0, "sagemaker": 30.0}
+# Where SageMaker reads inputs and writes models: the S3 object store, unless set apart.
+SAGEMAKER_S3_URL = env_str("SAGEMAKER_S3_URL") or (OBJECT_STORE_URL if OBJECT_STORE_URL.startswith("s3://") else "")
 # OpenLineage events are also sent here when set (e.g. http://marquez:5000).
 OPENLINEAGE_URL = env_str("OPENLINEAGE_URL")
 OPENLINEAGE_NAMESPACE = env_str("OPENLINEAGE_NAMESPACE", "controlplane")
@@ -215,6 +244,7 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "run" / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "heartbeat": {"task": "controlplane.tasks.heartbeat_record", "schedule": 30.0},
     "lineage-requeue-stale": {"task": "lineage.tasks.requeue_stale", "schedule": 300.0},
+    "training-runs-poll-stale": {"task": "lineage.tasks.training_runs_poll_stale", "schedule": 60.0},
 }
 
 LOGGING = {

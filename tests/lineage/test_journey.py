@@ -3,6 +3,7 @@ upload → profile → derive → lineage → OpenLineage export; and file:// re
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
@@ -99,12 +100,13 @@ def test_bad_transform_parameters_name_the_parameter(api_client_for, users, proj
 
 def test_file_and_folder_registration_through_the_worker(celery_worker, api_client_for, users, project, cancer_csv) -> None:
     root = Path(settings.DATASET_FILE_ROOTS[0])
-    folder = root / "events" / "2026-11-28"
+    # A fresh folder each time: the allowed root outlives a test run.
+    folder = root / f"events-{uuid.uuid4().hex[:8]}" / "2026-11-28"
     folder.mkdir(parents=True, exist_ok=True)
     lines = cancer_csv.splitlines(keepends=True)
     (folder / "part-0.csv").write_bytes(b"".join(lines[:300]))
     (folder / "part-1.csv").write_bytes(lines[0] + b"".join(lines[300:]))
-    single = root / "bc.csv"
+    single = folder.parent / "bc.csv"
     single.write_bytes(cancer_csv)
     client = api_client_for(users.data_scientist)
 
@@ -134,7 +136,7 @@ def test_file_and_folder_registration_through_the_worker(celery_worker, api_clie
     file_version = register(single.as_uri())
     assert file_version.status == "succeeded" and file_version.version.row_count == 569 and file_version.version.source == "file"
 
-    missing = register((root / "nope.csv").as_uri())
+    missing = register((folder.parent / "nope.csv").as_uri())
     assert missing.status == "failed" and "no file or folder" in missing.error
     assert DatasetVersion.objects.filter(dataset__slug="events").count() == 3
 

@@ -47,11 +47,18 @@ class JobSpec:
     instance_type: str = "local"
     max_runtime_seconds: int = 3600
     tags: dict[str, str] = field(default_factory=dict)
+    # Instances the job runs on (SageMaker's InstanceCount); the local backend always runs one process.
+    instance_count: int = 1
 
 
 @dataclass(frozen=True)
 class JobStatus:
-    """A job as the backend sees it now; `metrics` maps a name to its points in log order."""
+    """A job as the backend sees it now; `metrics` maps a name to its points in log order.
+
+    `model_uri` and `output_uri` say where the outputs are whatever the backend: a local directory's file:// URI
+    (filled in from `model_dir`/`output_dir` when not given) or an S3 object (SageMaker's model.tar.gz and
+    output.tar.gz). `secondary_status` is the backend's finer-grained status, when it has one.
+    """
 
     state: JobState
     message: str
@@ -59,6 +66,16 @@ class JobStatus:
     model_dir: Path | None
     output_dir: Path | None
     usage: dict[str, float | None]
+    model_uri: str | None = None
+    output_uri: str | None = None
+    secondary_status: str = ""
+
+    def __post_init__(self) -> None:
+        # Frozen, so the derived defaults are set the way dataclasses set fields.
+        if self.model_uri is None and self.model_dir is not None:
+            object.__setattr__(self, "model_uri", Path(self.model_dir).resolve().as_uri())
+        if self.output_uri is None and self.output_dir is not None:
+            object.__setattr__(self, "output_uri", Path(self.output_dir).resolve().as_uri())
 
     @property
     def finished(self) -> bool:
