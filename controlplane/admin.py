@@ -37,11 +37,24 @@ class AuditEventAdmin(admin.ModelAdmin):
         return False
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records the system writes itself: shown, never edited by hand."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(Heartbeat)
-class HeartbeatAdmin(admin.ModelAdmin):
+class HeartbeatAdmin(ReadOnlyAdmin):
     list_display = ["name", "last_seen"]
 
 
 @admin.register(SystemCheck)
-class SystemCheckAdmin(admin.ModelAdmin):
+class SystemCheckAdmin(ReadOnlyAdmin):
     list_display = ["id", "status", "requested_by", "worker", "created_at", "finished_at"]

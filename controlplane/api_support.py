@@ -13,11 +13,20 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions, pagination
+from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from controlplane import permissions
 from controlplane.models import AuditImmutableError
 from lineage.models import WriteOnceError
+
+
+class CanReadApiDocs(BasePermission):
+    """The schema follows the same rule as the docs page: signed in, with a role."""
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        return bool(request.user and request.user.is_authenticated) and permissions.has_permission(request.user, "apidocs.view")
 
 
 class Pagination(pagination.PageNumberPagination):

@@ -16,6 +16,7 @@ from rest_framework.authtoken.models import Token
 
 from controlplane import permissions
 from controlplane.backends import object_store
+from controlplane.claims import claim
 from controlplane.models import AuditEvent, Heartbeat, Project, SystemCheck
 
 log = logging.getLogger(__name__)
@@ -199,17 +200,14 @@ def system_check_request(*, actor: Any) -> SystemCheck:
 
     with transaction.atomic():
         check = SystemCheck.objects.create(requested_by=actor)
-        transaction.on_commit(lambda: system_check_run_task.delay(check.pk))
+        transaction.on_commit(lambda: system_check_run_task.delay(check.pk), robust=True)
     return check
 
 
 def system_check_run(*, check_id: int, worker: str | None = None) -> SystemCheck | None:
     """Run a queued check. Claimed with a conditional update, so a redelivered message runs it once."""
     worker = worker or socket.gethostname()
-    claimed = SystemCheck.objects.filter(pk=check_id, status=SystemCheck.Status.QUEUED).update(
-        status=SystemCheck.Status.RUNNING, started_at=timezone.now(), worker=worker
-    )
-    if claimed == 0:
+    if not claim(SystemCheck.objects.filter(pk=check_id), worker=worker):
         log.info("system check %s: another worker got there first, or it is gone", check_id)
         return None
     results = [_probe("database", _probe_database), _probe("object store", _probe_object_store)]

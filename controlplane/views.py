@@ -255,6 +255,7 @@ def system_check_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 def object_download(request: HttpRequest, key: str) -> HttpResponse:
     """Serve an object from the local store to signed-in holders of a signed, unexpired link."""
+    permissions.require(request.user, "dataset.view")
     if not settings.OBJECT_STORE_URL.startswith("file://"):
         raise Http404("downloads are served by S3 presigned URLs on this deployment")
     expires = request.GET.get("expires", "")

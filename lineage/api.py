@@ -16,6 +16,7 @@ from rest_framework.response import Response
 
 from controlplane import permissions
 from controlplane.backends import object_store
+from controlplane.uploads import upload_limit_message
 from lineage import selectors, services
 from lineage.models import Dataset, DatasetRegistration, DatasetVersion, ModelVersion, RegisteredModel, Run, RunEvent
 from lineage.openlineage import lineage_run_events
@@ -128,7 +129,11 @@ class DatasetVersionUploadApi(GenericAPIView):
     )
     def post(self, request: Request) -> Response:
         permissions.require(request.user, "dataset.register")
-        serializer = DatasetVersionUploadInput(data=request.data)
+        data = request.data  # parses the body; an oversized file stops early and is flagged
+        too_large = upload_limit_message(request._request)
+        if too_large:
+            raise serializers.ValidationError({"file": [too_large]})
+        serializer = DatasetVersionUploadInput(data=data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         version, created = services.dataset_version_upload(
@@ -149,8 +154,9 @@ class DatasetVersionDetailApi(GenericAPIView):
     def _refuse(self, request: Request, pk: int) -> Response:
         permissions.require(request.user, "dataset.view")
         version = _version(pk)
-        attempted = dict(request.data) if hasattr(request.data, "keys") else {}
-        services.dataset_version_change_refused(actor=request.user, version=version, attempted={"method": request.method, **attempted})
+        # Only the method and the field names: the audit log must not take arbitrary payloads.
+        fields = sorted(str(key)[:50] for key in request.data.keys())[:20] if hasattr(request.data, "keys") else []
+        services.dataset_version_change_refused(actor=request.user, version=version, attempted={"method": request.method, "fields": fields})
         raise AssertionError("unreachable")  # the service always raises
 
     @extend_schema(operation_id="dataset_versions_change", request=OpenApiTypes.OBJECT, responses={409: OpenApiTypes.OBJECT},
@@ -255,7 +261,12 @@ class RunDetailOutput(RunOutput):
 
 
 class TransformRunInput(serializers.Serializer):
-    inputs = serializers.ListField(child=serializers.IntegerField(min_value=1), min_length=1, max_length=100)
+    inputs = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=2**63 - 1), min_length=1, max_length=100)
+
+    def validate_inputs(self, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise serializers.ValidationError("each dataset version may be listed once")
+        return value
     recipe = serializers.CharField(max_length=100)
     parameters = serializers.DictField(required=False, default=dict)
     output_name = serializers.CharField(required=False, allow_blank=True, default="", max_length=50)
@@ -413,8 +424,8 @@ class LineageOpenLineageApi(GenericAPIView):
 
 class TrainingRunInput(serializers.Serializer):
     recipe = serializers.CharField(max_length=100)
-    train = serializers.IntegerField(min_value=1, help_text="Dataset version id of the training data")
-    validation = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
+    train = serializers.IntegerField(min_value=1, max_value=2**63 - 1, help_text="Dataset version id of the training data")
+    validation = serializers.IntegerField(min_value=1, max_value=2**63 - 1, required=False, allow_null=True, default=None)
     target = serializers.CharField(max_length=200)
     hyperparameters = serializers.DictField(required=False, default=dict)
     seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, required=False, default=42)

@@ -36,7 +36,7 @@ SELECT source, target FROM walk
 
 def parse_node_id(node_id: str) -> tuple[str, int]:
     kind, _, pk = node_id.partition(":")
-    if kind not in NODE_KINDS or not pk.isdigit():
+    if kind not in NODE_KINDS or not (pk.isascii() and pk.isdigit()) or len(pk) > 18:
         raise ValueError(f"expected a node id like dataset_version:12 or run:3 (kinds: {', '.join(NODE_KINDS)})")
     return kind, int(pk)
 

@@ -24,6 +24,7 @@ from django.utils.text import slugify
 
 from controlplane import permissions
 from controlplane.backends import object_store
+from controlplane.claims import abandoned, claim
 from controlplane.models import Project
 from controlplane.services import audit_record
 from lineage.models import (
@@ -48,8 +49,9 @@ SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 FORMAT_SUFFIX = {"csv": ".csv", "parquet": ".parquet", "jsonl": ".jsonl", "manifest": ".manifest.json"}
 
 
-def _human_size(size: int) -> str:
-    return f"{size / 1_000_000:.1f} MB"
+def to_slug(text: str, *, max_length: int = 63) -> str:
+    """A name as a slug (lowercase letters, digits, hyphens): recipe names like clean_missing included."""
+    return slugify(text).replace("_", "-")[:max_length].strip("-")
 
 
 # --- datasets -------------------------------------------------------------------------------
@@ -72,7 +74,7 @@ def dataset_target(*, project: str | Project, dataset: str, description: str = "
     if project_obj is None:
         errors["project"] = [f"no project with slug {project!r}"]
     name = (dataset or "").strip()
-    slug = slugify(name)[:63].strip("-")
+    slug = to_slug(name)
     if not name:
         errors["dataset"] = ["required: the dataset's name, e.g. breast-cancer"]
     elif len(name) > 100:
@@ -147,7 +149,7 @@ def _version_create(
                     after={"sha256": sha256, "uri": stored_uri, "size": size, "format": format, "source": source,
                            "source_uri": source_uri, "rows": row_count},
                 )
-                transaction.on_commit(lambda pk=version.pk: _enqueue_profile(pk))
+                transaction.on_commit(lambda pk=version.pk: _enqueue_profile(pk), robust=True)
                 return version, True
         except IntegrityError:
             # Two registrations of the same dataset raced for a number or the same bytes: look again.
@@ -182,27 +184,29 @@ def dataset_version_upload(
     """Validate an uploaded CSV/Parquet/JSON Lines file and store it write-once. Bad files store nothing."""
     permissions.require(actor, "dataset.register")
     target = dataset_target(project=project, dataset=dataset, description=description)
-    limit = settings.DATASET_MAX_UPLOAD_BYTES
-    if upload.size is not None and upload.size > limit:
-        raise ValidationError({"file": [f"the file is {_human_size(upload.size)}, over the {_human_size(limit)} limit"]})
     with _local_copy(upload) as path:
-        with path.open("rb") as handle:
-            head = handle.read(8)
         try:
-            file_format = dataset_files.detect_format(upload.name or "upload", head)
-            summary = dataset_files.validate_file(path, format=file_format, max_bytes=limit)
+            file_format, summary, stored = _validate_and_store(path, upload.name or "upload")
         except dataset_files.DatasetFileError as exc:
             raise ValidationError({"file": [str(exc)]}) from None
-        with path.open("rb") as handle:
-            stored = object_store().put_content_addressed(
-                handle, prefix="datasets/", suffix=FORMAT_SUFFIX[file_format] + (".gz" if summary.compressed else "")
-            )
     return _version_create(
         actor=actor, target=target, stored_key=stored.key, stored_uri=stored.uri, sha256=stored.sha256,
         size=stored.size, format=file_format, content_format=file_format, compressed=summary.compressed,
         columns=summary.columns, row_count=summary.row_count, source=DatasetVersion.Source.UPLOAD,
         original_filename=upload.name or "",
     )
+
+
+def _validate_and_store(path: Path, filename: str) -> tuple[str, Any, Any]:
+    """Detect the format, validate the whole file (size limit included), then store it write-once."""
+    with path.open("rb") as handle:
+        head = handle.read(8)
+    file_format = dataset_files.detect_format(filename, head)
+    summary = dataset_files.validate_file(path, format=file_format, max_bytes=settings.DATASET_MAX_UPLOAD_BYTES)
+    suffix = FORMAT_SUFFIX[file_format] + (".gz" if summary.compressed else "")
+    with path.open("rb") as handle:
+        stored = object_store().put_content_addressed(handle, prefix="datasets/", suffix=suffix)
+    return file_format, summary, stored
 
 
 def dataset_version_change_refused(*, actor: Any, version: DatasetVersion, attempted: dict[str, Any]) -> None:
@@ -237,7 +241,7 @@ def dataset_registration_request(
             project=target.project, dataset_slug=target.slug, dataset_name=target.name,
             description=description.strip(), source_uri=uri, created_by=actor,
         )
-        transaction.on_commit(lambda: _enqueue_registration(registration.pk))
+        transaction.on_commit(lambda: _enqueue_registration(registration.pk), robust=True)
     return registration
 
 
@@ -261,10 +265,7 @@ def _throttled(update: Callable[[float], None], every: float = 0.5) -> Callable[
 
 def dataset_registration_run(*, registration_id: int) -> DatasetRegistration | None:
     """Worker side: read the location, validate it, store it write-once, make (or find) the version."""
-    claimed = DatasetRegistration.objects.filter(pk=registration_id, status=DatasetRegistration.Status.QUEUED).update(
-        status=DatasetRegistration.Status.RUNNING
-    )
-    if not claimed:
+    if not claim(DatasetRegistration.objects.filter(pk=registration_id)):
         return None
     registration = DatasetRegistration.objects.select_related("project", "created_by").get(pk=registration_id)
 
@@ -301,21 +302,14 @@ def _register_source(registration: DatasetRegistration, progress: Callable[[floa
     with tempfile.TemporaryDirectory(prefix="register-", dir=settings.FILE_UPLOAD_TEMP_DIR) as tmp:
         if uri.startswith("s3://") and not sources.is_prefix(uri):
             snapshot: sources.SingleObject | sources.Manifest = sources.snapshot_s3_object(
-                uri, Path(tmp) / "object", progress=progress
+                uri, Path(tmp) / "object", progress=progress, max_bytes=settings.DATASET_MAX_UPLOAD_BYTES
             )
         elif uri.startswith("s3://"):
             snapshot = sources.snapshot_s3_prefix(uri)
         else:
             snapshot = sources.snapshot_local(uri, allowed_roots=roots)
         if isinstance(snapshot, sources.SingleObject):
-            with snapshot.path.open("rb") as handle:
-                head = handle.read(8)
-            file_format = dataset_files.detect_format(uri.rsplit("/", 1)[-1], head)
-            summary = dataset_files.validate_file(snapshot.path, format=file_format)
-            with snapshot.path.open("rb") as handle:
-                stored = object_store().put_content_addressed(
-                    handle, prefix="datasets/", suffix=FORMAT_SUFFIX[file_format] + (".gz" if summary.compressed else "")
-                )
+            file_format, summary, stored = _validate_and_store(snapshot.path, uri.rsplit("/", 1)[-1])
             return _version_create(
                 actor=registration.created_by, target=target, stored_key=stored.key, stored_uri=stored.uri,
                 sha256=stored.sha256, size=stored.size, format=file_format, content_format=file_format,
@@ -371,10 +365,7 @@ def version_local_files(version: DatasetVersion) -> Any:
 
 def dataset_profile_run(*, version_id: int) -> DatasetProfile | None:
     """Worker side: profile a version once. Claimed with a conditional update; a redelivery does nothing."""
-    claimed = DatasetProfile.objects.filter(version_id=version_id, status=DatasetProfile.Status.QUEUED).update(
-        status=DatasetProfile.Status.RUNNING, started_at=timezone.now(), progress=0.0
-    )
-    if not claimed:
+    if not claim(DatasetProfile.objects.filter(version_id=version_id), progress=0.0):
         return None
     version = DatasetVersion.objects.get(pk=version_id)
 
@@ -421,7 +412,8 @@ RUN_TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
     "running": (frozenset({"starting"}), "running"),
     "succeed": (frozenset({"running"}), "succeeded"),
     "fail": (frozenset({"queued", "starting", "running", "stopping"}), "failed"),
-    "stop": (frozenset({"queued", "starting", "running"}), "stopping"),
+    "stop": (frozenset({"starting", "running"}), "stopping"),
+    "cancel": (frozenset({"queued"}), "stopped"),
     "stopped": (frozenset({"stopping"}), "stopped"),
 }
 
@@ -449,14 +441,14 @@ def run_transition(*, run_id: int, action: str, reason: str = "", actor: Any = N
         run.save()
         RunEvent.objects.create(run=run, from_status=previous, to_status=target, reason=reason, actor=actor)
         if settings.OPENLINEAGE_URL:
-            transaction.on_commit(lambda: _enqueue_openlineage(run.pk))
+            transaction.on_commit(lambda: _enqueue_openlineage(run.pk, target), robust=True)
     return run
 
 
-def _enqueue_openlineage(run_id: int) -> None:
+def _enqueue_openlineage(run_id: int, status: str) -> None:
     from lineage.tasks import openlineage_emit_task
 
-    openlineage_emit_task.delay(run_id)
+    openlineage_emit_task.delay(run_id, status)
 
 
 def transform_run_launch(
@@ -492,7 +484,7 @@ def transform_run_launch(
     cleaned, parameter_errors = recipe_registry.validate_parameters(spec, parameters or {}, columns=columns)
     for name, message in parameter_errors.items():
         errors[f"parameters.{name}"] = [message]
-    base = slugify(output_name or (f"{inputs[0].dataset.slug}-{spec.name}" if inputs else ""))[:50].strip("-")
+    base = to_slug(output_name or (f"{inputs[0].dataset.slug}-{spec.name}" if inputs else ""), max_length=50)
     if inputs and not SLUG_RE.match(base):
         errors["output_name"] = ["expected a name with letters, digits or hyphens"]
     if errors:
@@ -511,7 +503,7 @@ def transform_run_launch(
             actor=actor, action="run.launch", object_type="run", object_id=run.pk, object_repr=str(run),
             after={"recipe": spec.name, "parameters": cleaned, "inputs": [v.node_id for v in inputs]},
         )
-        transaction.on_commit(lambda: _enqueue_run(run.pk))
+        transaction.on_commit(lambda: _enqueue_run(run.pk), robust=True)
     return run
 
 
@@ -523,15 +515,14 @@ def _enqueue_run(run_id: int) -> None:
 
 def run_stop(*, actor: Any, run: Run, reason: str = "") -> Run:
     permissions.require(actor, "run.stop")
-    if run.status == Run.Status.QUEUED:
-        # Nothing started yet: it never will.
-        run_transition(run_id=run.pk, action="stop", actor=actor, reason=reason or "stopped before it started")
-        updated = run_transition(run_id=run.pk, action="stopped", actor=actor, reason=reason or "stopped before it started")
-    else:
-        with transaction.atomic():
+    with transaction.atomic():
+        try:
+            # Still queued: nothing started, and the locked transition makes sure nothing will.
+            updated = run_transition(run_id=run.pk, action="cancel", actor=actor, reason=reason or "stopped before it started")
+        except IllegalTransition:
             updated = run_transition(run_id=run.pk, action="stop", actor=actor, reason=reason or f"stop requested by {actor}")
-            transaction.on_commit(lambda: _enqueue_stop(run.pk))
-    audit_record(actor=actor, action="run.stop", object_type="run", object_id=run.pk, object_repr=str(run), reason=reason)
+            transaction.on_commit(lambda: _enqueue_stop(run.pk), robust=True)
+        audit_record(actor=actor, action="run.stop", object_type="run", object_id=run.pk, object_repr=str(run), reason=reason)
     return updated
 
 
@@ -605,7 +596,7 @@ def training_run_launch(
         errors["backend"] = ["expected local or sagemaker"]
     if not 60 <= max_runtime_seconds <= settings.TRAINING_MAX_RUNTIME_SECONDS:
         errors["max_runtime_seconds"] = [f"expected between 60 and {settings.TRAINING_MAX_RUNTIME_SECONDS} seconds"]
-    name = slugify(model_name or f"{train.dataset.slug}-{spec.name}")[:63].strip("-")
+    name = to_slug(model_name or f"{train.dataset.slug}-{spec.name}")
     if not SLUG_RE.match(name):
         errors["model_name"] = ["expected a name with letters, digits or hyphens"]
     if errors:
@@ -631,7 +622,7 @@ def training_run_launch(
             after={"recipe": spec.name, "parameters": cleaned, "backend": backend, "instance_type": instance_type,
                    "inputs": [v.node_id for _, v in channels], "estimated_cost": str(estimate)},
         )
-        transaction.on_commit(lambda: _enqueue_run(run.pk))
+        transaction.on_commit(lambda: _enqueue_run(run.pk), robust=True)
     return run
 
 
@@ -1050,8 +1041,8 @@ def lineage_requeue_stale(*, older_than_seconds: int = 300) -> dict[str, int]:
     from datetime import timedelta
 
     cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
-    profiles = list(DatasetProfile.objects.filter(status="queued", version__created_at__lt=cutoff).values_list("version_id", flat=True)[:500])
-    registrations = list(DatasetRegistration.objects.filter(status="queued", created_at__lt=cutoff).values_list("pk", flat=True)[:500])
+    profiles = list(abandoned(DatasetProfile.objects, queued_before={"version__created_at__lt": cutoff}).values_list("version_id", flat=True)[:500])
+    registrations = list(abandoned(DatasetRegistration.objects, queued_before={"created_at__lt": cutoff}).values_list("pk", flat=True)[:500])
     runs = list(Run.objects.filter(status="queued", created_at__lt=cutoff).values_list("pk", flat=True)[:500])
     for version_id in profiles:
         _enqueue_profile(version_id)

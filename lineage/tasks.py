@@ -64,10 +64,12 @@ def training_runs_poll_stale_task() -> None:
 
 
 @shared_task(name="lineage.tasks.openlineage_emit", bind=True, max_retries=5, default_retry_delay=30)
-def openlineage_emit_task(self, run_id: int) -> None:  # type: ignore[no-untyped-def]
-    # The event describes the run as it is now, so a late retry still sends the latest state.
+def openlineage_emit_task(self, run_id: int, status: str) -> None:  # type: ignore[no-untyped-def]
+    # One event per transition, for the state the run entered then (not whatever it is by the time we send).
+    run = Run.objects.get(pk=run_id)
+    run.status = status
     try:
-        openlineage_emit(Run.objects.get(pk=run_id))
+        openlineage_emit(run)
     except BackendError as exc:
         if exc.permanent:
             raise

@@ -17,12 +17,20 @@ from controlplane import permissions
 from controlplane.backends import object_store
 from controlplane.charts import figure_data, histogram_figure, top_values_figure
 from controlplane.models import Project
+from controlplane.uploads import upload_limit_message
 from controlplane.views import apply_service_errors, paginate
 from lineage import selectors, services
 from lineage.forms import DatasetRegisterForm, TrainingForm, TransformForm
 from lineage.graph_layout import layout_graph
 from lineage.models import Dataset, DatasetRegistration, DatasetVersion, ModelVersion, RegisteredModel, Run
 from lineage.openlineage import lineage_run_events
+
+
+def _id_param(request: HttpRequest, name: str) -> int:
+    value = request.GET.get(name) or request.POST.get(name) or ""
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+        raise Http404(f"expected ?{name}=<dataset version id>")
+    return int(value)
 
 
 def _profile_charts(profile: dict[str, Any] | None, *, limit: int = 40) -> list[dict[str, Any]]:
@@ -65,7 +73,12 @@ def dataset_register(request: HttpRequest) -> HttpResponse:
     permissions.require(request.user, "dataset.register")
     initial = {k: request.GET[k] for k in ("project", "dataset") if k in request.GET}
     form = DatasetRegisterForm(request.POST or None, request.FILES or None, initial=initial)
-    if request.method == "POST" and form.is_valid():
+    too_large = upload_limit_message(request) if request.method == "POST" else None
+    if too_large:
+        form.is_valid()
+        form.errors.pop("file", None)
+        form.add_error("file", too_large)
+    elif request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
             if data.get("file"):
@@ -227,7 +240,7 @@ def transform_create(request: HttpRequest) -> HttpResponse:
 
     permissions.require(request.user, "run.launch")
     version = get_object_or_404(
-        DatasetVersion.objects.select_related("dataset__project"), pk=request.GET.get("input") or request.POST.get("input") or 0
+        DatasetVersion.objects.select_related("dataset__project"), pk=_id_param(request, "input")
     )
     transform_recipes = [r for r in recipe_registry.RECIPES.values() if r.kind == "transform"]
     form = TransformForm(request.POST or None, recipes=transform_recipes)
@@ -319,7 +332,7 @@ def _training_form(request: HttpRequest, train: DatasetVersion, data: Any = None
 def training_create(request: HttpRequest) -> HttpResponse:
     permissions.require(request.user, "run.launch")
     train = get_object_or_404(
-        DatasetVersion.objects.select_related("dataset__project", "profile"), pk=request.GET.get("train") or request.POST.get("train") or 0
+        DatasetVersion.objects.select_related("dataset__project", "profile"), pk=_id_param(request, "train")
     )
     form, recipe = _training_form(request, train, request.POST or None)
     if request.method == "POST" and form.is_valid():

@@ -72,6 +72,17 @@ def is_prefix(uri: str) -> bool:
 
 def check_source_uri(uri: str, *, allowed_roots: list[Path]) -> None:
     """Check the form of a location without touching it (cheap enough for a web request)."""
+    if any(ord(ch) < 32 for ch in uri) or "\x00" in unquote(uri):
+        raise SourceError("the location contains control characters")
+    try:
+        _check_source_uri(uri, allowed_roots=allowed_roots)
+    except SourceError:
+        raise
+    except ValueError as exc:  # urlsplit and Path.resolve reject some malformed text with ValueError
+        raise SourceError(f"not a valid location ({exc}); expected s3://bucket/key, s3://bucket/prefix/ or file:///path") from None
+
+
+def _check_source_uri(uri: str, *, allowed_roots: list[Path]) -> None:
     parts = urlsplit(uri)
     if parts.scheme == "s3":
         if not parts.netloc:
@@ -116,7 +127,11 @@ def _local_files(folder: Path) -> Iterator[Path]:
         subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
         for name in sorted(files):
             if not name.startswith("."):
-                yield Path(directory) / name
+                path = Path(directory) / name
+                # A link could point anywhere on the machine: only real files inside the folder are data.
+                if path.is_symlink() or folder not in path.resolve().parents:
+                    raise SourceError(f"{path} is a symbolic link; register the real files instead")
+                yield path
 
 
 def snapshot_local(uri: str, *, allowed_roots: list[Path]) -> SingleObject | Manifest:
@@ -155,7 +170,9 @@ def _s3_error(exc: ClientError, uri: str) -> Exception:
     return translate_client_error(exc, action=f"read {uri}")
 
 
-def snapshot_s3_object(uri: str, dest: Path, *, progress: Callable[[float], None] | None = None) -> SingleObject:
+def snapshot_s3_object(
+    uri: str, dest: Path, *, progress: Callable[[float], None] | None = None, max_bytes: int | None = None
+) -> SingleObject:
     """Copy one S3 object to `dest`, streaming, pinned to the version read by HeadObject."""
     bucket, key = split_s3(uri)
     client = aws_client("s3")
@@ -174,6 +191,9 @@ def snapshot_s3_object(uri: str, dest: Path, *, progress: Callable[[float], None
     except ClientError as exc:
         raise _s3_error(exc, uri) from exc
     size = int(head["ContentLength"])
+    if max_bytes is not None and size > max_bytes:
+        body.close()
+        raise SourceError(f"{uri} is {size / 1_000_000:.1f} MB, over the {max_bytes / 1_000_000:.1f} MB limit for one object")
     copied = 0
     with dest.open("wb") as out:
         for chunk in iter(lambda: body.read(CHUNK), b""):
@@ -225,6 +245,8 @@ def fetch_manifest_entry(manifest: Manifest, entry: ManifestEntry, dest: Path, *
     if manifest.base_uri.startswith("file://"):
         folder = local_path(manifest.base_uri, allowed_roots=allowed_roots)
         path = folder / entry.key
+        if path.is_symlink() or folder not in path.resolve().parents:
+            raise SourceError(f"{path} is a symbolic link or outside {folder}; register the real files instead")
         if not path.is_file() or sha256_file(path) != entry.etag:
             raise SourceError(f"{path} changed or vanished since it was registered; register the folder again")
         return path

@@ -131,7 +131,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SERVE_PERMISSIONS": ["controlplane.api_support.CanReadApiDocs"],
     "COMPONENT_SPLIT_REQUEST": True,
     # One name per choice set, so generated clients get stable enum names.
     "ENUM_NAME_OVERRIDES": {
@@ -179,6 +179,11 @@ DATASET_MAX_UPLOAD_BYTES = env_int("DATASET_MAX_UPLOAD_BYTES", 1024 * 1024 * 102
 DATASET_FILE_ROOTS = [Path(p).resolve() for p in env_list("DATASET_FILE_ROOTS", [str(VAR_DIR / "data")])]
 # Uploads larger than this are spooled to disk by Django, never held in memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+FILE_UPLOAD_HANDLERS = [
+    "controlplane.uploads.UploadLimitHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 FILE_UPLOAD_TEMP_DIR = str(VAR_DIR / "tmp")
 Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
 RUNS_WORK_DIR = VAR_DIR / "runs"

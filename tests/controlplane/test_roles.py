@@ -11,14 +11,18 @@ from controlplane import permissions
 
 pytestmark = pytest.mark.django_db
 
-PAGES = ["home", "project-list", "project-create", "audit-list", "audit-export", "api-token", "system-status", "api-docs"]
-API = ["api-me", "api-project-list", "api-audit-list", "api-schema"]
+PAGES = [
+    "home", "project-list", "project-create", "audit-list", "audit-export", "api-token", "system-status", "api-docs",
+    "dataset-list", "dataset-register", "run-list", "model-list",
+]
+API = ["api-me", "api-project-list", "api-audit-list", "api-schema", "api-dataset-list", "api-run-list", "api-model-list", "api-recipe-list"]
+READ_PAGES = {"dataset-list", "run-list", "model-list"}
 
 # What each role may open (home is open to every signed-in user).
 ALLOWED_PAGES = {
-    permissions.DATA_SCIENTIST: {"home", "project-list", "project-create", "audit-list", "api-token", "api-docs"},
-    permissions.APPROVER: {"home", "project-list", "audit-list", "api-token", "api-docs"},
-    permissions.FINANCE: {"home", "project-list", "audit-list", "api-token", "api-docs"},
+    permissions.DATA_SCIENTIST: {"home", "project-list", "project-create", "audit-list", "api-token", "api-docs", "dataset-register", *READ_PAGES},
+    permissions.APPROVER: {"home", "project-list", "audit-list", "api-token", "api-docs", *READ_PAGES},
+    permissions.FINANCE: {"home", "project-list", "audit-list", "api-token", "api-docs", *READ_PAGES},
     permissions.ADMIN: set(PAGES),
     None: {"home"},
 }
@@ -53,8 +57,8 @@ def test_api_obeys_the_same_rules(api_client_for, users, role: str | None) -> No
     user = users.by_role()[role] if role else users.outsider
     client = api_client_for(user)
     assert client.get(reverse("api-me")).json()["roles"] == ([role] if role else [])
-    listing = client.get(reverse("api-project-list")).status_code
-    assert listing == (200 if role else 403)
+    for name in ("api-project-list", "api-dataset-list", "api-run-list", "api-model-list", "api-schema"):
+        assert client.get(reverse(name), HTTP_ACCEPT="application/json").status_code == (200 if role else 403), name
     created = client.post(reverse("api-project-list"), {"name": f"P {role}", "slug": "p-x"}, format="json").status_code
     assert created == (201 if role in (permissions.DATA_SCIENTIST, permissions.ADMIN) else 403)
 

@@ -87,7 +87,9 @@ def test_file_over_the_size_limit_is_refused(api_client_for, users, project, can
     settings.DATASET_MAX_UPLOAD_BYTES = 1000
     response = upload(api_client_for(users.data_scientist), project="cancer", dataset="big", name="bc.csv", content=cancer_csv)
     assert response.status_code == 400
-    assert "over the 0.0 MB limit" in response.json()["error"]["fields"]["file"][0]
+    message = response.json()["error"]["fields"]["file"][0]
+    assert message.startswith("the file is over the 1,000 bytes limit"), message
+    assert "nothing was stored" in message
     assert not DatasetVersion.objects.exists()
 
 
@@ -147,3 +149,56 @@ def test_register_page_shows_errors_on_the_form(client, users, project) -> None:
     assert "choose a file to upload or give a location" in response.content.decode()
     assert not DatasetVersion.objects.exists()
 
+
+
+def test_oversized_upload_in_the_page_names_the_limit(client, users, project, cancer_csv, settings) -> None:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    settings.DATASET_MAX_UPLOAD_BYTES = 50_000
+    client.force_login(users.data_scientist)
+    response = client.post(reverse("dataset-register"), {"project": "cancer", "dataset": "big", "file": SimpleUploadedFile("bc.csv", cancer_csv)})
+    assert response.status_code == 400 and "over the 50.0 KB limit" in response.content.decode()
+    assert not DatasetVersion.objects.exists()
+
+
+def test_a_symbolic_link_in_a_registered_folder_is_refused(users, project, settings, tmp_path) -> None:
+    import uuid
+
+    from lineage import services
+    from lineage.models import DatasetRegistration
+
+    secret = tmp_path / "secret.csv"
+    secret.write_text("a,b\n1,2\n")
+    folder = settings.DATASET_FILE_ROOTS[0] / f"links-{uuid.uuid4().hex[:8]}"
+    folder.mkdir(parents=True)
+    (folder / "ok.csv").write_text("a,b\n3,4\n")
+    (folder / "leak.csv").symlink_to(secret)
+    registration = services.dataset_registration_request(actor=users.data_scientist, project="cancer", dataset="links", uri=folder.as_uri() + "/")
+    services.dataset_registration_run(registration_id=registration.pk)
+    registration.refresh_from_db()
+    assert registration.status == "failed" and "symbolic link" in registration.error
+    assert not DatasetVersion.objects.exists()
+
+
+def test_downloads_need_a_role_and_a_valid_signature(client, users, project, cancer_csv, api_client_for) -> None:
+    body = upload(api_client_for(users.data_scientist), project="cancer", dataset="bc", name="bc.csv", content=cancer_csv).json()
+    url = api_client_for(users.finance).get(reverse("api-dataset-version-download", args=[body["id"]])).json()["url"]
+    path = url.split("testserver", 1)[1]
+    client.force_login(users.finance)
+    response = client.get(path)
+    assert response.status_code == 200 and b"".join(response.streaming_content) == cancer_csv
+    assert client.get(path.replace("signature=", "signature=0")).status_code == 403
+    assert client.get(path.replace("signature=", "signature=é")).status_code == 403
+    client.force_login(users.outsider)
+    assert client.get(path).status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("uri", "words"),
+    [("file:///tmp/a%00b", "control characters"), ("s3://[bad/x", "not a valid location"), ("file://[::1/x", "not a valid location")],
+)
+def test_malformed_locations_are_a_400_not_a_500(api_client_for, users, project, uri, words) -> None:
+    response = api_client_for(users.data_scientist).post(
+        reverse("api-dataset-registration-create"), {"project": "cancer", "dataset": "x", "uri": uri}, format="json"
+    )
+    assert response.status_code == 400 and words in response.json()["error"]["fields"]["uri"][0]

@@ -50,6 +50,8 @@ def verify_download_signature(signing_key: str, key: str, expires: str, signatur
         return False
     if expires_at < time.time():
         return False
+    if len(signature) != 64 or any(ch not in "0123456789abcdef" for ch in signature):
+        return False  # compare_digest only takes ASCII text
     expected = download_signature(signing_key, key, expires, filename)
     return hmac.compare_digest(expected, signature)
 
