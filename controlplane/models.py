@@ -27,22 +27,47 @@ class Project(models.Model):
         return self.name
 
 
-class AuditImmutableError(Exception):
+class WriteOnceError(Exception):
+    """A write-once record (audit event, dataset version, model version) was about to be changed or deleted."""
+
+
+class AuditImmutableError(WriteOnceError):
     """An audit event was about to be changed or deleted."""
 
 
-class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
+class WriteOnceQuerySet(models.QuerySet[Any]):
+    """Bulk changes are refused too, not just `save()` on an instance."""
+
     def update(self, **kwargs: Any) -> NoReturn:
-        raise AuditImmutableError("audit events are append-only: they cannot be updated")
+        raise self.model.write_once_error(f"{self.model._meta.verbose_name_plural} are write-once: they cannot be updated")
 
     def delete(self) -> NoReturn:  # type: ignore[override]
-        raise AuditImmutableError("audit events are append-only: they cannot be deleted")
+        raise self.model.write_once_error(f"{self.model._meta.verbose_name_plural} are write-once: they cannot be deleted")
 
     def bulk_update(self, *args: Any, **kwargs: Any) -> NoReturn:
-        raise AuditImmutableError("audit events are append-only: they cannot be updated")
+        raise self.model.write_once_error(f"{self.model._meta.verbose_name_plural} are write-once: they cannot be updated")
 
 
-class AuditEvent(models.Model):
+class WriteOnceModel(models.Model):
+    """Created once, never changed or deleted by the application (a PostgreSQL trigger backs this up)."""
+
+    write_once_error: type[WriteOnceError] = WriteOnceError
+
+    objects = WriteOnceQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise self.write_once_error(f"{self._meta.verbose_name} {self} is write-once: it cannot be changed")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise self.write_once_error(f"{self._meta.verbose_name} {self} is write-once: it cannot be deleted")
+
+
+class AuditEvent(WriteOnceModel):
     """Who changed what, from what to what, and why. Append-only (a PostgreSQL trigger enforces it too)."""
 
     actor = models.ForeignKey(
@@ -59,7 +84,7 @@ class AuditEvent(models.Model):
     reason = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
-    objects = AuditEventQuerySet.as_manager()
+    write_once_error = AuditImmutableError
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -70,14 +95,6 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.action} {self.object_type}:{self.object_id}"
-
-    def save(self, *args: Any, **kwargs: Any) -> None:
-        if not self._state.adding:
-            raise AuditImmutableError("audit events are append-only: they cannot be updated")
-        super().save(*args, **kwargs)
-
-    def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
-        raise AuditImmutableError("audit events are append-only: they cannot be deleted")
 
 
 class Heartbeat(models.Model):

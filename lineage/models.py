@@ -8,12 +8,13 @@ whole graph is one table that a recursive query walks.
 from __future__ import annotations
 
 import uuid
-from typing import Any, NoReturn
 
 from django.conf import settings
 from django.db import models
 
-from controlplane.models import Project
+from controlplane.models import Project, WriteOnceError, WriteOnceModel
+
+__all__ = ["WriteOnceError"]
 
 
 class Dataset(models.Model):
@@ -32,11 +33,7 @@ class Dataset(models.Model):
         return f"{self.project.slug}/{self.slug}"
 
 
-class WriteOnceError(Exception):
-    """A write-once record was about to be changed or deleted."""
-
-
-class DatasetVersion(models.Model):
+class DatasetVersion(WriteOnceModel):
     """Immutable, content-addressed: no field changes after creation; the same bytes are the same version."""
 
     class Source(models.TextChoices):
@@ -84,14 +81,6 @@ class DatasetVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.dataset} v{self.number}"
-
-    def save(self, *args: Any, **kwargs: Any) -> None:
-        if not self._state.adding:
-            raise WriteOnceError(f"dataset version {self} is write-once: it cannot be changed")
-        super().save(*args, **kwargs)
-
-    def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
-        raise WriteOnceError(f"dataset version {self} is write-once: it cannot be deleted")
 
     @property
     def node_id(self) -> str:
@@ -286,7 +275,7 @@ class RegisteredModel(models.Model):
         return f"{self.project.slug}/{self.slug}"
 
 
-class ModelVersion(models.Model):
+class ModelVersion(WriteOnceModel):
     """A trained artifact, write-once. Serving refuses an artifact whose SHA-256 differs from `sha256`."""
 
     registered_model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="versions")
@@ -312,14 +301,6 @@ class ModelVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.registered_model} v{self.number}"
-
-    def save(self, *args: Any, **kwargs: Any) -> None:
-        if not self._state.adding:
-            raise WriteOnceError(f"model version {self} is write-once: it cannot be changed")
-        super().save(*args, **kwargs)
-
-    def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
-        raise WriteOnceError(f"model version {self} is write-once: it cannot be deleted")
 
     @property
     def node_id(self) -> str:

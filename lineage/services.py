@@ -728,9 +728,9 @@ def run_start(*, run_id: int) -> Run:
         run = run_transition(run_id=run.pk, action="start", reason="a worker took the run")
     elif run.status != Run.Status.STARTING or run.backend_job_id:
         return run  # already started, finished or stopped: nothing to do
-    backend = training_backend_for(run)
     spec = recipe_registry.get_recipe(run.recipe)
     try:
+        backend = training_backend_for(run)  # a misconfigured backend fails the run with its reason
         with ExitStack() as stack:
             inputs = []
             for run_input in run.inputs.select_related("dataset_version__dataset"):

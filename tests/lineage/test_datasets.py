@@ -165,7 +165,6 @@ def test_a_symbolic_link_in_a_registered_folder_is_refused(users, project, setti
     import uuid
 
     from lineage import services
-    from lineage.models import DatasetRegistration
 
     secret = tmp_path / "secret.csv"
     secret.write_text("a,b\n1,2\n")
@@ -202,3 +201,18 @@ def test_malformed_locations_are_a_400_not_a_500(api_client_for, users, project,
         reverse("api-dataset-registration-create"), {"project": "cancer", "dataset": "x", "uri": uri}, format="json"
     )
     assert response.status_code == 400 and words in response.json()["error"]["fields"]["uri"][0]
+
+
+def test_bulk_changes_to_versions_are_refused_too(api_client_for, users, project, cancer_csv) -> None:
+    from django.db import connection, transaction
+    from django.db.utils import DatabaseError
+
+    body = upload(api_client_for(users.data_scientist), project="cancer", dataset="bc", name="bc.csv", content=cancer_csv).json()
+    with pytest.raises(WriteOnceError):
+        DatasetVersion.objects.filter(pk=body["id"]).update(row_count=1)
+    with pytest.raises(WriteOnceError):
+        DatasetVersion.objects.filter(pk=body["id"]).delete()
+    if connection.vendor == "postgresql":
+        with pytest.raises(DatabaseError, match="write-once"), transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("UPDATE lineage_datasetversion SET row_count = 1")
+    assert DatasetVersion.objects.get(pk=body["id"]).row_count == 569
