@@ -81,4 +81,8 @@ class Command(BaseCommand):
                 actor=dana, inputs=[version], recipe="split",
                 parameters={"test_fraction": 0.2, "seed": 42, "stratify_column": "target"},
             )
-        self.stdout.write("registered demo dataset breast-cancer v1 and queued a split run")
+            lineage_services.training_run_launch(
+                actor=dana, recipe="logistic_regression", train=version, target="target",
+                hyperparameters={"C": 1.0, "max_iter": 1000}, seed=42, model_name="breast-cancer-classifier",
+            )
+        self.stdout.write("registered demo dataset breast-cancer v1, queued a split run and a training run")
