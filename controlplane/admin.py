@@ -6,37 +6,6 @@ from django.http import HttpRequest
 from controlplane.models import AuditEvent, Heartbeat, Project, SystemCheck
 
 
-@admin.register(Project)
-class ProjectAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "created_by", "created_at"]
-    search_fields = ["name", "slug"]
-    # Changes go through the portal's services so they are validated and audited.
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-@admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "actor_name", "action", "object_type", "object_id", "reason"]
-    list_filter = ["action", "object_type"]
-    search_fields = ["actor_name", "object_id", "object_repr", "reason"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
 class ReadOnlyAdmin(admin.ModelAdmin):
     """Records the system writes itself: shown, never edited by hand."""
 
@@ -48,6 +17,20 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+@admin.register(Project)
+class ProjectAdmin(ReadOnlyAdmin):
+    # Changes go through the portal's services, so they are validated and audited.
+    list_display = ["name", "slug", "created_by", "created_at"]
+    search_fields = ["name", "slug"]
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "actor_name", "action", "object_type", "object_id", "reason"]
+    list_filter = ["action", "object_type"]
+    search_fields = ["actor_name", "object_id", "object_repr", "reason"]
 
 
 @admin.register(Heartbeat)

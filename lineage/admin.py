@@ -1,22 +1,17 @@
-from typing import Any
-
 from django.contrib import admin
-from django.http import HttpRequest
 
-from lineage.models import Dataset, DatasetProfile, DatasetRegistration, DatasetVersion, LineageEdge, Run, RunEvent
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Lineage records change only through the services, so they stay validated, audited and write-once."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+from controlplane.admin import ReadOnlyAdmin
+from lineage.models import (
+    Dataset,
+    DatasetProfile,
+    DatasetRegistration,
+    DatasetVersion,
+    LineageEdge,
+    ModelVersion,
+    RegisteredModel,
+    Run,
+    RunEvent,
+)
 
 
 @admin.register(Dataset)
@@ -56,3 +51,13 @@ class RunEventAdmin(ReadOnlyAdmin):
 class LineageEdgeAdmin(ReadOnlyAdmin):
     list_display = ["source", "target", "created_at"]
     search_fields = ["source", "target"]
+
+
+@admin.register(RegisteredModel)
+class RegisteredModelAdmin(ReadOnlyAdmin):
+    list_display = ["project", "slug", "name", "created_at"]
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(ReadOnlyAdmin):
+    list_display = ["registered_model", "number", "run", "sha256", "created_at"]

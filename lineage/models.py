@@ -17,8 +17,10 @@ from controlplane.models import Project, WriteOnceError, WriteOnceModel
 __all__ = ["WriteOnceError"]
 
 
-class Dataset(models.Model):
-    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="datasets")
+class ProjectOwned(models.Model):
+    """A named thing a project owns (a dataset, a registered model), its slug unique within the project."""
+
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="%(class)ss")
     name = models.CharField(max_length=100)
     slug = models.SlugField(max_length=63)
     description = models.TextField(blank=True)
@@ -26,11 +28,16 @@ class Dataset(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        abstract = True
         ordering = ["project__slug", "slug"]
-        constraints = [models.UniqueConstraint(fields=["project", "slug"], name="dataset_unique_slug_per_project")]
+        constraints = [models.UniqueConstraint(fields=["project", "slug"], name="%(class)s_unique_slug_per_project")]
 
     def __str__(self) -> str:
         return f"{self.project.slug}/{self.slug}"
+
+
+class Dataset(ProjectOwned):
+    pass
 
 
 class DatasetVersion(WriteOnceModel):
@@ -257,22 +264,8 @@ class LineageEdge(models.Model):
         return f"{self.source} → {self.target}"
 
 
-class RegisteredModel(models.Model):
+class RegisteredModel(ProjectOwned):
     """A named model within a project; its versions come from training runs."""
-
-    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="models")
-    name = models.CharField(max_length=100)
-    slug = models.SlugField(max_length=63)
-    description = models.TextField(blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["project__slug", "slug"]
-        constraints = [models.UniqueConstraint(fields=["project", "slug"], name="model_unique_slug_per_project")]
-
-    def __str__(self) -> str:
-        return f"{self.project.slug}/{self.slug}"
 
 
 class ModelVersion(WriteOnceModel):

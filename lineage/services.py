@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 import tempfile
 import time
@@ -26,7 +25,7 @@ from controlplane import permissions
 from controlplane.backends import object_store
 from controlplane.claims import abandoned, claim
 from controlplane.models import Project
-from controlplane.services import audit_record
+from controlplane.services import SLUG_RE, audit_record
 from lineage.models import (
     Dataset,
     DatasetProfile,
@@ -45,7 +44,6 @@ from workers import sources
 
 log = logging.getLogger(__name__)
 
-SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 FORMAT_SUFFIX = {"csv": ".csv", "parquet": ".parquet", "jsonl": ".jsonl", "manifest": ".manifest.json"}
 
 
@@ -464,12 +462,7 @@ def transform_run_launch(
 
     permissions.require(actor, "run.launch")
     errors: dict[str, list[str]] = {}
-    try:
-        spec = recipe_registry.get_recipe(recipe)
-    except recipe_registry.UnknownRecipe as exc:
-        raise ValidationError({"recipe": [str(exc)]}) from None
-    if spec.kind != "transform":
-        errors["recipe"] = [f"{recipe} is a {spec.kind} recipe; expected a transform recipe"]
+    spec = _recipe_of_kind(recipe, "transform")
     if not inputs:
         errors["inputs"] = ["expected at least one dataset version"]
     projects = {version.dataset.project_id for version in inputs}
@@ -489,22 +482,51 @@ def transform_run_launch(
         errors["output_name"] = ["expected a name with letters, digits or hyphens"]
     if errors:
         raise ValidationError(errors)
+    return _run_queue(
+        actor=actor, spec=spec, parameters=cleaned, channels=[("input", version) for version in inputs],
+        kind=Run.Kind.TRANSFORM, backend="local", output_name=base,
+    )
+
+
+def _run_queue(
+    *, actor: Any, spec: Any, parameters: dict[str, Any], channels: list[tuple[str, DatasetVersion]], kind: str,
+    backend: str, output_name: str, reproduced_from: Run | None = None, **fields: Any,
+) -> Run:
+    """Create a validated run with its inputs, lineage edges, first event and audit record; queue it after commit."""
+    from workers import recipes as recipe_registry
+
     with transaction.atomic():
         run = Run.objects.create(
-            project=inputs[0].dataset.project, kind=Run.Kind.TRANSFORM, recipe=spec.name,
-            recipe_version=spec.version, recipe_fingerprint=recipe_registry.recipe_fingerprint(spec),
-            parameters=cleaned, seed=cleaned.get("seed"), backend="local", output_name=base, created_by=actor,
+            project=channels[0][1].dataset.project, kind=kind, recipe=spec.name, recipe_version=spec.version,
+            recipe_fingerprint=recipe_registry.recipe_fingerprint(spec), parameters=parameters,
+            seed=parameters.get("seed"), backend=backend, output_name=output_name, created_by=actor,
+            reproduced_from=reproduced_from, **fields,
         )
-        for version in inputs:
-            RunInput.objects.create(run=run, dataset_version=version, channel="input")
+        for channel, version in channels:
+            RunInput.objects.create(run=run, dataset_version=version, channel=channel)
             lineage_link(source=version.node_id, target=run.node_id)
-        RunEvent.objects.create(run=run, from_status="", to_status=Run.Status.QUEUED, actor=actor, reason="launched")
+        reason = f"reproduction of run {reproduced_from.pk}" if reproduced_from else "launched"
+        RunEvent.objects.create(run=run, from_status="", to_status=Run.Status.QUEUED, actor=actor, reason=reason)
         audit_record(
             actor=actor, action="run.launch", object_type="run", object_id=run.pk, object_repr=str(run),
-            after={"recipe": spec.name, "parameters": cleaned, "inputs": [v.node_id for v in inputs]},
+            after={"recipe": spec.name, "parameters": parameters, "backend": backend,
+                   "inputs": [version.node_id for _, version in channels],
+                   **{key: str(value) for key, value in fields.items()}},
         )
         transaction.on_commit(lambda: _enqueue_run(run.pk), robust=True)
     return run
+
+
+def _recipe_of_kind(name: str, kind: str) -> Any:
+    from workers import recipes as recipe_registry
+
+    try:
+        spec = recipe_registry.get_recipe(name)
+    except recipe_registry.UnknownRecipe as exc:
+        raise ValidationError({"recipe": [str(exc)]}) from None
+    if spec.kind != kind:
+        raise ValidationError({"recipe": [f"{name} is a {spec.kind} recipe; expected a {kind} recipe"]})
+    return spec
 
 
 def _enqueue_run(run_id: int) -> None:
@@ -553,12 +575,7 @@ def training_run_launch(
 
     permissions.require(actor, "run.launch")
     errors: dict[str, list[str]] = {}
-    try:
-        spec = recipe_registry.get_recipe(recipe)
-    except recipe_registry.UnknownRecipe as exc:
-        raise ValidationError({"recipe": [str(exc)]}) from None
-    if spec.kind != "training":
-        raise ValidationError({"recipe": [f"{recipe} is a {spec.kind} recipe; expected a training recipe"]})
+    spec = _recipe_of_kind(recipe, "training")
     values = dict(hyperparameters or {})
     if target:
         values["target"] = target
@@ -603,27 +620,12 @@ def training_run_launch(
         raise ValidationError(errors)
     estimate, _ = run_cost_estimate(backend=backend, instance_type=instance_type, instance_count=instance_count,
                                     max_runtime_seconds=max_runtime_seconds)
-    with transaction.atomic():
-        run = Run.objects.create(
-            project=train.dataset.project, kind=Run.Kind.TRAINING, recipe=spec.name, recipe_version=spec.version,
-            recipe_fingerprint=recipe_registry.recipe_fingerprint(spec), parameters=cleaned, seed=cleaned.get("seed"),
-            backend=backend, instance_type=instance_type, instance_count=instance_count,
-            max_runtime_seconds=max_runtime_seconds, output_name=name, estimated_cost=estimate, created_by=actor,
-            reproduced_from=reproduced_from,
-        )
-        channels = [("train", train)] + ([("validation", validation)] if validation is not None else [])
-        for channel, version in channels:
-            RunInput.objects.create(run=run, dataset_version=version, channel=channel)
-            lineage_link(source=version.node_id, target=run.node_id)
-        RunEvent.objects.create(run=run, from_status="", to_status=Run.Status.QUEUED, actor=actor,
-                                reason=f"reproduction of run {reproduced_from.pk}" if reproduced_from else "launched")
-        audit_record(
-            actor=actor, action="run.launch", object_type="run", object_id=run.pk, object_repr=str(run),
-            after={"recipe": spec.name, "parameters": cleaned, "backend": backend, "instance_type": instance_type,
-                   "inputs": [v.node_id for _, v in channels], "estimated_cost": str(estimate)},
-        )
-        transaction.on_commit(lambda: _enqueue_run(run.pk), robust=True)
-    return run
+    channels = [("train", train)] + ([("validation", validation)] if validation is not None else [])
+    return _run_queue(
+        actor=actor, spec=spec, parameters=cleaned, channels=channels, kind=Run.Kind.TRAINING, backend=backend,
+        output_name=name, reproduced_from=reproduced_from, instance_type=instance_type, instance_count=instance_count,
+        max_runtime_seconds=max_runtime_seconds, estimated_cost=estimate,
+    )
 
 
 def _schema_differences(validation: DatasetVersion, train: DatasetVersion) -> list[str]:
