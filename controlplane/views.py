@@ -47,13 +47,20 @@ def page_requires(action: str) -> Callable[[Callable[..., HttpResponse]], Callab
     return decorate
 
 
-def apply_service_errors(form: Form, exc: ValidationError) -> None:
-    """Show a service's field errors on the form fields they name."""
-    if hasattr(exc, "error_dict"):
-        for field, errors in exc.message_dict.items():
-            form.add_error(field if field in form.fields else None, errors)
-    else:
+def apply_service_errors(form: Form, exc: ValidationError, field_for: Callable[[str], str] | None = None) -> None:
+    """Show a service's field errors on the form fields they name (`field_for` maps service names to form fields).
+
+    An error for a name the form has no field for is shown at the top, prefixed with that name.
+    """
+    if not hasattr(exc, "error_dict"):
         form.add_error(None, exc.messages)
+        return
+    for name, errors in exc.message_dict.items():
+        field = field_for(name) if field_for else name
+        if field in form.fields:
+            form.add_error(field, errors)
+        else:
+            form.add_error(None, [f"{name}: {error}" for error in errors])
 
 
 def paginate(request: HttpRequest, items: Any, per_page: int = PAGE_SIZE) -> Any:

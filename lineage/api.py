@@ -15,7 +15,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from controlplane import permissions
-from controlplane.backends import object_store
 from controlplane.uploads import upload_limit_message
 from lineage import selectors, services
 from lineage.models import Dataset, DatasetRegistration, DatasetVersion, ModelVersion, RegisteredModel, Run, RunEvent
@@ -32,7 +31,8 @@ class DatasetOutput(serializers.ModelSerializer):
         fields = ["project", "slug", "name", "description", "version_count", "created_by", "created_at"]
 
     def get_version_count(self, dataset: Dataset) -> int:
-        return dataset.versions.count()
+        # Annotated by selectors.dataset_list; counted here for a single dataset.
+        return getattr(dataset, "version_count", None) or dataset.versions.count()
 
 
 class DatasetVersionOutput(serializers.ModelSerializer):
@@ -193,9 +193,7 @@ class DatasetVersionDownloadApi(GenericAPIView):
     @extend_schema(operation_id="dataset_versions_download", responses=inline_serializer("DownloadUrl", {"url": serializers.CharField()}))
     def get(self, request: Request, pk: int) -> Response:
         permissions.require(request.user, "dataset.view")
-        version = _version(pk)
-        filename = version.original_filename or f"{version.dataset.slug}-v{version.number}{services.FORMAT_SUFFIX[version.format]}"
-        url = object_store().download_url(version.storage_key, filename=filename)
+        url = selectors.dataset_version_download_url(_version(pk))
         return Response({"url": request.build_absolute_uri(url) if url.startswith("/") else url})
 
 
@@ -374,10 +372,10 @@ class RecipeListApi(GenericAPIView):
 
 def _node(node_id: str) -> str:
     try:
-        selectors.parse_node_id(node_id)
+        exists = selectors.node_exists(node_id)
     except ValueError as exc:
         raise serializers.ValidationError({"node_id": [str(exc)]}) from None
-    if not selectors.describe_nodes([node_id]):
+    if not exists:
         raise Http404(f"no node {node_id}")
     return node_id
 

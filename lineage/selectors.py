@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connection
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.urls import reverse
 
 from lineage.models import Dataset, DatasetVersion, LineageEdge, Run
@@ -182,6 +182,23 @@ def describe_nodes(node_ids: list[str]) -> list[LineageNode]:
     return described
 
 
+def dataset_version_download_url(version: DatasetVersion) -> str:
+    """A link that downloads the version's bytes: presigned on S3, signed by the portal for the local store."""
+    from django.conf import settings
+
+    from controlplane.backends import object_store
+
+    suffix = {"csv": ".csv", "parquet": ".parquet", "jsonl": ".jsonl", "manifest": ".manifest.json"}[version.format]
+    filename = version.original_filename or f"{version.dataset.slug}-v{version.number}{suffix}{'.gz' if version.compressed and version.format != 'manifest' else ''}"
+    return object_store().download_url(version.storage_key, filename=filename, expires_in=settings.OBJECT_DOWNLOAD_EXPIRES)
+
+
+def node_exists(node_id: str) -> bool:
+    """Whether a node id is well formed and names a record here (ValueError for a malformed id)."""
+    parse_node_id(node_id)
+    return bool(describe_nodes([node_id]))
+
+
 def version_url(version: DatasetVersion) -> str:
     return reverse(
         "dataset-version-detail", args=[version.dataset.project.slug, version.dataset.slug, version.number]
@@ -197,7 +214,7 @@ def dataset_list(*, search: str = "", project: str = "") -> QuerySet[Dataset]:
         datasets = datasets.filter(project__slug=project)
     if search:
         datasets = datasets.filter(Q(name__icontains=search) | Q(slug__icontains=search) | Q(description__icontains=search))
-    return datasets.order_by("project__slug", "slug")
+    return datasets.annotate(version_count=Count("versions")).order_by("project__slug", "slug")
 
 
 def dataset_get(*, project: str, slug: str) -> Dataset:

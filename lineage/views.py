@@ -14,7 +14,6 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from controlplane import permissions
-from controlplane.backends import object_store
 from controlplane.charts import figure_data, histogram_figure, top_values_figure
 from controlplane.models import Project
 from controlplane.uploads import upload_limit_message
@@ -153,7 +152,6 @@ def dataset_version_detail(request: HttpRequest, project: str, slug: str, number
     profile = version.profile
     if request.headers.get("HX-Request") and request.GET.get("part") == "profile":
         return render(request, "lineage/_profile.html", {"version": version, "profile": profile, "charts": _profile_charts(profile.profile)})
-    filename = version.original_filename or f"{slug}-v{number}{services.FORMAT_SUFFIX[version.format]}"
     graph = selectors.lineage_graph(version.node_id, depth=2)
     return render(
         request,
@@ -162,7 +160,7 @@ def dataset_version_detail(request: HttpRequest, project: str, slug: str, number
             "version": version,
             "profile": profile,
             "charts": _profile_charts(profile.profile),
-            "download_url": object_store().download_url(version.storage_key, filename=filename),
+            "download_url": selectors.dataset_version_download_url(version),
             "graph": layout_graph(graph),
             "consumed_by": Run.objects.filter(inputs__dataset_version=version).distinct()[:20],
             "can_launch": permissions.has_permission(request.user, "run.launch"),
@@ -251,13 +249,7 @@ def transform_create(request: HttpRequest) -> HttpResponse:
                 parameters=form.cleaned_data["parameters"], output_name=form.cleaned_data["output_name"],
             )
         except ValidationError as exc:
-            if hasattr(exc, "error_dict"):
-                for field, errors in exc.message_dict.items():
-                    target = "parameters" if field.startswith("parameters.") else field
-                    prefix = field.split(".", 1)[1] + ": " if field.startswith("parameters.") else ""
-                    form.add_error(target if target in form.fields else None, [prefix + e for e in errors])
-            else:
-                form.add_error(None, exc.messages)
+            apply_service_errors(form, exc)
         else:
             messages.success(request, f"Run {run.pk} queued.")
             return redirect("run-detail", pk=run.pk)
@@ -274,10 +266,10 @@ def transform_create(request: HttpRequest) -> HttpResponse:
 
 def _node_or_404(node_id: str) -> str:
     try:
-        selectors.parse_node_id(node_id)
+        exists = selectors.node_exists(node_id)
     except ValueError as exc:
         raise Http404(str(exc)) from None
-    if not selectors.describe_nodes([node_id]):
+    if not exists:
         raise Http404(f"no node {node_id}")
     return node_id
 
@@ -328,6 +320,12 @@ def _training_form(request: HttpRequest, train: DatasetVersion, data: Any = None
     return form, recipe
 
 
+def _training_field(name: str) -> str:
+    if name.startswith("hyperparameters."):
+        return "hp_" + name.split(".", 1)[1]
+    return {"max_runtime_seconds": "max_runtime_minutes"}.get(name, name)
+
+
 @require_http_methods(["GET", "POST"])
 def training_create(request: HttpRequest) -> HttpResponse:
     permissions.require(request.user, "run.launch")
@@ -346,13 +344,7 @@ def training_create(request: HttpRequest) -> HttpResponse:
                 max_runtime_seconds=data["max_runtime_minutes"] * 60, model_name=data.get("model_name") or "",
             )
         except ValidationError as exc:
-            if hasattr(exc, "error_dict"):
-                for field, errors in exc.message_dict.items():
-                    name = field.split(".", 1)[1] if field.startswith("hyperparameters.") else ""
-                    target = f"hp_{name}" if name else ("max_runtime_minutes" if field == "max_runtime_seconds" else field)
-                    form.add_error(target if target in form.fields else None, [f"{name}: {e}" if name and target not in form.fields else e for e in errors])
-            else:
-                form.add_error(None, exc.messages)
+            apply_service_errors(form, exc, field_for=_training_field)
         else:
             messages.success(request, f"Run {run.pk} queued (estimated cost at most ${run.estimated_cost}).")
             return redirect("run-detail", pk=run.pk)
