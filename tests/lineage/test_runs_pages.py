@@ -1,0 +1,48 @@
+"""Runs list filters and the side-by-side comparison of runs."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from lineage.models import Run
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def two_runs(users, project):
+    common = {"project": project, "kind": "training", "recipe": "random_forest", "recipe_version": "1",
+              "recipe_fingerprint": "f" * 64, "status": "succeeded", "created_by": users.data_scientist}
+    first = Run.objects.create(parameters={"n_estimators": 100, "seed": 1},
+                               metrics={"accuracy": [{"value": 0.91}], "f1": [{"value": 0.90}]}, **common)
+    second = Run.objects.create(parameters={"n_estimators": 500, "seed": 1},
+                                metrics={"accuracy": [{"value": 0.95}], "f1": [{"value": 0.94}]}, **common)
+    return first, second
+
+
+def test_compare_shows_parameters_metrics_and_a_chart(client, users, two_runs) -> None:
+    first, second = two_runs
+    client.force_login(users.finance)
+    page = client.get(reverse("run-compare"), {"run": [first.pk, second.pk]}).content.decode()
+    table = page.split('data-testid="compare-table"')[1].split("</table>")[0]
+    assert '<tr class="differs"><td><code>n_estimators</code></td><td>100</td><td>500</td>' in table
+    assert "<td><code>seed</code></td><td>1</td><td>1</td>" in table
+    assert "<td><code>accuracy</code></td><td>0.91</td><td>0.95</td>" in table
+    assert 'data-figure="compare-chart"' in page and '"type": "bar"' in page
+
+
+def test_compare_needs_two_runs(client, users, two_runs) -> None:
+    client.force_login(users.finance)
+    response = client.get(reverse("run-compare"), {"run": [two_runs[0].pk]})
+    assert response.status_code == 302 and response["Location"] == reverse("run-list")
+
+
+def test_runs_list_filters(client, api_client_for, users, two_runs) -> None:
+    first, second = two_runs
+    Run.objects.filter(pk=second.pk).update(status="failed")
+    client.force_login(users.approver)
+    page = client.get(reverse("run-list"), {"status": "failed"}).content.decode()
+    assert f'href="/runs/{second.pk}/"' in page and f'href="/runs/{first.pk}/"' not in page
+    body = api_client_for(users.approver).get(reverse("api-run-list"), {"creator": "dana", "status": "succeeded"}).json()
+    assert [r["id"] for r in body["results"]] == [first.pk]
