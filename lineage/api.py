@@ -145,6 +145,8 @@ class DatasetVersionUploadApi(GenericAPIView):
 
 class DatasetVersionDetailApi(GenericAPIView):
     serializer_class = DatasetVersionOutput
+    # DRF's OPTIONS handler looks the object up to describe PUT; there is nothing else it may do with it.
+    queryset = DatasetVersion.objects.select_related("dataset__project", "created_by", "profile")
 
     @extend_schema(operation_id="dataset_versions_retrieve", responses=DatasetVersionOutput)
     def get(self, request: Request, pk: int) -> Response:

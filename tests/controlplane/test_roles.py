@@ -85,3 +85,18 @@ def test_superuser_counts_as_admin(users) -> None:
 def test_health_check_answers_without_sign_in(client) -> None:
     response = client.get(reverse("healthz"))
     assert response.status_code == 200 and response.content == b"ok\n"
+
+
+@pytest.mark.parametrize("path", ["/api/v1/projects/?q=%00", "/api/v1/datasets/?project=a%00b", "/api/v1/runs/?creator=%00"])
+def test_nul_characters_are_a_400_naming_the_field(api_client_for, users, path) -> None:
+    response = api_client_for(users.finance).get(path)
+    assert response.status_code == 400
+    assert "NUL" in " ".join(next(iter(response.json()["error"]["fields"].values())))
+
+
+def test_nul_in_a_json_body_or_a_page_is_a_400(api_client_for, users, client) -> None:
+    response = api_client_for(users.data_scientist).post(reverse("api-project-list"), {"name": "x\u0000", "slug": "x"}, format="json")
+    assert response.status_code == 400 and "NUL" in response.json()["error"]["message"]
+    client.force_login(users.data_scientist)
+    assert client.get("/projects/?q=%00").status_code == 400
+    assert client.options("/api/v1/dataset-versions/0/", HTTP_AUTHORIZATION="").status_code in (200, 401, 403, 404)
