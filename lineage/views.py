@@ -194,6 +194,8 @@ def run_list(request: HttpRequest) -> HttpResponse:
             "query": urlencode({k: v for k, v in filters.items() if v}),
             "statuses": Run.Status.values,
             "projects": Project.objects.all(),
+            "can_launch": permissions.has_permission(request.user, "run.launch"),
+            "recent_versions": DatasetVersion.objects.exclude(format="manifest").select_related("dataset__project").order_by("-created_at")[:100],
         },
     )
 

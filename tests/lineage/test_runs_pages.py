@@ -46,3 +46,14 @@ def test_runs_list_filters(client, api_client_for, users, two_runs) -> None:
     assert f'href="/runs/{second.pk}/"' in page and f'href="/runs/{first.pk}/"' not in page
     body = api_client_for(users.approver).get(reverse("api-run-list"), {"creator": "dana", "status": "succeeded"}).json()
     assert [r["id"] for r in body["results"]] == [first.pk]
+
+
+def test_runs_page_offers_a_new_training_run_to_those_who_may_launch(client, users, project, cancer_csv, api_client_for) -> None:
+    from tests.lineage.conftest import upload
+
+    version = upload(api_client_for(users.data_scientist), project="cancer", dataset="bc", name="bc.csv", content=cancer_csv).json()
+    client.force_login(users.data_scientist)
+    page = client.get(reverse("run-list")).content.decode()
+    assert 'data-testid="new-training-run"' in page and f'<option value="{version["id"]}">cancer/bc v1 (569 rows)' in page
+    client.force_login(users.finance)
+    assert 'data-testid="new-training-run"' not in client.get(reverse("run-list")).content.decode()
