@@ -600,9 +600,15 @@ class _ColumnStats:
                     self.numeric = False
                 else:
                     self.boolean = self.datetime = False
+                    parsed = numbers.to_numpy(dtype=np.float64)
                     if self.integral:
-                        self.integral = bool(texts.str.fullmatch(INTEGER_TEXT).all())
-                    self._add_numbers(numbers.to_numpy(dtype=np.float64))
+                        finite = parsed[np.isfinite(parsed)]
+                        # A fractional value settles it without looking at the text; only whole values
+                        # need the text check (to tell "3" from "3.0").
+                        self.integral = bool(np.all(finite == np.floor(finite))) and bool(
+                            texts.str.fullmatch(INTEGER_TEXT).all()
+                        )
+                    self._add_numbers(parsed)
                     return
             if self.boolean:
                 self.boolean = bool(texts.str.lower().isin(BOOLEAN_TEXT).all())
