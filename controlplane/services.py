@@ -53,7 +53,7 @@ def audit_record(
 # --- projects ---------------------------------------------------------------------------------
 
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-TAG_CHARS_RE = re.compile(r"^[\w\s+=.:/@-]*$")
+TAG_CHARS_RE = re.compile(r"^[\w +=.:/@-]*$")  # AWS tag characters: letters, digits, spaces and + = . _ : / @ -
 # Tags the system sets itself on every AWS resource; a project may not redefine them.
 RESERVED_TAG_KEYS = frozenset({"project", "model", "environment", "run", "deployment"})
 MAX_COST_TAGS = 20

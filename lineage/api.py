@@ -237,13 +237,16 @@ class RunOutput(serializers.ModelSerializer):
     node_id = serializers.CharField()
     inputs = serializers.SerializerMethodField()
     outputs = serializers.SerializerMethodField()
+    model_version = serializers.SerializerMethodField()
+    reproduced_from = serializers.IntegerField(source="reproduced_from_id", allow_null=True)
 
     class Meta:
         model = Run
         fields = [
             "id", "uuid", "node_id", "project", "kind", "recipe", "recipe_version", "recipe_fingerprint", "parameters",
-            "seed", "backend", "backend_job_id", "instance_type", "status", "status_reason", "metrics", "usage",
-            "cost", "inputs", "outputs", "created_by", "created_at", "started_at", "finished_at",
+            "seed", "backend", "backend_job_id", "instance_type", "instance_count", "max_runtime_seconds", "image",
+            "status", "status_reason", "metrics", "usage", "estimated_cost", "cost", "inputs", "outputs", "model_version",
+            "reproduced_from", "created_by", "created_at", "started_at", "finished_at",
         ]
 
     def get_inputs(self, run: Run) -> list[dict[str, Any]]:
@@ -251,6 +254,9 @@ class RunOutput(serializers.ModelSerializer):
 
     def get_outputs(self, run: Run) -> list[int]:
         return [v.pk for v in run.output_versions.all()]
+
+    def get_model_version(self, run: Run) -> int | None:
+        return ModelVersion.objects.filter(run=run).values_list("pk", flat=True).first()
 
 
 class RunDetailOutput(RunOutput):

@@ -188,6 +188,12 @@ class Run(models.Model):
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="reproductions"
     )
     last_polled_at = models.DateTimeField(null=True, blank=True)
+    # Only the poll chain carrying the current generation goes on; starting a new chain retires the old one.
+    poll_generation = models.PositiveIntegerField(default=0)
+    # The last lines of the job's log, kept by the poller so pages never ask the backend (or AWS) themselves.
+    log_tail = models.JSONField(default=list, blank=True)
+    # What the recipe ran in: the container image on SageMaker, the Python and scikit-learn versions locally.
+    image = models.CharField(max_length=300, blank=True)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
     status_reason = models.TextField(blank=True)
     log_uri = models.CharField(max_length=1024, blank=True)

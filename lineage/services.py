@@ -408,7 +408,7 @@ class IllegalTransition(ValidationError):
 RUN_TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
     "start": (frozenset({"queued"}), "starting"),
     "running": (frozenset({"starting"}), "running"),
-    "succeed": (frozenset({"running"}), "succeeded"),
+    "succeed": (frozenset({"running", "stopping"}), "succeeded"),
     "fail": (frozenset({"queued", "starting", "running", "stopping"}), "failed"),
     "stop": (frozenset({"starting", "running"}), "stopping"),
     "cancel": (frozenset({"queued"}), "stopped"),
@@ -656,10 +656,15 @@ def run_reproduce(*, actor: Any, run: Run) -> Run:
             f"the {run.recipe} recipe's code changed since run {run.pk} (code {run.recipe_fingerprint[:12]} then, "
             f"{fingerprint[:12]} now), so it cannot be reproduced exactly"
         ]})
-    inputs = {i.channel: i.dataset_version for i in run.inputs.select_related("dataset_version__dataset__project", "dataset_version__profile")}
+    if run.backend == "local" and run.image:
+        current = _image_of(run, None)
+        if current != run.image:
+            raise ValidationError({"recipe": [f"run {run.pk} ran on {run.image}; this machine has {current}, so it cannot be reproduced exactly"]})
+    run_inputs = list(run.inputs.select_related("dataset_version__dataset__project", "dataset_version__profile").order_by("pk"))
+    inputs = {i.channel: i.dataset_version for i in run_inputs}
     if run.kind == Run.Kind.TRANSFORM:
-        new = transform_run_launch(actor=actor, inputs=[inputs["input"]], recipe=run.recipe, parameters=run.parameters,
-                                   output_name=run.output_name)
+        new = transform_run_launch(actor=actor, inputs=[i.dataset_version for i in run_inputs if i.channel == "input"],
+                                   recipe=run.recipe, parameters=run.parameters, output_name=run.output_name)
         Run.objects.filter(pk=new.pk).update(reproduced_from=run)
         new.refresh_from_db()
         return new
@@ -728,10 +733,13 @@ def run_start(*, run_id: int) -> Run:
     run = Run.objects.select_related("project").get(pk=run_id)
     if run.status == Run.Status.QUEUED:
         run = run_transition(run_id=run.pk, action="start", reason="a worker took the run")
+    elif run.status == Run.Status.STOPPING and not run.backend_job_id:
+        # Stopped while the job was being created, and that worker is gone: there is nothing to stop.
+        return _transition_quietly(run, "stopped", "stopped before the job started")
     elif run.status != Run.Status.STARTING or run.backend_job_id:
         return run  # already started, finished or stopped: nothing to do
-    spec = recipe_registry.get_recipe(run.recipe)
     try:
+        spec = recipe_registry.get_recipe(run.recipe)
         backend = training_backend_for(run)  # a misconfigured backend fails the run with its reason
         with ExitStack() as stack:
             inputs = []
@@ -751,14 +759,37 @@ def run_start(*, run_id: int) -> Run:
         if not exc.permanent:
             raise  # the task retries with backoff
         return run_transition(run_id=run.pk, action="fail", reason=f"could not start the job: {exc}")
-    except (sources.SourceError, dataset_files.DatasetFileError, ValueError) as exc:
-        return run_transition(run_id=run.pk, action="fail", reason=f"could not start the job: {exc}")
-    Run.objects.filter(pk=run.pk).update(backend_job_id=job_id, last_polled_at=timezone.now())
+    except (sources.SourceError, dataset_files.DatasetFileError, ValueError, OSError) as exc:
+        return _transition_quietly(run, "fail", f"could not start the job: {exc}")
+    recorded = Run.objects.filter(
+        pk=run.pk, status__in=[Run.Status.STARTING, Run.Status.STOPPING], backend_job_id__in=["", job_id]
+    ).update(backend_job_id=job_id, last_polled_at=timezone.now(), image=_image_of(run, backend))
     run.refresh_from_db()
-    if run.status == Run.Status.STOPPING:
-        backend.stop(job_id)  # a stop was asked for while the job was being created
-    _enqueue_poll(run.pk, countdown=poll_interval(run))
+    if not recorded or run.status == Run.Status.STOPPING:
+        # The run ended or was stopped while its job was being created: do not leave the job running (and billing).
+        backend.stop(job_id)
+    if recorded:
+        restart_poll_chain(run)
     return run
+
+
+def _image_of(run: Run, backend: Any) -> str:
+    if run.backend == "sagemaker":
+        return str(getattr(backend, "image_uri", "") or "")
+    import platform
+
+    import sklearn
+
+    return f"python {platform.python_version()}, scikit-learn {sklearn.__version__}"
+
+
+def restart_poll_chain(run: Run, *, countdown: float | None = None) -> None:
+    """Start a new poll chain for the run, retiring any chain already going (so chains never multiply)."""
+    from django.db.models import F
+
+    Run.objects.filter(pk=run.pk).update(poll_generation=F("poll_generation") + 1)
+    generation = Run.objects.values_list("poll_generation", flat=True).get(pk=run.pk)
+    _enqueue_poll(run.pk, generation=generation, countdown=poll_interval(run) if countdown is None else countdown)
 
 
 def run_tags(run: Run) -> dict[str, str]:
@@ -771,27 +802,42 @@ def run_tags(run: Run) -> dict[str, str]:
     return tags
 
 
-def _enqueue_poll(run_id: int, *, countdown: float) -> None:
+def _enqueue_poll(run_id: int, *, generation: int, countdown: float) -> None:
     from lineage.tasks import training_run_poll_task
 
-    training_run_poll_task.apply_async((run_id,), countdown=countdown)
+    training_run_poll_task.apply_async((run_id, generation), countdown=countdown)
 
 
-def run_poll(*, run_id: int, chain: bool = True) -> Run:
-    """Ask the backend how the job is doing and make the run follow its truth; queue the next poll if it goes on."""
+def run_poll(*, run_id: int, generation: int | None = None) -> Run:
+    """Ask the backend how the job is doing and make the run follow its truth; queue the next poll if it goes on.
+
+    `generation` is the chain's ticket: a chain that was replaced stops here. None polls once, outside any chain.
+    """
     run = Run.objects.select_related("project", "created_by").get(pk=run_id)
     if run.done or not run.backend_job_id:
         return run
+    if generation is not None and generation != run.poll_generation:
+        return run
     backend = training_backend_for(run)
     status = backend.describe(run.backend_job_id)
-    Run.objects.filter(pk=run.pk).update(last_polled_at=timezone.now(), metrics=status.metrics)
+    lines, _ = backend.logs(run.backend_job_id, start=0)
+    # Never over a finished run: a slow poll must not replace the final metrics with older ones.
+    Run.objects.filter(pk=run.pk).exclude(status__in=DONE_STATUSES).update(
+        last_polled_at=timezone.now(), metrics=status.metrics, log_tail=lines[-LOG_TAIL_LINES:]
+    )
     if run.status == Run.Status.STARTING and status.state in ("running", "succeeded", "failed", "stopped"):
         run = _transition_quietly(run, "running", f"job {run.backend_job_id} is running")
     if not status.finished:
-        if chain:
-            _enqueue_poll(run.pk, countdown=poll_interval(run))
+        if run.status == Run.Status.STOPPING and status.state == "running":
+            backend.stop(run.backend_job_id)  # the first stop was lost or refused: ask again
+        if generation is not None:
+            _enqueue_poll(run.pk, generation=generation, countdown=poll_interval(run))
         return run
     return _finish(run, backend, status)
+
+
+DONE_STATUSES = (Run.Status.SUCCEEDED, Run.Status.FAILED, Run.Status.STOPPED)
+LOG_TAIL_LINES = 200
 
 
 def run_fail(*, run_id: int, reason: str) -> None:
@@ -824,21 +870,20 @@ def _finish(run: Run, backend: Any, status: Any) -> Run:
         return _transition_quietly(run, "fail", status.message or "the job failed", **fields)
     try:
         prepared = _prepare_outputs(run, status)
-    except (ValidationError, dataset_files.DatasetFileError, sources.SourceError) as exc:
-        message = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+    except (ValidationError, dataset_files.DatasetFileError, sources.SourceError, OSError, ValueError, KeyError) as exc:
+        message = "; ".join(exc.messages) if isinstance(exc, ValidationError) else f"{type(exc).__name__}: {exc}"
         return _transition_quietly(run, "fail", f"the job's output is not usable: {message}", **fields)
     with transaction.atomic():
         locked = Run.objects.select_for_update().get(pk=run.pk)
         if locked.done:
             return locked
-        if locked.status == Run.Status.STOPPING:
-            # The stop came too late: the job finished. Keep its results, record what happened.
-            run_transition(run_id=run.pk, action="stopped", reason="the job finished before it could be stopped", **fields)
-            return Run.objects.get(pk=run.pk)
+        # A stop that came after the job had finished: the backend's truth is success, so keep the results.
+        reason = "finished before the stop reached it" if locked.status == Run.Status.STOPPING else "finished"
         prepared()
-        if run.kind == Run.Kind.TRAINING:
-            fields["metrics"] = {**status.metrics}
-        return run_transition(run_id=run.pk, action="succeed", reason="finished", **fields)
+        finished = run_transition(run_id=run.pk, action="succeed", reason=reason, **fields)
+    if run.backend == "local":
+        cleanup_work_dir(work_dir_for(run))  # its inputs are copies; its log and outputs are stored
+    return finished
 
 
 def _store_log(run: Run, backend: Any) -> str:
@@ -892,8 +937,11 @@ def _prepare_model_version(run: Run, status: Any) -> Callable[[], None]:
     import json as jsonlib
 
     artifact = model_artifact_from_job(run, status)
-    with artifact.open_metadata() as handle:
-        metadata = jsonlib.load(handle)
+    try:
+        with artifact.open_metadata() as handle:
+            metadata = jsonlib.load(handle)
+    finally:
+        shutil.rmtree(_model_scratch(run), ignore_errors=True)
 
     def write() -> None:
         model_version_register(run=run, artifact_uri=artifact.uri, artifact_key=artifact.key, sha256=artifact.sha256,
@@ -914,12 +962,16 @@ class ModelArtifact:
         return self.metadata_path.open()
 
 
+def _model_scratch(run: Run) -> Path:
+    return Path(settings.FILE_UPLOAD_TEMP_DIR) / f"model-{run.pk}-{run.uuid.hex[:8]}"
+
+
 def model_artifact_from_job(run: Run, status: Any) -> ModelArtifact:
     """The job's model as a write-once object: model.joblib stored here for local runs; SageMaker's model.tar.gz
     stays where SageMaker put it, hashed as it is downloaded."""
     from workers.sources import sha256_file
 
-    scratch = Path(settings.FILE_UPLOAD_TEMP_DIR) / f"model-{run.pk}-{run.uuid.hex[:8]}"
+    scratch = _model_scratch(run)
     scratch.mkdir(parents=True, exist_ok=True)
     if status.model_dir is not None and (Path(status.model_dir) / "model.joblib").is_file():
         model_dir = Path(status.model_dir)
@@ -975,7 +1027,7 @@ def run_stop_job(*, run_id: int) -> None:
     run = Run.objects.get(pk=run_id)
     if run.status == Run.Status.STOPPING and run.backend_job_id:
         training_backend_for(run).stop(run.backend_job_id)
-        _enqueue_poll(run.pk, countdown=0)
+        restart_poll_chain(run, countdown=0)
 
 
 def runs_poll_stale(*, older_than_seconds: int = 120, lost_start_seconds: int = 1800) -> dict[str, int]:
@@ -985,11 +1037,15 @@ def runs_poll_stale(*, older_than_seconds: int = 120, lost_start_seconds: int = 
     now = timezone.now()
     active = Run.objects.filter(status__in=["starting", "running", "stopping"]).exclude(backend_job_id="")
     stale = list(active.filter(Q(last_polled_at__lt=now - timedelta(seconds=older_than_seconds)) | Q(last_polled_at__isnull=True)).values_list("pk", flat=True)[:500])
-    for run_id in stale:
-        _enqueue_poll(run_id, countdown=0)
+    for run in Run.objects.filter(pk__in=stale):
+        restart_poll_chain(run, countdown=0)
     lost = 0
-    for run in Run.objects.filter(status="starting", backend_job_id="", started_at__lt=now - timedelta(seconds=lost_start_seconds))[:100]:
-        _transition_quietly(run, "fail", "the worker was lost before the job started")
+    lost_before = now - timedelta(seconds=lost_start_seconds)
+    for run in Run.objects.filter(status__in=["starting", "stopping"], backend_job_id="", started_at__lt=lost_before)[:100]:
+        if run.status == Run.Status.STOPPING:
+            _transition_quietly(run, "stopped", "stopped before the job started")
+        else:
+            _transition_quietly(run, "fail", "the worker was lost before the job started")
         lost += 1
     return {"polled": len(stale), "failed": lost}
 
@@ -1011,13 +1067,18 @@ def measured_cost(run: Run, usage: dict[str, Any] | None) -> Decimal | None:
 
 def run_cost_estimate(*, backend: str, instance_type: str, instance_count: int, max_runtime_seconds: int) -> tuple[Decimal, str]:
     """The most a run can cost: price per hour × instances × the maximum runtime, with the arithmetic spelled out."""
+    from decimal import ROUND_CEILING
+
     hours = Decimal(max_runtime_seconds) / 3600
+    cent = Decimal("0.01")
     if backend == "local":
+        # A recipe may use every core (random forests, gradient boosting), so the most it can cost counts them all.
+        cpus = settings.LOCAL_TRAINING_CPUS
         price = Decimal(str(settings.LOCAL_CPU_HOUR_PRICE))
-        cost = (price * hours).quantize(Decimal("0.01"))
-        return cost, f"1 CPU × {hours:.2f} h × ${price}/CPU-hour (local; actual cost is measured CPU time)"
+        cost = (price * cpus * hours).quantize(cent, rounding=ROUND_CEILING)
+        return cost, f"{cpus} CPU × {hours:.2f} h × ${price}/CPU-hour (local; actual cost is measured CPU time)"
     price = Decimal(str(settings.TRAINING_INSTANCE_PRICES[instance_type]))
-    cost = (price * instance_count * hours).quantize(Decimal("0.01"))
+    cost = (price * instance_count * hours).quantize(cent, rounding=ROUND_CEILING)
     return cost, f"{instance_count} × {instance_type} × {hours:.2f} h × ${price}/h (at most; SageMaker bills actual seconds)"
 
 
@@ -1026,13 +1087,8 @@ def run_log_tail(*, run: Run, lines: int = 200) -> list[str]:
     if run.log_key:
         with object_store().open(run.log_key) as handle:
             return handle.read().decode(errors="replace").splitlines()[-lines:]
-    if not run.backend_job_id:
-        return []
-    try:
-        all_lines, _ = training_backend_for(run).logs(run.backend_job_id, start=0)
-    except Exception as exc:  # the page must render even if the backend cannot answer
-        return [f"(log unavailable: {exc})"]
-    return all_lines[-lines:]
+    # While it runs, the poller keeps the tail here: pages never call the backend (or AWS) themselves.
+    return list(run.log_tail or [])[-lines:]
 
 
 def lineage_requeue_stale(*, older_than_seconds: int = 300) -> dict[str, int]:

@@ -40,22 +40,35 @@ def training_run_start_task(self, run_id: int) -> None:  # type: ignore[no-untyp
             services.run_fail(run_id=run_id, reason=f"could not start the job: {exc}")
             return
         raise self.retry(exc=exc, countdown=min(2 ** self.request.retries * 5, 300)) from exc
+    except Exception as exc:
+        # Anything else would leave the run in `starting`: fail it with the reason, then let Celery log it.
+        services.run_fail(run_id=run_id, reason=f"could not start the job: {type(exc).__name__}: {exc}")
+        raise
 
 
 @shared_task(name="lineage.tasks.training_run_poll", bind=True, acks_late=True, max_retries=20)
-def training_run_poll_task(self, run_id: int) -> None:  # type: ignore[no-untyped-def]
+def training_run_poll_task(self, run_id: int, generation: int | None = None) -> None:  # type: ignore[no-untyped-def]
     try:
-        services.run_poll(run_id=run_id)
+        services.run_poll(run_id=run_id, generation=generation)
     except BackendError as exc:
-        if exc.permanent:
-            services.run_fail(run_id=run_id, reason=str(exc))
+        if exc.permanent or self.request.retries >= self.max_retries:
+            services.run_fail(run_id=run_id, reason=f"the backend could not be asked about the job: {exc}")
             return
+        raise self.retry(exc=exc, countdown=min(2 ** self.request.retries * 5, 100)) from exc
+    except Exception as exc:
+        services.run_fail(run_id=run_id, reason=f"following the job failed: {type(exc).__name__}: {exc}")
+        raise
+
+
+@shared_task(name="lineage.tasks.training_run_stop", bind=True, acks_late=True, max_retries=8)
+def training_run_stop_task(self, run_id: int) -> None:  # type: ignore[no-untyped-def]
+    try:
+        services.run_stop_job(run_id=run_id)
+    except BackendError as exc:
+        # A stop must not be lost to throttling: the job would run (and bill) until its maximum runtime.
+        if exc.permanent:
+            raise
         raise self.retry(exc=exc, countdown=min(2 ** self.request.retries * 5, 300)) from exc
-
-
-@shared_task(name="lineage.tasks.training_run_stop", acks_late=True)
-def training_run_stop_task(run_id: int) -> None:
-    services.run_stop_job(run_id=run_id)
 
 
 @shared_task(name="lineage.tasks.training_runs_poll_stale", ignore_result=True, expires=50)

@@ -361,15 +361,15 @@ def run_estimate(request: HttpRequest) -> HttpResponse:
     permissions.require(request.user, "run.view")
     backend = request.GET.get("backend", "local")
     instance_type = request.GET.get("instance_type", "local")
-    try:
-        count = int(request.GET.get("instance_count", 1))
-        minutes = int(request.GET.get("max_runtime_minutes", 60))
-    except ValueError:
+    count_text, minutes_text = request.GET.get("instance_count", "1"), request.GET.get("max_runtime_minutes", "60")
+    if not all(t.isascii() and t.isdigit() and 0 < len(t) <= 6 for t in (count_text, minutes_text)):
         return HttpResponse('<span class="error">Enter whole numbers to see the estimate.</span>')
+    if backend not in ("local", "sagemaker"):
+        return HttpResponse('<span class="error">Pick a backend to see the estimate.</span>')
     if backend == "sagemaker" and instance_type not in settings.TRAINING_INSTANCE_PRICES:
         return HttpResponse('<span class="error">Pick a SageMaker instance type to see the estimate.</span>')
-    cost, explanation = services.run_cost_estimate(backend=backend, instance_type=instance_type, instance_count=max(count, 1),
-                                                   max_runtime_seconds=max(minutes, 1) * 60)
+    cost, explanation = services.run_cost_estimate(backend=backend, instance_type=instance_type, instance_count=max(int(count_text), 1),
+                                                   max_runtime_seconds=max(int(minutes_text), 1) * 60)
     return render(request, "lineage/_estimate.html", {"cost": cost, "explanation": explanation})
 
 
@@ -387,7 +387,7 @@ def run_reproduce(request: HttpRequest, pk: int) -> HttpResponse:
 
 def run_compare(request: HttpRequest) -> HttpResponse:
     permissions.require(request.user, "run.view")
-    ids = [int(i) for i in request.GET.getlist("run") if i.isdigit()][:10]
+    ids = [int(i) for i in request.GET.getlist("run") if i.isascii() and i.isdigit() and len(i) <= 18][:10]
     runs = list(Run.objects.filter(pk__in=ids).select_related("project"))
     if len(runs) < 2:
         messages.error(request, "Pick two or more runs to compare.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from controlplane.settings.env import (
@@ -217,7 +218,9 @@ if _prices_json:
 # Local runs are costed by measured CPU time at this price per CPU-hour.
 LOCAL_CPU_HOUR_PRICE = float(env_str("LOCAL_CPU_HOUR_PRICE", "0.048") or "0.048")
 TRAINING_MAX_INSTANCES = env_int("TRAINING_MAX_INSTANCES", 4, minimum=1)
-TRAINING_MAX_RUNTIME_SECONDS = env_int("TRAINING_MAX_RUNTIME_SECONDS", 24 * 3600, minimum=60)
+# SageMaker allows at most 28 days (MaxRuntimeInSeconds).
+TRAINING_MAX_RUNTIME_SECONDS = min(env_int("TRAINING_MAX_RUNTIME_SECONDS", 24 * 3600, minimum=60), 28 * 24 * 3600)
+LOCAL_TRAINING_CPUS = env_int("LOCAL_TRAINING_CPUS", os.cpu_count() or 1, minimum=1)
 # How often a running job is polled, by backend (seconds).
 RUN_POLL_SECONDS = {"local": 1.0, "sagemaker": 30.0}
 # Where SageMaker reads inputs and writes models: the S3 object store, unless set apart.

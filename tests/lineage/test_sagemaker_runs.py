@@ -82,7 +82,7 @@ def test_sagemaker_run_from_launch_to_model_version(api_client_for, users, proje
     bucket, key = job["ModelArtifacts"]["S3ModelArtifacts"].removeprefix("s3://").split("/", 1)
     sagemaker_settings.put_object(Bucket=bucket, Key=key, Body=artifact)
 
-    run = services.run_poll(run_id=run.pk, chain=False)
+    run = services.run_poll(run_id=run.pk)  # one poll, outside any chain
     assert run.status == "succeeded", run.status_reason
     version = ModelVersion.objects.get(run=run)
     assert version.artifact_uri == job["ModelArtifacts"]["S3ModelArtifacts"]

@@ -39,7 +39,14 @@ def test_train_register_and_reproduce_on_the_local_backend(celery_worker, api_cl
 
     response = launch(client, train=data["id"], hyperparameters={"C": 0.5, "max_iter": 500}, model_name="bc-logreg")
     assert response.status_code == 201, response.content
-    assert response.json()["status"] == "queued" and float(response.json()["estimated_cost"] if "estimated_cost" in response.json() else 0) >= 0
+    assert response.json()["status"] == "queued"
+    # 1 h at most on every core of this machine at the local CPU-hour price, rounded up to the cent.
+    from decimal import ROUND_CEILING, Decimal
+
+    from django.conf import settings
+
+    expected = (Decimal(str(settings.LOCAL_CPU_HOUR_PRICE)) * settings.LOCAL_TRAINING_CPUS).quantize(Decimal("0.01"), rounding=ROUND_CEILING)
+    assert Decimal(response.json()["estimated_cost"]) == expected
     run = finished(response.json()["id"])
     assert run.status == "succeeded", run.status_reason
     assert [e.to_status for e in run.events.all()] == ["queued", "starting", "running", "succeeded"]
@@ -62,6 +69,7 @@ def test_train_register_and_reproduce_on_the_local_backend(celery_worker, api_cl
     assert reproduction.status == "succeeded", reproduction.status_reason
     check = client.get(reverse("api-run-metrics", args=[reproduction.pk])).json()["reproduction"]
     assert check["original"] == run.pk and check["match"] is True
+    assert client.get(reverse("api-run-detail", args=[reproduction.pk])).json()["reproduced_from"] == run.pk
     second = ModelVersion.objects.get(run=reproduction)
     assert second.number == 2 and second.sha256 == version.sha256  # same data, code, parameters and seed: same bytes
     page = client.get(reverse("run-detail", args=[reproduction.pk])).content.decode()
