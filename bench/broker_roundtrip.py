@@ -28,10 +28,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from _table import print_rows  # bench/_table.py: the shared table printer
 from celery import Celery
 
 QUEUE = "bench-roundtrip"
@@ -307,18 +307,6 @@ def print_table(embedded: Target, baseline: Target, n: int) -> None:
         ("ratio embedded/baseline", "", f"{e[0] / b[0]:.2f}", f"{e[1] / b[1]:.2f}", f"{e[2] / b[2]:.2f}"),
     ]
     print_rows(rows)
-
-
-def print_rows(rows: Sequence[tuple[str, ...]]) -> None:
-    """A plain table: first column left-aligned, the rest right-aligned, a rule under the header."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for i, row in enumerate(rows):
-        cells = (
-            cell.ljust(w) if j == 0 else cell.rjust(w) for j, (cell, w) in enumerate(zip(row, widths, strict=True))
-        )
-        print("  ".join(cells).rstrip())
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _table import print_rows  # bench/_table.py: the shared table printer
+
 LEVELS = 50
 TABLE = "lineage_lineageedge"
 SELECTORS = Path(__file__).resolve().parent.parent / "lineage" / "selectors.py"
@@ -318,18 +320,6 @@ def measure(db: Database, graph: Graph, sql: dict[str, str], rounds: int, warmup
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f} ms"
-
-
-def print_rows(rows: Sequence[tuple[str, ...]]) -> None:
-    """A plain table: first column left-aligned, the rest right-aligned, a rule under the header."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for i, row in enumerate(rows):
-        cells = (
-            cell.ljust(w) if j == 0 else cell.rjust(w) for j, (cell, w) in enumerate(zip(row, widths, strict=True))
-        )
-        print("  ".join(cells).rstrip())
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
 
 
 def print_table(results: list[Result]) -> None:

@@ -35,10 +35,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from _table import print_rows  # bench/_table.py: the shared table printer
 
 ROOT = Path(__file__).resolve().parent.parent
 BINS = 20
@@ -247,18 +248,6 @@ class Measured:
 
 def mib(size: float) -> str:
     return f"{size / 2**20:,.0f} MiB"
-
-
-def print_rows(rows: Sequence[tuple[str, ...]]) -> None:
-    """A plain table: first column left-aligned, the rest right-aligned, a rule under the header."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for i, row in enumerate(rows):
-        cells = (
-            cell.ljust(w) if j == 0 else cell.rjust(w) for j, (cell, w) in enumerate(zip(row, widths, strict=True))
-        )
-        print("  ".join(cells).rstrip())
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
 
 
 def print_table(results: list[Measured]) -> None:

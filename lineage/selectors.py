@@ -41,18 +41,20 @@ def parse_node_id(node_id: str) -> tuple[str, int]:
     return kind, int(pk)
 
 
+def _walk(sql: str, node_id: str) -> list[tuple[str, str]]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql.format(table=LineageEdge._meta.db_table), [node_id])
+        return [(source, target) for source, target in cursor.fetchall()]
+
+
 def lineage_upstream_edges(node_id: str) -> list[tuple[str, str]]:
     """Every edge upstream of `node_id` (everything it came from), in one query regardless of depth."""
-    with connection.cursor() as cursor:
-        cursor.execute(_UPSTREAM_SQL.format(table=LineageEdge._meta.db_table), [node_id])
-        return [(source, target) for source, target in cursor.fetchall()]
+    return _walk(_UPSTREAM_SQL, node_id)
 
 
 def lineage_downstream_edges(node_id: str) -> list[tuple[str, str]]:
     """Every edge downstream of `node_id` (everything made from it), in one query regardless of depth."""
-    with connection.cursor() as cursor:
-        cursor.execute(_DOWNSTREAM_SQL.format(table=LineageEdge._meta.db_table), [node_id])
-        return [(source, target) for source, target in cursor.fetchall()]
+    return _walk(_DOWNSTREAM_SQL, node_id)
 
 
 def lineage_ancestors(node_id: str) -> set[str]:

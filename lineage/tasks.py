@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 from celery import shared_task
 
 from lineage import services
@@ -28,36 +32,35 @@ def dataset_profile_task(version_id: int) -> None:
         raise
 
 
+@contextmanager
+def _retry_or_fail_run(task: Any, run_id: int, doing: str, *, max_countdown: int) -> Iterator[None]:
+    """The one error policy of run tasks: transient backend errors (throttling) back off and retry; anything
+    permanent, or retried too often, fails the run with the reason, so no run is left half-way."""
+    try:
+        yield
+    except BackendError as exc:
+        if exc.permanent or task.request.retries >= task.max_retries:
+            services.run_fail(run_id=run_id, reason=f"{doing}: {exc}")
+            return
+        raise task.retry(exc=exc, countdown=min(2 ** task.request.retries * 5, max_countdown)) from exc
+    except Exception as exc:
+        services.run_fail(run_id=run_id, reason=f"{doing}: {type(exc).__name__}: {exc}")
+        raise  # and let Celery log it
+
+
 @shared_task(
     name="lineage.tasks.training_run_start", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=8
 )
 def training_run_start_task(self, run_id: int) -> None:  # type: ignore[no-untyped-def]
-    try:
+    # The start is idempotent, so a retry (or a redelivery) finds the job the first attempt created.
+    with _retry_or_fail_run(self, run_id, "could not start the job", max_countdown=300):
         services.run_start(run_id=run_id)
-    except BackendError as exc:
-        # Throttling and transient AWS errors: back off and try again; the start is idempotent.
-        if exc.permanent or self.request.retries >= self.max_retries:
-            services.run_fail(run_id=run_id, reason=f"could not start the job: {exc}")
-            return
-        raise self.retry(exc=exc, countdown=min(2 ** self.request.retries * 5, 300)) from exc
-    except Exception as exc:
-        # Anything else would leave the run in `starting`: fail it with the reason, then let Celery log it.
-        services.run_fail(run_id=run_id, reason=f"could not start the job: {type(exc).__name__}: {exc}")
-        raise
 
 
 @shared_task(name="lineage.tasks.training_run_poll", bind=True, acks_late=True, max_retries=20)
 def training_run_poll_task(self, run_id: int, generation: int | None = None) -> None:  # type: ignore[no-untyped-def]
-    try:
+    with _retry_or_fail_run(self, run_id, "following the job failed", max_countdown=100):
         services.run_poll(run_id=run_id, generation=generation)
-    except BackendError as exc:
-        if exc.permanent or self.request.retries >= self.max_retries:
-            services.run_fail(run_id=run_id, reason=f"the backend could not be asked about the job: {exc}")
-            return
-        raise self.retry(exc=exc, countdown=min(2 ** self.request.retries * 5, 100)) from exc
-    except Exception as exc:
-        services.run_fail(run_id=run_id, reason=f"following the job failed: {type(exc).__name__}: {exc}")
-        raise
 
 
 @shared_task(name="lineage.tasks.training_run_stop", bind=True, acks_late=True, max_retries=8)
