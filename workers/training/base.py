@@ -17,6 +17,8 @@ TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "stopped"})
 
 # Labels a metric line may carry after its value: `metric: accuracy=0.95; step=3; time=1712345678.123`.
 _LABEL = re.compile(r";\s*(step|fold|time)=([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)")
+# What a recipe prints as it goes: `progress: 3/5 folds` (done/total, then what is counted).
+_PROGRESS = re.compile(r"progress:\s*([0-9]+)\s*/\s*([0-9]+)\s*(.*?)\s*$")
 
 
 class JobNotFound(BackendError):
@@ -82,6 +84,34 @@ class JobStatus:
         return self.state in TERMINAL_STATES
 
 
+@dataclass(frozen=True)
+class Progress:
+    """How far a job has got, as its recipe last said: `done` of `total` `unit` (e.g. 3 of 5 folds)."""
+
+    done: int
+    total: int
+    unit: str
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.done / self.total) if self.total > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class LogChunk:
+    """What a job logged since the cursor it was read from.
+
+    `cursor` is opaque and JSON-serialisable: the caller keeps it and passes it back to read only what follows
+    (a byte offset locally; each CloudWatch stream's nextForwardToken on SageMaker). `metrics` are the points the
+    recipe's metric definitions find in these lines only; `progress` is the last progress line among them.
+    """
+
+    lines: list[str]
+    cursor: dict[str, Any]
+    metrics: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    progress: Progress | None = None
+
+
 @runtime_checkable
 class TrainingBackend(Protocol):
     """Runs recipes under the SageMaker script-mode contract; any worker process may describe or stop any job."""
@@ -91,15 +121,21 @@ class TrainingBackend(Protocol):
         ...
 
     def describe(self, job_id: str) -> JobStatus:
-        """The job's state, failure message, metrics so far, output locations and measured usage."""
+        """The job's state, failure message, output locations and measured usage; never reads the logs.
+
+        `metrics` holds only what the backend itself keeps (SageMaker's FinalMetricDataList); the series come from
+        `read_log`, so each poll reads each log line once.
+        """
         ...
 
     def stop(self, job_id: str) -> None:
         """Stop the job (no-op once it has finished)."""
         ...
 
-    def logs(self, job_id: str, *, start: int = 0) -> tuple[list[str], int]:
-        """Log lines from line `start` on, and the offset to pass next time."""
+    def read_log(
+        self, job_id: str, *, cursor: Mapping[str, Any] | None, metric_definitions: Sequence[Mapping[str, str]]
+    ) -> LogChunk:
+        """The log lines written since `cursor` (None: from the start), with the metrics and progress in them."""
         ...
 
 
@@ -130,6 +166,18 @@ def parse_metrics(
             point["time"] = float(labels["time"]) if "time" in labels else default_time
             series.setdefault(name, []).append(point)
     return series
+
+
+def parse_progress(lines: Iterable[str]) -> Progress | None:
+    """The last `progress: done/total unit` line among `lines`, if any."""
+    found = None
+    for line in lines:
+        if "progress:" not in line:
+            continue
+        match = _PROGRESS.search(line)
+        if match is not None:
+            found = Progress(done=int(match.group(1)), total=int(match.group(2)), unit=match.group(3))
+    return found
 
 
 def encode_hyperparameters(values: Mapping[str, Any]) -> dict[str, str]:
