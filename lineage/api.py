@@ -350,7 +350,7 @@ class RunLogsApi(GenericAPIView):
             count = max(1, min(int(request.query_params.get("lines", 200)), 5000))
         except ValueError:
             raise serializers.ValidationError({"lines": ["expected a whole number between 1 and 5000"]}) from None
-        return Response({"lines": services.run_log_tail(run=get_object_or_404(Run, pk=pk), lines=count)})
+        return Response({"lines": selectors.run_log_tail(run=get_object_or_404(Run, pk=pk), lines=count)})
 
 
 class RecipeListApi(GenericAPIView):
@@ -488,9 +488,9 @@ class RunMetricsApi(GenericAPIView):
     def get(self, request: Request, pk: int) -> Response:
         permissions.require(request.user, "run.view")
         run = get_object_or_404(Run.objects.select_related("reproduced_from"), pk=pk)
-        check = services.reproduction_check(run)
+        check = selectors.reproduction_check(run)
         return Response({
-            "series": run.metrics, "final": services.final_metrics(run),
+            "series": run.metrics, "final": selectors.final_metrics(run),
             "reproduction": None if check is None else {"original": check["original"].pk, "match": check["match"], "metrics": check["rows"]},
         })
 
@@ -517,7 +517,7 @@ class RunEstimateApi(GenericAPIView):
         permissions.require(request.user, "run.view")
         serializer = RunEstimateInput(data=request.query_params)
         serializer.is_valid(raise_exception=True)
-        cost, explanation = services.run_cost_estimate(**serializer.validated_data)
+        cost, explanation = selectors.run_cost_estimate(**serializer.validated_data)
         return Response({"estimated_cost": str(cost), "currency": "USD", "explanation": explanation})
 
 

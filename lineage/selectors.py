@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import Count, Q, QuerySet
 from django.urls import reverse
 
+from controlplane.backends import object_store
 from lineage.models import Dataset, DatasetVersion, LineageEdge, Run
 
 NODE_KINDS = ("dataset_version", "run", "model_version", "deployment")
@@ -243,3 +246,52 @@ def run_list(*, project: str = "", status: str = "", kind: str = "", recipe: str
     if creator:
         filters["created_by__username"] = creator
     return runs.filter(**filters)
+
+
+# --- runs: what a run ended with, its log, what it may cost -------------------------------------
+
+
+def final_metrics(run: Run) -> dict[str, float]:
+    """The last value of each metric series (what a run ended with)."""
+    return {name: points[-1]["value"] for name, points in (run.metrics or {}).items() if points}
+
+
+def reproduction_check(run: Run) -> dict[str, Any] | None:
+    """For a reproduction: do its final metrics equal the original's?"""
+    if run.reproduced_from_id is None or not run.done:
+        return None
+    original = final_metrics(run.reproduced_from)
+    mine = final_metrics(run)
+    rows = [
+        {"name": name, "original": original.get(name), "reproduction": mine.get(name),
+         "match": original.get(name) == mine.get(name)}
+        for name in sorted(set(original) | set(mine))
+        if not name.startswith(("time", "wall"))
+    ]
+    return {"original": run.reproduced_from, "rows": rows, "match": bool(rows) and all(r["match"] for r in rows)}
+
+
+def run_cost_estimate(*, backend: str, instance_type: str, instance_count: int, max_runtime_seconds: int) -> tuple[Decimal, str]:
+    """The most a run can cost: price per hour × instances × the maximum runtime, with the arithmetic spelled out."""
+    from decimal import ROUND_CEILING
+
+    hours = Decimal(max_runtime_seconds) / 3600
+    cent = Decimal("0.01")
+    if backend == "local":
+        # A recipe may use every core (random forests, gradient boosting), so the most it can cost counts them all.
+        cpus = settings.LOCAL_TRAINING_CPUS
+        price = Decimal(str(settings.LOCAL_CPU_HOUR_PRICE))
+        cost = (price * cpus * hours).quantize(cent, rounding=ROUND_CEILING)
+        return cost, f"{cpus} CPU × {hours:.2f} h × ${price}/CPU-hour (local; actual cost is measured CPU time)"
+    price = Decimal(str(settings.TRAINING_INSTANCE_PRICES[instance_type]))
+    cost = (price * instance_count * hours).quantize(cent, rounding=ROUND_CEILING)
+    return cost, f"{instance_count} × {instance_type} × {hours:.2f} h × ${price}/h (at most; SageMaker bills actual seconds)"
+
+
+def run_log_tail(*, run: Run, lines: int = 200) -> list[str]:
+    """The last lines of a run's log: live from the backend while it runs, from the object store after."""
+    if run.log_key:
+        with object_store().open(run.log_key) as handle:
+            return handle.read().decode(errors="replace").splitlines()[-lines:]
+    # While it runs, the poller keeps the tail here: pages never call the backend (or AWS) themselves.
+    return list(run.log_tail or [])[-lines:]

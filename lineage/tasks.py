@@ -1,4 +1,8 @@
-"""Thin Celery wrappers for dataset registration, profiling and runs."""
+"""Thin Celery wrappers for dataset registration, profiling and runs.
+
+Services import this module at the top and enqueue through it; each task imports its service where it runs, so the
+two never import each other at load time.
+"""
 
 from __future__ import annotations
 
@@ -8,27 +12,28 @@ from typing import Any
 
 from celery import shared_task
 
-from lineage import services
-from lineage.models import Run
-from lineage.openlineage import openlineage_emit
 from workers.errors import BackendError
 
 
 @shared_task(name="lineage.tasks.dataset_registration", acks_late=True, reject_on_worker_lost=True)
 def dataset_registration_task(registration_id: int) -> None:
+    from lineage.services import registrations
+
     try:
-        services.dataset_registration_run(registration_id=registration_id)
+        registrations.dataset_registration_run(registration_id=registration_id)
     except Exception as exc:
-        services.dataset_registration_fail(registration_id=registration_id, error=f"{type(exc).__name__}: {exc}")
+        registrations.dataset_registration_fail(registration_id=registration_id, error=f"{type(exc).__name__}: {exc}")
         raise
 
 
 @shared_task(name="lineage.tasks.dataset_profile", acks_late=True, reject_on_worker_lost=True)
 def dataset_profile_task(version_id: int) -> None:
+    from lineage.services import profiles
+
     try:
-        services.dataset_profile_run(version_id=version_id)
+        profiles.dataset_profile_run(version_id=version_id)
     except Exception as exc:
-        services.dataset_profile_fail(version_id=version_id, error=f"{type(exc).__name__}: {exc}")
+        profiles.dataset_profile_fail(version_id=version_id, error=f"{type(exc).__name__}: {exc}")
         raise
 
 
@@ -36,15 +41,17 @@ def dataset_profile_task(version_id: int) -> None:
 def _retry_or_fail_run(task: Any, run_id: int, doing: str, *, max_countdown: int) -> Iterator[None]:
     """The one error policy of run tasks: transient backend errors (throttling) back off and retry; anything
     permanent, or retried too often, fails the run with the reason, so no run is left half-way."""
+    from lineage.services import run_execution
+
     try:
         yield
     except BackendError as exc:
         if exc.permanent or task.request.retries >= task.max_retries:
-            services.run_fail(run_id=run_id, reason=f"{doing}: {exc}")
+            run_execution.run_fail(run_id=run_id, reason=f"{doing}: {exc}")
             return
         raise task.retry(exc=exc, countdown=min(2 ** task.request.retries * 5, max_countdown)) from exc
     except Exception as exc:
-        services.run_fail(run_id=run_id, reason=f"{doing}: {type(exc).__name__}: {exc}")
+        run_execution.run_fail(run_id=run_id, reason=f"{doing}: {type(exc).__name__}: {exc}")
         raise  # and let Celery log it
 
 
@@ -52,21 +59,27 @@ def _retry_or_fail_run(task: Any, run_id: int, doing: str, *, max_countdown: int
     name="lineage.tasks.training_run_start", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=8
 )
 def training_run_start_task(self, run_id: int) -> None:  # type: ignore[no-untyped-def]
+    from lineage.services import run_execution
+
     # The start is idempotent, so a retry (or a redelivery) finds the job the first attempt created.
     with _retry_or_fail_run(self, run_id, "could not start the job", max_countdown=300):
-        services.run_start(run_id=run_id)
+        run_execution.run_start(run_id=run_id)
 
 
 @shared_task(name="lineage.tasks.training_run_poll", bind=True, acks_late=True, max_retries=20)
 def training_run_poll_task(self, run_id: int, generation: int | None = None) -> None:  # type: ignore[no-untyped-def]
+    from lineage.services import run_execution
+
     with _retry_or_fail_run(self, run_id, "following the job failed", max_countdown=100):
-        services.run_poll(run_id=run_id, generation=generation)
+        run_execution.run_poll(run_id=run_id, generation=generation)
 
 
 @shared_task(name="lineage.tasks.training_run_stop", bind=True, acks_late=True, max_retries=8)
 def training_run_stop_task(self, run_id: int) -> None:  # type: ignore[no-untyped-def]
+    from lineage.services import run_execution
+
     try:
-        services.run_stop_job(run_id=run_id)
+        run_execution.run_stop_job(run_id=run_id)
     except BackendError as exc:
         # A stop must not be lost to throttling: the job would run (and bill) until its maximum runtime.
         if exc.permanent:
@@ -76,12 +89,17 @@ def training_run_stop_task(self, run_id: int) -> None:  # type: ignore[no-untype
 
 @shared_task(name="lineage.tasks.training_runs_poll_stale", ignore_result=True, expires=50)
 def training_runs_poll_stale_task() -> None:
-    services.runs_poll_stale()
+    from lineage.services import sweeps
+
+    sweeps.runs_poll_stale()
 
 
 @shared_task(name="lineage.tasks.openlineage_emit", bind=True, max_retries=5, default_retry_delay=30)
 def openlineage_emit_task(self, run_id: int, status: str) -> None:  # type: ignore[no-untyped-def]
     # One event per transition, for the state the run entered then (not whatever it is by the time we send).
+    from lineage.models import Run
+    from lineage.openlineage import openlineage_emit
+
     run = Run.objects.get(pk=run_id)
     run.status = status
     try:
@@ -94,4 +112,6 @@ def openlineage_emit_task(self, run_id: int, status: str) -> None:  # type: igno
 
 @shared_task(name="lineage.tasks.requeue_stale", ignore_result=True, expires=240)
 def requeue_stale_task() -> None:
-    services.lineage_requeue_stale()
+    from lineage.services import sweeps
+
+    sweeps.lineage_requeue_stale()

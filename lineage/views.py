@@ -208,13 +208,13 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "events": run.events.select_related("actor"),
         "inputs": run.inputs.select_related("dataset_version__dataset__project"),
         "outputs": run.output_versions.select_related("dataset__project"),
-        "log_lines": services.run_log_tail(run=run),
+        "log_lines": selectors.run_log_tail(run=run),
         "can_stop": permissions.has_permission(request.user, "run.stop") and not run.done,
         "parameters_json": json.dumps(run.parameters, indent=2, sort_keys=True),
         "metric_charts": _metric_charts(run),
-        "final_metrics": services.final_metrics(run),
+        "final_metrics": selectors.final_metrics(run),
         "model_version": ModelVersion.objects.filter(run=run).select_related("registered_model__project").first(),
-        "reproduction": services.reproduction_check(run),
+        "reproduction": selectors.reproduction_check(run),
         "can_launch": permissions.has_permission(request.user, "run.launch"),
     }
     if request.headers.get("HX-Request"):
@@ -368,7 +368,7 @@ def run_estimate(request: HttpRequest) -> HttpResponse:
         return HttpResponse('<span class="error">Pick a backend to see the estimate.</span>')
     if backend == "sagemaker" and instance_type not in settings.TRAINING_INSTANCE_PRICES:
         return HttpResponse('<span class="error">Pick a SageMaker instance type to see the estimate.</span>')
-    cost, explanation = services.run_cost_estimate(backend=backend, instance_type=instance_type, instance_count=max(int(count_text), 1),
+    cost, explanation = selectors.run_cost_estimate(backend=backend, instance_type=instance_type, instance_count=max(int(count_text), 1),
                                                    max_runtime_seconds=max(int(minutes_text), 1) * 60)
     return render(request, "lineage/_estimate.html", {"cost": cost, "explanation": explanation})
 
@@ -393,7 +393,7 @@ def run_compare(request: HttpRequest) -> HttpResponse:
         messages.error(request, "Pick two or more runs to compare.")
         return redirect("run-list")
     runs.sort(key=lambda r: ids.index(r.pk))
-    finals = {r.pk: services.final_metrics(r) for r in runs}
+    finals = {r.pk: selectors.final_metrics(r) for r in runs}
     metric_names = sorted({name for values in finals.values() for name in values})
     parameter_names = sorted({name for r in runs for name in r.parameters})
     from controlplane.charts import compare_figure

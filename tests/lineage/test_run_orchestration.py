@@ -8,7 +8,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from lineage import services
+from lineage import selectors, services
 from lineage.models import Run
 
 pytestmark = pytest.mark.django_db
@@ -55,7 +55,7 @@ def test_a_stop_after_the_job_finished_keeps_the_results(make_run) -> None:
 
 
 def test_estimates_round_up_and_never_500(client, users) -> None:
-    cost, _ = services.run_cost_estimate(backend="sagemaker", instance_type="ml.c5.xlarge", instance_count=1, max_runtime_seconds=3600)
+    cost, _ = selectors.run_cost_estimate(backend="sagemaker", instance_type="ml.c5.xlarge", instance_count=1, max_runtime_seconds=3600)
     assert str(cost) == "0.21"  # $0.204 rounded up: an "at most" figure must not be rounded down
     client.force_login(users.data_scientist)
     for query in ("backend=x", "instance_count=" + "9" * 30, "max_runtime_minutes=²", "backend=sagemaker&instance_type=nope"):

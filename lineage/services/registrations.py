@@ -1,0 +1,140 @@
+"""Registering data that lives elsewhere (s3:// objects and prefixes, file:// files and folders), in a worker."""
+
+from __future__ import annotations
+
+import io
+import logging
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from controlplane import permissions
+from controlplane.backends import object_store
+from controlplane.claims import claim
+from controlplane.models import Project
+from lineage import tasks
+from lineage.models import (
+    DatasetRegistration,
+    DatasetVersion,
+)
+from lineage.services.datasets import (
+    FORMAT_SUFFIX,
+    DatasetTarget,
+    dataset_target,
+    dataset_version_create,
+    throttled_progress,
+    validate_and_store,
+)
+from workers import datasets as dataset_files
+from workers import sources
+
+log = logging.getLogger(__name__)
+
+
+def dataset_registration_request(
+    *, actor: Any, project: str | Project, dataset: str, uri: str, description: str = ""
+) -> DatasetRegistration:
+    """Queue the registration of an s3:// object or prefix, or a file:// file or folder under an allowed root."""
+    permissions.require(actor, "dataset.register")
+    target = dataset_target(project=project, dataset=dataset, description=description)
+    uri = (uri or "").strip()
+    try:
+        sources.check_source_uri(uri, allowed_roots=settings.DATASET_FILE_ROOTS)
+    except sources.SourceError as exc:
+        raise ValidationError({"uri": [str(exc)]}) from None
+    if uri.startswith("s3://") and settings.CONTROLPLANE_BACKEND != "aws" and not settings.AWS_ENDPOINT_URL:
+        raise ValidationError({"uri": ["s3:// locations need CONTROLPLANE_BACKEND=aws (or AWS_ENDPOINT_URL)"]})
+    with transaction.atomic():
+        registration = DatasetRegistration.objects.create(
+            project=target.project, dataset_slug=target.slug, dataset_name=target.name,
+            description=description.strip(), source_uri=uri, created_by=actor,
+        )
+        transaction.on_commit(lambda: enqueue_registration(registration.pk), robust=True)
+    return registration
+
+
+def enqueue_registration(registration_id: int) -> None:
+
+    tasks.dataset_registration_task.delay(registration_id)
+
+
+def dataset_registration_run(*, registration_id: int) -> DatasetRegistration | None:
+    """Worker side: read the location, validate it, store it write-once, make (or find) the version."""
+    if not claim(DatasetRegistration.objects.filter(pk=registration_id)):
+        return None
+    registration = DatasetRegistration.objects.select_related("project", "created_by").get(pk=registration_id)
+
+    def progress(fraction: float) -> None:
+        DatasetRegistration.objects.filter(pk=registration_id).update(progress=round(fraction, 3))
+
+    try:
+        version, created = _register_source(registration, throttled_progress(progress))
+    except (sources.SourceError, dataset_files.DatasetFileError) as exc:
+        DatasetRegistration.objects.filter(pk=registration_id).update(
+            status=DatasetRegistration.Status.FAILED, error=str(exc), finished_at=timezone.now()
+        )
+        return DatasetRegistration.objects.get(pk=registration_id)
+    DatasetRegistration.objects.filter(pk=registration_id).update(
+        status=DatasetRegistration.Status.SUCCEEDED, version=version, created_new_version=created, progress=1.0,
+        finished_at=timezone.now(),
+    )
+    return DatasetRegistration.objects.get(pk=registration_id)
+
+
+def dataset_registration_fail(*, registration_id: int, error: str) -> None:
+    DatasetRegistration.objects.filter(pk=registration_id).exclude(status=DatasetRegistration.Status.SUCCEEDED).update(
+        status=DatasetRegistration.Status.FAILED, error=error, finished_at=timezone.now()
+    )
+
+
+def _register_source(registration: DatasetRegistration, progress: Callable[[float], None]) -> tuple[DatasetVersion, bool]:
+    uri = registration.source_uri
+    target = DatasetTarget(
+        project=registration.project, slug=registration.dataset_slug, name=registration.dataset_name,
+        description=registration.description,
+    )
+    roots = settings.DATASET_FILE_ROOTS
+    with tempfile.TemporaryDirectory(prefix="register-", dir=settings.FILE_UPLOAD_TEMP_DIR) as tmp:
+        if uri.startswith("s3://") and not sources.is_prefix(uri):
+            snapshot: sources.SingleObject | sources.Manifest = sources.snapshot_s3_object(
+                uri, Path(tmp) / "object", progress=progress, max_bytes=settings.DATASET_MAX_UPLOAD_BYTES
+            )
+        elif uri.startswith("s3://"):
+            snapshot = sources.snapshot_s3_prefix(uri)
+        else:
+            snapshot = sources.snapshot_local(uri, allowed_roots=roots)
+        if isinstance(snapshot, sources.SingleObject):
+            file_format, summary, stored = validate_and_store(snapshot.path, uri.rsplit("/", 1)[-1])
+            return dataset_version_create(
+                actor=registration.created_by, target=target, stored_key=stored.key, stored_uri=stored.uri,
+                sha256=stored.sha256, size=stored.size, format=file_format, content_format=file_format,
+                compressed=summary.compressed, columns=summary.columns, row_count=summary.row_count,
+                source=DatasetVersion.Source.S3 if uri.startswith("s3://") else DatasetVersion.Source.FILE,
+                source_uri=uri, source_etag=snapshot.etag, source_version_id=snapshot.version_id,
+            )
+        # A manifest: check the first object's format now so a folder of junk fails at registration.
+        first = snapshot.entries[0]
+        first_path = sources.fetch_manifest_entry(snapshot, first, Path(tmp) / "first", allowed_roots=roots)
+        with first_path.open("rb") as handle:
+            head = handle.read(8)
+        content_format = dataset_files.detect_format(first.key, head)
+        summary = dataset_files.validate_file(first_path, format=content_format)
+
+        stored = object_store().put_content_addressed(
+            io.BytesIO(snapshot.to_bytes()), prefix="datasets/manifests/", suffix=FORMAT_SUFFIX["manifest"]
+        )
+        progress(1.0)
+        return dataset_version_create(
+            actor=registration.created_by, target=target, stored_key=stored.key, stored_uri=stored.uri,
+            sha256=stored.sha256, size=snapshot.total_size, format=DatasetVersion.Format.MANIFEST,
+            content_format=content_format, compressed=summary.compressed, columns=summary.columns, row_count=None,
+            source=DatasetVersion.Source.S3 if uri.startswith("s3://") else DatasetVersion.Source.FILE,
+            source_uri=uri, object_count=len(snapshot.entries),
+        )
+

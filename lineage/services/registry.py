@@ -1,0 +1,100 @@
+"""The model registry: a finished training run's model becomes a write-once model version."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db.models import Max
+
+from controlplane.backends import object_store
+from controlplane.services import audit_record
+from lineage.models import (
+    ModelVersion,
+    RegisteredModel,
+    Run,
+)
+from lineage.services.edges import lineage_link
+from lineage.services.runs import (
+    training_backend_for,
+)
+from workers.sources import sha256_file
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelArtifact:
+    uri: str
+    key: str
+    sha256: str
+    size: int
+    metadata_path: Path
+
+    def open_metadata(self) -> Any:
+        return self.metadata_path.open()
+
+
+def _model_scratch(run: Run) -> Path:
+    return Path(settings.FILE_UPLOAD_TEMP_DIR) / f"model-{run.pk}-{run.uuid.hex[:8]}"
+
+
+def model_artifact_from_job(run: Run, status: Any) -> ModelArtifact:
+    """The job's model as a write-once object: model.joblib stored here for local runs; SageMaker's model.tar.gz
+    stays where SageMaker put it, hashed as it is downloaded."""
+
+    scratch = _model_scratch(run)
+    scratch.mkdir(parents=True, exist_ok=True)
+    if status.model_dir is not None and (Path(status.model_dir) / "model.joblib").is_file():
+        model_dir = Path(status.model_dir)
+        with (model_dir / "model.joblib").open("rb") as handle:
+            stored = object_store().put_content_addressed(handle, prefix="models/", suffix=".joblib")
+        metadata = scratch / "model.json"
+        shutil.copyfile(model_dir / "model.json", metadata)
+        return ModelArtifact(uri=stored.uri, key=stored.key, sha256=stored.sha256, size=stored.size, metadata_path=metadata)
+    if status.model_uri and status.model_uri.startswith("s3://"):
+        backend = training_backend_for(run)
+        tar_path = backend.download_artifact(status.model_uri, scratch / "model.tar.gz")
+        extracted = backend.extract_model_tar(tar_path, scratch / "model")
+        metadata = Path(extracted) / "model.json"
+        if not metadata.is_file():
+            raise ValidationError({"model": ["the model archive has no model.json"]})
+        return ModelArtifact(uri=status.model_uri, key="", sha256=sha256_file(tar_path), size=tar_path.stat().st_size,
+                             metadata_path=metadata)
+    raise ValidationError({"model": ["the job finished without a model (no model.joblib in the model folder)"]})
+
+
+def model_version_register(*, run: Run, artifact_uri: str, artifact_key: str, sha256: str, size: int,
+                           metadata: dict[str, Any]) -> ModelVersion:
+    """Add the run's model to its registered model as the next version, linked in lineage. Call under the run lock."""
+    registered, created = RegisteredModel.objects.get_or_create(
+        project=run.project, slug=run.output_name,
+        defaults={"name": run.output_name, "created_by": run.created_by,
+                  "description": f"Trained with the {run.recipe} recipe"},
+    )
+    registered = RegisteredModel.objects.select_for_update().get(pk=registered.pk)
+    number = (registered.versions.aggregate(top=Max("number"))["top"] or 0) + 1
+    features = metadata.get("features") or []
+    feature_types = metadata.get("feature_types") or {}
+    version = ModelVersion.objects.create(
+        registered_model=registered, number=number, run=run, artifact_uri=artifact_uri, artifact_key=artifact_key,
+        sha256=sha256, size=size, task=metadata.get("task", ""), target=metadata.get("target", ""),
+        input_schema=[{"name": name, "type": feature_types.get(name, "")} for name in features],
+        classes=metadata.get("classes"), metrics=metadata.get("metrics") or {}, metadata=metadata,
+        created_by=run.created_by,
+    )
+    lineage_link(source=run.node_id, target=version.node_id)
+    if created:
+        audit_record(actor=run.created_by, action="model.create", object_type="model", object_id=str(registered),
+                     object_repr=registered.name)
+    audit_record(
+        actor=run.created_by, action="model_version.create", object_type="model_version", object_id=version.pk,
+        object_repr=str(version), after={"run": run.pk, "sha256": sha256, "artifact_uri": artifact_uri, "metrics": version.metrics},
+    )
+    return version
+
