@@ -122,6 +122,10 @@ class SystemCheck(models.Model):
     results = models.JSONField(default=list, blank=True)
     worker = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Claimed work (controlplane.transitions): which worker attempt holds it, since when, when it was last queued.
+    attempt = models.PositiveIntegerField(default=0)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -134,3 +138,25 @@ class SystemCheck(models.Model):
     @property
     def done(self) -> bool:
         return self.status in (self.Status.PASSED, self.Status.FAILED)
+
+
+class TransitionEvent(WriteOnceModel):
+    """Append-only record of a state transition of an object that has no event table of its own
+    (dataset registrations and profiles, system checks): see controlplane.transitions."""
+
+    object_type = models.CharField(max_length=100)
+    object_id = models.CharField(max_length=64)
+    action = models.CharField(max_length=50)
+    from_status = models.CharField(max_length=20, blank=True)
+    to_status = models.CharField(max_length=20)
+    reason = models.TextField(blank=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    attempt = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["object_type", "object_id"])]
+
+    def __str__(self) -> str:
+        return f"{self.object_type} {self.object_id}: {self.from_status or '—'} → {self.to_status}"

@@ -14,10 +14,10 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from controlplane import permissions
+from controlplane import permissions, tasks
 from controlplane.backends import object_store
-from controlplane.claims import claim
 from controlplane.models import AuditEvent, Heartbeat, Project, SystemCheck
+from controlplane.transitions import StateMachine, transitions
 
 log = logging.getLogger(__name__)
 
@@ -193,30 +193,38 @@ def heartbeat_record(*, name: str, detail: dict[str, Any] | None = None) -> None
     Heartbeat.objects.update_or_create(name=name, defaults={"last_seen": timezone.now(), "detail": detail or {}})
 
 
+SYSTEM_CHECK_MACHINE = StateMachine(
+    model=SystemCheck,
+    table=transitions({
+        "run": ({"queued"}, "running"),
+        "pass": ({"running"}, "passed"),
+        "fail": ({"queued", "running"}, "failed"),
+    }),
+    terminal=frozenset({"passed", "failed"}),
+    timestamps={"running": "started_at"},
+)
+
+
 def system_check_request(*, actor: Any) -> SystemCheck:
     """Queue an end-to-end check; a worker runs it (the request itself touches no backend)."""
     permissions.require(actor, "system.check")
-    from controlplane.tasks import system_check_run_task
-
     with transaction.atomic():
-        check = SystemCheck.objects.create(requested_by=actor)
-        transaction.on_commit(lambda: system_check_run_task.delay(check.pk), robust=True)
+        check = SystemCheck.objects.create(requested_by=actor, enqueued_at=timezone.now())
+        transaction.on_commit(lambda: tasks.system_check_run_task.delay(check.pk), robust=True)
     return check
 
 
 def system_check_run(*, check_id: int, worker: str | None = None) -> SystemCheck | None:
-    """Run a queued check. Claimed with a conditional update, so a redelivered message runs it once."""
+    """Run a queued check. Claimed by one worker, so a redelivered message runs it once."""
     worker = worker or socket.gethostname()
-    if not claim(SystemCheck.objects.filter(pk=check_id), worker=worker):
+    attempt = SYSTEM_CHECK_MACHINE.claim(check_id, "run", worker=worker)
+    if attempt is None:
         log.info("system check %s: another worker got there first, or it is gone", check_id)
         return None
     results = [_probe("database", _probe_database), _probe("object store", _probe_object_store)]
     passed = all(result["ok"] for result in results)
-    SystemCheck.objects.filter(pk=check_id).update(
-        status=SystemCheck.Status.PASSED if passed else SystemCheck.Status.FAILED,
-        results=results,
-        finished_at=timezone.now(),
-    )
+    SYSTEM_CHECK_MACHINE.apply(check_id, "pass" if passed else "fail", attempt=attempt, quiet=True, results=results,
+                               reason="" if passed else "a probe failed")
     heartbeat_record(name=f"worker:{worker}", detail={"via": "system check"})
     return SystemCheck.objects.get(pk=check_id)
 

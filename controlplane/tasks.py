@@ -1,4 +1,4 @@
-"""Thin Celery wrappers: take ids, call a service."""
+"""Thin Celery wrappers: take ids, call a service (imported where the task runs: services import this module)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,17 @@ import socket
 
 from celery import shared_task
 
-from controlplane import services
-
 
 @shared_task(name="controlplane.tasks.system_check_run", acks_late=True, reject_on_worker_lost=True)
 def system_check_run_task(check_id: int) -> None:
+    from controlplane import services
+
     services.system_check_run(check_id=check_id, worker=socket.gethostname())
 
 
 @shared_task(name="controlplane.tasks.heartbeat_record", ignore_result=True, expires=60)
 def heartbeat_record_task() -> None:
+    from controlplane import services
+
     # Scheduled by beat and executed by a worker, so its timestamp proves both are alive.
     services.heartbeat_record(name="beat", detail={"worker": socket.gethostname()})

@@ -110,6 +110,10 @@ class DatasetProfile(models.Model):
     error = models.TextField(blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Claimed work (controlplane.transitions): which worker attempt holds it, since when, when it was last queued.
+    attempt = models.PositiveIntegerField(default=0)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"profile of {self.version} ({self.status})"
@@ -139,6 +143,10 @@ class DatasetRegistration(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Claimed work (controlplane.transitions): which worker attempt holds it, since when, when it was last queued.
+    attempt = models.PositiveIntegerField(default=0)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -192,11 +200,19 @@ class Run(models.Model):
     poll_generation = models.PositiveIntegerField(default=0)
     # The last lines of the job's log, kept by the poller so pages never ask the backend (or AWS) themselves.
     log_tail = models.JSONField(default=list, blank=True)
+    # Where the poller has read the job's log up to (the backend's opaque cursor), and how many chunks it stored.
+    log_cursor = models.JSONField(null=True, blank=True)
+    log_seq = models.PositiveIntegerField(default=0)
+    # How far the job has got, as its recipe last said: {"done": 3, "total": 5, "unit": "folds"}.
+    progress = models.JSONField(default=dict, blank=True)
+    # A reproduction whose model has the same bytes as an existing version links to it instead of registering a copy.
+    same_model_as = models.ForeignKey(
+        "ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="reproduced_by"
+    )
     # What the recipe ran in: the container image on SageMaker, the Python and scikit-learn versions locally.
     image = models.CharField(max_length=300, blank=True)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
     status_reason = models.TextField(blank=True)
-    log_uri = models.CharField(max_length=1024, blank=True)
     log_key = models.CharField(max_length=1024, blank=True, help_text="Object store key of the finished log")
     metrics = models.JSONField(default=dict, blank=True)
     usage = models.JSONField(default=dict, blank=True)
@@ -205,6 +221,10 @@ class Run(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # A start or a finish is claimed by one worker at a time (controlplane.transitions).
+    attempt = models.PositiveIntegerField(default=0)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -235,7 +255,7 @@ class RunInput(models.Model):
         return f"{self.run} {self.channel}: {self.dataset_version}"
 
 
-class RunEvent(models.Model):
+class RunEvent(WriteOnceModel):
     """Append-only record of every run state transition."""
 
     run = models.ForeignKey(Run, on_delete=models.PROTECT, related_name="events")
@@ -250,6 +270,22 @@ class RunEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run}: {self.from_status or '—'} → {self.to_status}"
+
+
+class RunLogChunk(models.Model):
+    """The lines a poll read from the job's log (each line is read once); joined into one log object at the end."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="log_chunks")
+    seq = models.PositiveIntegerField()
+    lines = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "seq"]
+        constraints = [models.UniqueConstraint(fields=["run", "seq"], name="run_log_chunk_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.run} log chunk {self.seq}"
 
 
 class LineageEdge(models.Model):

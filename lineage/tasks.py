@@ -12,26 +12,37 @@ from typing import Any
 
 from celery import shared_task
 
+from controlplane.transitions import INFRASTRUCTURE_ERRORS
 from workers.errors import BackendError
 
 
-@shared_task(name="lineage.tasks.dataset_registration", acks_late=True, reject_on_worker_lost=True)
-def dataset_registration_task(registration_id: int) -> None:
+def _backoff(task: Any, cap: int = 300) -> int:
+    return int(min(2 ** task.request.retries * 5, cap))
+
+
+@shared_task(name="lineage.tasks.dataset_registration", bind=True, acks_late=True, reject_on_worker_lost=True,
+             max_retries=10)
+def dataset_registration_task(self, registration_id: int) -> None:  # type: ignore[no-untyped-def]
     from lineage.services import registrations
 
     try:
         registrations.dataset_registration_run(registration_id=registration_id)
+    except INFRASTRUCTURE_ERRORS as exc:
+        raise self.retry(exc=exc, countdown=_backoff(self)) from exc
     except Exception as exc:
         registrations.dataset_registration_fail(registration_id=registration_id, error=f"{type(exc).__name__}: {exc}")
         raise
 
 
-@shared_task(name="lineage.tasks.dataset_profile", acks_late=True, reject_on_worker_lost=True)
-def dataset_profile_task(version_id: int) -> None:
+@shared_task(name="lineage.tasks.dataset_profile", bind=True, acks_late=True, reject_on_worker_lost=True,
+             max_retries=10)
+def dataset_profile_task(self, version_id: int) -> None:  # type: ignore[no-untyped-def]
     from lineage.services import profiles
 
     try:
         profiles.dataset_profile_run(version_id=version_id)
+    except INFRASTRUCTURE_ERRORS as exc:
+        raise self.retry(exc=exc, countdown=_backoff(self)) from exc
     except Exception as exc:
         profiles.dataset_profile_fail(version_id=version_id, error=f"{type(exc).__name__}: {exc}")
         raise
@@ -39,8 +50,9 @@ def dataset_profile_task(version_id: int) -> None:
 
 @contextmanager
 def _retry_or_fail_run(task: Any, run_id: int, doing: str, *, max_countdown: int) -> Iterator[None]:
-    """The one error policy of run tasks: transient backend errors (throttling) back off and retry; anything
-    permanent, or retried too often, fails the run with the reason, so no run is left half-way."""
+    """The one error policy of run tasks: transient backend errors (throttling) and infrastructure errors (database,
+    broker, network) back off and retry; a permanent backend error, or one retried too often, fails the run with the
+    reason (which stops its job), so no run is left half-way; anything else is a bug: the run fails with it."""
     from lineage.services import run_execution
 
     try:
@@ -49,7 +61,10 @@ def _retry_or_fail_run(task: Any, run_id: int, doing: str, *, max_countdown: int
         if exc.permanent or task.request.retries >= task.max_retries:
             run_execution.run_fail(run_id=run_id, reason=f"{doing}: {exc}")
             return
-        raise task.retry(exc=exc, countdown=min(2 ** task.request.retries * 5, max_countdown)) from exc
+        raise task.retry(exc=exc, countdown=_backoff(task, max_countdown)) from exc
+    except INFRASTRUCTURE_ERRORS as exc:
+        # Not the run's fault: never its outcome. Past the retries the sweep picks the run up again.
+        raise task.retry(exc=exc, countdown=_backoff(task, max_countdown)) from exc
     except Exception as exc:
         run_execution.run_fail(run_id=run_id, reason=f"{doing}: {type(exc).__name__}: {exc}")
         raise  # and let Celery log it
@@ -84,7 +99,9 @@ def training_run_stop_task(self, run_id: int) -> None:  # type: ignore[no-untype
         # A stop must not be lost to throttling: the job would run (and bill) until its maximum runtime.
         if exc.permanent:
             raise
-        raise self.retry(exc=exc, countdown=min(2 ** self.request.retries * 5, 300)) from exc
+        raise self.retry(exc=exc, countdown=_backoff(self)) from exc
+    except INFRASTRUCTURE_ERRORS as exc:
+        raise self.retry(exc=exc, countdown=_backoff(self)) from exc
 
 
 @shared_task(name="lineage.tasks.training_runs_poll_stale", ignore_result=True, expires=50)

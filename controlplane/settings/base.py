@@ -223,6 +223,12 @@ TRAINING_MAX_RUNTIME_SECONDS = min(env_int("TRAINING_MAX_RUNTIME_SECONDS", 24 * 
 LOCAL_TRAINING_CPUS = env_int("LOCAL_TRAINING_CPUS", os.cpu_count() or 1, minimum=1)
 # How often a running job is polled, by backend (seconds).
 RUN_POLL_SECONDS = {"local": 1.0, "sagemaker": 30.0}
+# A worker that claimed a run's start or finish holds it this long (renewed before each slow step); after it, the
+# worker is presumed dead and another may take the work over. Claimed work that is still queued after this long is
+# queued again by the sweep.
+RUN_LEASE_SECONDS = env_int("RUN_LEASE_SECONDS", 600, minimum=30)
+# A run whose start was taken over this many times (each worker died while starting it) fails with the reason.
+RUN_START_ATTEMPTS = env_int("RUN_START_ATTEMPTS", 3, minimum=1)
 # Where SageMaker reads inputs and writes models: the S3 object store, unless set apart.
 SAGEMAKER_S3_URL = env_str("SAGEMAKER_S3_URL") or (OBJECT_STORE_URL if OBJECT_STORE_URL.startswith("s3://") else "")
 # OpenLineage events are also sent here when set (e.g. http://marquez:5000).

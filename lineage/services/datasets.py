@@ -16,6 +16,7 @@ from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.db.models import Max
+from django.utils import timezone
 from django.utils.text import slugify
 
 from controlplane import permissions
@@ -148,7 +149,7 @@ def dataset_version_create(
 
 
 def enqueue_profile(version_id: int) -> None:
-
+    DatasetProfile.objects.filter(pk=version_id).update(enqueued_at=timezone.now())
     tasks.dataset_profile_task.delay(version_id)
 
 

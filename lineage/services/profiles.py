@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from django.utils import timezone
-
-from controlplane.claims import claim
+from controlplane.transitions import StateMachine, transitions
 from lineage.models import (
     DatasetProfile,
     DatasetVersion,
@@ -21,31 +19,43 @@ from workers import sources
 log = logging.getLogger(__name__)
 
 
+PROFILE_MACHINE = StateMachine(
+    model=DatasetProfile,
+    table=transitions({
+        "run": ({"queued"}, "running"),
+        "ready": ({"running"}, "ready"),
+        "fail": ({"queued", "running"}, "failed"),
+    }),
+    terminal=frozenset({"ready", "failed"}),
+    timestamps={"running": "started_at"},
+)
+
+
 def dataset_profile_run(*, version_id: int) -> DatasetProfile | None:
-    """Worker side: profile a version once. Claimed with a conditional update; a redelivery does nothing."""
-    if not claim(DatasetProfile.objects.filter(version_id=version_id), progress=0.0):
+    """Worker side: profile a version once. Claimed by one worker (a duplicate message returns quietly); a worker
+    whose lease expired cannot overwrite the outcome of the one that took over."""
+    attempt = PROFILE_MACHINE.claim(version_id, "run", progress=0.0)
+    if attempt is None:
+        log.info("profile of version %s: another worker got there first", version_id)
         return None
     version = DatasetVersion.objects.get(pk=version_id)
 
     def progress(fraction: float) -> None:
-        DatasetProfile.objects.filter(version_id=version_id).update(progress=round(min(fraction, 1.0), 3))
+        DatasetProfile.objects.filter(version_id=version_id, attempt=attempt).update(progress=round(min(fraction, 1.0), 3))
 
     try:
         with version_local_files(version) as paths:
             profile = dataset_files.profile_files(paths, format=version.content_format, progress=throttled_progress(progress))
     except (sources.SourceError, dataset_files.DatasetFileError) as exc:
-        DatasetProfile.objects.filter(version_id=version_id).update(
-            status=DatasetProfile.Status.FAILED, error=str(exc), finished_at=timezone.now()
-        )
+        PROFILE_MACHINE.apply(version_id, "fail", attempt=attempt, quiet=True, reason=str(exc), error=str(exc))
+    except BaseException:
+        PROFILE_MACHINE.release(version_id, attempt)  # an infrastructure error: the task retries and takes it again at once
+        raise
     else:
-        DatasetProfile.objects.filter(version_id=version_id).update(
-            status=DatasetProfile.Status.READY, profile=profile, progress=1.0, finished_at=timezone.now()
-        )
+        PROFILE_MACHINE.apply(version_id, "ready", attempt=attempt, quiet=True, profile=profile, progress=1.0)
     return DatasetProfile.objects.get(version_id=version_id)
 
 
 def dataset_profile_fail(*, version_id: int, error: str) -> None:
-    DatasetProfile.objects.filter(version_id=version_id).exclude(status=DatasetProfile.Status.READY).update(
-        status=DatasetProfile.Status.FAILED, error=error, finished_at=timezone.now()
-    )
-
+    """The task gave up on the profile (an unexpected error): fail it unless it has an outcome already."""
+    PROFILE_MACHINE.apply(version_id, "fail", quiet=True, reason=error, error=error)

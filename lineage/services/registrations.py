@@ -16,8 +16,8 @@ from django.utils import timezone
 
 from controlplane import permissions
 from controlplane.backends import object_store
-from controlplane.claims import claim
 from controlplane.models import Project
+from controlplane.transitions import StateMachine, transitions
 from lineage import tasks
 from lineage.models import (
     DatasetRegistration,
@@ -60,37 +60,50 @@ def dataset_registration_request(
 
 
 def enqueue_registration(registration_id: int) -> None:
-
+    DatasetRegistration.objects.filter(pk=registration_id).update(enqueued_at=timezone.now())
     tasks.dataset_registration_task.delay(registration_id)
 
 
+REGISTRATION_MACHINE = StateMachine(
+    model=DatasetRegistration,
+    table=transitions({
+        "run": ({"queued"}, "running"),
+        "succeed": ({"running"}, "succeeded"),
+        "fail": ({"queued", "running"}, "failed"),
+    }),
+    terminal=frozenset({"succeeded", "failed"}),
+    timestamps={"running": "started_at"},
+)
+
+
 def dataset_registration_run(*, registration_id: int) -> DatasetRegistration | None:
-    """Worker side: read the location, validate it, store it write-once, make (or find) the version."""
-    if not claim(DatasetRegistration.objects.filter(pk=registration_id)):
+    """Worker side: read the location, validate it, store it write-once, make (or find) the version. Claimed by one
+    worker; a duplicate message returns quietly."""
+    attempt = REGISTRATION_MACHINE.claim(registration_id, "run")
+    if attempt is None:
+        log.info("registration %s: another worker got there first", registration_id)
         return None
     registration = DatasetRegistration.objects.select_related("project", "created_by").get(pk=registration_id)
 
     def progress(fraction: float) -> None:
-        DatasetRegistration.objects.filter(pk=registration_id).update(progress=round(fraction, 3))
+        DatasetRegistration.objects.filter(pk=registration_id, attempt=attempt).update(progress=round(fraction, 3))
 
     try:
         version, created = _register_source(registration, throttled_progress(progress))
     except (sources.SourceError, dataset_files.DatasetFileError) as exc:
-        DatasetRegistration.objects.filter(pk=registration_id).update(
-            status=DatasetRegistration.Status.FAILED, error=str(exc), finished_at=timezone.now()
-        )
-        return DatasetRegistration.objects.get(pk=registration_id)
-    DatasetRegistration.objects.filter(pk=registration_id).update(
-        status=DatasetRegistration.Status.SUCCEEDED, version=version, created_new_version=created, progress=1.0,
-        finished_at=timezone.now(),
-    )
+        REGISTRATION_MACHINE.apply(registration_id, "fail", attempt=attempt, quiet=True, reason=str(exc), error=str(exc))
+    except BaseException:
+        REGISTRATION_MACHINE.release(registration_id, attempt)  # an infrastructure error: the task retries and takes it again at once
+        raise
+    else:
+        REGISTRATION_MACHINE.apply(registration_id, "succeed", attempt=attempt, quiet=True, version=version,
+                                   created_new_version=created, progress=1.0)
     return DatasetRegistration.objects.get(pk=registration_id)
 
 
 def dataset_registration_fail(*, registration_id: int, error: str) -> None:
-    DatasetRegistration.objects.filter(pk=registration_id).exclude(status=DatasetRegistration.Status.SUCCEEDED).update(
-        status=DatasetRegistration.Status.FAILED, error=error, finished_at=timezone.now()
-    )
+    """The task gave up on the registration (an unexpected error): fail it unless it has an outcome already."""
+    REGISTRATION_MACHINE.apply(registration_id, "fail", quiet=True, reason=error, error=error)
 
 
 def _register_source(registration: DatasetRegistration, progress: Callable[[float], None]) -> tuple[DatasetVersion, bool]:

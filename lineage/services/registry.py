@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db.models import Max
 
@@ -40,15 +39,9 @@ class ModelArtifact:
         return self.metadata_path.open()
 
 
-def _model_scratch(run: Run) -> Path:
-    return Path(settings.FILE_UPLOAD_TEMP_DIR) / f"model-{run.pk}-{run.uuid.hex[:8]}"
-
-
-def model_artifact_from_job(run: Run, status: Any) -> ModelArtifact:
+def model_artifact_from_job(run: Run, status: Any, *, scratch: Path) -> ModelArtifact:
     """The job's model as a write-once object: model.joblib stored here for local runs; SageMaker's model.tar.gz
-    stays where SageMaker put it, hashed as it is downloaded."""
-
-    scratch = _model_scratch(run)
+    stays where SageMaker put it, hashed as it is downloaded. `scratch` is this attempt's own empty folder."""
     scratch.mkdir(parents=True, exist_ok=True)
     if status.model_dir is not None and (Path(status.model_dir) / "model.joblib").is_file():
         model_dir = Path(status.model_dir)
@@ -71,13 +64,28 @@ def model_artifact_from_job(run: Run, status: Any) -> ModelArtifact:
 
 def model_version_register(*, run: Run, artifact_uri: str, artifact_key: str, sha256: str, size: int,
                            metadata: dict[str, Any]) -> ModelVersion:
-    """Add the run's model to its registered model as the next version, linked in lineage. Call under the run lock."""
+    """Add the run's model to its registered model as the next version, linked in lineage. Call under the run lock.
+
+    The same bytes are the same model version, as for datasets: a model whose SHA-256 the registered model already
+    has (a reproduction with the same seed) is linked to that version, recorded on the run as `same_model_as`.
+    """
     registered, created = RegisteredModel.objects.get_or_create(
         project=run.project, slug=run.output_name,
         defaults={"name": run.output_name, "created_by": run.created_by,
                   "description": f"Trained with the {run.recipe} recipe"},
     )
     registered = RegisteredModel.objects.select_for_update().get(pk=registered.pk)
+    existing = registered.versions.filter(sha256=sha256).order_by("number").first()
+    if existing is not None:
+        Run.objects.filter(pk=run.pk).update(same_model_as=existing)
+        run.same_model_as = existing
+        lineage_link(source=run.node_id, target=existing.node_id)
+        audit_record(
+            actor=run.created_by, action="model_version.reproduced", object_type="model_version", object_id=existing.pk,
+            object_repr=str(existing), after={"run": run.pk, "sha256": sha256},
+            reason=f"run {run.pk} produced the same bytes as {existing}",
+        )
+        return existing
     number = (registered.versions.aggregate(top=Max("number"))["top"] or 0) + 1
     features = metadata.get("features") or []
     feature_types = metadata.get("feature_types") or {}

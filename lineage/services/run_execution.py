@@ -6,21 +6,26 @@ import io
 import json
 import logging
 import shutil
+import tempfile
 from collections.abc import Callable
 from contextlib import ExitStack
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Q
 from django.utils import timezone
 
 from controlplane.backends import object_store
+from controlplane.transitions import LostLease
 from lineage import tasks
 from lineage.models import (
     DatasetVersion,
     Run,
+    RunLogChunk,
 )
 from lineage.services.costs import measured_cost
 from lineage.services.datasets import (
@@ -28,15 +33,15 @@ from lineage.services.datasets import (
     dataset_version_create,
     version_local_files,
 )
-from lineage.services.registry import _model_scratch, model_artifact_from_job, model_version_register
+from lineage.services.registry import model_artifact_from_job, model_version_register
 from lineage.services.runs import (
-    DONE_STATUSES,
+    RUN_MACHINE,
     cleanup_work_dir,
     poll_interval,
     run_image,
+    run_lease_seconds,
     run_tags,
     run_transition,
-    run_transition_quietly,
     training_backend_for,
     work_dir_for,
 )
@@ -50,17 +55,22 @@ log = logging.getLogger(__name__)
 
 
 def run_start(*, run_id: int) -> Run:
-    """Start a queued run's job. A redelivered message finds the job the first delivery started (start is idempotent)."""
-
-
+    """Start a queued run's job, once. A duplicate message finds the run claimed and returns quietly; a message
+    redelivered after its worker died takes the start over once that worker's lease has expired, and finds the job
+    the first attempt may have created (starting a job is idempotent)."""
+    attempt = RUN_MACHINE.claim(
+        run_id, "start", lease_seconds=run_lease_seconds(), where=Q(backend_job_id=""), reason="a worker took the run"
+    )
+    if attempt is None:
+        run = Run.objects.get(pk=run_id)
+        if run.status == Run.Status.STOPPING and not run.backend_job_id and _lease_expired(run):
+            # Stopped while its job was being created, and that worker is gone: there is nothing to stop.
+            return run_transition(run_id=run_id, action="stopped", reason="stopped before the job started", quiet=True)
+        return run  # another worker got there first, or it already started, finished or was stopped
     run = Run.objects.select_related("project").get(pk=run_id)
-    if run.status == Run.Status.QUEUED:
-        run = run_transition(run_id=run.pk, action="start", reason="a worker took the run")
-    elif run.status == Run.Status.STOPPING and not run.backend_job_id:
-        # Stopped while the job was being created, and that worker is gone: there is nothing to stop.
-        return run_transition_quietly(run, "stopped", "stopped before the job started")
-    elif run.status != Run.Status.STARTING or run.backend_job_id:
-        return run  # already started, finished or stopped: nothing to do
+    if attempt > settings.RUN_START_ATTEMPTS:
+        return run_transition(run_id=run_id, action="fail", attempt=attempt, quiet=True,
+                              reason=f"the workers starting it were lost {attempt - 1} times")
     try:
         spec = recipe_registry.get_recipe(run.recipe)
         backend = training_backend_for(run)  # a misconfigured backend fails the run with its reason
@@ -71,6 +81,7 @@ def run_start(*, run_id: int) -> Run:
                 for index, path in enumerate(stack.enter_context(version_local_files(version))):
                     suffix = "".join(path.suffixes)
                     inputs.append(InputFile(channel=run_input.channel, path=path, filename=f"{version.dataset.slug}-v{version.number}-{index:04d}{suffix}"))
+            RUN_MACHINE.renew(run_id, attempt)  # copying the inputs may have been slow
             job_id = backend.start(
                 JobSpec(
                     run_id=str(run.pk), recipe=spec, hyperparameters=run.parameters, inputs=inputs,
@@ -78,34 +89,49 @@ def run_start(*, run_id: int) -> Run:
                     max_runtime_seconds=run.max_runtime_seconds, tags=run_tags(run),
                 )
             )
+    except LostLease:
+        return Run.objects.get(pk=run_id)
     except BackendError as exc:
         if not exc.permanent:
+            RUN_MACHINE.release(run_id, attempt)  # so the retry can take the start again at once
             raise  # the task retries with backoff
-        return run_transition(run_id=run.pk, action="fail", reason=f"could not start the job: {exc}")
-    except (sources.SourceError, dataset_files.DatasetFileError, ValueError, OSError) as exc:
-        return run_transition_quietly(run, "fail", f"could not start the job: {exc}")
+        return run_transition(run_id=run_id, action="fail", attempt=attempt, quiet=True,
+                              reason=f"could not start the job: {exc}")
+    except (sources.SourceError, dataset_files.DatasetFileError, ValueError) as exc:
+        return run_transition(run_id=run_id, action="fail", attempt=attempt, quiet=True,
+                              reason=f"could not start the job: {exc}")
+    except BaseException:
+        RUN_MACHINE.release(run_id, attempt)  # an infrastructure error: the task retries and takes it again
+        raise
+    # Only the attempt that still holds the start records its job (and gives the claim back for the finish).
     recorded = Run.objects.filter(
-        pk=run.pk, status__in=[Run.Status.STARTING, Run.Status.STOPPING], backend_job_id__in=["", job_id]
-    ).update(backend_job_id=job_id, last_polled_at=timezone.now(), image=run_image(run, backend))
+        pk=run_id, attempt=attempt, status__in=[Run.Status.STARTING, Run.Status.STOPPING], backend_job_id__in=["", job_id]
+    ).update(backend_job_id=job_id, last_polled_at=timezone.now(), image=run_image(run, backend), claimed_at=None)
     run.refresh_from_db()
-    if not recorded or run.status == Run.Status.STOPPING:
-        # The run ended or was stopped while its job was being created: do not leave the job running (and billing).
+    if (recorded and run.status == Run.Status.STOPPING) or (run.done and run.backend_job_id != job_id):
+        # The run was stopped, or ended, while its job was being created: do not leave the job running (and billing).
         backend.stop(job_id)
     if recorded:
         restart_poll_chain(run)
     return run
 
 
-def restart_poll_chain(run: Run, *, countdown: float | None = None) -> None:
-    """Start a new poll chain for the run, retiring any chain already going (so chains never multiply)."""
+def _lease_expired(run: Run) -> bool:
+    return run.claimed_at is None or run.claimed_at < timezone.now() - timedelta(seconds=run_lease_seconds())
 
-    Run.objects.filter(pk=run.pk).update(poll_generation=F("poll_generation") + 1)
-    generation = Run.objects.values_list("poll_generation", flat=True).get(pk=run.pk)
-    _enqueue_poll(run.pk, generation=generation, countdown=poll_interval(run) if countdown is None else countdown)
+
+def restart_poll_chain(run: Run, *, countdown: float | None = None) -> None:
+    """Start a new poll chain for the run, retiring any chain already going (so chains never multiply): the
+    generation is raised and read under the row lock, so two restarts never share one."""
+    with transaction.atomic():
+        locked = Run.objects.select_for_update().only("pk", "poll_generation").get(pk=run.pk)
+        generation = locked.poll_generation + 1
+        Run.objects.filter(pk=run.pk).update(poll_generation=generation)
+        delay = poll_interval(run) if countdown is None else countdown
+        transaction.on_commit(lambda: _enqueue_poll(run.pk, generation=generation, countdown=delay), robust=True)
 
 
 def _enqueue_poll(run_id: int, *, generation: int, countdown: float) -> None:
-
     tasks.training_run_poll_task.apply_async((run_id, generation), countdown=countdown)
 
 
@@ -119,15 +145,13 @@ def run_poll(*, run_id: int, generation: int | None = None) -> Run:
         return run
     if generation is not None and generation != run.poll_generation:
         return run
+    # The sweep judges a chain by this heartbeat, so a poll stamps it when it starts, not when it ends.
+    Run.objects.filter(pk=run_id).update(last_polled_at=timezone.now())
     backend = training_backend_for(run)
     status = backend.describe(run.backend_job_id)
-    lines, _ = backend.logs(run.backend_job_id, start=0)
-    # Never over a finished run: a slow poll must not replace the final metrics with older ones.
-    Run.objects.filter(pk=run.pk).exclude(status__in=DONE_STATUSES).update(
-        last_polled_at=timezone.now(), metrics=status.metrics, log_tail=lines[-LOG_TAIL_LINES:]
-    )
+    run = _read_log(run, backend)
     if run.status == Run.Status.STARTING and status.state in ("running", "succeeded", "failed", "stopped"):
-        run = run_transition_quietly(run, "running", f"job {run.backend_job_id} is running")
+        run = run_transition(run_id=run_id, action="running", reason=f"job {run.backend_job_id} is running", quiet=True)
     if not status.finished:
         if run.status == Run.Status.STOPPING and status.state == "running":
             backend.stop(run.backend_job_id)  # the first stop was lost or refused: ask again
@@ -140,62 +164,118 @@ def run_poll(*, run_id: int, generation: int | None = None) -> Run:
 LOG_TAIL_LINES = 200
 
 
+def _read_log(run: Run, backend: Any) -> Run:
+    """Read what the job logged since the last poll (each line once) and keep it: a chunk row, the tail the pages
+    show, the new metric points and the latest progress. Two polls reading the same cursor store it once."""
+    spec = recipe_registry.get_recipe(run.recipe)
+    seq = run.log_seq
+    chunk = backend.read_log(run.backend_job_id, cursor=run.log_cursor, metric_definitions=spec.metric_definitions)
+    with transaction.atomic():
+        locked = Run.objects.select_for_update().get(pk=run.pk)
+        if locked.log_seq != seq or locked.done:
+            return locked  # another poll stored this part of the log already
+        metrics = dict(locked.metrics or {})
+        for name, points in chunk.metrics.items():
+            metrics[name] = [*metrics.get(name, []), *points]
+        fields: dict[str, Any] = {"log_cursor": chunk.cursor, "metrics": metrics}
+        if chunk.lines:
+            fields["log_seq"] = seq + 1
+            fields["log_tail"] = [*(locked.log_tail or []), *chunk.lines][-LOG_TAIL_LINES:]
+            RunLogChunk.objects.create(run=locked, seq=seq + 1, lines=chunk.lines)
+        if chunk.progress is not None:
+            fields["progress"] = {"done": chunk.progress.done, "total": chunk.progress.total, "unit": chunk.progress.unit}
+        Run.objects.filter(pk=run.pk).update(**fields)
+    run.refresh_from_db()
+    return run
+
+
 def run_fail(*, run_id: int, reason: str) -> None:
-    """Fail a run that is not finished yet (used when the backend refuses for good)."""
-    run = Run.objects.get(pk=run_id)
-    if not run.done:
-        run_transition_quietly(run, "fail", reason)
+    """Fail a run that is not finished yet (the backend refused for good, or its task gave up); a job it had is
+    stopped after commit, so a failed run never leaves one running (and billing)."""
+    with transaction.atomic():
+        run = run_transition(run_id=run_id, action="fail", reason=reason, quiet=True)
+        if run.status == Run.Status.FAILED and run.backend_job_id:
+            transaction.on_commit(lambda: tasks.training_run_stop_task.delay(run_id), robust=True)
 
 
 def _finish(run: Run, backend: Any, status: Any) -> Run:
-    # Slow work (reading logs, storing artifacts) happens before any row lock is taken; it is idempotent.
-    fields: dict[str, Any] = {"metrics": status.metrics, "usage": status.usage, "cost": measured_cost(run, status.usage)}
+    """Record the job's outcome, once: the finish is claimed like a start, so a second poll chain (or a second
+    worker) returns quietly; slow work (log, artifacts) happens before the run's lock, each step renewing the lease,
+    in a folder of this attempt's own."""
+    attempt = RUN_MACHINE.lease(
+        run.pk, lease_seconds=run_lease_seconds(), where=Q(status__in=[Run.Status.STARTING, Run.Status.RUNNING, Run.Status.STOPPING])
+    )
+    if attempt is None:
+        return Run.objects.get(pk=run.pk)  # another worker is finishing it
+    scratch = Path(tempfile.mkdtemp(prefix=f"run-{run.pk}-finish-{attempt}-", dir=settings.FILE_UPLOAD_TEMP_DIR))
     try:
-        fields["log_key"] = _store_log(run, backend)
+        return _finish_claimed(run, backend, status, attempt, scratch)
+    except LostLease:
+        return Run.objects.get(pk=run.pk)
+    except BaseException:
+        RUN_MACHINE.release(run.pk, attempt)  # let the retry (or the next chain) take the finish again
+        raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _finish_claimed(run: Run, backend: Any, status: Any, attempt: int, scratch: Path) -> Run:
+    run = _read_log(run, backend)  # the last lines
+    metrics = dict(run.metrics or {})
+    for name, points in (status.metrics or {}).items():
+        metrics.setdefault(name, points)  # what the backend kept (SageMaker's final metrics) fills any gap
+    fields: dict[str, Any] = {"metrics": metrics, "usage": status.usage, "cost": measured_cost(run, status.usage)}
+    RUN_MACHINE.renew(run.pk, attempt)
+    try:
+        fields["log_key"] = _store_log(run)
     except Exception as exc:  # a missing log must not lose the run's result
         log.warning("run %s: could not store the log: %s", run.pk, exc)
     if status.state == "stopped":
         if Run.objects.values_list("status", flat=True).get(pk=run.pk) not in (Run.Status.STOPPING, Run.Status.STOPPED):
-            run_transition_quietly(run, "stop", "the backend stopped the job")
-        return run_transition_quietly(run, "stopped", status.message or "stopped", **fields)
+            run_transition(run_id=run.pk, action="stop", reason="the backend stopped the job", attempt=attempt, quiet=True)
+        return run_transition(run_id=run.pk, action="stopped", reason=status.message or "stopped", attempt=attempt,
+                              quiet=True, **fields)
     if status.state == "failed":
-        return run_transition_quietly(run, "fail", status.message or "the job failed", **fields)
+        return run_transition(run_id=run.pk, action="fail", reason=status.message or "the job failed", attempt=attempt,
+                              quiet=True, **fields)
+    RUN_MACHINE.renew(run.pk, attempt)
     try:
-        prepared = _prepare_outputs(run, status)
-    except (ValidationError, dataset_files.DatasetFileError, sources.SourceError, OSError, ValueError, KeyError) as exc:
+        prepared = _prepare_outputs(run, status, scratch)
+    except (ValidationError, dataset_files.DatasetFileError, sources.SourceError, ValueError, KeyError) as exc:
         message = "; ".join(exc.messages) if isinstance(exc, ValidationError) else f"{type(exc).__name__}: {exc}"
-        return run_transition_quietly(run, "fail", f"the job's output is not usable: {message}", **fields)
+        return run_transition(run_id=run.pk, action="fail", reason=f"the job's output is not usable: {message}",
+                              attempt=attempt, quiet=True, **fields)
     with transaction.atomic():
         locked = Run.objects.select_for_update().get(pk=run.pk)
-        if locked.done:
+        if locked.done or locked.attempt != attempt:
             return locked
         # A stop that came after the job had finished: the backend's truth is success, so keep the results.
         reason = "finished before the stop reached it" if locked.status == Run.Status.STOPPING else "finished"
-        prepared()
-        finished = run_transition(run_id=run.pk, action="succeed", reason=reason, **fields)
+        note = prepared(locked)
+        finished = run_transition(run_id=run.pk, action="succeed", reason=reason + note, attempt=attempt, **fields)
     if run.backend == "local":
         cleanup_work_dir(work_dir_for(run))  # its inputs are copies; its log and outputs are stored
     return finished
 
 
-def _store_log(run: Run, backend: Any) -> str:
-
-    lines, _ = backend.logs(run.backend_job_id, start=0)
+def _store_log(run: Run) -> str:
+    """The whole log, joined from the chunks the polls read, as one write-once object."""
+    lines = [line for chunk in run.log_chunks.order_by("seq").values_list("lines", flat=True) for line in chunk]
     stored = object_store().put_content_addressed(
         io.BytesIO("\n".join(lines).encode()), prefix=f"runs/{run.pk}/logs/", suffix=".log"
     )
     return stored.key
 
 
-def _prepare_outputs(run: Run, status: Any) -> Callable[[], None]:
-    """Store what the job produced; return the database writes to make under the run's lock."""
+def _prepare_outputs(run: Run, status: Any, scratch: Path) -> Callable[[Run], str]:
+    """Store what the job produced; return the database writes to make under the run's lock (they return a note
+    for the run's status reason)."""
     if run.kind == Run.Kind.TRAINING:
-        return _prepare_model_version(run, status)
+        return _prepare_model_version(run, status, scratch)
     return _prepare_transform_outputs(run, status)
 
 
-def _prepare_transform_outputs(run: Run, status: Any) -> Callable[[], None]:
-
+def _prepare_transform_outputs(run: Run, status: Any) -> Callable[[Run], str]:
     spec = recipe_registry.get_recipe(run.recipe)
     prepared = []
     for name in spec.outputs:
@@ -208,7 +288,7 @@ def _prepare_transform_outputs(run: Run, status: Any) -> Callable[[], None]:
         slug = run.output_name if len(spec.outputs) == 1 else f"{run.output_name}-{name}"[:63]
         prepared.append((name, slug, stored, summary))
 
-    def write() -> None:
+    def write(locked: Run) -> str:
         for name, slug, stored, summary in prepared:
             target = DatasetTarget(project=run.project, slug=slug, name=slug,
                                    description=f"Derived by run {run.pk} ({run.recipe}) — {name}")
@@ -218,31 +298,36 @@ def _prepare_transform_outputs(run: Run, status: Any) -> Callable[[], None]:
                 columns=summary.columns, row_count=summary.row_count, source=DatasetVersion.Source.DERIVED,
                 source_uri=f"run:{run.pk}/{name}", produced_by=run,
             )
+        return ""
 
     return write
 
 
-def _prepare_model_version(run: Run, status: Any) -> Callable[[], None]:
+def _prepare_model_version(run: Run, status: Any, scratch: Path) -> Callable[[Run], str]:
     """Keep the model artifact write-once with its SHA-256, and read the recipe's model.json."""
+    artifact = model_artifact_from_job(run, status, scratch=scratch)
+    with artifact.open_metadata() as handle:
+        metadata = json.load(handle)
 
-    artifact = model_artifact_from_job(run, status)
-    try:
-        with artifact.open_metadata() as handle:
-            metadata = json.load(handle)
-    finally:
-        shutil.rmtree(_model_scratch(run), ignore_errors=True)
-
-    def write() -> None:
-        model_version_register(run=run, artifact_uri=artifact.uri, artifact_key=artifact.key, sha256=artifact.sha256,
-                               size=artifact.size, metadata=metadata)
+    def write(locked: Run) -> str:
+        version = model_version_register(run=locked, artifact_uri=artifact.uri, artifact_key=artifact.key,
+                                         sha256=artifact.sha256, size=artifact.size, metadata=metadata)
+        if version.run_id != locked.pk:
+            return f": the model has the same bytes (SHA-256) as {version}, so the run is linked to that version"
+        return ""
 
     return write
 
 
 def run_stop_job(*, run_id: int) -> None:
-    """Worker side of a stop request: tell the backend; the next poll records the stopped state."""
+    """Worker side of a stop request (the next poll records the stopped state), and of a failed run whose job may
+    still be running: tell the backend to stop it (a no-op for a job that has ended)."""
     run = Run.objects.get(pk=run_id)
-    if run.status == Run.Status.STOPPING and run.backend_job_id:
+    if not run.backend_job_id:
+        return
+    if run.status == Run.Status.STOPPING:
         training_backend_for(run).stop(run.backend_job_id)
         restart_poll_chain(run, countdown=0)
+    elif run.status == Run.Status.FAILED:
+        training_backend_for(run).stop(run.backend_job_id)
 

@@ -15,6 +15,7 @@ from django.utils import timezone
 from controlplane import permissions
 from controlplane.backends import training_backend
 from controlplane.services import SLUG_RE, audit_record
+from controlplane.transitions import IllegalTransition, StateMachine, transitions
 from lineage import tasks
 from lineage.models import (
     DatasetVersion,
@@ -33,51 +34,43 @@ from workers import recipes as recipe_registry
 log = logging.getLogger(__name__)
 
 
-class IllegalTransition(ValidationError):
-    pass
+def _write_run_event(run: Run, action: str, previous: str, target: str, actor: Any, reason: str,
+                     attempt: int | None) -> None:
+    RunEvent.objects.create(run=run, from_status=previous, to_status=target, reason=reason, actor=actor)
+    if settings.OPENLINEAGE_URL and previous != target:
+        transaction.on_commit(lambda: tasks.openlineage_emit_task.delay(run.pk, target), robust=True)
 
 
-RUN_TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
-    "start": (frozenset({"queued"}), "starting"),
-    "running": (frozenset({"starting"}), "running"),
-    "succeed": (frozenset({"running", "stopping"}), "succeeded"),
-    "fail": (frozenset({"queued", "starting", "running", "stopping"}), "failed"),
-    "stop": (frozenset({"starting", "running"}), "stopping"),
-    "cancel": (frozenset({"queued"}), "stopped"),
-    "stopped": (frozenset({"stopping"}), "stopped"),
-}
+# The only way a run's status changes (controlplane.transitions): action -> (from, to[, permission]).
+RUN_MACHINE = StateMachine(
+    model=Run,
+    table=transitions({
+        "start": ({"queued"}, "starting"),
+        "running": ({"starting"}, "running"),
+        "succeed": ({"running", "stopping"}, "succeeded"),
+        "fail": ({"queued", "starting", "running", "stopping"}, "failed"),
+        "stop": ({"starting", "running"}, "stopping", "run.stop"),
+        "cancel": ({"queued"}, "stopped", "run.stop"),
+        "stopped": ({"stopping"}, "stopped"),
+    }),
+    terminal=frozenset({"succeeded", "failed", "stopped"}),
+    write_event=_write_run_event,
+    timestamps={"starting": "started_at"},
+)
 
 
-def run_transition(*, run_id: int, action: str, reason: str = "", actor: Any = None, **fields: Any) -> Run:
-    """Move a run along its transition table under a row lock, writing a RunEvent. Illegal moves raise."""
-    sources_allowed, target = RUN_TRANSITIONS[action]
-    with transaction.atomic():
-        run = Run.objects.select_for_update().get(pk=run_id)
-        if run.status not in sources_allowed:
-            raise IllegalTransition(
-                {"status": [f"a {run.status} run cannot {action} (allowed from: {', '.join(sorted(sources_allowed))})"]}
-            )
-        previous = run.status
-        run.status = target
-        if reason:
-            run.status_reason = reason
-        now = timezone.now()
-        if target == "starting":
-            run.started_at = now
-        if target in ("succeeded", "failed", "stopped"):
-            run.finished_at = now
-        for name, value in fields.items():
-            setattr(run, name, value)
-        run.save()
-        RunEvent.objects.create(run=run, from_status=previous, to_status=target, reason=reason, actor=actor)
-        if settings.OPENLINEAGE_URL:
-            transaction.on_commit(lambda: _enqueue_openlineage(run.pk, target), robust=True)
-    return run
+def run_transition(*, run_id: int, action: str, reason: str = "", actor: Any = None, attempt: int | None = None,
+                   quiet: bool = False, **fields: Any) -> Run:
+    """Move a run along RUN_MACHINE under its row lock, writing a RunEvent. An illegal move raises IllegalTransition;
+    with `quiet` the run is returned unchanged instead (a worker that lost a race returns quietly)."""
+    if reason:
+        fields["status_reason"] = reason
+    run = RUN_MACHINE.apply(run_id, action, actor=actor, reason=reason, attempt=attempt, quiet=quiet, **fields)
+    return run if run is not None else Run.objects.get(pk=run_id)
 
 
-def _enqueue_openlineage(run_id: int, status: str) -> None:
-
-    tasks.openlineage_emit_task.delay(run_id, status)
+def run_lease_seconds() -> float:
+    return float(settings.RUN_LEASE_SECONDS)
 
 
 def transform_run_launch(
@@ -129,7 +122,7 @@ def _run_queue(
             project=channels[0][1].dataset.project, kind=kind, recipe=spec.name, recipe_version=spec.version,
             recipe_fingerprint=recipe_registry.recipe_fingerprint(spec), parameters=parameters,
             seed=parameters.get("seed"), backend=backend, output_name=output_name, created_by=actor,
-            reproduced_from=reproduced_from, **fields,
+            reproduced_from=reproduced_from, enqueued_at=timezone.now(), **fields,
         )
         for channel, version in channels:
             RunInput.objects.create(run=run, dataset_version=version, channel=channel)
@@ -147,7 +140,6 @@ def _run_queue(
 
 
 def _recipe_of_kind(name: str, kind: str) -> Any:
-
     try:
         spec = recipe_registry.get_recipe(name)
     except recipe_registry.UnknownRecipe as exc:
@@ -158,7 +150,7 @@ def _recipe_of_kind(name: str, kind: str) -> Any:
 
 
 def enqueue_run(run_id: int) -> None:
-
+    Run.objects.filter(pk=run_id).update(enqueued_at=timezone.now())
     tasks.training_run_start_task.delay(run_id)
 
 
@@ -176,7 +168,6 @@ def run_stop(*, actor: Any, run: Run, reason: str = "") -> Run:
 
 
 def _enqueue_stop(run_id: int) -> None:
-
     tasks.training_run_stop_task.delay(run_id)
 
 
@@ -324,16 +315,7 @@ def run_tags(run: Run) -> dict[str, str]:
 DONE_STATUSES = (Run.Status.SUCCEEDED, Run.Status.FAILED, Run.Status.STOPPED)
 
 
-def run_transition_quietly(run: Run, action: str, reason: str, **fields: Any) -> Run:
-    """A transition another poll may already have made: losing that race is fine."""
-    try:
-        return run_transition(run_id=run.pk, action=action, reason=reason, **fields)
-    except IllegalTransition:
-        return Run.objects.get(pk=run.pk)
-
-
 def training_backend_for(run: Run) -> Any:
-
     return training_backend(run.backend)
 
 

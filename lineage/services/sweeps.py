@@ -8,7 +8,7 @@ from datetime import timedelta
 from django.db.models import Q
 from django.utils import timezone
 
-from controlplane.claims import abandoned
+from controlplane.transitions import default_lease_seconds
 from lineage.models import (
     DatasetProfile,
     DatasetRegistration,
@@ -25,41 +25,42 @@ from lineage.services.run_execution import (
 )
 from lineage.services.runs import (
     enqueue_run,
-    run_transition_quietly,
+    run_lease_seconds,
 )
 
 log = logging.getLogger(__name__)
 
 
-def runs_poll_stale(*, older_than_seconds: int = 120, lost_start_seconds: int = 1800) -> dict[str, int]:
-    """The periodic sweep: restart a poll chain that broke (its worker died) and fail runs whose start was lost."""
+def runs_poll_stale(*, older_than_seconds: int = 120) -> dict[str, int]:
+    """Restart a poll chain that broke (its worker died), and queue again a start whose worker died.
 
+    Judged by heartbeats and leases, not by how long ago things began: a run being finished holds a lease (renewed
+    before each slow step), so a slow finish does not get a second chain.
+    """
     now = timezone.now()
-    active = Run.objects.filter(status__in=["starting", "running", "stopping"]).exclude(backend_job_id="")
+    unclaimed = Q(claimed_at__isnull=True) | Q(claimed_at__lt=now - timedelta(seconds=run_lease_seconds()))
+    active = Run.objects.filter(status__in=["starting", "running", "stopping"]).exclude(backend_job_id="").filter(unclaimed)
     stale = list(active.filter(Q(last_polled_at__lt=now - timedelta(seconds=older_than_seconds)) | Q(last_polled_at__isnull=True)).values_list("pk", flat=True)[:500])
     for run in Run.objects.filter(pk__in=stale):
         restart_poll_chain(run, countdown=0)
-    lost = 0
-    lost_before = now - timedelta(seconds=lost_start_seconds)
-    for run in Run.objects.filter(status__in=["starting", "stopping"], backend_job_id="", started_at__lt=lost_before)[:100]:
-        if run.status == Run.Status.STOPPING:
-            run_transition_quietly(run, "stopped", "stopped before the job started")
-        else:
-            run_transition_quietly(run, "fail", "the worker was lost before the job started")
-        lost += 1
-    return {"polled": len(stale), "failed": lost}
+    # A start whose worker died before the job existed: the start task takes it over (or ends a stopped one).
+    lost = list(Run.objects.filter(status__in=["starting", "stopping"], backend_job_id="").filter(unclaimed).values_list("pk", flat=True)[:100])
+    for run_id in lost:
+        enqueue_run(run_id)
+    return {"polled": len(stale), "restarted": len(lost)}
 
 
-def lineage_requeue_stale(*, older_than_seconds: int = 300) -> dict[str, int]:
-    """Queue again any profile, registration or run still queued after a while (its message was lost).
-
-    Each task claims its row with a conditional update, so a duplicate message does nothing.
-    """
-
-    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
-    profiles = list(abandoned(DatasetProfile.objects, queued_before={"version__created_at__lt": cutoff}).values_list("version_id", flat=True)[:500])
-    registrations = list(abandoned(DatasetRegistration.objects, queued_before={"created_at__lt": cutoff}).values_list("pk", flat=True)[:500])
-    runs = list(Run.objects.filter(status="queued", created_at__lt=cutoff).values_list("pk", flat=True)[:500])
+def lineage_requeue_stale() -> dict[str, int]:
+    """Queue again any profile, registration or run whose message seems lost: still queued a lease after it was
+    last queued, or claimed by a worker whose lease expired. Each task claims its row, so a duplicate does nothing."""
+    now = timezone.now()
+    resend = now - timedelta(seconds=run_lease_seconds())
+    expired = now - timedelta(seconds=default_lease_seconds())
+    not_recent = Q(enqueued_at__lt=resend) | Q(enqueued_at__isnull=True)
+    lost = (Q(status="queued") | Q(status="running") & (Q(claimed_at__lt=expired) | Q(claimed_at__isnull=True))) & not_recent
+    profiles = list(DatasetProfile.objects.filter(lost, version__created_at__lt=resend).values_list("version_id", flat=True)[:500])
+    registrations = list(DatasetRegistration.objects.filter(lost, created_at__lt=resend).values_list("pk", flat=True)[:500])
+    runs = list(Run.objects.filter(not_recent, status="queued", created_at__lt=resend).values_list("pk", flat=True)[:500])
     for version_id in profiles:
         enqueue_profile(version_id)
     for registration_id in registrations:
@@ -67,4 +68,3 @@ def lineage_requeue_stale(*, older_than_seconds: int = 300) -> dict[str, int]:
     for run_id in runs:
         enqueue_run(run_id)
     return {"profiles": len(profiles), "registrations": len(registrations), "runs": len(runs)}
-

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 from django.urls import reverse
 from django.utils import timezone
@@ -35,23 +33,6 @@ def test_a_run_stopped_before_its_job_existed_ends_stopped(make_run) -> None:
     run = make_run(status="stopping", started_at=timezone.now())
     assert services.run_start(run_id=run.pk).status == "stopped"
     assert Run.objects.get(pk=run.pk).events.last().reason == "stopped before the job started"
-
-
-def test_the_sweep_ends_runs_whose_start_was_lost(make_run) -> None:
-    long_ago = timezone.now() - timedelta(hours=2)
-    starting = make_run(status="starting", started_at=long_ago)
-    stopping = make_run(status="stopping", started_at=long_ago)
-    recent = make_run(status="starting", started_at=timezone.now())
-    assert services.runs_poll_stale()["failed"] == 2
-    assert Run.objects.get(pk=starting.pk).status == "failed"
-    assert Run.objects.get(pk=stopping.pk).status == "stopped"
-    assert Run.objects.get(pk=recent.pk).status == "starting"
-
-
-def test_a_stop_after_the_job_finished_keeps_the_results(make_run) -> None:
-    run = make_run(status="stopping")
-    finished = services.run_transition(run_id=run.pk, action="succeed", reason="finished before the stop reached it")
-    assert finished.status == "succeeded"
 
 
 def test_estimates_round_up_and_never_500(client, users) -> None:
