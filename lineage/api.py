@@ -491,7 +491,10 @@ class RunMetricsApi(GenericAPIView):
         check = selectors.reproduction_check(run)
         return Response({
             "series": run.metrics, "final": selectors.final_metrics(run),
-            "reproduction": None if check is None else {"original": check["original"].pk, "match": check["match"], "metrics": check["rows"]},
+            "reproduction": None if check is None else {
+                "original": check["original"].pk, "match": check["match"], "outcome": check["outcome"],
+                "summary": check["summary"], "metrics": check["rows"],
+            },
         })
 
 

@@ -257,10 +257,18 @@ def final_metrics(run: Run) -> dict[str, float]:
 
 
 def reproduction_check(run: Run) -> dict[str, Any] | None:
-    """For a reproduction: do its final metrics equal the original's?"""
+    """For a finished reproduction: what happened, in a sentence, and whether its final metrics equal the original's.
+
+    `outcome` is "match", "differ", "same_model" (the same bytes as the original's model version), or "not_finished"
+    (the reproduction failed or was stopped: there are no metrics to compare, and `summary` says why).
+    """
     if run.reproduced_from_id is None or not run.done:
         return None
-    original = final_metrics(run.reproduced_from)
+    original_run = run.reproduced_from
+    if run.status != Run.Status.SUCCEEDED:
+        summary = f"the reproduction {run.status}" + (f": {run.status_reason}" if run.status_reason else "")
+        return {"original": original_run, "rows": [], "match": False, "outcome": "not_finished", "summary": summary}
+    original = final_metrics(original_run)
     mine = final_metrics(run)
     rows = [
         {"name": name, "original": original.get(name), "reproduction": mine.get(name),
@@ -268,7 +276,16 @@ def reproduction_check(run: Run) -> dict[str, Any] | None:
         for name in sorted(set(original) | set(mine))
         if not name.startswith(("time", "wall"))
     ]
-    return {"original": run.reproduced_from, "rows": rows, "match": bool(rows) and all(r["match"] for r in rows)}
+    match = bool(rows) and all(r["match"] for r in rows)
+    if run.same_model_as_id is not None:
+        outcome, summary = "same_model", f"the model is byte for byte {run.same_model_as}, and the metrics match exactly."
+    elif match:
+        outcome, summary = "match", "the metrics match exactly."
+    elif not rows:
+        outcome, summary = "differ", "neither run recorded any metrics to compare."
+    else:
+        outcome, summary = "differ", "the metrics differ:"
+    return {"original": original_run, "rows": rows, "match": match, "outcome": outcome, "summary": summary}
 
 
 def run_cost_estimate(*, backend: str, instance_type: str, instance_count: int, max_runtime_seconds: int) -> tuple[Decimal, str]:

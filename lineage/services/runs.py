@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,78 @@ def run_transition(*, run_id: int, action: str, reason: str = "", actor: Any = N
         fields["status_reason"] = reason
     run = RUN_MACHINE.apply(run_id, action, actor=actor, reason=reason, attempt=attempt, quiet=quiet, **fields)
     return run if run is not None else Run.objects.get(pk=run_id)
+
+
+# --- the limits of a training run: one rule each, owned here; the form, the API and the estimate use these ---------
+
+DEFAULT_SEED = 42
+MIN_RUNTIME_SECONDS = 60
+
+
+def max_runtime_seconds_limit() -> int:
+    return int(settings.TRAINING_MAX_RUNTIME_SECONDS)
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    name: str
+    label: str
+    available: bool
+    reason: str  # why it is not available here, when it is not
+
+
+def training_backends() -> list[BackendChoice]:
+    """The training backends, each with whether this installation can use it and, if not, why."""
+    sagemaker_reason = ""
+    if not settings.SAGEMAKER_ROLE_ARN:
+        sagemaker_reason = "SageMaker is not configured here: SAGEMAKER_ROLE_ARN is not set"
+    elif not settings.SAGEMAKER_S3_URL:
+        sagemaker_reason = "SageMaker is not configured here: it needs an s3:// OBJECT_STORE_URL or SAGEMAKER_S3_URL"
+    return [
+        BackendChoice("local", "local (this machine)", True, ""),
+        BackendChoice("sagemaker", "SageMaker", not sagemaker_reason, sagemaker_reason),
+    ]
+
+
+def backend_names() -> list[str]:
+    return [choice.name for choice in training_backends()]
+
+
+def sagemaker_instance_types() -> list[str]:
+    return sorted(k for k in settings.TRAINING_INSTANCE_PRICES if k != "local")
+
+
+def training_resource_errors(*, backend: str, instance_type: str, instance_count: int, max_runtime_seconds: int,
+                             spec: Any = None) -> dict[str, list[str]]:
+    """What is wrong with where and how long a run would run, by field: the one check behind the launch, the form,
+    the API and the estimate (an estimate is never given for a run that would be refused)."""
+    errors: dict[str, list[str]] = {}
+    choice = next((c for c in training_backends() if c.name == backend), None)
+    if choice is None:
+        errors["backend"] = [f"expected one of: {', '.join(backend_names())}"]
+    elif not choice.available:
+        errors["backend"] = [choice.reason]
+    if backend == "local":
+        if instance_type != "local":
+            errors["instance_type"] = ["the local backend runs on this machine: expected 'local'"]
+        if instance_count != 1:
+            errors["instance_count"] = ["the local backend runs one process: expected 1"]
+    elif backend == "sagemaker":
+        if instance_type not in sagemaker_instance_types():
+            errors["instance_type"] = [f"expected one of: {', '.join(sagemaker_instance_types())}"]
+        if not 1 <= instance_count <= settings.TRAINING_MAX_INSTANCES:
+            errors["instance_count"] = [f"expected a whole number between 1 and {settings.TRAINING_MAX_INSTANCES}"]
+    if spec is not None and "instance_count" not in errors:
+        problem = recipe_registry.instance_count_problem(spec, instance_count) if hasattr(
+            recipe_registry, "instance_count_problem") else None
+        if problem:
+            errors["instance_count"] = [problem]
+    if not MIN_RUNTIME_SECONDS <= max_runtime_seconds <= max_runtime_seconds_limit():
+        errors["max_runtime_seconds"] = [
+            f"expected between {MIN_RUNTIME_SECONDS} and {max_runtime_seconds_limit()} seconds "
+            f"(1 minute to {max_runtime_seconds_limit() // 60} minutes)"
+        ]
+    return errors
 
 
 def run_lease_seconds() -> float:
@@ -179,7 +252,7 @@ def training_run_launch(
     validation: DatasetVersion | None = None,
     target: str = "",
     hyperparameters: dict[str, Any] | None = None,
-    seed: int | None = None,
+    seed: int | None = DEFAULT_SEED,
     backend: str = "local",
     instance_type: str = "",
     instance_count: int = 1,
@@ -210,25 +283,8 @@ def training_run_launch(
             if differences:
                 errors["validation"] = ["the validation set's schema differs from the training set's: " + "; ".join(differences)]
     instance_type = instance_type or ("local" if backend == "local" else "")
-    if backend == "local":
-        if instance_type != "local":
-            errors["instance_type"] = ["the local backend runs on this machine: expected 'local'"]
-        if instance_count != 1:
-            errors["instance_count"] = ["the local backend runs one process: expected 1"]
-    elif backend == "sagemaker":
-        allowed = sorted(k for k in settings.TRAINING_INSTANCE_PRICES if k != "local")
-        if instance_type not in settings.TRAINING_INSTANCE_PRICES or instance_type == "local":
-            errors["instance_type"] = [f"expected one of: {', '.join(allowed)}"]
-        if not 1 <= instance_count <= settings.TRAINING_MAX_INSTANCES:
-            errors["instance_count"] = [f"expected a whole number between 1 and {settings.TRAINING_MAX_INSTANCES}"]
-        if not settings.SAGEMAKER_ROLE_ARN:
-            errors["backend"] = ["SageMaker is not configured here: SAGEMAKER_ROLE_ARN is not set"]
-        elif not settings.SAGEMAKER_S3_URL:
-            errors["backend"] = ["SageMaker is not configured here: it needs an s3:// OBJECT_STORE_URL or SAGEMAKER_S3_URL"]
-    else:
-        errors["backend"] = ["expected local or sagemaker"]
-    if not 60 <= max_runtime_seconds <= settings.TRAINING_MAX_RUNTIME_SECONDS:
-        errors["max_runtime_seconds"] = [f"expected between 60 and {settings.TRAINING_MAX_RUNTIME_SECONDS} seconds"]
+    errors.update(training_resource_errors(backend=backend, instance_type=instance_type, instance_count=instance_count,
+                                           max_runtime_seconds=max_runtime_seconds, spec=spec))
     name = to_slug(model_name or f"{train.dataset.slug}-{spec.name}")
     if not SLUG_RE.match(name):
         errors["model_name"] = ["expected a name with letters, digits or hyphens"]

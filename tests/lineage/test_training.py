@@ -70,8 +70,11 @@ def test_train_register_and_reproduce_on_the_local_backend(celery_worker, api_cl
     check = client.get(reverse("api-run-metrics", args=[reproduction.pk])).json()["reproduction"]
     assert check["original"] == run.pk and check["match"] is True
     assert client.get(reverse("api-run-detail", args=[reproduction.pk])).json()["reproduced_from"] == run.pk
-    second = ModelVersion.objects.get(run=reproduction)
-    assert second.number == 2 and second.sha256 == version.sha256  # same data, code, parameters and seed: same bytes
+    # Same data, code, parameters and seed: the same bytes, so the same model version (linked, not registered again).
+    assert check["outcome"] == "same_model"
+    assert not ModelVersion.objects.filter(run=reproduction).exists()
+    assert reproduction.same_model_as == version
+    assert version.registered_model.versions.count() == 1
     page = client.get(reverse("run-detail", args=[reproduction.pk])).content.decode()
     assert 'data-match="true"' in page
 
