@@ -40,9 +40,10 @@ browser:
 	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
 	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+## ruff (line length included) and mypy over every package; serving/ is checked once it exists.
 lint: install-test
 	$(BIN)/ruff check .
-	$(BIN)/mypy workers serving
+	$(BIN)/mypy controlplane lineage deployments monitoring workers $(wildcard serving)
 
 ## Re-pin every installed package after changing requirements/*.txt.
 lock:

@@ -63,8 +63,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     elif isinstance(exc, Http404):
         exc = exceptions.NotFound(str(exc) or None)
     elif isinstance(exc, (AuditImmutableError, WriteOnceError)):
-        exc = exceptions.APIException(str(exc))
-        exc.status_code = 409
+        conflict = exceptions.APIException(str(exc))
+        conflict.status_code = 409
+        exc = conflict
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

@@ -92,7 +92,7 @@ def env_database(name: str, default_sqlite_path: Path) -> dict[str, Any]:
     if scheme == "sqlite":
         if not config.get("NAME") or config["NAME"] == ":memory:":
             raise ConfigurationError(name, value, DATABASE_FORMS)
-        return sqlite_database(Path(config["NAME"]))
+        return sqlite_database(Path(str(config["NAME"])))
     if not config.get("NAME"):
         raise ConfigurationError(name, value, DATABASE_FORMS)
     try:
