@@ -40,6 +40,10 @@ class Dataset(ProjectOwned):
     pass
 
 
+def _empty_field_only() -> list[str]:
+    return [""]
+
+
 class DatasetVersion(WriteOnceModel):
     """Immutable, content-addressed: no field changes after creation; the same bytes are the same version."""
 
@@ -73,6 +77,8 @@ class DatasetVersion(WriteOnceModel):
     source_etag = models.CharField(max_length=200, blank=True)
     source_version_id = models.CharField(max_length=1024, blank=True)
     original_filename = models.CharField(max_length=255, blank=True)
+    # The strings that mean "no value" in these bytes (always the empty field): what profiles and runs read as missing.
+    missing_values = models.JSONField(default=_empty_field_only)
     produced_by = models.ForeignKey(
         "Run", null=True, blank=True, on_delete=models.PROTECT, related_name="output_versions"
     )
@@ -134,6 +140,7 @@ class DatasetRegistration(models.Model):
     dataset_name = models.CharField(max_length=100)
     description = models.TextField(blank=True)
     source_uri = models.CharField(max_length=1024)
+    missing_values = models.JSONField(default=_empty_field_only)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
     progress = models.FloatField(default=0.0)
     error = models.TextField(blank=True)

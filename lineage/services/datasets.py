@@ -54,11 +54,48 @@ class DatasetTarget:
     slug: str
     name: str
     description: str
+    # The strings that mean "no value" in this data: empty fields only, unless the user names others (e.g. NA).
+    missing_values: tuple[str, ...] = ("",)
 
 
-def dataset_target(*, project: str | Project, dataset: str, description: str = "") -> DatasetTarget:
-    """Check the project and dataset name before anything is read or stored."""
+MAX_MISSING_VALUES = 20
+
+
+def parse_missing_values(value: Any) -> tuple[str, ...]:
+    """The user's missing-value markers (a comma-separated text or a list of strings), always with the empty field.
+
+    Raises ValidationError naming the field. Nothing is missing by guesswork: `NA` is Namibia unless the user says.
+    """
+    if value is None or value == "":
+        return ("",)
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(item, str) for item in items):
+        raise ValidationError({"missing_values": ["expected text markers, e.g. NA, n/a (comma-separated)"]})
+    markers = [""]
+    for item in (item.strip() for item in items):
+        if any(ch in item for ch in "\r\n\"") or len(item) > 32:
+            raise ValidationError({"missing_values": [f"{item[:40]!r}: expected at most 32 characters, no quotes or line breaks"]})
+        if item not in markers:
+            markers.append(item)
+    if len(markers) > MAX_MISSING_VALUES + 1:
+        raise ValidationError({"missing_values": [f"expected at most {MAX_MISSING_VALUES} markers"]})
+    return tuple(markers)
+
+
+def describe_missing_values(markers: Any) -> str:
+    names = [m for m in (markers or [""]) if m]
+    return "empty fields" + (" and " + ", ".join(repr(m) for m in names) if names else " only")
+
+
+def dataset_target(*, project: str | Project, dataset: str, description: str = "",
+                   missing_values: Any = None) -> DatasetTarget:
+    """Check the project, dataset name and missing-value markers before anything is read or stored."""
     errors: dict[str, list[str]] = {}
+    try:
+        markers = parse_missing_values(missing_values)
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
+        markers = ("",)
     project_obj = project if isinstance(project, Project) else Project.objects.filter(slug=project).first()
     if project_obj is None:
         errors["project"] = [f"no project with slug {project!r}"]
@@ -74,7 +111,8 @@ def dataset_target(*, project: str | Project, dataset: str, description: str = "
         raise ValidationError(errors)
     assert project_obj is not None
     existing = Dataset.objects.filter(project=project_obj, slug=slug).first()
-    return DatasetTarget(project=project_obj, slug=slug, name=existing.name if existing else name, description=description)
+    return DatasetTarget(project=project_obj, slug=slug, name=existing.name if existing else name, description=description,
+                         missing_values=markers)
 
 
 def _dataset_for(target: DatasetTarget, actor: Any) -> Dataset:
@@ -120,6 +158,12 @@ def dataset_version_create(
                 dataset = Dataset.objects.select_for_update().get(pk=dataset.pk)
                 existing = DatasetVersion.objects.filter(dataset=dataset, sha256=sha256).first()
                 if existing is not None:
+                    if list(existing.missing_values) != list(target.missing_values):
+                        # The same bytes are the same version: it is never re-read differently behind the user's back.
+                        raise ValidationError({"missing_values": [
+                            f"these bytes are already {existing}, read with missing values: "
+                            f"{describe_missing_values(existing.missing_values)}; register them with that setting"
+                        ]})
                     return existing, False
                 number = (dataset.versions.aggregate(top=Max("number"))["top"] or 0) + 1
                 version = DatasetVersion.objects.create(
@@ -128,6 +172,7 @@ def dataset_version_create(
                     row_count=row_count, object_count=object_count, source=source, source_uri=source_uri,
                     source_etag=source_etag, source_version_id=source_version_id,
                     original_filename=original_filename[:255], produced_by=produced_by, created_by=actor,
+                    missing_values=list(target.missing_values),
                 )
                 DatasetProfile.objects.create(version=version)
                 if produced_by is not None:
@@ -136,7 +181,7 @@ def dataset_version_create(
                     actor=actor, action="dataset_version.create", object_type="dataset_version",
                     object_id=version.pk, object_repr=str(version),
                     after={"sha256": sha256, "uri": stored_uri, "size": size, "format": format, "source": source,
-                           "source_uri": source_uri, "rows": row_count},
+                           "source_uri": source_uri, "rows": row_count, "missing_values": list(target.missing_values)},
                 )
                 transaction.on_commit(lambda pk=version.pk: enqueue_profile(pk), robust=True)
                 return version, True
@@ -167,11 +212,12 @@ def _local_copy(upload: UploadedFile) -> Any:
 
 
 def dataset_version_upload(
-    *, actor: Any, project: str | Project, dataset: str, upload: UploadedFile, description: str = ""
+    *, actor: Any, project: str | Project, dataset: str, upload: UploadedFile, description: str = "",
+    missing_values: Any = None,
 ) -> tuple[DatasetVersion, bool]:
     """Validate an uploaded CSV/Parquet/JSON Lines file and store it write-once. Bad files store nothing."""
     permissions.require(actor, "dataset.register")
-    target = dataset_target(project=project, dataset=dataset, description=description)
+    target = dataset_target(project=project, dataset=dataset, description=description, missing_values=missing_values)
     with _local_copy(upload) as path:
         try:
             file_format, summary, stored = validate_and_store(path, upload.name or "upload")

@@ -38,11 +38,11 @@ log = logging.getLogger(__name__)
 
 
 def dataset_registration_request(
-    *, actor: Any, project: str | Project, dataset: str, uri: str, description: str = ""
+    *, actor: Any, project: str | Project, dataset: str, uri: str, description: str = "", missing_values: Any = None,
 ) -> DatasetRegistration:
     """Queue the registration of an s3:// object or prefix, or a file:// file or folder under an allowed root."""
     permissions.require(actor, "dataset.register")
-    target = dataset_target(project=project, dataset=dataset, description=description)
+    target = dataset_target(project=project, dataset=dataset, description=description, missing_values=missing_values)
     uri = (uri or "").strip()
     try:
         sources.check_source_uri(uri, allowed_roots=settings.DATASET_FILE_ROOTS)
@@ -54,6 +54,7 @@ def dataset_registration_request(
         registration = DatasetRegistration.objects.create(
             project=target.project, dataset_slug=target.slug, dataset_name=target.name,
             description=description.strip(), source_uri=uri, created_by=actor,
+            missing_values=list(target.missing_values), enqueued_at=timezone.now(),
         )
         transaction.on_commit(lambda: enqueue_registration(registration.pk), robust=True)
     return registration
@@ -110,7 +111,7 @@ def _register_source(registration: DatasetRegistration, progress: Callable[[floa
     uri = registration.source_uri
     target = DatasetTarget(
         project=registration.project, slug=registration.dataset_slug, name=registration.dataset_name,
-        description=registration.description,
+        description=registration.description, missing_values=tuple(registration.missing_values or [""]),
     )
     roots = settings.DATASET_FILE_ROOTS
     with tempfile.TemporaryDirectory(prefix="register-", dir=settings.FILE_UPLOAD_TEMP_DIR) as tmp:

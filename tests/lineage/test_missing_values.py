@@ -1,0 +1,48 @@
+"""Which strings mean "no value" is the user's to say, once per dataset version, and never guessed."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from lineage import services
+from lineage.models import DatasetVersion
+
+pytestmark = pytest.mark.django_db
+
+COUNTRIES = b"country,visits\nNA,3\nNO,4\nNA,5\nNone,6\n,7\n"
+
+
+def upload(users, project, content=COUNTRIES, **extra):
+    return services.dataset_version_upload(
+        actor=users.data_scientist, project=project, dataset="countries",
+        upload=SimpleUploadedFile("countries.csv", content), **extra,
+    )
+
+
+def test_only_empty_fields_are_missing_unless_the_user_says(users, project) -> None:
+    version, _ = upload(users, project)
+    assert version.missing_values == [""]
+
+
+def test_the_users_markers_are_kept_on_the_version(users, project) -> None:
+    version, _ = upload(users, project, missing_values="NA, n/a ,NA")
+    assert version.missing_values == ["", "NA", "n/a"]
+
+
+def test_the_same_bytes_with_another_reading_are_refused_and_change_nothing(users, project) -> None:
+    first, _ = upload(users, project)
+    with pytest.raises(ValidationError) as raised:
+        upload(users, project, missing_values="NA")
+    assert "missing_values" in raised.value.message_dict
+    assert f"already {first}" in raised.value.message_dict["missing_values"][0]
+    assert DatasetVersion.objects.filter(dataset=first.dataset).count() == 1
+
+
+@pytest.mark.parametrize("markers", ['"quoted"', "x" * 33, ["NA", 3]])
+def test_bad_markers_name_the_field(users, project, markers) -> None:
+    with pytest.raises(ValidationError) as raised:
+        upload(users, project, missing_values=markers)
+    assert list(raised.value.message_dict) == ["missing_values"]
+    assert not DatasetVersion.objects.exists()
