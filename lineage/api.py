@@ -49,7 +49,7 @@ class DatasetVersionOutput(serializers.ModelSerializer):
         fields = [
             "id", "node_id", "project", "dataset", "number", "sha256", "uri", "size", "format", "content_format",
             "compressed", "columns", "row_count", "object_count", "source", "source_uri", "source_etag",
-            "source_version_id", "original_filename", "produced_by", "created_by", "created_at",
+            "source_version_id", "original_filename", "missing_values", "produced_by", "created_by", "created_at",
             "profile_status", "profile_progress",
         ]
 
@@ -59,6 +59,10 @@ class DatasetVersionUploadInput(serializers.Serializer):
     dataset = serializers.CharField(max_length=100)
     description = serializers.CharField(required=False, allow_blank=True, default="")
     file = serializers.FileField()
+    missing_values = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=1000,
+        help_text="Comma-separated strings that mean no value, e.g. `NA, n/a`; empty fields always do (the default: only they)",
+    )
 
 
 class DatasetRegistrationInput(serializers.Serializer):
@@ -66,6 +70,10 @@ class DatasetRegistrationInput(serializers.Serializer):
     dataset = serializers.CharField(max_length=100)
     uri = serializers.CharField(max_length=1024)
     description = serializers.CharField(required=False, allow_blank=True, default="")
+    missing_values = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=1000,
+        help_text="Comma-separated strings that mean no value, e.g. `NA, n/a`; empty fields always do (the default: only they)",
+    )
 
 
 class DatasetRegistrationOutput(serializers.ModelSerializer):
@@ -74,8 +82,8 @@ class DatasetRegistrationOutput(serializers.ModelSerializer):
 
     class Meta:
         model = DatasetRegistration
-        fields = ["id", "project", "dataset_slug", "source_uri", "status", "progress", "error", "version",
-                  "created_new_version", "created_at", "finished_at"]
+        fields = ["id", "project", "dataset_slug", "source_uri", "missing_values", "status", "progress", "error",
+                  "version", "created_new_version", "created_at", "finished_at"]
 
 
 def _version(pk: int) -> DatasetVersion:
@@ -138,7 +146,7 @@ class DatasetVersionUploadApi(GenericAPIView):
         data = serializer.validated_data
         version, created = services.dataset_version_upload(
             actor=request.user, project=data["project"], dataset=data["dataset"], upload=data["file"],
-            description=data["description"],
+            description=data["description"], missing_values=data["missing_values"],
         )
         return Response(DatasetVersionOutput(_version(version.pk)).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 

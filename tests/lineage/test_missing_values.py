@@ -46,3 +46,13 @@ def test_bad_markers_name_the_field(users, project, markers) -> None:
         upload(users, project, missing_values=markers)
     assert list(raised.value.message_dict) == ["missing_values"]
     assert not DatasetVersion.objects.exists()
+
+
+def test_the_api_takes_the_markers_and_answers_400_naming_the_field(api_client_for, users, project) -> None:
+    from tests.lineage.conftest import upload as api_upload
+
+    client = api_client_for(users.data_scientist)
+    created = api_upload(client, project="cancer", dataset="countries", name="c.csv", content=COUNTRIES, missing_values="NA")
+    assert created.status_code == 201 and created.json()["missing_values"] == ["", "NA"]
+    bad = api_upload(client, project="cancer", dataset="other", name="c.csv", content=COUNTRIES, missing_values='"x"')
+    assert bad.status_code == 400 and list(bad.json()["error"]["fields"]) == ["missing_values"]
