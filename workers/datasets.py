@@ -55,6 +55,10 @@ EXACT_QUANTILE_LIMIT = 10_000
 # Larger columns estimate quantiles from this many bins: each lies within (max - min) / 2,000 of numpy's linear quantile.
 QUANTILE_BINS = 2_000
 
+# Delimiters a spreadsheet in some locales writes instead of commas; a file using one is refused, not parsed.
+OTHER_DELIMITERS = ((";", "semicolon", "';'"), ("\t", "tab", "a tab"), ("|", "pipe", "'|'"))
+DELIMITER_SAMPLE_LINES = 20
+
 BOOLEAN_TEXT = ("true", "false")
 INTEGER_TEXT = re.compile(r"\s*[+-]?\d+\s*")
 DATETIME_TEXT = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?")
@@ -240,8 +244,11 @@ def _decode(data: bytes, lines_before: int, first: bool) -> str:
 
 
 def _validate_csv(lines: Iterable[str]) -> tuple[list[str], int]:
+    remaining = iter(lines)
+    sample = list(itertools.islice(remaining, DELIMITER_SAMPLE_LINES))
+    _refuse_other_delimiters(sample, complete=len(sample) < DELIMITER_SAMPLE_LINES)
     # strict: a quote left open at the end, or text after a closing quote, is reported rather than silently misread
-    reader = csv.reader(lines, strict=True)
+    reader = csv.reader(itertools.chain(sample, remaining), strict=True)
     header: list[str] | None = None
     row_count = 0
     start = 1  # physical line where the next record begins; a quoted field may span several lines
@@ -252,6 +259,7 @@ def _validate_csv(lines: Iterable[str]) -> tuple[list[str], int]:
                 continue
             if header is None:
                 header = row
+                _check_header_is_not_data(header)
                 _check_column_names(header)
             elif len(row) != len(header):
                 raise DatasetFileError(f"line {start} has {len(row)} fields but the header has {len(header)}")
@@ -281,6 +289,65 @@ def _validate_csv(lines: Iterable[str]) -> tuple[list[str], int]:
     return header, row_count
 
 
+def _refuse_other_delimiters(sample: list[str], *, complete: bool) -> None:
+    """Refuse a file whose first lines are one column with commas but split evenly on ';', a tab or '|'."""
+    by_comma = _sample_records(sample, ",", complete=complete)
+    if not by_comma or len(by_comma[0]) != 1:
+        return
+    for delimiter, name, shown in OTHER_DELIMITERS:
+        records = _sample_records(sample, delimiter, complete=complete)
+        widths = {len(record) for record in records}
+        # Quote-aware, so a semicolon inside quoted text is no delimiter; the header and at least one row must agree.
+        if len(records) >= 2 and len(widths) == 1 and widths.pop() >= 2:
+            raise DatasetFileError(
+                f"the file looks {name}-separated ({shown} splits each of the first {len(records)} rows into "
+                f"{len(records[0])} fields); ControlPlane reads comma-separated CSV: save it with commas"
+            )
+    # Runs of spaces separate numbers in files such as numpy.savetxt's; text with spaces in it is one genuine column.
+    lines = [line.split() for line in sample if line.strip()]
+    widths = {len(fields) for fields in lines}
+    if (
+        len(lines) >= 2
+        and len(widths) == 1
+        and widths.pop() >= 2
+        and all(_is_number(field) for fields in lines[1:] for field in fields)
+    ):
+        raise DatasetFileError(
+            f"the file looks space-separated (spaces split each of the first {len(lines)} rows into {len(lines[0])} "
+            "fields); ControlPlane reads comma-separated CSV: save it with commas"
+        )
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_header_is_not_data(header: list[str]) -> None:
+    # A file saved without a header would lose its first row to it, and its columns would be named by values.
+    if all(_is_number(name) for name in header):
+        shown = ", ".join(repr(name) for name in header[:5]) + (", ..." if len(header) > 5 else "")
+        raise DatasetFileError(
+            f"the first line looks like data, not a header: every column name is a number ({shown}); "
+            "add a first line naming the columns"
+        )
+
+
+def _sample_records(sample: list[str], delimiter: str, *, complete: bool) -> list[list[str]]:
+    records: list[list[str]] = []
+    try:
+        for record in csv.reader(sample, delimiter=delimiter):
+            if record:
+                records.append(record)
+    except csv.Error:
+        return records[:-1]
+    # The last record of a cut sample may be cut inside a quoted field, so it does not count.
+    return records if complete else records[:-1]
+
+
 def _check_column_names(names: list[str]) -> None:
     unnamed = [position for position, name in enumerate(names, 1) if not name.strip()]
     if unnamed:
@@ -294,7 +361,9 @@ def _check_column_names(names: list[str]) -> None:
         f"{name!r} (columns {', '.join(map(str, found))})" for name, found in positions.items() if len(found) > 1
     ]
     if repeated:
-        raise DatasetFileError(f"column names appear more than once in the header: {'; '.join(repeated)}")
+        # A handful is enough to fix the header; a message listing hundreds is unreadable in a form.
+        more = f"; and {len(repeated) - 5} more" if len(repeated) > 5 else ""
+        raise DatasetFileError(f"column names appear more than once in the header: {'; '.join(repeated[:5])}{more}")
 
 
 def _validate_jsonl(lines: Iterable[str]) -> tuple[list[str], int]:
