@@ -5,6 +5,12 @@ A profile covers one file or many (a manifest) as if their rows were concatenate
 
 Histogram convention, shared with the drift job: bins are half-open [edges[i], edges[i+1]) except the last, which is
 closed, exactly as `numpy.histogram(values, bins=edges)` counts them.
+
+Missing: a null (JSON, Parquet), an absent key, or text equal to one of the caller's `missing_values` (by default
+only empty text; "NA" is Namibia). inf and NaN are values, counted in `non_finite`, outside every statistic.
+
+Quantiles: integer columns use numpy's "inverted_cdf" (always a value that occurs), floats numpy's "linear"; both are
+exact while the column has few enough distinct values (`quantiles_exact`), estimated from fine bins beyond that.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import json
 import math
 import re
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,13 +53,27 @@ MAX_JSON_KEYS = 10_000
 CHUNK_CELLS = 2_000_000
 CHUNK_ROWS = 100_000
 
+# Only empty fields are missing unless the caller names more (R's "NA", say): "NA" is also Namibia's country code.
+DEFAULT_MISSING_VALUES: tuple[str, ...] = ("",)
+
 DISTINCT_CAP = 10_000
 TOP_VALUES = 20
 QUANTILES = {"p01": 0.01, "p05": 0.05, "p25": 0.25, "p50": 0.50, "p75": 0.75, "p95": 0.95, "p99": 0.99}
-# Columns with at most this many numbers keep them all and get numpy's exact (linear) quantiles.
+# A numeric column keeps its distinct values and their counts (exact quantiles and distinct count) while it has at
+# most this many per column, or its share of EXACT_VALUES_BUDGET if that is larger, so memory stays bounded.
 EXACT_QUANTILE_LIMIT = 10_000
-# Larger columns estimate quantiles from this many bins: each lies within (max - min) / 2,000 of numpy's linear quantile.
+EXACT_VALUES_BUDGET = 2_000_000
+# Beyond that, quantiles come from this many bins: each lies within (max - min) / 2,000 of the exact quantile
+# (plus 0.5 for integer columns, whose estimates are rounded to whole numbers).
 QUANTILE_BINS = 2_000
+# Integers take the value at the inverse of the empirical CDF (always a value that occurs); floats interpolate linearly.
+INTEGER_QUANTILE_METHOD = "inverted_cdf"
+FLOAT_QUANTILE_METHOD = "linear"
+NAN_TEXT = frozenset({"nan", "+nan", "-nan"})
+
+# Delimiters a spreadsheet in some locales writes instead of commas; a file using one is refused, not parsed.
+OTHER_DELIMITERS = ((";", "semicolon", "';'"), ("\t", "tab", "a tab"), ("|", "pipe", "'|'"))
+DELIMITER_SAMPLE_LINES = 20
 
 BOOLEAN_TEXT = ("true", "false")
 INTEGER_TEXT = re.compile(r"\s*[+-]?\d+\s*")
@@ -240,8 +260,11 @@ def _decode(data: bytes, lines_before: int, first: bool) -> str:
 
 
 def _validate_csv(lines: Iterable[str]) -> tuple[list[str], int]:
+    remaining = iter(lines)
+    sample = list(itertools.islice(remaining, DELIMITER_SAMPLE_LINES))
+    _refuse_other_delimiters(sample, complete=len(sample) < DELIMITER_SAMPLE_LINES)
     # strict: a quote left open at the end, or text after a closing quote, is reported rather than silently misread
-    reader = csv.reader(lines, strict=True)
+    reader = csv.reader(itertools.chain(sample, remaining), strict=True)
     header: list[str] | None = None
     row_count = 0
     start = 1  # physical line where the next record begins; a quoted field may span several lines
@@ -252,6 +275,7 @@ def _validate_csv(lines: Iterable[str]) -> tuple[list[str], int]:
                 continue
             if header is None:
                 header = row
+                _check_header_is_not_data(header)
                 _check_column_names(header)
             elif len(row) != len(header):
                 raise DatasetFileError(f"line {start} has {len(row)} fields but the header has {len(header)}")
@@ -281,6 +305,65 @@ def _validate_csv(lines: Iterable[str]) -> tuple[list[str], int]:
     return header, row_count
 
 
+def _refuse_other_delimiters(sample: list[str], *, complete: bool) -> None:
+    """Refuse a file whose first lines are one column with commas but split evenly on ';', a tab or '|'."""
+    by_comma = _sample_records(sample, ",", complete=complete)
+    if not by_comma or len(by_comma[0]) != 1:
+        return
+    for delimiter, name, shown in OTHER_DELIMITERS:
+        records = _sample_records(sample, delimiter, complete=complete)
+        widths = {len(record) for record in records}
+        # Quote-aware, so a semicolon inside quoted text is no delimiter; the header and at least one row must agree.
+        if len(records) >= 2 and len(widths) == 1 and widths.pop() >= 2:
+            raise DatasetFileError(
+                f"the file looks {name}-separated ({shown} splits each of the first {len(records)} rows into "
+                f"{len(records[0])} fields); ControlPlane reads comma-separated CSV: save it with commas"
+            )
+    # Runs of spaces separate numbers in files such as numpy.savetxt's; text with spaces in it is one genuine column.
+    lines = [line.split() for line in sample if line.strip()]
+    widths = {len(fields) for fields in lines}
+    if (
+        len(lines) >= 2
+        and len(widths) == 1
+        and widths.pop() >= 2
+        and all(_is_number(field) for fields in lines[1:] for field in fields)
+    ):
+        raise DatasetFileError(
+            f"the file looks space-separated (spaces split each of the first {len(lines)} rows into {len(lines[0])} "
+            "fields); ControlPlane reads comma-separated CSV: save it with commas"
+        )
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_header_is_not_data(header: list[str]) -> None:
+    # A file saved without a header would lose its first row to it, and its columns would be named by values.
+    if all(_is_number(name) for name in header):
+        shown = ", ".join(repr(name) for name in header[:5]) + (", ..." if len(header) > 5 else "")
+        raise DatasetFileError(
+            f"the first line looks like data, not a header: every column name is a number ({shown}); "
+            "add a first line naming the columns"
+        )
+
+
+def _sample_records(sample: list[str], delimiter: str, *, complete: bool) -> list[list[str]]:
+    records: list[list[str]] = []
+    try:
+        for record in csv.reader(sample, delimiter=delimiter):
+            if record:
+                records.append(record)
+    except csv.Error:
+        return records[:-1]
+    # The last record of a cut sample may be cut inside a quoted field, so it does not count.
+    return records if complete else records[:-1]
+
+
 def _check_column_names(names: list[str]) -> None:
     unnamed = [position for position, name in enumerate(names, 1) if not name.strip()]
     if unnamed:
@@ -294,7 +377,9 @@ def _check_column_names(names: list[str]) -> None:
         f"{name!r} (columns {', '.join(map(str, found))})" for name, found in positions.items() if len(found) > 1
     ]
     if repeated:
-        raise DatasetFileError(f"column names appear more than once in the header: {'; '.join(repeated)}")
+        # A handful is enough to fix the header; a message listing hundreds is unreadable in a form.
+        more = f"; and {len(repeated) - 5} more" if len(repeated) > 5 else ""
+        raise DatasetFileError(f"column names appear more than once in the header: {'; '.join(repeated[:5])}{more}")
 
 
 def _validate_jsonl(lines: Iterable[str]) -> tuple[list[str], int]:
@@ -438,7 +523,9 @@ def _chunk_rows(column_count: int) -> int:
     return max(1_000, min(CHUNK_ROWS, CHUNK_CELLS // max(column_count, 1)))
 
 
-def _chunks(paths: list[Path], format: str, progress: _Progress, pass_index: int) -> Iterator[_Chunk]:
+def _chunks(
+    paths: list[Path], format: str, progress: _Progress, pass_index: int, missing: frozenset[str]
+) -> Iterator[_Chunk]:
     for file_index, path in enumerate(paths):
         offset = progress.file_offset(pass_index, file_index)
         size = progress.sizes[file_index]
@@ -447,26 +534,30 @@ def _chunks(paths: list[Path], format: str, progress: _Progress, pass_index: int
             progress.report(offset + size * min(fraction, 1.0))
 
         if format == "csv":
-            yield from _csv_chunks(path, report)
+            yield from _csv_chunks(path, report, missing)
         elif format == "jsonl":
-            yield from _jsonl_chunks(path, report)
+            yield from _jsonl_chunks(path, report, missing)
         else:
-            yield from _parquet_chunks(path, report)
+            yield from _parquet_chunks(path, report, missing)
 
 
-def _csv_chunks(path: Path, report: Callable[[float], None]) -> Iterator[_Chunk]:
+def _csv_chunks(path: Path, report: Callable[[float], None], missing: frozenset[str]) -> Iterator[_Chunk]:
     compressed = _is_gzip(path)
     size = max(path.stat().st_size, 1)
     with _open_bytes(path, compressed) as (raw, stream):
         try:
             header = pd.read_csv(stream, nrows=0, encoding="utf-8-sig", compression=None)
             stream.seek(0)
+            # pandas' own list ("NA", "None", "null", "n/a", ...) is off: only the caller's missing values count.
             reader = pd.read_csv(
                 stream,
                 dtype=str,
                 chunksize=_chunk_rows(len(header.columns)),
                 encoding="utf-8-sig",
                 compression=None,
+                keep_default_na=False,
+                na_values=sorted(missing),
+                na_filter=bool(missing),
             )
             with reader:
                 for frame in reader:
@@ -479,7 +570,7 @@ def _csv_chunks(path: Path, report: Callable[[float], None]) -> Iterator[_Chunk]
             raise DatasetFileError(f"the CSV file cannot be read; validate it first ({exc})") from exc
 
 
-def _jsonl_chunks(path: Path, report: Callable[[float], None]) -> Iterator[_Chunk]:
+def _jsonl_chunks(path: Path, report: Callable[[float], None], missing: frozenset[str]) -> Iterator[_Chunk]:
     compressed = _is_gzip(path)
     size = max(path.stat().st_size, 1)
     with _open_bytes(path, compressed) as (raw, stream):
@@ -492,20 +583,21 @@ def _jsonl_chunks(path: Path, report: Callable[[float], None]) -> Iterator[_Chun
             rows.append(obj)
             cells += len(obj)
             if cells >= CHUNK_CELLS or len(rows) >= CHUNK_ROWS:
-                yield _json_chunk(rows)
+                yield _json_chunk(rows, missing)
                 rows, cells = [], 0
                 report(raw.tell() / size)
         if rows:
-            yield _json_chunk(rows)
+            yield _json_chunk(rows, missing)
 
 
-def _json_chunk(rows: list[dict[str, Any]]) -> _Chunk:
+def _json_chunk(rows: list[dict[str, Any]], missing: frozenset[str]) -> _Chunk:
     names = dict.fromkeys(itertools.chain.from_iterable(rows))
-    return _Chunk(len(rows), {name: _values_from_python([row.get(name) for row in rows]) for name in names})
+    return _Chunk(len(rows), {name: _values_from_python([row.get(name) for row in rows], missing) for name in names})
 
 
-def _values_from_python(column: list[Any]) -> _Values:
-    present = [value for value in column if value is not None]
+def _values_from_python(column: list[Any], missing: frozenset[str]) -> _Values:
+    # JSON null (or an absent key) is missing; the string "null" is text unless the caller named it.
+    present = [value for value in column if value is not None and not (isinstance(value, str) and value in missing)]
     types = set(map(type, present))
     if present and types == {bool}:
         return _Values("boolean", np.array(present, dtype=bool))
@@ -515,19 +607,19 @@ def _values_from_python(column: list[Any]) -> _Values:
         except OverflowError:
             numbers = None  # integers beyond float range stay text
         if numbers is not None:
-            return _Values("float" if float in types else "integer", numbers[~np.isnan(numbers)])
+            return _Values("float" if float in types else "integer", numbers)
     texts = [value if isinstance(value, str) else json.dumps(value, sort_keys=True) for value in present]
     return _Values("text", pd.Series(texts, dtype="str"))
 
 
-def _parquet_chunks(path: Path, report: Callable[[float], None]) -> Iterator[_Chunk]:
+def _parquet_chunks(path: Path, report: Callable[[float], None], missing: frozenset[str]) -> Iterator[_Chunk]:
     try:
         with pq.ParquetFile(path) as parquet:
             total = max(parquet.metadata.num_rows, 1)
             done = 0
             for batch in parquet.iter_batches(batch_size=_chunk_rows(len(parquet.schema_arrow.names))):
                 columns = {
-                    name: _values_from_arrow(batch.column(index))
+                    name: _values_from_arrow(batch.column(index), missing)
                     for index, name in enumerate(batch.schema.names)
                     if not PANDAS_INDEX_COLUMN.fullmatch(name)
                 }
@@ -538,7 +630,7 @@ def _parquet_chunks(path: Path, report: Callable[[float], None]) -> Iterator[_Ch
         raise DatasetFileError(f"the Parquet file cannot be read ({exc})") from exc
 
 
-def _values_from_arrow(array: pa.Array) -> _Values:
+def _values_from_arrow(array: pa.Array, missing: frozenset[str]) -> _Values:
     if pa.types.is_dictionary(array.type):
         array = array.dictionary_decode()
     array = array.drop_null()
@@ -548,9 +640,11 @@ def _values_from_arrow(array: pa.Array) -> _Values:
     if pa.types.is_integer(kind):
         return _Values("integer", array.to_numpy(zero_copy_only=False).astype(np.float64))
     if pa.types.is_floating(kind) or pa.types.is_decimal(kind):
-        numbers = pc.cast(array, pa.float64(), safe=False).to_numpy(zero_copy_only=False)
-        return _Values("float", numbers[~np.isnan(numbers)])
+        # A stored NaN is a value (not a number), not a null: it is counted as non-finite, as "nan" in a CSV is.
+        return _Values("float", pc.cast(array, pa.float64(), safe=False).to_numpy(zero_copy_only=False))
     if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
+        if missing:
+            array = array.filter(pc.invert(pc.is_in(array, value_set=pa.array(sorted(missing), type=array.type))))
         return _Values("text", pd.Series(array.to_pandas(), dtype="str"))
     if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
         texts = pc.replace_substring_regex(array.cast(pa.string()), pattern=r"\.0+(Z?)$", replacement=r"\1")
@@ -580,7 +674,8 @@ class _ColumnStats:
         self.integral = True
         self.boolean = True
         self.datetime = True
-        self.infinite = 0
+        self.whole = True  # every finite number is a whole number ("3.0" too), whatever the column's type
+        self.non_finite = 0  # inf, -inf and NaN: values, not missing, but outside every statistic
         self.n = 0  # finite numbers, combined with Chan's parallel update
         self.mean = 0.0
         self.m2 = 0.0
@@ -596,7 +691,9 @@ class _ColumnStats:
             texts = values.data
             if self.numeric:
                 numbers = pd.to_numeric(texts, errors="coerce")
-                if numbers.isna().any():
+                failed = numbers.isna()
+                # "nan" parses to NaN too, so only text that is not a spelling of NaN makes the column non-numeric.
+                if failed.any() and not texts[failed].str.strip().str.lower().isin(NAN_TEXT).all():
                     self.numeric = False
                 else:
                     self.boolean = self.datetime = False
@@ -618,7 +715,7 @@ class _ColumnStats:
             self.boolean = self.datetime = False
             self.integral = self.integral and values.kind == "integer"
             if self.numeric:
-                self._add_numbers(values.data)
+                self._add_numbers(np.asarray(values.data, dtype=np.float64))
         elif values.kind == "boolean":
             self.numeric = self.datetime = False
         else:
@@ -627,11 +724,12 @@ class _ColumnStats:
     def _add_numbers(self, numbers: np.ndarray) -> None:
         finite = np.isfinite(numbers)
         if not finite.all():
-            self.infinite += int((~finite).sum())
+            self.non_finite += int((~finite).sum())
             numbers = numbers[finite]
         n_b = numbers.size
         if n_b == 0:
             return
+        self.whole = self.whole and bool(np.all(numbers == np.floor(numbers)))
         mean_b = float(numbers.mean())
         m2_b = float(np.square(numbers - mean_b).sum())
         n = self.n + n_b
@@ -665,47 +763,84 @@ def _histogram_edges(low: float, high: float, bins: int) -> np.ndarray:
 
 
 class _Distribution:
-    """Pass 2 for one numeric column: the histogram on fixed edges, and what its quantiles need."""
+    """Pass 2 for one numeric column: the histogram on fixed edges, and what its quantiles and distinct count need.
 
-    def __init__(self, stats: _ColumnStats, bins: int) -> None:
+    While the column has at most `exact_cap` distinct numbers it keeps each with its count, so its quantiles and
+    distinct count are exact; past that it keeps only counts in QUANTILE_BINS fine bins (a sketch).
+    """
+
+    def __init__(self, stats: _ColumnStats, bins: int, *, integer: bool, exact_cap: int) -> None:
         self.stats = stats
+        self.integer = integer
+        self.exact_cap = exact_cap
         self.edges = _histogram_edges(stats.min, stats.max, bins)
         self.counts = np.zeros(bins, dtype=np.int64)
-        self.exact = stats.n <= EXACT_QUANTILE_LIMIT
-        self.kept: list[np.ndarray] = []
+        self.values: np.ndarray | None = np.zeros(0, dtype=np.float64)  # None once past exact_cap
+        self.value_counts = np.zeros(0, dtype=np.int64)
         fine_edges = _histogram_edges(stats.min, stats.max, QUANTILE_BINS)
         self.fine_range = (float(fine_edges[0]), float(fine_edges[-1]))
-        self.fine_counts = np.zeros(0 if self.exact else QUANTILE_BINS, dtype=np.int64)
+        self.fine_counts = np.zeros(QUANTILE_BINS, dtype=np.int64)
+
+    @property
+    def exact(self) -> bool:
+        return self.values is not None
 
     def add(self, numbers: np.ndarray) -> None:
         numbers = numbers[np.isfinite(numbers)]
         if numbers.size == 0:
             return
         self.counts += np.histogram(numbers, bins=self.edges)[0]
-        if self.exact:
-            self.kept.append(numbers)
-        else:
-            self.fine_counts += np.histogram(numbers, bins=QUANTILE_BINS, range=self.fine_range)[0]
+        self.fine_counts += np.histogram(numbers, bins=QUANTILE_BINS, range=self.fine_range)[0]
+        if self.values is None:
+            return
+        found, counts = np.unique(numbers, return_counts=True)
+        merged, where = np.unique(np.concatenate([self.values, found]), return_inverse=True)
+        if merged.size > self.exact_cap:
+            # Whether the cap is ever passed depends only on the final distinct count, not on how rows were chunked.
+            self.values = None
+            self.value_counts = np.zeros(0, dtype=np.int64)
+            return
+        totals = np.zeros(merged.size, dtype=np.int64)
+        np.add.at(totals, where, np.concatenate([self.value_counts, counts]))
+        self.values, self.value_counts = merged, totals
+
+    def distinct(self) -> tuple[int, bool]:
+        """The number of distinct finite values and whether it is capped (then there are more than that many)."""
+        if self.values is None:
+            return self.exact_cap, True
+        return int(self.values.size), False
 
     def quantiles(self) -> dict[str, float | None]:
         if self.stats.n == 0:
             return dict.fromkeys(QUANTILES)
-        if self.exact:
-            values = np.quantile(np.concatenate(self.kept), list(QUANTILES.values()))
-            return {key: float(value) for key, value in zip(QUANTILES, values, strict=True)}
-        return {key: self._estimate(q) for key, q in QUANTILES.items()}
+        order_statistic = self._exact_order_statistic if self.exact else self._estimated_order_statistic
+        n = self.stats.n
+        result: dict[str, float | None] = {}
+        for key, q in QUANTILES.items():
+            if self.integer:
+                # numpy's inverted_cdf: the smallest value whose cumulative share reaches q, a value that occurs.
+                result[key] = float(round(order_statistic(max(math.ceil(n * q) - 1, 0))))
+                continue
+            # numpy's linear method: interpolate between the order statistics around rank (n - 1) q.
+            rank = (n - 1) * q
+            below = math.floor(rank)
+            fraction = rank - below
+            low = order_statistic(below)
+            if fraction == 0:
+                result[key] = low
+                continue
+            high = order_statistic(below + 1)
+            # numpy's lerp, so an exact quantile equals np.quantile's to the last bit
+            diff = high - low
+            result[key] = high - diff * (1 - fraction) if fraction >= 0.5 else low + diff * fraction
+        return result
 
-    def _estimate(self, q: float) -> float:
-        # Same definition as numpy's linear method: interpolate between the order statistics around rank (n - 1) q.
-        rank = (self.stats.n - 1) * q
-        below = math.floor(rank)
-        fraction = rank - below
-        value = self._order_statistic(below)
-        if fraction > 0:
-            value = (1 - fraction) * value + fraction * self._order_statistic(below + 1)
-        return value
+    def _exact_order_statistic(self, k: int) -> float:
+        assert self.values is not None
+        cumulative = np.cumsum(self.value_counts)
+        return float(self.values[int(np.searchsorted(cumulative, k, side="right"))])
 
-    def _order_statistic(self, k: int) -> float:
+    def _estimated_order_statistic(self, k: int) -> float:
         """The k-th smallest number (from 0), placed evenly within its fine bin, so off by less than one bin width."""
         if k <= 0:
             return self.stats.min
@@ -756,13 +891,18 @@ def profile_files(
     format: str,
     progress: Callable[[float], None] | None = None,
     bins: int = 20,
+    missing_values: Sequence[str] = DEFAULT_MISSING_VALUES,
 ) -> dict[str, Any]:
     """Profile the rows of all `paths` together (a manifest's objects, or one file) in two streaming passes.
 
     Pass 1 finds each column's type, counts, min/max and moments; pass 2 fills histograms on edges fixed by pass 1,
     and counts categorical values. The result is JSON-serialisable (no NaN or infinity) and is the drift baseline.
+
+    A value is missing when it is absent or null (JSON null, Parquet null), or when it is text equal to one of
+    `missing_values` (a CSV field, a JSON or Parquet string); by default only empty text is.
     """
     _check_format(format)
+    missing = _missing_set(missing_values)
     if not paths:
         raise DatasetFileError("there are no files to profile")
     if bins < 1:
@@ -771,19 +911,20 @@ def profile_files(
 
     stats: dict[str, _ColumnStats] = {}
     row_count = 0
-    for chunk in _chunks(paths, format, tracker, pass_index=0):
+    for chunk in _chunks(paths, format, tracker, 0, missing):
         row_count += chunk.rows
         for name, values in chunk.columns.items():
             stats.setdefault(name, _ColumnStats()).observe(values)
 
     types = {name: column.type() for name, column in stats.items()}
+    numeric_names = [name for name, column in stats.items() if types[name] in ("integer", "float") and column.n > 0]
+    exact_cap = max(EXACT_QUANTILE_LIMIT, EXACT_VALUES_BUDGET // max(len(numeric_names), 1))
     distributions = {
-        name: _Distribution(column, bins)
-        for name, column in stats.items()
-        if types[name] in ("integer", "float") and column.n > 0
+        name: _Distribution(stats[name], bins, integer=types[name] == "integer", exact_cap=exact_cap)
+        for name in numeric_names
     }
     counters = {name: _ValueCounter() for name, kind in types.items() if kind not in ("integer", "float")}
-    for chunk in _chunks(paths, format, tracker, pass_index=1):
+    for chunk in _chunks(paths, format, tracker, 1, missing):
         for name, values in chunk.columns.items():
             if name in distributions:
                 distributions[name].add(values.numbers())
@@ -795,14 +936,17 @@ def profile_files(
     for name, column in stats.items():
         kind = types[name]
         numeric = kind in ("integer", "float")
-        count = column.n if numeric else column.count
-        missing = row_count - count
+        absent = row_count - column.count
         entry: dict[str, Any] = {
             "type": kind,
             "kind": "numeric" if numeric else "categorical",
-            "count": count,
-            "missing": missing,
-            "missing_fraction": missing / row_count if row_count else 0.0,
+            # numeric: the finite numbers the statistics cover; count + missing + non_finite == row_count
+            "count": column.n if numeric else column.count,
+            "missing": absent,
+            "missing_fraction": absent / row_count if row_count else 0.0,
+            "non_finite": column.non_finite if numeric else 0,
+            # What a training target's check reads: numeric with only whole numbers (3 and 3.0 alike), or not numeric.
+            "integer_valued": (column.whole if column.n else None) if numeric else None,
         }
         if numeric:
             entry.update(_numeric_summary(column, distributions.get(name), bins))
@@ -811,6 +955,7 @@ def profile_files(
         columns[name] = entry
     return {
         "version": PROFILE_VERSION,
+        "missing_values": sorted(missing),
         "row_count": row_count,
         "column_count": len(columns),
         "schema": [{"name": name, "type": types[name]} for name in stats],
@@ -827,19 +972,39 @@ def _numeric_summary(column: _ColumnStats, distribution: _Distribution | None, b
             "mean": None,
             "std": None,
             "quantiles": dict.fromkeys(QUANTILES),
+            "quantiles_exact": True,
+            "quantile_method": INTEGER_QUANTILE_METHOD if column.integral else FLOAT_QUANTILE_METHOD,
             "histogram": {"edges": [], "counts": []},
+            "distinct": 0,
+            "distinct_capped": False,
         }
+    distinct, capped = distribution.distinct()
     return {
         "min": _finite(column.min),
         "max": _finite(column.max),
         "mean": _finite(column.mean),
         "std": _finite(math.sqrt(column.m2 / (column.n - 1))) if column.n > 1 else None,
         "quantiles": {key: _finite(value) for key, value in distribution.quantiles().items()},
+        # False: estimated from QUANTILE_BINS fine bins (the sketch), within (max - min) / QUANTILE_BINS
+        "quantiles_exact": distribution.exact,
+        "quantile_method": INTEGER_QUANTILE_METHOD if distribution.integer else FLOAT_QUANTILE_METHOD,
+        # distinct finite numbers; when capped, there are more than `distinct`
+        "distinct": distinct,
+        "distinct_capped": capped,
         "histogram": {
             "edges": [float(edge) for edge in distribution.edges],
             "counts": [int(count) for count in distribution.counts],
         },
     }
+
+
+def _missing_set(missing_values: Sequence[str]) -> frozenset[str]:
+    if isinstance(missing_values, str) or not all(isinstance(value, str) for value in missing_values):
+        raise DatasetFileError(
+            f'missing_values must be a list of strings (such as ["", "NA"]), not {missing_values!r}',
+            field="missing_values",
+        )
+    return frozenset(missing_values)
 
 
 def _finite(value: float | None) -> float | None:

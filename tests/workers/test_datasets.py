@@ -382,10 +382,10 @@ def test_large_profile_quantiles_within_the_documented_bound(large_csv: tuple[Pa
 
 
 def test_missing_values_are_counted(tmp_path: Path) -> None:
-    path = write(tmp_path, "gaps.csv", "a,b,c\n1,x,\n,y,\n3,NA,\nNA,,\n5,x,\n")
+    path = write(tmp_path, "gaps.csv", "a,b,c\n1,x,\n,y,\n3,NA,\n,,\n5,x,\n")
     columns = profile_files([path], format="csv")["columns"]
     assert (columns["a"]["count"], columns["a"]["missing"], columns["a"]["missing_fraction"]) == (3, 2, 0.4)
-    assert (columns["b"]["count"], columns["b"]["missing"]) == (3, 2)
+    assert (columns["b"]["count"], columns["b"]["missing"]) == (4, 1)
     assert (columns["c"]["count"], columns["c"]["missing"], columns["c"]["type"]) == (0, 5, "string")
     assert columns["a"]["mean"] == 3.0
 
@@ -447,7 +447,9 @@ def test_booleans_datetimes_and_infinities(tmp_path: Path) -> None:
     assert columns["flag"]["top"] == [{"value": "false", "count": 2}, {"value": "true", "count": 1}]
     assert columns["when"]["type"] == "datetime" and columns["when"]["kind"] == "categorical"
     assert columns["ratio"]["type"] == "float"
-    assert (columns["ratio"]["count"], columns["ratio"]["missing"], columns["ratio"]["max"]) == (2, 1, 2.5)
+    # inf is a value outside the statistics, not a missing one
+    ratio = columns["ratio"]
+    assert (ratio["count"], ratio["missing"], ratio["non_finite"], ratio["max"]) == (2, 0, 1, 2.5)
     assert columns["code"]["type"] == "integer"
 
 
