@@ -45,7 +45,8 @@ def dataset_profile_run(*, version_id: int) -> DatasetProfile | None:
 
     try:
         with version_local_files(version) as paths:
-            profile = dataset_files.profile_files(paths, format=version.content_format, progress=throttled_progress(progress))
+            profile = dataset_files.profile_files(paths, format=version.content_format, progress=throttled_progress(progress),
+                                                  missing_values=tuple(version.missing_values or [""]))
     except (sources.SourceError, dataset_files.DatasetFileError) as exc:
         PROFILE_MACHINE.apply(version_id, "fail", attempt=attempt, quiet=True, reason=str(exc), error=str(exc))
     except BaseException:

@@ -56,3 +56,16 @@ def test_the_api_takes_the_markers_and_answers_400_naming_the_field(api_client_f
     assert created.status_code == 201 and created.json()["missing_values"] == ["", "NA"]
     bad = api_upload(client, project="cancer", dataset="other", name="c.csv", content=COUNTRIES, missing_values='"x"')
     assert bad.status_code == 400 and list(bad.json()["error"]["fields"]) == ["missing_values"]
+
+
+def test_the_profile_reads_the_version_with_its_markers(users, project) -> None:
+    plain, _ = upload(users, project)
+    named, _ = services.dataset_version_upload(
+        actor=users.data_scientist, project=project, dataset="countries-na",
+        upload=SimpleUploadedFile("countries.csv", COUNTRIES), missing_values="NA",
+    )
+    for version in (plain, named):
+        services.dataset_profile_run(version_id=version.pk)
+    country = {v.pk: v.profile.__class__.objects.get(pk=v.pk).profile["columns"]["country"] for v in (plain, named)}
+    assert country[plain.pk]["missing"] == 1  # only the empty field: NA is Namibia, None is a value
+    assert country[named.pk]["missing"] == 3  # the user said NA means no value
