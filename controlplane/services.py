@@ -7,17 +7,19 @@ import logging
 import re
 import socket
 import time
+from datetime import timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from controlplane import permissions, tasks
 from controlplane.backends import object_store
 from controlplane.models import AuditEvent, Heartbeat, Project, SystemCheck
-from controlplane.transitions import StateMachine, transitions
+from controlplane.transitions import StateMachine, default_lease_seconds, transitions
 
 log = logging.getLogger(__name__)
 
@@ -221,12 +223,31 @@ def system_check_run(*, check_id: int, worker: str | None = None) -> SystemCheck
     if attempt is None:
         log.info("system check %s: another worker got there first, or it is gone", check_id)
         return None
-    results = [_probe("database", _probe_database), _probe("object store", _probe_object_store)]
-    passed = all(result["ok"] for result in results)
-    SYSTEM_CHECK_MACHINE.apply(check_id, "pass" if passed else "fail", attempt=attempt, quiet=True, results=results,
-                               reason="" if passed else "a probe failed")
+    try:
+        results = [_probe("database", _probe_database), _probe("object store", _probe_object_store)]
+        passed = all(result["ok"] for result in results)
+        SYSTEM_CHECK_MACHINE.apply(check_id, "pass" if passed else "fail", attempt=attempt, quiet=True,
+                                   results=results, reason="" if passed else "a probe failed")
+    except BaseException:
+        SYSTEM_CHECK_MACHINE.release(check_id, attempt)  # the sweep sends it again
+        raise
     heartbeat_record(name=f"worker:{worker}", detail={"via": "system check"})
     return SystemCheck.objects.get(pk=check_id)
+
+
+def system_checks_requeue_stale() -> int:
+    """Send again a check whose message seems lost: still queued, or claimed by a worker that died, a lease after
+    it was last sent. The task claims the check, so a duplicate does nothing."""
+    now = timezone.now()
+    expired = now - timedelta(seconds=default_lease_seconds())
+    resend = now - timedelta(seconds=60)
+    lost = (Q(status="queued") | Q(status="running") & (Q(claimed_at__lt=expired) | Q(claimed_at__isnull=True)))
+    stale = list(SystemCheck.objects.filter(lost).filter(Q(enqueued_at__lt=resend) | Q(enqueued_at__isnull=True))
+                 .values_list("pk", flat=True)[:100])
+    for check_id in stale:
+        SystemCheck.objects.filter(pk=check_id).update(enqueued_at=now)
+        tasks.system_check_run_task.delay(check_id)
+    return len(stale)
 
 
 def _probe(name: str, fn: Any) -> dict[str, Any]:

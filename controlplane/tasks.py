@@ -20,3 +20,10 @@ def heartbeat_record_task() -> None:
 
     # Scheduled by beat and executed by a worker, so its timestamp proves both are alive.
     services.heartbeat_record(name="beat", detail={"worker": socket.gethostname()})
+
+
+@shared_task(name="controlplane.tasks.system_checks_requeue_stale", ignore_result=True, expires=50)
+def system_checks_requeue_stale_task() -> None:
+    from controlplane import services
+
+    services.system_checks_requeue_stale()

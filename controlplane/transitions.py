@@ -10,18 +10,23 @@ another worker took over) cannot overwrite the outcome.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import models, transaction
+from django.db import connections, models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from controlplane import permissions
+
+log = logging.getLogger(__name__)
 
 
 def _infrastructure_errors() -> tuple[type[BaseException], ...]:
@@ -36,6 +41,9 @@ def _infrastructure_errors() -> tuple[type[BaseException], ...]:
 # The database, the broker or the network failed, not the work: a task retries on these and never records them as
 # the outcome (a run is not failed because the database restarted).
 INFRASTRUCTURE_ERRORS = _infrastructure_errors()
+
+
+TAKEOVER_REASON = "taken over: the previous worker's lease expired"
 
 
 class IllegalTransition(ValidationError):
@@ -103,14 +111,16 @@ class StateMachine:
         reason: str = "",
         attempt: int | None = None,
         quiet: bool = False,
-        check: Callable[[Any], None] | None = None,
+        under_lock: Callable[[Any], dict[str, Any] | None] | None = None,
         **fields: Any,
     ) -> Any:
         """Make `action` on the row `pk` under its lock, with its event row; return the updated object.
 
         A state the action may not leave from raises IllegalTransition, or with `quiet` returns None (a worker that
         lost a race returns quietly). With `attempt`, the row must still carry that attempt: otherwise LostLease, or
-        None with `quiet`. `check(obj)` runs under the lock before anything changes and may raise to refuse.
+        None with `quiet`. `under_lock(obj)` runs under the lock before anything changes: it may raise to refuse, or
+        return more fields computed from the locked row (e.g. metrics merged with what other polls stored).
+        Only the fields named are written, so a writer that does not lock the row cannot lose an update here.
         """
         transition = self.allowed(action)
         if transition.permission is not None and actor is not None:
@@ -129,18 +139,18 @@ class StateMachine:
                 raise IllegalTransition({self.status_field: [
                     f"a {previous} {self.model._meta.verbose_name} cannot {action} (allowed from: {allowed})"
                 ]})
-            if check is not None:
-                check(obj)
+            if under_lock is not None:
+                fields = {**fields, **(under_lock(obj) or {})}
             now = timezone.now()
-            setattr(obj, self.status_field, transition.target)
+            changed = {self.status_field: transition.target, **fields}
             stamp = self.timestamps.get(transition.target)
             if stamp:
-                setattr(obj, stamp, now)
+                changed[stamp] = now
             if transition.target in self.terminal and hasattr(obj, "finished_at"):
-                obj.finished_at = now
-            for name, value in fields.items():
+                changed["finished_at"] = now
+            for name, value in changed.items():
                 setattr(obj, name, value)
-            obj.save()
+            obj.save(update_fields=list(changed))
             self.write_event(obj, action, previous, transition.target, actor, reason, attempt)
         return obj
 
@@ -163,9 +173,10 @@ class StateMachine:
             rows = self.model._default_manager.filter(pk=pk).filter(Q(**{f"{status}__in": transition.sources}) | takeover)
             if where is not None:
                 rows = rows.filter(where)
-            previous = rows.values_list(status, flat=True).first()
-            if previous is None:
+            found = rows.values_list(status, "claimed_at").first()
+            if found is None:
                 return None
+            previous, held_since = found
             fields = {status: transition.target, "claimed_at": now, "attempt": F("attempt") + 1, **update}
             stamp = self.timestamps.get(transition.target)
             if stamp and previous != transition.target:
@@ -175,7 +186,12 @@ class StateMachine:
                 return None
             obj = self.model._default_manager.get(pk=pk)
             attempt = int(obj.attempt)  # type: ignore[attr-defined]
-            why = reason or ("taken over: the previous worker's lease expired" if previous == transition.target else "")
+            if previous != transition.target:
+                why = reason
+            elif held_since is not None:
+                why = TAKEOVER_REASON  # its worker stopped renewing: presumed dead
+            else:
+                why = "taken again after a retry"
             self.write_event(obj, action, previous, transition.target, None, why, attempt)
         return attempt
 
@@ -193,8 +209,33 @@ class StateMachine:
             return int(self.model._default_manager.values_list("attempt", flat=True).get(pk=pk))
 
     def release(self, pk: Any, attempt: int) -> None:
-        """Give the work back at once (the task will retry): the next attempt need not wait for the lease to expire."""
-        self.model._default_manager.filter(pk=pk, attempt=attempt).update(claimed_at=None)
+        """Give the work back at once (the task will retry): the next attempt need not wait for the lease to expire.
+        Stamps `enqueued_at`, since a retry is on its way: the sweep waits a lease before sending another."""
+        self.model._default_manager.filter(pk=pk, attempt=attempt).update(claimed_at=None, enqueued_at=timezone.now())
+
+    @contextmanager
+    def holding(self, pk: Any, attempt: int, *, every: float) -> Iterator[None]:
+        """Renew this worker's lease every `every` seconds while a slow step (a download, an upload) runs, from a
+        thread with its own database connection; a lease lost meanwhile shows at the worker's next write."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            try:
+                while not stop.wait(every):
+                    if not self.model._default_manager.filter(pk=pk, attempt=attempt).update(claimed_at=timezone.now()):
+                        return
+            except Exception:  # a renewal that fails must not kill the step; the lease just runs out
+                log.warning("renewing the lease of %s %s failed", self.model.__name__, pk, exc_info=True)
+            finally:
+                connections.close_all()
+
+        thread = threading.Thread(target=beat, name=f"lease-{self.model.__name__}-{pk}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
     def renew(self, pk: Any, attempt: int) -> None:
         """Extend this worker's lease before slow I/O; LostLease when another worker has taken the work over."""

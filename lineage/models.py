@@ -203,8 +203,14 @@ class Run(models.Model):
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="reproductions"
     )
     last_polled_at = models.DateTimeField(null=True, blank=True)
-    # Only the poll chain carrying the current generation goes on; starting a new chain retires the old one.
+    # Only the poll chain carrying the current generation goes on; starting a new chain retires the old one. Each
+    # poll takes the next tick, so two deliveries of one poll message never fork the chain.
     poll_generation = models.PositiveIntegerField(default=0)
+    poll_tick = models.PositiveIntegerField(default=0)
+    # The id the backend gives this run's job, known before the job exists, so a job whose start was lost can be
+    # found and stopped; and when the job of a run that ended without success was last made sure to be stopped.
+    expected_job_id = models.CharField(max_length=200, blank=True)
+    job_released_at = models.DateTimeField(null=True, blank=True)
     # The last lines of the job's log, kept by the poller so pages never ask the backend (or AWS) themselves.
     log_tail = models.JSONField(default=list, blank=True)
     # Where the poller has read the job's log up to (the backend's opaque cursor), and how many chunks it stored.

@@ -49,14 +49,19 @@ def dataset_profile_task(self, version_id: int) -> None:  # type: ignore[no-unty
 
 
 @contextmanager
-def _retry_or_fail_run(task: Any, run_id: int, doing: str, *, max_countdown: int) -> Iterator[None]:
+def _retry_or_fail_run(task: Any, run_id: int, doing: str, *, max_countdown: int,
+                       unexpected_retries: int = 0) -> Iterator[None]:
     """The one error policy of run tasks: transient backend errors (throttling) and infrastructure errors (database,
     broker, network) back off and retry; a permanent backend error, or one retried too often, fails the run with the
-    reason (which stops its job), so no run is left half-way; anything else is a bug: the run fails with it."""
+    reason (which stops its job), so no run is left half-way; anything else fails the run with it, after
+    `unexpected_retries` tries (a poll may meet a half-written file). A worker that lost its lease just stops."""
+    from controlplane.transitions import LostLease
     from lineage.services import run_execution
 
     try:
         yield
+    except LostLease:
+        return
     except BackendError as exc:
         if exc.permanent or task.request.retries >= task.max_retries:
             run_execution.run_fail(run_id=run_id, reason=f"{doing}: {exc}")
@@ -66,6 +71,8 @@ def _retry_or_fail_run(task: Any, run_id: int, doing: str, *, max_countdown: int
         # Not the run's fault: never its outcome. Past the retries the sweep picks the run up again.
         raise task.retry(exc=exc, countdown=_backoff(task, max_countdown)) from exc
     except Exception as exc:
+        if task.request.retries < unexpected_retries:
+            raise task.retry(exc=exc, countdown=_backoff(task, max_countdown)) from exc
         run_execution.run_fail(run_id=run_id, reason=f"{doing}: {type(exc).__name__}: {exc}")
         raise  # and let Celery log it
 
@@ -82,11 +89,11 @@ def training_run_start_task(self, run_id: int) -> None:  # type: ignore[no-untyp
 
 
 @shared_task(name="lineage.tasks.training_run_poll", bind=True, acks_late=True, max_retries=20)
-def training_run_poll_task(self, run_id: int, generation: int | None = None) -> None:  # type: ignore[no-untyped-def]
+def training_run_poll_task(self, run_id: int, generation: int | None = None, tick: int | None = None) -> None:  # type: ignore[no-untyped-def]
     from lineage.services import run_execution
 
-    with _retry_or_fail_run(self, run_id, "following the job failed", max_countdown=100):
-        run_execution.run_poll(run_id=run_id, generation=generation)
+    with _retry_or_fail_run(self, run_id, "following the job failed", max_countdown=100, unexpected_retries=3):
+        run_execution.run_poll(run_id=run_id, generation=generation, tick=tick)
 
 
 @shared_task(name="lineage.tasks.training_run_stop", bind=True, acks_late=True, max_retries=8)

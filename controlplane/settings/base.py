@@ -265,6 +265,7 @@ CELERY_BEAT_SCHEDULE = {
     "heartbeat": {"task": "controlplane.tasks.heartbeat_record", "schedule": 30.0},
     "lineage-requeue-stale": {"task": "lineage.tasks.requeue_stale", "schedule": 300.0},
     "training-runs-poll-stale": {"task": "lineage.tasks.training_runs_poll_stale", "schedule": 60.0},
+    "system-checks-requeue-stale": {"task": "controlplane.tasks.system_checks_requeue_stale", "schedule": 60.0},
 }
 
 LOGGING = {

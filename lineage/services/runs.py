@@ -153,6 +153,7 @@ def transform_run_launch(
     recipe: str,
     parameters: dict[str, Any],
     output_name: str = "",
+    reproduced_from: Run | None = None,
 ) -> Run:
     """Queue a transform run that derives new dataset versions from `inputs` with a recipe."""
 
@@ -180,7 +181,7 @@ def transform_run_launch(
         raise ValidationError(errors)
     return _run_queue(
         actor=actor, spec=spec, parameters=cleaned, channels=[("input", version) for version in inputs],
-        kind=Run.Kind.TRANSFORM, backend="local", output_name=base,
+        kind=Run.Kind.TRANSFORM, backend="local", output_name=base, reproduced_from=reproduced_from,
     )
 
 
@@ -334,11 +335,9 @@ def run_reproduce(*, actor: Any, run: Run) -> Run:
     run_inputs = list(run.inputs.select_related("dataset_version__dataset__project", "dataset_version__profile").order_by("pk"))
     inputs = {i.channel: i.dataset_version for i in run_inputs}
     if run.kind == Run.Kind.TRANSFORM:
-        new = transform_run_launch(actor=actor, inputs=[i.dataset_version for i in run_inputs if i.channel == "input"],
-                                   recipe=run.recipe, parameters=run.parameters, output_name=run.output_name)
-        Run.objects.filter(pk=new.pk).update(reproduced_from=run)
-        new.refresh_from_db()
-        return new
+        return transform_run_launch(actor=actor, inputs=[i.dataset_version for i in run_inputs if i.channel == "input"],
+                                    recipe=run.recipe, parameters=run.parameters, output_name=run.output_name,
+                                    reproduced_from=run)
     parameters = dict(run.parameters)
     target = parameters.pop("target", "")
     seed = parameters.pop("seed", None)

@@ -14,11 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workers.recipes._contract import PARAMETER_TYPES, Parameter, expected, parameters_from_spec
+from workers.recipes._contract import (
+    MISSING_VALUES_HYPERPARAMETER,
+    PARAMETER_TYPES,
+    Parameter,
+    expected,
+    parameters_from_spec,
+)
 from workers.recipes._contract import validate_parameters as _validate_parameters
 
 __all__ = [
     "METRIC_VALUE_REGEX",
+    "MISSING_VALUES_HYPERPARAMETER",
     "RECIPES",
     "SUPPORT_FILES",
     "Parameter",

@@ -23,6 +23,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
+# The reserved hyperparameter that tells the recipe which strings mean "no value" in each input channel
+# ({"train": ["", "NA"]}); the portal sets it from each dataset version's markers, never the user directly.
+MISSING_VALUES_HYPERPARAMETER = "missing_values"
+
 PARAMETER_TYPES = ("int", "float", "str", "bool", "choice", "column", "columns")
 # SageMaker's own SDK and toolkit add these to the hyperparameters; they are not the recipe's.
 RESERVED_PREFIX = "sagemaker_"

@@ -120,6 +120,11 @@ class TrainingBackend(Protocol):
         """Start the job and return its id; starting the same run again returns the same id."""
         ...
 
+    def job_id_for(self, spec: JobSpec) -> str:
+        """The id `start(spec)` gives (or gave) its job, known before the job exists: derived from the run and its
+        work dir, so a job whose start was lost half-way can still be found and stopped."""
+        ...
+
     def describe(self, job_id: str) -> JobStatus:
         """The job's state, failure message, output locations and measured usage; never reads the logs.
 
