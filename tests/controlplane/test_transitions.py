@@ -119,3 +119,12 @@ def test_infrastructure_errors_are_retried_not_recorded_as_the_outcome() -> None
     with pytest.raises(Retry):
         with tasks._retry_or_fail_run(FakeTask(), 0, "doing", max_countdown=10):
             raise OperationalError("server closed the connection unexpectedly")
+
+
+@pytest.mark.django_db
+def test_a_check_whose_worker_died_is_sent_again(check) -> None:
+    SYSTEM_CHECK_MACHINE.claim(check.pk, "run")
+    assert services.system_checks_requeue_stale() == 0  # its worker holds a live lease
+    SystemCheck.objects.filter(pk=check.pk).update(claimed_at=timezone.now() - timedelta(days=1), enqueued_at=None)
+    assert services.system_checks_requeue_stale() == 1
+    assert services.system_checks_requeue_stale() == 0  # just sent: wait before sending again

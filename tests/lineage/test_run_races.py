@@ -20,7 +20,7 @@ from lineage.services import run_execution, runs, sweeps
 from tests.fixtures.processes import wait_for
 from tests.fixtures.races import race
 from workers import recipes as recipe_registry
-from workers.training.base import JobNotFound
+from workers.training.base import InputFile, JobNotFound, JobSpec
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -138,7 +138,8 @@ def test_a_failed_run_stops_its_job(celery_worker, queued_run) -> None:
     wait_for(lambda: backend.describe(run.backend_job_id).state == "stopped", timeout=60, what="the job to stop")
 
 
-def test_a_stop_racing_the_start_leaves_no_job_running(queued_run, users) -> None:
+@pytest.mark.worker
+def test_a_stop_racing_the_start_leaves_no_job_running(celery_worker, queued_run, users) -> None:
     run = queued_run("random_forest", n_estimators=400, task="classification")
     outcomes = race(
         lambda: run_execution.run_start(run_id=run.pk),
@@ -146,12 +147,13 @@ def test_a_stop_racing_the_start_leaves_no_job_running(queued_run, users) -> Non
     )
     assert [o.error for o in outcomes] == [None, None]
     run.refresh_from_db()
-    if run.status == "stopped":
-        assert run.backend_job_id == ""  # cancelled while queued: no job was ever made
+    if run.status == "stopped" and not run.backend_job_id:
+        assert run.events.filter(to_status="starting").count() == 0  # cancelled while queued: no job was ever made
     else:
-        assert run.status == "stopping" and run.backend_job_id
-        run_execution.run_stop_job(run_id=run.pk)
-        assert runs.training_backend_for(run).describe(run.backend_job_id).state == "stopped"
+        # Stopped while starting or after: the start itself, or the real worker's stop task, stops the job.
+        backend = runs.training_backend_for(run)
+        wait_for(lambda: backend.describe(Run.objects.get(pk=run.pk).backend_job_id).state == "stopped", timeout=60,
+                 what="the job to stop")
 
 
 def test_the_sweep_queues_again_only_starts_whose_lease_expired(queued_run) -> None:
@@ -192,3 +194,63 @@ def test_a_run_stopped_while_its_lost_start_held_it_ends_stopped(queued_run) -> 
     assert sweeps.runs_poll_stale()["restarted"] == 1  # its start is queued again, and that start ends it
     stopped = run_execution.run_start(run_id=run.pk)
     assert stopped.status == "stopped" and stopped.status_reason == "stopped before the job started"
+
+
+def _lay_job_like_a_worker_that_then_died(run: Run) -> str:
+    """What a start worker does up to creating the job, then dies (no record of the job on the run)."""
+    attempt = runs.RUN_MACHINE.claim(run.pk, "start", lease_seconds=600)
+    backend = runs.training_backend_for(run)
+    with contextlib.ExitStack() as stack:
+        version = run.inputs.get().dataset_version
+        paths = stack.enter_context(services.version_local_files(version))
+        spec = JobSpec(
+            run_id=str(run.pk), recipe=recipe_registry.get_recipe(run.recipe), hyperparameters=run_execution.job_hyperparameters(run),
+            inputs=[InputFile(channel="train", path=paths[0], filename="bc-v1-0000.csv")],
+            work_dir=runs.work_dir_for(run), tags={},
+        )
+        Run.objects.filter(pk=run.pk, attempt=attempt).update(expected_job_id=backend.job_id_for(spec))
+        job_id = backend.start(spec)
+    Run.objects.filter(pk=run.pk).update(claimed_at=timezone.now() - timedelta(hours=2))  # it died: no renewals
+    return job_id
+
+
+@pytest.mark.worker
+def test_a_job_made_by_a_start_worker_that_died_is_stopped_when_the_run_ends(celery_worker, queued_run, users) -> None:
+    run = queued_run("random_forest", n_estimators=400, task="classification")
+    job_id = _lay_job_like_a_worker_that_then_died(run)
+    backend = runs.training_backend_for(run)
+    assert not backend.describe(job_id).finished
+    services.run_stop(actor=users.data_scientist, run=Run.objects.get(pk=run.pk), reason="no longer needed")
+    assert run_execution.run_start(run_id=run.pk).status == "stopped"  # the sweep's re-sent start ends it
+    sweeps.runs_release_jobs()
+    wait_for(lambda: backend.describe(job_id).state == "stopped", timeout=60, what="the orphaned job to stop")
+    wait_for(lambda: Run.objects.get(pk=run.pk).job_released_at is not None, timeout=30, what="the release")
+
+
+def test_a_job_made_by_a_start_worker_that_died_is_adopted_by_the_takeover(queued_run) -> None:
+    run = queued_run()
+    job_id = _lay_job_like_a_worker_that_then_died(run)
+    taken = run_execution.run_start(run_id=run.pk)
+    assert taken.backend_job_id == job_id and taken.attempt == 2
+    assert taken.events.filter(reason="taken over: the previous worker's lease expired").count() == 1
+
+
+def test_retries_after_throttling_are_not_counted_as_lost_workers(queued_run, settings) -> None:
+    run = queued_run()
+    for _ in range(settings.RUN_START_ATTEMPTS + 2):  # each throttled try gives its claim back for the retry
+        attempt = runs.RUN_MACHINE.claim(run.pk, "start", lease_seconds=600)
+        runs.RUN_MACHINE.release(run.pk, attempt)
+    started = run_execution.run_start(run_id=run.pk)
+    assert started.backend_job_id, started.status_reason
+    # A released start is not sent again by the sweep until a lease has passed (its retry is on its way).
+    assert Run.objects.filter(pk=run.pk, backend_job_id="").count() == 0
+
+
+def test_a_redelivered_poll_message_does_not_fork_the_chain(queued_run) -> None:
+    run = run_execution.run_start(run_id=queued_run().pk)
+    generation = Run.objects.get(pk=run.pk).poll_generation
+    Run.objects.filter(pk=run.pk).update(poll_tick=5)
+    outcomes = race(*[lambda: run_execution.run_poll(run_id=run.pk, generation=generation, tick=5)] * 2)
+    assert [o.error for o in outcomes] == [None, None]
+    # One delivery took tick 5 (and queued tick 6); the other found it taken and stopped there.
+    assert Run.objects.get(pk=run.pk).poll_tick == 6
