@@ -32,13 +32,23 @@ JOB_TIMEOUT = 120.0
 
 
 def wait_all(backend: LocalTrainingBackend, job_ids: list[str]) -> dict[str, JobStatus]:
+    """Each job's final status, with the metric series its whole log holds (describe reports none)."""
     deadline = time.monotonic() + JOB_TIMEOUT
     while True:
         statuses = {job_id: backend.describe(job_id) for job_id in job_ids}
         if all(status.finished for status in statuses.values()):
-            return statuses
+            break
         assert time.monotonic() < deadline, {job_id: status.state for job_id, status in statuses.items()}
         time.sleep(0.2)
+    for job_id, status in statuses.items():
+        definitions = json.loads((backend.root / job_id / "job.json").read_text())["metric_definitions"]
+        chunk = backend.read_log(job_id, cursor=None, metric_definitions=definitions)
+        statuses[job_id] = dataclasses.replace(status, metrics=chunk.metrics)
+    return statuses
+
+
+def log_lines(jobs: Path, job: str) -> list[str]:
+    return LocalTrainingBackend(jobs).read_log(job, cursor=None, metric_definitions=[]).lines
 
 
 def values(status: JobStatus, name: str) -> list[float]:
@@ -93,7 +103,7 @@ def test_fingerprint_is_stable_and_covers_the_version() -> None:
     fingerprint = recipe_fingerprint(recipe)
     assert re.fullmatch(r"[0-9a-f]{64}", fingerprint)
     assert recipe_fingerprint(recipe) == fingerprint
-    assert recipe_fingerprint(dataclasses.replace(recipe, version="2")) != fingerprint
+    assert recipe_fingerprint(dataclasses.replace(recipe, version=recipe.version + ".1")) != fingerprint
     assert recipe_fingerprint(get_recipe("split")) != fingerprint
 
 
@@ -432,11 +442,12 @@ def test_classifiers_train_and_report(trained: tuple[Path, dict[str, JobStatus]]
     assert values(status, "roc_auc")[0] > 0.95
     assert values(status, "train_rows") == [455] and values(status, "validation_rows") == [114]
     card = model_card(jobs, job)
-    assert card["recipe"] == TRAINING_JOBS[job][0] and card["recipe_version"] == "1"
+    assert card["recipe"] == TRAINING_JOBS[job][0] and card["recipe_version"] == get_recipe(card["recipe"]).version
     assert card["target"] == "target" and card["classes"] == [0, 1]
     assert len(card["features"]) == 30 and "target" not in card["features"]
     assert set(card["feature_types"].values()) == {"numeric"}
-    assert set(card["metrics"]) == {"accuracy", "f1", "roc_auc", "log_loss"}
+    cross_validated = {"cv_accuracy", "cv_accuracy_std"} if job != "boosting" else set()
+    assert set(card["metrics"]) == {"accuracy", "f1", "roc_auc", "log_loss", *cross_validated}
     assert card["metrics"]["accuracy"] == pytest.approx(values(status, "accuracy")[0], rel=1e-5)
     assert card["sklearn_version"]
     model = joblib.load(jobs / job / "model" / "model.joblib")
@@ -444,13 +455,46 @@ def test_classifiers_train_and_report(trained: tuple[Path, dict[str, JobStatus]]
     assert set(model.predict(sample)) <= {0, 1}
 
 
-def test_cross_validation_reports_each_fold(trained: tuple[Path, dict[str, JobStatus]]) -> None:
-    _, statuses = trained
+def test_cross_validation_reports_the_mean_and_deviation_of_the_folds(
+    trained: tuple[Path, dict[str, JobStatus]],
+) -> None:
+    jobs, statuses = trained
     for job, name in (("logistic", "cv_accuracy"), ("forest", "cv_accuracy"), ("linear", "cv_rmse")):
-        points = statuses[job].metrics[name]
-        assert [point["fold"] for point in points] == [1, 2, 3, 4, 5]
-        assert all(point["time"] is not None for point in points)
-    assert "cv_rmse" not in statuses["forest-regression"].metrics
+        metrics = statuses[job].metrics
+        folds = metrics[f"{name}_fold"]
+        assert [point["fold"] for point in folds] == [1, 2, 3, 4, 5]
+        assert all(point["time"] is not None for point in folds)
+        scores = [point["value"] for point in folds]
+        # One point each, after the folds: the last point of every series is the run's result.
+        assert len(metrics[name]) == len(metrics[f"{name}_std"]) == 1
+        assert metrics[name][0]["value"] == pytest.approx(float(np.mean(scores)), rel=1e-5)
+        assert metrics[f"{name}_std"][0]["value"] == pytest.approx(float(np.std(scores)), rel=1e-4)
+        assert metrics[name][0]["time"] >= folds[-1]["time"]
+        card = model_card(jobs, job)["metrics"]
+        assert card[name] == pytest.approx(metrics[name][0]["value"], rel=1e-5)
+        assert card[f"{name}_std"] == pytest.approx(metrics[f"{name}_std"][0]["value"], rel=1e-4)
+    assert len(set(scores)) > 1  # the folds differ, so a last-fold value would not pass for the mean
+    assert not any(name.startswith("cv_") for name in statuses["forest-regression"].metrics)
+
+
+def test_no_metric_regex_matches_another_metrics_line() -> None:
+    for recipe in RECIPES.values():
+        for definition in recipe.metric_definitions:
+            for other in recipe.metric_definitions:
+                for line in (format_metric(other["Name"], 0.5), format_metric(other["Name"], 0.5, fold=2, step=3)):
+                    matched = re.search(definition["Regex"], line) is not None
+                    assert matched == (definition["Name"] == other["Name"]), (recipe.name, definition, line)
+
+
+def test_cross_validation_of_the_issue_reports_the_mean_not_the_last_fold() -> None:
+    definitions = get_recipe("logistic_regression").metric_definitions
+    lines = [
+        format_metric("cv_accuracy_fold", value, fold=fold) for fold, value in enumerate([0.96, 0.96, 0.98, 1, 1], 1)
+    ]
+    lines += [format_metric("cv_accuracy", 0.98), format_metric("cv_accuracy_std", 0.016)]
+    metrics = parse_metrics(lines, definitions)
+    assert metrics["cv_accuracy"][-1]["value"] == 0.98 and metrics["cv_accuracy_std"][-1]["value"] == 0.016
+    assert [point["value"] for point in metrics["cv_accuracy_fold"]] == [0.96, 0.96, 0.98, 1, 1]
 
 
 def test_boosting_reports_each_stage(trained: tuple[Path, dict[str, JobStatus]]) -> None:
@@ -473,7 +517,8 @@ def test_regressors_train_and_report(trained: tuple[Path, dict[str, JobStatus]],
         assert len(values(status, name)) == 1, name
     assert 30 < values(status, "rmse")[0] < 80 and values(status, "r2")[0] > 0.2
     card = model_card(jobs, job)
-    assert "classes" not in card and set(card["metrics"]) == {"rmse", "mae", "r2"}
+    cross_validated = {"cv_rmse", "cv_rmse_std"} if job == "linear" else set()
+    assert "classes" not in card and set(card["metrics"]) == {"rmse", "mae", "r2", *cross_validated}
     assert card["task"] == "regression"
 
 

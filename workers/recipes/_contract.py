@@ -350,6 +350,11 @@ def emit_metric(name: str, value: float, *, step: int | None = None, fold: int |
     print(format_metric(name, value, step=step, fold=fold), flush=True)
 
 
+def emit_progress(done: int, total: int, unit: str) -> None:
+    """Print how far the run has got (`progress: 3/5 folds`), the line the backends read into the run's progress."""
+    print(f"progress: {done}/{total} {unit}", flush=True)
+
+
 def write_failure(message: str) -> None:
     """Record why the run failed where SageMaker (and the local backend) look for it."""
     path = failure_path()

@@ -11,11 +11,11 @@ import _training
 RECIPE = {
     "name": "linear_regression",
     "kind": "training",
-    "version": "1",
+    "version": "2",
     "description": "Least-squares linear regression; reports k-fold cross-validation RMSE, then validation metrics.",
     "channels": ["train", "validation"],
     "optional_channels": ["validation"],
-    "metrics": ["train_rows", "validation_rows", "cv_rmse", "rmse", "mae", "r2"],
+    "metrics": ["train_rows", "validation_rows", "cv_rmse_fold", "cv_rmse", "cv_rmse_std", "rmse", "mae", "r2"],
     "parameters": [
         {"name": "target", "type": "column", "required": True, "help": "The column to predict."},
         {"name": "fit_intercept", "type": "bool", "default": True, "help": "Fit a constant term."},

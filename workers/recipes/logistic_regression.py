@@ -11,14 +11,16 @@ import _training
 RECIPE = {
     "name": "logistic_regression",
     "kind": "training",
-    "version": "1",
+    "version": "2",
     "description": "Logistic regression classifier; reports k-fold cross-validation accuracy, then validation metrics.",
     "channels": ["train", "validation"],
     "optional_channels": ["validation"],
     "metrics": [
         "train_rows",
         "validation_rows",
+        "cv_accuracy_fold",
         "cv_accuracy",
+        "cv_accuracy_std",
         "accuracy",
         "f1",
         "roc_auc",
