@@ -18,6 +18,7 @@ from sklearn.datasets import load_breast_cancer, load_diabetes
 
 from workers.recipes import (
     RECIPES,
+    RECIPES_DIR,
     Parameter,
     UnknownRecipe,
     get_recipe,
@@ -27,6 +28,7 @@ from workers.recipes import (
 )
 from workers.recipes._contract import format_metric
 from workers.training import InputFile, JobSpec, JobStatus, LocalTrainingBackend, parse_metrics
+from workers.training.base import Progress, parse_progress
 
 JOB_TIMEOUT = 120.0
 
@@ -527,6 +529,87 @@ def test_a_validation_channel_is_used_when_given(trained: tuple[Path, dict[str, 
     assert values(statuses["forest-regression"], "train_rows") == [350]
     assert values(statuses["forest-regression"], "validation_rows") == [92]
     assert model_card(jobs, "forest-regression")["validation"] == "channel"
+
+
+def progress_lines(jobs: Path, job: str) -> list[str]:
+    return [line for line in log_lines(jobs, job) if line.startswith("progress:")]
+
+
+def test_progress_is_reported_by_folds_then_trees_or_iterations(trained: tuple[Path, dict[str, JobStatus]]) -> None:
+    jobs, _ = trained
+    folds = [f"progress: {done}/5 folds" for done in range(6)]
+    assert progress_lines(jobs, "forest") == folds + [f"progress: {done}/40 trees" for done in range(0, 41, 4)]
+    assert parse_progress(log_lines(jobs, "forest")) == Progress(done=40, total=40, unit="trees")
+    assert progress_lines(jobs, "logistic") == folds
+    assert progress_lines(jobs, "boosting") == [f"progress: {done}/30 iterations" for done in range(0, 31, 3)]
+    assert progress_lines(jobs, "boosting-regression")[-2:] == [
+        "progress: 225/250 iterations",
+        "progress: 250/250 iterations",
+    ]
+
+
+@pytest.fixture
+def training_module(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The recipes' shared module, imported the way recipe scripts import it (a top-level module)."""
+    monkeypatch.syspath_prepend(str(RECIPES_DIR))
+    import _training
+
+    return _training
+
+
+def _trees(model: Any) -> list[Any]:
+    """Every tree's nodes (split features, thresholds, leaf values) as an array."""
+    if hasattr(model, "estimators_"):
+        return [
+            np.concatenate(
+                [
+                    tree.tree_.__getstate__()["nodes"].view(np.uint8),
+                    tree.tree_.__getstate__()["values"].view(np.uint8).ravel(),
+                ]
+            )
+            for tree in model.estimators_
+        ]
+    # Boosting keeps one predictor per stage (and class).
+    return [predictor.nodes.view(np.uint8) for stage in model._predictors for predictor in stage]
+
+
+@pytest.mark.parametrize(
+    ("recipe_name", "size", "unit"),
+    [("random_forest", {"n_estimators": 23}, "trees"), ("hist_gradient_boosting", {"max_iter": 23}, "iterations")],
+)
+def test_fitting_in_batches_builds_the_model_one_fit_builds(
+    training_module: Any, capsys: pytest.CaptureFixture[str], recipe_name: str, size: dict[str, int], unit: str
+) -> None:
+    import importlib
+
+    script = importlib.import_module(recipe_name)
+    params, errors = validate_parameters(get_recipe(recipe_name), {"target": "target", "seed": 5, **size})
+    assert not errors
+    frame = load_breast_cancer(as_frame=True).frame
+    x, y = frame.drop(columns="target"), frame["target"]
+    data = training_module.TrainingData(
+        x_train=x,
+        y_train=y,
+        x_validation=x,
+        y_validation=y,
+        features=list(x.columns),
+        feature_types=dict.fromkeys(x.columns, "numeric"),
+        validation_source="test",
+    )
+
+    def pipeline() -> Any:
+        return training_module.build_pipeline(data, script.make_estimator(params, "classification"), scale=False)
+
+    single = pipeline().fit(x, y)
+    batched = script.fit(pipeline(), x, y)
+    assert np.array_equal(single.predict_proba(x), batched.predict_proba(x))
+    final, built = single.named_steps["model"], batched.named_steps["model"]
+    assert built.get_params() == final.get_params()  # saved as a single fit leaves it (warm_start off again)
+    trees, again = _trees(final), _trees(built)
+    assert len(trees) == len(again) == 23
+    assert all(np.array_equal(a, b) for a, b in zip(trees, again, strict=True)), "the trees differ"
+    printed = capsys.readouterr().out.splitlines()
+    assert printed == [f"progress: {done}/23 {unit}" for done in (0, 3, 6, 9, 12, 15, 18, 21, 23)]
 
 
 @pytest.mark.parametrize("job", REPEATED)
