@@ -15,7 +15,7 @@ import pytest
 
 from workers.datasets import detect_format
 from workers.recipes import get_recipe
-from workers.recipes._contract import file_format
+from workers.recipes._contract import file_format, read_data_file
 from workers.training import InputFile, JobSpec, JobStatus, LocalTrainingBackend
 
 JOB_TIMEOUT = 180.0
@@ -144,3 +144,12 @@ def test_every_format_transforms_and_keeps_na_as_a_value(runs: tuple[Path, dict[
         assert sexes == frame["sex"].tolist(), kind  # "NA" stays "NA", it is not turned into a missing value
         masses = [line.split(",")[2] for line in output[1:]]
         assert masses.count("") == frame["body_mass_g"].isna().sum() == 7, kind
+
+
+def test_only_empty_csv_fields_are_missing_and_nan_among_numbers_is_not_a_number(tmp_path: Path) -> None:
+    path = tmp_path / "codes.csv"
+    path.write_text("country,score,name\nNA,1.5,Nan\nNO,nan,NaN\nNA,2,x\nNone,,y\n")
+    frame = read_data_file(path)
+    assert frame["country"].tolist() == ["NA", "NO", "NA", "None"]  # Namibia stays
+    assert pd.api.types.is_float_dtype(frame["score"]) and frame["score"].isna().tolist() == [False, True, False, True]
+    assert frame["name"].tolist() == ["Nan", "NaN", "x", "y"]  # text stays text

@@ -9,6 +9,7 @@ container validate hyperparameters with the same code.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -394,7 +395,17 @@ def read_data_file(path: Path) -> pd.DataFrame:
         return pd.read_parquet(path)
     if kind == "jsonl":
         return _read_jsonl(path, compressed)
-    return pd.read_csv(path, compression="gzip" if compressed else None, keep_default_na=False, na_values=[""])
+    frame = pd.read_csv(path, compression="gzip" if compressed else None, keep_default_na=False, na_values=[""])
+    for column in frame.columns:
+        values = frame[column]
+        if not pd.api.types.is_string_dtype(values):
+            continue
+        not_a_number = values.str.strip().str.lower() == "nan"
+        if not_a_number.any():
+            # Numbers with the text "nan" among them are a numeric column whose "nan" is no number, as in the profile.
+            with contextlib.suppress(ValueError, TypeError):
+                frame[column] = pd.to_numeric(values.mask(not_a_number))
+    return frame
 
 
 def read_channel(name: str, *, required: bool = True) -> pd.DataFrame | None:
