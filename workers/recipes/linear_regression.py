@@ -11,6 +11,7 @@ import _training
 RECIPE = {
     "name": "linear_regression",
     "kind": "training",
+    "task": "regression",
     "version": "2",
     "description": "Least-squares linear regression; reports k-fold cross-validation RMSE, then validation metrics.",
     "channels": ["train", "validation"],
@@ -54,4 +55,4 @@ def make_estimator(params: Mapping[str, Any], task: str) -> Any:
 
 
 if __name__ == "__main__":
-    sm.run(lambda: _training.train(RECIPE, make_estimator, task=_training.REGRESSION))
+    sm.run(lambda: _training.train(RECIPE, make_estimator, task=RECIPE["task"]))

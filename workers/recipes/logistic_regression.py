@@ -11,6 +11,7 @@ import _training
 RECIPE = {
     "name": "logistic_regression",
     "kind": "training",
+    "task": "classification",
     "version": "2",
     "description": "Logistic regression classifier; reports k-fold cross-validation accuracy, then validation metrics.",
     "channels": ["train", "validation"],
@@ -91,4 +92,4 @@ def make_estimator(params: Mapping[str, Any], task: str) -> Any:
 
 
 if __name__ == "__main__":
-    sm.run(lambda: _training.train(RECIPE, make_estimator, task=_training.CLASSIFICATION, scale=True))
+    sm.run(lambda: _training.train(RECIPE, make_estimator, task=RECIPE["task"], scale=True))
