@@ -23,7 +23,8 @@ from workers.training import (
     LocalTrainingBackend,
     TrainingBackend,
 )
-from workers.training.local import DISAPPEARED
+from workers.training.base import LogChunk, Progress
+from workers.training.local import DISAPPEARED, FAILURE_TAIL_BYTES
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -53,9 +54,42 @@ while time.process_time() < end:
 print("metric: tick=1", flush=True)
 """
 
+# Holds 80 MB and keeps a core busy until stopped.
+HOLDING = """
+import time
+data = b"x" * (80 * 1024 * 1024)
+print("holding", flush=True)
+end = time.monotonic() + 60
+while time.monotonic() < end:
+    pass
+"""
+
 FIVE_LINES = """
 for number in range(1, 6):
     print(f"line {number}")
+"""
+
+# Writes half a line, waits for the test to say "go", then finishes it; ends without a final newline.
+HALF_LINES = """
+import pathlib, sys, time
+print("metric: tick=1; step=1; time=100.5", flush=True)
+print("progress: 1/3 folds", flush=True)
+sys.stdout.write("half a "); sys.stdout.flush()
+go = pathlib.Path(sys.argv[0]).parent.parent / "go"
+while not go.exists():
+    time.sleep(0.02)
+sys.stdout.write("line\\n")
+print("metric: tick=2; step=2", flush=True)
+print("progress: 2/3 folds", flush=True)
+sys.stdout.write("no newline at the end"); sys.stdout.flush()
+"""
+
+LONG_LOG = """
+import sys
+for number in range(1, 20001):
+    print(f"line {number} " + "x" * 40)
+print("the last words", file=sys.stderr)
+sys.exit(2)
 """
 
 BROKEN = """
@@ -145,8 +179,12 @@ def job_record(backend: LocalTrainingBackend, job_id: str) -> dict[str, object]:
     return json.loads((backend.root / job_id / "job.json").read_text())
 
 
+def whole_log(backend: LocalTrainingBackend, job_id: str) -> LogChunk:
+    return backend.read_log(job_id, cursor=None, metric_definitions=metric_definitions(["tick"]))
+
+
 def ticking(backend: LocalTrainingBackend, job_id: str) -> bool:
-    return len(backend.describe(job_id).metrics.get("tick", [])) >= 3
+    return len(whole_log(backend, job_id).metrics.get("tick", [])) >= 3
 
 
 @pytest.fixture
@@ -218,7 +256,8 @@ def test_stop_ends_the_whole_process_group_within_the_grace_period(
     status = backend.describe(job_id)
     assert status.state == "stopped" and status.message == "stopped on request"
     assert processes_in_group(pgid) == []
-    assert [point["step"] for point in status.metrics["tick"]][:3] == [1, 2, 3]
+    assert status.metrics == {}  # the series come from read_log
+    assert [point["step"] for point in whole_log(backend, job_id).metrics["tick"]][:3] == [1, 2, 3]
     assert status.usage["wall_seconds"] > 0  # type: ignore[operator]
     assert status.model_dir is None
     backend.stop(job_id)  # stopping a stopped job changes nothing
@@ -228,7 +267,7 @@ def test_stop_ends_the_whole_process_group_within_the_grace_period(
 def test_stop_kills_a_job_that_ignores_sigterm(tmp_path: Path) -> None:
     backend = LocalTrainingBackend(tmp_path / "jobs", grace_seconds=1.0)
     job_id = start(backend, script_recipe(tmp_path, "stubborn", STUBBORN), "stubborn")
-    wait_until(lambda: backend.logs(job_id)[0] == ["ignoring SIGTERM"])
+    wait_until(lambda: whole_log(backend, job_id).lines == ["ignoring SIGTERM"])
     pgid = int(job_record(backend, job_id)["pgid"])  # type: ignore[call-overload]
     began = time.monotonic()
     backend.stop(job_id)
@@ -289,13 +328,90 @@ def test_usage_is_measured(backend: LocalTrainingBackend, tmp_path: Path) -> Non
     assert job_record(backend, job_id)["exit_code"] == 0
 
 
-def test_logs_are_read_by_line_offset(backend: LocalTrainingBackend, tmp_path: Path) -> None:
-    job_id = start(backend, script_recipe(tmp_path, "five", FIVE_LINES), "five")
+def test_usage_is_measured_while_the_job_runs(backend: LocalTrainingBackend, tmp_path: Path) -> None:
+    job_id = start(backend, script_recipe(tmp_path, "holding", HOLDING), "holding")
+    wait_until(lambda: whole_log(backend, job_id).lines == ["holding"])
+    wait_until(lambda: (backend.describe(job_id).usage["cpu_seconds"] or 0) >= 0.3)
+    usage = backend.describe(job_id).usage
+    assert backend.describe(job_id).state == "running"
+    assert usage["peak_memory_mb"] >= 80  # type: ignore[operator]
+    assert usage["wall_seconds"] >= usage["cpu_seconds"] * 0.5  # type: ignore[operator]
+    backend.stop(job_id)
+    assert backend.describe(job_id).state == "stopped"
+
+
+def test_a_pid_reused_by_another_process_is_not_the_job(backend: LocalTrainingBackend, tmp_path: Path) -> None:
+    job_id = start(backend, script_recipe(tmp_path, "sleeper", SLEEPER), "reused")
+    wait_until(lambda: ticking(backend, job_id))
+    record = job_record(backend, job_id)
+    os.killpg(int(record["pgid"]), signal.SIGKILL)  # type: ignore[call-overload]
+    wait_until(lambda: not processes_in_group(int(record["pgid"])))  # type: ignore[call-overload]
+    # Another program now holds the job's pid and leads its own process group (as after a pid wrap-around).
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        record.update(pid=stranger.pid, pgid=stranger.pid)
+        (backend.root / job_id / "job.json").write_text(json.dumps(record))
+        status = backend.describe(job_id)
+        assert status.state == "failed" and status.message == DISAPPEARED
+        backend.stop(job_id)
+        assert stranger.poll() is None, "stop() signalled a process that is not the job's"
+        assert backend.describe(job_id).message == DISAPPEARED
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_read_log_returns_each_complete_line_once(backend: LocalTrainingBackend, tmp_path: Path) -> None:
+    job_id = start(backend, script_recipe(tmp_path, "half", HALF_LINES), "half")
+    definitions = metric_definitions(["tick"])
+
+    def read(cursor: dict[str, object] | None) -> LogChunk:
+        return backend.read_log(job_id, cursor=cursor, metric_definitions=definitions)
+
+    wait_until(lambda: len(read(None).lines) == 2)
+    first = read(None)
+    assert first.lines == ["metric: tick=1; step=1; time=100.5", "progress: 1/3 folds"]
+    assert first.metrics == {"tick": [{"value": 1.0, "step": 1, "time": 100.5}]}
+    assert first.progress == Progress(done=1, total=3, unit="folds")
+    assert first.cursor == {"offset": len(b"metric: tick=1; step=1; time=100.5\nprogress: 1/3 folds\n")}
+    # The job is running and "half a " has no newline yet: it is not returned, and the cursor does not move past it.
+    pending = read(first.cursor)
+    assert pending.lines == [] and pending.cursor == first.cursor and pending.metrics == {}
+    assert pending.progress is None
+    (backend.root / job_id / "go").touch()
     assert finished(backend, job_id).state == "succeeded"
-    lines, offset = backend.logs(job_id)
-    assert lines == [f"line {number}" for number in range(1, 6)] and offset == 5
-    assert backend.logs(job_id, start=3) == (["line 4", "line 5"], 5)
-    assert backend.logs(job_id, start=offset) == ([], 5)
+    rest = read(first.cursor)
+    assert rest.lines == ["half a line", "metric: tick=2; step=2", "progress: 2/3 folds", "no newline at the end"]
+    # Metrics of the new lines only, each with its own time label (none on this line).
+    assert rest.metrics == {"tick": [{"value": 2.0, "step": 2, "time": None}]}
+    assert rest.progress == Progress(done=2, total=3, unit="folds")
+    assert rest.cursor == {"offset": (backend.root / job_id / "logs" / "output.log").stat().st_size}
+    assert read(rest.cursor) == LogChunk(lines=[], cursor=rest.cursor)
+    assert read(None).lines == first.lines + rest.lines
+    json.dumps(rest.cursor)  # the caller stores it as JSON
+
+
+def test_describe_reads_no_metrics_and_read_log_refuses_a_bad_cursor(
+    backend: LocalTrainingBackend, tmp_path: Path
+) -> None:
+    job_id = start(backend, script_recipe(tmp_path, "five", FIVE_LINES + 'print("metric: tick=3")'), "five")
+    status = finished(backend, job_id)
+    assert status.state == "succeeded" and status.metrics == {}
+    assert whole_log(backend, job_id).metrics == {"tick": [{"value": 3.0, "time": None}]}
+    for cursor in ({"offset": -1}, {"offset": "12"}, {"offset": 1.5}):
+        with pytest.raises(BackendError, match="log cursor offset must be a whole number of bytes >= 0") as caught:
+            backend.read_log(job_id, cursor=cursor, metric_definitions=[])
+        assert caught.value.permanent
+    assert backend.read_log(job_id, cursor={"offset": 10_000}, metric_definitions=[]).lines == []
+    assert not hasattr(backend, "logs")
+
+
+def test_a_failed_jobs_message_quotes_the_end_of_a_long_log(backend: LocalTrainingBackend, tmp_path: Path) -> None:
+    job_id = start(backend, script_recipe(tmp_path, "long", LONG_LOG), "long")
+    status = finished(backend, job_id)
+    assert (backend.root / job_id / "logs" / "output.log").stat().st_size > 10 * FAILURE_TAIL_BYTES
+    expected = [f"line {number} " + "x" * 40 for number in range(19982, 20001)] + ["the last words"]
+    assert status.message == "the recipe exited with code 2; last log lines:\n" + "\n".join(expected)
 
 
 def test_without_a_failure_file_the_message_is_the_end_of_the_log(

@@ -18,6 +18,7 @@ from sklearn.datasets import load_breast_cancer, load_diabetes
 
 from workers.recipes import (
     RECIPES,
+    RECIPES_DIR,
     Parameter,
     UnknownRecipe,
     get_recipe,
@@ -27,18 +28,29 @@ from workers.recipes import (
 )
 from workers.recipes._contract import format_metric
 from workers.training import InputFile, JobSpec, JobStatus, LocalTrainingBackend, parse_metrics
+from workers.training.base import Progress, parse_progress
 
 JOB_TIMEOUT = 120.0
 
 
 def wait_all(backend: LocalTrainingBackend, job_ids: list[str]) -> dict[str, JobStatus]:
+    """Each job's final status, with the metric series its whole log holds (describe reports none)."""
     deadline = time.monotonic() + JOB_TIMEOUT
     while True:
         statuses = {job_id: backend.describe(job_id) for job_id in job_ids}
         if all(status.finished for status in statuses.values()):
-            return statuses
+            break
         assert time.monotonic() < deadline, {job_id: status.state for job_id, status in statuses.items()}
         time.sleep(0.2)
+    for job_id, status in statuses.items():
+        definitions = json.loads((backend.root / job_id / "job.json").read_text())["metric_definitions"]
+        chunk = backend.read_log(job_id, cursor=None, metric_definitions=definitions)
+        statuses[job_id] = dataclasses.replace(status, metrics=chunk.metrics)
+    return statuses
+
+
+def log_lines(jobs: Path, job: str) -> list[str]:
+    return LocalTrainingBackend(jobs).read_log(job, cursor=None, metric_definitions=[]).lines
 
 
 def values(status: JobStatus, name: str) -> list[float]:
@@ -93,7 +105,7 @@ def test_fingerprint_is_stable_and_covers_the_version() -> None:
     fingerprint = recipe_fingerprint(recipe)
     assert re.fullmatch(r"[0-9a-f]{64}", fingerprint)
     assert recipe_fingerprint(recipe) == fingerprint
-    assert recipe_fingerprint(dataclasses.replace(recipe, version="2")) != fingerprint
+    assert recipe_fingerprint(dataclasses.replace(recipe, version=recipe.version + ".1")) != fingerprint
     assert recipe_fingerprint(get_recipe("split")) != fingerprint
 
 
@@ -432,11 +444,12 @@ def test_classifiers_train_and_report(trained: tuple[Path, dict[str, JobStatus]]
     assert values(status, "roc_auc")[0] > 0.95
     assert values(status, "train_rows") == [455] and values(status, "validation_rows") == [114]
     card = model_card(jobs, job)
-    assert card["recipe"] == TRAINING_JOBS[job][0] and card["recipe_version"] == "1"
+    assert card["recipe"] == TRAINING_JOBS[job][0] and card["recipe_version"] == get_recipe(card["recipe"]).version
     assert card["target"] == "target" and card["classes"] == [0, 1]
     assert len(card["features"]) == 30 and "target" not in card["features"]
     assert set(card["feature_types"].values()) == {"numeric"}
-    assert set(card["metrics"]) == {"accuracy", "f1", "roc_auc", "log_loss"}
+    cross_validated = {"cv_accuracy", "cv_accuracy_std"} if job != "boosting" else set()
+    assert set(card["metrics"]) == {"accuracy", "f1", "roc_auc", "log_loss", *cross_validated}
     assert card["metrics"]["accuracy"] == pytest.approx(values(status, "accuracy")[0], rel=1e-5)
     assert card["sklearn_version"]
     model = joblib.load(jobs / job / "model" / "model.joblib")
@@ -444,13 +457,46 @@ def test_classifiers_train_and_report(trained: tuple[Path, dict[str, JobStatus]]
     assert set(model.predict(sample)) <= {0, 1}
 
 
-def test_cross_validation_reports_each_fold(trained: tuple[Path, dict[str, JobStatus]]) -> None:
-    _, statuses = trained
+def test_cross_validation_reports_the_mean_and_deviation_of_the_folds(
+    trained: tuple[Path, dict[str, JobStatus]],
+) -> None:
+    jobs, statuses = trained
     for job, name in (("logistic", "cv_accuracy"), ("forest", "cv_accuracy"), ("linear", "cv_rmse")):
-        points = statuses[job].metrics[name]
-        assert [point["fold"] for point in points] == [1, 2, 3, 4, 5]
-        assert all(point["time"] is not None for point in points)
-    assert "cv_rmse" not in statuses["forest-regression"].metrics
+        metrics = statuses[job].metrics
+        folds = metrics[f"{name}_fold"]
+        assert [point["fold"] for point in folds] == [1, 2, 3, 4, 5]
+        assert all(point["time"] is not None for point in folds)
+        scores = [point["value"] for point in folds]
+        # One point each, after the folds: the last point of every series is the run's result.
+        assert len(metrics[name]) == len(metrics[f"{name}_std"]) == 1
+        assert metrics[name][0]["value"] == pytest.approx(float(np.mean(scores)), rel=1e-5)
+        assert metrics[f"{name}_std"][0]["value"] == pytest.approx(float(np.std(scores)), rel=1e-4)
+        assert metrics[name][0]["time"] >= folds[-1]["time"]
+        card = model_card(jobs, job)["metrics"]
+        assert card[name] == pytest.approx(metrics[name][0]["value"], rel=1e-5)
+        assert card[f"{name}_std"] == pytest.approx(metrics[f"{name}_std"][0]["value"], rel=1e-4)
+    assert len(set(scores)) > 1  # the folds differ, so a last-fold value would not pass for the mean
+    assert not any(name.startswith("cv_") for name in statuses["forest-regression"].metrics)
+
+
+def test_no_metric_regex_matches_another_metrics_line() -> None:
+    for recipe in RECIPES.values():
+        for definition in recipe.metric_definitions:
+            for other in recipe.metric_definitions:
+                for line in (format_metric(other["Name"], 0.5), format_metric(other["Name"], 0.5, fold=2, step=3)):
+                    matched = re.search(definition["Regex"], line) is not None
+                    assert matched == (definition["Name"] == other["Name"]), (recipe.name, definition, line)
+
+
+def test_cross_validation_of_the_issue_reports_the_mean_not_the_last_fold() -> None:
+    definitions = get_recipe("logistic_regression").metric_definitions
+    lines = [
+        format_metric("cv_accuracy_fold", value, fold=fold) for fold, value in enumerate([0.96, 0.96, 0.98, 1, 1], 1)
+    ]
+    lines += [format_metric("cv_accuracy", 0.98), format_metric("cv_accuracy_std", 0.016)]
+    metrics = parse_metrics(lines, definitions)
+    assert metrics["cv_accuracy"][-1]["value"] == 0.98 and metrics["cv_accuracy_std"][-1]["value"] == 0.016
+    assert [point["value"] for point in metrics["cv_accuracy_fold"]] == [0.96, 0.96, 0.98, 1, 1]
 
 
 def test_boosting_reports_each_stage(trained: tuple[Path, dict[str, JobStatus]]) -> None:
@@ -473,7 +519,8 @@ def test_regressors_train_and_report(trained: tuple[Path, dict[str, JobStatus]],
         assert len(values(status, name)) == 1, name
     assert 30 < values(status, "rmse")[0] < 80 and values(status, "r2")[0] > 0.2
     card = model_card(jobs, job)
-    assert "classes" not in card and set(card["metrics"]) == {"rmse", "mae", "r2"}
+    cross_validated = {"cv_rmse", "cv_rmse_std"} if job == "linear" else set()
+    assert "classes" not in card and set(card["metrics"]) == {"rmse", "mae", "r2", *cross_validated}
     assert card["task"] == "regression"
 
 
@@ -482,6 +529,87 @@ def test_a_validation_channel_is_used_when_given(trained: tuple[Path, dict[str, 
     assert values(statuses["forest-regression"], "train_rows") == [350]
     assert values(statuses["forest-regression"], "validation_rows") == [92]
     assert model_card(jobs, "forest-regression")["validation"] == "channel"
+
+
+def progress_lines(jobs: Path, job: str) -> list[str]:
+    return [line for line in log_lines(jobs, job) if line.startswith("progress:")]
+
+
+def test_progress_is_reported_by_folds_then_trees_or_iterations(trained: tuple[Path, dict[str, JobStatus]]) -> None:
+    jobs, _ = trained
+    folds = [f"progress: {done}/5 folds" for done in range(6)]
+    assert progress_lines(jobs, "forest") == folds + [f"progress: {done}/40 trees" for done in range(0, 41, 4)]
+    assert parse_progress(log_lines(jobs, "forest")) == Progress(done=40, total=40, unit="trees")
+    assert progress_lines(jobs, "logistic") == folds
+    assert progress_lines(jobs, "boosting") == [f"progress: {done}/30 iterations" for done in range(0, 31, 3)]
+    assert progress_lines(jobs, "boosting-regression")[-2:] == [
+        "progress: 225/250 iterations",
+        "progress: 250/250 iterations",
+    ]
+
+
+@pytest.fixture
+def training_module(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The recipes' shared module, imported the way recipe scripts import it (a top-level module)."""
+    monkeypatch.syspath_prepend(str(RECIPES_DIR))
+    import _training
+
+    return _training
+
+
+def _trees(model: Any) -> list[Any]:
+    """Every tree's nodes (split features, thresholds, leaf values) as an array."""
+    if hasattr(model, "estimators_"):
+        return [
+            np.concatenate(
+                [
+                    tree.tree_.__getstate__()["nodes"].view(np.uint8),
+                    tree.tree_.__getstate__()["values"].view(np.uint8).ravel(),
+                ]
+            )
+            for tree in model.estimators_
+        ]
+    # Boosting keeps one predictor per stage (and class).
+    return [predictor.nodes.view(np.uint8) for stage in model._predictors for predictor in stage]
+
+
+@pytest.mark.parametrize(
+    ("recipe_name", "size", "unit"),
+    [("random_forest", {"n_estimators": 23}, "trees"), ("hist_gradient_boosting", {"max_iter": 23}, "iterations")],
+)
+def test_fitting_in_batches_builds_the_model_one_fit_builds(
+    training_module: Any, capsys: pytest.CaptureFixture[str], recipe_name: str, size: dict[str, int], unit: str
+) -> None:
+    import importlib
+
+    script = importlib.import_module(recipe_name)
+    params, errors = validate_parameters(get_recipe(recipe_name), {"target": "target", "seed": 5, **size})
+    assert not errors
+    frame = load_breast_cancer(as_frame=True).frame
+    x, y = frame.drop(columns="target"), frame["target"]
+    data = training_module.TrainingData(
+        x_train=x,
+        y_train=y,
+        x_validation=x,
+        y_validation=y,
+        features=list(x.columns),
+        feature_types=dict.fromkeys(x.columns, "numeric"),
+        validation_source="test",
+    )
+
+    def pipeline() -> Any:
+        return training_module.build_pipeline(data, script.make_estimator(params, "classification"), scale=False)
+
+    single = pipeline().fit(x, y)
+    batched = script.fit(pipeline(), x, y)
+    assert np.array_equal(single.predict_proba(x), batched.predict_proba(x))
+    final, built = single.named_steps["model"], batched.named_steps["model"]
+    assert built.get_params() == final.get_params()  # saved as a single fit leaves it (warm_start off again)
+    trees, again = _trees(final), _trees(built)
+    assert len(trees) == len(again) == 23
+    assert all(np.array_equal(a, b) for a, b in zip(trees, again, strict=True)), "the trees differ"
+    printed = capsys.readouterr().out.splitlines()
+    assert printed == [f"progress: {done}/23 {unit}" for done in (0, 3, 6, 9, 12, 15, 18, 21, 23)]
 
 
 @pytest.mark.parametrize("job", REPEATED)

@@ -33,9 +33,12 @@ __all__ = [
     "UnknownRecipe",
     "expected",
     "get_recipe",
+    "instance_count_problem",
     "load_recipe",
     "metric_definitions",
     "recipe_fingerprint",
+    "recipe_task",
+    "target_problem",
     "validate_parameters",
 ]
 
@@ -54,6 +57,7 @@ _SCRIPTS = (
 # A decimal number as Python prints it (`0.956`, `-3`, `1.2e-05`); SageMaker takes the first capture group.
 METRIC_VALUE_REGEX = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
 RECIPE_KINDS = ("transform", "training")
+TASKS = ("classification", "regression")
 
 
 class UnknownRecipe(ValueError):
@@ -74,6 +78,10 @@ class Recipe:
     outputs: tuple[str, ...] = ()
     metric_definitions: tuple[dict[str, str], ...] = ()
     optional_channels: tuple[str, ...] = ()
+    # Most instances a job may run on; scikit-learn is not distributed, so more would each train the same model.
+    max_instances: int = 1
+    # A training recipe's task when the recipe fixes it; None: chosen by its `task` parameter.
+    task: str | None = None
 
     def parameter(self, name: str) -> Parameter:
         """The parameter called `name` (KeyError if the recipe has none)."""
@@ -109,6 +117,14 @@ def load_recipe(script: Path) -> Recipe:
             raise ValueError(f"{script}: parameter {parameter.name} has unknown type {parameter.type!r}")
     if spec["kind"] not in RECIPE_KINDS:
         raise ValueError(f"{script}: kind must be one of {', '.join(RECIPE_KINDS)}")
+    max_instances = spec.get("max_instances", 1)
+    if isinstance(max_instances, bool) or not isinstance(max_instances, int) or max_instances < 1:
+        raise ValueError(f"{script}: max_instances must be a whole number >= 1")
+    task = spec.get("task")
+    if task is not None and task not in TASKS:
+        raise ValueError(f"{script}: task must be one of {', '.join(TASKS)}")
+    if spec["kind"] == "training" and task is None and "task" not in {parameter.name for parameter in parameters}:
+        raise ValueError(f"{script}: a training recipe declares its task or a task parameter")
     return Recipe(
         name=spec["name"],
         kind=spec["kind"],
@@ -120,6 +136,8 @@ def load_recipe(script: Path) -> Recipe:
         outputs=tuple(spec.get("outputs", ())),
         metric_definitions=metric_definitions(spec.get("metrics", ())),
         optional_channels=tuple(spec.get("optional_channels", ())),
+        max_instances=max_instances,
+        task=task,
     )
 
 
@@ -150,3 +168,87 @@ def recipe_fingerprint(recipe: Recipe) -> str:
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
     return digest.hexdigest()
+
+
+# --- what the portal checks before it launches a run ------------------------------------------------------------------
+
+
+def instance_count_problem(spec: Recipe, count: int) -> str | None:
+    """Why `count` instances cannot run recipe `spec`, or None when they can."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        return f"expected a whole number of instances from 1 to {spec.max_instances}, got {count!r}"
+    if count <= spec.max_instances:
+        return None
+    if spec.max_instances == 1:
+        return (
+            f"recipe {spec.name} runs on 1 instance only: scikit-learn trains on one machine, so {count} instances "
+            f"would each train the same model and multiply the cost; expected 1"
+        )
+    return f"recipe {spec.name} runs on at most {spec.max_instances} instances; expected 1 to {spec.max_instances}"
+
+
+def recipe_task(spec: Recipe, parameters: Mapping[str, Any]) -> str | None:
+    """ "classification" or "regression": fixed by the recipe, else its `task` parameter (None: not a training run)."""
+    if spec.kind != "training":
+        return None
+    if spec.task is not None:
+        return spec.task
+    try:
+        default = spec.parameter("task").default
+    except KeyError:
+        return None
+    task = parameters.get("task")
+    task = default if task is None or (isinstance(task, str) and not task.strip()) else task
+    task = task.strip() if isinstance(task, str) else task
+    return task if task in TASKS else None
+
+
+_TEXT_KINDS = {"string": "text", "datetime": "dates", "boolean": "true/false values"}
+
+
+def target_problem(spec: Recipe, parameters: Mapping[str, Any], column_profile: Mapping[str, Any] | None) -> str | None:
+    """Why the dataset profile's entry for the target column cannot be this run's target, or None.
+
+    A text (or date, or true/false) column cannot be a regression target; a column of numbers that are not all
+    whole cannot be a classification target. `column_profile` is the entry under the profile's "columns" for the
+    `target` parameter's column; without one (no profile yet) nothing is decided here and the recipe checks it.
+    """
+    task = recipe_task(spec, parameters)
+    target = parameters.get("target")
+    if task is None or not isinstance(target, str) or not target or column_profile is None:
+        return None
+    kind = column_profile.get("type")
+    if column_profile.get("count") == 0:
+        return (
+            f"target column '{target}' has no values (every row is missing); expected a column holding what to predict"
+        )
+    switch = "task=" if spec.task is None else "a recipe for "
+    if task == "regression" and kind in _TEXT_KINDS:
+        return (
+            f"target column '{target}' holds {_TEXT_KINDS[kind]}, so it cannot be a regression target: expected a "
+            f"numeric column (or {switch}classification)"
+        )
+    if task == "classification" and kind == "float" and not _whole_numbers(column_profile):
+        return (
+            f"target column '{target}' holds continuous numbers{_range(column_profile)}, so it cannot be a "
+            f"classification target: expected classes (text, true/false or whole numbers) (or {switch}regression)"
+        )
+    return None
+
+
+def _whole_numbers(column_profile: Mapping[str, Any]) -> bool:
+    """Are all of a numeric column's values whole numbers (3 and 3.0 alike), as far as the profile tells?"""
+    integer_valued = column_profile.get("integer_valued")
+    if isinstance(integer_valued, bool):
+        return integer_valued
+    # Profiles written before integer_valued: a fractional minimum or maximum proves fractions; else assume whole, so a
+    # run that the recipe would accept is never refused.
+    bounds = [column_profile.get("min"), column_profile.get("max")]
+    return all(not isinstance(value, (int, float)) or float(value).is_integer() for value in bounds)
+
+
+def _range(column_profile: Mapping[str, Any]) -> str:
+    low, high = column_profile.get("min"), column_profile.get("max")
+    if isinstance(low, (int, float)) and isinstance(high, (int, float)):
+        return f" (from {low:g} to {high:g})"
+    return ""

@@ -9,6 +9,7 @@ container validate hyperparameters with the same code.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -298,33 +299,132 @@ def channel_files(name: str) -> list[Path]:
     return sorted(files, key=lambda path: path.relative_to(directory).as_posix())
 
 
-def _read_file(path: Path) -> pd.DataFrame:
+_GZIP_MAGIC = b"\x1f\x8b"
+_PARQUET_MAGIC = b"PAR1"
+# The suffixes the upload accepts (workers/datasets.py), after any ".gz".
+_PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
+_JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
+_CSV_SUFFIXES = (".csv",)
+# JSON Lines rows are turned into a frame this many at a time, so a large file never holds all its dicts at once.
+_JSONL_BATCH_ROWS = 50_000
+
+
+def file_format(path: Path) -> tuple[str, bool]:
+    """("csv" | "parquet" | "jsonl", gzip-compressed?) by the rules the upload uses: suffix, else the first bytes."""
+    import gzip
+
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    compressed = head.startswith(_GZIP_MAGIC)
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        name = name[:-3]
+    suffix = Path(name).suffix
+    if head == _PARQUET_MAGIC or suffix in _PARQUET_SUFFIXES:
+        return "parquet", False
+    if suffix in _JSONL_SUFFIXES:
+        return "jsonl", compressed
+    if suffix in _CSV_SUFFIXES:
+        return "csv", compressed
+    # Content-addressed objects may have no suffix: a text that opens with "{" is JSON Lines, as on upload.
+    opener: Any = gzip.open if compressed else open
+    with opener(path, "rb") as handle:
+        start = handle.read(64 * 1024)
+    if start.startswith(b"\xef\xbb\xbf"):
+        start = start[3:]
+    return ("jsonl" if start.lstrip().startswith(b"{") else "csv"), compressed
+
+
+def _read_jsonl(path: Path, compressed: bool) -> pd.DataFrame:
+    import gzip
+
     import pandas as pd
 
-    suffix = path.suffix.lower()
-    if suffix in (".parquet", ".pq"):
+    frames: list[pd.DataFrame] = []
+    rows: list[dict[str, Any]] = []
+    opener: Any = gzip.open if compressed else open
+    # utf-8-sig: a byte-order mark on the first line is not part of its first key.
+    with opener(path, "rt", encoding="utf-8-sig") as handle:
+        for line_no, line in enumerate(handle, 1):
+            text = line.strip()
+            if not text:
+                continue
+            try:
+                row = json.loads(text)
+            except ValueError as exc:
+                raise RecipeFailure(f"line {line_no} is not valid JSON ({exc})") from exc
+            if not isinstance(row, dict):
+                raise RecipeFailure(f"line {line_no} is not a JSON object; JSON Lines needs one object per line")
+            rows.append(row)
+            if len(rows) >= _JSONL_BATCH_ROWS:
+                frames.append(pd.DataFrame(rows))
+                rows = []
+    if rows or not frames:
+        frames.append(pd.DataFrame(rows))
+    frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    for column in frame.columns:
+        if frame[column].dtype == object:
+            frame[column] = _uniform_texts(frame[column])
+    return frame
+
+
+def _uniform_texts(values: pd.Series) -> pd.Series:
+    """A JSON column mixing kinds (text and numbers, arrays, objects) as text, the way the profile counts it."""
+    import pandas as pd
+
+    present = values[values.notna()]
+    kinds = {type(value) for value in present}
+    if kinds <= {str} or kinds == {bool}:
+        return values
+    if kinds <= {int, float}:
+        # Numbers that pandas left as objects (a batch of nulls, then numbers) become a numeric column again.
+        try:
+            return pd.to_numeric(values)
+        except (ValueError, OverflowError):
+            return values.map(lambda value: value if value is None or value != value else str(value))
+    return values.map(
+        lambda value: value if value is None or isinstance(value, str) else json.dumps(value, sort_keys=True)
+    )
+
+
+def read_data_file(path: Path) -> pd.DataFrame:
+    """One CSV, Parquet or JSON Lines file (CSV and JSON Lines optionally gzip-compressed) as a frame.
+
+    As in the dataset profile, only an empty CSV field is missing: text such as NA or None is a value.
+    """
+    import pandas as pd
+
+    kind, compressed = file_format(path)
+    if kind == "parquet":
         return pd.read_parquet(path)
-    if suffix != ".csv":
-        with path.open("rb") as handle:
-            # Content-addressed objects may have no suffix: Parquet files start with the magic bytes PAR1.
-            if handle.read(4) == b"PAR1":
-                return pd.read_parquet(path)
-    return pd.read_csv(path)
+    if kind == "jsonl":
+        return _read_jsonl(path, compressed)
+    frame = pd.read_csv(path, compression="gzip" if compressed else None, keep_default_na=False, na_values=[""])
+    for column in frame.columns:
+        values = frame[column]
+        if not pd.api.types.is_string_dtype(values):
+            continue
+        not_a_number = values.str.strip().str.lower() == "nan"
+        if not_a_number.any():
+            # Numbers with the text "nan" among them are a numeric column whose "nan" is no number, as in the profile.
+            with contextlib.suppress(ValueError, TypeError):
+                frame[column] = pd.to_numeric(values.mask(not_a_number))
+    return frame
 
 
 def read_channel(name: str, *, required: bool = True) -> pd.DataFrame | None:
-    """All of a channel's CSV/Parquet files, concatenated in file-name order; None if absent and not required."""
+    """All of a channel's data files, concatenated in file-name order; None if absent and not required."""
     import pandas as pd
 
     files = channel_files(name)
     if not files:
         if required:
-            raise RecipeFailure(f"channel '{name}' holds no CSV or Parquet files")
+            raise RecipeFailure(f"channel '{name}' holds no CSV, Parquet or JSON Lines files")
         return None
     frames: list[pd.DataFrame] = []
     for path in files:
         try:
-            frame = _read_file(path)
+            frame = read_data_file(path)
         except Exception as exc:
             raise RecipeFailure(f"cannot read '{path.name}' in channel '{name}': {exc}") from exc
         if frames and list(frame.columns) != list(frames[0].columns):
@@ -352,6 +452,11 @@ def emit_metric(name: str, value: float, *, step: int | None = None, fold: int |
         print(f"note: metric {name} is undefined ({value}) and was not reported", flush=True)
         return
     print(format_metric(name, value, step=step, fold=fold), flush=True)
+
+
+def emit_progress(done: int, total: int, unit: str) -> None:
+    """Print how far the run has got (`progress: 3/5 folds`), the line the backends read into the run's progress."""
+    print(f"progress: {done}/{total} {unit}", flush=True)
 
 
 def write_failure(message: str) -> None:

@@ -184,30 +184,77 @@ def evaluate(task: str, model: Any, x: pd.DataFrame, y: pd.Series) -> dict[str, 
     return results
 
 
-def cross_validate(task: str, pipeline: Any, data: TrainingData, folds: int, seed: int) -> None:
-    """Score `folds`-fold cross-validation on the training rows, one metric line per fold."""
+def cross_validate(task: str, pipeline: Any, data: TrainingData, folds: int, seed: int) -> dict[str, float]:
+    """`folds`-fold cross-validation on the training rows: {"cv_<metric>": mean, "cv_<metric>_std": std}.
+
+    Each fold's score goes to its own series (`cv_<metric>_fold`, labelled with the fold), and the mean and the
+    standard deviation follow the folds, so the last point of each series is the run's result.
+    """
     from sklearn.base import clone
     from sklearn.model_selection import KFold, StratifiedKFold
 
     if folds < 2:
-        return
+        return {}
     y = data.y_train
     if task == CLASSIFICATION:
         smallest = int(y.value_counts().min())
         if smallest < folds:
             print(f"note: cross-validation skipped: a class has {smallest} rows, fewer than {folds} folds", flush=True)
-            return
+            return {}
         splitter: Any = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     else:
         if len(y) < folds:
             print(f"note: cross-validation skipped: {len(y)} rows, fewer than {folds} folds", flush=True)
-            return
+            return {}
         splitter = KFold(n_splits=folds, shuffle=True, random_state=seed)
     name = "cv_" + primary_metric(task)
+    scores = []
+    sm.emit_progress(0, folds, "folds")
     for fold, (fit_rows, score_rows) in enumerate(splitter.split(data.x_train, y), start=1):
         model = clone(pipeline).fit(data.x_train.iloc[fit_rows], y.iloc[fit_rows])
         value = score(task, y.iloc[score_rows], model.predict(data.x_train.iloc[score_rows]))
-        sm.emit_metric(name, value, fold=fold)
+        scores.append(value)
+        sm.emit_metric(f"{name}_fold", value, fold=fold)
+        sm.emit_progress(fold, folds, "folds")
+    mean = math.fsum(scores) / len(scores)
+    # The population standard deviation of the fold scores, as scikit-learn's cv_results_ reports it.
+    std = math.sqrt(math.fsum((value - mean) ** 2 for value in scores) / len(scores))
+    results = {name: mean, f"{name}_std": std}
+    for metric, value in results.items():
+        sm.emit_metric(metric, value)
+    return results
+
+
+def cv_metric_names(task: str) -> list[str]:
+    """The series cross_validate reports for `task`: per fold, mean and standard deviation."""
+    name = "cv_" + primary_metric(task)
+    return [f"{name}_fold", name, f"{name}_std"]
+
+
+def fit_in_batches(
+    pipeline: Any, x: pd.DataFrame, y: pd.Series, *, size_parameter: str, unit: str, batches: int = 10
+) -> Any:
+    """Fit a pipeline whose estimator grows with warm_start (trees or boosting iterations), reporting progress.
+
+    `size_parameter` is the estimator's count of trees or iterations (n_estimators, max_iter). Forests seed their
+    trees in order from random_state and boosting adds stages in order, so the batches build the model a single fit
+    would; the preprocessing is fitted once, as Pipeline.fit would.
+    """
+    preprocess, estimator = pipeline.named_steps["preprocess"], pipeline.named_steps["model"]
+    features = preprocess.fit_transform(x, y)
+    total = int(estimator.get_params()[size_parameter])
+    size = max(1, math.ceil(total / batches))
+    estimator.set_params(warm_start=True)
+    built = 0
+    sm.emit_progress(0, total, unit)
+    while built < total:
+        built = min(total, built + size)
+        estimator.set_params(**{size_parameter: built})
+        estimator.fit(features, y)
+        sm.emit_progress(built, total, unit)
+    # Saved as a single fit would leave it, so refitting the saved model starts from scratch.
+    estimator.set_params(warm_start=False)
+    return pipeline
 
 
 def report_stages(task: str, model: Any, data: TrainingData) -> None:
@@ -262,18 +309,23 @@ def train(
     task: str | None = None,
     scale: bool = False,
     staged: bool = False,
+    fit: Callable[[Any, pd.DataFrame, pd.Series], Any] | None = None,
 ) -> None:
-    """The whole training run: the recipe supplies the estimator; `task` is fixed or read from params["task"]."""
+    """The whole training run: the recipe supplies the estimator; `task` is fixed or read from params["task"].
+
+    `fit(pipeline, x, y)` fits the final model when the recipe reports progress while it fits (default: Pipeline.fit).
+    """
     params = sm.load_hyperparameters(recipe)
     task = task or params["task"]
     data = load_data(params, task)
     pipeline = build_pipeline(data, make_estimator(params, task), scale=scale)
+    cv_results: dict[str, float] = {}
     if "cv_folds" in params:
-        cross_validate(task, pipeline, data, params["cv_folds"], params["seed"])
-    model = pipeline.fit(data.x_train, data.y_train)
+        cv_results = cross_validate(task, pipeline, data, params["cv_folds"], params["seed"])
+    model = fit(pipeline, data.x_train, data.y_train) if fit is not None else pipeline.fit(data.x_train, data.y_train)
     if staged:
         report_stages(task, model, data)
     results = evaluate(task, model, data.x_validation, data.y_validation)
     for name, value in results.items():
         sm.emit_metric(name, value)
-    save_model(recipe, params, task, model, data, results)
+    save_model(recipe, params, task, model, data, {**results, **cv_results})

@@ -116,5 +116,10 @@ def make_estimator(params: Mapping[str, Any], task: str) -> Any:
     )
 
 
+def fit(pipeline: Any, x: Any, y: Any) -> Any:
+    """Boost in batches of iterations, printing how many are done (each batch continues where the last stopped)."""
+    return _training.fit_in_batches(pipeline, x, y, size_parameter="max_iter", unit="iterations")
+
+
 if __name__ == "__main__":
-    sm.run(lambda: _training.train(RECIPE, make_estimator, staged=True))
+    sm.run(lambda: _training.train(RECIPE, make_estimator, staged=True, fit=fit))

@@ -11,11 +11,12 @@ import _training
 RECIPE = {
     "name": "linear_regression",
     "kind": "training",
-    "version": "1",
+    "task": "regression",
+    "version": "2",
     "description": "Least-squares linear regression; reports k-fold cross-validation RMSE, then validation metrics.",
     "channels": ["train", "validation"],
     "optional_channels": ["validation"],
-    "metrics": ["train_rows", "validation_rows", "cv_rmse", "rmse", "mae", "r2"],
+    "metrics": ["train_rows", "validation_rows", "cv_rmse_fold", "cv_rmse", "cv_rmse_std", "rmse", "mae", "r2"],
     "parameters": [
         {"name": "target", "type": "column", "required": True, "help": "The column to predict."},
         {"name": "fit_intercept", "type": "bool", "default": True, "help": "Fit a constant term."},
@@ -54,4 +55,4 @@ def make_estimator(params: Mapping[str, Any], task: str) -> Any:
 
 
 if __name__ == "__main__":
-    sm.run(lambda: _training.train(RECIPE, make_estimator, task=_training.REGRESSION))
+    sm.run(lambda: _training.train(RECIPE, make_estimator, task=RECIPE["task"]))

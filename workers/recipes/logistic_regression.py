@@ -11,14 +11,17 @@ import _training
 RECIPE = {
     "name": "logistic_regression",
     "kind": "training",
-    "version": "1",
+    "task": "classification",
+    "version": "2",
     "description": "Logistic regression classifier; reports k-fold cross-validation accuracy, then validation metrics.",
     "channels": ["train", "validation"],
     "optional_channels": ["validation"],
     "metrics": [
         "train_rows",
         "validation_rows",
+        "cv_accuracy_fold",
         "cv_accuracy",
+        "cv_accuracy_std",
         "accuracy",
         "f1",
         "roc_auc",
@@ -89,4 +92,4 @@ def make_estimator(params: Mapping[str, Any], task: str) -> Any:
 
 
 if __name__ == "__main__":
-    sm.run(lambda: _training.train(RECIPE, make_estimator, task=_training.CLASSIFICATION, scale=True))
+    sm.run(lambda: _training.train(RECIPE, make_estimator, task=RECIPE["task"], scale=True))

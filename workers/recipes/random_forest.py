@@ -11,19 +11,26 @@ import _training
 RECIPE = {
     "name": "random_forest",
     "kind": "training",
-    "version": "1",
-    "description": "Random forest classifier or regressor; reports k-fold cross-validation, then validation metrics.",
+    "version": "2",
+    "description": (
+        "Random forest classifier or regressor; reports k-fold cross-validation (mean and standard deviation), "
+        "then validation metrics."
+    ),
     "channels": ["train", "validation"],
     "optional_channels": ["validation"],
     "metrics": [
         "train_rows",
         "validation_rows",
+        "cv_accuracy_fold",
         "cv_accuracy",
+        "cv_accuracy_std",
         "accuracy",
         "f1",
         "roc_auc",
         "log_loss",
+        "cv_rmse_fold",
         "cv_rmse",
+        "cv_rmse_std",
         "rmse",
         "mae",
         "r2",
@@ -102,5 +109,10 @@ def make_estimator(params: Mapping[str, Any], task: str) -> Any:
     )
 
 
+def fit(pipeline: Any, x: Any, y: Any) -> Any:
+    """Build the trees in batches, printing how many are built (a forest on many rows takes minutes)."""
+    return _training.fit_in_batches(pipeline, x, y, size_parameter="n_estimators", unit="trees")
+
+
 if __name__ == "__main__":
-    sm.run(lambda: _training.train(RECIPE, make_estimator))
+    sm.run(lambda: _training.train(RECIPE, make_estimator, fit=fit))

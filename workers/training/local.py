@@ -19,13 +19,24 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from workers.errors import BackendError
 from workers.recipes import SUPPORT_FILES, validate_parameters
-from workers.training.base import JobNotFound, JobSpec, JobState, JobStatus, encode_hyperparameters, parse_metrics
+from workers.training.base import (
+    JobNotFound,
+    JobSpec,
+    JobState,
+    JobStatus,
+    LogChunk,
+    encode_hyperparameters,
+    parse_metrics,
+    parse_progress,
+)
 
 # Runs the recipe as its child and records its exit code and resource usage (usage.json, and the exit code in
 # job.json), which only a parent can measure (RUSAGE_CHILDREN). argv: work dir, max runtime (s), grace (s), command.
@@ -82,7 +93,12 @@ FAILURE_LOG_LINES = 20
 MAX_MESSAGE_CHARS = 4000
 _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 _INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+# One read_log call returns at most about this much of the log; the next poll reads on from its cursor.
+MAX_LOG_READ_BYTES = 4 * 1024 * 1024
+# A failed job's message quotes the end of its log: this much of it is read, never the whole file.
+FAILURE_TAIL_BYTES = 64 * 1024
+# psutil's create_time comes from the kernel's start time in clock ticks (1/100 s): equal within that, same process.
+_CREATE_TIME_TOLERANCE = 0.005
 
 
 class LocalTrainingBackend:
@@ -141,7 +157,7 @@ class LocalTrainingBackend:
                 state="started",
                 pid=process.pid,
                 pgid=process.pid,
-                process_start_ticks=_proc_stat(process.pid).get("start_ticks"),
+                process_create_time=_create_time(process.pid),
                 started_at=time.time(),
             )
             _write_json(work_dir / "job.json", record)
@@ -150,20 +166,19 @@ class LocalTrainingBackend:
         return job_id
 
     def describe(self, job_id: str) -> JobStatus:
-        """Read the job's files; never changes them."""
+        """Read the job's files (the log only for a failed job's message); never changes them.
+
+        `metrics` is always empty: the series come from read_log, which reads each line once.
+        """
         work_dir = self._work_dir(job_id)
         record = _read_json(work_dir / "job.json")
         usage_record = _read_json(work_dir / "usage.json") if (work_dir / "usage.json").exists() else None
-        # While the job runs, an unterminated last line may still be half written: leave it for the next call.
-        finished = usage_record is not None or not _process_alive(record)
-        lines, _ = self._lines(work_dir, finished=finished)
-        metrics = parse_metrics(lines, record.get("metric_definitions", []))
-        state, message = self._state(work_dir, record, usage_record, lines)
+        state, message = self._state(work_dir, record, usage_record)
         succeeded = state == "succeeded"
         return JobStatus(
             state=state,
             message=message,
-            metrics=metrics,
+            metrics={},
             model_dir=work_dir / "model" if succeeded else None,
             output_dir=work_dir / "output" / "data" if succeeded else None,
             usage=self._usage(record, usage_record),
@@ -176,8 +191,10 @@ class LocalTrainingBackend:
             record = _read_json(work_dir / "job.json")
             if (work_dir / "usage.json").exists() or record.get("state") == "stopped":
                 return
-            if record.get("pid") is not None and not _process_alive(record) and not _group_members(record["pgid"]):
-                return  # it already ended without a trace; describe reports it as disappeared
+            if record.get("pid") is not None and not _process_alive(record) and not _owns_group(record):
+                # It already ended without a trace (or its pid is another program's now): describe reports it as
+                # disappeared.
+                return
             record.setdefault("stop_requested_at", time.time())
             record["state"] = "stopping"
             _write_json(work_dir / "job.json", record)
@@ -202,14 +219,32 @@ class LocalTrainingBackend:
             latest.update(state="stopped", stopped_at=time.time())
             _write_json(work_dir / "job.json", latest)
 
-    def logs(self, job_id: str, *, start: int = 0) -> tuple[list[str], int]:
-        """Complete log lines from line `start` on (the unterminated last line too once the job has ended)."""
+    def read_log(
+        self, job_id: str, *, cursor: Mapping[str, Any] | None, metric_definitions: Sequence[Mapping[str, str]]
+    ) -> LogChunk:
+        """Complete log lines after the cursor's byte offset (the unterminated last line too once the job has ended).
+
+        The cursor is {"offset": bytes consumed}; metrics and progress are parsed from the returned lines only.
+        """
         work_dir = self._work_dir(job_id)
+        offset = _cursor_offset(cursor)
         record = _read_json(work_dir / "job.json")
+        # Decided before reading: once the job has ended nothing more is written, so a last partial line is whole.
         finished = (work_dir / "usage.json").exists() or not _process_alive(record)
-        lines, total = self._lines(work_dir, finished=finished)
-        start = max(0, start)
-        return lines[start:], max(total, start)
+        data = _read_from(work_dir / "logs" / "output.log", offset)
+        end = data.rfind(b"\n") + 1
+        if finished:
+            end = len(data)
+        raw_lines = data[:end].split(b"\n")
+        if raw_lines and raw_lines[-1] == b"":
+            raw_lines.pop()
+        lines = [line.decode("utf-8", errors="replace").rstrip("\r") for line in raw_lines]
+        return LogChunk(
+            lines=lines,
+            cursor={"offset": offset + end},
+            metrics=parse_metrics(lines, metric_definitions),
+            progress=parse_progress(lines),
+        )
 
     # --- helpers ---------------------------------------------------------------------------------------------------
 
@@ -324,20 +359,7 @@ class LocalTrainingBackend:
             raise JobNotFound(f"no training job {job_id!r} under {self.root}")
         return work_dir
 
-    def _lines(self, work_dir: Path, *, finished: bool) -> tuple[list[str], int]:
-        try:
-            text = (work_dir / "logs" / "output.log").read_bytes().decode("utf-8", errors="replace")
-        except FileNotFoundError:
-            return [], 0
-        lines = text.split("\n")
-        complete, partial = lines[:-1], lines[-1]
-        if partial and finished:
-            complete.append(partial)
-        return [line.rstrip("\r") for line in complete], len(complete)
-
-    def _state(
-        self, work_dir: Path, record: dict[str, Any], usage: dict[str, Any] | None, lines: list[str]
-    ) -> tuple[JobState, str]:
+    def _state(self, work_dir: Path, record: dict[str, Any], usage: dict[str, Any] | None) -> tuple[JobState, str]:
         stop_requested = bool(record.get("stop_requested_at"))
         if record.get("state") == "stopped":
             return "stopped", "stopped on request"
@@ -349,7 +371,7 @@ class LocalTrainingBackend:
                 return "failed", f"the run exceeded its maximum runtime of {limit} seconds and was stopped"
             if usage.get("exit_code") == 0:
                 return "succeeded", ""
-            return "failed", _failure_message(work_dir, usage.get("exit_code"), lines)
+            return "failed", _failure_message(work_dir, usage.get("exit_code"))
         if record.get("pid") is None:
             if time.time() - float(record.get("created_at", 0)) > START_TIMEOUT_SECONDS:
                 return "failed", NEVER_STARTED
@@ -418,7 +440,48 @@ def _locked(work_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _failure_message(work_dir: Path, exit_code: int | None, lines: list[str]) -> str:
+def _cursor_offset(cursor: Mapping[str, Any] | None) -> int:
+    if cursor is None:
+        return 0
+    offset = cursor.get("offset", 0)
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise BackendError(f"log cursor offset must be a whole number of bytes >= 0, got {offset!r}", permanent=True)
+    return offset
+
+
+def _read_from(path: Path, offset: int) -> bytes:
+    """About MAX_LOG_READ_BYTES from `offset`, extended to the end of the line it stops in."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            data = handle.read(MAX_LOG_READ_BYTES)
+            if len(data) == MAX_LOG_READ_BYTES:
+                # One very long line must still come back whole: read on to its end.
+                rest = handle.readline()
+                data += rest
+    except FileNotFoundError:
+        return b""
+    return data
+
+
+def _log_tail(work_dir: Path, count: int) -> list[str]:
+    """The last `count` lines of the job's log, reading only its last FAILURE_TAIL_BYTES."""
+    try:
+        with open(work_dir / "logs" / "output.log", "rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - FAILURE_TAIL_BYTES))
+            data = handle.read()
+    except FileNotFoundError:
+        return []
+    lines = data.decode("utf-8", errors="replace").split("\n")
+    if size > FAILURE_TAIL_BYTES:
+        lines = lines[1:]  # the first one may be cut
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.rstrip("\r") for line in lines[-count:]]
+
+
+def _failure_message(work_dir: Path, exit_code: int | None) -> str:
     failure = work_dir / "output" / "failure"
     if failure.is_file():
         text = failure.read_text(encoding="utf-8", errors="replace").strip()
@@ -432,7 +495,7 @@ def _failure_message(work_dir: Path, exit_code: int | None, lines: list[str]) ->
         cause = f"the recipe was killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
     else:
         cause = f"the recipe exited with code {exit_code}"
-    tail = "\n".join(line for line in lines[-FAILURE_LOG_LINES:])
+    tail = "\n".join(_log_tail(work_dir, FAILURE_LOG_LINES))
     message = f"{cause}; last log lines:\n{tail}" if tail else cause
     return message[-MAX_MESSAGE_CHARS:]
 
@@ -440,22 +503,28 @@ def _failure_message(work_dir: Path, exit_code: int | None, lines: list[str]) ->
 # --- processes ---------------------------------------------------------------------------------------------------
 
 
-def _proc_stat(pid: int) -> dict[str, Any]:
-    """Fields of /proc/<pid>/stat (empty when the process is gone or there is no /proc)."""
+def _create_time(pid: int) -> float | None:
+    """When process `pid` started (seconds since the epoch), or None when there is no such process."""
     try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return {}
-    # The command name may hold spaces and parentheses; the fields after the last ')' are fixed.
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return {
-        "state": fields[0],
-        "pgrp": int(fields[2]),
-        "session": int(fields[3]),
-        "utime": int(fields[11]),
-        "stime": int(fields[12]),
-        "start_ticks": int(fields[19]),
-    }
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def _is_the_job(pid: int, record: dict[str, Any]) -> bool:
+    """Is `pid` still the process the job started, not a later one that reused its pid?"""
+    expected = record.get("process_create_time")
+    if expected is None:
+        return True
+    started = _create_time(pid)
+    return started is not None and abs(started - float(expected)) <= _CREATE_TIME_TOLERANCE
 
 
 def _process_alive(record: dict[str, Any]) -> bool:
@@ -463,36 +532,22 @@ def _process_alive(record: dict[str, Any]) -> bool:
     pid = record.get("pid")
     if pid is None:
         return False
-    if not Path("/proc").is_dir():
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    stat = _proc_stat(int(pid))
-    if not stat or stat["state"] in ("Z", "X"):
+    try:
+        process = psutil.Process(int(pid))
+    except psutil.NoSuchProcess:
         return False
-    expected = record.get("process_start_ticks")
-    return expected is None or stat["start_ticks"] == expected
+    return _running(process) and _is_the_job(int(pid), record)
 
 
 def _group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes in process group `pgid`."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return []
-        return [pgid]
     members = []
-    for entry in proc.iterdir():
-        if entry.name.isdigit():
-            stat = _proc_stat(int(entry.name))
-            if stat and stat["pgrp"] == pgid and stat["state"] not in ("Z", "X"):
-                members.append(int(entry.name))
+    for process in psutil.process_iter():
+        try:
+            if os.getpgid(process.pid) == pgid and _running(process):
+                members.append(process.pid)
+        except (ProcessLookupError, PermissionError):
+            continue
     return members
 
 
@@ -501,9 +556,8 @@ def _owns_group(record: dict[str, Any]) -> bool:
     pgid = int(record["pgid"])
     if not _group_members(pgid):
         return False
-    stat = _proc_stat(pgid)
     # While any member lives the kernel does not hand the group id out again; only a reused leader pid is foreign.
-    return not stat or record.get("process_start_ticks") in (None, stat["start_ticks"])
+    return _create_time(pgid) is None or _is_the_job(pgid, record)
 
 
 def _signal_group(pgid: int, signum: signal.Signals) -> None:
@@ -511,16 +565,27 @@ def _signal_group(pgid: int, signum: signal.Signals) -> None:
         os.killpg(pgid, signum)
 
 
+def _peak_rss_kb(pid: int) -> int | None:
+    # psutil reports the current resident set only; Linux keeps the peak (VmHWM) in the process's status file.
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return None
+
+
 def _measure(pids: list[int]) -> dict[str, float | None]:
-    """CPU seconds and peak resident memory (MB) of the running processes, from /proc."""
+    """CPU seconds (summed) and peak resident memory (MB, the largest process's) of the running processes."""
     cpu = 0.0
     peak_kb = 0
     for pid in pids:
-        stat = _proc_stat(pid)
-        if stat:
-            cpu += (stat["utime"] + stat["stime"]) / _CLOCK_TICKS
-        with contextlib.suppress(OSError, ValueError):
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peak_kb = max(peak_kb, int(line.split()[1]))
+        try:
+            process = psutil.Process(pid)
+            with process.oneshot():
+                times = process.cpu_times()
+                resident_kb = process.memory_info().rss // 1024
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        cpu += times.user + times.system
+        peak_kb = max(peak_kb, _peak_rss_kb(pid) or resident_kb)
     return {"cpu_seconds": cpu, "peak_memory_mb": peak_kb / 1024 if peak_kb else None}
