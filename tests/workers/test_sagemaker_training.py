@@ -27,7 +27,7 @@ from botocore.stub import Stubber
 
 from workers import aws
 from workers.errors import BackendError
-from workers.recipes import SUPPORT_FILES, Recipe, get_recipe
+from workers.recipes import SUPPORT_FILES, Recipe, _contract, get_recipe
 from workers.training import InputFile, JobNotFound, JobSpec, JobStatus, TrainingBackend
 from workers.training.images import SKLEARN_REGISTRIES, sklearn_image_uri
 from workers.training.sagemaker import (
@@ -36,6 +36,12 @@ from workers.training.sagemaker import (
     extract_model_tar,
     training_job_name,
 )
+
+try:
+    # The SageMaker training toolkit's own decoding, when sagemaker-training is installed beside the test pins.
+    from sagemaker_training import environment as toolkit_environment
+except ImportError:
+    toolkit_environment = None
 
 ROLE = "arn:aws:iam::123456789012:role/controlplane-training"
 PREFIX = "controlplane"
@@ -193,18 +199,18 @@ def test_start_creates_the_training_job_the_spec_describes(
     assert request["OutputDataConfig"] == {"S3OutputPath": f"{run}/output"}
     assert request["ResourceConfig"] == {"InstanceType": "ml.m5.large", "InstanceCount": 2, "VolumeSizeInGB": 30}
     assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 900}
-    # Every value a string; defaults filled in as the local backend does; the script-mode keys SageMaker needs.
+    # Every value JSON text; defaults filled in as the local backend does; the script-mode keys SageMaker needs.
     assert request["HyperParameters"] == {
-        "target": "churned",
+        "target": '"churned"',
         "C": "0.5",
         "max_iter": "200",
-        "class_weight": "balanced",
+        "class_weight": '"balanced"',
         "seed": "42",
         "validation_fraction": "0.2",
         "cv_folds": "5",
-        "sagemaker_program": "logistic_regression.py",
-        "sagemaker_submit_directory": f"{run}/source/sourcedir.tar.gz",
-        "sagemaker_region": REGION,
+        "sagemaker_program": '"logistic_regression.py"',
+        "sagemaker_submit_directory": f'"{run}/source/sourcedir.tar.gz"',
+        "sagemaker_region": f'"{REGION}"',
         "sagemaker_container_log_level": "20",
     }
     assert sorted(request["Tags"], key=lambda tag: tag["Key"]) == sorted(
@@ -221,6 +227,57 @@ def test_start_creates_the_training_job_the_spec_describes(
     assert description["StoppingCondition"] == {"MaxRuntimeInSeconds": 900}
     tags = sagemaker.list_tags(ResourceArn=description["TrainingJobArn"])["Tags"]
     assert {tag["Key"]: tag["Value"] for tag in tags} == TAGS
+
+
+def toolkit_decode(hyperparameters: dict[str, str], directory: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The values a script sees once the SageMaker training toolkit has read `hyperparameters` from
+    hyperparameters.json: its own read_hyperparameters when installed, else the same rule restated."""
+    path = directory / "hyperparameters.json"
+    path.write_text(json.dumps(hyperparameters), encoding="utf-8")
+    if toolkit_environment is not None:
+        monkeypatch.setattr(toolkit_environment, "hyperparameters_file_dir", str(path))
+        return dict(toolkit_environment.read_hyperparameters())
+    # sagemaker_training.environment.read_hyperparameters (5.1.4): json.loads every value, the value itself if that
+    # raises ValueError or TypeError.
+    decoded: dict[str, Any] = {}
+    for name, value in json.loads(path.read_text(encoding="utf-8")).items():
+        try:
+            decoded[name] = json.loads(value)
+        except (ValueError, TypeError):
+            decoded[name] = value
+    return decoded
+
+
+@pytest.mark.parametrize("target", ["1e3", "1.50", "true", "null", "42", "churned", "naïve"])
+def test_text_hyperparameters_reach_the_script_as_the_same_text(
+    backend: SageMakerTrainingBackend,
+    recipe: Recipe,
+    inputs: list[InputFile],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    target: str,
+) -> None:
+    job = backend.start(make_spec(recipe, inputs, tmp_path, hyperparameters={"target": target, "C": 0.5}))
+    sent = aws.aws_client("sagemaker").describe_training_job(TrainingJobName=job)["HyperParameters"]
+    config = tmp_path / "config"
+    config.mkdir()
+
+    seen = toolkit_decode(sent, config, monkeypatch)
+
+    assert seen["target"] == target
+    assert (seen["C"], seen["max_iter"], seen["class_weight"]) == (0.5, 200, "none")
+    assert seen["sagemaker_program"] == "logistic_regression.py"
+    assert seen["sagemaker_submit_directory"].endswith("/source/sourcedir.tar.gz")
+    assert seen["sagemaker_container_log_level"] == 20
+    # The recipe contract reads them the same way, from hyperparameters.json and from the toolkit's SM_HPS.
+    spec = {"parameters": [{"name": "target", "type": "column", "required": True}, {"name": "C", "type": "float"}]}
+    monkeypatch.setenv("SM_INPUT_CONFIG_DIR", str(config))
+    monkeypatch.delenv("SM_HPS", raising=False)
+    wanted = {"target": sent["target"], "C": sent["C"]}
+    (config / "hyperparameters.json").write_text(json.dumps(wanted), encoding="utf-8")
+    assert _contract.load_hyperparameters(spec) == {"target": target, "C": 0.5}
+    monkeypatch.setenv("SM_HPS", json.dumps({"target": seen["target"], "C": seen["C"]}))
+    assert _contract.load_hyperparameters(spec) == {"target": target, "C": 0.5}
 
 
 def test_start_uploads_the_source_archive_and_the_inputs(

@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 SOURCE_ARCHIVE = "sourcedir.tar.gz"
 # What the script-mode toolkit logs at (Python's logging.INFO).
-CONTAINER_LOG_LEVEL = "20"
+CONTAINER_LOG_LEVEL = logging.INFO
 # SageMaker's limits on CreateTrainingJob's HyperParameters map.
 MAX_HYPERPARAMETERS = 100
 MAX_HYPERPARAMETER_CHARS = 2500
@@ -113,13 +113,16 @@ class SageMakerTrainingBackend:
         job_name = training_job_name(spec.run_id, spec.work_dir)
         run_prefix = self._key(f"runs/{spec.run_id}")
         source_uri = self._uri(f"{run_prefix}/source/{SOURCE_ARCHIVE}")
+        # The script-mode keys, JSON-encoded like the recipe's own values, exactly as the SageMaker Python SDK sends them.
         hyperparameters.update(
-            {
-                "sagemaker_program": spec.recipe.script.name,
-                "sagemaker_submit_directory": source_uri,
-                "sagemaker_region": self.region,
-                "sagemaker_container_log_level": CONTAINER_LOG_LEVEL,
-            }
+            encode_hyperparameters(
+                {
+                    "sagemaker_program": spec.recipe.script.name,
+                    "sagemaker_submit_directory": source_uri,
+                    "sagemaker_region": self.region,
+                    "sagemaker_container_log_level": CONTAINER_LOG_LEVEL,
+                }
+            )
         )
         existing = self._find_job(job_name)
         if existing is not None:
