@@ -29,6 +29,7 @@ from workers import aws
 from workers.errors import BackendError
 from workers.recipes import SUPPORT_FILES, Recipe, _contract, get_recipe
 from workers.training import InputFile, JobNotFound, JobSpec, JobStatus, TrainingBackend
+from workers.training.base import LogChunk, Progress
 from workers.training.images import SKLEARN_REGISTRIES, sklearn_image_uri
 from workers.training.sagemaker import (
     LOG_GROUP,
@@ -146,7 +147,10 @@ def put_log_lines(job: str, stream_suffix: str, lines: list[str], *, first_ms: i
     except logs.exceptions.ResourceAlreadyExistsException:
         pass
     stream = f"{job}/{stream_suffix}"
-    logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=stream)
+    try:
+        logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=stream)
+    except logs.exceptions.ResourceAlreadyExistsException:
+        pass
     start = first_ms if first_ms is not None else int(time.time() * 1000)
     for offset in range(0, len(lines), 10_000):
         chunk = lines[offset : offset + 10_000]
@@ -642,7 +646,19 @@ def test_access_denied_is_a_permanent_error_with_the_aws_message(
 # --- logs and metrics -----------------------------------------------------------------------------------------------
 
 
-def test_logs_come_from_the_jobs_cloudwatch_stream(
+def read_all(backend: SageMakerTrainingBackend, job: str, cursor: dict[str, Any] | None = None) -> LogChunk:
+    """read_log called until the cursor says nothing more is waiting; the lines of every call, in order."""
+    lines: list[str] = []
+    for _ in range(100):
+        chunk = backend.read_log(job, cursor=cursor, metric_definitions=[])
+        lines += chunk.lines
+        cursor = chunk.cursor
+        if not cursor["more"]:
+            return LogChunk(lines=lines, cursor=cursor)
+    raise AssertionError("read_log never reached the end of the logs")
+
+
+def test_read_log_reads_the_jobs_stream_and_then_only_what_is_new(
     backend: SageMakerTrainingBackend, recipe: Recipe, inputs: list[InputFile], tmp_path: Path
 ) -> None:
     job = backend.start(make_spec(recipe, inputs, tmp_path))
@@ -650,38 +666,62 @@ def test_logs_come_from_the_jobs_cloudwatch_stream(
     put_log_lines(job, "algo-1-1712345678", lines)
     # Another job's stream whose name merely starts like this one's is not this job's.
     put_log_lines(f"{job}0", "algo-1-1712345678", ["not mine"])
+    reads = record_requests(backend.logs_client, "GetLogEvents")
 
-    assert backend.logs(job) == (lines, 3)
-    assert backend.logs(job, start=1) == (lines[1:], 3)
-    assert backend.logs(job, start=3) == ([], 3)
-    assert backend.logs(job, start=7) == ([], 7)
+    first = backend.read_log(job, cursor=None, metric_definitions=[])
+    assert first.lines == lines
+    assert first.cursor["more"] is False
+    assert list(first.cursor["streams"]) == [f"{job}/algo-1-1712345678"]
+    # The cursor is kept on the run, so it must survive a JSON round trip.
+    cursor = json.loads(json.dumps(first.cursor))
+
+    reads.clear()
+    again = backend.read_log(job, cursor=cursor, metric_definitions=[])
+    assert again.lines == []
+    # Nothing new: one request that hands back the same token, and nothing read from the start again.
+    assert len(reads) == 1 and reads[0]["nextToken"] == cursor["streams"][f"{job}/algo-1-1712345678"]
+    assert reads[0]["startFromHead"] is True
+
+    put_log_lines(job, "algo-1-1712345678", ["after the first poll", "and another"])
+    later = backend.read_log(job, cursor=again.cursor, metric_definitions=[])
+    assert later.lines == ["after the first poll", "and another"]
 
 
-def test_logs_follow_the_forward_token_to_the_end_of_a_long_stream(
-    backend: SageMakerTrainingBackend, recipe: Recipe, inputs: list[InputFile], tmp_path: Path
+def test_a_long_stream_is_read_a_bounded_number_of_pages_per_call(
+    s3_bucket: str, recipe: Recipe, inputs: list[InputFile], tmp_path: Path
 ) -> None:
+    backend = SageMakerTrainingBackend(
+        bucket=s3_bucket, prefix=PREFIX, role_arn=ROLE, region=REGION, log_pages_per_read=1
+    )
     job = backend.start(make_spec(recipe, inputs, tmp_path))
     # More than one GetLogEvents page (at most 10,000 events each).
     lines = [f"line {number}" for number in range(10_050)]
     put_log_lines(job, "algo-1-1712345678", lines)
+    reads = record_requests(backend.logs_client, "GetLogEvents")
 
-    got, offset = backend.logs(job, start=10_000)
+    first = backend.read_log(job, cursor=None, metric_definitions=[])
 
-    assert offset == 10_050
-    assert got == lines[10_000:]
+    assert len(reads) == 1
+    assert first.lines == lines[:10_000]
+    assert first.cursor["more"] is True
+    rest = read_all(backend, job, first.cursor)
+    assert rest.lines == lines[10_000:]
 
 
-def test_the_logs_of_several_instances_are_concatenated_and_labelled_with_their_host(
+def test_the_logs_of_several_instances_are_labelled_with_their_host_and_new_streams_are_found(
     backend: SageMakerTrainingBackend, recipe: Recipe, inputs: list[InputFile], tmp_path: Path
 ) -> None:
     job = backend.start(make_spec(recipe, inputs, tmp_path, instance_count=2))
     put_log_lines(job, "algo-2-1712345679", ["second host"])
     put_log_lines(job, "algo-1-1712345678", ["first host", "first host again"])
 
-    lines, offset = backend.logs(job)
+    chunk = backend.read_log(job, cursor=None, metric_definitions=[])
 
-    assert lines == ["[algo-1] first host", "[algo-1] first host again", "[algo-2] second host"]
-    assert offset == 3
+    assert chunk.lines == ["[algo-1] first host", "[algo-1] first host again", "[algo-2] second host"]
+    put_log_lines(job, "algo-3-1712345680", ["third host, started late"])
+    assert backend.read_log(job, cursor=chunk.cursor, metric_definitions=[]).lines == [
+        "[algo-3] third host, started late"
+    ]
 
 
 def test_a_job_with_no_logs_yet_has_no_lines(
@@ -690,18 +730,20 @@ def test_a_job_with_no_logs_yet_has_no_lines(
     job = backend.start(make_spec(recipe, inputs, tmp_path))
 
     # No log group at all yet (the account's first job is still starting).
-    assert backend.logs(job, start=0) == ([], 0)
-    assert backend.logs(job, start=4) == ([], 4)
+    chunk = backend.read_log(job, cursor=None, metric_definitions=[])
+    assert (chunk.lines, chunk.cursor["streams"], chunk.cursor["more"]) == ([], {}, False)
     # The group exists, but not this job's stream.
     put_log_lines("cp-other-00000000", "algo-1-1712345678", ["other job"])
-    assert backend.logs(job) == ([], 0)
+    assert backend.read_log(job, cursor=chunk.cursor, metric_definitions=[]).lines == []
+    # The stream appears after the first polls: its lines are read from its start.
+    put_log_lines(job, "algo-1-1712345678", ["at last"])
+    assert backend.read_log(job, cursor=chunk.cursor, metric_definitions=[]).lines == ["at last"]
 
 
-def test_metrics_are_parsed_from_the_log_lines_with_the_jobs_metric_definitions(
-    stubbed_sagemaker: tuple[BaseClient, Stubber], s3_bucket: str
+def test_read_log_finds_metrics_and_progress_in_the_new_lines_only(
+    backend: SageMakerTrainingBackend, recipe: Recipe, inputs: list[InputFile], tmp_path: Path
 ) -> None:
-    client, stubber = stubbed_sagemaker
-    job = "cp-41-1a2b3c4d"
+    job = backend.start(make_spec(recipe, inputs, tmp_path))
     # CloudWatch refuses events older than 14 days.
     first_ms = int(time.time()) * 1000 - 60_000
     put_log_lines(
@@ -710,13 +752,96 @@ def test_metrics_are_parsed_from_the_log_lines_with_the_jobs_metric_definitions(
         [
             "Training starts",
             "metric: train_rows=800; time=1712345678.250",
+            "progress: 1/5 folds",
             "metric: cv_accuracy=0.91; fold=0; time=1712345679.000",
+            "progress: 2/5 folds",
             "metric: cv_accuracy=0.93; fold=1; time=1712345680.000",
-            "metric: accuracy=0.925",
             "metric: unknown_thing=1",
         ],
         first_ms=first_ms,
     )
+    definitions = [dict(d) for d in recipe.metric_definitions]
+
+    first = backend.read_log(job, cursor=None, metric_definitions=definitions)
+
+    assert first.metrics == {
+        "train_rows": [{"value": 800.0, "time": 1712345678.25}],
+        "cv_accuracy": [
+            {"value": 0.91, "fold": 0, "time": 1712345679.0},
+            {"value": 0.93, "fold": 1, "time": 1712345680.0},
+        ],
+    }
+    assert first.progress == Progress(done=2, total=5, unit="folds")
+
+    put_log_lines(job, "algo-1-1712345678", ["metric: accuracy=0.925"], first_ms=first_ms + 10)
+    second = backend.read_log(job, cursor=first.cursor, metric_definitions=definitions)
+
+    # No time label on the line: the CloudWatch event's time. Earlier points are not read again.
+    assert second.metrics == {"accuracy": [{"value": 0.925, "time": (first_ms + 10) / 1000}]}
+    assert second.progress is None
+
+
+def test_an_expired_forward_token_goes_on_from_the_last_event_seen(aws_env: str, s3_bucket: str) -> None:
+    # CloudWatch refuses a forward token older than 24 hours; moto never expires them, so a Stubber says it.
+    client = boto3.session.Session(region_name=REGION).client("logs", endpoint_url=aws_env)
+    backend = SageMakerTrainingBackend(
+        bucket=s3_bucket, prefix=PREFIX, role_arn=ROLE, region=REGION, logs_client=client
+    )
+    job = "cp-41-1a2b3c4d"
+    stream = f"{job}/algo-1-1712345678"
+    with Stubber(client) as stubber:
+        stubber.add_response(
+            "describe_log_streams",
+            {"logStreams": [{"logStreamName": stream}]},
+            expected_params={"logGroupName": LOG_GROUP, "logStreamNamePrefix": f"{job}/"},
+        )
+        stubber.add_client_error(
+            "get_log_events",
+            service_error_code="InvalidParameterException",
+            service_message="The specified nextToken is invalid.",
+            http_status_code=400,
+            expected_params={
+                "logGroupName": LOG_GROUP,
+                "logStreamName": stream,
+                "startFromHead": True,
+                "nextToken": "f/old",
+            },
+        )
+        stubber.add_response(
+            "get_log_events",
+            {"events": [{"timestamp": 1_712_345_679_001, "message": "new line"}], "nextForwardToken": "f/new"},
+            expected_params={
+                "logGroupName": LOG_GROUP,
+                "logStreamName": stream,
+                "startFromHead": True,
+                "startTime": 1_712_345_679_001,
+            },
+        )
+        stubber.add_response(
+            "get_log_events",
+            {"events": [], "nextForwardToken": "f/new"},
+            expected_params={
+                "logGroupName": LOG_GROUP,
+                "logStreamName": stream,
+                "startFromHead": True,
+                "nextToken": "f/new",
+            },
+        )
+        cursor = {"streams": {stream: "f/old"}, "last_event_ms": {stream: 1_712_345_679_000}, "more": False}
+
+        chunk = backend.read_log(job, cursor=cursor, metric_definitions=[])
+
+        stubber.assert_no_pending_responses()
+    assert chunk.lines == ["new line"]
+    assert chunk.cursor["streams"] == {stream: "f/new"}
+
+
+def test_describe_reads_no_logs_and_reports_sagemakers_final_metrics(
+    stubbed_sagemaker: tuple[BaseClient, Stubber], s3_bucket: str
+) -> None:
+    client, stubber = stubbed_sagemaker
+    job = "cp-41-1a2b3c4d"
+    put_log_lines(job, "algo-1-1712345678", ["metric: accuracy=0.5"])
     final = [
         {"MetricName": "accuracy", "Value": 0.925, "Timestamp": datetime(2026, 5, 4, 12, 5, tzinfo=UTC)},
         {"MetricName": "f1", "Value": 0.88, "Timestamp": datetime(2026, 5, 4, 12, 5, tzinfo=UTC)},
@@ -726,20 +851,20 @@ def test_metrics_are_parsed_from_the_log_lines_with_the_jobs_metric_definitions(
         described(job, "InProgress", "Training", FinalMetricDataList=final),
         expected_params={"TrainingJobName": job},
     )
+    backend = stubbed_backend(s3_bucket, client)
+    log_requests: list[str] = []
+    backend.logs_client.meta.events.register(
+        "before-send.logs", lambda request, **_: log_requests.append(request.headers["X-Amz-Target"])
+    )
 
-    status = stubbed_backend(s3_bucket, client).describe(job)
+    status = backend.describe(job)
 
     assert status.state == "running"
+    assert log_requests == []
+    stamp = datetime(2026, 5, 4, 12, 5, tzinfo=UTC).timestamp()
     assert status.metrics == {
-        "train_rows": [{"value": 800.0, "time": 1712345678.25}],
-        "cv_accuracy": [
-            {"value": 0.91, "fold": 0, "time": 1712345679.0},
-            {"value": 0.93, "fold": 1, "time": 1712345680.0},
-        ],
-        # No time label on the line: the CloudWatch event's time.
-        "accuracy": [{"value": 0.925, "time": (first_ms + 4) / 1000}],
-        # In SageMaker's final values only.
-        "f1": [{"value": 0.88, "time": datetime(2026, 5, 4, 12, 5, tzinfo=UTC).timestamp()}],
+        "accuracy": [{"value": 0.925, "time": stamp}],
+        "f1": [{"value": 0.88, "time": stamp}],
     }
 
 
