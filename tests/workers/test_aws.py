@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +28,8 @@ from workers.objectstore import (
     open_object_store,
     validate_object_store_url,
 )
+
+REGION = "us-east-1"
 
 
 def client_error(code: str, message: str = "Something happened", status: int = 400) -> ClientError:
@@ -144,46 +149,65 @@ def clean_aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     aws.clear_client_cache()
 
 
-def test_client_region_comes_from_aws_region_then_aws_default_region_then_us_east_1(
+def test_client_region_is_the_one_passed_in_never_the_environment(
     clean_aws_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert aws.aws_client("sts").meta.region_name == "us-east-1"
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
-    assert aws.aws_client("sts").meta.region_name == "eu-west-1"
     monkeypatch.setenv("AWS_REGION", "eu-central-1")
-    assert aws.aws_client("sts").meta.region_name == "eu-central-1"
     assert aws.aws_client("sts", region="ap-south-1").meta.region_name == "ap-south-1"
+    with pytest.raises(TypeError):
+        aws.aws_client("sts")  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("region", ["", "US-EAST-1", "us-east-1\n", "useast1", "eu-west", "us-east-1 "])
+def test_a_malformed_region_is_a_config_error_naming_aws_region(clean_aws_env: None, region: str) -> None:
+    with pytest.raises(ConfigError, match="AWS_REGION"):
+        aws.aws_client("s3", region=region)
 
 
 def test_client_endpoint_comes_from_aws_endpoint_url_and_empty_means_aws(
     clean_aws_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", "")
-    assert aws.aws_client("s3").meta.endpoint_url.endswith(".amazonaws.com")
+    assert aws.aws_client("s3", region=REGION).meta.endpoint_url.endswith(".amazonaws.com")
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
-    assert aws.aws_client("s3").meta.endpoint_url == "http://127.0.0.1:4566"
-    assert aws.aws_client("s3", endpoint_url="http://localhost:9000").meta.endpoint_url == "http://localhost:9000"
+    assert aws.aws_client("s3", region=REGION).meta.endpoint_url == "http://127.0.0.1:4566"
+    assert (
+        aws.aws_client("s3", region=REGION, endpoint_url="http://localhost:9000").meta.endpoint_url
+        == "http://localhost:9000"
+    )
 
 
 def test_clients_use_standard_retries_and_timeouts(clean_aws_env: None) -> None:
-    config = aws.aws_client("sagemaker").meta.config
+    config = aws.aws_client("sagemaker", region=REGION).meta.config
 
     # botocore stores max_attempts (retries after the first try) as total_max_attempts (every try).
     assert config.retries == {"mode": "standard", "total_max_attempts": 6}
     assert (config.connect_timeout, config.read_timeout) == (5, 60)
-    assert aws.aws_client("s3").meta.config.signature_version == "s3v4"
+    assert aws.aws_client("s3", region=REGION).meta.config.signature_version == "s3v4"
+
+
+def test_s3_checksums_are_only_when_required_through_an_s3_compatible_endpoint(clean_aws_env: None) -> None:
+    compatible = aws.aws_client("s3", region=REGION, endpoint_url="http://127.0.0.1:9000").meta.config
+    assert (compatible.request_checksum_calculation, compatible.response_checksum_validation) == (
+        "when_required",
+        "when_required",
+    )
+    assert compatible.signature_version == "s3v4"
+    for endpoint in (None, "https://s3.eu-west-1.amazonaws.com", "https://s3.cn-north-1.amazonaws.com.cn"):
+        real = aws.aws_client("s3", region=REGION, endpoint_url=endpoint).meta.config
+        assert real.request_checksum_calculation == "when_supported", endpoint
 
 
 def test_clients_are_cached_per_service_region_and_endpoint(clean_aws_env: None) -> None:
-    s3 = aws.aws_client("s3")
+    s3 = aws.aws_client("s3", region=REGION)
 
-    assert aws.aws_client("s3") is s3
     assert aws.aws_client("s3", region="us-east-1") is s3
     assert aws.aws_client("s3", region="eu-west-1") is not s3
-    assert aws.aws_client("s3", endpoint_url="http://127.0.0.1:4566") is not s3
-    assert aws.aws_client("ecs") is not s3
+    assert aws.aws_client("s3", region=REGION, endpoint_url="http://127.0.0.1:4566") is not s3
+    assert aws.aws_client("ecs", region=REGION) is not s3
     aws.clear_client_cache()
-    assert aws.aws_client("s3") is not s3
+    assert aws.aws_client("s3", region=REGION) is not s3
 
 
 def test_concurrent_first_calls_share_one_client(clean_aws_env: None) -> None:
@@ -192,7 +216,7 @@ def test_concurrent_first_calls_share_one_client(clean_aws_env: None) -> None:
 
     def build() -> None:
         barrier.wait()
-        clients.append(aws.aws_client("logs"))
+        clients.append(aws.aws_client("logs", region=REGION))
 
     threads = [threading.Thread(target=build) for _ in range(16)]
     for thread in threads:
@@ -283,8 +307,44 @@ def test_an_s3_url_opens_an_s3_store_on_that_bucket_and_prefix(
     aws_env: str, url: str, bucket: str, prefix: str, store_url: str
 ) -> None:
     validate_object_store_url(url)
-    store = open_object_store(url)
+    store = open_object_store(url, region="eu-west-1")
 
     assert isinstance(store, S3ObjectStore)
     assert isinstance(store, ObjectStore)
     assert (store.bucket, store.prefix, store.url) == (bucket, prefix, store_url)
+    # The region is settings.AWS_REGION handed in, whatever the environment says (aws_env sets us-east-1).
+    assert store.region == "eu-west-1"
+
+
+def test_an_s3_url_without_a_region_is_a_config_error(aws_env: str) -> None:
+    with pytest.raises(ConfigError, match="AWS_REGION"):
+        open_object_store("s3://my-bucket/objects")
+
+
+# settings.AWS_REGION: the one place the region is read
+
+
+def settings_region(**env: str) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if k not in ("AWS_REGION", "AWS_DEFAULT_REGION", "DATABASE_URL")}
+    environment.update(DJANGO_SETTINGS_MODULE="controlplane.settings.local", **env)
+    return subprocess.run(
+        [sys.executable, "-c", "from django.conf import settings; print(settings.AWS_REGION)"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_settings_region_agrees_with_what_the_aws_cli_would_use() -> None:
+    # Only AWS_DEFAULT_REGION set: the settings and a boto3 left to itself used to pick us-east-1 and eu-west-1.
+    assert settings_region(AWS_DEFAULT_REGION="eu-west-1").stdout.strip() == "eu-west-1"
+    assert settings_region(AWS_DEFAULT_REGION="eu-west-1", AWS_REGION="eu-central-1").stdout.strip() == "eu-central-1"
+    assert settings_region().stdout.strip() == "us-east-1"
+    refused = settings_region(AWS_REGION="Frankfurt")
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        "configuration error: AWS_REGION='Frankfurt' is not valid; expected an AWS region name such as us-east-1 or "
+        "eu-central-1"
+    ]

@@ -141,7 +141,7 @@ def described(job: str, status: str, secondary: str, **extra: Any) -> dict[str, 
 
 
 def put_log_lines(job: str, stream_suffix: str, lines: list[str], *, first_ms: int | None = None) -> None:
-    logs = aws.aws_client("logs")
+    logs = aws.aws_client("logs", region=REGION)
     try:
         logs.create_log_group(logGroupName=LOG_GROUP)
     except logs.exceptions.ResourceAlreadyExistsException:
@@ -222,7 +222,7 @@ def test_start_creates_the_training_job_the_spec_describes(
     )
 
     # What moto recorded, read back through the API.
-    sagemaker = aws.aws_client("sagemaker")
+    sagemaker = aws.aws_client("sagemaker", region=REGION)
     description = sagemaker.describe_training_job(TrainingJobName=job)
     assert description["RoleArn"] == ROLE
     assert description["AlgorithmSpecification"]["TrainingImage"] == IMAGE
@@ -262,7 +262,7 @@ def test_text_hyperparameters_reach_the_script_as_the_same_text(
     target: str,
 ) -> None:
     job = backend.start(make_spec(recipe, inputs, tmp_path, hyperparameters={"target": target, "C": 0.5}))
-    sent = aws.aws_client("sagemaker").describe_training_job(TrainingJobName=job)["HyperParameters"]
+    sent = aws.aws_client("sagemaker", region=REGION).describe_training_job(TrainingJobName=job)["HyperParameters"]
     config = tmp_path / "config"
     config.mkdir()
 
@@ -289,7 +289,7 @@ def test_start_uploads_the_source_archive_and_the_inputs(
 ) -> None:
     backend.start(make_spec(recipe, inputs, tmp_path))
 
-    s3 = aws.aws_client("s3")
+    s3 = aws.aws_client("s3", region=REGION)
     body = s3.get_object(Bucket=s3_bucket, Key=f"{PREFIX}/runs/41/source/sourcedir.tar.gz")["Body"].read()
     with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as archive:
         contents = {member.name: archive.extractfile(member).read() for member in archive.getmembers()}  # type: ignore[union-attr]
@@ -322,7 +322,8 @@ def test_starting_the_same_spec_twice_creates_one_job(
     assert first == second
     assert len(sent) == 1
     assert [
-        job["TrainingJobName"] for job in aws.aws_client("sagemaker").list_training_jobs()["TrainingJobSummaries"]
+        job["TrainingJobName"]
+        for job in aws.aws_client("sagemaker", region=REGION).list_training_jobs()["TrainingJobSummaries"]
     ] == [first]
 
 
@@ -425,8 +426,8 @@ def test_a_bad_spec_is_refused_before_anything_is_uploaded(
 
     assert caught.value.permanent is True
     assert problem in caught.value.message
-    assert aws.aws_client("s3").list_objects_v2(Bucket=s3_bucket)["KeyCount"] == 0
-    assert aws.aws_client("sagemaker").list_training_jobs()["TrainingJobSummaries"] == []
+    assert aws.aws_client("s3", region=REGION).list_objects_v2(Bucket=s3_bucket)["KeyCount"] == 0
+    assert aws.aws_client("sagemaker", region=REGION).list_training_jobs()["TrainingJobSummaries"] == []
 
 
 def test_a_missing_required_channel_is_refused(
@@ -948,7 +949,7 @@ def test_the_model_artifact_is_downloaded_and_extracted(
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     key = status.model_uri.removeprefix(f"s3://{s3_bucket}/")
-    aws.aws_client("s3").put_object(Bucket=s3_bucket, Key=key, Body=archive.getvalue())
+    aws.aws_client("s3", region=REGION).put_object(Bucket=s3_bucket, Key=key, Body=archive.getvalue())
 
     downloaded = backend.download_artifact(status.model_uri, tmp_path / "download" / "model.tar.gz")
     extracted = backend.extract_model_tar(downloaded, tmp_path / "model")
@@ -1055,6 +1056,30 @@ def test_the_sklearn_image_version_is_the_tags_prefix() -> None:
     )
     with pytest.raises(BackendError, match="not a version tag"):
         sklearn_image_uri("eu-central-1", version="latest")
+
+
+@pytest.mark.parametrize(
+    ("version", "tag"),
+    [
+        ("0.20.0", "0.20.0-cpu-py3"),
+        ("0.23-1", "0.23-1-cpu-py3"),
+        ("1.4-2", "1.4-2-cpu-py3"),
+        # The published tags of newer images also name their Python.
+        ("1.4-2-py312", "1.4-2-py312-cpu-py3"),
+        ("1.4-2-py312-cpu-py3", "1.4-2-py312-cpu-py3"),
+        ("1.2-1-cpu-py3", "1.2-1-cpu-py3"),
+    ],
+)
+def test_published_sklearn_image_tags_are_accepted(version: str, tag: str) -> None:
+    assert sklearn_image_uri("us-west-2", version=version) == (
+        f"246618743249.dkr.ecr.us-west-2.amazonaws.com/sagemaker-scikit-learn:{tag}"
+    )
+
+
+@pytest.mark.parametrize("version", ["latest", "1.4-2-py312-gpu-py3", "1.4-2\n", "1.4-2-cpu-py3-cpu-py3", "1.4_2"])
+def test_other_sklearn_image_versions_are_refused(version: str) -> None:
+    with pytest.raises(BackendError, match="not a version tag"):
+        sklearn_image_uri("us-west-2", version=version)
 
 
 def test_an_unknown_region_has_no_sklearn_image() -> None:
