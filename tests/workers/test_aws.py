@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -348,3 +350,102 @@ def test_settings_region_agrees_with_what_the_aws_cli_would_use() -> None:
         "configuration error: AWS_REGION='Frankfurt' is not valid; expected an AWS region name such as us-east-1 or "
         "eu-central-1"
     ]
+
+
+# The operations guide's IAM policy against the calls the code makes
+
+ROOT = Path(__file__).resolve().parents[2]
+# What each AWS call the workers make needs, as the IAM service authorization reference lists it.
+ACTIONS_FOR_CALL: dict[str, set[str]] = {
+    "head_object": {"s3:GetObject"},
+    # With VersionId (pinned objects in versioned buckets) GetObject needs s3:GetObjectVersion.
+    "get_object": {"s3:GetObject", "s3:GetObjectVersion"},
+    "put_object": {"s3:PutObject"},
+    "create_multipart_upload": {"s3:PutObject"},
+    "upload_part": {"s3:PutObject"},
+    "complete_multipart_upload": {"s3:PutObject"},
+    "abort_multipart_upload": {"s3:AbortMultipartUpload"},
+    "head_bucket": {"s3:ListBucket"},
+    "get_bucket_location": {"s3:GetBucketLocation"},
+    "get_bucket_versioning": {"s3:GetBucketVersioning"},
+    "list_objects_v2": {"s3:ListBucket"},
+    "list_object_versions": {"s3:ListBucketVersions"},
+    # Managed transfers: PutObject or a multipart upload (aborted on failure); HeadObject then GetObject.
+    "upload_file": {"s3:PutObject", "s3:AbortMultipartUpload"},
+    "download_file": {"s3:GetObject"},
+    # Tags on create need AddTags; the job runs as SAGEMAKER_ROLE_ARN, which the caller passes.
+    "create_training_job": {"sagemaker:CreateTrainingJob", "sagemaker:AddTags", "iam:PassRole"},
+    "describe_training_job": {"sagemaker:DescribeTrainingJob"},
+    "stop_training_job": {"sagemaker:StopTrainingJob"},
+    "describe_log_streams": {"logs:DescribeLogStreams"},
+    "get_log_events": {"logs:GetLogEvents"},
+}
+
+
+def calls_the_workers_make() -> set[str]:
+    """Every S3, SageMaker and CloudWatch Logs operation (and managed transfer) called anywhere under workers/."""
+    import ast
+
+    import botocore.session
+    from botocore import xform_name
+
+    session = botocore.session.get_session()
+    operations = {
+        xform_name(name)
+        for service in ("s3", "sagemaker", "logs")
+        for name in session.get_service_model(service).operation_names
+    }
+    found: set[str] = set()
+    for path in (ROOT / "workers").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            name = node.func.attr
+            # Only calls on a boto3 client (self.s3, self.sagemaker, self.logs_client, client, aws_client(...)).
+            if not re.search(r"client|s3|sagemaker|logs", ast.unparse(node.func.value)):
+                continue
+            if name in ("get_paginator", "generate_presigned_url") and node.args:
+                argument = node.args[0]
+                assert isinstance(argument, ast.Constant), f"{path}: {name} with a computed operation"
+                found.add(str(argument.value))
+            elif name in operations or name in ("upload_file", "download_file", "upload_fileobj", "download_fileobj"):
+                found.add(name)
+    return found
+
+
+def policy_actions(heading: str) -> set[str]:
+    """The actions of the JSON policy under `heading` in the operations guide."""
+    text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    section = text[text.index(heading) :]
+    block = section[section.index("```json") + len("```json") : section.index("```", section.index("```json") + 7)]
+    actions: set[str] = set()
+    for statement in json.loads(block)["Statement"]:
+        assert statement["Effect"] == "Allow"
+        listed = statement["Action"]
+        actions |= {listed} if isinstance(listed, str) else set(listed)
+    return actions
+
+
+def test_the_documented_policy_allows_every_call_the_code_makes() -> None:
+    calls = calls_the_workers_make()
+    # A call this table does not know is a new permission someone must add to the guide.
+    assert calls - set(ACTIONS_FOR_CALL) == set()
+    assert {"get_object", "create_training_job", "get_log_events", "list_object_versions"} <= calls
+    needed = set().union(*(ACTIONS_FOR_CALL[call] for call in calls))
+    assert needed - policy_actions("### The role the web and worker processes run as") == set()
+
+
+def test_the_documented_execution_role_can_run_a_job() -> None:
+    actions = policy_actions("### The SageMaker execution role")
+    assert {"s3:GetObject", "s3:PutObject", "s3:ListBucket", "cloudwatch:PutMetricData"} <= actions
+    assert {"logs:CreateLogStream", "logs:PutLogEvents", "ecr:BatchGetImage"} <= actions
+
+
+def test_the_guide_says_which_uploads_are_conditional() -> None:
+    guide = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    object_store = (ROOT / "workers" / "objectstore" / "s3.py").read_text(encoding="utf-8")
+    training = (ROOT / "workers" / "training" / "sagemaker.py").read_text(encoding="utf-8")
+    # The object store's single and multipart writes are conditional; the SageMaker backend's copies are not.
+    assert object_store.count('IfNoneMatch="*"') == 2
+    assert "IfNoneMatch" not in training and "upload_file(" in training
+    assert "`If-None-Match: *`" in guide and "plain managed uploads without `If-None-Match`" in guide
