@@ -284,6 +284,33 @@ def test_text_hyperparameters_reach_the_script_as_the_same_text(
     assert _contract.load_hyperparameters(spec) == {"target": target, "C": 0.5}
 
 
+def test_the_recipe_contract_reads_hyperparameters_json_as_the_toolkit_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As SageMaker writes the file: every value a string, some JSON text, some not (typed in the console, say).
+    raw = {
+        "n": "5",
+        "rate": "0.25",
+        "flag": "true",
+        "names": '["a", "b"]',
+        "target": '"1e3"',
+        "typed": "1e3",
+        "plain": "species",
+        "empty": "",
+        "sagemaker_program": '"train.py"',
+    }
+    config = tmp_path / "config"
+    config.mkdir()
+    toolkit = toolkit_decode(raw, config, monkeypatch)
+    monkeypatch.setenv("SM_INPUT_CONFIG_DIR", str(config))
+    monkeypatch.delenv("SM_HPS", raising=False)
+
+    ours = _contract.read_raw_hyperparameters()
+
+    assert ours == {name: value for name, value in toolkit.items() if not name.startswith("sagemaker_")}
+    assert (ours["n"], ours["typed"], ours["target"], ours["plain"]) == (5, 1000.0, "1e3", "species")
+
+
 def test_start_uploads_the_source_archive_and_the_inputs(
     backend: SageMakerTrainingBackend, recipe: Recipe, inputs: list[InputFile], tmp_path: Path, s3_bucket: str
 ) -> None:
