@@ -19,6 +19,7 @@ def object_store() -> ObjectStore:
         # Local stores hand out links to the portal's signed download view.
         download_base_url=reverse("object-download", kwargs={"key": "x"}).rsplit("/", 1)[0],
         signing_key=settings.SECRET_KEY,
+        region=settings.AWS_REGION,
     )
 
 

@@ -54,8 +54,9 @@ def audit_record(
 
 # --- projects ---------------------------------------------------------------------------------
 
-SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-TAG_CHARS_RE = re.compile(r"^[\w +=.:/@-]*$")  # AWS tag characters: letters, digits, spaces and + = . _ : / @ -
+# Used with fullmatch; \A...\Z (not ^...$, whose $ also matches before a final newline) keeps .match callers safe too.
+SLUG_RE = re.compile(r"\A[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
+TAG_CHARS_RE = re.compile(r"[\w +=.:/@-]*")  # AWS tag characters: letters, digits, spaces and + = . _ : / @ -
 # Tags the system sets itself on every AWS resource; a project may not redefine them.
 RESERVED_TAG_KEYS = frozenset({"project", "model", "environment", "run", "deployment"})
 MAX_COST_TAGS = 20
@@ -68,13 +69,13 @@ def _validate_cost_tags(cost_tags: Any) -> list[str]:
     if len(cost_tags) > MAX_COST_TAGS:
         errors.append(f"at most {MAX_COST_TAGS} tags are allowed (got {len(cost_tags)})")
     for key, value in cost_tags.items():
-        if not isinstance(key, str) or not 1 <= len(key) <= 128 or not TAG_CHARS_RE.match(key):
+        if not isinstance(key, str) or not 1 <= len(key) <= 128 or not TAG_CHARS_RE.fullmatch(key):
             errors.append(f"tag key {key!r}: expected 1-128 letters, digits, spaces or + - = . _ : / @")
         elif key.lower().startswith("aws:"):
             errors.append(f"tag key {key!r}: keys starting with 'aws:' are reserved by AWS")
         elif key.lower() in RESERVED_TAG_KEYS:
             errors.append(f"tag key {key!r}: set by ControlPlane itself ({', '.join(sorted(RESERVED_TAG_KEYS))})")
-        if not isinstance(value, str) or len(value) > 256 or not TAG_CHARS_RE.match(value):
+        if not isinstance(value, str) or len(value) > 256 or not TAG_CHARS_RE.fullmatch(value):
             errors.append(f"tag {key!r}: value expected to be text of at most 256 letters, digits, spaces or + - = . _ : / @")
     return errors
 
@@ -101,7 +102,7 @@ def project_create(
         errors["name"] = ["expected at most 100 characters"]
     elif Project.objects.filter(name__iexact=name).exists():
         errors["name"] = [f"a project named {name!r} already exists"]
-    if not SLUG_RE.match(slug or ""):
+    if not SLUG_RE.fullmatch(slug or ""):
         errors["slug"] = [
             "expected 1-63 lowercase letters, digits or hyphens, starting and ending with a letter or digit"
         ]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit
 
 import boto3
 from botocore.client import BaseClient
@@ -18,9 +20,7 @@ from botocore.exceptions import (
     IncompleteReadError,
 )
 
-from workers.errors import BackendError
-
-DEFAULT_REGION = "us-east-1"
+from workers.errors import BackendError, ConfigError
 
 CLIENT_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 5},
@@ -56,15 +56,21 @@ RETRYABLE_ERROR_CODES = frozenset(
 
 # Presigned S3 URLs would otherwise use the deprecated Signature Version 2 in us-east-1.
 S3_CLIENT_CONFIG = CLIENT_CONFIG.merge(Config(signature_version="s3v4"))
+# S3-compatible stores (MinIO, Ceph, older LocalStack) refuse boto3's default aws-chunked checksum trailers.
+S3_COMPATIBLE_CONFIG = S3_CLIENT_CONFIG.merge(
+    Config(request_checksum_calculation="when_required", response_checksum_validation="when_required")
+)
+# A region as AWS names them: us-east-1, eu-central-2, us-gov-west-1, cn-north-1, us-isob-east-1.
+_REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-[0-9]+")
+# The DNS suffixes of AWS's own endpoints (commercial, China, GovCloud/ISO partitions).
+_AWS_ENDPOINT_SUFFIXES = (".amazonaws.com", ".amazonaws.com.cn", ".c2s.ic.gov", ".sc2s.sgov.gov", ".api.aws")
 
 _clients: dict[tuple[str, str, str | None], BaseClient] = {}
 # boto3 sessions are not thread-safe, so each client gets its own session, built under this lock.
 _clients_lock = threading.Lock()
-
-
-def default_region() -> str:
-    """The region from AWS_REGION or AWS_DEFAULT_REGION, else us-east-1."""
-    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
+# Each bucket's region, learned once per endpoint and bucket: presigned URLs must be signed for it.
+_bucket_regions: dict[tuple[str, str], str] = {}
+_bucket_regions_lock = threading.Lock()
 
 
 def default_endpoint_url() -> str | None:
@@ -72,25 +78,76 @@ def default_endpoint_url() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL") or None
 
 
-def aws_client(service: str, *, region: str | None = None, endpoint_url: str | None = None) -> BaseClient:
-    """A shared, thread-safe boto3 client for `service`, with the project's retry and timeout settings."""
-    resolved_region = region or default_region()
+def is_aws_endpoint(endpoint_url: str | None) -> bool:
+    """Whether `endpoint_url` is AWS itself (None: boto3's own AWS endpoints), not an S3-compatible store."""
+    if not endpoint_url:
+        return True
+    host = (urlsplit(endpoint_url).hostname or "").lower()
+    return host.endswith(_AWS_ENDPOINT_SUFFIXES)
+
+
+def check_region(region: str) -> str:
+    """`region` if it is an AWS region name, else a ConfigError naming AWS_REGION."""
+    if not isinstance(region, str) or not _REGION.fullmatch(region):
+        raise ConfigError(f"AWS_REGION {region!r} is not an AWS region name (e.g. us-east-1, eu-central-1)")
+    return region
+
+
+def aws_client(service: str, *, region: str, endpoint_url: str | None = None) -> BaseClient:
+    """A shared, thread-safe boto3 client for `service` in `region` (settings.AWS_REGION, passed in: workers never
+    read the region from the environment), with the project's retry and timeout settings."""
+    check_region(region)
     resolved_endpoint = endpoint_url or default_endpoint_url()
-    cache_key = (service, resolved_region, resolved_endpoint)
+    cache_key = (service, region, resolved_endpoint)
     with _clients_lock:
         client = _clients.get(cache_key)
         if client is None:
-            session = boto3.session.Session(region_name=resolved_region)
-            config = S3_CLIENT_CONFIG if service == "s3" else CLIENT_CONFIG
+            session = boto3.session.Session(region_name=region)
+            if service != "s3":
+                config = CLIENT_CONFIG
+            elif is_aws_endpoint(resolved_endpoint):
+                config = S3_CLIENT_CONFIG
+            else:
+                config = S3_COMPATIBLE_CONFIG
             client = session.client(service, endpoint_url=resolved_endpoint, config=config)
             _clients[cache_key] = client
     return client
 
 
 def clear_client_cache() -> None:
-    """Forget every cached client, so the next call reads credentials, region and endpoint afresh."""
+    """Forget every cached client and learned bucket region, so the next call reads credentials and endpoint afresh."""
     with _clients_lock:
         _clients.clear()
+    with _bucket_regions_lock:
+        _bucket_regions.clear()
+
+
+def bucket_region(client: BaseClient, bucket: str, *, fallback: str) -> str:
+    """The region `bucket` lives in, cached per endpoint and bucket: HeadBucket's x-amz-bucket-region header (S3
+    sends it with 301 and 403 answers too), else GetBucketLocation (S3-compatible stores); when neither answers,
+    `fallback`, not cached, so the next call asks again."""
+    cache_key = (str(client.meta.endpoint_url), bucket)
+    with _bucket_regions_lock:
+        known = _bucket_regions.get(cache_key)
+    if known is not None:
+        return known
+    region: str | None = None
+    try:
+        region = client.head_bucket(Bucket=bucket)["ResponseMetadata"]["HTTPHeaders"].get("x-amz-bucket-region")
+    except ClientError as exc:
+        region = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region")
+    except BotoCoreError:
+        region = None
+    if not region:
+        try:
+            constraint = client.get_bucket_location(Bucket=bucket).get("LocationConstraint")
+        except (ClientError, BotoCoreError):
+            return fallback
+        # S3 answers no constraint for us-east-1 and the legacy "EU" for eu-west-1.
+        region = {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(constraint, constraint)
+    with _bucket_regions_lock:
+        _bucket_regions[cache_key] = str(region)
+    return str(region)
 
 
 def is_retryable_client_error(exc: ClientError) -> bool:

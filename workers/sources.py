@@ -171,11 +171,17 @@ def _s3_error(exc: ClientError, uri: str) -> Exception:
 
 
 def snapshot_s3_object(
-    uri: str, dest: Path, *, progress: Callable[[float], None] | None = None, max_bytes: int | None = None
+    uri: str,
+    dest: Path,
+    *,
+    region: str,
+    progress: Callable[[float], None] | None = None,
+    max_bytes: int | None = None,
 ) -> SingleObject:
-    """Copy one S3 object to `dest`, streaming, pinned to the version read by HeadObject."""
+    """Copy one S3 object to `dest`, streaming, pinned to the version read by HeadObject; `region` is
+    settings.AWS_REGION (botocore follows a bucket in another region by itself)."""
     bucket, key = split_s3(uri)
-    client = aws_client("s3")
+    client = aws_client("s3", region=region)
     try:
         try:
             head = client.head_object(Bucket=bucket, Key=key)
@@ -207,9 +213,10 @@ def snapshot_s3_object(
     return SingleObject(path=dest, size=size, etag=head["ETag"].strip('"'), version_id="" if version == "null" else version)
 
 
-def snapshot_s3_prefix(uri: str) -> Manifest:
+def snapshot_s3_prefix(uri: str, *, region: str) -> Manifest:
+    """The objects under an S3 prefix, each pinned by ETag (and version, in a versioned bucket)."""
     bucket, prefix = split_s3(uri)
-    client = aws_client("s3")
+    client = aws_client("s3", region=region)
     entries: dict[str, ManifestEntry] = {}
     try:
         versioned = client.get_bucket_versioning(Bucket=bucket).get("Status") == "Enabled"
@@ -240,8 +247,10 @@ def _check_count(entries: dict[str, ManifestEntry], uri: str) -> None:
         raise SourceError(f"{uri} holds more than {MAX_MANIFEST_OBJECTS} objects; register a narrower prefix")
 
 
-def fetch_manifest_entry(manifest: Manifest, entry: ManifestEntry, dest: Path, *, allowed_roots: list[Path]) -> Path:
-    """A local copy of one listed object, checked against what the manifest pinned."""
+def fetch_manifest_entry(
+    manifest: Manifest, entry: ManifestEntry, dest: Path, *, allowed_roots: list[Path], region: str
+) -> Path:
+    """A local copy of one listed object, checked against what the manifest pinned; `region` as for S3 snapshots."""
     if manifest.base_uri.startswith("file://"):
         folder = local_path(manifest.base_uri, allowed_roots=allowed_roots)
         path = folder / entry.key
@@ -255,7 +264,7 @@ def fetch_manifest_entry(manifest: Manifest, entry: ManifestEntry, dest: Path, *
     if entry.version_id:
         request["VersionId"] = entry.version_id
     try:
-        body = aws_client("s3").get_object(**request)["Body"]
+        body = aws_client("s3", region=region).get_object(**request)["Body"]
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         if code == "PreconditionFailed":

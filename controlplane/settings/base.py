@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from controlplane.settings.env import (
@@ -171,7 +172,11 @@ def _check_object_store_url(url: str) -> None:
 
 _check_object_store_url(OBJECT_STORE_URL)
 
-AWS_REGION = env_str("AWS_REGION", "us-east-1")
+# The one place the region is read: workers are handed settings.AWS_REGION and never read the environment for it.
+# AWS_DEFAULT_REGION (the AWS CLI's name) counts too, so this and a host's CLI configuration cannot disagree.
+AWS_REGION = (env_str("AWS_REGION") or env_str("AWS_DEFAULT_REGION") or "us-east-1").strip()
+if not re.fullmatch(r"[a-z]{2}(?:-[a-z]+)+-[0-9]+", AWS_REGION):
+    raise ConfigurationError("AWS_REGION", AWS_REGION, "an AWS region name such as us-east-1 or eu-central-1")
 AWS_ENDPOINT_URL = env_str("AWS_ENDPOINT_URL")
 SAGEMAKER_ROLE_ARN = env_str("SAGEMAKER_ROLE_ARN")
 ECS_CLUSTER = env_str("ECS_CLUSTER")

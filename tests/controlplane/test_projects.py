@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 from controlplane.models import AuditEvent, Project
+from controlplane.services import project_create
 
 pytestmark = pytest.mark.django_db
 
@@ -33,6 +35,8 @@ def test_create_through_the_api_is_audited(api_client_for, users) -> None:
         ({"name": "X", "slug": "ok", "cost_tags": {"project": "other"}}, "cost_tags", "set by ControlPlane"),
         ({"name": "X", "slug": "ok", "cost_tags": {"aws:foo": "1"}}, "cost_tags", "reserved by AWS"),
         ({"name": "X", "slug": "ok", "cost_tags": {"team": "a;b"}}, "cost_tags", "value expected"),
+        # re.match with `$` let a final newline through, and SageMaker then refused the job's tags.
+        ({"name": "X", "slug": "ok", "cost_tags": {"team\n": "risk"}}, "cost_tags", "tag key 'team\\n'"),
         ({"name": "X", "slug": "ok", "cost_tags": ["team"]}, "cost_tags", "dictionary"),
     ],
 )
@@ -43,6 +47,23 @@ def test_bad_input_is_a_400_naming_the_field_and_changes_nothing(api_client_for,
     assert error["code"] == "invalid" and field in error["fields"]
     assert any(words in message for message in error["fields"][field]), error
     assert not Project.objects.exists() and not AuditEvent.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "words"),
+    [
+        ({"slug": "fraud\n"}, "slug", "lowercase letters, digits or hyphens"),
+        ({"cost_tags": {"team": "risk\n"}}, "cost_tags", "value expected"),
+        ({"cost_tags": {"team\n": "risk"}}, "cost_tags", "tag key"),
+    ],
+)
+def test_a_final_newline_is_refused_by_the_service(users, fields, field, words) -> None:
+    # The API trims values, but every caller of the service must get the same answer SageMaker would give.
+    values = {"name": "Newline", "slug": "fraud", **fields}
+    with pytest.raises(ValidationError) as caught:
+        project_create(actor=users.data_scientist, **values)
+    assert any(words in message for message in caught.value.message_dict[field])
+    assert not Project.objects.exists()
 
 
 def test_duplicate_slug_does_not_overwrite_the_existing_project(api_client_for, users) -> None:

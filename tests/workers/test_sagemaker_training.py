@@ -27,8 +27,9 @@ from botocore.stub import Stubber
 
 from workers import aws
 from workers.errors import BackendError
-from workers.recipes import SUPPORT_FILES, Recipe, get_recipe
+from workers.recipes import SUPPORT_FILES, Recipe, _contract, get_recipe
 from workers.training import InputFile, JobNotFound, JobSpec, JobStatus, TrainingBackend
+from workers.training.base import LogChunk, Progress
 from workers.training.images import SKLEARN_REGISTRIES, sklearn_image_uri
 from workers.training.sagemaker import (
     LOG_GROUP,
@@ -36,6 +37,12 @@ from workers.training.sagemaker import (
     extract_model_tar,
     training_job_name,
 )
+
+try:
+    # The SageMaker training toolkit's own decoding, when sagemaker-training is installed beside the test pins.
+    from sagemaker_training import environment as toolkit_environment
+except ImportError:
+    toolkit_environment = None
 
 ROLE = "arn:aws:iam::123456789012:role/controlplane-training"
 PREFIX = "controlplane"
@@ -134,13 +141,16 @@ def described(job: str, status: str, secondary: str, **extra: Any) -> dict[str, 
 
 
 def put_log_lines(job: str, stream_suffix: str, lines: list[str], *, first_ms: int | None = None) -> None:
-    logs = aws.aws_client("logs")
+    logs = aws.aws_client("logs", region=REGION)
     try:
         logs.create_log_group(logGroupName=LOG_GROUP)
     except logs.exceptions.ResourceAlreadyExistsException:
         pass
     stream = f"{job}/{stream_suffix}"
-    logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=stream)
+    try:
+        logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=stream)
+    except logs.exceptions.ResourceAlreadyExistsException:
+        pass
     start = first_ms if first_ms is not None else int(time.time() * 1000)
     for offset in range(0, len(lines), 10_000):
         chunk = lines[offset : offset + 10_000]
@@ -193,18 +203,18 @@ def test_start_creates_the_training_job_the_spec_describes(
     assert request["OutputDataConfig"] == {"S3OutputPath": f"{run}/output"}
     assert request["ResourceConfig"] == {"InstanceType": "ml.m5.large", "InstanceCount": 2, "VolumeSizeInGB": 30}
     assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 900}
-    # Every value a string; defaults filled in as the local backend does; the script-mode keys SageMaker needs.
+    # Every value JSON text; defaults filled in as the local backend does; the script-mode keys SageMaker needs.
     assert request["HyperParameters"] == {
-        "target": "churned",
+        "target": '"churned"',
         "C": "0.5",
         "max_iter": "200",
-        "class_weight": "balanced",
+        "class_weight": '"balanced"',
         "seed": "42",
         "validation_fraction": "0.2",
         "cv_folds": "5",
-        "sagemaker_program": "logistic_regression.py",
-        "sagemaker_submit_directory": f"{run}/source/sourcedir.tar.gz",
-        "sagemaker_region": REGION,
+        "sagemaker_program": '"logistic_regression.py"',
+        "sagemaker_submit_directory": f'"{run}/source/sourcedir.tar.gz"',
+        "sagemaker_region": f'"{REGION}"',
         "sagemaker_container_log_level": "20",
     }
     assert sorted(request["Tags"], key=lambda tag: tag["Key"]) == sorted(
@@ -212,7 +222,7 @@ def test_start_creates_the_training_job_the_spec_describes(
     )
 
     # What moto recorded, read back through the API.
-    sagemaker = aws.aws_client("sagemaker")
+    sagemaker = aws.aws_client("sagemaker", region=REGION)
     description = sagemaker.describe_training_job(TrainingJobName=job)
     assert description["RoleArn"] == ROLE
     assert description["AlgorithmSpecification"]["TrainingImage"] == IMAGE
@@ -223,12 +233,90 @@ def test_start_creates_the_training_job_the_spec_describes(
     assert {tag["Key"]: tag["Value"] for tag in tags} == TAGS
 
 
+def toolkit_decode(hyperparameters: dict[str, str], directory: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The values a script sees once the SageMaker training toolkit has read `hyperparameters` from
+    hyperparameters.json: its own read_hyperparameters when installed, else the same rule restated."""
+    path = directory / "hyperparameters.json"
+    path.write_text(json.dumps(hyperparameters), encoding="utf-8")
+    if toolkit_environment is not None:
+        monkeypatch.setattr(toolkit_environment, "hyperparameters_file_dir", str(path))
+        return dict(toolkit_environment.read_hyperparameters())
+    # sagemaker_training.environment.read_hyperparameters (5.1.4): json.loads every value, the value itself if that
+    # raises ValueError or TypeError.
+    decoded: dict[str, Any] = {}
+    for name, value in json.loads(path.read_text(encoding="utf-8")).items():
+        try:
+            decoded[name] = json.loads(value)
+        except (ValueError, TypeError):
+            decoded[name] = value
+    return decoded
+
+
+@pytest.mark.parametrize("target", ["1e3", "1.50", "true", "null", "42", "churned", "naïve"])
+def test_text_hyperparameters_reach_the_script_as_the_same_text(
+    backend: SageMakerTrainingBackend,
+    recipe: Recipe,
+    inputs: list[InputFile],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    target: str,
+) -> None:
+    job = backend.start(make_spec(recipe, inputs, tmp_path, hyperparameters={"target": target, "C": 0.5}))
+    sent = aws.aws_client("sagemaker", region=REGION).describe_training_job(TrainingJobName=job)["HyperParameters"]
+    config = tmp_path / "config"
+    config.mkdir()
+
+    seen = toolkit_decode(sent, config, monkeypatch)
+
+    assert seen["target"] == target
+    assert (seen["C"], seen["max_iter"], seen["class_weight"]) == (0.5, 200, "none")
+    assert seen["sagemaker_program"] == "logistic_regression.py"
+    assert seen["sagemaker_submit_directory"].endswith("/source/sourcedir.tar.gz")
+    assert seen["sagemaker_container_log_level"] == 20
+    # The recipe contract reads them the same way, from hyperparameters.json and from the toolkit's SM_HPS.
+    spec = {"parameters": [{"name": "target", "type": "column", "required": True}, {"name": "C", "type": "float"}]}
+    monkeypatch.setenv("SM_INPUT_CONFIG_DIR", str(config))
+    monkeypatch.delenv("SM_HPS", raising=False)
+    wanted = {"target": sent["target"], "C": sent["C"]}
+    (config / "hyperparameters.json").write_text(json.dumps(wanted), encoding="utf-8")
+    assert _contract.load_hyperparameters(spec) == {"target": target, "C": 0.5}
+    monkeypatch.setenv("SM_HPS", json.dumps({"target": seen["target"], "C": seen["C"]}))
+    assert _contract.load_hyperparameters(spec) == {"target": target, "C": 0.5}
+
+
+def test_the_recipe_contract_reads_hyperparameters_json_as_the_toolkit_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As SageMaker writes the file: every value a string, some JSON text, some not (typed in the console, say).
+    raw = {
+        "n": "5",
+        "rate": "0.25",
+        "flag": "true",
+        "names": '["a", "b"]',
+        "target": '"1e3"',
+        "typed": "1e3",
+        "plain": "species",
+        "empty": "",
+        "sagemaker_program": '"train.py"',
+    }
+    config = tmp_path / "config"
+    config.mkdir()
+    toolkit = toolkit_decode(raw, config, monkeypatch)
+    monkeypatch.setenv("SM_INPUT_CONFIG_DIR", str(config))
+    monkeypatch.delenv("SM_HPS", raising=False)
+
+    ours = _contract.read_raw_hyperparameters()
+
+    assert ours == {name: value for name, value in toolkit.items() if not name.startswith("sagemaker_")}
+    assert (ours["n"], ours["typed"], ours["target"], ours["plain"]) == (5, 1000.0, "1e3", "species")
+
+
 def test_start_uploads_the_source_archive_and_the_inputs(
     backend: SageMakerTrainingBackend, recipe: Recipe, inputs: list[InputFile], tmp_path: Path, s3_bucket: str
 ) -> None:
     backend.start(make_spec(recipe, inputs, tmp_path))
 
-    s3 = aws.aws_client("s3")
+    s3 = aws.aws_client("s3", region=REGION)
     body = s3.get_object(Bucket=s3_bucket, Key=f"{PREFIX}/runs/41/source/sourcedir.tar.gz")["Body"].read()
     with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as archive:
         contents = {member.name: archive.extractfile(member).read() for member in archive.getmembers()}  # type: ignore[union-attr]
@@ -261,7 +349,8 @@ def test_starting_the_same_spec_twice_creates_one_job(
     assert first == second
     assert len(sent) == 1
     assert [
-        job["TrainingJobName"] for job in aws.aws_client("sagemaker").list_training_jobs()["TrainingJobSummaries"]
+        job["TrainingJobName"]
+        for job in aws.aws_client("sagemaker", region=REGION).list_training_jobs()["TrainingJobSummaries"]
     ] == [first]
 
 
@@ -364,8 +453,8 @@ def test_a_bad_spec_is_refused_before_anything_is_uploaded(
 
     assert caught.value.permanent is True
     assert problem in caught.value.message
-    assert aws.aws_client("s3").list_objects_v2(Bucket=s3_bucket)["KeyCount"] == 0
-    assert aws.aws_client("sagemaker").list_training_jobs()["TrainingJobSummaries"] == []
+    assert aws.aws_client("s3", region=REGION).list_objects_v2(Bucket=s3_bucket)["KeyCount"] == 0
+    assert aws.aws_client("sagemaker", region=REGION).list_training_jobs()["TrainingJobSummaries"] == []
 
 
 def test_a_missing_required_channel_is_refused(
@@ -585,7 +674,19 @@ def test_access_denied_is_a_permanent_error_with_the_aws_message(
 # --- logs and metrics -----------------------------------------------------------------------------------------------
 
 
-def test_logs_come_from_the_jobs_cloudwatch_stream(
+def read_all(backend: SageMakerTrainingBackend, job: str, cursor: dict[str, Any] | None = None) -> LogChunk:
+    """read_log called until the cursor says nothing more is waiting; the lines of every call, in order."""
+    lines: list[str] = []
+    for _ in range(100):
+        chunk = backend.read_log(job, cursor=cursor, metric_definitions=[])
+        lines += chunk.lines
+        cursor = chunk.cursor
+        if not cursor["more"]:
+            return LogChunk(lines=lines, cursor=cursor)
+    raise AssertionError("read_log never reached the end of the logs")
+
+
+def test_read_log_reads_the_jobs_stream_and_then_only_what_is_new(
     backend: SageMakerTrainingBackend, recipe: Recipe, inputs: list[InputFile], tmp_path: Path
 ) -> None:
     job = backend.start(make_spec(recipe, inputs, tmp_path))
@@ -593,38 +694,62 @@ def test_logs_come_from_the_jobs_cloudwatch_stream(
     put_log_lines(job, "algo-1-1712345678", lines)
     # Another job's stream whose name merely starts like this one's is not this job's.
     put_log_lines(f"{job}0", "algo-1-1712345678", ["not mine"])
+    reads = record_requests(backend.logs_client, "GetLogEvents")
 
-    assert backend.logs(job) == (lines, 3)
-    assert backend.logs(job, start=1) == (lines[1:], 3)
-    assert backend.logs(job, start=3) == ([], 3)
-    assert backend.logs(job, start=7) == ([], 7)
+    first = backend.read_log(job, cursor=None, metric_definitions=[])
+    assert first.lines == lines
+    assert first.cursor["more"] is False
+    assert list(first.cursor["streams"]) == [f"{job}/algo-1-1712345678"]
+    # The cursor is kept on the run, so it must survive a JSON round trip.
+    cursor = json.loads(json.dumps(first.cursor))
+
+    reads.clear()
+    again = backend.read_log(job, cursor=cursor, metric_definitions=[])
+    assert again.lines == []
+    # Nothing new: one request that hands back the same token, and nothing read from the start again.
+    assert len(reads) == 1 and reads[0]["nextToken"] == cursor["streams"][f"{job}/algo-1-1712345678"]
+    assert reads[0]["startFromHead"] is True
+
+    put_log_lines(job, "algo-1-1712345678", ["after the first poll", "and another"])
+    later = backend.read_log(job, cursor=again.cursor, metric_definitions=[])
+    assert later.lines == ["after the first poll", "and another"]
 
 
-def test_logs_follow_the_forward_token_to_the_end_of_a_long_stream(
-    backend: SageMakerTrainingBackend, recipe: Recipe, inputs: list[InputFile], tmp_path: Path
+def test_a_long_stream_is_read_a_bounded_number_of_pages_per_call(
+    s3_bucket: str, recipe: Recipe, inputs: list[InputFile], tmp_path: Path
 ) -> None:
+    backend = SageMakerTrainingBackend(
+        bucket=s3_bucket, prefix=PREFIX, role_arn=ROLE, region=REGION, log_pages_per_read=1
+    )
     job = backend.start(make_spec(recipe, inputs, tmp_path))
     # More than one GetLogEvents page (at most 10,000 events each).
     lines = [f"line {number}" for number in range(10_050)]
     put_log_lines(job, "algo-1-1712345678", lines)
+    reads = record_requests(backend.logs_client, "GetLogEvents")
 
-    got, offset = backend.logs(job, start=10_000)
+    first = backend.read_log(job, cursor=None, metric_definitions=[])
 
-    assert offset == 10_050
-    assert got == lines[10_000:]
+    assert len(reads) == 1
+    assert first.lines == lines[:10_000]
+    assert first.cursor["more"] is True
+    rest = read_all(backend, job, first.cursor)
+    assert rest.lines == lines[10_000:]
 
 
-def test_the_logs_of_several_instances_are_concatenated_and_labelled_with_their_host(
+def test_the_logs_of_several_instances_are_labelled_with_their_host_and_new_streams_are_found(
     backend: SageMakerTrainingBackend, recipe: Recipe, inputs: list[InputFile], tmp_path: Path
 ) -> None:
     job = backend.start(make_spec(recipe, inputs, tmp_path, instance_count=2))
     put_log_lines(job, "algo-2-1712345679", ["second host"])
     put_log_lines(job, "algo-1-1712345678", ["first host", "first host again"])
 
-    lines, offset = backend.logs(job)
+    chunk = backend.read_log(job, cursor=None, metric_definitions=[])
 
-    assert lines == ["[algo-1] first host", "[algo-1] first host again", "[algo-2] second host"]
-    assert offset == 3
+    assert chunk.lines == ["[algo-1] first host", "[algo-1] first host again", "[algo-2] second host"]
+    put_log_lines(job, "algo-3-1712345680", ["third host, started late"])
+    assert backend.read_log(job, cursor=chunk.cursor, metric_definitions=[]).lines == [
+        "[algo-3] third host, started late"
+    ]
 
 
 def test_a_job_with_no_logs_yet_has_no_lines(
@@ -633,18 +758,20 @@ def test_a_job_with_no_logs_yet_has_no_lines(
     job = backend.start(make_spec(recipe, inputs, tmp_path))
 
     # No log group at all yet (the account's first job is still starting).
-    assert backend.logs(job, start=0) == ([], 0)
-    assert backend.logs(job, start=4) == ([], 4)
+    chunk = backend.read_log(job, cursor=None, metric_definitions=[])
+    assert (chunk.lines, chunk.cursor["streams"], chunk.cursor["more"]) == ([], {}, False)
     # The group exists, but not this job's stream.
     put_log_lines("cp-other-00000000", "algo-1-1712345678", ["other job"])
-    assert backend.logs(job) == ([], 0)
+    assert backend.read_log(job, cursor=chunk.cursor, metric_definitions=[]).lines == []
+    # The stream appears after the first polls: its lines are read from its start.
+    put_log_lines(job, "algo-1-1712345678", ["at last"])
+    assert backend.read_log(job, cursor=chunk.cursor, metric_definitions=[]).lines == ["at last"]
 
 
-def test_metrics_are_parsed_from_the_log_lines_with_the_jobs_metric_definitions(
-    stubbed_sagemaker: tuple[BaseClient, Stubber], s3_bucket: str
+def test_read_log_finds_metrics_and_progress_in_the_new_lines_only(
+    backend: SageMakerTrainingBackend, recipe: Recipe, inputs: list[InputFile], tmp_path: Path
 ) -> None:
-    client, stubber = stubbed_sagemaker
-    job = "cp-41-1a2b3c4d"
+    job = backend.start(make_spec(recipe, inputs, tmp_path))
     # CloudWatch refuses events older than 14 days.
     first_ms = int(time.time()) * 1000 - 60_000
     put_log_lines(
@@ -653,13 +780,96 @@ def test_metrics_are_parsed_from_the_log_lines_with_the_jobs_metric_definitions(
         [
             "Training starts",
             "metric: train_rows=800; time=1712345678.250",
+            "progress: 1/5 folds",
             "metric: cv_accuracy=0.91; fold=0; time=1712345679.000",
+            "progress: 2/5 folds",
             "metric: cv_accuracy=0.93; fold=1; time=1712345680.000",
-            "metric: accuracy=0.925",
             "metric: unknown_thing=1",
         ],
         first_ms=first_ms,
     )
+    definitions = [dict(d) for d in recipe.metric_definitions]
+
+    first = backend.read_log(job, cursor=None, metric_definitions=definitions)
+
+    assert first.metrics == {
+        "train_rows": [{"value": 800.0, "time": 1712345678.25}],
+        "cv_accuracy": [
+            {"value": 0.91, "fold": 0, "time": 1712345679.0},
+            {"value": 0.93, "fold": 1, "time": 1712345680.0},
+        ],
+    }
+    assert first.progress == Progress(done=2, total=5, unit="folds")
+
+    put_log_lines(job, "algo-1-1712345678", ["metric: accuracy=0.925"], first_ms=first_ms + 10)
+    second = backend.read_log(job, cursor=first.cursor, metric_definitions=definitions)
+
+    # No time label on the line: the CloudWatch event's time. Earlier points are not read again.
+    assert second.metrics == {"accuracy": [{"value": 0.925, "time": (first_ms + 10) / 1000}]}
+    assert second.progress is None
+
+
+def test_an_expired_forward_token_goes_on_from_the_last_event_seen(aws_env: str, s3_bucket: str) -> None:
+    # CloudWatch refuses a forward token older than 24 hours; moto never expires them, so a Stubber says it.
+    client = boto3.session.Session(region_name=REGION).client("logs", endpoint_url=aws_env)
+    backend = SageMakerTrainingBackend(
+        bucket=s3_bucket, prefix=PREFIX, role_arn=ROLE, region=REGION, logs_client=client
+    )
+    job = "cp-41-1a2b3c4d"
+    stream = f"{job}/algo-1-1712345678"
+    with Stubber(client) as stubber:
+        stubber.add_response(
+            "describe_log_streams",
+            {"logStreams": [{"logStreamName": stream}]},
+            expected_params={"logGroupName": LOG_GROUP, "logStreamNamePrefix": f"{job}/"},
+        )
+        stubber.add_client_error(
+            "get_log_events",
+            service_error_code="InvalidParameterException",
+            service_message="The specified nextToken is invalid.",
+            http_status_code=400,
+            expected_params={
+                "logGroupName": LOG_GROUP,
+                "logStreamName": stream,
+                "startFromHead": True,
+                "nextToken": "f/old",
+            },
+        )
+        stubber.add_response(
+            "get_log_events",
+            {"events": [{"timestamp": 1_712_345_679_001, "message": "new line"}], "nextForwardToken": "f/new"},
+            expected_params={
+                "logGroupName": LOG_GROUP,
+                "logStreamName": stream,
+                "startFromHead": True,
+                "startTime": 1_712_345_679_001,
+            },
+        )
+        stubber.add_response(
+            "get_log_events",
+            {"events": [], "nextForwardToken": "f/new"},
+            expected_params={
+                "logGroupName": LOG_GROUP,
+                "logStreamName": stream,
+                "startFromHead": True,
+                "nextToken": "f/new",
+            },
+        )
+        cursor = {"streams": {stream: "f/old"}, "last_event_ms": {stream: 1_712_345_679_000}, "more": False}
+
+        chunk = backend.read_log(job, cursor=cursor, metric_definitions=[])
+
+        stubber.assert_no_pending_responses()
+    assert chunk.lines == ["new line"]
+    assert chunk.cursor["streams"] == {stream: "f/new"}
+
+
+def test_describe_reads_no_logs_and_reports_sagemakers_final_metrics(
+    stubbed_sagemaker: tuple[BaseClient, Stubber], s3_bucket: str
+) -> None:
+    client, stubber = stubbed_sagemaker
+    job = "cp-41-1a2b3c4d"
+    put_log_lines(job, "algo-1-1712345678", ["metric: accuracy=0.5"])
     final = [
         {"MetricName": "accuracy", "Value": 0.925, "Timestamp": datetime(2026, 5, 4, 12, 5, tzinfo=UTC)},
         {"MetricName": "f1", "Value": 0.88, "Timestamp": datetime(2026, 5, 4, 12, 5, tzinfo=UTC)},
@@ -669,20 +879,20 @@ def test_metrics_are_parsed_from_the_log_lines_with_the_jobs_metric_definitions(
         described(job, "InProgress", "Training", FinalMetricDataList=final),
         expected_params={"TrainingJobName": job},
     )
+    backend = stubbed_backend(s3_bucket, client)
+    log_requests: list[str] = []
+    backend.logs_client.meta.events.register(
+        "before-send.logs", lambda request, **_: log_requests.append(request.headers["X-Amz-Target"])
+    )
 
-    status = stubbed_backend(s3_bucket, client).describe(job)
+    status = backend.describe(job)
 
     assert status.state == "running"
+    assert log_requests == []
+    stamp = datetime(2026, 5, 4, 12, 5, tzinfo=UTC).timestamp()
     assert status.metrics == {
-        "train_rows": [{"value": 800.0, "time": 1712345678.25}],
-        "cv_accuracy": [
-            {"value": 0.91, "fold": 0, "time": 1712345679.0},
-            {"value": 0.93, "fold": 1, "time": 1712345680.0},
-        ],
-        # No time label on the line: the CloudWatch event's time.
-        "accuracy": [{"value": 0.925, "time": (first_ms + 4) / 1000}],
-        # In SageMaker's final values only.
-        "f1": [{"value": 0.88, "time": datetime(2026, 5, 4, 12, 5, tzinfo=UTC).timestamp()}],
+        "accuracy": [{"value": 0.925, "time": stamp}],
+        "f1": [{"value": 0.88, "time": stamp}],
     }
 
 
@@ -766,7 +976,7 @@ def test_the_model_artifact_is_downloaded_and_extracted(
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     key = status.model_uri.removeprefix(f"s3://{s3_bucket}/")
-    aws.aws_client("s3").put_object(Bucket=s3_bucket, Key=key, Body=archive.getvalue())
+    aws.aws_client("s3", region=REGION).put_object(Bucket=s3_bucket, Key=key, Body=archive.getvalue())
 
     downloaded = backend.download_artifact(status.model_uri, tmp_path / "download" / "model.tar.gz")
     extracted = backend.extract_model_tar(downloaded, tmp_path / "model")
@@ -873,6 +1083,30 @@ def test_the_sklearn_image_version_is_the_tags_prefix() -> None:
     )
     with pytest.raises(BackendError, match="not a version tag"):
         sklearn_image_uri("eu-central-1", version="latest")
+
+
+@pytest.mark.parametrize(
+    ("version", "tag"),
+    [
+        ("0.20.0", "0.20.0-cpu-py3"),
+        ("0.23-1", "0.23-1-cpu-py3"),
+        ("1.4-2", "1.4-2-cpu-py3"),
+        # The published tags of newer images also name their Python.
+        ("1.4-2-py312", "1.4-2-py312-cpu-py3"),
+        ("1.4-2-py312-cpu-py3", "1.4-2-py312-cpu-py3"),
+        ("1.2-1-cpu-py3", "1.2-1-cpu-py3"),
+    ],
+)
+def test_published_sklearn_image_tags_are_accepted(version: str, tag: str) -> None:
+    assert sklearn_image_uri("us-west-2", version=version) == (
+        f"246618743249.dkr.ecr.us-west-2.amazonaws.com/sagemaker-scikit-learn:{tag}"
+    )
+
+
+@pytest.mark.parametrize("version", ["latest", "1.4-2-py312-gpu-py3", "1.4-2\n", "1.4-2-cpu-py3-cpu-py3", "1.4_2"])
+def test_other_sklearn_image_versions_are_refused(version: str) -> None:
+    with pytest.raises(BackendError, match="not a version tag"):
+        sklearn_image_uri("us-west-2", version=version)
 
 
 def test_an_unknown_region_has_no_sklearn_image() -> None:

@@ -101,9 +101,18 @@ def validate_object_store_url(url: str) -> None:
     _parse(url)
 
 
-def open_object_store(url: str, *, download_base_url: str | None = None, signing_key: str | None = None) -> ObjectStore:
-    """The object store that OBJECT_STORE_URL names; download settings apply to the local store only."""
+def open_object_store(
+    url: str,
+    *,
+    download_base_url: str | None = None,
+    signing_key: str | None = None,
+    region: str | None = None,
+) -> ObjectStore:
+    """The object store that OBJECT_STORE_URL names; download settings apply to the local store only, `region`
+    (settings.AWS_REGION) to S3 only."""
     scheme, location, prefix = _parse(url)
     if scheme == "file":
         return LocalObjectStore(Path(location), download_base_url=download_base_url, signing_key=signing_key)
-    return S3ObjectStore(location, prefix)
+    if not region:
+        raise ConfigError(f"OBJECT_STORE_URL {url} is on S3, so it needs the region (AWS_REGION)")
+    return S3ObjectStore(location, prefix, region=region)

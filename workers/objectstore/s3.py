@@ -1,4 +1,5 @@
-"""The object store on S3: conditional (If-None-Match) writes, SHA-256 in object metadata, presigned downloads."""
+"""The object store on S3: conditional (If-None-Match) writes, SHA-256 in object metadata, presigned downloads
+signed for the bucket's own region."""
 
 from __future__ import annotations
 
@@ -13,7 +14,14 @@ from typing import IO, Any, BinaryIO, cast
 from botocore.client import BaseClient
 from botocore.exceptions import BotoCoreError, ClientError
 
-from workers.aws import aws_client, aws_errors, translate_botocore_error, translate_client_error
+from workers.aws import (
+    aws_client,
+    aws_errors,
+    bucket_region,
+    is_aws_endpoint,
+    translate_botocore_error,
+    translate_client_error,
+)
 from workers.errors import BackendError, ObjectConflict, ObjectNotFound
 from workers.objectstore.base import (
     CHUNK_SIZE,
@@ -71,13 +79,17 @@ def _b64_sha256(sha256_hex: str) -> str:
 
 
 class S3ObjectStore:
-    """Objects under `prefix` in one S3 bucket; S3 itself refuses to overwrite a key (If-None-Match: *)."""
+    """Objects under `prefix` in one S3 bucket; S3 itself refuses to overwrite a key (If-None-Match: *).
 
-    def __init__(self, bucket: str, prefix: str = "", *, client: BaseClient | None = None) -> None:
+    `region` is settings.AWS_REGION; presigned URLs are signed for the bucket's own region, wherever that is.
+    """
+
+    def __init__(self, bucket: str, prefix: str = "", *, region: str, client: BaseClient | None = None) -> None:
         self.bucket = bucket
         self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
-        self._client: Any = client if client is not None else aws_client("s3")
+        self.region = region
+        self._client: Any = client if client is not None else aws_client("s3", region=region)
 
     def put(self, key: str, stream: BinaryIO, *, content_type: str = "application/octet-stream") -> StoredObject:
         self._validate_key(key)
@@ -118,7 +130,7 @@ class S3ObjectStore:
         if filename:
             params["ResponseContentDisposition"] = content_disposition(filename)
         with aws_errors(f"create a download link for {self._uri(key)}"):
-            return str(self._client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_in))
+            return str(self._signing_client().generate_presigned_url("get_object", Params=params, ExpiresIn=expires_in))
 
     def open(self, key: str) -> BinaryIO:
         self._validate_key(key)
@@ -146,6 +158,15 @@ class S3ObjectStore:
                     head = self._head(key)
                     if head is not None:
                         yield self._describe(key, head)
+
+    def _signing_client(self) -> Any:
+        """A client of the bucket's own region: a URL signed for another region is refused by S3."""
+        region = bucket_region(self._client, self.bucket, fallback=self.region)
+        if region == self._client.meta.region_name:
+            return self._client
+        endpoint = self._client.meta.endpoint_url
+        # AWS's own endpoint is the region's; an S3-compatible store keeps its one endpoint.
+        return aws_client("s3", region=region, endpoint_url=None if is_aws_endpoint(endpoint) else endpoint)
 
     def _validate_key(self, key: str) -> None:
         validate_key(key)

@@ -96,7 +96,7 @@ def expected(parameter: Parameter) -> str:
 
 
 def _unquote(value: str) -> Any:
-    # Values may arrive JSON-encoded ("\"a\"", "[\"a\"]") when sent through SageMaker, where every value is a string.
+    # A person may type a value as JSON text ("\"a\"", "[\"a\"]"); values from SageMaker were decoded once already.
     stripped = value.strip()
     if stripped[:1] in ('"', "["):
         try:
@@ -261,8 +261,14 @@ def channel_dir(name: str) -> Path | None:
 
 
 def read_raw_hyperparameters() -> dict[str, Any]:
-    """SM_HPS if set, else hyperparameters.json; SageMaker's own `sagemaker_*` entries are dropped."""
+    """The hyperparameters as the SageMaker training toolkit hands them to a script; `sagemaker_*` entries dropped.
+
+    SM_HPS (set by the toolkit, and by the local backend) already holds the decoded values. Without it, each value
+    of hyperparameters.json is decoded exactly as sagemaker_training.environment.read_hyperparameters does:
+    json.loads, and the value itself when that fails.
+    """
     text = os.environ.get("SM_HPS")
+    from_file = text is None
     if text is None:
         path = _env_path("SM_INPUT_CONFIG_DIR", "/opt/ml/input/config") / "hyperparameters.json"
         text = path.read_text(encoding="utf-8") if path.is_file() else "{}"
@@ -272,7 +278,17 @@ def read_raw_hyperparameters() -> dict[str, Any]:
         raise RecipeFailure(f"the hyperparameters are not valid JSON: {exc}") from exc
     if not isinstance(values, dict):
         raise RecipeFailure("the hyperparameters must be a JSON object")
-    return {key: value for key, value in values.items() if not key.startswith(RESERVED_PREFIX)}
+    decoded: dict[str, Any] = {}
+    for key, value in values.items():
+        if key.startswith(RESERVED_PREFIX):
+            continue
+        if from_file:
+            try:
+                value = json.loads(value)
+            except (ValueError, TypeError):
+                pass
+        decoded[key] = value
+    return decoded
 
 
 def load_hyperparameters(recipe: Mapping[str, Any]) -> dict[str, Any]:

@@ -186,12 +186,10 @@ def parse_progress(lines: Iterable[str]) -> Progress | None:
 
 
 def encode_hyperparameters(values: Mapping[str, Any]) -> dict[str, str]:
-    """Hyperparameters as SageMaker carries them, every value a string: text as is, anything else as JSON.
+    """Hyperparameters as SageMaker carries them: every value JSON-encoded, strings too, as the SageMaker Python SDK
+    sends them (`json.dumps` each value), because the training toolkit `json.loads` every value it receives.
 
-    Unset values (None) are left out, so the recipe falls back to its default.
+    A string sent raw would change type in the container: a column named `1e3` would arrive as 1000.0, "true" as
+    True. Unset values (None) are left out, so the recipe falls back to its default.
     """
-    return {
-        name: value if isinstance(value, str) else json.dumps(value)
-        for name, value in values.items()
-        if value is not None
-    }
+    return {name: json.dumps(value) for name, value in values.items() if value is not None}

@@ -2,7 +2,7 @@
 
 AWS publishes the image from a different ECR account per region. The accounts below are the training registries
 for `sagemaker-scikit-learn` as the SageMaker Python SDK lists them (image_uri_config/sklearn.json); they are the
-same for every published version (0.20.0, 0.23-1, 1.0-1, 1.2-1).
+same for every published version (0.20.0, 0.23-1, 1.0-1, 1.2-1, 1.4-2-py312).
 """
 
 from __future__ import annotations
@@ -58,8 +58,10 @@ _PARTITION_DOMAINS = (
     ("us-isob-", "sc2s.sgov.gov"),
     ("us-iso-", "c2s.ic.gov"),
 )
-# Framework versions are tagged `<scikit-learn major.minor[.patch]>-<build>` (1.2-1) or plain (0.20.0).
-_VERSION = re.compile(r"[0-9]+\.[0-9]+(?:\.[0-9]+)?(?:-[0-9]+)?")
+# Published tags are `<version>-cpu-py3`, the version being scikit-learn's major.minor[.patch], then the container
+# build (1.2-1; plain for 0.20.0), then for newer images the Python it ships (1.4-2-py312). A whole tag is taken as is.
+_VERSION = re.compile(r"[0-9]+\.[0-9]+(?:\.[0-9]+)?(?:-[0-9]+)?(?:-py[0-9]+)?")
+_TAG_SUFFIX = "-cpu-py3"
 
 
 def ecr_domain(region: str) -> str:
@@ -71,7 +73,7 @@ def ecr_domain(region: str) -> str:
 
 
 def sklearn_image_uri(region: str, *, version: str = DEFAULT_SKLEARN_VERSION) -> str:
-    """The CPU training image of the SageMaker scikit-learn container `version` in `region`."""
+    """The CPU training image of the SageMaker scikit-learn container `version` (or whole tag) in `region`."""
     account = SKLEARN_REGISTRIES.get(region)
     if account is None:
         raise BackendError(
@@ -79,9 +81,11 @@ def sklearn_image_uri(region: str, *, version: str = DEFAULT_SKLEARN_VERSION) ->
             f"(known regions: {', '.join(sorted(SKLEARN_REGISTRIES))}); set the training image explicitly",
             permanent=True,
         )
-    if not _VERSION.fullmatch(version):
+    tag = version if version.endswith(_TAG_SUFFIX) else f"{version}{_TAG_SUFFIX}"
+    if not _VERSION.fullmatch(tag[: -len(_TAG_SUFFIX)]):
         raise BackendError(
-            f"scikit-learn container version {version!r} is not a version tag like {DEFAULT_SKLEARN_VERSION!r}",
+            f"scikit-learn container version {version!r} is not a version tag like {DEFAULT_SKLEARN_VERSION!r}, "
+            f"'1.4-2-py312' or '1.4-2-py312{_TAG_SUFFIX}'",
             permanent=True,
         )
-    return f"{account}.dkr.ecr.{region}.{ecr_domain(region)}/{REPOSITORY}:{version}-cpu-py3"
+    return f"{account}.dkr.ecr.{region}.{ecr_domain(region)}/{REPOSITORY}:{tag}"

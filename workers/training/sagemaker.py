@@ -2,7 +2,8 @@
 framework container under the same script-mode contract the local backend follows.
 
 The recipe script and SUPPORT_FILES go up as a source archive and the inputs as objects under the run's prefix in
-the bucket; the job is polled with DescribeTrainingJob and its logs (and so its metrics) read from CloudWatch Logs.
+the bucket; the job is polled with DescribeTrainingJob and its logs (and so its metrics) read on from a cursor in
+CloudWatch Logs.
 SageMaker keeps all state, so any worker process can describe or stop a job another one started.
 
     s3://<bucket>/<prefix>/runs/<run_id>/source/sourcedir.tar.gz
@@ -20,7 +21,8 @@ import posixpath
 import re
 import tarfile
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -32,15 +34,26 @@ from botocore.exceptions import ClientError
 from workers.aws import aws_client, aws_errors, translate_client_error
 from workers.errors import BackendError, ConfigError
 from workers.recipes import SUPPORT_FILES, Recipe, validate_parameters
-from workers.training.base import JobNotFound, JobSpec, JobState, JobStatus, encode_hyperparameters, parse_metrics
+from workers.training.base import (
+    JobNotFound,
+    JobSpec,
+    JobState,
+    JobStatus,
+    LogChunk,
+    encode_hyperparameters,
+    parse_metrics,
+    parse_progress,
+)
 from workers.training.images import sklearn_image_uri
 
 logger = logging.getLogger(__name__)
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 SOURCE_ARCHIVE = "sourcedir.tar.gz"
+# GetLogEvents pages (each up to 10,000 events or 1 MB) one read_log call reads across all of a job's streams.
+LOG_PAGES_PER_READ = 10
 # What the script-mode toolkit logs at (Python's logging.INFO).
-CONTAINER_LOG_LEVEL = "20"
+CONTAINER_LOG_LEVEL = logging.INFO
 # SageMaker's limits on CreateTrainingJob's HyperParameters map.
 MAX_HYPERPARAMETERS = 100
 MAX_HYPERPARAMETER_CHARS = 2500
@@ -82,6 +95,7 @@ class SageMakerTrainingBackend:
         region: str,
         image_uri: str | None = None,
         volume_size_gb: int = 30,
+        log_pages_per_read: int = LOG_PAGES_PER_READ,
         sagemaker_client: BaseClient | None = None,
         s3_client: BaseClient | None = None,
         logs_client: BaseClient | None = None,
@@ -100,6 +114,9 @@ class SageMakerTrainingBackend:
         self.region = region
         self.image_uri = image_uri or sklearn_image_uri(region)
         self.volume_size_gb = volume_size_gb
+        if log_pages_per_read < 1:
+            raise ConfigError(f"log_pages_per_read must be at least 1, not {log_pages_per_read}")
+        self.log_pages_per_read = log_pages_per_read
         self.sagemaker = sagemaker_client or aws_client("sagemaker", region=region)
         self.s3 = s3_client or aws_client("s3", region=region)
         self.logs_client = logs_client or aws_client("logs", region=region)
@@ -113,13 +130,16 @@ class SageMakerTrainingBackend:
         job_name = training_job_name(spec.run_id, spec.work_dir)
         run_prefix = self._key(f"runs/{spec.run_id}")
         source_uri = self._uri(f"{run_prefix}/source/{SOURCE_ARCHIVE}")
+        # The script-mode keys, JSON-encoded like the recipe's own values, exactly as the SageMaker Python SDK sends them.
         hyperparameters.update(
-            {
-                "sagemaker_program": spec.recipe.script.name,
-                "sagemaker_submit_directory": source_uri,
-                "sagemaker_region": self.region,
-                "sagemaker_container_log_level": CONTAINER_LOG_LEVEL,
-            }
+            encode_hyperparameters(
+                {
+                    "sagemaker_program": spec.recipe.script.name,
+                    "sagemaker_submit_directory": source_uri,
+                    "sagemaker_region": self.region,
+                    "sagemaker_container_log_level": CONTAINER_LOG_LEVEL,
+                }
+            )
         )
         existing = self._find_job(job_name)
         if existing is not None:
@@ -183,20 +203,12 @@ class SageMakerTrainingBackend:
         return job_name
 
     def describe(self, job_id: str) -> JobStatus:
-        """The job's state from DescribeTrainingJob, with metrics from its CloudWatch log lines."""
+        """The job's state from DescribeTrainingJob; `metrics` are SageMaker's FinalMetricDataList only (the series
+        come from read_log, so no poll reads the logs twice)."""
         description = self._describe_job(job_id)
         state, message = job_state(description)
         secondary = str(description.get("SecondaryStatus") or "")
-        definitions = description.get("AlgorithmSpecification", {}).get("MetricDefinitions") or []
-        try:
-            events = self._log_lines(job_id)
-        except BackendError as exc:
-            if not exc.permanent:
-                raise
-            # A logs permission problem must not hide the job's state; the metrics SageMaker kept still count.
-            logger.warning("reading the logs of training job %s failed: %s", job_id, exc.message)
-            events = []
-        metrics = _metrics(events, definitions, description.get("FinalMetricDataList") or [])
+        metrics = _final_metrics(description.get("FinalMetricDataList") or [])
         model_uri = output_uri = None
         if state == "succeeded":
             model_uri = description.get("ModelArtifacts", {}).get("S3ModelArtifacts")
@@ -235,13 +247,46 @@ class SageMakerTrainingBackend:
             return
         raise translate_client_error(refusal, action=action) from refusal
 
-    def logs(self, job_id: str, *, start: int = 0) -> tuple[list[str], int]:
-        """Log lines from line `start` on, from every instance's CloudWatch stream (in stream-name order, each line
-        prefixed with its host when there are several), and the offset to pass next time."""
+    def read_log(
+        self, job_id: str, *, cursor: Mapping[str, Any] | None, metric_definitions: Sequence[Mapping[str, str]]
+    ) -> LogChunk:
+        """The lines the job's CloudWatch streams got since `cursor`, with the metrics and progress in them.
+
+        The cursor keeps each stream's nextForwardToken, so every line is read once. At most `log_pages_per_read`
+        GetLogEvents pages are read per call; when that budget runs out the cursor says `"more": True` and the next
+        call goes on from there. Lines are in stream-name order, prefixed with their host when the job has several.
+        """
         self._check_job_id(job_id)
-        lines = [line for _, line in self._log_lines(job_id)]
-        start = max(0, start)
-        return lines[start:], max(len(lines), start)
+        previous = dict((cursor or {}).get("streams") or {})
+        last_times = dict((cursor or {}).get("last_event_ms") or {})
+        streams = sorted(set(previous) | set(self._log_streams(job_id)))
+        several = len(streams) > 1
+        tokens = dict(previous)
+        budget = self.log_pages_per_read
+        more = False
+        lines: list[str] = []
+        metrics: dict[str, list[dict[str, Any]]] = {}
+        for stream in streams:
+            if budget <= 0:
+                more = True
+                break
+            host = _host(stream, job_id)
+            read = self._read_stream(stream, tokens.get(stream), last_times.get(stream), budget)
+            budget -= read.pages
+            more = more or not read.at_end
+            if read.token is not None:
+                tokens[stream] = read.token
+            if read.last_ms is not None:
+                last_times[stream] = read.last_ms
+            for timestamp_ms, message in read.events:
+                new_lines = [f"[{host}] {line}" if several else line for line in message.splitlines() or [""]]
+                lines += new_lines
+                if metric_definitions:
+                    found = parse_metrics(new_lines, metric_definitions, default_time=timestamp_ms / 1000.0)
+                    for name, points in found.items():
+                        metrics.setdefault(name, []).extend(points)
+        next_cursor: dict[str, Any] = {"streams": tokens, "last_event_ms": last_times, "more": more}
+        return LogChunk(lines=lines, cursor=next_cursor, metrics=metrics, progress=parse_progress(lines))
 
     # --- artifacts ------------------------------------------------------------------------------------------------
 
@@ -357,18 +402,6 @@ class SageMakerTrainingBackend:
         except JobNotFound:
             return None
 
-    def _log_lines(self, job_id: str) -> list[tuple[float, str]]:
-        """(event time in epoch seconds, line) for every line of every stream of the job."""
-        streams = sorted(self._log_streams(job_id))
-        several = len(streams) > 1
-        lines: list[tuple[float, str]] = []
-        for stream in streams:
-            host = _host(stream, job_id)
-            for timestamp, message in self._log_events(stream):
-                for line in message.splitlines() or [""]:
-                    lines.append((timestamp, f"[{host}] {line}" if several else line))
-        return lines
-
     def _log_streams(self, job_id: str) -> list[str]:
         names: list[str] = []
         token: str | None = None
@@ -389,26 +422,58 @@ class SageMakerTrainingBackend:
                 if not token:
                     return names
 
-    def _log_events(self, stream: str) -> Iterator[tuple[float, str]]:
-        token: str | None = None
+    def _read_stream(self, stream: str, token: str | None, last_ms: int | None, pages: int) -> _StreamRead:
+        """Up to `pages` GetLogEvents pages of `stream` after `token` (None: from its first event)."""
+        read = _StreamRead(token=token, last_ms=last_ms)
+        start_ms: int | None = None
         with aws_errors(f"read CloudWatch log stream {stream}"):
-            while True:
+            while read.pages < pages:
+                # A forward token must be read with startFromHead=true (GetLogEvents' documentation).
                 kwargs: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamName": stream, "startFromHead": True}
-                if token:
-                    kwargs["nextToken"] = token
+                if read.token:
+                    kwargs["nextToken"] = read.token
+                elif start_ms is not None:
+                    kwargs["startTime"] = start_ms
                 try:
                     response = self.logs_client.get_log_events(**kwargs)
                 except ClientError as exc:
-                    if _error_code(exc) == "ResourceNotFoundException":
-                        return
+                    code = _error_code(exc)
+                    if code == "ResourceNotFoundException":
+                        read.at_end = True
+                        return read
+                    if code == "InvalidParameterException" and read.token and start_ms is None:
+                        # Forward tokens expire after 24 hours: go on from the last event this cursor saw.
+                        logger.warning("the log cursor of %s expired; reading on by time", stream)
+                        read.token = None
+                        start_ms = (read.last_ms + 1) if read.last_ms is not None else 0
+                        continue
                     raise
-                for event in response.get("events", []):
-                    yield float(event.get("timestamp", 0)) / 1000.0, str(event.get("message", ""))
-                # At the end of the stream CloudWatch hands back the token it was given.
+                read.pages += 1
+                events = response.get("events", [])
+                for event in events:
+                    timestamp = int(event.get("timestamp", 0))
+                    read.events.append((timestamp, str(event.get("message", ""))))
+                    read.last_ms = timestamp
                 next_token = response.get("nextForwardToken")
-                if not next_token or next_token == token:
-                    return
-                token = next_token
+                # At the end of the stream CloudWatch hands back the token it was given.
+                at_end = not next_token or next_token == read.token or (read.token is None and not events)
+                if next_token:
+                    read.token = next_token
+                if at_end:
+                    read.at_end = True
+                    return read
+        return read
+
+
+@dataclass
+class _StreamRead:
+    """What one read of one log stream got: its events (epoch ms, message) and where to go on from."""
+
+    token: str | None
+    last_ms: int | None
+    events: list[tuple[int, str]] = field(default_factory=list)
+    pages: int = 0
+    at_end: bool = False
 
 
 # --- pure helpers ---------------------------------------------------------------------------------------------------
@@ -552,26 +617,15 @@ def _host(stream: str, job_id: str) -> str:
     return match.group(1) if match else name
 
 
-def _metrics(
-    lines: Sequence[tuple[float, str]],
-    definitions: Sequence[Mapping[str, str]],
-    final: Sequence[Mapping[str, Any]],
-) -> dict[str, list[dict[str, Any]]]:
-    """Points from the log lines (timed by their log event when the line has no `time` label), plus the final value
-    SageMaker kept for any metric the lines do not show (e.g. when the logs are not readable)."""
+def _final_metrics(final: Sequence[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The final value SageMaker kept for each metric (FinalMetricDataList), one point each."""
     series: dict[str, list[dict[str, Any]]] = {}
-    if definitions:
-        for timestamp, line in lines:
-            if "metric:" not in line:
-                continue
-            for name, points in parse_metrics([line], definitions, default_time=timestamp).items():
-                series.setdefault(name, []).extend(points)
     for item in final:
-        final_name = item.get("MetricName")
-        if not final_name or final_name in series or item.get("Value") is None:
+        name = item.get("MetricName")
+        if not name or item.get("Value") is None:
             continue
         stamp = item.get("Timestamp")
-        series[str(final_name)] = [{"value": float(item["Value"]), "time": stamp.timestamp() if stamp else None}]
+        series[str(name)] = [{"value": float(item["Value"]), "time": stamp.timestamp() if stamp else None}]
     return series
 
 
