@@ -267,6 +267,11 @@ def training_run_launch(
     errors: dict[str, list[str]] = {}
     spec = _recipe_of_kind(recipe, "training")
     values = dict(hyperparameters or {})
+    if recipe_registry.MISSING_VALUES_HYPERPARAMETER in values:
+        errors[f"hyperparameters.{recipe_registry.MISSING_VALUES_HYPERPARAMETER}"] = [
+            "reserved: which strings mean no value is set on the dataset version when it is registered"
+        ]
+        values.pop(recipe_registry.MISSING_VALUES_HYPERPARAMETER)
     if target:
         values["target"] = target
     if seed is not None:

@@ -202,8 +202,17 @@ def validate_parameters(
     by_name = {parameter.name: parameter for parameter in parameters}
     cleaned: dict[str, Any] = {}
     errors: dict[str, str] = {}
+    if MISSING_VALUES_HYPERPARAMETER in values:
+        markers = values[MISSING_VALUES_HYPERPARAMETER]
+        if isinstance(markers, dict) and all(
+            isinstance(channel, str) and isinstance(items, list) and all(isinstance(item, str) for item in items)
+            for channel, items in markers.items()
+        ):
+            cleaned[MISSING_VALUES_HYPERPARAMETER] = {channel: list(items) for channel, items in markers.items()}
+        else:
+            errors[MISSING_VALUES_HYPERPARAMETER] = 'expected {"<channel>": ["", "NA", ...]}'
     for name in values:
-        if name not in by_name:
+        if name not in by_name and name != MISSING_VALUES_HYPERPARAMETER:
             known = ", ".join(sorted(by_name)) or "none"
             errors[name] = f"unknown parameter (known: {known})"
     for parameter in parameters:
@@ -291,11 +300,19 @@ def read_raw_hyperparameters() -> dict[str, Any]:
     return decoded
 
 
+# Which strings mean "no value" in each channel, as the portal passed them (empty fields only, by default).
+_CHANNEL_MISSING_VALUES: dict[str, tuple[str, ...]] = {}
+
+
 def load_hyperparameters(recipe: Mapping[str, Any]) -> dict[str, Any]:
-    """The recipe's hyperparameters, typed and with defaults; a bad value fails the run naming the parameter."""
+    """The recipe's hyperparameters, typed and with defaults; a bad value fails the run naming the parameter.
+    The channels' missing-value markers are kept for read_channel and left out of what the recipe sees."""
     cleaned, errors = validate_parameters(parameters_from_spec(recipe["parameters"]), read_raw_hyperparameters())
     if errors:
         raise RecipeFailure("; ".join(f"hyperparameter {name}: {message}" for name, message in errors.items()))
+    markers = cleaned.pop(MISSING_VALUES_HYPERPARAMETER, {})
+    _CHANNEL_MISSING_VALUES.clear()
+    _CHANNEL_MISSING_VALUES.update({channel: tuple(items) or ("",) for channel, items in markers.items()})
     return cleaned
 
 
@@ -403,19 +420,31 @@ def _uniform_texts(values: pd.Series) -> pd.Series:
     )
 
 
-def read_data_file(path: Path) -> pd.DataFrame:
+def read_data_file(path: Path, *, missing_values: Sequence[str] = ("",)) -> pd.DataFrame:
     """One CSV, Parquet or JSON Lines file (CSV and JSON Lines optionally gzip-compressed) as a frame.
 
-    As in the dataset profile, only an empty CSV field is missing: text such as NA or None is a value.
+    As in the dataset profile, only the strings in `missing_values` are missing (by default the empty field): text
+    such as NA or None is a value unless the dataset version names it.
     """
     import pandas as pd
 
+    markers = list(missing_values) or [""]
     kind, compressed = file_format(path)
-    if kind == "parquet":
-        return pd.read_parquet(path)
-    if kind == "jsonl":
-        return _read_jsonl(path, compressed)
-    frame = pd.read_csv(path, compression="gzip" if compressed else None, keep_default_na=False, na_values=[""])
+    if kind in ("parquet", "jsonl"):
+        frame = pd.read_parquet(path) if kind == "parquet" else _read_jsonl(path, compressed)
+        for column in frame.columns:
+            values = frame[column]
+            if pd.api.types.is_string_dtype(values) or values.dtype == object:
+                marked = values.isin(markers)
+                if marked.any():
+                    # Text markers are missing as in CSV; what is left may be numbers after all (e.g. NA among them).
+                    cleared = values.mask(marked)
+                    try:
+                        frame[column] = pd.to_numeric(cleared)
+                    except (ValueError, TypeError):
+                        frame[column] = cleared
+        return frame
+    frame = pd.read_csv(path, compression="gzip" if compressed else None, keep_default_na=False, na_values=markers)
     for column in frame.columns:
         values = frame[column]
         if not pd.api.types.is_string_dtype(values):
@@ -438,9 +467,10 @@ def read_channel(name: str, *, required: bool = True) -> pd.DataFrame | None:
             raise RecipeFailure(f"channel '{name}' holds no CSV, Parquet or JSON Lines files")
         return None
     frames: list[pd.DataFrame] = []
+    markers = _CHANNEL_MISSING_VALUES.get(name, ("",))
     for path in files:
         try:
-            frame = read_data_file(path)
+            frame = read_data_file(path, missing_values=markers)
         except Exception as exc:
             raise RecipeFailure(f"cannot read '{path.name}' in channel '{name}': {exc}") from exc
         if frames and list(frame.columns) != list(frames[0].columns):

@@ -111,6 +111,11 @@ class LocalTrainingBackend:
 
     # --- the TrainingBackend interface ----------------------------------------------------------------------------
 
+    def job_id_for(self, spec: JobSpec) -> str:
+        """The job id is the work dir's name, so it is known before the job exists."""
+        work_dir = spec.work_dir if spec.work_dir.is_absolute() else self.root / spec.work_dir
+        return work_dir.resolve().name
+
     def start(self, spec: JobSpec) -> str:
         """Lay out the work dir, start the recipe; the same run id started again returns the existing job id."""
         work_dir = spec.work_dir if spec.work_dir.is_absolute() else self.root / spec.work_dir

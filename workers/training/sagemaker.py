@@ -123,6 +123,10 @@ class SageMakerTrainingBackend:
 
     # --- the TrainingBackend interface ----------------------------------------------------------------------------
 
+    def job_id_for(self, spec: JobSpec) -> str:
+        """The training job's name, derived from the run and its work dir, so it is known before the job exists."""
+        return training_job_name(spec.run_id, spec.work_dir)
+
     def start(self, spec: JobSpec) -> str:
         """Upload the source and inputs and create the training job; the same spec started again returns the same
         job without creating another."""
