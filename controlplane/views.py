@@ -253,7 +253,7 @@ def system_check_create(request: HttpRequest) -> HttpResponse:
 def system_check_detail(request: HttpRequest, pk: int) -> HttpResponse:
     permissions.require(request.user, "system.view")
     check = get_object_or_404(SystemCheck, pk=pk)
-    template = "controlplane/_system_check.html" if request.headers.get("HX-Request") else "controlplane/system_check.html"
+    template = "controlplane/_system_check.html" if request.htmx else "controlplane/system_check.html"
     return render(request, template, {"check": check, "results_json": json_pretty(check.results)})
 
 

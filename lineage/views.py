@@ -12,6 +12,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRedirect
 
 from controlplane import permissions
 from controlplane.charts import figure_data, histogram_figure, top_values_figure
@@ -99,12 +100,10 @@ def dataset_register(request: HttpRequest) -> HttpResponse:
         except ValidationError as exc:
             apply_service_errors(form, exc)
         else:
-            if request.headers.get("HX-Request"):
-                response = HttpResponse(status=204)
-                response["HX-Redirect"] = target
-                return response
+            if request.htmx:
+                return HttpResponseClientRedirect(target)
             return redirect(target)
-    template = "lineage/_register_form.html" if request.headers.get("HX-Request") else "lineage/dataset_register.html"
+    template = "lineage/_register_form.html" if request.htmx else "lineage/dataset_register.html"
     return render(request, template, {"form": form}, status=400 if request.method == "POST" else 200)
 
 
@@ -115,7 +114,7 @@ def dataset_registration_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "registration": registration,
         "version_url": selectors.version_url(registration.version) if registration.version else "",
     }
-    if request.headers.get("HX-Request"):
+    if request.htmx:
         return render(request, "lineage/_registration_status.html", context)
     return render(request, "lineage/registration_detail.html", context)
 
@@ -150,7 +149,7 @@ def dataset_version_detail(request: HttpRequest, project: str, slug: str, number
     except DatasetVersion.DoesNotExist:
         raise Http404(f"no version {number} of {project}/{slug}") from None
     profile = version.profile
-    if request.headers.get("HX-Request") and request.GET.get("part") == "profile":
+    if request.htmx and request.GET.get("part") == "profile":
         return render(request, "lineage/_profile.html", {"version": version, "profile": profile, "charts": _profile_charts(profile.profile)})
     graph = selectors.lineage_graph(version.node_id, depth=2)
     return render(
@@ -217,7 +216,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "reproduction": services.reproduction_check(run),
         "can_launch": permissions.has_permission(request.user, "run.launch"),
     }
-    if request.headers.get("HX-Request"):
+    if request.htmx:
         return render(request, "lineage/_run_status.html", context)
     return render(request, "lineage/run_detail.html", context)
 
@@ -350,7 +349,7 @@ def training_create(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, f"Run {run.pk} queued (estimated cost at most ${run.estimated_cost}).")
             return redirect("run-detail", pk=run.pk)
-    template = "lineage/_training_fields.html" if request.headers.get("HX-Request") else "lineage/training_form.html"
+    template = "lineage/_training_fields.html" if request.htmx else "lineage/training_form.html"
     return render(request, template, {"form": form, "train": train, "recipe": recipe}, status=400 if request.method == "POST" else 200)
 
 
