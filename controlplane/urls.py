@@ -16,6 +16,10 @@ api_v1 = [
     path("", include("lineage.api_urls")),
 ]
 
+# Refusals and unknown addresses answer in the site layout, or as the API's JSON error body under /api/.
+handler403 = views.permission_denied
+handler404 = views.page_not_found
+
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),

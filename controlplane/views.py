@@ -17,8 +17,9 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import connection
 from django.forms import Form
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import Resolver404
 from django.views.decorators.http import require_http_methods, require_POST
 from rest_framework.authtoken.models import Token
 
@@ -45,6 +46,36 @@ def page_requires(action: str) -> Callable[[Callable[..., HttpResponse]], Callab
         return wrapped
 
     return decorate
+
+
+# permissions.require words its refusal "<action> needs one of these roles: ..."; the page names both parts.
+_NEEDS_ROLES = " needs one of these roles: "
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """handler403: the refusal in the site layout, with the reason and the roles that would be allowed."""
+    reason = str(exception or "") or "You may not open this page."
+    action, _, _ = reason.partition(_NEEDS_ROLES)
+    needed = sorted(permissions.PERMISSIONS[action]) if _NEEDS_ROLES in reason and action in permissions.PERMISSIONS else []
+    if request.path.startswith("/api/"):
+        return JsonResponse({"error": {"status": 403, "code": "permission_denied", "message": reason}}, status=403)
+    context = {
+        "reason": reason,
+        "action": action if needed else "",
+        "needed_roles": needed,
+        "your_roles": sorted(permissions.user_roles(request.user)),
+    }
+    return render(request, "403.html", context, status=403)
+
+
+def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """handler404: API paths answer the API's JSON error body; pages answer in the site layout."""
+    # A Resolver404's text is the list of patterns tried: say what is missing instead.
+    reason = "" if exception is None or isinstance(exception, Resolver404) else str(exception)
+    if request.path.startswith("/api/"):
+        message = reason or f"no API endpoint at {request.path}"
+        return JsonResponse({"error": {"status": 404, "code": "not_found", "message": message}}, status=404)
+    return render(request, "404.html", {"reason": reason, "path": request.path}, status=404)
 
 
 def apply_service_errors(form: Form, exc: ValidationError, field_for: Callable[[str], str] | None = None) -> None:
