@@ -23,3 +23,26 @@ document.addEventListener("htmx:xhr:progress", function (evt) {
     if (label) label.textContent = bar.value + "% uploaded";
   }
 });
+
+// Copy buttons next to long URIs and hashes: the value is copied whole, however it wraps on screen.
+document.addEventListener("click", function (evt) {
+  var button = evt.target.closest && evt.target.closest("button.copy[data-copy]");
+  if (!button) return;
+  var done = function () {
+    button.classList.add("copied");
+    button.textContent = "Copied";
+    setTimeout(function () { button.classList.remove("copied"); button.textContent = "Copy"; }, 1500);
+  };
+  if (navigator.clipboard && window.isSecureContext) {
+    navigator.clipboard.writeText(button.dataset.copy).then(done);
+  } else {
+    // Plain http on a non-local host has no clipboard API: select the text so Ctrl+C copies it.
+    var code = button.parentElement.querySelector("code");
+    var range = document.createRange();
+    range.selectNodeContents(code);
+    var selection = window.getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+    if (document.execCommand && document.execCommand("copy")) done();
+  }
+});
