@@ -15,7 +15,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from controlplane import permissions
-from controlplane.charts import figure_data, histogram_figure, top_values_figure
+from controlplane.charts import compare_chart, metric_series_chart, profile_chart
 from controlplane.models import Project
 from controlplane.uploads import upload_limit_message
 from controlplane.views import apply_service_errors, paginate
@@ -38,13 +38,9 @@ def _profile_charts(profile: dict[str, Any] | None, *, limit: int = 40) -> list[
     if not profile:
         return charts
     for index, (name, column) in enumerate(list(profile["columns"].items())[:limit]):
-        if column.get("histogram"):
-            figure = histogram_figure(column["histogram"], title=name)
-        elif column.get("top"):
-            figure = top_values_figure(column["top"], title=name)
-        else:
-            continue
-        charts.append({"id": f"chart-{index}", "column": name, "figure": figure_data(figure)})
+        chart = profile_chart(name, column, row_count=profile.get("row_count") or 0)
+        if chart is not None:
+            charts.append({"id": f"chart-{index}", "column": name, "figure": chart})
     return charts
 
 
@@ -171,12 +167,10 @@ def dataset_version_detail(request: HttpRequest, project: str, slug: str, number
 
 
 def _metric_charts(run: Run) -> list[dict[str, Any]]:
-    from controlplane.charts import metric_series_figure
-
     charts = []
     for index, (name, points) in enumerate(sorted((run.metrics or {}).items())):
         if len(points) > 1:
-            charts.append({"id": f"metric-{index}", "column": name, "figure": figure_data(metric_series_figure(name, points))})
+            charts.append({"id": f"metric-{index}", "column": name, "figure": metric_series_chart(name, points)})
     return charts
 
 
@@ -395,14 +389,12 @@ def run_compare(request: HttpRequest) -> HttpResponse:
     finals = {r.pk: services.final_metrics(r) for r in runs}
     metric_names = sorted({name for values in finals.values() for name in values})
     parameter_names = sorted({name for r in runs for name in r.parameters})
-    from controlplane.charts import compare_figure
-
-    figure = compare_figure({f"run {r.pk}": finals[r.pk] for r in runs}, [m for m in metric_names if not m.endswith("_rows")])
+    chart = compare_chart({f"run {r.pk}": finals[r.pk] for r in runs}, [m for m in metric_names if not m.endswith("_rows")])
     return render(request, "lineage/run_compare.html", {
         "runs": runs,
         "parameter_rows": [(n, [r.parameters.get(n) for r in runs], len({str(r.parameters.get(n)) for r in runs}) > 1) for n in parameter_names],
         "metric_rows": [(n, [finals[r.pk].get(n) for r in runs]) for n in metric_names],
-        "chart": {"id": "compare-chart", "figure": figure_data(figure)},
+        "chart": {"id": "compare-chart", "figure": chart},
     })
 
 
