@@ -227,6 +227,10 @@ def run_stop(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("run-detail", pk=pk)
 
 
+def _transform_field(name: str) -> str:
+    return "hp_" + name.split(".", 1)[1] if name.startswith("parameters.") else name
+
+
 @require_http_methods(["GET", "POST"])
 def transform_create(request: HttpRequest) -> HttpResponse:
     from workers import recipes as recipe_registry
@@ -236,22 +240,24 @@ def transform_create(request: HttpRequest) -> HttpResponse:
         DatasetVersion.objects.select_related("dataset__project"), pk=_id_param(request, "input")
     )
     transform_recipes = [r for r in recipe_registry.RECIPES.values() if r.kind == "transform"]
-    form = TransformForm(request.POST or None, recipes=transform_recipes)
+    data = request.POST or None
+    chosen = (data or request.GET).get("recipe") or transform_recipes[0].name
+    recipe = next((r for r in transform_recipes if r.name == chosen), transform_recipes[0])
+    form = TransformForm(data, recipes=transform_recipes, recipe=recipe, columns=list(version.columns), initial={"recipe": recipe.name})
     if request.method == "POST" and form.is_valid():
         try:
             run = services.transform_run_launch(
                 actor=request.user, inputs=[version], recipe=form.cleaned_data["recipe"],
-                parameters=form.cleaned_data["parameters"], output_name=form.cleaned_data["output_name"],
+                parameters=form.parameters(), output_name=form.cleaned_data["output_name"],
             )
         except ValidationError as exc:
-            apply_service_errors(form, exc)
+            apply_service_errors(form, exc, field_for=_transform_field)
         else:
             messages.success(request, f"Run {run.pk} queued.")
             return redirect("run-detail", pk=run.pk)
+    template = "lineage/_transform_fields.html" if request.htmx else "lineage/transform_form.html"
     return render(
-        request,
-        "lineage/transform_form.html",
-        {"form": form, "version": version, "recipes": transform_recipes},
+        request, template, {"form": form, "version": version, "recipe": recipe, "recipes": transform_recipes},
         status=400 if request.method == "POST" else 200,
     )
 
