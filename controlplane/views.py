@@ -17,9 +17,18 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import connection
 from django.forms import Form
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponsePermanentRedirect,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import Resolver404
+from django.urls import Resolver404, resolve
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 from rest_framework.authtoken.models import Token
 
@@ -76,6 +85,29 @@ def page_not_found(request: HttpRequest, exception: Exception | None = None) -> 
         message = reason or f"no API endpoint at {request.path}"
         return JsonResponse({"error": {"status": 404, "code": "not_found", "message": message}}, status=404)
     return render(request, "404.html", {"reason": reason, "path": request.path}, status=404)
+
+
+@login_not_required
+@csrf_exempt
+def api_not_found(request: HttpRequest, path: str = "") -> HttpResponse:
+    """The last /api/v1/ route: an unknown endpoint is a JSON 404 even with DEBUG on (Django's debug page is HTML)."""
+    with_slash = request.path + "/"
+    if not request.path.endswith("/") and _resolves(with_slash):
+        # What CommonMiddleware's APPEND_SLASH did before this catch-all matched first.
+        if request.method in ("GET", "HEAD"):
+            return HttpResponsePermanentRedirect(with_slash)
+        message = f"no API endpoint at {request.path}: did you mean {with_slash}?"
+    else:
+        message = f"no API endpoint at {request.path}"
+    return JsonResponse({"error": {"status": 404, "code": "not_found", "message": message}}, status=404)
+
+
+def _resolves(path: str) -> bool:
+    try:
+        match = resolve(path)
+    except Resolver404:
+        return False
+    return match.func is not api_not_found
 
 
 def apply_service_errors(form: Form, exc: ValidationError, field_for: Callable[[str], str] | None = None) -> None:

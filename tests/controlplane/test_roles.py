@@ -150,6 +150,23 @@ def test_an_unknown_api_path_answers_the_json_error_body(api_client_for, users) 
         assert response.json() == {"error": {"status": 404, "code": "not_found", "message": "no API endpoint at /api/v1/no-such-thing/"}}
 
 
+def test_an_unknown_api_path_is_json_even_with_debug_on(api_client_for, users, settings) -> None:
+    # `make run` runs with DEBUG on, where Django's own 404 page is HTML.
+    settings.DEBUG = True
+    response = api_client_for(users.finance).post("/api/v1/runs/nope/", {}, format="json")
+    assert response.status_code == 404
+    assert response.json()["error"] == {"status": 404, "code": "not_found", "message": "no API endpoint at /api/v1/runs/nope/"}
+
+
+def test_a_missing_slash_on_an_api_path_still_redirects_or_says_so(api_client_for, users) -> None:
+    client = api_client_for(users.finance)
+    response = client.get("/api/v1/projects")
+    assert response.status_code == 301 and response["Location"] == "/api/v1/projects/"
+    response = client.post("/api/v1/projects", {"name": "x", "slug": "x"}, format="json")
+    assert response.status_code == 404
+    assert response.json()["error"]["message"] == "no API endpoint at /api/v1/projects: did you mean /api/v1/projects/?"
+
+
 def test_an_unknown_page_answers_in_the_layout(client, users) -> None:
     client.force_login(users.finance)
     response = client.get("/no-such-page/")
