@@ -17,7 +17,7 @@ run: install
 test: install-test browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-install: $(VENV)/.installed-base node_modules/.installed
+install: $(VENV)/.installed-base
 install-test: install $(VENV)/.installed-test
 
 $(VENV)/.installed-base: requirements/base.txt requirements/lock.txt
@@ -27,10 +27,6 @@ $(VENV)/.installed-base: requirements/base.txt requirements/lock.txt
 
 $(VENV)/.installed-test: $(VENV)/.installed-base requirements/test.txt requirements/lock.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/test.txt -c requirements/lock.txt
-	touch $@
-
-node_modules/.installed: package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 ## Browser tests drive Debian's Chromium; a downloaded browser is never used.
@@ -50,4 +46,4 @@ lock:
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e' > requirements/lock.txt
 
 clean:
-	rm -rf $(VENV) node_modules staticfiles test-results
+	rm -rf $(VENV) staticfiles test-results

@@ -1,4 +1,4 @@
-"""Serve single files from installed packages (htmx from npm, plotly.js from the plotly wheel)."""
+"""Serve single files from installed packages (plotly.js from the plotly wheel)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ class VendorFinder(BaseFinder):
 
     def check(self, **kwargs: Any) -> list[Error]:
         return [
-            Error(f"static file {name} is missing at {path}", hint="run `make install` (npm ci, pip install)")
+            Error(f"static file {name} is missing at {path}", hint="run `make install` (pip install)")
             for name, path in self.files.items()
             if not path.is_file()
         ]

@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from controlplane import api, views
@@ -14,7 +14,13 @@ api_v1 = [
     path("system-checks/<int:pk>/", api.SystemCheckDetailApi.as_view(), name="api-system-check-detail"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("", include("lineage.api_urls")),
+    # Last: any other /api/v1/ address is a JSON 404, never an HTML page.
+    re_path(r"^(?P<path>.*)$", views.api_not_found, name="api-not-found"),
 ]
+
+# Refusals and unknown addresses answer in the site layout, or as the API's JSON error body under /api/.
+handler403 = views.permission_denied
+handler404 = views.page_not_found
 
 urlpatterns = [
     path("", views.home, name="home"),

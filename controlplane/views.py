@@ -17,8 +17,18 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import connection
 from django.forms import Form
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponsePermanentRedirect,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import Resolver404, resolve
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 from rest_framework.authtoken.models import Token
 
@@ -45,6 +55,59 @@ def page_requires(action: str) -> Callable[[Callable[..., HttpResponse]], Callab
         return wrapped
 
     return decorate
+
+
+# permissions.require words its refusal "<action> needs one of these roles: ..."; the page names both parts.
+_NEEDS_ROLES = " needs one of these roles: "
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """handler403: the refusal in the site layout, with the reason and the roles that would be allowed."""
+    reason = str(exception or "") or "You may not open this page."
+    action, _, _ = reason.partition(_NEEDS_ROLES)
+    needed = sorted(permissions.PERMISSIONS[action]) if _NEEDS_ROLES in reason and action in permissions.PERMISSIONS else []
+    if request.path.startswith("/api/"):
+        return JsonResponse({"error": {"status": 403, "code": "permission_denied", "message": reason}}, status=403)
+    context = {
+        "reason": reason,
+        "action": action if needed else "",
+        "needed_roles": needed,
+        "your_roles": sorted(permissions.user_roles(request.user)),
+    }
+    return render(request, "403.html", context, status=403)
+
+
+def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """handler404: API paths answer the API's JSON error body; pages answer in the site layout."""
+    # A Resolver404's text is the list of patterns tried: say what is missing instead.
+    reason = "" if exception is None or isinstance(exception, Resolver404) else str(exception)
+    if request.path.startswith("/api/"):
+        message = reason or f"no API endpoint at {request.path}"
+        return JsonResponse({"error": {"status": 404, "code": "not_found", "message": message}}, status=404)
+    return render(request, "404.html", {"reason": reason, "path": request.path}, status=404)
+
+
+@login_not_required
+@csrf_exempt
+def api_not_found(request: HttpRequest, path: str = "") -> HttpResponse:
+    """The last /api/v1/ route: an unknown endpoint is a JSON 404 even with DEBUG on (Django's debug page is HTML)."""
+    with_slash = request.path + "/"
+    if not request.path.endswith("/") and _resolves(with_slash):
+        # What CommonMiddleware's APPEND_SLASH did before this catch-all matched first.
+        if request.method in ("GET", "HEAD"):
+            return HttpResponsePermanentRedirect(with_slash)
+        message = f"no API endpoint at {request.path}: did you mean {with_slash}?"
+    else:
+        message = f"no API endpoint at {request.path}"
+    return JsonResponse({"error": {"status": 404, "code": "not_found", "message": message}}, status=404)
+
+
+def _resolves(path: str) -> bool:
+    try:
+        match = resolve(path)
+    except Resolver404:
+        return False
+    return match.func is not api_not_found
 
 
 def apply_service_errors(form: Form, exc: ValidationError, field_for: Callable[[str], str] | None = None) -> None:
@@ -253,7 +316,7 @@ def system_check_create(request: HttpRequest) -> HttpResponse:
 def system_check_detail(request: HttpRequest, pk: int) -> HttpResponse:
     permissions.require(request.user, "system.view")
     check = get_object_or_404(SystemCheck, pk=pk)
-    template = "controlplane/_system_check.html" if request.headers.get("HX-Request") else "controlplane/system_check.html"
+    template = "controlplane/_system_check.html" if request.htmx else "controlplane/system_check.html"
     return render(request, template, {"check": check, "results_json": json_pretty(check.results)})
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django import forms
@@ -32,35 +31,83 @@ class DatasetRegisterForm(forms.Form):
         return data
 
 
+def parameter_field(parameter: Any, *, columns: list[str] | None = None) -> forms.Field:
+    """A form field for one declared recipe parameter (workers.recipes Parameter): text in, the recipe converts it.
+
+    Blank means the recipe's default, so no field is required by the form; the recipe's own validation names
+    what is missing or wrong.
+    """
+    help_text = parameter.help
+    if parameter.minimum is not None or parameter.maximum is not None:
+        help_text += f" ({parameter.minimum if parameter.minimum is not None else ''} … {parameter.maximum if parameter.maximum is not None else ''})"
+    field: forms.Field
+    if parameter.choices:
+        field = forms.ChoiceField(choices=[("", "default")] + [(c, c) for c in parameter.choices], required=False)
+    elif parameter.type == "bool":
+        field = forms.ChoiceField(choices=[("", "default"), ("true", "true"), ("false", "false")], required=False)
+    elif parameter.type == "column" and columns:
+        field = forms.ChoiceField(choices=[("", "— none —")] + [(c, c) for c in columns], required=False)
+    else:
+        field = forms.CharField(required=False, max_length=2000)
+        if parameter.type == "columns" and columns:
+            help_text += " Comma-separated, from: " + ", ".join(columns) + "."
+    field.label = parameter.name + (" *" if parameter.required else "")
+    field.help_text = help_text.strip()
+    if not isinstance(field, forms.ChoiceField):
+        field.widget.attrs["placeholder"] = "" if parameter.default is None else str(parameter.default)
+    return field
+
+
 class TransformForm(forms.Form):
+    """The derive form; its parameter fields (hp_<name>) are generated from the chosen recipe's declarations."""
+
     recipe = forms.ChoiceField()
     output_name = forms.SlugField(
         required=False, max_length=50, help_text="Base name of the derived dataset(s); defaults to <input>-<recipe>."
     )
-    parameters = forms.CharField(
-        required=False,
-        widget=forms.Textarea(attrs={"rows": 3}),
-        help_text='Parameters as JSON, e.g. {"test_fraction": 0.25}. The fields below fill it for you.',
-    )
 
-    def __init__(self, *args: Any, recipes: list[Any], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, recipes: list[Any], recipe: Any, columns: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["recipe"].choices = [(r.name, f"{r.name} — {r.description}") for r in recipes]
+        self.fields["recipe"].initial = recipe.name
+        self.parameter_names = []
+        for parameter in recipe.parameters:
+            self.fields[f"hp_{parameter.name}"] = parameter_field(parameter, columns=columns)
+            self.parameter_names.append(parameter.name)
 
-    def clean_parameters(self) -> dict[str, Any]:
-        text = (self.cleaned_data.get("parameters") or "").strip()
-        if not text:
-            return {}
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise forms.ValidationError(f"not valid JSON ({exc.msg} at character {exc.pos})") from None
-        if not isinstance(value, dict):
-            raise forms.ValidationError('expected a JSON object, e.g. {"seed": 7}')
-        return value
+    def parameters(self) -> dict[str, Any]:
+        """Only what the user filled in; blanks take the recipe's defaults."""
+        return {name: self.cleaned_data[f"hp_{name}"] for name in self.parameter_names if self.cleaned_data.get(f"hp_{name}") not in (None, "")}
 
 
 BACKENDS = [("local", "local (this machine)"), ("sagemaker", "SageMaker")]
+
+
+def unavailable_backends() -> dict[str, str]:
+    """Backends this deployment cannot run, with the reason (the same settings training_run_launch checks)."""
+    from django.conf import settings
+
+    if not settings.SAGEMAKER_ROLE_ARN:
+        return {"sagemaker": "SAGEMAKER_ROLE_ARN is not set"}
+    if not settings.SAGEMAKER_S3_URL:
+        return {"sagemaker": "it needs an s3:// OBJECT_STORE_URL or SAGEMAKER_S3_URL"}
+    return {}
+
+
+class SelectWithUnavailable(forms.Select):
+    """A select whose unavailable choices are shown, disabled, with the reason in their label."""
+
+    def __init__(self, *args: Any, unavailable: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.unavailable = unavailable or {}
+
+    def create_option(self, name: str, value: Any, label: Any, selected: Any, index: int, subindex: Any = None, attrs: Any = None) -> dict[str, Any]:
+        option = super().create_option(name, value, label, selected, index, subindex=subindex, attrs=attrs)
+        reason = self.unavailable.get(str(value))
+        if reason:
+            option["attrs"]["disabled"] = True
+            option["label"] = f"{label} (not available: {reason})"
+        return option
 
 
 class TrainingForm(forms.Form):
@@ -85,25 +132,24 @@ class TrainingForm(forms.Form):
         self.fields["target"].initial = "target" if "target" in columns else (columns[-1] if columns else None)
         self.fields["validation"].choices = [("", "— none —"), *validations]
         self.fields["instance_type"].choices = [("local", "local")] + [(t, t) for t in instance_types]
+        self.unavailable_backends = unavailable_backends()
+        self.fields["backend"].widget = SelectWithUnavailable(choices=BACKENDS, unavailable=self.unavailable_backends)
+        if self.unavailable_backends:
+            self.fields["backend"].help_text = " ".join(
+                f"{dict(BACKENDS)[name]} is not available here: {reason}." for name, reason in self.unavailable_backends.items()
+            )
         self.hyperparameter_names = []
         for parameter in recipe.parameters:
             if parameter.name in ("target", "seed"):
                 continue
-            name = f"hp_{parameter.name}"
-            help_text = parameter.help
-            if parameter.minimum is not None or parameter.maximum is not None:
-                help_text += f" ({parameter.minimum if parameter.minimum is not None else ''} … {parameter.maximum if parameter.maximum is not None else ''})"
-            if parameter.choices:
-                field: forms.Field = forms.ChoiceField(choices=[("", "default")] + [(c, c) for c in parameter.choices], required=False)
-            elif parameter.type == "bool":
-                field = forms.ChoiceField(choices=[("", "default"), ("true", "true"), ("false", "false")], required=False)
-            else:
-                field = forms.CharField(required=False, max_length=500)
-            field.label = parameter.name + (" *" if parameter.required else "")
-            field.help_text = help_text.strip()
-            field.widget.attrs["placeholder"] = "" if parameter.default is None else str(parameter.default)
-            self.fields[name] = field
+            self.fields[f"hp_{parameter.name}"] = parameter_field(parameter, columns=columns)
             self.hyperparameter_names.append(parameter.name)
+
+    def clean_backend(self) -> str:
+        backend = self.cleaned_data["backend"]
+        if backend in self.unavailable_backends:
+            raise forms.ValidationError(f"{dict(BACKENDS)[backend]} is not configured here: {self.unavailable_backends[backend]}")
+        return backend
 
     def hyperparameters(self) -> dict[str, Any]:
         """Only what the user typed; blanks take the recipe's defaults. Text is converted by the recipe's types."""

@@ -12,9 +12,10 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRedirect
 
 from controlplane import permissions
-from controlplane.charts import figure_data, histogram_figure, top_values_figure
+from controlplane.charts import compare_chart, metric_series_chart, profile_chart
 from controlplane.models import Project
 from controlplane.uploads import upload_limit_message
 from controlplane.views import apply_service_errors, paginate
@@ -37,13 +38,9 @@ def _profile_charts(profile: dict[str, Any] | None, *, limit: int = 40) -> list[
     if not profile:
         return charts
     for index, (name, column) in enumerate(list(profile["columns"].items())[:limit]):
-        if column.get("histogram"):
-            figure = histogram_figure(column["histogram"], title=name)
-        elif column.get("top"):
-            figure = top_values_figure(column["top"], title=name)
-        else:
-            continue
-        charts.append({"id": f"chart-{index}", "column": name, "figure": figure_data(figure)})
+        chart = profile_chart(name, column, row_count=profile.get("row_count") or 0)
+        if chart is not None:
+            charts.append({"id": f"chart-{index}", "column": name, "figure": chart})
     return charts
 
 
@@ -99,12 +96,10 @@ def dataset_register(request: HttpRequest) -> HttpResponse:
         except ValidationError as exc:
             apply_service_errors(form, exc)
         else:
-            if request.headers.get("HX-Request"):
-                response = HttpResponse(status=204)
-                response["HX-Redirect"] = target
-                return response
+            if request.htmx:
+                return HttpResponseClientRedirect(target)
             return redirect(target)
-    template = "lineage/_register_form.html" if request.headers.get("HX-Request") else "lineage/dataset_register.html"
+    template = "lineage/_register_form.html" if request.htmx else "lineage/dataset_register.html"
     return render(request, template, {"form": form}, status=400 if request.method == "POST" else 200)
 
 
@@ -115,7 +110,7 @@ def dataset_registration_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "registration": registration,
         "version_url": selectors.version_url(registration.version) if registration.version else "",
     }
-    if request.headers.get("HX-Request"):
+    if request.htmx:
         return render(request, "lineage/_registration_status.html", context)
     return render(request, "lineage/registration_detail.html", context)
 
@@ -150,7 +145,7 @@ def dataset_version_detail(request: HttpRequest, project: str, slug: str, number
     except DatasetVersion.DoesNotExist:
         raise Http404(f"no version {number} of {project}/{slug}") from None
     profile = version.profile
-    if request.headers.get("HX-Request") and request.GET.get("part") == "profile":
+    if request.htmx and request.GET.get("part") == "profile":
         return render(request, "lineage/_profile.html", {"version": version, "profile": profile, "charts": _profile_charts(profile.profile)})
     graph = selectors.lineage_graph(version.node_id, depth=2)
     return render(
@@ -172,12 +167,10 @@ def dataset_version_detail(request: HttpRequest, project: str, slug: str, number
 
 
 def _metric_charts(run: Run) -> list[dict[str, Any]]:
-    from controlplane.charts import metric_series_figure
-
     charts = []
     for index, (name, points) in enumerate(sorted((run.metrics or {}).items())):
         if len(points) > 1:
-            charts.append({"id": f"metric-{index}", "column": name, "figure": figure_data(metric_series_figure(name, points))})
+            charts.append({"id": f"metric-{index}", "column": name, "figure": metric_series_chart(name, points)})
     return charts
 
 
@@ -217,7 +210,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "reproduction": selectors.reproduction_check(run),
         "can_launch": permissions.has_permission(request.user, "run.launch"),
     }
-    if request.headers.get("HX-Request"):
+    if request.htmx:
         return render(request, "lineage/_run_status.html", context)
     return render(request, "lineage/run_detail.html", context)
 
@@ -234,6 +227,10 @@ def run_stop(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("run-detail", pk=pk)
 
 
+def _transform_field(name: str) -> str:
+    return "hp_" + name.split(".", 1)[1] if name.startswith("parameters.") else name
+
+
 @require_http_methods(["GET", "POST"])
 def transform_create(request: HttpRequest) -> HttpResponse:
     from workers import recipes as recipe_registry
@@ -243,22 +240,24 @@ def transform_create(request: HttpRequest) -> HttpResponse:
         DatasetVersion.objects.select_related("dataset__project"), pk=_id_param(request, "input")
     )
     transform_recipes = [r for r in recipe_registry.RECIPES.values() if r.kind == "transform"]
-    form = TransformForm(request.POST or None, recipes=transform_recipes)
+    data = request.POST or None
+    chosen = (data or request.GET).get("recipe") or transform_recipes[0].name
+    recipe = next((r for r in transform_recipes if r.name == chosen), transform_recipes[0])
+    form = TransformForm(data, recipes=transform_recipes, recipe=recipe, columns=list(version.columns), initial={"recipe": recipe.name})
     if request.method == "POST" and form.is_valid():
         try:
             run = services.transform_run_launch(
                 actor=request.user, inputs=[version], recipe=form.cleaned_data["recipe"],
-                parameters=form.cleaned_data["parameters"], output_name=form.cleaned_data["output_name"],
+                parameters=form.parameters(), output_name=form.cleaned_data["output_name"],
             )
         except ValidationError as exc:
-            apply_service_errors(form, exc)
+            apply_service_errors(form, exc, field_for=_transform_field)
         else:
             messages.success(request, f"Run {run.pk} queued.")
             return redirect("run-detail", pk=run.pk)
+    template = "lineage/_transform_fields.html" if request.htmx else "lineage/transform_form.html"
     return render(
-        request,
-        "lineage/transform_form.html",
-        {"form": form, "version": version, "recipes": transform_recipes},
+        request, template, {"form": form, "version": version, "recipe": recipe, "recipes": transform_recipes},
         status=400 if request.method == "POST" else 200,
     )
 
@@ -350,7 +349,7 @@ def training_create(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, f"Run {run.pk} queued (estimated cost at most ${run.estimated_cost}).")
             return redirect("run-detail", pk=run.pk)
-    template = "lineage/_training_fields.html" if request.headers.get("HX-Request") else "lineage/training_form.html"
+    template = "lineage/_training_fields.html" if request.htmx else "lineage/training_form.html"
     return render(request, template, {"form": form, "train": train, "recipe": recipe}, status=400 if request.method == "POST" else 200)
 
 
@@ -396,14 +395,12 @@ def run_compare(request: HttpRequest) -> HttpResponse:
     finals = {r.pk: selectors.final_metrics(r) for r in runs}
     metric_names = sorted({name for values in finals.values() for name in values})
     parameter_names = sorted({name for r in runs for name in r.parameters})
-    from controlplane.charts import compare_figure
-
-    figure = compare_figure({f"run {r.pk}": finals[r.pk] for r in runs}, [m for m in metric_names if not m.endswith("_rows")])
+    chart = compare_chart({f"run {r.pk}": finals[r.pk] for r in runs}, [m for m in metric_names if not m.endswith("_rows")])
     return render(request, "lineage/run_compare.html", {
         "runs": runs,
         "parameter_rows": [(n, [r.parameters.get(n) for r in runs], len({str(r.parameters.get(n)) for r in runs}) > 1) for n in parameter_names],
         "metric_rows": [(n, [finals[r.pk].get(n) for r in runs]) for n in metric_names],
-        "chart": {"id": "compare-chart", "figure": figure_data(figure)},
+        "chart": {"id": "compare-chart", "figure": chart},
     })
 
 

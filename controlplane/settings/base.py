@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "django_htmx",
     "controlplane",
     "lineage",
     "deployments",
@@ -52,6 +53,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "controlplane.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -100,9 +102,8 @@ STATICFILES_FINDERS = [
     "django.contrib.staticfiles.finders.AppDirectoriesFinder",
     "controlplane.staticfinders.VendorFinder",
 ]
-# htmx comes from npm (package.json), plotly.js from the plotly wheel, so the portal needs no internet.
+# htmx comes from the django-htmx wheel ({% htmx_script %}), plotly.js from the plotly wheel: no internet, no npm.
 VENDOR_STATIC_FILES = {
-    "vendor/htmx.min.js": BASE_DIR / "node_modules" / "htmx.org" / "dist" / "htmx.min.js",
     "vendor/plotly.min.js": "plotly:package_data/plotly.min.js",
 }
 STORAGES = {

@@ -63,5 +63,15 @@ def test_project_created_in_the_browser(page, sign_in, users) -> None:
     page.get_by_label("Extra cost tags").fill("team=growth")
     page.get_by_role("button", name="Create project").click()
     page.wait_for_url("**/projects/churn/")
-    assert "team=growth" in page.content()
+    assert page.locator(".facts .badge").all_inner_texts() == ["team=growth"]
     assert page.get_by_test_id("audit-table").get_by_text("project.create").count() == 1
+
+
+def test_a_page_the_user_may_not_see_says_why_in_the_layout(page, sign_in, users) -> None:
+    sign_in(users.finance)
+    response = page.goto("/status/")
+    assert response is not None and response.status == 403
+    assert page.get_by_role("heading", level=1).inner_text() == "You may not open this page"
+    assert page.get_by_test_id("main-nav").get_by_role("link").all_inner_texts() == EXPECTED_NAV[permissions.FINANCE]
+    assert "system.view" in page.get_by_test_id("forbidden-reason").inner_text()
+    assert page.get_by_test_id("needed-role").all_inner_texts() == ["admin"]

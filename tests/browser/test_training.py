@@ -42,25 +42,14 @@ def test_launch_form_end_to_end(page, sign_in, users, version: DatasetVersion, c
     page.get_by_label("n_estimators").wait_for()
     assert page.get_by_label("C", exact=True).count() == 0
 
-    # The estimate follows the backend, instance type, count and runtime.
-    page.get_by_label("Backend").select_option("sagemaker")
-    page.get_by_label("Instance type").select_option("ml.m5.xlarge")
-    page.get_by_label("Instance count").fill("2")
-    page.get_by_label("Max runtime (minutes)").fill("120")
-    page.get_by_label("Max runtime (minutes)").dispatch_event("change")
-    page.locator('#estimate [data-cost="0.92"]').wait_for()
-    assert "2 × ml.m5.xlarge" in page.get_by_test_id("estimate").inner_text()
-
-    # SageMaker is not configured on this machine: the form says so and nothing is created.
-    page.get_by_role("button", name="Launch training run").click()
-    assert "SAGEMAKER_ROLE_ARN" in page.locator('[data-field="backend"]').inner_text()
-    assert not Run.objects.exists()
+    # SageMaker is not configured on this machine: the form shows it disabled, with the reason.
+    sagemaker = page.get_by_label("Backend").locator('option[value="sagemaker"]')
+    assert sagemaker.is_disabled()
+    assert sagemaker.inner_text() == "SageMaker (not available: SAGEMAKER_ROLE_ARN is not set)"
+    assert "SAGEMAKER_ROLE_ARN is not set" in page.locator(".field", has=page.get_by_label("Backend")).locator(".help").inner_text()
 
     page.get_by_label("Recipe").select_option("logistic_regression")
     page.get_by_label("C", exact=True).wait_for()
-    page.get_by_label("Backend").select_option("local")
-    page.get_by_label("Instance type").select_option("local")
-    page.get_by_label("Instance count").fill("1")
     page.get_by_label("C", exact=True).fill("-1")
     page.get_by_role("button", name="Launch training run").click()
     assert "between" in page.locator('[data-field="hp_C"]').inner_text()
@@ -76,3 +65,35 @@ def test_launch_form_end_to_end(page, sign_in, users, version: DatasetVersion, c
     page.wait_for_url(f"**/models/cancer/{model.registered_model.slug}/v1/")
     assert page.get_by_test_id("model-sha256").inner_text() == model.sha256
     assert "accuracy" in page.get_by_test_id("model-metrics").inner_text()
+
+
+def test_the_estimate_follows_the_inputs_when_sagemaker_is_configured(page, sign_in, users, version: DatasetVersion, settings) -> None:
+    settings.SAGEMAKER_ROLE_ARN = "arn:aws:iam::123456789012:role/training"
+    settings.SAGEMAKER_S3_URL = "s3://bucket/prefix"
+    sign_in(users.data_scientist)
+    page.goto(f"/runs/new/training/?train={version.pk}")
+    page.get_by_label("Backend").select_option("sagemaker")
+    page.get_by_label("Instance type").select_option("ml.m5.xlarge")
+    page.get_by_label("Instance count").fill("2")
+    page.get_by_label("Max runtime (minutes)").fill("120")
+    page.get_by_label("Max runtime (minutes)").dispatch_event("change")
+    page.locator('#estimate [data-cost="0.92"]').wait_for()
+    assert "2 × ml.m5.xlarge" in page.get_by_test_id("estimate").inner_text()
+
+
+def test_derive_form_fields_follow_the_recipe(page, sign_in, users, version: DatasetVersion) -> None:
+    sign_in(users.data_scientist)
+    page.goto(f"/datasets/cancer/breast-cancer/v{version.number}/")
+    page.get_by_role("link", name="Derive…").click()
+    page.wait_for_url(re.compile(r".*/runs/new/transform/\?input=\d+$"))
+    assert page.get_by_label("test_fraction").get_attribute("placeholder") == "0.2"
+    page.get_by_label("Recipe").select_option("select_columns")
+    page.get_by_label("columns *").wait_for()
+    assert page.get_by_label("test_fraction").count() == 0
+    page.get_by_label("Recipe").select_option("split")
+    page.get_by_label("test_fraction").fill("0.5")
+    page.get_by_label("stratify_column").select_option("target")
+    page.get_by_role("button", name="Queue transform run").click()
+    page.wait_for_url(re.compile(r".*/runs/\d+/$"))
+    run = Run.objects.get()
+    assert run.recipe == "split" and run.parameters["test_fraction"] == 0.5 and run.parameters["stratify_column"] == "target"

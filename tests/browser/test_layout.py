@@ -1,0 +1,114 @@
+"""Pages a person reads, at a laptop's 1366 px and a phone's 390 px: nothing runs past the window, long URIs
+and hashes wrap with a copy button, charts say what they show."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fixtures.history import LONG_S3, make_history
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+WIDTHS = (1366, 390)
+SHOTS = Path(__file__).resolve().parents[2] / "test-results" / "layout"
+
+
+@pytest.fixture
+def history(users: Any, tmp_path: Path) -> dict[str, Any]:
+    return make_history(users, tmp_path)
+
+
+def _pages(history: dict[str, Any]) -> dict[str, str]:
+    version, run, model_version = history["version"], history["run"], history["model_version"]
+    return {
+        "dataset-version": "/datasets/penguins/penguins/v1/",
+        "model-version": "/models/penguins/penguins-random-forest/v1/",
+        "run": f"/runs/{run.pk}/",
+        "lineage": f"/lineage/{version.node_id}/",
+        "lineage-of-model": f"/lineage/{model_version.node_id}/",
+    }
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_no_page_is_wider_than_the_window(page, sign_in, users, history, width: int) -> None:
+    sign_in(users.data_scientist)
+    page.set_viewport_size({"width": width, "height": 900})
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    too_wide = {}
+    for name, url in _pages(history).items():
+        page.goto(url)
+        page.wait_for_load_state("load")
+        page.screenshot(path=str(SHOTS / f"{name}-{width}.png"), full_page=True)
+        scroll_width = page.evaluate("document.documentElement.scrollWidth")
+        if scroll_width > width:
+            too_wide[name] = scroll_width
+    assert too_wide == {}, f"pages wider than {width} px"
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_every_lineage_node_shows_its_whole_label_inside_its_box(page, sign_in, users, history, width: int) -> None:
+    sign_in(users.finance)
+    page.set_viewport_size({"width": width, "height": 900})
+    for url in (_pages(history)["lineage"], _pages(history)["model-version"]):
+        page.goto(url)
+        overflowing = page.evaluate("""() => [...document.querySelectorAll('[data-testid=lineage-graph] a[data-node]')].flatMap(a => {
+            const box = a.querySelector('rect').getBBox(), svg = a.ownerSVGElement;
+            return [...a.querySelectorAll('text')].filter(t => {
+                const b = t.getBBox();
+                return b.x + b.width > box.x + box.width - 4 || box.x + box.width > svg.viewBox.baseVal.width;
+            }).map(t => t.textContent);
+        })""")
+        assert overflowing == [], url
+        # The whole graph can be scrolled into view inside its card.
+        graph = page.get_by_test_id("lineage-graph")
+        graph.evaluate("g => g.scrollLeft = g.scrollWidth")
+        right_most = page.locator(f'a[data-node="{history["model_version"].node_id}"] rect')
+        box, card = right_most.bounding_box(), graph.bounding_box()
+        assert box and card and box["x"] + box["width"] <= card["x"] + card["width"]
+
+
+def test_copy_buttons_copy_the_whole_value(page, sign_in, users, history) -> None:
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    sign_in(users.finance)
+    page.set_viewport_size({"width": 390, "height": 900})
+    page.goto(_pages(history)["dataset-version"])
+    for testid, value in (("sha256", history["version"].sha256), ("uri", LONG_S3)):
+        copyable = page.get_by_test_id(testid).locator("xpath=..")
+        button = copyable.get_by_role("button", name="Copy")
+        button.click()
+        copyable.locator("button.copy.copied", has_text="Copied").wait_for()
+        assert page.evaluate("navigator.clipboard.readText()") == value
+        assert page.get_by_test_id(testid).inner_text() == value
+
+
+def test_profile_charts_show_whole_years_and_the_missing_share(page, sign_in, users, history) -> None:
+    sign_in(users.finance)
+    page.set_viewport_size({"width": 1366, "height": 900})
+    page.goto(_pages(history)["dataset-version"])
+    year = page.locator('.chart[data-column="year"]')
+    year.locator(".barlayer .point").first.wait_for()
+    ticks = year.locator(".xtick text").all_text_contents()
+    assert ticks == ["2007", "2008", "2009"]
+    assert year.locator(".gtitle").text_content() == "year"  # nothing missing, nothing said
+    species = page.locator('.chart[data-column="species"]')
+    assert species.locator(".gtitle").text_content() == "species · 30 missing (25%)"
+    assert "(missing)" in species.locator(".ytick text").all_text_contents()
+    bill = page.locator('.chart[data-column="bill_length_mm"]')
+    assert bill.locator(".gtitle").text_content() == "bill_length_mm · 12 missing (10%)"
+    assert all("," not in tick for tick in bill.locator(".xtick text").all_text_contents())
+
+
+def test_run_page_shows_seconds_and_clock_times(page, sign_in, users, history) -> None:
+    sign_in(users.finance)
+    page.goto(_pages(history)["run"])
+    assert page.get_by_test_id("duration").inner_text() == "42 s"
+    log = page.get_by_test_id("run-log").inner_text().splitlines()
+    assert log[:2] == ["metric: cv_accuracy=0.96; fold=0; time=00:00:00", "metric: cv_accuracy=0.96; fold=1; time=00:01:01"]
+    assert page.get_by_test_id("run-log").locator("time").first.get_attribute("datetime") == "2026-12-01T00:00:00.123Z"
+    # Whole folds on the metric chart's axis.
+    chart = page.locator('.chart[data-column="cv_accuracy"]')
+    chart.locator(".scatterlayer .point").first.wait_for()
+    assert chart.locator(".xtick text").all_text_contents() == ["0", "1", "2", "3", "4"]
