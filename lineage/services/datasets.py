@@ -283,6 +283,7 @@ def version_local_files(version: DatasetVersion) -> Any:
         for index, entry in enumerate(manifest.entries):
             suffix = "".join(Path(entry.key).suffixes[-2:])
             dest = Path(tmp) / f"part-{index:06d}{suffix}"
-            paths.append(sources.fetch_manifest_entry(manifest, entry, dest, allowed_roots=settings.DATASET_FILE_ROOTS))
+            paths.append(sources.fetch_manifest_entry(manifest, entry, dest, allowed_roots=settings.DATASET_FILE_ROOTS,
+                                                     region=settings.AWS_REGION))
         yield paths
 

@@ -117,10 +117,11 @@ def _register_source(registration: DatasetRegistration, progress: Callable[[floa
     with tempfile.TemporaryDirectory(prefix="register-", dir=settings.FILE_UPLOAD_TEMP_DIR) as tmp:
         if uri.startswith("s3://") and not sources.is_prefix(uri):
             snapshot: sources.SingleObject | sources.Manifest = sources.snapshot_s3_object(
-                uri, Path(tmp) / "object", progress=progress, max_bytes=settings.DATASET_MAX_UPLOAD_BYTES
+                uri, Path(tmp) / "object", region=settings.AWS_REGION, progress=progress,
+                max_bytes=settings.DATASET_MAX_UPLOAD_BYTES,
             )
         elif uri.startswith("s3://"):
-            snapshot = sources.snapshot_s3_prefix(uri)
+            snapshot = sources.snapshot_s3_prefix(uri, region=settings.AWS_REGION)
         else:
             snapshot = sources.snapshot_local(uri, allowed_roots=roots)
         if isinstance(snapshot, sources.SingleObject):
@@ -134,7 +135,8 @@ def _register_source(registration: DatasetRegistration, progress: Callable[[floa
             )
         # A manifest: check the first object's format now so a folder of junk fails at registration.
         first = snapshot.entries[0]
-        first_path = sources.fetch_manifest_entry(snapshot, first, Path(tmp) / "first", allowed_roots=roots)
+        first_path = sources.fetch_manifest_entry(snapshot, first, Path(tmp) / "first", allowed_roots=roots,
+                                                  region=settings.AWS_REGION)
         with first_path.open("rb") as handle:
             head = handle.read(8)
         content_format = dataset_files.detect_format(first.key, head)

@@ -180,7 +180,10 @@ def run_poll(*, run_id: int, generation: int | None = None, tick: int | None = N
         if run.status == Run.Status.STOPPING and status.state == "running":
             backend.stop(run.backend_job_id)  # the first stop was lost or refused: ask again
         if generation is not None:
-            _enqueue_poll(run.pk, generation=generation, tick=(tick or 0) + 1, countdown=poll_interval(run))
+            # The backend read only part of a long log this time: come back soon for the rest.
+            behind = bool((run.log_cursor or {}).get("more"))
+            _enqueue_poll(run.pk, generation=generation, tick=(tick or 0) + 1,
+                          countdown=min(1.0, poll_interval(run)) if behind else poll_interval(run))
         return run
     return _finish(run, backend, status)
 

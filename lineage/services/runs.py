@@ -130,8 +130,7 @@ def training_resource_errors(*, backend: str, instance_type: str, instance_count
         if not 1 <= instance_count <= settings.TRAINING_MAX_INSTANCES:
             errors["instance_count"] = [f"expected a whole number between 1 and {settings.TRAINING_MAX_INSTANCES}"]
     if spec is not None and "instance_count" not in errors:
-        problem = recipe_registry.instance_count_problem(spec, instance_count) if hasattr(
-            recipe_registry, "instance_count_problem") else None
+        problem = recipe_registry.instance_count_problem(spec, instance_count)
         if problem:
             errors["instance_count"] = [problem]
     if not MIN_RUNTIME_SECONDS <= max_runtime_seconds <= max_runtime_seconds_limit():
@@ -279,6 +278,12 @@ def training_run_launch(
     cleaned, parameter_errors = recipe_registry.validate_parameters(spec, values, columns=list(train.columns))
     for name, message in parameter_errors.items():
         errors["target" if name == "target" else f"hyperparameters.{name}"] = [message]
+    if "target" not in errors:
+        # The profile knows each column's kind: a text target for a regression (or continuous numbers for a
+        # classifier) is refused here, not two seconds into the run.
+        problem = recipe_registry.target_problem(spec, cleaned, _column_profile(train, cleaned.get("target")))
+        if problem:
+            errors["target"] = [problem]
     if validation is not None:
         if validation.dataset.project_id != train.dataset.project_id:
             errors["validation"] = ["expected a dataset version of the same project as the training data"]
@@ -304,6 +309,13 @@ def training_run_launch(
         output_name=name, reproduced_from=reproduced_from, instance_type=instance_type, instance_count=instance_count,
         max_runtime_seconds=max_runtime_seconds, estimated_cost=estimate,
     )
+
+
+def _column_profile(version: DatasetVersion, column: Any) -> dict[str, Any] | None:
+    profile = getattr(version, "profile", None)
+    if not isinstance(column, str) or profile is None or not profile.profile:
+        return None
+    return (profile.profile.get("columns") or {}).get(column)
 
 
 def _schema_differences(validation: DatasetVersion, train: DatasetVersion) -> list[str]:

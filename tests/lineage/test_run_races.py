@@ -181,8 +181,11 @@ def test_a_stop_that_arrives_after_the_job_finished_keeps_the_results(queued_run
 
 def test_a_start_lost_too_often_fails_with_the_reason(queued_run, settings) -> None:
     run = queued_run()
-    Run.objects.filter(pk=run.pk).update(status="starting", attempt=settings.RUN_START_ATTEMPTS,
-                                         claimed_at=timezone.now() - timedelta(hours=2))
+    runs.RUN_MACHINE.claim(run.pk, "start", lease_seconds=600)
+    for _ in range(settings.RUN_START_ATTEMPTS - 1):  # each worker dies holding the start; the next takes it over
+        Run.objects.filter(pk=run.pk).update(claimed_at=timezone.now() - timedelta(hours=2))
+        runs.RUN_MACHINE.claim(run.pk, "start", lease_seconds=600)
+    Run.objects.filter(pk=run.pk).update(claimed_at=timezone.now() - timedelta(hours=2))
     failed = run_execution.run_start(run_id=run.pk)
     assert failed.status == "failed"
     assert failed.status_reason == f"the workers starting it were lost {settings.RUN_START_ATTEMPTS} times"

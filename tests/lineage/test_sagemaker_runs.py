@@ -66,7 +66,10 @@ def test_sagemaker_run_from_launch_to_model_version(api_client_for, users, proje
     assert job["RoleArn"] == "arn:aws:iam::123456789012:role/ControlPlaneSageMaker"
     assert job["ResourceConfig"]["InstanceType"] == "ml.m5.xlarge"
     assert job["StoppingCondition"]["MaxRuntimeInSeconds"] == 1800
-    assert job["HyperParameters"]["target"] == "target" and job["HyperParameters"]["sagemaker_program"].endswith(".py")
+    # JSON-encoded, as the SageMaker SDK sends them and the training toolkit decodes them.
+    assert json.loads(job["HyperParameters"]["target"]) == "target"
+    assert json.loads(job["HyperParameters"]["sagemaker_program"]).endswith(".py")
+    assert json.loads(job["HyperParameters"]["missing_values"]) == {"train": [""]}
 
     # What the training container would leave behind: its log lines and the model archive.
     logs = boto3.client("logs", endpoint_url=moto_server, region_name="us-east-1")

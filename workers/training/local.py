@@ -331,8 +331,10 @@ class LocalTrainingBackend:
         )
         for channel in channels:
             env[f"SM_CHANNEL_{channel.upper()}"] = str(work_dir / "input" / "data" / channel)
-        for name, value in encode_hyperparameters(hyperparameters).items():
-            env[f"SM_HP_{name.upper()}"] = value
+        for name, value in hyperparameters.items():
+            if value is not None:
+                # As the training toolkit sets them: text as it is, anything else as compact sorted JSON.
+                env[f"SM_HP_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value, sort_keys=True, separators=(",", ":"))
         command = [
             self.python,
             "-c",
