@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.conf import settings
+from django.core.validators import MaxValueValidator
 
 from controlplane.models import Project
+from lineage.services import runs
 
 
 class DatasetRegisterForm(forms.Form):
@@ -16,12 +19,19 @@ class DatasetRegisterForm(forms.Form):
     )
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
     file = forms.FileField(required=False, help_text="CSV, Parquet or JSON Lines (optionally .gz).")
+    missing_values = forms.CharField(
+        required=False, max_length=1000, label="Missing values",
+        help_text="Text that means no value, comma-separated (e.g. NA, n/a). Empty fields always do; nothing else "
+                  "is guessed, so NA stays Namibia unless you name it.",
+    )
     uri = forms.CharField(
         required=False,
         max_length=1024,
         label="…or a location",
         help_text="s3://bucket/key, s3://bucket/prefix/ (many objects), or file:///path under an allowed folder.",
     )
+
+    field_order = ["project", "dataset", "description", "file", "uri", "missing_values"]
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -80,20 +90,6 @@ class TransformForm(forms.Form):
         return {name: self.cleaned_data[f"hp_{name}"] for name in self.parameter_names if self.cleaned_data.get(f"hp_{name}") not in (None, "")}
 
 
-BACKENDS = [("local", "local (this machine)"), ("sagemaker", "SageMaker")]
-
-
-def unavailable_backends() -> dict[str, str]:
-    """Backends this deployment cannot run, with the reason (the same settings training_run_launch checks)."""
-    from django.conf import settings
-
-    if not settings.SAGEMAKER_ROLE_ARN:
-        return {"sagemaker": "SAGEMAKER_ROLE_ARN is not set"}
-    if not settings.SAGEMAKER_S3_URL:
-        return {"sagemaker": "it needs an s3:// OBJECT_STORE_URL or SAGEMAKER_S3_URL"}
-    return {}
-
-
 class SelectWithUnavailable(forms.Select):
     """A select whose unavailable choices are shown, disabled, with the reason in their label."""
 
@@ -116,27 +112,41 @@ class TrainingForm(forms.Form):
     recipe = forms.ChoiceField()
     validation = forms.ChoiceField(required=False, label="Validation data", help_text="Optional: otherwise a seeded hold-out of the training data.")
     target = forms.ChoiceField(label="Target column")
-    seed = forms.IntegerField(initial=42, min_value=0, max_value=2**31 - 1)
-    backend = forms.ChoiceField(choices=BACKENDS, initial="local")
+    seed = forms.IntegerField(initial=runs.DEFAULT_SEED, min_value=0, max_value=2**31 - 1)
+    backend = forms.ChoiceField(initial="local")
     instance_type = forms.ChoiceField(label="Instance type")
-    instance_count = forms.IntegerField(initial=1, min_value=1, max_value=100)
-    max_runtime_minutes = forms.IntegerField(initial=60, min_value=1, max_value=7 * 24 * 60, label="Max runtime (minutes)")
+    instance_count = forms.IntegerField(initial=1, min_value=1)
+    # The service owns the limit; the form states it in the unit the user types.
+    max_runtime_minutes = forms.IntegerField(initial=60, min_value=1, label="Max runtime (minutes)")
     model_name = forms.SlugField(required=False, max_length=63, help_text="The registered model to add the version to; defaults to <dataset>-<recipe>.")
 
     def __init__(self, *args: Any, recipes: list[Any], recipe: Any, columns: list[str], validations: list[tuple[str, str]],
-                 instance_types: list[str], **kwargs: Any) -> None:
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        limit = runs.max_runtime_seconds_limit() // 60
+        self.fields["max_runtime_minutes"].max_value = limit
+        self.fields["max_runtime_minutes"].validators.append(MaxValueValidator(limit))
+        self.fields["max_runtime_minutes"].widget.attrs["max"] = limit
+        self.fields["max_runtime_minutes"].help_text = f"At most {limit} minutes; the run is stopped then."
+        self.fields["instance_count"].max_value = settings.TRAINING_MAX_INSTANCES
+        self.fields["instance_count"].validators.append(MaxValueValidator(settings.TRAINING_MAX_INSTANCES))
+        self.fields["instance_count"].widget.attrs["max"] = settings.TRAINING_MAX_INSTANCES
         self.fields["recipe"].choices = [(r.name, f"{r.name} — {r.description}") for r in recipes]
         self.fields["recipe"].initial = recipe.name
         self.fields["target"].choices = [(c, c) for c in columns]
         self.fields["target"].initial = "target" if "target" in columns else (columns[-1] if columns else None)
         self.fields["validation"].choices = [("", "— none —"), *validations]
-        self.fields["instance_type"].choices = [("local", "local")] + [(t, t) for t in instance_types]
-        self.unavailable_backends = unavailable_backends()
-        self.fields["backend"].widget = SelectWithUnavailable(choices=BACKENDS, unavailable=self.unavailable_backends)
+        self.fields["instance_type"].choices = [("local", "local")] + [(t, t) for t in runs.sagemaker_instance_types()]
+        backends = runs.training_backends()
+        self.backend_labels = {b.name: b.label for b in backends}
+        self.unavailable_backends = {b.name: b.reason for b in backends if not b.available}
+        self.unavailable_messages = {b.name: b.unavailable_message for b in backends if not b.available}
+        self.fields["backend"].choices = [(b.name, b.label) for b in backends]
+        self.fields["backend"].widget = SelectWithUnavailable(choices=self.fields["backend"].choices,
+                                                              unavailable=self.unavailable_backends)
         if self.unavailable_backends:
             self.fields["backend"].help_text = " ".join(
-                f"{dict(BACKENDS)[name]} is not available here: {reason}." for name, reason in self.unavailable_backends.items()
+                f"{message}." for message in self.unavailable_messages.values()
             )
         self.hyperparameter_names = []
         for parameter in recipe.parameters:
@@ -148,7 +158,7 @@ class TrainingForm(forms.Form):
     def clean_backend(self) -> str:
         backend = self.cleaned_data["backend"]
         if backend in self.unavailable_backends:
-            raise forms.ValidationError(f"{dict(BACKENDS)[backend]} is not configured here: {self.unavailable_backends[backend]}")
+            raise forms.ValidationError(self.unavailable_messages[backend])
         return backend
 
     def hyperparameters(self) -> dict[str, Any]:

@@ -80,7 +80,7 @@ def dataset_register(request: HttpRequest) -> HttpResponse:
             if data.get("file"):
                 version, created = services.dataset_version_upload(
                     actor=request.user, project=data["project"], dataset=data["dataset"], upload=data["file"],
-                    description=data.get("description", ""),
+                    description=data.get("description", ""), missing_values=data.get("missing_values", ""),
                 )
                 if created:
                     messages.success(request, f"Registered {version}. Profiling has started.")
@@ -90,7 +90,7 @@ def dataset_register(request: HttpRequest) -> HttpResponse:
             else:
                 registration = services.dataset_registration_request(
                     actor=request.user, project=data["project"], dataset=data["dataset"], uri=data["uri"],
-                    description=data.get("description", ""),
+                    description=data.get("description", ""), missing_values=data.get("missing_values", ""),
                 )
                 target = reverse("dataset-registration-detail", args=[registration.pk])
         except ValidationError as exc:
@@ -305,7 +305,6 @@ def lineage_openlineage(request: HttpRequest, node_id: str) -> HttpResponse:
 
 
 def _training_form(request: HttpRequest, train: DatasetVersion, data: Any = None) -> tuple[TrainingForm, Any]:
-    from django.conf import settings
 
     from workers import recipes as recipe_registry
 
@@ -316,7 +315,7 @@ def _training_form(request: HttpRequest, train: DatasetVersion, data: Any = None
     form = TrainingForm(
         data, recipes=training_recipes, recipe=recipe, columns=list(train.columns),
         validations=[(str(v.pk), str(v)) for v in others],
-        instance_types=sorted(settings.TRAINING_INSTANCE_PRICES), initial={"recipe": recipe.name},
+        initial={"recipe": recipe.name},
     )
     return form, recipe
 

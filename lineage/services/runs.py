@@ -87,14 +87,18 @@ class BackendChoice:
     available: bool
     reason: str  # why it is not available here, when it is not
 
+    @property
+    def unavailable_message(self) -> str:
+        return f"{self.label} is not configured here: {self.reason}"
+
 
 def training_backends() -> list[BackendChoice]:
     """The training backends, each with whether this installation can use it and, if not, why."""
     sagemaker_reason = ""
     if not settings.SAGEMAKER_ROLE_ARN:
-        sagemaker_reason = "SageMaker is not configured here: SAGEMAKER_ROLE_ARN is not set"
+        sagemaker_reason = "SAGEMAKER_ROLE_ARN is not set"
     elif not settings.SAGEMAKER_S3_URL:
-        sagemaker_reason = "SageMaker is not configured here: it needs an s3:// OBJECT_STORE_URL or SAGEMAKER_S3_URL"
+        sagemaker_reason = "it needs an s3:// OBJECT_STORE_URL or SAGEMAKER_S3_URL"
     return [
         BackendChoice("local", "local (this machine)", True, ""),
         BackendChoice("sagemaker", "SageMaker", not sagemaker_reason, sagemaker_reason),
@@ -118,7 +122,7 @@ def training_resource_errors(*, backend: str, instance_type: str, instance_count
     if choice is None:
         errors["backend"] = [f"expected one of: {', '.join(backend_names())}"]
     elif not choice.available:
-        errors["backend"] = [choice.reason]
+        errors["backend"] = [choice.unavailable_message]
     if backend == "local":
         if instance_type != "local":
             errors["instance_type"] = ["the local backend runs on this machine: expected 'local'"]

@@ -72,7 +72,7 @@ def test_sagemaker_is_shown_disabled_with_the_reason_when_not_configured(client,
     response = _training_page(client, version)
     assertContains(response, '<option value="sagemaker" disabled>SageMaker (not available: SAGEMAKER_ROLE_ARN is not set)</option>', html=True)
     assertContains(response, '<option value="local" selected>local (this machine)</option>', html=True)
-    assertContains(response, '<small class="help">SageMaker is not available here: SAGEMAKER_ROLE_ARN is not set.</small>', html=True)
+    assertContains(response, '<small class="help">SageMaker is not configured here: SAGEMAKER_ROLE_ARN is not set.</small>', html=True)
     # A hand-made request is refused on the field, before the service is asked.
     refused = _training_page(client, version, train=version["id"], recipe="logistic_regression", target="target", seed="1", backend="sagemaker",
                              instance_type="ml.m5.large", instance_count="1", max_runtime_minutes="60")

@@ -69,3 +69,17 @@ def test_the_profile_reads_the_version_with_its_markers(users, project) -> None:
     country = {v.pk: v.profile.__class__.objects.get(pk=v.pk).profile["columns"]["country"] for v in (plain, named)}
     assert country[plain.pk]["missing"] == 1  # only the empty field: NA is Namibia, None is a value
     assert country[named.pk]["missing"] == 3  # the user said NA means no value
+
+
+def test_the_register_page_takes_the_markers_and_the_version_page_shows_them(client, users, project) -> None:
+    from django.urls import reverse
+    from pytest_django.asserts import assertInHTML
+
+    client.force_login(users.data_scientist)
+    response = client.post(reverse("dataset-register"), {
+        "project": "cancer", "dataset": "countries", "missing_values": "NA",
+        "file": SimpleUploadedFile("countries.csv", COUNTRIES),
+    }, follow=True)
+    version = DatasetVersion.objects.get(dataset__slug="countries")
+    assert version.missing_values == ["", "NA"]
+    assertInHTML('<dd data-testid="missing-values">empty fields, <code>NA</code></dd>', response.content.decode())
