@@ -230,7 +230,9 @@ class LocalTrainingBackend:
         offset = _cursor_offset(cursor)
         record = _read_json(work_dir / "job.json")
         # Decided before reading: once the job has ended nothing more is written, so a last partial line is whole.
-        finished = (work_dir / "usage.json").exists() or not _process_alive(record)
+        # A job with no pid yet may be starting: its process can be running before the pid is recorded.
+        ended = record.get("pid") is not None and not _process_alive(record)
+        finished = (work_dir / "usage.json").exists() or ended or record.get("state") == "stopped"
         data = _read_from(work_dir / "logs" / "output.log", offset)
         end = data.rfind(b"\n") + 1
         if finished:
