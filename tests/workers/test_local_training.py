@@ -406,6 +406,19 @@ def test_describe_reads_no_metrics_and_read_log_refuses_a_bad_cursor(
     assert not hasattr(backend, "logs")
 
 
+def test_a_starting_jobs_half_line_waits_for_its_end(backend: LocalTrainingBackend, tmp_path: Path) -> None:
+    job_id = start(backend, script_recipe(tmp_path, "five", FIVE_LINES), "starting")
+    assert finished(backend, job_id).state == "succeeded"
+    # As in the moment between spawning the process and recording its pid: running, but no pid in job.json yet.
+    record = {key: value for key, value in job_record(backend, job_id).items() if key not in ("pid", "pgid")}
+    record["state"] = "starting"
+    (backend.root / job_id / "job.json").write_text(json.dumps(record))
+    (backend.root / job_id / "usage.json").unlink()
+    (backend.root / job_id / "logs" / "output.log").write_text("complete\nhalf a li")
+    chunk = backend.read_log(job_id, cursor=None, metric_definitions=[])
+    assert chunk.lines == ["complete"] and chunk.cursor == {"offset": len("complete\n")}
+
+
 def test_a_failed_jobs_message_quotes_the_end_of_a_long_log(backend: LocalTrainingBackend, tmp_path: Path) -> None:
     job_id = start(backend, script_recipe(tmp_path, "long", LONG_LOG), "long")
     status = finished(backend, job_id)

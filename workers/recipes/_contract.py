@@ -447,7 +447,8 @@ def read_data_file(path: Path, *, missing_values: Sequence[str] = ("",)) -> pd.D
     frame = pd.read_csv(path, compression="gzip" if compressed else None, keep_default_na=False, na_values=markers)
     for column in frame.columns:
         values = frame[column]
-        if not pd.api.types.is_string_dtype(values):
+        # infer_dtype, not is_string_dtype: older pandas (SageMaker's images) calls any object column a string one.
+        if pd.api.types.infer_dtype(values, skipna=True) != "string":
             continue
         not_a_number = values.str.strip().str.lower() == "nan"
         if not_a_number.any():

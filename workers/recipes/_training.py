@@ -225,12 +225,6 @@ def cross_validate(task: str, pipeline: Any, data: TrainingData, folds: int, see
     return results
 
 
-def cv_metric_names(task: str) -> list[str]:
-    """The series cross_validate reports for `task`: per fold, mean and standard deviation."""
-    name = "cv_" + primary_metric(task)
-    return [f"{name}_fold", name, f"{name}_std"]
-
-
 def fit_in_batches(
     pipeline: Any, x: pd.DataFrame, y: pd.Series, *, size_parameter: str, unit: str, batches: int = 10
 ) -> Any:

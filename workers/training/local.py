@@ -97,8 +97,8 @@ _INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
 MAX_LOG_READ_BYTES = 4 * 1024 * 1024
 # A failed job's message quotes the end of its log: this much of it is read, never the whole file.
 FAILURE_TAIL_BYTES = 64 * 1024
-# psutil's create_time comes from the kernel's start time in clock ticks (1/100 s): equal within that, same process.
-_CREATE_TIME_TOLERANCE = 0.005
+# A process's start comes from the kernel's start time in clock ticks (1/100 s): equal within that, same process.
+_START_TOLERANCE_SECONDS = 0.005
 
 
 class LocalTrainingBackend:
@@ -162,7 +162,7 @@ class LocalTrainingBackend:
                 state="started",
                 pid=process.pid,
                 pgid=process.pid,
-                process_create_time=_create_time(process.pid),
+                process_started_after_boot=_started_after_boot(process.pid),
                 started_at=time.time(),
             )
             _write_json(work_dir / "job.json", record)
@@ -235,7 +235,9 @@ class LocalTrainingBackend:
         offset = _cursor_offset(cursor)
         record = _read_json(work_dir / "job.json")
         # Decided before reading: once the job has ended nothing more is written, so a last partial line is whole.
-        finished = (work_dir / "usage.json").exists() or not _process_alive(record)
+        # A job with no pid yet may be starting: its process can be running before the pid is recorded.
+        ended = record.get("pid") is not None and not _process_alive(record)
+        finished = (work_dir / "usage.json").exists() or ended or record.get("state") == "stopped"
         data = _read_from(work_dir / "logs" / "output.log", offset)
         end = data.rfind(b"\n") + 1
         if finished:
@@ -510,10 +512,11 @@ def _failure_message(work_dir: Path, exit_code: int | None) -> str:
 # --- processes ---------------------------------------------------------------------------------------------------
 
 
-def _create_time(pid: int) -> float | None:
-    """When process `pid` started (seconds since the epoch), or None when there is no such process."""
+def _started_after_boot(pid: int) -> float | None:
+    """Seconds from boot to the start of process `pid`, or None when there is no such process."""
     try:
-        return psutil.Process(pid).create_time()
+        # create_time alone follows the wall clock (an NTP step moves it); its distance from boot_time does not.
+        return psutil.Process(pid).create_time() - psutil.boot_time()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
 
@@ -527,11 +530,11 @@ def _running(process: psutil.Process) -> bool:
 
 def _is_the_job(pid: int, record: dict[str, Any]) -> bool:
     """Is `pid` still the process the job started, not a later one that reused its pid?"""
-    expected = record.get("process_create_time")
+    expected = record.get("process_started_after_boot")
     if expected is None:
         return True
-    started = _create_time(pid)
-    return started is not None and abs(started - float(expected)) <= _CREATE_TIME_TOLERANCE
+    started = _started_after_boot(pid)
+    return started is not None and abs(started - float(expected)) <= _START_TOLERANCE_SECONDS
 
 
 def _process_alive(record: dict[str, Any]) -> bool:
@@ -564,7 +567,7 @@ def _owns_group(record: dict[str, Any]) -> bool:
     if not _group_members(pgid):
         return False
     # While any member lives the kernel does not hand the group id out again; only a reused leader pid is foreign.
-    return _create_time(pgid) is None or _is_the_job(pgid, record)
+    return _started_after_boot(pgid) is None or _is_the_job(pgid, record)
 
 
 def _signal_group(pgid: int, signum: signal.Signals) -> None:
