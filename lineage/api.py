@@ -19,6 +19,7 @@ from controlplane.uploads import upload_limit_message
 from lineage import selectors, services
 from lineage.models import Dataset, DatasetRegistration, DatasetVersion, ModelVersion, RegisteredModel, Run, RunEvent
 from lineage.openlineage import lineage_run_events
+from lineage.services import runs
 
 
 class DatasetOutput(serializers.ModelSerializer):
@@ -442,11 +443,12 @@ class TrainingRunInput(serializers.Serializer):
     validation = serializers.IntegerField(min_value=1, max_value=2**63 - 1, required=False, allow_null=True, default=None)
     target = serializers.CharField(max_length=200)
     hyperparameters = serializers.DictField(required=False, default=dict)
-    seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, required=False, default=42)
-    backend = serializers.ChoiceField(choices=["local", "sagemaker"], default="local")
+    seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, required=False, default=runs.DEFAULT_SEED)
+    backend = serializers.ChoiceField(choices=runs.backend_names(), default="local")
     instance_type = serializers.CharField(max_length=50, required=False, allow_blank=True, default="")
     instance_count = serializers.IntegerField(min_value=1, max_value=100, default=1)
-    max_runtime_seconds = serializers.IntegerField(min_value=1, max_value=30 * 24 * 3600, default=3600)
+    # The limits are the service's (runs.training_resource_errors): it names the field and the range in seconds.
+    max_runtime_seconds = serializers.IntegerField(default=3600)
     model_name = serializers.CharField(max_length=63, required=False, allow_blank=True, default="")
 
 
@@ -507,16 +509,16 @@ class RunMetricsApi(GenericAPIView):
 
 
 class RunEstimateInput(serializers.Serializer):
-    backend = serializers.ChoiceField(choices=["local", "sagemaker"], default="local")
+    backend = serializers.ChoiceField(choices=runs.backend_names(), default="local")
     instance_type = serializers.CharField(required=False, default="local")
-    instance_count = serializers.IntegerField(min_value=1, max_value=100, default=1)
-    max_runtime_seconds = serializers.IntegerField(min_value=60, max_value=30 * 24 * 3600, default=3600)
+    instance_count = serializers.IntegerField(default=1)
+    max_runtime_seconds = serializers.IntegerField(default=3600)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        from django.conf import settings
-
-        if attrs["backend"] == "sagemaker" and attrs["instance_type"] not in settings.TRAINING_INSTANCE_PRICES:
-            raise serializers.ValidationError({"instance_type": [f"expected one of: {', '.join(sorted(settings.TRAINING_INSTANCE_PRICES))}"]})
+        # The launch's own rules: an estimate is never given for a run that would be refused.
+        errors = runs.training_resource_errors(**attrs)
+        if errors:
+            raise serializers.ValidationError(errors)
         return attrs
 
 

@@ -252,8 +252,10 @@ def run_list(*, project: str = "", status: str = "", kind: str = "", recipe: str
 
 
 def final_metrics(run: Run) -> dict[str, float]:
-    """The last value of each metric series (what a run ended with)."""
-    return {name: points[-1]["value"] for name, points in (run.metrics or {}).items() if points}
+    """The last value of each metric series (what a run ended with). Per-fold series (`*_fold`) are left out: their
+    last point is one fold's score; the recipe reports their mean and standard deviation as `cv_<metric>[_std]`."""
+    return {name: points[-1]["value"] for name, points in (run.metrics or {}).items()
+            if points and not name.endswith("_fold")}
 
 
 def reproduction_check(run: Run) -> dict[str, Any] | None:

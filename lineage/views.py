@@ -24,6 +24,7 @@ from lineage.forms import DatasetRegisterForm, TrainingForm, TransformForm
 from lineage.graph_layout import layout_graph
 from lineage.models import Dataset, DatasetRegistration, DatasetVersion, ModelVersion, RegisteredModel, Run
 from lineage.openlineage import lineage_run_events
+from lineage.services import runs
 
 
 def _id_param(request: HttpRequest, name: str) -> int:
@@ -353,21 +354,23 @@ def training_create(request: HttpRequest) -> HttpResponse:
 
 
 def run_estimate(request: HttpRequest) -> HttpResponse:
-    """The cost estimate shown next to the launch form, recomputed as the user changes it."""
-    from django.conf import settings
-
+    """The cost estimate shown next to the launch form, recomputed as the user changes it, under the launch's rules
+    (so a run the launch would refuse gets the reason, in the form's units, instead of a price)."""
     permissions.require(request.user, "run.view")
     backend = request.GET.get("backend", "local")
     instance_type = request.GET.get("instance_type", "local")
     count_text, minutes_text = request.GET.get("instance_count", "1"), request.GET.get("max_runtime_minutes", "60")
     if not all(t.isascii() and t.isdigit() and 0 < len(t) <= 6 for t in (count_text, minutes_text)):
         return HttpResponse('<span class="error">Enter whole numbers to see the estimate.</span>')
-    if backend not in ("local", "sagemaker"):
-        return HttpResponse('<span class="error">Pick a backend to see the estimate.</span>')
-    if backend == "sagemaker" and instance_type not in settings.TRAINING_INSTANCE_PRICES:
-        return HttpResponse('<span class="error">Pick a SageMaker instance type to see the estimate.</span>')
-    cost, explanation = selectors.run_cost_estimate(backend=backend, instance_type=instance_type, instance_count=max(int(count_text), 1),
-                                                   max_runtime_seconds=max(int(minutes_text), 1) * 60)
+    minutes = int(minutes_text)
+    errors = runs.training_resource_errors(backend=backend, instance_type=instance_type, instance_count=int(count_text),
+                                           max_runtime_seconds=minutes * 60)
+    if "max_runtime_seconds" in errors:
+        errors["max_runtime_seconds"] = [f"expected 1 to {runs.max_runtime_seconds_limit() // 60} minutes"]
+    if errors:
+        return render(request, "lineage/_estimate.html", {"errors": [m for messages in errors.values() for m in messages]})
+    cost, explanation = selectors.run_cost_estimate(backend=backend, instance_type=instance_type,
+                                                   instance_count=int(count_text), max_runtime_seconds=minutes * 60)
     return render(request, "lineage/_estimate.html", {"cost": cost, "explanation": explanation})
 
 

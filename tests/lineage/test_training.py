@@ -59,7 +59,11 @@ def test_train_register_and_reproduce_on_the_local_backend(celery_worker, api_cl
     assert version.target == "target" and len(version.input_schema) == 30
     assert 0.9 < version.metrics["accuracy"] <= 1.0 and "roc_auc" in version.metrics
     metrics = client.get(reverse("api-run-metrics", args=[run.pk])).json()
-    assert len(metrics["series"]["cv_accuracy"]) == 5 and metrics["final"]["accuracy"] == pytest.approx(version.metrics["accuracy"], abs=1e-6)
+    assert len(metrics["series"]["cv_accuracy_fold"]) == 5 and metrics["final"]["accuracy"] == pytest.approx(version.metrics["accuracy"], abs=1e-6)
+    # The run reports the folds' mean (and deviation), never the last fold's score, and leaves the folds out of "final".
+    folds = [point["value"] for point in metrics["series"]["cv_accuracy_fold"]]
+    assert metrics["final"]["cv_accuracy"] == pytest.approx(sum(folds) / 5, abs=1e-6)
+    assert "cv_accuracy_std" in metrics["final"] and "cv_accuracy_fold" not in metrics["final"]
     lineage = client.get(reverse("api-lineage", args=[version.node_id])).json()
     assert {f"dataset_version:{data['id']}", run.node_id} <= {n["id"] for n in lineage["nodes"]}
 
