@@ -152,8 +152,8 @@ def test_a_profile_whose_message_was_lost_is_queued_again_by_the_periodic_job(ce
     wait_profile(version["id"])
     # What a lost message leaves behind: a profile still queued, with nobody working on it.
     DatasetProfile.objects.filter(version_id=version["id"]).update(status="queued", profile=None, progress=0)
-    assert services.lineage_requeue_stale(older_than_seconds=300)["profiles"] == 0  # too recent to judge
+    assert services.lineage_requeue_stale()["profiles"] == 0  # sent less than a lease ago: too recent to judge
     registered_at = DatasetVersion.objects.get(pk=version["id"]).created_at
-    monkeypatch.setattr(timezone, "now", lambda: registered_at + timedelta(minutes=10))
-    assert services.lineage_requeue_stale(older_than_seconds=300)["profiles"] == 1
+    monkeypatch.setattr(timezone, "now", lambda: registered_at + timedelta(minutes=20))
+    assert services.lineage_requeue_stale()["profiles"] == 1
     assert wait_profile(version["id"]).status == "ready"

@@ -146,12 +146,27 @@ def test_bad_launch_input_names_the_field_and_creates_nothing(api_client_for, us
 
 
 @pytest.mark.django_db
-def test_cost_estimate(api_client_for, users) -> None:
+def test_cost_estimate(api_client_for, users, settings) -> None:
+    settings.SAGEMAKER_ROLE_ARN = "arn:aws:iam::123456789012:role/ControlPlaneSageMaker"
+    settings.SAGEMAKER_S3_URL = "s3://bucket/sagemaker"
     client = api_client_for(users.finance)
     body = client.get(reverse("api-run-estimate"), {"backend": "sagemaker", "instance_type": "ml.m5.xlarge", "instance_count": 2, "max_runtime_seconds": 7200}).json()
     assert body["estimated_cost"] == "0.92" and "2 × ml.m5.xlarge" in body["explanation"]
     bad = client.get(reverse("api-run-estimate"), {"backend": "sagemaker", "instance_type": "ml.nope"})
     assert bad.status_code == 400 and "instance_type" in bad.json()["error"]["fields"]
+
+
+@pytest.mark.django_db
+def test_the_estimate_refuses_what_the_launch_refuses_in_the_users_unit(api_client_for, client, users, settings) -> None:
+    limit = settings.TRAINING_MAX_RUNTIME_SECONDS
+    api = api_client_for(users.finance)
+    too_long = api.get(reverse("api-run-estimate"), {"max_runtime_seconds": limit + 1})
+    assert too_long.status_code == 400 and f"and {limit} seconds" in too_long.json()["error"]["fields"]["max_runtime_seconds"][0]
+    unconfigured = api.get(reverse("api-run-estimate"), {"backend": "sagemaker", "instance_type": "ml.m5.xlarge"})
+    assert unconfigured.status_code == 400 and "SAGEMAKER_ROLE_ARN" in unconfigured.json()["error"]["fields"]["backend"][0]
+    client.force_login(users.data_scientist)
+    page = client.get(reverse("run-estimate"), {"max_runtime_minutes": limit // 60 + 1}).content.decode()
+    assert f"expected 1 to {limit // 60} minutes" in page and "data-cost" not in page
 
 
 @pytest.mark.django_db
