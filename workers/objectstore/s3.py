@@ -353,12 +353,14 @@ DIRECT_UPLOAD_PART_BYTES = 16 * 1024 * 1024
 _MIB = 1024 * 1024
 
 
-def multipart_part_size(total_bytes: int, *, preferred: int = DIRECT_UPLOAD_PART_BYTES) -> int:
-    """The part size for `total_bytes` within S3's limits: `preferred`, grown in whole MiB to stay ≤ 10,000 parts."""
+def multipart_part_size(total_bytes: int, *, preferred: int | None = None) -> int:
+    """The part size for `total_bytes` within S3's limits: `preferred` (default DIRECT_UPLOAD_PART_BYTES), grown in
+    whole MiB to stay within 10,000 parts."""
     if total_bytes < 1:
         raise ValueError(f"expected at least 1 byte, got {total_bytes}")
     needed = -(-total_bytes // MULTIPART_MAX_PARTS)  # ceiling division
-    size = max(preferred, MULTIPART_MIN_PART_BYTES, -(-needed // _MIB) * _MIB)
+    wanted = DIRECT_UPLOAD_PART_BYTES if preferred is None else preferred
+    size = max(wanted, MULTIPART_MIN_PART_BYTES, -(-needed // _MIB) * _MIB)
     if size > MULTIPART_MAX_PART_BYTES:
         raise ValueError(
             f"{total_bytes} bytes need parts over S3's {MULTIPART_MAX_PART_BYTES} byte limit "
