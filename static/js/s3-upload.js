@@ -1,4 +1,5 @@
 // Direct upload to S3 for the register form (S3 backend only: the form then carries data-direct-upload).
+// The form's attributes are read with getAttribute: its "dataset" field shadows form.dataset.
 // The file goes from the browser to the bucket in parts through presigned URLs, so no portal server thread waits
 // on it: create (portal signs) → S3 CreateMultipartUpload → part URLs (portal signs) → PUT each part → S3
 // CompleteMultipartUpload → complete (portal queues the registration) → the registration page.
@@ -140,7 +141,7 @@
     };
     var created, uploadId, completeUrl;
     var done = [];
-    return callApi(form, form.dataset.directUpload, Object.assign({ filename: file.name, size: file.size }, values))
+    return callApi(form, form.getAttribute("data-direct-upload"), Object.assign({ filename: file.name, size: file.size }, values))
       .then(function (answer) {
         created = answer;
         showProgress(form, 0, file.size);
@@ -156,7 +157,7 @@
         for (var i = 0; i < numbers.length; i += 100) batches.push(numbers.slice(i, i + 100));
         return batches.reduce(function (previous, batch) {
           return previous.then(function () {
-            return callApi(form, form.dataset.uploadParts, { upload: created.upload, upload_id: uploadId, part_numbers: batch });
+            return callApi(form, form.getAttribute("data-upload-parts"), { upload: created.upload, upload_id: uploadId, part_numbers: batch });
           }).then(function (answer) {
             completeUrl = answer.complete_url;
             var queue = answer.parts.slice();
@@ -182,7 +183,7 @@
         return sendToS3("POST", completeUrl, xml);
       })
       .then(function () {
-        return callApi(form, form.dataset.uploadComplete, { upload: created.upload });
+        return callApi(form, form.getAttribute("data-upload-complete"), { upload: created.upload });
       })
       .then(function (registration) {
         window.location.assign(registration.url);
@@ -192,7 +193,7 @@
   // htmx asks before it posts the form; a chosen file on the S3 backend is sent directly instead.
   document.addEventListener("htmx:confirm", function (evt) {
     var form = evt.detail.elt;
-    if (!form || form.id !== "register-form" || !form.dataset.directUpload) return;
+    if (!form || form.id !== "register-form" || !form.getAttribute("data-direct-upload")) return;
     var file = form.elements.file && form.elements.file.files[0];
     if (!file) return;
     evt.preventDefault();
