@@ -20,6 +20,9 @@ def _positive_int(name: str, default: int) -> int:
 
 
 wsgi_app = "controlplane.wsgi:application"
+# Load Django (and, in on_starting, every URL's view) before the port opens: a bad setting fails the start with its
+# message rather than a worker boot loop, and the first request does not wait seconds for imports.
+preload_app = True
 bind = [os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")]
 # Threads: a request waiting on its client (an upload arriving) holds one thread; the other threads and the
 # worker's heartbeat carry on, so one slow upload never stalls the server.
@@ -38,6 +41,14 @@ keepalive = _positive_int("GUNICORN_KEEPALIVE", 5)
 # bytes arriving however slowly keep an upload alive. Longer than a load balancer's usual 60 s idle timeout.
 read_timeout = _positive_int("GUNICORN_READ_TIMEOUT", 75)
 accesslog = "-"
+# gunicornc's control socket defaults to one path per user, shared by every gunicorn on the machine; nothing uses it.
+control_socket_disable = True
+
+
+def on_starting(server: Any) -> None:
+    from django.urls import get_resolver
+
+    get_resolver().url_patterns  # noqa: B018 - imports the URLconf and every view module, as runserver's checks did
 
 
 def pre_request(worker: Any, req: Any) -> None:
