@@ -615,6 +615,11 @@ class DirectUploadPartOutput(serializers.Serializer):
     size = serializers.IntegerField()
 
 
+class DirectUploadPartsOutput(serializers.Serializer):
+    parts = DirectUploadPartOutput(many=True)
+    complete_url = serializers.CharField(help_text="POST the CompleteMultipartUpload XML (parts and ETags) here")
+
+
 class DirectUploadCompleteInput(serializers.Serializer):
     upload = serializers.CharField(max_length=4096)
 
@@ -636,12 +641,10 @@ class DirectUploadCreateApi(GenericAPIView):
 
 
 class DirectUploadPartsApi(GenericAPIView):
+    serializer_class = DirectUploadPartsOutput
+
     @extend_schema(
-        operation_id="dataset_uploads_parts", request=DirectUploadPartsInput,
-        responses=inline_serializer("DirectUploadParts", {
-            "parts": DirectUploadPartOutput(many=True),
-            "complete_url": serializers.CharField(help_text="POST the CompleteMultipartUpload XML here"),
-        }),
+        operation_id="dataset_uploads_parts", request=DirectUploadPartsInput, responses=DirectUploadPartsOutput,
         description="Presigned UploadPart URLs for the listed parts (default: the first 100) of a started upload.",
     )
     def post(self, request: Request) -> Response:
@@ -652,7 +655,7 @@ class DirectUploadPartsApi(GenericAPIView):
         parts, complete_url = uploads.direct_upload_part_urls(
             actor=request.user, ticket=data["upload"], upload_id=data["upload_id"], part_numbers=data["part_numbers"]
         )
-        return Response({"parts": DirectUploadPartOutput(parts, many=True).data, "complete_url": complete_url})
+        return Response(DirectUploadPartsOutput({"parts": parts, "complete_url": complete_url}).data)
 
 
 class DirectUploadCompleteApi(GenericAPIView):

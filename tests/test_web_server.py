@@ -64,7 +64,11 @@ def start_server(command: list[str], port: int, log_path: Path, **extra_env: str
         except requests.RequestException:
             return False
 
-    wait_for(answers, timeout=60, interval=0.2, what="the web server to answer")
+    try:
+        wait_for(answers, timeout=60, interval=0.2, what="the web server to answer")
+    except BaseException:
+        stop_server(process)
+        raise
     return process
 
 
