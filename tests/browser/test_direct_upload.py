@@ -97,3 +97,24 @@ def test_a_file_over_the_limit_is_refused_before_a_byte_moves(page, sign_in, use
     assert "over the 1,000 bytes limit" in error.inner_text()
     assert not [url for url in seen if url.startswith(moto_server)]
     assert not Dataset.objects.exists() and not DatasetRegistration.objects.exists()
+
+
+def test_a_bucket_that_hides_etag_gets_a_message_naming_the_cors_rule(page, sign_in, users, project, s3_portal,
+                                                                      moto_server, live_server, tmp_path: Path) -> None:
+    # The rule the operations guide warns about: CORS allows the portal but does not expose ETag.
+    boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1").put_bucket_cors(
+        Bucket=s3_portal,
+        CORSConfiguration={"CORSRules": [{"AllowedOrigins": [live_server.url], "AllowedMethods": ["PUT", "POST"], "AllowedHeaders": ["*"]}]},
+    )
+    path = tmp_path / "small.csv"
+    path.write_text("a,b\n1,2\n")
+    sign_in(users.data_scientist)
+    page.goto("/datasets/register/")
+    page.get_by_label("Dataset").fill("small")
+    page.get_by_label("File").set_input_files(str(path))
+    page.get_by_role("button", name="Register").click()
+    alert = page.locator("[data-upload-error]")
+    alert.wait_for()
+    assert "ExposeHeaders" in alert.inner_text() and "ETag" in alert.inner_text()
+    assert page.get_by_role("button", name="Register").is_enabled()
+    assert not DatasetRegistration.objects.exists()
