@@ -6,6 +6,7 @@ from typing import Any
 
 from django.http import Http404
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -19,7 +20,7 @@ from controlplane.uploads import upload_limit_message
 from lineage import selectors, services
 from lineage.models import Dataset, DatasetRegistration, DatasetVersion, ModelVersion, RegisteredModel, Run, RunEvent
 from lineage.openlineage import lineage_run_events
-from lineage.services import runs
+from lineage.services import runs, uploads
 
 
 class DatasetOutput(serializers.ModelSerializer):
@@ -589,3 +590,99 @@ class ModelVersionDetailApi(GenericAPIView):
     def get(self, request: Request, pk: int) -> Response:
         permissions.require(request.user, "model.view")
         return Response(ModelVersionOutput(get_object_or_404(ModelVersion.objects.select_related("registered_model__project"), pk=pk)).data)
+
+
+# --- direct uploads to S3 -------------------------------------------------------------------
+
+
+class DirectUploadCreateInput(serializers.Serializer):
+    project = serializers.CharField()
+    dataset = serializers.CharField(max_length=100)
+    description = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+    filename = serializers.CharField(max_length=1024)
+    size = serializers.IntegerField(min_value=1, help_text="The file's size in bytes")
+
+
+class DirectUploadCreateOutput(serializers.Serializer):
+    upload = serializers.CharField(source="ticket", help_text="Pass back to the part-URL and complete calls")
+    key = serializers.CharField()
+    size = serializers.IntegerField()
+    part_size = serializers.IntegerField()
+    part_count = serializers.IntegerField()
+    create_url = serializers.CharField(help_text="POST here (no body) to start the upload; S3 answers the UploadId")
+    expires_at = serializers.DateTimeField()
+
+
+class DirectUploadPartsInput(serializers.Serializer):
+    upload = serializers.CharField(max_length=4096)
+    upload_id = serializers.CharField(max_length=1024)
+    part_numbers = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=10_000), required=False,
+                                         max_length=uploads.MAX_PART_URLS_PER_CALL, default=list)
+
+
+class DirectUploadPartOutput(serializers.Serializer):
+    part_number = serializers.IntegerField()
+    url = serializers.CharField(help_text="PUT the part's bytes here; keep the ETag header S3 answers")
+    offset = serializers.IntegerField()
+    size = serializers.IntegerField()
+
+
+class DirectUploadPartsOutput(serializers.Serializer):
+    parts = DirectUploadPartOutput(many=True)
+    complete_url = serializers.CharField(help_text="POST the CompleteMultipartUpload XML (parts and ETags) here")
+
+
+class DirectUploadCompleteInput(serializers.Serializer):
+    upload = serializers.CharField(max_length=4096)
+
+
+class DirectUploadCreateApi(GenericAPIView):
+    serializer_class = DirectUploadCreateOutput
+
+    @extend_schema(
+        operation_id="dataset_uploads_create", request=DirectUploadCreateInput, responses={201: DirectUploadCreateOutput},
+        description="S3 backend only: start a direct upload of a file from the caller to S3, in parts. 400 with "
+                    "field errors for a bad project, dataset name or size (at most DATASET_MAX_UPLOAD_BYTES).",
+    )
+    def post(self, request: Request) -> Response:
+        permissions.require(request.user, "dataset.register")
+        serializer = DirectUploadCreateInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        upload = uploads.direct_upload_create(actor=request.user, **serializer.validated_data)
+        return Response(DirectUploadCreateOutput(upload).data, status=status.HTTP_201_CREATED)
+
+
+class DirectUploadPartsApi(GenericAPIView):
+    serializer_class = DirectUploadPartsOutput
+
+    @extend_schema(
+        operation_id="dataset_uploads_parts", request=DirectUploadPartsInput, responses=DirectUploadPartsOutput,
+        description="Presigned UploadPart URLs for the listed parts (default: the first 100) of a started upload.",
+    )
+    def post(self, request: Request) -> Response:
+        permissions.require(request.user, "dataset.register")
+        serializer = DirectUploadPartsInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        parts, complete_url = uploads.direct_upload_part_urls(
+            actor=request.user, ticket=data["upload"], upload_id=data["upload_id"], part_numbers=data["part_numbers"]
+        )
+        return Response(DirectUploadPartsOutput({"parts": parts, "complete_url": complete_url}).data)
+
+
+class DirectUploadCompleteApi(GenericAPIView):
+    serializer_class = DatasetRegistrationOutput
+
+    @extend_schema(
+        operation_id="dataset_uploads_complete", request=DirectUploadCompleteInput, responses={202: DatasetRegistrationOutput},
+        description="After S3 accepted CompleteMultipartUpload: register the object. A worker validates and stores it; "
+                    "poll the registration for the dataset version.",
+    )
+    def post(self, request: Request) -> Response:
+        permissions.require(request.user, "dataset.register")
+        serializer = DirectUploadCompleteInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        registration = uploads.direct_upload_complete(actor=request.user, ticket=serializer.validated_data["upload"])
+        body = DatasetRegistrationOutput(registration).data
+        body["url"] = reverse("dataset-registration-detail", args=[registration.pk])
+        return Response(body, status=status.HTTP_202_ACCEPTED)

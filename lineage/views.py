@@ -24,7 +24,7 @@ from lineage.forms import DatasetRegisterForm, TrainingForm, TransformForm
 from lineage.graph_layout import layout_graph
 from lineage.models import Dataset, DatasetRegistration, DatasetVersion, ModelVersion, RegisteredModel, Run
 from lineage.openlineage import lineage_run_events
-from lineage.services import runs
+from lineage.services import runs, uploads
 
 
 def _id_param(request: HttpRequest, name: str) -> int:
@@ -101,7 +101,9 @@ def dataset_register(request: HttpRequest) -> HttpResponse:
                 return HttpResponseClientRedirect(target)
             return redirect(target)
     template = "lineage/_register_form.html" if request.htmx else "lineage/dataset_register.html"
-    return render(request, template, {"form": form}, status=400 if request.method == "POST" else 200)
+    # On S3 the page's script sends a chosen file straight to the bucket (services.uploads), not through this view.
+    context = {"form": form, "direct_upload": uploads.direct_uploads_enabled()}
+    return render(request, template, context, status=400 if request.method == "POST" else 200)
 
 
 def dataset_registration_detail(request: HttpRequest, pk: int) -> HttpResponse:

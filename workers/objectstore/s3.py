@@ -362,3 +362,87 @@ class _TranslatingReader(io.RawIOBase):
         if not self.closed:
             self._body.close()
         super().close()
+
+
+# --- direct multipart uploads from a browser --------------------------------------------------
+# S3's limits for one multipart upload (AWS "Amazon S3 multipart upload limits").
+MULTIPART_MIN_PART_BYTES = 5 * 1024 * 1024
+MULTIPART_MAX_PART_BYTES = 5 * 1024 * 1024 * 1024
+MULTIPART_MAX_PARTS = 10_000
+# Big enough that a 1 GB file is 60 requests, small enough that a lost part on a slow link costs seconds.
+DIRECT_UPLOAD_PART_BYTES = 16 * 1024 * 1024
+_MIB = 1024 * 1024
+
+
+def multipart_part_size(total_bytes: int, *, preferred: int | None = None) -> int:
+    """The part size for `total_bytes` within S3's limits: `preferred` (default DIRECT_UPLOAD_PART_BYTES), grown in
+    whole MiB to stay within 10,000 parts."""
+    if total_bytes < 1:
+        raise ValueError(f"expected at least 1 byte, got {total_bytes}")
+    needed = -(-total_bytes // MULTIPART_MAX_PARTS)  # ceiling division
+    wanted = DIRECT_UPLOAD_PART_BYTES if preferred is None else preferred
+    size = max(wanted, MULTIPART_MIN_PART_BYTES, -(-needed // _MIB) * _MIB)
+    if size > MULTIPART_MAX_PART_BYTES:
+        raise ValueError(
+            f"{total_bytes} bytes need parts over S3's {MULTIPART_MAX_PART_BYTES} byte limit "
+            f"at {MULTIPART_MAX_PARTS} parts"
+        )
+    return size
+
+
+def multipart_part_count(total_bytes: int, part_size: int) -> int:
+    return max(1, -(-total_bytes // part_size))
+
+
+def multipart_presign_create(store: S3ObjectStore, key: str, *, expires_in: int = 3600) -> str:
+    """A URL the browser POSTs to (CreateMultipartUpload) for `key`; presigning is local signing, no request."""
+    store._validate_key(key)
+    validate_expires_in(expires_in)
+    params = {"Bucket": store.bucket, "Key": store._full_key(key)}
+    with aws_errors(f"sign the start of an upload to {store._uri(key)}"):
+        return str(store._client.generate_presigned_url("create_multipart_upload", Params=params, ExpiresIn=expires_in))
+
+
+def multipart_presign_part(
+    store: S3ObjectStore, key: str, *, upload_id: str, part_number: int, expires_in: int = 3600
+) -> str:
+    """A URL the browser PUTs one part to (UploadPart); local signing, no request."""
+    store._validate_key(key)
+    validate_expires_in(expires_in)
+    if not 1 <= part_number <= MULTIPART_MAX_PARTS:
+        raise ValueError(f"part numbers run from 1 to {MULTIPART_MAX_PARTS}, got {part_number}")
+    params = {"Bucket": store.bucket, "Key": store._full_key(key), "UploadId": upload_id, "PartNumber": part_number}
+    with aws_errors(f"sign part {part_number} of an upload to {store._uri(key)}"):
+        return str(store._client.generate_presigned_url("upload_part", Params=params, ExpiresIn=expires_in))
+
+
+def multipart_presign_complete(store: S3ObjectStore, key: str, *, upload_id: str, expires_in: int = 3600) -> str:
+    """A URL the browser POSTs the CompleteMultipartUpload XML (parts and ETags) to; local signing, no request."""
+    store._validate_key(key)
+    validate_expires_in(expires_in)
+    params = {"Bucket": store.bucket, "Key": store._full_key(key), "UploadId": upload_id}
+    with aws_errors(f"sign the completion of an upload to {store._uri(key)}"):
+        return str(store._client.generate_presigned_url("complete_multipart_upload", Params=params, ExpiresIn=expires_in))
+
+
+def multipart_abort_stale(store: S3ObjectStore, prefix: str, *, initiated_before: Any) -> list[str]:
+    """Abort every multipart upload under `prefix` started before `initiated_before` (an aware datetime).
+
+    Returns the keys whose parts were discarded. S3 bills the parts of an unfinished upload until it is aborted.
+    """
+    validate_prefix(prefix)
+    aborted = []
+    paginator = store._client.get_paginator("list_multipart_uploads")
+    with aws_errors(f"list unfinished uploads in {store.url} under {prefix!r}"):
+        for page in paginator.paginate(Bucket=store.bucket, Prefix=store._full_key(prefix)):
+            for upload in page.get("Uploads", []):
+                if upload["Initiated"] >= initiated_before:
+                    continue
+                try:
+                    store._client.abort_multipart_upload(Bucket=store.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                except ClientError as exc:
+                    # NoSuchUpload: it completed or was aborted since the listing, which is the outcome we want.
+                    if _error_code(exc) != "NoSuchUpload":
+                        raise
+                aborted.append(str(upload["Key"])[len(store.prefix) :])
+    return aborted

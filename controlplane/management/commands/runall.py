@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -18,6 +19,16 @@ from django.core.management.base import BaseCommand
 from controlplane import embedded_broker
 
 QUEUES = "training,deploy,sync,default"
+GUNICORN_CONFIG = Path(settings.BASE_DIR) / "docker" / "gunicorn.conf.py"
+
+
+def web_command(host: str, port: int) -> list[str]:
+    """The portal as the image runs it: gunicorn with threads, so a slow upload holds a thread, not the server."""
+    # A graceful stop shorter than the 20 s _stop() waits, so Ctrl-C never has to kill the web process.
+    return [
+        sys.executable, "-m", "gunicorn", "--config", str(GUNICORN_CONFIG), "--bind", f"{host}:{port}",
+        "--graceful-timeout", "15",
+    ]
 
 
 class Command(BaseCommand):
@@ -56,7 +67,7 @@ class Command(BaseCommand):
                 ("beat", self._spawn(celery + ["beat", "-l", "INFO", "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME]))
             )
             started.append(
-                ("web", self._spawn([sys.executable, "manage.py", "runserver", f"{host}:{port}", "--noreload"]))
+                ("web", self._spawn(web_command(host, port)))
             )
             self._print_welcome(host, port)
             while not self.stopping:
