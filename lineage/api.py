@@ -601,6 +601,10 @@ class DirectUploadCreateInput(serializers.Serializer):
     description = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
     filename = serializers.CharField(max_length=1024)
     size = serializers.IntegerField(min_value=1, help_text="The file's size in bytes")
+    missing_values = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=1000,
+        help_text="Comma-separated strings that mean no value, e.g. `NA, n/a`; empty fields always do",
+    )
 
 
 class DirectUploadCreateOutput(serializers.Serializer):

@@ -139,3 +139,11 @@ def requeue_stale_task() -> None:
     from lineage.services import sweeps
 
     sweeps.lineage_requeue_stale()
+
+
+@shared_task(name="lineage.tasks.direct_uploads_abort_stale", ignore_result=True, expires=600)
+def direct_uploads_abort_stale_task() -> None:
+    from lineage.services import uploads
+
+    if uploads.direct_uploads_enabled():
+        uploads.direct_uploads_abort_stale()

@@ -272,6 +272,7 @@ CELERY_BEAT_SCHEDULE = {
     "lineage-requeue-stale": {"task": "lineage.tasks.requeue_stale", "schedule": 300.0},
     "training-runs-poll-stale": {"task": "lineage.tasks.training_runs_poll_stale", "schedule": 60.0},
     "system-checks-requeue-stale": {"task": "controlplane.tasks.system_checks_requeue_stale", "schedule": 60.0},
+    "lineage-direct-uploads-abort-stale": {"task": "lineage.tasks.direct_uploads_abort_stale", "schedule": 3600.0},
 }
 
 LOGGING = {

@@ -88,14 +88,15 @@ def safe_file_name(filename: str) -> str:
 
 
 def direct_upload_create(
-    *, actor: Any, project: str, dataset: str, filename: str, size: int, description: str = ""
+    *, actor: Any, project: str, dataset: str, filename: str, size: int, description: str = "",
+    missing_values: Any = None,
 ) -> DirectUpload:
     """Check everything that can be checked before a byte moves, and sign the start of the upload."""
     permissions.require(actor, "dataset.register")
     store = _store()
     errors: dict[str, list[str]] = {}
     try:
-        target = dataset_target(project=project, dataset=dataset, description=description)
+        target = dataset_target(project=project, dataset=dataset, description=description, missing_values=missing_values)
     except ValidationError as exc:
         errors.update(exc.message_dict)
         target = None
@@ -119,7 +120,7 @@ def direct_upload_create(
     part_count = s3_store.multipart_part_count(size, part_size)
     ticket = signing.dumps(
         {"key": key, "size": size, "part_size": part_size, "project": target.project.slug, "dataset": dataset.strip(),
-         "description": description.strip(), "user": actor.pk},
+         "description": description.strip(), "missing_values": list(target.missing_values), "user": actor.pk},
         salt=_SALT, compress=True,
     )
     return DirectUpload(
@@ -183,7 +184,7 @@ def direct_upload_complete(*, actor: Any, ticket: str) -> DatasetRegistration:
     body = _read_ticket(actor, ticket)
     return dataset_registration_request(
         actor=actor, project=body["project"], dataset=body["dataset"], description=body["description"],
-        uri=f"s3://{store.bucket}/{store.prefix}{body['key']}",
+        uri=f"s3://{store.bucket}/{store.prefix}{body['key']}", missing_values=body.get("missing_values"),
     )
 
 

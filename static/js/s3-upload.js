@@ -132,6 +132,7 @@
       project: form.elements.project.value,
       dataset: form.elements.dataset.value,
       description: form.elements.description ? form.elements.description.value : "",
+      missing_values: form.elements.missing_values ? form.elements.missing_values.value : "",
     };
     var loadedByPart = {};
     var onProgress = function () {

@@ -263,7 +263,7 @@ def test_sweep_leaves_uploads_younger_than_their_ticket() -> None:
     from workers.objectstore import S3ObjectStore
 
     client = boto3.client("s3", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
-    store = S3ObjectStore("bucket", "cp", client=client)
+    store = S3ObjectStore("bucket", "cp", client=client, region="us-east-1")
     now = timezone.now()
     with Stubber(client) as stub:
         stub.add_response("list_multipart_uploads", {"Uploads": [

@@ -365,6 +365,7 @@ ACTIONS_FOR_CALL: dict[str, set[str]] = {
     "upload_part": {"s3:PutObject"},
     "complete_multipart_upload": {"s3:PutObject"},
     "abort_multipart_upload": {"s3:AbortMultipartUpload"},
+    "list_multipart_uploads": {"s3:ListBucketMultipartUploads"},
     "head_bucket": {"s3:ListBucket"},
     "get_bucket_location": {"s3:GetBucketLocation"},
     "get_bucket_versioning": {"s3:GetBucketVersioning"},
