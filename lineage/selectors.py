@@ -1,21 +1,24 @@
-"""Reads for datasets, runs and the lineage graph."""
+"""Reads for datasets, runs, models and the lineage graph."""
 
 from __future__ import annotations
 
-from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import django_filters
+from django.core.exceptions import ValidationError
 from django.db import connection
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, F, Max, Q, QuerySet
 from django.urls import reverse
 
-from lineage.models import Dataset, DatasetVersion, LineageEdge, Run
+from lineage.models import Dataset, DatasetVersion, LineageEdge, ModelVersion, RegisteredModel, Run
 
+# Deployments will be lineage nodes too; until they have records, an id of that kind names nothing here.
 NODE_KINDS = ("dataset_version", "run", "model_version", "deployment")
 
-# One recursive query walks the edge table in either direction to any depth. UNION (not UNION ALL)
-# drops edges already seen, so diamonds are visited once and a malformed cycle still terminates.
+# The whole lineage in either direction, any depth (OpenLineage export). UNION (not UNION ALL) drops edges
+# already seen, so diamonds are visited once and a malformed cycle still terminates.
 _UPSTREAM_SQL = """
 WITH RECURSIVE walk(source, target) AS (
     SELECT source, target FROM {table} WHERE target = %s
@@ -31,6 +34,53 @@ WITH RECURSIVE walk(source, target) AS (
     SELECT e.source, e.target FROM {table} e JOIN walk w ON e.source = w.target
 )
 SELECT source, target FROM walk
+"""
+
+# What a drawing needs, in one query: both walks stop one hop past the depth asked for (that hop is only
+# counted), each column keeps its first `cap` nodes, and edges into the rest point at the column's
+# "more:<distance>" box. The cost follows depth × nodes drawn, not the fan-out of a popular node.
+# Parameters: focus, reach, focus, reach, depth, cap, cap, depth, depth.
+_GRAPH_SQL = """
+WITH RECURSIVE
+up(node, hops) AS (
+    SELECT CAST(%s AS VARCHAR(64)), 0
+    UNION
+    SELECT e.source, up.hops + 1 FROM {table} e JOIN up ON e.target = up.node WHERE up.hops < %s
+),
+down(node, hops) AS (
+    SELECT CAST(%s AS VARCHAR(64)), 0
+    UNION
+    SELECT e.target, down.hops + 1 FROM {table} e JOIN down ON e.source = down.node WHERE down.hops < %s
+),
+placed(node, distance) AS (
+    SELECT node, -MIN(hops) FROM up GROUP BY node
+    UNION ALL
+    SELECT node, MIN(hops) FROM down WHERE node NOT IN (SELECT node FROM up) GROUP BY node
+),
+ranked(node, distance, position, column_size) AS (
+    SELECT node, distance,
+           ROW_NUMBER() OVER (PARTITION BY distance ORDER BY
+               CASE WHEN node LIKE 'dataset_version:%%' THEN 0 WHEN node LIKE 'run:%%' THEN 1
+                    WHEN node LIKE 'model_version:%%' THEN 2 ELSE 3 END,
+               LENGTH(node) DESC, node DESC),
+           COUNT(*) OVER (PARTITION BY distance)
+    FROM placed
+),
+drawn(node, distance, column_size, shown) AS (
+    SELECT node, distance, column_size,
+           CASE WHEN ABS(distance) <= %s AND (position <= %s OR column_size <= %s + 1) THEN 1 ELSE 0 END
+    FROM ranked
+)
+SELECT 'node', node, '', distance, column_size FROM drawn WHERE shown = 1
+UNION ALL
+SELECT DISTINCT 'column', '', '', distance, column_size FROM drawn WHERE shown = 0
+UNION ALL
+SELECT DISTINCT 'edge',
+       CASE WHEN s.shown = 1 THEN s.node ELSE 'more:' || CAST(s.distance AS VARCHAR(12)) END,
+       CASE WHEN t.shown = 1 THEN t.node ELSE 'more:' || CAST(t.distance AS VARCHAR(12)) END, 0, 0
+FROM {table} e JOIN drawn s ON s.node = e.source JOIN drawn t ON t.node = e.target
+WHERE ABS(s.distance) <= %s AND ABS(t.distance) <= %s
+  AND ((s.distance < 0 AND t.distance <= 0) OR (s.distance >= 0 AND t.distance > 0))
 """
 
 
@@ -57,14 +107,6 @@ def lineage_downstream_edges(node_id: str) -> list[tuple[str, str]]:
     return _walk(_DOWNSTREAM_SQL, node_id)
 
 
-def lineage_ancestors(node_id: str) -> set[str]:
-    return {source for source, _ in lineage_upstream_edges(node_id)}
-
-
-def lineage_descendants(node_id: str) -> set[str]:
-    return {target for _, target in lineage_downstream_edges(node_id)}
-
-
 @dataclass
 class LineageNode:
     id: str
@@ -79,49 +121,47 @@ class LineageNode:
 @dataclass
 class LineageGraph:
     focus: str
+    # The nodes drawn, and per column cut by the cap one node of kind "more" ("+N more", id more:<distance>).
     nodes: dict[str, LineageNode] = field(default_factory=dict)
     edges: list[tuple[str, str]] = field(default_factory=list)
-    # Nodes beyond the depth limit, by side: how many were left out.
+    # How many nodes each capped column left out, by distance.
+    more: dict[int, int] = field(default_factory=dict)
+    # Nodes one hop beyond the depth limit, by side (a lower bound of what lies beyond: the walk stops there).
     hidden_upstream: int = 0
     hidden_downstream: int = 0
 
 
-def _distances(start: str, edges: list[tuple[str, str]], *, forward: bool) -> dict[str, int]:
-    adjacency: dict[str, list[str]] = {}
-    for source, target in edges:
-        a, b = (source, target) if forward else (target, source)
-        adjacency.setdefault(a, []).append(b)
-    distance = {start: 0}
-    queue = deque([start])
-    while queue:
-        node = queue.popleft()
-        for neighbour in adjacency.get(node, []):
-            if neighbour not in distance:
-                distance[neighbour] = distance[node] + 1
-                queue.append(neighbour)
-    return distance
+# Nodes drawn per column before the rest become one "+N more" box (the page draws eight rows).
+PER_COLUMN = 7
 
 
-def lineage_graph(node_id: str, *, depth: int = 4) -> LineageGraph:
-    """The focus node with everything upstream and downstream of it, cut at `depth` hops each way."""
+def lineage_graph(node_id: str, *, depth: int = 4, per_column: int = PER_COLUMN) -> LineageGraph:
+    """The focus node with what lies upstream and downstream of it, cut at `depth` hops each way and at
+    `per_column` nodes a column; in one query for the shape plus one per node kind drawn."""
     parse_node_id(node_id)
-    upstream = lineage_upstream_edges(node_id)
-    downstream = lineage_downstream_edges(node_id)
-    up_distance = _distances(node_id, upstream, forward=False)
-    down_distance = _distances(node_id, downstream, forward=True)
+    sql = _GRAPH_SQL.format(table=LineageEdge._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [node_id, depth + 1, node_id, depth + 1, depth, per_column, per_column, depth, depth])
+        rows = cursor.fetchall()
     graph = LineageGraph(focus=node_id)
-    keep: dict[str, int] = {node_id: 0}
-    for node, hops in up_distance.items():
-        if hops <= depth:
-            keep[node] = -hops
+    keep: dict[str, int] = {}
+    sizes: dict[int, int] = {}
+    for row_kind, first, second, distance, column_size in rows:
+        if row_kind == "node":
+            keep[first] = distance
+        elif row_kind == "edge":
+            graph.edges.append((first, second))
+        sizes[distance] = column_size
+    for distance, column_size in sizes.items():
+        if distance < -depth:
+            graph.hidden_upstream = column_size
+        elif distance > depth:
+            graph.hidden_downstream = column_size
         else:
-            graph.hidden_upstream += 1
-    for node, hops in down_distance.items():
-        if hops <= depth:
-            keep.setdefault(node, hops)
-        else:
-            graph.hidden_downstream += 1
-    graph.edges = sorted({edge for edge in upstream + downstream if edge[0] in keep and edge[1] in keep})
+            shown = sum(1 for d in keep.values() if d == distance)
+            if column_size > shown:
+                graph.more[distance] = column_size - shown
+    keep.setdefault(node_id, 0)
     described = {node.id: node for node in describe_nodes(list(keep))}
     for node_id_kept, distance in keep.items():
         # An edge may name a record this database does not hold (e.g. imported lineage): still draw it.
@@ -130,18 +170,28 @@ def lineage_graph(node_id: str, *, depth: int = 4) -> LineageGraph:
         )
         node.distance = distance
         graph.nodes[node.id] = node
+    for distance, count in sorted(graph.more.items()):
+        box = f"more:{distance}"
+        graph.nodes[box] = LineageNode(id=box, kind="more", label=f"+{count} more", detail="show all", url="?expand=1", distance=distance)
+    graph.edges.sort()
     return graph
 
 
 def describe_nodes(node_ids: list[str]) -> list[LineageNode]:
-    """Labels and links for nodes, one query per kind present."""
+    """Labels and links for nodes, one query per kind present, loading only the fields drawn."""
     by_kind: dict[str, list[int]] = {}
     for node_id in node_ids:
         kind, pk = parse_node_id(node_id)
         by_kind.setdefault(kind, []).append(pk)
     described: list[LineageNode] = []
     if "dataset_version" in by_kind:
-        for version in DatasetVersion.objects.filter(pk__in=by_kind["dataset_version"]).select_related("dataset__project"):
+        versions = (
+            DatasetVersion.objects.filter(pk__in=by_kind["dataset_version"])
+            .select_related("dataset__project")
+            .only("number", "source", "format", "row_count", "sha256", "dataset__slug", "dataset__project__slug")
+            .order_by()
+        )
+        for version in versions:
             described.append(
                 LineageNode(
                     id=version.node_id,
@@ -152,7 +202,7 @@ def describe_nodes(node_ids: list[str]) -> list[LineageNode]:
                 )
             )
     if "run" in by_kind:
-        for run in Run.objects.filter(pk__in=by_kind["run"]):
+        for run in Run.objects.filter(pk__in=by_kind["run"]).only("recipe", "kind", "backend", "status").order_by():
             described.append(
                 LineageNode(
                     id=run.node_id,
@@ -164,9 +214,13 @@ def describe_nodes(node_ids: list[str]) -> list[LineageNode]:
                 )
             )
     if "model_version" in by_kind:
-        from lineage.models import ModelVersion
-
-        for model_version in ModelVersion.objects.filter(pk__in=by_kind["model_version"]).select_related("registered_model__project"):
+        model_versions = (
+            ModelVersion.objects.filter(pk__in=by_kind["model_version"])
+            .select_related("registered_model__project")
+            .only("number", "metrics", "sha256", "registered_model__slug", "registered_model__project__slug")
+            .order_by()
+        )
+        for model_version in model_versions:
             metrics = model_version.metrics or {}
             headline = next((f"{k} {metrics[k]:.3f}" for k in ("accuracy", "roc_auc", "r2", "rmse") if isinstance(metrics.get(k), (int, float))), "")
             described.append(
@@ -178,9 +232,6 @@ def describe_nodes(node_ids: list[str]) -> list[LineageNode]:
                     url=reverse("model-version-detail", args=[model_version.registered_model.project.slug, model_version.registered_model.slug, model_version.number]),
                 )
             )
-    for kind in ("deployment",):
-        for pk in by_kind.get(kind, []):
-            described.append(LineageNode(id=f"{kind}:{pk}", kind=kind, label=f"{kind.replace('_', ' ')} {pk}", detail="", url=""))
     return described
 
 
@@ -207,16 +258,65 @@ def version_url(version: DatasetVersion) -> str:
     )
 
 
-# --- datasets -------------------------------------------------------------------------------
+# --- filters shared by the pages and the API --------------------------------------------------
 
 
-def dataset_list(*, search: str = "", project: str = "") -> QuerySet[Dataset]:
-    datasets = Dataset.objects.select_related("project", "created_by")
-    if project:
-        datasets = datasets.filter(project__slug=project)
-    if search:
-        datasets = datasets.filter(Q(name__icontains=search) | Q(slug__icontains=search) | Q(description__icontains=search))
-    return datasets.annotate(version_count=Count("versions")).order_by("project__slug", "slug")
+class DatasetFilter(django_filters.FilterSet):
+    q = django_filters.CharFilter(method="filter_search", label="Search", max_length=200)
+    project = django_filters.CharFilter(field_name="project__slug", max_length=63)
+
+    class Meta:
+        model = Dataset
+        fields: list[str] = []
+
+    def filter_search(self, queryset: QuerySet[Dataset], name: str, value: str) -> QuerySet[Dataset]:
+        value = value.strip()
+        if not value:
+            return queryset
+        return queryset.filter(Q(name__icontains=value) | Q(slug__icontains=value) | Q(description__icontains=value))
+
+
+class RunFilter(django_filters.FilterSet):
+    project = django_filters.CharFilter(field_name="project__slug", max_length=63)
+    status = django_filters.ChoiceFilter(choices=Run.Status.choices)
+    kind = django_filters.ChoiceFilter(choices=Run.Kind.choices)
+    recipe = django_filters.CharFilter(max_length=100)
+    creator = django_filters.CharFilter(field_name="created_by__username", max_length=150)
+
+    class Meta:
+        model = Run
+        fields: list[str] = []
+
+
+class ModelFilter(django_filters.FilterSet):
+    project = django_filters.CharFilter(field_name="project__slug", max_length=63)
+
+    class Meta:
+        model = RegisteredModel
+        fields: list[str] = []
+
+
+def filter_values(filterset_class: type[django_filters.FilterSet], data: Mapping[str, Any] | None) -> dict[str, str]:
+    """The filter parameters as typed (stripped), for pages that echo them back and build page links."""
+    return {name: str((data or {}).get(name, "")).strip() for name in filterset_class.base_filters}
+
+
+def apply_filters(filterset_class: type[django_filters.FilterSet], data: Mapping[str, Any] | None, queryset: QuerySet[Any]) -> QuerySet[Any]:
+    """`queryset` narrowed by the filter parameters in `data`; a ValidationError names each bad parameter."""
+    values = {name: value for name, value in filter_values(filterset_class, data).items() if value}
+    filterset = filterset_class(values, queryset=queryset)
+    if not filterset.is_valid():
+        raise ValidationError(filterset.errors.as_data())
+    return filterset.qs
+
+
+# --- datasets, models and runs ----------------------------------------------------------------
+
+
+def dataset_list(*, filters: Mapping[str, Any] | None = None) -> QuerySet[Dataset]:
+    """Datasets with their version counts, filtered by `q` (search) and `project`."""
+    datasets = Dataset.objects.select_related("project", "created_by").annotate(version_count=Count("versions"))
+    return apply_filters(DatasetFilter, filters, datasets).order_by("project__slug", "slug")
 
 
 def dataset_get(*, project: str, slug: str) -> Dataset:
@@ -229,17 +329,15 @@ def dataset_version_get(*, project: str, dataset: str, number: int) -> DatasetVe
     )
 
 
-def run_list(*, project: str = "", status: str = "", kind: str = "", recipe: str = "", creator: str = "") -> QuerySet[Run]:
-    runs = Run.objects.select_related("project", "created_by")
-    filters: dict[str, Any] = {}
-    if project:
-        filters["project__slug"] = project
-    if status:
-        filters["status"] = status
-    if kind:
-        filters["kind"] = kind
-    if recipe:
-        filters["recipe"] = recipe
-    if creator:
-        filters["created_by__username"] = creator
-    return runs.filter(**filters)
+def model_list(*, filters: Mapping[str, Any] | None = None) -> QuerySet[RegisteredModel]:
+    """Registered models with `version_count` and `latest_version_number`, filtered by `project` (pages and API)."""
+    models = RegisteredModel.objects.select_related("project").annotate(
+        version_count=Count("versions"), latest_version_number=Max("versions__number")
+    )
+    return apply_filters(ModelFilter, filters, models).order_by("project__slug", "slug")
+
+
+def run_list(*, filters: Mapping[str, Any] | None = None) -> QuerySet[Run]:
+    """Runs newest first, filtered by project, status, kind, recipe and creator; each with `model_version_pk`."""
+    runs = Run.objects.select_related("project", "created_by").annotate(model_version_pk=F("model_version__pk"))
+    return apply_filters(RunFilter, filters, runs).order_by("-created_at", "-id")
