@@ -208,6 +208,8 @@ class Run(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # The runs list reads a page in this order; without it every request sorts the whole table.
+        indexes = [models.Index(fields=["-created_at", "-id"], name="run_newest_first")]
 
     def __str__(self) -> str:
         return f"run {self.pk} ({self.kind} {self.recipe})"
