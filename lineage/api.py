@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import F, Prefetch, QuerySet
+from django.db.models import Prefetch, QuerySet
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
@@ -300,9 +300,7 @@ def _with_links(runs: QuerySet[Run]) -> QuerySet[Run]:
 
 
 def _runs() -> QuerySet[Run]:
-    return _with_links(
-        Run.objects.select_related("project", "created_by").annotate(model_version_pk=F("model_version__pk"))
-    )
+    return _with_links(selectors.run_list())
 
 
 class RunListApi(GenericAPIView):

@@ -9,7 +9,7 @@ from typing import Any
 import django_filters
 from django.core.exceptions import ValidationError
 from django.db import connection
-from django.db.models import Count, F, Max, Q, QuerySet
+from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery
 from django.urls import reverse
 
 from lineage.models import Dataset, DatasetVersion, LineageEdge, ModelVersion, RegisteredModel, Run
@@ -36,40 +36,41 @@ WITH RECURSIVE walk(source, target) AS (
 SELECT source, target FROM walk
 """
 
-# What a drawing needs, in one query: both walks stop one hop past the depth asked for (that hop is only
-# counted), each column keeps its first `cap` nodes, and edges into the rest point at the column's
-# "more:<distance>" box. The cost follows depth × nodes drawn, not the fan-out of a popular node.
-# Parameters: focus, reach, focus, reach, depth, cap, cap, depth, depth.
+# What a drawing needs, in one query. Both walks carry the edges they follow and stop one hop past the depth
+# asked for (that hop is only counted). Each column keeps its `cap` most recently linked nodes; edges into the
+# rest name the column's "more:<distance>" box. The rows returned follow depth × nodes drawn; the database still
+# counts a popular node's fan-out, but nothing else about it leaves the query.
+# Parameters: focus, reach (depth + 1), reach, depth, cap, cap, depth, depth.
 _GRAPH_SQL = """
 WITH RECURSIVE
-up(node, hops) AS (
-    SELECT CAST(%s AS VARCHAR(64)), 0
+focus(node) AS (SELECT CAST(%s AS VARCHAR(64))),
+up(source, target, hops, link) AS (
+    SELECT source, target, 1, id FROM {table} WHERE target = (SELECT node FROM focus)
     UNION
-    SELECT e.source, up.hops + 1 FROM {table} e JOIN up ON e.target = up.node WHERE up.hops < %s
+    SELECT e.source, e.target, up.hops + 1, e.id FROM {table} e JOIN up ON e.target = up.source WHERE up.hops < %s
 ),
-down(node, hops) AS (
-    SELECT CAST(%s AS VARCHAR(64)), 0
+down(source, target, hops, link) AS (
+    SELECT source, target, 1, id FROM {table} WHERE source = (SELECT node FROM focus)
     UNION
-    SELECT e.target, down.hops + 1 FROM {table} e JOIN down ON e.source = down.node WHERE down.hops < %s
+    SELECT e.source, e.target, down.hops + 1, e.id FROM {table} e JOIN down ON e.source = down.target WHERE down.hops < %s
 ),
-placed(node, distance) AS (
-    SELECT node, -MIN(hops) FROM up GROUP BY node
+placed(node, distance, link) AS (
+    SELECT node, 0, 0 FROM focus
     UNION ALL
-    SELECT node, MIN(hops) FROM down WHERE node NOT IN (SELECT node FROM up) GROUP BY node
-),
-ranked(node, distance, position, column_size) AS (
-    SELECT node, distance,
-           ROW_NUMBER() OVER (PARTITION BY distance ORDER BY
-               CASE WHEN node LIKE 'dataset_version:%%' THEN 0 WHEN node LIKE 'run:%%' THEN 1
-                    WHEN node LIKE 'model_version:%%' THEN 2 ELSE 3 END,
-               LENGTH(node) DESC, node DESC),
-           COUNT(*) OVER (PARTITION BY distance)
-    FROM placed
+    SELECT source, -MIN(hops), MAX(link) FROM up WHERE source <> (SELECT node FROM focus) GROUP BY source
+    UNION ALL
+    SELECT target, MIN(hops), MAX(link) FROM down
+    WHERE target <> (SELECT node FROM focus) AND target NOT IN (SELECT source FROM up) GROUP BY target
 ),
 drawn(node, distance, column_size, shown) AS (
     SELECT node, distance, column_size,
            CASE WHEN ABS(distance) <= %s AND (position <= %s OR column_size <= %s + 1) THEN 1 ELSE 0 END
-    FROM ranked
+    FROM (
+        SELECT node, distance,
+               ROW_NUMBER() OVER (PARTITION BY distance ORDER BY link DESC) AS position,
+               COUNT(*) OVER (PARTITION BY distance) AS column_size
+        FROM placed
+    ) ranked
 )
 SELECT 'node', node, '', distance, column_size FROM drawn WHERE shown = 1
 UNION ALL
@@ -78,9 +79,9 @@ UNION ALL
 SELECT DISTINCT 'edge',
        CASE WHEN s.shown = 1 THEN s.node ELSE 'more:' || CAST(s.distance AS VARCHAR(12)) END,
        CASE WHEN t.shown = 1 THEN t.node ELSE 'more:' || CAST(t.distance AS VARCHAR(12)) END, 0, 0
-FROM {table} e JOIN drawn s ON s.node = e.source JOIN drawn t ON t.node = e.target
+FROM (SELECT source, target FROM up UNION SELECT source, target FROM down) walked
+JOIN drawn s ON s.node = walked.source JOIN drawn t ON t.node = walked.target
 WHERE ABS(s.distance) <= %s AND ABS(t.distance) <= %s
-  AND ((s.distance < 0 AND t.distance <= 0) OR (s.distance >= 0 AND t.distance > 0))
 """
 
 
@@ -141,7 +142,7 @@ def lineage_graph(node_id: str, *, depth: int = 4, per_column: int = PER_COLUMN)
     parse_node_id(node_id)
     sql = _GRAPH_SQL.format(table=LineageEdge._meta.db_table)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [node_id, depth + 1, node_id, depth + 1, depth, per_column, per_column, depth, depth])
+        cursor.execute(sql, [node_id, depth + 1, depth + 1, depth, per_column, per_column, depth, depth])
         rows = cursor.fetchall()
     graph = LineageGraph(focus=node_id)
     keep: dict[str, int] = {}
@@ -339,5 +340,7 @@ def model_list(*, filters: Mapping[str, Any] | None = None) -> QuerySet[Register
 
 def run_list(*, filters: Mapping[str, Any] | None = None) -> QuerySet[Run]:
     """Runs newest first, filtered by project, status, kind, recipe and creator; each with `model_version_pk`."""
-    runs = Run.objects.select_related("project", "created_by").annotate(model_version_pk=F("model_version__pk"))
+    # A subquery, not a join: a page's count then reads the runs table alone.
+    model_version = ModelVersion.objects.filter(run=OuterRef("pk")).values("pk")[:1]
+    runs = Run.objects.select_related("project", "created_by").annotate(model_version_pk=Subquery(model_version))
     return apply_filters(RunFilter, filters, runs).order_by("-created_at", "-id")
