@@ -12,7 +12,7 @@ from django.db import connection
 from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery
 from django.urls import reverse
 
-from lineage.models import Dataset, DatasetVersion, LineageEdge, ModelVersion, RegisteredModel, Run
+from lineage.models import Dataset, DatasetVersion, LineageEdge, ModelVersion, RegisteredModel, Run, RunInput
 
 # Deployments will be lineage nodes too; until they have records, an id of that kind names nothing here.
 NODE_KINDS = ("dataset_version", "run", "model_version", "deployment")
@@ -336,6 +336,15 @@ def model_list(*, filters: Mapping[str, Any] | None = None) -> QuerySet[Register
         version_count=Count("versions"), latest_version_number=Max("versions__number")
     )
     return apply_filters(ModelFilter, filters, models).order_by("project__slug", "slug")
+
+
+def dataset_version_consumers(*, version: DatasetVersion, limit: int = 20) -> QuerySet[Run]:
+    """The newest runs that read `version`, with what a link to each shows (number, recipe, status).
+
+    A subquery on the inputs rather than a DISTINCT over a join: DISTINCT compares whole rows, metrics and logs too.
+    """
+    readers = RunInput.objects.filter(dataset_version=version).values("run_id")
+    return Run.objects.filter(pk__in=readers).only("recipe", "status", "created_at").order_by("-created_at", "-id")[:limit]
 
 
 def run_list(*, filters: Mapping[str, Any] | None = None) -> QuerySet[Run]:

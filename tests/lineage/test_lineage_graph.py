@@ -161,3 +161,13 @@ def test_a_deployment_id_names_nothing_until_deployments_exist(client, api_clien
     client.force_login(users.finance)
     assert client.get(reverse("lineage", args=["deployment:987654"])).status_code == 404
     assert api_client_for(users.finance).get(reverse("api-lineage", args=["deployment:987654"])).status_code == 404
+
+
+def test_the_newest_readers_of_a_popular_version_without_a_distinct_over_whole_runs(popular) -> None:
+    with CaptureQueriesContext(connection) as captured:
+        readers = list(selectors.dataset_version_consumers(version=popular.popular))
+    assert len(captured) == 1
+    sql = captured[0]["sql"]
+    assert "DISTINCT" not in sql and "log_tail" not in sql
+    newest = sorted(popular.popular.consumed_by.values_list("run_id", flat=True), reverse=True)[:20]
+    assert [run.pk for run in readers] == newest
