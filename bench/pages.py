@@ -338,8 +338,10 @@ def child(rounds: int) -> dict[str, Any]:
             results["sizes"][size] = {"seconds": time.perf_counter() - started, "counts": dict(seeder.counts)}
             client = Client()
             client.force_login(seeder.admin)
+            results["sizes"][size]["load_before"] = os.getloadavg()
             for name, url in pages(seeded):
                 results.setdefault("pages", {}).setdefault(name, {})[size] = measure(client, url, rounds)
+        results["load"] = os.getloadavg()
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SHOW server_version")
@@ -384,6 +386,8 @@ def report(database: str, results: dict[str, Any]) -> list[str]:
     print(f"\n{database} ({results.get('server', 'SQLite ' + __import__('sqlite3').sqlite_version)}); "
           f"seeded small in {sizes['small']['seconds']:.1f} s, grown to large in {sizes['large']['seconds']:.1f} s")
     print("large:", ", ".join(f"{k} {v:,}" for k, v in sizes["large"]["counts"].items()))
+    print("load average (1, 5, 15 min) before small: {}, before large: {}, at the end: {}".format(
+        *(" ".join(f"{x:.1f}" for x in load) for load in (sizes["small"]["load_before"], sizes["large"]["load_before"], results["load"]))))
     rows = [("page", "small med ms", "p95", "queries", "large med ms", "p95", "queries", "KB")]
     misses = []
     for name, by_size in results["pages"].items():

@@ -262,10 +262,12 @@ class RunOutput(serializers.ModelSerializer):
         ]
 
     def get_inputs(self, run: Run) -> list[dict[str, Any]]:
-        return [{"channel": i.channel, "dataset_version": i.dataset_version_id} for i in run.inputs.all()]
+        inputs = getattr(run, "input_links", None)  # prefetched by _with_links
+        return [{"channel": i.channel, "dataset_version": i.dataset_version_id} for i in (inputs if inputs is not None else run.inputs.all())]
 
     def get_outputs(self, run: Run) -> list[int]:
-        return [v.pk for v in run.output_versions.all()]
+        outputs = getattr(run, "output_links", None)  # prefetched by _with_links
+        return [v.pk for v in (outputs if outputs is not None else run.output_versions.all())]
 
     def get_model_version(self, run: Run) -> int | None:
         # Annotated by `_runs()` and selectors.run_list, so a page of runs is not one query per run.
@@ -292,10 +294,11 @@ class TransformRunInput(serializers.Serializer):
 
 
 def _with_links(runs: QuerySet[Run]) -> QuerySet[Run]:
-    """Inputs and outputs for RunOutput in two queries a page, loading only the ids it shows."""
-    return runs.prefetch_related(
-        Prefetch("inputs", queryset=RunInput.objects.only("run", "channel", "dataset_version").order_by("id")),
-        Prefetch("output_versions", queryset=DatasetVersion.objects.only("produced_by").order_by("id")),
+    """What RunOutput shows: inputs and outputs in two queries a page (lists, not managers, which cost a queryset
+    per run), loading only their ids; and not the log tail, which it does not show."""
+    return runs.defer("log_tail").prefetch_related(
+        Prefetch("inputs", queryset=RunInput.objects.only("run", "channel", "dataset_version").order_by("id"), to_attr="input_links"),
+        Prefetch("output_versions", queryset=DatasetVersion.objects.only("produced_by").order_by("id"), to_attr="output_links"),
     )
 
 
