@@ -14,4 +14,8 @@ class Migration(migrations.Migration):
             model_name='run',
             index=models.Index(fields=['-created_at', '-id'], name='run_newest_first'),
         ),
+        migrations.AddIndex(
+            model_name='run',
+            index=models.Index(fields=['status', '-created_at', '-id'], name='run_status_newest_first'),
+        ),
     ]
