@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+import django_filters
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.generics import GenericAPIView
@@ -85,29 +85,26 @@ class AuditEventOutput(serializers.ModelSerializer):
         fields = ["id", "created_at", "actor", "action", "object_type", "object_id", "object_repr", "before", "after", "reason"]
 
 
-class AuditFilterInput(serializers.Serializer):
-    actor = serializers.CharField(required=False, allow_blank=True)
-    action = serializers.CharField(required=False, allow_blank=True)
-    object_type = serializers.CharField(required=False, allow_blank=True)
-    object_id = serializers.CharField(required=False, allow_blank=True)
-    since = serializers.DateField(required=False)
-    until = serializers.DateField(required=False)
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if attrs.get("since") and attrs.get("until") and attrs["since"] > attrs["until"]:
-            raise serializers.ValidationError({"until": "expected a date on or after 'since'"})
-        return attrs
+def filter_parameters(filterset_class: type[django_filters.FilterSet]) -> list[OpenApiParameter]:
+    """The query parameters of a list endpoint, described from the FilterSet the selector applies."""
+    parameters = []
+    for name, declared in filterset_class.base_filters.items():
+        if isinstance(declared, django_filters.ChoiceFilter):
+            parameters.append(OpenApiParameter(name, str, enum=[value for value, _ in declared.extra["choices"]]))
+        elif isinstance(declared, django_filters.DateFilter):
+            parameters.append(OpenApiParameter(name, OpenApiTypes.DATE))
+        else:
+            parameters.append(OpenApiParameter(name, str))
+    return parameters
 
 
 class AuditEventListApi(GenericAPIView):
     serializer_class = AuditEventOutput
 
-    @extend_schema(operation_id="audit_events_list", parameters=[AuditFilterInput], responses=AuditEventOutput(many=True))
+    @extend_schema(operation_id="audit_events_list", parameters=filter_parameters(selectors.AuditEventFilter), responses=AuditEventOutput(many=True))
     def get(self, request: Request) -> Response:
         permissions.require(request.user, "audit.view")
-        filters = AuditFilterInput(data=request.query_params)
-        filters.is_valid(raise_exception=True)
-        page = self.paginate_queryset(selectors.audit_event_list(**filters.validated_data))
+        page = self.paginate_queryset(selectors.audit_event_list(filters=request.query_params))
         return self.get_paginated_response(AuditEventOutput(page, many=True).data)
 
 

@@ -56,12 +56,7 @@ class ProjectChangeForm(forms.Form):
 
 
 class AuditFilterForm(forms.Form):
-    actor = forms.CharField(required=False)
-    action = forms.CharField(required=False)
-    object_type = forms.CharField(required=False, label="Object type")
-    object_id = forms.CharField(required=False, label="Object id")
-    since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    """The form of selectors.AuditEventFilter (its fields come from the filters): one rule between the fields."""
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
+import django_filters
+from django import forms
+from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from controlplane.forms import AuditFilterForm
 from controlplane.models import AuditEvent, Heartbeat, Project, SystemCheck
 
 
@@ -18,35 +23,56 @@ def project_list(*, search: str = "") -> QuerySet[Project]:
     return projects
 
 
+class AuditEventFilter(django_filters.FilterSet):
+    """The audit log's filters; the page draws its form (AuditFilterForm checks that since <= until)."""
+
+    actor = django_filters.CharFilter(field_name="actor_name", lookup_expr="iexact", max_length=150)
+    action = django_filters.CharFilter(lookup_expr="startswith", max_length=100)
+    object_type = django_filters.CharFilter(label="Object type", max_length=100)
+    object_id = django_filters.CharFilter(label="Object id", max_length=100)
+    since = django_filters.DateFilter(method="filter_since", widget=forms.DateInput(attrs={"type": "date"}))
+    until = django_filters.DateFilter(method="filter_until", widget=forms.DateInput(attrs={"type": "date"}))
+
+    class Meta:
+        model = AuditEvent
+        fields: list[str] = []
+        form = AuditFilterForm
+
+    def filter_since(self, queryset: QuerySet[AuditEvent], name: str, value: date) -> QuerySet[AuditEvent]:
+        return queryset.filter(created_at__gte=timezone.make_aware(datetime.combine(value, time.min)))
+
+    def filter_until(self, queryset: QuerySet[AuditEvent], name: str, value: date) -> QuerySet[AuditEvent]:
+        # The whole day the user named, up to midnight after it.
+        return queryset.filter(created_at__lt=timezone.make_aware(datetime.combine(value + timedelta(days=1), time.min)))
+
+
+def audit_filter(data: Mapping[str, Any] | None) -> AuditEventFilter:
+    """The audit filter bound to the page's or the API's query parameters (empty ones left out)."""
+    values = {name: str(data[name]).strip() for name in AuditEventFilter.base_filters if data and data.get(name)}
+    return AuditEventFilter(values or None, queryset=AuditEvent.objects.all())
+
+
 def audit_event_list(
-    *,
-    actor: str = "",
-    action: str = "",
-    object_type: str = "",
-    object_id: str = "",
-    since: date | None = None,
-    until: date | None = None,
+    *, filters: Mapping[str, Any] | None = None, object_type: str = "", object_id: str = ""
 ) -> QuerySet[AuditEvent]:
-    events = AuditEvent.objects.all()
-    if actor:
-        events = events.filter(actor_name__iexact=actor)
-    if action:
-        events = events.filter(action__startswith=action)
+    """Audit events newest first, narrowed by the filter parameters (ValidationError names each bad one);
+    `object_type`/`object_id` select one object's history."""
+    filterset = audit_filter(filters)
+    if filterset.is_bound and not filterset.is_valid():
+        raise ValidationError(filterset.errors.as_data())
+    events = filterset.qs
     if object_type:
         events = events.filter(object_type=object_type)
     if object_id:
         events = events.filter(object_id=object_id)
-    if since:
-        events = events.filter(created_at__gte=timezone.make_aware(datetime.combine(since, time.min)))
-    if until:
-        events = events.filter(created_at__lt=timezone.make_aware(datetime.combine(until + timedelta(days=1), time.min)))
     return events
 
 
 def audit_filter_choices() -> dict[str, list[str]]:
+    # order_by() replaces the model's newest-first ordering, which DISTINCT would otherwise keep in its rows.
     return {
-        "actions": sorted(AuditEvent.objects.values_list("action", flat=True).distinct()),
-        "object_types": sorted(AuditEvent.objects.values_list("object_type", flat=True).distinct()),
+        "actions": list(AuditEvent.objects.order_by("action").values_list("action", flat=True).distinct()),
+        "object_types": list(AuditEvent.objects.order_by("object_type").values_list("object_type", flat=True).distinct()),
     }
 
 

@@ -34,7 +34,7 @@ from rest_framework.authtoken.models import Token
 
 from controlplane import permissions, selectors, services
 from controlplane.backends import object_store
-from controlplane.forms import AuditFilterForm, ProjectChangeForm, ProjectCreateForm, json_pretty
+from controlplane.forms import ProjectChangeForm, ProjectCreateForm, json_pretty
 from controlplane.models import AuditEvent, Project, SystemCheck
 from workers.errors import ObjectNotFound
 from workers.objectstore.local import verify_download_signature
@@ -215,12 +215,13 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
 # --- audit log ------------------------------------------------------------------------------
 
 
-def _audit_events(request: HttpRequest) -> tuple[AuditFilterForm, Any]:
-    form = AuditFilterForm(request.GET or None)
-    if form.is_bound and not form.is_valid():
-        return form, AuditEvent.objects.none()
-    filters = {k: v for k, v in (form.cleaned_data if form.is_bound else {}).items() if v}
-    return form, selectors.audit_event_list(**filters)
+def _audit_events(request: HttpRequest) -> tuple[Form, Any]:
+    """The filter form as the page draws it, and the events it selects (none while the form has errors)."""
+    filterset = selectors.audit_filter(request.GET)
+    try:
+        return filterset.form, selectors.audit_event_list(filters=request.GET)
+    except ValidationError:
+        return filterset.form, AuditEvent.objects.none()
 
 
 def audit_list(request: HttpRequest) -> HttpResponse:
@@ -233,7 +234,7 @@ def audit_list(request: HttpRequest) -> HttpResponse:
         "controlplane/audit_list.html",
         {
             "form": form,
-            "page": paginate(request, events.select_related("actor"), per_page=50),
+            "page": paginate(request, events, per_page=50),
             "query": query.urlencode(),
             "can_export": permissions.has_permission(request.user, "audit.export"),
             "choices": selectors.audit_filter_choices(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import Prefetch, QuerySet
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -16,9 +17,19 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from controlplane import permissions
+from controlplane.api import filter_parameters
 from controlplane.uploads import upload_limit_message
 from lineage import selectors, services
-from lineage.models import Dataset, DatasetRegistration, DatasetVersion, ModelVersion, RegisteredModel, Run, RunEvent
+from lineage.models import (
+    Dataset,
+    DatasetRegistration,
+    DatasetVersion,
+    ModelVersion,
+    RegisteredModel,
+    Run,
+    RunEvent,
+    RunInput,
+)
 from lineage.openlineage import lineage_run_events
 from lineage.services import runs, uploads
 
@@ -34,7 +45,8 @@ class DatasetOutput(serializers.ModelSerializer):
 
     def get_version_count(self, dataset: Dataset) -> int:
         # Annotated by selectors.dataset_list; counted here for a single dataset.
-        return getattr(dataset, "version_count", None) or dataset.versions.count()
+        count = getattr(dataset, "version_count", None)
+        return dataset.versions.count() if count is None else count
 
 
 class DatasetVersionOutput(serializers.ModelSerializer):
@@ -97,12 +109,12 @@ class DatasetListApi(GenericAPIView):
 
     @extend_schema(
         operation_id="datasets_list",
-        parameters=[OpenApiParameter("q", str), OpenApiParameter("project", str)],
+        parameters=filter_parameters(selectors.DatasetFilter),
         responses=DatasetOutput(many=True),
     )
     def get(self, request: Request) -> Response:
         permissions.require(request.user, "dataset.view")
-        datasets = selectors.dataset_list(search=request.query_params.get("q", ""), project=request.query_params.get("project", ""))
+        datasets = selectors.dataset_list(filters=request.query_params)
         page = self.paginate_queryset(datasets)
         return self.get_paginated_response(DatasetOutput(page, many=True).data)
 
@@ -260,13 +272,16 @@ class RunOutput(serializers.ModelSerializer):
         ]
 
     def get_inputs(self, run: Run) -> list[dict[str, Any]]:
-        return [{"channel": i.channel, "dataset_version": i.dataset_version_id} for i in run.inputs.all()]
+        inputs = getattr(run, "input_links", None)  # prefetched by _with_links
+        return [{"channel": i.channel, "dataset_version": i.dataset_version_id} for i in (inputs if inputs is not None else run.inputs.all())]
 
     def get_outputs(self, run: Run) -> list[int]:
-        return [v.pk for v in run.output_versions.all()]
+        outputs = getattr(run, "output_links", None)  # prefetched by _with_links
+        return [v.pk for v in (outputs if outputs is not None else run.output_versions.all())]
 
     def get_model_version(self, run: Run) -> int | None:
-        return ModelVersion.objects.filter(run=run).values_list("pk", flat=True).first()
+        # Annotated by `_runs()` and selectors.run_list, so a page of runs is not one query per run.
+        return run.model_version_pk  # type: ignore[attr-defined, no-any-return]
 
 
 class RunDetailOutput(RunOutput):
@@ -288,8 +303,17 @@ class TransformRunInput(serializers.Serializer):
     output_name = serializers.CharField(required=False, allow_blank=True, default="", max_length=50)
 
 
-def _runs() -> Any:
-    return Run.objects.select_related("project", "created_by").prefetch_related("inputs", "output_versions")
+def _with_links(runs: QuerySet[Run]) -> QuerySet[Run]:
+    """What RunOutput shows: inputs and outputs in two queries a page (lists, not managers, which cost a queryset
+    per run), loading only their ids; and not the log tail, which it does not show."""
+    return runs.defer("log_tail").prefetch_related(
+        Prefetch("inputs", queryset=RunInput.objects.only("run", "channel", "dataset_version").order_by("id"), to_attr="input_links"),
+        Prefetch("output_versions", queryset=DatasetVersion.objects.only("produced_by").order_by("id"), to_attr="output_links"),
+    )
+
+
+def _runs() -> QuerySet[Run]:
+    return _with_links(selectors.run_list())
 
 
 class RunListApi(GenericAPIView):
@@ -297,13 +321,12 @@ class RunListApi(GenericAPIView):
 
     @extend_schema(
         operation_id="runs_list",
-        parameters=[OpenApiParameter(name, str) for name in ("project", "status", "kind", "recipe", "creator")],
+        parameters=filter_parameters(selectors.RunFilter),
         responses=RunOutput(many=True),
     )
     def get(self, request: Request) -> Response:
         permissions.require(request.user, "run.view")
-        filters = {k: request.query_params.get(k, "") for k in ("project", "status", "kind", "recipe", "creator")}
-        page = self.paginate_queryset(selectors.run_list(**filters).prefetch_related("inputs", "output_versions"))
+        page = self.paginate_queryset(_with_links(selectors.run_list(filters=request.query_params)))
         return self.get_paginated_response(RunOutput(page, many=True).data)
 
 
@@ -402,6 +425,8 @@ class LineageApi(GenericAPIView):
     @extend_schema(
         operation_id="lineage_retrieve",
         parameters=[OpenApiParameter("depth", int, description="Hops each way (1-50, default 4)")],
+        description=f"At most {selectors.PER_COLUMN} nodes are listed per distance; `more` counts the rest of each such "
+                    "column, and edges to them name the column's box (`more:<distance>`).",
         responses=OpenApiTypes.OBJECT,
     )
     def get(self, request: Request, node_id: str) -> Response:
@@ -419,9 +444,11 @@ class LineageApi(GenericAPIView):
             "nodes": [
                 {"id": n.id, "kind": n.kind, "label": n.label, "detail": n.detail, "status": n.status,
                  "distance": n.distance, "url": request.build_absolute_uri(n.url) if n.url else None}
-                for n in graph.nodes.values()
+                for n in graph.nodes.values() if n.kind != "more"
             ],
+            # Edges into a column's left-out nodes name its box, more:<distance>.
             "edges": [{"source": s, "target": t} for s, t in graph.edges],
+            "more": [{"id": f"more:{d}", "distance": d, "count": count} for d, count in sorted(graph.more.items())],
             "hidden_upstream": graph.hidden_upstream,
             "hidden_downstream": graph.hidden_downstream,
         })
@@ -549,26 +576,21 @@ class ModelVersionOutput(serializers.ModelSerializer):
 
 class RegisteredModelOutput(serializers.ModelSerializer):
     project = serializers.CharField(source="project.slug")
-    latest_version = serializers.SerializerMethodField()
+    # Annotated by selectors.model_list.
+    latest_version = serializers.IntegerField(source="latest_version_number", allow_null=True)
 
     class Meta:
         model = RegisteredModel
         fields = ["project", "slug", "name", "description", "latest_version", "created_at"]
 
-    def get_latest_version(self, model: RegisteredModel) -> int | None:
-        latest = model.versions.order_by("-number").first()
-        return latest.number if latest else None
-
 
 class ModelListApi(GenericAPIView):
     serializer_class = RegisteredModelOutput
 
-    @extend_schema(operation_id="models_list", parameters=[OpenApiParameter("project", str)], responses=RegisteredModelOutput(many=True))
+    @extend_schema(operation_id="models_list", parameters=filter_parameters(selectors.ModelFilter), responses=RegisteredModelOutput(many=True))
     def get(self, request: Request) -> Response:
         permissions.require(request.user, "model.view")
-        models = RegisteredModel.objects.select_related("project").order_by("project__slug", "slug")
-        if request.query_params.get("project"):
-            models = models.filter(project__slug=request.query_params["project"])
+        models = selectors.model_list(filters=request.query_params)
         return self.get_paginated_response(RegisteredModelOutput(self.paginate_queryset(models), many=True).data)
 
 

@@ -241,6 +241,12 @@ class Run(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        indexes = [
+            # The runs list reads a page in this order; without it every request sorts the whole table.
+            models.Index(fields=["-created_at", "-id"], name="run_newest_first"),
+            # Filtered by status, its count and page read this index, not rows that carry metrics and logs.
+            models.Index(fields=["status", "-created_at", "-id"], name="run_status_newest_first"),
+        ]
 
     def __str__(self) -> str:
         return f"run {self.pk} ({self.kind} {self.recipe})"

@@ -1,24 +1,27 @@
-"""Reads for datasets, runs and the lineage graph."""
+"""Reads for datasets, runs, models and the lineage graph."""
 
 from __future__ import annotations
 
-from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import django_filters
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import connection
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery
 from django.urls import reverse
 
 from controlplane.backends import object_store
-from lineage.models import Dataset, DatasetVersion, LineageEdge, Run
+from lineage.models import Dataset, DatasetVersion, LineageEdge, ModelVersion, RegisteredModel, Run, RunInput
 
+# Deployments will be lineage nodes too; until they have records, an id of that kind names nothing here.
 NODE_KINDS = ("dataset_version", "run", "model_version", "deployment")
 
-# One recursive query walks the edge table in either direction to any depth. UNION (not UNION ALL)
-# drops edges already seen, so diamonds are visited once and a malformed cycle still terminates.
+# The whole lineage in either direction, any depth (OpenLineage export). UNION (not UNION ALL) drops edges
+# already seen, so diamonds are visited once and a malformed cycle still terminates.
 _UPSTREAM_SQL = """
 WITH RECURSIVE walk(source, target) AS (
     SELECT source, target FROM {table} WHERE target = %s
@@ -34,6 +37,54 @@ WITH RECURSIVE walk(source, target) AS (
     SELECT e.source, e.target FROM {table} e JOIN walk w ON e.source = w.target
 )
 SELECT source, target FROM walk
+"""
+
+# What a drawing needs, in one query. Both walks carry the edges they follow and stop one hop past the depth
+# asked for (that hop is only counted). Each column keeps its `cap` most recently linked nodes; edges into the
+# rest name the column's "more:<distance>" box. The rows returned follow depth × nodes drawn; the database still
+# counts a popular node's fan-out, but nothing else about it leaves the query.
+# Parameters: focus, reach (depth + 1), reach, depth, cap, cap, depth, depth.
+_GRAPH_SQL = """
+WITH RECURSIVE
+focus(node) AS (SELECT CAST(%s AS VARCHAR(64))),
+up(source, target, hops, link) AS (
+    SELECT source, target, 1, id FROM {table} WHERE target = (SELECT node FROM focus)
+    UNION
+    SELECT e.source, e.target, up.hops + 1, e.id FROM {table} e JOIN up ON e.target = up.source WHERE up.hops < %s
+),
+down(source, target, hops, link) AS (
+    SELECT source, target, 1, id FROM {table} WHERE source = (SELECT node FROM focus)
+    UNION
+    SELECT e.source, e.target, down.hops + 1, e.id FROM {table} e JOIN down ON e.source = down.target WHERE down.hops < %s
+),
+placed(node, distance, link) AS (
+    SELECT node, 0, 0 FROM focus
+    UNION ALL
+    SELECT source, -MIN(hops), MAX(link) FROM up WHERE source <> (SELECT node FROM focus) GROUP BY source
+    UNION ALL
+    SELECT target, MIN(hops), MAX(link) FROM down
+    WHERE target <> (SELECT node FROM focus) AND target NOT IN (SELECT source FROM up) GROUP BY target
+),
+drawn(node, distance, column_size, shown) AS (
+    SELECT node, distance, column_size,
+           CASE WHEN ABS(distance) <= %s AND (position <= %s OR column_size <= %s + 1) THEN 1 ELSE 0 END
+    FROM (
+        SELECT node, distance,
+               ROW_NUMBER() OVER (PARTITION BY distance ORDER BY link DESC) AS position,
+               COUNT(*) OVER (PARTITION BY distance) AS column_size
+        FROM placed
+    ) ranked
+)
+SELECT 'node', node, '', distance, column_size FROM drawn WHERE shown = 1
+UNION ALL
+SELECT DISTINCT 'column', '', '', distance, column_size FROM drawn WHERE shown = 0
+UNION ALL
+SELECT DISTINCT 'edge',
+       CASE WHEN s.shown = 1 THEN s.node ELSE 'more:' || CAST(s.distance AS VARCHAR(12)) END,
+       CASE WHEN t.shown = 1 THEN t.node ELSE 'more:' || CAST(t.distance AS VARCHAR(12)) END, 0, 0
+FROM (SELECT source, target FROM up UNION SELECT source, target FROM down) walked
+JOIN drawn s ON s.node = walked.source JOIN drawn t ON t.node = walked.target
+WHERE ABS(s.distance) <= %s AND ABS(t.distance) <= %s
 """
 
 
@@ -60,14 +111,6 @@ def lineage_downstream_edges(node_id: str) -> list[tuple[str, str]]:
     return _walk(_DOWNSTREAM_SQL, node_id)
 
 
-def lineage_ancestors(node_id: str) -> set[str]:
-    return {source for source, _ in lineage_upstream_edges(node_id)}
-
-
-def lineage_descendants(node_id: str) -> set[str]:
-    return {target for _, target in lineage_downstream_edges(node_id)}
-
-
 @dataclass
 class LineageNode:
     id: str
@@ -82,49 +125,47 @@ class LineageNode:
 @dataclass
 class LineageGraph:
     focus: str
+    # The nodes drawn, and per column cut by the cap one node of kind "more" ("+N more", id more:<distance>).
     nodes: dict[str, LineageNode] = field(default_factory=dict)
     edges: list[tuple[str, str]] = field(default_factory=list)
-    # Nodes beyond the depth limit, by side: how many were left out.
+    # How many nodes each capped column left out, by distance.
+    more: dict[int, int] = field(default_factory=dict)
+    # Nodes one hop beyond the depth limit, by side (a lower bound of what lies beyond: the walk stops there).
     hidden_upstream: int = 0
     hidden_downstream: int = 0
 
 
-def _distances(start: str, edges: list[tuple[str, str]], *, forward: bool) -> dict[str, int]:
-    adjacency: dict[str, list[str]] = {}
-    for source, target in edges:
-        a, b = (source, target) if forward else (target, source)
-        adjacency.setdefault(a, []).append(b)
-    distance = {start: 0}
-    queue = deque([start])
-    while queue:
-        node = queue.popleft()
-        for neighbour in adjacency.get(node, []):
-            if neighbour not in distance:
-                distance[neighbour] = distance[node] + 1
-                queue.append(neighbour)
-    return distance
+# Nodes drawn per column before the rest become one "+N more" box (the page draws eight rows).
+PER_COLUMN = 7
 
 
-def lineage_graph(node_id: str, *, depth: int = 4) -> LineageGraph:
-    """The focus node with everything upstream and downstream of it, cut at `depth` hops each way."""
+def lineage_graph(node_id: str, *, depth: int = 4, per_column: int = PER_COLUMN) -> LineageGraph:
+    """The focus node with what lies upstream and downstream of it, cut at `depth` hops each way and at
+    `per_column` nodes a column; in one query for the shape plus one per node kind drawn."""
     parse_node_id(node_id)
-    upstream = lineage_upstream_edges(node_id)
-    downstream = lineage_downstream_edges(node_id)
-    up_distance = _distances(node_id, upstream, forward=False)
-    down_distance = _distances(node_id, downstream, forward=True)
+    sql = _GRAPH_SQL.format(table=LineageEdge._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [node_id, depth + 1, depth + 1, depth, per_column, per_column, depth, depth])
+        rows = cursor.fetchall()
     graph = LineageGraph(focus=node_id)
-    keep: dict[str, int] = {node_id: 0}
-    for node, hops in up_distance.items():
-        if hops <= depth:
-            keep[node] = -hops
+    keep: dict[str, int] = {}
+    sizes: dict[int, int] = {}
+    for row_kind, first, second, distance, column_size in rows:
+        if row_kind == "node":
+            keep[first] = distance
+        elif row_kind == "edge":
+            graph.edges.append((first, second))
+        sizes[distance] = column_size
+    for distance, column_size in sizes.items():
+        if distance < -depth:
+            graph.hidden_upstream = column_size
+        elif distance > depth:
+            graph.hidden_downstream = column_size
         else:
-            graph.hidden_upstream += 1
-    for node, hops in down_distance.items():
-        if hops <= depth:
-            keep.setdefault(node, hops)
-        else:
-            graph.hidden_downstream += 1
-    graph.edges = sorted({edge for edge in upstream + downstream if edge[0] in keep and edge[1] in keep})
+            shown = sum(1 for d in keep.values() if d == distance)
+            if column_size > shown:
+                graph.more[distance] = column_size - shown
+    keep.setdefault(node_id, 0)
     described = {node.id: node for node in describe_nodes(list(keep))}
     for node_id_kept, distance in keep.items():
         # An edge may name a record this database does not hold (e.g. imported lineage): still draw it.
@@ -133,18 +174,29 @@ def lineage_graph(node_id: str, *, depth: int = 4) -> LineageGraph:
         )
         node.distance = distance
         graph.nodes[node.id] = node
+    for distance, count in sorted(graph.more.items()):
+        box = f"more:{distance}"
+        graph.nodes[box] = LineageNode(id=box, kind="more", label=f"+{count} more", detail="show all",
+                                       url=f"?depth={depth}&expand=1", distance=distance)
+    graph.edges.sort()
     return graph
 
 
 def describe_nodes(node_ids: list[str]) -> list[LineageNode]:
-    """Labels and links for nodes, one query per kind present."""
+    """Labels and links for nodes, one query per kind present, loading only the fields drawn."""
     by_kind: dict[str, list[int]] = {}
     for node_id in node_ids:
         kind, pk = parse_node_id(node_id)
         by_kind.setdefault(kind, []).append(pk)
     described: list[LineageNode] = []
     if "dataset_version" in by_kind:
-        for version in DatasetVersion.objects.filter(pk__in=by_kind["dataset_version"]).select_related("dataset__project"):
+        versions = (
+            DatasetVersion.objects.filter(pk__in=by_kind["dataset_version"])
+            .select_related("dataset__project")
+            .only("number", "source", "format", "row_count", "sha256", "dataset__slug", "dataset__project__slug")
+            .order_by()
+        )
+        for version in versions:
             described.append(
                 LineageNode(
                     id=version.node_id,
@@ -155,7 +207,7 @@ def describe_nodes(node_ids: list[str]) -> list[LineageNode]:
                 )
             )
     if "run" in by_kind:
-        for run in Run.objects.filter(pk__in=by_kind["run"]):
+        for run in Run.objects.filter(pk__in=by_kind["run"]).only("recipe", "kind", "backend", "status").order_by():
             described.append(
                 LineageNode(
                     id=run.node_id,
@@ -167,9 +219,13 @@ def describe_nodes(node_ids: list[str]) -> list[LineageNode]:
                 )
             )
     if "model_version" in by_kind:
-        from lineage.models import ModelVersion
-
-        for model_version in ModelVersion.objects.filter(pk__in=by_kind["model_version"]).select_related("registered_model__project"):
+        model_versions = (
+            ModelVersion.objects.filter(pk__in=by_kind["model_version"])
+            .select_related("registered_model__project")
+            .only("number", "metrics", "sha256", "registered_model__slug", "registered_model__project__slug")
+            .order_by()
+        )
+        for model_version in model_versions:
             metrics = model_version.metrics or {}
             headline = next((f"{k} {metrics[k]:.3f}" for k in ("accuracy", "roc_auc", "r2", "rmse") if isinstance(metrics.get(k), (int, float))), "")
             described.append(
@@ -181,9 +237,6 @@ def describe_nodes(node_ids: list[str]) -> list[LineageNode]:
                     url=reverse("model-version-detail", args=[model_version.registered_model.project.slug, model_version.registered_model.slug, model_version.number]),
                 )
             )
-    for kind in ("deployment",):
-        for pk in by_kind.get(kind, []):
-            described.append(LineageNode(id=f"{kind}:{pk}", kind=kind, label=f"{kind.replace('_', ' ')} {pk}", detail="", url=""))
     return described
 
 
@@ -210,16 +263,65 @@ def version_url(version: DatasetVersion) -> str:
     )
 
 
-# --- datasets -------------------------------------------------------------------------------
+# --- filters shared by the pages and the API --------------------------------------------------
 
 
-def dataset_list(*, search: str = "", project: str = "") -> QuerySet[Dataset]:
-    datasets = Dataset.objects.select_related("project", "created_by")
-    if project:
-        datasets = datasets.filter(project__slug=project)
-    if search:
-        datasets = datasets.filter(Q(name__icontains=search) | Q(slug__icontains=search) | Q(description__icontains=search))
-    return datasets.annotate(version_count=Count("versions")).order_by("project__slug", "slug")
+class DatasetFilter(django_filters.FilterSet):
+    q = django_filters.CharFilter(method="filter_search", label="Search", max_length=200)
+    project = django_filters.CharFilter(field_name="project__slug", max_length=63)
+
+    class Meta:
+        model = Dataset
+        fields: list[str] = []
+
+    def filter_search(self, queryset: QuerySet[Dataset], name: str, value: str) -> QuerySet[Dataset]:
+        value = value.strip()
+        if not value:
+            return queryset
+        return queryset.filter(Q(name__icontains=value) | Q(slug__icontains=value) | Q(description__icontains=value))
+
+
+class RunFilter(django_filters.FilterSet):
+    project = django_filters.CharFilter(field_name="project__slug", max_length=63)
+    status = django_filters.ChoiceFilter(choices=Run.Status.choices)
+    kind = django_filters.ChoiceFilter(choices=Run.Kind.choices)
+    recipe = django_filters.CharFilter(max_length=100)
+    creator = django_filters.CharFilter(field_name="created_by__username", max_length=150)
+
+    class Meta:
+        model = Run
+        fields: list[str] = []
+
+
+class ModelFilter(django_filters.FilterSet):
+    project = django_filters.CharFilter(field_name="project__slug", max_length=63)
+
+    class Meta:
+        model = RegisteredModel
+        fields: list[str] = []
+
+
+def filter_values(filterset_class: type[django_filters.FilterSet], data: Mapping[str, Any] | None) -> dict[str, str]:
+    """The filter parameters as typed (stripped), for pages that echo them back and build page links."""
+    return {name: str((data or {}).get(name, "")).strip() for name in filterset_class.base_filters}
+
+
+def apply_filters(filterset_class: type[django_filters.FilterSet], data: Mapping[str, Any] | None, queryset: QuerySet[Any]) -> QuerySet[Any]:
+    """`queryset` narrowed by the filter parameters in `data`; a ValidationError names each bad parameter."""
+    values = {name: value for name, value in filter_values(filterset_class, data).items() if value}
+    filterset = filterset_class(values, queryset=queryset)
+    if not filterset.is_valid():
+        raise ValidationError(filterset.errors.as_data())
+    return filterset.qs
+
+
+# --- datasets, models and runs ----------------------------------------------------------------
+
+
+def dataset_list(*, filters: Mapping[str, Any] | None = None) -> QuerySet[Dataset]:
+    """Datasets with their version counts, filtered by `q` (search) and `project`."""
+    datasets = Dataset.objects.select_related("project", "created_by").annotate(version_count=Count("versions"))
+    return apply_filters(DatasetFilter, filters, datasets).order_by("project__slug", "slug")
 
 
 def dataset_get(*, project: str, slug: str) -> Dataset:
@@ -232,20 +334,29 @@ def dataset_version_get(*, project: str, dataset: str, number: int) -> DatasetVe
     )
 
 
-def run_list(*, project: str = "", status: str = "", kind: str = "", recipe: str = "", creator: str = "") -> QuerySet[Run]:
-    runs = Run.objects.select_related("project", "created_by")
-    filters: dict[str, Any] = {}
-    if project:
-        filters["project__slug"] = project
-    if status:
-        filters["status"] = status
-    if kind:
-        filters["kind"] = kind
-    if recipe:
-        filters["recipe"] = recipe
-    if creator:
-        filters["created_by__username"] = creator
-    return runs.filter(**filters)
+def model_list(*, filters: Mapping[str, Any] | None = None) -> QuerySet[RegisteredModel]:
+    """Registered models with `version_count` and `latest_version_number`, filtered by `project` (pages and API)."""
+    models = RegisteredModel.objects.select_related("project").annotate(
+        version_count=Count("versions"), latest_version_number=Max("versions__number")
+    )
+    return apply_filters(ModelFilter, filters, models).order_by("project__slug", "slug")
+
+
+def dataset_version_consumers(*, version: DatasetVersion, limit: int = 20) -> QuerySet[Run]:
+    """The newest runs that read `version`, with what a link to each shows (number, recipe, status).
+
+    A subquery on the inputs rather than a DISTINCT over a join: DISTINCT compares whole rows, metrics and logs too.
+    """
+    readers = RunInput.objects.filter(dataset_version=version).values("run_id")
+    return Run.objects.filter(pk__in=readers).only("recipe", "status", "created_at").order_by("-created_at", "-id")[:limit]
+
+
+def run_list(*, filters: Mapping[str, Any] | None = None) -> QuerySet[Run]:
+    """Runs newest first, filtered by project, status, kind, recipe and creator; each with `model_version_pk`."""
+    # A subquery, not a join: a page's count then reads the runs table alone.
+    model_version = ModelVersion.objects.filter(run=OuterRef("pk")).values("pk")[:1]
+    runs = Run.objects.select_related("project", "created_by").annotate(model_version_pk=Subquery(model_version))
+    return apply_filters(RunFilter, filters, runs).order_by("-created_at", "-id")
 
 
 # --- runs: what a run ended with, its log, what it may cost -------------------------------------

@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
+from django.db.models import Prefetch
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -47,21 +48,25 @@ def _profile_charts(profile: dict[str, Any] | None, *, limit: int = 40) -> list[
 
 def dataset_list(request: HttpRequest) -> HttpResponse:
     permissions.require(request.user, "dataset.view")
-    search = request.GET.get("q", "").strip()
-    project = request.GET.get("project", "").strip()
-    datasets = selectors.dataset_list(search=search, project=project)
-    query = urlencode({k: v for k, v in (("q", search), ("project", project)) if v})
+    filters = selectors.filter_values(selectors.DatasetFilter, request.GET)
+    errors: dict[str, list[str]] = {}
+    try:
+        datasets = selectors.dataset_list(filters=filters)
+    except ValidationError as exc:
+        errors, datasets = exc.message_dict, Dataset.objects.none()
     return render(
         request,
         "lineage/dataset_list.html",
         {
             "page": paginate(request, datasets),
-            "search": search,
-            "project": project,
-            "projects": Project.objects.all(),
-            "query": query,
+            "search": filters["q"],
+            "project": filters["project"],
+            "errors": errors,
+            "projects": Project.objects.only("slug", "name"),
+            "query": urlencode({k: v for k, v in filters.items() if v}),
             "can_register": permissions.has_permission(request.user, "dataset.register"),
         },
+        status=400 if errors else 200,
     )
 
 
@@ -160,7 +165,7 @@ def dataset_version_detail(request: HttpRequest, project: str, slug: str, number
             "charts": _profile_charts(profile.profile),
             "download_url": selectors.dataset_version_download_url(version),
             "graph": layout_graph(graph),
-            "consumed_by": Run.objects.filter(inputs__dataset_version=version).distinct()[:20],
+            "consumed_by": selectors.dataset_version_consumers(version=version, limit=20),
             "can_launch": permissions.has_permission(request.user, "run.launch"),
         },
     )
@@ -179,20 +184,28 @@ def _metric_charts(run: Run) -> list[dict[str, Any]]:
 
 def run_list(request: HttpRequest) -> HttpResponse:
     permissions.require(request.user, "run.view")
-    filters = {k: request.GET.get(k, "").strip() for k in ("project", "status", "kind", "recipe", "creator")}
-    runs = selectors.run_list(**filters)
+    filters = selectors.filter_values(selectors.RunFilter, request.GET)
+    errors: dict[str, list[str]] = {}
+    try:
+        # The table draws none of the JSON fields; a run's metrics and log can be large.
+        runs = selectors.run_list(filters=filters).defer("parameters", "metrics", "usage", "log_tail")
+    except ValidationError as exc:
+        errors, runs = exc.message_dict, Run.objects.none()
     return render(
         request,
         "lineage/run_list.html",
         {
             "page": paginate(request, runs),
             "filters": filters,
+            "errors": errors,
             "query": urlencode({k: v for k, v in filters.items() if v}),
             "statuses": Run.Status.values,
-            "projects": Project.objects.all(),
+            "projects": Project.objects.only("slug", "name"),
             "can_launch": permissions.has_permission(request.user, "run.launch"),
-            "recent_versions": DatasetVersion.objects.exclude(format="manifest").select_related("dataset__project").order_by("-created_at")[:100],
+            "recent_versions": DatasetVersion.objects.exclude(format="manifest").select_related("dataset__project")
+            .only("number", "row_count", "dataset__slug", "dataset__project__slug").order_by("-created_at", "-id")[:100],
         },
+        status=400 if errors else 200,
     )
 
 
@@ -286,7 +299,8 @@ def lineage_page(request: HttpRequest, node_id: str) -> HttpResponse:
     except ValueError:
         depth = 4
     expand = request.GET.get("expand") == "1"
-    graph = selectors.lineage_graph(node_id, depth=depth)
+    # "Show all" still has a ceiling: a dataset read by thousands of runs must not draw thousands of boxes.
+    graph = selectors.lineage_graph(node_id, depth=depth, per_column=500 if expand else selectors.PER_COLUMN)
     return render(
         request,
         "lineage/lineage.html",
@@ -410,8 +424,17 @@ def run_compare(request: HttpRequest) -> HttpResponse:
 
 def model_list(request: HttpRequest) -> HttpResponse:
     permissions.require(request.user, "model.view")
-    models = RegisteredModel.objects.select_related("project").order_by("project__slug", "slug")
-    return render(request, "lineage/model_list.html", {"page": paginate(request, models)})
+    filters = selectors.filter_values(selectors.ModelFilter, request.GET)
+    try:
+        models = selectors.model_list(filters=filters)
+    except ValidationError as exc:
+        return render(request, "lineage/model_list.html", {"page": [], "filters": filters, "errors": exc.message_dict}, status=400)
+    # The table reads `versions.count`: one prefetch of the page's version ids, not a count per row.
+    models = models.prefetch_related(Prefetch("versions", queryset=ModelVersion.objects.only("registered_model").order_by()))
+    return render(request, "lineage/model_list.html", {
+        "page": paginate(request, models), "filters": filters, "errors": {},
+        "query": urlencode({k: v for k, v in filters.items() if v}),
+    })
 
 
 def model_detail(request: HttpRequest, project: str, slug: str) -> HttpResponse:
