@@ -298,9 +298,7 @@ def measure(db: Database, graph: Graph, sql: dict[str, str], rounds: int, warmup
                     f"{db.label}, {graph.nodes} nodes: {label} {direction} found {len(walk.nodes)} nodes, "
                     f"expected {len(expected[direction])}"
                 )
-        results.append(
-            Result(db.label, graph.nodes, direction, len(cte.nodes), cte.rows, bfs.rows, bfs.queries)
-        )
+        results.append(Result(db.label, graph.nodes, direction, len(cte.nodes), cte.rows, bfs.rows, bfs.queries))
         for _ in range(warmup):
             variants[direction]["cte"]()
             variants[direction]["bfs"]()

@@ -1,4 +1,5 @@
-"""Main pages and API lists on a small and a large history: median and p95 server time and queries, SQLite and PostgreSQL.
+"""Main pages and API lists on a small and a large history: median and p95 server time and queries,
+SQLite and PostgreSQL.
 
 Run from the repository root:
 
@@ -50,7 +51,14 @@ POSTGRES = "postgres://postgres@127.0.0.1:5432/"
 BENCH_DATABASE = "cp_perf_bench"
 # A history's size; the large one is what the issue measured.
 SMALL = {"runs": 100, "dataset_versions": 10, "model_versions": 10, "edges": 135, "audit": 120, "popular_reads": 15}
-LARGE = {"runs": 20000, "dataset_versions": 2000, "model_versions": 2000, "edges": 27000, "audit": 24000, "popular_reads": 3000}
+LARGE = {
+    "runs": 20000,
+    "dataset_versions": 2000,
+    "model_versions": 2000,
+    "edges": 27000,
+    "audit": 24000,
+    "popular_reads": 3000,
+}
 TARGET_MS, TARGET_QUERIES = 150.0, 15
 
 
@@ -94,7 +102,9 @@ class Seeder:
         from controlplane.models import Project
 
         def make_user(username: str, role: str) -> Any:
-            user = get_user_model().objects.create_user(username=username, email=f"{username}@example.com", is_staff=role == permissions.ADMIN)
+            user = get_user_model().objects.create_user(
+                username=username, email=f"{username}@example.com", is_staff=role == permissions.ADMIN
+            )
             user.groups.add(Group.objects.get_or_create(name=role)[0])
             return user
 
@@ -129,8 +139,13 @@ class Seeder:
         # Five versions a dataset; every fifth dataset's versions are derived by a transform run (edges below).
         datasets = Dataset.objects.bulk_create(
             [
-                Dataset(project=self.projects[i % 5], name=f"Dataset {n}", slug=f"dataset-{n}", created_by=self.users[i % 5],
-                        description="Seeded for bench/pages.py")
+                Dataset(
+                    project=self.projects[i % 5],
+                    name=f"Dataset {n}",
+                    slug=f"dataset-{n}",
+                    created_by=self.users[i % 5],
+                    description="Seeded for bench/pages.py",
+                )
                 for i, n in enumerate(range(len(self.versions) // 5, (len(self.versions) + new_versions) // 5))
             ],
             batch_size=batch,
@@ -138,10 +153,19 @@ class Seeder:
         versions = DatasetVersion.objects.bulk_create(
             [
                 DatasetVersion(
-                    dataset=dataset, number=number, sha256=_sha(f"{dataset.slug}/{number}"),
-                    uri=f"file:///data/{dataset.slug}/v{number}.csv", storage_key=f"datasets/{dataset.slug}/{number}",
-                    size=123_456, format="csv", content_format="csv", columns=self.schema, row_count=569,
-                    source="upload", original_filename=f"{dataset.slug}.csv", created_by=self.users[number % 5],
+                    dataset=dataset,
+                    number=number,
+                    sha256=_sha(f"{dataset.slug}/{number}"),
+                    uri=f"file:///data/{dataset.slug}/v{number}.csv",
+                    storage_key=f"datasets/{dataset.slug}/{number}",
+                    size=123_456,
+                    format="csv",
+                    content_format="csv",
+                    columns=self.schema,
+                    row_count=569,
+                    source="upload",
+                    original_filename=f"{dataset.slug}.csv",
+                    created_by=self.users[number % 5],
                 )
                 for dataset in datasets
                 for number in range(1, 6)
@@ -149,7 +173,8 @@ class Seeder:
             batch_size=batch,
         )
         DatasetProfile.objects.bulk_create(
-            [DatasetProfile(version=v, status="ready", progress=1.0, profile=self.profile) for v in versions], batch_size=batch
+            [DatasetProfile(version=v, status="ready", progress=1.0, profile=self.profile) for v in versions],
+            batch_size=batch,
         )
         self.versions += versions
         self.counts["dataset_versions"] += len(versions)
@@ -161,15 +186,25 @@ class Seeder:
             name: [{"value": round(0.9 + k / 100, 4), "fold": k, "time": 1_764_000_000 + k} for k in range(5)]
             for name in ("cv_accuracy", "cv_f1", "cv_roc_auc", "cv_precision", "cv_recall")
         }
-        log_tail = [f"2026-12-01T08:{k // 60:02d}:{k % 60:02d}Z fold {k % 5}: fitting 30 features, 455 rows " + "." * 40 for k in range(200)]
+        log_tail = [
+            f"2026-12-01T08:{k // 60:02d}:{k % 60:02d}Z fold {k % 5}: fitting 30 features, 455 rows " + "." * 40
+            for k in range(200)
+        ]
         runs = Run.objects.bulk_create(
             [
                 Run(
-                    project=self.projects[i % 5], kind="training", recipe=("sklearn-logistic", "sklearn-random-forest")[i % 2],
-                    recipe_version="1.2", recipe_fingerprint=_sha(f"recipe/{i % 2}"),
+                    project=self.projects[i % 5],
+                    kind="training",
+                    recipe=("sklearn-logistic", "sklearn-random-forest")[i % 2],
+                    recipe_version="1.2",
+                    recipe_fingerprint=_sha(f"recipe/{i % 2}"),
                     parameters={"target": "target", "hyperparameters": {"C": 1.0, "max_iter": 200}},
-                    seed=42, status=("succeeded", "failed", "succeeded", "stopped")[i % 4], metrics=metrics,
-                    usage={"cpu_seconds": 12.5, "max_rss_mb": 310}, log_tail=log_tail, created_by=self.users[i % 5],
+                    seed=42,
+                    status=("succeeded", "failed", "succeeded", "stopped")[i % 4],
+                    metrics=metrics,
+                    usage={"cpu_seconds": 12.5, "max_rss_mb": 310},
+                    log_tail=log_tail,
+                    created_by=self.users[i % 5],
                     instance_type="local",
                 )
                 for i in range(run_count)
@@ -190,8 +225,12 @@ class Seeder:
         producing = runs[:new_models]
         registered = RegisteredModel.objects.bulk_create(
             [
-                RegisteredModel(project=self.projects[i % 5], name=f"Model {len(self.models) + i}",
-                                slug=f"model-{len(self.models) + i}", created_by=self.admin)
+                RegisteredModel(
+                    project=self.projects[i % 5],
+                    name=f"Model {len(self.models) + i}",
+                    slug=f"model-{len(self.models) + i}",
+                    created_by=self.admin,
+                )
                 for i in range((new_models + 9) // 10)
             ],
             batch_size=batch,
@@ -200,11 +239,20 @@ class Seeder:
         model_versions = ModelVersion.objects.bulk_create(
             [
                 ModelVersion(
-                    registered_model=registered[i // 10], number=i % 10 + 1, run=run,
-                    artifact_uri=f"file:///models/{run.pk}/model.joblib", artifact_key=f"models/{run.pk}/model.joblib",
-                    sha256=_sha(f"model/{run.pk}"), size=45_678, task="classification", target="target",
-                    input_schema=self.schema[:-1], classes=[0, 1], metrics={"accuracy": 0.95, "roc_auc": 0.99},
-                    metadata={"recipe": run.recipe, "features": [c["name"] for c in self.schema[:-1]]}, created_by=run.created_by,
+                    registered_model=registered[i // 10],
+                    number=i % 10 + 1,
+                    run=run,
+                    artifact_uri=f"file:///models/{run.pk}/model.joblib",
+                    artifact_key=f"models/{run.pk}/model.joblib",
+                    sha256=_sha(f"model/{run.pk}"),
+                    size=45_678,
+                    task="classification",
+                    target="target",
+                    input_schema=self.schema[:-1],
+                    classes=[0, 1],
+                    metrics={"accuracy": 0.95, "roc_auc": 0.99},
+                    metadata={"recipe": run.recipe, "features": [c["name"] for c in self.schema[:-1]]},
+                    created_by=run.created_by,
                 )
                 for i, run in enumerate(producing)
             ],
@@ -215,10 +263,10 @@ class Seeder:
 
         # Derived versions: every fifth dataset's versions come from a run; validation inputs fill the remainder.
         derived = [v for v in versions if int(v.dataset.slug.rsplit("-", 1)[1]) % 5 == 4]
-        for version, run in zip(derived, runs[-len(derived):] if derived else [], strict=False):
+        for version, run in zip(derived, runs[-len(derived) :] if derived else [], strict=False):
             edges.append(LineageEdge(source=run.node_id, target=version.node_id))
         missing = target["edges"] - self.counts["edges"] - len(edges)
-        for run in runs[popular_reads: popular_reads + max(missing, 0)]:
+        for run in runs[popular_reads : popular_reads + max(missing, 0)]:
             validation = self.rng.choice(self.versions)
             inputs.append(RunInput(run=run, dataset_version=validation, channel="validation"))
             edges.append(LineageEdge(source=validation.node_id, target=run.node_id))
@@ -226,15 +274,31 @@ class Seeder:
         LineageEdge.objects.bulk_create(edges, batch_size=batch, ignore_conflicts=True)
         self.counts["edges"] = LineageEdge.objects.count()
 
-        actions = ["dataset.create", "dataset_version.create", "run.launch", "run.start", "run.succeed", "run.fail",
-                   "model_version.create", "project.update", "token.regenerate", "dataset_version.profile"]
+        actions = [
+            "dataset.create",
+            "dataset_version.create",
+            "run.launch",
+            "run.start",
+            "run.succeed",
+            "run.fail",
+            "model_version.create",
+            "project.update",
+            "token.regenerate",
+            "dataset_version.profile",
+        ]
         start = self.counts["audit"]
         AuditEvent.objects.bulk_create(
             [
                 AuditEvent(
-                    actor=self.users[i % 5], actor_name=self.users[i % 5].username, action=actions[i % len(actions)],
-                    object_type=actions[i % len(actions)].split(".")[0], object_id=str(i), object_repr=f"object {i}",
-                    before={"status": "running"}, after={"status": "succeeded", "note": "seeded"}, reason="bench",
+                    actor=self.users[i % 5],
+                    actor_name=self.users[i % 5].username,
+                    action=actions[i % len(actions)],
+                    object_type=actions[i % len(actions)].split(".")[0],
+                    object_id=str(i),
+                    object_repr=f"object {i}",
+                    before={"status": "running"},
+                    after={"status": "succeeded", "note": "seeded"},
+                    reason="bench",
                 )
                 for i in range(start, target["audit"])
             ],
@@ -242,8 +306,12 @@ class Seeder:
         )
         self.counts["audit"] = target["audit"]
         if self.seeded is None:
-            first_model_version = ModelVersion.objects.select_related("registered_model__project").order_by("pk").first()
-            self.seeded = Seeded(popular_version=popular, popular_run=runs[0], popular_model_version=first_model_version)
+            first_model_version = (
+                ModelVersion.objects.select_related("registered_model__project").order_by("pk").first()
+            )
+            self.seeded = Seeded(
+                popular_version=popular, popular_run=runs[0], popular_model_version=first_model_version
+            )
         return self.seeded
 
 
@@ -264,7 +332,10 @@ def pages(seeded: Seeded) -> list[tuple[str, str]]:
         ("datasets", reverse("dataset-list")),
         ("datasets ?q=dataset-1", reverse("dataset-list") + "?q=dataset-1"),
         ("dataset (popular)", reverse("dataset-detail", args=[dataset.project.slug, dataset.slug])),
-        ("dataset version (popular)", reverse("dataset-version-detail", args=[dataset.project.slug, dataset.slug, version.number])),
+        (
+            "dataset version (popular)",
+            reverse("dataset-version-detail", args=[dataset.project.slug, dataset.slug, version.number]),
+        ),
         ("runs", reverse("run-list")),
         ("runs ?status=failed", reverse("run-list") + "?status=failed"),
         ("run", reverse("run-detail", args=[seeded.popular_run.pk])),
@@ -364,16 +435,26 @@ def run_child(database: str, rounds: int, tmp: Path) -> dict[str, Any]:
     var = tmp / database
     var.mkdir()
     url = f"sqlite:///{var / 'bench.sqlite3'}" if database == "sqlite" else POSTGRES + BENCH_DATABASE
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="controlplane.settings.local", DJANGO_DEBUG="false",
-               CONTROLPLANE_VAR_DIR=str(var), DATABASE_URL=url, PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'bench'}")
+    env = dict(
+        os.environ,
+        DJANGO_SETTINGS_MODULE="controlplane.settings.local",
+        DJANGO_DEBUG="false",
+        CONTROLPLANE_VAR_DIR=str(var),
+        DATABASE_URL=url,
+        PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'bench'}",
+    )
     env.pop("REDIS_URL", None)
     if database == "postgres":
         postgres_admin(f"DROP DATABASE IF EXISTS {BENCH_DATABASE}")
         postgres_admin(f"CREATE DATABASE {BENCH_DATABASE}")
     try:
         out = subprocess.run(
-            [sys.executable, __file__, "--child", "--rounds", str(rounds)], env=env, cwd=ROOT, check=True,
-            stdout=subprocess.PIPE, text=True,
+            [sys.executable, __file__, "--child", "--rounds", str(rounds)],
+            env=env,
+            cwd=ROOT,
+            check=True,
+            stdout=subprocess.PIPE,
+            text=True,
         ).stdout
     finally:
         if database == "postgres":
@@ -383,17 +464,35 @@ def run_child(database: str, rounds: int, tmp: Path) -> dict[str, Any]:
 
 def report(database: str, results: dict[str, Any]) -> list[str]:
     sizes = results["sizes"]
-    print(f"\n{database} ({results.get('server', 'SQLite ' + __import__('sqlite3').sqlite_version)}); "
-          f"seeded small in {sizes['small']['seconds']:.1f} s, grown to large in {sizes['large']['seconds']:.1f} s")
+    print(
+        f"\n{database} ({results.get('server', 'SQLite ' + __import__('sqlite3').sqlite_version)}); "
+        f"seeded small in {sizes['small']['seconds']:.1f} s, grown to large in {sizes['large']['seconds']:.1f} s"
+    )
     print("large:", ", ".join(f"{k} {v:,}" for k, v in sizes["large"]["counts"].items()))
-    print("load average (1, 5, 15 min) before small: {}, before large: {}, at the end: {}".format(
-        *(" ".join(f"{x:.1f}" for x in load) for load in (sizes["small"]["load_before"], sizes["large"]["load_before"], results["load"]))))
+    print(
+        "load average (1, 5, 15 min) before small: {}, before large: {}, at the end: {}".format(
+            *(
+                " ".join(f"{x:.1f}" for x in load)
+                for load in (sizes["small"]["load_before"], sizes["large"]["load_before"], results["load"])
+            )
+        )
+    )
     rows = [("page", "small med ms", "p95", "queries", "large med ms", "p95", "queries", "KB")]
     misses = []
     for name, by_size in results["pages"].items():
         small, large = by_size["small"], by_size["large"]
-        rows.append((name, f"{small['median']:.1f}", f"{small['p95']:.1f}", str(small["queries"]),
-                     f"{large['median']:.1f}", f"{large['p95']:.1f}", str(large["queries"]), f"{large['kb']:.0f}"))
+        rows.append(
+            (
+                name,
+                f"{small['median']:.1f}",
+                f"{small['p95']:.1f}",
+                str(small["queries"]),
+                f"{large['median']:.1f}",
+                f"{large['p95']:.1f}",
+                str(large["queries"]),
+                f"{large['kb']:.0f}",
+            )
+        )
         if large["p95"] >= TARGET_MS or large["queries"] > TARGET_QUERIES or large["queries"] != small["queries"]:
             misses.append(f"{database}: {name}")
     print_rows(rows)
@@ -409,8 +508,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         print(json.dumps(child(args.rounds)))
         return 0
-    print(f"{platform.node()}: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
-    print(f"Targets on the large history: p95 < {TARGET_MS:.0f} ms, at most {TARGET_QUERIES} queries, as many as on the small one.")
+    print(
+        f"{platform.node()}: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}"
+    )
+    print(
+        f"Targets on the large history: p95 < {TARGET_MS:.0f} ms, at most {TARGET_QUERIES} queries, "
+        "as many as on the small one."
+    )
     misses: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         for database in args.databases.split(","):

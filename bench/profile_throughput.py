@@ -256,8 +256,14 @@ def print_table(results: list[Measured]) -> None:
         for name, label in VARIANTS.items():
             seconds = m.seconds(name)
             rows.append(
-                (f"{m.rows:,}", f"{m.size_bytes / 1e6:.0f} MB", label, f"{seconds:.2f}", f"{m.rows / seconds:,.0f}",
-                 mib(m.peak(name)))
+                (
+                    f"{m.rows:,}",
+                    f"{m.size_bytes / 1e6:.0f} MB",
+                    label,
+                    f"{seconds:.2f}",
+                    f"{m.rows / seconds:,.0f}",
+                    mib(m.peak(name)),
+                )
             )
         rows.append(
             (
@@ -290,13 +296,13 @@ def print_table(results: list[Measured]) -> None:
 def check_agreement(m: Measured) -> None:
     """Both variants must have read the same rows and values, or the timings compare different work."""
     ours, baseline = m.samples["ours"][0].report, m.samples["baseline"][0].report
-    problems = [
-        key for key in ("rows", "numeric", "missing_num_01") if ours[key] != baseline[key]
-    ]
+    problems = [key for key in ("rows", "numeric", "missing_num_01") if ours[key] != baseline[key]]
     if abs(ours["mean_num_00"] - baseline["mean_num_00"]) > 1e-9 * max(1.0, abs(baseline["mean_num_00"])):
         problems.append("mean_num_00")
     if problems or ours["rows"] != m.rows:
-        raise SystemExit(f"{m.rows:,} rows: the variants disagree on {', '.join(problems) or 'rows'}: {ours} / {baseline}")
+        raise SystemExit(
+            f"{m.rows:,} rows: the variants disagree on {', '.join(problems) or 'rows'}: {ours} / {baseline}"
+        )
 
 
 def _interrupt(signum: int, frame: object) -> None:

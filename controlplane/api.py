@@ -82,7 +82,18 @@ class AuditEventOutput(serializers.ModelSerializer):
 
     class Meta:
         model = AuditEvent
-        fields = ["id", "created_at", "actor", "action", "object_type", "object_id", "object_repr", "before", "after", "reason"]
+        fields = [
+            "id",
+            "created_at",
+            "actor",
+            "action",
+            "object_type",
+            "object_id",
+            "object_repr",
+            "before",
+            "after",
+            "reason",
+        ]
 
 
 def filter_parameters(filterset_class: type[django_filters.FilterSet]) -> list[OpenApiParameter]:
@@ -101,7 +112,11 @@ def filter_parameters(filterset_class: type[django_filters.FilterSet]) -> list[O
 class AuditEventListApi(GenericAPIView):
     serializer_class = AuditEventOutput
 
-    @extend_schema(operation_id="audit_events_list", parameters=filter_parameters(selectors.AuditEventFilter), responses=AuditEventOutput(many=True))
+    @extend_schema(
+        operation_id="audit_events_list",
+        parameters=filter_parameters(selectors.AuditEventFilter),
+        responses=AuditEventOutput(many=True),
+    )
     def get(self, request: Request) -> Response:
         permissions.require(request.user, "audit.view")
         page = self.paginate_queryset(selectors.audit_event_list(filters=request.query_params))
@@ -142,4 +157,6 @@ class MeApi(GenericAPIView):
         ),
     )
     def get(self, request: Request) -> Response:
-        return Response({"username": request.user.get_username(), "roles": sorted(permissions.user_roles(request.user))})
+        return Response(
+            {"username": request.user.get_username(), "roles": sorted(permissions.user_roles(request.user))}
+        )

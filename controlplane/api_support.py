@@ -26,7 +26,9 @@ class CanReadApiDocs(BasePermission):
     """The schema follows the same rule as the docs page: signed in, with a role."""
 
     def has_permission(self, request: Any, view: Any) -> bool:
-        return bool(request.user and request.user.is_authenticated) and permissions.has_permission(request.user, "apidocs.view")
+        return bool(request.user and request.user.is_authenticated) and permissions.has_permission(
+            request.user, "apidocs.view"
+        )
 
 
 class Pagination(pagination.PageNumberPagination):

@@ -36,7 +36,9 @@ def training_backend(name: str) -> Any:
 
         location = urlsplit(settings.SAGEMAKER_S3_URL)
         return SageMakerTrainingBackend(
-            bucket=location.netloc, prefix=location.path.strip("/"), role_arn=settings.SAGEMAKER_ROLE_ARN or "",
+            bucket=location.netloc,
+            prefix=location.path.strip("/"),
+            role_arn=settings.SAGEMAKER_ROLE_ARN or "",
             region=settings.AWS_REGION,
         )
     raise ValueError(f"unknown training backend {name!r}")

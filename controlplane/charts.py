@@ -16,7 +16,10 @@ def profile_chart(name: str, column: dict[str, Any], *, row_count: int) -> dict[
     histogram = column.get("histogram") or {}
     if histogram.get("counts"):
         return {
-            "kind": "histogram", **common, "edges": list(histogram["edges"]), "counts": list(histogram["counts"]),
+            "kind": "histogram",
+            **common,
+            "edges": list(histogram["edges"]),
+            "counts": list(histogram["counts"]),
             # Integer columns (years, counts) get whole-number ticks: no "2,007.5".
             "integer": column.get("type") == "integer",
         }
@@ -24,7 +27,9 @@ def profile_chart(name: str, column: dict[str, Any], *, row_count: int) -> dict[
     if top:
         shown = top[:TOP_VALUES_SHOWN]
         return {
-            "kind": "top", **common, "values": [str(item["value"]) for item in shown],
+            "kind": "top",
+            **common,
+            "values": [str(item["value"]) for item in shown],
             "counts": [int(item["count"]) for item in shown],
         }
     return None
@@ -40,6 +45,7 @@ def metric_series_chart(name: str, points: list[dict[str, Any]]) -> dict[str, An
 def compare_chart(series: dict[str, dict[str, float]], metrics: list[str]) -> dict[str, Any]:
     """Final metrics of several runs side by side, one group per metric."""
     return {
-        "kind": "compare", "metrics": list(metrics),
+        "kind": "compare",
+        "metrics": list(metrics),
         "series": [{"name": label, "values": [values.get(m) for m in metrics]} for label, values in series.items()],
     }

@@ -39,13 +39,19 @@ class WriteOnceQuerySet(models.QuerySet[Any]):
     """Bulk changes are refused too, not just `save()` on an instance."""
 
     def update(self, **kwargs: Any) -> NoReturn:
-        raise self.model.write_once_error(f"{self.model._meta.verbose_name_plural} are write-once: they cannot be updated")
+        raise self.model.write_once_error(
+            f"{self.model._meta.verbose_name_plural} are write-once: they cannot be updated"
+        )
 
     def delete(self) -> NoReturn:  # type: ignore[override]
-        raise self.model.write_once_error(f"{self.model._meta.verbose_name_plural} are write-once: they cannot be deleted")
+        raise self.model.write_once_error(
+            f"{self.model._meta.verbose_name_plural} are write-once: they cannot be deleted"
+        )
 
     def bulk_update(self, *args: Any, **kwargs: Any) -> NoReturn:
-        raise self.model.write_once_error(f"{self.model._meta.verbose_name_plural} are write-once: they cannot be updated")
+        raise self.model.write_once_error(
+            f"{self.model._meta.verbose_name_plural} are write-once: they cannot be updated"
+        )
 
 
 class WriteOnceModel(models.Model):
@@ -96,7 +102,9 @@ class AuditEvent(WriteOnceModel):
         ]
 
     def __str__(self) -> str:
-        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.action} {self.object_type}:{self.object_id}"
+        return (
+            f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.action} {self.object_type}:{self.object_id}"
+        )
 
 
 class Heartbeat(models.Model):
@@ -152,7 +160,9 @@ class TransitionEvent(WriteOnceModel):
     from_status = models.CharField(max_length=20, blank=True)
     to_status = models.CharField(max_length=20)
     reason = models.TextField(blank=True)
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     attempt = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

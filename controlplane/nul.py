@@ -31,7 +31,10 @@ class RejectNulMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         fields = [name for name, values in request.GET.lists() if _has_nul(name) or _has_nul(values)]
-        if request.method == "POST" and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        if request.method == "POST" and request.content_type in (
+            "application/x-www-form-urlencoded",
+            "multipart/form-data",
+        ):
             fields += [name for name, values in request.POST.lists() if _has_nul(name) or _has_nul(values)]
         if not fields:
             return self.get_response(request)

@@ -43,7 +43,9 @@ class AuditEventFilter(django_filters.FilterSet):
 
     def filter_until(self, queryset: QuerySet[AuditEvent], name: str, value: date) -> QuerySet[AuditEvent]:
         # The whole day the user named, up to midnight after it.
-        return queryset.filter(created_at__lt=timezone.make_aware(datetime.combine(value + timedelta(days=1), time.min)))
+        return queryset.filter(
+            created_at__lt=timezone.make_aware(datetime.combine(value + timedelta(days=1), time.min))
+        )
 
 
 def audit_filter(data: Mapping[str, Any] | None) -> AuditEventFilter:
@@ -72,7 +74,9 @@ def audit_filter_choices() -> dict[str, list[str]]:
     # order_by() replaces the model's newest-first ordering, which DISTINCT would otherwise keep in its rows.
     return {
         "actions": list(AuditEvent.objects.order_by("action").values_list("action", flat=True).distinct()),
-        "object_types": list(AuditEvent.objects.order_by("object_type").values_list("object_type", flat=True).distinct()),
+        "object_types": list(
+            AuditEvent.objects.order_by("object_type").values_list("object_type", flat=True).distinct()
+        ),
     }
 
 

@@ -64,7 +64,7 @@ MAX_COST_TAGS = 20
 
 def _validate_cost_tags(cost_tags: Any) -> list[str]:
     if not isinstance(cost_tags, dict):
-        return ["expected an object mapping tag keys to string values, e.g. {\"team\": \"fraud\"}"]
+        return ['expected an object mapping tag keys to string values, e.g. {"team": "fraud"}']
     errors = []
     if len(cost_tags) > MAX_COST_TAGS:
         errors.append(f"at most {MAX_COST_TAGS} tags are allowed (got {len(cost_tags)})")
@@ -76,7 +76,9 @@ def _validate_cost_tags(cost_tags: Any) -> list[str]:
         elif key.lower() in RESERVED_TAG_KEYS:
             errors.append(f"tag key {key!r}: set by ControlPlane itself ({', '.join(sorted(RESERVED_TAG_KEYS))})")
         if not isinstance(value, str) or len(value) > 256 or not TAG_CHARS_RE.fullmatch(value):
-            errors.append(f"tag {key!r}: value expected to be text of at most 256 letters, digits, spaces or + - = . _ : / @")
+            errors.append(
+                f"tag {key!r}: value expected to be text of at most 256 letters, digits, spaces or + - = . _ : / @"
+            )
     return errors
 
 
@@ -198,11 +200,13 @@ def heartbeat_record(*, name: str, detail: dict[str, Any] | None = None) -> None
 
 SYSTEM_CHECK_MACHINE = StateMachine(
     model=SystemCheck,
-    table=transitions({
-        "run": ({"queued"}, "running"),
-        "pass": ({"running"}, "passed"),
-        "fail": ({"queued", "running"}, "failed"),
-    }),
+    table=transitions(
+        {
+            "run": ({"queued"}, "running"),
+            "pass": ({"running"}, "passed"),
+            "fail": ({"queued", "running"}, "failed"),
+        }
+    ),
     terminal=frozenset({"passed", "failed"}),
     timestamps={"running": "started_at"},
 )
@@ -227,8 +231,14 @@ def system_check_run(*, check_id: int, worker: str | None = None) -> SystemCheck
     try:
         results = [_probe("database", _probe_database), _probe("object store", _probe_object_store)]
         passed = all(result["ok"] for result in results)
-        SYSTEM_CHECK_MACHINE.apply(check_id, "pass" if passed else "fail", attempt=attempt, quiet=True,
-                                   results=results, reason="" if passed else "a probe failed")
+        SYSTEM_CHECK_MACHINE.apply(
+            check_id,
+            "pass" if passed else "fail",
+            attempt=attempt,
+            quiet=True,
+            results=results,
+            reason="" if passed else "a probe failed",
+        )
     except BaseException:
         SYSTEM_CHECK_MACHINE.release(check_id, attempt)  # the sweep sends it again
         raise
@@ -242,9 +252,12 @@ def system_checks_requeue_stale() -> int:
     now = timezone.now()
     expired = now - timedelta(seconds=default_lease_seconds())
     resend = now - timedelta(seconds=60)
-    lost = (Q(status="queued") | Q(status="running") & (Q(claimed_at__lt=expired) | Q(claimed_at__isnull=True)))
-    stale = list(SystemCheck.objects.filter(lost).filter(Q(enqueued_at__lt=resend) | Q(enqueued_at__isnull=True))
-                 .values_list("pk", flat=True)[:100])
+    lost = Q(status="queued") | Q(status="running") & (Q(claimed_at__lt=expired) | Q(claimed_at__isnull=True))
+    stale = list(
+        SystemCheck.objects.filter(lost)
+        .filter(Q(enqueued_at__lt=resend) | Q(enqueued_at__isnull=True))
+        .values_list("pk", flat=True)[:100]
+    )
     for check_id in stale:
         SystemCheck.objects.filter(pk=check_id).update(enqueued_at=now)
         tasks.system_check_run_task.delay(check_id)

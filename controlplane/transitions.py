@@ -34,8 +34,15 @@ def _infrastructure_errors() -> tuple[type[BaseException], ...]:
     import redis.exceptions
     from django import db
 
-    return (db.OperationalError, db.InterfaceError, kombu.exceptions.OperationalError,
-            redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ConnectionError, TimeoutError)
+    return (
+        db.OperationalError,
+        db.InterfaceError,
+        kombu.exceptions.OperationalError,
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        ConnectionError,
+        TimeoutError,
+    )
 
 
 # The database, the broker or the network failed, not the work: a task retries on these and never records them as
@@ -62,24 +69,34 @@ class Transition:
     permission: str | None = None
 
 
-def transitions(table: Mapping[str, tuple[set[str] | frozenset[str], str] | tuple[set[str] | frozenset[str], str, str]]
-                ) -> dict[str, Transition]:
+def transitions(
+    table: Mapping[str, tuple[set[str] | frozenset[str], str] | tuple[set[str] | frozenset[str], str, str]],
+) -> dict[str, Transition]:
     """`{"start": ({"queued"}, "starting"), "stop": ({"running"}, "stopping", "run.stop")}` as Transitions."""
-    return {action: Transition(frozenset(row[0]), row[1], row[2] if len(row) > 2 else None)  # type: ignore[misc]
-            for action, row in table.items()}
+    return {
+        action: Transition(frozenset(row[0]), row[1], row[2] if len(row) > 2 else None)  # type: ignore[misc]
+        for action, row in table.items()
+    }
 
 
 EventWriter = Callable[[Any, str, str, str, Any, str, "int | None"], None]
 
 
-def write_transition_event(obj: Any, action: str, previous: str, target: str, actor: Any, reason: str,
-                           attempt: int | None) -> None:
+def write_transition_event(
+    obj: Any, action: str, previous: str, target: str, actor: Any, reason: str, attempt: int | None
+) -> None:
     """The event row for objects without a table of their own: controlplane.TransitionEvent."""
     from controlplane.models import TransitionEvent
 
     TransitionEvent.objects.create(
-        object_type=obj._meta.label_lower, object_id=str(obj.pk), action=action, from_status=previous,
-        to_status=target, reason=reason[:2000], actor=actor, attempt=attempt,
+        object_type=obj._meta.label_lower,
+        object_id=str(obj.pk),
+        action=action,
+        from_status=previous,
+        to_status=target,
+        reason=reason[:2000],
+        actor=actor,
+        attempt=attempt,
     )
 
 
@@ -136,9 +153,13 @@ class StateMachine:
                 if quiet:
                     return None
                 allowed = ", ".join(sorted(transition.sources))
-                raise IllegalTransition({self.status_field: [
-                    f"a {previous} {self.model._meta.verbose_name} cannot {action} (allowed from: {allowed})"
-                ]})
+                raise IllegalTransition(
+                    {
+                        self.status_field: [
+                            f"a {previous} {self.model._meta.verbose_name} cannot {action} (allowed from: {allowed})"
+                        ]
+                    }
+                )
             if under_lock is not None:
                 fields = {**fields, **(under_lock(obj) or {})}
             now = timezone.now()
@@ -156,8 +177,16 @@ class StateMachine:
 
     # --- leases -------------------------------------------------------------------------------------------------
 
-    def claim(self, pk: Any, action: str, *, lease_seconds: float | None = None, reason: str = "",
-              where: Q | None = None, **update: Any) -> int | None:
+    def claim(
+        self,
+        pk: Any,
+        action: str,
+        *,
+        lease_seconds: float | None = None,
+        reason: str = "",
+        where: Q | None = None,
+        **update: Any,
+    ) -> int | None:
         """Take the row for work, alone: move it along `action` when it is in one of the action's sources, or take it
         over when it is already in the action's target but its holder's lease expired (the worker died).
 
@@ -170,7 +199,9 @@ class StateMachine:
         status = self.status_field
         takeover = Q(**{status: transition.target}) & (Q(claimed_at__lt=expired) | Q(claimed_at__isnull=True))
         with transaction.atomic():
-            rows = self.model._default_manager.filter(pk=pk).filter(Q(**{f"{status}__in": transition.sources}) | takeover)
+            rows = self.model._default_manager.filter(pk=pk).filter(
+                Q(**{f"{status}__in": transition.sources}) | takeover
+            )
             if where is not None:
                 rows = rows.filter(where)
             found = rows.values_list(status, "claimed_at").first()
@@ -201,9 +232,12 @@ class StateMachine:
         now = timezone.now()
         expired = now - timedelta(seconds=lease_seconds if lease_seconds is not None else default_lease_seconds())
         with transaction.atomic():
-            taken = self.model._default_manager.filter(pk=pk).filter(where).filter(
-                Q(claimed_at__isnull=True) | Q(claimed_at__lt=expired)
-            ).update(claimed_at=now, attempt=F("attempt") + 1)
+            taken = (
+                self.model._default_manager.filter(pk=pk)
+                .filter(where)
+                .filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=expired))
+                .update(claimed_at=now, attempt=F("attempt") + 1)
+            )
             if taken != 1:
                 return None
             return int(self.model._default_manager.values_list("attempt", flat=True).get(pk=pk))

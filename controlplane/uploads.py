@@ -15,9 +15,13 @@ class UploadLimitHandler(FileUploadHandler):
     The request then carries `upload_too_large` (bytes seen), which the page and the API turn into a field error.
     """
 
-    def handle_raw_input(self, input_data: Any, META: Any, content_length: int, boundary: Any, encoding: Any = None) -> None:
+    def handle_raw_input(
+        self, input_data: Any, META: Any, content_length: int, boundary: Any, encoding: Any = None
+    ) -> None:
         # The body also holds the other form fields and multipart boundaries: allow a little over the limit.
-        self.declared_too_large = bool(content_length and content_length > settings.DATASET_MAX_UPLOAD_BYTES + 64 * 1024)
+        self.declared_too_large = bool(
+            content_length and content_length > settings.DATASET_MAX_UPLOAD_BYTES + 64 * 1024
+        )
         self.body_length = content_length  # not content_length: new_file() overwrites that per file
 
     def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes:
@@ -42,7 +46,8 @@ def upload_limit_message(request: HttpRequest) -> str | None:
     size = getattr(request, "upload_too_large", None)
     if size is None:
         return None
-    return f"the file is over the {human_bytes(settings.DATASET_MAX_UPLOAD_BYTES)} limit ({human_bytes(size)} or more were sent); nothing was stored"
+    limit = human_bytes(settings.DATASET_MAX_UPLOAD_BYTES)
+    return f"the file is over the {limit} limit ({human_bytes(size)} or more were sent); nothing was stored"
 
 
 def human_bytes(size: int) -> str:

@@ -38,7 +38,11 @@ urlpatterns = [
     path("status/checks/<int:pk>/", views.system_check_detail, name="system-check-detail"),
     path("objects/<path:key>", views.object_download, name="object-download"),
     # DRF views opt out of LoginRequiredMiddleware; the docs page is a page, so it needs sign-in and a role.
-    path("docs/api/", views.page_requires("apidocs.view")(SpectacularSwaggerView.as_view(url_name="api-schema")), name="api-docs"),
+    path(
+        "docs/api/",
+        views.page_requires("apidocs.view")(SpectacularSwaggerView.as_view(url_name="api-schema")),
+        name="api-docs",
+    ),
     path("", include("lineage.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),

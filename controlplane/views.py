@@ -65,7 +65,9 @@ def permission_denied(request: HttpRequest, exception: Exception | None = None) 
     """handler403: the refusal in the site layout, with the reason and the roles that would be allowed."""
     reason = str(exception or "") or "You may not open this page."
     action, _, _ = reason.partition(_NEEDS_ROLES)
-    needed = sorted(permissions.PERMISSIONS[action]) if _NEEDS_ROLES in reason and action in permissions.PERMISSIONS else []
+    needed = (
+        sorted(permissions.PERMISSIONS[action]) if _NEEDS_ROLES in reason and action in permissions.PERMISSIONS else []
+    )
     if request.path.startswith("/api/"):
         return JsonResponse({"error": {"status": 403, "code": "permission_denied", "message": reason}}, status=403)
     context = {

@@ -61,10 +61,31 @@ class DatasetVersionOutput(serializers.ModelSerializer):
     class Meta:
         model = DatasetVersion
         fields = [
-            "id", "node_id", "project", "dataset", "number", "sha256", "uri", "size", "format", "content_format",
-            "compressed", "columns", "row_count", "object_count", "source", "source_uri", "source_etag",
-            "source_version_id", "original_filename", "missing_values", "produced_by", "created_by", "created_at",
-            "profile_status", "profile_progress",
+            "id",
+            "node_id",
+            "project",
+            "dataset",
+            "number",
+            "sha256",
+            "uri",
+            "size",
+            "format",
+            "content_format",
+            "compressed",
+            "columns",
+            "row_count",
+            "object_count",
+            "source",
+            "source_uri",
+            "source_etag",
+            "source_version_id",
+            "original_filename",
+            "missing_values",
+            "produced_by",
+            "created_by",
+            "created_at",
+            "profile_status",
+            "profile_progress",
         ]
 
 
@@ -74,8 +95,14 @@ class DatasetVersionUploadInput(serializers.Serializer):
     description = serializers.CharField(required=False, allow_blank=True, default="")
     file = serializers.FileField()
     missing_values = serializers.CharField(
-        required=False, allow_blank=True, default="", max_length=1000,
-        help_text="Comma-separated strings that mean no value, e.g. `NA, n/a`; empty fields always do (the default: only they)",
+        required=False,
+        allow_blank=True,
+        default="",
+        max_length=1000,
+        help_text=(
+            "Comma-separated strings that mean no value, e.g. `NA, "
+            "n/a`; empty fields always do (the default: only they)"
+        ),
     )
 
 
@@ -85,8 +112,12 @@ class DatasetRegistrationInput(serializers.Serializer):
     uri = serializers.CharField(max_length=1024)
     description = serializers.CharField(required=False, allow_blank=True, default="")
     missing_values = serializers.CharField(
-        required=False, allow_blank=True, default="", max_length=1000,
-        help_text="Comma-separated strings that mean no value, e.g. `NA, n/a`; empty fields always do (the default: only they)",
+        required=False,
+        allow_blank=True,
+        default="",
+        max_length=1000,
+        help_text="Comma-separated strings that mean no value, e.g. `NA, n/a`; empty fields always do "
+        "(the default: only they)",
     )
 
 
@@ -96,8 +127,20 @@ class DatasetRegistrationOutput(serializers.ModelSerializer):
 
     class Meta:
         model = DatasetRegistration
-        fields = ["id", "project", "dataset_slug", "source_uri", "missing_values", "status", "progress", "error",
-                  "version", "created_new_version", "created_at", "finished_at"]
+        fields = [
+            "id",
+            "project",
+            "dataset_slug",
+            "source_uri",
+            "missing_values",
+            "status",
+            "progress",
+            "error",
+            "version",
+            "created_new_version",
+            "created_at",
+            "finished_at",
+        ]
 
 
 def _version(pk: int) -> DatasetVersion:
@@ -147,7 +190,8 @@ class DatasetVersionUploadApi(GenericAPIView):
         operation_id="dataset_versions_upload",
         request={"multipart/form-data": DatasetVersionUploadInput},
         responses={201: DatasetVersionOutput, 200: DatasetVersionOutput},
-        description="Upload a CSV, Parquet or JSON Lines file. 201: a new version; 200: these bytes already were a version.",
+        description="Upload a CSV, Parquet or JSON Lines file. 201: a new version; "
+        "200: these bytes already were a version.",
     )
     def post(self, request: Request) -> Response:
         permissions.require(request.user, "dataset.register")
@@ -159,10 +203,17 @@ class DatasetVersionUploadApi(GenericAPIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         version, created = services.dataset_version_upload(
-            actor=request.user, project=data["project"], dataset=data["dataset"], upload=data["file"],
-            description=data["description"], missing_values=data["missing_values"],
+            actor=request.user,
+            project=data["project"],
+            dataset=data["dataset"],
+            upload=data["file"],
+            description=data["description"],
+            missing_values=data["missing_values"],
         )
-        return Response(DatasetVersionOutput(_version(version.pk)).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        return Response(
+            DatasetVersionOutput(_version(version.pk)).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
 
 
 class DatasetVersionDetailApi(GenericAPIView):
@@ -180,21 +231,34 @@ class DatasetVersionDetailApi(GenericAPIView):
         version = _version(pk)
         # Only the method and the field names: the audit log must not take arbitrary payloads.
         fields = sorted(str(key)[:50] for key in request.data.keys())[:20] if hasattr(request.data, "keys") else []
-        services.dataset_version_change_refused(actor=request.user, version=version, attempted={"method": request.method, "fields": fields})
+        services.dataset_version_change_refused(
+            actor=request.user, version=version, attempted={"method": request.method, "fields": fields}
+        )
         raise AssertionError("unreachable")  # the service always raises
 
-    @extend_schema(operation_id="dataset_versions_change", request=OpenApiTypes.OBJECT, responses={409: OpenApiTypes.OBJECT},
-                   description="Always refused (409): dataset versions are write-once. The attempt is audited.")
+    @extend_schema(
+        operation_id="dataset_versions_change",
+        request=OpenApiTypes.OBJECT,
+        responses={409: OpenApiTypes.OBJECT},
+        description="Always refused (409): dataset versions are write-once. The attempt is audited.",
+    )
     def patch(self, request: Request, pk: int) -> Response:
         return self._refuse(request, pk)
 
-    @extend_schema(operation_id="dataset_versions_replace", request=OpenApiTypes.OBJECT, responses={409: OpenApiTypes.OBJECT},
-                   description="Always refused (409): dataset versions are write-once. The attempt is audited.")
+    @extend_schema(
+        operation_id="dataset_versions_replace",
+        request=OpenApiTypes.OBJECT,
+        responses={409: OpenApiTypes.OBJECT},
+        description="Always refused (409): dataset versions are write-once. The attempt is audited.",
+    )
     def put(self, request: Request, pk: int) -> Response:
         return self._refuse(request, pk)
 
-    @extend_schema(operation_id="dataset_versions_delete", responses={409: OpenApiTypes.OBJECT},
-                   description="Always refused (409): dataset versions are never deleted. The attempt is audited.")
+    @extend_schema(
+        operation_id="dataset_versions_delete",
+        responses={409: OpenApiTypes.OBJECT},
+        description="Always refused (409): dataset versions are never deleted. The attempt is audited.",
+    )
     def delete(self, request: Request, pk: int) -> Response:
         return self._refuse(request, pk)
 
@@ -202,19 +266,29 @@ class DatasetVersionDetailApi(GenericAPIView):
 class DatasetVersionProfileApi(GenericAPIView):
     @extend_schema(
         operation_id="dataset_versions_profile",
-        responses=inline_serializer("DatasetProfile", {
-            "status": serializers.CharField(), "progress": serializers.FloatField(),
-            "error": serializers.CharField(), "profile": serializers.JSONField(allow_null=True),
-        }),
+        responses=inline_serializer(
+            "DatasetProfile",
+            {
+                "status": serializers.CharField(),
+                "progress": serializers.FloatField(),
+                "error": serializers.CharField(),
+                "profile": serializers.JSONField(allow_null=True),
+            },
+        ),
     )
     def get(self, request: Request, pk: int) -> Response:
         permissions.require(request.user, "dataset.view")
         profile = _version(pk).profile
-        return Response({"status": profile.status, "progress": profile.progress, "error": profile.error, "profile": profile.profile})
+        return Response(
+            {"status": profile.status, "progress": profile.progress, "error": profile.error, "profile": profile.profile}
+        )
 
 
 class DatasetVersionDownloadApi(GenericAPIView):
-    @extend_schema(operation_id="dataset_versions_download", responses=inline_serializer("DownloadUrl", {"url": serializers.CharField()}))
+    @extend_schema(
+        operation_id="dataset_versions_download",
+        responses=inline_serializer("DownloadUrl", {"url": serializers.CharField()}),
+    )
     def get(self, request: Request, pk: int) -> Response:
         permissions.require(request.user, "dataset.view")
         url = selectors.dataset_version_download_url(_version(pk))
@@ -224,7 +298,11 @@ class DatasetVersionDownloadApi(GenericAPIView):
 class DatasetRegistrationCreateApi(GenericAPIView):
     serializer_class = DatasetRegistrationOutput
 
-    @extend_schema(operation_id="dataset_registrations_create", request=DatasetRegistrationInput, responses={202: DatasetRegistrationOutput})
+    @extend_schema(
+        operation_id="dataset_registrations_create",
+        request=DatasetRegistrationInput,
+        responses={202: DatasetRegistrationOutput},
+    )
     def post(self, request: Request) -> Response:
         permissions.require(request.user, "dataset.register")
         serializer = DatasetRegistrationInput(data=request.data)
@@ -239,7 +317,11 @@ class DatasetRegistrationDetailApi(GenericAPIView):
     @extend_schema(operation_id="dataset_registrations_retrieve", responses=DatasetRegistrationOutput)
     def get(self, request: Request, pk: int) -> Response:
         permissions.require(request.user, "dataset.view")
-        return Response(DatasetRegistrationOutput(get_object_or_404(DatasetRegistration.objects.select_related("project"), pk=pk)).data)
+        return Response(
+            DatasetRegistrationOutput(
+                get_object_or_404(DatasetRegistration.objects.select_related("project"), pk=pk)
+            ).data
+        )
 
 
 # --- runs -----------------------------------------------------------------------------------
@@ -265,15 +347,44 @@ class RunOutput(serializers.ModelSerializer):
     class Meta:
         model = Run
         fields = [
-            "id", "uuid", "node_id", "project", "kind", "recipe", "recipe_version", "recipe_fingerprint", "parameters",
-            "seed", "backend", "backend_job_id", "instance_type", "instance_count", "max_runtime_seconds", "image",
-            "status", "status_reason", "metrics", "usage", "estimated_cost", "cost", "inputs", "outputs", "model_version",
-            "reproduced_from", "created_by", "created_at", "started_at", "finished_at",
+            "id",
+            "uuid",
+            "node_id",
+            "project",
+            "kind",
+            "recipe",
+            "recipe_version",
+            "recipe_fingerprint",
+            "parameters",
+            "seed",
+            "backend",
+            "backend_job_id",
+            "instance_type",
+            "instance_count",
+            "max_runtime_seconds",
+            "image",
+            "status",
+            "status_reason",
+            "metrics",
+            "usage",
+            "estimated_cost",
+            "cost",
+            "inputs",
+            "outputs",
+            "model_version",
+            "reproduced_from",
+            "created_by",
+            "created_at",
+            "started_at",
+            "finished_at",
         ]
 
     def get_inputs(self, run: Run) -> list[dict[str, Any]]:
         inputs = getattr(run, "input_links", None)  # prefetched by _with_links
-        return [{"channel": i.channel, "dataset_version": i.dataset_version_id} for i in (inputs if inputs is not None else run.inputs.all())]
+        return [
+            {"channel": i.channel, "dataset_version": i.dataset_version_id}
+            for i in (inputs if inputs is not None else run.inputs.all())
+        ]
 
     def get_outputs(self, run: Run) -> list[int]:
         outputs = getattr(run, "output_links", None)  # prefetched by _with_links
@@ -292,12 +403,15 @@ class RunDetailOutput(RunOutput):
 
 
 class TransformRunInput(serializers.Serializer):
-    inputs = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=2**63 - 1), min_length=1, max_length=100)
+    inputs = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=2**63 - 1), min_length=1, max_length=100
+    )
 
     def validate_inputs(self, value: list[int]) -> list[int]:
         if len(set(value)) != len(value):
             raise serializers.ValidationError("each dataset version may be listed once")
         return value
+
     recipe = serializers.CharField(max_length=100)
     parameters = serializers.DictField(required=False, default=dict)
     output_name = serializers.CharField(required=False, allow_blank=True, default="", max_length=50)
@@ -307,8 +421,16 @@ def _with_links(runs: QuerySet[Run]) -> QuerySet[Run]:
     """What RunOutput shows: inputs and outputs in two queries a page (lists, not managers, which cost a queryset
     per run), loading only their ids; and not the log tail, which it does not show."""
     return runs.defer("log_tail").prefetch_related(
-        Prefetch("inputs", queryset=RunInput.objects.only("run", "channel", "dataset_version").order_by("id"), to_attr="input_links"),
-        Prefetch("output_versions", queryset=DatasetVersion.objects.only("produced_by").order_by("id"), to_attr="output_links"),
+        Prefetch(
+            "inputs",
+            queryset=RunInput.objects.only("run", "channel", "dataset_version").order_by("id"),
+            to_attr="input_links",
+        ),
+        Prefetch(
+            "output_versions",
+            queryset=DatasetVersion.objects.only("produced_by").order_by("id"),
+            to_attr="output_links",
+        ),
     )
 
 
@@ -339,13 +461,18 @@ class TransformRunCreateApi(GenericAPIView):
         serializer = TransformRunInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        versions = {v.pk: v for v in DatasetVersion.objects.select_related("dataset__project").filter(pk__in=data["inputs"])}
+        versions = {
+            v.pk: v for v in DatasetVersion.objects.select_related("dataset__project").filter(pk__in=data["inputs"])
+        }
         missing = [pk for pk in data["inputs"] if pk not in versions]
         if missing:
             raise serializers.ValidationError({"inputs": [f"no dataset version with id {pk}" for pk in missing]})
         run = services.transform_run_launch(
-            actor=request.user, inputs=[versions[pk] for pk in data["inputs"]], recipe=data["recipe"],
-            parameters=data["parameters"], output_name=data["output_name"],
+            actor=request.user,
+            inputs=[versions[pk] for pk in data["inputs"]],
+            recipe=data["recipe"],
+            parameters=data["parameters"],
+            output_name=data["output_name"],
         )
         return Response(RunDetailOutput(_runs().get(pk=run.pk)).data, status=status.HTTP_201_CREATED)
 
@@ -362,8 +489,11 @@ class RunDetailApi(GenericAPIView):
 class RunStopApi(GenericAPIView):
     serializer_class = RunDetailOutput
 
-    @extend_schema(operation_id="runs_stop", request=inline_serializer("RunStop", {"reason": serializers.CharField(required=False)}),
-                   responses=RunDetailOutput)
+    @extend_schema(
+        operation_id="runs_stop",
+        request=inline_serializer("RunStop", {"reason": serializers.CharField(required=False)}),
+        responses=RunDetailOutput,
+    )
     def post(self, request: Request, pk: int) -> Response:
         run = get_object_or_404(Run, pk=pk)
         reason = str(request.data.get("reason", "")) if hasattr(request.data, "get") else ""
@@ -374,7 +504,9 @@ class RunStopApi(GenericAPIView):
 class RunLogsApi(GenericAPIView):
     @extend_schema(
         operation_id="runs_logs",
-        parameters=[OpenApiParameter("lines", int, description="How many of the last lines (default 200, at most 5000)")],
+        parameters=[
+            OpenApiParameter("lines", int, description="How many of the last lines (default 200, at most 5000)")
+        ],
         responses=inline_serializer("RunLogs", {"lines": serializers.ListField(child=serializers.CharField())}),
     )
     def get(self, request: Request, pk: int) -> Response:
@@ -387,25 +519,41 @@ class RunLogsApi(GenericAPIView):
 
 
 class RecipeListApi(GenericAPIView):
-    @extend_schema(operation_id="recipes_list", parameters=[OpenApiParameter("kind", str)], responses=OpenApiTypes.OBJECT)
+    @extend_schema(
+        operation_id="recipes_list", parameters=[OpenApiParameter("kind", str)], responses=OpenApiTypes.OBJECT
+    )
     def get(self, request: Request) -> Response:
         from workers import recipes as recipe_registry
 
         permissions.require(request.user, "run.view")
         kind = request.query_params.get("kind", "")
-        return Response([
-            {
-                "name": r.name, "kind": r.kind, "version": r.version, "description": r.description,
-                "channels": list(r.channels), "outputs": list(r.outputs),
-                "parameters": [
-                    {"name": p.name, "type": p.type, "default": p.default, "minimum": p.minimum, "maximum": p.maximum,
-                     "choices": list(p.choices) if p.choices else None, "required": p.required, "help": p.help}
-                    for p in r.parameters
-                ],
-            }
-            for r in recipe_registry.RECIPES.values()
-            if not kind or r.kind == kind
-        ])
+        return Response(
+            [
+                {
+                    "name": r.name,
+                    "kind": r.kind,
+                    "version": r.version,
+                    "description": r.description,
+                    "channels": list(r.channels),
+                    "outputs": list(r.outputs),
+                    "parameters": [
+                        {
+                            "name": p.name,
+                            "type": p.type,
+                            "default": p.default,
+                            "minimum": p.minimum,
+                            "maximum": p.maximum,
+                            "choices": list(p.choices) if p.choices else None,
+                            "required": p.required,
+                            "help": p.help,
+                        }
+                        for p in r.parameters
+                    ],
+                }
+                for r in recipe_registry.RECIPES.values()
+                if not kind or r.kind == kind
+            ]
+        )
 
 
 # --- lineage --------------------------------------------------------------------------------
@@ -425,8 +573,9 @@ class LineageApi(GenericAPIView):
     @extend_schema(
         operation_id="lineage_retrieve",
         parameters=[OpenApiParameter("depth", int, description="Hops each way (1-50, default 4)")],
-        description=f"At most {selectors.PER_COLUMN} nodes are listed per distance; `more` counts the rest of each such "
-                    "column, and edges to them name the column's box (`more:<distance>`).",
+        description=f"At most {selectors.PER_COLUMN} nodes are listed per distance; "
+        "`more` counts the rest of each such "
+        "column, and edges to them name the column's box (`more:<distance>`).",
         responses=OpenApiTypes.OBJECT,
     )
     def get(self, request: Request, node_id: str) -> Response:
@@ -439,24 +588,37 @@ class LineageApi(GenericAPIView):
         if not 1 <= depth <= 50:
             raise serializers.ValidationError({"depth": ["expected a whole number between 1 and 50"]})
         graph = selectors.lineage_graph(node_id, depth=depth)
-        return Response({
-            "focus": graph.focus,
-            "nodes": [
-                {"id": n.id, "kind": n.kind, "label": n.label, "detail": n.detail, "status": n.status,
-                 "distance": n.distance, "url": request.build_absolute_uri(n.url) if n.url else None}
-                for n in graph.nodes.values() if n.kind != "more"
-            ],
-            # Edges into a column's left-out nodes name its box, more:<distance>.
-            "edges": [{"source": s, "target": t} for s, t in graph.edges],
-            "more": [{"id": f"more:{d}", "distance": d, "count": count} for d, count in sorted(graph.more.items())],
-            "hidden_upstream": graph.hidden_upstream,
-            "hidden_downstream": graph.hidden_downstream,
-        })
+        return Response(
+            {
+                "focus": graph.focus,
+                "nodes": [
+                    {
+                        "id": n.id,
+                        "kind": n.kind,
+                        "label": n.label,
+                        "detail": n.detail,
+                        "status": n.status,
+                        "distance": n.distance,
+                        "url": request.build_absolute_uri(n.url) if n.url else None,
+                    }
+                    for n in graph.nodes.values()
+                    if n.kind != "more"
+                ],
+                # Edges into a column's left-out nodes name its box, more:<distance>.
+                "edges": [{"source": s, "target": t} for s, t in graph.edges],
+                "more": [{"id": f"more:{d}", "distance": d, "count": count} for d, count in sorted(graph.more.items())],
+                "hidden_upstream": graph.hidden_upstream,
+                "hidden_downstream": graph.hidden_downstream,
+            }
+        )
 
 
 class LineageOpenLineageApi(GenericAPIView):
-    @extend_schema(operation_id="lineage_openlineage", responses=OpenApiTypes.OBJECT,
-                   description="OpenLineage RunEvents of every run in the node's lineage.")
+    @extend_schema(
+        operation_id="lineage_openlineage",
+        responses=OpenApiTypes.OBJECT,
+        description="OpenLineage RunEvents of every run in the node's lineage.",
+    )
     def get(self, request: Request, node_id: str) -> Response:
         permissions.require(request.user, "lineage.view")
         return Response(lineage_run_events(_node(node_id)))
@@ -467,8 +629,12 @@ class LineageOpenLineageApi(GenericAPIView):
 
 class TrainingRunInput(serializers.Serializer):
     recipe = serializers.CharField(max_length=100)
-    train = serializers.IntegerField(min_value=1, max_value=2**63 - 1, help_text="Dataset version id of the training data")
-    validation = serializers.IntegerField(min_value=1, max_value=2**63 - 1, required=False, allow_null=True, default=None)
+    train = serializers.IntegerField(
+        min_value=1, max_value=2**63 - 1, help_text="Dataset version id of the training data"
+    )
+    validation = serializers.IntegerField(
+        min_value=1, max_value=2**63 - 1, required=False, allow_null=True, default=None
+    )
     target = serializers.CharField(max_length=200)
     hyperparameters = serializers.DictField(required=False, default=dict)
     seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, required=False, default=runs.DEFAULT_SEED)
@@ -501,11 +667,18 @@ class TrainingRunCreateApi(GenericAPIView):
         train = _dataset_version_or_400(data["train"], "train")
         assert train is not None
         run = services.training_run_launch(
-            actor=request.user, recipe=data["recipe"], train=train,
-            validation=_dataset_version_or_400(data["validation"], "validation"), target=data["target"],
-            hyperparameters=data["hyperparameters"], seed=data["seed"], backend=data["backend"],
-            instance_type=data["instance_type"], instance_count=data["instance_count"],
-            max_runtime_seconds=data["max_runtime_seconds"], model_name=data["model_name"],
+            actor=request.user,
+            recipe=data["recipe"],
+            train=train,
+            validation=_dataset_version_or_400(data["validation"], "validation"),
+            target=data["target"],
+            hyperparameters=data["hyperparameters"],
+            seed=data["seed"],
+            backend=data["backend"],
+            instance_type=data["instance_type"],
+            instance_count=data["instance_count"],
+            max_runtime_seconds=data["max_runtime_seconds"],
+            model_name=data["model_name"],
         )
         return Response(RunDetailOutput(_runs().get(pk=run.pk)).data, status=status.HTTP_201_CREATED)
 
@@ -520,20 +693,31 @@ class RunReproduceApi(GenericAPIView):
 
 
 class RunMetricsApi(GenericAPIView):
-    @extend_schema(operation_id="runs_metrics", responses=OpenApiTypes.OBJECT,
-                   description="Every metric series of the run (value, step or fold, time), its final values, and for a "
-                               "reproduction whether they match the original's.")
+    @extend_schema(
+        operation_id="runs_metrics",
+        responses=OpenApiTypes.OBJECT,
+        description="Every metric series of the run (value, step or fold, time), its final values, and for a "
+        "reproduction whether they match the original's.",
+    )
     def get(self, request: Request, pk: int) -> Response:
         permissions.require(request.user, "run.view")
         run = get_object_or_404(Run.objects.select_related("reproduced_from"), pk=pk)
         check = selectors.reproduction_check(run)
-        return Response({
-            "series": run.metrics, "final": selectors.final_metrics(run),
-            "reproduction": None if check is None else {
-                "original": check["original"].pk, "match": check["match"], "outcome": check["outcome"],
-                "summary": check["summary"], "metrics": check["rows"],
-            },
-        })
+        return Response(
+            {
+                "series": run.metrics,
+                "final": selectors.final_metrics(run),
+                "reproduction": None
+                if check is None
+                else {
+                    "original": check["original"].pk,
+                    "match": check["match"],
+                    "outcome": check["outcome"],
+                    "summary": check["summary"],
+                    "metrics": check["rows"],
+                },
+            }
+        )
 
 
 class RunEstimateInput(serializers.Serializer):
@@ -551,9 +735,18 @@ class RunEstimateInput(serializers.Serializer):
 
 
 class RunEstimateApi(GenericAPIView):
-    @extend_schema(operation_id="runs_estimate", parameters=[RunEstimateInput],
-                   responses=inline_serializer("RunEstimate", {"estimated_cost": serializers.DecimalField(max_digits=12, decimal_places=2),
-                                                               "currency": serializers.CharField(), "explanation": serializers.CharField()}))
+    @extend_schema(
+        operation_id="runs_estimate",
+        parameters=[RunEstimateInput],
+        responses=inline_serializer(
+            "RunEstimate",
+            {
+                "estimated_cost": serializers.DecimalField(max_digits=12, decimal_places=2),
+                "currency": serializers.CharField(),
+                "explanation": serializers.CharField(),
+            },
+        ),
+    )
     def get(self, request: Request) -> Response:
         permissions.require(request.user, "run.view")
         serializer = RunEstimateInput(data=request.query_params)
@@ -570,8 +763,24 @@ class ModelVersionOutput(serializers.ModelSerializer):
 
     class Meta:
         model = ModelVersion
-        fields = ["id", "node_id", "project", "model", "number", "run", "artifact_uri", "sha256", "size", "framework",
-                  "task", "target", "input_schema", "classes", "metrics", "created_at"]
+        fields = [
+            "id",
+            "node_id",
+            "project",
+            "model",
+            "number",
+            "run",
+            "artifact_uri",
+            "sha256",
+            "size",
+            "framework",
+            "task",
+            "target",
+            "input_schema",
+            "classes",
+            "metrics",
+            "created_at",
+        ]
 
 
 class RegisteredModelOutput(serializers.ModelSerializer):
@@ -587,7 +796,11 @@ class RegisteredModelOutput(serializers.ModelSerializer):
 class ModelListApi(GenericAPIView):
     serializer_class = RegisteredModelOutput
 
-    @extend_schema(operation_id="models_list", parameters=filter_parameters(selectors.ModelFilter), responses=RegisteredModelOutput(many=True))
+    @extend_schema(
+        operation_id="models_list",
+        parameters=filter_parameters(selectors.ModelFilter),
+        responses=RegisteredModelOutput(many=True),
+    )
     def get(self, request: Request) -> Response:
         permissions.require(request.user, "model.view")
         models = selectors.model_list(filters=request.query_params)
@@ -611,7 +824,11 @@ class ModelVersionDetailApi(GenericAPIView):
     @extend_schema(operation_id="model_versions_retrieve", responses=ModelVersionOutput)
     def get(self, request: Request, pk: int) -> Response:
         permissions.require(request.user, "model.view")
-        return Response(ModelVersionOutput(get_object_or_404(ModelVersion.objects.select_related("registered_model__project"), pk=pk)).data)
+        return Response(
+            ModelVersionOutput(
+                get_object_or_404(ModelVersion.objects.select_related("registered_model__project"), pk=pk)
+            ).data
+        )
 
 
 # --- direct uploads to S3 -------------------------------------------------------------------
@@ -624,7 +841,10 @@ class DirectUploadCreateInput(serializers.Serializer):
     filename = serializers.CharField(max_length=1024)
     size = serializers.IntegerField(min_value=1, help_text="The file's size in bytes")
     missing_values = serializers.CharField(
-        required=False, allow_blank=True, default="", max_length=1000,
+        required=False,
+        allow_blank=True,
+        default="",
+        max_length=1000,
         help_text="Comma-separated strings that mean no value, e.g. `NA, n/a`; empty fields always do",
     )
 
@@ -642,8 +862,12 @@ class DirectUploadCreateOutput(serializers.Serializer):
 class DirectUploadPartsInput(serializers.Serializer):
     upload = serializers.CharField(max_length=4096)
     upload_id = serializers.CharField(max_length=1024)
-    part_numbers = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=10_000), required=False,
-                                         max_length=uploads.MAX_PART_URLS_PER_CALL, default=list)
+    part_numbers = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=10_000),
+        required=False,
+        max_length=uploads.MAX_PART_URLS_PER_CALL,
+        default=list,
+    )
 
 
 class DirectUploadPartOutput(serializers.Serializer):
@@ -666,9 +890,11 @@ class DirectUploadCreateApi(GenericAPIView):
     serializer_class = DirectUploadCreateOutput
 
     @extend_schema(
-        operation_id="dataset_uploads_create", request=DirectUploadCreateInput, responses={201: DirectUploadCreateOutput},
+        operation_id="dataset_uploads_create",
+        request=DirectUploadCreateInput,
+        responses={201: DirectUploadCreateOutput},
         description="S3 backend only: start a direct upload of a file from the caller to S3, in parts. 400 with "
-                    "field errors for a bad project, dataset name or size (at most DATASET_MAX_UPLOAD_BYTES).",
+        "field errors for a bad project, dataset name or size (at most DATASET_MAX_UPLOAD_BYTES).",
     )
     def post(self, request: Request) -> Response:
         permissions.require(request.user, "dataset.register")
@@ -682,7 +908,9 @@ class DirectUploadPartsApi(GenericAPIView):
     serializer_class = DirectUploadPartsOutput
 
     @extend_schema(
-        operation_id="dataset_uploads_parts", request=DirectUploadPartsInput, responses=DirectUploadPartsOutput,
+        operation_id="dataset_uploads_parts",
+        request=DirectUploadPartsInput,
+        responses=DirectUploadPartsOutput,
         description="Presigned UploadPart URLs for the listed parts (default: the first 100) of a started upload.",
     )
     def post(self, request: Request) -> Response:
@@ -700,9 +928,11 @@ class DirectUploadCompleteApi(GenericAPIView):
     serializer_class = DatasetRegistrationOutput
 
     @extend_schema(
-        operation_id="dataset_uploads_complete", request=DirectUploadCompleteInput, responses={202: DatasetRegistrationOutput},
+        operation_id="dataset_uploads_complete",
+        request=DirectUploadCompleteInput,
+        responses={202: DatasetRegistrationOutput},
         description="After S3 accepted CompleteMultipartUpload: register the object. A worker validates and stores it; "
-                    "poll the registration for the dataset version.",
+        "poll the registration for the dataset version.",
     )
     def post(self, request: Request) -> Response:
         permissions.require(request.user, "dataset.register")

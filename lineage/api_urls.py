@@ -5,13 +5,27 @@ from lineage import api
 urlpatterns = [
     path("datasets/", api.DatasetListApi.as_view(), name="api-dataset-list"),
     path("datasets/<slug:project>/<slug:slug>/", api.DatasetDetailApi.as_view(), name="api-dataset-detail"),
-    path("datasets/<slug:project>/<slug:slug>/versions/", api.DatasetVersionListApi.as_view(), name="api-dataset-version-list"),
+    path(
+        "datasets/<slug:project>/<slug:slug>/versions/",
+        api.DatasetVersionListApi.as_view(),
+        name="api-dataset-version-list",
+    ),
     path("dataset-versions/", api.DatasetVersionUploadApi.as_view(), name="api-dataset-version-upload"),
     path("dataset-versions/<int:pk>/", api.DatasetVersionDetailApi.as_view(), name="api-dataset-version-detail"),
-    path("dataset-versions/<int:pk>/profile/", api.DatasetVersionProfileApi.as_view(), name="api-dataset-version-profile"),
-    path("dataset-versions/<int:pk>/download/", api.DatasetVersionDownloadApi.as_view(), name="api-dataset-version-download"),
+    path(
+        "dataset-versions/<int:pk>/profile/", api.DatasetVersionProfileApi.as_view(), name="api-dataset-version-profile"
+    ),
+    path(
+        "dataset-versions/<int:pk>/download/",
+        api.DatasetVersionDownloadApi.as_view(),
+        name="api-dataset-version-download",
+    ),
     path("dataset-registrations/", api.DatasetRegistrationCreateApi.as_view(), name="api-dataset-registration-create"),
-    path("dataset-registrations/<int:pk>/", api.DatasetRegistrationDetailApi.as_view(), name="api-dataset-registration-detail"),
+    path(
+        "dataset-registrations/<int:pk>/",
+        api.DatasetRegistrationDetailApi.as_view(),
+        name="api-dataset-registration-detail",
+    ),
     path("dataset-uploads/", api.DirectUploadCreateApi.as_view(), name="api-dataset-upload-create"),
     path("dataset-uploads/parts/", api.DirectUploadPartsApi.as_view(), name="api-dataset-upload-parts"),
     path("dataset-uploads/complete/", api.DirectUploadCompleteApi.as_view(), name="api-dataset-upload-complete"),
@@ -25,7 +39,9 @@ urlpatterns = [
     path("runs/<int:pk>/metrics/", api.RunMetricsApi.as_view(), name="api-run-metrics"),
     path("runs/<int:pk>/reproduce/", api.RunReproduceApi.as_view(), name="api-run-reproduce"),
     path("models/", api.ModelListApi.as_view(), name="api-model-list"),
-    path("models/<slug:project>/<slug:slug>/versions/", api.ModelVersionListApi.as_view(), name="api-model-version-list"),
+    path(
+        "models/<slug:project>/<slug:slug>/versions/", api.ModelVersionListApi.as_view(), name="api-model-version-list"
+    ),
     path("model-versions/<int:pk>/", api.ModelVersionDetailApi.as_view(), name="api-model-version-detail"),
     path("recipes/", api.RecipeListApi.as_view(), name="api-recipe-list"),
     path("lineage/<str:node_id>/", api.LineageApi.as_view(), name="api-lineage"),

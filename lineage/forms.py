@@ -20,9 +20,11 @@ class DatasetRegisterForm(forms.Form):
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
     file = forms.FileField(required=False, help_text="CSV, Parquet or JSON Lines (optionally .gz).")
     missing_values = forms.CharField(
-        required=False, max_length=1000, label="Missing values",
+        required=False,
+        max_length=1000,
+        label="Missing values",
         help_text="Text that means no value, comma-separated (e.g. NA, n/a). Empty fields always do; nothing else "
-                  "is guessed, so NA stays Namibia unless you name it.",
+        "is guessed, so NA stays Namibia unless you name it.",
     )
     uri = forms.CharField(
         required=False,
@@ -49,7 +51,9 @@ def parameter_field(parameter: Any, *, columns: list[str] | None = None) -> form
     """
     help_text = parameter.help
     if parameter.minimum is not None or parameter.maximum is not None:
-        help_text += f" ({parameter.minimum if parameter.minimum is not None else ''} … {parameter.maximum if parameter.maximum is not None else ''})"
+        low = "" if parameter.minimum is None else parameter.minimum
+        high = "" if parameter.maximum is None else parameter.maximum
+        help_text += f" ({low} … {high})"
     field: forms.Field
     if parameter.choices:
         field = forms.ChoiceField(choices=[("", "default")] + [(c, c) for c in parameter.choices], required=False)
@@ -87,7 +91,11 @@ class TransformForm(forms.Form):
 
     def parameters(self) -> dict[str, Any]:
         """Only what the user filled in; blanks take the recipe's defaults."""
-        return {name: self.cleaned_data[f"hp_{name}"] for name in self.parameter_names if self.cleaned_data.get(f"hp_{name}") not in (None, "")}
+        return {
+            name: self.cleaned_data[f"hp_{name}"]
+            for name in self.parameter_names
+            if self.cleaned_data.get(f"hp_{name}") not in (None, "")
+        }
 
 
 class SelectWithUnavailable(forms.Select):
@@ -97,7 +105,9 @@ class SelectWithUnavailable(forms.Select):
         super().__init__(*args, **kwargs)
         self.unavailable = unavailable or {}
 
-    def create_option(self, name: str, value: Any, label: Any, selected: Any, index: int, subindex: Any = None, attrs: Any = None) -> dict[str, Any]:
+    def create_option(
+        self, name: str, value: Any, label: Any, selected: Any, index: int, subindex: Any = None, attrs: Any = None
+    ) -> dict[str, Any]:
         option = super().create_option(name, value, label, selected, index, subindex=subindex, attrs=attrs)
         reason = self.unavailable.get(str(value))
         if reason:
@@ -110,7 +120,9 @@ class TrainingForm(forms.Form):
     """The launch form; its hyperparameter fields (hp_<name>) are generated from the recipe's declared parameters."""
 
     recipe = forms.ChoiceField()
-    validation = forms.ChoiceField(required=False, label="Validation data", help_text="Optional: otherwise a seeded hold-out of the training data.")
+    validation = forms.ChoiceField(
+        required=False, label="Validation data", help_text="Optional: otherwise a seeded hold-out of the training data."
+    )
     target = forms.ChoiceField(label="Target column")
     seed = forms.IntegerField(initial=runs.DEFAULT_SEED, min_value=0, max_value=2**31 - 1)
     backend = forms.ChoiceField(initial="local")
@@ -118,10 +130,21 @@ class TrainingForm(forms.Form):
     instance_count = forms.IntegerField(initial=1, min_value=1)
     # The service owns the limit; the form states it in the unit the user types.
     max_runtime_minutes = forms.IntegerField(initial=60, min_value=1, label="Max runtime (minutes)")
-    model_name = forms.SlugField(required=False, max_length=63, help_text="The registered model to add the version to; defaults to <dataset>-<recipe>.")
+    model_name = forms.SlugField(
+        required=False,
+        max_length=63,
+        help_text="The registered model to add the version to; defaults to <dataset>-<recipe>.",
+    )
 
-    def __init__(self, *args: Any, recipes: list[Any], recipe: Any, columns: list[str], validations: list[tuple[str, str]],
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        recipes: list[Any],
+        recipe: Any,
+        columns: list[str],
+        validations: list[tuple[str, str]],
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         limit = runs.max_runtime_seconds_limit() // 60
         self.fields["max_runtime_minutes"].max_value = limit
@@ -142,12 +165,11 @@ class TrainingForm(forms.Form):
         self.unavailable_backends = {b.name: b.reason for b in backends if not b.available}
         self.unavailable_messages = {b.name: b.unavailable_message for b in backends if not b.available}
         self.fields["backend"].choices = [(b.name, b.label) for b in backends]
-        self.fields["backend"].widget = SelectWithUnavailable(choices=self.fields["backend"].choices,
-                                                              unavailable=self.unavailable_backends)
+        self.fields["backend"].widget = SelectWithUnavailable(
+            choices=self.fields["backend"].choices, unavailable=self.unavailable_backends
+        )
         if self.unavailable_backends:
-            self.fields["backend"].help_text = " ".join(
-                f"{message}." for message in self.unavailable_messages.values()
-            )
+            self.fields["backend"].help_text = " ".join(f"{message}." for message in self.unavailable_messages.values())
         self.hyperparameter_names = []
         for parameter in recipe.parameters:
             if parameter.name in ("target", "seed"):
@@ -163,4 +185,8 @@ class TrainingForm(forms.Form):
 
     def hyperparameters(self) -> dict[str, Any]:
         """Only what the user typed; blanks take the recipe's defaults. Text is converted by the recipe's types."""
-        return {name: self.cleaned_data[f"hp_{name}"] for name in self.hyperparameter_names if self.cleaned_data.get(f"hp_{name}") not in (None, "")}
+        return {
+            name: self.cleaned_data[f"hp_{name}"]
+            for name in self.hyperparameter_names
+            if self.cleaned_data.get(f"hp_{name}") not in (None, "")
+        }

@@ -32,17 +32,29 @@ def layout_graph(graph: LineageGraph, *, collapse_over: int | None = 8) -> dict[
             shown, hidden = nodes[: collapse_over - 1], nodes[collapse_over - 1 :]
         for row, node in enumerate(shown):
             placed[node.id] = {
-                "id": node.id, "kind": node.kind, "label": node.label, "detail": node.detail, "url": node.url,
-                "status": node.status, "focus": node.id == graph.focus,
-                "x": MARGIN + column_index * (NODE_W + GAP_X), "y": MARGIN + row * (NODE_H + GAP_Y),
+                "id": node.id,
+                "kind": node.kind,
+                "label": node.label,
+                "detail": node.detail,
+                "url": node.url,
+                "status": node.status,
+                "focus": node.id == graph.focus,
+                "x": MARGIN + column_index * (NODE_W + GAP_X),
+                "y": MARGIN + row * (NODE_H + GAP_Y),
             }
         rows = len(shown)
         if hidden:
             box_id = f"more:{distance}"
             placed[box_id] = {
-                "id": box_id, "kind": "more", "label": f"+{len(hidden)} more", "detail": "show all", "url": "?expand=1",
-                "status": "", "focus": False,
-                "x": MARGIN + column_index * (NODE_W + GAP_X), "y": MARGIN + rows * (NODE_H + GAP_Y),
+                "id": box_id,
+                "kind": "more",
+                "label": f"+{len(hidden)} more",
+                "detail": "show all",
+                "url": "?expand=1",
+                "status": "",
+                "focus": False,
+                "x": MARGIN + column_index * (NODE_W + GAP_X),
+                "y": MARGIN + rows * (NODE_H + GAP_Y),
             }
             boxes.append(placed[box_id])
             for node in hidden:

@@ -266,9 +266,7 @@ class RunInput(models.Model):
     channel = models.CharField(max_length=50)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["run", "channel", "dataset_version"], name="run_input_unique")
-        ]
+        constraints = [models.UniqueConstraint(fields=["run", "channel", "dataset_version"], name="run_input_unique")]
 
     def __str__(self) -> str:
         return f"{self.run} {self.channel}: {self.dataset_version}"
@@ -281,7 +279,9 @@ class RunEvent(WriteOnceModel):
     from_status = models.CharField(max_length=20, blank=True)
     to_status = models.CharField(max_length=20)
     reason = models.TextField(blank=True)
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -351,7 +351,9 @@ class ModelVersion(WriteOnceModel):
 
     class Meta:
         ordering = ["registered_model", "-number"]
-        constraints = [models.UniqueConstraint(fields=["registered_model", "number"], name="model_version_unique_number")]
+        constraints = [
+            models.UniqueConstraint(fields=["registered_model", "number"], name="model_version_unique_number")
+        ]
 
     def __str__(self) -> str:
         return f"{self.registered_model} v{self.number}"

@@ -167,8 +167,9 @@ def _event_prefetches() -> list[Prefetch[Any]]:
     return [
         Prefetch(
             "inputs",
-            queryset=RunInput.objects.select_related("dataset_version__dataset__project", "dataset_version__profile")
-            .order_by("channel", "dataset_version_id"),
+            queryset=RunInput.objects.select_related(
+                "dataset_version__dataset__project", "dataset_version__profile"
+            ).order_by("channel", "dataset_version_id"),
         ),
         Prefetch(
             "output_versions",

@@ -55,7 +55,8 @@ up(source, target, hops, link) AS (
 down(source, target, hops, link) AS (
     SELECT source, target, 1, id FROM {table} WHERE source = (SELECT node FROM focus)
     UNION
-    SELECT e.source, e.target, down.hops + 1, e.id FROM {table} e JOIN down ON e.source = down.target WHERE down.hops < %s
+    SELECT e.source, e.target, down.hops + 1, e.id
+    FROM {table} e JOIN down ON e.source = down.target WHERE down.hops < %s
 ),
 placed(node, distance, link) AS (
     SELECT node, 0, 0 FROM focus
@@ -176,8 +177,14 @@ def lineage_graph(node_id: str, *, depth: int = 4, per_column: int = PER_COLUMN)
         graph.nodes[node.id] = node
     for distance, count in sorted(graph.more.items()):
         box = f"more:{distance}"
-        graph.nodes[box] = LineageNode(id=box, kind="more", label=f"+{count} more", detail="show all",
-                                       url=f"?depth={depth}&expand=1", distance=distance)
+        graph.nodes[box] = LineageNode(
+            id=box,
+            kind="more",
+            label=f"+{count} more",
+            detail="show all",
+            url=f"?depth={depth}&expand=1",
+            distance=distance,
+        )
     graph.edges.sort()
     return graph
 
@@ -202,7 +209,9 @@ def describe_nodes(node_ids: list[str]) -> list[LineageNode]:
                     id=version.node_id,
                     kind="dataset_version",
                     label=f"{version.dataset.slug} v{version.number}",
-                    detail=f"{version.source} · {version.format} · {version.row_count or '?'} rows · {version.sha256[:12]}",
+                    detail=(
+                        f"{version.source} · {version.format} · {version.row_count or '?'} rows · {version.sha256[:12]}"
+                    ),
                     url=version_url(version),
                 )
             )
@@ -227,14 +236,28 @@ def describe_nodes(node_ids: list[str]) -> list[LineageNode]:
         )
         for model_version in model_versions:
             metrics = model_version.metrics or {}
-            headline = next((f"{k} {metrics[k]:.3f}" for k in ("accuracy", "roc_auc", "r2", "rmse") if isinstance(metrics.get(k), (int, float))), "")
+            headline = next(
+                (
+                    f"{k} {metrics[k]:.3f}"
+                    for k in ("accuracy", "roc_auc", "r2", "rmse")
+                    if isinstance(metrics.get(k), (int, float))
+                ),
+                "",
+            )
             described.append(
                 LineageNode(
                     id=model_version.node_id,
                     kind="model_version",
                     label=f"{model_version.registered_model.slug} v{model_version.number}",
                     detail=" · ".join(x for x in ("model", headline, model_version.sha256[:12]) if x),
-                    url=reverse("model-version-detail", args=[model_version.registered_model.project.slug, model_version.registered_model.slug, model_version.number]),
+                    url=reverse(
+                        "model-version-detail",
+                        args=[
+                            model_version.registered_model.project.slug,
+                            model_version.registered_model.slug,
+                            model_version.number,
+                        ],
+                    ),
                 )
             )
     return described
@@ -247,8 +270,12 @@ def dataset_version_download_url(version: DatasetVersion) -> str:
     from controlplane.backends import object_store
 
     suffix = {"csv": ".csv", "parquet": ".parquet", "jsonl": ".jsonl", "manifest": ".manifest.json"}[version.format]
-    filename = version.original_filename or f"{version.dataset.slug}-v{version.number}{suffix}{'.gz' if version.compressed and version.format != 'manifest' else ''}"
-    return object_store().download_url(version.storage_key, filename=filename, expires_in=settings.OBJECT_DOWNLOAD_EXPIRES)
+    filename = version.original_filename or f"{version.dataset.slug}-v{version.number}{suffix}" + (
+        ".gz" if version.compressed and version.format != "manifest" else ""
+    )
+    return object_store().download_url(
+        version.storage_key, filename=filename, expires_in=settings.OBJECT_DOWNLOAD_EXPIRES
+    )
 
 
 def node_exists(node_id: str) -> bool:
@@ -258,9 +285,7 @@ def node_exists(node_id: str) -> bool:
 
 
 def version_url(version: DatasetVersion) -> str:
-    return reverse(
-        "dataset-version-detail", args=[version.dataset.project.slug, version.dataset.slug, version.number]
-    )
+    return reverse("dataset-version-detail", args=[version.dataset.project.slug, version.dataset.slug, version.number])
 
 
 # --- filters shared by the pages and the API --------------------------------------------------
@@ -306,7 +331,9 @@ def filter_values(filterset_class: type[django_filters.FilterSet], data: Mapping
     return {name: str((data or {}).get(name, "")).strip() for name in filterset_class.base_filters}
 
 
-def apply_filters(filterset_class: type[django_filters.FilterSet], data: Mapping[str, Any] | None, queryset: QuerySet[Any]) -> QuerySet[Any]:
+def apply_filters(
+    filterset_class: type[django_filters.FilterSet], data: Mapping[str, Any] | None, queryset: QuerySet[Any]
+) -> QuerySet[Any]:
     """`queryset` narrowed by the filter parameters in `data`; a ValidationError names each bad parameter."""
     values = {name: value for name, value in filter_values(filterset_class, data).items() if value}
     filterset = filterset_class(values, queryset=queryset)
@@ -348,7 +375,9 @@ def dataset_version_consumers(*, version: DatasetVersion, limit: int = 20) -> Qu
     A subquery on the inputs rather than a DISTINCT over a join: DISTINCT compares whole rows, metrics and logs too.
     """
     readers = RunInput.objects.filter(dataset_version=version).values("run_id")
-    return Run.objects.filter(pk__in=readers).only("recipe", "status", "created_at").order_by("-created_at", "-id")[:limit]
+    return (
+        Run.objects.filter(pk__in=readers).only("recipe", "status", "created_at").order_by("-created_at", "-id")[:limit]
+    )
 
 
 def run_list(*, filters: Mapping[str, Any] | None = None) -> QuerySet[Run]:
@@ -365,8 +394,11 @@ def run_list(*, filters: Mapping[str, Any] | None = None) -> QuerySet[Run]:
 def final_metrics(run: Run) -> dict[str, float]:
     """The last value of each metric series (what a run ended with). Per-fold series (`*_fold`) are left out: their
     last point is one fold's score; the recipe reports their mean and standard deviation as `cv_<metric>[_std]`."""
-    return {name: points[-1]["value"] for name, points in (run.metrics or {}).items()
-            if points and not name.endswith("_fold")}
+    return {
+        name: points[-1]["value"]
+        for name, points in (run.metrics or {}).items()
+        if points and not name.endswith("_fold")
+    }
 
 
 def reproduction_check(run: Run) -> dict[str, Any] | None:
@@ -384,14 +416,21 @@ def reproduction_check(run: Run) -> dict[str, Any] | None:
     original = final_metrics(original_run)
     mine = final_metrics(run)
     rows = [
-        {"name": name, "original": original.get(name), "reproduction": mine.get(name),
-         "match": original.get(name) == mine.get(name)}
+        {
+            "name": name,
+            "original": original.get(name),
+            "reproduction": mine.get(name),
+            "match": original.get(name) == mine.get(name),
+        }
         for name in sorted(set(original) | set(mine))
         if not name.startswith(("time", "wall"))
     ]
     match = bool(rows) and all(r["match"] for r in rows)
     if run.same_model_as_id is not None:
-        outcome, summary = "same_model", f"the model is byte for byte {run.same_model_as}, and the metrics match exactly."
+        outcome, summary = (
+            "same_model",
+            f"the model is byte for byte {run.same_model_as}, and the metrics match exactly.",
+        )
     elif match:
         outcome, summary = "match", "the metrics match exactly."
     elif not rows:
@@ -401,7 +440,9 @@ def reproduction_check(run: Run) -> dict[str, Any] | None:
     return {"original": original_run, "rows": rows, "match": match, "outcome": outcome, "summary": summary}
 
 
-def run_cost_estimate(*, backend: str, instance_type: str, instance_count: int, max_runtime_seconds: int) -> tuple[Decimal, str]:
+def run_cost_estimate(
+    *, backend: str, instance_type: str, instance_count: int, max_runtime_seconds: int
+) -> tuple[Decimal, str]:
     """The most a run can cost: price per hour × instances × the maximum runtime, with the arithmetic spelled out."""
     from decimal import ROUND_CEILING
 
@@ -415,7 +456,10 @@ def run_cost_estimate(*, backend: str, instance_type: str, instance_count: int, 
         return cost, f"{cpus} CPU × {hours:.2f} h × ${price}/CPU-hour (local; actual cost is measured CPU time)"
     price = Decimal(str(settings.TRAINING_INSTANCE_PRICES[instance_type]))
     cost = (price * instance_count * hours).quantize(cent, rounding=ROUND_CEILING)
-    return cost, f"{instance_count} × {instance_type} × {hours:.2f} h × ${price}/h (at most; SageMaker bills actual seconds)"
+    return (
+        cost,
+        f"{instance_count} × {instance_type} × {hours:.2f} h × ${price}/h (at most; SageMaker bills actual seconds)",
+    )
 
 
 def run_log_tail(*, run: Run, lines: int = 200) -> list[str]:

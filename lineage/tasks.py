@@ -17,11 +17,12 @@ from workers.errors import BackendError
 
 
 def _backoff(task: Any, cap: int = 300) -> int:
-    return int(min(2 ** task.request.retries * 5, cap))
+    return int(min(2**task.request.retries * 5, cap))
 
 
-@shared_task(name="lineage.tasks.dataset_registration", bind=True, acks_late=True, reject_on_worker_lost=True,
-             max_retries=10)
+@shared_task(
+    name="lineage.tasks.dataset_registration", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=10
+)
 def dataset_registration_task(self, registration_id: int) -> None:  # type: ignore[no-untyped-def]
     from lineage.services import registrations
 
@@ -34,8 +35,9 @@ def dataset_registration_task(self, registration_id: int) -> None:  # type: igno
         raise
 
 
-@shared_task(name="lineage.tasks.dataset_profile", bind=True, acks_late=True, reject_on_worker_lost=True,
-             max_retries=10)
+@shared_task(
+    name="lineage.tasks.dataset_profile", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=10
+)
 def dataset_profile_task(self, version_id: int) -> None:  # type: ignore[no-untyped-def]
     from lineage.services import profiles
 
@@ -49,8 +51,9 @@ def dataset_profile_task(self, version_id: int) -> None:  # type: ignore[no-unty
 
 
 @contextmanager
-def _retry_or_fail_run(task: Any, run_id: int, doing: str, *, max_countdown: int,
-                       unexpected_retries: int = 0) -> Iterator[None]:
+def _retry_or_fail_run(
+    task: Any, run_id: int, doing: str, *, max_countdown: int, unexpected_retries: int = 0
+) -> Iterator[None]:
     """The one error policy of run tasks: transient backend errors (throttling) and infrastructure errors (database,
     broker, network) back off and retry; a permanent backend error, or one retried too often, fails the run with the
     reason (which stops its job), so no run is left half-way; anything else fails the run with it, after

@@ -7,7 +7,11 @@ urlpatterns = [
     path("datasets/register/", views.dataset_register, name="dataset-register"),
     path("datasets/registrations/<int:pk>/", views.dataset_registration_detail, name="dataset-registration-detail"),
     path("datasets/<slug:project>/<slug:slug>/", views.dataset_detail, name="dataset-detail"),
-    path("datasets/<slug:project>/<slug:slug>/v<int:number>/", views.dataset_version_detail, name="dataset-version-detail"),
+    path(
+        "datasets/<slug:project>/<slug:slug>/v<int:number>/",
+        views.dataset_version_detail,
+        name="dataset-version-detail",
+    ),
     path("runs/", views.run_list, name="run-list"),
     path("runs/new/transform/", views.transform_create, name="transform-create"),
     path("runs/new/training/", views.training_create, name="training-create"),

@@ -85,8 +85,12 @@ def dataset_register(request: HttpRequest) -> HttpResponse:
         try:
             if data.get("file"):
                 version, created = services.dataset_version_upload(
-                    actor=request.user, project=data["project"], dataset=data["dataset"], upload=data["file"],
-                    description=data.get("description", ""), missing_values=data.get("missing_values", ""),
+                    actor=request.user,
+                    project=data["project"],
+                    dataset=data["dataset"],
+                    upload=data["file"],
+                    description=data.get("description", ""),
+                    missing_values=data.get("missing_values", ""),
                 )
                 if created:
                     messages.success(request, f"Registered {version}. Profiling has started.")
@@ -95,8 +99,12 @@ def dataset_register(request: HttpRequest) -> HttpResponse:
                 target = selectors.version_url(version)
             else:
                 registration = services.dataset_registration_request(
-                    actor=request.user, project=data["project"], dataset=data["dataset"], uri=data["uri"],
-                    description=data.get("description", ""), missing_values=data.get("missing_values", ""),
+                    actor=request.user,
+                    project=data["project"],
+                    dataset=data["dataset"],
+                    uri=data["uri"],
+                    description=data.get("description", ""),
+                    missing_values=data.get("missing_values", ""),
                 )
                 target = reverse("dataset-registration-detail", args=[registration.pk])
         except ValidationError as exc:
@@ -154,7 +162,11 @@ def dataset_version_detail(request: HttpRequest, project: str, slug: str, number
         raise Http404(f"no version {number} of {project}/{slug}") from None
     profile = version.profile
     if request.htmx and request.GET.get("part") == "profile":
-        return render(request, "lineage/_profile.html", {"version": version, "profile": profile, "charts": _profile_charts(profile.profile)})
+        return render(
+            request,
+            "lineage/_profile.html",
+            {"version": version, "profile": profile, "charts": _profile_charts(profile.profile)},
+        )
     graph = selectors.lineage_graph(version.node_id, depth=2)
     return render(
         request,
@@ -202,8 +214,10 @@ def run_list(request: HttpRequest) -> HttpResponse:
             "statuses": Run.Status.values,
             "projects": Project.objects.only("slug", "name"),
             "can_launch": permissions.has_permission(request.user, "run.launch"),
-            "recent_versions": DatasetVersion.objects.exclude(format="manifest").select_related("dataset__project")
-            .only("number", "row_count", "dataset__slug", "dataset__project__slug").order_by("-created_at", "-id")[:100],
+            "recent_versions": DatasetVersion.objects.exclude(format="manifest")
+            .select_related("dataset__project")
+            .only("number", "row_count", "dataset__slug", "dataset__project__slug")
+            .order_by("-created_at", "-id")[:100],
         },
         status=400 if errors else 200,
     )
@@ -259,12 +273,17 @@ def transform_create(request: HttpRequest) -> HttpResponse:
     data = request.POST or None
     chosen = (data or request.GET).get("recipe") or transform_recipes[0].name
     recipe = next((r for r in transform_recipes if r.name == chosen), transform_recipes[0])
-    form = TransformForm(data, recipes=transform_recipes, recipe=recipe, columns=list(version.columns), initial={"recipe": recipe.name})
+    form = TransformForm(
+        data, recipes=transform_recipes, recipe=recipe, columns=list(version.columns), initial={"recipe": recipe.name}
+    )
     if request.method == "POST" and form.is_valid():
         try:
             run = services.transform_run_launch(
-                actor=request.user, inputs=[version], recipe=form.cleaned_data["recipe"],
-                parameters=form.parameters(), output_name=form.cleaned_data["output_name"],
+                actor=request.user,
+                inputs=[version],
+                recipe=form.cleaned_data["recipe"],
+                parameters=form.parameters(),
+                output_name=form.cleaned_data["output_name"],
             )
         except ValidationError as exc:
             apply_service_errors(form, exc, field_for=_transform_field)
@@ -273,7 +292,9 @@ def transform_create(request: HttpRequest) -> HttpResponse:
             return redirect("run-detail", pk=run.pk)
     template = "lineage/_transform_fields.html" if request.htmx else "lineage/transform_form.html"
     return render(
-        request, template, {"form": form, "version": version, "recipe": recipe, "recipes": transform_recipes},
+        request,
+        template,
+        {"form": form, "version": version, "recipe": recipe, "recipes": transform_recipes},
         status=400 if request.method == "POST" else 200,
     )
 
@@ -304,8 +325,12 @@ def lineage_page(request: HttpRequest, node_id: str) -> HttpResponse:
     return render(
         request,
         "lineage/lineage.html",
-        {"graph": layout_graph(graph, collapse_over=None if expand else 8), "depth": depth, "expand": expand,
-         "depths": [1, 2, 3, 4, 6, 10, 20, 50]},
+        {
+            "graph": layout_graph(graph, collapse_over=None if expand else 8),
+            "depth": depth,
+            "expand": expand,
+            "depths": [1, 2, 3, 4, 6, 10, 20, 50],
+        },
     )
 
 
@@ -328,9 +353,16 @@ def _training_form(request: HttpRequest, train: DatasetVersion, data: Any = None
     training_recipes = [r for r in recipe_registry.RECIPES.values() if r.kind == "training"]
     chosen = (data or request.GET).get("recipe") or training_recipes[0].name
     recipe = recipe_registry.RECIPES.get(chosen) or training_recipes[0]
-    others = DatasetVersion.objects.filter(dataset__project=train.dataset.project).exclude(pk=train.pk).select_related("dataset")[:200]
+    others = (
+        DatasetVersion.objects.filter(dataset__project=train.dataset.project)
+        .exclude(pk=train.pk)
+        .select_related("dataset")[:200]
+    )
     form = TrainingForm(
-        data, recipes=training_recipes, recipe=recipe, columns=list(train.columns),
+        data,
+        recipes=training_recipes,
+        recipe=recipe,
+        columns=list(train.columns),
         validations=[(str(v.pk), str(v)) for v in others],
         initial={"recipe": recipe.name},
     )
@@ -352,13 +384,25 @@ def training_create(request: HttpRequest) -> HttpResponse:
     form, recipe = _training_form(request, train, request.POST or None)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
-        validation = DatasetVersion.objects.select_related("dataset", "profile").filter(pk=data["validation"]).first() if data.get("validation") else None
+        validation = (
+            DatasetVersion.objects.select_related("dataset", "profile").filter(pk=data["validation"]).first()
+            if data.get("validation")
+            else None
+        )
         try:
             run = services.training_run_launch(
-                actor=request.user, recipe=data["recipe"], train=train, validation=validation, target=data["target"],
-                hyperparameters=form.hyperparameters(), seed=data["seed"], backend=data["backend"],
-                instance_type=data["instance_type"], instance_count=data["instance_count"],
-                max_runtime_seconds=data["max_runtime_minutes"] * 60, model_name=data.get("model_name") or "",
+                actor=request.user,
+                recipe=data["recipe"],
+                train=train,
+                validation=validation,
+                target=data["target"],
+                hyperparameters=form.hyperparameters(),
+                seed=data["seed"],
+                backend=data["backend"],
+                instance_type=data["instance_type"],
+                instance_count=data["instance_count"],
+                max_runtime_seconds=data["max_runtime_minutes"] * 60,
+                model_name=data.get("model_name") or "",
             )
         except ValidationError as exc:
             apply_service_errors(form, exc, field_for=_training_field)
@@ -366,7 +410,12 @@ def training_create(request: HttpRequest) -> HttpResponse:
             messages.success(request, f"Run {run.pk} queued (estimated cost at most ${run.estimated_cost}).")
             return redirect("run-detail", pk=run.pk)
     template = "lineage/_training_fields.html" if request.htmx else "lineage/training_form.html"
-    return render(request, template, {"form": form, "train": train, "recipe": recipe}, status=400 if request.method == "POST" else 200)
+    return render(
+        request,
+        template,
+        {"form": form, "train": train, "recipe": recipe},
+        status=400 if request.method == "POST" else 200,
+    )
 
 
 def run_estimate(request: HttpRequest) -> HttpResponse:
@@ -379,14 +428,18 @@ def run_estimate(request: HttpRequest) -> HttpResponse:
     if not all(t.isascii() and t.isdigit() and 0 < len(t) <= 6 for t in (count_text, minutes_text)):
         return HttpResponse('<span class="error">Enter whole numbers to see the estimate.</span>')
     minutes = int(minutes_text)
-    errors = runs.training_resource_errors(backend=backend, instance_type=instance_type, instance_count=int(count_text),
-                                           max_runtime_seconds=minutes * 60)
+    errors = runs.training_resource_errors(
+        backend=backend, instance_type=instance_type, instance_count=int(count_text), max_runtime_seconds=minutes * 60
+    )
     if "max_runtime_seconds" in errors:
         errors["max_runtime_seconds"] = [f"expected 1 to {runs.max_runtime_seconds_limit() // 60} minutes"]
     if errors:
-        return render(request, "lineage/_estimate.html", {"errors": [m for messages in errors.values() for m in messages]})
-    cost, explanation = selectors.run_cost_estimate(backend=backend, instance_type=instance_type,
-                                                   instance_count=int(count_text), max_runtime_seconds=minutes * 60)
+        return render(
+            request, "lineage/_estimate.html", {"errors": [m for messages in errors.values() for m in messages]}
+        )
+    cost, explanation = selectors.run_cost_estimate(
+        backend=backend, instance_type=instance_type, instance_count=int(count_text), max_runtime_seconds=minutes * 60
+    )
     return render(request, "lineage/_estimate.html", {"cost": cost, "explanation": explanation})
 
 
@@ -413,13 +466,22 @@ def run_compare(request: HttpRequest) -> HttpResponse:
     finals = {r.pk: selectors.final_metrics(r) for r in runs}
     metric_names = sorted({name for values in finals.values() for name in values})
     parameter_names = sorted({name for r in runs for name in r.parameters})
-    chart = compare_chart({f"run {r.pk}": finals[r.pk] for r in runs}, [m for m in metric_names if not m.endswith("_rows")])
-    return render(request, "lineage/run_compare.html", {
-        "runs": runs,
-        "parameter_rows": [(n, [r.parameters.get(n) for r in runs], len({str(r.parameters.get(n)) for r in runs}) > 1) for n in parameter_names],
-        "metric_rows": [(n, [finals[r.pk].get(n) for r in runs]) for n in metric_names],
-        "chart": {"id": "compare-chart", "figure": chart},
-    })
+    chart = compare_chart(
+        {f"run {r.pk}": finals[r.pk] for r in runs}, [m for m in metric_names if not m.endswith("_rows")]
+    )
+    return render(
+        request,
+        "lineage/run_compare.html",
+        {
+            "runs": runs,
+            "parameter_rows": [
+                (n, [r.parameters.get(n) for r in runs], len({str(r.parameters.get(n)) for r in runs}) > 1)
+                for n in parameter_names
+            ],
+            "metric_rows": [(n, [finals[r.pk].get(n) for r in runs]) for n in metric_names],
+            "chart": {"id": "compare-chart", "figure": chart},
+        },
+    )
 
 
 def model_list(request: HttpRequest) -> HttpResponse:
@@ -428,13 +490,23 @@ def model_list(request: HttpRequest) -> HttpResponse:
     try:
         models = selectors.model_list(filters=filters)
     except ValidationError as exc:
-        return render(request, "lineage/model_list.html", {"page": [], "filters": filters, "errors": exc.message_dict}, status=400)
+        return render(
+            request, "lineage/model_list.html", {"page": [], "filters": filters, "errors": exc.message_dict}, status=400
+        )
     # The table reads `versions.count`: one prefetch of the page's version ids, not a count per row.
-    models = models.prefetch_related(Prefetch("versions", queryset=ModelVersion.objects.only("registered_model").order_by()))
-    return render(request, "lineage/model_list.html", {
-        "page": paginate(request, models), "filters": filters, "errors": {},
-        "query": urlencode({k: v for k, v in filters.items() if v}),
-    })
+    models = models.prefetch_related(
+        Prefetch("versions", queryset=ModelVersion.objects.only("registered_model").order_by())
+    )
+    return render(
+        request,
+        "lineage/model_list.html",
+        {
+            "page": paginate(request, models),
+            "filters": filters,
+            "errors": {},
+            "query": urlencode({k: v for k, v in filters.items() if v}),
+        },
+    )
 
 
 def model_detail(request: HttpRequest, project: str, slug: str) -> HttpResponse:
@@ -448,11 +520,17 @@ def model_version_detail(request: HttpRequest, project: str, slug: str, number: 
     permissions.require(request.user, "model.view")
     version = get_object_or_404(
         ModelVersion.objects.select_related("registered_model__project", "run", "created_by"),
-        registered_model__project__slug=project, registered_model__slug=slug, number=number,
+        registered_model__project__slug=project,
+        registered_model__slug=slug,
+        number=number,
     )
-    return render(request, "lineage/model_version_detail.html", {
-        "version": version,
-        "graph": layout_graph(selectors.lineage_graph(version.node_id, depth=3)),
-        "inputs": version.run.inputs.select_related("dataset_version__dataset__project"),
-        "can_launch": permissions.has_permission(request.user, "run.launch"),
-    })
+    return render(
+        request,
+        "lineage/model_version_detail.html",
+        {
+            "version": version,
+            "graph": layout_graph(selectors.lineage_graph(version.node_id, depth=3)),
+            "inputs": version.run.inputs.select_related("dataset_version__dataset__project"),
+            "can_launch": permissions.has_permission(request.user, "run.launch"),
+        },
+    )

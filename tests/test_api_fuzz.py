@@ -51,7 +51,9 @@ def _upload(client: APIClient, *, dataset: str, name: str, content: bytes) -> di
         {"project": "fuzz", "dataset": dataset, "file": SimpleUploadedFile(name, content)},
         format="multipart",
     )
-    assert response.status_code in (200, 201), f"setting up the fuzz run: {response.status_code} {response.content[:500]!r}"
+    assert response.status_code in (200, 201), (
+        f"setting up the fuzz run: {response.status_code} {response.content[:500]!r}"
+    )
     return response.json()
 
 
@@ -75,40 +77,78 @@ def known_values(admin_headers: dict[str, str]) -> dict[str, list[str | int]]:
     data_root = django_settings.DATASET_FILE_ROOTS[0]
     data_root.mkdir(parents=True, exist_ok=True)
     (data_root / "fuzz.csv").write_bytes(CSV)
-    registration = _expect(client.post(
-        "/api/v1/dataset-registrations/",
-        {"project": "fuzz", "dataset": "registered", "uri": (data_root / "fuzz.csv").as_uri()},
-        format="json",
-    ), 202)
-    training = _expect(client.post(
-        "/api/v1/runs/training/",
-        {"recipe": "logistic_regression", "train": train["id"], "validation": validation["id"], "target": "label"},
-        format="json",
-    ), 201)
-    transform = _expect(client.post(
-        "/api/v1/runs/transform/", {"recipe": "clean_missing", "inputs": [train["id"]], "parameters": {}}, format="json"
-    ), 201)
+    registration = _expect(
+        client.post(
+            "/api/v1/dataset-registrations/",
+            {"project": "fuzz", "dataset": "registered", "uri": (data_root / "fuzz.csv").as_uri()},
+            format="json",
+        ),
+        202,
+    )
+    training = _expect(
+        client.post(
+            "/api/v1/runs/training/",
+            {"recipe": "logistic_regression", "train": train["id"], "validation": validation["id"], "target": "label"},
+            format="json",
+        ),
+        201,
+    )
+    transform = _expect(
+        client.post(
+            "/api/v1/runs/transform/",
+            {"recipe": "clean_missing", "inputs": [train["id"]], "parameters": {}},
+            format="json",
+        ),
+        201,
+    )
     check = _expect(client.post("/api/v1/system-checks/"), 202)
     recipes = _expect(client.get("/api/v1/recipes/"), 200)
     # No endpoint makes a model version (a finished training run does): register one for the run as its worker would.
     with transaction.atomic():
         model_version = lineage_services.model_version_register(
-            run=Run.objects.get(pk=training["id"]), artifact_uri="file:///nonexistent/model.tar.gz", artifact_key="",
-            sha256="0" * 64, size=1, metadata={"features": ["a", "b", "c"], "target": "label", "task": "classification",
-                                               "metrics": {"accuracy": 0.9}},
+            run=Run.objects.get(pk=training["id"]),
+            artifact_uri="file:///nonexistent/model.tar.gz",
+            artifact_key="",
+            sha256="0" * 64,
+            size=1,
+            metadata={
+                "features": ["a", "b", "c"],
+                "target": "label",
+                "task": "classification",
+                "metrics": {"accuracy": 0.9},
+            },
         )
     return {
-        "ids": sorted({train["id"], validation["id"], registration["id"], training["id"], transform["id"], check["id"],
-                       model_version.pk}),
+        "ids": sorted(
+            {
+                train["id"],
+                validation["id"],
+                registration["id"],
+                training["id"],
+                transform["id"],
+                check["id"],
+                model_version.pk,
+            }
+        ),
         "projects": ["fuzz"],
         "slugs": ["fuzz", "numbers", "numbers-holdout", "registered", model_version.registered_model.slug],
-        "node_ids": [train["node_id"], validation["node_id"], f"run:{training['id']}", f"run:{transform['id']}",
-                     model_version.node_id],
+        "node_ids": [
+            train["node_id"],
+            validation["node_id"],
+            f"run:{training['id']}",
+            f"run:{transform['id']}",
+            model_version.node_id,
+        ],
         "dataset_version_ids": [train["id"], validation["id"]],
         "recipes": [recipe["name"] for recipe in recipes],
         "columns": ["a", "b", "c", "label"],
         "instance_types": ["local", *django_settings.TRAINING_INSTANCE_PRICES],
-        "uris": [(data_root / "fuzz.csv").as_uri(), data_root.as_uri() + "/", "s3://bucket/key.csv", "file:///etc/passwd"],
+        "uris": [
+            (data_root / "fuzz.csv").as_uri(),
+            data_root.as_uri() + "/",
+            "s3://bucket/key.csv",
+            "file:///etc/passwd",
+        ],
     }
 
 
@@ -145,42 +185,47 @@ def api_schema(admin_headers: dict[str, str], known_values: dict[str, list[Any]]
     def binding(dictionary: str) -> dict[str, Any]:
         return {"dictionary": dictionary, "probability": KNOWN_VALUE_PROBABILITY}
 
-    config = SchemathesisConfig.from_dict({
-        "generation": {
-            "mode": "all",
-            "deterministic": True,
-            "database": "none",
-            # Fuzz as the admin: a generated Authorization header or session cookie would replace the token.
-            "with-security-parameters": False,
-            # Now and then any string is one known to break code that passes it on unchecked.
-            "dictionaries": {"string": {"dictionary": "hostile_strings", "probability": HOSTILE_STRING_PROBABILITY}},
-        },
-        "dictionaries": {
-            "hostile_strings": {"values": HOSTILE_STRINGS},
-            **{name: {"values": values} for name, values in known_values.items()},
-        },
-        "parameters": {
-            "path.id": binding("ids"),
-            "path.project": binding("projects"),
-            "path.slug": binding("slugs"),
-            "path.node_id": binding("node_ids"),
-            "query.project": binding("projects"),
-            "body.project": binding("projects"),
-            "body.train": binding("dataset_version_ids"),
-            "body.validation": binding("dataset_version_ids"),
-            "body.inputs[*]": binding("dataset_version_ids"),
-            "body.recipe": binding("recipes"),
-            "query.recipe": binding("recipes"),
-            "body.target": binding("columns"),
-            "body.instance_type": binding("instance_types"),
-            "query.instance_type": binding("instance_types"),
-            "body.uri": binding("uris"),
-            "body.dataset": binding("slugs"),
-        },
-    })
+    config = SchemathesisConfig.from_dict(
+        {
+            "generation": {
+                "mode": "all",
+                "deterministic": True,
+                "database": "none",
+                # Fuzz as the admin: a generated Authorization header or session cookie would replace the token.
+                "with-security-parameters": False,
+                # Now and then any string is one known to break code that passes it on unchecked.
+                "dictionaries": {
+                    "string": {"dictionary": "hostile_strings", "probability": HOSTILE_STRING_PROBABILITY}
+                },
+            },
+            "dictionaries": {
+                "hostile_strings": {"values": HOSTILE_STRINGS},
+                **{name: {"values": values} for name, values in known_values.items()},
+            },
+            "parameters": {
+                "path.id": binding("ids"),
+                "path.project": binding("projects"),
+                "path.slug": binding("slugs"),
+                "path.node_id": binding("node_ids"),
+                "query.project": binding("projects"),
+                "body.project": binding("projects"),
+                "body.train": binding("dataset_version_ids"),
+                "body.validation": binding("dataset_version_ids"),
+                "body.inputs[*]": binding("dataset_version_ids"),
+                "body.recipe": binding("recipes"),
+                "query.recipe": binding("recipes"),
+                "body.target": binding("columns"),
+                "body.instance_type": binding("instance_types"),
+                "query.instance_type": binding("instance_types"),
+                "body.uri": binding("uris"),
+                "body.dataset": binding("slugs"),
+            },
+        }
+    )
     with _keeping_the_test_connection():
-        return schemathesis.openapi.from_wsgi("/api/v1/schema/?format=json", WSGIHandler(), config=config,
-                                              headers=admin_headers)
+        return schemathesis.openapi.from_wsgi(
+            "/api/v1/schema/?format=json", WSGIHandler(), config=config, headers=admin_headers
+        )
 
 
 @pytest.fixture
@@ -201,7 +246,11 @@ def call_api(
             raise AssertionError(
                 f"{case.method} {case.formatted_path} answered {response.status_code}\n\n"
                 f"Reproduce with:\n    {case.as_curl_command(headers=admin_headers)}\n\n"
-                + ("The app raised:\n" + "\n".join(app_tracebacks) if app_tracebacks else f"Body: {response.text[:2000]}")
+                + (
+                    "The app raised:\n" + "\n".join(app_tracebacks)
+                    if app_tracebacks
+                    else f"Body: {response.text[:2000]}"
+                )
             )
         return response
 
@@ -219,9 +268,12 @@ schema = schemathesis.pytest.from_fixture("api_schema")
     derandomize=True,
     database=None,
     # The fixtures are function-scoped on purpose (one transaction for the run); a slow example is not a bug here.
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much,
-                           HealthCheck.data_too_large],
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+        HealthCheck.data_too_large,
+    ],
 )
 def test_no_input_gets_a_server_error(case: Any, call_api: Callable[[Any], Any]) -> None:
     call_api(case)
-

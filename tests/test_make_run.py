@@ -41,16 +41,26 @@ def test_make_run_serves_the_portal_and_stops_cleanly_on_ctrl_c() -> None:
     port = free_port()
     # A short path: the broker's Unix socket lives under it.
     var_dir = tempfile.mkdtemp(prefix="cp-run-", dir="/tmp")
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE")
+    }
     env["CONTROLPLANE_VAR_DIR"] = var_dir
     log_path = Path(var_dir) / "make-run.log"
     with log_path.open("wb") as log:
         make = subprocess.Popen(
-            ["make", "run", f"PORT={port}"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            ["make", "run", f"PORT={port}"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     base = f"http://127.0.0.1:{port}"
     try:
+
         def portal_answers() -> bool:
             if make.poll() is not None:
                 raise AssertionError(f"make run exited early:\n{log_path.read_text()[-3000:]}")
@@ -61,7 +71,13 @@ def test_make_run_serves_the_portal_and_stops_cleanly_on_ctrl_c() -> None:
 
         wait_for(portal_answers, timeout=240, interval=0.5, what="the portal to answer")
         output = log_path.read_text()
-        for username, role in [("dana", "data scientist"), ("alex", "approver"), ("blair", "approver"), ("fran", "finance"), ("ada", "admin")]:
+        for username, role in [
+            ("dana", "data scientist"),
+            ("alex", "approver"),
+            ("blair", "approver"),
+            ("fran", "finance"),
+            ("ada", "admin"),
+        ]:
             assert re.search(rf"{username}\s+{role}", output), output[-2000:]
 
         session = requests.Session()

@@ -1,4 +1,5 @@
-"""The portal's web server as `make run` and the image start it (gunicorn, docker/gunicorn.conf.py), under a slow upload.
+"""The portal's web server as `make run` and the image start it (gunicorn, docker/gunicorn.conf.py), under a
+slow upload.
 
 Short timeouts and a small upload limit keep it quick: the upload takes longer than the configured worker timeout,
 bytes arriving in small chunks with pauses, as over a slow link.
@@ -53,7 +54,9 @@ def start_server(command: list[str], port: int, log_path: Path, **extra_env: str
         **extra_env,
     )
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
 
     def answers() -> bool:
         if process.poll() is not None:
@@ -92,8 +95,13 @@ def portal(uploader: str, tmp_path: Path) -> Iterator[int]:
     """The portal started with runall's command: one process (so its threads are all that serve), short timeouts."""
     port = free_port()
     process = start_server(
-        web_command("127.0.0.1", port), port, tmp_path / "web.log", WEB_CONCURRENCY="1", GUNICORN_THREADS="4",
-        GUNICORN_TIMEOUT=str(WORKER_TIMEOUT), GUNICORN_READ_TIMEOUT=str(READ_TIMEOUT),
+        web_command("127.0.0.1", port),
+        port,
+        tmp_path / "web.log",
+        WEB_CONCURRENCY="1",
+        GUNICORN_THREADS="4",
+        GUNICORN_TIMEOUT=str(WORKER_TIMEOUT),
+        GUNICORN_READ_TIMEOUT=str(READ_TIMEOUT),
     )
     yield port
     stop_server(process)
@@ -193,8 +201,16 @@ def test_the_old_sync_worker_fails_the_same_upload(uploader: str, tmp_path: Path
     """What the image ran before (sync workers): the same slow upload is cut off at the worker timeout."""
     port = free_port()
     command = [
-        sys.executable, "-m", "gunicorn", "controlplane.wsgi:application",
-        "--bind", f"127.0.0.1:{port}", "--workers", "1", "--timeout", str(WORKER_TIMEOUT),
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "controlplane.wsgi:application",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "1",
+        "--timeout",
+        str(WORKER_TIMEOUT),
     ]
     process = start_server(command, port, tmp_path / "sync.log")
     try:

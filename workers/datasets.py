@@ -129,7 +129,8 @@ def detect_format(filename: str, head: bytes) -> str:
         raise DatasetFileError(GZIPPED_PARQUET)
     if not _looks_like_text(content):
         raise DatasetFileError(
-            f"cannot tell the format of {filename!r}: its content is neither text nor Parquet; use a .csv, .parquet or .jsonl file"
+            f"cannot tell the format of {filename!r}: its content is "
+            "neither text nor Parquet; use a .csv, .parquet or .jsonl file"
         )
     # A line that opens with "{" cannot be a sensible CSV header, so such text is JSON Lines.
     return "jsonl" if content.removeprefix(UTF8_BOM).lstrip().startswith(b"{") else "csv"
@@ -171,7 +172,8 @@ def validate_file(path: Path, *, format: str, max_bytes: int | None = None) -> F
     if format == "parquet":
         if compressed:
             raise DatasetFileError(
-                "not a Parquet file: it is gzip-compressed; Parquet compresses its own pages, so upload the .parquet file"
+                "not a Parquet file: it is gzip-compressed; Parquet compresses its own pages, "
+                "so upload the .parquet file"
             )
         columns, row_count = _validate_parquet(path, size)
     else:
@@ -235,7 +237,8 @@ def _text_lines(stream: IO[bytes], *, compressed: bool) -> Iterator[str]:
             pending_bytes += len(block)
             if pending_bytes > MAX_LINE_BYTES:
                 raise DatasetFileError(
-                    f"line {lines_done + 1} is longer than {MAX_LINE_BYTES // 1_000_000} MB; is this really a text data file?"
+                    f"line {lines_done + 1} is longer than {MAX_LINE_BYTES // 1_000_000} MB; "
+                    "is this really a text data file?"
                 )
             continue
         data = b"".join([*pending, block[:cut]])

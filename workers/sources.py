@@ -79,7 +79,9 @@ def check_source_uri(uri: str, *, allowed_roots: list[Path]) -> None:
     except SourceError:
         raise
     except ValueError as exc:  # urlsplit and Path.resolve reject some malformed text with ValueError
-        raise SourceError(f"not a valid location ({exc}); expected s3://bucket/key, s3://bucket/prefix/ or file:///path") from None
+        raise SourceError(
+            f"not a valid location ({exc}); expected s3://bucket/key, s3://bucket/prefix/ or file:///path"
+        ) from None
 
 
 def _check_source_uri(uri: str, *, allowed_roots: list[Path]) -> None:
@@ -141,7 +143,9 @@ def snapshot_local(uri: str, *, allowed_roots: list[Path]) -> SingleObject | Man
     if path.is_dir():
         entries = []
         for file in _local_files(path):
-            entries.append(ManifestEntry(key=str(file.relative_to(path)), size=file.stat().st_size, etag=sha256_file(file)))
+            entries.append(
+                ManifestEntry(key=str(file.relative_to(path)), size=file.stat().st_size, etag=sha256_file(file))
+            )
             if len(entries) > MAX_MANIFEST_OBJECTS:
                 raise SourceError(f"{path} holds more than {MAX_MANIFEST_OBJECTS} files; register a smaller folder")
         if not entries:
@@ -199,7 +203,9 @@ def snapshot_s3_object(
     size = int(head["ContentLength"])
     if max_bytes is not None and size > max_bytes:
         body.close()
-        raise SourceError(f"{uri} is {size / 1_000_000:.1f} MB, over the {max_bytes / 1_000_000:.1f} MB limit for one object")
+        raise SourceError(
+            f"{uri} is {size / 1_000_000:.1f} MB, over the {max_bytes / 1_000_000:.1f} MB limit for one object"
+        )
     copied = 0
     with dest.open("wb") as out:
         for chunk in iter(lambda: body.read(CHUNK), b""):
@@ -210,7 +216,9 @@ def snapshot_s3_object(
     if copied != size:
         raise BackendError(f"read {copied} bytes of {uri}, expected {size}", permanent=False)
     version = head.get("VersionId") or ""
-    return SingleObject(path=dest, size=size, etag=head["ETag"].strip('"'), version_id="" if version == "null" else version)
+    return SingleObject(
+        path=dest, size=size, etag=head["ETag"].strip('"'), version_id="" if version == "null" else version
+    )
 
 
 def snapshot_s3_prefix(uri: str, *, region: str) -> Manifest:
@@ -226,14 +234,19 @@ def snapshot_s3_prefix(uri: str, *, region: str) -> Manifest:
                 for item in page.get("Versions", []):
                     if item.get("IsLatest") and not item["Key"].endswith("/"):
                         entries[item["Key"]] = ManifestEntry(
-                            key=item["Key"], size=int(item["Size"]), etag=item["ETag"].strip('"'), version_id=item["VersionId"]
+                            key=item["Key"],
+                            size=int(item["Size"]),
+                            etag=item["ETag"].strip('"'),
+                            version_id=item["VersionId"],
                         )
                 _check_count(entries, uri)
         else:
             for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
                 for item in page.get("Contents", []):
                     if not item["Key"].endswith("/"):
-                        entries[item["Key"]] = ManifestEntry(key=item["Key"], size=int(item["Size"]), etag=item["ETag"].strip('"'))
+                        entries[item["Key"]] = ManifestEntry(
+                            key=item["Key"], size=int(item["Size"]), etag=item["ETag"].strip('"')
+                        )
                 _check_count(entries, uri)
     except ClientError as exc:
         raise _s3_error(exc, uri) from exc
@@ -268,7 +281,9 @@ def fetch_manifest_entry(
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         if code == "PreconditionFailed":
-            raise SourceError(f"s3://{bucket}/{entry.key} changed since it was registered; register the prefix again") from exc
+            raise SourceError(
+                f"s3://{bucket}/{entry.key} changed since it was registered; register the prefix again"
+            ) from exc
         raise _s3_error(exc, f"s3://{bucket}/{entry.key}") from exc
     with dest.open("wb") as out:
         shutil.copyfileobj(body, out, CHUNK)

@@ -4,14 +4,13 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('controlplane', '0004_transitions'),
+        ("controlplane", "0004_transitions"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='auditevent',
-            index=models.Index(fields=['-created_at', '-id'], name='audit_event_newest_first'),
+            model_name="auditevent",
+            index=models.Index(fields=["-created_at", "-id"], name="audit_event_newest_first"),
         ),
     ]

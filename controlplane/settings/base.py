@@ -162,13 +162,9 @@ def _check_object_store_url(url: str) -> None:
     try:
         validate_object_store_url(url)
     except ValueError:
-        raise ConfigurationError(
-            "OBJECT_STORE_URL", url, "file:///absolute/path or s3://bucket[/prefix]"
-        ) from None
+        raise ConfigurationError("OBJECT_STORE_URL", url, "file:///absolute/path or s3://bucket[/prefix]") from None
     if CONTROLPLANE_BACKEND == "aws" and not url.startswith("s3://"):
-        raise ConfigurationError(
-            "OBJECT_STORE_URL", url, "s3://bucket[/prefix] when CONTROLPLANE_BACKEND=aws"
-        )
+        raise ConfigurationError("OBJECT_STORE_URL", url, "s3://bucket[/prefix] when CONTROLPLANE_BACKEND=aws")
 
 
 _check_object_store_url(OBJECT_STORE_URL)
@@ -219,7 +215,9 @@ if _prices_json:
         TRAINING_INSTANCE_PRICES = {str(k): float(v) for k, v in _json.loads(_prices_json).items()}
     except (ValueError, AttributeError, TypeError):
         raise ConfigurationError(
-            "TRAINING_INSTANCE_PRICES_JSON", _prices_json, 'a JSON object of instance type to USD per hour, e.g. {"ml.m5.large": 0.115}'
+            "TRAINING_INSTANCE_PRICES_JSON",
+            _prices_json,
+            'a JSON object of instance type to USD per hour, e.g. {"ml.m5.large": 0.115}',
         ) from None
 # Local runs are costed by measured CPU time at this price per CPU-hour.
 LOCAL_CPU_HOUR_PRICE = float(env_str("LOCAL_CPU_HOUR_PRICE", "0.048") or "0.048")
@@ -255,9 +253,7 @@ CELERY_TASK_SOFT_TIME_LIMIT = 55 * 60
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # long tasks: one at a time per process
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # An unacknowledged (acks_late) message goes back to the queue after this long if its worker vanished.
-CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 2 * 60 * 60, minimum=10)
-}
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 2 * 60 * 60, minimum=10)}
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_QUEUES_NAMES = ("training", "deploy", "sync", "default")
 CELERY_TASK_ROUTES = {

@@ -127,9 +127,11 @@ def env_broker(default_socket: Path) -> tuple[str, bool]:
         value = os.environ.get(name, "").strip()
         if value:
             parts = urlsplit(value)
-            if parts.scheme not in ("redis", "rediss", "redis+socket") or (
-                parts.scheme == "redis+socket" and not parts.path.startswith("/")
-            ) or (parts.scheme != "redis+socket" and not parts.hostname):
+            if (
+                parts.scheme not in ("redis", "rediss", "redis+socket")
+                or (parts.scheme == "redis+socket" and not parts.path.startswith("/"))
+                or (parts.scheme != "redis+socket" and not parts.hostname)
+            ):
                 raise ConfigurationError(name, value, BROKER_FORMS)
             return value, False
     return f"redis+socket://{default_socket}", True

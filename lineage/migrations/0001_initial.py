@@ -7,185 +7,334 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('controlplane', '0003_audit_append_only'),
+        ("controlplane", "0003_audit_append_only"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='DatasetVersion',
+            name="DatasetVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.PositiveIntegerField()),
-                ('sha256', models.CharField(max_length=64)),
-                ('uri', models.CharField(help_text='Where the bytes (or the manifest) are kept', max_length=1024)),
-                ('storage_key', models.CharField(help_text='Key in the object store', max_length=1024)),
-                ('size', models.BigIntegerField()),
-                ('format', models.CharField(choices=[('csv', 'Csv'), ('parquet', 'Parquet'), ('jsonl', 'Jsonl'), ('manifest', 'Manifest')], max_length=20)),
-                ('content_format', models.CharField(choices=[('csv', 'Csv'), ('parquet', 'Parquet'), ('jsonl', 'Jsonl'), ('manifest', 'Manifest')], max_length=20)),
-                ('compressed', models.BooleanField(default=False)),
-                ('columns', models.JSONField(default=list)),
-                ('row_count', models.BigIntegerField(null=True)),
-                ('object_count', models.PositiveIntegerField(default=1)),
-                ('source', models.CharField(choices=[('upload', 'Upload'), ('s3', 'S3'), ('file', 'File'), ('derived', 'Derived')], max_length=20)),
-                ('source_uri', models.CharField(blank=True, max_length=1024)),
-                ('source_etag', models.CharField(blank=True, max_length=200)),
-                ('source_version_id', models.CharField(blank=True, max_length=1024)),
-                ('original_filename', models.CharField(blank=True, max_length=255)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('created_by', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("number", models.PositiveIntegerField()),
+                ("sha256", models.CharField(max_length=64)),
+                ("uri", models.CharField(help_text="Where the bytes (or the manifest) are kept", max_length=1024)),
+                ("storage_key", models.CharField(help_text="Key in the object store", max_length=1024)),
+                ("size", models.BigIntegerField()),
+                (
+                    "format",
+                    models.CharField(
+                        choices=[("csv", "Csv"), ("parquet", "Parquet"), ("jsonl", "Jsonl"), ("manifest", "Manifest")],
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "content_format",
+                    models.CharField(
+                        choices=[("csv", "Csv"), ("parquet", "Parquet"), ("jsonl", "Jsonl"), ("manifest", "Manifest")],
+                        max_length=20,
+                    ),
+                ),
+                ("compressed", models.BooleanField(default=False)),
+                ("columns", models.JSONField(default=list)),
+                ("row_count", models.BigIntegerField(null=True)),
+                ("object_count", models.PositiveIntegerField(default=1)),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[("upload", "Upload"), ("s3", "S3"), ("file", "File"), ("derived", "Derived")],
+                        max_length=20,
+                    ),
+                ),
+                ("source_uri", models.CharField(blank=True, max_length=1024)),
+                ("source_etag", models.CharField(blank=True, max_length=200)),
+                ("source_version_id", models.CharField(blank=True, max_length=1024)),
+                ("original_filename", models.CharField(blank=True, max_length=255)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to=settings.AUTH_USER_MODEL
+                    ),
+                ),
             ],
             options={
-                'ordering': ['dataset', '-number'],
+                "ordering": ["dataset", "-number"],
             },
         ),
         migrations.CreateModel(
-            name='Dataset',
+            name="Dataset",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100)),
-                ('slug', models.SlugField(max_length=63)),
-                ('description', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('created_by', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='datasets', to='controlplane.project')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=100)),
+                ("slug", models.SlugField(max_length=63)),
+                ("description", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to=settings.AUTH_USER_MODEL
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="datasets", to="controlplane.project"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['project__slug', 'slug'],
+                "ordering": ["project__slug", "slug"],
             },
         ),
         migrations.CreateModel(
-            name='DatasetProfile',
+            name="DatasetProfile",
             fields=[
-                ('version', models.OneToOneField(on_delete=django.db.models.deletion.PROTECT, primary_key=True, related_name='profile', serialize=False, to='lineage.datasetversion')),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('ready', 'Ready'), ('failed', 'Failed')], default='queued', max_length=20)),
-                ('progress', models.FloatField(default=0.0)),
-                ('profile', models.JSONField(blank=True, null=True)),
-                ('error', models.TextField(blank=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "version",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        primary_key=True,
+                        related_name="profile",
+                        serialize=False,
+                        to="lineage.datasetversion",
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("ready", "Ready"),
+                            ("failed", "Failed"),
+                        ],
+                        default="queued",
+                        max_length=20,
+                    ),
+                ),
+                ("progress", models.FloatField(default=0.0)),
+                ("profile", models.JSONField(blank=True, null=True)),
+                ("error", models.TextField(blank=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
             ],
         ),
         migrations.AddField(
-            model_name='datasetversion',
-            name='dataset',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='versions', to='lineage.dataset'),
+            model_name="datasetversion",
+            name="dataset",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.PROTECT, related_name="versions", to="lineage.dataset"
+            ),
         ),
         migrations.CreateModel(
-            name='DatasetRegistration',
+            name="DatasetRegistration",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('dataset_slug', models.SlugField(max_length=63)),
-                ('dataset_name', models.CharField(max_length=100)),
-                ('description', models.TextField(blank=True)),
-                ('source_uri', models.CharField(max_length=1024)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed')], default='queued', max_length=20)),
-                ('progress', models.FloatField(default=0.0)),
-                ('error', models.TextField(blank=True)),
-                ('created_new_version', models.BooleanField(default=False)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('created_by', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='controlplane.project')),
-                ('version', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='lineage.datasetversion')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("dataset_slug", models.SlugField(max_length=63)),
+                ("dataset_name", models.CharField(max_length=100)),
+                ("description", models.TextField(blank=True)),
+                ("source_uri", models.CharField(max_length=1024)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                        ],
+                        default="queued",
+                        max_length=20,
+                    ),
+                ),
+                ("progress", models.FloatField(default=0.0)),
+                ("error", models.TextField(blank=True)),
+                ("created_new_version", models.BooleanField(default=False)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to=settings.AUTH_USER_MODEL
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to="controlplane.project"
+                    ),
+                ),
+                (
+                    "version",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="lineage.datasetversion",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='LineageEdge',
+            name="LineageEdge",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('source', models.CharField(max_length=64)),
-                ('target', models.CharField(max_length=64)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("source", models.CharField(max_length=64)),
+                ("target", models.CharField(max_length=64)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'indexes': [models.Index(fields=['target'], name='lineage_lin_target_bfe7ee_idx')],
-                'constraints': [models.UniqueConstraint(fields=('source', 'target'), name='lineage_edge_unique')],
+                "indexes": [models.Index(fields=["target"], name="lineage_lin_target_bfe7ee_idx")],
+                "constraints": [models.UniqueConstraint(fields=("source", "target"), name="lineage_edge_unique")],
             },
         ),
         migrations.CreateModel(
-            name='Run',
+            name="Run",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('uuid', models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
-                ('kind', models.CharField(choices=[('transform', 'Transform'), ('training', 'Training')], max_length=20)),
-                ('recipe', models.CharField(max_length=100)),
-                ('recipe_version', models.CharField(max_length=40)),
-                ('recipe_fingerprint', models.CharField(max_length=64)),
-                ('parameters', models.JSONField(default=dict)),
-                ('seed', models.BigIntegerField(blank=True, null=True)),
-                ('backend', models.CharField(default='local', max_length=20)),
-                ('backend_job_id', models.CharField(blank=True, max_length=200)),
-                ('instance_type', models.CharField(default='local', max_length=50)),
-                ('instance_count', models.PositiveSmallIntegerField(default=1)),
-                ('output_name', models.SlugField(blank=True)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('starting', 'Starting'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('stopping', 'Stopping'), ('stopped', 'Stopped')], default='queued', max_length=20)),
-                ('status_reason', models.TextField(blank=True)),
-                ('log_uri', models.CharField(blank=True, max_length=1024)),
-                ('log_key', models.CharField(blank=True, help_text='Object store key of the finished log', max_length=1024)),
-                ('metrics', models.JSONField(blank=True, default=dict)),
-                ('usage', models.JSONField(blank=True, default=dict)),
-                ('cost', models.DecimalField(blank=True, decimal_places=4, max_digits=12, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('created_by', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='runs', to='controlplane.project')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("uuid", models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
+                (
+                    "kind",
+                    models.CharField(choices=[("transform", "Transform"), ("training", "Training")], max_length=20),
+                ),
+                ("recipe", models.CharField(max_length=100)),
+                ("recipe_version", models.CharField(max_length=40)),
+                ("recipe_fingerprint", models.CharField(max_length=64)),
+                ("parameters", models.JSONField(default=dict)),
+                ("seed", models.BigIntegerField(blank=True, null=True)),
+                ("backend", models.CharField(default="local", max_length=20)),
+                ("backend_job_id", models.CharField(blank=True, max_length=200)),
+                ("instance_type", models.CharField(default="local", max_length=50)),
+                ("instance_count", models.PositiveSmallIntegerField(default=1)),
+                ("output_name", models.SlugField(blank=True)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("starting", "Starting"),
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("stopping", "Stopping"),
+                            ("stopped", "Stopped"),
+                        ],
+                        default="queued",
+                        max_length=20,
+                    ),
+                ),
+                ("status_reason", models.TextField(blank=True)),
+                ("log_uri", models.CharField(blank=True, max_length=1024)),
+                (
+                    "log_key",
+                    models.CharField(blank=True, help_text="Object store key of the finished log", max_length=1024),
+                ),
+                ("metrics", models.JSONField(blank=True, default=dict)),
+                ("usage", models.JSONField(blank=True, default=dict)),
+                ("cost", models.DecimalField(blank=True, decimal_places=4, max_digits=12, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to=settings.AUTH_USER_MODEL
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="runs", to="controlplane.project"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.AddField(
-            model_name='datasetversion',
-            name='produced_by',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='output_versions', to='lineage.run'),
+            model_name="datasetversion",
+            name="produced_by",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="output_versions",
+                to="lineage.run",
+            ),
         ),
         migrations.CreateModel(
-            name='RunEvent',
+            name="RunEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('from_status', models.CharField(blank=True, max_length=20)),
-                ('to_status', models.CharField(max_length=20)),
-                ('reason', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('actor', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('run', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='events', to='lineage.run')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("from_status", models.CharField(blank=True, max_length=20)),
+                ("to_status", models.CharField(max_length=20)),
+                ("reason", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "run",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="events", to="lineage.run"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['created_at', 'id'],
+                "ordering": ["created_at", "id"],
             },
         ),
         migrations.CreateModel(
-            name='RunInput',
+            name="RunInput",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('channel', models.CharField(max_length=50)),
-                ('dataset_version', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='consumed_by', to='lineage.datasetversion')),
-                ('run', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='inputs', to='lineage.run')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("channel", models.CharField(max_length=50)),
+                (
+                    "dataset_version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="consumed_by",
+                        to="lineage.datasetversion",
+                    ),
+                ),
+                (
+                    "run",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="inputs", to="lineage.run"
+                    ),
+                ),
             ],
         ),
         migrations.AddConstraint(
-            model_name='dataset',
-            constraint=models.UniqueConstraint(fields=('project', 'slug'), name='dataset_unique_slug_per_project'),
+            model_name="dataset",
+            constraint=models.UniqueConstraint(fields=("project", "slug"), name="dataset_unique_slug_per_project"),
         ),
         migrations.AddConstraint(
-            model_name='datasetversion',
-            constraint=models.UniqueConstraint(fields=('dataset', 'number'), name='dataset_version_unique_number'),
+            model_name="datasetversion",
+            constraint=models.UniqueConstraint(fields=("dataset", "number"), name="dataset_version_unique_number"),
         ),
         migrations.AddConstraint(
-            model_name='datasetversion',
-            constraint=models.UniqueConstraint(fields=('dataset', 'sha256'), name='dataset_version_unique_bytes'),
+            model_name="datasetversion",
+            constraint=models.UniqueConstraint(fields=("dataset", "sha256"), name="dataset_version_unique_bytes"),
         ),
         migrations.AddConstraint(
-            model_name='runinput',
-            constraint=models.UniqueConstraint(fields=('run', 'channel', 'dataset_version'), name='run_input_unique'),
+            model_name="runinput",
+            constraint=models.UniqueConstraint(fields=("run", "channel", "dataset_version"), name="run_input_unique"),
         ),
     ]

@@ -6,80 +6,117 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('controlplane', '0003_audit_append_only'),
-        ('lineage', '0001_initial'),
+        ("controlplane", "0003_audit_append_only"),
+        ("lineage", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='run',
-            name='estimated_cost',
+            model_name="run",
+            name="estimated_cost",
             field=models.DecimalField(blank=True, decimal_places=4, max_digits=12, null=True),
         ),
         migrations.AddField(
-            model_name='run',
-            name='last_polled_at',
+            model_name="run",
+            name="last_polled_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='run',
-            name='max_runtime_seconds',
+            model_name="run",
+            name="max_runtime_seconds",
             field=models.PositiveIntegerField(default=3600),
         ),
         migrations.AddField(
-            model_name='run',
-            name='reproduced_from',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='reproductions', to='lineage.run'),
+            model_name="run",
+            name="reproduced_from",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="reproductions",
+                to="lineage.run",
+            ),
         ),
         migrations.CreateModel(
-            name='RegisteredModel',
+            name="RegisteredModel",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100)),
-                ('slug', models.SlugField(max_length=63)),
-                ('description', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('created_by', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='models', to='controlplane.project')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=100)),
+                ("slug", models.SlugField(max_length=63)),
+                ("description", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to=settings.AUTH_USER_MODEL
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="models", to="controlplane.project"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['project__slug', 'slug'],
+                "ordering": ["project__slug", "slug"],
             },
         ),
         migrations.CreateModel(
-            name='ModelVersion',
+            name="ModelVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.PositiveIntegerField()),
-                ('artifact_uri', models.CharField(max_length=1024)),
-                ('artifact_key', models.CharField(blank=True, help_text='Object store key, when we store it', max_length=1024)),
-                ('sha256', models.CharField(max_length=64)),
-                ('size', models.BigIntegerField()),
-                ('framework', models.CharField(default='scikit-learn', max_length=50)),
-                ('task', models.CharField(blank=True, max_length=30)),
-                ('target', models.CharField(blank=True, max_length=200)),
-                ('input_schema', models.JSONField(default=list)),
-                ('classes', models.JSONField(blank=True, null=True)),
-                ('metrics', models.JSONField(default=dict)),
-                ('metadata', models.JSONField(default=dict, help_text='model.json as the recipe wrote it')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('created_by', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('run', models.OneToOneField(on_delete=django.db.models.deletion.PROTECT, related_name='model_version', to='lineage.run')),
-                ('registered_model', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='versions', to='lineage.registeredmodel')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("number", models.PositiveIntegerField()),
+                ("artifact_uri", models.CharField(max_length=1024)),
+                (
+                    "artifact_key",
+                    models.CharField(blank=True, help_text="Object store key, when we store it", max_length=1024),
+                ),
+                ("sha256", models.CharField(max_length=64)),
+                ("size", models.BigIntegerField()),
+                ("framework", models.CharField(default="scikit-learn", max_length=50)),
+                ("task", models.CharField(blank=True, max_length=30)),
+                ("target", models.CharField(blank=True, max_length=200)),
+                ("input_schema", models.JSONField(default=list)),
+                ("classes", models.JSONField(blank=True, null=True)),
+                ("metrics", models.JSONField(default=dict)),
+                ("metadata", models.JSONField(default=dict, help_text="model.json as the recipe wrote it")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to=settings.AUTH_USER_MODEL
+                    ),
+                ),
+                (
+                    "run",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="model_version", to="lineage.run"
+                    ),
+                ),
+                (
+                    "registered_model",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="versions",
+                        to="lineage.registeredmodel",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['registered_model', '-number'],
+                "ordering": ["registered_model", "-number"],
             },
         ),
         migrations.AddConstraint(
-            model_name='registeredmodel',
-            constraint=models.UniqueConstraint(fields=('project', 'slug'), name='model_unique_slug_per_project'),
+            model_name="registeredmodel",
+            constraint=models.UniqueConstraint(fields=("project", "slug"), name="model_unique_slug_per_project"),
         ),
         migrations.AddConstraint(
-            model_name='modelversion',
-            constraint=models.UniqueConstraint(fields=('registered_model', 'number'), name='model_version_unique_number'),
+            model_name="modelversion",
+            constraint=models.UniqueConstraint(
+                fields=("registered_model", "number"), name="model_version_unique_number"
+            ),
         ),
     ]

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('lineage', '0002_model_registry'),
+        ("lineage", "0002_model_registry"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='datasetregistration',
-            name='started_at',
+            model_name="datasetregistration",
+            name="started_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
     ]

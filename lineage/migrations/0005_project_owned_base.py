@@ -6,30 +6,35 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('controlplane', '0003_audit_append_only'),
-        ('lineage', '0004_write_once_triggers'),
+        ("controlplane", "0003_audit_append_only"),
+        ("lineage", "0004_write_once_triggers"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.RemoveConstraint(
-            model_name='registeredmodel',
-            name='model_unique_slug_per_project',
+            model_name="registeredmodel",
+            name="model_unique_slug_per_project",
         ),
         migrations.AlterField(
-            model_name='dataset',
-            name='project',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='%(class)ss', to='controlplane.project'),
+            model_name="dataset",
+            name="project",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.PROTECT, related_name="%(class)ss", to="controlplane.project"
+            ),
         ),
         migrations.AlterField(
-            model_name='registeredmodel',
-            name='project',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='%(class)ss', to='controlplane.project'),
+            model_name="registeredmodel",
+            name="project",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.PROTECT, related_name="%(class)ss", to="controlplane.project"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='registeredmodel',
-            constraint=models.UniqueConstraint(fields=('project', 'slug'), name='registeredmodel_unique_slug_per_project'),
+            model_name="registeredmodel",
+            constraint=models.UniqueConstraint(
+                fields=("project", "slug"), name="registeredmodel_unique_slug_per_project"
+            ),
         ),
     ]

@@ -4,25 +4,24 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('lineage', '0005_project_owned_base'),
+        ("lineage", "0005_project_owned_base"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='run',
-            name='image',
+            model_name="run",
+            name="image",
             field=models.CharField(blank=True, max_length=300),
         ),
         migrations.AddField(
-            model_name='run',
-            name='log_tail',
+            model_name="run",
+            name="log_tail",
             field=models.JSONField(blank=True, default=list),
         ),
         migrations.AddField(
-            model_name='run',
-            name='poll_generation',
+            model_name="run",
+            name="poll_generation",
             field=models.PositiveIntegerField(default=0),
         ),
     ]

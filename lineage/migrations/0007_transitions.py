@@ -32,93 +32,103 @@ def backwards(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('lineage', '0006_run_poll_generation_log_tail_image'),
+        ("lineage", "0006_run_poll_generation_log_tail_image"),
     ]
 
     operations = [
         migrations.RemoveField(
-            model_name='run',
-            name='log_uri',
+            model_name="run",
+            name="log_uri",
         ),
         migrations.AddField(
-            model_name='datasetprofile',
-            name='attempt',
+            model_name="datasetprofile",
+            name="attempt",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='datasetprofile',
-            name='claimed_at',
+            model_name="datasetprofile",
+            name="claimed_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='datasetprofile',
-            name='enqueued_at',
+            model_name="datasetprofile",
+            name="enqueued_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='datasetregistration',
-            name='attempt',
+            model_name="datasetregistration",
+            name="attempt",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='datasetregistration',
-            name='claimed_at',
+            model_name="datasetregistration",
+            name="claimed_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='datasetregistration',
-            name='enqueued_at',
+            model_name="datasetregistration",
+            name="enqueued_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='run',
-            name='attempt',
+            model_name="run",
+            name="attempt",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='run',
-            name='claimed_at',
+            model_name="run",
+            name="claimed_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='run',
-            name='enqueued_at',
+            model_name="run",
+            name="enqueued_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='run',
-            name='log_cursor',
+            model_name="run",
+            name="log_cursor",
             field=models.JSONField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='run',
-            name='log_seq',
+            model_name="run",
+            name="log_seq",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='run',
-            name='progress',
+            model_name="run",
+            name="progress",
             field=models.JSONField(blank=True, default=dict),
         ),
         migrations.AddField(
-            model_name='run',
-            name='same_model_as',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='reproduced_by', to='lineage.modelversion'),
+            model_name="run",
+            name="same_model_as",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="reproduced_by",
+                to="lineage.modelversion",
+            ),
         ),
         migrations.CreateModel(
-            name='RunLogChunk',
+            name="RunLogChunk",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('seq', models.PositiveIntegerField()),
-                ('lines', models.JSONField(default=list)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('run', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='log_chunks', to='lineage.run')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("seq", models.PositiveIntegerField()),
+                ("lines", models.JSONField(default=list)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "run",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="log_chunks", to="lineage.run"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['run', 'seq'],
-                'constraints': [models.UniqueConstraint(fields=('run', 'seq'), name='run_log_chunk_unique')],
+                "ordering": ["run", "seq"],
+                "constraints": [models.UniqueConstraint(fields=("run", "seq"), name="run_log_chunk_unique")],
             },
         ),
         migrations.RunPython(forwards, backwards),

@@ -5,20 +5,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('lineage', '0007_transitions'),
+        ("lineage", "0007_transitions"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='datasetregistration',
-            name='missing_values',
+            model_name="datasetregistration",
+            name="missing_values",
             field=models.JSONField(default=lineage.models._empty_field_only),
         ),
         migrations.AddField(
-            model_name='datasetversion',
-            name='missing_values',
+            model_name="datasetversion",
+            name="missing_values",
             field=models.JSONField(default=lineage.models._empty_field_only),
         ),
     ]

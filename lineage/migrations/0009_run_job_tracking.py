@@ -4,25 +4,24 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('lineage', '0008_missing_values'),
+        ("lineage", "0008_missing_values"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='run',
-            name='expected_job_id',
+            model_name="run",
+            name="expected_job_id",
             field=models.CharField(blank=True, max_length=200),
         ),
         migrations.AddField(
-            model_name='run',
-            name='job_released_at',
+            model_name="run",
+            name="job_released_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='run',
-            name='poll_tick',
+            model_name="run",
+            name="poll_tick",
             field=models.PositiveIntegerField(default=0),
         ),
     ]

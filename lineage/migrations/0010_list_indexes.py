@@ -4,18 +4,17 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('lineage', '0009_run_job_tracking'),
+        ("lineage", "0009_run_job_tracking"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='run',
-            index=models.Index(fields=['-created_at', '-id'], name='run_newest_first'),
+            model_name="run",
+            index=models.Index(fields=["-created_at", "-id"], name="run_newest_first"),
         ),
         migrations.AddIndex(
-            model_name='run',
-            index=models.Index(fields=['status', '-created_at', '-id'], name='run_status_newest_first'),
+            model_name="run",
+            index=models.Index(fields=["status", "-created_at", "-id"], name="run_status_newest_first"),
         ),
     ]

@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 
 
 def measured_cost(run: Run, usage: dict[str, Any] | None) -> Decimal | None:
-    """Cost from measured usage: SageMaker's billable seconds × instance price; locally CPU time × the CPU-hour price."""
+    """Cost from measured usage: SageMaker's billable seconds × instance price; locally CPU time × the CPU-hour
+    price."""
     usage = usage or {}
     if run.backend == "sagemaker":
         billable = usage.get("billable_seconds")
@@ -28,4 +29,3 @@ def measured_cost(run: Run, usage: dict[str, Any] | None) -> Decimal | None:
     if cpu is None:
         return None
     return (Decimal(str(cpu)) / 3600 * Decimal(str(settings.LOCAL_CPU_HOUR_PRICE))).quantize(Decimal("0.0001"))
-

@@ -73,8 +73,10 @@ def parse_missing_values(value: Any) -> tuple[str, ...]:
         raise ValidationError({"missing_values": ["expected text markers, e.g. NA, n/a (comma-separated)"]})
     markers = [""]
     for item in (item.strip() for item in items):
-        if any(ch in item for ch in "\r\n\"") or len(item) > 32:
-            raise ValidationError({"missing_values": [f"{item[:40]!r}: expected at most 32 characters, no quotes or line breaks"]})
+        if any(ch in item for ch in '\r\n"') or len(item) > 32:
+            raise ValidationError(
+                {"missing_values": [f"{item[:40]!r}: expected at most 32 characters, no quotes or line breaks"]}
+            )
         if item not in markers:
             markers.append(item)
     if len(markers) > MAX_MISSING_VALUES + 1:
@@ -87,8 +89,9 @@ def describe_missing_values(markers: Any) -> str:
     return "empty fields" + (" and " + ", ".join(repr(m) for m in names) if names else " only")
 
 
-def dataset_target(*, project: str | Project, dataset: str, description: str = "",
-                   missing_values: Any = None) -> DatasetTarget:
+def dataset_target(
+    *, project: str | Project, dataset: str, description: str = "", missing_values: Any = None
+) -> DatasetTarget:
     """Check the project, dataset name and missing-value markers before anything is read or stored."""
     errors: dict[str, list[str]] = {}
     try:
@@ -111,8 +114,13 @@ def dataset_target(*, project: str | Project, dataset: str, description: str = "
         raise ValidationError(errors)
     assert project_obj is not None
     existing = Dataset.objects.filter(project=project_obj, slug=slug).first()
-    return DatasetTarget(project=project_obj, slug=slug, name=existing.name if existing else name, description=description,
-                         missing_values=markers)
+    return DatasetTarget(
+        project=project_obj,
+        slug=slug,
+        name=existing.name if existing else name,
+        description=description,
+        missing_values=markers,
+    )
 
 
 def _dataset_for(target: DatasetTarget, actor: Any) -> Dataset:
@@ -123,8 +131,12 @@ def _dataset_for(target: DatasetTarget, actor: Any) -> Dataset:
     )
     if created:
         audit_record(
-            actor=actor, action="dataset.create", object_type="dataset", object_id=str(dataset),
-            object_repr=dataset.name, after={"project": target.project.slug, "slug": dataset.slug, "name": dataset.name},
+            actor=actor,
+            action="dataset.create",
+            object_type="dataset",
+            object_id=str(dataset),
+            object_repr=dataset.name,
+            after={"project": target.project.slug, "slug": dataset.slug, "name": dataset.name},
         )
     return dataset
 
@@ -160,28 +172,58 @@ def dataset_version_create(
                 if existing is not None:
                     if list(existing.missing_values) != list(target.missing_values):
                         # The same bytes are the same version: it is never re-read differently behind the user's back.
-                        raise ValidationError({"missing_values": [
-                            f"these bytes are already {existing}, read with missing values: "
-                            f"{describe_missing_values(existing.missing_values)}; register them with that setting"
-                        ]})
+                        raise ValidationError(
+                            {
+                                "missing_values": [
+                                    f"these bytes are already {existing}, read with missing values: "
+                                    f"{describe_missing_values(existing.missing_values)}; "
+                                    "register them with that setting"
+                                ]
+                            }
+                        )
                     return existing, False
                 number = (dataset.versions.aggregate(top=Max("number"))["top"] or 0) + 1
                 version = DatasetVersion.objects.create(
-                    dataset=dataset, number=number, sha256=sha256, uri=stored_uri, storage_key=stored_key, size=size,
-                    format=format, content_format=content_format, compressed=compressed, columns=columns,
-                    row_count=row_count, object_count=object_count, source=source, source_uri=source_uri,
-                    source_etag=source_etag, source_version_id=source_version_id,
-                    original_filename=original_filename[:255], produced_by=produced_by, created_by=actor,
+                    dataset=dataset,
+                    number=number,
+                    sha256=sha256,
+                    uri=stored_uri,
+                    storage_key=stored_key,
+                    size=size,
+                    format=format,
+                    content_format=content_format,
+                    compressed=compressed,
+                    columns=columns,
+                    row_count=row_count,
+                    object_count=object_count,
+                    source=source,
+                    source_uri=source_uri,
+                    source_etag=source_etag,
+                    source_version_id=source_version_id,
+                    original_filename=original_filename[:255],
+                    produced_by=produced_by,
+                    created_by=actor,
                     missing_values=list(target.missing_values),
                 )
                 DatasetProfile.objects.create(version=version)
                 if produced_by is not None:
                     lineage_link(source=produced_by.node_id, target=version.node_id)
                 audit_record(
-                    actor=actor, action="dataset_version.create", object_type="dataset_version",
-                    object_id=version.pk, object_repr=str(version),
-                    after={"sha256": sha256, "uri": stored_uri, "size": size, "format": format, "source": source,
-                           "source_uri": source_uri, "rows": row_count, "missing_values": list(target.missing_values)},
+                    actor=actor,
+                    action="dataset_version.create",
+                    object_type="dataset_version",
+                    object_id=version.pk,
+                    object_repr=str(version),
+                    after={
+                        "sha256": sha256,
+                        "uri": stored_uri,
+                        "size": size,
+                        "format": format,
+                        "source": source,
+                        "source_uri": source_uri,
+                        "rows": row_count,
+                        "missing_values": list(target.missing_values),
+                    },
                 )
                 transaction.on_commit(lambda pk=version.pk: enqueue_profile(pk), robust=True)
                 return version, True
@@ -212,7 +254,12 @@ def _local_copy(upload: UploadedFile) -> Any:
 
 
 def dataset_version_upload(
-    *, actor: Any, project: str | Project, dataset: str, upload: UploadedFile, description: str = "",
+    *,
+    actor: Any,
+    project: str | Project,
+    dataset: str,
+    upload: UploadedFile,
+    description: str = "",
     missing_values: Any = None,
 ) -> tuple[DatasetVersion, bool]:
     """Validate an uploaded CSV/Parquet/JSON Lines file and store it write-once. Bad files store nothing."""
@@ -224,9 +271,18 @@ def dataset_version_upload(
         except dataset_files.DatasetFileError as exc:
             raise ValidationError({"file": [str(exc)]}) from None
     return dataset_version_create(
-        actor=actor, target=target, stored_key=stored.key, stored_uri=stored.uri, sha256=stored.sha256,
-        size=stored.size, format=file_format, content_format=file_format, compressed=summary.compressed,
-        columns=summary.columns, row_count=summary.row_count, source=DatasetVersion.Source.UPLOAD,
+        actor=actor,
+        target=target,
+        stored_key=stored.key,
+        stored_uri=stored.uri,
+        sha256=stored.sha256,
+        size=stored.size,
+        format=file_format,
+        content_format=file_format,
+        compressed=summary.compressed,
+        columns=summary.columns,
+        row_count=summary.row_count,
+        source=DatasetVersion.Source.UPLOAD,
         original_filename=upload.name or "",
     )
 
@@ -247,8 +303,12 @@ def dataset_version_change_refused(*, actor: Any, version: DatasetVersion, attem
     """Someone tried to change or delete a dataset version: keep a record, then refuse."""
     with transaction.atomic():
         audit_record(
-            actor=actor, action="dataset_version.change_refused", object_type="dataset_version", object_id=version.pk,
-            object_repr=str(version), after={"attempted": attempted},
+            actor=actor,
+            action="dataset_version.change_refused",
+            object_type="dataset_version",
+            object_id=version.pk,
+            object_repr=str(version),
+            after={"attempted": attempted},
             reason="dataset versions are write-once",
         )
     raise WriteOnceError("dataset versions are write-once: register the changed data as a new version")
@@ -283,7 +343,9 @@ def version_local_files(version: DatasetVersion) -> Any:
         for index, entry in enumerate(manifest.entries):
             suffix = "".join(Path(entry.key).suffixes[-2:])
             dest = Path(tmp) / f"part-{index:06d}{suffix}"
-            paths.append(sources.fetch_manifest_entry(manifest, entry, dest, allowed_roots=settings.DATASET_FILE_ROOTS,
-                                                     region=settings.AWS_REGION))
+            paths.append(
+                sources.fetch_manifest_entry(
+                    manifest, entry, dest, allowed_roots=settings.DATASET_FILE_ROOTS, region=settings.AWS_REGION
+                )
+            )
         yield paths
-

@@ -13,4 +13,3 @@ log = logging.getLogger(__name__)
 
 def lineage_link(*, source: str, target: str) -> None:
     LineageEdge.objects.get_or_create(source=source, target=target)
-

@@ -21,11 +21,13 @@ log = logging.getLogger(__name__)
 
 PROFILE_MACHINE = StateMachine(
     model=DatasetProfile,
-    table=transitions({
-        "run": ({"queued"}, "running"),
-        "ready": ({"running"}, "ready"),
-        "fail": ({"queued", "running"}, "failed"),
-    }),
+    table=transitions(
+        {
+            "run": ({"queued"}, "running"),
+            "ready": ({"running"}, "ready"),
+            "fail": ({"queued", "running"}, "failed"),
+        }
+    ),
     terminal=frozenset({"ready", "failed"}),
     timestamps={"running": "started_at"},
 )
@@ -41,16 +43,24 @@ def dataset_profile_run(*, version_id: int) -> DatasetProfile | None:
     version = DatasetVersion.objects.get(pk=version_id)
 
     def progress(fraction: float) -> None:
-        DatasetProfile.objects.filter(version_id=version_id, attempt=attempt).update(progress=round(min(fraction, 1.0), 3))
+        DatasetProfile.objects.filter(version_id=version_id, attempt=attempt).update(
+            progress=round(min(fraction, 1.0), 3)
+        )
 
     try:
         with version_local_files(version) as paths:
-            profile = dataset_files.profile_files(paths, format=version.content_format, progress=throttled_progress(progress),
-                                                  missing_values=tuple(version.missing_values or [""]))
+            profile = dataset_files.profile_files(
+                paths,
+                format=version.content_format,
+                progress=throttled_progress(progress),
+                missing_values=tuple(version.missing_values or [""]),
+            )
     except (sources.SourceError, dataset_files.DatasetFileError) as exc:
         PROFILE_MACHINE.apply(version_id, "fail", attempt=attempt, quiet=True, reason=str(exc), error=str(exc))
     except BaseException:
-        PROFILE_MACHINE.release(version_id, attempt)  # an infrastructure error: the task retries and takes it again at once
+        PROFILE_MACHINE.release(
+            version_id, attempt
+        )  # an infrastructure error: the task retries and takes it again at once
         raise
     else:
         PROFILE_MACHINE.apply(version_id, "ready", attempt=attempt, quiet=True, profile=profile, progress=1.0)

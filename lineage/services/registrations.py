@@ -38,7 +38,13 @@ log = logging.getLogger(__name__)
 
 
 def dataset_registration_request(
-    *, actor: Any, project: str | Project, dataset: str, uri: str, description: str = "", missing_values: Any = None,
+    *,
+    actor: Any,
+    project: str | Project,
+    dataset: str,
+    uri: str,
+    description: str = "",
+    missing_values: Any = None,
 ) -> DatasetRegistration:
     """Queue the registration of an s3:// object or prefix, or a file:// file or folder under an allowed root."""
     permissions.require(actor, "dataset.register")
@@ -52,9 +58,14 @@ def dataset_registration_request(
         raise ValidationError({"uri": ["s3:// locations need CONTROLPLANE_BACKEND=aws (or AWS_ENDPOINT_URL)"]})
     with transaction.atomic():
         registration = DatasetRegistration.objects.create(
-            project=target.project, dataset_slug=target.slug, dataset_name=target.name,
-            description=description.strip(), source_uri=uri, created_by=actor,
-            missing_values=list(target.missing_values), enqueued_at=timezone.now(),
+            project=target.project,
+            dataset_slug=target.slug,
+            dataset_name=target.name,
+            description=description.strip(),
+            source_uri=uri,
+            created_by=actor,
+            missing_values=list(target.missing_values),
+            enqueued_at=timezone.now(),
         )
         transaction.on_commit(lambda: enqueue_registration(registration.pk), robust=True)
     return registration
@@ -67,11 +78,13 @@ def enqueue_registration(registration_id: int) -> None:
 
 REGISTRATION_MACHINE = StateMachine(
     model=DatasetRegistration,
-    table=transitions({
-        "run": ({"queued"}, "running"),
-        "succeed": ({"running"}, "succeeded"),
-        "fail": ({"queued", "running"}, "failed"),
-    }),
+    table=transitions(
+        {
+            "run": ({"queued"}, "running"),
+            "succeed": ({"running"}, "succeeded"),
+            "fail": ({"queued", "running"}, "failed"),
+        }
+    ),
     terminal=frozenset({"succeeded", "failed"}),
     timestamps={"running": "started_at"},
 )
@@ -92,13 +105,24 @@ def dataset_registration_run(*, registration_id: int) -> DatasetRegistration | N
     try:
         version, created = _register_source(registration, throttled_progress(progress))
     except (sources.SourceError, dataset_files.DatasetFileError) as exc:
-        REGISTRATION_MACHINE.apply(registration_id, "fail", attempt=attempt, quiet=True, reason=str(exc), error=str(exc))
+        REGISTRATION_MACHINE.apply(
+            registration_id, "fail", attempt=attempt, quiet=True, reason=str(exc), error=str(exc)
+        )
     except BaseException:
-        REGISTRATION_MACHINE.release(registration_id, attempt)  # an infrastructure error: the task retries and takes it again at once
+        REGISTRATION_MACHINE.release(
+            registration_id, attempt
+        )  # an infrastructure error: the task retries and takes it again at once
         raise
     else:
-        REGISTRATION_MACHINE.apply(registration_id, "succeed", attempt=attempt, quiet=True, version=version,
-                                   created_new_version=created, progress=1.0)
+        REGISTRATION_MACHINE.apply(
+            registration_id,
+            "succeed",
+            attempt=attempt,
+            quiet=True,
+            version=version,
+            created_new_version=created,
+            progress=1.0,
+        )
     return DatasetRegistration.objects.get(pk=registration_id)
 
 
@@ -107,17 +131,25 @@ def dataset_registration_fail(*, registration_id: int, error: str) -> None:
     REGISTRATION_MACHINE.apply(registration_id, "fail", quiet=True, reason=error, error=error)
 
 
-def _register_source(registration: DatasetRegistration, progress: Callable[[float], None]) -> tuple[DatasetVersion, bool]:
+def _register_source(
+    registration: DatasetRegistration, progress: Callable[[float], None]
+) -> tuple[DatasetVersion, bool]:
     uri = registration.source_uri
     target = DatasetTarget(
-        project=registration.project, slug=registration.dataset_slug, name=registration.dataset_name,
-        description=registration.description, missing_values=tuple(registration.missing_values or [""]),
+        project=registration.project,
+        slug=registration.dataset_slug,
+        name=registration.dataset_name,
+        description=registration.description,
+        missing_values=tuple(registration.missing_values or [""]),
     )
     roots = settings.DATASET_FILE_ROOTS
     with tempfile.TemporaryDirectory(prefix="register-", dir=settings.FILE_UPLOAD_TEMP_DIR) as tmp:
         if uri.startswith("s3://") and not sources.is_prefix(uri):
             snapshot: sources.SingleObject | sources.Manifest = sources.snapshot_s3_object(
-                uri, Path(tmp) / "object", region=settings.AWS_REGION, progress=progress,
+                uri,
+                Path(tmp) / "object",
+                region=settings.AWS_REGION,
+                progress=progress,
                 max_bytes=settings.DATASET_MAX_UPLOAD_BYTES,
             )
         elif uri.startswith("s3://"):
@@ -127,16 +159,27 @@ def _register_source(registration: DatasetRegistration, progress: Callable[[floa
         if isinstance(snapshot, sources.SingleObject):
             file_format, summary, stored = validate_and_store(snapshot.path, uri.rsplit("/", 1)[-1])
             return dataset_version_create(
-                actor=registration.created_by, target=target, stored_key=stored.key, stored_uri=stored.uri,
-                sha256=stored.sha256, size=stored.size, format=file_format, content_format=file_format,
-                compressed=summary.compressed, columns=summary.columns, row_count=summary.row_count,
+                actor=registration.created_by,
+                target=target,
+                stored_key=stored.key,
+                stored_uri=stored.uri,
+                sha256=stored.sha256,
+                size=stored.size,
+                format=file_format,
+                content_format=file_format,
+                compressed=summary.compressed,
+                columns=summary.columns,
+                row_count=summary.row_count,
                 source=DatasetVersion.Source.S3 if uri.startswith("s3://") else DatasetVersion.Source.FILE,
-                source_uri=uri, source_etag=snapshot.etag, source_version_id=snapshot.version_id,
+                source_uri=uri,
+                source_etag=snapshot.etag,
+                source_version_id=snapshot.version_id,
             )
         # A manifest: check the first object's format now so a folder of junk fails at registration.
         first = snapshot.entries[0]
-        first_path = sources.fetch_manifest_entry(snapshot, first, Path(tmp) / "first", allowed_roots=roots,
-                                                  region=settings.AWS_REGION)
+        first_path = sources.fetch_manifest_entry(
+            snapshot, first, Path(tmp) / "first", allowed_roots=roots, region=settings.AWS_REGION
+        )
         with first_path.open("rb") as handle:
             head = handle.read(8)
         content_format = dataset_files.detect_format(first.key, head)
@@ -147,10 +190,18 @@ def _register_source(registration: DatasetRegistration, progress: Callable[[floa
         )
         progress(1.0)
         return dataset_version_create(
-            actor=registration.created_by, target=target, stored_key=stored.key, stored_uri=stored.uri,
-            sha256=stored.sha256, size=snapshot.total_size, format=DatasetVersion.Format.MANIFEST,
-            content_format=content_format, compressed=summary.compressed, columns=summary.columns, row_count=None,
+            actor=registration.created_by,
+            target=target,
+            stored_key=stored.key,
+            stored_uri=stored.uri,
+            sha256=stored.sha256,
+            size=snapshot.total_size,
+            format=DatasetVersion.Format.MANIFEST,
+            content_format=content_format,
+            compressed=summary.compressed,
+            columns=summary.columns,
+            row_count=None,
             source=DatasetVersion.Source.S3 if uri.startswith("s3://") else DatasetVersion.Source.FILE,
-            source_uri=uri, object_count=len(snapshot.entries),
+            source_uri=uri,
+            object_count=len(snapshot.entries),
         )
-

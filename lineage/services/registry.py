@@ -49,7 +49,9 @@ def model_artifact_from_job(run: Run, status: Any, *, scratch: Path) -> ModelArt
             stored = object_store().put_content_addressed(handle, prefix="models/", suffix=".joblib")
         metadata = scratch / "model.json"
         shutil.copyfile(model_dir / "model.json", metadata)
-        return ModelArtifact(uri=stored.uri, key=stored.key, sha256=stored.sha256, size=stored.size, metadata_path=metadata)
+        return ModelArtifact(
+            uri=stored.uri, key=stored.key, sha256=stored.sha256, size=stored.size, metadata_path=metadata
+        )
     if status.model_uri and status.model_uri.startswith("s3://"):
         backend = training_backend_for(run)
         tar_path = backend.download_artifact(status.model_uri, scratch / "model.tar.gz")
@@ -57,22 +59,32 @@ def model_artifact_from_job(run: Run, status: Any, *, scratch: Path) -> ModelArt
         metadata = Path(extracted) / "model.json"
         if not metadata.is_file():
             raise ValidationError({"model": ["the model archive has no model.json"]})
-        return ModelArtifact(uri=status.model_uri, key="", sha256=sha256_file(tar_path), size=tar_path.stat().st_size,
-                             metadata_path=metadata)
+        return ModelArtifact(
+            uri=status.model_uri,
+            key="",
+            sha256=sha256_file(tar_path),
+            size=tar_path.stat().st_size,
+            metadata_path=metadata,
+        )
     raise ValidationError({"model": ["the job finished without a model (no model.joblib in the model folder)"]})
 
 
-def model_version_register(*, run: Run, artifact_uri: str, artifact_key: str, sha256: str, size: int,
-                           metadata: dict[str, Any]) -> ModelVersion:
+def model_version_register(
+    *, run: Run, artifact_uri: str, artifact_key: str, sha256: str, size: int, metadata: dict[str, Any]
+) -> ModelVersion:
     """Add the run's model to its registered model as the next version, linked in lineage. Call under the run lock.
 
     The same bytes are the same model version, as for datasets: a model whose SHA-256 the registered model already
     has (a reproduction with the same seed) is linked to that version, recorded on the run as `same_model_as`.
     """
     registered, created = RegisteredModel.objects.get_or_create(
-        project=run.project, slug=run.output_name,
-        defaults={"name": run.output_name, "created_by": run.created_by,
-                  "description": f"Trained with the {run.recipe} recipe"},
+        project=run.project,
+        slug=run.output_name,
+        defaults={
+            "name": run.output_name,
+            "created_by": run.created_by,
+            "description": f"Trained with the {run.recipe} recipe",
+        },
     )
     registered = RegisteredModel.objects.select_for_update().get(pk=registered.pk)
     existing = registered.versions.filter(sha256=sha256).order_by("number").first()
@@ -81,8 +93,12 @@ def model_version_register(*, run: Run, artifact_uri: str, artifact_key: str, sh
         run.same_model_as = existing
         lineage_link(source=run.node_id, target=existing.node_id)
         audit_record(
-            actor=run.created_by, action="model_version.reproduced", object_type="model_version", object_id=existing.pk,
-            object_repr=str(existing), after={"run": run.pk, "sha256": sha256},
+            actor=run.created_by,
+            action="model_version.reproduced",
+            object_type="model_version",
+            object_id=existing.pk,
+            object_repr=str(existing),
+            after={"run": run.pk, "sha256": sha256},
             reason=f"run {run.pk} produced the same bytes as {existing}",
         )
         return existing
@@ -90,19 +106,36 @@ def model_version_register(*, run: Run, artifact_uri: str, artifact_key: str, sh
     features = metadata.get("features") or []
     feature_types = metadata.get("feature_types") or {}
     version = ModelVersion.objects.create(
-        registered_model=registered, number=number, run=run, artifact_uri=artifact_uri, artifact_key=artifact_key,
-        sha256=sha256, size=size, task=metadata.get("task", ""), target=metadata.get("target", ""),
+        registered_model=registered,
+        number=number,
+        run=run,
+        artifact_uri=artifact_uri,
+        artifact_key=artifact_key,
+        sha256=sha256,
+        size=size,
+        task=metadata.get("task", ""),
+        target=metadata.get("target", ""),
         input_schema=[{"name": name, "type": feature_types.get(name, "")} for name in features],
-        classes=metadata.get("classes"), metrics=metadata.get("metrics") or {}, metadata=metadata,
+        classes=metadata.get("classes"),
+        metrics=metadata.get("metrics") or {},
+        metadata=metadata,
         created_by=run.created_by,
     )
     lineage_link(source=run.node_id, target=version.node_id)
     if created:
-        audit_record(actor=run.created_by, action="model.create", object_type="model", object_id=str(registered),
-                     object_repr=registered.name)
+        audit_record(
+            actor=run.created_by,
+            action="model.create",
+            object_type="model",
+            object_id=str(registered),
+            object_repr=registered.name,
+        )
     audit_record(
-        actor=run.created_by, action="model_version.create", object_type="model_version", object_id=version.pk,
-        object_repr=str(version), after={"run": run.pk, "sha256": sha256, "artifact_uri": artifact_uri, "metrics": version.metrics},
+        actor=run.created_by,
+        action="model_version.create",
+        object_type="model_version",
+        object_id=version.pk,
+        object_repr=str(version),
+        after={"run": run.pk, "sha256": sha256, "artifact_uri": artifact_uri, "metrics": version.metrics},
     )
     return version
-

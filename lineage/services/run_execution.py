@@ -82,8 +82,13 @@ def _start_claimed(run_id: int, attempt: int) -> Run:
     run = Run.objects.select_related("project").get(pk=run_id)
     lost = run.events.filter(reason=TAKEOVER_REASON).count()
     if lost >= settings.RUN_START_ATTEMPTS:
-        return run_transition(run_id=run_id, action="fail", attempt=attempt, quiet=True,
-                              reason=f"the workers starting it were lost {lost} times")
+        return run_transition(
+            run_id=run_id,
+            action="fail",
+            attempt=attempt,
+            quiet=True,
+            reason=f"the workers starting it were lost {lost} times",
+        )
     try:
         spec = recipe_registry.get_recipe(run.recipe)
         backend = training_backend_for(run)  # a misconfigured backend fails the run with its reason
@@ -95,11 +100,23 @@ def _start_claimed(run_id: int, attempt: int) -> Run:
                 version = run_input.dataset_version
                 for index, path in enumerate(stack.enter_context(version_local_files(version))):
                     suffix = "".join(path.suffixes)
-                    inputs.append(InputFile(channel=run_input.channel, path=path, filename=f"{version.dataset.slug}-v{version.number}-{index:04d}{suffix}"))
+                    inputs.append(
+                        InputFile(
+                            channel=run_input.channel,
+                            path=path,
+                            filename=f"{version.dataset.slug}-v{version.number}-{index:04d}{suffix}",
+                        )
+                    )
             job_spec = JobSpec(
-                run_id=str(run.pk), recipe=spec, hyperparameters=job_hyperparameters(run), inputs=inputs,
-                work_dir=work_dir_for(run), instance_type=run.instance_type, instance_count=run.instance_count,
-                max_runtime_seconds=run.max_runtime_seconds, tags=run_tags(run),
+                run_id=str(run.pk),
+                recipe=spec,
+                hyperparameters=job_hyperparameters(run),
+                inputs=inputs,
+                work_dir=work_dir_for(run),
+                instance_type=run.instance_type,
+                instance_count=run.instance_count,
+                max_runtime_seconds=run.max_runtime_seconds,
+                tags=run_tags(run),
             )
             # Known before it exists: whatever happens next, the sweep can find and stop this job.
             if not Run.objects.filter(pk=run_id, attempt=attempt).update(expected_job_id=backend.job_id_for(job_spec)):
@@ -108,14 +125,19 @@ def _start_claimed(run_id: int, attempt: int) -> Run:
     except BackendError as exc:
         if not exc.permanent:
             raise  # released by run_start; the task retries with backoff
-        return run_transition(run_id=run_id, action="fail", attempt=attempt, quiet=True,
-                              reason=f"could not start the job: {exc}")
+        return run_transition(
+            run_id=run_id, action="fail", attempt=attempt, quiet=True, reason=f"could not start the job: {exc}"
+        )
     except (sources.SourceError, dataset_files.DatasetFileError, ValueError) as exc:
-        return run_transition(run_id=run_id, action="fail", attempt=attempt, quiet=True,
-                              reason=f"could not start the job: {exc}")
+        return run_transition(
+            run_id=run_id, action="fail", attempt=attempt, quiet=True, reason=f"could not start the job: {exc}"
+        )
     # Only the attempt that still holds the start records its job (and gives the claim back for the finish).
     recorded = Run.objects.filter(
-        pk=run_id, attempt=attempt, status__in=[Run.Status.STARTING, Run.Status.STOPPING], backend_job_id__in=["", job_id]
+        pk=run_id,
+        attempt=attempt,
+        status__in=[Run.Status.STARTING, Run.Status.STOPPING],
+        backend_job_id__in=["", job_id],
     ).update(backend_job_id=job_id, last_polled_at=timezone.now(), image=run_image(run, backend), claimed_at=None)
     run.refresh_from_db()
     if recorded and run.status == Run.Status.STOPPING:
@@ -134,7 +156,9 @@ def _lease_expired(run: Run) -> bool:
 
 def job_hyperparameters(run: Run) -> dict[str, Any]:
     """What the recipe receives: the run's hyperparameters, plus how each input channel marks missing values."""
-    markers = {i.channel: list(i.dataset_version.missing_values or [""]) for i in run.inputs.select_related("dataset_version")}
+    markers = {
+        i.channel: list(i.dataset_version.missing_values or [""]) for i in run.inputs.select_related("dataset_version")
+    }
     return {**run.parameters, MISSING_VALUES_HYPERPARAMETER: markers}
 
 
@@ -146,7 +170,9 @@ def restart_poll_chain(run: Run, *, countdown: float | None = None) -> None:
         generation = locked.poll_generation + 1
         Run.objects.filter(pk=run.pk).update(poll_generation=generation, poll_tick=0)
         delay = poll_interval(run) if countdown is None else countdown
-        transaction.on_commit(lambda: _enqueue_poll(run.pk, generation=generation, tick=0, countdown=delay), robust=True)
+        transaction.on_commit(
+            lambda: _enqueue_poll(run.pk, generation=generation, tick=0, countdown=delay), robust=True
+        )
 
 
 def _enqueue_poll(run_id: int, *, generation: int, tick: int, countdown: float) -> None:
@@ -182,8 +208,12 @@ def run_poll(*, run_id: int, generation: int | None = None, tick: int | None = N
         if generation is not None:
             # The backend read only part of a long log this time: come back soon for the rest.
             behind = bool((run.log_cursor or {}).get("more"))
-            _enqueue_poll(run.pk, generation=generation, tick=(tick or 0) + 1,
-                          countdown=min(1.0, poll_interval(run)) if behind else poll_interval(run))
+            _enqueue_poll(
+                run.pk,
+                generation=generation,
+                tick=(tick or 0) + 1,
+                countdown=min(1.0, poll_interval(run)) if behind else poll_interval(run),
+            )
         return run
     return _finish(run, backend, status)
 
@@ -206,13 +236,20 @@ def _read_log(run: Run, backend: Any, *, attempts: int = 3) -> Run:
             if locked.log_seq != seq:
                 run = locked  # another poll stored this part of the log: read on from its cursor
                 continue
-            fields: dict[str, Any] = {"log_cursor": chunk.cursor, "metrics": merge_metrics(locked.metrics, chunk.metrics)}
+            fields: dict[str, Any] = {
+                "log_cursor": chunk.cursor,
+                "metrics": merge_metrics(locked.metrics, chunk.metrics),
+            }
             if chunk.lines:
                 fields["log_seq"] = seq + 1
                 fields["log_tail"] = [*(locked.log_tail or []), *chunk.lines][-LOG_TAIL_LINES:]
                 RunLogChunk.objects.create(run=locked, seq=seq + 1, lines=chunk.lines)
             if chunk.progress is not None:
-                fields["progress"] = {"done": chunk.progress.done, "total": chunk.progress.total, "unit": chunk.progress.unit}
+                fields["progress"] = {
+                    "done": chunk.progress.done,
+                    "total": chunk.progress.total,
+                    "unit": chunk.progress.unit,
+                }
             Run.objects.filter(pk=run.pk).update(**fields)
         run.refresh_from_db()
         return run
@@ -237,7 +274,9 @@ def run_fail(*, run_id: int, reason: str) -> None:
 
     with transaction.atomic():
         try:
-            run = run_transition(run_id=run_id, action="fail", reason=reason, quiet=True, under_lock=not_held_by_another)
+            run = run_transition(
+                run_id=run_id, action="fail", reason=reason, quiet=True, under_lock=not_held_by_another
+            )
         except LostLease:
             log.info("run %s: not failed (%s): another worker holds it", run_id, reason)
             return
@@ -250,7 +289,9 @@ def _finish(run: Run, backend: Any, status: Any) -> Run:
     worker) returns quietly; slow work (log, artifacts) happens before the run's lock, with the lease renewed
     meanwhile, in a folder of this attempt's own."""
     attempt = RUN_MACHINE.lease(
-        run.pk, lease_seconds=run_lease_seconds(), where=Q(status__in=[Run.Status.STARTING, Run.Status.RUNNING, Run.Status.STOPPING])
+        run.pk,
+        lease_seconds=run_lease_seconds(),
+        where=Q(status__in=[Run.Status.STARTING, Run.Status.RUNNING, Run.Status.STOPPING]),
     )
     if attempt is None:
         return Run.objects.get(pk=run.pk)  # another worker is finishing it
@@ -287,7 +328,9 @@ def _finish_claimed(run: Run, backend: Any, status: Any, attempt: int, scratch: 
     common = {"attempt": attempt, "quiet": True, "under_lock": final_fields, **fields}
     if status.state == "stopped":
         if Run.objects.values_list("status", flat=True).get(pk=run.pk) not in (Run.Status.STOPPING, Run.Status.STOPPED):
-            run_transition(run_id=run.pk, action="stop", reason="the backend stopped the job", attempt=attempt, quiet=True)
+            run_transition(
+                run_id=run.pk, action="stop", reason="the backend stopped the job", attempt=attempt, quiet=True
+            )
         return run_transition(run_id=run.pk, action="stopped", reason=status.message or "stopped", **common)
     if status.state == "failed":
         return run_transition(run_id=run.pk, action="fail", reason=status.message or "the job failed", **common)
@@ -295,7 +338,9 @@ def _finish_claimed(run: Run, backend: Any, status: Any, attempt: int, scratch: 
         prepared = _prepare_outputs(run, status, scratch)
     except (ValidationError, dataset_files.DatasetFileError, sources.SourceError, ValueError, KeyError) as exc:
         message = "; ".join(exc.messages) if isinstance(exc, ValidationError) else f"{type(exc).__name__}: {exc}"
-        return run_transition(run_id=run.pk, action="fail", reason=f"the job's output is not usable: {message}", **common)
+        return run_transition(
+            run_id=run.pk, action="fail", reason=f"the job's output is not usable: {message}", **common
+        )
     with transaction.atomic():
         locked = Run.objects.select_for_update().get(pk=run.pk)
         if locked.done or locked.attempt != attempt:
@@ -341,13 +386,27 @@ def _prepare_transform_outputs(run: Run, status: Any) -> Callable[[Run], str]:
 
     def write(locked: Run) -> str:
         for name, slug, stored, summary in prepared:
-            target = DatasetTarget(project=run.project, slug=slug, name=slug,
-                                   description=f"Derived by run {run.pk} ({run.recipe}) — {name}")
+            target = DatasetTarget(
+                project=run.project,
+                slug=slug,
+                name=slug,
+                description=f"Derived by run {run.pk} ({run.recipe}) — {name}",
+            )
             dataset_version_create(
-                actor=run.created_by, target=target, stored_key=stored.key, stored_uri=stored.uri,
-                sha256=stored.sha256, size=stored.size, format="csv", content_format="csv", compressed=False,
-                columns=summary.columns, row_count=summary.row_count, source=DatasetVersion.Source.DERIVED,
-                source_uri=f"run:{run.pk}/{name}", produced_by=run,
+                actor=run.created_by,
+                target=target,
+                stored_key=stored.key,
+                stored_uri=stored.uri,
+                sha256=stored.sha256,
+                size=stored.size,
+                format="csv",
+                content_format="csv",
+                compressed=False,
+                columns=summary.columns,
+                row_count=summary.row_count,
+                source=DatasetVersion.Source.DERIVED,
+                source_uri=f"run:{run.pk}/{name}",
+                produced_by=run,
             )
         return ""
 
@@ -361,8 +420,14 @@ def _prepare_model_version(run: Run, status: Any, scratch: Path) -> Callable[[Ru
         metadata = json.load(handle)
 
     def write(locked: Run) -> str:
-        version = model_version_register(run=locked, artifact_uri=artifact.uri, artifact_key=artifact.key,
-                                         sha256=artifact.sha256, size=artifact.size, metadata=metadata)
+        version = model_version_register(
+            run=locked,
+            artifact_uri=artifact.uri,
+            artifact_key=artifact.key,
+            sha256=artifact.sha256,
+            size=artifact.size,
+            metadata=metadata,
+        )
         if version.run_id != locked.pk:
             return f": the model has the same bytes (SHA-256) as {version}, so the run is linked to that version"
         return ""
@@ -383,4 +448,3 @@ def run_stop_job(*, run_id: int) -> None:
             with contextlib.suppress(JobNotFound):  # the job was never made
                 training_backend_for(run).stop(job_id)
         Run.objects.filter(pk=run_id).update(job_released_at=timezone.now())
-

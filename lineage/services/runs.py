@@ -35,8 +35,9 @@ from workers import recipes as recipe_registry
 log = logging.getLogger(__name__)
 
 
-def _write_run_event(run: Run, action: str, previous: str, target: str, actor: Any, reason: str,
-                     attempt: int | None) -> None:
+def _write_run_event(
+    run: Run, action: str, previous: str, target: str, actor: Any, reason: str, attempt: int | None
+) -> None:
     RunEvent.objects.create(run=run, from_status=previous, to_status=target, reason=reason, actor=actor)
     if settings.OPENLINEAGE_URL and previous != target:
         transaction.on_commit(lambda: tasks.openlineage_emit_task.delay(run.pk, target), robust=True)
@@ -45,23 +46,33 @@ def _write_run_event(run: Run, action: str, previous: str, target: str, actor: A
 # The only way a run's status changes (controlplane.transitions): action -> (from, to[, permission]).
 RUN_MACHINE = StateMachine(
     model=Run,
-    table=transitions({
-        "start": ({"queued"}, "starting"),
-        "running": ({"starting"}, "running"),
-        "succeed": ({"running", "stopping"}, "succeeded"),
-        "fail": ({"queued", "starting", "running", "stopping"}, "failed"),
-        "stop": ({"starting", "running"}, "stopping", "run.stop"),
-        "cancel": ({"queued"}, "stopped", "run.stop"),
-        "stopped": ({"stopping"}, "stopped"),
-    }),
+    table=transitions(
+        {
+            "start": ({"queued"}, "starting"),
+            "running": ({"starting"}, "running"),
+            "succeed": ({"running", "stopping"}, "succeeded"),
+            "fail": ({"queued", "starting", "running", "stopping"}, "failed"),
+            "stop": ({"starting", "running"}, "stopping", "run.stop"),
+            "cancel": ({"queued"}, "stopped", "run.stop"),
+            "stopped": ({"stopping"}, "stopped"),
+        }
+    ),
     terminal=frozenset({"succeeded", "failed", "stopped"}),
     write_event=_write_run_event,
     timestamps={"starting": "started_at"},
 )
 
 
-def run_transition(*, run_id: int, action: str, reason: str = "", actor: Any = None, attempt: int | None = None,
-                   quiet: bool = False, **fields: Any) -> Run:
+def run_transition(
+    *,
+    run_id: int,
+    action: str,
+    reason: str = "",
+    actor: Any = None,
+    attempt: int | None = None,
+    quiet: bool = False,
+    **fields: Any,
+) -> Run:
     """Move a run along RUN_MACHINE under its row lock, writing a RunEvent. An illegal move raises IllegalTransition;
     with `quiet` the run is returned unchanged instead (a worker that lost a race returns quietly)."""
     if reason:
@@ -113,8 +124,9 @@ def sagemaker_instance_types() -> list[str]:
     return sorted(k for k in settings.TRAINING_INSTANCE_PRICES if k != "local")
 
 
-def training_resource_errors(*, backend: str, instance_type: str, instance_count: int, max_runtime_seconds: int,
-                             spec: Any = None) -> dict[str, list[str]]:
+def training_resource_errors(
+    *, backend: str, instance_type: str, instance_count: int, max_runtime_seconds: int, spec: Any = None
+) -> dict[str, list[str]]:
     """What is wrong with where and how long a run would run, by field: the one check behind the launch, the form,
     the API and the estimate (an estimate is never given for a run that would be refused)."""
     errors: dict[str, list[str]] = {}
@@ -183,23 +195,46 @@ def transform_run_launch(
     if errors:
         raise ValidationError(errors)
     return _run_queue(
-        actor=actor, spec=spec, parameters=cleaned, channels=[("input", version) for version in inputs],
-        kind=Run.Kind.TRANSFORM, backend="local", output_name=base, reproduced_from=reproduced_from,
+        actor=actor,
+        spec=spec,
+        parameters=cleaned,
+        channels=[("input", version) for version in inputs],
+        kind=Run.Kind.TRANSFORM,
+        backend="local",
+        output_name=base,
+        reproduced_from=reproduced_from,
     )
 
 
 def _run_queue(
-    *, actor: Any, spec: Any, parameters: dict[str, Any], channels: list[tuple[str, DatasetVersion]], kind: str,
-    backend: str, output_name: str, reproduced_from: Run | None = None, **fields: Any,
+    *,
+    actor: Any,
+    spec: Any,
+    parameters: dict[str, Any],
+    channels: list[tuple[str, DatasetVersion]],
+    kind: str,
+    backend: str,
+    output_name: str,
+    reproduced_from: Run | None = None,
+    **fields: Any,
 ) -> Run:
     """Create a validated run with its inputs, lineage edges, first event and audit record; queue it after commit."""
 
     with transaction.atomic():
         run = Run.objects.create(
-            project=channels[0][1].dataset.project, kind=kind, recipe=spec.name, recipe_version=spec.version,
-            recipe_fingerprint=recipe_registry.recipe_fingerprint(spec), parameters=parameters,
-            seed=parameters.get("seed"), backend=backend, output_name=output_name, created_by=actor,
-            reproduced_from=reproduced_from, enqueued_at=timezone.now(), **fields,
+            project=channels[0][1].dataset.project,
+            kind=kind,
+            recipe=spec.name,
+            recipe_version=spec.version,
+            recipe_fingerprint=recipe_registry.recipe_fingerprint(spec),
+            parameters=parameters,
+            seed=parameters.get("seed"),
+            backend=backend,
+            output_name=output_name,
+            created_by=actor,
+            reproduced_from=reproduced_from,
+            enqueued_at=timezone.now(),
+            **fields,
         )
         for channel, version in channels:
             RunInput.objects.create(run=run, dataset_version=version, channel=channel)
@@ -207,10 +242,18 @@ def _run_queue(
         reason = f"reproduction of run {reproduced_from.pk}" if reproduced_from else "launched"
         RunEvent.objects.create(run=run, from_status="", to_status=Run.Status.QUEUED, actor=actor, reason=reason)
         audit_record(
-            actor=actor, action="run.launch", object_type="run", object_id=run.pk, object_repr=str(run),
-            after={"recipe": spec.name, "parameters": parameters, "backend": backend,
-                   "inputs": [version.node_id for _, version in channels],
-                   **{key: str(value) for key, value in fields.items()}},
+            actor=actor,
+            action="run.launch",
+            object_type="run",
+            object_id=run.pk,
+            object_repr=str(run),
+            after={
+                "recipe": spec.name,
+                "parameters": parameters,
+                "backend": backend,
+                "inputs": [version.node_id for _, version in channels],
+                **{key: str(value) for key, value in fields.items()},
+            },
         )
         transaction.on_commit(lambda: enqueue_run(run.pk), robust=True)
     return run
@@ -236,11 +279,17 @@ def run_stop(*, actor: Any, run: Run, reason: str = "") -> Run:
     with transaction.atomic():
         try:
             # Still queued: nothing started, and the locked transition makes sure nothing will.
-            updated = run_transition(run_id=run.pk, action="cancel", actor=actor, reason=reason or "stopped before it started")
+            updated = run_transition(
+                run_id=run.pk, action="cancel", actor=actor, reason=reason or "stopped before it started"
+            )
         except IllegalTransition:
-            updated = run_transition(run_id=run.pk, action="stop", actor=actor, reason=reason or f"stop requested by {actor}")
+            updated = run_transition(
+                run_id=run.pk, action="stop", actor=actor, reason=reason or f"stop requested by {actor}"
+            )
             transaction.on_commit(lambda: _enqueue_stop(run.pk), robust=True)
-        audit_record(actor=actor, action="run.stop", object_type="run", object_id=run.pk, object_repr=str(run), reason=reason)
+        audit_record(
+            actor=actor, action="run.stop", object_type="run", object_id=run.pk, object_repr=str(run), reason=reason
+        )
     return updated
 
 
@@ -296,22 +345,44 @@ def training_run_launch(
         else:
             differences = _schema_differences(validation, train)
             if differences:
-                errors["validation"] = ["the validation set's schema differs from the training set's: " + "; ".join(differences)]
+                errors["validation"] = [
+                    "the validation set's schema differs from the training set's: " + "; ".join(differences)
+                ]
     instance_type = instance_type or ("local" if backend == "local" else "")
-    errors.update(training_resource_errors(backend=backend, instance_type=instance_type, instance_count=instance_count,
-                                           max_runtime_seconds=max_runtime_seconds, spec=spec))
+    errors.update(
+        training_resource_errors(
+            backend=backend,
+            instance_type=instance_type,
+            instance_count=instance_count,
+            max_runtime_seconds=max_runtime_seconds,
+            spec=spec,
+        )
+    )
     name = to_slug(model_name or f"{train.dataset.slug}-{spec.name}")
     if not SLUG_RE.match(name):
         errors["model_name"] = ["expected a name with letters, digits or hyphens"]
     if errors:
         raise ValidationError(errors)
-    estimate, _ = run_cost_estimate(backend=backend, instance_type=instance_type, instance_count=instance_count,
-                                    max_runtime_seconds=max_runtime_seconds)
+    estimate, _ = run_cost_estimate(
+        backend=backend,
+        instance_type=instance_type,
+        instance_count=instance_count,
+        max_runtime_seconds=max_runtime_seconds,
+    )
     channels = [("train", train)] + ([("validation", validation)] if validation is not None else [])
     return _run_queue(
-        actor=actor, spec=spec, parameters=cleaned, channels=channels, kind=Run.Kind.TRAINING, backend=backend,
-        output_name=name, reproduced_from=reproduced_from, instance_type=instance_type, instance_count=instance_count,
-        max_runtime_seconds=max_runtime_seconds, estimated_cost=estimate,
+        actor=actor,
+        spec=spec,
+        parameters=cleaned,
+        channels=channels,
+        kind=Run.Kind.TRAINING,
+        backend=backend,
+        output_name=name,
+        reproduced_from=reproduced_from,
+        instance_type=instance_type,
+        instance_count=instance_count,
+        max_runtime_seconds=max_runtime_seconds,
+        estimated_cost=estimate,
     )
 
 
@@ -328,7 +399,8 @@ def _schema_differences(validation: DatasetVersion, train: DatasetVersion) -> li
     validation_profile = getattr(validation, "profile", None)
     if train_profile and validation_profile and train_profile.profile and validation_profile.profile:
         return dataset_files.schemas_compatible(
-            dataset_files.profile_to_schema(validation_profile.profile), dataset_files.profile_to_schema(train_profile.profile)
+            dataset_files.profile_to_schema(validation_profile.profile),
+            dataset_files.profile_to_schema(train_profile.profile),
         )
     missing = [c for c in train.columns if c not in validation.columns]
     extra = [c for c in validation.columns if c not in train.columns]
@@ -345,27 +417,55 @@ def run_reproduce(*, actor: Any, run: Run) -> Run:
         raise ValidationError({"recipe": [str(exc)]}) from None
     fingerprint = recipe_registry.recipe_fingerprint(spec)
     if fingerprint != run.recipe_fingerprint:
-        raise ValidationError({"recipe": [
-            f"the {run.recipe} recipe's code changed since run {run.pk} (code {run.recipe_fingerprint[:12]} then, "
-            f"{fingerprint[:12]} now), so it cannot be reproduced exactly"
-        ]})
+        raise ValidationError(
+            {
+                "recipe": [
+                    f"the {run.recipe} recipe's code changed since run {run.pk} "
+                    f"(code {run.recipe_fingerprint[:12]} then, "
+                    f"{fingerprint[:12]} now), so it cannot be reproduced exactly"
+                ]
+            }
+        )
     if run.backend == "local" and run.image:
         current = run_image(run, None)
         if current != run.image:
-            raise ValidationError({"recipe": [f"run {run.pk} ran on {run.image}; this machine has {current}, so it cannot be reproduced exactly"]})
-    run_inputs = list(run.inputs.select_related("dataset_version__dataset__project", "dataset_version__profile").order_by("pk"))
+            raise ValidationError(
+                {
+                    "recipe": [
+                        f"run {run.pk} ran on {run.image}; this machine "
+                        f"has {current}, so it cannot be reproduced exactly"
+                    ]
+                }
+            )
+    run_inputs = list(
+        run.inputs.select_related("dataset_version__dataset__project", "dataset_version__profile").order_by("pk")
+    )
     inputs = {i.channel: i.dataset_version for i in run_inputs}
     if run.kind == Run.Kind.TRANSFORM:
-        return transform_run_launch(actor=actor, inputs=[i.dataset_version for i in run_inputs if i.channel == "input"],
-                                    recipe=run.recipe, parameters=run.parameters, output_name=run.output_name,
-                                    reproduced_from=run)
+        return transform_run_launch(
+            actor=actor,
+            inputs=[i.dataset_version for i in run_inputs if i.channel == "input"],
+            recipe=run.recipe,
+            parameters=run.parameters,
+            output_name=run.output_name,
+            reproduced_from=run,
+        )
     parameters = dict(run.parameters)
     target = parameters.pop("target", "")
     seed = parameters.pop("seed", None)
     return training_run_launch(
-        actor=actor, recipe=run.recipe, train=inputs["train"], validation=inputs.get("validation"), target=target,
-        hyperparameters=parameters, seed=seed, backend=run.backend, instance_type=run.instance_type,
-        instance_count=run.instance_count, max_runtime_seconds=run.max_runtime_seconds, model_name=run.output_name,
+        actor=actor,
+        recipe=run.recipe,
+        train=inputs["train"],
+        validation=inputs.get("validation"),
+        target=target,
+        hyperparameters=parameters,
+        seed=seed,
+        backend=run.backend,
+        instance_type=run.instance_type,
+        instance_count=run.instance_count,
+        max_runtime_seconds=run.max_runtime_seconds,
+        model_name=run.output_name,
         reproduced_from=run,
     )
 
@@ -407,4 +507,3 @@ def run_image(run: Run, backend: Any) -> str:
     import sklearn
 
     return f"python {platform.python_version()}, scikit-learn {sklearn.__version__}"
-

@@ -42,14 +42,26 @@ def runs_poll_stale(*, older_than_seconds: int = 120) -> dict[str, int]:
     now = timezone.now()
     expired = now - timedelta(seconds=run_lease_seconds())
     unclaimed = Q(claimed_at__isnull=True) | Q(claimed_at__lt=expired)
-    active = Run.objects.filter(status__in=["starting", "running", "stopping"]).exclude(backend_job_id="").filter(unclaimed)
-    stale = list(active.filter(Q(last_polled_at__lt=now - timedelta(seconds=older_than_seconds)) | Q(last_polled_at__isnull=True)).values_list("pk", flat=True)[:500])
+    active = (
+        Run.objects.filter(status__in=["starting", "running", "stopping"]).exclude(backend_job_id="").filter(unclaimed)
+    )
+    stale = list(
+        active.filter(
+            Q(last_polled_at__lt=now - timedelta(seconds=older_than_seconds)) | Q(last_polled_at__isnull=True)
+        ).values_list("pk", flat=True)[:500]
+    )
     for run in Run.objects.filter(pk__in=stale):
         restart_poll_chain(run, countdown=0)
     # A start whose worker died before the job was recorded (its lease expired), or whose retry never came (released,
     # and not sent again for a lease): the start task takes it over, or ends a stopped one.
-    lost_start = Q(claimed_at__lt=expired) | Q(claimed_at__isnull=True) & (Q(enqueued_at__lt=expired) | Q(enqueued_at__isnull=True))
-    lost = list(Run.objects.filter(lost_start, status__in=["starting", "stopping"], backend_job_id="").values_list("pk", flat=True)[:100])
+    lost_start = Q(claimed_at__lt=expired) | Q(claimed_at__isnull=True) & (
+        Q(enqueued_at__lt=expired) | Q(enqueued_at__isnull=True)
+    )
+    lost = list(
+        Run.objects.filter(lost_start, status__in=["starting", "stopping"], backend_job_id="").values_list(
+            "pk", flat=True
+        )[:100]
+    )
     for run_id in lost:
         enqueue_run(run_id)
     return {"polled": len(stale), "restarted": len(lost), "released": runs_release_jobs()}
@@ -73,10 +85,18 @@ def lineage_requeue_stale() -> dict[str, int]:
     resend = now - timedelta(seconds=run_lease_seconds())
     expired = now - timedelta(seconds=default_lease_seconds())
     not_recent = Q(enqueued_at__lt=resend) | Q(enqueued_at__isnull=True)
-    lost = (Q(status="queued") | Q(status="running") & (Q(claimed_at__lt=expired) | Q(claimed_at__isnull=True))) & not_recent
-    profiles = list(DatasetProfile.objects.filter(lost, version__created_at__lt=resend).values_list("version_id", flat=True)[:500])
-    registrations = list(DatasetRegistration.objects.filter(lost, created_at__lt=resend).values_list("pk", flat=True)[:500])
-    runs = list(Run.objects.filter(not_recent, status="queued", created_at__lt=resend).values_list("pk", flat=True)[:500])
+    lost = (
+        Q(status="queued") | Q(status="running") & (Q(claimed_at__lt=expired) | Q(claimed_at__isnull=True))
+    ) & not_recent
+    profiles = list(
+        DatasetProfile.objects.filter(lost, version__created_at__lt=resend).values_list("version_id", flat=True)[:500]
+    )
+    registrations = list(
+        DatasetRegistration.objects.filter(lost, created_at__lt=resend).values_list("pk", flat=True)[:500]
+    )
+    runs = list(
+        Run.objects.filter(not_recent, status="queued", created_at__lt=resend).values_list("pk", flat=True)[:500]
+    )
     for version_id in profiles:
         enqueue_profile(version_id)
     for registration_id in registrations:

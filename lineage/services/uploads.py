@@ -73,10 +73,14 @@ def direct_uploads_enabled() -> bool:
 def _store() -> S3ObjectStore:
     store = object_store()
     if not isinstance(store, S3ObjectStore):
-        raise ValidationError({"non_field_errors": [
-            "direct uploads need the S3 backend (OBJECT_STORE_URL=s3://…); here, upload the file to "
-            "/api/v1/dataset-versions/ instead"
-        ]})
+        raise ValidationError(
+            {
+                "non_field_errors": [
+                    "direct uploads need the S3 backend (OBJECT_STORE_URL=s3://…); here, upload the file to "
+                    "/api/v1/dataset-versions/ instead"
+                ]
+            }
+        )
     return store
 
 
@@ -88,7 +92,13 @@ def safe_file_name(filename: str) -> str:
 
 
 def direct_upload_create(
-    *, actor: Any, project: str, dataset: str, filename: str, size: int, description: str = "",
+    *,
+    actor: Any,
+    project: str,
+    dataset: str,
+    filename: str,
+    size: int,
+    description: str = "",
     missing_values: Any = None,
 ) -> DirectUpload:
     """Check everything that can be checked before a byte moves, and sign the start of the upload."""
@@ -96,7 +106,9 @@ def direct_upload_create(
     store = _store()
     errors: dict[str, list[str]] = {}
     try:
-        target = dataset_target(project=project, dataset=dataset, description=description, missing_values=missing_values)
+        target = dataset_target(
+            project=project, dataset=dataset, description=description, missing_values=missing_values
+        )
     except ValidationError as exc:
         errors.update(exc.message_dict)
         target = None
@@ -119,12 +131,25 @@ def direct_upload_create(
     key = f"{UPLOADS_PREFIX}{secrets.token_hex(16)}/{name}"
     part_count = s3_store.multipart_part_count(size, part_size)
     ticket = signing.dumps(
-        {"key": key, "size": size, "part_size": part_size, "project": target.project.slug, "dataset": dataset.strip(),
-         "description": description.strip(), "missing_values": list(target.missing_values), "user": actor.pk},
-        salt=_SALT, compress=True,
+        {
+            "key": key,
+            "size": size,
+            "part_size": part_size,
+            "project": target.project.slug,
+            "dataset": dataset.strip(),
+            "description": description.strip(),
+            "missing_values": list(target.missing_values),
+            "user": actor.pk,
+        },
+        salt=_SALT,
+        compress=True,
     )
     return DirectUpload(
-        ticket=ticket, key=key, size=size, part_size=part_size, part_count=part_count,
+        ticket=ticket,
+        key=key,
+        size=size,
+        part_size=part_size,
+        part_count=part_count,
         create_url=s3_store.multipart_presign_create(store, key, expires_in=URL_EXPIRES_IN),
         expires_at=timezone.now() + TICKET_MAX_AGE,
     )
@@ -167,13 +192,18 @@ def direct_upload_part_urls(
         raise ValidationError({"part_numbers": [f"this upload has parts 1 to {count}; {wrong[0]} is not one of them"]})
     parts = [
         PartUrl(
-            part_number=n, offset=(n - 1) * part_size, size=min(part_size, size - (n - 1) * part_size),
-            url=s3_store.multipart_presign_part(store, body["key"], upload_id=upload_id, part_number=n,
-                                                expires_in=URL_EXPIRES_IN),
+            part_number=n,
+            offset=(n - 1) * part_size,
+            size=min(part_size, size - (n - 1) * part_size),
+            url=s3_store.multipart_presign_part(
+                store, body["key"], upload_id=upload_id, part_number=n, expires_in=URL_EXPIRES_IN
+            ),
         )
         for n in numbers
     ]
-    complete_url = s3_store.multipart_presign_complete(store, body["key"], upload_id=upload_id, expires_in=URL_EXPIRES_IN)
+    complete_url = s3_store.multipart_presign_complete(
+        store, body["key"], upload_id=upload_id, expires_in=URL_EXPIRES_IN
+    )
     return parts, complete_url
 
 
@@ -183,8 +213,12 @@ def direct_upload_complete(*, actor: Any, ticket: str) -> DatasetRegistration:
     store = _store()
     body = _read_ticket(actor, ticket)
     return dataset_registration_request(
-        actor=actor, project=body["project"], dataset=body["dataset"], description=body["description"],
-        uri=f"s3://{store.bucket}/{store.prefix}{body['key']}", missing_values=body.get("missing_values"),
+        actor=actor,
+        project=body["project"],
+        dataset=body["dataset"],
+        description=body["description"],
+        uri=f"s3://{store.bucket}/{store.prefix}{body['key']}",
+        missing_values=body.get("missing_values"),
     )
 
 

@@ -18,7 +18,9 @@ def project(users):
     return controlplane_services.project_create(actor=users.admin, name="Cancer", slug="cancer")
 
 
-def test_upload_in_the_browser_then_profile_charts(page, sign_in, users, project, celery_worker, tmp_path: Path) -> None:
+def test_upload_in_the_browser_then_profile_charts(
+    page, sign_in, users, project, celery_worker, tmp_path: Path
+) -> None:
     from sklearn.datasets import load_breast_cancer
 
     csv_path = tmp_path / "breast-cancer.csv"
@@ -61,11 +63,39 @@ def test_a_bad_file_shows_the_reason_and_stores_nothing(page, sign_in, users, pr
 
 def test_lineage_page_draws_the_nodes_of_a_known_graph(page, sign_in, users, project) -> None:
     dataset = Dataset.objects.create(project=project, name="raw", slug="raw", created_by=users.data_scientist)
-    common = {"size": 10, "format": "csv", "content_format": "csv", "columns": ["a"], "row_count": 3, "created_by": users.data_scientist}
-    raw = DatasetVersion.objects.create(dataset=dataset, number=1, sha256="a" * 64, uri="file:///x", storage_key="x", source="upload", **common)
-    run = Run.objects.create(project=project, kind="transform", recipe="split", recipe_version="1", recipe_fingerprint="f" * 64, status="succeeded", created_by=users.data_scientist)
-    derived_ds = Dataset.objects.create(project=project, name="raw-split-train", slug="raw-split-train", created_by=users.data_scientist)
-    derived = DatasetVersion.objects.create(dataset=derived_ds, number=1, sha256="b" * 64, uri="file:///y", storage_key="y", source="derived", produced_by=run, **common)
+    common = {
+        "size": 10,
+        "format": "csv",
+        "content_format": "csv",
+        "columns": ["a"],
+        "row_count": 3,
+        "created_by": users.data_scientist,
+    }
+    raw = DatasetVersion.objects.create(
+        dataset=dataset, number=1, sha256="a" * 64, uri="file:///x", storage_key="x", source="upload", **common
+    )
+    run = Run.objects.create(
+        project=project,
+        kind="transform",
+        recipe="split",
+        recipe_version="1",
+        recipe_fingerprint="f" * 64,
+        status="succeeded",
+        created_by=users.data_scientist,
+    )
+    derived_ds = Dataset.objects.create(
+        project=project, name="raw-split-train", slug="raw-split-train", created_by=users.data_scientist
+    )
+    derived = DatasetVersion.objects.create(
+        dataset=derived_ds,
+        number=1,
+        sha256="b" * 64,
+        uri="file:///y",
+        storage_key="y",
+        source="derived",
+        produced_by=run,
+        **common,
+    )
     for version in (raw, derived):
         DatasetProfile.objects.create(version=version)
     LineageEdge.objects.create(source=raw.node_id, target=run.node_id)

@@ -32,18 +32,26 @@ def s3_portal(s3_bucket, moto_server, settings, live_server):
     settings.AWS_ENDPOINT_URL = moto_server
     boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1").put_bucket_cors(
         Bucket=s3_bucket,
-        CORSConfiguration={"CORSRules": [{
-            "AllowedOrigins": [live_server.url], "AllowedMethods": ["PUT", "POST"], "AllowedHeaders": ["*"],
-            "ExposeHeaders": ["ETag"], "MaxAgeSeconds": 3000,
-        }]},
+        CORSConfiguration={
+            "CORSRules": [
+                {
+                    "AllowedOrigins": [live_server.url],
+                    "AllowedMethods": ["PUT", "POST"],
+                    "AllowedHeaders": ["*"],
+                    "ExposeHeaders": ["ETag"],
+                    "MaxAgeSeconds": 3000,
+                }
+            ]
+        },
     )
     backends.object_store.cache_clear()
     yield s3_bucket
     backends.object_store.cache_clear()
 
 
-def test_large_file_goes_straight_to_s3_in_parts(celery_worker, page, sign_in, users, project, s3_portal, moto_server, live_server,
-                                                  monkeypatch, tmp_path: Path) -> None:
+def test_large_file_goes_straight_to_s3_in_parts(
+    celery_worker, page, sign_in, users, project, s3_portal, moto_server, live_server, monkeypatch, tmp_path: Path
+) -> None:
     monkeypatch.setattr(s3_store, "DIRECT_UPLOAD_PART_BYTES", 5 * MiB)  # three parts
     from sklearn.datasets import load_breast_cancer
 
@@ -64,13 +72,21 @@ def test_large_file_goes_straight_to_s3_in_parts(celery_worker, page, sign_in, u
     page.get_by_role("button", name="Register").click()
     page.wait_for_url(re.compile(r".*/datasets/registrations/\d+/$"), timeout=60_000)
 
-    part_puts = [url for method, url in seen if method == "PUT" and url.startswith(moto_server) and "partNumber=" in url]
+    part_puts = [
+        url for method, url in seen if method == "PUT" and url.startswith(moto_server) and "partNumber=" in url
+    ]
     assert sorted(int(re.search(r"partNumber=(\d+)", url).group(1)) for url in part_puts) == [1, 2, 3]
     # Not one byte of the file went through the portal.
-    assert not [url for method, url in seen if method in ("POST", "PUT") and url.startswith(live_server.url + "/datasets/register")]
+    assert not [
+        url
+        for method, url in seen
+        if method in ("POST", "PUT") and url.startswith(live_server.url + "/datasets/register")
+    ]
 
     registration = DatasetRegistration.objects.get()
-    assert registration.source_uri.startswith(f"s3://{s3_portal}/cp/uploads/") and registration.source_uri.endswith("/breast-cancer.csv")
+    assert registration.source_uri.startswith(f"s3://{s3_portal}/cp/uploads/") and registration.source_uri.endswith(
+        "/breast-cancer.csv"
+    )
     # The real worker registers the object from moto; the page polls and shows the outcome.
     page.locator('#registration[data-status="succeeded"]').wait_for(timeout=60_000)
     page.get_by_role("link", name=re.compile("breast-cancer")).click()
@@ -78,8 +94,9 @@ def test_large_file_goes_straight_to_s3_in_parts(celery_worker, page, sign_in, u
     assert page.get_by_test_id("sha256").inner_text() == hashlib.sha256(content).hexdigest()
 
 
-def test_a_file_over_the_limit_is_refused_before_a_byte_moves(page, sign_in, users, project, s3_portal, moto_server,
-                                                             settings, tmp_path: Path) -> None:
+def test_a_file_over_the_limit_is_refused_before_a_byte_moves(
+    page, sign_in, users, project, s3_portal, moto_server, settings, tmp_path: Path
+) -> None:
     settings.DATASET_MAX_UPLOAD_BYTES = 1000
     path = tmp_path / "big.csv"
     path.write_text("a,b\n" + "1,2\n" * 1000)
@@ -97,12 +114,17 @@ def test_a_file_over_the_limit_is_refused_before_a_byte_moves(page, sign_in, use
     assert not Dataset.objects.exists() and not DatasetRegistration.objects.exists()
 
 
-def test_a_bucket_that_hides_etag_gets_a_message_naming_the_cors_rule(page, sign_in, users, project, s3_portal,
-                                                                      moto_server, live_server, tmp_path: Path) -> None:
+def test_a_bucket_that_hides_etag_gets_a_message_naming_the_cors_rule(
+    page, sign_in, users, project, s3_portal, moto_server, live_server, tmp_path: Path
+) -> None:
     # The rule the operations guide warns about: CORS allows the portal but does not expose ETag.
     boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1").put_bucket_cors(
         Bucket=s3_portal,
-        CORSConfiguration={"CORSRules": [{"AllowedOrigins": [live_server.url], "AllowedMethods": ["PUT", "POST"], "AllowedHeaders": ["*"]}]},
+        CORSConfiguration={
+            "CORSRules": [
+                {"AllowedOrigins": [live_server.url], "AllowedMethods": ["PUT", "POST"], "AllowedHeaders": ["*"]}
+            ]
+        },
     )
     path = tmp_path / "small.csv"
     path.write_text("a,b\n1,2\n")

@@ -54,7 +54,8 @@ def test_every_lineage_node_shows_its_whole_label_inside_its_box(page, sign_in, 
     page.set_viewport_size({"width": width, "height": 900})
     for url in (_pages(history)["lineage"], _pages(history)["model-version"]):
         page.goto(url)
-        overflowing = page.evaluate("""() => [...document.querySelectorAll('[data-testid=lineage-graph] a[data-node]')].flatMap(a => {
+        overflowing = page.evaluate("""() => [
+            ...document.querySelectorAll('[data-testid=lineage-graph] a[data-node]')].flatMap(a => {
             const box = a.querySelector('rect').getBBox(), svg = a.ownerSVGElement;
             return [...a.querySelectorAll('text')].filter(t => {
                 const b = t.getBBox();
@@ -106,7 +107,10 @@ def test_run_page_shows_seconds_and_clock_times(page, sign_in, users, history) -
     page.goto(_pages(history)["run"])
     assert page.get_by_test_id("duration").inner_text() == "42 s"
     log = page.get_by_test_id("run-log").inner_text().splitlines()
-    assert log[:2] == ["metric: cv_accuracy=0.96; fold=0; time=00:00:00", "metric: cv_accuracy=0.96; fold=1; time=00:01:01"]
+    assert log[:2] == [
+        "metric: cv_accuracy=0.96; fold=0; time=00:00:00",
+        "metric: cv_accuracy=0.96; fold=1; time=00:01:01",
+    ]
     assert page.get_by_test_id("run-log").locator("time").first.get_attribute("datetime") == "2026-12-01T00:00:00.123Z"
     # Whole folds on the metric chart's axis.
     chart = page.locator('.chart[data-column="cv_accuracy"]')

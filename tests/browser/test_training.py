@@ -24,7 +24,10 @@ def version(users, tmp_path):
     path = tmp_path / "bc.csv"
     load_breast_cancer(as_frame=True).frame.to_csv(path, index=False)
     created, _ = services.dataset_version_upload(
-        actor=users.data_scientist, project="cancer", dataset="breast-cancer", upload=SimpleUploadedFile("bc.csv", path.read_bytes())
+        actor=users.data_scientist,
+        project="cancer",
+        dataset="breast-cancer",
+        upload=SimpleUploadedFile("bc.csv", path.read_bytes()),
     )
     return created
 
@@ -46,7 +49,10 @@ def test_launch_form_end_to_end(page, sign_in, users, version: DatasetVersion, c
     sagemaker = page.get_by_label("Backend").locator('option[value="sagemaker"]')
     assert sagemaker.is_disabled()
     assert sagemaker.inner_text() == "SageMaker (not available: SAGEMAKER_ROLE_ARN is not set)"
-    assert "SAGEMAKER_ROLE_ARN is not set" in page.locator(".field", has=page.get_by_label("Backend")).locator(".help").inner_text()
+    assert (
+        "SAGEMAKER_ROLE_ARN is not set"
+        in page.locator(".field", has=page.get_by_label("Backend")).locator(".help").inner_text()
+    )
 
     page.get_by_label("Recipe").select_option("logistic_regression")
     page.get_by_label("C", exact=True).wait_for()
@@ -67,7 +73,9 @@ def test_launch_form_end_to_end(page, sign_in, users, version: DatasetVersion, c
     assert "accuracy" in page.get_by_test_id("model-metrics").inner_text()
 
 
-def test_the_estimate_follows_the_inputs_when_sagemaker_is_configured(page, sign_in, users, version: DatasetVersion, settings) -> None:
+def test_the_estimate_follows_the_inputs_when_sagemaker_is_configured(
+    page, sign_in, users, version: DatasetVersion, settings
+) -> None:
     settings.SAGEMAKER_ROLE_ARN = "arn:aws:iam::123456789012:role/training"
     settings.SAGEMAKER_S3_URL = "s3://bucket/prefix"
     sign_in(users.data_scientist)
@@ -96,4 +104,8 @@ def test_derive_form_fields_follow_the_recipe(page, sign_in, users, version: Dat
     page.get_by_role("button", name="Queue transform run").click()
     page.wait_for_url(re.compile(r".*/runs/\d+/$"))
     run = Run.objects.get()
-    assert run.recipe == "split" and run.parameters["test_fraction"] == 0.5 and run.parameters["stratify_column"] == "target"
+    assert (
+        run.recipe == "split"
+        and run.parameters["test_fraction"] == 0.5
+        and run.parameters["stratify_column"] == "target"
+    )

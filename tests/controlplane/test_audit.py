@@ -38,7 +38,9 @@ def test_orm_refuses_update_and_delete(event: AuditEvent) -> None:
     assert AuditEvent.objects.get(pk=event.pk).reason == ""
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="the trigger exists on PostgreSQL only (see migration 0003)")
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="the trigger exists on PostgreSQL only (see migration 0003)"
+)
 def test_postgresql_refuses_update_and_delete_in_sql(event: AuditEvent) -> None:
     for statement in (
         "UPDATE controlplane_auditevent SET reason = 'rewritten'",

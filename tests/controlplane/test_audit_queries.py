@@ -34,8 +34,12 @@ def counted(client: Any, name: str, params: dict[str, str]) -> tuple[int, Any]:
 def test_audit_query_counts_and_choices_stay_flat(client, api_client_for, history, users) -> None:
     client.force_login(users.admin)
     api = api_client_for(users.admin)
-    cases = [(client, "audit-list", {}), (client, "audit-list", {"action": "run."}), (api, "api-audit-list", {}),
-             (api, "api-audit-list", {"actor": "dana", "since": "2020-01-01"})]
+    cases = [
+        (client, "audit-list", {}),
+        (client, "audit-list", {"action": "run."}),
+        (api, "api-audit-list", {}),
+        (api, "api-audit-list", {"actor": "dana", "since": "2020-01-01"}),
+    ]
     before = [counted(c, name, params)[0] for c, name, params in cases]
     history.add_audit_events(3000)
     after = [counted(c, name, params)[0] for c, name, params in cases]

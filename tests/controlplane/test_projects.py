@@ -89,7 +89,9 @@ def test_change_records_before_and_after_and_keeps_the_slug(api_client_for, user
     assert event.before["description"] == "" and event.after["description"] == "who leaves"
     assert event.reason == "owner asked"
     # Finance may read but not change.
-    denied = api_client_for(users.finance).patch(reverse("api-project-detail", args=["churn"]), {"description": "x"}, format="json")
+    denied = api_client_for(users.finance).patch(
+        reverse("api-project-detail", args=["churn"]), {"description": "x"}, format="json"
+    )
     assert denied.status_code == 403
     assert Project.objects.get(slug="churn").description == "who leaves"
 

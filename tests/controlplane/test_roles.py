@@ -13,15 +13,43 @@ from controlplane import permissions
 pytestmark = pytest.mark.django_db
 
 PAGES = [
-    "home", "project-list", "project-create", "audit-list", "audit-export", "api-token", "system-status", "api-docs",
-    "dataset-list", "dataset-register", "run-list", "model-list",
+    "home",
+    "project-list",
+    "project-create",
+    "audit-list",
+    "audit-export",
+    "api-token",
+    "system-status",
+    "api-docs",
+    "dataset-list",
+    "dataset-register",
+    "run-list",
+    "model-list",
 ]
-API = ["api-me", "api-project-list", "api-audit-list", "api-schema", "api-dataset-list", "api-run-list", "api-model-list", "api-recipe-list"]
+API = [
+    "api-me",
+    "api-project-list",
+    "api-audit-list",
+    "api-schema",
+    "api-dataset-list",
+    "api-run-list",
+    "api-model-list",
+    "api-recipe-list",
+]
 READ_PAGES = {"dataset-list", "run-list", "model-list"}
 
 # What each role may open (home is open to every signed-in user).
 ALLOWED_PAGES = {
-    permissions.DATA_SCIENTIST: {"home", "project-list", "project-create", "audit-list", "api-token", "api-docs", "dataset-register", *READ_PAGES},
+    permissions.DATA_SCIENTIST: {
+        "home",
+        "project-list",
+        "project-create",
+        "audit-list",
+        "api-token",
+        "api-docs",
+        "dataset-register",
+        *READ_PAGES,
+    },
     permissions.APPROVER: {"home", "project-list", "audit-list", "api-token", "api-docs", *READ_PAGES},
     permissions.FINANCE: {"home", "project-list", "audit-list", "api-token", "api-docs", *READ_PAGES},
     permissions.ADMIN: set(PAGES),
@@ -41,7 +69,7 @@ def test_anonymous_api_calls_get_a_json_error(client, name: str) -> None:
     # Token authentication comes first, so an anonymous call is told to authenticate (401), never 403.
     response = client.get(reverse(name), HTTP_ACCEPT="application/json")
     assert response.status_code == 401
-    assert response["WWW-Authenticate"] == 'Token'
+    assert response["WWW-Authenticate"] == "Token"
     assert json.loads(response.content)["error"]["status"] == 401
 
 
@@ -90,7 +118,9 @@ def test_health_check_answers_without_sign_in(client) -> None:
     assert response.status_code == 200 and response.content == b"ok\n"
 
 
-@pytest.mark.parametrize("path", ["/api/v1/projects/?q=%00", "/api/v1/datasets/?project=a%00b", "/api/v1/runs/?creator=%00"])
+@pytest.mark.parametrize(
+    "path", ["/api/v1/projects/?q=%00", "/api/v1/datasets/?project=a%00b", "/api/v1/runs/?creator=%00"]
+)
 def test_nul_characters_are_a_400_naming_the_field(api_client_for, users, path) -> None:
     response = api_client_for(users.finance).get(path)
     assert response.status_code == 400
@@ -98,7 +128,9 @@ def test_nul_characters_are_a_400_naming_the_field(api_client_for, users, path) 
 
 
 def test_nul_in_a_json_body_or_a_page_is_a_400(api_client_for, users, client) -> None:
-    response = api_client_for(users.data_scientist).post(reverse("api-project-list"), {"name": "x\u0000", "slug": "x"}, format="json")
+    response = api_client_for(users.data_scientist).post(
+        reverse("api-project-list"), {"name": "x\u0000", "slug": "x"}, format="json"
+    )
     assert response.status_code == 400 and "NUL" in response.json()["error"]["message"]
     client.force_login(users.data_scientist)
     assert client.get("/projects/?q=%00").status_code == 400
@@ -130,7 +162,7 @@ def test_a_refused_page_is_shown_in_the_layout_with_the_reason_and_the_roles(cli
     assert response.templates[0].name == "403.html"
     # The site's navigation is there, so the user can go on from here.
     assertContains(response, '<a href="/projects/">Projects</a>', html=True, status_code=403)
-    assertContains(response, '<code>system.view</code>', html=True, status_code=403)
+    assertContains(response, "<code>system.view</code>", html=True, status_code=403)
     assertContains(response, '<span class="badge" data-testid="needed-role">admin</span>', html=True, status_code=403)
     assertContains(response, '<span class="badge">finance</span>', html=True, status_code=403)
 
@@ -138,7 +170,9 @@ def test_a_refused_page_is_shown_in_the_layout_with_the_reason_and_the_roles(cli
 def test_a_refused_page_lists_every_role_that_may_open_it(client, users) -> None:
     response = _forbidden_page(client, users.outsider, reverse("project-create"))
     for role in (permissions.ADMIN, permissions.DATA_SCIENTIST):
-        assertContains(response, f'<span class="badge" data-testid="needed-role">{role}</span>', html=True, status_code=403)
+        assertContains(
+            response, f'<span class="badge" data-testid="needed-role">{role}</span>', html=True, status_code=403
+        )
     assertContains(response, '<span class="badge warn">no role</span>', html=True, count=2, status_code=403)
 
 
@@ -147,7 +181,9 @@ def test_an_unknown_api_path_answers_the_json_error_body(api_client_for, users) 
         response = client.get("/api/v1/no-such-thing/", HTTP_ACCEPT="application/json")
         assert response.status_code == 404
         assert response["Content-Type"] == "application/json"
-        assert response.json() == {"error": {"status": 404, "code": "not_found", "message": "no API endpoint at /api/v1/no-such-thing/"}}
+        assert response.json() == {
+            "error": {"status": 404, "code": "not_found", "message": "no API endpoint at /api/v1/no-such-thing/"}
+        }
 
 
 def test_an_unknown_api_path_is_json_even_with_debug_on(api_client_for, users, settings) -> None:
@@ -155,7 +191,11 @@ def test_an_unknown_api_path_is_json_even_with_debug_on(api_client_for, users, s
     settings.DEBUG = True
     response = api_client_for(users.finance).post("/api/v1/runs/nope/", {}, format="json")
     assert response.status_code == 404
-    assert response.json()["error"] == {"status": 404, "code": "not_found", "message": "no API endpoint at /api/v1/runs/nope/"}
+    assert response.json()["error"] == {
+        "status": 404,
+        "code": "not_found",
+        "message": "no API endpoint at /api/v1/runs/nope/",
+    }
 
 
 def test_a_missing_slash_on_an_api_path_still_redirects_or_says_so(api_client_for, users) -> None:

@@ -14,7 +14,11 @@ GOOD_SECRET = "k" * 20 + "Z9x!q" + "m" * 30
 
 
 def manage(*args: str, settings: str = "controlplane.settings.local", **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "DJANGO_ALLOW_ASYNC_UNSAFE")}
+    environment = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "DJANGO_ALLOW_ASYNC_UNSAFE")
+    }
     environment.update(DJANGO_SETTINGS_MODULE=settings, **env)
     return subprocess.run(
         [sys.executable, "manage.py", *args], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=120
@@ -72,7 +76,10 @@ def test_production_secret_may_come_from_a_file(tmp_path: Path) -> None:
     secret_file = tmp_path / "secret"
     secret_file.write_text(GOOD_SECRET + "\n")
     result = manage(
-        "check", "--deploy", "--fail-level", "WARNING",
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
         settings="controlplane.settings.production",
         DJANGO_SECRET_KEY_FILE=str(secret_file),
         DJANGO_ALLOWED_HOSTS="cp.example.com",
@@ -82,7 +89,10 @@ def test_production_secret_may_come_from_a_file(tmp_path: Path) -> None:
 
 def test_check_deploy_is_clean_with_production_settings() -> None:
     result = manage(
-        "check", "--deploy", "--fail-level", "WARNING",
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
         settings="controlplane.settings.production",
         DJANGO_SECRET_KEY=GOOD_SECRET,
         DJANGO_ALLOWED_HOSTS="cp.example.com",

@@ -70,8 +70,15 @@ def test_transition_events_are_append_only(check) -> None:
 def test_a_transition_with_a_permission_checks_the_actor(users, project) -> None:
     from lineage.models import Run
 
-    run = Run.objects.create(project=project, kind="training", recipe="logistic_regression", recipe_version="1",
-                             recipe_fingerprint="f" * 64, created_by=users.data_scientist, status="running")
+    run = Run.objects.create(
+        project=project,
+        kind="training",
+        recipe="logistic_regression",
+        recipe_version="1",
+        recipe_fingerprint="f" * 64,
+        created_by=users.data_scientist,
+        status="running",
+    )
     with pytest.raises(PermissionDenied):
         RUN_MACHINE.apply(run.pk, "stop", actor=users.finance)
     assert RUN_MACHINE.apply(run.pk, "stop", actor=users.data_scientist).status == "stopping"
@@ -92,8 +99,15 @@ def test_two_users_stopping_one_run_stop_it_once(users, project) -> None:
     from lineage import services as lineage_services
     from lineage.models import Run
 
-    run = Run.objects.create(project=project, kind="training", recipe="logistic_regression", recipe_version="1",
-                             recipe_fingerprint="f" * 64, created_by=users.data_scientist, status="queued")
+    run = Run.objects.create(
+        project=project,
+        kind="training",
+        recipe="logistic_regression",
+        recipe_version="1",
+        recipe_fingerprint="f" * 64,
+        created_by=users.data_scientist,
+        status="queued",
+    )
     outcomes = race(*[lambda: lineage_services.run_stop(actor=users.data_scientist, run=run)] * 2)
     errors = [o.error for o in outcomes if o.error is not None]
     # One stop wins; the other is told plainly why it changed nothing (HTTP 400 in the API), never a 500.

@@ -46,9 +46,17 @@ class History:
         self.datasets.extend(datasets)
         made = DatasetVersion.objects.bulk_create(
             DatasetVersion(
-                dataset=dataset, number=number, sha256=_sha(f"{dataset.slug}/{number}"), uri=f"file:///{dataset.slug}/{number}",
-                storage_key=f"datasets/{dataset.slug}/{number}", size=100, format="csv", content_format="csv",
-                columns=[{"name": f"c{i}", "type": "float"} for i in range(30)], row_count=1000, source="upload",
+                dataset=dataset,
+                number=number,
+                sha256=_sha(f"{dataset.slug}/{number}"),
+                uri=f"file:///{dataset.slug}/{number}",
+                storage_key=f"datasets/{dataset.slug}/{number}",
+                size=100,
+                format="csv",
+                content_format="csv",
+                columns=[{"name": f"c{i}", "type": "float"} for i in range(30)],
+                row_count=1000,
+                source="upload",
                 created_by=self.user,
             )
             for dataset in datasets
@@ -60,13 +68,20 @@ class History:
         return made
 
     def add_runs(self, count: int, *, reading: DatasetVersion | None = None, with_models: bool = True) -> list[Run]:
-        """`count` succeeded training runs reading `reading` (the popular version by default), each with a model version."""
+        """`count` succeeded training runs reading `reading` (the popular version by default), each with a model
+        version."""
         source = reading or self.popular
         assert source is not None, "add datasets first"
         runs = Run.objects.bulk_create(
             Run(
-                project=self.project, kind="training", recipe="sklearn-logistic", recipe_version="1", recipe_fingerprint="f" * 64,
-                parameters={"target": "y", "C": 1.0}, status="succeeded", created_by=self.user,
+                project=self.project,
+                kind="training",
+                recipe="sklearn-logistic",
+                recipe_version="1",
+                recipe_fingerprint="f" * 64,
+                parameters={"target": "y", "C": 1.0},
+                status="succeeded",
+                created_by=self.user,
                 metrics={"cv_accuracy": [{"value": 0.9, "fold": k} for k in range(5)]},
                 log_tail=[f"line {k}: " + "x" * 100 for k in range(200)],
             )
@@ -81,12 +96,21 @@ class History:
             self.models.append(model)
             versions = ModelVersion.objects.bulk_create(
                 ModelVersion(
-                    registered_model=model, number=i + 1, run=run, artifact_uri=f"file:///models/{run.pk}",
-                    sha256=_sha(f"model/{run.pk}"), size=10, metrics={"accuracy": 0.9}, created_by=self.user,
+                    registered_model=model,
+                    number=i + 1,
+                    run=run,
+                    artifact_uri=f"file:///models/{run.pk}",
+                    sha256=_sha(f"model/{run.pk}"),
+                    size=10,
+                    metrics={"accuracy": 0.9},
+                    created_by=self.user,
                 )
                 for i, run in enumerate(runs)
             )
-            edges += [LineageEdge(source=run.node_id, target=version.node_id) for run, version in zip(runs, versions, strict=True)]
+            edges += [
+                LineageEdge(source=run.node_id, target=version.node_id)
+                for run, version in zip(runs, versions, strict=True)
+            ]
         LineageEdge.objects.bulk_create(edges)
         return runs
 
@@ -101,8 +125,13 @@ class History:
         actions = ["dataset.create", "dataset_version.create", "run.launch", "run.finish", "project.update"]
         AuditEvent.objects.bulk_create(
             AuditEvent(
-                actor=self.user, actor_name=self.user.username, action=actions[i % len(actions)], object_type="run",
-                object_id=str(start + i), object_repr=f"run {start + i}", after={"status": "succeeded"},
+                actor=self.user,
+                actor_name=self.user.username,
+                action=actions[i % len(actions)],
+                object_type="run",
+                object_id=str(start + i),
+                object_repr=f"run {start + i}",
+                after={"status": "succeeded"},
             )
             for i in range(count)
         )

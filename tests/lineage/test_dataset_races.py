@@ -29,7 +29,10 @@ def test_duplicate_registration_messages_register_once(users, project, cancer_cs
     (tmp_path / "bc.csv").write_bytes(cancer_csv)
     settings.DATASET_FILE_ROOTS = [tmp_path]
     registration = DatasetRegistration.objects.create(
-        project=project, dataset_slug="bc-file", dataset_name="bc-file", source_uri=(tmp_path / "bc.csv").as_uri(),
+        project=project,
+        dataset_slug="bc-file",
+        dataset_name="bc-file",
+        source_uri=(tmp_path / "bc.csv").as_uri(),
         created_by=users.data_scientist,
     )
     outcomes = race(*[lambda: services.dataset_registration_run(registration_id=registration.pk)] * 3)

@@ -21,7 +21,13 @@ def stored_dataset_keys() -> list[str]:
 
 
 def test_upload_creates_a_content_addressed_version(api_client_for, users, project, cancer_csv) -> None:
-    response = upload(api_client_for(users.data_scientist), project="cancer", dataset="Breast cancer", name="bc.csv", content=cancer_csv)
+    response = upload(
+        api_client_for(users.data_scientist),
+        project="cancer",
+        dataset="Breast cancer",
+        name="bc.csv",
+        content=cancer_csv,
+    )
     assert response.status_code == 201, response.content
     body = response.json()
     assert body["number"] == 1 and body["dataset"] == "breast-cancer" and body["source"] == "upload"
@@ -35,12 +41,16 @@ def test_upload_creates_a_content_addressed_version(api_client_for, users, proje
     assert AuditEvent.objects.filter(action="dataset.create").count() == 1
 
 
-def test_same_bytes_are_the_same_version_and_changed_bytes_a_new_one(api_client_for, users, project, cancer_csv) -> None:
+def test_same_bytes_are_the_same_version_and_changed_bytes_a_new_one(
+    api_client_for, users, project, cancer_csv
+) -> None:
     client = api_client_for(users.data_scientist)
     first = upload(client, project="cancer", dataset="bc", name="a.csv", content=cancer_csv).json()
     again = upload(client, project="cancer", dataset="bc", name="renamed.csv", content=cancer_csv)
     assert again.status_code == 200 and again.json()["id"] == first["id"]
-    changed = upload(client, project="cancer", dataset="bc", name="a.csv", content=cancer_csv + b"1" + b",0" * 30 + b"\n")
+    changed = upload(
+        client, project="cancer", dataset="bc", name="a.csv", content=cancer_csv + b"1" + b",0" * 30 + b"\n"
+    )
     assert changed.status_code == 201 and changed.json()["number"] == 2
     assert DatasetVersion.objects.filter(dataset__slug="bc").count() == 2
     # The first version's bytes are untouched.
@@ -85,7 +95,9 @@ def test_bad_files_get_a_clear_message_and_store_nothing(api_client_for, users, 
 
 def test_file_over_the_size_limit_is_refused(api_client_for, users, project, cancer_csv, settings) -> None:
     settings.DATASET_MAX_UPLOAD_BYTES = 1000
-    response = upload(api_client_for(users.data_scientist), project="cancer", dataset="big", name="bc.csv", content=cancer_csv)
+    response = upload(
+        api_client_for(users.data_scientist), project="cancer", dataset="big", name="bc.csv", content=cancer_csv
+    )
     assert response.status_code == 400
     message = response.json()["error"]["fields"]["file"][0]
     assert message.startswith("the file is over the 1,000 bytes limit"), message
@@ -97,13 +109,18 @@ def test_unknown_project_and_missing_fields_name_the_field(api_client_for, users
     client = api_client_for(users.data_scientist)
     response = upload(client, project="nope", dataset="bc", name="bc.csv", content=cancer_csv)
     assert response.status_code == 400 and "project" in response.json()["error"]["fields"]
-    response = client.post(reverse("api-dataset-version-upload"), {"project": "cancer", "dataset": "bc"}, format="multipart")
+    response = client.post(
+        reverse("api-dataset-version-upload"), {"project": "cancer", "dataset": "bc"}, format="multipart"
+    )
     assert response.status_code == 400 and "file" in response.json()["error"]["fields"]
 
 
 def test_only_data_scientists_and_admins_register(api_client_for, users, project, cancer_csv) -> None:
     for user in (users.approver, users.finance, users.outsider):
-        assert upload(api_client_for(user), project="cancer", dataset="bc", name="bc.csv", content=cancer_csv).status_code == 403
+        assert (
+            upload(api_client_for(user), project="cancer", dataset="bc", name="bc.csv", content=cancer_csv).status_code
+            == 403
+        )
     assert not DatasetVersion.objects.exists()
 
 
@@ -133,7 +150,9 @@ def test_registering_a_path_outside_the_allowed_root_is_refused(api_client_for, 
     assert response.status_code == 400
     assert "outside the folders" in response.json()["error"]["fields"]["uri"][0]
     response = api_client_for(users.data_scientist).post(
-        reverse("api-dataset-registration-create"), {"project": "cancer", "dataset": "x", "uri": "ftp://x/y"}, format="json"
+        reverse("api-dataset-registration-create"),
+        {"project": "cancer", "dataset": "x", "uri": "ftp://x/y"},
+        format="json",
     )
     assert response.status_code == 400 and "s3://bucket/key" in response.json()["error"]["fields"]["uri"][0]
 
@@ -142,7 +161,10 @@ def test_register_page_shows_errors_on_the_form(client, users, project) -> None:
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     client.force_login(users.data_scientist)
-    response = client.post(reverse("dataset-register"), {"project": "cancer", "dataset": "bad", "file": SimpleUploadedFile("x.csv", b"a,b\n1\n")})
+    response = client.post(
+        reverse("dataset-register"),
+        {"project": "cancer", "dataset": "bad", "file": SimpleUploadedFile("x.csv", b"a,b\n1\n")},
+    )
     assert response.status_code == 400
     assert "line 2 has 1 fields but the header has 2" in response.content.decode()
     response = client.post(reverse("dataset-register"), {"project": "cancer", "dataset": "bad"})
@@ -150,13 +172,15 @@ def test_register_page_shows_errors_on_the_form(client, users, project) -> None:
     assert not DatasetVersion.objects.exists()
 
 
-
 def test_oversized_upload_in_the_page_names_the_limit(client, users, project, cancer_csv, settings) -> None:
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     settings.DATASET_MAX_UPLOAD_BYTES = 50_000
     client.force_login(users.data_scientist)
-    response = client.post(reverse("dataset-register"), {"project": "cancer", "dataset": "big", "file": SimpleUploadedFile("bc.csv", cancer_csv)})
+    response = client.post(
+        reverse("dataset-register"),
+        {"project": "cancer", "dataset": "big", "file": SimpleUploadedFile("bc.csv", cancer_csv)},
+    )
     assert response.status_code == 400 and "over the 50.0 KB limit" in response.content.decode()
     assert not DatasetVersion.objects.exists()
 
@@ -172,7 +196,9 @@ def test_a_symbolic_link_in_a_registered_folder_is_refused(users, project, setti
     folder.mkdir(parents=True)
     (folder / "ok.csv").write_text("a,b\n3,4\n")
     (folder / "leak.csv").symlink_to(secret)
-    registration = services.dataset_registration_request(actor=users.data_scientist, project="cancer", dataset="links", uri=folder.as_uri() + "/")
+    registration = services.dataset_registration_request(
+        actor=users.data_scientist, project="cancer", dataset="links", uri=folder.as_uri() + "/"
+    )
     services.dataset_registration_run(registration_id=registration.pk)
     registration.refresh_from_db()
     assert registration.status == "failed" and "symbolic link" in registration.error
@@ -180,7 +206,9 @@ def test_a_symbolic_link_in_a_registered_folder_is_refused(users, project, setti
 
 
 def test_downloads_need_a_role_and_a_valid_signature(client, users, project, cancer_csv, api_client_for) -> None:
-    body = upload(api_client_for(users.data_scientist), project="cancer", dataset="bc", name="bc.csv", content=cancer_csv).json()
+    body = upload(
+        api_client_for(users.data_scientist), project="cancer", dataset="bc", name="bc.csv", content=cancer_csv
+    ).json()
     url = api_client_for(users.finance).get(reverse("api-dataset-version-download", args=[body["id"]])).json()["url"]
     path = url.split("testserver", 1)[1]
     client.force_login(users.finance)
@@ -194,7 +222,11 @@ def test_downloads_need_a_role_and_a_valid_signature(client, users, project, can
 
 @pytest.mark.parametrize(
     ("uri", "words"),
-    [("file:///tmp/a%00b", "control characters"), ("s3://[bad/x", "not a valid location"), ("file://[::1/x", "not a valid location")],
+    [
+        ("file:///tmp/a%00b", "control characters"),
+        ("s3://[bad/x", "not a valid location"),
+        ("file://[::1/x", "not a valid location"),
+    ],
 )
 def test_malformed_locations_are_a_400_not_a_500(api_client_for, users, project, uri, words) -> None:
     response = api_client_for(users.data_scientist).post(
@@ -207,7 +239,9 @@ def test_bulk_changes_to_versions_are_refused_too(api_client_for, users, project
     from django.db import connection, transaction
     from django.db.utils import DatabaseError
 
-    body = upload(api_client_for(users.data_scientist), project="cancer", dataset="bc", name="bc.csv", content=cancer_csv).json()
+    body = upload(
+        api_client_for(users.data_scientist), project="cancer", dataset="bc", name="bc.csv", content=cancer_csv
+    ).json()
     with pytest.raises(WriteOnceError):
         DatasetVersion.objects.filter(pk=body["id"]).update(row_count=1)
     with pytest.raises(WriteOnceError):

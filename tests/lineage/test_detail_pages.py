@@ -55,16 +55,27 @@ def test_dataset_version_page_sends_the_profile_numbers_not_figures(client, user
     # Only what is drawn: no plotly layout, template or trace objects built on the server.
     assert set(year) == {"kind", "title", "missing", "rows", "edges", "counts", "integer"}
     assert year["kind"] == "histogram" and year["integer"] is True and sum(year["counts"]) == 120
-    assert species == {"kind": "top", "title": "species", "missing": 30, "rows": 120,
-                       "values": ["Adelie", "Chinstrap", "Gentoo"], "counts": [30, 30, 30]}
+    assert species == {
+        "kind": "top",
+        "title": "species",
+        "missing": 30,
+        "rows": 120,
+        "values": ["Adelie", "Chinstrap", "Gentoo"],
+        "counts": [30, 30, 30],
+    }
     assert bill["integer"] is False and bill["missing"] == 12 and sum(bill["counts"]) == 108
 
 
 def test_run_page_sends_metric_points(client, users, history) -> None:
     client.force_login(users.finance)
     charts = _charts(client.get(f"/runs/{history['run'].pk}/").content)
-    assert charts["metric-0"] == {"kind": "series", "title": "cv_accuracy", "axis": "fold", "x": [0, 1, 2, 3, 4],
-                                  "y": [0.96, 0.96, 0.98, 1.0, 1.0]}
+    assert charts["metric-0"] == {
+        "kind": "series",
+        "title": "cv_accuracy",
+        "axis": "fold",
+        "x": [0, 1, 2, 3, 4],
+        "y": [0.96, 0.96, 0.98, 1.0, 1.0],
+    }
 
 
 def test_a_42_second_run_says_42_seconds(client, users, history) -> None:
@@ -76,8 +87,16 @@ def test_a_42_second_run_says_42_seconds(client, users, history) -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(0, "0 s"), (0.4, "0 s"), (42, "42 s"), (59.6, "1 min"), (75, "1 min 15 s"), (3600, "1 h"), (3725, "1 h 2 min"),
-     (90061, "1 d 1 h")],
+    [
+        (0, "0 s"),
+        (0.4, "0 s"),
+        (42, "42 s"),
+        (59.6, "1 min"),
+        (75, "1 min 15 s"),
+        (3600, "1 h"),
+        (3725, "1 h 2 min"),
+        (90061, "1 d 1 h"),
+    ],
 )
 def test_duration_text(seconds: float, text: str) -> None:
     assert duration_text(seconds) == text
@@ -86,14 +105,26 @@ def test_duration_text(seconds: float, text: str) -> None:
 def test_run_log_shows_clock_times_not_epoch_seconds(client, users, history) -> None:
     client.force_login(users.finance)
     response = client.get(f"/runs/{history['run'].pk}/")
-    assertContains(response, '<time datetime="2026-12-01T00:00:00.123Z" title="2026-12-01 00:00:00.123 UTC">00:00:00</time>', html=True)
+    assertContains(
+        response,
+        '<time datetime="2026-12-01T00:00:00.123Z" title="2026-12-01 00:00:00.123 UTC">00:00:00</time>',
+        html=True,
+    )
     assertNotContains(response, "1796083200")
 
 
 def _status_fragment(run: Any, users: Any) -> str:
     request = RequestFactory().get(f"/runs/{run.pk}/")
     request.user = users.finance
-    context = {"run": run, "events": [], "inputs": [], "outputs": [], "log_lines": [], "metric_charts": [], "final_metrics": {}}
+    context = {
+        "run": run,
+        "events": [],
+        "inputs": [],
+        "outputs": [],
+        "log_lines": [],
+        "metric_charts": [],
+        "final_metrics": {},
+    }
     return render_to_string("lineage/_run_status.html", context, request=request)
 
 

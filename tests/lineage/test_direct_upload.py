@@ -67,7 +67,9 @@ def send_parts(created: dict, content: bytes, client) -> str:
     started = requests.post(created["create_url"], timeout=10)
     assert started.status_code == 200, started.text
     upload_id = re.search(r"<UploadId>([^<]+)</UploadId>", started.text).group(1)
-    answer = client.post(reverse("api-dataset-upload-parts"), {"upload": created["upload"], "upload_id": upload_id}, format="json")
+    answer = client.post(
+        reverse("api-dataset-upload-parts"), {"upload": created["upload"], "upload_id": upload_id}, format="json"
+    )
     assert answer.status_code == 200, answer.content
     parts = answer.json()["parts"]
     assert [p["part_number"] for p in parts] == list(range(1, created["part_count"] + 1))
@@ -76,9 +78,11 @@ def send_parts(created: dict, content: bytes, client) -> str:
         put = requests.put(part["url"], data=content[part["offset"] : part["offset"] + part["size"]], timeout=30)
         assert put.status_code == 200, put.text
         etags.append((part["part_number"], put.headers["ETag"]))
-    xml = "<CompleteMultipartUpload>" + "".join(
-        f"<Part><PartNumber>{n}</PartNumber><ETag>{etag}</ETag></Part>" for n, etag in etags
-    ) + "</CompleteMultipartUpload>"
+    xml = (
+        "<CompleteMultipartUpload>"
+        + "".join(f"<Part><PartNumber>{n}</PartNumber><ETag>{etag}</ETag></Part>" for n, etag in etags)
+        + "</CompleteMultipartUpload>"
+    )
     completed = requests.post(answer.json()["complete_url"], data=xml, timeout=30)
     assert completed.status_code == 200 and "<Error>" not in completed.text, completed.text
     return upload_id
@@ -128,7 +132,9 @@ def test_direct_upload_registers_the_object_with_its_sha256(
     response = client.post(reverse("api-dataset-upload-complete"), {"upload": created["upload"]}, format="json")
     assert response.status_code == 202, response.content
     registration = response.json()
-    assert registration["status"] == "queued" and registration["url"] == f"/datasets/registrations/{registration['id']}/"
+    assert (
+        registration["status"] == "queued" and registration["url"] == f"/datasets/registrations/{registration['id']}/"
+    )
     assert registration["source_uri"] == f"s3://{s3_objects}/cp/{created['key']}"
 
     # The worker's code path, as for any s3:// key.
@@ -140,13 +146,17 @@ def test_direct_upload_registers_the_object_with_its_sha256(
     assert version.dataset.slug == "direct" and version.dataset.description == "direct"
     assert version.row_count == content.count(b"\n") - 1
     # The version's bytes are in the content-addressed store, not only under uploads/.
-    stored = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1").get_object(
-        Bucket=s3_objects, Key=f"cp/{version.uri.split('/cp/', 1)[1]}"
-    )["Body"].read()
+    stored = (
+        boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+        .get_object(Bucket=s3_objects, Key=f"cp/{version.uri.split('/cp/', 1)[1]}")["Body"]
+        .read()
+    )
     assert hashlib.sha256(stored).hexdigest() == version.sha256
 
 
-def test_complete_before_the_parts_arrive_fails_the_registration_clearly(api_client_for, users, project, s3_objects) -> None:
+def test_complete_before_the_parts_arrive_fails_the_registration_clearly(
+    api_client_for, users, project, s3_objects
+) -> None:
     client = api_client_for(users.data_scientist)
     created = create(client).json()
     response = client.post(reverse("api-dataset-upload-complete"), {"upload": created["upload"]}, format="json")
@@ -170,10 +180,16 @@ def test_presigning_calls_no_aws_endpoint(api_client_for, users, project, s3_obj
     response = create(client, size=40 * MiB)
     assert response.status_code == 201, response.content
     assert response.json()["create_url"].startswith(f"{dead}/{s3_objects}/cp/uploads/")
-    parts = client.post(reverse("api-dataset-upload-parts"), {"upload": response.json()["upload"], "upload_id": "abc.DEF-1"}, format="json")
+    parts = client.post(
+        reverse("api-dataset-upload-parts"),
+        {"upload": response.json()["upload"], "upload_id": "abc.DEF-1"},
+        format="json",
+    )
     assert parts.status_code == 200, parts.content
     assert [p["size"] for p in parts.json()["parts"]] == [16 * MiB, 16 * MiB, 8 * MiB]
-    assert all("uploadId=abc.DEF-1" in p["url"] and f"partNumber={p['part_number']}" in p["url"] for p in parts.json()["parts"])
+    assert all(
+        "uploadId=abc.DEF-1" in p["url"] and f"partNumber={p['part_number']}" in p["url"] for p in parts.json()["parts"]
+    )
     assert "uploadId=abc.DEF-1" in parts.json()["complete_url"]
 
 
@@ -192,7 +208,9 @@ def test_presigning_calls_no_aws_endpoint(api_client_for, users, project, s3_obj
         ({"size": "lots"}, "size", "valid integer"),
     ],
 )
-def test_create_refuses_bad_input_naming_the_field(api_client_for, users, project, s3_objects, settings, fields, field, words) -> None:
+def test_create_refuses_bad_input_naming_the_field(
+    api_client_for, users, project, s3_objects, settings, fields, field, words
+) -> None:
     settings.DATASET_MAX_UPLOAD_BYTES = 2_000_000
     response = create(api_client_for(users.data_scientist), **fields)
     assert response.status_code == 400
@@ -209,7 +227,9 @@ def test_only_roles_that_register_datasets_may_upload(api_client_for, users, pro
     assert create(api_client_for(None)).status_code == 401
     ticket = create(api_client_for(users.data_scientist)).json()["upload"]
     for name in ("api-dataset-upload-parts", "api-dataset-upload-complete"):
-        response = api_client_for(users.approver).post(reverse(name), {"upload": ticket, "upload_id": "x"}, format="json")
+        response = api_client_for(users.approver).post(
+            reverse(name), {"upload": ticket, "upload_id": "x"}, format="json"
+        )
         assert response.status_code == 403
 
 
@@ -222,10 +242,25 @@ def test_tickets_cannot_be_forged_shared_or_stretched(api_client_for, users, pro
     forged = signing.dumps({**body, "key": "datasets/sha256/aa/overwrite.csv"}, salt="not-ours")
     cases = [
         (client, {"upload": forged, "upload_id": "x"}, "upload", "not an upload ticket this portal issued"),
-        (api_client_for(users.admin), {"upload": created["upload"], "upload_id": "x"}, "upload", "started by another user"),
+        (
+            api_client_for(users.admin),
+            {"upload": created["upload"], "upload_id": "x"},
+            "upload",
+            "started by another user",
+        ),
         (client, {"upload": created["upload"], "upload_id": "has space"}, "upload_id", "expected the UploadId"),
-        (client, {"upload": created["upload"], "upload_id": "x", "part_numbers": [4]}, "part_numbers", "parts 1 to 3; 4"),
-        (client, {"upload": created["upload"], "upload_id": "x", "part_numbers": list(range(1, 102))}, "part_numbers", "no more than 100"),
+        (
+            client,
+            {"upload": created["upload"], "upload_id": "x", "part_numbers": [4]},
+            "part_numbers",
+            "parts 1 to 3; 4",
+        ),
+        (
+            client,
+            {"upload": created["upload"], "upload_id": "x", "part_numbers": list(range(1, 102))},
+            "part_numbers",
+            "no more than 100",
+        ),
     ]
     for who, payload, field, words in cases:
         response = who.post(parts_url, payload, format="json")
@@ -266,11 +301,19 @@ def test_sweep_leaves_uploads_younger_than_their_ticket() -> None:
     store = S3ObjectStore("bucket", "cp", client=client, region="us-east-1")
     now = timezone.now()
     with Stubber(client) as stub:
-        stub.add_response("list_multipart_uploads", {"Uploads": [
-            {"Key": "cp/uploads/old/a.csv", "UploadId": "old", "Initiated": now - timedelta(hours=25)},
-            {"Key": "cp/uploads/new/b.csv", "UploadId": "new", "Initiated": now - timedelta(hours=23)},
-        ]}, {"Bucket": "bucket", "Prefix": "cp/uploads/"})
-        stub.add_response("abort_multipart_upload", {}, {"Bucket": "bucket", "Key": "cp/uploads/old/a.csv", "UploadId": "old"})
+        stub.add_response(
+            "list_multipart_uploads",
+            {
+                "Uploads": [
+                    {"Key": "cp/uploads/old/a.csv", "UploadId": "old", "Initiated": now - timedelta(hours=25)},
+                    {"Key": "cp/uploads/new/b.csv", "UploadId": "new", "Initiated": now - timedelta(hours=23)},
+                ]
+            },
+            {"Bucket": "bucket", "Prefix": "cp/uploads/"},
+        )
+        stub.add_response(
+            "abort_multipart_upload", {}, {"Bucket": "bucket", "Key": "cp/uploads/old/a.csv", "UploadId": "old"}
+        )
         aborted = s3_store.multipart_abort_stale(store, "uploads/", initiated_before=now - uploads.TICKET_MAX_AGE)
         stub.assert_no_pending_responses()
     assert aborted == ["uploads/old/a.csv"]

@@ -40,19 +40,30 @@ def test_upload_profile_derive_lineage_export(celery_worker, api_client_for, use
 
     launched = client.post(
         reverse("api-run-transform-create"),
-        {"inputs": [version["id"]], "recipe": "split", "parameters": {"test_fraction": 0.25, "seed": 7, "stratify_column": "target"}},
+        {
+            "inputs": [version["id"]],
+            "recipe": "split",
+            "parameters": {"test_fraction": 0.25, "seed": 7, "stratify_column": "target"},
+        },
         format="json",
     )
     assert launched.status_code == 201, launched.content
     run_id = launched.json()["id"]
-    run = wait_for(lambda: Run.objects.filter(pk=run_id, status__in=["succeeded", "failed"]).first(), timeout=180, what="the split run")
+    run = wait_for(
+        lambda: Run.objects.filter(pk=run_id, status__in=["succeeded", "failed"]).first(),
+        timeout=180,
+        what="the split run",
+    )
     assert run.status == "succeeded", run.status_reason
     assert [e.to_status for e in run.events.all()] == ["queued", "starting", "running", "succeeded"]
 
     outputs = {v.dataset.slug: v for v in DatasetVersion.objects.filter(produced_by=run).select_related("dataset")}
     assert set(outputs) == {"breast-cancer-split-train", "breast-cancer-split-test"}
     assert outputs["breast-cancer-split-train"].row_count + outputs["breast-cancer-split-test"].row_count == 569
-    assert outputs["breast-cancer-split-test"].row_count == round(569 * 0.25) or abs(outputs["breast-cancer-split-test"].row_count - 142) <= 1
+    assert (
+        outputs["breast-cancer-split-test"].row_count == round(569 * 0.25)
+        or abs(outputs["breast-cancer-split-test"].row_count - 142) <= 1
+    )
     logs = client.get(reverse("api-run-logs", args=[run_id])).json()["lines"]
     assert any("rows_out" in line for line in logs), logs
 
@@ -66,15 +77,23 @@ def test_upload_profile_derive_lineage_export(celery_worker, api_client_for, use
     events = client.get(reverse("api-lineage-openlineage", args=[test_node])).json()
     assert len(events) == 1 and events[0]["eventType"] == "COMPLETE"
     assert events[0]["run"]["runId"] == str(run.uuid)
-    assert {o["facets"]["version"]["datasetVersion"] for o in events[0]["outputs"]} == {v.sha256 for v in outputs.values()}
+    assert {o["facets"]["version"]["datasetVersion"] for o in events[0]["outputs"]} == {
+        v.sha256 for v in outputs.values()
+    }
 
     # Deriving again with the same inputs and seed gives the very same bytes: the same versions.
     again = client.post(
         reverse("api-run-transform-create"),
-        {"inputs": [version["id"]], "recipe": "split", "parameters": {"test_fraction": 0.25, "seed": 7, "stratify_column": "target"}},
+        {
+            "inputs": [version["id"]],
+            "recipe": "split",
+            "parameters": {"test_fraction": 0.25, "seed": 7, "stratify_column": "target"},
+        },
         format="json",
     ).json()
-    wait_for(lambda: Run.objects.filter(pk=again["id"], status="succeeded").exists(), timeout=180, what="the second split")
+    wait_for(
+        lambda: Run.objects.filter(pk=again["id"], status="succeeded").exists(), timeout=180, what="the second split"
+    )
     assert DatasetVersion.objects.filter(dataset__slug="breast-cancer-split-test").count() == 1
 
 
@@ -88,17 +107,25 @@ def test_bad_transform_parameters_name_the_parameter(api_client_for, users, proj
         ({"colour": "red"}, "parameters.colour", "unknown parameter"),
     ]
     for parameters, field, words in cases:
-        response = client.post(reverse("api-run-transform-create"), {"inputs": [version["id"]], "recipe": "split", "parameters": parameters}, format="json")
+        response = client.post(
+            reverse("api-run-transform-create"),
+            {"inputs": [version["id"]], "recipe": "split", "parameters": parameters},
+            format="json",
+        )
         assert response.status_code == 400, response.content
         assert words in " ".join(response.json()["error"]["fields"][field]), response.json()
-    response = client.post(reverse("api-run-transform-create"), {"inputs": [version["id"]], "recipe": "nope"}, format="json")
+    response = client.post(
+        reverse("api-run-transform-create"), {"inputs": [version["id"]], "recipe": "nope"}, format="json"
+    )
     assert response.status_code == 400 and "recipe" in response.json()["error"]["fields"]
     response = client.post(reverse("api-run-transform-create"), {"inputs": [999999], "recipe": "split"}, format="json")
     assert response.status_code == 400 and "inputs" in response.json()["error"]["fields"]
     assert not Run.objects.exists()
 
 
-def test_file_and_folder_registration_through_the_worker(celery_worker, api_client_for, users, project, cancer_csv) -> None:
+def test_file_and_folder_registration_through_the_worker(
+    celery_worker, api_client_for, users, project, cancer_csv
+) -> None:
     root = Path(settings.DATASET_FILE_ROOTS[0])
     # A fresh folder each time: the allowed root outlives a test run.
     folder = root / f"events-{uuid.uuid4().hex[:8]}" / "2026-11-28"
@@ -111,10 +138,16 @@ def test_file_and_folder_registration_through_the_worker(celery_worker, api_clie
     client = api_client_for(users.data_scientist)
 
     def register(uri: str) -> DatasetRegistration:
-        response = client.post(reverse("api-dataset-registration-create"), {"project": "cancer", "dataset": "events", "uri": uri}, format="json")
+        response = client.post(
+            reverse("api-dataset-registration-create"),
+            {"project": "cancer", "dataset": "events", "uri": uri},
+            format="json",
+        )
         assert response.status_code == 202, response.content
         return wait_for(
-            lambda: DatasetRegistration.objects.filter(pk=response.json()["id"], status__in=["succeeded", "failed"]).first(),
+            lambda: DatasetRegistration.objects.filter(
+                pk=response.json()["id"], status__in=["succeeded", "failed"]
+            ).first(),
             timeout=120,
             what=f"registration of {uri}",
         )
@@ -134,21 +167,29 @@ def test_file_and_folder_registration_through_the_worker(celery_worker, api_clie
     assert changed.created_new_version and changed.version.number == 2
 
     file_version = register(single.as_uri())
-    assert file_version.status == "succeeded" and file_version.version.row_count == 569 and file_version.version.source == "file"
+    assert (
+        file_version.status == "succeeded"
+        and file_version.version.row_count == 569
+        and file_version.version.source == "file"
+    )
 
     missing = register((folder.parent / "nope.csv").as_uri())
     assert missing.status == "failed" and "no file or folder" in missing.error
     assert DatasetVersion.objects.filter(dataset__slug="events").count() == 3
 
 
-def test_a_profile_whose_message_was_lost_is_queued_again_by_the_periodic_job(celery_worker, api_client_for, users, project, cancer_csv, monkeypatch) -> None:
+def test_a_profile_whose_message_was_lost_is_queued_again_by_the_periodic_job(
+    celery_worker, api_client_for, users, project, cancer_csv, monkeypatch
+) -> None:
     from datetime import timedelta
 
     from django.utils import timezone
 
     from lineage import services
 
-    version = upload(api_client_for(users.data_scientist), project="cancer", dataset="bc", name="bc.csv", content=cancer_csv).json()
+    version = upload(
+        api_client_for(users.data_scientist), project="cancer", dataset="bc", name="bc.csv", content=cancer_csv
+    ).json()
     wait_profile(version["id"])
     # What a lost message leaves behind: a profile still queued, with nobody working on it.
     DatasetProfile.objects.filter(version_id=version["id"]).update(status="queued", profile=None, progress=0)

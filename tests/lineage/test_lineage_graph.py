@@ -143,7 +143,10 @@ def test_the_page_and_the_api_show_plus_n_more(popular, client, api_client_for, 
     expanded = client.get(reverse("lineage", args=[focus]), {"expand": "1"}).context["graph"]
     assert len([n for n in expanded["nodes"] if n["id"].startswith("run:")]) == 300
     body = api_client_for(users.finance).get(reverse("api-lineage", args=[focus])).json()
-    assert body["more"] == [{"id": "more:1", "distance": 1, "count": 293}, {"id": "more:2", "distance": 2, "count": 293}]
+    assert body["more"] == [
+        {"id": "more:1", "distance": 1, "count": 293},
+        {"id": "more:2", "distance": 2, "count": 293},
+    ]
     assert len(body["nodes"]) == 15 and all(n["kind"] != "more" for n in body["nodes"])
 
 

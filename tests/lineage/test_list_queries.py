@@ -16,9 +16,15 @@ from tests.lineage.history import History
 pytestmark = pytest.mark.django_db
 
 LISTS = [
-    ("dataset-list", {}), ("run-list", {}), ("model-list", {}),
-    ("api-dataset-list", {}), ("api-run-list", {}), ("api-run-list", {"page_size": 500}), ("api-model-list", {}),
-    ("run-list", {"status": "succeeded", "kind": "training"}), ("api-run-list", {"creator": "dana", "project": "cancer"}),
+    ("dataset-list", {}),
+    ("run-list", {}),
+    ("model-list", {}),
+    ("api-dataset-list", {}),
+    ("api-run-list", {}),
+    ("api-run-list", {"page_size": 500}),
+    ("api-model-list", {}),
+    ("run-list", {"status": "succeeded", "kind": "training"}),
+    ("api-run-list", {"creator": "dana", "project": "cancer"}),
 ]
 
 
@@ -90,7 +96,11 @@ def test_a_bad_filter_is_a_400_naming_the_field(api_client_for, users, name, par
 
 @pytest.mark.parametrize(
     ("name", "params", "field"),
-    [("run-list", {"status": "finished"}, "status"), ("dataset-list", {"q": "q" * 201}, "q"), ("model-list", {"project": "p" * 64}, "project")],
+    [
+        ("run-list", {"status": "finished"}, "status"),
+        ("dataset-list", {"q": "q" * 201}, "q"),
+        ("model-list", {"project": "p" * 64}, "project"),
+    ],
 )
 def test_a_bad_filter_is_a_form_error_in_the_page(client, users, name, params, field) -> None:
     client.force_login(users.data_scientist)
@@ -105,8 +115,16 @@ def test_filters_select_the_same_runs_in_the_page_and_the_api(client, api_client
     elsewhere.add_datasets(1)
     elsewhere.add_runs(2, with_models=False)
     client.force_login(users.data_scientist)
-    for params in ({"project": "other"}, {"creator": "dana"}, {"status": "failed"}, {"kind": "training", "project": "cancer"}):
+    for params in (
+        {"project": "other"},
+        {"creator": "dana"},
+        {"status": "failed"},
+        {"kind": "training", "project": "cancer"},
+    ):
         page = [run.pk for run in client.get(reverse("run-list"), params).context["page"]]
-        api = [row["id"] for row in api_client_for(users.data_scientist).get(reverse("api-run-list"), params).json()["results"]]
+        api = [
+            row["id"]
+            for row in api_client_for(users.data_scientist).get(reverse("api-run-list"), params).json()["results"]
+        ]
         assert page == api, params
     assert len([r for r in client.get(reverse("run-list"), {"project": "other"}).context["page"]]) == 2

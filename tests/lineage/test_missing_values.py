@@ -16,8 +16,11 @@ COUNTRIES = b"country,visits\nNA,3\nNO,4\nNA,5\nNone,6\n,7\n"
 
 def upload(users, project, content=COUNTRIES, **extra):
     return services.dataset_version_upload(
-        actor=users.data_scientist, project=project, dataset="countries",
-        upload=SimpleUploadedFile("countries.csv", content), **extra,
+        actor=users.data_scientist,
+        project=project,
+        dataset="countries",
+        upload=SimpleUploadedFile("countries.csv", content),
+        **extra,
     )
 
 
@@ -52,7 +55,9 @@ def test_the_api_takes_the_markers_and_answers_400_naming_the_field(api_client_f
     from tests.lineage.conftest import upload as api_upload
 
     client = api_client_for(users.data_scientist)
-    created = api_upload(client, project="cancer", dataset="countries", name="c.csv", content=COUNTRIES, missing_values="NA")
+    created = api_upload(
+        client, project="cancer", dataset="countries", name="c.csv", content=COUNTRIES, missing_values="NA"
+    )
     assert created.status_code == 201 and created.json()["missing_values"] == ["", "NA"]
     bad = api_upload(client, project="cancer", dataset="other", name="c.csv", content=COUNTRIES, missing_values='"x"')
     assert bad.status_code == 400 and list(bad.json()["error"]["fields"]) == ["missing_values"]
@@ -61,8 +66,11 @@ def test_the_api_takes_the_markers_and_answers_400_naming_the_field(api_client_f
 def test_the_profile_reads_the_version_with_its_markers(users, project) -> None:
     plain, _ = upload(users, project)
     named, _ = services.dataset_version_upload(
-        actor=users.data_scientist, project=project, dataset="countries-na",
-        upload=SimpleUploadedFile("countries.csv", COUNTRIES), missing_values="NA",
+        actor=users.data_scientist,
+        project=project,
+        dataset="countries-na",
+        upload=SimpleUploadedFile("countries.csv", COUNTRIES),
+        missing_values="NA",
     )
     for version in (plain, named):
         services.dataset_profile_run(version_id=version.pk)
@@ -76,10 +84,16 @@ def test_the_register_page_takes_the_markers_and_the_version_page_shows_them(cli
     from pytest_django.asserts import assertInHTML
 
     client.force_login(users.data_scientist)
-    response = client.post(reverse("dataset-register"), {
-        "project": "cancer", "dataset": "countries", "missing_values": "NA",
-        "file": SimpleUploadedFile("countries.csv", COUNTRIES),
-    }, follow=True)
+    response = client.post(
+        reverse("dataset-register"),
+        {
+            "project": "cancer",
+            "dataset": "countries",
+            "missing_values": "NA",
+            "file": SimpleUploadedFile("countries.csv", COUNTRIES),
+        },
+        follow=True,
+    )
     version = DatasetVersion.objects.get(dataset__slug="countries")
     assert version.missing_values == ["", "NA"]
     assertInHTML('<dd data-testid="missing-values">empty fields, <code>NA</code></dd>', response.content.decode())

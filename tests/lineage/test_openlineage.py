@@ -99,7 +99,11 @@ def graph(users: Any) -> Graph:
         version=raw,
         status=DatasetProfile.Status.READY,
         profile={
-            "schema": [{"name": "age", "type": "int64"}, {"name": "income", "type": "float64"}, {"name": "churned", "type": "bool"}],
+            "schema": [
+                {"name": "age", "type": "int64"},
+                {"name": "income", "type": "float64"},
+                {"name": "churned", "type": "bool"},
+            ],
             "row_count": 100,
         },
     )
@@ -234,7 +238,9 @@ def test_events_for_an_output_version_include_the_run_with_its_input_and_output(
     ]
     # A ready profile gives the column types.
     assert [(f["name"], f.get("type")) for f in source["facets"]["schema"]["fields"]] == [
-        ("age", "int64"), ("income", "float64"), ("churned", "bool")
+        ("age", "int64"),
+        ("income", "float64"),
+        ("churned", "bool"),
     ]
 
     [made] = event["outputs"]
@@ -245,7 +251,9 @@ def test_events_for_an_output_version_include_the_run_with_its_input_and_output(
     assert made["facets"]["symlinks"] == source["facets"]["symlinks"]
     # No profile yet: the column names, without types.
     assert [(f["name"], f.get("type")) for f in made["facets"]["schema"]["fields"]] == [
-        ("age", None), ("income", None), ("churned", None)
+        ("age", None),
+        ("income", None),
+        ("churned", None),
     ]
 
 
@@ -339,8 +347,14 @@ def test_the_controlplane_run_facet_says_how_to_make_the_run_again(graph: Graph)
 def test_lineage_walks_both_ways_orders_by_time_and_skips_unknown_node_kinds(graph: Graph, users: Any) -> None:
     user = users.data_scientist
     training = _run(
-        graph.project, user, kind=Run.Kind.TRAINING, recipe="xgboost", status=Run.Status.RUNNING,
-        started_at=T0 + timedelta(hours=1), finished_at=None, seed=None,
+        graph.project,
+        user,
+        kind=Run.Kind.TRAINING,
+        recipe="xgboost",
+        status=Run.Status.RUNNING,
+        started_at=T0 + timedelta(hours=1),
+        finished_at=None,
+        seed=None,
     )
     RunInput.objects.create(run=training, dataset_version=graph.clean, channel="train")
     RunInput.objects.create(run=training, dataset_version=graph.clean, channel="validation")
@@ -358,7 +372,8 @@ def test_lineage_walks_both_ways_orders_by_time_and_skips_unknown_node_kinds(gra
     assert lineage_run_events(training.node_id) == from_raw
     # The run itself is included, and downstream runs too.
     assert [e["run"]["runId"] for e in lineage_run_events(graph.run.node_id)] == [
-        str(graph.run.uuid), str(training.uuid)
+        str(graph.run.uuid),
+        str(training.uuid),
     ]
 
     training_event = from_raw[1]

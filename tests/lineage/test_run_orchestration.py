@@ -15,8 +15,15 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def make_run(users, project):
     def make(**fields):
-        defaults = {"project": project, "kind": "training", "recipe": "logistic_regression", "recipe_version": "1",
-                    "recipe_fingerprint": "f" * 64, "created_by": users.data_scientist, "output_name": "m"}
+        defaults = {
+            "project": project,
+            "kind": "training",
+            "recipe": "logistic_regression",
+            "recipe_version": "1",
+            "recipe_fingerprint": "f" * 64,
+            "created_by": users.data_scientist,
+            "output_name": "m",
+        }
         return Run.objects.create(**{**defaults, **fields})
 
     return make
@@ -36,10 +43,17 @@ def test_a_run_stopped_before_its_job_existed_ends_stopped(make_run) -> None:
 
 
 def test_estimates_round_up_and_never_500(client, users) -> None:
-    cost, _ = selectors.run_cost_estimate(backend="sagemaker", instance_type="ml.c5.xlarge", instance_count=1, max_runtime_seconds=3600)
+    cost, _ = selectors.run_cost_estimate(
+        backend="sagemaker", instance_type="ml.c5.xlarge", instance_count=1, max_runtime_seconds=3600
+    )
     assert str(cost) == "0.21"  # $0.204 rounded up: an "at most" figure must not be rounded down
     client.force_login(users.data_scientist)
-    for query in ("backend=x", "instance_count=" + "9" * 30, "max_runtime_minutes=²", "backend=sagemaker&instance_type=nope"):
+    for query in (
+        "backend=x",
+        "instance_count=" + "9" * 30,
+        "max_runtime_minutes=²",
+        "backend=sagemaker&instance_type=nope",
+    ):
         response = client.get(reverse("run-estimate") + "?" + query)
         assert response.status_code == 200 and 'class="error"' in response.content.decode(), query
     assert client.get(reverse("run-compare") + "?run=²&run=" + "9" * 23).status_code == 302

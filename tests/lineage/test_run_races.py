@@ -40,10 +40,16 @@ def queued_run(users, project, train_version):
     def make(recipe: str = "logistic_regression", **parameters) -> Run:
         spec = recipe_registry.get_recipe(recipe)
         run = Run.objects.create(
-            project=project, kind="training", recipe=recipe, recipe_version=spec.version,
+            project=project,
+            kind="training",
+            recipe=recipe,
+            recipe_version=spec.version,
             recipe_fingerprint=recipe_registry.recipe_fingerprint(spec),
-            parameters={"target": "target", "seed": 7, **parameters}, seed=7, output_name="bc-model",
-            created_by=users.data_scientist, enqueued_at=timezone.now(),
+            parameters={"target": "target", "seed": 7, **parameters},
+            seed=7,
+            output_name="bc-model",
+            created_by=users.data_scientist,
+            enqueued_at=timezone.now(),
         )
         RunInput.objects.create(run=run, dataset_version=train_version, channel="train")
         RunEvent.objects.create(run=run, from_status="", to_status="queued", reason="launched")
@@ -94,7 +100,9 @@ def test_a_start_whose_worker_died_is_taken_over_once_its_lease_expired(queued_r
     # The first worker wakes up: its lease is gone, so it can neither record a job nor fail the run.
     with pytest.raises(LostLease):
         runs.RUN_MACHINE.renew(run.pk, first)
-    assert runs.run_transition(run_id=run.pk, action="fail", attempt=first, quiet=True, reason="late").status != "failed"
+    assert (
+        runs.run_transition(run_id=run.pk, action="fail", attempt=first, quiet=True, reason="late").status != "failed"
+    )
 
 
 def test_two_poll_chain_restarts_never_share_a_generation(queued_run) -> None:
@@ -161,8 +169,11 @@ def test_a_stop_racing_the_start_leaves_no_job_running(celery_worker, queued_run
     else:
         # Stopped while starting or after: the start itself, or the real worker's stop task, stops the job.
         backend = runs.training_backend_for(run)
-        wait_for(lambda: backend.describe(Run.objects.get(pk=run.pk).backend_job_id).state == "stopped", timeout=60,
-                 what="the job to stop")
+        wait_for(
+            lambda: backend.describe(Run.objects.get(pk=run.pk).backend_job_id).state == "stopped",
+            timeout=60,
+            what="the job to stop",
+        )
 
 
 def test_the_sweep_queues_again_only_starts_whose_lease_expired(queued_run) -> None:
@@ -216,9 +227,12 @@ def _lay_job_like_a_worker_that_then_died(run: Run) -> str:
         version = run.inputs.get().dataset_version
         paths = stack.enter_context(services.version_local_files(version))
         spec = JobSpec(
-            run_id=str(run.pk), recipe=recipe_registry.get_recipe(run.recipe), hyperparameters=run_execution.job_hyperparameters(run),
+            run_id=str(run.pk),
+            recipe=recipe_registry.get_recipe(run.recipe),
+            hyperparameters=run_execution.job_hyperparameters(run),
             inputs=[InputFile(channel="train", path=paths[0], filename="bc-v1-0000.csv")],
-            work_dir=runs.work_dir_for(run), tags={},
+            work_dir=runs.work_dir_for(run),
+            tags={},
         )
         Run.objects.filter(pk=run.pk, attempt=attempt).update(expected_job_id=backend.job_id_for(spec))
         job_id = backend.start(spec)

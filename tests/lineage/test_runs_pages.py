@@ -13,12 +13,25 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def two_runs(users, project):
-    common = {"project": project, "kind": "training", "recipe": "random_forest", "recipe_version": "1",
-              "recipe_fingerprint": "f" * 64, "status": "succeeded", "created_by": users.data_scientist}
-    first = Run.objects.create(parameters={"n_estimators": 100, "seed": 1},
-                               metrics={"accuracy": [{"value": 0.91}], "f1": [{"value": 0.90}]}, **common)
-    second = Run.objects.create(parameters={"n_estimators": 500, "seed": 1},
-                                metrics={"accuracy": [{"value": 0.95}], "f1": [{"value": 0.94}]}, **common)
+    common = {
+        "project": project,
+        "kind": "training",
+        "recipe": "random_forest",
+        "recipe_version": "1",
+        "recipe_fingerprint": "f" * 64,
+        "status": "succeeded",
+        "created_by": users.data_scientist,
+    }
+    first = Run.objects.create(
+        parameters={"n_estimators": 100, "seed": 1},
+        metrics={"accuracy": [{"value": 0.91}], "f1": [{"value": 0.90}]},
+        **common,
+    )
+    second = Run.objects.create(
+        parameters={"n_estimators": 500, "seed": 1},
+        metrics={"accuracy": [{"value": 0.95}], "f1": [{"value": 0.94}]},
+        **common,
+    )
     return first, second
 
 
@@ -26,14 +39,20 @@ def test_compare_shows_parameters_metrics_and_a_chart(client, users, two_runs) -
     first, second = two_runs
     client.force_login(users.finance)
     response = client.get(reverse("run-compare"), {"run": [first.pk, second.pk]})
-    assertContains(response, '<tr class="differs"><td><code>n_estimators</code></td><td>100</td><td>500</td></tr>', html=True)
+    assertContains(
+        response, '<tr class="differs"><td><code>n_estimators</code></td><td>100</td><td>500</td></tr>', html=True
+    )
     assertContains(response, "<tr><td><code>seed</code></td><td>1</td><td>1</td></tr>", html=True)
     assertContains(response, "<tr><td><code>accuracy</code></td><td>0.91</td><td>0.95</td></tr>", html=True)
     assertContains(response, '<div class="chart wide-chart" data-figure="compare-chart"></div>', html=True)
     # The chart's numbers, for the page's plotly.js to draw.
     assert response.context["chart"]["figure"] == {
-        "kind": "compare", "metrics": ["accuracy", "f1"],
-        "series": [{"name": f"run {first.pk}", "values": [0.91, 0.90]}, {"name": f"run {second.pk}", "values": [0.95, 0.94]}],
+        "kind": "compare",
+        "metrics": ["accuracy", "f1"],
+        "series": [
+            {"name": f"run {first.pk}", "values": [0.91, 0.90]},
+            {"name": f"run {second.pk}", "values": [0.95, 0.94]},
+        ],
     }
 
 
@@ -49,14 +68,20 @@ def test_runs_list_filters(client, api_client_for, users, two_runs) -> None:
     client.force_login(users.approver)
     response = client.get(reverse("run-list"), {"status": "failed"})
     assert [run.pk for run in response.context["page"]] == [second.pk]
-    body = api_client_for(users.approver).get(reverse("api-run-list"), {"creator": "dana", "status": "succeeded"}).json()
+    body = (
+        api_client_for(users.approver).get(reverse("api-run-list"), {"creator": "dana", "status": "succeeded"}).json()
+    )
     assert [r["id"] for r in body["results"]] == [first.pk]
 
 
-def test_runs_page_offers_a_new_training_run_to_those_who_may_launch(client, users, project, cancer_csv, api_client_for) -> None:
+def test_runs_page_offers_a_new_training_run_to_those_who_may_launch(
+    client, users, project, cancer_csv, api_client_for
+) -> None:
     from tests.lineage.conftest import upload
 
-    version = upload(api_client_for(users.data_scientist), project="cancer", dataset="bc", name="bc.csv", content=cancer_csv).json()
+    version = upload(
+        api_client_for(users.data_scientist), project="cancer", dataset="bc", name="bc.csv", content=cancer_csv
+    ).json()
     client.force_login(users.data_scientist)
     response = client.get(reverse("run-list"))
     assertContains(response, 'data-testid="new-training-run"', count=1)

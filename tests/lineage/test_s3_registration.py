@@ -24,14 +24,18 @@ def raw_bucket(aws_env, moto_server, settings) -> str:
 
 
 def request_and_run(client, uri: str) -> DatasetRegistration:
-    response = client.post(reverse("api-dataset-registration-create"), {"project": "cancer", "dataset": "raw", "uri": uri}, format="json")
+    response = client.post(
+        reverse("api-dataset-registration-create"), {"project": "cancer", "dataset": "raw", "uri": uri}, format="json"
+    )
     assert response.status_code == 202, response.content
     # The worker's code path, run here so the test process's AWS settings point at moto.
     services.dataset_registration_run(registration_id=response.json()["id"])
     return DatasetRegistration.objects.get(pk=response.json()["id"])
 
 
-def test_single_object_records_etag_version_and_hash(api_client_for, users, project, raw_bucket, cancer_csv, moto_server) -> None:
+def test_single_object_records_etag_version_and_hash(
+    api_client_for, users, project, raw_bucket, cancer_csv, moto_server
+) -> None:
     s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
     put = s3.put_object(Bucket=raw_bucket, Key="exports/bc.csv", Body=cancer_csv)
     registration = request_and_run(api_client_for(users.data_scientist), "s3://raw-events/exports/bc.csv")
@@ -47,13 +51,20 @@ def test_prefix_becomes_a_hashed_manifest(api_client_for, users, project, raw_bu
     s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
     lines = cancer_csv.splitlines(keepends=True)
     for hour in range(3):
-        s3.put_object(Bucket=raw_bucket, Key=f"firehose/2026/11/28/{hour:02d}/events.csv", Body=lines[0] + b"".join(lines[1 + hour * 100 : 101 + hour * 100]))
+        s3.put_object(
+            Bucket=raw_bucket,
+            Key=f"firehose/2026/11/28/{hour:02d}/events.csv",
+            Body=lines[0] + b"".join(lines[1 + hour * 100 : 101 + hour * 100]),
+        )
     client = api_client_for(users.data_scientist)
     first = request_and_run(client, "s3://raw-events/firehose/2026/11/28/")
     assert first.status == "succeeded", first.error
     version = first.version
-    assert version.format == "manifest" and version.object_count == 3 and version.size == sum(
-        o["Size"] for o in s3.list_objects_v2(Bucket=raw_bucket, Prefix="firehose/")["Contents"]
+    assert (
+        version.format == "manifest"
+        and version.object_count == 3
+        and version.size
+        == sum(o["Size"] for o in s3.list_objects_v2(Bucket=raw_bucket, Prefix="firehose/")["Contents"])
     )
     services.dataset_profile_run(version_id=version.pk)
     version.profile.refresh_from_db()

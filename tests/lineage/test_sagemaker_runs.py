@@ -34,9 +34,20 @@ def model_tar(metrics: dict[str, float]) -> bytes:
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
         for name, body in (
             ("model.joblib", b"not really a model, but bytes to hash"),
-            ("model.json", json.dumps({"recipe": "logistic_regression", "target": "target", "task": "classification",
-                                       "features": ["a", "b"], "feature_types": {"a": "float", "b": "float"},
-                                       "classes": [0, 1], "metrics": metrics}).encode()),
+            (
+                "model.json",
+                json.dumps(
+                    {
+                        "recipe": "logistic_regression",
+                        "target": "target",
+                        "task": "classification",
+                        "features": ["a", "b"],
+                        "feature_types": {"a": "float", "b": "float"},
+                        "classes": [0, 1],
+                        "metrics": metrics,
+                    }
+                ).encode(),
+            ),
         ):
             info = tarfile.TarInfo(name)
             info.size = len(body)
@@ -44,13 +55,22 @@ def model_tar(metrics: dict[str, float]) -> bytes:
     return buffer.getvalue()
 
 
-def test_sagemaker_run_from_launch_to_model_version(api_client_for, users, project, cancer_csv, sagemaker_settings, moto_server) -> None:
+def test_sagemaker_run_from_launch_to_model_version(
+    api_client_for, users, project, cancer_csv, sagemaker_settings, moto_server
+) -> None:
     client = api_client_for(users.data_scientist)
     train = upload(client, project="cancer", dataset="bc", name="bc.csv", content=cancer_csv).json()
     response = client.post(
         reverse("api-run-training-create"),
-        {"recipe": "logistic_regression", "train": train["id"], "target": "target", "backend": "sagemaker",
-         "instance_type": "ml.m5.xlarge", "max_runtime_seconds": 1800, "model_name": "bc-sm"},
+        {
+            "recipe": "logistic_regression",
+            "train": train["id"],
+            "target": "target",
+            "backend": "sagemaker",
+            "instance_type": "ml.m5.xlarge",
+            "max_runtime_seconds": 1800,
+            "model_name": "bc-sm",
+        },
         format="json",
     )
     assert response.status_code == 201, response.content
@@ -77,10 +97,14 @@ def test_sagemaker_run_from_launch_to_model_version(api_client_for, users, proje
     stream = f"{run.backend_job_id}/algo-1-1700000000"
     logs.create_log_stream(logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=stream)
     now = int(time.time() * 1000)
-    logs.put_log_events(logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=stream, logEvents=[
-        {"timestamp": now, "message": "metric: cv_accuracy=0.95; fold=1"},
-        {"timestamp": now + 1, "message": "metric: accuracy=0.9649; step=1"},
-    ])
+    logs.put_log_events(
+        logGroupName="/aws/sagemaker/TrainingJobs",
+        logStreamName=stream,
+        logEvents=[
+            {"timestamp": now, "message": "metric: cv_accuracy=0.95; fold=1"},
+            {"timestamp": now + 1, "message": "metric: accuracy=0.9649; step=1"},
+        ],
+    )
     artifact = model_tar({"accuracy": 0.9649})
     bucket, key = job["ModelArtifacts"]["S3ModelArtifacts"].removeprefix("s3://").split("/", 1)
     sagemaker_settings.put_object(Bucket=bucket, Key=key, Body=artifact)
@@ -90,15 +114,27 @@ def test_sagemaker_run_from_launch_to_model_version(api_client_for, users, proje
     version = ModelVersion.objects.get(run=run)
     assert version.artifact_uri == job["ModelArtifacts"]["S3ModelArtifacts"]
     assert version.sha256 == hashlib.sha256(artifact).hexdigest() and version.metrics == {"accuracy": 0.9649}
-    # (moto replaces the job's MetricDefinitions, so parsing these lines is tested against Stubber responses in tests/workers.)
+    # (moto replaces the job's MetricDefinitions, so parsing these lines is tested against Stubber responses in
+    # tests/workers.)
     assert "metric: accuracy=0.9649; step=1" in client.get(reverse("api-run-logs", args=[run.pk])).json()["lines"]
 
 
-def test_sagemaker_not_configured_fails_the_launch_clearly(api_client_for, users, project, cancer_csv, settings) -> None:
+def test_sagemaker_not_configured_fails_the_launch_clearly(
+    api_client_for, users, project, cancer_csv, settings
+) -> None:
     settings.SAGEMAKER_ROLE_ARN = "arn:aws:iam::123456789012:role/x"
     settings.SAGEMAKER_S3_URL = ""
     client = api_client_for(users.data_scientist)
     train = upload(client, project="cancer", dataset="bc", name="bc.csv", content=cancer_csv).json()
-    response = client.post(reverse("api-run-training-create"), {"recipe": "logistic_regression", "train": train["id"], "target": "target",
-                                                               "backend": "sagemaker", "instance_type": "ml.m5.large"}, format="json")
+    response = client.post(
+        reverse("api-run-training-create"),
+        {
+            "recipe": "logistic_regression",
+            "train": train["id"],
+            "target": "target",
+            "backend": "sagemaker",
+            "instance_type": "ml.m5.large",
+        },
+        format="json",
+    )
     assert response.status_code == 400 and "s3:// OBJECT_STORE_URL" in response.json()["error"]["fields"]["backend"][0]

@@ -32,10 +32,16 @@ def launch(client, **body):
 
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
-def test_train_register_and_reproduce_on_the_local_backend(celery_worker, api_client_for, users, project, cancer_csv) -> None:
+def test_train_register_and_reproduce_on_the_local_backend(
+    celery_worker, api_client_for, users, project, cancer_csv
+) -> None:
     client = api_client_for(users.data_scientist)
     data = upload(client, project="cancer", dataset="bc", name="bc.csv", content=cancer_csv).json()
-    wait_for(lambda: DatasetProfile.objects.filter(version_id=data["id"], status="ready").exists(), timeout=120, what="profile")
+    wait_for(
+        lambda: DatasetProfile.objects.filter(version_id=data["id"], status="ready").exists(),
+        timeout=120,
+        what="profile",
+    )
 
     response = launch(client, train=data["id"], hyperparameters={"C": 0.5, "max_iter": 500}, model_name="bc-logreg")
     assert response.status_code == 201, response.content
@@ -45,7 +51,9 @@ def test_train_register_and_reproduce_on_the_local_backend(celery_worker, api_cl
 
     from django.conf import settings
 
-    expected = (Decimal(str(settings.LOCAL_CPU_HOUR_PRICE)) * settings.LOCAL_TRAINING_CPUS).quantize(Decimal("0.01"), rounding=ROUND_CEILING)
+    expected = (Decimal(str(settings.LOCAL_CPU_HOUR_PRICE)) * settings.LOCAL_TRAINING_CPUS).quantize(
+        Decimal("0.01"), rounding=ROUND_CEILING
+    )
     assert Decimal(response.json()["estimated_cost"]) == expected
     run = finished(response.json()["id"])
     assert run.status == "succeeded", run.status_reason
@@ -59,7 +67,9 @@ def test_train_register_and_reproduce_on_the_local_backend(celery_worker, api_cl
     assert version.target == "target" and len(version.input_schema) == 30
     assert 0.9 < version.metrics["accuracy"] <= 1.0 and "roc_auc" in version.metrics
     metrics = client.get(reverse("api-run-metrics", args=[run.pk])).json()
-    assert len(metrics["series"]["cv_accuracy_fold"]) == 5 and metrics["final"]["accuracy"] == pytest.approx(version.metrics["accuracy"], abs=1e-6)
+    assert len(metrics["series"]["cv_accuracy_fold"]) == 5 and metrics["final"]["accuracy"] == pytest.approx(
+        version.metrics["accuracy"], abs=1e-6
+    )
     # The run reports the folds' mean (and deviation), never the last fold's score, and leaves the folds out of "final".
     folds = [point["value"] for point in metrics["series"]["cv_accuracy_fold"]]
     assert metrics["final"]["cv_accuracy"] == pytest.approx(sum(folds) / 5, abs=1e-6)
@@ -88,10 +98,16 @@ def test_train_register_and_reproduce_on_the_local_backend(celery_worker, api_cl
 def test_stop_a_running_local_run(celery_worker, api_client_for, users, project, cancer_csv) -> None:
     client = api_client_for(users.data_scientist)
     data = upload(client, project="cancer", dataset="bc", name="bc.csv", content=cancer_csv).json()
-    response = launch(client, train=data["id"], recipe="random_forest",
-                      hyperparameters={"task": "classification", "n_estimators": 2000, "cv_folds": 10})
+    response = launch(
+        client,
+        train=data["id"],
+        recipe="random_forest",
+        hyperparameters={"task": "classification", "n_estimators": 2000, "cv_folds": 10},
+    )
     run_id = response.json()["id"]
-    wait_for(lambda: Run.objects.filter(pk=run_id, status="running").exists(), timeout=120, what="the run to be running")
+    wait_for(
+        lambda: Run.objects.filter(pk=run_id, status="running").exists(), timeout=120, what="the run to be running"
+    )
     stopped = client.post(reverse("api-run-stop", args=[run_id]), {"reason": "changed my mind"}, format="json")
     assert stopped.status_code == 200 and stopped.json()["status"] == "stopping"
     run = finished(run_id, timeout=90)
@@ -105,11 +121,17 @@ def test_stop_a_running_local_run(celery_worker, api_client_for, users, project,
 
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
-def test_a_lost_local_process_is_detected_and_the_run_failed(celery_worker, api_client_for, users, project, cancer_csv) -> None:
+def test_a_lost_local_process_is_detected_and_the_run_failed(
+    celery_worker, api_client_for, users, project, cancer_csv
+) -> None:
     client = api_client_for(users.data_scientist)
     data = upload(client, project="cancer", dataset="bc", name="bc.csv", content=cancer_csv).json()
-    run_id = launch(client, train=data["id"], recipe="random_forest",
-                    hyperparameters={"task": "classification", "n_estimators": 2000, "cv_folds": 10}).json()["id"]
+    run_id = launch(
+        client,
+        train=data["id"],
+        recipe="random_forest",
+        hyperparameters={"task": "classification", "n_estimators": 2000, "cv_folds": 10},
+    ).json()["id"]
     run = wait_for(lambda: Run.objects.filter(pk=run_id, status="running").first(), timeout=120, what="running")
     job = json.loads((services.work_dir_for(run) / "job.json").read_text())
     os.killpg(job["pid"], signal.SIGKILL)  # what a machine restart or OOM kill does to the job
@@ -118,7 +140,9 @@ def test_a_lost_local_process_is_detected_and_the_run_failed(celery_worker, api_
 
 
 @pytest.mark.django_db
-def test_bad_launch_input_names_the_field_and_creates_nothing(api_client_for, users, project, cancer_csv, settings) -> None:
+def test_bad_launch_input_names_the_field_and_creates_nothing(
+    api_client_for, users, project, cancer_csv, settings
+) -> None:
     client = api_client_for(users.data_scientist)
     train = upload(client, project="cancer", dataset="bc", name="bc.csv", content=cancer_csv).json()
     other = upload(client, project="cancer", dataset="other", name="o.csv", content=b"a,b\n1,2\n3,4\n").json()
@@ -150,20 +174,30 @@ def test_cost_estimate(api_client_for, users, settings) -> None:
     settings.SAGEMAKER_ROLE_ARN = "arn:aws:iam::123456789012:role/ControlPlaneSageMaker"
     settings.SAGEMAKER_S3_URL = "s3://bucket/sagemaker"
     client = api_client_for(users.finance)
-    body = client.get(reverse("api-run-estimate"), {"backend": "sagemaker", "instance_type": "ml.m5.xlarge", "instance_count": 2, "max_runtime_seconds": 7200}).json()
+    body = client.get(
+        reverse("api-run-estimate"),
+        {"backend": "sagemaker", "instance_type": "ml.m5.xlarge", "instance_count": 2, "max_runtime_seconds": 7200},
+    ).json()
     assert body["estimated_cost"] == "0.92" and "2 × ml.m5.xlarge" in body["explanation"]
     bad = client.get(reverse("api-run-estimate"), {"backend": "sagemaker", "instance_type": "ml.nope"})
     assert bad.status_code == 400 and "instance_type" in bad.json()["error"]["fields"]
 
 
 @pytest.mark.django_db
-def test_the_estimate_refuses_what_the_launch_refuses_in_the_users_unit(api_client_for, client, users, settings) -> None:
+def test_the_estimate_refuses_what_the_launch_refuses_in_the_users_unit(
+    api_client_for, client, users, settings
+) -> None:
     limit = settings.TRAINING_MAX_RUNTIME_SECONDS
     api = api_client_for(users.finance)
     too_long = api.get(reverse("api-run-estimate"), {"max_runtime_seconds": limit + 1})
-    assert too_long.status_code == 400 and f"and {limit} seconds" in too_long.json()["error"]["fields"]["max_runtime_seconds"][0]
+    assert (
+        too_long.status_code == 400
+        and f"and {limit} seconds" in too_long.json()["error"]["fields"]["max_runtime_seconds"][0]
+    )
     unconfigured = api.get(reverse("api-run-estimate"), {"backend": "sagemaker", "instance_type": "ml.m5.xlarge"})
-    assert unconfigured.status_code == 400 and "SAGEMAKER_ROLE_ARN" in unconfigured.json()["error"]["fields"]["backend"][0]
+    assert (
+        unconfigured.status_code == 400 and "SAGEMAKER_ROLE_ARN" in unconfigured.json()["error"]["fields"]["backend"][0]
+    )
     client.force_login(users.data_scientist)
     page = client.get(reverse("run-estimate"), {"max_runtime_minutes": limit // 60 + 1}).content.decode()
     assert f"expected 1 to {limit // 60} minutes" in page and "data-cost" not in page
@@ -171,7 +205,9 @@ def test_the_estimate_refuses_what_the_launch_refuses_in_the_users_unit(api_clie
 
 @pytest.mark.django_db
 def test_only_data_scientists_and_admins_launch_and_stop(api_client_for, users, project, cancer_csv) -> None:
-    train = upload(api_client_for(users.data_scientist), project="cancer", dataset="bc", name="bc.csv", content=cancer_csv).json()
+    train = upload(
+        api_client_for(users.data_scientist), project="cancer", dataset="bc", name="bc.csv", content=cancer_csv
+    ).json()
     for user in (users.approver, users.finance, users.outsider):
         assert launch(api_client_for(user), train=train["id"]).status_code == 403
     assert not Run.objects.exists()

@@ -438,7 +438,8 @@ def test_booleans_datetimes_and_infinities(tmp_path: Path) -> None:
     path = write(
         tmp_path,
         "kinds.csv",
-        "flag,when,ratio,code\nTrue,2024-01-01,1.5,007\nfalse,2024-01-02T10:00:00Z,inf,12\nFALSE,2024-02-01 08:30:00,2.5,-3\n",
+        "flag,when,ratio,code\nTrue,2024-01-01,1.5,007\nfalse,2024-01-02T10:00:00Z,inf,12\nFALSE,2024-02-01 "
+        "08:30:00,2.5,-3\n",
     )
     profile = profile_files([path], format="csv")
     json.dumps(profile, allow_nan=False)

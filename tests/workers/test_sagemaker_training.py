@@ -579,7 +579,10 @@ def test_a_failed_job_carries_sagemakers_failure_reason(
     stubbed_sagemaker: tuple[BaseClient, Stubber], s3_bucket: str
 ) -> None:
     client, stubber = stubbed_sagemaker
-    reason = "AlgorithmError: ExecuteUserScriptError:\nExitCode 1\nErrorMessage \"hyperparameter target: column 'x' is not in the dataset\""
+    reason = (
+        "AlgorithmError: ExecuteUserScriptError:\nExitCode 1\nErrorMessage "
+        "\"hyperparameter target: column 'x' is not in the dataset\""
+    )
     stubber.add_response("describe_training_job", described("cp-41-1a2b3c4d", "Failed", "Failed", FailureReason=reason))
 
     status = stubbed_backend(s3_bucket, client).describe("cp-41-1a2b3c4d")
@@ -655,7 +658,8 @@ def test_access_denied_is_a_permanent_error_with_the_aws_message(
     client, stubber = stubbed_sagemaker
     message = (
         "User: arn:aws:sts::123456789012:assumed-role/worker/i-0abc is not authorized to perform: "
-        "sagemaker:DescribeTrainingJob on resource: arn:aws:sagemaker:us-east-1:123456789012:training-job/cp-41-1a2b3c4d"
+        "sagemaker:DescribeTrainingJob on resource: "
+        "arn:aws:sagemaker:us-east-1:123456789012:training-job/cp-41-1a2b3c4d"
     )
     stubber.add_client_error(
         "describe_training_job",

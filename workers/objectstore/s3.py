@@ -422,7 +422,9 @@ def multipart_presign_complete(store: S3ObjectStore, key: str, *, upload_id: str
     validate_expires_in(expires_in)
     params = {"Bucket": store.bucket, "Key": store._full_key(key), "UploadId": upload_id}
     with aws_errors(f"sign the completion of an upload to {store._uri(key)}"):
-        return str(store._client.generate_presigned_url("complete_multipart_upload", Params=params, ExpiresIn=expires_in))
+        return str(
+            store._client.generate_presigned_url("complete_multipart_upload", Params=params, ExpiresIn=expires_in)
+        )
 
 
 def multipart_abort_stale(store: S3ObjectStore, prefix: str, *, initiated_before: Any) -> list[str]:
@@ -439,7 +441,9 @@ def multipart_abort_stale(store: S3ObjectStore, prefix: str, *, initiated_before
                 if upload["Initiated"] >= initiated_before:
                     continue
                 try:
-                    store._client.abort_multipart_upload(Bucket=store.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                    store._client.abort_multipart_upload(
+                        Bucket=store.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                    )
                 except ClientError as exc:
                     # NoSuchUpload: it completed or was aborted since the listing, which is the outcome we want.
                     if _error_code(exc) != "NoSuchUpload":

@@ -8,7 +8,9 @@ RECIPE = {
     "name": "clean_missing",
     "kind": "transform",
     "version": "1",
-    "description": "Drop the rows with missing values, or fill them with the column's mean, median or most frequent value.",
+    "description": (
+        "Drop the rows with missing values, or fill them with the column's mean, median or most frequent value."
+    ),
     "channels": ["input"],
     "outputs": ["output"],
     "metrics": ["rows_in", "rows_out", "missing_cells_in", "missing_cells_out"],

@@ -336,7 +336,9 @@ class LocalTrainingBackend:
         for name, value in hyperparameters.items():
             if value is not None:
                 # As the training toolkit sets them: text as it is, anything else as compact sorted JSON.
-                env[f"SM_HP_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value, sort_keys=True, separators=(",", ":"))
+                env[f"SM_HP_{name.upper()}"] = (
+                    value if isinstance(value, str) else json.dumps(value, sort_keys=True, separators=(",", ":"))
+                )
         command = [
             self.python,
             "-c",

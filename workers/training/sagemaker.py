@@ -134,7 +134,8 @@ class SageMakerTrainingBackend:
         job_name = training_job_name(spec.run_id, spec.work_dir)
         run_prefix = self._key(f"runs/{spec.run_id}")
         source_uri = self._uri(f"{run_prefix}/source/{SOURCE_ARCHIVE}")
-        # The script-mode keys, JSON-encoded like the recipe's own values, exactly as the SageMaker Python SDK sends them.
+        # The script-mode keys, JSON-encoded like the recipe's own values, exactly as the SageMaker Python SDK sends
+        # them.
         hyperparameters.update(
             encode_hyperparameters(
                 {

@@ -26,8 +26,15 @@ def web_command(host: str, port: int) -> list[str]:
     """The portal as the image runs it: gunicorn with threads, so a slow upload holds a thread, not the server."""
     # A graceful stop shorter than the 20 s _stop() waits, so Ctrl-C never has to kill the web process.
     return [
-        sys.executable, "-m", "gunicorn", "--config", str(GUNICORN_CONFIG), "--bind", f"{host}:{port}",
-        "--graceful-timeout", "15",
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--config",
+        str(GUNICORN_CONFIG),
+        "--bind",
+        f"{host}:{port}",
+        "--graceful-timeout",
+        "15",
     ]
 
 
@@ -61,14 +68,20 @@ class Command(BaseCommand):
                 call_command("seed_demo")
             celery = [sys.executable, "-m", "celery", "-A", "controlplane"]
             started.append(
-                ("worker", self._spawn(celery + ["worker", "-Q", QUEUES, "-c", str(concurrency), "-n", "worker@%h", "-l", "INFO"]))
+                (
+                    "worker",
+                    self._spawn(
+                        celery + ["worker", "-Q", QUEUES, "-c", str(concurrency), "-n", "worker@%h", "-l", "INFO"]
+                    ),
+                )
             )
             started.append(
-                ("beat", self._spawn(celery + ["beat", "-l", "INFO", "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME]))
+                (
+                    "beat",
+                    self._spawn(celery + ["beat", "-l", "INFO", "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME]),
+                )
             )
-            started.append(
-                ("web", self._spawn(web_command(host, port)))
-            )
+            started.append(("web", self._spawn(web_command(host, port))))
             self._print_welcome(host, port)
             while not self.stopping:
                 for name, process in started:

@@ -73,16 +73,26 @@ class Command(BaseCommand):
         load_breast_cancer(as_frame=True).frame.to_csv(buffer, index=False)
         upload = SimpleUploadedFile("breast-cancer.csv", buffer.getvalue().encode(), content_type="text/csv")
         version, _ = lineage_services.dataset_version_upload(
-            actor=dana, project="demo", dataset="breast-cancer", upload=upload,
+            actor=dana,
+            project="demo",
+            dataset="breast-cancer",
+            upload=upload,
             description="Wisconsin diagnostic breast cancer data (569 rows, 30 features, binary target).",
         )
         if not Run.objects.filter(inputs__dataset_version=version).exists():
             lineage_services.transform_run_launch(
-                actor=dana, inputs=[version], recipe="split",
+                actor=dana,
+                inputs=[version],
+                recipe="split",
                 parameters={"test_fraction": 0.2, "seed": 42, "stratify_column": "target"},
             )
             lineage_services.training_run_launch(
-                actor=dana, recipe="logistic_regression", train=version, target="target",
-                hyperparameters={"C": 1.0, "max_iter": 1000}, seed=42, model_name="breast-cancer-classifier",
+                actor=dana,
+                recipe="logistic_regression",
+                train=version,
+                target="target",
+                hyperparameters={"C": 1.0, "max_iter": 1000},
+                seed=42,
+                model_name="breast-cancer-classifier",
             )
         self.stdout.write("registered demo dataset breast-cancer v1, queued a split run and a training run")
