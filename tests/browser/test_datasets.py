@@ -47,7 +47,10 @@ def test_upload_in_the_browser_then_profile_charts(
     assert body.ok and body.body() == csv_path.read_bytes()
 
 
-def test_a_bad_file_shows_the_reason_and_stores_nothing(page, sign_in, users, project, tmp_path: Path) -> None:
+@pytest.mark.parametrize("debug", [False, True], ids=["production", "make-run-debug"])
+def test_a_bad_file_shows_the_reason_and_stores_nothing(page, sign_in, users, project, tmp_path: Path, settings,
+                                                        debug) -> None:
+    settings.DEBUG = debug  # `make run` serves with DEBUG on: the refusal must still show inside the page
     bad = tmp_path / "ragged.csv"
     bad.write_text("a,b,c\n1,2,3\n4,5\n")
     sign_in(users.data_scientist)
@@ -58,6 +61,8 @@ def test_a_bad_file_shows_the_reason_and_stores_nothing(page, sign_in, users, pr
     error = page.locator('[data-field="file"]')
     error.wait_for()
     assert "line 3 has 2 fields but the header has 3" in error.inner_text()
+    # Shown in the page, which keeps its layout (a refused form must not replace the whole document).
+    assert page.get_by_test_id("main-nav").is_visible()
     assert not Dataset.objects.exists()
 
 
