@@ -102,9 +102,18 @@ def test_whole_number_targets_are_fine_for_classification(profiles: dict[str, di
     assert profiles["iris"]["target"]["type"] == "integer"
     assert problem("logistic_regression", profiles["iris"], "target") is None
     assert problem("random_forest", profiles["penguins"], "year") is None
-    # diabetes' target is written as 151.0, 75.0, …: a float column of whole numbers, which the recipe accepts.
+    # diabetes' target is written as 151.0, 75.0, …: a float column of whole numbers. As classes they are too many
+    # (214 in 442 rows: a quantity, refused), as a regression target they are fine.
     assert profiles["diabetes"]["target"]["type"] == "float"
-    assert problem("hist_gradient_boosting", profiles["diabetes"], "target") is None
+    assert "looks like a quantity" in problem("hist_gradient_boosting", profiles["diabetes"], "target")
+    assert (
+        target_problem(
+            get_recipe("hist_gradient_boosting"),
+            {"target": "target", "task": "regression"},
+            profiles["diabetes"]["target"],
+        )
+        is None
+    )
 
 
 def test_an_empty_target_and_unknown_cases(profiles: dict[str, dict[str, Any]]) -> None:
@@ -114,3 +123,17 @@ def test_an_empty_target_and_unknown_cases(profiles: dict[str, dict[str, Any]]) 
     assert problem("logistic_regression", profiles["flags"], "nope") is None  # no profile entry: the recipe checks
     assert target_problem(get_recipe("split"), {"target": "x"}, profiles["flags"]["x"]) is None
     assert target_problem(get_recipe("random_forest"), {}, profiles["flags"]["x"]) is None
+
+
+def test_many_whole_numbers_are_a_quantity_not_classes(tmp_path) -> None:
+    """palmerpenguins' body_mass_g: whole grams, 95 values in 344 rows; a classifier on it failed a few seconds in."""
+    import palmerpenguins
+
+    path = tmp_path / "penguins.csv"
+    palmerpenguins.load_penguins().to_csv(path, index=False)
+    profile = profile_files([path], format="csv", missing_values=("", "NA"))
+    spec = get_recipe("random_forest")
+    mass = target_problem(spec, {"target": "body_mass_g", "task": "classification"}, profile["columns"]["body_mass_g"])
+    assert mass is not None and "body_mass_g" in mass and "regression" in mass
+    year = profile["columns"]["year"]  # three whole numbers: fine as classes
+    assert target_problem(spec, {"target": "year", "task": "classification"}, year) is None

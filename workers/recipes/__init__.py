@@ -233,7 +233,29 @@ def target_problem(spec: Recipe, parameters: Mapping[str, Any], column_profile: 
             f"target column '{target}' holds continuous numbers{_range(column_profile)}, so it cannot be a "
             f"classification target: expected classes (text, true/false or whole numbers) (or {switch}regression)"
         )
+    distinct, rows = column_profile.get("distinct"), column_profile.get("count")
+    if (
+        task == "classification"
+        and kind in ("integer", "float")
+        and isinstance(distinct, int)
+        and isinstance(rows, int)
+        and distinct > MAX_NUMERIC_CLASSES
+        and distinct * MIN_ROWS_PER_CLASS > rows
+    ):
+        # Whole numbers can be classes (0/1, a year), but this many, this rarely each, are a quantity: splitting the
+        # rows by class would leave classes of one row, and the run would fail a few seconds in.
+        many = "more than " if column_profile.get("distinct_capped") else ""
+        return (
+            f"target column '{target}' holds {many}{distinct} different numbers in {rows} rows, which looks like a "
+            f"quantity, not classes: expected at most {MAX_NUMERIC_CLASSES} classes, or about {MIN_ROWS_PER_CLASS} rows "
+            f"per class (or {switch}regression)"
+        )
     return None
+
+
+# A numeric target with more distinct values than this, and fewer rows per value than that, is not a set of classes.
+MAX_NUMERIC_CLASSES = 50
+MIN_ROWS_PER_CLASS = 20
 
 
 def _whole_numbers(column_profile: Mapping[str, Any]) -> bool:
