@@ -274,7 +274,11 @@ def transform_create(request: HttpRequest) -> HttpResponse:
     chosen = (data or request.GET).get("recipe") or transform_recipes[0].name
     recipe = next((r for r in transform_recipes if r.name == chosen), transform_recipes[0])
     form = TransformForm(
-        data, recipes=transform_recipes, recipe=recipe, columns=list(version.columns), initial={"recipe": recipe.name}
+        data,
+        recipes=transform_recipes,
+        recipe=recipe,
+        columns=list(version.columns),
+        initial=_kept_values(request, recipe, ["output_name"]),
     )
     if request.method == "POST" and form.is_valid():
         try:
@@ -364,9 +368,38 @@ def _training_form(request: HttpRequest, train: DatasetVersion, data: Any = None
         recipe=recipe,
         columns=list(train.columns),
         validations=[(str(v.pk), str(v)) for v in others],
-        initial={"recipe": recipe.name},
+        initial=_kept_values(
+            request,
+            recipe,
+            [
+                "validation",
+                "target",
+                "seed",
+                "backend",
+                "instance_type",
+                "instance_count",
+                "max_runtime_minutes",
+                "model_name",
+            ],
+        ),
     )
     return form, recipe
+
+
+def _kept_values(request: HttpRequest, recipe: Any, names: list[str]) -> dict[str, Any]:
+    """When the recipe changes, the form is drawn again with what the user had typed (the page sends the whole
+    form): nothing they chose is silently reset; the parameters the new recipe shares by name are kept too."""
+    kept: dict[str, Any] = {"recipe": recipe.name}
+    if request.method != "GET":
+        return kept
+    for name in names:
+        if request.GET.get(name) not in (None, ""):
+            kept[name] = request.GET[name]
+    for parameter in recipe.parameters:
+        value = request.GET.get(f"hp_{parameter.name}")
+        if value not in (None, ""):
+            kept[f"hp_{parameter.name}"] = value
+    return kept
 
 
 def _training_field(name: str) -> str:

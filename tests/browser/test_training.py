@@ -109,3 +109,18 @@ def test_derive_form_fields_follow_the_recipe(page, sign_in, users, version: Dat
         and run.parameters["test_fraction"] == 0.5
         and run.parameters["stratify_column"] == "target"
     )
+
+
+def test_changing_the_recipe_keeps_what_the_user_chose(page, sign_in, users, version: DatasetVersion) -> None:
+    sign_in(users.data_scientist)
+    page.goto(f"/runs/new/training/?train={version.pk}")
+    page.get_by_label("Target column").select_option("mean radius")
+    page.get_by_label("Seed").fill("7")
+    page.get_by_label("Max runtime (minutes)").fill("30")
+    page.get_by_label("Model name").fill("radius-model")
+    page.get_by_label("Recipe").select_option("random_forest")
+    page.get_by_label("n_estimators").wait_for()  # the random forest's own fields have arrived
+    assert page.get_by_label("Target column").input_value() == "mean radius"
+    assert page.get_by_label("Seed").input_value() == "7"
+    assert page.get_by_label("Max runtime (minutes)").input_value() == "30"
+    assert page.get_by_label("Model name").input_value() == "radius-model"
