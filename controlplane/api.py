@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from controlplane import permissions, selectors, services
+from controlplane.api_support import BodyInput
 from controlplane.models import AuditEvent, Project, SystemCheck
 
 
@@ -23,14 +24,14 @@ class ProjectOutput(serializers.ModelSerializer):
         fields = ["name", "slug", "description", "cost_tags", "created_by", "created_at", "updated_at"]
 
 
-class ProjectCreateInput(serializers.Serializer):
+class ProjectCreateInput(BodyInput):
     name = serializers.CharField(max_length=100)
     slug = serializers.CharField(max_length=63)
     description = serializers.CharField(required=False, allow_blank=True, default="")
     cost_tags = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False, default=dict)
 
 
-class ProjectChangeInput(serializers.Serializer):
+class ProjectChangeInput(BodyInput):
     description = serializers.CharField(required=False, allow_blank=True)
     cost_tags = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False)
     reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=500)

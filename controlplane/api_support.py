@@ -12,7 +12,7 @@ from typing import Any
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
-from rest_framework import exceptions, pagination
+from rest_framework import exceptions, pagination, serializers
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -86,3 +86,18 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         body["message"] = str(detail) if detail is not None else str(exc)
     response.data = {"error": body}
     return response
+
+
+class BodyInput(serializers.Serializer):
+    """The input of a write: a field the API does not have is refused with HTTP 400 naming it, never ignored
+    (a typo like `hyperparameter` must not launch a run with the defaults)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if hasattr(data, "keys"):
+            unknown = sorted(set(data.keys()) - set(self.fields))
+            if unknown:
+                known = ", ".join(sorted(self.fields))
+                raise serializers.ValidationError(
+                    {name: [f"unknown field; expected one of: {known}"] for name in unknown}
+                )
+        return super().to_internal_value(data)

@@ -18,6 +18,7 @@ from rest_framework.response import Response
 
 from controlplane import permissions
 from controlplane.api import filter_parameters
+from controlplane.api_support import BodyInput
 from controlplane.uploads import upload_limit_message
 from lineage import selectors, services
 from lineage.models import (
@@ -89,7 +90,7 @@ class DatasetVersionOutput(serializers.ModelSerializer):
         ]
 
 
-class DatasetVersionUploadInput(serializers.Serializer):
+class DatasetVersionUploadInput(BodyInput):
     project = serializers.CharField()
     dataset = serializers.CharField(max_length=100)
     description = serializers.CharField(required=False, allow_blank=True, default="")
@@ -106,7 +107,7 @@ class DatasetVersionUploadInput(serializers.Serializer):
     )
 
 
-class DatasetRegistrationInput(serializers.Serializer):
+class DatasetRegistrationInput(BodyInput):
     project = serializers.CharField()
     dataset = serializers.CharField(max_length=100)
     uri = serializers.CharField(max_length=1024)
@@ -402,7 +403,7 @@ class RunDetailOutput(RunOutput):
         fields = [*RunOutput.Meta.fields, "events"]
 
 
-class TransformRunInput(serializers.Serializer):
+class TransformRunInput(BodyInput):
     inputs = serializers.ListField(
         child=serializers.IntegerField(min_value=1, max_value=2**63 - 1), min_length=1, max_length=100
     )
@@ -627,7 +628,7 @@ class LineageOpenLineageApi(GenericAPIView):
 # --- training and models --------------------------------------------------------------------
 
 
-class TrainingRunInput(serializers.Serializer):
+class TrainingRunInput(BodyInput):
     recipe = serializers.CharField(max_length=100)
     train = serializers.IntegerField(
         min_value=1, max_value=2**63 - 1, help_text="Dataset version id of the training data"
@@ -834,7 +835,7 @@ class ModelVersionDetailApi(GenericAPIView):
 # --- direct uploads to S3 -------------------------------------------------------------------
 
 
-class DirectUploadCreateInput(serializers.Serializer):
+class DirectUploadCreateInput(BodyInput):
     project = serializers.CharField()
     dataset = serializers.CharField(max_length=100)
     description = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
@@ -859,7 +860,7 @@ class DirectUploadCreateOutput(serializers.Serializer):
     expires_at = serializers.DateTimeField()
 
 
-class DirectUploadPartsInput(serializers.Serializer):
+class DirectUploadPartsInput(BodyInput):
     upload = serializers.CharField(max_length=4096)
     upload_id = serializers.CharField(max_length=1024)
     part_numbers = serializers.ListField(
@@ -882,7 +883,7 @@ class DirectUploadPartsOutput(serializers.Serializer):
     complete_url = serializers.CharField(help_text="POST the CompleteMultipartUpload XML (parts and ETags) here")
 
 
-class DirectUploadCompleteInput(serializers.Serializer):
+class DirectUploadCompleteInput(BodyInput):
     upload = serializers.CharField(max_length=4096)
 
 

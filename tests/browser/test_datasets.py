@@ -48,8 +48,9 @@ def test_upload_in_the_browser_then_profile_charts(
 
 
 @pytest.mark.parametrize("debug", [False, True], ids=["production", "make-run-debug"])
-def test_a_bad_file_shows_the_reason_and_stores_nothing(page, sign_in, users, project, tmp_path: Path, settings,
-                                                        debug) -> None:
+def test_a_bad_file_shows_the_reason_and_stores_nothing(
+    page, sign_in, users, project, tmp_path: Path, settings, debug
+) -> None:
     settings.DEBUG = debug  # `make run` serves with DEBUG on: the refusal must still show inside the page
     bad = tmp_path / "ragged.csv"
     bad.write_text("a,b,c\n1,2,3\n4,5\n")

@@ -211,3 +211,14 @@ def test_only_data_scientists_and_admins_launch_and_stop(api_client_for, users, 
     for user in (users.approver, users.finance, users.outsider):
         assert launch(api_client_for(user), train=train["id"]).status_code == 403
     assert not Run.objects.exists()
+
+
+@pytest.mark.django_db
+def test_an_unknown_field_is_refused_naming_it_and_nothing_is_launched(api_client_for, users, project, cancer_csv) -> None:
+    client = api_client_for(users.data_scientist)
+    train = upload(client, project="cancer", dataset="bc", name="bc.csv", content=cancer_csv).json()
+    typo = launch(client, train=train["id"], hyperparameter={"n_estimators": 5}, max_runtime_minutes=5000)
+    assert typo.status_code == 400
+    fields = typo.json()["error"]["fields"]
+    assert set(fields) == {"hyperparameter", "max_runtime_minutes"} and "unknown field" in fields["hyperparameter"][0]
+    assert not Run.objects.exists()

@@ -247,8 +247,8 @@ def target_problem(spec: Recipe, parameters: Mapping[str, Any], column_profile: 
         many = "more than " if column_profile.get("distinct_capped") else ""
         return (
             f"target column '{target}' holds {many}{distinct} different numbers in {rows} rows, which looks like a "
-            f"quantity, not classes: expected at most {MAX_NUMERIC_CLASSES} classes, or about {MIN_ROWS_PER_CLASS} rows "
-            f"per class (or {switch}regression)"
+            f"quantity, not classes: expected at most {MAX_NUMERIC_CLASSES} classes, "
+            f"or about {MIN_ROWS_PER_CLASS} rows per class (or {switch}regression)"
         )
     return None
 
