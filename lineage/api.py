@@ -392,7 +392,8 @@ class RunOutput(serializers.ModelSerializer):
         return [v.pk for v in (outputs if outputs is not None else run.output_versions.all())]
 
     def get_model_version(self, run: Run) -> int | None:
-        # Annotated by `_runs()` and selectors.run_list, so a page of runs is not one query per run.
+        # Annotated by `_runs()` and selectors.run_list, so a page of runs is not one query per run; for a run whose
+        # model had the same bytes as an existing version, that version.
         return run.model_version_pk  # type: ignore[attr-defined, no-any-return]
 
 

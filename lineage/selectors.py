@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection
 from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.urls import reverse
 
 from controlplane.backends import object_store
@@ -384,7 +385,10 @@ def run_list(*, filters: Mapping[str, Any] | None = None) -> QuerySet[Run]:
     """Runs newest first, filtered by project, status, kind, recipe and creator; each with `model_version_pk`."""
     # A subquery, not a join: a page's count then reads the runs table alone.
     model_version = ModelVersion.objects.filter(run=OuterRef("pk")).values("pk")[:1]
-    runs = Run.objects.select_related("project", "created_by").annotate(model_version_pk=Subquery(model_version))
+    # A run whose model had the same bytes as an existing version is linked to that version (same_model_as).
+    runs = Run.objects.select_related("project", "created_by").annotate(
+        model_version_pk=Coalesce(Subquery(model_version), "same_model_as_id")
+    )
     return apply_filters(RunFilter, filters, runs).order_by("-created_at", "-id")
 
 

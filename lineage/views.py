@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.db.models import Prefetch
+from django.db.models import Prefetch, Q
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -236,7 +236,9 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "parameters_json": json.dumps(run.parameters, indent=2, sort_keys=True),
         "metric_charts": _metric_charts(run),
         "final_metrics": selectors.final_metrics(run),
-        "model_version": ModelVersion.objects.filter(run=run).select_related("registered_model__project").first(),
+        "model_version": ModelVersion.objects.filter(Q(run=run) | Q(reproduced_by=run))
+        .select_related("registered_model__project")
+        .first(),
         "reproduction": selectors.reproduction_check(run),
         "can_launch": permissions.has_permission(request.user, "run.launch"),
     }

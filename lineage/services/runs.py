@@ -20,6 +20,7 @@ from controlplane.transitions import IllegalTransition, StateMachine, transition
 from lineage import tasks
 from lineage.models import (
     DatasetVersion,
+    ModelVersion,
     Run,
     RunEvent,
     RunInput,
@@ -359,6 +360,16 @@ def training_run_launch(
         )
     )
     name = to_slug(model_name or f"{train.dataset.slug}-{spec.name}")
+    predicts = _model_target(train.dataset.project_id, name)
+    chosen_target = cleaned.get("target")
+    if predicts is not None and chosen_target and predicts != chosen_target:
+        if model_name:
+            # The versions of one model predict one thing: approvals compare a version with the one serving.
+            errors["model_name"] = [
+                f"model {name} predicts '{predicts}'; this run predicts '{chosen_target}': choose another model name"
+            ]
+        else:
+            name = to_slug(f"{train.dataset.slug}-{chosen_target}-{spec.name}")
     if not SLUG_RE.match(name):
         errors["model_name"] = ["expected a name with letters, digits or hyphens"]
     if errors:
@@ -383,6 +394,16 @@ def training_run_launch(
         instance_count=instance_count,
         max_runtime_seconds=max_runtime_seconds,
         estimated_cost=estimate,
+    )
+
+
+def _model_target(project_id: int, slug: str) -> str | None:
+    """What the registered model's versions predict (its latest version's target), if it has any."""
+    return (
+        ModelVersion.objects.filter(registered_model__project_id=project_id, registered_model__slug=slug)
+        .order_by("-number")
+        .values_list("target", flat=True)
+        .first()
     )
 
 

@@ -139,6 +139,9 @@ def test_a_reproduction_with_the_same_bytes_links_to_the_existing_model_version(
     assert ModelVersion.objects.filter(registered_model=original.registered_model).count() == 1
     assert second.same_model_as == original
     assert f"same bytes (SHA-256) as {original}" in second.status_reason
+    from lineage.selectors import run_list
+
+    assert run_list().get(pk=second.pk).model_version_pk == original.pk  # what the API and the runs list show
     from lineage.selectors import lineage_upstream_edges
 
     assert (second.node_id, original.node_id) in lineage_upstream_edges(original.node_id)

@@ -214,7 +214,9 @@ def test_only_data_scientists_and_admins_launch_and_stop(api_client_for, users, 
 
 
 @pytest.mark.django_db
-def test_an_unknown_field_is_refused_naming_it_and_nothing_is_launched(api_client_for, users, project, cancer_csv) -> None:
+def test_an_unknown_field_is_refused_naming_it_and_nothing_is_launched(
+    api_client_for, users, project, cancer_csv
+) -> None:
     client = api_client_for(users.data_scientist)
     train = upload(client, project="cancer", dataset="bc", name="bc.csv", content=cancer_csv).json()
     typo = launch(client, train=train["id"], hyperparameter={"n_estimators": 5}, max_runtime_minutes=5000)
@@ -222,3 +224,28 @@ def test_an_unknown_field_is_refused_naming_it_and_nothing_is_launched(api_clien
     fields = typo.json()["error"]["fields"]
     assert set(fields) == {"hyperparameter", "max_runtime_minutes"} and "unknown field" in fields["hyperparameter"][0]
     assert not Run.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_model_keeps_predicting_one_target(users, project, cancer_csv) -> None:
+    from django.core.exceptions import ValidationError
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from lineage.models import RegisteredModel
+
+    version, _ = services.dataset_version_upload(
+        actor=users.data_scientist, project=project, dataset="bc", upload=SimpleUploadedFile("bc.csv", cancer_csv)
+    )
+    earlier = Run.objects.create(project=project, kind="training", recipe="logistic_regression", recipe_version="2",
+                                 recipe_fingerprint="f" * 64, created_by=users.data_scientist, status="succeeded")
+    model = RegisteredModel.objects.create(project=project, slug="bc-logistic-regression", name="bc-logistic-regression",
+                                           created_by=users.data_scientist)
+    ModelVersion.objects.create(registered_model=model, number=1, run=earlier, artifact_uri="file:///m", sha256="0" * 64,
+                                size=1, target="target", created_by=users.data_scientist)
+    common = {"actor": users.data_scientist, "recipe": "logistic_regression", "train": version}
+    with pytest.raises(ValidationError) as refused:
+        services.training_run_launch(**common, target="mean radius", model_name="bc-logistic-regression")
+    assert "predicts 'target'" in refused.value.message_dict["model_name"][0]
+    # Without a name given, a run predicting something else goes to a model named after its target.
+    other = services.training_run_launch(**common, target="worst area")
+    assert other.output_name == "bc-worst-area-logistic-regression"
