@@ -30,8 +30,13 @@ class AuditEventFilter(django_filters.FilterSet):
     action = django_filters.CharFilter(lookup_expr="startswith", max_length=100)
     object_type = django_filters.CharFilter(label="Object type", max_length=100)
     object_id = django_filters.CharFilter(label="Object id", max_length=100)
-    since = django_filters.DateFilter(method="filter_since", widget=forms.DateInput(attrs={"type": "date"}))
-    until = django_filters.DateFilter(method="filter_until", widget=forms.DateInput(attrs={"type": "date"}))
+    # Labelled here: a filter with a `method` has no model field for django-filter to take a label from.
+    since = django_filters.DateFilter(
+        method="filter_since", label="Since", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    until = django_filters.DateFilter(
+        method="filter_until", label="Until", widget=forms.DateInput(attrs={"type": "date"})
+    )
 
     class Meta:
         model = AuditEvent

@@ -29,6 +29,8 @@ def _pages(history: dict[str, Any]) -> dict[str, str]:
         "run": f"/runs/{run.pk}/",
         "lineage": f"/lineage/{version.node_id}/",
         "lineage-of-model": f"/lineage/{model_version.node_id}/",
+        "runs": "/runs/",
+        "audit-log": "/audit/",
     }
 
 
