@@ -776,8 +776,13 @@ class _Distribution:
         self.stats = stats
         self.integer = integer
         self.exact_cap = exact_cap
-        self.edges = _histogram_edges(stats.min, stats.max, bins)
-        self.counts = np.zeros(bins, dtype=np.int64)
+        if integer and stats.max - stats.min + 1 <= bins:
+            # Few whole numbers (a year, a count of children): one bin per value, centred on it, so no bin is empty
+            # between two values and none is split across one.
+            self.edges = np.arange(stats.min - 0.5, stats.max + 1.0, 1.0)
+        else:
+            self.edges = _histogram_edges(stats.min, stats.max, bins)
+        self.counts = np.zeros(len(self.edges) - 1, dtype=np.int64)
         self.values: np.ndarray | None = np.zeros(0, dtype=np.float64)  # None once past exact_cap
         self.value_counts = np.zeros(0, dtype=np.int64)
         fine_edges = _histogram_edges(stats.min, stats.max, QUANTILE_BINS)

@@ -278,3 +278,11 @@ def test_300k_mixed_rows(tmp_path: Path) -> None:
     notes = frame["note"][frame["note"] != ""].value_counts().to_dict()
     assert {entry["value"]: entry["count"] for entry in columns["note"]["top"]} == notes
     assert columns["note"]["missing"] == int((frame["note"] == "").sum())
+
+
+def test_few_whole_numbers_get_one_bin_each_centred_on_the_value(tmp_path) -> None:
+    path = tmp_path / "years.csv"
+    path.write_text("year\n" + "\n".join(["2007"] * 5 + ["2008"] * 3 + ["2009"] * 4) + "\n")
+    histogram = profile_files([path], format="csv")["columns"]["year"]["histogram"]
+    assert histogram["edges"] == [2006.5, 2007.5, 2008.5, 2009.5]
+    assert histogram["counts"] == [5, 3, 4]
