@@ -236,12 +236,28 @@ def test_a_model_keeps_predicting_one_target(users, project, cancer_csv) -> None
     version, _ = services.dataset_version_upload(
         actor=users.data_scientist, project=project, dataset="bc", upload=SimpleUploadedFile("bc.csv", cancer_csv)
     )
-    earlier = Run.objects.create(project=project, kind="training", recipe="logistic_regression", recipe_version="2",
-                                 recipe_fingerprint="f" * 64, created_by=users.data_scientist, status="succeeded")
-    model = RegisteredModel.objects.create(project=project, slug="bc-logistic-regression", name="bc-logistic-regression",
-                                           created_by=users.data_scientist)
-    ModelVersion.objects.create(registered_model=model, number=1, run=earlier, artifact_uri="file:///m", sha256="0" * 64,
-                                size=1, target="target", created_by=users.data_scientist)
+    earlier = Run.objects.create(
+        project=project,
+        kind="training",
+        recipe="logistic_regression",
+        recipe_version="2",
+        recipe_fingerprint="f" * 64,
+        created_by=users.data_scientist,
+        status="succeeded",
+    )
+    model = RegisteredModel.objects.create(
+        project=project, slug="bc-logistic-regression", name="bc-logistic-regression", created_by=users.data_scientist
+    )
+    ModelVersion.objects.create(
+        registered_model=model,
+        number=1,
+        run=earlier,
+        artifact_uri="file:///m",
+        sha256="0" * 64,
+        size=1,
+        target="target",
+        created_by=users.data_scientist,
+    )
     common = {"actor": users.data_scientist, "recipe": "logistic_regression", "train": version}
     with pytest.raises(ValidationError) as refused:
         services.training_run_launch(**common, target="mean radius", model_name="bc-logistic-regression")
