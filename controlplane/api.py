@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import django_filters
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
@@ -35,6 +37,13 @@ class ProjectChangeInput(BodyInput):
     description = serializers.CharField(required=False, allow_blank=True)
     cost_tags = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False)
     reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=500)
+
+    def to_internal_value(self, data: Any) -> Any:
+        if hasattr(data, "keys") and "slug" in data:
+            raise serializers.ValidationError(
+                {"slug": ["a project's slug never changes: it is the project cost-allocation tag on AWS resources"]}
+            )
+        return super().to_internal_value(data)
 
 
 class ProjectListApi(GenericAPIView):

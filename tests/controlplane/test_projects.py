@@ -78,11 +78,12 @@ def test_duplicate_slug_does_not_overwrite_the_existing_project(api_client_for, 
 def test_change_records_before_and_after_and_keeps_the_slug(api_client_for, users) -> None:
     client = api_client_for(users.data_scientist)
     client.post(reverse("api-project-list"), {"name": "Churn", "slug": "churn"}, format="json")
-    response = client.patch(
-        reverse("api-project-detail", args=["churn"]),
-        {"description": "who leaves", "cost_tags": {"team": "growth"}, "reason": "owner asked", "slug": "other"},
-        format="json",
-    )
+    change = {"description": "who leaves", "cost_tags": {"team": "growth"}, "reason": "owner asked"}
+    # Asking to change the slug is refused, naming it, and changes nothing (it is the cost-allocation tag).
+    refused = client.patch(reverse("api-project-detail", args=["churn"]), {**change, "slug": "other"}, format="json")
+    assert refused.status_code == 400 and "never changes" in refused.json()["error"]["fields"]["slug"][0]
+    assert Project.objects.get(slug="churn").description == ""
+    response = client.patch(reverse("api-project-detail", args=["churn"]), change, format="json")
     assert response.status_code == 200, response.content
     assert response.json()["slug"] == "churn"
     event = AuditEvent.objects.get(action="project.change")

@@ -132,9 +132,13 @@ def test_progress_bar_shows_done_of_total(users, history) -> None:
     run = history["run"]
     # The poller fills Run.progress; set on the instance here so the fragment is tested with or without the field.
     run.progress = {"done": 3, "total": 5, "unit": "folds"}
+    run.status = "running"
     html = _status_fragment(run, users)
     assertInHTML('<progress value="3" max="5" aria-label="Progress"></progress>', html)
     assertInHTML('<span data-testid="run-progress-text">3 of 5 folds</span>', html)
+    # Once the run has ended, its last progress line is no news (a failed run must not show "100 of 100 trees").
+    run.status = "failed"
+    assert 'data-testid="run-progress"' not in _status_fragment(run, users)
 
 
 @pytest.mark.parametrize("progress", [None, {}, {"done": 0, "total": 0, "unit": "trees"}])
