@@ -38,12 +38,6 @@ from workers.training.sagemaker import (
     training_job_name,
 )
 
-try:
-    # The SageMaker training toolkit's own decoding, when sagemaker-training is installed beside the test pins.
-    from sagemaker_training import environment as toolkit_environment
-except ImportError:
-    toolkit_environment = None
-
 ROLE = "arn:aws:iam::123456789012:role/controlplane-training"
 PREFIX = "controlplane"
 REGION = "us-east-1"
@@ -238,18 +232,11 @@ def toolkit_decode(hyperparameters: dict[str, str], directory: Path, monkeypatch
     hyperparameters.json: its own read_hyperparameters when installed, else the same rule restated."""
     path = directory / "hyperparameters.json"
     path.write_text(json.dumps(hyperparameters), encoding="utf-8")
-    if toolkit_environment is not None:
-        monkeypatch.setattr(toolkit_environment, "hyperparameters_file_dir", str(path))
-        return dict(toolkit_environment.read_hyperparameters())
-    # sagemaker_training.environment.read_hyperparameters (5.1.4): json.loads every value, the value itself if that
-    # raises ValueError or TypeError.
-    decoded: dict[str, Any] = {}
-    for name, value in json.loads(path.read_text(encoding="utf-8")).items():
-        try:
-            decoded[name] = json.loads(value)
-        except (ValueError, TypeError):
-            decoded[name] = value
-    return decoded
+    # The SageMaker training toolkit's own decoding (a test dependency), exactly as a training container runs it.
+    from sagemaker_training import environment as toolkit_environment
+
+    monkeypatch.setattr(toolkit_environment, "hyperparameters_file_dir", str(path))
+    return dict(toolkit_environment.read_hyperparameters())
 
 
 @pytest.mark.parametrize("target", ["1e3", "1.50", "true", "null", "42", "churned", "naïve"])
