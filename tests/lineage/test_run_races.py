@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db.models import F
 from django.utils import timezone
 
 from controlplane.transitions import LostLease
@@ -194,6 +195,8 @@ def test_the_sweep_queues_again_only_starts_whose_lease_expired(queued_run) -> N
 
 def test_a_stop_that_arrives_after_the_job_finished_keeps_the_results(queued_run) -> None:
     run = run_execution.run_start(run_id=queued_run().pk)
+    # Retire the poll chain the start queued: a worker of the session must not finish the run before the stop.
+    Run.objects.filter(pk=run.pk).update(poll_generation=F("poll_generation") + 1000)
     _wait_finished_job(run)
     runs.run_transition(run_id=run.pk, action="stop", reason="stop requested")
     finished = run_execution.run_poll(run_id=run.pk)
