@@ -267,9 +267,24 @@ def dataset_version_upload(
     target = dataset_target(project=project, dataset=dataset, description=description, missing_values=missing_values)
     with _local_copy(upload) as path:
         try:
-            file_format, summary, stored = validate_and_store(path, upload.name or "upload")
+            return dataset_version_from_file(
+                actor=actor,
+                target=target,
+                path=path,
+                filename=upload.name or "upload",
+                source=DatasetVersion.Source.UPLOAD,
+                original_filename=upload.name or "",
+            )
         except dataset_files.DatasetFileError as exc:
             raise ValidationError({"file": [str(exc)]}) from None
+
+
+def dataset_version_from_file(
+    *, actor: Any, target: DatasetTarget, path: Path, filename: str, source: str, **provenance: Any
+) -> tuple[DatasetVersion, bool]:
+    """One data file (uploaded or fetched from its location): validated, stored write-once, made (or found) a
+    version. A bad file raises DatasetFileError and stores nothing."""
+    file_format, summary, stored = validate_and_store(path, filename)
     return dataset_version_create(
         actor=actor,
         target=target,
@@ -282,8 +297,8 @@ def dataset_version_upload(
         compressed=summary.compressed,
         columns=summary.columns,
         row_count=summary.row_count,
-        source=DatasetVersion.Source.UPLOAD,
-        original_filename=upload.name or "",
+        source=source,
+        **provenance,
     )
 
 

@@ -28,8 +28,8 @@ from lineage.services.datasets import (
     DatasetTarget,
     dataset_target,
     dataset_version_create,
+    dataset_version_from_file,
     throttled_progress,
-    validate_and_store,
 )
 from workers import datasets as dataset_files
 from workers import sources
@@ -157,19 +157,11 @@ def _register_source(
         else:
             snapshot = sources.snapshot_local(uri, allowed_roots=roots)
         if isinstance(snapshot, sources.SingleObject):
-            file_format, summary, stored = validate_and_store(snapshot.path, uri.rsplit("/", 1)[-1])
-            return dataset_version_create(
+            return dataset_version_from_file(
                 actor=registration.created_by,
                 target=target,
-                stored_key=stored.key,
-                stored_uri=stored.uri,
-                sha256=stored.sha256,
-                size=stored.size,
-                format=file_format,
-                content_format=file_format,
-                compressed=summary.compressed,
-                columns=summary.columns,
-                row_count=summary.row_count,
+                path=snapshot.path,
+                filename=uri.rsplit("/", 1)[-1],
                 source=DatasetVersion.Source.S3 if uri.startswith("s3://") else DatasetVersion.Source.FILE,
                 source_uri=uri,
                 source_etag=snapshot.etag,
