@@ -172,3 +172,22 @@ class TransitionEvent(WriteOnceModel):
 
     def __str__(self) -> str:
         return f"{self.object_type} {self.object_id}: {self.from_status or '—'} → {self.to_status}"
+
+
+class Notification(models.Model):
+    """Something a user is told in the app (and by email): an approval's outcome, later budget alerts."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications")
+    title = models.CharField(max_length=200)
+    body = models.TextField(blank=True)
+    url = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+    emailed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["user", "read_at"], name="notification_unread")]
+
+    def __str__(self) -> str:
+        return f"{self.user}: {self.title}"

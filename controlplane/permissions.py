@@ -31,6 +31,12 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "lineage.view": ANY_ROLE,
     "model.view": ANY_ROLE,
     "apidocs.view": ANY_ROLE,
+    "notification.view": ANY_ROLE,
+    "environment.view": ANY_ROLE,
+    "environment.manage": frozenset({ADMIN}),
+    "approval.view": ANY_ROLE,
+    "approval.request": frozenset({DATA_SCIENTIST, ADMIN}),
+    "approval.decide": frozenset({APPROVER, ADMIN}),
 }
 
 

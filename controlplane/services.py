@@ -18,7 +18,7 @@ from rest_framework.authtoken.models import Token
 
 from controlplane import permissions, tasks
 from controlplane.backends import object_store
-from controlplane.models import AuditEvent, Heartbeat, Project, SystemCheck
+from controlplane.models import AuditEvent, Heartbeat, Notification, Project, SystemCheck
 from controlplane.transitions import StateMachine, default_lease_seconds, transitions
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,53 @@ def audit_record(
         after=after,
         reason=reason,
     )
+
+
+# --- notifications ----------------------------------------------------------------------------
+
+
+def notify(*, users: list[Any], title: str, body: str = "", url: str = "") -> list[Notification]:
+    """Tell each user in the app, and by email once the transaction commits (only users with an address)."""
+    created = [
+        Notification.objects.create(user=user, title=title[:200], body=body, url=url[:500])
+        for user in {user.pk: user for user in users if user is not None and user.is_active}.values()
+    ]
+    for notification in created:
+        if notification.user.email:
+            transaction.on_commit(lambda pk=notification.pk: tasks.notification_email_task.delay(pk), robust=True)
+    return created
+
+
+def notification_email_send(*, notification_id: int) -> bool:
+    """Send one notification's email, once: the row is claimed before sending, so a redelivered message does not
+    send it twice. Returns whether this call sent it."""
+    from django.conf import settings
+    from django.core.mail import send_mail
+
+    claimed = Notification.objects.filter(pk=notification_id, emailed_at__isnull=True).update(emailed_at=timezone.now())
+    if not claimed:
+        return False
+    notification = Notification.objects.select_related("user").get(pk=notification_id)
+    link = f"{settings.PORTAL_URL.rstrip('/')}{notification.url}" if notification.url else ""
+    try:
+        send_mail(
+            subject=f"[ControlPlane] {notification.title}",
+            message="\n\n".join(part for part in (notification.body, link) if part),
+            from_email=None,
+            recipient_list=[notification.user.email],
+        )
+    except Exception:
+        Notification.objects.filter(pk=notification_id).update(emailed_at=None)
+        raise
+    return True
+
+
+def notifications_mark_read(*, user: Any, ids: list[int] | None = None) -> int:
+    """Mark the user's notifications read (all of them, or those in `ids`); returns how many changed."""
+    unread = Notification.objects.filter(user=user, read_at__isnull=True)
+    if ids is not None:
+        unread = unread.filter(pk__in=ids)
+    return unread.update(read_at=timezone.now())
 
 
 # --- projects ---------------------------------------------------------------------------------

@@ -27,3 +27,15 @@ def system_checks_requeue_stale_task() -> None:
     from controlplane import services
 
     services.system_checks_requeue_stale()
+
+
+@shared_task(
+    name="controlplane.tasks.notification_email", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=8
+)
+def notification_email_task(self, notification_id: int) -> None:  # type: ignore[no-untyped-def]
+    from controlplane import services
+
+    try:
+        services.notification_email_send(notification_id=notification_id)
+    except OSError as exc:  # the mail server is down or refused: try again later
+        raise self.retry(exc=exc, countdown=min(2**self.request.retries * 30, 1800)) from exc

@@ -44,6 +44,7 @@ urlpatterns = [
         name="api-docs",
     ),
     path("", include("lineage.urls")),
+    path("", include("deployments.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
 ]

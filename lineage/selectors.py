@@ -473,3 +473,34 @@ def run_log_tail(*, run: Run, lines: int = 200) -> list[str]:
             return handle.read().decode(errors="replace").splitlines()[-lines:]
     # While it runs, the poller keeps the tail here: pages never call the backend (or AWS) themselves.
     return list(run.log_tail or [])[-lines:]
+
+
+def model_version_by_id(pk: Any) -> ModelVersion | None:
+    """The version with its model, project and run (what approvals read), or None."""
+    try:
+        pk = int(pk)
+    except (TypeError, ValueError):
+        return None
+    return (
+        ModelVersion.objects.select_related("registered_model__project", "run__created_by", "created_by")
+        .filter(pk=pk)
+        .first()
+    )
+
+
+def project_data_scientists(project: Any) -> list[Any]:
+    """The data scientists who work on a project: its creator and whoever launched its runs or registered its
+    data, while they still hold the data scientist role."""
+    from django.contrib.auth import get_user_model
+
+    from controlplane import permissions
+
+    ids = set(Run.objects.filter(project=project).values_list("created_by", flat=True).distinct())
+    ids |= set(Dataset.objects.filter(project=project).values_list("created_by", flat=True).distinct())
+    ids.add(project.created_by_id)
+    return list(
+        get_user_model()
+        .objects.filter(pk__in=ids, is_active=True)
+        .filter(groups__name=permissions.DATA_SCIENTIST)
+        .distinct()
+    )

@@ -235,6 +235,21 @@ RUN_LEASE_SECONDS = env_int("RUN_LEASE_SECONDS", 600, minimum=30)
 RUN_START_ATTEMPTS = env_int("RUN_START_ATTEMPTS", 3, minimum=1)
 # Where SageMaker reads inputs and writes models: the S3 object store, unless set apart.
 SAGEMAKER_S3_URL = env_str("SAGEMAKER_S3_URL") or (OBJECT_STORE_URL if OBJECT_STORE_URL.startswith("s3://") else "")
+# Approval requests nobody decides expire after this many days (each environment may set its own).
+APPROVAL_REQUEST_TTL_DAYS = env_int("APPROVAL_REQUEST_TTL_DAYS", 14, minimum=1)
+# Notification emails: printed to the worker's log (console backend) unless an SMTP server is named.
+EMAIL_HOST = env_str("EMAIL_HOST")
+EMAIL_BACKEND = (
+    "django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST else "django.core.mail.backends.console.EmailBackend"
+)
+EMAIL_PORT = env_int("EMAIL_PORT", 587, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
+EMAIL_TIMEOUT = 20
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "controlplane@localhost")
+# The portal's address as users reach it, for links in emails.
+PORTAL_URL = env_str("PORTAL_URL", "http://127.0.0.1:8000")
 # OpenLineage events are also sent here when set (e.g. http://marquez:5000).
 OPENLINEAGE_URL = env_str("OPENLINEAGE_URL")
 OPENLINEAGE_NAMESPACE = env_str("OPENLINEAGE_NAMESPACE", "controlplane")
@@ -269,6 +284,8 @@ CELERY_BEAT_SCHEDULE = {
     "training-runs-poll-stale": {"task": "lineage.tasks.training_runs_poll_stale", "schedule": 60.0},
     "system-checks-requeue-stale": {"task": "controlplane.tasks.system_checks_requeue_stale", "schedule": 60.0},
     "lineage-direct-uploads-abort-stale": {"task": "lineage.tasks.direct_uploads_abort_stale", "schedule": 3600.0},
+    "approval-requests-expire": {"task": "deployments.tasks.approval_requests_expire", "schedule": 300.0},
+    "approval-requests-resume": {"task": "deployments.tasks.approval_requests_resume", "schedule": 120.0},
 }
 
 LOGGING = {

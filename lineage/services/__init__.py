@@ -21,7 +21,7 @@ from lineage.services.registrations import (
     dataset_registration_request,
     dataset_registration_run,
 )
-from lineage.services.registry import model_version_register
+from lineage.services.registry import model_version_artifact_sha256, model_version_register
 from lineage.services.run_execution import run_fail, run_poll, run_start, run_stop_job
 from lineage.services.runs import (
     IllegalTransition,
@@ -35,6 +35,7 @@ from lineage.services.runs import (
 from lineage.services.sweeps import lineage_requeue_stale, runs_poll_stale
 
 __all__ = [
+    "model_version_artifact_sha256",
     "IllegalTransition",
     "dataset_profile_fail",
     "dataset_profile_run",

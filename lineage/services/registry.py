@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,3 +140,22 @@ def model_version_register(
         after={"run": run.pk, "sha256": sha256, "artifact_uri": artifact_uri, "metrics": version.metrics},
     )
     return version
+
+
+def model_version_artifact_sha256(version: ModelVersion) -> str:
+    """The SHA-256 of the version's artifact as the store holds it now (approval checks it against the record).
+    Slow I/O: call it from a worker, outside any row lock."""
+    from workers.objectstore.base import hash_stream
+
+    if version.artifact_key:
+        stream = object_store().open(version.artifact_key)
+        try:
+            digest, _ = hash_stream(stream)
+        finally:
+            stream.close()
+        return digest
+    if version.artifact_uri.startswith("s3://"):
+        backend = training_backend_for(version.run)
+        with tempfile.TemporaryDirectory(prefix="artifact-check-") as folder:
+            return sha256_file(backend.download_artifact(version.artifact_uri, Path(folder) / "model.tar.gz"))
+    raise ValueError(f"{version} has no stored artifact to check (its URI is {version.artifact_uri!r})")

@@ -1,0 +1,114 @@
+"""Reads for environments and approval requests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Q, QuerySet
+from django.urls import reverse
+
+from deployments.models import ApprovalRequest, Environment
+from lineage.models import ModelVersion
+
+
+def mirror_enabled() -> bool:
+    """Requests are mirrored to the SageMaker Model Registry on the aws backend."""
+    return settings.CONTROLPLANE_BACKEND == "aws"
+
+
+def environment_list() -> QuerySet[Environment]:
+    return Environment.objects.all()
+
+
+def approved_environment_names(*, model_version: ModelVersion) -> list[str]:
+    return list(
+        ApprovalRequest.objects.filter(model_version=model_version, status="approved").values_list(
+            "environment__name", flat=True
+        )
+    )
+
+
+def baseline_version(*, registered_model_id: int, environment: Environment) -> ModelVersion | None:
+    """The version a candidate is compared against in `environment`: the one serving there (once deployments
+    exist), else the one most recently approved for it."""
+    latest = (
+        ApprovalRequest.objects.filter(
+            environment=environment, status="approved", model_version__registered_model_id=registered_model_id
+        )
+        .select_related("model_version__registered_model__project")
+        .order_by("-finished_at", "-id")
+        .first()
+    )
+    return latest.model_version if latest is not None else None
+
+
+def approval_request_url(request: ApprovalRequest) -> str:
+    return reverse("approval-request-detail", kwargs={"pk": request.pk})
+
+
+def approval_request_list(
+    *, status: str | None = None, project: str | None = None, environment: str | None = None
+) -> QuerySet[ApprovalRequest]:
+    requests = ApprovalRequest.objects.select_related(
+        "model_version__registered_model__project", "environment", "requested_by"
+    )
+    if status:
+        requests = requests.filter(status=status)
+    if project:
+        requests = requests.filter(model_version__registered_model__project__slug=project)
+    if environment:
+        requests = requests.filter(environment__name=environment)
+    return requests
+
+
+def approval_queue(*, user: Any) -> QuerySet[ApprovalRequest]:
+    """Open requests this user may decide: not their own, not for a run they authored, not decided by them yet."""
+    return (
+        approval_request_list(status="open")
+        .filter(quorum_at__isnull=True)
+        .exclude(requested_by=user)
+        .exclude(model_version__run__created_by=user)
+        .exclude(decisions__approver=user)
+        .order_by("created_at", "id")
+    )
+
+
+def approval_queue_count(*, user: Any) -> int:
+    from controlplane import permissions
+
+    if not permissions.has_permission(user, "approval.decide"):
+        return 0
+    return approval_queue(user=user).count()
+
+
+def model_version_approvals(*, model_version: ModelVersion) -> QuerySet[ApprovalRequest]:
+    """Where a version stands, newest request first per environment."""
+    return (
+        ApprovalRequest.objects.filter(model_version=model_version)
+        .select_related("environment", "requested_by")
+        .prefetch_related("decisions__approver")
+        .order_by("environment__order", "environment__name", "-created_at")
+    )
+
+
+def approval_matrix(*, versions: list[ModelVersion]) -> dict[int, dict[int, ApprovalRequest]]:
+    """version id → environment id → the request that says where it stands there (the live one, else the newest)."""
+    matrix: dict[int, dict[int, ApprovalRequest]] = {}
+    requests = (
+        ApprovalRequest.objects.filter(model_version__in=versions)
+        .select_related("environment")
+        .order_by("model_version_id", "environment_id", "-created_at", "-id")
+    )
+    for request in requests:
+        row = matrix.setdefault(request.model_version_id, {})
+        current = row.get(request.environment_id)
+        if current is None or (current.status not in ("open", "approved") and request.status in ("open", "approved")):
+            row[request.environment_id] = request
+    return matrix
+
+
+def open_request_exists(*, model_version: ModelVersion, environment: Environment) -> bool:
+    return ApprovalRequest.objects.filter(
+        Q(status="open") | Q(status="approved"), model_version=model_version, environment=environment
+    ).exists()

@@ -1,0 +1,65 @@
+"""Thin Celery wrappers for approval requests (services import this module; tasks import services where they run)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+
+from controlplane.transitions import INFRASTRUCTURE_ERRORS
+from workers.errors import BackendError
+
+
+def _backoff(task: Any, cap: int = 300) -> int:
+    return int(min(2**task.request.retries * 5, cap))
+
+
+@shared_task(
+    name="deployments.tasks.approval_finish", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=10
+)
+def approval_finish_task(self, request_id: int) -> None:  # type: ignore[no-untyped-def]
+    from deployments import services
+
+    try:
+        services.approval_finish(request_id=request_id)
+    except INFRASTRUCTURE_ERRORS as exc:
+        raise self.retry(exc=exc, countdown=_backoff(self)) from exc
+    except BackendError as exc:
+        if not exc.permanent:
+            raise self.retry(exc=exc, countdown=_backoff(self)) from exc
+        services.approval_finish_fail(request_id=request_id, error=str(exc))
+        raise
+    except (OSError, ValueError) as exc:
+        services.approval_finish_fail(request_id=request_id, error=f"{type(exc).__name__}: {exc}")
+        raise
+
+
+@shared_task(
+    name="deployments.tasks.approval_mirror", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=12
+)
+def approval_mirror_task(self, request_id: int) -> None:  # type: ignore[no-untyped-def]
+    from deployments import services
+
+    try:
+        services.approval_mirror_sync(request_id=request_id)
+    except INFRASTRUCTURE_ERRORS as exc:
+        raise self.retry(exc=exc, countdown=_backoff(self)) from exc
+    except BackendError as exc:
+        if not exc.permanent and self.request.retries < self.max_retries:
+            raise self.retry(exc=exc, countdown=_backoff(self)) from exc
+        services.approval_mirror_fail(request_id=request_id, error=str(exc))
+        raise
+
+
+@shared_task(name="deployments.tasks.approval_requests_expire", ignore_result=True, expires=250)
+def approval_requests_expire_task() -> None:
+    from deployments import services
+
+    services.approval_requests_expire()
+
+
+@shared_task(name="deployments.tasks.approval_requests_resume", ignore_result=True, expires=100)
+def approval_requests_resume_task() -> None:
+    from deployments import services
+
+    services.approval_requests_resume()
