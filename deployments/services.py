@@ -329,6 +329,7 @@ def approval_request_create(
                 overridden_by=actor if failed else None,
                 expires_at=timezone.now() + timedelta(days=target.request_ttl_days),
                 mirror_status=ApprovalRequest.Mirror.PENDING if selectors.mirror_enabled() else "",
+                enqueued_at=timezone.now() if selectors.mirror_enabled() else None,
             )
             GateResult.objects.bulk_create(
                 [
@@ -450,8 +451,8 @@ def approval_decide(*, actor: Any, request_id: int, verdict: str, comment: str) 
         else:
             approvals = request.decisions.filter(verdict=ApprovalDecision.Verdict.APPROVE).count()
             if approvals >= request.approvals_required:
-                request.quorum_at = timezone.now()
-                request.save(update_fields=["quorum_at"])
+                request.quorum_at = request.enqueued_at = timezone.now()
+                request.save(update_fields=["quorum_at", "enqueued_at"])
                 transaction.on_commit(lambda: tasks.approval_finish_task.delay(request.pk), robust=True)
     return request
 
@@ -593,7 +594,7 @@ def _tell_outcome(request: ApprovalRequest) -> None:
 
 def _mirror_again(request: ApprovalRequest) -> None:
     ApprovalRequest.objects.filter(pk=request.pk).exclude(mirror_status="").update(
-        mirror_status=ApprovalRequest.Mirror.PENDING
+        mirror_status=ApprovalRequest.Mirror.PENDING, enqueued_at=timezone.now()
     )
     transaction.on_commit(lambda: tasks.approval_mirror_task.delay(request.pk), robust=True)
 
