@@ -55,7 +55,37 @@ class Command(BaseCommand):
                     cost_tags={"team": "ml-platform"},
                 )
                 self.stdout.write("created demo project")
+        self._seed_environments(User.objects.get(username="ada"))
         self._seed_datasets(dana)
+
+    def _seed_environments(self, ada: Any) -> None:
+        """Staging (one approval) and production (two, after staging, no regression), so promotion can be walked."""
+        from deployments import services as deployment_services
+        from deployments.models import Environment
+
+        demo = [
+            {"name": "staging", "order": 10, "approvals_required": 1, "gates": ["accuracy >= 0.90"]},
+            {
+                "name": "production",
+                "order": 20,
+                "approvals_required": 2,
+                "gates": [
+                    "accuracy >= 0.90",
+                    "accuracy >= serving - 0.01",
+                    "schema matches serving",
+                    "approved in staging",
+                ],
+                "allow_override": True,
+                "bake_minutes": 10,
+                "objective_p99_latency_ms": 250,
+                "objective_error_rate": 0.01,
+                "objective_drift_share": 0.3,
+            },
+        ]
+        for data in demo:
+            if not Environment.objects.filter(name=data["name"]).exists():
+                deployment_services.environment_create(actor=ada, data=data)
+                self.stdout.write(f"created environment {data['name']}")
 
     def _seed_datasets(self, dana: Any) -> None:
         """The breast-cancer data scikit-learn ships, and a split of it, so lineage has something to show."""
