@@ -26,6 +26,18 @@ def _decide(user: Any, request_id: int, verdict: str) -> Any:
     return lambda: services.approval_decide(actor=user, request_id=request_id, verdict=verdict, comment=verdict)
 
 
+def _approve_and_finish(user: Any, request_id: int) -> Any:
+    def go() -> Any:
+        decided = services.approval_decide(actor=user, request_id=request_id, verdict="approve", comment="ok")
+        return services.approval_finish(request_id=request_id) if decided.quorum_at else None
+
+    return go
+
+
+def _withdraw(user: Any, request_id: int) -> Any:
+    return lambda: services.approval_withdraw(actor=user, request_id=request_id, reason="oops")
+
+
 def _events(request_id: int) -> list[str]:
     rows = TransitionEvent.objects.filter(object_type="deployments.approvalrequest", object_id=str(request_id))
     return list(rows.values_list("to_status", flat=True))
@@ -70,14 +82,7 @@ def test_an_approval_racing_a_rejection(users, version, staging) -> None:
 def test_an_approval_racing_a_withdrawal(users, version, staging) -> None:
     for _ in range(3):
         req = _request(users, make_model_version(version.registered_model.project, users.data_scientist), "staging")
-        outcomes = race(
-            lambda: services.approval_finish(request_id=req.pk)
-            if services.approval_decide(
-                actor=users.approver, request_id=req.pk, verdict="approve", comment="ok"
-            ).quorum_at
-            else None,
-            lambda: services.approval_withdraw(actor=users.data_scientist, request_id=req.pk, reason="oops"),
-        )
+        outcomes = race(_approve_and_finish(users.approver, req.pk), _withdraw(users.data_scientist, req.pk))
         final = ApprovalRequest.objects.get(pk=req.pk)
         assert final.status in ("approved", "withdrawn")
         # Whichever won, the loser was refused or stood down, and the history has exactly one ending.
