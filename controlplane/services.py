@@ -67,18 +67,28 @@ def notify(*, users: list[Any], title: str, body: str = "", url: str = "") -> li
     return created
 
 
+NOTIFICATION_EMAIL_LEASE = timedelta(minutes=10)
+NOTIFICATION_EMAIL_GIVE_UP = timedelta(days=2)
+
+
 def notification_email_send(*, notification_id: int) -> bool:
-    """Send one notification's email, once: the row is claimed before sending, so a redelivered message does not
-    send it twice. Returns whether this call sent it."""
+    """Send one notification's email. The row is claimed for a lease first, so a redelivered message does not send
+    it twice while a worker is sending; it is marked sent only after the mail server took it, so a worker that died
+    mid-send leaves it to the sweep. Returns whether this call sent it."""
     from django.conf import settings
     from django.core.mail import send_mail
 
-    claimed = Notification.objects.filter(pk=notification_id, emailed_at__isnull=True).update(emailed_at=timezone.now())
+    now = timezone.now()
+    claimed = (
+        Notification.objects.filter(pk=notification_id, emailed_at__isnull=True)
+        .filter(Q(email_claimed_at__isnull=True) | Q(email_claimed_at__lt=now - NOTIFICATION_EMAIL_LEASE))
+        .update(email_claimed_at=now)
+    )
     if not claimed:
         return False
-    notification = Notification.objects.select_related("user").get(pk=notification_id)
-    link = f"{settings.PORTAL_URL.rstrip('/')}{notification.url}" if notification.url else ""
     try:
+        notification = Notification.objects.select_related("user").get(pk=notification_id)
+        link = f"{settings.PORTAL_URL.rstrip('/')}{notification.url}" if notification.url else ""
         send_mail(
             subject=f"[ControlPlane] {notification.title}",
             message="\n\n".join(part for part in (notification.body, link) if part),
@@ -86,9 +96,26 @@ def notification_email_send(*, notification_id: int) -> bool:
             recipient_list=[notification.user.email],
         )
     except Exception:
-        Notification.objects.filter(pk=notification_id).update(emailed_at=None)
+        Notification.objects.filter(pk=notification_id, email_claimed_at=now).update(email_claimed_at=None)
         raise
+    Notification.objects.filter(pk=notification_id).update(emailed_at=timezone.now())
     return True
+
+
+def notification_emails_resume() -> int:
+    """The periodic sweep: emails not sent yet (a lost message, a dead worker, a mail server that was down) are
+    sent again, for two days; returns how many were queued."""
+    now = timezone.now()
+    due = (
+        Notification.objects.filter(emailed_at__isnull=True, created_at__gt=now - NOTIFICATION_EMAIL_GIVE_UP)
+        .filter(created_at__lt=now - timedelta(minutes=5))
+        .exclude(user__email="")
+        .filter(Q(email_claimed_at__isnull=True) | Q(email_claimed_at__lt=now - NOTIFICATION_EMAIL_LEASE))
+    )
+    ids = list(due.values_list("pk", flat=True)[:200])
+    for pk in ids:
+        tasks.notification_email_task.delay(pk)
+    return len(ids)
 
 
 def notifications_mark_read(*, user: Any, ids: list[int] | None = None) -> int:

@@ -37,5 +37,12 @@ def notification_email_task(self, notification_id: int) -> None:  # type: ignore
 
     try:
         services.notification_email_send(notification_id=notification_id)
-    except OSError as exc:  # the mail server is down or refused: try again later
+    except OSError as exc:  # the mail server is down or refused (smtplib's errors are OSErrors): try again later
         raise self.retry(exc=exc, countdown=min(2**self.request.retries * 30, 1800)) from exc
+
+
+@shared_task(name="controlplane.tasks.notification_emails_resume", ignore_result=True, expires=250)
+def notification_emails_resume_task() -> None:
+    from controlplane import services
+
+    services.notification_emails_resume()

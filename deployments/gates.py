@@ -128,6 +128,17 @@ class Outcome:
     evidence: dict[str, Any]
 
 
+def as_number(value: Any) -> float | None:
+    """A metric's value as a finite float, or None when it is not one (text, NaN, a flag, missing)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
 def missing_metrics(gates: Iterable[Gate], metrics: Mapping[str, Any]) -> list[Gate]:
     """The gates that name a metric the version does not report."""
     return [gate for gate in gates if gate.metric and gate.metric not in metrics]
@@ -140,7 +151,7 @@ def _schema_columns(schema: list[Mapping[str, Any]]) -> list[tuple[str, str]]:
 def evaluate(gate: Gate, candidate: Candidate, baseline: Baseline | None) -> Outcome:
     """Decide one gate. A metric the candidate lacks fails the gate (services refuse such requests earlier)."""
     if gate.kind == "threshold":
-        value = candidate.metrics.get(gate.metric)
+        value = as_number(candidate.metrics.get(gate.metric))
         if value is None:
             return Outcome(False, f"{candidate.label} does not report {gate.metric}", {"metric": gate.metric})
         passed = OPERATORS[gate.op](float(value), gate.value)
@@ -150,7 +161,7 @@ def evaluate(gate: Gate, candidate: Candidate, baseline: Baseline | None) -> Out
             {"metric": gate.metric, "value": float(value), "op": gate.op, "threshold": gate.value},
         )
     if gate.kind == "no_regression":
-        value = candidate.metrics.get(gate.metric)
+        value = as_number(candidate.metrics.get(gate.metric))
         if value is None:
             return Outcome(False, f"{candidate.label} does not report {gate.metric}", {"metric": gate.metric})
         if baseline is None:
@@ -159,7 +170,7 @@ def evaluate(gate: Gate, candidate: Candidate, baseline: Baseline | None) -> Out
                 "nothing serving or approved in this environment yet: nothing to regress against",
                 {"metric": gate.metric, "value": float(value)},
             )
-        served = baseline.metrics.get(gate.metric)
+        served = as_number(baseline.metrics.get(gate.metric))
         if served is None:
             return Outcome(
                 True,

@@ -90,6 +90,8 @@ class ApprovalRequest(models.Model):
     # Set when the last approval needed arrives; a worker then checks the artifact and approves.
     quorum_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField()
+    # When deployments.signals.model_version_approved was sent for it (once approved).
+    announced_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     # The SageMaker Model Package this request is mirrored to (aws backend).

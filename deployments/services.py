@@ -12,7 +12,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -54,8 +54,9 @@ APPROVAL_MACHINE = StateMachine(
     model=ApprovalRequest,
     table=transitions(
         {
-            # Made by the worker once the approvals are in and the artifact checked; the actor is the last approver.
-            "approve": ({"open"}, "approved", "approval.decide"),
+            # Made by the worker once the approvals are in and the artifact checked (their permission was checked
+            # when each approver decided; a role revoked since must not leave the request stuck half-finished).
+            "approve": ({"open"}, "approved"),
             "reject": ({"open"}, "rejected", "approval.decide"),
             # The system refuses approval: the stored artifact no longer matches the recorded SHA-256.
             "refuse": ({"open"}, "rejected"),
@@ -141,6 +142,16 @@ def _clean_environment(data: dict[str, Any], *, instance: Environment | None) ->
             errors["name"] = ["expected lowercase letters, digits and hyphens (at most 40), e.g. production"]
         elif Environment.objects.filter(name=name).exclude(pk=getattr(instance, "pk", None)).exists():
             errors["name"] = [f"an environment named {name!r} exists already"]
+        elif instance is not None and name != instance.name:
+            gated = [
+                other.name
+                for other in Environment.objects.exclude(pk=instance.pk)
+                if f"approved in {instance.name}" in other.gates
+            ]
+            if gated:
+                errors["name"] = [
+                    f"{', '.join(gated)} gate on 'approved in {instance.name}': change those gates before renaming"
+                ]
         data["name"] = name
     _whole(errors, data, "order", 0, 1000)
     _whole(errors, data, "approvals_required", 1, MAX_APPROVALS)
@@ -297,6 +308,14 @@ def approval_request_create(
                 ]
             }
         )
+    unusable = [
+        f"{version} reports {gate.metric} as {version.metrics[gate.metric]!r}, not a number: {target.name}'s gate "
+        f"{gate.expression!r} cannot be checked"
+        for gate in parsed
+        if gate.metric and gate_rules.as_number(version.metrics[gate.metric]) is None
+    ]
+    if unusable:
+        raise ValidationError({"model_version": unusable})
     baseline = selectors.baseline_version(registered_model_id=version.registered_model_id, environment=target)
     if baseline is not None and baseline.pk == version.pk:
         baseline = None
@@ -372,7 +391,9 @@ def approval_request_create(
                 )
             if request.mirror_status:
                 transaction.on_commit(lambda: tasks.approval_mirror_task.delay(request.pk), robust=True)
-    except IntegrityError:
+    except IntegrityError as exc:
+        if "approval_request_one_live_per_version_environment" not in str(exc) and "UNIQUE" not in str(exc).upper():
+            raise
         live = ApprovalRequest.objects.filter(
             model_version=version, environment=target, status__in=["open", "approved"]
         ).first()
@@ -388,9 +409,19 @@ def _duplicate_message(version: ModelVersion, environment: Environment, live: Ap
     return f"{version} already has a request for {environment.name}"
 
 
+def _request_id(value: Any) -> int:
+    try:
+        pk = int(value)
+    except (TypeError, ValueError):
+        pk = None
+    if pk is None or not ApprovalRequest.objects.filter(pk=pk).exists():
+        raise ValidationError({"request": [f"there is no approval request {value!r}"]})
+    return pk
+
+
 def _locked_open(request_id: int, action: str) -> ApprovalRequest:
     """The request under its row lock, or Conflict naming its state (an expired one is marked so on the way)."""
-    request = ApprovalRequest.objects.select_for_update().select_related("environment").get(pk=request_id)
+    request = ApprovalRequest.objects.select_for_update(of=("self",)).select_related("environment").get(pk=request_id)
     if request.status != ApprovalRequest.Status.OPEN:
         raise Conflict({"status": [f"request {request.pk} is {request.status}: only an open request can {action}"]})
     return request
@@ -415,8 +446,7 @@ def approval_decide(*, actor: Any, request_id: int, verdict: str, comment: str) 
         errors["comment"] = ["required: say why you approve or reject"]
     if errors:
         raise ValidationError(errors)
-    if not ApprovalRequest.objects.filter(pk=request_id).exists():
-        raise ValidationError({"request": [f"there is no approval request {request_id!r}"]})
+    request_id = _request_id(request_id)
     _expire_if_due(request_id)
     with transaction.atomic():
         request = _locked_open(request_id, "be decided")
@@ -425,7 +455,7 @@ def approval_decide(*, actor: Any, request_id: int, verdict: str, comment: str) 
             raise ValidationError(
                 {"approver": ["you requested this promotion: someone other than the requester must decide it"]}
             )
-        if version.run.created_by_id == actor.pk:
+        if actor.pk in lineage_selectors.model_version_run_authors(version):
             raise ValidationError(
                 {"approver": [f"you authored the training run of {version}: someone else must decide its promotion"]}
             )
@@ -493,10 +523,27 @@ def approval_finish(*, request_id: int) -> ApprovalRequest | None:
             return None
         _tell_outcome(done)
         if done.status == ApprovalRequest.Status.APPROVED:
-            transaction.on_commit(lambda: signals.model_version_approved.send(sender=ApprovalRequest, request=done))
+            transaction.on_commit(lambda: tasks.approval_announce_task.delay(done.pk), robust=True)
         if done.mirror_status:
             _mirror_again(done)
     return done
+
+
+def approval_announce(*, request_id: int) -> bool:
+    """Send `model_version_approved` for an approved request, then mark it sent: at least once (a worker that dies
+    in between sends it again from the sweep), so receivers must be idempotent. Returns whether it was sent now."""
+    request = (
+        ApprovalRequest.objects.select_related("model_version__registered_model__project", "environment")
+        .filter(pk=request_id, status="approved", announced_at__isnull=True)
+        .first()
+    )
+    if request is None:
+        return False
+    for receiver, result in signals.model_version_approved.send_robust(sender=ApprovalRequest, request=request):
+        if isinstance(result, Exception):
+            log.error("a model_version_approved receiver %r failed for %s", receiver, request, exc_info=result)
+    ApprovalRequest.objects.filter(pk=request_id, announced_at__isnull=True).update(announced_at=timezone.now())
+    return True
 
 
 def approval_finish_fail(*, request_id: int, error: str) -> ApprovalRequest | None:
@@ -514,13 +561,12 @@ def approval_finish_fail(*, request_id: int, error: str) -> ApprovalRequest | No
 def approval_withdraw(*, actor: Any, request_id: int, reason: str = "") -> ApprovalRequest:
     """The requester (or an admin) takes an open request back."""
     permissions.require(actor, "approval.request")
-    if not ApprovalRequest.objects.filter(pk=request_id).exists():
-        raise ValidationError({"request": [f"there is no approval request {request_id!r}"]})
+    request_id = _request_id(request_id)
     _expire_if_due(request_id)
     with transaction.atomic():
         request = _locked_open(request_id, "be withdrawn")
         if request.requested_by_id != actor.pk and permissions.ADMIN not in permissions.user_roles(actor):
-            raise ValidationError({"request": ["only the requester (or an admin) can withdraw a request"]})
+            raise PermissionDenied("only the requester (or an admin) can withdraw a request")
         reason = (reason or "").strip() or "withdrawn by the requester"
         request = APPROVAL_MACHINE.apply(request.pk, "withdraw", actor=actor, reason=reason, status_reason=reason)
         if request.mirror_status:
@@ -543,11 +589,6 @@ def approval_request_expire(*, request_id: int) -> ApprovalRequest | None:
             return None
         if request is None:
             return None
-        request.status_reason = (
-            f"expired on {request.expires_at:%Y-%m-%d %H:%M} UTC: nobody decided it within "
-            f"{request.environment.request_ttl_days} days"
-        )
-        request.save(update_fields=["status_reason"])
         _tell_outcome(request)
         if request.mirror_status:
             _mirror_again(request)
@@ -559,14 +600,20 @@ class _NotDue(Exception):
 
 
 def _refuse_unless_due(request: ApprovalRequest) -> dict[str, Any]:
-    if request.expires_at > timezone.now():
+    # A request whose approvals are all in is being finished by the artifact check: it does not expire.
+    if request.expires_at > timezone.now() or request.quorum_at is not None:
         raise _NotDue
-    return {}
+    return {
+        "status_reason": f"expired on {request.expires_at:%Y-%m-%d %H:%M} UTC: nobody decided it within "
+        f"{request.environment.request_ttl_days} days"
+    }
 
 
 def approval_requests_expire() -> int:
     """The periodic sweep: expire every open request past its time. Returns how many expired."""
-    due = ApprovalRequest.objects.filter(status="open", expires_at__lte=timezone.now()).values_list("pk", flat=True)
+    due = ApprovalRequest.objects.filter(
+        status="open", quorum_at__isnull=True, expires_at__lte=timezone.now()
+    ).values_list("pk", flat=True)
     count = 0
     for pk in list(due[:500]):
         if approval_request_expire(request_id=pk) is not None:
@@ -628,6 +675,10 @@ def approval_requests_resume() -> int:
     for pk in list(finish.values_list("pk", flat=True)[:200]):
         ApprovalRequest.objects.filter(pk=pk).update(enqueued_at=timezone.now())
         tasks.approval_finish_task.delay(pk)
+        count += 1
+    unannounced = ApprovalRequest.objects.filter(status="approved", announced_at__isnull=True, finished_at__lt=stale)
+    for pk in list(unannounced.values_list("pk", flat=True)[:200]):
+        tasks.approval_announce_task.delay(pk)
         count += 1
     mirrors = ApprovalRequest.objects.filter(quiet & waiting, mirror_status=ApprovalRequest.Mirror.PENDING)
     for pk in list(mirrors.values_list("pk", flat=True)[:200]):

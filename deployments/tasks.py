@@ -29,9 +29,23 @@ def approval_finish_task(self, request_id: int) -> None:  # type: ignore[no-unty
             raise self.retry(exc=exc, countdown=_backoff(self)) from exc
         services.approval_finish_fail(request_id=request_id, error=str(exc))
         raise
-    except (OSError, ValueError) as exc:
-        services.approval_finish_fail(request_id=request_id, error=f"{type(exc).__name__}: {exc}")
+    except ValueError as exc:  # the version has no stored artifact at all
+        services.approval_finish_fail(request_id=request_id, error=str(exc))
         raise
+    except OSError as exc:  # a full disk, a read error: try again, the approvals stand
+        raise self.retry(exc=exc, countdown=_backoff(self)) from exc
+
+
+@shared_task(
+    name="deployments.tasks.approval_announce", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=10
+)
+def approval_announce_task(self, request_id: int) -> None:  # type: ignore[no-untyped-def]
+    from deployments import services
+
+    try:
+        services.approval_announce(request_id=request_id)
+    except INFRASTRUCTURE_ERRORS as exc:
+        raise self.retry(exc=exc, countdown=_backoff(self)) from exc
 
 
 @shared_task(

@@ -488,6 +488,13 @@ def model_version_by_id(pk: Any) -> ModelVersion | None:
     )
 
 
+def model_version_run_authors(version: ModelVersion) -> set[int]:
+    """Who launched the runs that made these bytes: the version's run and any reproduction that made the same."""
+    ids = {version.run.created_by_id}
+    ids |= set(Run.objects.filter(same_model_as=version).values_list("created_by", flat=True))
+    return ids
+
+
 def project_data_scientists(project: Any) -> list[Any]:
     """The data scientists who work on a project: its creator and whoever launched its runs or registered its
     data, while they still hold the data scientist role."""

@@ -284,6 +284,7 @@ CELERY_BEAT_SCHEDULE = {
     "training-runs-poll-stale": {"task": "lineage.tasks.training_runs_poll_stale", "schedule": 60.0},
     "system-checks-requeue-stale": {"task": "controlplane.tasks.system_checks_requeue_stale", "schedule": 60.0},
     "lineage-direct-uploads-abort-stale": {"task": "lineage.tasks.direct_uploads_abort_stale", "schedule": 3600.0},
+    "notification-emails-resume": {"task": "controlplane.tasks.notification_emails_resume", "schedule": 300.0},
     "approval-requests-expire": {"task": "deployments.tasks.approval_requests_expire", "schedule": 300.0},
     "approval-requests-resume": {"task": "deployments.tasks.approval_requests_resume", "schedule": 120.0},
 }

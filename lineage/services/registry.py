@@ -145,12 +145,17 @@ def model_version_register(
 def model_version_artifact_sha256(version: ModelVersion) -> str:
     """The SHA-256 of the version's artifact as the store holds it now (approval checks it against the record).
     Slow I/O: call it from a worker, outside any row lock."""
+    from botocore.exceptions import BotoCoreError
+
+    from workers.errors import BackendError
     from workers.objectstore.base import hash_stream
 
     if version.artifact_key:
         stream = object_store().open(version.artifact_key)
         try:
             digest, _ = hash_stream(stream)
+        except BotoCoreError as exc:  # S3 stopped streaming mid-read: worth trying again
+            raise BackendError(f"reading {version.artifact_uri} failed: {exc}", permanent=False) from exc
         finally:
             stream.close()
         return digest

@@ -42,12 +42,7 @@ def test_one_approval_by_someone_else_approves_after_the_artifact_check(users, v
     after = approve(users.approver, req)
     # The approval is recorded; the worker's artifact check finishes the request.
     assert after.status == "open" and after.quorum_at is not None
-    received = []
-    signals.model_version_approved.connect(lambda sender, request, **kw: received.append(request.pk), weak=False)
-    try:
-        done = services.approval_finish(request_id=req.pk)
-    finally:
-        signals.model_version_approved.receivers.clear()
+    done = services.approval_finish(request_id=req.pk)
     assert done is not None and done.status == "approved" and done.finished_at is not None
     assert "alex" in done.status_reason
     events = list(TransitionEvent.objects.filter(object_type="deployments.approvalrequest", object_id=str(req.pk)))
@@ -114,8 +109,11 @@ def test_one_rejection_rejects_and_tells_the_requester(users, version, staging, 
 
 def test_withdrawal_by_the_requester_only(users, version, staging) -> None:
     req = request(users, version)
-    with pytest.raises(ValidationError):
+    with pytest.raises(PermissionDenied):
         services.approval_withdraw(actor=make_user("dee", permissions.DATA_SCIENTIST), request_id=req.pk)
+    with pytest.raises(ValidationError) as unknown:
+        services.approval_withdraw(actor=users.data_scientist, request_id="x1")
+    assert "no approval request 'x1'" in unknown.value.message_dict["request"][0]
     withdrawn = services.approval_withdraw(actor=users.data_scientist, request_id=req.pk, reason="retraining")
     assert withdrawn.status == "withdrawn"
     with pytest.raises(services.Conflict):
@@ -251,3 +249,121 @@ def test_environment_settings_are_validated_and_audited(users, staging) -> None:
     event = AuditEvent.objects.get(action="environment.change")
     assert event.before == {"approvals_required": 1, "gates": []}
     assert event.after == {"approvals_required": 2, "gates": ["f1 >= 0.8"]}
+
+
+def test_the_approval_is_announced_once_and_a_lost_announcement_is_resent(users, version, staging) -> None:
+    received = []
+
+    def receiver(sender: Any, request: ApprovalRequest, **kwargs: Any) -> None:
+        received.append(request.pk)
+
+    def broken(sender: Any, request: ApprovalRequest, **kwargs: Any) -> None:
+        raise RuntimeError("a receiver that fails must not stop the others")
+
+    req = request(users, version)
+    approve(users.approver, req)
+    services.approval_finish(request_id=req.pk)
+    signals.model_version_approved.connect(broken, weak=False)
+    signals.model_version_approved.connect(receiver, weak=False)
+    try:
+        # The worker died before announcing: the sweep finds it once a lease has passed.
+        ApprovalRequest.objects.filter(pk=req.pk).update(finished_at=timezone.now() - timedelta(hours=3))
+        from unittest import mock
+
+        with mock.patch("deployments.tasks.approval_announce_task.delay") as send:
+            services.approval_requests_resume()
+        assert [call.args for call in send.call_args_list] == [(req.pk,)]
+        assert services.approval_announce(request_id=req.pk) is True
+        assert services.approval_announce(request_id=req.pk) is False
+    finally:
+        signals.model_version_approved.disconnect(broken)
+        signals.model_version_approved.disconnect(receiver)
+    assert received == [req.pk]
+    assert ApprovalRequest.objects.get(pk=req.pk).announced_at is not None
+
+
+def test_a_request_with_its_approvals_does_not_expire(users, version, staging) -> None:
+    req = request(users, version)
+    approve(users.approver, req)
+    ApprovalRequest.objects.filter(pk=req.pk).update(expires_at=timezone.now() - timedelta(1))
+    assert services.approval_requests_expire() == 0
+    assert services.approval_request_expire(request_id=req.pk) is None
+    assert services.approval_finish(request_id=req.pk).status == "approved"
+
+
+def test_an_approver_whose_role_was_revoked_before_the_check_still_counts(users, version, staging) -> None:
+    req = request(users, version)
+    approve(users.approver, req)
+    users.approver.groups.clear()
+    assert services.approval_finish(request_id=req.pk).status == "approved"
+
+
+def test_the_author_of_a_reproduction_with_the_same_bytes_cannot_decide(users, version, staging) -> None:
+    from lineage.models import Run
+
+    Run.objects.create(
+        project=version.registered_model.project,
+        kind="training",
+        recipe="logistic_regression",
+        recipe_version="2",
+        recipe_fingerprint="e" * 64,
+        created_by=users.approver,
+        status="succeeded",
+        same_model_as=version,
+    )
+    req = request(users, version)
+    with pytest.raises(ValidationError) as refused:
+        approve(users.approver, req)
+    assert "authored the training run" in refused.value.message_dict["approver"][0]
+
+
+@pytest.mark.parametrize("value", ["n/a", None, {"mean": 0.9}, True])
+def test_a_metric_that_is_not_a_number_is_refused_naming_it(users, project, staging, value) -> None:
+    odd = make_model_version(project, users.data_scientist, metrics={"accuracy": value})
+    gated = services.environment_create(actor=users.admin, data={"name": "gated", "gates": ["accuracy >= 0.9"]})
+    with pytest.raises(ValidationError) as refused:
+        request(users, odd, gated.name)
+    assert "accuracy" in refused.value.message_dict["model_version"][0]
+    assert not ApprovalRequest.objects.exists()
+
+
+def test_an_environment_named_in_another_gate_keeps_its_name(users, staging, production) -> None:
+    with pytest.raises(ValidationError) as refused:
+        services.environment_update(actor=users.admin, environment_id=staging.pk, data={"name": "stage"})
+    assert "production gate on 'approved in staging'" in refused.value.message_dict["name"][0]
+
+
+def test_a_missing_artifact_refuses_the_approval_saying_why(users, version, staging, settings) -> None:
+    from pathlib import Path
+
+    from workers.errors import ObjectNotFound
+
+    req = request(users, version)
+    approve(users.approver, req)
+    stored = Path(settings.OBJECT_STORE_URL.removeprefix("file://")) / version.artifact_key
+    stored.unlink()
+    with pytest.raises(ObjectNotFound) as gone:
+        services.approval_finish(request_id=req.pk)
+    done = services.approval_finish_fail(request_id=req.pk, error=str(gone.value))
+    assert done.status == "rejected" and "could not be read" in done.status_reason
+
+
+def test_an_email_is_sent_once_and_resent_after_a_worker_died_sending_it(users, version, staging) -> None:
+    req = request(users, version)
+    services.approval_decide(actor=users.approver, request_id=req.pk, verdict="reject", comment="no")
+    note = Notification.objects.get(user=users.data_scientist)
+    # A worker claimed it and died before the mail server took it.
+    Notification.objects.filter(pk=note.pk).update(
+        email_claimed_at=timezone.now(), created_at=timezone.now() - timedelta(minutes=30)
+    )
+    assert controlplane_services.notification_email_send(notification_id=note.pk) is False
+    assert controlplane_services.notification_emails_resume() == 0
+    Notification.objects.filter(pk=note.pk).update(email_claimed_at=timezone.now() - timedelta(minutes=11))
+    from unittest import mock
+
+    with mock.patch("controlplane.tasks.notification_email_task.delay") as send:
+        assert controlplane_services.notification_emails_resume() == 1
+    assert send.call_args.args == (note.pk,)
+    assert controlplane_services.notification_email_send(notification_id=note.pk) is True
+    assert len(mail.outbox) == 1 and Notification.objects.get(pk=note.pk).emailed_at is not None
+    assert controlplane_services.notification_email_send(notification_id=note.pk) is False
