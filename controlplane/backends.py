@@ -10,6 +10,7 @@ from django.conf import settings
 from django.urls import reverse
 
 from workers.objectstore import ObjectStore, open_object_store
+from workers.registry import ModelRegistry
 
 
 @lru_cache(maxsize=1)
@@ -42,3 +43,11 @@ def training_backend(name: str) -> Any:
             region=settings.AWS_REGION,
         )
     raise ValueError(f"unknown training backend {name!r}")
+
+
+def model_registry() -> ModelRegistry:
+    """Where approval requests are mirrored on the aws backend: the SageMaker Model Registry in AWS_REGION.
+    Built per call (cheap: workers.aws caches the client), so a test's fresh endpoint and credentials apply."""
+    from workers.registry.sagemaker import SageMakerModelRegistry
+
+    return SageMakerModelRegistry(region=settings.AWS_REGION)

@@ -378,6 +378,13 @@ ACTIONS_FOR_CALL: dict[str, set[str]] = {
     "create_training_job": {"sagemaker:CreateTrainingJob", "sagemaker:AddTags", "iam:PassRole"},
     "describe_training_job": {"sagemaker:DescribeTrainingJob"},
     "stop_training_job": {"sagemaker:StopTrainingJob"},
+    # The approval mirror (workers/registry): tags on create need AddTags here too.
+    "describe_model_package_group": {"sagemaker:DescribeModelPackageGroup"},
+    "create_model_package_group": {"sagemaker:CreateModelPackageGroup", "sagemaker:AddTags"},
+    "create_model_package": {"sagemaker:CreateModelPackage", "sagemaker:AddTags"},
+    "list_model_packages": {"sagemaker:ListModelPackages"},
+    "describe_model_package": {"sagemaker:DescribeModelPackage"},
+    "update_model_package": {"sagemaker:UpdateModelPackage"},
     "describe_log_streams": {"logs:DescribeLogStreams"},
     "get_log_events": {"logs:GetLogEvents"},
 }
@@ -431,7 +438,13 @@ def test_the_documented_policy_allows_every_call_the_code_makes() -> None:
     calls = calls_the_workers_make()
     # A call this table does not know is a new permission someone must add to the guide.
     assert calls - set(ACTIONS_FOR_CALL) == set()
-    assert {"get_object", "create_training_job", "get_log_events", "list_object_versions"} <= calls
+    assert {
+        "get_object",
+        "create_training_job",
+        "get_log_events",
+        "list_object_versions",
+        "update_model_package",
+    } <= calls
     needed = set().union(*(ACTIONS_FOR_CALL[call] for call in calls))
     assert needed - policy_actions("### The role the web and worker processes run as") == set()
 
