@@ -4,6 +4,7 @@ syntax, who may do what) live in deployments.services, whose messages the pages 
 from __future__ import annotations
 
 import inspect
+import re
 from typing import Any
 
 from django import forms
@@ -12,10 +13,29 @@ from deployments import gates as gate_rules
 from deployments.models import Environment, default_request_ttl_days
 
 
-def gate_syntax() -> str:
-    """The gate syntax as deployments.gates documents it (the lines after its first paragraph)."""
+def gate_syntax() -> list[tuple[list[str], str]]:
+    """The gate syntax as deployments.gates documents it: (example expressions, what they mean) per kind of gate.
+
+    The docstring's table wraps a meaning over two lines with a second example beside it; the gate parser tells
+    which lines belong to the same kind, so they become one entry.
+    """
     doc = inspect.cleandoc(gate_rules.__doc__ or "")
-    return doc.split("\n\n", 1)[-1]
+    entries: list[tuple[str, list[str], str]] = []
+    for line in doc.splitlines():
+        parts = re.split(r"\s{2,}", line.strip(), maxsplit=1)
+        if not line.startswith(" ") or len(parts) != 2:
+            continue
+        example, meaning = parts
+        try:
+            kind = gate_rules.parse_gate(example).kind
+        except gate_rules.GateSyntaxError:
+            continue
+        if entries and entries[-1][0] == kind:
+            entries[-1][1].append(example)
+            entries[-1] = (kind, entries[-1][1], f"{entries[-1][2]} {meaning}")
+        else:
+            entries.append((kind, [example], meaning))
+    return [(examples, meaning) for _, examples, meaning in entries]
 
 
 class GatesField(forms.CharField):

@@ -113,7 +113,14 @@ def test_a_bad_gate_line_is_named_on_the_gates_field_and_nothing_is_saved(client
     errors = [p.text() for p in page.find_all("p", data_field="gates")]
     assert errors == ["gate 2: 'accuracy >= high': the threshold 'high' is not a number (e.g. 0.90)"]
     # The syntax help sits beside the field, and what was typed is kept.
-    assert "schema matches serving" in page.find(data_testid="gate-syntax").text()
+    syntax = page.find("table", data_testid="gate-syntax").rows()
+    assert [row[0] for row in syntax] == [
+        "accuracy >= 0.90",
+        "accuracy >= serving - 0.01 rmse <= serving + 0.5",
+        "schema matches serving",
+        "approved in staging",
+    ]
+    assert syntax[1][1].startswith("no regression beyond a tolerance") and syntax[1][1].endswith("none yet")
     assert page.find("textarea", name="gates").text() == "accuracy >= 0.9 accuracy >= high"
     assert not Environment.objects.exists()
     assert not AuditEvent.objects.filter(object_type="environment").exists()
