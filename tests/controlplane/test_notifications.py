@@ -109,10 +109,12 @@ def test_the_list_is_paginated(client, users) -> None:
 
 def test_an_approver_sees_how_many_requests_wait_in_the_nav_and_on_home(client, users, project, staging) -> None:
     first, second = open_requests(users, project, 2)
+    controlplane_services.notify(users=[users.approver], title="budget alert")
     client.force_login(users.approver)
     page = home(client)
     entries = nav_entries(page)
     assert entries["Approvals"] == "2" and entries["Environments"] == ""
+    assert page.find("a", data_testid="nav-notifications").text() == "Notifications 1"
     assert page.find("nav", data_testid="main-nav").links()["Approvals 2"] == reverse("approval-queue")
     waiting = page.find("section", data_testid="approvals-waiting")
     assert "2 requests wait for your decision." in waiting.text()
