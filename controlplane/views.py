@@ -1,4 +1,4 @@
-"""Pages: home, projects, audit log, API token, system status, signed object downloads."""
+"""Pages: home, notifications, projects, audit log, API token, system status, signed object downloads."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ from rest_framework.authtoken.models import Token
 from controlplane import permissions, selectors, services
 from controlplane.backends import object_store
 from controlplane.forms import ProjectChangeForm, ProjectCreateForm, json_pretty
-from controlplane.models import AuditEvent, Project, SystemCheck
+from controlplane.models import AuditEvent, Notification, Project, SystemCheck
 from workers.errors import ObjectNotFound
 from workers.objectstore.local import verify_download_signature
 
@@ -141,7 +141,10 @@ def healthz(request: HttpRequest) -> HttpResponse:
 
 
 def home(request: HttpRequest) -> HttpResponse:
+    from deployments import selectors as deployment_selectors
+
     roles = permissions.user_roles(request.user)
+    can_decide = permissions.has_permission(request.user, "approval.decide")
     return render(
         request,
         "controlplane/home.html",
@@ -149,7 +152,28 @@ def home(request: HttpRequest) -> HttpResponse:
             "roles": sorted(roles),
             "project_count": Project.objects.count() if roles else 0,
             "recent_events": AuditEvent.objects.all()[:8] if roles else [],
+            "can_decide": can_decide,
+            "approvals_waiting": deployment_selectors.approval_queue_count(user=request.user) if can_decide else 0,
         },
+    )
+
+
+# --- notifications --------------------------------------------------------------------------
+
+
+@require_http_methods(["GET", "POST"])
+def notification_list(request: HttpRequest) -> HttpResponse:
+    """The user's notifications, newest first; POST marks them all read."""
+    permissions.require(request.user, "notification.view")
+    if request.method == "POST":
+        count = services.notifications_mark_read(user=request.user)
+        messages.success(request, f"{count} notification{'' if count == 1 else 's'} marked read.")
+        return redirect("notification-list")
+    notifications = Notification.objects.filter(user=request.user)
+    return render(
+        request,
+        "controlplane/notifications.html",
+        {"page": paginate(request, notifications), "unread": notifications.filter(read_at__isnull=True).count()},
     )
 
 

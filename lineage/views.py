@@ -548,7 +548,18 @@ def model_detail(request: HttpRequest, project: str, slug: str) -> HttpResponse:
     permissions.require(request.user, "model.view")
     model = get_object_or_404(RegisteredModel.objects.select_related("project"), project__slug=project, slug=slug)
     versions = model.versions.select_related("run", "created_by")
-    return render(request, "lineage/model_detail.html", {"model": model, "page": paginate(request, versions)})
+    page = paginate(request, versions)
+    # Where each version on this page stands per environment (deployments owns the requests).
+    from deployments import selectors as deployment_selectors
+
+    environments = list(deployment_selectors.environment_list())
+    matrix = deployment_selectors.approval_matrix(versions=list(page))
+    rows = [(v, [matrix.get(v.pk, {}).get(e.pk) for e in environments]) for v in page]
+    return render(
+        request,
+        "lineage/model_detail.html",
+        {"model": model, "page": page, "environments": environments, "matrix_rows": rows},
+    )
 
 
 def model_version_detail(request: HttpRequest, project: str, slug: str, number: int) -> HttpResponse:
@@ -567,5 +578,17 @@ def model_version_detail(request: HttpRequest, project: str, slug: str, number: 
             "graph": layout_graph(selectors.lineage_graph(version.node_id, depth=3)),
             "inputs": version.run.inputs.select_related("dataset_version__dataset__project"),
             "can_launch": permissions.has_permission(request.user, "run.launch"),
+            "standing": _standing(version),
+            "can_request": permissions.has_permission(request.user, "approval.request"),
         },
     )
+
+
+def _standing(version: ModelVersion) -> list[tuple[Any, Any]]:
+    """Per environment, the version's latest approval request there (or None): deployments owns the requests."""
+    from deployments import selectors as deployment_selectors
+
+    latest: dict[int, Any] = {}
+    for approval in deployment_selectors.model_version_approvals(model_version=version):
+        latest.setdefault(approval.environment_id, approval)
+    return [(environment, latest.get(environment.pk)) for environment in deployment_selectors.environment_list()]

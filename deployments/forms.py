@@ -1,0 +1,132 @@
+"""Browser forms for environments and promotion requests: they parse text into values; the rules (ranges, gate
+syntax, who may do what) live in deployments.services, whose messages the pages show on these fields."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from typing import Any
+
+from django import forms
+
+from deployments import gates as gate_rules
+from deployments.models import Environment, default_request_ttl_days
+
+
+def gate_syntax() -> list[tuple[list[str], str]]:
+    """The gate syntax as deployments.gates documents it: (example expressions, what they mean) per kind of gate.
+
+    The docstring's table wraps a meaning over two lines with a second example beside it; the gate parser tells
+    which lines belong to the same kind, so they become one entry.
+    """
+    doc = inspect.cleandoc(gate_rules.__doc__ or "")
+    entries: list[tuple[str, list[str], str]] = []
+    for line in doc.splitlines():
+        parts = re.split(r"\s{2,}", line.strip(), maxsplit=1)
+        if not line.startswith(" ") or len(parts) != 2:
+            continue
+        example, meaning = parts
+        try:
+            kind = gate_rules.parse_gate(example).kind
+        except gate_rules.GateSyntaxError:
+            continue
+        if entries and entries[-1][0] == kind:
+            entries[-1][1].append(example)
+            entries[-1] = (kind, entries[-1][1], f"{entries[-1][2]} {meaning}")
+        else:
+            entries.append((kind, [example], meaning))
+    return [(examples, meaning) for _, examples, meaning in entries]
+
+
+class GatesField(forms.CharField):
+    """One gate expression a line; blank lines are left out. The service checks each expression."""
+
+    widget = forms.Textarea(attrs={"rows": 5, "placeholder": "accuracy >= 0.90\napproved in staging", "cols": 50})
+
+    def to_python(self, value: Any) -> list[str]:  # type: ignore[override]
+        text = super().to_python(value) or ""
+        return [line.strip() for line in text.splitlines() if line.strip()]
+
+    def prepare_value(self, value: Any) -> Any:
+        return "\n".join(value) if isinstance(value, list) else value
+
+
+class EnvironmentForm(forms.Form):
+    name = forms.CharField(max_length=40, help_text="Lowercase letters, digits and hyphens, e.g. staging, production.")
+    order = forms.IntegerField(initial=0, help_text="Promotion order: lower comes first (staging before production).")
+    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    approvals_required = forms.IntegerField(
+        initial=1, label="Approvals required", help_text="Distinct approvers, none of them the requester (1 to 10)."
+    )
+    gates = GatesField(required=False, help_text="One expression a line; see the syntax below.")
+    allow_override = forms.BooleanField(
+        required=False,
+        label="Allow override",
+        help_text="A request whose gates fail may still be made, with a written reason (audited).",
+    )
+    request_ttl_days = forms.IntegerField(
+        initial=default_request_ttl_days,
+        label="Request expires after (days)",
+        help_text="An open request nobody decides expires (1 to 365).",
+    )
+    bake_minutes = forms.IntegerField(
+        initial=10, label="Bake time (minutes)", help_text="How long a new deployment is watched before it counts."
+    )
+    objective_p99_latency_ms = forms.FloatField(
+        required=False, label="Objective: p99 latency (ms)", help_text="Empty for none."
+    )
+    objective_error_rate = forms.FloatField(
+        required=False, label="Objective: error rate", help_text="A fraction: 0.01 is 1%. Empty for none."
+    )
+    objective_drift_share = forms.FloatField(
+        required=False, label="Objective: drift share", help_text="The share of features allowed to drift, a fraction."
+    )
+    min_desired_count = forms.IntegerField(initial=1, label="Desired count: at least")
+    max_desired_count = forms.IntegerField(initial=4, label="Desired count: at most")
+    backend_settings = forms.JSONField(
+        required=False,
+        label="Backend settings",
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": '{"cluster": "ml-prod"}'}),
+        help_text="A JSON object the serving backend reads (cluster, subnets, …). Empty for none.",
+    )
+
+    def clean_backend_settings(self) -> Any:
+        value = self.cleaned_data.get("backend_settings")
+        return {} if value in (None, "") else value
+
+    @staticmethod
+    def initial_from(environment: Environment) -> dict[str, Any]:
+        return {name: getattr(environment, name) for name in EnvironmentForm.base_fields}
+
+
+class ApprovalRequestForm(forms.Form):
+    environment = forms.ModelChoiceField(
+        queryset=Environment.objects.none(), to_field_name="name", empty_label=None, label="Environment"
+    )
+    justification = forms.CharField(
+        max_length=5000,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text="Why this version should be promoted: approvers read it next to the evidence.",
+    )
+    override_reason = forms.CharField(
+        required=False,
+        max_length=5000,
+        label="Override reason",
+        widget=forms.Textarea(attrs={"rows": 3}),
+    )
+
+    def __init__(self, *args: Any, environments: list[Environment], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["environment"]
+        assert isinstance(field, forms.ModelChoiceField)
+        field.queryset = Environment.objects.filter(pk__in=[environment.pk for environment in environments])
+        overridable = [environment.name for environment in environments if environment.allow_override]
+        if overridable:
+            self.fields["override_reason"].help_text = (
+                f"Only if a gate fails: {', '.join(overridable)} "
+                f"{'allows' if len(overridable) == 1 else 'allow'} a request whose gates fail, with a reason "
+                "(kept in the audit log). Other environments refuse it."
+            )
+        else:
+            # No environment accepts an override, so the field would only mislead.
+            del self.fields["override_reason"]

@@ -1,0 +1,157 @@
+"""Notifications in the app: the list, its unread marks, "mark all read", and the navigation's counts (unread
+notifications for everyone, requests waiting for an approver), which cost one query each however many there are."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from controlplane import services as controlplane_services
+from controlplane.models import Notification
+from deployments import services
+from tests.deployments.conftest import make_model_version
+from tests.deployments.page_html import Element, parse
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def project(users: Any) -> Any:
+    return controlplane_services.project_create(actor=users.admin, name="Breast cancer", slug="bc")
+
+
+@pytest.fixture
+def staging(users: Any) -> Any:
+    return services.environment_create(actor=users.admin, data={"name": "staging", "order": 10})
+
+
+def open_requests(users: Any, project: Any, count: int) -> list[Any]:
+    return [
+        services.approval_request_create(
+            actor=users.data_scientist,
+            model_version_id=make_model_version(project, users.data_scientist).pk,
+            environment="staging",
+            justification="better recall",
+        )
+        for _ in range(count)
+    ]
+
+
+def home(client: Any) -> Element:
+    response = client.get(reverse("home"))
+    assert response.status_code == 200
+    return parse(response.content)
+
+
+def nav_entries(page: Element) -> dict[str, str]:
+    """Main navigation: the label (without its count) → the count shown, or ''."""
+    entries = {}
+    for link in page.find("nav", data_testid="main-nav").find_all("a"):
+        counts = link.find_all(data_testid="nav-count")
+        count = counts[0].text() if counts else ""
+        entries[link.text().removesuffix(count).strip()] = count
+    return entries
+
+
+def test_the_outcome_reaches_the_requester_with_an_unread_count(client, users, project, staging) -> None:
+    (approval,) = open_requests(users, project, 1)
+    services.approval_decide(actor=users.approver, request_id=approval.pk, verdict="reject", comment="too slow")
+    client.force_login(users.data_scientist)
+    page = home(client)
+    link = page.find("a", data_testid="nav-notifications")
+    assert link.attrs["href"] == reverse("notification-list") and link.find(data_testid="nav-unread").text() == "1"
+
+    listing = parse(client.get(reverse("notification-list")).content)
+    table = listing.find("table", data_testid="notification-table")
+    (row,) = [tr for tr in table.find_all("tr") if "data-notification" in tr.attrs]
+    assert row.find(data_testid="unread").text() == "unread"
+    assert "for staging" in row.text() and "rejected by alex: too slow" in row.text()
+    assert row.links()["open"] == reverse("approval-request-detail", args=[approval.pk])
+    assert listing.find(data_testid="unread-summary").text() == "1 unread."
+
+
+def test_mark_all_read_clears_the_marks_and_the_badge_for_this_user_only(client, users) -> None:
+    for number in range(3):
+        controlplane_services.notify(users=[users.data_scientist, users.approver], title=f"news {number}")
+    client.force_login(users.data_scientist)
+    page = parse(client.get(reverse("notification-list")).content)
+    titles = [tr.find("strong").text() for tr in page.find_all("tr") if "data-notification" in tr.attrs]
+    assert titles == ["news 2", "news 1", "news 0"]  # newest first
+    assert any(button.text() == "Mark all read" for button in page.find_all("button"))
+
+    response = client.post(reverse("notification-list"))
+    assert response.status_code == 302 and response["Location"] == reverse("notification-list")
+    page = parse(client.get(response["Location"]).content)
+    assert not page.has(data_testid="unread") and not page.has(data_testid="nav-unread")
+    assert page.find(data_testid="unread-summary").text() == "Nothing unread."
+    assert not any(button.text() == "Mark all read" for button in page.find_all("button"))
+    assert "3 notifications marked read." in page.find("ul", **{"class": "messages"}).text()
+    # Another user's notifications are neither shown nor touched.
+    assert Notification.objects.filter(user=users.approver, read_at__isnull=True).count() == 3
+    assert Notification.objects.filter(user=users.data_scientist, read_at__isnull=True).count() == 0
+
+
+def test_the_list_is_paginated(client, users) -> None:
+    for number in range(30):
+        controlplane_services.notify(users=[users.finance], title=f"alert {number}")
+    client.force_login(users.finance)
+    first = parse(client.get(reverse("notification-list")).content)
+    assert len([tr for tr in first.find_all("tr") if "data-notification" in tr.attrs]) == 25
+    assert first.find("nav", **{"class": "pagination"}).links()["Older →"] == "?page=2"
+    second = parse(client.get(reverse("notification-list"), {"page": 2}).content)
+    titles = [tr.find("strong").text() for tr in second.find_all("tr") if "data-notification" in tr.attrs]
+    assert titles == [f"alert {number}" for number in range(4, -1, -1)]
+
+
+def test_an_approver_sees_how_many_requests_wait_in_the_nav_and_on_home(client, users, project, staging) -> None:
+    first, second = open_requests(users, project, 2)
+    controlplane_services.notify(users=[users.approver], title="budget alert")
+    client.force_login(users.approver)
+    page = home(client)
+    entries = nav_entries(page)
+    assert entries["Approvals"] == "2" and entries["Environments"] == ""
+    assert page.find("a", data_testid="nav-notifications").text() == "Notifications 1"
+    assert page.find("nav", data_testid="main-nav").links()["Approvals 2"] == reverse("approval-queue")
+    waiting = page.find("section", data_testid="approvals-waiting")
+    assert "2 requests wait for your decision." in waiting.text()
+    assert waiting.links()["Approval queue"] == reverse("approval-queue")
+
+    # A request they decided no longer waits for them; one waits still.
+    services.approval_decide(actor=users.approver, request_id=first.pk, verdict="approve", comment="fine")
+    page = home(client)
+    assert nav_entries(page)["Approvals"] == "1"
+    assert "1 request waits for your decision." in page.find("section", data_testid="approvals-waiting").text()
+    # The first has the one approval staging needs (the worker finishes it): it waits for nobody else either.
+    client.force_login(users.approver2)
+    assert nav_entries(home(client))["Approvals"] == "1"
+
+
+def test_a_data_scientist_has_no_approvals_entry(client, users, project, staging) -> None:
+    open_requests(users, project, 1)
+    client.force_login(users.data_scientist)
+    page = home(client)
+    assert "Approvals" not in nav_entries(page) and "Environments" in nav_entries(page)
+    assert not page.has("section", data_testid="approvals-waiting")
+    assert not page.has(data_testid="nav-unread")
+
+
+def test_the_navigation_counts_cost_the_same_however_many_there_are(client, users, project, staging) -> None:
+    client.force_login(users.approver)
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(reverse("project-list")).status_code == 200
+        return len(captured)
+
+    open_requests(users, project, 1)
+    controlplane_services.notify(users=[users.approver], title="one")
+    before = queries()
+    open_requests(users, project, 12)
+    for number in range(20):
+        controlplane_services.notify(users=[users.approver], title=f"more {number}")
+    assert queries() == before
+    assert nav_entries(home(client))["Approvals"] == "13"
