@@ -157,12 +157,18 @@ def test_a_bad_change_is_named_on_its_field_and_changes_nothing(client, users, s
 def test_renaming_moves_the_page_and_a_taken_name_is_refused(client, users, staging, production) -> None:
     client.force_login(users.admin)
     taken = client.post(
-        reverse("environment-detail", args=["staging"]), form_data(name="production", approvals_required="1", gates="")
+        reverse("environment-detail", args=["production"]), form_data(name="staging", approvals_required="1", gates="")
     )
     assert taken.status_code == 400
     assert "exists already" in parse(taken.content).find("p", data_field="name").text()
-    renamed = client.post(
+    # Production's gate "approved in staging" holds staging's name.
+    held = client.post(
         reverse("environment-detail", args=["staging"]), form_data(name="qa", approvals_required="1", gates="")
     )
-    assert renamed.status_code == 302 and renamed["Location"] == reverse("environment-detail", args=["qa"])
-    assert client.get(reverse("environment-detail", args=["staging"])).status_code == 404
+    assert held.status_code == 400
+    assert "approved in staging" in parse(held.content).find("p", data_field="name").text()
+    renamed = client.post(
+        reverse("environment-detail", args=["production"]), form_data(name="prod", approvals_required="1", gates="")
+    )
+    assert renamed.status_code == 302 and renamed["Location"] == reverse("environment-detail", args=["prod"])
+    assert client.get(reverse("environment-detail", args=["production"])).status_code == 404
