@@ -228,6 +228,8 @@ class NotificationsReadInput(BodyInput):
 
 
 class NotificationsReadApi(GenericAPIView):
+    serializer_class = NotificationsReadInput  # what OPTIONS describes
+
     @extend_schema(
         operation_id="notifications_read",
         request=NotificationsReadInput,

@@ -221,7 +221,9 @@ class StandingOutput(ApprovalRequestOutput):
 
 
 def _counted(requests: QuerySet[ApprovalRequest]) -> QuerySet[ApprovalRequest]:
-    return requests.annotate(approval_count=Count("decisions", filter=Q(decisions__verdict="approve")))
+    # An aggregate drops the model's default ordering, so the order is restated (the selector's, else the model's).
+    order = requests.query.order_by or ApprovalRequest._meta.ordering
+    return requests.annotate(approval_count=Count("decisions", filter=Q(decisions__verdict="approve"))).order_by(*order)
 
 
 def _detail(pk: int) -> ApprovalRequest:
