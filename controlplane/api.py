@@ -14,8 +14,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from controlplane import permissions, selectors, services
-from controlplane.api_support import BodyInput
-from controlplane.models import AuditEvent, Project, SystemCheck
+from controlplane.api_support import BodyInput, Pagination
+from controlplane.models import AuditEvent, Notification, Project, SystemCheck
 
 
 class ProjectOutput(serializers.ModelSerializer):
@@ -170,3 +170,75 @@ class MeApi(GenericAPIView):
         return Response(
             {"username": request.user.get_username(), "roles": sorted(permissions.user_roles(request.user))}
         )
+
+
+# --- notifications ----------------------------------------------------------------------------
+
+
+class NotificationOutput(serializers.ModelSerializer):
+    read = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Notification
+        fields = ["id", "title", "body", "url", "created_at", "read", "read_at"]
+
+    def get_read(self, notification: Notification) -> bool:
+        return notification.read_at is not None
+
+
+class NotificationPagination(Pagination):
+    """A page of the caller's notifications, with how many of all of them are unread."""
+
+    unread = 0
+
+    def get_paginated_response(self, data: Any) -> Response:
+        response = super().get_paginated_response(data)
+        response.data["unread"] = self.unread
+        return response
+
+    def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        paginated = super().get_paginated_response_schema(schema)
+        paginated["properties"]["unread"] = {"type": "integer", "example": 2, "description": "Unread, of all"}
+        paginated["required"] = [*paginated.get("required", []), "unread"]
+        return paginated
+
+
+class NotificationListApi(GenericAPIView):
+    serializer_class = NotificationOutput
+    pagination_class = NotificationPagination
+
+    @extend_schema(operation_id="notifications_list", responses=NotificationOutput(many=True))
+    def get(self, request: Request) -> Response:
+        permissions.require(request.user, "notification.view")
+        mine = Notification.objects.filter(user=request.user).order_by("-created_at", "-id")
+        paginator = self.paginator
+        assert isinstance(paginator, NotificationPagination)
+        paginator.unread = mine.filter(read_at__isnull=True).count()
+        page = self.paginate_queryset(mine)
+        return self.get_paginated_response(NotificationOutput(page, many=True).data)
+
+
+class NotificationsReadInput(BodyInput):
+    ids = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=2**63 - 1),
+        required=False,
+        max_length=1000,
+        help_text="The notifications to mark read; all of yours when left out",
+    )
+
+
+class NotificationsReadApi(GenericAPIView):
+    serializer_class = NotificationsReadInput  # what OPTIONS describes
+
+    @extend_schema(
+        operation_id="notifications_read",
+        request=NotificationsReadInput,
+        responses=inline_serializer("NotificationsRead", {"marked": serializers.IntegerField()}),
+        description="Mark your notifications read (those listed, or all); `marked` counts the ones that were unread.",
+    )
+    def post(self, request: Request) -> Response:
+        permissions.require(request.user, "notification.view")
+        serializer = NotificationsReadInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        marked = services.notifications_mark_read(user=request.user, ids=serializer.validated_data.get("ids"))
+        return Response({"marked": marked})

@@ -2,7 +2,9 @@
 
 Errors always look like
     {"error": {"status": 400, "code": "invalid", "message": "...", "fields": {"slug": ["..."]}}}
-whether they come from a serializer, a service (Django's ValidationError / PermissionDenied) or DRF itself.
+whether they come from a serializer, a service (Django's ValidationError / PermissionDenied) or DRF itself. A
+ValidationError whose class says `http_status = 409` (a state conflict) has the same body with status 409 and code
+"conflict".
 """
 
 from __future__ import annotations
@@ -47,6 +49,14 @@ def _flatten(detail: Any) -> Any:
     return [str(detail)]
 
 
+def _messages(fields: Any) -> list[str]:
+    if isinstance(fields, dict):
+        return [message for value in fields.values() for message in _messages(value)]
+    if isinstance(fields, list):
+        return [message for value in fields for message in _messages(value)]
+    return [str(fields)]
+
+
 def _django_validation_to_drf(exc: DjangoValidationError) -> exceptions.ValidationError:
     if hasattr(exc, "error_dict"):
         fields = {
@@ -58,7 +68,12 @@ def _django_validation_to_drf(exc: DjangoValidationError) -> exceptions.Validati
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    if isinstance(exc, DjangoValidationError):
+    if isinstance(exc, DjangoValidationError) and getattr(exc, "http_status", None) == 409:
+        # A state conflict (e.g. deployments.services.Conflict): the 400 body's shape, with 409.
+        state_conflict = _django_validation_to_drf(exc)
+        state_conflict.status_code = 409
+        exc = state_conflict
+    elif isinstance(exc, DjangoValidationError):
         exc = _django_validation_to_drf(exc)
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied(str(exc) or None)
@@ -77,8 +92,12 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         fields = _flatten(detail)
         if not isinstance(fields, dict):
             fields = {"non_field_errors": fields}
-        body["code"] = "invalid"
-        body["message"] = "Some fields are not valid: " + ", ".join(sorted(fields)) + "."
+        if response.status_code == 409:
+            body["code"] = "conflict"
+            body["message"] = " ".join(_messages(fields))
+        else:
+            body["code"] = "invalid"
+            body["message"] = "Some fields are not valid: " + ", ".join(sorted(fields)) + "."
         body["fields"] = fields
     else:
         codes = exc.get_codes() if isinstance(exc, exceptions.APIException) else "error"

@@ -12,8 +12,11 @@ api_v1 = [
     path("audit-events/", api.AuditEventListApi.as_view(), name="api-audit-list"),
     path("system-checks/", api.SystemCheckCreateApi.as_view(), name="api-system-check-create"),
     path("system-checks/<int:pk>/", api.SystemCheckDetailApi.as_view(), name="api-system-check-detail"),
+    path("notifications/", api.NotificationListApi.as_view(), name="api-notification-list"),
+    path("notifications/read/", api.NotificationsReadApi.as_view(), name="api-notifications-read"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("", include("lineage.api_urls")),
+    path("", include("deployments.api_urls")),
     # Last: any other /api/v1/ address is a JSON 404, never an HTML page.
     re_path(r"^(?P<path>.*)$", views.api_not_found, name="api-not-found"),
 ]

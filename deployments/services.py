@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 class Conflict(ValidationError):
     """The request is in a state that forbids this (not open, decided already, a duplicate): HTTP 409."""
 
+    http_status = 409  # read by controlplane.api_support.exception_handler
+
 
 def _write_approval_event(
     request: ApprovalRequest, action: str, previous: str, target: str, actor: Any, reason: str, attempt: int | None

@@ -148,6 +148,7 @@ SPECTACULAR_SETTINGS = {
         "RunStatusEnum": "lineage.models.Run.Status",
         "RegistrationStatusEnum": "lineage.models.DatasetRegistration.Status",
         "SystemCheckStatusEnum": "controlplane.models.SystemCheck.Status",
+        "ApprovalRequestStatusEnum": "deployments.models.ApprovalRequest.Status",
     },
 }
 

@@ -1,0 +1,396 @@
+"""REST API for environments and approval requests: list and filter, request, decide, withdraw.
+
+Thin views: the input serializer checks shapes, the services decide (and raise ValidationError → 400, Conflict →
+409, PermissionDenied → 403), the output serializer shapes the answer.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db.models import Count, Q, QuerySet
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.generics import GenericAPIView
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from controlplane import permissions
+from controlplane.api_support import BodyInput
+from deployments import selectors, services
+from deployments.models import ApprovalDecision, ApprovalRequest, Environment, GateResult
+from lineage.models import ModelVersion
+
+MAX_ID = 2**63 - 1
+
+# --- environments ---------------------------------------------------------------------------------------------
+
+
+class EnvironmentOutput(serializers.ModelSerializer):
+    gates = serializers.ListField(child=serializers.CharField())
+    backend_settings = serializers.DictField()
+    created_by = serializers.CharField(source="created_by.username")
+
+    class Meta:
+        model = Environment
+        fields = ["id", *services.ENVIRONMENT_FIELDS, "created_by", "created_at", "updated_at"]
+
+
+class EnvironmentChangeInput(BodyInput):
+    """Every field optional: a PATCH changes only the fields given. The service checks ranges and gates and names
+    the field it refuses."""
+
+    name = serializers.CharField(required=False, max_length=40)
+    order = serializers.IntegerField(required=False, help_text="Promotion order: lower comes first")
+    description = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+    approvals_required = serializers.IntegerField(required=False, help_text="Distinct approvals needed (1-10)")
+    gates = serializers.ListField(
+        child=serializers.CharField(allow_blank=True, trim_whitespace=False),
+        required=False,
+        help_text="One expression each, e.g. `accuracy >= 0.90`, `accuracy >= serving - 0.01`, "
+        "`schema matches serving`, `approved in staging`",
+    )
+    allow_override = serializers.BooleanField(required=False)
+    request_ttl_days = serializers.IntegerField(required=False)
+    bake_minutes = serializers.IntegerField(required=False)
+    objective_p99_latency_ms = serializers.FloatField(required=False, allow_null=True)
+    objective_error_rate = serializers.FloatField(required=False, allow_null=True, help_text="A fraction")
+    objective_drift_share = serializers.FloatField(required=False, allow_null=True, help_text="A fraction")
+    min_desired_count = serializers.IntegerField(required=False)
+    max_desired_count = serializers.IntegerField(required=False)
+    backend_settings = serializers.DictField(required=False)
+
+
+class EnvironmentCreateInput(EnvironmentChangeInput):
+    name = serializers.CharField(max_length=40, help_text="e.g. staging, production")
+
+
+def _environment(name: str) -> Environment:
+    return get_object_or_404(Environment.objects.select_related("created_by"), name=name)
+
+
+class EnvironmentListApi(GenericAPIView):
+    serializer_class = EnvironmentOutput
+
+    @extend_schema(operation_id="environments_list", responses=EnvironmentOutput(many=True))
+    def get(self, request: Request) -> Response:
+        permissions.require(request.user, "environment.view")
+        page = self.paginate_queryset(selectors.environment_list().select_related("created_by"))
+        return self.get_paginated_response(EnvironmentOutput(page, many=True).data)
+
+    @extend_schema(
+        operation_id="environments_create",
+        request=EnvironmentCreateInput,
+        responses={201: EnvironmentOutput},
+        description="Admins only. Audited with the environment's settings.",
+    )
+    def post(self, request: Request) -> Response:
+        permissions.require(request.user, "environment.manage")
+        serializer = EnvironmentCreateInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        environment = services.environment_create(actor=request.user, data=serializer.validated_data)
+        return Response(EnvironmentOutput(_environment(environment.name)).data, status=status.HTTP_201_CREATED)
+
+
+class EnvironmentDetailApi(GenericAPIView):
+    serializer_class = EnvironmentOutput
+
+    @extend_schema(operation_id="environments_retrieve", responses=EnvironmentOutput)
+    def get(self, request: Request, name: str) -> Response:
+        permissions.require(request.user, "environment.view")
+        return Response(EnvironmentOutput(_environment(name)).data)
+
+    @extend_schema(
+        operation_id="environments_change",
+        request=EnvironmentChangeInput,
+        responses=EnvironmentOutput,
+        description="Admins only. Changes the fields given; audited with before and after. Open requests keep "
+        "the rules they were made under.",
+    )
+    def patch(self, request: Request, name: str) -> Response:
+        permissions.require(request.user, "environment.manage")
+        environment = _environment(name)
+        serializer = EnvironmentChangeInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        changed = services.environment_update(
+            actor=request.user, environment_id=environment.pk, data=serializer.validated_data
+        )
+        return Response(EnvironmentOutput(_environment(changed.name)).data)
+
+
+# --- approval requests ----------------------------------------------------------------------------------------
+
+
+class GateResultOutput(serializers.ModelSerializer):
+    evidence = serializers.DictField()
+
+    class Meta:
+        model = GateResult
+        fields = ["expression", "kind", "passed", "summary", "evidence"]
+
+
+class DecisionOutput(serializers.ModelSerializer):
+    approver = serializers.CharField(source="approver.username")
+
+    class Meta:
+        model = ApprovalDecision
+        fields = ["approver", "verdict", "comment", "created_at"]
+
+
+class ApprovalRequestOutput(serializers.ModelSerializer):
+    project = serializers.CharField(source="model_version.registered_model.project.slug")
+    model = serializers.CharField(source="model_version.registered_model.slug")
+    version_number = serializers.IntegerField(source="model_version.number")
+    environment = serializers.CharField(source="environment.name")
+    requested_by = serializers.CharField(source="requested_by.username")
+    approvals = serializers.SerializerMethodField(help_text="Approvals recorded so far")
+
+    class Meta:
+        model = ApprovalRequest
+        fields = [
+            "id",
+            "model_version",
+            "project",
+            "model",
+            "version_number",
+            "environment",
+            "status",
+            "status_reason",
+            "requested_by",
+            "justification",
+            "gates_passed",
+            "approvals_required",
+            "approvals",
+            "created_at",
+            "expires_at",
+            "finished_at",
+        ]
+
+    def get_approvals(self, request: ApprovalRequest) -> int:
+        # Annotated by _requests(); counted here for a request that was not loaded through it.
+        count = getattr(request, "approval_count", None)
+        if count is None:
+            return request.decisions.filter(verdict=ApprovalDecision.Verdict.APPROVE).count()
+        return int(count)
+
+
+class ApprovalRequestDetailOutput(ApprovalRequestOutput):
+    artifact_sha256 = serializers.CharField()
+    baseline_version = serializers.IntegerField(source="baseline_version_id", allow_null=True)
+    overridden_by = serializers.CharField(source="overridden_by.username", allow_null=True, default=None)
+    quorum_reached = serializers.SerializerMethodField(
+        help_text="The approvals needed are in; a worker is checking the artifact before approving"
+    )
+    gate_results = GateResultOutput(many=True)
+    decisions = DecisionOutput(many=True)
+
+    class Meta(ApprovalRequestOutput.Meta):
+        fields = [
+            *ApprovalRequestOutput.Meta.fields,
+            "artifact_sha256",
+            "baseline_version",
+            "override_reason",
+            "overridden_by",
+            "quorum_reached",
+            "quorum_at",
+            "gate_results",
+            "decisions",
+            "mirror_status",
+            "mirror_arn",
+            "mirror_approval_status",
+            "mirror_error",
+        ]
+
+    def get_quorum_reached(self, request: ApprovalRequest) -> bool:
+        return request.quorum_at is not None
+
+
+class StandingOutput(ApprovalRequestOutput):
+    current = serializers.SerializerMethodField(
+        help_text="This request says where the version stands in its environment (the live one, else the newest)"
+    )
+    decisions = DecisionOutput(many=True)
+
+    class Meta(ApprovalRequestOutput.Meta):
+        fields = [*ApprovalRequestOutput.Meta.fields, "current", "decisions"]
+
+    def get_current(self, request: ApprovalRequest) -> bool:
+        return request.pk in self.context.get("current", ())
+
+
+def _counted(requests: QuerySet[ApprovalRequest]) -> QuerySet[ApprovalRequest]:
+    # An aggregate drops the model's default ordering, so the order is restated (the selector's, else the model's).
+    order = requests.query.order_by or ApprovalRequest._meta.ordering
+    return requests.annotate(approval_count=Count("decisions", filter=Q(decisions__verdict="approve"))).order_by(*order)
+
+
+def _detail(pk: int) -> ApprovalRequest:
+    requests = ApprovalRequest.objects.select_related(
+        "model_version__registered_model__project", "environment", "requested_by", "overridden_by"
+    ).prefetch_related("gate_results", "decisions__approver")
+    return get_object_or_404(_counted(requests), pk=pk)
+
+
+class ApprovalRequestFilterInput(serializers.Serializer):
+    status = serializers.ChoiceField(choices=ApprovalRequest.Status.choices, required=False)
+    project = serializers.CharField(required=False, max_length=63, help_text="Project slug")
+    environment = serializers.CharField(required=False, max_length=40, help_text="Environment name")
+    mine = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Only the open requests you may decide (not yours, not for a run you authored, not decided "
+        "by you yet), oldest first",
+    )
+    older_than_days = serializers.IntegerField(
+        required=False, min_value=0, max_value=3650, help_text="Only requests made at least this many days ago"
+    )
+
+
+class ApprovalRequestCreateInput(BodyInput):
+    model_version = serializers.IntegerField(min_value=1, max_value=MAX_ID, help_text="Model version id")
+    environment = serializers.CharField(max_length=40, help_text="Environment name, e.g. staging")
+    justification = serializers.CharField(allow_blank=True, max_length=5000)
+    override_reason = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        max_length=5000,
+        help_text="Required when a gate fails and the environment allows an override (audited)",
+    )
+
+
+class ApprovalRequestListApi(GenericAPIView):
+    serializer_class = ApprovalRequestOutput
+
+    @extend_schema(
+        operation_id="approval_requests_list",
+        parameters=[ApprovalRequestFilterInput],
+        responses=ApprovalRequestOutput(many=True),
+        description="Newest first; with `mine=true`, your approval queue, oldest first.",
+    )
+    def get(self, request: Request) -> Response:
+        permissions.require(request.user, "approval.view")
+        filters = ApprovalRequestFilterInput(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        data = filters.validated_data
+        if data["mine"]:
+            requests = selectors.approval_queue(user=request.user)
+            if not permissions.has_permission(request.user, "approval.decide"):
+                requests = requests.none()
+            if data.get("status"):
+                requests = requests.filter(status=data["status"])
+            if data.get("project"):
+                requests = requests.filter(model_version__registered_model__project__slug=data["project"])
+            if data.get("environment"):
+                requests = requests.filter(environment__name=data["environment"])
+        else:
+            requests = selectors.approval_request_list(
+                status=data.get("status"), project=data.get("project"), environment=data.get("environment")
+            )
+        if data.get("older_than_days") is not None:
+            requests = requests.filter(created_at__lte=timezone.now() - timedelta(days=data["older_than_days"]))
+        page = self.paginate_queryset(_counted(requests))
+        return self.get_paginated_response(ApprovalRequestOutput(page, many=True).data)
+
+    @extend_schema(
+        operation_id="approval_requests_create",
+        request=ApprovalRequestCreateInput,
+        responses={201: ApprovalRequestDetailOutput},
+        description="Request promotion of a model version to an environment. Its gates run at once; the results "
+        "are in the answer. 400 names the field (a gate naming a metric the version lacks: `model_version`); 409 "
+        "when the version already has an open or approved request for the environment.",
+    )
+    def post(self, request: Request) -> Response:
+        permissions.require(request.user, "approval.request")
+        serializer = ApprovalRequestCreateInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        created = services.approval_request_create(
+            actor=request.user,
+            model_version_id=data["model_version"],
+            environment=data["environment"],
+            justification=data["justification"],
+            override_reason=data["override_reason"],
+        )
+        return Response(ApprovalRequestDetailOutput(_detail(created.pk)).data, status=status.HTTP_201_CREATED)
+
+
+class ApprovalRequestDetailApi(GenericAPIView):
+    serializer_class = ApprovalRequestDetailOutput
+
+    @extend_schema(operation_id="approval_requests_retrieve", responses=ApprovalRequestDetailOutput)
+    def get(self, request: Request, pk: int) -> Response:
+        permissions.require(request.user, "approval.view")
+        return Response(ApprovalRequestDetailOutput(_detail(pk)).data)
+
+
+class DecisionInput(BodyInput):
+    verdict = serializers.ChoiceField(choices=ApprovalDecision.Verdict.choices)
+    comment = serializers.CharField(allow_blank=True, max_length=5000, help_text="Why: required")
+
+
+class ApprovalDecisionCreateApi(GenericAPIView):
+    serializer_class = ApprovalRequestDetailOutput
+
+    @extend_schema(
+        operation_id="approval_requests_decide",
+        request=DecisionInput,
+        responses=ApprovalRequestDetailOutput,
+        description="Approve or reject, with a comment. One rejection rejects; the approval that completes the "
+        "environment's number hands the request to a worker, which checks the artifact and approves "
+        "(`quorum_reached`). 400 `approver` for the requester or the training run's author; 409 when the "
+        "request is not open or you decided it already.",
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        permissions.require(request.user, "approval.decide")
+        target = get_object_or_404(ApprovalRequest, pk=pk)
+        serializer = DecisionInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.approval_decide(actor=request.user, request_id=target.pk, **serializer.validated_data)
+        return Response(ApprovalRequestDetailOutput(_detail(target.pk)).data)
+
+
+class WithdrawInput(BodyInput):
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+
+
+class ApprovalRequestWithdrawApi(GenericAPIView):
+    serializer_class = ApprovalRequestDetailOutput
+
+    @extend_schema(
+        operation_id="approval_requests_withdraw",
+        request=WithdrawInput,
+        responses=ApprovalRequestDetailOutput,
+        description="The requester (or an admin) takes an open request back; 409 when it is not open.",
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        permissions.require(request.user, "approval.request")
+        target = get_object_or_404(ApprovalRequest, pk=pk)
+        serializer = WithdrawInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.approval_withdraw(actor=request.user, request_id=target.pk, reason=serializer.validated_data["reason"])
+        return Response(ApprovalRequestDetailOutput(_detail(target.pk)).data)
+
+
+class ModelVersionApprovalsApi(GenericAPIView):
+    serializer_class = StandingOutput
+
+    @extend_schema(
+        operation_id="model_version_approvals_list",
+        responses=StandingOutput(many=True),
+        description="Where a model version stands: its approval requests by environment (in promotion order), "
+        "newest first within each; `current` marks the one that says where it stands there.",
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        permissions.require(request.user, "approval.view")
+        version = get_object_or_404(ModelVersion, pk=pk)
+        current = {
+            standing.pk for standing in selectors.approval_matrix(versions=[version]).get(version.pk, {}).values()
+        }
+        requests = selectors.model_version_approvals(model_version=version).select_related(
+            "model_version__registered_model__project"
+        )
+        page = self.paginate_queryset(_counted(requests))
+        return self.get_paginated_response(StandingOutput(page, many=True, context={"current": current}).data)

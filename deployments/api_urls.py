@@ -1,0 +1,25 @@
+from django.urls import path
+
+from deployments import api
+
+urlpatterns = [
+    path("environments/", api.EnvironmentListApi.as_view(), name="api-environment-list"),
+    path("environments/<slug:name>/", api.EnvironmentDetailApi.as_view(), name="api-environment-detail"),
+    path("approval-requests/", api.ApprovalRequestListApi.as_view(), name="api-approval-request-list"),
+    path("approval-requests/<int:pk>/", api.ApprovalRequestDetailApi.as_view(), name="api-approval-request-detail"),
+    path(
+        "approval-requests/<int:pk>/decisions/",
+        api.ApprovalDecisionCreateApi.as_view(),
+        name="api-approval-request-decide",
+    ),
+    path(
+        "approval-requests/<int:pk>/withdraw/",
+        api.ApprovalRequestWithdrawApi.as_view(),
+        name="api-approval-request-withdraw",
+    ),
+    path(
+        "model-versions/<int:pk>/approvals/",
+        api.ModelVersionApprovalsApi.as_view(),
+        name="api-model-version-approvals",
+    ),
+]
