@@ -114,7 +114,12 @@ def approval_queue(request: HttpRequest) -> HttpResponse:
             "filters": filters,
             "errors": errors,
             "tabs": [
-                {"name": name, "label": label, "query": urlencode({**_kept(filters), "tab": name})}
+                # Switching tabs keeps the filters, except a status: everything waiting for you is open.
+                {
+                    "name": name,
+                    "label": label,
+                    "query": urlencode({**_kept(filters, drop_status=name == "mine"), "tab": name}),
+                }
                 for name, label in QUEUE_TABS.items()
                 if can_decide or name == "all"
             ],
@@ -129,8 +134,8 @@ def approval_queue(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _kept(filters: dict[str, str]) -> dict[str, str]:
-    return {name: value for name, value in filters.items() if value}
+def _kept(filters: dict[str, str], *, drop_status: bool = False) -> dict[str, str]:
+    return {name: value for name, value in filters.items() if value and not (drop_status and name == "status")}
 
 
 def _approval_or_404(pk: int) -> ApprovalRequest:

@@ -172,6 +172,10 @@ def test_queue_filters(client, users, project, staging, production) -> None:
     assert queue_rows(client.get("/approvals/?tab=all")) == {old.pk, iris.pk, rejected.pk}
     assert queue_rows(client.get("/approvals/?tab=all&status=rejected")) == {rejected.pk}
     assert queue_rows(client.get("/approvals/?tab=all&status=open&project=bc")) == {old.pk}
+    # The tabs keep the filters, but not a status on the way to "Waiting for me" (everything there is open).
+    response = client.get("/approvals/?tab=all&status=rejected&project=bc")
+    assertContains(response, 'href="?tab=mine&amp;project=bc"')
+    assertContains(response, 'href="?tab=all&amp;project=bc&amp;status=rejected"')
 
 
 @pytest.mark.parametrize(
@@ -388,3 +392,21 @@ def test_an_expired_request_says_so(client, users, version, staging) -> None:
     assert response.status_code == 409
     assertContains(response, "expired on", status_code=409)
     assert ApprovalRequest.objects.get(pk=req.pk).status == "expired"
+
+
+def test_the_queue_reads_a_fixed_number_of_queries_however_many_rows(
+    client, users, project, staging, django_assert_max_num_queries
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    ask(users.data_scientist, make_model_version(project, users.data_scientist))
+    client.force_login(users.approver)
+    for tab in ("mine", "all"):
+        with CaptureQueriesContext(connection) as one:
+            client.get(f"/approvals/?tab={tab}")
+        ask(users.data_scientist, make_model_version(project, users.data_scientist, model=f"more-{tab}-1"))
+        ask(users.data_scientist, make_model_version(project, users.data_scientist, model=f"more-{tab}-2"))
+        with django_assert_max_num_queries(len(one)):
+            response = client.get(f"/approvals/?tab={tab}")
+        assert len(queue_rows(response)) >= 3
