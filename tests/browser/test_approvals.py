@@ -139,3 +139,17 @@ def test_the_page_polls_while_the_artifact_is_checked(page, sign_in, users, wait
     assert page.get_by_test_id("checking").count() == 0
     assert page.locator("#approval-status[hx-trigger]").count() == 0
     assert "approve" in page.get_by_test_id("timeline").inner_text()
+
+
+@pytest.mark.parametrize("width", (1366, 390))
+def test_the_pages_fit_a_laptop_and_a_phone(page, sign_in, users, waiting, width: int) -> None:
+    sign_in(users.approver)
+    page.set_viewport_size({"width": width, "height": 900})
+    too_wide = {}
+    for url in ("/approvals/", "/approvals/?tab=all", f"/approvals/{waiting.pk}/"):
+        page.goto(url)
+        page.wait_for_load_state("load")
+        scroll_width = page.evaluate("document.documentElement.scrollWidth")
+        if scroll_width > width:
+            too_wide[url] = scroll_width
+    assert too_wide == {}, f"pages wider than {width} px"
