@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlencode
+
 from django.contrib import messages
 from django.core.exceptions import ValidationError
+from django.db.models import Count, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_http_methods
+from django.utils import timezone
+from django.views.decorators.http import require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRefresh
 
 from controlplane import permissions
 from controlplane import selectors as audit_selectors
-from controlplane.views import apply_service_errors
+from controlplane.charts import compare_chart, profile_chart
+from controlplane.models import Project, TransitionEvent
+from controlplane.views import apply_service_errors, paginate
 from deployments import selectors, services
 from deployments.forms import ApprovalRequestForm, EnvironmentForm, gate_syntax
-from deployments.models import ApprovalRequest, Environment
-from lineage.models import ModelVersion
+from deployments.models import ApprovalDecision, ApprovalRequest, Environment
+from lineage import selectors as lineage_selectors
+from lineage.graph_layout import layout_graph
+from lineage.models import DatasetVersion, ModelVersion, Run, RunInput
 
 # --- environments ----------------------------------------------------------------------------------------------
 
@@ -129,20 +140,286 @@ def approval_request_create(request: HttpRequest, project: str, slug: str, numbe
 
 # --- the approval queue and the evidence page (approvers) -------------------------------------------------------
 
+QUEUE_TABS = {"mine": "Waiting for me", "all": "All requests"}
+MAX_AGE_DAYS = 3650
+
+
+def _queue_filters(request: HttpRequest, *, can_decide: bool) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """The queue's filters as typed, and a message naming each bad one."""
+    names = ("tab", "project", "environment", "status", "older_than")
+    filters = {name: str(request.GET.get(name, "")).strip() for name in names}
+    filters["tab"] = filters["tab"] or ("mine" if can_decide else "all")
+    errors: dict[str, list[str]] = {}
+    if filters["tab"] not in QUEUE_TABS:
+        errors["tab"] = [f"expected mine or all, got {filters['tab']!r}"]
+    elif filters["tab"] == "mine" and not can_decide:
+        errors["tab"] = ["only approvers have requests waiting for them: choose All requests"]
+    if filters["project"] and not Project.objects.filter(slug=filters["project"]).exists():
+        errors["project"] = [f"there is no project {filters['project']!r}"]
+    if filters["environment"] and not Environment.objects.filter(name=filters["environment"]).exists():
+        known = ", ".join(Environment.objects.values_list("name", flat=True)) or "none are configured yet"
+        errors["environment"] = [f"there is no environment {filters['environment']!r} (environments: {known})"]
+    status = filters["status"]
+    if status and status not in ApprovalRequest.Status.values:
+        errors["status"] = [f"expected one of {', '.join(ApprovalRequest.Status.values)}, got {status!r}"]
+    elif status and status != "open" and filters["tab"] == "mine":
+        errors["status"] = ["the requests waiting for you are all open: choose All requests to see other states"]
+    days = filters["older_than"]
+    if days and not (days.isascii() and days.isdigit() and int(days) <= MAX_AGE_DAYS):
+        errors["older_than"] = [f"expected a whole number of days from 0 to {MAX_AGE_DAYS}, got {days!r}"]
+    return filters, errors
+
 
 def approval_queue(request: HttpRequest) -> HttpResponse:
-    raise Http404("the queue comes with the pages commit")
+    permissions.require(request.user, "approval.view")
+    can_decide = permissions.has_permission(request.user, "approval.decide")
+    filters, errors = _queue_filters(request, can_decide=can_decide)
+    requests: QuerySet[ApprovalRequest] = ApprovalRequest.objects.none()
+    if not errors:
+        if filters["tab"] == "mine":
+            requests = selectors.approval_queue(user=request.user)
+            if filters["project"]:
+                requests = requests.filter(model_version__registered_model__project__slug=filters["project"])
+            if filters["environment"]:
+                requests = requests.filter(environment__name=filters["environment"])
+        else:
+            requests = selectors.approval_request_list(
+                status=filters["status"] or None,
+                project=filters["project"] or None,
+                environment=filters["environment"] or None,
+            )
+        if filters["older_than"]:
+            requests = requests.filter(created_at__lte=timezone.now() - timedelta(days=int(filters["older_than"])))
+        requests = requests.annotate(
+            gate_count=Count("gate_results", distinct=True),
+            gates_passed_count=Count("gate_results", filter=Q(gate_results__passed=True), distinct=True),
+            approval_count=Count("decisions", filter=Q(decisions__verdict="approve"), distinct=True),
+        )
+        # Oldest first in one's own queue (first come, first decided); newest first in the whole list.
+        requests = requests.order_by(*(("created_at", "id") if filters["tab"] == "mine" else ("-created_at", "-id")))
+    return render(
+        request,
+        "deployments/approval_queue.html",
+        {
+            "page": paginate(request, requests),
+            "filters": filters,
+            "errors": errors,
+            "tabs": [
+                # Switching tabs keeps the filters, except a status: everything waiting for you is open.
+                {
+                    "name": name,
+                    "label": label,
+                    "query": urlencode({**_kept(filters, drop_status=name == "mine"), "tab": name}),
+                }
+                for name, label in QUEUE_TABS.items()
+                if can_decide or name == "all"
+            ],
+            "waiting_count": selectors.approval_queue_count(user=request.user),
+            "query": urlencode(_kept(filters)),
+            "statuses": ApprovalRequest.Status.values,
+            "projects": Project.objects.only("slug", "name"),
+            "environments": selectors.environment_list(),
+            "now": timezone.now(),
+        },
+        status=400 if errors else 200,
+    )
+
+
+def _kept(filters: dict[str, str], *, drop_status: bool = False) -> dict[str, str]:
+    return {name: value for name, value in filters.items() if value and not (drop_status and name == "status")}
+
+
+def _approval_or_404(pk: int) -> ApprovalRequest:
+    return get_object_or_404(
+        ApprovalRequest.objects.select_related(
+            "model_version__registered_model__project",
+            "model_version__run__created_by",
+            "model_version__run__project",
+            "baseline_version__registered_model__project",
+            "environment",
+            "requested_by",
+            "overridden_by",
+        ),
+        pk=pk,
+    )
+
+
+def _decide_refusal(user: Any, approval: ApprovalRequest, decisions: list[ApprovalDecision]) -> str:
+    """Why this user may not decide the request now, in a sentence; empty when they may."""
+    if not permissions.has_permission(user, "approval.decide"):
+        return "Deciding a promotion needs the approver (or admin) role."
+    if not approval.is_open:
+        return f"This request is {approval.status}: only an open request can be decided."
+    if approval.quorum_at is not None:
+        return "All approvals are in; checking the artifact…"
+    if approval.expires_at <= timezone.now():
+        return f"This request expired on {approval.expires_at:%Y-%m-%d %H:%M} UTC: nobody decided it in time."
+    if approval.requested_by_id == user.pk:
+        return "You requested this promotion; someone else must decide it."
+    if approval.model_version.run.created_by_id == user.pk:
+        return f"You authored the training run of {approval.model_version}; someone else must decide its promotion."
+    mine = next((d for d in decisions if d.approver_id == user.pk), None)
+    if mine is not None:
+        return f"You have already decided this request: you chose {mine.verdict} on {mine.created_at:%Y-%m-%d %H:%M}."
+    return ""
+
+
+def _profile_charts(profile: dict[str, Any] | None, *, limit: int = 40) -> list[dict[str, Any]]:
+    charts: list[dict[str, Any]] = []
+    for index, (name, column) in enumerate(list((profile or {}).get("columns", {}).items())[:limit]):
+        chart = profile_chart(name, column, row_count=(profile or {}).get("row_count") or 0)
+        if chart is not None:
+            charts.append({"id": f"chart-{index}", "column": name, "figure": chart})
+    return charts
+
+
+def _training_data(approval: ApprovalRequest) -> tuple[list[RunInput], DatasetVersion | None, Any]:
+    """The run's inputs, the dataset version it trained on (the `train` channel, else the first) and its profile."""
+    inputs = list(approval.model_version.run.inputs.select_related("dataset_version__dataset__project"))
+    chosen = next((i for i in inputs if i.channel == "train"), inputs[0] if inputs else None)
+    dataset_version = chosen.dataset_version if chosen is not None else None
+    profile = getattr(dataset_version, "profile", None) if dataset_version is not None else None
+    return inputs, dataset_version, profile
+
+
+def _run_cost(run: Run) -> dict[str, Any]:
+    """What the training run cost (measured), and the most it could have cost, with the arithmetic."""
+    estimated, explanation = run.estimated_cost, ""
+    try:
+        maximum, explanation = lineage_selectors.run_cost_estimate(
+            backend=run.backend,
+            instance_type=run.instance_type,
+            instance_count=run.instance_count,
+            max_runtime_seconds=run.max_runtime_seconds,
+        )
+    except KeyError:
+        maximum = None  # an instance type no longer in the price table: the recorded estimate stands alone
+    return {
+        "measured": run.cost,
+        "estimated": estimated if estimated is not None else maximum,
+        "explanation": explanation,
+    }
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _metric_rows(candidate: dict[str, Any], baseline: dict[str, Any] | None) -> list[dict[str, Any]]:
+    rows = []
+    for name in sorted(set(candidate) | set(baseline or {})):
+        mine, theirs = candidate.get(name), (baseline or {}).get(name)
+        change = mine - theirs if _is_number(mine) and _is_number(theirs) else None  # type: ignore[operator]
+        rows.append({"name": name, "candidate": mine, "baseline": theirs, "change": change})
+    return rows
+
+
+def _evidence_context(
+    request: HttpRequest,
+    approval: ApprovalRequest,
+    *,
+    errors: dict[str, list[str]] | None = None,
+    comment: str = "",
+    conflict: str = "",
+) -> dict[str, Any]:
+    version, baseline = approval.model_version, approval.baseline_version
+    decisions = list(approval.decisions.select_related("approver"))
+    refusal = _decide_refusal(request.user, approval, decisions)
+    inputs, dataset_version, profile = _training_data(approval)
+    candidate_label = f"v{version.number} (candidate)"
+    series = {candidate_label: version.metrics or {}}
+    if baseline is not None:
+        series[f"v{baseline.number} (baseline)"] = baseline.metrics or {}
+    numeric = sorted({name for values in series.values() for name, value in values.items() if _is_number(value)})
+    waiting = approval.is_open and approval.quorum_at is not None
+    return {
+        "approval": approval,
+        "version": version,
+        "baseline": baseline,
+        "gate_results": approval.gate_results.all(),
+        "decisions": decisions,
+        "approval_count": sum(1 for d in decisions if d.verdict == ApprovalDecision.Verdict.APPROVE),
+        "can_decide": not refusal,
+        "decide_refusal": refusal,
+        "waiting_for_check": waiting,
+        "expired": approval.status == "expired" or (approval.is_open and approval.expires_at <= timezone.now()),
+        "can_withdraw": approval.is_open
+        and permissions.has_permission(request.user, "approval.request")
+        and (approval.requested_by_id == request.user.pk or permissions.ADMIN in permissions.user_roles(request.user)),
+        "metrics_chart": {"id": "metrics-chart", "figure": compare_chart(series, numeric)} if numeric else None,
+        "metric_rows": _metric_rows(version.metrics or {}, baseline.metrics if baseline is not None else None),
+        "graph": layout_graph(lineage_selectors.lineage_graph(version.node_id, depth=4)),
+        "inputs": inputs,
+        "dataset_version": dataset_version,
+        "profile": profile,
+        "charts": _profile_charts(profile.profile if profile is not None else None),
+        "run": version.run,
+        "cost": _run_cost(version.run),
+        "events": TransitionEvent.objects.filter(
+            object_type=ApprovalRequest._meta.label_lower, object_id=str(approval.pk)
+        ).select_related("actor"),
+        "errors": errors or {},
+        "comment": comment,
+        "conflict": conflict,
+    }
 
 
 def approval_request_detail(request: HttpRequest, pk: int) -> HttpResponse:
     permissions.require(request.user, "approval.view")
-    approval = get_object_or_404(ApprovalRequest, pk=pk)
-    return render(request, "deployments/approval_request_detail.html", {"approval": approval})
+    approval = _approval_or_404(pk)
+    part = request.GET.get("part") if request.htmx else None
+    if part == "status":
+        # The page polls while the worker checks the artifact; once it has finished, the whole page is drawn again.
+        if approval.is_open and approval.quorum_at is not None:
+            return render(
+                request, "deployments/_approval_status.html", {"approval": approval, "waiting_for_check": True}
+            )
+        return HttpResponseClientRefresh()
+    if part == "profile":
+        _, dataset_version, profile = _training_data(approval)
+        if profile is None:
+            raise Http404("the training data has no profile")
+        charts = _profile_charts(profile.profile)
+        return render(
+            request, "lineage/_profile.html", {"version": dataset_version, "profile": profile, "charts": charts}
+        )
+    return render(request, "deployments/approval_request_detail.html", _evidence_context(request, approval))
 
 
+def _refused(request: HttpRequest, pk: int, exc: ValidationError, *, comment: str = "") -> HttpResponse:
+    """The evidence page again, with what was refused: 409 for a state conflict, 400 for bad input."""
+    approval = _approval_or_404(pk)
+    if isinstance(exc, services.Conflict):
+        context = _evidence_context(request, approval, conflict=" ".join(exc.messages), comment=comment)
+        return render(request, "deployments/approval_request_detail.html", context, status=409)
+    errors = exc.message_dict if hasattr(exc, "error_dict") else {"request": exc.messages}
+    context = _evidence_context(request, approval, errors=errors, comment=comment)
+    return render(request, "deployments/approval_request_detail.html", context, status=400)
+
+
+@require_POST
 def approval_decide(request: HttpRequest, pk: int) -> HttpResponse:
-    raise Http404("deciding comes with the pages commit")
+    get_object_or_404(ApprovalRequest.objects.only("pk"), pk=pk)
+    verdict, comment = request.POST.get("verdict", ""), request.POST.get("comment", "")
+    try:
+        approval = services.approval_decide(actor=request.user, request_id=pk, verdict=verdict, comment=comment)
+    except ValidationError as exc:
+        return _refused(request, pk, exc, comment=comment)
+    if approval.status == ApprovalRequest.Status.REJECTED:
+        messages.success(request, f"You rejected request {pk}; the requester has been told.")
+    elif approval.quorum_at is not None:
+        messages.success(request, f"Your approval completes request {pk}; the artifact is being checked.")
+    else:
+        messages.success(request, f"Your approval of request {pk} is recorded; it needs more approvals.")
+    return redirect("approval-request-detail", pk=pk)
 
 
+@require_POST
 def approval_withdraw(request: HttpRequest, pk: int) -> HttpResponse:
-    raise Http404("withdrawing comes with the pages commit")
+    get_object_or_404(ApprovalRequest.objects.only("pk"), pk=pk)
+    try:
+        services.approval_withdraw(actor=request.user, request_id=pk, reason=request.POST.get("reason", ""))
+    except ValidationError as exc:
+        return _refused(request, pk, exc)
+    messages.success(request, f"Request {pk} withdrawn.")
+    return redirect("approval-request-detail", pk=pk)
