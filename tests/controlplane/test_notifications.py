@@ -14,7 +14,7 @@ from controlplane import services as controlplane_services
 from controlplane.models import Notification
 from deployments import services
 from tests.deployments.conftest import make_model_version
-from tests.deployments.page_html import Element, parse
+from tests.fixtures.page_html import Element, parse
 
 pytestmark = pytest.mark.django_db
 

@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from controlplane.models import AuditEvent
 from deployments.models import Environment
-from tests.deployments.page_html import parse
+from tests.fixtures.page_html import parse
 
 pytestmark = pytest.mark.django_db
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 from datetime import timedelta
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ from deployments import services
 from deployments.models import ApprovalDecision, ApprovalRequest
 from lineage.models import Dataset, DatasetProfile, DatasetVersion, LineageEdge, ModelVersion, RunInput
 from tests.deployments.conftest import make_model_version
+from tests.fixtures.page_html import json_scripts
 
 pytestmark = pytest.mark.django_db
 
@@ -64,28 +63,8 @@ def make_trained_version(
     return version
 
 
-class _JsonScripts(HTMLParser):
-    """The page's `json_script` blocks by id, parsed."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.found: dict[str, Any] = {}
-        self._id: str | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        values = dict(attrs)
-        self._id = values.get("id") if tag == "script" and values.get("type") == "application/json" else None
-
-    def handle_data(self, data: str) -> None:
-        if self._id:
-            self.found[self._id] = json.loads(data)
-            self._id = None
-
-
 def charts(response: Any) -> dict[str, Any]:
-    parser = _JsonScripts()
-    parser.feed(response.content.decode())
-    return parser.found
+    return json_scripts(response.content)
 
 
 def ask(actor: Any, version: Any, environment: str = "staging", **extra: Any) -> ApprovalRequest:

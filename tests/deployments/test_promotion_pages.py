@@ -11,7 +11,7 @@ from django.urls import reverse
 from deployments import services
 from deployments.models import ApprovalRequest, GateResult
 from tests.deployments.conftest import make_model_version
-from tests.deployments.page_html import Element, parse
+from tests.fixtures.page_html import Element, parse
 
 pytestmark = pytest.mark.django_db
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -14,26 +12,9 @@ from pytest_django.asserts import assertContains, assertInHTML, assertNotContain
 
 from lineage.templatetags.run_display import duration_text
 from tests.fixtures.history import make_history
+from tests.fixtures.page_html import json_scripts
 
 pytestmark = pytest.mark.django_db
-
-
-class _JsonScripts(HTMLParser):
-    """The page's `json_script` blocks by id, parsed."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.found: dict[str, Any] = {}
-        self._id: str | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        values = dict(attrs)
-        self._id = values.get("id") if tag == "script" and values.get("type") == "application/json" else None
-
-    def handle_data(self, data: str) -> None:
-        if self._id:
-            self.found[self._id] = json.loads(data)
-            self._id = None
 
 
 @pytest.fixture
@@ -42,9 +23,7 @@ def history(users: Any, tmp_path: Path) -> dict[str, Any]:
 
 
 def _charts(content: bytes) -> dict[str, Any]:
-    parser = _JsonScripts()
-    parser.feed(content.decode())
-    return parser.found
+    return json_scripts(content)
 
 
 def test_dataset_version_page_sends_the_profile_numbers_not_figures(client, users, history) -> None:
