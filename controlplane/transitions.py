@@ -50,6 +50,11 @@ def _infrastructure_errors() -> tuple[type[BaseException], ...]:
 INFRASTRUCTURE_ERRORS = _infrastructure_errors()
 
 
+def retry_backoff(task: Any, cap: int = 300) -> int:
+    """Seconds before a task's next retry: 5, 10, 20, … up to `cap`."""
+    return int(min(2**task.request.retries * 5, cap))
+
+
 TAKEOVER_REASON = "taken over: the previous worker's lease expired"
 
 

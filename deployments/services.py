@@ -36,16 +36,35 @@ class Conflict(ValidationError):
     http_status = 409  # read by controlplane.api_support.exception_handler
 
 
+def _audit_request(
+    request: ApprovalRequest,
+    *,
+    action: str,
+    actor: Any,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    reason: str = "",
+) -> None:
+    audit_record(
+        actor=actor,
+        action=action,
+        object_type="approval_request",
+        object_id=request.pk,
+        object_repr=str(request),
+        before=before,
+        after=after,
+        reason=reason,
+    )
+
+
 def _write_approval_event(
     request: ApprovalRequest, action: str, previous: str, target: str, actor: Any, reason: str, attempt: int | None
 ) -> None:
     write_transition_event(request, action, previous, target, actor, reason, attempt)
-    audit_record(
-        actor=actor,
+    _audit_request(
+        request,
         action=f"approval_request.{action}",
-        object_type="approval_request",
-        object_id=request.pk,
-        object_repr=str(request),
+        actor=actor,
         before={"status": previous},
         after={"status": target},
         reason=reason,
@@ -367,12 +386,10 @@ def approval_request_create(
                 ]
             )
             write_transition_event(request, "request", "", "open", actor, justification, None)
-            audit_record(
-                actor=actor,
+            _audit_request(
+                request,
                 action="approval_request.create",
-                object_type="approval_request",
-                object_id=request.pk,
-                object_repr=str(request),
+                actor=actor,
                 after={
                     "model_version": version.pk,
                     "environment": target.name,
@@ -382,12 +399,10 @@ def approval_request_create(
                 reason=justification,
             )
             if failed:
-                audit_record(
-                    actor=actor,
+                _audit_request(
+                    request,
                     action="approval_request.override",
-                    object_type="approval_request",
-                    object_id=request.pk,
-                    object_repr=str(request),
+                    actor=actor,
                     after={"failed_gates": [gate.expression for gate in failed]},
                     reason=override_reason,
                 )
@@ -466,12 +481,10 @@ def approval_decide(*, actor: Any, request_id: int, verdict: str, comment: str) 
         if request.quorum_at is not None:
             raise Conflict({"status": [f"request {request.pk} has its approvals; the artifact check is finishing it"]})
         decision = ApprovalDecision.objects.create(request=request, approver=actor, verdict=verdict, comment=comment)
-        audit_record(
-            actor=actor,
+        _audit_request(
+            request,
             action=f"approval_request.decision.{verdict}",
-            object_type="approval_request",
-            object_id=request.pk,
-            object_repr=str(request),
+            actor=actor,
             after={"verdict": verdict, "decision": decision.pk},
             reason=comment,
         )

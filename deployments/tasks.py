@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from celery import shared_task
 
-from controlplane.transitions import INFRASTRUCTURE_ERRORS
+from controlplane.transitions import INFRASTRUCTURE_ERRORS, retry_backoff
 from workers.errors import BackendError
-
-
-def _backoff(task: Any, cap: int = 300) -> int:
-    return int(min(2**task.request.retries * 5, cap))
 
 
 @shared_task(
@@ -23,17 +17,17 @@ def approval_finish_task(self, request_id: int) -> None:  # type: ignore[no-unty
     try:
         services.approval_finish(request_id=request_id)
     except INFRASTRUCTURE_ERRORS as exc:
-        raise self.retry(exc=exc, countdown=_backoff(self)) from exc
+        raise self.retry(exc=exc, countdown=retry_backoff(self)) from exc
     except BackendError as exc:
         if not exc.permanent:
-            raise self.retry(exc=exc, countdown=_backoff(self)) from exc
+            raise self.retry(exc=exc, countdown=retry_backoff(self)) from exc
         services.approval_finish_fail(request_id=request_id, error=str(exc))
         raise
     except ValueError as exc:  # the version has no stored artifact at all
         services.approval_finish_fail(request_id=request_id, error=str(exc))
         raise
     except OSError as exc:  # a full disk, a read error: try again, the approvals stand
-        raise self.retry(exc=exc, countdown=_backoff(self)) from exc
+        raise self.retry(exc=exc, countdown=retry_backoff(self)) from exc
 
 
 @shared_task(
@@ -45,7 +39,7 @@ def approval_announce_task(self, request_id: int) -> None:  # type: ignore[no-un
     try:
         services.approval_announce(request_id=request_id)
     except INFRASTRUCTURE_ERRORS as exc:
-        raise self.retry(exc=exc, countdown=_backoff(self)) from exc
+        raise self.retry(exc=exc, countdown=retry_backoff(self)) from exc
 
 
 @shared_task(
@@ -57,10 +51,10 @@ def approval_mirror_task(self, request_id: int) -> None:  # type: ignore[no-unty
     try:
         services.approval_mirror_sync(request_id=request_id)
     except INFRASTRUCTURE_ERRORS as exc:
-        raise self.retry(exc=exc, countdown=_backoff(self)) from exc
+        raise self.retry(exc=exc, countdown=retry_backoff(self)) from exc
     except BackendError as exc:
         if not exc.permanent and self.request.retries < self.max_retries:
-            raise self.retry(exc=exc, countdown=_backoff(self)) from exc
+            raise self.retry(exc=exc, countdown=retry_backoff(self)) from exc
         services.approval_mirror_fail(request_id=request_id, error=str(exc))
         raise
 

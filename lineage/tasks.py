@@ -12,12 +12,8 @@ from typing import Any
 
 from celery import shared_task
 
-from controlplane.transitions import INFRASTRUCTURE_ERRORS
+from controlplane.transitions import INFRASTRUCTURE_ERRORS, retry_backoff
 from workers.errors import BackendError
-
-
-def _backoff(task: Any, cap: int = 300) -> int:
-    return int(min(2**task.request.retries * 5, cap))
 
 
 @shared_task(
@@ -29,7 +25,7 @@ def dataset_registration_task(self, registration_id: int) -> None:  # type: igno
     try:
         registrations.dataset_registration_run(registration_id=registration_id)
     except INFRASTRUCTURE_ERRORS as exc:
-        raise self.retry(exc=exc, countdown=_backoff(self)) from exc
+        raise self.retry(exc=exc, countdown=retry_backoff(self)) from exc
     except Exception as exc:
         registrations.dataset_registration_fail(registration_id=registration_id, error=f"{type(exc).__name__}: {exc}")
         raise
@@ -44,7 +40,7 @@ def dataset_profile_task(self, version_id: int) -> None:  # type: ignore[no-unty
     try:
         profiles.dataset_profile_run(version_id=version_id)
     except INFRASTRUCTURE_ERRORS as exc:
-        raise self.retry(exc=exc, countdown=_backoff(self)) from exc
+        raise self.retry(exc=exc, countdown=retry_backoff(self)) from exc
     except Exception as exc:
         profiles.dataset_profile_fail(version_id=version_id, error=f"{type(exc).__name__}: {exc}")
         raise
@@ -69,13 +65,13 @@ def _retry_or_fail_run(
         if exc.permanent or task.request.retries >= task.max_retries:
             run_execution.run_fail(run_id=run_id, reason=f"{doing}: {exc}")
             return
-        raise task.retry(exc=exc, countdown=_backoff(task, max_countdown)) from exc
+        raise task.retry(exc=exc, countdown=retry_backoff(task, max_countdown)) from exc
     except INFRASTRUCTURE_ERRORS as exc:
         # Not the run's fault: never its outcome. Past the retries the sweep picks the run up again.
-        raise task.retry(exc=exc, countdown=_backoff(task, max_countdown)) from exc
+        raise task.retry(exc=exc, countdown=retry_backoff(task, max_countdown)) from exc
     except Exception as exc:
         if task.request.retries < unexpected_retries:
-            raise task.retry(exc=exc, countdown=_backoff(task, max_countdown)) from exc
+            raise task.retry(exc=exc, countdown=retry_backoff(task, max_countdown)) from exc
         run_execution.run_fail(run_id=run_id, reason=f"{doing}: {type(exc).__name__}: {exc}")
         raise  # and let Celery log it
 
@@ -109,9 +105,9 @@ def training_run_stop_task(self, run_id: int) -> None:  # type: ignore[no-untype
         # A stop must not be lost to throttling: the job would run (and bill) until its maximum runtime.
         if exc.permanent:
             raise
-        raise self.retry(exc=exc, countdown=_backoff(self)) from exc
+        raise self.retry(exc=exc, countdown=retry_backoff(self)) from exc
     except INFRASTRUCTURE_ERRORS as exc:
-        raise self.retry(exc=exc, countdown=_backoff(self)) from exc
+        raise self.retry(exc=exc, countdown=retry_backoff(self)) from exc
 
 
 @shared_task(name="lineage.tasks.training_runs_poll_stale", ignore_result=True, expires=50)
