@@ -183,6 +183,8 @@ class Notification(models.Model):
     url = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     read_at = models.DateTimeField(null=True, blank=True)
+    # Whether this one is also sent by email (some are for the app only, e.g. "a request waits for you").
+    by_email = models.BooleanField(default=True)
     # The email: claimed by a worker (a lease, so a worker that died mid-send is retried), then marked sent.
     email_claimed_at = models.DateTimeField(null=True, blank=True)
     emailed_at = models.DateTimeField(null=True, blank=True)

@@ -55,14 +55,15 @@ def audit_record(
 # --- notifications ----------------------------------------------------------------------------
 
 
-def notify(*, users: list[Any], title: str, body: str = "", url: str = "") -> list[Notification]:
-    """Tell each user in the app, and by email once the transaction commits (only users with an address)."""
+def notify(*, users: list[Any], title: str, body: str = "", url: str = "", email: bool = True) -> list[Notification]:
+    """Tell each user in the app, and (with `email`) by email once the transaction commits, if they have an
+    address."""
     created = [
-        Notification.objects.create(user=user, title=title[:200], body=body, url=url[:500])
+        Notification.objects.create(user=user, title=title[:200], body=body, url=url[:500], by_email=email)
         for user in {user.pk: user for user in users if user is not None and user.is_active}.values()
     ]
     for notification in created:
-        if notification.user.email:
+        if email and notification.user.email:
             transaction.on_commit(lambda pk=notification.pk: tasks.notification_email_task.delay(pk), robust=True)
     return created
 
@@ -80,7 +81,7 @@ def notification_email_send(*, notification_id: int) -> bool:
 
     now = timezone.now()
     claimed = (
-        Notification.objects.filter(pk=notification_id, emailed_at__isnull=True)
+        Notification.objects.filter(pk=notification_id, by_email=True, emailed_at__isnull=True)
         .filter(Q(email_claimed_at__isnull=True) | Q(email_claimed_at__lt=now - NOTIFICATION_EMAIL_LEASE))
         .update(email_claimed_at=now)
     )
@@ -107,7 +108,9 @@ def notification_emails_resume() -> int:
     sent again, for two days; returns how many were queued."""
     now = timezone.now()
     due = (
-        Notification.objects.filter(emailed_at__isnull=True, created_at__gt=now - NOTIFICATION_EMAIL_GIVE_UP)
+        Notification.objects.filter(
+            by_email=True, emailed_at__isnull=True, created_at__gt=now - NOTIFICATION_EMAIL_GIVE_UP
+        )
         .filter(created_at__lt=now - timedelta(minutes=5))
         .exclude(user__email="")
         .filter(Q(email_claimed_at__isnull=True) | Q(email_claimed_at__lt=now - NOTIFICATION_EMAIL_LEASE))

@@ -74,6 +74,22 @@ def approval_queue(*, user: Any) -> QuerySet[ApprovalRequest]:
     )
 
 
+def eligible_approvers(*, request: ApprovalRequest) -> list[Any]:
+    """The approvers who may decide this request: not its requester, not an author of the version's runs."""
+    from django.contrib.auth import get_user_model
+
+    from controlplane import permissions
+    from lineage import selectors as lineage_selectors
+
+    excluded = {request.requested_by_id} | lineage_selectors.model_version_run_authors(request.model_version)
+    return list(
+        get_user_model()
+        .objects.filter(is_active=True, groups__name=permissions.APPROVER)
+        .exclude(pk__in=excluded)
+        .distinct()
+    )
+
+
 def approval_queue_count(*, user: Any) -> int:
     from controlplane import permissions
 

@@ -108,6 +108,8 @@ ENVIRONMENT_FIELDS = (
     "backend_settings",
 )
 MAX_APPROVALS = 10
+# An override of a failed gate is read by the approvers: a word like "urgent" does not say why.
+MIN_OVERRIDE_REASON = 20
 
 
 def _environment_snapshot(environment: Environment) -> dict[str, Any]:
@@ -343,15 +345,30 @@ def approval_request_create(
     candidate = _candidate(version)
     outcomes = [(gate, gate_rules.evaluate(gate, candidate, _baseline(baseline))) for gate in parsed]
     failed = [gate for gate, outcome in outcomes if not outcome.passed]
-    if failed and not override_reason:
-        names = "; ".join(f"{gate.expression} ({outcome.summary})" for gate, outcome in outcomes if not outcome.passed)
-        if target.allow_override:
-            raise ValidationError(
-                {"override_reason": [f"gates failed: {names}. {target.name} allows an override: give a reason"]}
-            )
-        raise ValidationError({"environment": [f"{target.name}'s gates failed: {names}"]})
+    summaries = {gate.expression: outcome.summary for gate, outcome in outcomes}
+    names = "; ".join(f"{gate.expression} ({summaries[gate.expression]})" for gate in failed)
+    # The promotion order is never overridden: staging first means staging first.
+    ordered = [gate.expression for gate in failed if gate.kind == "previous_environment"]
+    if ordered:
+        raise ValidationError(
+            {
+                "environment": [
+                    f"{target.name}'s gates failed: {names}. {', '.join(ordered)} cannot be overridden: "
+                    "have the version approved there first"
+                ]
+            }
+        )
     if failed and not target.allow_override:
-        raise ValidationError({"override_reason": [f"{target.name} does not allow overriding a failed gate"]})
+        raise ValidationError({"environment": [f"{target.name}'s gates failed: {names}"]})
+    if failed and len(override_reason) < MIN_OVERRIDE_REASON:
+        raise ValidationError(
+            {
+                "override_reason": [
+                    f"gates failed: {names}. {target.name} allows an override: give a reason of at least "
+                    f"{MIN_OVERRIDE_REASON} characters (it is audited and shown to the approvers)"
+                ]
+            }
+        )
     if not failed:
         override_reason = ""
     try:
@@ -408,6 +425,13 @@ def approval_request_create(
                 )
             if request.mirror_status:
                 transaction.on_commit(lambda: tasks.approval_mirror_task.delay(request.pk), robust=True)
+            notify(
+                users=selectors.eligible_approvers(request=request),
+                title=f"{version} waits for your decision for {target.name}",
+                body=f"{actor.get_username()} asks: {justification}",
+                url=selectors.approval_request_url(request),
+                email=False,
+            )
     except IntegrityError as exc:
         if "approval_request_one_live_per_version_environment" not in str(exc) and "UNIQUE" not in str(exc).upper():
             raise

@@ -114,7 +114,8 @@ def test_an_approver_sees_how_many_requests_wait_in_the_nav_and_on_home(client, 
     page = home(client)
     entries = nav_entries(page)
     assert entries["Approvals"] == "2" and entries["Environments"] == ""
-    assert page.find("a", data_testid="nav-notifications").text() == "Notifications 1"
+    # Each request that waits for them, and the alert.
+    assert page.find("a", data_testid="nav-notifications").text() == "Notifications 3"
     assert page.find("nav", data_testid="main-nav").links()["Approvals 2"] == reverse("approval-queue")
     waiting = page.find("section", data_testid="approvals-waiting")
     assert "2 requests wait for your decision." in waiting.text()

@@ -250,7 +250,9 @@ def test_rejection_then_notifications(users, api_client_for, version, staging) -
     assert "rejected for staging" in told["title"] and "recall too low" in told["body"]
     assert told["url"].endswith(f"/approvals/{pk}/") and told["read"] is False
     # Each caller sees only their own.
-    assert api_client_for(users.approver).get(f"{API}/notifications/").json()["count"] == 0
+    # The approver was told in the app (not by email) that the request waited for them.
+    [waiting] = api_client_for(users.approver).get(f"{API}/notifications/").json()["results"]
+    assert "waits for your decision for staging" in waiting["title"]
     other = Notification.objects.create(user=users.approver, title="not dana's")
     assert requester.post(f"{API}/notifications/read/", {"ids": [other.pk]}, format="json").json() == {"marked": 0}
 

@@ -153,6 +153,9 @@ def test_gates_pass_fail_and_override_with_a_reason(users, project, staging) -> 
     with pytest.raises(ValidationError):
         request(users, weak, strict.name, override_reason="trust me")
     assert not ApprovalRequest.objects.exists()
+    with pytest.raises(ValidationError) as too_short:
+        request(users, weak, lenient.name, override_reason="urgent")
+    assert "at least 20 characters" in too_short.value.message_dict["override_reason"][0]
     req = request(users, weak, lenient.name, override_reason="the only model that handles the new feed")
     assert req.gates_passed is False and req.overridden_by == users.data_scientist
     [gate] = GateResult.objects.filter(request=req)
@@ -367,3 +370,25 @@ def test_an_email_is_sent_once_and_resent_after_a_worker_died_sending_it(users, 
     assert controlplane_services.notification_email_send(notification_id=note.pk) is True
     assert len(mail.outbox) == 1 and Notification.objects.get(pk=note.pk).emailed_at is not None
     assert controlplane_services.notification_email_send(notification_id=note.pk) is False
+
+
+def test_the_promotion_order_is_never_overridden(users, version, staging) -> None:
+    services.environment_create(
+        actor=users.admin,
+        data={"name": "production", "order": 20, "gates": ["approved in staging"], "allow_override": True},
+    )
+    with pytest.raises(ValidationError) as refused:
+        request(users, version, "production", override_reason="the customer needs it in production today")
+    message = refused.value.message_dict["environment"][0]
+    assert "approved in staging cannot be overridden" in message
+    assert not ApprovalRequest.objects.exists()
+
+
+def test_the_approvers_who_may_decide_are_told_in_the_app_only(users, project, staging) -> None:
+    version = make_model_version(project, users.approver2)  # blair trained it: she may not decide
+    req = services.approval_request_create(
+        actor=users.data_scientist, model_version_id=version.pk, environment="staging", justification="go"
+    )
+    told = Notification.objects.filter(url__endswith=f"/approvals/{req.pk}/")
+    assert list(told.values_list("user__username", "by_email")) == [("alex", False)]
+    assert controlplane_services.notification_email_send(notification_id=told.get().pk) is False

@@ -249,13 +249,16 @@ def test_an_overridden_gate_says_who_and_why(client, users, project) -> None:
         actor=users.admin, data={"name": "lenient", "gates": ["accuracy >= 0.97"], "allow_override": True}
     )
     req = ask(
-        users.data_scientist, make_model_version(project, users.data_scientist), "lenient", override_reason="new feed"
+        users.data_scientist,
+        make_model_version(project, users.data_scientist),
+        "lenient",
+        override_reason="the only model trained on the new feed",
     )
     client.force_login(users.approver)
     response = client.get(f"/approvals/{req.pk}/")
     content = response.content.decode()
     assert 'data-gate="accuracy &gt;= 0.97" data-passed="false"' in content
-    assert "overridden by dana: new feed" in content
+    assert "overridden by dana: the only model trained on the new feed" in content
     assert "0 of 1 passed" in client.get("/approvals/").content.decode()
 
 

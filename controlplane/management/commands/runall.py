@@ -5,7 +5,9 @@ Ctrl-C (or SIGTERM) stops every process it started, web first and the broker las
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -38,6 +40,15 @@ def web_command(host: str, port: int) -> list[str]:
     ]
 
 
+def portal_url(host: str, port: int) -> str:
+    """The address users reach the portal at: this machine's name when it listens on every interface."""
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.getfqdn()
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
 class Command(BaseCommand):
     help = "Run the broker (embedded default), a Celery worker, beat and the web portal until Ctrl-C."
 
@@ -66,6 +77,8 @@ class Command(BaseCommand):
             if not skip_setup:
                 call_command("migrate", interactive=False, verbosity=0)
                 call_command("seed_demo")
+            # Links in notification emails point where this portal listens (the worker sends them).
+            os.environ.setdefault("PORTAL_URL", portal_url(host, port))
             celery = [sys.executable, "-m", "celery", "-A", "controlplane"]
             started.append(
                 (
