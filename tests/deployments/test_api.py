@@ -444,7 +444,12 @@ def test_a_404_says_what_is_missing(users, api_client_for, version, staging) -> 
     admin = api_client_for(users.admin)
     missing = [
         ("get", f"{API}/approval-requests/9999/", None, "there is no approval request 9999"),
-        ("post", f"{API}/approval-requests/9999/decisions/", {"verdict": "approve", "comment": "x"}, None),
+        (
+            "post",
+            f"{API}/approval-requests/9999/decisions/",
+            {"verdict": "approve", "comment": "x"},
+            "there is no approval request 9999",
+        ),
         ("post", f"{API}/approval-requests/9999/withdraw/", {}, "there is no approval request 9999"),
         ("get", f"{API}/model-versions/9999/approvals/", None, "there is no model version 9999"),
         ("get", f"{API}/environments/prod/", None, "there is no environment 'prod'"),
@@ -457,7 +462,7 @@ def test_a_404_says_what_is_missing(users, api_client_for, version, staging) -> 
         assert response.status_code == 404, (url, response.content)
         error = response.json()["error"]
         assert error["status"] == 404 and error["code"] == "not_found", url
-        assert error["message"] == (message or "there is no approval request 9999"), url
+        assert error["message"] == message, url
         assert "matches the given query" not in response.content.decode()
     # An approver deciding an unknown request gets the same words (the decide endpoint's 404).
     unknown = decide(api_client_for(users.approver), 9999)
