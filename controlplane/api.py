@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import django_filters
-from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -14,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from controlplane import permissions, selectors, services
-from controlplane.api_support import BodyInput, Pagination
+from controlplane.api_support import BodyInput, Pagination, error_responses, get_or_404
 from controlplane.models import AuditEvent, Notification, Project, SystemCheck
 
 
@@ -75,12 +74,12 @@ class ProjectDetailApi(GenericAPIView):
     @extend_schema(operation_id="projects_retrieve", responses=ProjectOutput)
     def get(self, request: Request, slug: str) -> Response:
         permissions.require(request.user, "project.view")
-        return Response(ProjectOutput(get_object_or_404(Project, slug=slug)).data)
+        return Response(ProjectOutput(get_or_404(Project, f"there is no project {slug!r}", slug=slug)).data)
 
     @extend_schema(operation_id="projects_change", request=ProjectChangeInput, responses=ProjectOutput)
     def patch(self, request: Request, slug: str) -> Response:
         permissions.require(request.user, "project.change")
-        project = get_object_or_404(Project, slug=slug)
+        project = get_or_404(Project, f"there is no project {slug!r}", slug=slug)
         serializer = ProjectChangeInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         project = services.project_update(actor=request.user, project=project, **serializer.validated_data)
@@ -156,7 +155,7 @@ class SystemCheckDetailApi(GenericAPIView):
     @extend_schema(operation_id="system_checks_retrieve", responses=SystemCheckOutput)
     def get(self, request: Request, pk: int) -> Response:
         permissions.require(request.user, "system.view")
-        return Response(SystemCheckOutput(get_object_or_404(SystemCheck, pk=pk)).data)
+        return Response(SystemCheckOutput(get_or_404(SystemCheck, f"there is no system check {pk}", pk=pk)).data)
 
 
 class MeApi(GenericAPIView):
@@ -207,7 +206,9 @@ class NotificationListApi(GenericAPIView):
     serializer_class = NotificationOutput
     pagination_class = NotificationPagination
 
-    @extend_schema(operation_id="notifications_list", responses=NotificationOutput(many=True))
+    @extend_schema(
+        operation_id="notifications_list", responses={200: NotificationOutput(many=True), **error_responses(403)}
+    )
     def get(self, request: Request) -> Response:
         permissions.require(request.user, "notification.view")
         mine = Notification.objects.filter(user=request.user).order_by("-created_at", "-id")
@@ -233,7 +234,10 @@ class NotificationsReadApi(GenericAPIView):
     @extend_schema(
         operation_id="notifications_read",
         request=NotificationsReadInput,
-        responses=inline_serializer("NotificationsRead", {"marked": serializers.IntegerField()}),
+        responses={
+            200: inline_serializer("NotificationsRead", {"marked": serializers.IntegerField()}),
+            **error_responses(400, 403),
+        },
         description="Mark your notifications read (those listed, or all); `marked` counts the ones that were unread.",
     )
     def post(self, request: Request) -> Response:

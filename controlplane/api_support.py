@@ -1,4 +1,5 @@
-"""What every API endpoint shares: pagination and one error body shape.
+"""What every API endpoint shares: pagination, one error body shape (and its schema), 404s and choice refusals in
+the app's own words.
 
 Errors always look like
     {"error": {"status": 400, "code": "invalid", "message": "...", "fields": {"slug": ["..."]}}}
@@ -9,11 +10,15 @@ ValidationError whose class says `http_status = 409` (a state conflict) has the 
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, TypeVar, overload
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import Model, QuerySet
 from django.http import Http404
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiResponse
 from rest_framework import exceptions, pagination, serializers
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
@@ -22,6 +27,8 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from controlplane import permissions
 from controlplane.models import AuditImmutableError
 from lineage.models import WriteOnceError
+
+M = TypeVar("M", bound=Model)
 
 
 class CanReadApiDocs(BasePermission):
@@ -120,3 +127,102 @@ class BodyInput(serializers.Serializer):
                     {name: [f"unknown field; expected one of: {known}"] for name in unknown}
                 )
         return super().to_internal_value(data)
+
+
+@overload
+def get_or_404(queryset: type[M], missing: str, **lookup: Any) -> M: ...
+@overload
+def get_or_404(queryset: QuerySet[Any], missing: str, **lookup: Any) -> Any: ...
+def get_or_404(queryset: Any, missing: str, **lookup: Any) -> Any:
+    """The object, or HTTP 404 saying in the app's words what is missing (e.g. "there is no approval request 9"),
+    not Django's "No ApprovalRequest matches the given query."."""
+    try:
+        return get_object_or_404(queryset, **lookup)
+    except Http404:
+        raise Http404(missing) from None
+
+
+def _one_of(values: Iterable[Any]) -> str:
+    names = [str(value) for value in values]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+class Choice(serializers.ChoiceField):
+    """A choice whose refusal names the choices, in the services' words: "expected approve or reject, got 'maybe'"
+    (DRF's own says only '"maybe" is not a valid choice.')."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        try:
+            return super().to_internal_value(data)
+        except serializers.ValidationError:
+            raise serializers.ValidationError(
+                f"expected {_one_of(self.choices)}, got {data!r}", code="invalid_choice"
+            ) from None
+
+
+class Flag(serializers.BooleanField):
+    """true or false; a refusal says so in the services' words ("expected true or false, got 'yes'")."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        try:
+            return super().to_internal_value(data)
+        except serializers.ValidationError:
+            raise serializers.ValidationError(f"expected true or false, got {data!r}", code="invalid") from None
+
+
+class ServiceCheckedInteger(serializers.IntegerField):
+    """A whole number whose range the schema shows (`minimum`, `maximum`) but the service checks, so the API and
+    the pages refuse a bad value in the same words ("expected a whole number from 1 to 10, got 0"). The value goes
+    to the service as given."""
+
+    def __init__(self, *, min_value: int, max_value: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # Set after DRF's __init__, so that no Min/MaxValueValidator with DRF's wording is attached.
+        self.min_value, self.max_value = min_value, max_value
+
+    def validate_empty_values(self, data: Any) -> tuple[bool, Any]:
+        if data is None:
+            return False, data  # null too is the service's to refuse, in its words
+        return super().validate_empty_values(data)
+
+    def to_internal_value(self, data: Any) -> Any:
+        return data
+
+
+# --- errors in the schema -------------------------------------------------------------------------------------
+
+
+class ApiErrorDetail(serializers.Serializer):
+    status = serializers.IntegerField(help_text="The HTTP status again")
+    code = serializers.CharField(help_text="invalid, conflict, not_found, permission_denied, not_authenticated, …")
+    message = serializers.CharField(help_text="What went wrong, in a sentence")
+    fields = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        required=False,
+        help_text="400 and 409 from a field check: each refused field with what was expected",
+    )
+
+
+class ApiError(serializers.Serializer):
+    """The one error body every endpoint answers with (see exception_handler)."""
+
+    error = ApiErrorDetail()
+
+
+ERROR_DESCRIPTIONS = {
+    400: "A field is not valid: `fields` names each one and what was expected.",
+    401: "Not signed in: send `Authorization: Token <key>` or a session cookie.",
+    403: "Signed in, but your role or the project's membership does not allow this.",
+    404: "What the path names does not exist.",
+    409: "The object's state does not allow this (`code` is `conflict`; `fields` names why).",
+}
+
+
+def error_responses(*statuses: int, **described: str) -> dict[int, OpenApiResponse]:
+    """Schema responses for the given error statuses, each with the one error body. 401 is always included; a
+    keyword `e400="…"` (`e` + status) replaces the generic description with what this endpoint means by it."""
+    responses = {}
+    for code in sorted({401, *statuses}):
+        description = described.get(f"e{code}", ERROR_DESCRIPTIONS[code])
+        responses[code] = OpenApiResponse(response=ApiError, description=description)
+    return responses

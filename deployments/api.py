@@ -9,7 +9,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.db.models import Count, Q, QuerySet
-from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -18,12 +17,29 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from controlplane import permissions
-from controlplane.api_support import BodyInput
+from controlplane.api_support import BodyInput, Choice, Flag, ServiceCheckedInteger, error_responses, get_or_404
 from deployments import selectors, services
 from deployments.models import ApprovalDecision, ApprovalRequest, Environment, GateResult
 from lineage.models import ModelVersion
 
 MAX_ID = 2**63 - 1
+
+# The ranges deployments.services._clean_environment checks (and names when it refuses a value): here only so that
+# the schema shows them; tests/deployments/test_api.py checks that the service refuses just outside each one.
+ENVIRONMENT_RANGES: dict[str, tuple[int, int]] = {
+    "order": (0, 1000),
+    "approvals_required": (1, services.MAX_APPROVALS),
+    "request_ttl_days": (1, 365),
+    "bake_minutes": (0, 1440),
+    "min_desired_count": (1, 100),
+    "max_desired_count": (1, 100),
+}
+
+
+def _ranged(name: str, help_text: str) -> ServiceCheckedInteger:
+    low, high = ENVIRONMENT_RANGES[name]
+    return ServiceCheckedInteger(required=False, min_value=low, max_value=high, help_text=f"{help_text} ({low}-{high})")
+
 
 # --- environments ---------------------------------------------------------------------------------------------
 
@@ -36,6 +52,7 @@ class EnvironmentOutput(serializers.ModelSerializer):
     class Meta:
         model = Environment
         fields = ["id", *services.ENVIRONMENT_FIELDS, "created_by", "created_at", "updated_at"]
+        extra_kwargs = {name: {"min_value": low, "max_value": high} for name, (low, high) in ENVIRONMENT_RANGES.items()}
 
 
 class EnvironmentChangeInput(BodyInput):
@@ -43,23 +60,23 @@ class EnvironmentChangeInput(BodyInput):
     the field it refuses."""
 
     name = serializers.CharField(required=False, max_length=40)
-    order = serializers.IntegerField(required=False, help_text="Promotion order: lower comes first")
+    order = _ranged("order", "Promotion order: lower comes first")
     description = serializers.CharField(required=False, allow_blank=True, max_length=5000)
-    approvals_required = serializers.IntegerField(required=False, help_text="Distinct approvals needed (1-10)")
+    approvals_required = _ranged("approvals_required", "Distinct approvals needed")
     gates = serializers.ListField(
         child=serializers.CharField(allow_blank=True, trim_whitespace=False),
         required=False,
         help_text="One expression each, e.g. `accuracy >= 0.90`, `accuracy >= serving - 0.01`, "
         "`schema matches serving`, `approved in staging`",
     )
-    allow_override = serializers.BooleanField(required=False)
-    request_ttl_days = serializers.IntegerField(required=False)
-    bake_minutes = serializers.IntegerField(required=False)
+    allow_override = Flag(required=False, help_text="A request whose gates fail may still be decided, with a reason")
+    request_ttl_days = _ranged("request_ttl_days", "Days an open request stays open")
+    bake_minutes = _ranged("bake_minutes", "Minutes a new deployment bakes before it counts as succeeded")
     objective_p99_latency_ms = serializers.FloatField(required=False, allow_null=True)
     objective_error_rate = serializers.FloatField(required=False, allow_null=True, help_text="A fraction")
     objective_drift_share = serializers.FloatField(required=False, allow_null=True, help_text="A fraction")
-    min_desired_count = serializers.IntegerField(required=False)
-    max_desired_count = serializers.IntegerField(required=False)
+    min_desired_count = _ranged("min_desired_count", "Fewest serving tasks")
+    max_desired_count = _ranged("max_desired_count", "Most serving tasks, at least the fewest")
     backend_settings = serializers.DictField(required=False)
 
 
@@ -68,13 +85,15 @@ class EnvironmentCreateInput(EnvironmentChangeInput):
 
 
 def _environment(name: str) -> Environment:
-    return get_object_or_404(Environment.objects.select_related("created_by"), name=name)
+    return get_or_404(Environment.objects.select_related("created_by"), f"there is no environment {name!r}", name=name)
 
 
 class EnvironmentListApi(GenericAPIView):
     serializer_class = EnvironmentOutput
 
-    @extend_schema(operation_id="environments_list", responses=EnvironmentOutput(many=True))
+    @extend_schema(
+        operation_id="environments_list", responses={200: EnvironmentOutput(many=True), **error_responses(403)}
+    )
     def get(self, request: Request) -> Response:
         permissions.require(request.user, "environment.view")
         page = self.paginate_queryset(selectors.environment_list().select_related("created_by"))
@@ -83,7 +102,12 @@ class EnvironmentListApi(GenericAPIView):
     @extend_schema(
         operation_id="environments_create",
         request=EnvironmentCreateInput,
-        responses={201: EnvironmentOutput},
+        responses={
+            201: EnvironmentOutput,
+            **error_responses(
+                400, 403, e400="A field is not valid (a range, a gate, a name taken): `fields` names each one."
+            ),
+        },
         description="Admins only. Audited with the environment's settings.",
     )
     def post(self, request: Request) -> Response:
@@ -97,7 +121,10 @@ class EnvironmentListApi(GenericAPIView):
 class EnvironmentDetailApi(GenericAPIView):
     serializer_class = EnvironmentOutput
 
-    @extend_schema(operation_id="environments_retrieve", responses=EnvironmentOutput)
+    @extend_schema(
+        operation_id="environments_retrieve",
+        responses={200: EnvironmentOutput, **error_responses(403, 404, e404="There is no environment of that name.")},
+    )
     def get(self, request: Request, name: str) -> Response:
         permissions.require(request.user, "environment.view")
         return Response(EnvironmentOutput(_environment(name)).data)
@@ -105,7 +132,10 @@ class EnvironmentDetailApi(GenericAPIView):
     @extend_schema(
         operation_id="environments_change",
         request=EnvironmentChangeInput,
-        responses=EnvironmentOutput,
+        responses={
+            200: EnvironmentOutput,
+            **error_responses(400, 403, 404, e404="There is no environment of that name."),
+        },
         description="Admins only. Changes the fields given; audited with before and after. Open requests keep "
         "the rules they were made under.",
     )
@@ -167,6 +197,7 @@ class ApprovalRequestOutput(serializers.ModelSerializer):
             "expires_at",
             "finished_at",
         ]
+        extra_kwargs = {"approvals_required": {"min_value": 1, "max_value": services.MAX_APPROVALS}}
 
     def get_approvals(self, request: ApprovalRequest) -> int:
         # Annotated by _requests(); counted here for a request that was not loaded through it.
@@ -230,14 +261,14 @@ def _detail(pk: int) -> ApprovalRequest:
     requests = ApprovalRequest.objects.select_related(
         "model_version__registered_model__project", "environment", "requested_by", "overridden_by"
     ).prefetch_related("gate_results", "decisions__approver")
-    return get_object_or_404(_counted(requests), pk=pk)
+    return get_or_404(_counted(requests), f"there is no approval request {pk}", pk=pk)
 
 
 class ApprovalRequestFilterInput(serializers.Serializer):
-    status = serializers.ChoiceField(choices=ApprovalRequest.Status.choices, required=False)
+    status = Choice(choices=ApprovalRequest.Status.choices, required=False)
     project = serializers.CharField(required=False, max_length=63, help_text="Project slug")
     environment = serializers.CharField(required=False, max_length=40, help_text="Environment name")
-    mine = serializers.BooleanField(
+    mine = Flag(
         required=False,
         default=False,
         help_text="Only the open requests you may decide (not yours, not for a run you authored, not decided "
@@ -267,7 +298,7 @@ class ApprovalRequestListApi(GenericAPIView):
     @extend_schema(
         operation_id="approval_requests_list",
         parameters=[ApprovalRequestFilterInput],
-        responses=ApprovalRequestOutput(many=True),
+        responses={200: ApprovalRequestOutput(many=True), **error_responses(400, 403)},
         description="Newest first; with `mine=true`, your approval queue, oldest first.",
     )
     def get(self, request: Request) -> Response:
@@ -297,10 +328,19 @@ class ApprovalRequestListApi(GenericAPIView):
     @extend_schema(
         operation_id="approval_requests_create",
         request=ApprovalRequestCreateInput,
-        responses={201: ApprovalRequestDetailOutput},
+        responses={
+            201: ApprovalRequestDetailOutput,
+            **error_responses(
+                400,
+                403,
+                409,
+                e400="A field is not valid: an unknown model version or environment, a gate naming a metric the "
+                "version lacks (`model_version`), a failed gate without an allowed override.",
+                e409="The version already has an open or approved request for the environment.",
+            ),
+        },
         description="Request promotion of a model version to an environment. Its gates run at once; the results "
-        "are in the answer. 400 names the field (a gate naming a metric the version lacks: `model_version`); 409 "
-        "when the version already has an open or approved request for the environment.",
+        "are in the answer.",
     )
     def post(self, request: Request) -> Response:
         permissions.require(request.user, "approval.request")
@@ -320,14 +360,20 @@ class ApprovalRequestListApi(GenericAPIView):
 class ApprovalRequestDetailApi(GenericAPIView):
     serializer_class = ApprovalRequestDetailOutput
 
-    @extend_schema(operation_id="approval_requests_retrieve", responses=ApprovalRequestDetailOutput)
+    @extend_schema(
+        operation_id="approval_requests_retrieve",
+        responses={
+            200: ApprovalRequestDetailOutput,
+            **error_responses(403, 404, e404="There is no approval request with that id."),
+        },
+    )
     def get(self, request: Request, pk: int) -> Response:
         permissions.require(request.user, "approval.view")
         return Response(ApprovalRequestDetailOutput(_detail(pk)).data)
 
 
 class DecisionInput(BodyInput):
-    verdict = serializers.ChoiceField(choices=ApprovalDecision.Verdict.choices)
+    verdict = Choice(choices=ApprovalDecision.Verdict.choices)
     comment = serializers.CharField(allow_blank=True, max_length=5000, help_text="Why: required")
 
 
@@ -337,15 +383,26 @@ class ApprovalDecisionCreateApi(GenericAPIView):
     @extend_schema(
         operation_id="approval_requests_decide",
         request=DecisionInput,
-        responses=ApprovalRequestDetailOutput,
+        responses={
+            200: ApprovalRequestDetailOutput,
+            **error_responses(
+                400,
+                403,
+                404,
+                409,
+                e400="A field is not valid: `verdict` is not approve or reject, `comment` is empty, or `approver`: "
+                "you made the request or trained the model, and nobody approves their own work.",
+                e404="There is no approval request with that id.",
+                e409="The request is not open (approved, rejected, withdrawn or expired), or you decided it already.",
+            ),
+        },
         description="Approve or reject, with a comment. One rejection rejects; the approval that completes the "
         "environment's number hands the request to a worker, which checks the artifact and approves "
-        "(`quorum_reached`). 400 `approver` for the requester or the training run's author; 409 when the "
-        "request is not open or you decided it already.",
+        "(`quorum_reached`). Neither the requester nor the author of the training run may decide a request.",
     )
     def post(self, request: Request, pk: int) -> Response:
         permissions.require(request.user, "approval.decide")
-        target = get_object_or_404(ApprovalRequest, pk=pk)
+        target = get_or_404(ApprovalRequest, f"there is no approval request {pk}", pk=pk)
         serializer = DecisionInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         services.approval_decide(actor=request.user, request_id=target.pk, **serializer.validated_data)
@@ -362,12 +419,23 @@ class ApprovalRequestWithdrawApi(GenericAPIView):
     @extend_schema(
         operation_id="approval_requests_withdraw",
         request=WithdrawInput,
-        responses=ApprovalRequestDetailOutput,
-        description="The requester (or an admin) takes an open request back; 409 when it is not open.",
+        responses={
+            200: ApprovalRequestDetailOutput,
+            **error_responses(
+                400,
+                403,
+                404,
+                409,
+                e403="Only the requester (with a role that may request) or an admin may withdraw a request.",
+                e404="There is no approval request with that id.",
+                e409="The request is not open.",
+            ),
+        },
+        description="The requester (or an admin) takes an open request back.",
     )
     def post(self, request: Request, pk: int) -> Response:
         permissions.require(request.user, "approval.request")
-        target = get_object_or_404(ApprovalRequest, pk=pk)
+        target = get_or_404(ApprovalRequest, f"there is no approval request {pk}", pk=pk)
         serializer = WithdrawInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         services.approval_withdraw(actor=request.user, request_id=target.pk, reason=serializer.validated_data["reason"])
@@ -379,13 +447,16 @@ class ModelVersionApprovalsApi(GenericAPIView):
 
     @extend_schema(
         operation_id="model_version_approvals_list",
-        responses=StandingOutput(many=True),
+        responses={
+            200: StandingOutput(many=True),
+            **error_responses(403, 404, e404="There is no model version with that id."),
+        },
         description="Where a model version stands: its approval requests by environment (in promotion order), "
         "newest first within each; `current` marks the one that says where it stands there.",
     )
     def get(self, request: Request, pk: int) -> Response:
         permissions.require(request.user, "approval.view")
-        version = get_object_or_404(ModelVersion, pk=pk)
+        version = get_or_404(ModelVersion, f"there is no model version {pk}", pk=pk)
         current = {
             standing.pk for standing in selectors.approval_matrix(versions=[version]).get(version.pk, {}).values()
         }

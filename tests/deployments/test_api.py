@@ -437,3 +437,134 @@ def test_no_value_in_any_field_gets_a_server_error(users, api_client_for, versio
             assert response.status_code < 500, (name, value, response.content[:300])
     # The hostile values reached the services too, not only the serializers.
     assert any(status == 400 for _, field, status in seen if field == "gates")
+
+
+# --- errors in the app's words, and the schema that describes them -------------------------------------------
+
+
+def test_a_404_says_what_is_missing(users, api_client_for, version, staging) -> None:
+    admin = api_client_for(users.admin)
+    missing = [
+        ("get", f"{API}/approval-requests/9999/", None, "there is no approval request 9999"),
+        (
+            "post",
+            f"{API}/approval-requests/9999/decisions/",
+            {"verdict": "approve", "comment": "x"},
+            "there is no approval request 9999",
+        ),
+        ("post", f"{API}/approval-requests/9999/withdraw/", {}, "there is no approval request 9999"),
+        ("get", f"{API}/model-versions/9999/approvals/", None, "there is no model version 9999"),
+        ("get", f"{API}/environments/prod/", None, "there is no environment 'prod'"),
+        ("patch", f"{API}/environments/prod/", {"order": 1}, "there is no environment 'prod'"),
+        ("get", f"{API}/projects/nope/", None, "there is no project 'nope'"),
+        ("get", f"{API}/system-checks/9999/", None, "there is no system check 9999"),
+    ]
+    for method, url, body, message in missing:
+        response = getattr(admin, method)(url, body, format="json") if body is not None else admin.get(url)
+        assert response.status_code == 404, (url, response.content)
+        error = response.json()["error"]
+        assert error["status"] == 404 and error["code"] == "not_found", url
+        assert error["message"] == message, url
+        assert "matches the given query" not in response.content.decode()
+    # An approver deciding an unknown request gets the same words (the decide endpoint's 404).
+    unknown = decide(api_client_for(users.approver), 9999)
+    assert unknown.json()["error"]["message"] == "there is no approval request 9999"
+
+
+def test_a_bad_choice_names_the_choices_in_the_services_words(users, api_client_for, version, staging) -> None:
+    pk = create_request(api_client_for(users.data_scientist), version).json()["id"]
+    approver = api_client_for(users.approver)
+    for verdict, shown in [("maybe", "'maybe'"), ("APPROVE", "'APPROVE'"), (5, "5"), ("", "''")]:
+        refused = decide(approver, pk, verdict=verdict)  # type: ignore[arg-type]
+        assert refused.status_code == 400, refused.content
+        assert error_fields(refused) == {"verdict": [f"expected approve or reject, got {shown}"]}
+    # The same words the service (and so the web form) uses.
+    with pytest.raises(services.ValidationError) as raised:
+        services.approval_decide(actor=users.approver, request_id=pk, verdict="maybe", comment="x")
+    assert raised.value.message_dict["verdict"] == [error_fields(decide(approver, pk, verdict="maybe"))["verdict"][0]]
+    assert not ApprovalDecision.objects.exists()
+
+    finance = api_client_for(users.finance)
+    bad_status = finance.get(f"{API}/approval-requests/?status=pending")
+    assert error_fields(bad_status) == {
+        "status": ["expected open, approved, rejected, withdrawn or expired, got 'pending'"]
+    }
+    bad_mine = finance.get(f"{API}/approval-requests/?mine=perhaps")
+    assert error_fields(bad_mine) == {"mine": ["expected true or false, got 'perhaps'"]}
+    bad_flag = api_client_for(users.admin).patch(
+        f"{API}/environments/staging/", {"allow_override": "sometimes"}, format="json"
+    )
+    assert error_fields(bad_flag) == {"allow_override": ["expected true or false, got 'sometimes'"]}
+
+
+def test_the_schema_bounds_are_the_ranges_the_service_checks(users, api_client_for, staging) -> None:
+    """Each bounded integer shows its real range in the schema (input and output), and the service accepts the
+    bounds and refuses just outside them, in its own words (the API adds none of DRF's)."""
+    schema = api_client_for(users.finance).get(f"{API}/schema/?format=json").json()
+    components = schema["components"]["schemas"]
+    change = components["PatchedEnvironmentChangeInputRequest"]["properties"]
+    shown = components["EnvironmentOutput"]["properties"]
+    expected = {
+        "order": (0, 1000),
+        "approvals_required": (1, 10),
+        "request_ttl_days": (1, 365),
+        "bake_minutes": (0, 1440),
+        "min_desired_count": (1, 100),
+        "max_desired_count": (1, 100),
+    }
+    for name, (low, high) in expected.items():
+        assert (change[name]["minimum"], change[name]["maximum"]) == (low, high), name
+        assert (shown[name]["minimum"], shown[name]["maximum"]) == (low, high), name
+    assert components["ApprovalRequestOutput"]["properties"]["approvals_required"]["maximum"] == 10
+    assert "9223372036854775807" not in str(components["EnvironmentOutput"])
+
+    admin = api_client_for(users.admin)
+    for name, (low, high) in expected.items():
+        for value in (low, high):
+            # The other count at its widest, so only this field's range is in play.
+            other = {"min_desired_count": {"max_desired_count": 100}, "max_desired_count": {"min_desired_count": 1}}
+            body = {name: value, **other.get(name, {})}
+            accepted = admin.patch(f"{API}/environments/staging/", body, format="json")
+            assert accepted.status_code == 200, (name, value, accepted.content)
+            assert accepted.json()[name] == value
+        for value in (low - 1, high + 1):
+            refused = admin.patch(f"{API}/environments/staging/", {name: value}, format="json")
+            assert refused.status_code == 400, (name, value)
+            assert error_fields(refused) == {name: [f"expected a whole number from {low} to {high}, got {value}"]}
+    not_whole: list[tuple[Any, str]] = [("many", "'many'"), (None, "None"), (2.5, "2.5")]
+    for bad, shown_bad in not_whole:
+        refused = admin.patch(f"{API}/environments/staging/", {"approvals_required": bad}, format="json")
+        assert error_fields(refused) == {
+            "approvals_required": [f"expected a whole number from 1 to 10, got {shown_bad}"]
+        }
+
+
+def test_the_schema_documents_each_error_with_the_one_error_body(users, api_client_for) -> None:
+    schema = api_client_for(users.finance).get(f"{API}/schema/?format=json").json()
+    error = schema["components"]["schemas"]["ApiError"]
+    assert error["properties"]["error"]["$ref"] == "#/components/schemas/ApiErrorDetail"
+    detail = schema["components"]["schemas"]["ApiErrorDetail"]["properties"]
+    assert {"status", "code", "message", "fields"} <= set(detail)
+    paths = schema["paths"]
+    expected = {
+        ("/api/v1/approval-requests/", "get"): {"200", "400", "401", "403"},
+        ("/api/v1/approval-requests/", "post"): {"201", "400", "401", "403", "409"},
+        ("/api/v1/approval-requests/{id}/", "get"): {"200", "401", "403", "404"},
+        ("/api/v1/approval-requests/{id}/decisions/", "post"): {"200", "400", "401", "403", "404", "409"},
+        ("/api/v1/approval-requests/{id}/withdraw/", "post"): {"200", "400", "401", "403", "404", "409"},
+        ("/api/v1/model-versions/{id}/approvals/", "get"): {"200", "401", "403", "404"},
+        ("/api/v1/environments/", "post"): {"201", "400", "401", "403"},
+        ("/api/v1/environments/{name}/", "patch"): {"200", "400", "401", "403", "404"},
+        ("/api/v1/notifications/read/", "post"): {"200", "400", "401", "403"},
+    }
+    for (path, method), statuses in expected.items():
+        responses = paths[path][method]["responses"]
+        assert set(responses) == statuses, (path, method)
+        for status_code in statuses - {"200", "201"}:
+            body = responses[status_code]["content"]["application/json"]["schema"]
+            assert body == {"$ref": "#/components/schemas/ApiError"}, (path, method, status_code)
+            assert responses[status_code]["description"], (path, method, status_code)
+    decide_op = paths["/api/v1/approval-requests/{id}/decisions/"]["post"]
+    assert "400 `approver` for" not in decide_op["description"]
+    assert "Neither the requester nor the author of the training run may decide" in decide_op["description"]
+    assert "approve or reject" in decide_op["responses"]["400"]["description"]
