@@ -49,3 +49,14 @@ def compare_chart(series: dict[str, dict[str, float]], metrics: list[str]) -> di
         "metrics": list(metrics),
         "series": [{"name": label, "values": [values.get(m) for m in metrics]} for label, values in series.items()],
     }
+
+
+def change_chart(changes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each metric's change against a baseline (candidate − baseline) on its own axis, so a 0.002 drop shows.
+    `changes` holds {"name", "change", "better"}: better is True, False, or None when nothing changed."""
+    return {
+        "kind": "change",
+        "metrics": [c["name"] for c in changes],
+        "changes": [c["change"] for c in changes],
+        "better": [c["better"] for c in changes],
+    }

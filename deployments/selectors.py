@@ -128,3 +128,13 @@ def open_request_exists(*, model_version: ModelVersion, environment: Environment
     return ApprovalRequest.objects.filter(
         Q(status="open") | Q(status="approved"), model_version=model_version, environment=environment
     ).exists()
+
+
+LOWER_IS_BETTER = ("loss", "error", "rmse", "mae", "mse", "std")
+
+
+def metric_higher_is_better(name: str) -> bool:
+    """Which way a metric improves: down for losses, errors and spreads (log_loss, rmse, cv_accuracy_std), up for
+    the rest (accuracy, f1, roc_auc, r2)."""
+    lowered = name.lower()
+    return not any(word in lowered for word in LOWER_IS_BETTER)

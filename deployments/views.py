@@ -12,12 +12,12 @@ from django.db.models import Count, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods
 from django_htmx.http import HttpResponseClientRefresh
 
 from controlplane import permissions
 from controlplane import selectors as audit_selectors
-from controlplane.charts import compare_chart, profile_chart
+from controlplane.charts import change_chart, compare_chart, profile_chart
 from controlplane.models import Project, TransitionEvent
 from controlplane.views import apply_service_errors, paginate
 from deployments import selectors, services
@@ -148,7 +148,9 @@ def _queue_filters(request: HttpRequest, *, can_decide: bool) -> tuple[dict[str,
     """The queue's filters as typed, and a message naming each bad one."""
     names = ("tab", "project", "environment", "status", "older_than")
     filters = {name: str(request.GET.get(name, "")).strip() for name in names}
-    filters["tab"] = filters["tab"] or ("mine" if can_decide else "all")
+    # A shared link naming a status other than open (?status=withdrawn) means the whole list, not one's own queue.
+    wants_all = bool(filters["status"]) and filters["status"] != "open"
+    filters["tab"] = filters["tab"] or ("mine" if can_decide and not wants_all else "all")
     errors: dict[str, list[str]] = {}
     if filters["tab"] not in QUEUE_TABS:
         errors["tab"] = [f"expected mine or all, got {filters['tab']!r}"]
@@ -264,13 +266,50 @@ def _decide_refusal(user: Any, approval: ApprovalRequest, decisions: list[Approv
     return ""
 
 
-def _profile_charts(profile: dict[str, Any] | None, *, limit: int = 40) -> list[dict[str, Any]]:
+# Charts the evidence page draws at most: each plotly chart costs the browser 50–100 ms, and drawing all 31 columns
+# of a wide dataset kept the page busy for 3 s. The metrics charts come first; histograms fill the rest (at most 6).
+CHARTS_SHOWN = 7
+HISTOGRAMS_SHOWN = 6
+
+
+def _profile_charts(
+    profile: dict[str, Any] | None, *, model_inputs: list[str], limit: int = HISTOGRAMS_SHOWN
+) -> list[dict[str, Any]]:
+    """Histograms of at most `limit` columns: those the model reads first (in its input schema's order), then the
+    others in the profile's order."""
+    columns: dict[str, Any] = (profile or {}).get("columns", {})
+    order = [name for name in model_inputs if name in columns] + [name for name in columns if name not in model_inputs]
     charts: list[dict[str, Any]] = []
-    for index, (name, column) in enumerate(list((profile or {}).get("columns", {}).items())[:limit]):
-        chart = profile_chart(name, column, row_count=(profile or {}).get("row_count") or 0)
+    for name in order:
+        if len(charts) >= limit:
+            break
+        chart = profile_chart(name, columns[name], row_count=(profile or {}).get("row_count") or 0)
         if chart is not None:
-            charts.append({"id": f"chart-{index}", "column": name, "figure": chart})
+            charts.append({"id": f"chart-{len(charts)}", "column": name, "figure": chart})
     return charts
+
+
+def _model_inputs(version: ModelVersion) -> list[str]:
+    return [str(c["name"]) for c in version.input_schema or [] if isinstance(c, dict) and c.get("name")]
+
+
+def _profile_context(
+    approval: ApprovalRequest, dataset_version: DatasetVersion | None, profile: Any, *, limit: int
+) -> dict[str, Any]:
+    columns = (profile.profile or {}).get("columns", {}) if profile is not None else {}
+    charts = _profile_charts(
+        profile.profile if profile is not None else None,
+        model_inputs=_model_inputs(approval.model_version),
+        limit=limit,
+    )
+    return {
+        "approval": approval,
+        "dataset_version": dataset_version,
+        "profile": profile,
+        "profile_columns": columns,
+        "charts": charts,
+        "charted": {c["column"] for c in charts},
+    }
 
 
 def _training_data(approval: ApprovalRequest) -> tuple[list[RunInput], DatasetVersion | None, Any]:
@@ -306,12 +345,82 @@ def _is_number(value: Any) -> bool:
 
 
 def _metric_rows(candidate: dict[str, Any], baseline: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Each metric side by side; `better` says whether the change is an improvement (None: no change to judge)."""
     rows = []
     for name in sorted(set(candidate) | set(baseline or {})):
         mine, theirs = candidate.get(name), (baseline or {}).get(name)
         change = mine - theirs if _is_number(mine) and _is_number(theirs) else None  # type: ignore[operator]
-        rows.append({"name": name, "candidate": mine, "baseline": theirs, "change": change})
+        better = None
+        if change:
+            better = (change > 0) == selectors.metric_higher_is_better(name)
+        rows.append({"name": name, "candidate": mine, "baseline": theirs, "change": change, "better": better})
     return rows
+
+
+def _metrics(approval: ApprovalRequest) -> dict[str, Any]:
+    """The metrics table, the chart of both versions' metrics and the chart of the changes (with a baseline)."""
+    version, baseline = approval.model_version, approval.baseline_version
+    series = {f"v{version.number} (candidate)": version.metrics or {}}
+    if baseline is not None:
+        series[f"v{baseline.number} (baseline)"] = baseline.metrics or {}
+    numeric = sorted({name for values in series.values() for name, value in values.items() if _is_number(value)})
+    rows = _metric_rows(version.metrics or {}, baseline.metrics if baseline is not None else None)
+    changes = [row for row in rows if row["change"] is not None]
+    return {
+        "metric_rows": rows,
+        "metrics_chart": {"id": "metrics-chart", "figure": compare_chart(series, numeric)} if numeric else None,
+        "change_chart": {"id": "change-chart", "figure": change_chart(changes)} if changes else None,
+    }
+
+
+def _histogram_budget(metrics: dict[str, Any]) -> int:
+    drawn = (metrics["metrics_chart"] is not None) + (metrics["change_chart"] is not None)
+    return min(HISTOGRAMS_SHOWN, CHARTS_SHOWN - drawn)
+
+
+def _timeline(approval: ApprovalRequest, decisions: list[ApprovalDecision]) -> list[dict[str, Any]]:
+    """Status changes, each decision and the gate override, oldest first."""
+    entries: list[dict[str, Any]] = [
+        {
+            "kind": "status",
+            "when": e.created_at,
+            "action": e.action,
+            "change": f"{e.from_status or '—'} → {e.to_status}",
+            "by": e.actor or "system",
+            "detail": e.reason,
+            "order": 0,
+        }
+        for e in TransitionEvent.objects.filter(
+            object_type=ApprovalRequest._meta.label_lower, object_id=str(approval.pk)
+        ).select_related("actor")
+    ]
+    if not approval.gates_passed:
+        # The override is made with the request itself, so it goes with (just after) the request's own entry.
+        made = next((e["when"] for e in entries if e["action"] == "request"), approval.created_at)
+        entries.append(
+            {
+                "kind": "override",
+                "when": made,
+                "action": "gate override",
+                "change": "",
+                "by": approval.overridden_by or approval.requested_by,
+                "detail": approval.override_reason,
+                "order": 1,
+            }
+        )
+    entries.extend(
+        {
+            "kind": "decision",
+            "when": d.created_at,
+            "action": d.verdict,
+            "change": "",
+            "by": d.approver,
+            "detail": d.comment,
+            "order": 2,
+        }
+        for d in decisions
+    )
+    return sorted(entries, key=lambda entry: (entry["when"], entry["order"]))
 
 
 def _evidence_context(
@@ -326,11 +435,7 @@ def _evidence_context(
     decisions = list(approval.decisions.select_related("approver"))
     refusal = _decide_refusal(request.user, approval, decisions)
     inputs, dataset_version, profile = _training_data(approval)
-    candidate_label = f"v{version.number} (candidate)"
-    series = {candidate_label: version.metrics or {}}
-    if baseline is not None:
-        series[f"v{baseline.number} (baseline)"] = baseline.metrics or {}
-    numeric = sorted({name for values in series.values() for name, value in values.items() if _is_number(value)})
+    metrics = _metrics(approval)
     waiting = approval.is_open and approval.quorum_at is not None
     return {
         "approval": approval,
@@ -346,18 +451,13 @@ def _evidence_context(
         "can_withdraw": approval.is_open
         and permissions.has_permission(request.user, "approval.request")
         and (approval.requested_by_id == request.user.pk or permissions.ADMIN in permissions.user_roles(request.user)),
-        "metrics_chart": {"id": "metrics-chart", "figure": compare_chart(series, numeric)} if numeric else None,
-        "metric_rows": _metric_rows(version.metrics or {}, baseline.metrics if baseline is not None else None),
+        **metrics,
         "graph": layout_graph(lineage_selectors.lineage_graph(version.node_id, depth=4)),
         "inputs": inputs,
-        "dataset_version": dataset_version,
-        "profile": profile,
-        "charts": _profile_charts(profile.profile if profile is not None else None),
+        **_profile_context(approval, dataset_version, profile, limit=_histogram_budget(metrics)),
         "run": version.run,
         "cost": _run_cost(version.run),
-        "events": TransitionEvent.objects.filter(
-            object_type=ApprovalRequest._meta.label_lower, object_id=str(approval.pk)
-        ).select_related("actor"),
+        "timeline": _timeline(approval, decisions),
         "errors": errors or {},
         "comment": comment,
         "conflict": conflict,
@@ -376,13 +476,12 @@ def approval_request_detail(request: HttpRequest, pk: int) -> HttpResponse:
             )
         return HttpResponseClientRefresh()
     if part == "profile":
+        # The profile polls while it is computed; the page it lands in already holds the metrics charts.
         _, dataset_version, profile = _training_data(approval)
         if profile is None:
             raise Http404("the training data has no profile")
-        charts = _profile_charts(profile.profile)
-        return render(
-            request, "lineage/_profile.html", {"version": dataset_version, "profile": profile, "charts": charts}
-        )
+        context = _profile_context(approval, dataset_version, profile, limit=_histogram_budget(_metrics(approval)))
+        return render(request, "deployments/_approval_profile.html", context)
     return render(request, "deployments/approval_request_detail.html", _evidence_context(request, approval))
 
 
@@ -397,9 +496,11 @@ def _refused(request: HttpRequest, pk: int, exc: ValidationError, *, comment: st
     return render(request, "deployments/approval_request_detail.html", context, status=400)
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 def approval_decide(request: HttpRequest, pk: int) -> HttpResponse:
     get_object_or_404(ApprovalRequest.objects.only("pk"), pk=pk)
+    if request.method == "GET":
+        return redirect("approval-request-detail", pk=pk)  # a bookmarked or reloaded form URL: show the request
     verdict, comment = request.POST.get("verdict", ""), request.POST.get("comment", "")
     try:
         approval = services.approval_decide(actor=request.user, request_id=pk, verdict=verdict, comment=comment)
@@ -414,9 +515,11 @@ def approval_decide(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("approval-request-detail", pk=pk)
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 def approval_withdraw(request: HttpRequest, pk: int) -> HttpResponse:
     get_object_or_404(ApprovalRequest.objects.only("pk"), pk=pk)
+    if request.method == "GET":
+        return redirect("approval-request-detail", pk=pk)
     try:
         services.approval_withdraw(actor=request.user, request_id=pk, reason=request.POST.get("reason", ""))
     except ValidationError as exc:

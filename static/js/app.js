@@ -66,6 +66,17 @@ var CHARTS = {
       layout: layout({ barmode: "group", height: 320, margin: { l: 45, r: 10, t: 20, b: 40 } }),
     };
   },
+  // Candidate − baseline per metric: green when the change is for the better (by the metric's direction), red when worse.
+  change: function (spec) {
+    var words = spec.better.map(function (b) { return b === null ? "no change" : b ? "better" : "worse"; });
+    return {
+      data: [{ type: "bar", x: spec.metrics, y: spec.changes, text: words, textposition: "outside", cliponaxis: false,
+               marker: { color: spec.better.map(function (b) { return b === null ? "#b9c1cf" : b ? "#1f8a4c" : "#c0392b"; }) },
+               hovertemplate: "%{x}: %{y:+.4g} (%{text})<extra></extra>" }],
+      layout: layout({ title: { text: "Change against the baseline", font: { size: 13 } }, height: 220,
+                       margin: { l: 50, r: 10, t: 30, b: 40 }, yaxis: { tickformat: "+.3~g", zeroline: true, zerolinecolor: "#8a94a6" } }),
+    };
+  },
 };
 
 function drawFigures(root) {

@@ -70,6 +70,12 @@ def test_an_approver_weighs_the_evidence_and_approves(page, sign_in, users, wait
     legend = chart.locator("g.legend").text_content() or ""
     assert f"v{candidate.number} (candidate)" in legend and "(baseline)" in legend
     assert "+0.03" in page.get_by_test_id("metrics-table").inner_text()
+    # The change chart shows each difference on its own axis, green for better (accuracy and f1 both went up).
+    page.locator('[data-testid="change-chart"][data-drawn="1"]').wait_for()
+    change_bars = page.get_by_test_id("change-chart").locator("g.trace.bars path")
+    assert change_bars.count() == 2
+    assert all("31, 138, 76" in (change_bars.nth(i).get_attribute("style") or "") for i in range(2))
+    assert "better" in (page.get_by_test_id("change-chart").text_content() or "")
     # Lineage from the raw data through the training run to this version; the data's profile.
     dataset_version = candidate.run.inputs.get().dataset_version
     graph = page.get_by_test_id("lineage-graph")
@@ -77,6 +83,7 @@ def test_an_approver_weighs_the_evidence_and_approves(page, sign_in, users, wait
         assert graph.locator(f'[data-node="{node}"]').count() == 1
     assert "60 rows, 3 columns." in page.get_by_test_id("training-profile").inner_text()
     page.locator('[data-testid="training-profile"] .chart[data-drawn="1"]').first.wait_for()
+    assert page.get_by_test_id("profile-table").locator("tbody tr").count() == 3
     assert "measured $0.0123" in page.get_by_test_id("run-cost").inner_text()
     assert page.get_by_test_id("mirror").inner_text() == "Not mirrored (local backend)."
 
@@ -103,11 +110,18 @@ def test_the_requester_cannot_decide_and_withdraws(page, sign_in, users, waiting
     page.goto(f"/approvals/{waiting.pk}/")
     assert page.get_by_test_id("decide-form").count() == 0
     assert "Deciding a promotion needs the approver" in page.get_by_test_id("decide-refusal").inner_text()
+    # Two steps: the first only reveals the reason and the confirmation.
+    confirm = page.get_by_role("button", name=f"Confirm: withdraw request {waiting.pk}")
+    assert not confirm.is_visible()
+    page.get_by_text("Withdraw this request…").click()
     page.get_by_label("Reason for withdrawing (optional)").fill("a better run is coming")
-    page.get_by_role("button", name="Withdraw request").click()
+    confirm.click()
     page.wait_for_url(re.compile(rf".*/approvals/{waiting.pk}/$"))
     assert page.locator('#approval-status[data-status="withdrawn"]').count() == 1
     assert "a better run is coming" in page.get_by_test_id("status-reason").inner_text()
+    # The shared link to withdrawn requests opens on All requests with the status badge coloured like here.
+    page.goto("/approvals/?status=withdrawn")
+    assert page.locator(f'tr[data-request="{waiting.pk}"]').count() == 1
     assert page.get_by_test_id("withdraw-form").count() == 0
     assert not ApprovalDecision.objects.filter(request=waiting).exists()
 
@@ -139,6 +153,29 @@ def test_the_page_polls_while_the_artifact_is_checked(page, sign_in, users, wait
     assert page.get_by_test_id("checking").count() == 0
     assert page.locator("#approval-status[hx-trigger]").count() == 0
     assert "approve" in page.get_by_test_id("timeline").inner_text()
+
+
+def test_a_wide_training_set_draws_only_a_few_charts(page, sign_in, users, tmp_path: Path) -> None:
+    from tests.deployments.test_evidence_pages import WIDE
+
+    project = controlplane_services.project_create(actor=users.admin, name="Breast cancer", slug="bc")
+    services.environment_create(actor=users.admin, data={"name": "staging", "gates": []})
+    schema = [{"name": name, "type": "float"} for name in ("feature 29", "feature 17")]
+    version = make_trained_version(project, users.data_scientist, tmp_path, features=WIDE, input_schema=schema)
+    req = services.approval_request_create(
+        actor=users.data_scientist, model_version_id=version.pk, environment="staging", justification="wide"
+    )
+    sign_in(users.approver)
+    page.goto(f"/approvals/{req.pk}/")
+    page.wait_for_load_state("load")
+    page.locator('[data-testid="training-profile"] .chart[data-drawn="1"]').first.wait_for()
+    assert page.locator(".chart").count() <= 7
+    assert page.locator('[data-testid="training-profile"] .chart').count() == 6
+    drawn = page.locator('[data-testid="training-profile"] .chart').first.get_attribute("data-column")
+    assert drawn == "feature 29"
+    assert page.get_by_test_id("profile-table").locator("tbody tr").count() == 31
+    page.get_by_test_id("all-columns").click()
+    page.wait_for_url(re.compile(r".*/datasets/bc/.*/v1/#profile$"))
 
 
 @pytest.mark.parametrize("width", (1366, 390))

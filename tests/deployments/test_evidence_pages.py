@@ -17,7 +17,7 @@ from deployments import services
 from deployments.models import ApprovalDecision, ApprovalRequest
 from lineage.models import Dataset, DatasetProfile, DatasetVersion, LineageEdge, ModelVersion, RunInput
 from tests.deployments.conftest import make_model_version
-from tests.fixtures.page_html import json_scripts
+from tests.fixtures.page_html import json_scripts, parse
 
 pytestmark = pytest.mark.django_db
 
@@ -25,15 +25,24 @@ _datasets = itertools.count(1)
 
 
 def make_trained_version(
-    project: Any, author: Any, tmp_path: Path, *, metrics: dict[str, float] | None = None
+    project: Any,
+    author: Any,
+    tmp_path: Path,
+    *,
+    metrics: dict[str, float] | None = None,
+    features: list[str] | None = None,
+    input_schema: list[dict[str, str]] | None = None,
 ) -> ModelVersion:
     """A model version (real stored artifact) whose training run read a profiled dataset version: raw data → run →
-    model version in the lineage graph."""
+    model version in the lineage graph. `features` names the data's numeric columns (besides `target`)."""
     from workers.datasets import profile_files
 
     n = next(_datasets)
+    features = features or ["mean radius", "mean texture"]
     path = tmp_path / f"cells-{n}.csv"
-    rows = ["mean radius,mean texture,target"] + [f"{10 + i % 9}.5,{15 + i % 5}.25,{i % 2}" for i in range(60)]
+    rows = [",".join([*features, "target"])] + [
+        ",".join([*(f"{10 + (i + j) % 9}.5" for j in range(len(features))), str(i % 2)]) for i in range(60)
+    ]
     path.write_text("\n".join(rows) + "\n")
     dataset = Dataset.objects.create(project=project, name=f"cells {n}", slug=f"cells-{n}", created_by=author)
     dataset_version = DatasetVersion.objects.create(
@@ -45,7 +54,7 @@ def make_trained_version(
         size=path.stat().st_size,
         format="csv",
         content_format="csv",
-        columns=["mean radius", "mean texture", "target"],
+        columns=[*features, "target"],
         row_count=60,
         source="upload",
         created_by=author,
@@ -53,7 +62,7 @@ def make_trained_version(
     DatasetProfile.objects.create(
         version=dataset_version, status="ready", progress=1.0, profile=profile_files([path], format="csv")
     )
-    version = make_model_version(project, author, metrics=metrics)
+    version = make_model_version(project, author, metrics=metrics, input_schema=input_schema)
     run = version.run
     run.backend, run.instance_type, run.max_runtime_seconds = "local", "local", 1800
     run.cost, run.estimated_cost = "0.0123", "0.25"
@@ -163,7 +172,7 @@ def test_queue_filters(client, users, project, staging, production) -> None:
         ("project=nope", "project", "there is no project 'nope'"),
         ("environment=nowhere", "environment", "there is no environment 'nowhere' (environments: staging)"),
         ("tab=all&status=maybe", "status", "expected one of open, approved"),
-        ("status=rejected", "status", "choose All requests"),
+        ("tab=mine&status=rejected", "status", "choose All requests"),
         ("older_than=two", "older_than", "expected a whole number of days"),
         ("older_than=-1", "older_than", "expected a whole number of days"),
         ("tab=everything", "tab", "expected mine or all"),
@@ -349,7 +358,6 @@ def test_withdrawing(client, users, version, staging) -> None:
     req = ask(users.data_scientist, version)
     client.force_login(users.approver)
     assertNotContains(client.get(f"/approvals/{req.pk}/"), 'data-testid="withdraw-form"')
-    assert client.get(f"/approvals/{req.pk}/withdraw/").status_code == 405
     assert client.post(f"/approvals/{req.pk}/withdraw/").status_code == 403  # approvers cannot request, nor withdraw
     client.force_login(users.data_scientist)
     response = client.post(f"/approvals/{req.pk}/withdraw/", {"reason": "retraining on new data"})
@@ -392,3 +400,210 @@ def test_the_queue_reads_a_fixed_number_of_queries_however_many_rows(
         with django_assert_max_num_queries(len(one)):
             response = client.get(f"/approvals/?tab={tab}")
         assert len(queue_rows(response)) >= 3
+
+
+# --- what the walk-through found ------------------------------------------------------------------------------
+
+
+def test_a_shared_status_link_opens_all_requests_for_an_approver(client, users, version, staging) -> None:
+    req = ask(users.data_scientist, version)
+    services.approval_withdraw(actor=users.data_scientist, request_id=req.pk, reason="not yet")
+    client.force_login(users.approver)
+    response = client.get("/approvals/?status=withdrawn")
+    assert response.status_code == 200
+    assert queue_rows(response) == {req.pk}
+    tabs = parse(response.content).find(data_testid="queue-tabs")
+    assert tabs.find("a", aria_current="page").text() == "All requests"
+    # "open" is what the waiting tab shows anyway: that link stays on it.
+    assertContains(client.get("/approvals/?status=open"), 'aria-current="page"><strong>Waiting for me')
+    # A bogus status lands on All requests too, where the error stands beside the status field it names.
+    response = client.get("/approvals/?status=bogus")
+    assert response.status_code == 400
+    status_label = next(
+        label for label in parse(response.content).find_all("label") if label.has("select", name="status")
+    )
+    assert "expected one of open, approved" in status_label.find("span", data_field="status").text()
+
+
+def test_a_bad_status_on_the_waiting_tab_is_an_error_at_the_top_not_an_empty_queue(
+    client, users, version, staging
+) -> None:
+    ask(users.data_scientist, version)
+    client.force_login(users.approver)
+    response = client.get("/approvals/?tab=mine&status=rejected")
+    assert response.status_code == 400
+    page = parse(response.content)
+    assert not page.has("select", name="status")  # the waiting tab has no status field...
+    summary = page.find(data_testid="filter-errors")  # ...so the error is said above the filters, whole
+    assert summary.attrs["role"] == "alert"
+    assert "choose All requests to see other states" in summary.find(data_field="status").text()
+    assert len(page.find_all(data_field="status")) == 1
+    # No table claiming that nothing waits while the tab says one does: the page says why nothing is listed.
+    assertNotContains(response, "Nothing is waiting for you.", status_code=400)
+    assert not page.has("table", data_testid="approval-table")
+    assert "until the filters above are fixed" in page.find(data_testid="filter-error-state").text()
+    assertContains(response, 'data-count="1"', status_code=400)
+
+
+def test_the_queue_colours_each_status_like_the_request_page(client, users, project, staging) -> None:
+    open_one = ask(users.data_scientist, make_model_version(project, users.data_scientist, model="a"))
+    rejected = ask(users.data_scientist, make_model_version(project, users.data_scientist, model="b"))
+    services.approval_decide(actor=users.approver, request_id=rejected.pk, verdict="reject", comment="no")
+    accepted = approved(users, make_model_version(project, users.data_scientist, model="c"))
+    client.force_login(users.approver2)
+    page = parse(client.get("/approvals/?tab=all").content)
+    for req in (open_one, rejected, accepted):
+        in_queue = page.find("tr", data_request=str(req.pk)).find(data_testid="status").find("span").attrs["class"]
+        detail = parse(client.get(f"/approvals/{req.pk}/").content).find(data_testid="status-badge").attrs["class"]
+        assert in_queue == detail
+    badge = page.find("tr", data_request=str(rejected.pk)).find(data_testid="status").find("span")
+    assert badge.attrs["class"].split() == ["badge", "rejected", "failed"]
+    assert "ok" in page.find("tr", data_request=str(accepted.pk)).find(data_testid="status").find("span").attrs["class"]
+
+
+@pytest.mark.parametrize(
+    "name, higher",
+    [
+        ("accuracy", True),
+        ("f1", True),
+        ("roc_auc", True),
+        ("r2", True),
+        ("log_loss", False),
+        ("cv_accuracy_std", False),
+        ("rmse", False),
+        ("MAE", False),
+        ("mean_squared_error", False),
+        ("val_mse", False),
+    ],
+)
+def test_which_way_a_metric_improves(name, higher) -> None:
+    from deployments.selectors import metric_higher_is_better
+
+    assert metric_higher_is_better(name) is higher
+
+
+def test_the_change_column_and_chart_say_better_or_worse(client, users, project, gated, tmp_path) -> None:
+    before = {"accuracy": 0.93, "log_loss": 0.25, "cv_accuracy_std": 0.03, "f1": 0.9}
+    baseline = make_trained_version(project, users.data_scientist, tmp_path, metrics=before)
+    approved(users, baseline, "canary")
+    after = {"accuracy": 0.95, "log_loss": 0.3, "cv_accuracy_std": 0.02, "f1": 0.9}
+    req = ask(
+        users.data_scientist, make_trained_version(project, users.data_scientist, tmp_path, metrics=after), "canary"
+    )
+    client.force_login(users.approver)
+    response = client.get(f"/approvals/{req.pk}/")
+    rows = {row[0]: row[3] for row in parse(response.content).find("table", data_testid="metrics-table").rows()}
+    assert rows == {
+        "accuracy": "+0.0200 better",
+        "cv_accuracy_std": "-0.0100 better",  # a smaller spread across folds is better
+        "f1": "0",
+        "log_loss": "+0.0500 worse",  # a higher loss is worse, though the number went up
+    }
+    change = charts(response)["change-chart"]
+    assert change["kind"] == "change"
+    assert change["metrics"] == ["accuracy", "cv_accuracy_std", "f1", "log_loss"]
+    assert change["changes"] == pytest.approx([0.02, -0.01, 0.0, 0.05])
+    assert change["better"] == [True, True, None, False]
+
+
+def test_without_a_baseline_there_is_no_change_chart(client, users, version, staging) -> None:
+    req = ask(users.data_scientist, version)
+    client.force_login(users.approver)
+    response = client.get(f"/approvals/{req.pk}/")
+    assert "change-chart" not in charts(response)
+    assert "metrics-chart" in charts(response)
+
+
+WIDE = [f"feature {i:02d}" for i in range(30)]  # and the target: 31 columns, like the breast cancer export
+
+
+@pytest.mark.parametrize("with_baseline", (False, True))
+def test_a_wide_training_set_draws_a_few_histograms_and_lists_every_column(
+    client, users, project, staging, tmp_path, with_baseline
+) -> None:
+    # The model reads four columns, listed from the far end of the data: their histograms come first.
+    schema = [{"name": name, "type": "float"} for name in ("feature 29", "feature 17", "feature 03", "feature 11")]
+    if with_baseline:
+        approved(users, make_trained_version(project, users.data_scientist, tmp_path, features=WIDE))
+    version = make_trained_version(project, users.data_scientist, tmp_path, features=WIDE, input_schema=schema)
+    req = ask(users.data_scientist, version)
+    client.force_login(users.approver)
+    response = client.get(f"/approvals/{req.pk}/")
+    figures = charts(response)
+    assert len(figures) <= 7
+    assert ("change-chart" in figures) is with_baseline
+    histograms = [figures[key]["title"] for key in sorted(figures) if key.startswith("chart-")]
+    assert histograms[:4] == ["feature 29", "feature 17", "feature 03", "feature 11"]
+    assert len(histograms) == (5 if with_baseline else 6)
+    # Every column is still in the compact table, with a link to the dataset version page for the rest.
+    profile = parse(response.content).find(data_testid="training-profile")
+    assert len(profile.find("table", data_testid="profile-table").rows()) == 31
+    dataset_version = version.run.inputs.get().dataset_version
+    link = profile.find("a", data_testid="all-columns")
+    assert link.text() == "all 31 columns on the dataset version page"
+    assert link.attrs["href"].startswith(f"/datasets/bc/{dataset_version.dataset.slug}/v{dataset_version.number}/")
+    # The profile's own poll (while it is computed) answers with the same few charts.
+    part = client.get(f"/approvals/{req.pk}/?part=profile", headers={"HX-Request": "true"})
+    assert len(charts(part)) == len(histograms)
+
+
+def test_a_get_on_decide_or_withdraw_shows_the_request(client, users, version, staging) -> None:
+    req = ask(users.data_scientist, version)
+    client.force_login(users.approver)
+    for action in ("decide", "withdraw"):
+        response = client.get(f"/approvals/{req.pk}/{action}/")
+        assert response.status_code == 302 and response["Location"] == f"/approvals/{req.pk}/"
+    assert client.get("/approvals/999999/decide/").status_code == 404
+    assert ApprovalRequest.objects.get(pk=req.pk).status == "open"
+    assert not ApprovalDecision.objects.exists()
+
+
+def test_withdrawing_takes_two_steps_and_records_the_reason(client, users, version, staging) -> None:
+    req = ask(users.data_scientist, version)
+    client.force_login(users.data_scientist)
+    details = parse(client.get(f"/approvals/{req.pk}/").content).find("details", data_testid="withdraw")
+    assert "open" not in details.attrs  # the first step only reveals the form
+    assert details.find("summary").text() == "Withdraw this request…"
+    form = details.find("form", data_testid="withdraw-form")
+    assert form.has("textarea", name="reason")
+    assert form.find("button").text() == f"Confirm: withdraw request {req.pk}"
+    client.post(f"/approvals/{req.pk}/withdraw/", {"reason": "a better run is coming"})
+    withdrawn = ApprovalRequest.objects.get(pk=req.pk)
+    assert withdrawn.status == "withdrawn" and withdrawn.status_reason == "a better run is coming"
+
+
+def test_the_timeline_lists_decisions_and_the_override_in_time_order(client, users, project) -> None:
+    services.environment_create(
+        actor=users.admin,
+        data={"name": "lenient", "gates": ["accuracy >= 0.97"], "allow_override": True, "approvals_required": 2},
+    )
+    req = ask(
+        users.data_scientist, make_model_version(project, users.data_scientist), "lenient", override_reason="new feed"
+    )
+    services.approval_decide(actor=users.approver, request_id=req.pk, verdict="approve", comment="looks right")
+    services.approval_decide(actor=users.approver2, request_id=req.pk, verdict="reject", comment="f1 too low")
+    client.force_login(users.admin)
+    timeline = parse(client.get(f"/approvals/{req.pk}/").content).find("table", data_testid="timeline")
+    rows = [
+        (row.attrs["data-kind"], *[cell.text() for cell in row.find_all("td")][1:])
+        for row in timeline.find_all("tr")[1:]
+    ]
+    assert rows == [
+        ("status", "request", "— → open", "dana", rows[0][4]),
+        ("override", "gate override", "", "dana", "new feed"),
+        ("decision", "decision: approve", "", "alex", "looks right"),
+        ("decision", "decision: reject", "", "blair", "f1 too low"),
+        ("status", "reject", "open → rejected", "blair", rows[4][4]),
+    ]
+    times = [row.find("td").text() for row in timeline.find_all("tr")[1:]]
+    assert times == sorted(times)
+
+
+def test_the_logs_link_lands_on_the_run_log(client, users, version, staging) -> None:
+    req = ask(users.data_scientist, version)
+    client.force_login(users.approver)
+    link = parse(client.get(f"/approvals/{req.pk}/").content).find("a", data_testid="logs-link")
+    assert link.attrs["href"] == f"/runs/{version.run_id}/#logs"
+    run_page = parse(client.get(f"/runs/{version.run_id}/").content)
+    logs = run_page.find(id="logs")
+    assert logs.text() == "Log"
