@@ -578,7 +578,10 @@ def test_the_timeline_lists_decisions_and_the_override_in_time_order(client, use
         data={"name": "lenient", "gates": ["accuracy >= 0.97"], "allow_override": True, "approvals_required": 2},
     )
     req = ask(
-        users.data_scientist, make_model_version(project, users.data_scientist), "lenient", override_reason="new feed"
+        users.data_scientist,
+        make_model_version(project, users.data_scientist),
+        "lenient",
+        override_reason="the only model trained on the new feed",
     )
     services.approval_decide(actor=users.approver, request_id=req.pk, verdict="approve", comment="looks right")
     services.approval_decide(actor=users.approver2, request_id=req.pk, verdict="reject", comment="f1 too low")
@@ -590,7 +593,7 @@ def test_the_timeline_lists_decisions_and_the_override_in_time_order(client, use
     ]
     assert rows == [
         ("status", "request", "— → open", "dana", rows[0][4]),
-        ("override", "gate override", "", "dana", "new feed"),
+        ("override", "gate override", "", "dana", "the only model trained on the new feed"),
         ("decision", "decision: approve", "", "alex", "looks right"),
         ("decision", "decision: reject", "", "blair", "f1 too low"),
         ("status", "reject", "open → rejected", "blair", rows[4][4]),
