@@ -16,7 +16,7 @@ NAVIGATION: list[tuple[str, str, str]] = [
     ("Runs", "run-list", "run.view"),
     ("Models", "model-list", "model.view"),
     ("Environments", "environment-list", "environment.view"),
-    ("Approvals", "approval-queue", "approval.decide"),
+    ("Approvals", "approval-queue", "approval.view"),
     ("Audit log", "audit-list", "audit.view"),
     ("API", "api-docs", "apidocs.view"),
     ("Status", "system-status", "system.view"),
@@ -29,7 +29,10 @@ def _counts(user: Any) -> dict[str, int]:
     from controlplane.models import Notification
     from deployments import selectors as deployment_selectors
 
-    counts = {"approval-queue": deployment_selectors.approval_queue_count(user=user)}
+    counts: dict[str, int] = {}
+    # Everyone who may see requests has the entry; the number waiting only for those who may decide them.
+    if permissions.has_permission(user, "approval.decide"):
+        counts["approval-queue"] = deployment_selectors.approval_queue_count(user=user)
     if permissions.has_permission(user, "notification.view"):
         counts["notification-list"] = Notification.objects.filter(user=user, read_at__isnull=True).count()
     return counts

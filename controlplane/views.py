@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import mimetypes
+import re
 from collections.abc import Callable, Iterator
 from functools import wraps
 from typing import Any
@@ -140,6 +141,11 @@ def healthz(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok\n", content_type="text/plain")
 
 
+def word_parts(name: str) -> list[str]:
+    """A dotted name cut after each dot and underscore: the page lets a narrow column wrap it there, never mid-word."""
+    return [part for part in re.split(r"(?<=[._])", name) if part]
+
+
 def home(request: HttpRequest) -> HttpResponse:
     from deployments import selectors as deployment_selectors
 
@@ -151,7 +157,9 @@ def home(request: HttpRequest) -> HttpResponse:
         {
             "roles": sorted(roles),
             "project_count": Project.objects.count() if roles else 0,
-            "recent_events": AuditEvent.objects.all()[:8] if roles else [],
+            "recent_events": [(event, word_parts(event.action)) for event in AuditEvent.objects.all()[:8]]
+            if roles
+            else [],
             "can_decide": can_decide,
             "approvals_waiting": deployment_selectors.approval_queue_count(user=request.user) if can_decide else 0,
         },

@@ -98,6 +98,14 @@ class EnvironmentForm(forms.Form):
     def initial_from(environment: Environment) -> dict[str, Any]:
         return {name: getattr(environment, name) for name in EnvironmentForm.base_fields}
 
+    @staticmethod
+    def field_label(name: str) -> str:
+        """The label a person knows a setting by (the form's), for names such as an audit event's keys."""
+        field = EnvironmentForm.base_fields.get(name)
+        if field is not None and field.label:
+            return str(field.label)
+        return name.replace("_", " ").capitalize()
+
 
 class ApprovalRequestForm(forms.Form):
     environment = forms.ModelChoiceField(

@@ -19,7 +19,7 @@ from controlplane import permissions
 from controlplane import selectors as audit_selectors
 from controlplane.charts import change_chart, compare_chart, profile_chart
 from controlplane.models import Project, TransitionEvent
-from controlplane.views import apply_service_errors, paginate
+from controlplane.views import apply_service_errors, paginate, word_parts
 from deployments import selectors, services
 from deployments.forms import ApprovalRequestForm, EnvironmentForm, gate_syntax
 from deployments.models import ApprovalDecision, ApprovalRequest, Environment
@@ -80,7 +80,11 @@ def environment_detail(request: HttpRequest, name: str) -> HttpResponse:
             else:
                 messages.success(request, f"Environment “{changed.name}” saved.")
                 return redirect("environment-detail", name=changed.name)
-    history = audit_selectors.audit_event_list(object_type="environment", object_id=str(environment.pk))[:20]
+    events = audit_selectors.audit_event_list(object_type="environment", object_id=str(environment.pk))[:20]
+    history = [
+        {"event": event, "action_parts": word_parts(event.action), "changes": _environment_changes(event)}
+        for event in events
+    ]
     return render(
         request,
         "deployments/environment_detail.html",
@@ -93,6 +97,46 @@ def environment_detail(request: HttpRequest, name: str) -> HttpResponse:
         },
         status=400 if request.method == "POST" else 200,
     )
+
+
+def _setting_lines(value: Any) -> list[str]:
+    """One setting's value as the lines a person reads: a list one item a line, a mapping one key=value a line."""
+    if value is None or value == "":
+        return ["—"]
+    if isinstance(value, bool):
+        return ["yes" if value else "no"]
+    if isinstance(value, list):
+        return [str(item) for item in value] or ["none"]
+    if isinstance(value, dict):
+        return [f"{key}={item}" for key, item in value.items()] or ["—"]
+    if isinstance(value, float):
+        return [f"{value:g}"]
+    return [str(value)]
+
+
+def _environment_changes(event: Any) -> list[dict[str, Any]]:
+    """An environment's audit event as field label → before → after, in the form's order. A creation lists only
+    the settings it set; a change only what changed."""
+    before = event.before if isinstance(event.before, dict) else {}
+    after = event.after if isinstance(event.after, dict) else {}
+    order = list(EnvironmentForm.base_fields)
+    names = sorted(
+        set(before) | set(after), key=lambda name: (order.index(name) if name in order else len(order), name)
+    )
+    created = event.before is None
+    changes = []
+    for name in names:
+        if created and after.get(name) in (None, "", [], {}):
+            continue
+        changes.append(
+            {
+                "name": name,
+                "label": EnvironmentForm.field_label(name),
+                "before": None if created else _setting_lines(before.get(name)),
+                "after": _setting_lines(after.get(name)),
+            }
+        )
+    return changes
 
 
 # --- promotion requests (data scientists) -----------------------------------------------------------------------

@@ -8,6 +8,9 @@ from typing import Any
 
 import pytest
 
+from controlplane import services as controlplane_services
+from deployments import services as deployment_services
+from tests.deployments.conftest import make_model_version
 from tests.fixtures.history import LONG_S3, make_history
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -18,7 +21,38 @@ SHOTS = Path(__file__).resolve().parents[2] / "test-results" / "layout"
 
 @pytest.fixture
 def history(users: Any, tmp_path: Path) -> dict[str, Any]:
-    return make_history(users, tmp_path)
+    history = make_history(users, tmp_path)
+    # Environments with every setting in use, changed once, and requests under a long model name: the widest
+    # environment list, history and approvals list a person meets.
+    admin = users.admin
+    deployment_services.environment_create(actor=admin, data={"name": "staging", "order": 10, "gates": []})
+    production = deployment_services.environment_create(
+        actor=admin,
+        data={
+            "name": "production",
+            "order": 20,
+            "approvals_required": 2,
+            "gates": ["accuracy >= 0.90", "accuracy >= serving - 0.01", "schema matches serving"],
+            "allow_override": True,
+            "objective_p99_latency_ms": 250,
+            "objective_error_rate": 0.01,
+            "objective_drift_share": 0.3,
+            "min_desired_count": 1,
+            "max_desired_count": 4,
+        },
+    )
+    deployment_services.environment_update(
+        actor=admin,
+        environment_id=production.pk,
+        data={"description": "Customer-facing. Temporarily three approvers while the new fraud team ramps up."},
+    )
+    project = controlplane_services.project_create(actor=admin, name="Demo", slug="demo")
+    for _ in range(2):
+        version = make_model_version(project, users.data_scientist, model="breast-cancer-classifier")
+        deployment_services.approval_request_create(
+            actor=users.data_scientist, model_version_id=version.pk, environment="staging", justification="go"
+        )
+    return history
 
 
 def _pages(history: dict[str, Any]) -> dict[str, str]:
@@ -31,6 +65,10 @@ def _pages(history: dict[str, Any]) -> dict[str, str]:
         "lineage-of-model": f"/lineage/{model_version.node_id}/",
         "runs": "/runs/",
         "audit-log": "/audit/",
+        "home": "/",
+        "environments": "/environments/",
+        "environment": "/environments/production/",
+        "approvals": "/approvals/?tab=all",
     }
 
 
@@ -118,3 +156,49 @@ def test_run_page_shows_seconds_and_clock_times(page, sign_in, users, history) -
     chart = page.locator('.chart[data-column="cv_accuracy"]')
     chart.locator(".scatterlayer .point").first.wait_for()
     assert chart.locator(".xtick text").all_text_contents() == ["0", "1", "2", "3", "4"]
+
+
+@pytest.mark.parametrize("width", (1280, 1366))
+def test_wide_tables_show_every_column_on_a_laptop(page, sign_in, users, history, width: int) -> None:
+    """On a laptop the environments and approvals lists, and an environment's history, fit their box: no column
+    sits past its right edge waiting for a sideways scroll nobody sees."""
+    sign_in(users.approver)
+    page.set_viewport_size({"width": width, "height": 900})
+    hidden = {}
+    for name, testid in (
+        ("environments", "environment-table"),
+        ("approvals", "approval-table"),
+        ("environment", "environment-history"),
+    ):
+        page.goto(_pages(history)[name])
+        table = page.get_by_test_id(testid)
+        box = table.evaluate("t => { const b = t.parentElement.getBoundingClientRect(); return b.right; }")
+        right = table.evaluate(
+            "t => Math.max(...[...t.querySelectorAll('th')].map(th => th.getBoundingClientRect().right))"
+        )
+        if right > box + 1 or right > width:
+            hidden[name] = (right, box)
+    assert hidden == {}
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_audit_actions_wrap_only_after_a_dot_or_underscore(page, sign_in, users, history, width: int) -> None:
+    sign_in(users.approver)
+    page.set_viewport_size({"width": width, "height": 900})
+    for url, testid in (("/", "recent-changes"), (_pages(history)["environment"], "environment-history")):
+        page.goto(url)
+        # Where each action's text starts a new line: the character before must be a dot or an underscore.
+        breaks = page.get_by_test_id(testid).evaluate("""t => [...t.querySelectorAll('code')].flatMap(code => {
+            const text = [...code.childNodes].filter(n => n.nodeType === 3);
+            const chars = text.flatMap(node => [...node.textContent].map((c, i) => [node, i, c]));
+            let top = null, previous = '';
+            const found = [];
+            for (const [node, i, c] of chars) {
+                const range = document.createRange(); range.setStart(node, i); range.setEnd(node, i + 1);
+                const rect = range.getBoundingClientRect();
+                if (top !== null && rect.top > top + 2) found.push(previous + '|' + c);
+                top = rect.top; previous = c;
+            }
+            return found;
+        })""")
+        assert all(b[0] in "._" for b in breaks), (url, breaks)

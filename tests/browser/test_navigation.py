@@ -9,9 +9,18 @@ from controlplane import permissions
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 EXPECTED_NAV = {
-    permissions.DATA_SCIENTIST: ["Projects", "Datasets", "Runs", "Models", "Environments", "Audit log", "API"],
+    permissions.DATA_SCIENTIST: [
+        "Projects",
+        "Datasets",
+        "Runs",
+        "Models",
+        "Environments",
+        "Approvals",
+        "Audit log",
+        "API",
+    ],
     permissions.APPROVER: ["Projects", "Datasets", "Runs", "Models", "Environments", "Approvals", "Audit log", "API"],
-    permissions.FINANCE: ["Projects", "Datasets", "Runs", "Models", "Environments", "Audit log", "API"],
+    permissions.FINANCE: ["Projects", "Datasets", "Runs", "Models", "Environments", "Approvals", "Audit log", "API"],
     permissions.ADMIN: [
         "Projects",
         "Datasets",

@@ -131,11 +131,16 @@ def test_an_approver_sees_how_many_requests_wait_in_the_nav_and_on_home(client, 
     assert nav_entries(home(client))["Approvals"] == "1"
 
 
-def test_a_data_scientist_has_no_approvals_entry(client, users, project, staging) -> None:
+@pytest.mark.parametrize("role", ["data_scientist", "finance"])
+def test_who_may_see_but_not_decide_has_the_approvals_entry_without_a_count(
+    client, users, project, staging, role: str
+) -> None:
     open_requests(users, project, 1)
-    client.force_login(users.data_scientist)
+    client.force_login(getattr(users, role))
     page = home(client)
-    assert "Approvals" not in nav_entries(page) and "Environments" in nav_entries(page)
+    # They reach the list of requests from the navigation; nothing waits for them, so no number.
+    assert nav_entries(page)["Approvals"] == "" and "Environments" in nav_entries(page)
+    assert page.find("nav", data_testid="main-nav").links()["Approvals"] == reverse("approval-queue")
     assert not page.has("section", data_testid="approvals-waiting")
     assert not page.has(data_testid="nav-unread")
 

@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from controlplane.models import AuditEvent
 from deployments.models import Environment
-from tests.fixtures.page_html import parse
+from tests.fixtures.page_html import Element, parse
 
 pytestmark = pytest.mark.django_db
 
@@ -34,6 +34,18 @@ def form_data(**changes: Any) -> dict[str, Any]:
     }
     data.update(changes)
     return {key: value for key, value in data.items() if value is not None}
+
+
+def lines(element: Element) -> list[str]:
+    """An element's text, one entry per line the page breaks with <br>."""
+    found, current = [], ""
+    for child in element.children:
+        if isinstance(child, Element) and child.tag == "br":
+            found.append(current.strip())
+            current = ""
+        else:
+            current += child if isinstance(child, str) else child.text()
+    return [*found, current.strip()]
 
 
 def test_an_admin_creates_and_edits_an_environment_and_its_history_shows_before_and_after(client, users) -> None:
@@ -65,15 +77,23 @@ def test_an_admin_creates_and_edits_an_environment_and_its_history_shows_before_
 
     page = parse(client.get(created["Location"]).content)
     assert page.find(data_testid="approvals-required").text() == "2"
-    history = page.find("table", data_testid="audit-table")
-    rows = {row[2]: row for row in history.rows()}
+    history = page.find("table", data_testid="environment-history")
+    rows = {tr.attrs["data-action"]: tr for tr in history.find_all("tr") if "data-action" in tr.attrs}
     assert set(rows) == {"environment.create", "environment.change"}
-    change_row = next(tr for tr in history.find_all("tr") if "environment.change" in tr.text())
-    before, after = (pre.text() for pre in change_row.find_all("pre"))
-    assert "'approvals_required': 1" in before and "'accuracy >= 0.90'" in before and "'allow_override': True" in before
-    assert "'approvals_required': 2" in after and "'accuracy >= 0.92'" in after and "'allow_override': False" in after
-    # Only what changed is in the change event.
-    assert "bake_minutes" not in before + after
+    # Each change reads as field label: before → after, a list one item a line; no Python dict text.
+    changes = {li.attrs["data-field"]: li for li in rows["environment.change"].find_all("li")}
+    assert list(changes) == ["approvals_required", "gates", "allow_override"]
+    assert changes["approvals_required"].text() == "Approvals required: 1 → 2"
+    assert changes["allow_override"].text() == "Allow override: yes → no"
+    gates = changes["gates"]
+    assert lines(gates.find(data_testid="before")) == ["accuracy >= 0.90", "schema matches serving"]
+    assert lines(gates.find(data_testid="after")) == ["accuracy >= 0.92", "schema matches serving"]
+    assert "{" not in history.text() and "'" not in history.text()
+    # A creation lists the settings it set, each with its value and no before.
+    created_fields = {li.attrs["data-field"]: li for li in rows["environment.create"].find_all("li")}
+    assert created_fields["name"].text() == "Name: staging" and "backend_settings" not in created_fields
+    assert created_fields["objective_p99_latency_ms"].text() == "Objective: p99 latency (ms): 250"
+    assert not rows["environment.create"].has(data_testid="before")
     event = AuditEvent.objects.get(action="environment.change")
     assert event.actor == users.admin and event.object_id == str(staging.pk)
 

@@ -159,3 +159,33 @@ def test_the_model_page_matrix_shows_each_versions_standing(client, users, proje
     assert cells[str(first.number)].links()["approved"] == reverse("approval-request-detail", args=[approval.pk])
     assert cells[str(second.number)].text() == f"v{second.number} open —"
     assert cells[str(second.number)].links()["open"] == reverse("approval-request-detail", args=[pending.pk])
+
+
+@pytest.mark.parametrize("closing", ["withdraw", "reject", "expire"])
+def test_a_closed_request_asks_for_no_more_approvals(client, users, version, staging, closing: str) -> None:
+    approval = services.approval_request_create(
+        actor=users.data_scientist, model_version_id=version.pk, environment="staging", justification="go"
+    )
+    if closing == "withdraw":
+        services.approval_withdraw(actor=users.data_scientist, request_id=approval.pk, reason="wrong data")
+    elif closing == "reject":
+        services.approval_decide(actor=users.approver, request_id=approval.pk, verdict="reject", comment="too slow")
+    else:
+        ApprovalRequest.objects.filter(pk=approval.pk).update(status=ApprovalRequest.Status.EXPIRED)
+    client.force_login(users.finance)
+    row = standing(client, version)["staging"]
+    decisions = row.find_all("td")[3].text()
+    assert "needed" not in decisions
+    if closing == "reject":
+        assert decisions.startswith("alex rejected on")
+    else:
+        assert decisions == "—"
+
+
+def test_the_input_schema_lists_each_feature_apart_with_its_type(client, users, version) -> None:
+    client.force_login(users.finance)
+    page = parse(client.get(version_url(version)).content)
+    schema = page.find(data_testid="input-schema")
+    assert [f.text() for f in schema.find_all(data_testid="feature")] == ["mean radius float", "mean texture float"]
+    # The names are set apart by commas, not only by the space inside a name.
+    assert [c.strip() for c in schema.children if isinstance(c, str)] == ["2 features:", ","]
