@@ -4,8 +4,8 @@ Every operation the schema at /api/v1/schema/ lists is called in-process through
 token, with inputs schemathesis derives from the schema (conforming and not). A few real objects are made first
 and their ids and slugs offered to the fuzzer, so detail and action endpoints get past "not found" too.
 
-The only check is "no status >= 500": the schema declares just the success status of each operation (not 400, 403,
-404 or 409), so checking conformance of status codes would flag every correct refusal.
+The only check is "no status >= 500": not every operation's schema declares its refusals (400, 403, 404, 409) yet,
+so checking conformance of status codes would flag correct refusals.
 """
 
 from __future__ import annotations

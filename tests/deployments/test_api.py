@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from controlplane import services as controlplane_services
@@ -479,7 +480,7 @@ def test_a_bad_choice_names_the_choices_in_the_services_words(users, api_client_
         assert refused.status_code == 400, refused.content
         assert error_fields(refused) == {"verdict": [f"expected approve or reject, got {shown}"]}
     # The same words the service (and so the web form) uses.
-    with pytest.raises(services.ValidationError) as raised:
+    with pytest.raises(ValidationError) as raised:
         services.approval_decide(actor=users.approver, request_id=pk, verdict="maybe", comment="x")
     assert raised.value.message_dict["verdict"] == [error_fields(decide(approver, pk, verdict="maybe"))["verdict"][0]]
     assert not ApprovalDecision.objects.exists()
