@@ -13,9 +13,11 @@ again, so both columns request the same URLs (the popular dataset version gains 
 - The histories are written through bulk paths (`bulk_create`, 1,000 rows a batch), with rows shaped as the
   application writes them: training runs with five-fold metric series and the 200-line log tail the poller keeps,
   dataset versions with 31 columns, and the popular version profiled by the real profiler (`workers.datasets`).
-  - small: 100 runs, 10 dataset versions, 10 model versions, 135 lineage edges, 120 audit events; the popular
+  - small: 100 runs, 10 dataset versions, 10 model versions, 135 lineage edges, 120 audit events, 10 approval
+    requests (a third open, each with three gate results and its decisions); the popular
     dataset version is read by 15 runs.
-  - large: 20,000 runs, 2,000 dataset versions, 2,000 model versions, 27,000 lineage edges, 24,000 audit events;
+  - large: 20,000 runs, 2,000 dataset versions, 2,000 model versions, 27,000 lineage edges, 24,000 audit events,
+    2,000 approval requests;
     the popular dataset version is read by 3,000 runs.
 - Every request goes through Django's test client, signed in as an admin (every page is allowed). A page's time is
   from the client's request to the full response (middleware, view, template), after 2 untimed warm-up requests;
@@ -50,7 +52,15 @@ ROOT = Path(__file__).resolve().parent.parent
 POSTGRES = "postgres://postgres@127.0.0.1:5432/"
 BENCH_DATABASE = "cp_perf_bench"
 # A history's size; the large one is what the issue measured.
-SMALL = {"runs": 100, "dataset_versions": 10, "model_versions": 10, "edges": 135, "audit": 120, "popular_reads": 15}
+SMALL = {
+    "runs": 100,
+    "dataset_versions": 10,
+    "model_versions": 10,
+    "edges": 135,
+    "audit": 120,
+    "popular_reads": 15,
+    "approval_requests": 10,
+}
 LARGE = {
     "runs": 20000,
     "dataset_versions": 2000,
@@ -58,6 +68,7 @@ LARGE = {
     "edges": 27000,
     "audit": 24000,
     "popular_reads": 3000,
+    "approval_requests": 2000,
 }
 TARGET_MS, TARGET_QUERIES = 150.0, 15
 
@@ -71,6 +82,7 @@ class Seeded:
     popular_version: Any
     popular_run: Any
     popular_model_version: Any
+    open_request: Any
 
 
 def _sha(text: str) -> str:
@@ -111,6 +123,19 @@ class Seeder:
         self.rng = random.Random(7)
         self.admin = make_user("bench-admin", permissions.ADMIN)
         self.users = [make_user(f"scientist{i}", permissions.DATA_SCIENTIST) for i in range(5)]
+        self.approvers = [make_user(f"approver{i}", permissions.APPROVER) for i in range(2)]
+        from deployments import services as deployment_services
+
+        self.environments = [
+            deployment_services.environment_create(
+                actor=self.admin,
+                data={"name": name, "order": order, "approvals_required": needed, "gates": gates},
+            )
+            for name, order, needed, gates in (
+                ("staging", 10, 1, ["accuracy >= 0.9"]),
+                ("production", 20, 2, ["accuracy >= 0.9", "accuracy >= serving - 0.01", "schema matches serving"]),
+            )
+        ]
         self.projects = [
             Project.objects.create(name=f"Project {i}", slug=f"project-{i}", created_by=self.admin) for i in range(5)
         ]
@@ -305,14 +330,82 @@ class Seeder:
             batch_size=batch,
         )
         self.counts["audit"] = target["audit"]
+        self._grow_approvals(model_versions, target["approval_requests"] - self.counts["approval_requests"])
         if self.seeded is None:
             first_model_version = (
                 ModelVersion.objects.select_related("registered_model__project").order_by("pk").first()
             )
+            from deployments.models import ApprovalRequest
+
             self.seeded = Seeded(
-                popular_version=popular, popular_run=runs[0], popular_model_version=first_model_version
+                popular_version=popular,
+                popular_run=runs[0],
+                popular_model_version=first_model_version,
+                open_request=ApprovalRequest.objects.filter(status="open").order_by("pk").first(),
             )
         return self.seeded
+
+    def _grow_approvals(self, model_versions: list[Any], count: int) -> None:
+        """One request per new model version: a third open, the rest approved or rejected, each with its three gate
+        results and its decisions; staging and production alternately."""
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        from deployments.models import ApprovalDecision, ApprovalRequest, GateResult
+
+        now = timezone.now()
+        requests = ApprovalRequest.objects.bulk_create(
+            [
+                ApprovalRequest(
+                    model_version=mv,
+                    environment=self.environments[i % 2],
+                    status=("open", "approved", "rejected")[i % 3],
+                    status_reason="" if i % 3 == 0 else "seeded",
+                    requested_by=mv.created_by,
+                    justification="better recall on the holdout",
+                    artifact_sha256=mv.sha256,
+                    approvals_required=self.environments[i % 2].approvals_required,
+                    expires_at=now + timedelta(days=14 - i % 20),
+                    finished_at=None if i % 3 == 0 else now,
+                )
+                for i, mv in enumerate(model_versions[:count])
+            ],
+            batch_size=1000,
+        )
+        GateResult.objects.bulk_create(
+            [
+                GateResult(
+                    request=request,
+                    position=k,
+                    expression=expression,
+                    kind=kind,
+                    passed=True,
+                    summary="accuracy = 0.95 meets >= 0.9",
+                    evidence={"metric": "accuracy", "value": 0.95, "op": ">=", "threshold": 0.9},
+                )
+                for request in requests
+                for k, (expression, kind) in enumerate(
+                    [("accuracy >= 0.9", "threshold"), ("schema matches serving", "schema"), ("f1 >= 0.5", "threshold")]
+                )
+            ],
+            batch_size=1000,
+        )
+        ApprovalDecision.objects.bulk_create(
+            [
+                ApprovalDecision(
+                    request=request,
+                    approver=approver,
+                    verdict="reject" if request.status == "rejected" else "approve",
+                    comment="seeded",
+                )
+                for request in requests
+                if request.status != "open"
+                for approver in self.approvers[: request.approvals_required if request.status == "approved" else 1]
+            ],
+            batch_size=1000,
+        )
+        self.counts["approval_requests"] += len(requests)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -355,6 +448,15 @@ def pages(seeded: Seeded) -> list[tuple[str, str]]:
         ("API model versions", reverse("api-model-version-list", args=[model.project.slug, model.slug])),
         ("API lineage (popular)", reverse("api-lineage", args=[version.node_id])),
         ("API audit events", reverse("api-audit-list")),
+        ("environments", reverse("environment-list")),
+        ("approvals (waiting for me)", reverse("approval-queue")),
+        ("approvals (all)", reverse("approval-queue") + "?tab=all"),
+        ("approvals ?older_than=7", reverse("approval-queue") + "?tab=all&older_than=7"),
+        ("approval request (evidence)", reverse("approval-request-detail", args=[seeded.open_request.pk])),
+        ("notifications", reverse("notification-list")),
+        ("API environments", reverse("api-environment-list")),
+        ("API approval requests", reverse("api-approval-request-list")),
+        ("API approval requests ?mine=true", reverse("api-approval-request-list") + "?mine=true"),
     ]
 
 

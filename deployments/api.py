@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -252,9 +252,7 @@ class StandingOutput(ApprovalRequestOutput):
 
 
 def _counted(requests: QuerySet[ApprovalRequest]) -> QuerySet[ApprovalRequest]:
-    # An aggregate drops the model's default ordering, so the order is restated (the selector's, else the model's).
-    order = requests.query.order_by or ApprovalRequest._meta.ordering
-    return requests.annotate(approval_count=Count("decisions", filter=Q(decisions__verdict="approve"))).order_by(*order)
+    return selectors.with_counts(requests)
 
 
 def _detail(pk: int) -> ApprovalRequest:

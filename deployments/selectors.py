@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Q, QuerySet
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.urls import reverse
 
-from deployments.models import ApprovalRequest, Environment
+from deployments.models import ApprovalDecision, ApprovalRequest, Environment, GateResult
 from lineage.models import ModelVersion
 
 
@@ -138,3 +139,19 @@ def metric_higher_is_better(name: str) -> bool:
     the rest (accuracy, f1, roc_auc, r2)."""
     lowered = name.lower()
     return not any(word in lowered for word in LOWER_IS_BETTER)
+
+
+def _count_of(rows: QuerySet[Any]) -> Coalesce:
+    counted = rows.filter(request=OuterRef("pk")).order_by().values("request").annotate(n=Count("pk")).values("n")
+    return Coalesce(Subquery(counted[:1]), 0)
+
+
+def with_counts(requests: QuerySet[ApprovalRequest]) -> QuerySet[ApprovalRequest]:
+    """Each request with `gate_count`, `gates_passed_count` and `approval_count`. Counted per row by correlated
+    subqueries, so a page of a long list counts only its rows (a join and GROUP BY would aggregate every request
+    before the page is cut, and drop the ordering)."""
+    return requests.annotate(
+        gate_count=_count_of(GateResult.objects.all()),
+        gates_passed_count=_count_of(GateResult.objects.filter(passed=True)),
+        approval_count=_count_of(ApprovalDecision.objects.filter(verdict="approve")),
+    )

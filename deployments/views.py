@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.db.models import Count, Q, QuerySet
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -236,11 +236,7 @@ def approval_queue(request: HttpRequest) -> HttpResponse:
             )
         if filters["older_than"]:
             requests = requests.filter(created_at__lte=timezone.now() - timedelta(days=int(filters["older_than"])))
-        requests = requests.annotate(
-            gate_count=Count("gate_results", distinct=True),
-            gates_passed_count=Count("gate_results", filter=Q(gate_results__passed=True), distinct=True),
-            approval_count=Count("decisions", filter=Q(decisions__verdict="approve"), distinct=True),
-        )
+        requests = selectors.with_counts(requests)
         # Oldest first in one's own queue (first come, first decided); newest first in the whole list.
         requests = requests.order_by(*(("created_at", "id") if filters["tab"] == "mine" else ("-created_at", "-id")))
     return render(
