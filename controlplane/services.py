@@ -13,6 +13,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
+from django.urls import reverse
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
@@ -89,7 +90,8 @@ def notification_email_send(*, notification_id: int) -> bool:
         return False
     try:
         notification = Notification.objects.select_related("user").get(pk=notification_id)
-        link = f"{settings.PORTAL_URL.rstrip('/')}{notification.url}" if notification.url else ""
+        opened = reverse("notification-open", args=[notification.pk])
+        link = f"{settings.PORTAL_URL.rstrip('/')}{opened}" if notification.url else ""
         send_mail(
             subject=f"[ControlPlane] {notification.title}",
             message="\n\n".join(part for part in (notification.body, link) if part),

@@ -29,6 +29,7 @@ from django.http import (
 )
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import Resolver404, resolve
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 from rest_framework.authtoken.models import Token
@@ -113,10 +114,17 @@ def _resolves(path: str) -> bool:
     return match.func is not api_not_found
 
 
-def apply_service_errors(form: Form, exc: ValidationError, field_for: Callable[[str], str] | None = None) -> None:
+def apply_service_errors(
+    form: Form,
+    exc: ValidationError,
+    field_for: Callable[[str], str] | None = None,
+    *,
+    about: tuple[str, ...] = (),
+) -> None:
     """Show a service's field errors on the form fields they name (`field_for` maps service names to form fields).
 
-    An error for a name the form has no field for is shown at the top, prefixed with that name.
+    An error for a name the form has no field for is shown at the top, prefixed with that name, unless the name is
+    one the page is `about` (e.g. the model version a promotion form is for): then it needs no name.
     """
     if not hasattr(exc, "error_dict"):
         form.add_error(None, exc.messages)
@@ -126,7 +134,7 @@ def apply_service_errors(form: Form, exc: ValidationError, field_for: Callable[[
         if field in form.fields:
             form.add_error(field, errors)
         else:
-            form.add_error(None, [f"{name}: {error}" for error in errors])
+            form.add_error(None, errors if name in about else [f"{name}: {error}" for error in errors])
 
 
 def paginate(request: HttpRequest, items: Any, per_page: int = PAGE_SIZE) -> Any:
@@ -183,6 +191,17 @@ def notification_list(request: HttpRequest) -> HttpResponse:
         "controlplane/notifications.html",
         {"page": paginate(request, notifications), "unread": notifications.filter(read_at__isnull=True).count()},
     )
+
+
+def notification_open(request: HttpRequest, pk: int) -> HttpResponse:
+    """Open what a notification is about, marking it read (links in the list and in emails come through here)."""
+    permissions.require(request.user, "notification.view")
+    notification = get_object_or_404(Notification, pk=pk, user=request.user)
+    services.notifications_mark_read(user=request.user, ids=[notification.pk])
+    # Only a path on this site: a stored URL is never a way to send someone elsewhere.
+    if notification.url and url_has_allowed_host_and_scheme(notification.url, allowed_hosts=None):
+        return redirect(notification.url)
+    return redirect("notification-list")
 
 
 # --- projects -------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
@@ -301,8 +302,17 @@ class ApprovalRequestListApi(GenericAPIView):
     )
     def get(self, request: Request) -> Response:
         permissions.require(request.user, "approval.view")
+        problems = selectors.approval_filter_problems(
+            project=request.query_params.get("project", ""),
+            environment=request.query_params.get("environment", ""),
+            older_than=request.query_params.get("older_than_days", ""),
+        )
         filters = ApprovalRequestFilterInput(data=request.query_params)
-        filters.is_valid(raise_exception=True)
+        # Both kinds of problem at once, in the page's words where the page checks the same filter.
+        shapes = {} if filters.is_valid() else dict(filters.errors)
+        problems = {"older_than_days" if k == "older_than" else k: v for k, v in problems.items()}
+        if shapes or problems:
+            raise ValidationError({**shapes, **problems})
         data = filters.validated_data
         if data["mine"]:
             requests = selectors.approval_queue(user=request.user)

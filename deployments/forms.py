@@ -11,6 +11,7 @@ from django import forms
 
 from deployments import gates as gate_rules
 from deployments.models import Environment, default_request_ttl_days
+from deployments.services import MIN_OVERRIDE_REASON
 
 
 def gate_syntax() -> list[tuple[list[str], str]]:
@@ -132,8 +133,9 @@ class ApprovalRequestForm(forms.Form):
         if overridable:
             self.fields["override_reason"].help_text = (
                 f"Only if a gate fails: {', '.join(overridable)} "
-                f"{'allows' if len(overridable) == 1 else 'allow'} a request whose gates fail, with a reason "
-                "(kept in the audit log). Other environments refuse it."
+                f"{'allows' if len(overridable) == 1 else 'allow'} a request whose gates fail, with a reason of at "
+                f"least {MIN_OVERRIDE_REASON} characters (kept in the audit log and shown to the approvers). "
+                "An 'approved in …' gate is never overridden; other environments refuse any failed gate."
             )
         else:
             # No environment accepts an override, so the field would only mislead.

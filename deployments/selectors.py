@@ -48,6 +48,28 @@ def approval_request_url(request: ApprovalRequest) -> str:
     return reverse("approval-request-detail", kwargs={"pk": request.pk})
 
 
+MAX_AGE_DAYS = 3650
+
+
+def approval_filter_problems(
+    *, project: str = "", environment: str = "", status: str = "", older_than: str = ""
+) -> dict[str, list[str]]:
+    """What is wrong with the approval list's filters, by filter (the page and the API say the same)."""
+    from controlplane.models import Project
+
+    errors: dict[str, list[str]] = {}
+    if project and not Project.objects.filter(slug=project).exists():
+        errors["project"] = [f"there is no project {project!r}"]
+    if environment and not Environment.objects.filter(name=environment).exists():
+        known = ", ".join(Environment.objects.values_list("name", flat=True)) or "none are configured yet"
+        errors["environment"] = [f"there is no environment {environment!r} (environments: {known})"]
+    if status and status not in ApprovalRequest.Status.values:
+        errors["status"] = [f"expected one of {', '.join(ApprovalRequest.Status.values)}, got {status!r}"]
+    if older_than and not (older_than.isascii() and older_than.isdigit() and int(older_than) <= MAX_AGE_DAYS):
+        errors["older_than"] = [f"expected a whole number of days from 0 to {MAX_AGE_DAYS}, got {older_than!r}"]
+    return errors
+
+
 def approval_request_list(
     *, status: str | None = None, project: str | None = None, environment: str | None = None
 ) -> QuerySet[ApprovalRequest]:
@@ -123,6 +145,13 @@ def approval_matrix(*, versions: list[ModelVersion]) -> dict[int, dict[int, Appr
         if current is None or (current.status not in ("open", "approved") and request.status in ("open", "approved")):
             row[request.environment_id] = request
     return matrix
+
+
+def live_request(*, model_version: ModelVersion, environment: Environment) -> ApprovalRequest | None:
+    """The open or approved request of a version for an environment, if there is one."""
+    return ApprovalRequest.objects.filter(
+        model_version=model_version, environment=environment, status__in=["open", "approved"]
+    ).first()
 
 
 def open_request_exists(*, model_version: ModelVersion, environment: Environment) -> bool:

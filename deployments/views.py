@@ -155,6 +155,7 @@ def approval_request_create(request: HttpRequest, project: str, slug: str, numbe
     initial = {"environment": request.GET["environment"]} if request.GET.get("environment") else {}
     form = ApprovalRequestForm(request.POST or None, environments=environments, initial=initial)
     status = 200
+    live = None
     if request.method == "POST":
         status = 400
         if form.is_valid():
@@ -167,17 +168,18 @@ def approval_request_create(request: HttpRequest, project: str, slug: str, numbe
                     override_reason=form.cleaned_data.get("override_reason", ""),
                 )
             except services.Conflict as exc:
-                apply_service_errors(form, exc)
+                apply_service_errors(form, exc, about=("model_version",))
                 status = 409
+                live = selectors.live_request(model_version=version, environment=form.cleaned_data["environment"])
             except ValidationError as exc:
-                apply_service_errors(form, exc)
+                apply_service_errors(form, exc, about=("model_version",))
             else:
                 messages.success(request, f"Promotion of {version} to {approval.environment.name} requested.")
                 return redirect("approval-request-detail", pk=approval.pk)
     return render(
         request,
         "deployments/approval_request_form.html",
-        {"form": form, "version": version, "environments": environments},
+        {"form": form, "version": version, "environments": environments, "live": live},
         status=status,
     )
 
@@ -185,7 +187,6 @@ def approval_request_create(request: HttpRequest, project: str, slug: str, numbe
 # --- the approval queue and the evidence page (approvers) -------------------------------------------------------
 
 QUEUE_TABS = {"mine": "Waiting for me", "all": "All requests"}
-MAX_AGE_DAYS = 3650
 
 
 def _queue_filters(request: HttpRequest, *, can_decide: bool) -> tuple[dict[str, str], dict[str, list[str]]]:
@@ -200,19 +201,17 @@ def _queue_filters(request: HttpRequest, *, can_decide: bool) -> tuple[dict[str,
         errors["tab"] = [f"expected mine or all, got {filters['tab']!r}"]
     elif filters["tab"] == "mine" and not can_decide:
         errors["tab"] = ["only approvers have requests waiting for them: choose All requests"]
-    if filters["project"] and not Project.objects.filter(slug=filters["project"]).exists():
-        errors["project"] = [f"there is no project {filters['project']!r}"]
-    if filters["environment"] and not Environment.objects.filter(name=filters["environment"]).exists():
-        known = ", ".join(Environment.objects.values_list("name", flat=True)) or "none are configured yet"
-        errors["environment"] = [f"there is no environment {filters['environment']!r} (environments: {known})"]
+    errors.update(
+        selectors.approval_filter_problems(
+            project=filters["project"],
+            environment=filters["environment"],
+            status=filters["status"],
+            older_than=filters["older_than"],
+        )
+    )
     status = filters["status"]
-    if status and status not in ApprovalRequest.Status.values:
-        errors["status"] = [f"expected one of {', '.join(ApprovalRequest.Status.values)}, got {status!r}"]
-    elif status and status != "open" and filters["tab"] == "mine":
+    if "status" not in errors and status and status != "open" and filters["tab"] == "mine":
         errors["status"] = ["the requests waiting for you are all open: choose All requests to see other states"]
-    days = filters["older_than"]
-    if days and not (days.isascii() and days.isdigit() and int(days) <= MAX_AGE_DAYS):
-        errors["older_than"] = [f"expected a whole number of days from 0 to {MAX_AGE_DAYS}, got {days!r}"]
     return filters, errors
 
 
@@ -291,7 +290,7 @@ def _decide_refusal(user: Any, approval: ApprovalRequest, decisions: list[Approv
     if not permissions.has_permission(user, "approval.decide"):
         return "Deciding a promotion needs the approver (or admin) role."
     if not approval.is_open:
-        return f"This request is {approval.status}: only an open request can be decided."
+        return f"This request is {approval.status}: nothing is left to decide."
     if approval.quorum_at is not None:
         return "All approvals are in; checking the artifact…"
     if approval.expires_at <= timezone.now():
@@ -549,7 +548,9 @@ def approval_decide(request: HttpRequest, pk: int) -> HttpResponse:
     if approval.status == ApprovalRequest.Status.REJECTED:
         messages.success(request, f"You rejected request {pk}; the requester has been told.")
     elif approval.quorum_at is not None:
-        messages.success(request, f"Your approval completes request {pk}; the artifact is being checked.")
+        messages.success(
+            request, f"Your approval completes request {pk}: it is approved once a worker has checked the artifact."
+        )
     else:
         messages.success(request, f"Your approval of request {pk} is recorded; it needs more approvals.")
     return redirect("approval-request-detail", pk=pk)

@@ -181,11 +181,12 @@ def approval_request_create(
     if failed and not target.allow_override:
         raise ValidationError({"environment": [f"{target.name}'s gates failed: {names}"]})
     if failed and len(override_reason) < MIN_OVERRIDE_REASON:
+        given = f"yours has {len(override_reason)}" if override_reason else "none was given"
         raise ValidationError(
             {
                 "override_reason": [
-                    f"gates failed: {names}. {target.name} allows an override: give a reason of at least "
-                    f"{MIN_OVERRIDE_REASON} characters (it is audited and shown to the approvers)"
+                    f"{target.name}'s gates failed: {names}. {target.name} allows an override: give a reason of at "
+                    f"least {MIN_OVERRIDE_REASON} characters ({given}; it is audited and shown to the approvers)"
                 ]
             }
         )
@@ -489,10 +490,16 @@ def _tell_outcome(request: ApprovalRequest) -> None:
     people = {request.requested_by_id: request.requested_by}
     for user in lineage_selectors.project_data_scientists(project):
         people.setdefault(user.pk, user)
+    lines = [request.status_reason or f"approval request {request.pk} is {request.status}"]
+    lines += [
+        f"{decision.approver.get_username()} ({decision.verdict}): {decision.comment}"
+        for decision in request.decisions.select_related("approver").order_by("created_at", "id")
+    ]
+    lines.append(f"Requested by {request.requested_by.get_username()}: {request.justification}")
     notify(
         users=list(people.values()),
         title=f"{version} {request.status} for {request.environment.name}",
-        body=request.status_reason or f"approval request {request.pk} is {request.status}",
+        body="\n".join(lines),
         url=selectors.approval_request_url(request),
     )
 

@@ -70,8 +70,20 @@ def test_the_outcome_reaches_the_requester_with_an_unread_count(client, users, p
     (row,) = [tr for tr in table.find_all("tr") if "data-notification" in tr.attrs]
     assert row.find(data_testid="unread").text() == "unread"
     assert "for staging" in row.text() and "rejected by alex: too slow" in row.text()
-    assert row.links()["open"] == reverse("approval-request-detail", args=[approval.pk])
+    note = Notification.objects.get(user=users.data_scientist)
+    assert row.links()["open"] == reverse("notification-open", args=[note.pk])
     assert listing.find(data_testid="unread-summary").text() == "1 unread."
+    # Opening it goes to the request and marks it read; someone else's cannot be opened.
+    opened = client.get(reverse("notification-open", args=[note.pk]))
+    assert opened.status_code == 302 and opened["Location"] == reverse("approval-request-detail", args=[approval.pk])
+    assert Notification.objects.get(pk=note.pk).read_at is not None
+    assert not home(client).find("a", data_testid="nav-notifications").find_all(data_testid="nav-unread")
+    theirs = Notification.objects.create(user=users.approver, title="theirs", url="/")
+    assert client.get(reverse("notification-open", args=[theirs.pk])).status_code == 404
+    assert Notification.objects.get(pk=theirs.pk).read_at is None
+    # A stored address off this site is never followed.
+    away = Notification.objects.create(user=users.data_scientist, title="away", url="https://evil.example/")
+    assert client.get(reverse("notification-open", args=[away.pk]))["Location"] == reverse("notification-list")
 
 
 def test_mark_all_read_clears_the_marks_and_the_badge_for_this_user_only(client, users) -> None:

@@ -569,3 +569,16 @@ def test_the_schema_documents_each_error_with_the_one_error_body(users, api_clie
     assert "400 `approver` for" not in decide_op["description"]
     assert "Neither the requester nor the author of the training run may decide" in decide_op["description"]
     assert "approve or reject" in decide_op["responses"]["400"]["description"]
+
+
+def test_the_list_names_an_unknown_project_or_environment_as_the_page_does(api_client_for, users, staging) -> None:
+    client = api_client_for(users.approver)
+    refused = client.get(f"{API}/approval-requests/", {"environment": "prod", "project": "nope"})
+    assert refused.status_code == 400
+    fields = refused.json()["error"]["fields"]
+    assert fields["environment"] == ["there is no environment 'prod' (environments: staging)"]
+    assert fields["project"] == ["there is no project 'nope'"]
+    days = client.get(f"{API}/approval-requests/", {"older_than_days": "abc"})
+    assert days.json()["error"]["fields"] == {
+        "older_than_days": ["expected a whole number of days from 0 to 3650, got 'abc'"]
+    }

@@ -346,7 +346,7 @@ def test_rejecting_needs_a_comment(client, users, version, staging) -> None:
     response = client.get(f"/approvals/{req.pk}/")
     assertContains(response, "You rejected request")
     assertContains(response, "rejected by alex: f1 dropped")
-    assertContains(response, "This request is rejected: only an open request can be decided.")
+    assertContains(response, "This request is rejected: nothing is left to decide.")
     # Deciding a closed request: 409, with the reason.
     client.force_login(users.approver2)
     response = client.post(f"/approvals/{req.pk}/decide/", {"verdict": "approve", "comment": "late"})
