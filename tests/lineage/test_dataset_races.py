@@ -8,6 +8,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from controlplane.models import TransitionEvent
 from lineage import services
 from lineage.models import DatasetProfile, DatasetRegistration, DatasetVersion
+from tests.fixtures.processes import RUNNING_WORKERS, wait_for
 from tests.fixtures.races import race
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -17,7 +18,16 @@ def test_duplicate_profile_messages_profile_the_version_once(users, project, can
     version, _ = services.dataset_version_upload(
         actor=users.data_scientist, project=project, dataset="bc", upload=SimpleUploadedFile("bc.csv", cancer_csv)
     )
-    DatasetProfile.objects.filter(pk=version.pk).update(status="queued")  # whatever a worker did meanwhile
+    if RUNNING_WORKERS:
+        # A worker an earlier test started takes the upload's own profile message: let it finish, so the three
+        # contenders below race each other and not it.
+        wait_for(
+            lambda: DatasetProfile.objects.filter(pk=version.pk, status__in=["ready", "failed"]).exists(),
+            timeout=120,
+            what="the session worker to profile the upload",
+        )
+    # Three duplicate messages for a profile nobody holds.
+    DatasetProfile.objects.filter(pk=version.pk).update(status="queued", claimed_at=None)
     outcomes = race(*[lambda: services.dataset_profile_run(version_id=version.pk)] * 3)
     assert [o.error for o in outcomes] == [None, None, None]
     assert sum(o.value is not None for o in outcomes) == 1
