@@ -25,16 +25,8 @@ from lineage.models import ModelVersion
 
 MAX_ID = 2**63 - 1
 
-# The ranges deployments.services._clean_environment checks (and names when it refuses a value): here only so that
-# the schema shows them; tests/deployments/test_api.py checks that the service refuses just outside each one.
-ENVIRONMENT_RANGES: dict[str, tuple[int, int]] = {
-    "order": (0, 1000),
-    "approvals_required": (1, services.MAX_APPROVALS),
-    "request_ttl_days": (1, 365),
-    "bake_minutes": (0, 1440),
-    "min_desired_count": (1, 100),
-    "max_desired_count": (1, 100),
-}
+# The ranges the service checks (and names when it refuses a value), shown in the schema; the service alone refuses.
+ENVIRONMENT_RANGES = services.WHOLE_NUMBER_RANGES
 
 
 def _ranged(name: str, help_text: str) -> ServiceCheckedInteger:

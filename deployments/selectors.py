@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 
@@ -86,12 +86,14 @@ def approval_request_list(
 
 
 def approval_queue(*, user: Any) -> QuerySet[ApprovalRequest]:
-    """Open requests this user may decide: not their own, not for a run they authored, not decided by them yet."""
+    """Open requests this user may decide: not their own, not for a version whose bytes a run of theirs made (the
+    training run or a reproduction: lineage.selectors.model_version_run_authors), not decided by them yet."""
     return (
         approval_request_list(status="open")
         .filter(quorum_at__isnull=True)
         .exclude(requested_by=user)
         .exclude(model_version__run__created_by=user)
+        .exclude(model_version__reproduced_by__created_by=user)
         .exclude(decisions__approver=user)
         .order_by("created_at", "id")
     )
@@ -152,12 +154,6 @@ def live_request(*, model_version: ModelVersion, environment: Environment) -> Ap
     return ApprovalRequest.objects.filter(
         model_version=model_version, environment=environment, status__in=["open", "approved"]
     ).first()
-
-
-def open_request_exists(*, model_version: ModelVersion, environment: Environment) -> bool:
-    return ApprovalRequest.objects.filter(
-        Q(status="open") | Q(status="approved"), model_version=model_version, environment=environment
-    ).exists()
 
 
 LOWER_IS_BETTER = ("loss", "error", "rmse", "mae", "mse", "std")

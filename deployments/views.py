@@ -297,7 +297,8 @@ def _decide_refusal(user: Any, approval: ApprovalRequest, decisions: list[Approv
         return f"This request expired on {approval.expires_at:%Y-%m-%d %H:%M} UTC: nobody decided it in time."
     if approval.requested_by_id == user.pk:
         return "You requested this promotion; someone else must decide it."
-    if approval.model_version.run.created_by_id == user.pk:
+    # The service's own rule: the training run's author, or the author of a reproduction that made the same bytes.
+    if user.pk in lineage_selectors.model_version_run_authors(approval.model_version):
         return f"You authored the training run of {approval.model_version}; someone else must decide its promotion."
     mine = next((d for d in decisions if d.approver_id == user.pk), None)
     if mine is not None:

@@ -20,7 +20,13 @@ from deployments.services.approvals import (
     approval_requests_resume,
     approval_withdraw,
 )
-from deployments.services.environments import ENVIRONMENT_FIELDS, MAX_APPROVALS, environment_create, environment_update
+from deployments.services.environments import (
+    ENVIRONMENT_FIELDS,
+    MAX_APPROVALS,
+    WHOLE_NUMBER_RANGES,
+    environment_create,
+    environment_update,
+)
 from deployments.services.mirror import approval_mirror_fail, approval_mirror_sync
 
 __all__ = [
@@ -28,6 +34,7 @@ __all__ = [
     "ENVIRONMENT_FIELDS",
     "MAX_APPROVALS",
     "MIN_OVERRIDE_REASON",
+    "WHOLE_NUMBER_RANGES",
     "Conflict",
     "approval_announce",
     "approval_decide",

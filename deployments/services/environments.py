@@ -29,6 +29,15 @@ ENVIRONMENT_FIELDS = (
     "backend_settings",
 )
 MAX_APPROVALS = 10
+# The whole-number settings and what each accepts: the one table the checks below and the API's schema read.
+WHOLE_NUMBER_RANGES: dict[str, tuple[int, int]] = {
+    "order": (0, 1000),
+    "approvals_required": (1, MAX_APPROVALS),
+    "request_ttl_days": (1, 365),
+    "bake_minutes": (0, 1440),
+    "min_desired_count": (1, 100),
+    "max_desired_count": (1, 100),
+}
 
 
 def _environment_snapshot(environment: Environment) -> dict[str, Any]:
@@ -95,12 +104,8 @@ def _clean_environment(data: dict[str, Any], *, instance: Environment | None) ->
                     f"{', '.join(gated)} gate on 'approved in {instance.name}': change those gates before renaming"
                 ]
         data["name"] = name
-    _whole(errors, data, "order", 0, 1000)
-    _whole(errors, data, "approvals_required", 1, MAX_APPROVALS)
-    _whole(errors, data, "request_ttl_days", 1, 365)
-    _whole(errors, data, "bake_minutes", 0, 1440)
-    _whole(errors, data, "min_desired_count", 1, 100)
-    _whole(errors, data, "max_desired_count", 1, 100)
+    for name, (low, high) in WHOLE_NUMBER_RANGES.items():
+        _whole(errors, data, name, low, high)
     _fraction_or_number(errors, data, "objective_p99_latency_ms", high=None, what="a latency in milliseconds above 0")
     _fraction_or_number(errors, data, "objective_error_rate", high=1.0, what="a fraction above 0 and at most 1")
     _fraction_or_number(errors, data, "objective_drift_share", high=1.0, what="a fraction above 0 and at most 1")

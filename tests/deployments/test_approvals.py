@@ -318,6 +318,11 @@ def test_the_author_of_a_reproduction_with_the_same_bytes_cannot_decide(users, v
     with pytest.raises(ValidationError) as refused:
         approve(users.approver, req)
     assert "authored the training run" in refused.value.message_dict["approver"][0]
+    # Nor is it in their queue, while it is in the other approver's.
+    from deployments import selectors
+
+    assert not selectors.approval_queue(user=users.approver).filter(pk=req.pk).exists()
+    assert selectors.approval_queue(user=users.approver2).filter(pk=req.pk).exists()
 
 
 @pytest.mark.parametrize("value", ["n/a", None, {"mean": 0.9}, True])
