@@ -73,3 +73,12 @@ def sign_in(page: Any) -> Callable[[Any], Any]:
         return page
 
     return sign_in_as
+
+
+# htmx inserts swapped-in content first and binds its hx-* attributes only when it settles (20 ms later): a change
+# made to a new select in between is lost. A person cannot be that fast; a test can, so it waits for the settle.
+HTMX_BUSY = ".htmx-request, .htmx-swapping, .htmx-settling, .htmx-added"
+
+
+def htmx_settled(page: Any) -> None:
+    page.wait_for_function(f"() => !document.querySelector({HTMX_BUSY!r})")

@@ -9,6 +9,7 @@ import pytest
 
 from controlplane import services as controlplane_services
 from lineage.models import DatasetVersion, ModelVersion, Run
+from tests.browser.conftest import htmx_settled
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -43,6 +44,7 @@ def test_launch_form_end_to_end(page, sign_in, users, version: DatasetVersion, c
     assert page.get_by_label("C", exact=True).count() == 1
     page.get_by_label("Recipe").select_option("random_forest")
     page.get_by_label("n_estimators").wait_for()
+    htmx_settled(page)
     assert page.get_by_label("C", exact=True).count() == 0
 
     # SageMaker is not configured on this machine: the form shows it disabled, with the reason.
@@ -56,6 +58,7 @@ def test_launch_form_end_to_end(page, sign_in, users, version: DatasetVersion, c
 
     page.get_by_label("Recipe").select_option("logistic_regression")
     page.get_by_label("C", exact=True).wait_for()
+    htmx_settled(page)
     page.get_by_label("C", exact=True).fill("-1")
     page.get_by_role("button", name="Launch training run").click()
     assert "between" in page.locator('[data-field="hp_C"]').inner_text()
@@ -97,8 +100,11 @@ def test_derive_form_fields_follow_the_recipe(page, sign_in, users, version: Dat
     assert page.get_by_label("test_fraction").get_attribute("placeholder") == "0.2"
     page.get_by_label("Recipe").select_option("select_columns")
     page.get_by_label("columns *").wait_for()
+    htmx_settled(page)
     assert page.get_by_label("test_fraction").count() == 0
     page.get_by_label("Recipe").select_option("split")
+    page.get_by_label("test_fraction").wait_for()
+    htmx_settled(page)
     page.get_by_label("test_fraction").fill("0.5")
     page.get_by_label("stratify_column").select_option("target")
     page.get_by_role("button", name="Queue transform run").click()

@@ -77,6 +77,13 @@ def _wait_finished_job(run: Run, timeout: float = 120) -> None:
     wait_for(finished, timeout=timeout, what=f"job of {run}")
 
 
+def _finished_run(run: Run, timeout: float = 120) -> Run:
+    """The run once it is done. A poll that finds another worker (the session's) holding the finish returns the
+    run as it stands, still running, and that worker records the outcome moments later."""
+    wait_for(lambda: Run.objects.get(pk=run.pk).done, timeout=timeout, what=f"{run} to be done")
+    return Run.objects.get(pk=run.pk)
+
+
 def test_duplicate_start_messages_start_one_job_and_fail_nothing(queued_run) -> None:
     run = queued_run()
     outcomes = race(*[lambda: run_execution.run_start(run_id=run.pk)] * 3)
@@ -119,7 +126,7 @@ def test_two_finishers_register_one_model_version(queued_run) -> None:
     # Two chains (or a chain and the sweep) find the finished job at the same moment.
     outcomes = race(*[lambda: run_execution.run_poll(run_id=run.pk)] * 2)
     assert [o.error for o in outcomes] == [None, None]
-    run.refresh_from_db()
+    run = _finished_run(run)
     assert run.status == "succeeded", run.status_reason
     assert ModelVersion.objects.filter(run=run).count() == 1
     assert run.events.filter(to_status="succeeded").count() == 1
@@ -130,11 +137,13 @@ def test_a_reproduction_with_the_same_bytes_links_to_the_existing_model_version(
     first = run_execution.run_start(run_id=queued_run().pk)
     _wait_finished_job(first)
     run_execution.run_poll(run_id=first.pk)
+    assert _finished_run(first).status == "succeeded"
     second = queued_run()
     Run.objects.filter(pk=second.pk).update(reproduced_from=first)
     second = run_execution.run_start(run_id=second.pk)
     _wait_finished_job(second)
-    second = run_execution.run_poll(run_id=second.pk)
+    run_execution.run_poll(run_id=second.pk)
+    second = _finished_run(second)
     assert second.status == "succeeded", second.status_reason
     original = ModelVersion.objects.get(run=first)
     assert ModelVersion.objects.filter(registered_model=original.registered_model).count() == 1
