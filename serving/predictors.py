@@ -1,0 +1,70 @@
+"""What predicts: the original scikit-learn pipeline, or a compiled copy of it that was checked equal at registration.
+
+Both take a `Batch` (validated columns, in the model's feature order) and return a `Prediction`. The request
+parser (serving/schema.py) builds the batch; nothing here parses or validates user input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One input column of the model version's schema; `type` is numeric, boolean or categorical."""
+
+    name: str
+    type: str
+
+
+@dataclass
+class Batch:
+    """Rows to predict, by column: float64 arrays for numeric features (NaN for missing), bool arrays for boolean
+    ones, object arrays of str (None for missing) for categorical ones; every array has `rows` items."""
+
+    columns: dict[str, np.ndarray]
+    rows: int
+
+    def frame(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame(self.columns, copy=False)
+
+
+@dataclass
+class Prediction:
+    """`labels` has one item per row; `probabilities` (classifiers) one row per row, one column per class."""
+
+    labels: np.ndarray
+    probabilities: np.ndarray | None = None
+
+
+class Predictor(Protocol):
+    """Anything that predicts a batch. `runtime` says what it runs on, for /ping, /metrics and the logs."""
+
+    runtime: str
+
+    def predict(self, batch: Batch) -> Prediction: ...
+
+
+class SklearnPredictor:
+    """The fitted pipeline exactly as the recipe saved it, fed a DataFrame (its ColumnTransformer selects columns by
+    name)."""
+
+    def __init__(self, model: Any, *, classifier: bool) -> None:
+        import sklearn
+
+        self.model = model
+        self.classifier = classifier and hasattr(model, "predict_proba")
+        self.runtime = f"scikit-learn {sklearn.__version__}"
+
+    def predict(self, batch: Batch) -> Prediction:
+        frame = batch.frame()
+        if self.classifier:
+            probabilities = self.model.predict_proba(frame)
+            labels = self.model.classes_.take(probabilities.argmax(axis=1))
+            return Prediction(labels=labels, probabilities=probabilities)
+        return Prediction(labels=self.model.predict(frame))
