@@ -167,10 +167,10 @@ def server_env(model: Trained, **env: str) -> dict[str, str]:
 
 
 def start_server(model_env: dict[str, str], folder: Path, *, wait: bool = True) -> Server:
-    port = int(model_env.get("PORT") or free_port())
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MODEL_", "COMPILED_", "CAPTURE_", "METRICS_"))}
-    env.update(model_env)
     env["PORT"] = str(port)
+    env.update(model_env)
     env["PYTHONPATH"] = str(REPO)
     folder.mkdir(parents=True, exist_ok=True)
     stdout, stderr = folder / f"serving-{port}.out", folder / f"serving-{port}.err"
@@ -220,23 +220,25 @@ class Ingest:
     """A test ingest endpoint: keeps each POST's headers and JSON body."""
 
     url: str
-    received: list[tuple[dict[str, str], dict[str, Any]]]
-    status: list[int]
+    received: list[tuple[dict[str, str], dict[str, Any], int]]  # headers, body, the status it was answered
+    status: list[int]  # what to answer next
 
     def minutes(self) -> list[dict[str, Any]]:
-        return [minute for _, body in self.received for minute in body["minutes"]]
+        """The minutes of every POST it accepted (answered 2xx)."""
+        return [minute for _, body, status in self.received if status < 300 for minute in body["minutes"]]
 
 
 @pytest.fixture
 def ingest() -> Iterator[Ingest]:
-    received: list[tuple[dict[str, str], dict[str, Any]]] = []
+    received: list[tuple[dict[str, str], dict[str, Any], int]] = []
     status = [204]
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 (the http.server API)
             body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append((dict(self.headers), json.loads(body)))
-            self.send_response(status[0])
+            answer = status[0]
+            received.append((dict(self.headers), json.loads(body), answer))
+            self.send_response(answer)
             self.send_header("Content-Length", "0")
             self.end_headers()
 
