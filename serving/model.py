@@ -169,8 +169,8 @@ def features_of(card: dict[str, Any]) -> list[Feature]:
 
 
 def _unpack(package: Path, into: Path) -> Path:
+    from workers.archives import extract_model_tar
     from workers.errors import BackendError
-    from workers.training.sagemaker import extract_model_tar
 
     try:
         return extract_model_tar(package, into)
