@@ -493,6 +493,33 @@ def batch_from_frame(frame: Any, features: Sequence[Feature]) -> Batch:
     return Batch(columns=columns, rows=len(frame))
 
 
+def version_refusal(card: Mapping[str, Any]) -> str:
+    """Why the check cannot run here ('' if it can): the original must be loaded with the version it was trained
+    with, since that is the version that serves it (and unpickling across versions is not reliable)."""
+    import sklearn
+
+    trained_with = card.get("sklearn_version")
+    if trained_with and trained_with != sklearn.__version__:
+        return (
+            f"trained with scikit-learn {trained_with}, and the registration check runs scikit-learn "
+            f"{sklearn.__version__}: the original must be compared in the version that serves it"
+        )
+    return ""
+
+
+def refused_check(reason: str, *, sample_rows: int = 0, sample_source: str = "") -> dict[str, Any]:
+    """The record of a check that did not get as far as comparing predictions."""
+    return {
+        "runtime": "",
+        "sample_rows": sample_rows,
+        "sample_source": sample_source,
+        "max_abs_diff": None,
+        "labels_identical": None,
+        "accepted": False,
+        "reason": reason,
+    }
+
+
 def compile_model(
     model: Any,
     card: Mapping[str, Any],
@@ -534,15 +561,10 @@ def compile_model(
         return refused("no rows to check the compiled copy on")
     if classifier and not hasattr(model, "predict_proba"):
         return refused("the classifier has no predict_proba to compare")
+    version = version_refusal(card)
+    if version:
+        return refused(version)
     try:
-        import sklearn
-
-        trained_with = card.get("sklearn_version")
-        if trained_with and trained_with != sklearn.__version__:
-            return refused(
-                f"trained with scikit-learn {trained_with} but checked here with {sklearn.__version__}: "
-                "the check must run the version that serves the original"
-            )
         model_bytes, layout = _convert(model, classifier)
         model_bytes = _with_layout(model_bytes, layout)
         check["input_dtype"] = "float32" if layout.float32 else "float64"
@@ -589,23 +611,3 @@ def compile_model(
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:300] if text else ""
-
-
-def describe_check(check: Mapping[str, Any] | None, framework_version: str = "") -> str:
-    """One line for people: which runtime serves the model version, and why."""
-    original = f"scikit-learn {framework_version}".strip()
-    if not check:
-        return f"{original} — not compiled"
-    if check.get("accepted"):
-        parts = [f"checked on {check.get('sample_rows')} {_rows_word(check)}"]
-        if check.get("max_abs_diff") is not None:
-            parts.append(f"max |difference| {check['max_abs_diff']:.2g}")
-        if check.get("labels_identical"):
-            parts.append("classes identical")
-        return f"{check.get('runtime')} — " + ", ".join(parts)
-    return f"{original} — compiled copy refused: {check.get('reason') or 'no reason recorded'}"
-
-
-def _rows_word(check: Mapping[str, Any]) -> str:
-    source = str(check.get("sample_source") or "")
-    return "held-out rows" if source.startswith("held-out") else (f"rows ({source})" if source else "rows")
