@@ -460,10 +460,13 @@ class OnnxPredictor:
 
 
 def _with_layout(model_bytes: bytes, layout: _Layout) -> bytes:
-    """The ONNX bytes with the column order of each input in the model's metadata, so the file is self-describing."""
+    """The ONNX bytes with the column order of each input in the model's metadata, so the file is self-describing,
+    and the same bytes each time the same pipeline is converted."""
     import onnx
 
     proto = onnx.load_from_string(model_bytes)
+    # skl2onnx names the graph with a fresh UUID; a fixed name makes the same model compile to the same bytes.
+    proto.graph.name = "pipeline"
     for key, names in (("numbers", layout.numbers), ("categories", layout.categories)):
         entry = proto.metadata_props.add()
         entry.key = key
