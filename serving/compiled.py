@@ -536,6 +536,7 @@ def compile_model(
     import onnx
     import onnxruntime
     import skl2onnx
+    import sklearn
 
     features = [Feature(name, (card.get("feature_types") or {}).get(name, "")) for name in card.get("features") or []]
     classifier = card.get("task") == "classification"
@@ -545,6 +546,7 @@ def compile_model(
             "onnxruntime": onnxruntime.__version__,
             "skl2onnx": skl2onnx.__version__,
             "onnx": onnx.__version__,
+            "scikit-learn": sklearn.__version__,
         },
         "sample_rows": 0 if sample is None else len(sample),
         "sample_source": sample_source,

@@ -113,7 +113,12 @@ def test_classifiers_compile_to_the_same_predictions(training, cancer, estimator
     assert check["accepted"] and check["labels_identical"] and check["reason"] == ""
     assert check["sample_rows"] == len(held_out) and check["input_dtype"] == dtype
     assert 0 <= check["max_abs_diff"] <= 1e-5
-    assert check["runtime"].startswith("onnxruntime ") and set(check["versions"]) == {"onnxruntime", "skl2onnx", "onnx"}
+    assert check["runtime"].startswith("onnxruntime ") and set(check["versions"]) == {
+        "onnxruntime",
+        "skl2onnx",
+        "onnx",
+        "scikit-learn",
+    }
     assert_same_predictions(pipeline, card, outcome.onnx, held_out)
 
 
