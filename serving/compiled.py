@@ -384,7 +384,7 @@ def _convert(model: Any, classifier: bool) -> tuple[bytes, _Layout]:
 # --- prediction ------------------------------------------------------------------------------------------------
 
 
-_NONE = np.array(None, dtype=object)
+_not_text = np.frompyfunc(lambda value: not isinstance(value, str), 1, 1)
 
 
 def _class_array(classes: Sequence[Any]) -> np.ndarray:
@@ -428,6 +428,7 @@ class OnnxPredictor:
         self._number_dtype = (
             np.float32 if "numbers" in inputs and inputs["numbers"].type == "tensor(float)" else np.float64
         )
+        self._whole_matrix = not self._categories and self._numbers == [feature.name for feature in features]
         self.classifier = classes is not None
         self.classes = _class_array(classes) if classes is not None else None
         outputs = [node.name for node in self.session.get_outputs()]
@@ -438,7 +439,10 @@ class OnnxPredictor:
     def inputs(self, batch: Batch) -> dict[str, np.ndarray]:
         feeds: dict[str, np.ndarray] = {}
         columns = batch.columns
-        if self._numbers:
+        if self._whole_matrix and batch.matrix is not None:
+            # Every feature is a number, in the order the graph reads them: the parser's matrix as it is.
+            feeds["numbers"] = np.ascontiguousarray(batch.matrix, dtype=self._number_dtype)
+        elif self._numbers:
             arrays = [columns[name] for name in self._numbers]
             if batch.rows == 1:  # the common request: one flat copy is the cheapest way to a (1, n) array
                 feeds["numbers"] = np.concatenate(arrays).astype(self._number_dtype).reshape(1, -1)
@@ -446,7 +450,8 @@ class OnnxPredictor:
                 feeds["numbers"] = np.array(arrays, dtype=self._number_dtype).T.copy()
         if self._categories:
             values = np.array([columns[name] for name in self._categories], dtype=object).T.copy()
-            missing = np.equal(values, _NONE)
+            # Missing is NaN from the request parser, None from batch_from_frame: anything that is not text.
+            missing = _not_text(values).astype(bool)
             if missing.any():
                 values[missing] = MISSING_CATEGORY
             feeds["categories"] = values
@@ -467,6 +472,11 @@ def _with_layout(model_bytes: bytes, layout: _Layout) -> bytes:
     proto = onnx.load_from_string(model_bytes)
     # skl2onnx names the graph with a fresh UUID; a fixed name makes the same model compile to the same bytes.
     proto.graph.name = "pipeline"
+    # skl2onnx lists the opsets from a set, in an order that changes with the process's hash seed.
+    opsets = sorted((o.domain, o.version) for o in proto.opset_import)
+    del proto.opset_import[:]
+    for domain, version in opsets:
+        proto.opset_import.add(domain=domain, version=version)
     for key, names in (("numbers", layout.numbers), ("categories", layout.categories)):
         entry = proto.metadata_props.add()
         entry.key = key

@@ -336,3 +336,28 @@ def test_registration_records_and_stores_the_checked_compiled_copy(
     older = model_version_compile(run=run, artifact=artifact, metadata={**version.metadata, "sklearn_version": "1.2.2"})
     assert older == {"compiled_check": older["compiled_check"]} and not older["compiled_check"]["accepted"]
     assert "trained with scikit-learn 1.2.2" in older["compiled_check"]["reason"]
+
+
+def test_the_same_model_compiles_to_the_same_bytes_in_any_process(trained, tmp_path) -> None:
+    """The copy is stored content-addressed: two workers (two hash seeds) must produce the same object."""
+    import subprocess
+    import sys
+
+    model = trained["forest"]
+    script = (
+        "import hashlib, json, sys, joblib, pandas as pd\n"
+        "from serving.compiled import compile_model\n"
+        "folder = sys.argv[1]\n"
+        "outcome = compile_model(joblib.load(folder + '/model.joblib'), json.load(open(folder + '/model.json')),\n"
+        "                        pd.read_csv(folder + '/holdout_sample.csv'))\n"
+        "print(hashlib.sha256(outcome.onnx).hexdigest())\n"
+    )
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", script, str(model.folder)],
+            env={**__import__("os").environ, "PYTHONHASHSEED": seed},
+            capture_output=True, text=True, check=True, timeout=120,
+        ).stdout.strip()
+        for seed in ("1", "3")
+    }
+    assert digests == {model.compiled_sha256}
