@@ -529,3 +529,22 @@ def model_version_runtime(version: ModelVersion) -> str:
             parts.append("classes identical")
         return f"{version.compiled_runtime} — " + ", ".join(parts)
     return f"{original} — compiled copy refused: {check.get('reason') or 'no reason recorded'}"
+
+
+def model_version_serving_image(version: ModelVersion) -> str:
+    """The serving image that can serve the version (one per scikit-learn release, chosen by the recorded one), or
+    why none can: versions registered before the release was recorded fall back to the model card's."""
+    from django.conf import settings
+
+    from serving.images import ImageError, image_tag, serving_image
+
+    release = version.framework_version or str((version.metadata or {}).get("sklearn_version") or "")
+    if not release:
+        return "unknown: the model version does not record its scikit-learn release"
+    try:
+        if settings.SERVING_IMAGE:
+            return serving_image(settings.SERVING_IMAGE, release)
+        return image_tag(release)
+    except ImageError as exc:
+        return f"none: {exc}"
+

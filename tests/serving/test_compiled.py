@@ -321,6 +321,8 @@ def test_registration_records_and_stores_the_checked_compiled_copy(
     page = client.get(reverse("model-version-detail", args=["cancer", "bc-forest", version.number])).content.decode()
     assert f"{version.compiled_runtime} — checked on {validation_rows} held-out rows, max |difference|" in page
     assert "classes identical" in page
+    minor = ".".join(sklearn.__version__.split(".")[:2])
+    assert f'data-testid="serving-image"><code>sklearn-{minor}</code>' in page
 
     # An artifact without the held-out sample (made before recipes wrote one) is checked on the training input.
     bare = tmp_path / "model"
