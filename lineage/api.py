@@ -9,7 +9,7 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.generics import GenericAPIView
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -762,6 +762,14 @@ class ModelVersionOutput(serializers.ModelSerializer):
     model = serializers.CharField(source="registered_model.slug")
     node_id = serializers.CharField()
     run = serializers.IntegerField(source="run_id")
+    card = serializers.JSONField(source="metadata", help_text="model.json as the recipe wrote it (MODEL_CARD)")
+    serving_settings = serializers.SerializerMethodField(
+        help_text="the environment `python -m serving` needs to serve this version (README, Serving a model)"
+    )
+
+    @extend_schema_field(serializers.DictField(child=serializers.CharField()))
+    def get_serving_settings(self, version: ModelVersion) -> dict[str, str]:
+        return selectors.model_version_serving_settings(version)
 
     class Meta:
         model = ModelVersion
@@ -781,6 +789,8 @@ class ModelVersionOutput(serializers.ModelSerializer):
             "compiled_uri",
             "compiled_sha256",
             "compiled_check",
+            "serving_settings",
+            "card",
             "task",
             "target",
             "input_schema",

@@ -1,7 +1,8 @@
 """`python -m serving`: load the model the environment names and serve it until SIGTERM (see serving/config.py).
 
-Exit codes: 0 after a graceful stop, 2 for a bad setting, 3 for a model that cannot be served (hash or library
-mismatch, unreadable artifact); either refusal is one line on stderr.
+Exit codes: 0 after a graceful stop, 2 for a bad setting (a malformed variable, an address it cannot listen on), 3
+for a model that cannot be served (hash or library mismatch, an unreadable artifact, no card); either refusal is one
+line on stderr.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import signal
 import sys
 
 from serving.config import ConfigError, ServingConfig
-from serving.http import HttpServer
+from serving.http import HttpServer, bind
 from serving.model import ModelError
 from serving.runtime import build
 
@@ -27,6 +28,13 @@ def main() -> int:
         config = ServingConfig.from_env()
     except ConfigError as exc:
         print(f"serving: refusing to start: {exc}", file=sys.stderr, flush=True)
+        return 2
+    try:
+        sock = bind(config.host, config.port)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        print(f"serving: refusing to start: cannot listen on {config.host}:{config.port} (HOST, PORT): {reason}",
+              file=sys.stderr, flush=True)
         return 2
     try:
         runtime = build(config)
@@ -49,9 +57,9 @@ def main() -> int:
     try:
         import uvloop
 
-        uvloop.run(server.serve(on_ready=ready))
+        uvloop.run(server.serve(on_ready=ready, sock=sock))
     except ImportError:
-        asyncio.run(server.serve(on_ready=ready))
+        asyncio.run(server.serve(on_ready=ready, sock=sock))
     runtime.close()
     log.info("stopped")
     return 0

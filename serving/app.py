@@ -56,10 +56,11 @@ class ServingApp:
         self.ready = True
         self.classes = model.classes
         self._classes_json = orjson.dumps(model.classes) if model.classes is not None else b""
-        self._ping = orjson.dumps(
-            {"status": "ok", "service": service, "revision": revision, "runtime": model.predictor.runtime,
-             "model_sha256": model.sha256}
-        )
+        ping = {"status": "ok", "service": service, "revision": revision, "runtime": model.predictor.runtime,
+                "model_sha256": model.sha256}
+        if model.compiled_sha256:
+            ping["compiled_sha256"] = model.compiled_sha256
+        self._ping = orjson.dumps(ping)
 
     def handle(self, method: str, path: str, content_type: str, body: bytes) -> Response:
         path = path.split("?", 1)[0]
@@ -93,6 +94,9 @@ class ServingApp:
             response = self.predict(batch)
         except BadRequest as exc:
             response = error(exc.status, str(exc))
+        except RuntimeError as exc:  # ours, worded for the caller
+            log.exception("prediction failed")
+            response = error(500, str(exc))
         except Exception as exc:
             log.exception("prediction failed")
             response = error(500, f"the prediction failed: {type(exc).__name__}: {exc}")
@@ -109,13 +113,18 @@ class ServingApp:
                 frame = hooks.preprocess(frame)
             except ValueError as exc:
                 raise BadRequest(f"refused by the model's preprocess hook: {exc}") from None
+            except Exception as exc:
+                raise RuntimeError(f"the preprocess hook failed: {type(exc).__name__}: {exc}") from exc
             to_predict = self._batch_from_frame(frame, batch.rows)
         prediction = self.model.predictor.predict(to_predict)
         if self.capture is not None:
             self.capture.offer(batch, prediction)
         if hooks.postprocess is not None:
             answer = self._answer(prediction)
-            result = hooks.postprocess(answer, frame if frame is not None else batch.frame())
+            try:
+                result = hooks.postprocess(answer, frame if frame is not None else batch.frame())
+            except Exception as exc:
+                raise RuntimeError(f"the postprocess hook failed: {type(exc).__name__}: {exc}") from exc
             return Response(200, orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY))
         return Response(200, self._encode(prediction))
 
@@ -149,9 +158,8 @@ class ServingApp:
         labels = orjson.dumps(self._labels(prediction), option=orjson.OPT_SERIALIZE_NUMPY)
         if prediction.probabilities is None:
             return b'{"predictions":' + labels + b"}"
-        probabilities = orjson.dumps(
-            np.ascontiguousarray(prediction.probabilities, dtype=np.float64), option=orjson.OPT_SERIALIZE_NUMPY
-        )
+        # In the runtime's own precision: a float32 copy writes 0.72, not 0.7200000286102295.
+        probabilities = orjson.dumps(np.ascontiguousarray(prediction.probabilities), option=orjson.OPT_SERIALIZE_NUMPY)
         return b'{"predictions":' + labels + b',"probabilities":' + probabilities + b',"classes":' + (
             self._classes_json + b"}"
         )

@@ -71,6 +71,7 @@ class Capture:
         self._wake = threading.Event()
         self._closing = threading.Event()
         self._random = random.Random()
+        self._warned_large = False
         self._thread = threading.Thread(target=self._run, name="capture-writer", daemon=True)
 
     def start(self) -> None:
@@ -83,6 +84,10 @@ class Capture:
             # A misaligned sample would spoil the whole file it lands in: refuse it alone, counted.
             self.metrics.capture_counted(dropped=batch.rows)
             return
+        if batch.rows > self.max_queued_rows and not self._warned_large:
+            self._warned_large = True
+            log.warning("capture: a request of %d rows is more than CAPTURE_MAX_QUEUED_ROWS (%d): such requests are "
+                        "not captured", batch.rows, self.max_queued_rows)
         with self._lock:
             if self._queued_rows + batch.rows > self.max_queued_rows:
                 dropped = True

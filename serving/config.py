@@ -73,7 +73,7 @@ class ServingConfig:
     host: str = "0.0.0.0"
     port: int = DEFAULT_PORT
     service: str = "local"
-    revision: str = ""
+    revision: str = "unknown"
     capture_url: str = ""
     capture_fraction: float = 0.0
     capture_batch_rows: int = 1000
@@ -99,10 +99,15 @@ class ServingConfig:
             try:
                 card = json.loads(env["MODEL_CARD"])
             except ValueError as exc:
-                raise ConfigError(f"MODEL_CARD is not valid JSON: {exc}") from None
+                hint = "" if env["MODEL_CARD"].lstrip().startswith("{") else (
+                    ' (MODEL_CARD is the JSON itself, not a path: MODEL_CARD="$(cat model.json)")'
+                )
+                raise ConfigError(f"MODEL_CARD is not valid JSON: {exc}{hint}") from None
             if not isinstance(card, dict):
                 raise ConfigError("MODEL_CARD must be a JSON object (the model version's model.json)")
         compiled_uri = _uri(env, "COMPILED_URI", required=False)
+        if compiled_uri and not _text(env, "COMPILED_SHA256"):
+            raise ConfigError("COMPILED_URI is set but COMPILED_SHA256 (the compiled copy's SHA-256) is not")
         compiled_sha256 = _sha256(env, "COMPILED_SHA256", required=bool(compiled_uri))
         if compiled_sha256 and not compiled_uri:
             raise ConfigError("COMPILED_SHA256 is set but COMPILED_URI is not")
@@ -131,7 +136,7 @@ class ServingConfig:
             host=_text(env, "HOST", "0.0.0.0"),
             port=_whole(env, "PORT", DEFAULT_PORT, minimum=0, maximum=65535),
             service=_text(env, "SERVICE_NAME", "local"),
-            revision=_text(env, "REVISION"),
+            revision=_text(env, "REVISION") or "unknown",
             capture_url=capture_url,
             capture_fraction=fraction,
             capture_batch_rows=_whole(env, "CAPTURE_BATCH_ROWS", 1000, minimum=1, maximum=1_000_000),

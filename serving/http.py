@@ -77,13 +77,17 @@ class HttpServer:
         self._stopped: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def serve(self, *, on_ready: Any = None) -> None:
-        """Listen until stopped (SIGTERM, SIGINT or `stop()`), then drain and return."""
+    async def serve(self, *, on_ready: Any = None, sock: socket.socket | None = None) -> None:
+        """Listen until stopped (SIGTERM, SIGINT or `stop()`), then drain and return. `sock` is a socket already
+        bound (see `bind`): connections are refused until this starts listening on it."""
         self._loop = loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
-        self._server = await loop.create_server(
-            lambda: Connection(self), self.host, self.port, backlog=2048, reuse_address=True
-        )
+        if sock is not None:
+            self._server = await loop.create_server(lambda: Connection(self), sock=sock, backlog=2048)
+        else:
+            self._server = await loop.create_server(
+                lambda: Connection(self), self.host, self.port, backlog=2048, reuse_address=True
+            )
         self.port = self._server.sockets[0].getsockname()[1]
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
@@ -133,10 +137,27 @@ class HttpServer:
             self._loop.call_later(SWEEP_SECONDS, self._sweep)
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """Claim the address before the model loads, so a port in use is said at once (OSError); nothing is accepted
+    until the server listens."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    infos = socket.getaddrinfo(host or None, port, family, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+    sock = socket.socket(infos[0][0], socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(infos[0][4])
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
 class Connection(asyncio.Protocol):
     __slots__ = (
         "server", "app", "loop", "transport", "parser", "url", "url_size", "header_size", "content_type",
-        "expect_continue", "body", "body_size", "in_request", "close_after", "closed", "deadline", "paused",
+        "content_encoding", "expect_continue", "body", "body_size", "in_request", "close_after", "closed",
+        "deadline", "paused",
     )
 
     def __init__(self, server: HttpServer) -> None:
@@ -149,6 +170,7 @@ class Connection(asyncio.Protocol):
         self.url_size = 0
         self.header_size = 0
         self.content_type = b""
+        self.content_encoding = b""
         self.expect_continue = False
         self.body: list[bytes] = []
         self.body_size = 0
@@ -212,6 +234,7 @@ class Connection(asyncio.Protocol):
         self.url_size = 0
         self.header_size = 0
         self.content_type = b""
+        self.content_encoding = b""
         self.expect_continue = False
         self.body = []
         self.body_size = 0
@@ -241,6 +264,8 @@ class Connection(asyncio.Protocol):
                 size = 0  # the parser refuses a bad Content-Length itself
             if size > self.app.max_body_bytes:
                 self._refuse_large()
+        elif name == b"content-encoding":
+            self.content_encoding = value.strip().lower()
         elif name == b"expect" and value.lower() == b"100-continue":
             self.expect_continue = True
 
@@ -266,7 +291,11 @@ class Connection(asyncio.Protocol):
         self.body = []
         try:
             url = b"".join(self.url).decode("latin-1")
-            response = self.app.handle(method, url, self.content_type.decode("latin-1"), body)
+            if self.content_encoding not in (b"", b"identity"):
+                encoding = self.content_encoding.decode("latin-1")[:40]
+                response = error(415, f"Content-Encoding {encoding!r} is not accepted: send the body uncompressed")
+            else:
+                response = self.app.handle(method, url, self.content_type.decode("latin-1"), body)
         except Exception as exc:  # the app answers its own errors; this is a last resort
             log.exception("handling %s failed", method)
             response = error(500, f"the server failed: {type(exc).__name__}")

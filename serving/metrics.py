@@ -332,3 +332,6 @@ class Reporter:
         if self._thread.is_alive():
             self._thread.join(timeout=SEND_TIMEOUT_SECONDS)
         self.flush(include_current=True)
+        unsent = len(getattr(self.sink, "pending", []))
+        if unsent:
+            log.error("stopping with %d minute(s) of metrics the portal did not take: they are lost", unsent)

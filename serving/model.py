@@ -67,6 +67,7 @@ class LoadedModel:
     card: dict[str, Any]
     sha256: str
     hooks: Hooks = field(default_factory=Hooks)
+    compiled_sha256: str = ""
 
     @property
     def classifier(self) -> bool:
@@ -154,6 +155,8 @@ def check_framework(card: dict[str, Any]) -> None:
     environment uses (1.9.1 as the project, 1.2.1 as SageMaker's 1.2-1 container), so that case is rare."""
     import sklearn
 
+    from serving.images import ImageError, image_tag
+
     framework = str(card.get("framework") or "scikit-learn")
     if framework != "scikit-learn":
         raise ModelError(f"this image serves scikit-learn models; the model was trained with {framework}")
@@ -161,11 +164,13 @@ def check_framework(card: dict[str, Any]) -> None:
     if not trained:
         raise ModelError("the model card does not say which scikit-learn trained the model (sklearn_version)")
     if _version_tuple(trained) != _version_tuple(sklearn.__version__):
-        major_minor = ".".join(str(n) for n in _version_tuple(trained))
+        try:
+            advice = f"serve it with the serving image tagged {image_tag(trained)} (docker/serving/README.md)"
+        except ImageError as exc:
+            advice = str(exc)
         raise ModelError(
             f"the model was trained with scikit-learn {trained}, but this server has scikit-learn "
-            f"{sklearn.__version__}: serve it with the serving image for scikit-learn {major_minor} "
-            f"(tag sklearn-{major_minor}, see docker/serving/README.md)"
+            f"{sklearn.__version__}: {advice}"
         )
     if _version_tuple(trained, 3) != _version_tuple(sklearn.__version__, 3):
         log.warning("the model was trained with scikit-learn %s; serving it with %s (same minor release)",
@@ -218,8 +223,15 @@ def load(config: ServingConfig) -> LoadedModel:
     """Fetch, verify and load what `config` names; raises ModelError (one line) on anything that is not right."""
     import warnings
 
-    work = Path(config.work_dir) if config.work_dir else Path(tempfile.mkdtemp(prefix="serving-"))
-    work.mkdir(parents=True, exist_ok=True)
+    if config.work_dir:
+        work = Path(config.work_dir)
+        work.mkdir(parents=True, exist_ok=True)
+    else:
+        import atexit
+        import shutil
+
+        work = Path(tempfile.mkdtemp(prefix="serving-"))
+        atexit.register(shutil.rmtree, work, ignore_errors=True)  # the artifact's copy goes with the process
     artifact = fetch(config.model_uri, work, region=config.aws_region, name="MODEL_URI")
     verify(artifact, config.model_sha256, name="MODEL_SHA256", uri=config.model_uri)
     card = dict(config.model_card or {})
@@ -229,7 +241,9 @@ def load(config: ServingConfig) -> LoadedModel:
         folder = _unpack(artifact, work / "package")
         model_path = folder / "model.joblib"
         if not model_path.is_file():
-            raise ModelError(f"the model package {config.model_uri} has no model.joblib")
+            nested = sorted(str(p.relative_to(folder)) for p in folder.rglob("model.joblib"))
+            where = f" at its top (found {nested[0]}: make the archive from inside the folder)" if nested else ""
+            raise ModelError(f"the model package {config.model_uri} has no model.joblib{where}")
         if (folder / "model.json").is_file():
             try:
                 packaged = json.loads((folder / "model.json").read_text(encoding="utf-8"))
@@ -239,7 +253,8 @@ def load(config: ServingConfig) -> LoadedModel:
         if (folder / "hooks.py").is_file():
             hooks = _load_hooks(folder / "hooks.py")
     if not card:
-        raise ModelError("MODEL_CARD is not set and the artifact has no model.json: the server needs its schema")
+        said = "MODEL_CARD is empty" if config.model_card is not None else "MODEL_CARD is not set"
+        raise ModelError(f"{said} and the artifact has no model.json: the server needs the model's card (its schema)")
     check_framework(card)
     features = features_of(card)
     task = str(card.get("task") or ("classification" if card.get("classes") else "regression"))
@@ -255,7 +270,10 @@ def load(config: ServingConfig) -> LoadedModel:
             warnings.simplefilter("always", inconsistent)
             model = joblib.load(model_path)
     except Exception as exc:
-        raise ModelError(f"cannot load {config.model_uri}: {type(exc).__name__}: {first_line(exc)}") from None
+        hint = " (is it a model.joblib? a compiled .onnx copy goes in COMPILED_URI)"
+        if isinstance(exc, ImportError):
+            hint = ""
+        raise ModelError(f"cannot load {config.model_uri}: {type(exc).__name__}: {first_line(exc)}{hint}") from None
     for warning in caught:
         pickled = getattr(warning.message, "original_sklearn_version", None)
         if pickled is None and "version" in str(warning.message):
@@ -273,6 +291,13 @@ def load(config: ServingConfig) -> LoadedModel:
         if [str(c) for c in model_classes] != [str(c) for c in classes]:
             raise ModelError(f"the model's classes {model_classes} are not the card's {classes}")
         classes = model_classes
+    fitted_on = getattr(model, "feature_names_in_", None)
+    if fitted_on is not None and [str(n) for n in fitted_on] != [f.name for f in features]:
+        raise ModelError(
+            f"the card's features ({len(features)}: {', '.join(f.name for f in features[:5])}…) are not the columns "
+            f"the model was fitted on ({len(fitted_on)}: {', '.join(str(n) for n in list(fitted_on)[:5])}…): the card "
+            "belongs to another model"
+        )
     original = SklearnPredictor(model, classifier=classes is not None)
     predictor: Predictor = original
     if config.compiled_uri:
@@ -293,4 +318,5 @@ def load(config: ServingConfig) -> LoadedModel:
         card=card,
         sha256=config.model_sha256,
         hooks=hooks,
+        compiled_sha256=config.compiled_sha256 if predictor is not original else "",
     )

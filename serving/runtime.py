@@ -42,9 +42,10 @@ class Runtime:
         c = self.config
         capture = f"{c.capture_fraction:.0%} of requests to {c.capture_url}" if self.capture else "off"
         sink = {"portal": f"to {c.metrics_ingest_url}", "emf": "as EMF lines on stdout", "none": "off"}[c.metrics_sink]
+        hooks = [name for name in ("preprocess", "postprocess") if getattr(self.model.hooks, name) is not None]
         return (
-            f"service {c.service!r} revision {c.revision or '-'}: model sha256 {c.model_sha256[:12]}… on "
-            f"{self.model.predictor.runtime}; capture {capture}; metrics {sink}"
+            f"service {c.service!r} revision {c.revision}: model sha256 {c.model_sha256[:12]}… on "
+            f"{self.model.predictor.runtime}; hooks {', '.join(hooks) or 'none'}; capture {capture}; metrics {sink}"
         )
 
 

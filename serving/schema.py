@@ -34,6 +34,7 @@ LARGEST = float(np.finfo(np.float32).max)
 # What a CSV number may look like (float() would also take "1_000", "١٢" or "infinity").
 CSV_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 TRUE = frozenset({"true", "1", "yes"})
+MISSING_WORDS = frozenset({"nan", "na", "n/a", "null", "none", "-"})
 FALSE = frozenset({"false", "0", "no"})
 
 
@@ -86,13 +87,25 @@ class RequestSchema:
     # -- JSON ---------------------------------------------------------------------------------------------------
 
     def parse_json(self, body: bytes) -> Batch:
+        if not body.strip():
+            raise BadRequest('the body is empty: send {"instances": [[...], ...]} or {"inputs": [{...}, ...]}')
         try:
             document = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            raise BadRequest(f"the body is not valid JSON: {exc}") from None
-        if not isinstance(document, dict) or len(document.keys() & {"instances", "inputs"}) != 1:
+            hint = ""
+            if b"NaN" in body or b"Infinity" in body:
+                hint = " (NaN and Infinity are not JSON: send null for a missing value)"
+            raise BadRequest(f"the body is not valid JSON: {exc}{hint}") from None
+        if not isinstance(document, dict):
             raise BadRequest('the body must be a JSON object with either "instances" (rows of values) or "inputs" '
                              "(rows of named values)")
+        keys = document.keys() & {"instances", "inputs"}
+        if len(keys) == 2:
+            raise BadRequest('the body has both "instances" and "inputs": send one of them')
+        if not keys:
+            found = ", ".join(repr(k) for k in list(document)[:5]) or "none"
+            raise BadRequest(f'the body must have "instances" (rows of values) or "inputs" (rows of named values); '
+                             f"its keys: {found}")
         extra = sorted(document.keys() - {"instances", "inputs"})
         if extra:
             raise BadRequest(f"the body has unknown keys {_listed(extra)}; only one of instances or inputs is read")
@@ -168,6 +181,13 @@ class RequestSchema:
             rows.pop()  # blank lines at the end
         if rows and [cell.strip() for cell in rows[0]] == self.names:
             rows = rows[1:]
+        elif rows and len(self.name_set & {cell.strip() for cell in rows[0]}) >= max(1, min(len(rows[0]), 2)):
+            missing = [n for n in self.names if n not in {cell.strip() for cell in rows[0]}]
+            detail = f"it lacks {_listed(missing)}" if missing else "its columns are in another order"
+            raise BadRequest(
+                f"the first CSV row looks like a header but is not exactly the model's columns in order ({detail}); "
+                "send rows in the order the model takes them, or JSON inputs by name"
+            )
         if not rows:
             raise BadRequest("the CSV body has no rows")
         for number, row in enumerate(rows, start=1):
@@ -178,9 +198,14 @@ class RequestSchema:
         columns: list[list[Any]] = [[] for _ in self.features]
         for number, row in enumerate(rows, start=1):
             if len(row) != self.width:
+                hint = ""
+                if len(row) == 1 and self.width > 1 and any(sep in row[0] for sep in (";", "\t", "|")):
+                    hint = " (values are separated by commas)"
+                elif len(row) == self.width + 1:
+                    hint = " (one too many: an index column? write the CSV without it)"
                 raise BadRequest(
-                    f"CSV row {number} has {len(row)} values; the model takes {self.width} columns, in this order: "
-                    f"{_listed(self.names)}"
+                    f"CSV row {number} has {len(row)} value{'s' if len(row) != 1 else ''}; the model takes "
+                    f"{self.width} columns, in this order: {_listed(self.names)}{hint}"
                 )
             for values, cell in zip(columns, row, strict=True):
                 values.append(cell)
@@ -212,7 +237,8 @@ def _numbers(name: str, values: list[Any], *, text: bool) -> np.ndarray:
             continue
         if text:
             if CSV_NUMBER.fullmatch(value.strip()) is None:
-                raise BadRequest(f"row {row}, column {name!r}: {value[:40]!r} is not a number")
+                hint = " (leave the cell empty for a missing value)" if value.strip().lower() in MISSING_WORDS else ""
+                raise BadRequest(f"row {row}, column {name!r}: {value[:40]!r} is not a number{hint}")
             number = float(value)
         elif isinstance(value, int | float) and not isinstance(value, bool):
             try:

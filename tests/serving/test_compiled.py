@@ -331,6 +331,7 @@ def test_registration_records_and_stores_the_checked_compiled_copy(
 
     assert "Serve it yourself" in page and f"MODEL_SHA256={version.sha256}" in page
     settings = model_version_serving_settings(version)
+    assert body["serving_settings"] == settings and body["card"] == version.metadata  # the API gives the same
     assert settings["COMPILED_SHA256"] == version.compiled_sha256
     server = start_server({**settings, "HOST": "127.0.0.1"}, tmp_path / "serve")
     try:

@@ -288,3 +288,37 @@ def test_sigterm_finishes_requests_in_flight_then_exits_0(
     table = read_capture([f.read_bytes() for f in (store / "capture").rglob("*.parquet")])
     assert table.num_rows == 8 * 3
     assert sum(m["requests"] for m in ingest.minutes()) == 8
+
+
+def test_startup_mistakes_a_user_makes_are_one_line_each(trained: dict[str, Trained], tmp_path: Path) -> None:
+    model = trained["logistic"]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = str(taken.getsockname()[1])
+        code, stderr = refused(model, tmp_path, PORT=port)
+    assert code == 2 and f"cannot listen on 127.0.0.1:{port} (HOST, PORT)" in stderr and "\n" not in stderr
+    other = {**model.card, "features": ["a", "b"], "feature_types": {"a": "numeric", "b": "numeric"}}
+    code, stderr = refused(model, tmp_path, MODEL_CARD=json.dumps(other))
+    assert code == 3 and "the card belongs to another model" in stderr
+    code, stderr = refused(model, tmp_path, MODEL_CARD="{}")
+    assert code == 3 and "MODEL_CARD is empty" in stderr
+    code, stderr = refused(model, tmp_path, MODEL_CARD="/tmp/model.json")
+    assert code == 2 and 'MODEL_CARD="$(cat model.json)"' in stderr
+    code, stderr = refused(model, tmp_path, COMPILED_URI=model.uri)
+    assert code == 2 and "COMPILED_URI is set but COMPILED_SHA256" in stderr
+    csv = tmp_path / "rows.csv"
+    csv.write_text("a,b\n1,2\n")
+    code, stderr = refused(model, tmp_path, MODEL_URI=csv.as_uri(), MODEL_SHA256=sha256_file(csv))
+    assert code == 3 and "is it a model.joblib?" in stderr
+
+
+def test_the_compiled_copy_says_so_on_ping_and_answers_in_its_precision(trained: dict[str, Trained], serve) -> None:
+    model = trained["forest"]
+    assert model.compiled is not None
+    server = serve(model, COMPILED_URI=model.compiled.as_uri(), COMPILED_SHA256=model.compiled_sha256)
+    assert json.loads(call(server, "GET", "/ping")[2])["compiled_sha256"] == model.compiled_sha256
+    status, _, body = call(server, "POST", "/invocations", model.rows.head(1).to_csv(index=False, header=False),
+                           "text/csv")
+    text = body.decode()
+    assert status == 200 and "000000" not in text  # float32 written as float32 (0.72), not widened (0.72000002…)

@@ -318,3 +318,27 @@ def test_a_model_of_another_patch_release_is_served_with_a_warning(trained: dict
     server = serve(model, MODEL_CARD=json.dumps(card))
     assert invoke(server, {"instances": model.rows.head(1).to_numpy().tolist()})[0] == 200
     assert f"trained with scikit-learn {major}.{minor}.99; serving it with {sklearn.__version__}" in server.stderr()
+
+
+def test_messages_for_mistakes_people_make(logistic_server: Server, trained: dict[str, Trained]) -> None:
+    names = trained["logistic"].features
+    assert "the body is empty" in invoke_raw(logistic_server, b"", "application/json")
+    assert "send null for a missing value" in invoke_raw(logistic_server, b'{"instances": [[NaN, 1]]}',
+                                                          "application/json")
+    assert 'both "instances" and "inputs"' in invoke_raw(logistic_server, b'{"instances": [], "inputs": []}',
+                                                          "application/json")
+    assert "its keys: 'rows'" in invoke_raw(logistic_server, b'{"rows": []}', "application/json")
+    header = ",".join(reversed(names)) + "\n" + ",".join(["1"] * 30) + "\n"
+    assert "looks like a header" in invoke_raw(logistic_server, header.encode(), "text/csv")
+    assert "separated by commas" in invoke_raw(logistic_server, ";".join(["1"] * 30).encode(), "text/csv")
+    assert "an index column?" in invoke_raw(logistic_server, ",".join(["1"] * 31).encode(), "text/csv")
+    assert "leave the cell empty" in invoke_raw(logistic_server, ",".join(["NA"] + ["1"] * 29).encode(), "text/csv")
+    status, _, body = call(logistic_server, "POST", "/invocations", b"\x1f\x8b", "application/json",
+                           headers={"Content-Encoding": "gzip"})
+    assert status == 415 and "Content-Encoding 'gzip'" in json.loads(body)["error"]
+
+
+def invoke_raw(server: Server, body: bytes, content_type: str) -> str:
+    status, _, answer = call(server, "POST", "/invocations", body, content_type)
+    assert status == 400, answer
+    return json.loads(answer)["error"]
