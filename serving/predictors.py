@@ -23,10 +23,13 @@ class Feature:
 @dataclass
 class Batch:
     """Rows to predict, by column: float64 arrays for numeric features (NaN for missing), bool arrays for boolean
-    ones, object arrays of str (None for missing) for categorical ones; every array has `rows` items."""
+    ones, object arrays of str (NaN for missing, as the pipeline's imputer expects) for categorical ones; every array
+    has `rows` items. When every feature is numeric, `matrix` holds the same values as one float64 array of shape
+    (rows, features), in feature order, for runtimes that take a matrix."""
 
     columns: dict[str, np.ndarray]
     rows: int
+    matrix: np.ndarray | None = None
 
     def frame(self) -> Any:
         import pandas as pd

@@ -1,0 +1,314 @@
+"""The deployed HTTP stack: HTTP/1.1 on an asyncio protocol, parsed by httptools, on uvloop's event loop.
+
+Chosen by measurement (docs/benchmarks/serving.md): per request it costs less than an ASGI server, because nothing
+between the parser and `ServingApp.handle` allocates a scope, a receive/send pair or a task. It does what serving
+needs and no more: keep-alive and pipelining, `Expect: 100-continue`, bodies by Content-Length or chunked, a body
+limit answered 413 before the body is read, 400 for malformed HTTP, a deadline for a whole request (408) and for an
+idle connection, back-pressure when a client does not read its answers, and a graceful stop: on SIGTERM it stops
+accepting, answers `/ping` 503, finishes what is in flight (closing each connection after its current answer), and
+returns once every connection is gone or `DRAIN_SECONDS` have passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import time
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any
+
+import httptools
+
+from serving.app import Response, ServingApp, error
+
+log = logging.getLogger("serving")
+
+SWEEP_SECONDS = 1.0
+_REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
+
+
+class _Abort(Exception):
+    """Stop parsing this connection: an answer has been written and the connection is closing."""
+
+
+class _Clock:
+    """The Date header, formatted once a second."""
+
+    def __init__(self) -> None:
+        self.second = 0
+        self.header = b""
+
+    def date(self) -> bytes:
+        now = int(time.time())
+        if now != self.second:
+            self.second = now
+            self.header = b"date: " + formatdate(now, usegmt=True).encode() + b"\r\n"
+        return self.header
+
+
+class HttpServer:
+    def __init__(
+        self,
+        app: ServingApp,
+        *,
+        host: str,
+        port: int,
+        keepalive_seconds: float = 75.0,
+        request_timeout_seconds: float = 30.0,
+        drain_seconds: float = 30.0,
+    ) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self.keepalive_seconds = keepalive_seconds
+        self.request_timeout_seconds = request_timeout_seconds
+        self.drain_seconds = drain_seconds
+        self.connections: set[Connection] = set()
+        self.draining = False
+        self.clock = _Clock()
+        self._server: asyncio.base_events.Server | None = None
+        self._stopped: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, *, on_ready: Any = None) -> None:
+        """Listen until stopped (SIGTERM, SIGINT or `stop()`), then drain and return."""
+        self._loop = loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
+        self._server = await loop.create_server(
+            lambda: Connection(self), self.host, self.port, backlog=2048, reuse_address=True
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.stop)
+            except (NotImplementedError, RuntimeError):  # not the main thread (tests run it in one)
+                pass
+        loop.call_later(SWEEP_SECONDS, self._sweep)
+        if on_ready is not None:
+            on_ready(self)
+        await self._stopped.wait()
+
+    def stop(self) -> None:
+        """Begin the graceful stop (idempotent)."""
+        if self.draining or self._loop is None:
+            return
+        self.draining = True
+        self.app.ready = False
+        log.info("stopping: no new connections; finishing %d open one(s)", len(self.connections))
+        if self._server is not None:
+            self._server.close()
+        for connection in list(self.connections):
+            connection.drain()
+        self._loop.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        assert self._loop is not None and self._stopped is not None
+        deadline = self._loop.time() + self.drain_seconds
+        while self.connections and self._loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        if self.connections:
+            log.warning("stopping: %d connection(s) still open after %gs; closing them", len(self.connections),
+                        self.drain_seconds)
+            for connection in list(self.connections):
+                connection.transport_close(abort=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+        self._stopped.set()
+
+    def _sweep(self) -> None:
+        """Close idle connections past the keep-alive time and answer 408 to requests past their deadline."""
+        assert self._loop is not None
+        now = self._loop.time()
+        for connection in list(self.connections):
+            if connection.deadline and now > connection.deadline:
+                connection.expire()
+        if not (self._stopped and self._stopped.is_set()):
+            self._loop.call_later(SWEEP_SECONDS, self._sweep)
+
+
+class Connection(asyncio.Protocol):
+    __slots__ = (
+        "server", "app", "loop", "transport", "parser", "url", "content_type", "expect_continue", "body",
+        "body_size", "in_request", "close_after", "closed", "deadline", "paused",
+    )
+
+    def __init__(self, server: HttpServer) -> None:
+        self.server = server
+        self.app = server.app
+        self.loop = asyncio.get_running_loop()
+        self.transport: Any = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.url = b""
+        self.content_type = b""
+        self.expect_continue = False
+        self.body: list[bytes] = []
+        self.body_size = 0
+        self.in_request = False
+        self.close_after = False
+        self.closed = False
+        self.deadline = 0.0
+        self.paused = False
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        self.server.connections.add(self)
+        if self.server.draining:
+            self.transport_close()
+            return
+        self.deadline = self.loop.time() + self.server.keepalive_seconds
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._refuse(400, "protocol upgrades are not supported")
+        except httptools.HttpParserCallbackError as exc:
+            if not isinstance(exc.__context__, _Abort) and not isinstance(exc.__cause__, _Abort):
+                log.exception("serving a request failed")
+                if not self.closed:
+                    self._refuse(500, "the server failed to read the request")
+        except httptools.HttpParserError as exc:
+            self._refuse(400, f"malformed HTTP request: {exc}")
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def pause_writing(self) -> None:
+        # The client is not reading its answers: stop reading its requests until it does.
+        self.paused = True
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self.transport.resume_reading()
+
+    # -- httptools callbacks ------------------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.content_type = b""
+        self.expect_continue = False
+        self.body = []
+        self.body_size = 0
+        self.in_request = True
+        self.deadline = self.loop.time() + self.server.request_timeout_seconds
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"content-type":
+            self.content_type = value
+        elif name == b"content-length":
+            try:
+                size = int(value)
+            except ValueError:
+                size = 0  # the parser refuses a bad Content-Length itself
+            if size > self.app.max_body_bytes:
+                self._refuse_large()
+        elif name == b"expect" and value.lower() == b"100-continue":
+            self.expect_continue = True
+
+    def on_headers_complete(self) -> None:
+        if self.expect_continue and not self.closed:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        self.body_size += len(body)
+        if self.body_size > self.app.max_body_bytes:
+            self._refuse_large()
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.in_request = False
+        method = self.parser.get_method().decode("ascii", "replace")
+        body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
+        self.body = []
+        try:
+            response = self.app.handle(method, self.url.decode("latin-1"), self.content_type.decode("latin-1"), body)
+        except Exception as exc:  # the app answers its own errors; this is a last resort
+            log.exception("handling %s %r failed", method, self.url[:100])
+            response = error(500, f"the server failed: {type(exc).__name__}")
+        keep_alive = self.parser.should_keep_alive() and not self.close_after and not self.server.draining
+        self._write(response, keep_alive=keep_alive, head=method == "HEAD")
+        if not keep_alive:
+            self.transport_close()
+            raise _Abort
+        self.deadline = self.loop.time() + self.server.keepalive_seconds
+
+    # -- writing ------------------------------------------------------------------------------------------------
+
+    def _write(self, response: Response, *, keep_alive: bool, head: bool = False) -> None:
+        status = response.status
+        connection = b""
+        if not keep_alive:
+            connection = b"connection: close\r\n"
+        elif self.parser.get_http_version() == "1.0":
+            connection = b"connection: keep-alive\r\n"
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n%s%s\r\n%s"
+            % (
+                status,
+                _REASONS.get(status, b"Unknown"),
+                response.content_type,
+                len(response.body),
+                self.server.clock.date(),
+                connection,
+                b"" if head else response.body,
+            )
+        )
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer an error and close: the rest of what the client sent cannot be trusted to be a request."""
+        if self.closed:
+            return
+        self._write(error(status, message), keep_alive=False)
+        self.transport_close()
+
+    def _refuse_large(self) -> None:
+        if not self.closed:
+            self._write(self.app.too_large(), keep_alive=False)
+            self.transport_close()
+        raise _Abort
+
+    def expire(self) -> None:
+        if self.in_request:
+            self._refuse(408, f"the request did not arrive within {self.server.request_timeout_seconds:g}s")
+        else:
+            self.transport_close()
+
+    def drain(self) -> None:
+        """The server is stopping: close now if idle, else after the answer to the request in flight."""
+        if self.in_request:
+            self.close_after = True
+        else:
+            self.transport_close()
+
+    def transport_close(self, *, abort: bool = False) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.paused and not abort:
+            abort = True  # a client that does not read would hold the drain forever
+        if abort:
+            self.transport.abort()
+        else:
+            self.transport.close()

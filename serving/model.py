@@ -1,0 +1,265 @@
+"""Loading what a deployment serves: fetch the artifact, check its SHA-256, check the library it was trained with,
+then load it (and its checked compiled copy and hooks, when there are any).
+
+Every refusal is a `ModelError` whose message is one line; `python -m serving` prints it and exits without serving.
+
+An artifact is either the bare `model.joblib` a local run stores (its model card then comes from `MODEL_CARD`), or
+a model package: a `.tar.gz` (SageMaker's `model.tar.gz`) holding `model.joblib`, `model.json` (the card) and,
+optionally, `hooks.py` with the package's own pre- and post-processing (see `Hooks`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import tarfile
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from serving.config import ServingConfig
+from serving.predictors import Feature, Predictor, SklearnPredictor
+
+log = logging.getLogger("serving")
+
+FEATURE_TYPES = ("numeric", "boolean", "categorical")
+CHUNK = 1024 * 1024
+
+
+class ModelError(Exception):
+    """The artifact cannot be served; the message says why in one line."""
+
+
+@dataclass
+class Hooks:
+    """A package's own business logic around the model, from its `hooks.py`; both are optional.
+
+    - `preprocess(frame: pandas.DataFrame) -> pandas.DataFrame`: gets the validated rows (the model's columns, in
+      order) and returns the rows to predict, with the same columns. Raise ValueError to refuse the request: its
+      message is the 400 answer's error.
+    - `postprocess(response: dict, frame: pandas.DataFrame) -> dict`: gets the JSON answer about to be sent
+      (`predictions`, and `probabilities` and `classes` for classifiers) and the rows, and returns the answer.
+    """
+
+    preprocess: Callable[[Any], Any] | None = None
+    postprocess: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None
+
+    @property
+    def any(self) -> bool:
+        return self.preprocess is not None or self.postprocess is not None
+
+
+@dataclass
+class LoadedModel:
+    """The model as the server uses it: schema, classes, what predicts, and what it was checked against."""
+
+    features: list[Feature]
+    task: str
+    classes: list[Any] | None
+    predictor: Predictor
+    original: Predictor
+    card: dict[str, Any]
+    sha256: str
+    hooks: Hooks = field(default_factory=Hooks)
+
+    @property
+    def classifier(self) -> bool:
+        return self.classes is not None
+
+    @property
+    def numeric_only(self) -> bool:
+        return all(feature.type == "numeric" for feature in self.features)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch(uri: str, work_dir: Path, *, region: str, name: str) -> Path:
+    """The artifact at `uri` as a local file: a file:// path as it is, an s3:// object downloaded into `work_dir`
+    through the project's one boto3 client factory."""
+    parts = urlsplit(uri)
+    if parts.scheme == "file":
+        path = Path(unquote(parts.path))
+        if not path.is_file():
+            raise ModelError(f"{name} {uri} does not exist or is not a file")
+        return path
+    if parts.scheme == "s3":
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from workers.aws import aws_client
+
+        bucket, key = parts.netloc, parts.path.lstrip("/")
+        if not bucket or not key:
+            raise ModelError(f"{name} {uri} is not an s3://bucket/key URI")
+        if not region:
+            raise ModelError(f"{name} {uri} is on S3, so AWS_REGION must be set")
+        target = work_dir / (Path(key).name or "artifact")
+        try:
+            aws_client("s3", region=region).download_file(bucket, key, str(target))
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            raise ModelError(f"cannot read {name} {uri}: {code or exc}") from None
+        except BotoCoreError as exc:
+            raise ModelError(f"cannot read {name} {uri}: {exc}") from None
+        return target
+    raise ModelError(f"{name} {uri} must start with file:// or s3://")
+
+
+def verify(path: Path, expected: str, *, name: str, uri: str) -> None:
+    actual = sha256_of(path)
+    if actual != expected:
+        raise ModelError(
+            f"refusing to serve {uri}: its SHA-256 is {actual}, but {name} says {expected} "
+            "(the artifact changed since it was registered, or the deployment names the wrong one)"
+        )
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    numbers = []
+    for part in version.split(".")[:2]:
+        digits = "".join(c for c in part if c.isdigit())
+        numbers.append(int(digits or 0))
+    return tuple(numbers)
+
+
+def check_framework(card: dict[str, Any]) -> None:
+    """The model must be served by the scikit-learn minor release it was trained with: pickles are not portable
+    across releases, and a model that unpickles may still predict differently."""
+    import sklearn
+
+    framework = str(card.get("framework") or "scikit-learn")
+    if framework != "scikit-learn":
+        raise ModelError(f"this image serves scikit-learn models; the model was trained with {framework}")
+    trained = str(card.get("sklearn_version") or "")
+    if not trained:
+        raise ModelError("the model card does not say which scikit-learn trained the model (sklearn_version)")
+    if _version_tuple(trained) != _version_tuple(sklearn.__version__):
+        major_minor = ".".join(str(n) for n in _version_tuple(trained))
+        raise ModelError(
+            f"the model was trained with scikit-learn {trained}, but this server has scikit-learn "
+            f"{sklearn.__version__}: serve it with the serving image for scikit-learn {major_minor} "
+            f"(tag sklearn-{major_minor}, see docker/serving/README.md)"
+        )
+
+
+def features_of(card: dict[str, Any]) -> list[Feature]:
+    names = card.get("features")
+    types = card.get("feature_types") or {}
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise ModelError("the model card has no list of feature names (features)")
+    if len(set(names)) != len(names):
+        raise ModelError("the model card names a feature twice")
+    features = []
+    for name in names:
+        kind = types.get(name, "numeric") if isinstance(types, dict) else "numeric"
+        if kind not in FEATURE_TYPES:
+            raise ModelError(f"the model card gives feature {name!r} the type {kind!r}; expected {FEATURE_TYPES}")
+        features.append(Feature(name=name, type=kind))
+    return features
+
+
+def _unpack(package: Path, into: Path) -> Path:
+    from workers.errors import BackendError
+    from workers.training.sagemaker import extract_model_tar
+
+    try:
+        return extract_model_tar(package, into)
+    except BackendError as exc:
+        raise ModelError(str(exc)) from None
+
+
+def _load_hooks(path: Path) -> Hooks:
+    spec = importlib.util.spec_from_file_location("serving_package_hooks", path)
+    if spec is None or spec.loader is None:
+        raise ModelError(f"cannot load the package's hooks from {path.name}")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise ModelError(f"the package's hooks.py failed to load: {type(exc).__name__}: {exc}") from None
+    hooks = Hooks(preprocess=getattr(module, "preprocess", None), postprocess=getattr(module, "postprocess", None))
+    for name in ("preprocess", "postprocess"):
+        if getattr(hooks, name) is not None and not callable(getattr(hooks, name)):
+            raise ModelError(f"hooks.py defines {name}, but it is not a function")
+    return hooks
+
+
+def load(config: ServingConfig) -> LoadedModel:
+    """Fetch, verify and load what `config` names; raises ModelError (one line) on anything that is not right."""
+    import warnings
+
+    work = Path(config.work_dir) if config.work_dir else Path(tempfile.mkdtemp(prefix="serving-"))
+    work.mkdir(parents=True, exist_ok=True)
+    artifact = fetch(config.model_uri, work, region=config.aws_region, name="MODEL_URI")
+    verify(artifact, config.model_sha256, name="MODEL_SHA256", uri=config.model_uri)
+    card = dict(config.model_card or {})
+    hooks = Hooks()
+    model_path = artifact
+    if tarfile.is_tarfile(artifact):
+        folder = _unpack(artifact, work / "package")
+        model_path = folder / "model.joblib"
+        if not model_path.is_file():
+            raise ModelError(f"the model package {config.model_uri} has no model.joblib")
+        if (folder / "model.json").is_file():
+            try:
+                packaged = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+            except ValueError as exc:
+                raise ModelError(f"the package's model.json is not valid JSON: {exc}") from None
+            card = {**packaged, **card}
+        if (folder / "hooks.py").is_file():
+            hooks = _load_hooks(folder / "hooks.py")
+    if not card:
+        raise ModelError("MODEL_CARD is not set and the artifact has no model.json: the server needs its schema")
+    check_framework(card)
+    features = features_of(card)
+    task = str(card.get("task") or ("classification" if card.get("classes") else "regression"))
+    classes = card.get("classes") if task == "classification" else None
+    import joblib
+    from sklearn.exceptions import InconsistentVersionWarning
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", InconsistentVersionWarning)
+            model = joblib.load(model_path)
+    except InconsistentVersionWarning as exc:
+        raise ModelError(f"the artifact was pickled by another scikit-learn than its card says: {exc}") from None
+    except Exception as exc:
+        raise ModelError(f"cannot load {config.model_uri}: {type(exc).__name__}: {exc}") from None
+    if not hasattr(model, "predict"):
+        raise ModelError(f"{config.model_uri} holds a {type(model).__name__}, which has no predict()")
+    if classes is not None and hasattr(model, "classes_"):
+        model_classes = [c.item() if hasattr(c, "item") else c for c in model.classes_]
+        if [str(c) for c in model_classes] != [str(c) for c in classes]:
+            raise ModelError(f"the model's classes {model_classes} are not the card's {classes}")
+        classes = model_classes
+    original = SklearnPredictor(model, classifier=classes is not None)
+    predictor: Predictor = original
+    if config.compiled_uri:
+        compiled = fetch(config.compiled_uri, work, region=config.aws_region, name="COMPILED_URI")
+        verify(compiled, config.compiled_sha256, name="COMPILED_SHA256", uri=config.compiled_uri)
+        from serving.compiled import OnnxPredictor
+
+        try:
+            predictor = OnnxPredictor(compiled, features, classifier=classes is not None, classes=classes)
+        except Exception as exc:
+            raise ModelError(f"cannot load the compiled model {config.compiled_uri}: {exc}") from None
+    return LoadedModel(
+        features=features,
+        task=task,
+        classes=classes,
+        predictor=predictor,
+        original=original,
+        card=card,
+        sha256=config.model_sha256,
+        hooks=hooks,
+    )
