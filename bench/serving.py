@@ -82,8 +82,9 @@ CAPTURE_FRACTION = 0.1
 MLFLOW_VERSION = "3.17.2"
 UVICORN_VERSION = "0.54.0"
 GRANIAN_VERSION = "2.8.7"
-# What the serving core is served by under the candidate HTTP servers (serving/asgi.py, the lead's factory).
-ASGI_FACTORY = "serving.asgi:create_app"
+# The serving core behind the candidate HTTP servers (serving/asgi.py's factories).
+ASGI_FACTORY = "serving.asgi:asgi_app"
+RSGI_FACTORY = "serving.asgi:rsgi_app"
 
 MODELS = {
     "lr": ("logistic regression", "logistic_regression"),
@@ -113,7 +114,8 @@ def environments() -> dict[str, list[str]]:
             f"uvicorn=={UVICORN_VERSION}",
             f"granian=={GRANIAN_VERSION}",
             *science,
-            *lock_pins("orjson", "uvloop", "httptools", "onnxruntime"),
+            # serving/runtime.py imports workers.objectstore, which imports botocore whatever the store.
+            *lock_pins("orjson", "uvloop", "httptools", "onnxruntime", "pyarrow", "boto3", "botocore"),
         ],
     }
 
@@ -526,6 +528,35 @@ SERVERS = [
                 ASGI_FACTORY,
             ],
             ours_env(ctx, port, "core-granian"),
+        ),
+        missing_file("serving/asgi.py"),
+    ),
+    Server(
+        "core-granian-rsgi",
+        f"serving core (serving/asgi.py) on granian {GRANIAN_VERSION} RSGI",
+        "instances",
+        lambda ctx, port: (
+            [
+                str(ctx.bins["serving-http"] / "granian"),
+                "--interface",
+                "rsgi",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+                "--runtime-threads",
+                "1",
+                "--loop",
+                "uvloop",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+                RSGI_FACTORY,
+            ],
+            ours_env(ctx, port, "core-granian-rsgi"),
         ),
         missing_file("serving/asgi.py"),
     ),
