@@ -169,8 +169,8 @@ def features_of(card: dict[str, Any]) -> list[Feature]:
 
 
 def _unpack(package: Path, into: Path) -> Path:
+    from workers.archives import extract_model_tar
     from workers.errors import BackendError
-    from workers.training.sagemaker import extract_model_tar
 
     try:
         return extract_model_tar(package, into)
@@ -225,13 +225,15 @@ def load(config: ServingConfig) -> LoadedModel:
     task = str(card.get("task") or ("classification" if card.get("classes") else "regression"))
     classes = card.get("classes") if task == "classification" else None
     import joblib
-    from sklearn.exceptions import InconsistentVersionWarning
+    import sklearn.exceptions
 
+    # scikit-learn 1.3 and later warn with their own class; 1.2 (the sklearn-1.2 image) with a UserWarning.
+    inconsistent: type[Warning] = getattr(sklearn.exceptions, "InconsistentVersionWarning", UserWarning)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", InconsistentVersionWarning)
+            warnings.filterwarnings("error", category=inconsistent, message=".*version.*")
             model = joblib.load(model_path)
-    except InconsistentVersionWarning as exc:
+    except inconsistent as exc:
         raise ModelError(f"the artifact was pickled by another scikit-learn than its card says: {exc}") from None
     except Exception as exc:
         raise ModelError(f"cannot load {config.model_uri}: {type(exc).__name__}: {exc}") from None

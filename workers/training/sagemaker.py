@@ -17,20 +17,20 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
-import posixpath
 import re
 import tarfile
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from boto3.exceptions import S3UploadFailedError
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
+from workers.archives import extract_model_tar
 from workers.aws import aws_client, aws_errors, translate_client_error
 from workers.errors import BackendError, ConfigError
 from workers.recipes import SUPPORT_FILES, Recipe, validate_parameters
@@ -543,47 +543,6 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     if not bucket or not key:
         raise BackendError(f"{uri!r} is not an s3://bucket/key URI", permanent=True)
     return bucket, key
-
-
-def extract_model_tar(path: Path, dest_dir: Path) -> Path:
-    """Extract the tar at `path` (gzipped or not) into `dest_dir`; returns `dest_dir`.
-
-    Every member is checked before anything is written: absolute paths, `..` components, links that point outside
-    `dest_dir` and device or FIFO members make the whole archive refused.
-    """
-    dest = Path(dest_dir).resolve()
-    try:
-        with tarfile.open(path, mode="r:*") as archive:
-            members = archive.getmembers()
-            for member in members:
-                problem = _member_problem(member)
-                if problem is not None:
-                    raise BackendError(f"refusing to extract {path}: member {member.name!r} {problem}", permanent=True)
-            dest.mkdir(parents=True, exist_ok=True)
-            # The data filter checks again as it writes (and drops set-uid bits and ownership).
-            archive.extractall(dest, members=members, filter="data")
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise BackendError(f"cannot extract {path}: {exc}", permanent=True) from exc
-    return dest
-
-
-def _member_problem(member: tarfile.TarInfo) -> str | None:
-    name = PurePosixPath(member.name)
-    if name.is_absolute() or re.match(r"[A-Za-z]:", member.name):
-        return "has an absolute path"
-    if ".." in name.parts:
-        return "has a '..' component"
-    if member.isdev() or not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
-        return "is not a regular file, directory or link"
-    if member.issym() or member.islnk():
-        if posixpath.isabs(member.linkname):
-            return f"links to the absolute path {member.linkname!r}"
-        # A symlink is relative to its own directory, a hard link to the archive's root.
-        base = posixpath.dirname(member.name) if member.issym() else ""
-        target = posixpath.normpath(posixpath.join(base, member.linkname))
-        if target == ".." or target.startswith("../"):
-            return f"links outside the target directory ({member.linkname!r})"
-    return None
 
 
 def _error_code(exc: ClientError) -> str:
