@@ -776,6 +776,11 @@ class ModelVersionOutput(serializers.ModelSerializer):
             "sha256",
             "size",
             "framework",
+            "framework_version",
+            "compiled_runtime",
+            "compiled_uri",
+            "compiled_sha256",
+            "compiled_check",
             "task",
             "target",
             "input_schema",
@@ -783,6 +788,8 @@ class ModelVersionOutput(serializers.ModelSerializer):
             "metrics",
             "created_at",
         ]
+        # The compiled copy is made and checked at registration; nothing here changes it.
+        read_only_fields = fields
 
 
 class RegisteredModelOutput(serializers.ModelSerializer):

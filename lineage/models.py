@@ -340,6 +340,14 @@ class ModelVersion(WriteOnceModel):
     sha256 = models.CharField(max_length=64)
     size = models.BigIntegerField()
     framework = models.CharField(max_length=50, default="scikit-learn")
+    framework_version = models.CharField(max_length=40, blank=True, help_text="The version it was trained with")
+    # A compiled copy (ONNX) serves instead of the artifact only when it predicted as the original on held-out rows
+    # at registration; compiled_check records that check, accepted or refused.
+    compiled_runtime = models.CharField(max_length=50, blank=True, help_text="e.g. onnxruntime 1.32.0; empty: none")
+    compiled_uri = models.CharField(max_length=1024, blank=True)
+    compiled_key = models.CharField(max_length=1024, blank=True)
+    compiled_sha256 = models.CharField(max_length=64, blank=True)
+    compiled_check = models.JSONField(default=dict, blank=True)
     task = models.CharField(max_length=30, blank=True)
     target = models.CharField(max_length=200, blank=True)
     input_schema = models.JSONField(default=list)

@@ -511,3 +511,40 @@ def project_data_scientists(project: Any) -> list[Any]:
         .filter(groups__name=permissions.DATA_SCIENTIST)
         .distinct()
     )
+
+
+def model_version_runtime(version: ModelVersion) -> str:
+    """One line for people: what serves the model version (its compiled copy or the original), and the check."""
+    original = " ".join(part for part in (version.framework, version.framework_version) if part)
+    check = version.compiled_check or {}
+    if not check:
+        return f"{original} — registered before compiled copies were checked"
+    if version.compiled_runtime and check.get("accepted"):
+        source = str(check.get("sample_source") or "")
+        rows = "held-out rows" if source.startswith("held-out") else f"rows ({source})" if source else "rows"
+        parts = [f"checked on {check.get('sample_rows')} {rows}"]
+        if check.get("max_abs_diff") is not None:
+            parts.append(f"max |difference| {check['max_abs_diff']:.2g}")
+        if check.get("labels_identical"):
+            parts.append("classes identical")
+        return f"{version.compiled_runtime} — " + ", ".join(parts)
+    return f"{original} — compiled copy refused: {check.get('reason') or 'no reason recorded'}"
+
+
+def model_version_serving_image(version: ModelVersion) -> str:
+    """The serving image that can serve the version (one per scikit-learn release, chosen by the recorded one), or
+    why none can: versions registered before the release was recorded fall back to the model card's."""
+    from django.conf import settings
+
+    from serving.images import ImageError, image_tag, serving_image
+
+    release = version.framework_version or str((version.metadata or {}).get("sklearn_version") or "")
+    if not release:
+        return "unknown: the model version does not record its scikit-learn release"
+    try:
+        if settings.SERVING_IMAGE:
+            return serving_image(settings.SERVING_IMAGE, release)
+        return image_tag(release)
+    except ImageError as exc:
+        return f"none: {exc}"
+

@@ -575,6 +575,8 @@ def model_version_detail(request: HttpRequest, project: str, slug: str, number: 
         "lineage/model_version_detail.html",
         {
             "version": version,
+            "serving_runtime": selectors.model_version_runtime(version),
+            "serving_image": selectors.model_version_serving_image(version),
             "graph": layout_graph(selectors.lineage_graph(version.node_id, depth=3)),
             "inputs": version.run.inputs.select_related("dataset_version__dataset__project"),
             "can_launch": permissions.has_permission(request.user, "run.launch"),

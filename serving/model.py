@@ -252,7 +252,7 @@ def load(config: ServingConfig) -> LoadedModel:
         from serving.compiled import OnnxPredictor
 
         try:
-            predictor = OnnxPredictor(compiled, features, classifier=classes is not None, classes=classes)
+            predictor = OnnxPredictor(compiled, features=features, classes=classes)
         except Exception as exc:
             raise ModelError(f"cannot load the compiled model {config.compiled_uri}: {exc}") from None
     return LoadedModel(

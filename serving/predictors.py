@@ -20,16 +20,35 @@ class Feature:
     type: str
 
 
-@dataclass
 class Batch:
     """Rows to predict, by column: float64 arrays for numeric features (NaN for missing), bool arrays for boolean
     ones, object arrays of str (NaN for missing, as the pipeline's imputer expects) for categorical ones; every array
     has `rows` items. When every feature is numeric, `matrix` holds the same values as one float64 array of shape
-    (rows, features), in feature order, for runtimes that take a matrix."""
+    (rows, features), in feature order, for runtimes that take a matrix; a batch made from a matrix and the feature
+    `names` builds its columns only when something asks for them (most requests never do)."""
 
-    columns: dict[str, np.ndarray]
-    rows: int
-    matrix: np.ndarray | None = None
+    __slots__ = ("_columns", "matrix", "names", "rows")
+
+    def __init__(
+        self,
+        columns: dict[str, np.ndarray] | None = None,
+        rows: int = 0,
+        matrix: np.ndarray | None = None,
+        names: list[str] | None = None,
+    ) -> None:
+        if columns is None and (matrix is None or names is None):
+            raise ValueError("a batch needs its columns, or a matrix and the feature names")
+        self._columns = columns
+        self.rows = rows
+        self.matrix = matrix
+        self.names = names
+
+    @property
+    def columns(self) -> dict[str, np.ndarray]:
+        if self._columns is None:
+            assert self.matrix is not None and self.names is not None
+            self._columns = {name: self.matrix[:, i] for i, name in enumerate(self.names)}
+        return self._columns
 
     def frame(self) -> Any:
         import pandas as pd

@@ -171,8 +171,7 @@ class RequestSchema:
     # -- building the batch -------------------------------------------------------------------------------------
 
     def _from_matrix(self, matrix: np.ndarray) -> Batch:
-        columns = {name: matrix[:, i] for i, name in enumerate(self.names)}
-        return Batch(columns=columns, rows=matrix.shape[0], matrix=matrix)
+        return Batch(rows=matrix.shape[0], matrix=matrix, names=self.names)
 
     def _from_values(self, columns: list[list[Any]], rows: int, *, text: bool = False) -> Batch:
         built: dict[str, np.ndarray] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import shutil
 import tempfile
@@ -19,10 +20,12 @@ from lineage.models import (
     RegisteredModel,
     Run,
 )
+from lineage.services.datasets import version_local_files
 from lineage.services.edges import lineage_link
 from lineage.services.runs import (
     training_backend_for,
 )
+from workers.recipes._contract import read_data_file
 from workers.sources import sha256_file
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,8 @@ class ModelArtifact:
     sha256: str
     size: int
     metadata_path: Path
+    # The folder with model.joblib (and the recipe's held-out sample), while the finish's scratch folder lasts.
+    model_dir: Path | None = None
 
     def open_metadata(self) -> Any:
         return self.metadata_path.open()
@@ -51,7 +56,12 @@ def model_artifact_from_job(run: Run, status: Any, *, scratch: Path) -> ModelArt
         metadata = scratch / "model.json"
         shutil.copyfile(model_dir / "model.json", metadata)
         return ModelArtifact(
-            uri=stored.uri, key=stored.key, sha256=stored.sha256, size=stored.size, metadata_path=metadata
+            uri=stored.uri,
+            key=stored.key,
+            sha256=stored.sha256,
+            size=stored.size,
+            metadata_path=metadata,
+            model_dir=model_dir,
         )
     if status.model_uri and status.model_uri.startswith("s3://"):
         backend = training_backend_for(run)
@@ -66,12 +76,85 @@ def model_artifact_from_job(run: Run, status: Any, *, scratch: Path) -> ModelArt
             sha256=sha256_file(tar_path),
             size=tar_path.stat().st_size,
             metadata_path=metadata,
+            model_dir=Path(extracted),
         )
     raise ValidationError({"model": ["the job finished without a model (no model.joblib in the model folder)"]})
 
 
+def model_version_compile(*, run: Run, artifact: ModelArtifact, metadata: dict[str, Any]) -> dict[str, Any]:
+    """A compiled copy of the run's model, checked against the original on held-out rows; the ModelVersion fields to
+    record. Slow (loads the model, converts, predicts, stores): call it from the worker, outside any row lock. Never
+    raises: whatever goes wrong is a refused check, and the original serves."""
+    from serving import compiled  # numpy and scikit-learn: only the worker that registers pays for them
+
+    try:
+        return _compile(run, artifact, metadata)
+    except Exception as exc:  # a compiled copy is an optimisation: it must never fail the run
+        log.warning("run %s: no compiled copy of the model: %s", run.pk, exc, exc_info=True)
+        return {"compiled_check": compiled.refused_check(f"the check failed: {type(exc).__name__}: {exc}")}
+
+
+def _compile(run: Run, artifact: ModelArtifact, metadata: dict[str, Any]) -> dict[str, Any]:
+    import joblib
+
+    from serving import compiled
+
+    refusal = compiled.version_refusal(metadata)
+    model_file = artifact.model_dir / "model.joblib" if artifact.model_dir is not None else None
+    if not refusal and (model_file is None or not model_file.is_file()):
+        refusal = "the artifact has no model.joblib to convert"
+    if refusal:
+        return {"compiled_check": compiled.refused_check(refusal)}
+    assert artifact.model_dir is not None and model_file is not None
+    sample, source = _check_sample(run, artifact.model_dir, metadata)
+    outcome = compiled.compile_model(joblib.load(model_file), metadata, sample, sample_source=source)
+    fields: dict[str, Any] = {"compiled_check": outcome.check}
+    if outcome.onnx is not None:
+        stored = object_store().put_content_addressed(io.BytesIO(outcome.onnx), prefix="models/", suffix=".onnx")
+        fields.update(
+            compiled_runtime=outcome.check["runtime"],
+            compiled_uri=stored.uri,
+            compiled_key=stored.key,
+            compiled_sha256=stored.sha256,
+        )
+    return fields
+
+
+def _check_sample(run: Run, model_dir: Path, metadata: dict[str, Any]) -> tuple[Any, str]:
+    """The recipe's held-out validation rows; for an artifact without them, rows of the run's training input."""
+    import pandas as pd
+
+    from serving import compiled
+
+    features = list(metadata.get("features") or [])
+    named = (metadata.get("holdout_sample") or {}).get("file") or "holdout_sample.csv"
+    holdout = model_dir / Path(str(named)).name
+    if holdout.is_file():
+        return read_data_file(holdout)[features], "held-out validation rows"
+    train = run.inputs.select_related("dataset_version").filter(channel="train").first()
+    if train is None:
+        return None, ""
+    version = train.dataset_version
+    with version_local_files(version) as paths:
+        frames = []
+        for path in paths:
+            frames.append(read_data_file(path, missing_values=version.missing_values or [""]))
+            if sum(len(frame) for frame in frames) >= compiled.SAMPLE_ROWS:
+                break
+    rows = pd.concat(frames, ignore_index=True)[features]
+    rows = rows.sample(n=min(compiled.SAMPLE_ROWS, len(rows)), random_state=0)
+    return rows, "training input rows (the artifact has no held-out sample)"
+
+
 def model_version_register(
-    *, run: Run, artifact_uri: str, artifact_key: str, sha256: str, size: int, metadata: dict[str, Any]
+    *,
+    run: Run,
+    artifact_uri: str,
+    artifact_key: str,
+    sha256: str,
+    size: int,
+    metadata: dict[str, Any],
+    compiled: dict[str, Any] | None = None,
 ) -> ModelVersion:
     """Add the run's model to its registered model as the next version, linked in lineage. Call under the run lock.
 
@@ -120,6 +203,8 @@ def model_version_register(
         classes=metadata.get("classes"),
         metrics=metadata.get("metrics") or {},
         metadata=metadata,
+        framework_version=str(metadata.get("sklearn_version") or "")[:40],
+        **(compiled or {}),
         created_by=run.created_by,
     )
     lineage_link(source=run.node_id, target=version.node_id)
@@ -137,7 +222,14 @@ def model_version_register(
         object_type="model_version",
         object_id=version.pk,
         object_repr=str(version),
-        after={"run": run.pk, "sha256": sha256, "artifact_uri": artifact_uri, "metrics": version.metrics},
+        after={
+            "run": run.pk,
+            "sha256": sha256,
+            "artifact_uri": artifact_uri,
+            "metrics": version.metrics,
+            "compiled_runtime": version.compiled_runtime,
+            "compiled_sha256": version.compiled_sha256,
+        },
     )
     return version
 

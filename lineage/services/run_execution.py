@@ -34,7 +34,7 @@ from lineage.services.datasets import (
     dataset_version_create,
     version_local_files,
 )
-from lineage.services.registry import model_artifact_from_job, model_version_register
+from lineage.services.registry import model_artifact_from_job, model_version_compile, model_version_register
 from lineage.services.runs import (
     RUN_MACHINE,
     cleanup_work_dir,
@@ -418,6 +418,7 @@ def _prepare_model_version(run: Run, status: Any, scratch: Path) -> Callable[[Ru
     artifact = model_artifact_from_job(run, status, scratch=scratch)
     with artifact.open_metadata() as handle:
         metadata = json.load(handle)
+    compiled = model_version_compile(run=run, artifact=artifact, metadata=metadata)
 
     def write(locked: Run) -> str:
         version = model_version_register(
@@ -427,6 +428,7 @@ def _prepare_model_version(run: Run, status: Any, scratch: Path) -> Callable[[Ru
             sha256=artifact.sha256,
             size=artifact.size,
             metadata=metadata,
+            compiled=compiled,
         )
         if version.run_id != locked.pk:
             return f": the model has the same bytes (SHA-256) as {version}, so the run is linked to that version"

@@ -23,10 +23,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import joblib
 import pandas as pd
 import pytest
 from sklearn.datasets import load_breast_cancer, load_diabetes
 
+from serving.compiled import compile_model
 from workers.recipes import get_recipe
 from workers.training import InputFile, JobSpec, LocalTrainingBackend
 
@@ -44,6 +46,12 @@ class Trained:
     card: dict[str, Any]
     sha256: str
     rows: pd.DataFrame  # feature rows (no target)
+    compiled: Path | None = None  # the checked ONNX copy, as registration makes it
+
+    @property
+    def compiled_sha256(self) -> str:
+        assert self.compiled is not None
+        return sha256_file(self.compiled)
 
     @property
     def joblib(self) -> Path:
@@ -119,7 +127,12 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Trained]:
         folder = Path(status.model_dir)
         card = json.loads((folder / "model.json").read_text())
         rows = frames[data].drop(columns=["target"]).head(200)
-        models[job] = Trained(job, folder, card, sha256_file(folder / "model.joblib"), rows)
+        compiled = None
+        outcome = compile_model(joblib.load(folder / "model.joblib"), card, pd.read_csv(folder / "holdout_sample.csv"))
+        if outcome.onnx is not None:
+            compiled = folder / "model.onnx"
+            compiled.write_bytes(outcome.onnx)
+        models[job] = Trained(job, folder, card, sha256_file(folder / "model.joblib"), rows, compiled)
     return models
 
 

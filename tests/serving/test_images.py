@@ -81,3 +81,16 @@ print("ok")
 """
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_the_model_version_names_its_image_from_its_recorded_release(settings) -> None:
+    from lineage.models import ModelVersion
+    from lineage.selectors import model_version_serving_image
+
+    version = ModelVersion(framework_version="1.2.2", metadata={})
+    assert model_version_serving_image(version) == "sklearn-1.2"
+    settings.SERVING_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/serving"
+    assert model_version_serving_image(version) == "123456789012.dkr.ecr.us-east-1.amazonaws.com/serving:sklearn-1.2"
+    older = ModelVersion(framework_version="", metadata={"sklearn_version": "1.9.1"})
+    assert model_version_serving_image(older).endswith(":sklearn-1.9")
+    assert model_version_serving_image(ModelVersion(framework_version="1.4.2")).startswith("none: no serving image")

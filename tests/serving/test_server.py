@@ -215,3 +215,36 @@ def test_a_request_that_never_finishes_gets_408_and_the_connection_closes(traine
     # An idle keep-alive connection is closed after KEEPALIVE_SECONDS, not held forever.
     answer = raw(server, b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n", wait=10)
     assert answer.startswith(b"HTTP/1.1 200 ") and time.monotonic() - started < 9
+
+
+@pytest.mark.parametrize("name", ["logistic", "forest", "linear", "mixed"])
+def test_the_compiled_copy_serves_what_the_original_would(trained: dict[str, Trained], serve, name: str) -> None:
+    model = trained[name]
+    assert model.compiled is not None, f"{name} did not compile"
+    server = serve(model, COMPILED_URI=model.compiled.as_uri(), COMPILED_SHA256=model.compiled_sha256)
+    assert json.loads(call(server, "GET", "/ping")[2])["runtime"].startswith("onnxruntime ")
+    rows = model.rows.head(50)
+    pipeline = joblib.load(model.joblib)
+    csv_body = rows.to_csv(index=False, header=False)  # missing values as empty cells, for the mixed model
+    status, _, body = call(server, "POST", "/invocations", csv_body, "text/csv")
+    answer = json.loads(body)
+    assert status == 200, answer
+    if model.card["task"] == "classification":
+        assert answer["predictions"] == pipeline.predict(rows).tolist()
+        np.testing.assert_allclose(answer["probabilities"], pipeline.predict_proba(rows), atol=1e-5)
+    else:
+        np.testing.assert_allclose(answer["predictions"], pipeline.predict(rows), rtol=1e-5)
+    if model.features == list(model.rows.columns) and name != "mixed":  # the all-numeric fast path agrees too
+        status, fast = invoke(server, {"instances": rows.to_numpy().tolist()})
+        assert status == 200 and fast["predictions"] == answer["predictions"]
+
+
+def test_a_compiled_copy_with_the_wrong_hash_is_refused(trained: dict[str, Trained], tmp_path) -> None:
+    from tests.serving.conftest import server_env, start_server
+
+    model = trained["forest"]
+    assert model.compiled is not None
+    env = server_env(model, COMPILED_URI=model.compiled.as_uri(), COMPILED_SHA256="1" * 64)
+    server = start_server(env, tmp_path, wait=False)
+    assert server.process.wait(timeout=60) == 3
+    assert "refusing to serve" in server.stderr() and "COMPILED_SHA256" in server.stderr()

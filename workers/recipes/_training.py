@@ -25,6 +25,9 @@ REGRESSION = "regression"
 MAX_STEP_POINTS = 100
 # One-hot encoding folds rarer categories into one column, so an id-like column cannot explode the feature count.
 MAX_CATEGORIES = 50
+# Validation rows saved next to the model, on which registration checks a compiled copy against the original.
+HOLDOUT_SAMPLE = "holdout_sample.csv"
+HOLDOUT_SAMPLE_ROWS = 500
 
 
 @dataclass
@@ -271,13 +274,18 @@ def save_model(
     data: TrainingData,
     results: Mapping[str, float],
 ) -> None:
-    """model.joblib (the fitted pipeline) and model.json (what the registry and serving need to know)."""
+    """model.joblib (the fitted pipeline), model.json (what the registry and serving need to know) and a sample of
+    the validation rows' features (rows the model was not fitted on), for the check of a compiled copy."""
     import joblib
     import sklearn
 
     directory = sm.model_dir()
     directory.mkdir(parents=True, exist_ok=True)
     joblib.dump(model, directory / "model.joblib")
+    rows = min(HOLDOUT_SAMPLE_ROWS, len(data.x_validation))
+    sample = data.x_validation.sample(n=rows, random_state=params["seed"]) if rows else data.x_validation
+    # Missing values are written as the empty field, which every reader of our CSVs takes as missing.
+    sample.to_csv(directory / HOLDOUT_SAMPLE, index=False)
     card: dict[str, Any] = {
         "recipe": recipe["name"],
         "recipe_version": recipe["version"],
@@ -288,6 +296,7 @@ def save_model(
         "metrics": dict(results),
         "hyperparameters": dict(params),
         "validation": data.validation_source,
+        "holdout_sample": {"file": HOLDOUT_SAMPLE, "rows": rows},
         "sklearn_version": sklearn.__version__,
         "python_version": platform.python_version(),
     }
