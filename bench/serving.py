@@ -301,8 +301,9 @@ def predict_call(runtime: str, directory: Path) -> Callable[[list[list[float]]],
         predictor = SklearnPredictor(joblib.load(directory / "model.joblib"), classifier=True)
 
         def call(rows: list[list[float]]) -> Any:
-            x = np.asarray(rows, dtype=np.float64)
-            return predictor.predict(Batch(columns={name: x[:, i] for i, name in enumerate(columns)}, rows=len(rows)))
+            # As the request parser builds an all-numeric batch: one matrix, columns made only if asked for.
+            matrix = np.asarray(rows, dtype=np.float64)
+            return predictor.predict(Batch(matrix=matrix, names=columns, rows=len(rows)))
 
         return call
     if runtime == "ours-compiled":
@@ -314,8 +315,8 @@ def predict_call(runtime: str, directory: Path) -> Callable[[list[list[float]]],
         onnx = compiled_copy.OnnxPredictor(directory / "compiled.onnx", features=features, classes=card["classes"])
 
         def compiled(rows: list[list[float]]) -> Any:
-            x = np.asarray(rows, dtype=np.float64)
-            return onnx.predict(Batch(columns={name: x[:, i] for i, name in enumerate(columns)}, rows=len(rows)))
+            matrix = np.asarray(rows, dtype=np.float64)
+            return onnx.predict(Batch(matrix=matrix, names=columns, rows=len(rows)))
 
         return compiled
     raise SystemExit(f"unknown runtime {runtime!r}")
@@ -425,6 +426,22 @@ def floor_env(ctx: Context, port: int) -> dict[str, str]:
     return {"FLOOR_MODEL": str(ctx.model_dir() / "model.joblib")}
 
 
+def floor_onnx_env(ctx: Context, port: int) -> dict[str, str]:
+    return {**floor_env(ctx, port), "FLOOR_ONNX": str(ctx.model_dir() / "compiled.onnx")}
+
+
+def ours_bare_env(ctx: Context, port: int) -> dict[str, str]:
+    env = ours_env(ctx, port, "ours-bare")
+    for name in ("CAPTURE_URL", "METRICS_INGEST_URL", "SERVING_TOKEN", "METRICS_FLUSH_SECONDS"):
+        env.pop(name)
+    env.update(CAPTURE_FRACTION="0", METRICS_SINK="none")
+    return env
+
+
+def missing_compiled(ctx: Context) -> str | None:
+    return None if (ctx.model_dir() / "compiled.onnx").exists() else "no compiled copy"
+
+
 def missing_file(relative: str) -> Callable[[Context], str | None]:
     return lambda ctx: None if (ROOT / relative).exists() else f"{relative} has not landed"
 
@@ -450,6 +467,13 @@ SERVERS = [
         "instances",
         lambda ctx, port: ([str(PROJECT_PYTHON), "-m", "serving"], ours_original_env(ctx, port)),
         lambda ctx: None if (ctx.model_dir() / "compiled.onnx").exists() else "no compiled copy: ours is this",
+    ),
+    Server(
+        "ours-bare",
+        "ours with capture and metrics off (what they cost)",
+        "instances",
+        lambda ctx, port: ([str(PROJECT_PYTHON), "-m", "serving"], ours_bare_env(ctx, port)),
+        missing_file("serving/__main__.py"),
     ),
     Server(
         "mlflow",
@@ -498,6 +522,32 @@ SERVERS = [
             ],
             floor_env(ctx, port),
         ),
+    ),
+    Server(
+        "floor-onnx",
+        f"floor on the compiled copy: bench/serving_floor.py with FLOOR_ONNX, uvicorn {UVICORN_VERSION}",
+        "instances",
+        lambda ctx, port: (
+            [
+                str(ctx.bins["serving-http"] / "uvicorn"),
+                "serving_floor:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+                "--no-access-log",
+                "--lifespan",
+                "off",
+                "--log-level",
+                "warning",
+            ],
+            floor_onnx_env(ctx, port),
+        ),
+        missing_compiled,
     ),
     Server(
         "floor-granian",
@@ -885,10 +935,10 @@ def print_model(model: str, results: list[Result]) -> None:
     print()
     print_rows(rows)
     print()
-    for result in results:
-        if not result.loads:
-            print(f"- {result.server.key}: skipped, {result.note}")
-    print()
+    skipped = [f"- {r.server.key}: skipped, {r.note}" for r in results if not r.loads]
+    if skipped:
+        print("\n".join(skipped))
+        print()
 
 
 def print_goals(results: dict[str, list[Result]]) -> None:
@@ -914,6 +964,15 @@ def print_goals(results: dict[str, list[Result]]) -> None:
             f"lr, concurrency 1: ours p50 {ms(ours.p50)} ms, floor {ms(floor.p50)} ms "
             f"({(ours.p50 - floor.p50) * 1000:+.3f} ms; goal ≤ +0.050)"
         )
+    for model in ("lr", "rf"):
+        ours, floor = load(model, "ours", 16), load(model, "floor-onnx", 16)
+        ours1, floor1 = load(model, "ours", 1), load(model, "floor-onnx", 1)
+        if ours and floor and ours1 and floor1:
+            lines.append(
+                f"{model}, against the floor on the compiled copy: concurrency 16 "
+                f"{ours.requests_per_second / floor.requests_per_second:.2f}× its throughput, concurrency 1 "
+                f"p50 {(ours1.p50 - floor1.p50) * 1000:+.3f} ms"
+            )
     ours, mlflow = load("rf", "ours", 16), load("rf", "mlflow", 16)
     if ours and mlflow:
         lines.append(

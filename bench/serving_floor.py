@@ -6,6 +6,10 @@ pipeline's `predict`, called on the event loop. `GET /ping` answers 200. Nothing
 count, no capture, no metrics, no logging. The pipeline's ColumnTransformer selects its columns by name, so the rows
 become a DataFrame with the model's column names (one float64 block, not copied) before `predict`.
 
+With `FLOOR_ONNX` naming the compiled copy (serving/compiled.py's ONNX file) it predicts with that instead: one
+onnxruntime session, one thread, the rows as one matrix in the graph's `numbers` input, the graph's own label
+output. That is the floor for a server that serves the compiled copy; numeric features only.
+
 Run by bench/serving.py under uvicorn (`--loop uvloop --http httptools --no-access-log`), or under granian as a
 reference for what the HTTP server alone costs.
 """
@@ -24,6 +28,30 @@ MODEL = joblib.load(os.environ["FLOOR_MODEL"])
 COLUMNS = list(MODEL.feature_names_in_)
 WIDTH = len(COLUMNS)
 JSON = [(b"content-type", b"application/json")]
+
+
+def _sklearn(x: np.ndarray) -> Any:
+    return MODEL.predict(pd.DataFrame(x, columns=COLUMNS, copy=False))
+
+
+predict = _sklearn
+if os.environ.get("FLOOR_ONNX"):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    SESSION = onnxruntime.InferenceSession(os.environ["FLOOR_ONNX"], options, providers=["CPUExecutionProvider"])
+    ORDER = SESSION.get_modelmeta().custom_metadata_map["numbers"].split("\x1f")
+    if ORDER != COLUMNS or [i.name for i in SESSION.get_inputs()] != ["numbers"]:
+        raise SystemExit("the ONNX floor handles a graph with one numbers input in the model's column order")
+    DTYPE = np.float32 if SESSION.get_inputs()[0].type == "tensor(float)" else np.float64
+    LABEL = SESSION.get_outputs()[0].name
+
+    def _onnx(x: np.ndarray) -> Any:
+        return SESSION.run([LABEL], {"numbers": x.astype(DTYPE, copy=False)})[0]
+
+    predict = _onnx
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -57,7 +85,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     except (ValueError, TypeError, KeyError) as exc:
         await _answer(send, 400, orjson.dumps({"error": str(exc)}))
         return
-    labels = MODEL.predict(pd.DataFrame(x, columns=COLUMNS, copy=False))
+    labels = predict(x)
     await _answer(send, 200, orjson.dumps({"predictions": labels}, option=orjson.OPT_SERIALIZE_NUMPY))
 
 
