@@ -548,3 +548,19 @@ def model_version_serving_image(version: ModelVersion) -> str:
     except ImageError as exc:
         return f"none: {exc}"
 
+
+def model_version_serving_settings(version: ModelVersion) -> dict[str, str]:
+    """The environment `python -m serving` needs to serve the version: the artifact, its hash, its card, and the
+    checked compiled copy when there is one. Deployments pass these to every revision; the page shows them."""
+    import json
+
+    values = {
+        "MODEL_URI": version.artifact_uri,
+        "MODEL_SHA256": version.sha256,
+        "MODEL_CARD": json.dumps(version.metadata or {}, sort_keys=True, separators=(",", ":")),
+    }
+    if version.compiled_uri and version.compiled_sha256:
+        values["COMPILED_URI"] = version.compiled_uri
+        values["COMPILED_SHA256"] = version.compiled_sha256
+    return values
+

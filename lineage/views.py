@@ -577,6 +577,7 @@ def model_version_detail(request: HttpRequest, project: str, slug: str, number: 
             "version": version,
             "serving_runtime": selectors.model_version_runtime(version),
             "serving_image": selectors.model_version_serving_image(version),
+            "serve_command": _serve_command(selectors.model_version_serving_settings(version)),
             "graph": layout_graph(selectors.lineage_graph(version.node_id, depth=3)),
             "inputs": version.run.inputs.select_related("dataset_version__dataset__project"),
             "can_launch": permissions.has_permission(request.user, "run.launch"),
@@ -584,6 +585,14 @@ def model_version_detail(request: HttpRequest, project: str, slug: str, number: 
             "can_request": permissions.has_permission(request.user, "approval.request"),
         },
     )
+
+
+def _serve_command(values: dict[str, str]) -> str:
+    """A shell command that serves the version on this machine (README, "Serving a model")."""
+    import shlex
+
+    lines = [f"{name}={shlex.quote(value)} \\" for name, value in values.items()]
+    return "\n".join([*lines, "PORT=8080 .venv/bin/python -m serving"])
 
 
 def _standing(version: ModelVersion) -> list[tuple[Any, Any]]:

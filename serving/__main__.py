@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 
 from serving.config import ConfigError, ServingConfig
@@ -20,6 +21,8 @@ log = logging.getLogger("serving")
 
 def main() -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="serving %(levelname)s %(message)s")
+    # Stopped while still loading: nothing is served or queued yet, so a plain exit 0 is the graceful stop.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         config = ServingConfig.from_env()
     except ConfigError as exc:

@@ -109,7 +109,7 @@ class ServingApp:
                 frame = hooks.preprocess(frame)
             except ValueError as exc:
                 raise BadRequest(f"refused by the model's preprocess hook: {exc}") from None
-            to_predict = self._batch_from_frame(frame)
+            to_predict = self._batch_from_frame(frame, batch.rows)
         prediction = self.model.predictor.predict(to_predict)
         if self.capture is not None:
             self.capture.offer(batch, prediction)
@@ -119,10 +119,13 @@ class ServingApp:
             return Response(200, orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY))
         return Response(200, self._encode(prediction))
 
-    def _batch_from_frame(self, frame: Any) -> Batch:
+    def _batch_from_frame(self, frame: Any, rows: int) -> Batch:
         names = self.schema.names
         if list(getattr(frame, "columns", [])) != names:
             raise RuntimeError("the preprocess hook must return a DataFrame with the model's columns, in order")
+        if len(frame) != rows:
+            # Answers are matched to the rows sent, one for one: a hook may change values, never drop rows.
+            raise RuntimeError(f"the preprocess hook returned {len(frame)} rows for the {rows} it was given")
         columns = {name: frame[name].to_numpy() for name in names}
         matrix = None
         if self.schema.numeric_only:
@@ -131,7 +134,8 @@ class ServingApp:
 
     def _labels(self, prediction: Prediction) -> Any:
         labels = prediction.labels
-        return labels.tolist() if isinstance(labels, np.ndarray) and labels.dtype == object else labels
+        # orjson writes numeric and boolean arrays itself; text classes (object or numpy str) go as a list.
+        return labels.tolist() if isinstance(labels, np.ndarray) and labels.dtype.kind not in "biuf" else labels
 
     def _answer(self, prediction: Prediction) -> dict[str, Any]:
         answer: dict[str, Any] = {"predictions": np.asarray(self._labels(prediction)).tolist()}

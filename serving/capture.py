@@ -79,6 +79,10 @@ class Capture:
     def offer(self, batch: Batch, prediction: Prediction) -> None:
         if self.fraction <= 0 or (self.fraction < 1 and self._random.random() >= self.fraction):
             return
+        if len(prediction.labels) != batch.rows:
+            # A misaligned sample would spoil the whole file it lands in: refuse it alone, counted.
+            self.metrics.capture_counted(dropped=batch.rows)
+            return
         with self._lock:
             if self._queued_rows + batch.rows > self.max_queued_rows:
                 dropped = True
@@ -174,8 +178,8 @@ class Capture:
         pq.write_table(pa.table(columns), sink, compression="zstd")
         return sink.getvalue()
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Write everything queued, then stop the writer."""
+    def close(self, timeout: float = 5.0) -> None:
+        """Write everything queued, then stop the writer; what is still queued after `timeout` counts as failed."""
         self._closing.set()
         self._wake.set()
         if self._thread.is_alive():
@@ -183,3 +187,7 @@ class Capture:
         else:
             while self._queue:
                 self._write(self._take(self.batch_rows))
+        if self._thread.is_alive():
+            left = sum(sample.batch.rows for sample in self._take(self.max_queued_rows + self.batch_rows))
+            log.error("capture: the store did not take the last files within %gs; %d rows not written", timeout, left)
+            self.metrics.capture_stored(failed=left)

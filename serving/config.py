@@ -85,7 +85,7 @@ class ServingConfig:
     metrics_flush_seconds: float = 60.0
     metrics_namespace: str = "ControlPlane/Serving"
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    drain_seconds: float = 30.0
+    drain_seconds: float = 15.0
     keepalive_seconds: float = 75.0
     request_timeout_seconds: float = 30.0
     aws_region: str = ""
@@ -143,7 +143,7 @@ class ServingConfig:
             metrics_flush_seconds=_number(env, "METRICS_FLUSH_SECONDS", 60.0, minimum=0.05, maximum=3600),
             metrics_namespace=_text(env, "METRICS_NAMESPACE", "ControlPlane/Serving"),
             max_body_bytes=_whole(env, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, minimum=1024, maximum=1 << 30),
-            drain_seconds=_number(env, "DRAIN_SECONDS", 30.0, minimum=0, maximum=3600),
+            drain_seconds=_number(env, "DRAIN_SECONDS", 15.0, minimum=0, maximum=3600),
             keepalive_seconds=_number(env, "KEEPALIVE_SECONDS", 75.0, minimum=1, maximum=3600),
             request_timeout_seconds=_number(env, "REQUEST_TIMEOUT_SECONDS", 30.0, minimum=0.1, maximum=3600),
             aws_region=_text(env, "AWS_REGION") or _text(env, "AWS_DEFAULT_REGION"),

@@ -27,6 +27,10 @@ from serving.app import Response, ServingApp, error
 log = logging.getLogger("serving")
 
 SWEEP_SECONDS = 1.0
+MAX_URL_BYTES = 8 * 1024
+MAX_HEADER_BYTES = 32 * 1024
+# A client that pipelines requests without reading the answers is cut off once this much waits to be sent.
+MAX_UNREAD_BYTES = 1024 * 1024
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 
 
@@ -131,8 +135,8 @@ class HttpServer:
 
 class Connection(asyncio.Protocol):
     __slots__ = (
-        "server", "app", "loop", "transport", "parser", "url", "content_type", "expect_continue", "body",
-        "body_size", "in_request", "close_after", "closed", "deadline", "paused",
+        "server", "app", "loop", "transport", "parser", "url", "url_size", "header_size", "content_type",
+        "expect_continue", "body", "body_size", "in_request", "close_after", "closed", "deadline", "paused",
     )
 
     def __init__(self, server: HttpServer) -> None:
@@ -141,7 +145,9 @@ class Connection(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.transport: Any = None
         self.parser = httptools.HttpRequestParser(self)
-        self.url = b""
+        self.url: list[bytes] = []
+        self.url_size = 0
+        self.header_size = 0
         self.content_type = b""
         self.expect_continue = False
         self.body: list[bytes] = []
@@ -202,7 +208,9 @@ class Connection(asyncio.Protocol):
     # -- httptools callbacks ------------------------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self.url = b""
+        self.url = []
+        self.url_size = 0
+        self.header_size = 0
         self.content_type = b""
         self.expect_continue = False
         self.body = []
@@ -211,9 +219,18 @@ class Connection(asyncio.Protocol):
         self.deadline = self.loop.time() + self.server.request_timeout_seconds
 
     def on_url(self, url: bytes) -> None:
-        self.url += url
+        # Pieces in a list, and a cap: an endless URL must cost neither quadratic copying nor unbounded memory.
+        self.url_size += len(url)
+        if self.url_size > MAX_URL_BYTES:
+            self._refuse(414, f"the URL is longer than {MAX_URL_BYTES} bytes")
+            raise _Abort
+        self.url.append(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_size += len(name) + len(value)
+        if self.header_size > MAX_HEADER_BYTES:
+            self._refuse(431, f"the request's headers are larger than {MAX_HEADER_BYTES} bytes")
+            raise _Abort
         name = name.lower()
         if name == b"content-type":
             self.content_type = value
@@ -228,6 +245,11 @@ class Connection(asyncio.Protocol):
             self.expect_continue = True
 
     def on_headers_complete(self) -> None:
+        # httptools ends an upgrade (or CONNECT) request at its headers, before any body: refuse it here, or the
+        # request would be answered once without its body and then once more.
+        if self.parser.should_upgrade() or self.parser.get_method() == b"CONNECT":
+            self._refuse(400, "protocol upgrades and CONNECT are not supported")
+            raise _Abort
         if self.expect_continue and not self.closed:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
@@ -243,14 +265,20 @@ class Connection(asyncio.Protocol):
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
         self.body = []
         try:
-            response = self.app.handle(method, self.url.decode("latin-1"), self.content_type.decode("latin-1"), body)
+            url = b"".join(self.url).decode("latin-1")
+            response = self.app.handle(method, url, self.content_type.decode("latin-1"), body)
         except Exception as exc:  # the app answers its own errors; this is a last resort
-            log.exception("handling %s %r failed", method, self.url[:100])
+            log.exception("handling %s failed", method)
             response = error(500, f"the server failed: {type(exc).__name__}")
         keep_alive = self.parser.should_keep_alive() and not self.close_after and not self.server.draining
         self._write(response, keep_alive=keep_alive, head=method == "HEAD")
         if not keep_alive:
             self.transport_close()
+            raise _Abort
+        if self.paused and self.transport.get_write_buffer_size() > MAX_UNREAD_BYTES:
+            log.warning("closing a connection that sent requests without reading %d bytes of answers",
+                        self.transport.get_write_buffer_size())
+            self.transport_close(abort=True)
             raise _Abort
         self.deadline = self.loop.time() + self.server.keepalive_seconds
 

@@ -9,7 +9,7 @@ The portal's ingest format (`METRICS_SINK=portal`, POSTed as JSON to `METRICS_IN
 
     {"format": "controlplane.serving.metrics/1", "service": "…", "revision": "…", "sent_at": "2026-12-01T14:06:02Z",
      "latency_buckets_ms": [0.25, 0.5, …, 10000.0],
-     "minutes": [{"minute": "2026-12-01T14:05:00Z", "requests": 120, "errors": 1, "client_errors": 3,
+     "minutes": [{"minute": "2026-12-01T14:05:00Z", "part": "9f1c…", "requests": 120, "errors": 1, "client_errors": 3,
                   "latency_ms_counts": [… one per bucket, then one for slower than the last …],
                   "latency_ms_sum": 81.2, "rows": 340, "captured_rows": 34, "capture_dropped_rows": 0}]}
 
@@ -17,14 +17,17 @@ The portal's ingest format (`METRICS_SINK=portal`, POSTed as JSON to `METRICS_IN
 predicted. Every figure is a delta since the last send, so the portal adds what arrives for the same minute: with
 the default `METRICS_FLUSH_SECONDS=60` a minute is sent once it has ended (and the part of the current one at
 shutdown); a shorter interval sends the current minute in parts. A send that fails is retried with the next, up to
-`MAX_PENDING_MINUTES` minutes. On AWS (`METRICS_SINK=emf`) each minute is one CloudWatch Embedded
-Metric Format line on stdout instead, with the histogram as EMF's Values/Counts.
+`MAX_PENDING_MINUTES` minutes; each part keeps its `part` id (random, made once) through every retry, so a part the
+portal took but whose answer was lost is recognised when it comes again and added only once. On AWS
+(`METRICS_SINK=emf`) each minute is one CloudWatch Embedded Metric Format line on stdout instead, with the
+histogram as EMF's Values/Counts.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import secrets
 import sys
 import threading
 import time
@@ -42,7 +45,7 @@ BUCKETS_MS: tuple[float, ...] = (
     0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
 )
 MAX_PENDING_MINUTES = 60
-SEND_TIMEOUT_SECONDS = 5.0
+SEND_TIMEOUT_SECONDS = 3.0
 
 
 def _iso(epoch: float) -> str:
@@ -60,10 +63,12 @@ class Minute:
     counts: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS_MS) + 1))
     captured_rows: int = 0
     capture_dropped_rows: int = 0
+    part: str = field(default_factory=lambda: secrets.token_hex(8))
 
     def as_json(self) -> dict[str, Any]:
         return {
             "minute": _iso(self.start),
+            "part": self.part,
             "requests": self.requests,
             "errors": self.errors,
             "client_errors": self.client_errors,
@@ -80,7 +85,7 @@ class Metrics:
 
     def __init__(self, *, service: str, revision: str, runtime: str) -> None:
         self.service = service
-        self.revision = revision
+        self.revision = revision or "unknown"
         self.runtime = runtime
         self.started = time.time()
         self._lock = threading.Lock()
@@ -206,7 +211,7 @@ class PortalSink(Sink):
         self.url = url
         self.token = token
         self.service = service
-        self.revision = revision
+        self.revision = revision or "unknown"
         self.pending: list[Minute] = []
 
     def send(self, minutes: list[Minute]) -> None:
@@ -251,12 +256,12 @@ class EmfSink(Sink):
     def __init__(self, *, namespace: str, service: str, revision: str, stream: TextIO | None = None) -> None:
         self.namespace = namespace
         self.service = service
-        self.revision = revision
+        self.revision = revision or "unknown"  # CloudWatch dimension values cannot be empty
         self.stream = stream
 
     def line(self, minute: Minute) -> str:
-        # Each bucket is reported at its upper edge (the slowest bucket at the last edge), so percentiles read
-        # from CloudWatch are upper bounds, the same as the portal computes from the counts.
+        # Each bucket is reported at its upper edge, so percentiles read from CloudWatch are upper bounds, as the
+        # portal computes them from the counts; requests slower than the last edge are reported at that edge.
         values = [edge for edge, count in zip(BUCKETS_MS, minute.counts, strict=False) if count]
         counts = [count for count in minute.counts[: len(BUCKETS_MS)] if count]
         if minute.counts[-1]:
@@ -273,7 +278,6 @@ class EmfSink(Sink):
                             {"Name": "Requests", "Unit": "Count"},
                             {"Name": "Errors", "Unit": "Count"},
                             {"Name": "ClientErrors", "Unit": "Count"},
-                            {"Name": "Latency", "Unit": "Milliseconds"},
                             {"Name": "CaptureDroppedRows", "Unit": "Count"},
                         ],
                     }
@@ -286,7 +290,8 @@ class EmfSink(Sink):
             "ClientErrors": minute.client_errors,
             "CaptureDroppedRows": minute.capture_dropped_rows,
         }
-        if values:
+        if values:  # declared only when present: a declared metric must have a value in the line
+            record["_aws"]["CloudWatchMetrics"][0]["Metrics"].insert(3, {"Name": "Latency", "Unit": "Milliseconds"})
             record["Latency"] = {"Values": values, "Counts": counts}
         return json.dumps(record, separators=(",", ":"))
 
@@ -305,6 +310,7 @@ class Reporter:
         self.sink = sink
         self.every = every
         self._stop = threading.Event()
+        self._sending = threading.Lock()  # the thread and a stop() whose join timed out must not send at once
         self._thread = threading.Thread(target=self._run, name="metrics-reporter", daemon=True)
 
     def start(self) -> None:
@@ -315,13 +321,14 @@ class Reporter:
             self.flush(include_current=self.every < 60)
 
     def flush(self, *, include_current: bool = False) -> None:
-        try:
-            self.sink.send(self.metrics.take_minutes(now=time.time(), include_current=include_current))
-        except Exception:  # a reporter must never take the server down
-            log.exception("sending metrics failed")
+        with self._sending:
+            try:
+                self.sink.send(self.metrics.take_minutes(now=time.time(), include_current=include_current))
+            except Exception:  # a reporter must never take the server down
+                log.exception("sending metrics failed")
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(timeout=SEND_TIMEOUT_SECONDS * 2)
+            self._thread.join(timeout=SEND_TIMEOUT_SECONDS)
         self.flush(include_current=True)

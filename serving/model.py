@@ -14,6 +14,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import re
 import tarfile
 import tempfile
 from collections.abc import Callable
@@ -84,15 +85,28 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def fetch(uri: str, work_dir: Path, *, region: str, name: str) -> Path:
-    """The artifact at `uri` as a local file: a file:// path as it is, an s3:// object downloaded into `work_dir`
-    through the project's one boto3 client factory."""
+    """The artifact at `uri` as a file of the server's own, in `work_dir`: a file:// path is copied, an s3://
+    object downloaded through the project's one boto3 client factory. The copy is what gets hashed and loaded, so
+    nobody can swap the bytes between the check and the load."""
     parts = urlsplit(uri)
     if parts.scheme == "file":
+        import shutil
+
         path = Path(unquote(parts.path))
         if not path.is_file():
             raise ModelError(f"{name} {uri} does not exist or is not a file")
-        return path
+        target = work_dir / f"{name.lower()}-{path.name}"
+        try:
+            shutil.copyfile(path, target)
+        except OSError as exc:
+            raise ModelError(f"cannot read {name} {uri}: {first_line(exc)}") from None
+        return target
     if parts.scheme == "s3":
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -110,7 +124,7 @@ def fetch(uri: str, work_dir: Path, *, region: str, name: str) -> Path:
             code = exc.response.get("Error", {}).get("Code", "")
             raise ModelError(f"cannot read {name} {uri}: {code or exc}") from None
         except BotoCoreError as exc:
-            raise ModelError(f"cannot read {name} {uri}: {exc}") from None
+            raise ModelError(f"cannot read {name} {uri}: {first_line(exc)}") from None
         return target
     raise ModelError(f"{name} {uri} must start with file:// or s3://")
 
@@ -124,9 +138,9 @@ def verify(path: Path, expected: str, *, name: str, uri: str) -> None:
         )
 
 
-def _version_tuple(version: str) -> tuple[int, ...]:
+def _version_tuple(version: str, parts: int = 2) -> tuple[int, ...]:
     numbers = []
-    for part in version.split(".")[:2]:
+    for part in version.split(".")[:parts]:
         digits = "".join(c for c in part if c.isdigit())
         numbers.append(int(digits or 0))
     return tuple(numbers)
@@ -134,7 +148,10 @@ def _version_tuple(version: str) -> tuple[int, ...]:
 
 def check_framework(card: dict[str, Any]) -> None:
     """The model must be served by the scikit-learn minor release it was trained with: pickles are not portable
-    across releases, and a model that unpickles may still predict differently."""
+    across minor releases, and a model that unpickles may still predict differently. Within a minor release (a
+    model of 1.9.0 on the 1.9.1 image) it is served, with a warning in the log: scikit-learn's patch releases fix
+    bugs without changing what a fitted estimator holds. Each image pins the patch release its training
+    environment uses (1.9.1 as the project, 1.2.1 as SageMaker's 1.2-1 container), so that case is rare."""
     import sklearn
 
     framework = str(card.get("framework") or "scikit-learn")
@@ -150,6 +167,9 @@ def check_framework(card: dict[str, Any]) -> None:
             f"{sklearn.__version__}: serve it with the serving image for scikit-learn {major_minor} "
             f"(tag sklearn-{major_minor}, see docker/serving/README.md)"
         )
+    if _version_tuple(trained, 3) != _version_tuple(sklearn.__version__, 3):
+        log.warning("the model was trained with scikit-learn %s; serving it with %s (same minor release)",
+                    trained, sklearn.__version__)
 
 
 def features_of(card: dict[str, Any]) -> list[Feature]:
@@ -186,7 +206,7 @@ def _load_hooks(path: Path) -> Hooks:
     try:
         spec.loader.exec_module(module)
     except Exception as exc:
-        raise ModelError(f"the package's hooks.py failed to load: {type(exc).__name__}: {exc}") from None
+        raise ModelError(f"the package's hooks.py failed to load: {type(exc).__name__}: {first_line(exc)}") from None
     hooks = Hooks(preprocess=getattr(module, "preprocess", None), postprocess=getattr(module, "postprocess", None))
     for name in ("preprocess", "postprocess"):
         if getattr(hooks, name) is not None and not callable(getattr(hooks, name)):
@@ -227,16 +247,25 @@ def load(config: ServingConfig) -> LoadedModel:
     import joblib
     import sklearn.exceptions
 
-    # scikit-learn 1.3 and later warn with their own class; 1.2 (the sklearn-1.2 image) with a UserWarning.
+    # scikit-learn 1.3 and later warn with their own class; 1.2 (the sklearn-1.2 image) with a UserWarning. A
+    # pickle from another minor release than the card says is refused; a patch difference was allowed above.
     inconsistent: type[Warning] = getattr(sklearn.exceptions, "InconsistentVersionWarning", UserWarning)
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("error", category=inconsistent, message=".*version.*")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", inconsistent)
             model = joblib.load(model_path)
-    except inconsistent as exc:
-        raise ModelError(f"the artifact was pickled by another scikit-learn than its card says: {exc}") from None
     except Exception as exc:
-        raise ModelError(f"cannot load {config.model_uri}: {type(exc).__name__}: {exc}") from None
+        raise ModelError(f"cannot load {config.model_uri}: {type(exc).__name__}: {first_line(exc)}") from None
+    for warning in caught:
+        pickled = getattr(warning.message, "original_sklearn_version", None)
+        if pickled is None and "version" in str(warning.message):
+            match = re.search(r"from version (\S+) when using version", str(warning.message))
+            pickled = match.group(1) if match else None
+        if pickled is not None and _version_tuple(str(pickled)) != _version_tuple(sklearn.__version__):
+            raise ModelError(
+                f"the artifact was pickled by scikit-learn {pickled}, but its card says "
+                f"{card.get('sklearn_version')}: the card does not describe this artifact"
+            )
     if not hasattr(model, "predict"):
         raise ModelError(f"{config.model_uri} holds a {type(model).__name__}, which has no predict()")
     if classes is not None and hasattr(model, "classes_"):
@@ -254,7 +283,7 @@ def load(config: ServingConfig) -> LoadedModel:
         try:
             predictor = OnnxPredictor(compiled, features=features, classes=classes)
         except Exception as exc:
-            raise ModelError(f"cannot load the compiled model {config.compiled_uri}: {exc}") from None
+            raise ModelError(f"cannot load the compiled model {config.compiled_uri}: {first_line(exc)}") from None
     return LoadedModel(
         features=features,
         task=task,

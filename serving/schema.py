@@ -15,7 +15,9 @@ the row and column.
 from __future__ import annotations
 
 import csv
+import io
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +29,10 @@ from serving.predictors import Batch, Feature
 MAX_LISTED = 10
 JSON_TYPES = ("application/json",)
 CSV_TYPES = ("text/csv",)
+# Numbers above float32's range are refused: tree ensembles (and the compiled copies) compute in float32.
+LARGEST = float(np.finfo(np.float32).max)
+# What a CSV number may look like (float() would also take "1_000", "١٢" or "infinity").
+CSV_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 TRUE = frozenset({"true", "1", "yes"})
 FALSE = frozenset({"false", "0", "no"})
 
@@ -107,8 +113,13 @@ class RequestSchema:
                 pass
             else:
                 if matrix.ndim == 2 and matrix.shape[1] == self.width and body.count(b'"') == 2:
-                    if np.isinf(matrix).any():
-                        raise BadRequest("a value is too large to be a number the model can take")
+                    too_large = np.abs(matrix) > LARGEST
+                    if too_large.any():
+                        row, column = (int(i) for i in np.argwhere(too_large)[0])
+                        raise BadRequest(
+                            f"row {row + 1}, column {self.names[column]!r}: {rows[row][column]!r} is too large "
+                            f"(the model takes numbers up to {LARGEST:.4g})"
+                        )
                     return self._from_matrix(matrix)
         columns: list[list[Any]] = [[] for _ in self.features]
         for number, row in enumerate(rows, start=1):
@@ -150,13 +161,20 @@ class RequestSchema:
         except UnicodeDecodeError as exc:
             raise BadRequest(f"the CSV body is not UTF-8: {exc.reason} at byte {exc.start}") from None
         try:
-            rows = [row for row in csv.reader(text.splitlines(), strict=True) if row]
+            rows = list(csv.reader(io.StringIO(text, newline=""), strict=True))
         except csv.Error as exc:
             raise BadRequest(f"the CSV body is malformed: {exc}") from None
+        while rows and not rows[-1]:
+            rows.pop()  # blank lines at the end
         if rows and [cell.strip() for cell in rows[0]] == self.names:
             rows = rows[1:]
         if not rows:
             raise BadRequest("the CSV body has no rows")
+        for number, row in enumerate(rows, start=1):
+            if not row:
+                if self.width != 1:
+                    raise BadRequest(f"CSV row {number} is empty; every row needs {self.width} values")
+                row.append("")  # one column: an empty line is a row whose one value is missing
         columns: list[list[Any]] = [[] for _ in self.features]
         for number, row in enumerate(rows, start=1):
             if len(row) != self.width:
@@ -193,16 +211,22 @@ def _numbers(name: str, values: list[Any], *, text: bool) -> np.ndarray:
             out[row - 1] = math.nan
             continue
         if text:
+            if CSV_NUMBER.fullmatch(value.strip()) is None:
+                raise BadRequest(f"row {row}, column {name!r}: {value[:40]!r} is not a number")
+            number = float(value)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
             try:
                 number = float(value)
-            except ValueError:
-                raise BadRequest(f"row {row}, column {name!r}: {value[:40]!r} is not a number") from None
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            number = float(value)
+            except OverflowError:  # an integer with hundreds of digits
+                number = math.inf
         else:
             raise BadRequest(f"row {row}, column {name!r}: expected a number or null, got {_kind(value)}")
-        if not math.isfinite(number):
-            raise BadRequest(f"row {row}, column {name!r}: {value!r} is not a finite number")
+        if not math.isfinite(number) or abs(number) > LARGEST:
+            shown = value if text else repr(value)
+            raise BadRequest(
+                f"row {row}, column {name!r}: {str(shown)[:40]} is too large (the model takes numbers up to "
+                f"{LARGEST:.4g})"
+            )
         out[row - 1] = number
     return out
 

@@ -92,6 +92,7 @@ JOBS = {
     "forest": ("random_forest", {"target": "target", "seed": 7, "n_estimators": 100}, "cancer"),
     "linear": ("linear_regression", {"target": "target", "seed": 7}, "diabetes"),
     "mixed": ("logistic_regression", {"target": "target", "seed": 7}, "mixed"),
+    "single": ("linear_regression", {"target": "target", "seed": 7}, "single"),
 }
 
 
@@ -102,6 +103,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Trained]:
         "cancer": load_breast_cancer(as_frame=True).frame,
         "diabetes": load_diabetes(as_frame=True).frame,
         "mixed": mixed_frame(),
+        "single": load_diabetes(as_frame=True).frame[["bmi", "target"]],
     }
     for name, frame in frames.items():
         frame.to_csv(base / f"{name}.csv", index=False)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import shutil
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -323,6 +325,26 @@ def test_registration_records_and_stores_the_checked_compiled_copy(
     assert "classes identical" in page
     minor = ".".join(sklearn.__version__.split(".")[:2])
     assert f'data-testid="serving-image"><code>sklearn-{minor}</code>' in page
+    # What the page says to run serves this very version, on its compiled copy.
+    from lineage.selectors import model_version_serving_settings
+    from tests.serving.conftest import start_server
+
+    assert "Serve it yourself" in page and f"MODEL_SHA256={version.sha256}" in page
+    settings = model_version_serving_settings(version)
+    assert settings["COMPILED_SHA256"] == version.compiled_sha256
+    server = start_server({**settings, "HOST": "127.0.0.1"}, tmp_path / "serve")
+    try:
+        rows = frame.drop(columns="target").head(5)
+        request = urllib.request.Request(
+            server.url + "/invocations", data=rows.to_csv(index=False, header=False).encode(),
+            headers={"Content-Type": "text/csv"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert json.loads(answer.read())["predictions"] == pipeline.predict(rows).tolist()
+        with urllib.request.urlopen(server.url + "/ping", timeout=10) as answer:
+            assert json.loads(answer.read())["runtime"] == version.compiled_runtime
+    finally:
+        assert server.stop() == 0
 
     # An artifact without the held-out sample (made before recipes wrote one) is checked on the training input.
     bare = tmp_path / "model"

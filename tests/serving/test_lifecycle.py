@@ -104,6 +104,22 @@ def postprocess(answer, frame):
 '''
 
 
+ROW_DROPPING_HOOK = """
+def preprocess(frame):
+    return frame.iloc[1:]
+"""
+
+
+def test_a_preprocess_hook_that_drops_rows_is_a_server_error_that_says_so(
+    trained: dict[str, Trained], serve, tmp_path: Path
+) -> None:
+    model = trained["logistic"]
+    path = package(model, tmp_path / "pkg", ROW_DROPPING_HOOK)
+    server = serve(model, MODEL_URI=path.as_uri(), MODEL_SHA256=sha256_file(path), MODEL_CARD="")
+    status, answer = invoke(server, {"instances": model.rows.head(3).to_numpy().tolist()})
+    assert status == 500 and "the preprocess hook returned 2 rows for the 3 it was given" in answer["error"]
+
+
 def test_a_model_package_brings_its_card_and_hooks(trained: dict[str, Trained], serve, tmp_path: Path) -> None:
     model = trained["logistic"]
     path = package(model, tmp_path / "pkg", HOOKS)
@@ -198,6 +214,9 @@ def test_metrics_reach_the_ingest_endpoint_with_the_token(trained: dict[str, Tra
     assert body["latency_buckets_ms"] == list(BUCKETS_MS)
     # What met the 503 was kept and sent again: across the accepted POSTs every request counts exactly once.
     minutes = ingest.minutes()
+    # The parts that met the 503 came again with the same ids, so a portal that did take them can tell.
+    retried = {m["part"] for body in refused_posts for m in body["minutes"]}
+    assert retried <= {m["part"] for m in minutes} and len({m["part"] for m in minutes}) == len(minutes)
     assert sum(m["requests"] for m in minutes) == 13
     assert sum(m["client_errors"] for m in minutes) == 1 and sum(m["errors"] for m in minutes) == 0
     assert sum(m["rows"] for m in minutes) == 24
@@ -217,6 +236,9 @@ def test_emf_lines_on_stdout_with_the_aws_setting(trained: dict[str, Trained], s
     assert directive["Namespace"] == "ControlPlane/Serving"
     assert {"Requests", "Errors", "Latency"} <= {m["Name"] for m in directive["Metrics"]}
     assert ["Service", "Revision"] in directive["Dimensions"]
+    for record in records:  # every metric a line declares is in that line
+        declared = [m["Name"] for m in record["_aws"]["CloudWatchMetrics"][0]["Metrics"]]
+        assert all(name in record for name in declared) and record["Revision"] == "r1"
     assert sum(r["Requests"] for r in records) == 7
     latency = [r["Latency"] for r in records if "Latency" in r]
     assert sum(sum(entry["Counts"]) for entry in latency) == 7

@@ -248,3 +248,73 @@ def test_a_compiled_copy_with_the_wrong_hash_is_refused(trained: dict[str, Train
     server = start_server(env, tmp_path, wait=False)
     assert server.process.wait(timeout=60) == 3
     assert "refusing to serve" in server.stderr() and "COMPILED_SHA256" in server.stderr()
+
+
+def test_limits_on_urls_headers_and_upgrades_answer_once(logistic_server: Server) -> None:
+    answer = raw(logistic_server, b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 414 ") and answer.count(b"HTTP/1.1") == 1
+    headers = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"y" * 1000) for i in range(40))
+    answer = raw(logistic_server, b"GET /ping HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+    assert answer.startswith(b"HTTP/1.1 431 ") and answer.count(b"HTTP/1.1") == 1
+    upgrade = b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+    answer = raw(logistic_server, upgrade)
+    assert answer.startswith(b"HTTP/1.1 400 ") and answer.count(b"HTTP/1.1") == 1 and b"upgrades" in answer
+    answer = raw(logistic_server, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 ") and answer.count(b"HTTP/1.1") == 1
+    assert call(logistic_server, "GET", "/ping")[0] == 200
+
+
+def test_numbers_beyond_float32_and_loose_csv_numbers_are_refused(trained: dict[str, Trained], serve) -> None:
+    model = trained["forest"]  # forests compute in float32: 1e300 would be a 500 inside scikit-learn
+    server = serve(model)
+    row = model.rows.iloc[0].tolist()
+    status, answer = invoke(server, {"instances": [row, [*row[:3], 1e300, *row[4:]]]})
+    assert status == 400 and f"row 2, column '{model.features[3]}': 1e+300 is too large" in answer["error"]
+    status, answer = invoke(server, {"inputs": [{**dict(zip(model.features, row, strict=True)), "mean area": -1e39}]})
+    assert status == 400 and "column 'mean area'" in answer["error"] and "too large" in answer["error"]
+    for cell in ("1_000", "١٢", "inf", "nan", "0x10"):
+        body = ",".join([cell] + ["1"] * 29) + "\n"
+        status, _, text = call(server, "POST", "/invocations", body, "text/csv")
+        assert status == 400 and "is not a number" in json.loads(text)["error"], cell
+    two_rows_and_a_gap = ",".join(["1"] * 30) + "\n\n" + ",".join(["1"] * 30)
+    status, _, text = call(server, "POST", "/invocations", two_rows_and_a_gap, "text/csv")
+    assert status == 400 and "CSV row 2 is empty" in json.loads(text)["error"]
+
+
+def test_a_one_column_model_reads_an_empty_csv_line_as_a_missing_value(trained: dict[str, Trained], serve) -> None:
+    model = trained["single"]
+    server = serve(model)
+    status, _, body = call(server, "POST", "/invocations", "0.05\n\n-0.02\n", "text/csv")
+    predictions = json.loads(body)["predictions"]
+    assert status == 200 and len(predictions) == 3
+    pipeline = joblib.load(model.joblib)
+    import pandas as pd
+
+    np.testing.assert_allclose(predictions, pipeline.predict(pd.DataFrame({"bmi": [0.05, None, -0.02]})), rtol=1e-12)
+
+
+def test_text_classes_in_a_numpy_string_array_are_answered(trained: dict[str, Trained], serve, tmp_path) -> None:
+    from sklearn.tree import DecisionTreeClassifier
+
+    from tests.serving.conftest import sha256_file
+
+    source = trained["logistic"]
+    labels = np.where(np.arange(len(source.rows)) % 2 == 0, "even", "odd")  # a numpy <U4 array, not object
+    model = DecisionTreeClassifier(max_depth=3, random_state=0).fit(source.rows.to_numpy(), labels)
+    path = tmp_path / "model.joblib"
+    joblib.dump(model, path)
+    card = {**source.card, "classes": ["even", "odd"]}
+    server = serve(source, MODEL_URI=path.as_uri(), MODEL_SHA256=sha256_file(path), MODEL_CARD=json.dumps(card))
+    status, answer = invoke(server, {"instances": source.rows.head(2).to_numpy().tolist()})
+    assert status == 200 and set(answer["predictions"]) <= {"even", "odd"} and answer["classes"] == ["even", "odd"]
+
+
+def test_a_model_of_another_patch_release_is_served_with_a_warning(trained: dict[str, Trained], serve) -> None:
+    import sklearn
+
+    model = trained["logistic"]
+    major, minor, *_ = sklearn.__version__.split(".")
+    card = {**model.card, "sklearn_version": f"{major}.{minor}.99"}
+    server = serve(model, MODEL_CARD=json.dumps(card))
+    assert invoke(server, {"instances": model.rows.head(1).to_numpy().tolist()})[0] == 200
+    assert f"trained with scikit-learn {major}.{minor}.99; serving it with {sklearn.__version__}" in server.stderr()
