@@ -2,7 +2,7 @@
 
 Run from the repository root:
 
-    .venv/bin/python bench/serving.py                 # both models, every server, 10 s per load; about 15 minutes
+    .venv/bin/python bench/serving.py                 # both models, every server, 10 s per load; about 20 minutes
     .venv/bin/python bench/serving.py --quick         # 2 s per load: a smoke run
     .venv/bin/python bench/serving.py --models lr --servers ours,floor --seconds 5
 
@@ -29,11 +29,15 @@ They are rebuilt when the pins change. What happens:
 
 The servers:
 
-- ours: `python -m serving` from the project's .venv, as deployed: capture on (CAPTURE_FRACTION=0.1 into a temporary
-  file store) and metrics on (METRICS_SINK=portal, posting to a small sink this script runs; METRICS_FLUSH_SECONDS=5,
-  so flushes happen during every measurement rather than once a minute);
+- ours: `python -m serving` from the project's .venv, as deployed: the compiled copy when serving/compiled.py accepted
+  one (COMPILED_URI/COMPILED_SHA256), capture on (CAPTURE_FRACTION=0.1 into a temporary file store) and metrics on
+  (METRICS_SINK=portal, posting to a small sink this script runs; METRICS_FLUSH_SECONDS=5, so flushes happen during
+  every measurement rather than once a minute);
+- ours-original: the same without the compiled copy (the original pipeline serves); ours-bare: ours with capture and
+  metrics off, to show what they cost;
 - mlflow: `mlflow models serve --env-manager local` (its uvicorn, one worker);
-- floor: bench/serving_floor.py on uvicorn with uvloop and httptools, no access log;
+- floor: bench/serving_floor.py on uvicorn with uvloop and httptools, no access log; floor-onnx: the same app on
+  the compiled copy (onnxruntime), the floor for a server that serves it;
 - the HTTP-stack candidates: the serving core (serving/asgi.py) on uvicorn and on granian, with ours' environment,
   and the floor app on granian, which shows what the HTTP server alone changes.
 
