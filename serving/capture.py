@@ -161,20 +161,27 @@ class Capture:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        # Whole arrays at a time: this runs beside the request path, and per-sample Python work holds the GIL.
         columns: dict[str, Any] = {}
-        for name in self.feature_names:
-            parts = [s.batch.columns[name] for s in samples]
-            values = np.concatenate(parts)
-            if values.dtype == object:  # categorical: text with NaN for missing
-                columns[name] = pa.array([v if isinstance(v, str) else None for v in values], type=pa.string())
-            else:
-                columns[name] = pa.array(values)
+        if all(s.batch.matrix is not None for s in samples):
+            matrix = np.concatenate([s.batch.matrix for s in samples])  # type: ignore[misc]
+            for i, name in enumerate(self.feature_names):
+                columns[name] = pa.array(matrix[:, i])
+        else:
+            for name in self.feature_names:
+                values = np.concatenate([s.batch.columns[name] for s in samples])
+                if values.dtype == object:  # categorical: text with NaN for missing
+                    columns[name] = pa.array([v if isinstance(v, str) else None for v in values], type=pa.string())
+                else:
+                    columns[name] = pa.array(values)
         labels = np.concatenate([np.asarray(s.prediction.labels) for s in samples])
-        columns["prediction"] = pa.array(labels.tolist())
+        columns["prediction"] = pa.array(labels.tolist() if labels.dtype.kind not in "biuf" else labels)
         if all(s.prediction.probabilities is not None for s in samples):
-            probabilities = np.concatenate([np.asarray(s.prediction.probabilities).max(axis=1) for s in samples])
-            columns["probability"] = pa.array(probabilities, type=pa.float64())
-        stamps = np.concatenate([np.full(s.batch.rows, int(s.at * 1000), dtype=np.int64) for s in samples])
+            probabilities = np.concatenate([np.asarray(s.prediction.probabilities) for s in samples])
+            columns["probability"] = pa.array(probabilities.max(axis=1), type=pa.float64())
+        stamps = np.repeat(
+            np.array([int(s.at * 1000) for s in samples], dtype=np.int64), [s.batch.rows for s in samples]
+        )
         columns["captured_at"] = pa.array(stamps, type=pa.timestamp("ms", tz="UTC"))
         total = len(stamps)
         columns["service"] = pa.array([self.service] * total, type=pa.string())
