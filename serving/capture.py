@@ -52,9 +52,9 @@ class Capture:
         service: str,
         revision: str,
         metrics: Metrics,
-        batch_rows: int = 1000,
+        batch_rows: int = 5000,
         flush_seconds: float = 60.0,
-        max_queued_rows: int = 10_000,
+        max_queued_rows: int = 20_000,
     ) -> None:
         self.store = store
         self.fraction = fraction

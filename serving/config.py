@@ -76,9 +76,9 @@ class ServingConfig:
     revision: str = "unknown"
     capture_url: str = ""
     capture_fraction: float = 0.0
-    capture_batch_rows: int = 1000
+    capture_batch_rows: int = 5000
     capture_flush_seconds: float = 60.0
-    capture_max_queued_rows: int = 10_000
+    capture_max_queued_rows: int = 20_000
     metrics_sink: str = "none"
     metrics_ingest_url: str = ""
     token: str = field(default="", repr=False)
@@ -139,9 +139,9 @@ class ServingConfig:
             revision=_text(env, "REVISION") or "unknown",
             capture_url=capture_url,
             capture_fraction=fraction,
-            capture_batch_rows=_whole(env, "CAPTURE_BATCH_ROWS", 1000, minimum=1, maximum=1_000_000),
+            capture_batch_rows=_whole(env, "CAPTURE_BATCH_ROWS", 5000, minimum=1, maximum=1_000_000),
             capture_flush_seconds=_number(env, "CAPTURE_FLUSH_SECONDS", 60.0, minimum=0.05, maximum=3600),
-            capture_max_queued_rows=_whole(env, "CAPTURE_MAX_QUEUED_ROWS", 10_000, minimum=1, maximum=10_000_000),
+            capture_max_queued_rows=_whole(env, "CAPTURE_MAX_QUEUED_ROWS", 20_000, minimum=1, maximum=10_000_000),
             metrics_sink=sink,
             metrics_ingest_url=ingest,
             token=token,
