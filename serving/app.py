@@ -33,6 +33,10 @@ class Response:
     content_type: bytes = JSON
 
 
+class ServerError(Exception):
+    """A failure on our side (a package's hook) whose message is worded for the caller; answered 500."""
+
+
 def error(status: int, message: str) -> Response:
     return Response(status, orjson.dumps({"error": message}))
 
@@ -94,7 +98,7 @@ class ServingApp:
             response = self.predict(batch)
         except BadRequest as exc:
             response = error(exc.status, str(exc))
-        except RuntimeError as exc:  # ours, worded for the caller
+        except ServerError as exc:
             log.exception("prediction failed")
             response = error(500, str(exc))
         except Exception as exc:
@@ -114,7 +118,7 @@ class ServingApp:
             except ValueError as exc:
                 raise BadRequest(f"refused by the model's preprocess hook: {exc}") from None
             except Exception as exc:
-                raise RuntimeError(f"the preprocess hook failed: {type(exc).__name__}: {exc}") from exc
+                raise ServerError(f"the preprocess hook failed: {type(exc).__name__}: {exc}") from exc
             to_predict = self._batch_from_frame(frame, batch.rows)
         prediction = self.model.predictor.predict(to_predict)
         if self.capture is not None:
@@ -124,17 +128,17 @@ class ServingApp:
             try:
                 result = hooks.postprocess(answer, frame if frame is not None else batch.frame())
             except Exception as exc:
-                raise RuntimeError(f"the postprocess hook failed: {type(exc).__name__}: {exc}") from exc
+                raise ServerError(f"the postprocess hook failed: {type(exc).__name__}: {exc}") from exc
             return Response(200, orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY))
         return Response(200, self._encode(prediction))
 
     def _batch_from_frame(self, frame: Any, rows: int) -> Batch:
         names = self.schema.names
         if list(getattr(frame, "columns", [])) != names:
-            raise RuntimeError("the preprocess hook must return a DataFrame with the model's columns, in order")
+            raise ServerError("the preprocess hook must return a DataFrame with the model's columns, in order")
         if len(frame) != rows:
             # Answers are matched to the rows sent, one for one: a hook may change values, never drop rows.
-            raise RuntimeError(f"the preprocess hook returned {len(frame)} rows for the {rows} it was given")
+            raise ServerError(f"the preprocess hook returned {len(frame)} rows for the {rows} it was given")
         columns = {name: frame[name].to_numpy() for name in names}
         matrix = None
         if self.schema.numeric_only:
