@@ -577,6 +577,8 @@ def model_version_detail(request: HttpRequest, project: str, slug: str, number: 
             "version": version,
             "serving_runtime": selectors.model_version_runtime(version),
             "serving_image": selectors.model_version_serving_image(version),
+            # Versions registered before the release was recorded have it in their card, or nowhere.
+            "trained_with": version.framework_version or (version.metadata or {}).get("sklearn_version", ""),
             "serve_command": _serve_command(selectors.model_version_serving_settings(version)),
             "graph": layout_graph(selectors.lineage_graph(version.node_id, depth=3)),
             "inputs": version.run.inputs.select_related("dataset_version__dataset__project"),
