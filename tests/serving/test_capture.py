@@ -17,9 +17,11 @@ class StuckStore:
 
     def __init__(self) -> None:
         self.release = threading.Event()
+        self.entered = threading.Event()
         self.keys: list[str] = []
 
     def put(self, key: str, stream, *, content_type: str = "") -> None:
+        self.entered.set()
         self.release.wait(timeout=30)
         self.keys.append(key)
 
@@ -39,7 +41,7 @@ def test_a_stuck_store_drops_and_counts_instead_of_blocking() -> None:
     )
     capture.start()
     capture.offer(*batch(10))  # taken by the writer, which then hangs in put()
-    time.sleep(0.3)
+    assert store.entered.wait(timeout=10)
     started = time.perf_counter()
     for _ in range(20):
         capture.offer(*batch(10))

@@ -259,9 +259,15 @@ def test_sigterm_finishes_requests_in_flight_then_exits_0(
         b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
         % len(body)
     )
-    # Eight clients are halfway through sending a request when the server is told to stop.
+    # Eight clients are halfway through sending a request when the server is told to stop. Each first gets an
+    # answer to a ping, so the server has surely accepted its connection (not left it in the listen backlog).
     sockets = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(8)]
     for sock in sockets:
+        sock.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        while not answer.endswith(b"}"):
+            answer += sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200 ")
         sock.sendall(head + body[: len(body) // 2])
     time.sleep(0.2)
     server.process.send_signal(15)
