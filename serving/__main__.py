@@ -49,6 +49,7 @@ def main() -> int:
         request_timeout_seconds=config.request_timeout_seconds,
         drain_seconds=config.drain_seconds,
         handoff_path=config.handoff_socket,
+        rechoose_seconds=config.handoff_rechoose_seconds,
     )
     runtime.start()
 

@@ -91,6 +91,7 @@ class ServingConfig:
     aws_region: str = ""
     work_dir: str = ""
     handoff_socket: str = ""  # behind serving/router.py: the Unix socket the router passes connections on
+    handoff_rechoose_seconds: float = 30.0  # behind the router: a connection's age at which its client must reconnect
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServingConfig:
@@ -158,4 +159,5 @@ class ServingConfig:
             aws_region=_text(env, "AWS_REGION") or _text(env, "AWS_DEFAULT_REGION"),
             work_dir=_text(env, "SERVING_WORK_DIR"),
             handoff_socket=handoff,
+            handoff_rechoose_seconds=_number(env, "SERVING_HANDOFF_RECHOOSE_SECONDS", 30.0, minimum=0, maximum=86400),
         )

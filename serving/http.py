@@ -12,6 +12,8 @@ Behind serving/router.py (SERVING_HANDOFF_SOCKET set) it also takes connections 
 service's stable address, passed over a Unix socket (SCM_RIGHTS), and serves them as its own. Stopping then closes
 no idle connection at once: each is answered once more with `connection: close` (its client reconnects through the
 router, to the revision serving now), and only a connection left idle for `HANDOFF_IDLE_GRACE_SECONDS` is closed.
+A connection older than SERVING_HANDOFF_RECHOOSE_SECONDS is answered with `connection: close` too, so keep-alive
+clients go back through the router now and then and a canary's weight holds for them, not only for new connections.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class HttpServer:
         request_timeout_seconds: float = 30.0,
         drain_seconds: float = 30.0,
         handoff_path: str = "",
+        rechoose_seconds: float = 0.0,
     ) -> None:
         self.app = app
         self.host = host
@@ -81,6 +84,9 @@ class HttpServer:
         self.request_timeout_seconds = request_timeout_seconds
         self.drain_seconds = drain_seconds
         self.handoff_path = handoff_path
+        # Behind the router: a connection older than this is answered with `connection: close`, so its client
+        # reconnects and the router chooses again by the current weights (0: never).
+        self.rechoose_seconds = rechoose_seconds if handoff_path else 0.0
         self.handoff_connections = 0  # connections received from the router
         self._adopting = 0  # received, not yet connected: the drain waits for them too
         self._handoff: socket.socket | None = None
@@ -241,7 +247,7 @@ class Connection(asyncio.Protocol):
     __slots__ = (
         "server", "app", "loop", "transport", "parser", "url", "url_size", "header_size", "content_type",
         "content_encoding", "expect_continue", "body", "body_size", "in_request", "close_after", "closed",
-        "deadline", "paused",
+        "deadline", "paused", "rechoose_at",
     )
 
     def __init__(self, server: HttpServer) -> None:
@@ -263,6 +269,7 @@ class Connection(asyncio.Protocol):
         self.closed = False
         self.deadline = 0.0
         self.paused = False
+        self.rechoose_at = self.loop.time() + server.rechoose_seconds if server.rechoose_seconds else 0.0
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------------------
 
@@ -388,6 +395,8 @@ class Connection(asyncio.Protocol):
             log.exception("handling %s failed", method)
             response = error(500, f"the server failed: {type(exc).__name__}")
         keep_alive = self.parser.should_keep_alive() and not self.close_after and not self.server.draining
+        if self.rechoose_at and keep_alive and self.loop.time() > self.rechoose_at:
+            keep_alive = False
         self._write(response, keep_alive=keep_alive, head=method == "HEAD")
         if not keep_alive:
             self.transport_close()

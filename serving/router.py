@@ -6,7 +6,9 @@ then serves that connection itself. After the accept the router is off the reque
 request. Chosen by measurement against a reverse proxy on the same stack (docs/benchmarks/serving.md, "Router").
 
 - **Split**: each new connection goes to a revision drawn by weight among the healthy ones, so a canary's share is
-  its share of connections. A keep-alive client stays with its revision until the revision lets it go.
+  its share of connections. A keep-alive client stays with its revision until the revision lets it go: each
+  revision answers a connection older than SERVING_HANDOFF_RECHOOSE_SECONDS (30 s) with `connection: close`, so
+  long-lived clients are chosen again by the current weights.
 - **Health gating**: every revision's `GET /ping` (on its own address) is polled; a revision gets connections only
   after a ping answered 200, and none while its last ping failed.
 - **Drain**: set the revision's weight to 0 (or leave it out), then stop its process (SIGTERM). Stopping behind the
