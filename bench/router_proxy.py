@@ -98,6 +98,8 @@ class Client(asyncio.Protocol):
     def on_message_complete(self) -> None:
         request, self.chunks = b"".join(self.chunks), []
         self.keep_alive = self.parser.should_keep_alive()
+        if not self.keep_alive:  # the client's connection ends here, the pooled one to the revision does not
+            request = request.replace(b"\r\nConnection: close\r\n", b"\r\n", 1)
         pool = self.proxy.choose()
         if pool.idle:
             upstream = pool.idle.popleft()
@@ -118,8 +120,10 @@ class Client(asyncio.Protocol):
 
     def answered(self, answer: bytes) -> None:
         if not self.transport.is_closing():
-            self.transport.write(answer)
-            if not self.keep_alive:
+            if self.keep_alive:
+                self.transport.write(answer)
+            else:
+                self.transport.write(answer.replace(b"\r\n", b"\r\nconnection: close\r\n", 1))
                 self.transport.close()
 
     def failed(self) -> None:
