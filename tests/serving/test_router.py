@@ -356,3 +356,19 @@ def test_drain_finishes_the_requests_in_flight(router, revision, trained) -> Non
     idle.close()
     assert r1.process.wait(timeout=30) == 0
     assert served_by(router.port) == "r2"
+
+
+def test_a_connection_waits_for_the_first_revision_then_gets_503_when_none_comes(router, revision, sockets_dir) -> None:
+    # Nothing ready: the connection is held (up to --hold-seconds, 5) and answered once a revision's ping passes.
+    r1 = revision("r1", wait=False)
+    router.set((r1, 1))
+    assert served_by(router.port) == "r1"
+    assert router.send({"op": "state"})["unavailable"] == 0
+    # A revision that never comes: after the hold the client gets a 503 saying so, not a reset.
+    router.send({"op": "set", "revisions": [
+        {"name": "gone", "address": f"127.0.0.1:{free_port()}", "handoff": str(sockets_dir / "gone.sock"),
+         "weight": 1}]})
+    began = time.monotonic()
+    status, body = get(router.port, "/ping")
+    assert status == 503 and b"no revision" in body and 4 <= time.monotonic() - began < 10
+    assert router.send({"op": "state"})["unavailable"] == 1
