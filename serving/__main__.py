@@ -48,6 +48,8 @@ def main() -> int:
         keepalive_seconds=config.keepalive_seconds,
         request_timeout_seconds=config.request_timeout_seconds,
         drain_seconds=config.drain_seconds,
+        handoff_path=config.handoff_socket,
+        rechoose_seconds=config.handoff_rechoose_seconds,
     )
     runtime.start()
 

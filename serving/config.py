@@ -90,6 +90,8 @@ class ServingConfig:
     request_timeout_seconds: float = 30.0
     aws_region: str = ""
     work_dir: str = ""
+    handoff_socket: str = ""  # behind serving/router.py: the Unix socket the router passes connections on
+    handoff_rechoose_seconds: float = 30.0  # behind the router: a connection's age at which its client must reconnect
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServingConfig:
@@ -127,6 +129,9 @@ class ServingConfig:
             raise ConfigError("CAPTURE_FRACTION is above 0 but CAPTURE_URL (where capture files go) is not set")
         if capture_url and not capture_url.startswith(("file://", "s3://")):
             raise ConfigError(f"CAPTURE_URL={capture_url!r} must start with file:// or s3://")
+        handoff = _text(env, "SERVING_HANDOFF_SOCKET")
+        if len(handoff.encode()) > 100:  # sun_path holds 108 bytes with its terminator; say so rather than fail later
+            raise ConfigError(f"SERVING_HANDOFF_SOCKET={handoff!r} is longer than 100 bytes: use a shorter path")
         return cls(
             model_uri=_uri(env, "MODEL_URI", required=True),
             model_sha256=_sha256(env, "MODEL_SHA256", required=True),
@@ -153,4 +158,6 @@ class ServingConfig:
             request_timeout_seconds=_number(env, "REQUEST_TIMEOUT_SECONDS", 30.0, minimum=0.1, maximum=3600),
             aws_region=_text(env, "AWS_REGION") or _text(env, "AWS_DEFAULT_REGION"),
             work_dir=_text(env, "SERVING_WORK_DIR"),
+            handoff_socket=handoff,
+            handoff_rechoose_seconds=_number(env, "SERVING_HANDOFF_RECHOOSE_SECONDS", 30.0, minimum=0, maximum=86400),
         )

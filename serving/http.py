@@ -7,12 +7,20 @@ limit answered 413 before the body is read, 400 for malformed HTTP, a deadline f
 idle connection, back-pressure when a client does not read its answers, and a graceful stop: on SIGTERM it stops
 accepting, answers `/ping` 503, finishes what is in flight (closing each connection after its current answer), and
 returns once every connection is gone or `DRAIN_SECONDS` have passed.
+
+Behind serving/router.py (SERVING_HANDOFF_SOCKET set) it also takes connections the router accepted on the
+service's stable address, passed over a Unix socket (SCM_RIGHTS), and serves them as its own. Stopping then closes
+no idle connection at once: each is answered once more with `connection: close` (its client reconnects through the
+router, to the revision serving now), and only a connection left idle for `HANDOFF_IDLE_GRACE_SECONDS` is closed.
+A connection older than SERVING_HANDOFF_RECHOOSE_SECONDS is answered with `connection: close` too, so keep-alive
+clients go back through the router now and then and a canary's weight holds for them, not only for new connections.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 import time
@@ -32,6 +40,9 @@ MAX_HEADER_BYTES = 32 * 1024
 # A client that pipelines requests without reading the answers is cut off once this much waits to be sent.
 MAX_UNREAD_BYTES = 1024 * 1024
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
+# Stopping behind the router: how long an idle connection may stay open for one more request (answered with
+# `connection: close`) before it is closed; a client under load sends its next request well within it.
+HANDOFF_IDLE_GRACE_SECONDS = 2.0
 
 
 class _Abort(Exception):
@@ -63,6 +74,8 @@ class HttpServer:
         keepalive_seconds: float = 75.0,
         request_timeout_seconds: float = 30.0,
         drain_seconds: float = 30.0,
+        handoff_path: str = "",
+        rechoose_seconds: float = 0.0,
     ) -> None:
         self.app = app
         self.host = host
@@ -70,6 +83,13 @@ class HttpServer:
         self.keepalive_seconds = keepalive_seconds
         self.request_timeout_seconds = request_timeout_seconds
         self.drain_seconds = drain_seconds
+        self.handoff_path = handoff_path
+        # Behind the router: a connection older than this is answered with `connection: close`, so its client
+        # reconnects and the router chooses again by the current weights (0: never).
+        self.rechoose_seconds = rechoose_seconds if handoff_path else 0.0
+        self.handoff_connections = 0  # connections received from the router
+        self._adopting = 0  # received, not yet connected: the drain waits for them too
+        self._handoff: socket.socket | None = None
         self.connections: set[Connection] = set()
         self.draining = False
         self.clock = _Clock()
@@ -89,6 +109,8 @@ class HttpServer:
                 lambda: Connection(self), self.host, self.port, backlog=2048, reuse_address=True
             )
         self.port = self._server.sockets[0].getsockname()[1]
+        if self.handoff_path:
+            self._listen_for_handoffs()
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
                 loop.add_signal_handler(sig, self.stop)
@@ -108,6 +130,8 @@ class HttpServer:
         log.info("stopping: no new connections; finishing %d open one(s)", len(self.connections))
         if self._server is not None:
             self._server.close()
+        # The hand-off socket stays open while draining: a connection the router passed just before it stopped
+        # choosing this revision must still be answered (once, with `connection: close`), never dropped.
         for connection in list(self.connections):
             connection.drain()
         self._loop.create_task(self._drain())
@@ -115,7 +139,7 @@ class HttpServer:
     async def _drain(self) -> None:
         assert self._loop is not None and self._stopped is not None
         deadline = self._loop.time() + self.drain_seconds
-        while self.connections and self._loop.time() < deadline:
+        while (self.connections or self._adopting) and self._loop.time() < deadline:
             await asyncio.sleep(0.01)
         if self.connections:
             log.warning("stopping: %d connection(s) still open after %gs; closing them", len(self.connections),
@@ -124,6 +148,7 @@ class HttpServer:
                 connection.transport_close(abort=True)
         if self._server is not None:
             await self._server.wait_closed()
+        self._close_handoff()
         self._stopped.set()
 
     def _sweep(self) -> None:
@@ -135,6 +160,71 @@ class HttpServer:
                 connection.expire()
         if not (self._stopped and self._stopped.is_set()):
             self._loop.call_later(SWEEP_SECONDS, self._sweep)
+
+
+    # -- connections handed off by serving/router.py ------------------------------------------------------------
+
+    def _listen_for_handoffs(self) -> None:
+        assert self._loop is not None
+        try:
+            os.unlink(self.handoff_path)
+        except FileNotFoundError:
+            pass
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        listener.bind(self.handoff_path)
+        listener.listen(16)
+        listener.setblocking(False)
+        self._handoff = listener
+        self._loop.add_reader(listener.fileno(), self._accept_router)
+
+    def _accept_router(self) -> None:
+        assert self._loop is not None and self._handoff is not None
+        try:
+            channel, _ = self._handoff.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        channel.setblocking(False)
+        self._loop.add_reader(channel.fileno(), self._receive_connections, channel)
+
+    def _receive_connections(self, channel: socket.socket) -> None:
+        """Each message from the router carries one accepted client socket: serve it as if accepted here."""
+        assert self._loop is not None
+        while True:
+            try:
+                data, fds, _, _ = socket.recv_fds(channel, 64, 16)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data, fds = b"", []
+            if not data and not fds:  # the router closed its end
+                self._loop.remove_reader(channel.fileno())
+                channel.close()
+                return
+            for fd in fds:
+                client = socket.socket(fileno=fd)
+                client.setblocking(False)
+                self.handoff_connections += 1
+                self._adopting += 1
+                self._loop.create_task(self._adopt(client))
+
+    async def _adopt(self, client: socket.socket) -> None:
+        assert self._loop is not None
+        try:
+            await self._loop.connect_accepted_socket(lambda: Connection(self), client)
+        except OSError:  # the client went away while it was being passed
+            client.close()
+        finally:
+            self._adopting -= 1
+
+    def _close_handoff(self) -> None:
+        if self._handoff is not None and self._loop is not None:
+            self._loop.remove_reader(self._handoff.fileno())
+            self._handoff.close()
+            self._handoff = None
+            try:
+                os.unlink(self.handoff_path)
+            except FileNotFoundError:
+                pass
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -157,7 +247,7 @@ class Connection(asyncio.Protocol):
     __slots__ = (
         "server", "app", "loop", "transport", "parser", "url", "url_size", "header_size", "content_type",
         "content_encoding", "expect_continue", "body", "body_size", "in_request", "close_after", "closed",
-        "deadline", "paused",
+        "deadline", "paused", "rechoose_at",
     )
 
     def __init__(self, server: HttpServer) -> None:
@@ -179,6 +269,7 @@ class Connection(asyncio.Protocol):
         self.closed = False
         self.deadline = 0.0
         self.paused = False
+        self.rechoose_at = self.loop.time() + server.rechoose_seconds if server.rechoose_seconds else 0.0
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------------------
 
@@ -192,6 +283,10 @@ class Connection(asyncio.Protocol):
                 pass
         self.server.connections.add(self)
         if self.server.draining:
+            if self.server.handoff_path:  # passed by the router before it stopped choosing us: answer it once
+                self.close_after = True
+                self.deadline = self.loop.time() + HANDOFF_IDLE_GRACE_SECONDS
+                return
             self.transport_close()
             return
         self.deadline = self.loop.time() + self.server.keepalive_seconds
@@ -300,6 +395,8 @@ class Connection(asyncio.Protocol):
             log.exception("handling %s failed", method)
             response = error(500, f"the server failed: {type(exc).__name__}")
         keep_alive = self.parser.should_keep_alive() and not self.close_after and not self.server.draining
+        if self.rechoose_at and keep_alive and self.loop.time() > self.rechoose_at:
+            keep_alive = False
         self._write(response, keep_alive=keep_alive, head=method == "HEAD")
         if not keep_alive:
             self.transport_close()
@@ -353,9 +450,14 @@ class Connection(asyncio.Protocol):
             self.transport_close()
 
     def drain(self) -> None:
-        """The server is stopping: close now if idle, else after the answer to the request in flight."""
+        """The server is stopping: close now if idle, else after the answer to the request in flight. Behind the
+        router an idle connection is kept for one more request (see HANDOFF_IDLE_GRACE_SECONDS): closing it now
+        could cross a request its client is sending, which would then fail."""
         if self.in_request:
             self.close_after = True
+        elif self.server.handoff_path:
+            self.close_after = True
+            self.deadline = min(self.deadline, self.loop.time() + HANDOFF_IDLE_GRACE_SECONDS)
         else:
             self.transport_close()
 
