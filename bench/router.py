@@ -67,13 +67,7 @@ class Proc:
         return float(bs.group_cpu_seconds(self.proc.pid))
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        bs.stop_group(self.proc)
 
 
 def start(name: str, argv: list[str], env: dict[str, str], core: int, port: int, log: Path) -> Proc:
