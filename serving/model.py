@@ -10,7 +10,6 @@ optionally, `hooks.py` with the package's own pre- and post-processing (see `Hoo
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
@@ -29,7 +28,6 @@ from serving.predictors import Feature, Predictor, SklearnPredictor
 log = logging.getLogger("serving")
 
 FEATURE_TYPES = ("numeric", "boolean", "categorical")
-CHUNK = 1024 * 1024
 
 
 class ModelError(Exception):
@@ -78,14 +76,6 @@ class LoadedModel:
         return all(feature.type == "numeric" for feature in self.features)
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -131,7 +121,9 @@ def fetch(uri: str, work_dir: Path, *, region: str, name: str) -> Path:
 
 
 def verify(path: Path, expected: str, *, name: str, uri: str) -> None:
-    actual = sha256_of(path)
+    from workers.sources import sha256_file
+
+    actual = sha256_file(path)
     if actual != expected:
         raise ModelError(
             f"refusing to serve {uri}: its SHA-256 is {actual}, but {name} says {expected} "
@@ -139,12 +131,14 @@ def verify(path: Path, expected: str, *, name: str, uri: str) -> None:
         )
 
 
-def _version_tuple(version: str, parts: int = 2) -> tuple[int, ...]:
-    numbers = []
-    for part in version.split(".")[:parts]:
-        digits = "".join(c for c in part if c.isdigit())
-        numbers.append(int(digits or 0))
-    return tuple(numbers)
+def same_minor_release(a: str, b: str) -> bool:
+    """Whether two scikit-learn versions are the same minor release (serving/images.py parses them)."""
+    from serving.images import ImageError, sklearn_minor
+
+    try:
+        return sklearn_minor(a) == sklearn_minor(b)
+    except ImageError:
+        return False
 
 
 def check_framework(card: dict[str, Any]) -> None:
@@ -163,7 +157,7 @@ def check_framework(card: dict[str, Any]) -> None:
     trained = str(card.get("sklearn_version") or "")
     if not trained:
         raise ModelError("the model card does not say which scikit-learn trained the model (sklearn_version)")
-    if _version_tuple(trained) != _version_tuple(sklearn.__version__):
+    if not same_minor_release(trained, sklearn.__version__):
         try:
             advice = f"serve it with the serving image tagged {image_tag(trained)} (docker/serving/README.md)"
         except ImageError as exc:
@@ -172,7 +166,7 @@ def check_framework(card: dict[str, Any]) -> None:
             f"the model was trained with scikit-learn {trained}, but this server has scikit-learn "
             f"{sklearn.__version__}: {advice}"
         )
-    if _version_tuple(trained, 3) != _version_tuple(sklearn.__version__, 3):
+    if trained != sklearn.__version__:
         log.warning("the model was trained with scikit-learn %s; serving it with %s (same minor release)",
                     trained, sklearn.__version__)
 
@@ -279,7 +273,7 @@ def load(config: ServingConfig) -> LoadedModel:
         if pickled is None and "version" in str(warning.message):
             match = re.search(r"from version (\S+) when using version", str(warning.message))
             pickled = match.group(1) if match else None
-        if pickled is not None and _version_tuple(str(pickled)) != _version_tuple(sklearn.__version__):
+        if pickled is not None and not same_minor_release(str(pickled), sklearn.__version__):
             raise ModelError(
                 f"the artifact was pickled by scikit-learn {pickled}, but its card says "
                 f"{card.get('sklearn_version')}: the card does not describe this artifact"

@@ -7,7 +7,6 @@ keeps what the servers POST (the portal side comes with the monitoring issue).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -30,6 +29,7 @@ from sklearn.datasets import load_breast_cancer, load_diabetes
 
 from serving.compiled import compile_model
 from workers.recipes import get_recipe
+from workers.sources import sha256_file
 from workers.training import InputFile, JobSpec, LocalTrainingBackend
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,10 +64,6 @@ class Trained:
     @property
     def features(self) -> list[str]:
         return list(self.card["features"])
-
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def mixed_frame() -> pd.DataFrame:
