@@ -87,7 +87,6 @@ class HttpServer:
         # Behind the router: a connection older than this is answered with `connection: close`, so its client
         # reconnects and the router chooses again by the current weights (0: never).
         self.rechoose_seconds = rechoose_seconds if handoff_path else 0.0
-        self.handoff_connections = 0  # connections received from the router
         self._adopting = 0  # received, not yet connected: the drain waits for them too
         self._handoff: socket.socket | None = None
         self.connections: set[Connection] = set()
@@ -203,7 +202,6 @@ class HttpServer:
             for fd in fds:
                 client = socket.socket(fileno=fd)
                 client.setblocking(False)
-                self.handoff_connections += 1
                 self._adopting += 1
                 self._loop.create_task(self._adopt(client))
 
