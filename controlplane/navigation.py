@@ -17,6 +17,7 @@ NAVIGATION: list[tuple[str, str, str]] = [
     ("Models", "model-list", "model.view"),
     ("Environments", "environment-list", "environment.view"),
     ("Approvals", "approval-queue", "approval.view"),
+    ("Services", "service-list", "service.view"),
     ("Audit log", "audit-list", "audit.view"),
     ("API", "api-docs", "apidocs.view"),
     ("Status", "system-status", "system.view"),

@@ -37,6 +37,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "approval.view": ANY_ROLE,
     "approval.request": frozenset({DATA_SCIENTIST, ADMIN}),
     "approval.decide": frozenset({APPROVER, ADMIN}),
+    "service.view": ANY_ROLE,
+    "deployment.deploy": frozenset({APPROVER, ADMIN}),
+    "deployment.rollback": frozenset({APPROVER, ADMIN}),
 }
 
 

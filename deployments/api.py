@@ -34,6 +34,11 @@ def _ranged(name: str, help_text: str) -> ServiceCheckedInteger:
     return ServiceCheckedInteger(required=False, min_value=low, max_value=high, help_text=f"{help_text} ({low}-{high})")
 
 
+def _number(name: str, help_text: str) -> serializers.FloatField:
+    low, high, what = services.NUMBER_RANGES[name]
+    return serializers.FloatField(required=False, help_text=f"{help_text}: {what}")
+
+
 # --- environments ---------------------------------------------------------------------------------------------
 
 
@@ -64,7 +69,23 @@ class EnvironmentChangeInput(BodyInput):
     )
     allow_override = Flag(required=False, help_text="A request whose gates fail may still be decided, with a reason")
     request_ttl_days = _ranged("request_ttl_days", "Days an open request stays open")
-    bake_minutes = _ranged("bake_minutes", "Minutes a new deployment bakes before it counts as succeeded")
+    bake_minutes = _number("bake_minutes", "Minutes a new revision bakes (watched) before it is kept")
+    deploy_on_approval = Flag(required=False, help_text="Deploy a version as soon as it is approved here")
+    strategy = Choice(
+        choices=list(services.STRATEGIES), required=False, help_text="How traffic moves to a new revision"
+    )
+    canary_percent = _number("canary_percent", "A canary's share of traffic while it bakes")
+    linear_step_percent = _number("linear_step_percent", "Each linear step's share of traffic")
+    linear_interval_minutes = _number("linear_interval_minutes", "Minutes between linear steps")
+    autoscaling_metric = Choice(
+        choices=["", *services.AUTOSCALING_METRICS],
+        required=False,
+        allow_blank=True,
+        help_text="Target tracking on the aws backend: requests or cpu; empty for none",
+    )
+    autoscaling_target = serializers.FloatField(
+        required=False, allow_null=True, help_text="Requests per task per minute, or average CPU %"
+    )
     objective_p99_latency_ms = serializers.FloatField(required=False, allow_null=True)
     objective_error_rate = serializers.FloatField(required=False, allow_null=True, help_text="A fraction")
     objective_drift_share = serializers.FloatField(required=False, allow_null=True, help_text="A fraction")

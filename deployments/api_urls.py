@@ -1,6 +1,6 @@
 from django.urls import path
 
-from deployments import api
+from deployments import api, deploy_api
 
 urlpatterns = [
     path("environments/", api.EnvironmentListApi.as_view(), name="api-environment-list"),
@@ -22,4 +22,10 @@ urlpatterns = [
         api.ModelVersionApprovalsApi.as_view(),
         name="api-model-version-approvals",
     ),
+    path("services/", deploy_api.ServiceListApi.as_view(), name="api-service-list"),
+    path("services/<int:pk>/", deploy_api.ServiceDetailApi.as_view(), name="api-service-detail"),
+    path("services/<int:pk>/rollback/", deploy_api.ServiceRollbackApi.as_view(), name="api-service-rollback"),
+    path("services/<int:pk>/scale/", deploy_api.ServiceScaleApi.as_view(), name="api-service-scale"),
+    path("deployments/", deploy_api.DeploymentListApi.as_view(), name="api-deployment-list"),
+    path("deployments/<int:pk>/", deploy_api.DeploymentDetailApi.as_view(), name="api-deployment-detail"),
 ]

@@ -70,8 +70,43 @@ class EnvironmentForm(forms.Form):
         label="Request expires after (days)",
         help_text="An open request nobody decides expires (1 to 365).",
     )
-    bake_minutes = forms.IntegerField(
-        initial=10, label="Bake time (minutes)", help_text="How long a new deployment is watched before it counts."
+    bake_minutes = forms.FloatField(
+        initial=10,
+        label="Bake time (minutes)",
+        help_text="How long a new revision is watched against the objectives before it is kept (0 to 1440).",
+    )
+    deploy_on_approval = forms.BooleanField(
+        required=False,
+        label="Deploy on approval",
+        help_text="Deploy a version as soon as it is approved here; otherwise an approver clicks Deploy.",
+    )
+    strategy = forms.ChoiceField(
+        choices=[
+            ("all_at_once", "All at once (blue/green)"),
+            ("canary", "Canary, then all"),
+            ("linear", "Linear steps"),
+            ("rolling", "Rolling (ECS replaces tasks as new ones pass health checks)"),
+        ],
+        initial="all_at_once",
+        label="Deployment strategy",
+    )
+    canary_percent = forms.FloatField(
+        initial=10, label="Canary share (%)", help_text="A canary's share of traffic while it bakes (1 to 99)."
+    )
+    linear_step_percent = forms.FloatField(
+        initial=25, label="Linear step (%)", help_text="Traffic moved at each linear step (1 to 99)."
+    )
+    linear_interval_minutes = forms.FloatField(
+        initial=1, label="Linear step every (minutes)", help_text="Minutes between linear steps."
+    )
+    autoscaling_metric = forms.ChoiceField(
+        required=False,
+        choices=[("", "None"), ("requests", "Requests per task"), ("cpu", "Average CPU %")],
+        label="Autoscaling (aws)",
+        help_text="Target tracking between the desired count's bounds, on the aws backend.",
+    )
+    autoscaling_target = forms.FloatField(
+        required=False, label="Autoscaling target", help_text="Requests per task per minute, or CPU %."
     )
     objective_p99_latency_ms = forms.FloatField(
         required=False, label="Objective: p99 latency (ms)", help_text="Empty for none."

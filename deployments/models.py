@@ -31,11 +31,29 @@ class Environment(models.Model):
         default=False, help_text="A request whose gates fail may still be decided, with a written reason"
     )
     request_ttl_days = models.PositiveSmallIntegerField(default=default_request_ttl_days)
-    bake_minutes = models.PositiveIntegerField(default=10)
+    bake_minutes = models.FloatField(default=10, help_text="Minutes a new revision is watched before it is kept")
     objective_p99_latency_ms = models.FloatField(null=True, blank=True)
     objective_error_rate = models.FloatField(null=True, blank=True, help_text="A fraction: 0.01 is 1%")
     objective_drift_share = models.FloatField(
         null=True, blank=True, help_text="The share of features allowed to drift, a fraction"
+    )
+    # How approved versions reach the environment's service: at once on approval, or with Deploy later.
+    deploy_on_approval = models.BooleanField(
+        default=False, help_text="Deploy a version as soon as it is approved for this environment"
+    )
+    strategy = models.CharField(
+        max_length=20,
+        default="all_at_once",
+        help_text="rolling, all_at_once, canary or linear (ECS's own deployment strategies)",
+    )
+    canary_percent = models.FloatField(default=10.0, help_text="A canary's share of traffic while it bakes, 1-99")
+    linear_step_percent = models.FloatField(default=25.0, help_text="Each linear step's share of traffic, 1-99")
+    linear_interval_minutes = models.FloatField(default=1.0, help_text="Minutes between linear steps")
+    autoscaling_metric = models.CharField(
+        max_length=20, blank=True, help_text="Target tracking on the aws backend: requests, cpu, or empty for none"
+    )
+    autoscaling_target = models.FloatField(
+        null=True, blank=True, help_text="Requests per task per minute, or average CPU %, to keep near"
     )
     min_desired_count = models.PositiveSmallIntegerField(default=1)
     max_desired_count = models.PositiveSmallIntegerField(default=4)
@@ -167,3 +185,160 @@ class ApprovalDecision(WriteOnceModel):
 
     def __str__(self) -> str:
         return f"{self.approver} {self.verdict}s request {self.request_id}"
+
+
+class Service(models.Model):
+    """One registered model served in one environment, created on its first deployment. Its stable address stays
+    the same across deployments and rollbacks; `current_deployment` is the one whose revision serves all traffic."""
+
+    registered_model = models.ForeignKey("lineage.RegisteredModel", on_delete=models.PROTECT, related_name="services")
+    environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="services")
+    # The backend's name for it (the ECS service and task definition family, the local router's folder).
+    name = models.SlugField(max_length=40, unique=True)
+    backend = models.CharField(max_length=20, help_text="local or aws, fixed when the service is created")
+    desired_count = models.PositiveSmallIntegerField(default=1)
+    address = models.CharField(max_length=300, blank=True, help_text="The stable address, once the backend has one")
+    current_deployment = models.ForeignKey(
+        "Deployment", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Scaling asked for and not applied yet (a worker applies it): the desired count it asked for.
+    scale_pending = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["environment__order", "registered_model__slug"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["registered_model", "environment"], name="service_one_per_model_environment"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+ACTIVE_DEPLOYMENT_STATUSES = ("pending", "in_progress", "baking")
+
+
+class Deployment(models.Model):
+    """A revision of a service put in place: `pending → in_progress → baking → succeeded | failed | rolled_back`,
+    only through deployments.services.DEPLOYMENT_MACHINE. A rollback is a deployment too (kind `rollback`): of the
+    revision that last succeeded before the current one."""
+
+    class Kind(models.TextChoices):
+        DEPLOY = "deploy", "deploy"
+        ROLLBACK = "rollback", "rollback"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "pending"
+        IN_PROGRESS = "in_progress", "in progress"
+        BAKING = "baking", "baking"
+        SUCCEEDED = "succeeded", "succeeded"
+        FAILED = "failed", "failed"
+        ROLLED_BACK = "rolled_back", "rolled back"
+
+    class Strategy(models.TextChoices):
+        ROLLING = "rolling", "rolling"
+        ALL_AT_ONCE = "all_at_once", "all at once"
+        CANARY = "canary", "canary"
+        LINEAR = "linear", "linear"
+
+    service = models.ForeignKey(Service, on_delete=models.PROTECT, related_name="deployments")
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.DEPLOY)
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="deployments")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    status_reason = models.TextField(blank=True)
+    # Who asked (None: the system, on approval or on a breached objective) and why.
+    initiated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    reason = models.TextField()
+    approval_request = models.ForeignKey(
+        ApprovalRequest, null=True, blank=True, on_delete=models.PROTECT, related_name="deployments"
+    )
+    # The deployment whose revision served when this one began: traffic goes back to it on a rollback.
+    replaces = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    # For a rollback: the deployment rolled back (stopped mid-bake, or finished and undone).
+    rollback_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="rollbacks")
+    # The rollout, copied from the environment when created.
+    strategy = models.CharField(max_length=20, choices=Strategy.choices, default=Strategy.ALL_AT_ONCE)
+    canary_percent = models.FloatField(default=10.0)
+    linear_step_percent = models.FloatField(default=25.0)
+    linear_interval_minutes = models.FloatField(default=1.0)
+    bake_minutes = models.FloatField(default=0.0)
+    objectives = models.JSONField(default=dict, blank=True)
+    desired_count = models.PositiveSmallIntegerField(default=1)
+    # What the backend made: the revision (an ECS task definition ARN, a local revision name) and its rollout id.
+    revision = models.CharField(max_length=300, blank=True)
+    backend_handle = models.JSONField(default=dict, blank=True)
+    # The backend's latest word on the rollout (phase, traffic share, counts, time to next step), and the
+    # objectives' latest values while it bakes.
+    progress = models.JSONField(default=dict, blank=True)
+    objective_status = models.JSONField(default=dict, blank=True)
+    # The objective that was breached, with its value and threshold, when the system rolled it back.
+    breach = models.JSONField(default=dict, blank=True)
+    seen_events = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    baking_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Claimed work (controlplane.transitions) and the poll chain (as a run's).
+    attempt = models.PositiveIntegerField(default=0)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    poll_generation = models.PositiveIntegerField(default=0)
+    poll_tick = models.PositiveIntegerField(default=0)
+    last_polled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # A second deployment of a service while one is active: the database lets exactly one in.
+            models.UniqueConstraint(
+                fields=["service"],
+                condition=Q(status__in=list(ACTIVE_DEPLOYMENT_STATUSES)),
+                name="deployment_one_active_per_service",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["service", "-created_at"], name="deployment_timeline"),
+            models.Index(fields=["status", "last_polled_at"], name="deployment_active_poll"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.pk} of {self.model_version} to {self.service}"
+
+    @property
+    def node_id(self) -> str:
+        return f"deployment:{self.pk}"
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE_DEPLOYMENT_STATUSES
+
+    @property
+    def done(self) -> bool:
+        return not self.active
+
+
+class DeploymentEvent(WriteOnceModel):
+    """A deployment's transition or a backend event it reported (tasks starting, health checks, traffic moves).
+    Append-only."""
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.PROTECT, related_name="events")
+    action = models.CharField(max_length=40)
+    from_status = models.CharField(max_length=20, blank=True)
+    to_status = models.CharField(max_length=20, blank=True)
+    reason = models.TextField(blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    attempt = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["deployment", "created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.deployment_id}: {self.action}"

@@ -9,7 +9,15 @@ from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 
-from deployments.models import ApprovalDecision, ApprovalRequest, Environment, GateResult
+from deployments.models import (
+    ACTIVE_DEPLOYMENT_STATUSES,
+    ApprovalDecision,
+    ApprovalRequest,
+    Deployment,
+    Environment,
+    GateResult,
+    Service,
+)
 from lineage.models import ModelVersion
 
 
@@ -31,8 +39,11 @@ def approved_environment_names(*, model_version: ModelVersion) -> list[str]:
 
 
 def baseline_version(*, registered_model_id: int, environment: Environment) -> ModelVersion | None:
-    """The version a candidate is compared against in `environment`: the one serving there (once deployments
-    exist), else the one most recently approved for it."""
+    """The version a candidate is compared against in `environment`: the one serving there, else (nothing deployed
+    yet) the one most recently approved for it."""
+    serving = serving_version(registered_model_id=registered_model_id, environment=environment)
+    if serving is not None:
+        return serving
     latest = (
         ApprovalRequest.objects.filter(
             environment=environment, status="approved", model_version__registered_model_id=registered_model_id
@@ -180,3 +191,96 @@ def with_counts(requests: QuerySet[ApprovalRequest]) -> QuerySet[ApprovalRequest
         gates_passed_count=_count_of(GateResult.objects.filter(passed=True)),
         approval_count=_count_of(ApprovalDecision.objects.filter(verdict="approve")),
     )
+
+
+# --- services and deployments -----------------------------------------------------------------------------------
+
+
+def serving_version(*, registered_model_id: int, environment: Environment) -> ModelVersion | None:
+    """The version whose revision serves all of the model's traffic in `environment`, if it is deployed."""
+    service = (
+        Service.objects.filter(registered_model_id=registered_model_id, environment=environment)
+        .select_related("current_deployment__model_version__registered_model__project")
+        .first()
+    )
+    if service is None or service.current_deployment is None:
+        return None
+    return service.current_deployment.model_version
+
+
+def service_filter_problems(*, project: str = "", environment: str = "") -> dict[str, list[str]]:
+    return approval_filter_problems(project=project, environment=environment)
+
+
+def service_list(*, project: str = "", environment: str = "", model: str = "") -> QuerySet[Service]:
+    services = Service.objects.select_related(
+        "registered_model__project", "environment", "current_deployment__model_version"
+    )
+    if project:
+        services = services.filter(registered_model__project__slug=project)
+    if environment:
+        services = services.filter(environment__name=environment)
+    if model:
+        services = services.filter(registered_model__slug=model)
+    return services.annotate(
+        active_status=Subquery(
+            Deployment.objects.filter(service=OuterRef("pk"), status__in=ACTIVE_DEPLOYMENT_STATUSES).values("status")[
+                :1
+            ]
+        )
+    )
+
+
+def service_by_id(pk: Any) -> Service | None:
+    try:
+        key = int(str(pk))
+    except (TypeError, ValueError):
+        return None
+    return (
+        Service.objects.select_related(
+            "registered_model__project", "environment", "current_deployment__model_version__registered_model__project"
+        )
+        .filter(pk=key)
+        .first()
+    )
+
+
+def deployment_list(*, service: Service | None = None, status: str = "") -> QuerySet[Deployment]:
+    deployments = Deployment.objects.select_related(
+        "service__environment",
+        "service__registered_model__project",
+        "model_version__registered_model__project",
+        "initiated_by",
+        "rollback_of",
+    )
+    if service is not None:
+        deployments = deployments.filter(service=service)
+    if status:
+        deployments = deployments.filter(status=status)
+    return deployments
+
+
+def active_deployment(*, service: Service) -> Deployment | None:
+    return deployment_list(service=service).filter(status__in=ACTIVE_DEPLOYMENT_STATUSES).first()
+
+
+def deployable_environments(*, model_version: ModelVersion) -> list[Environment]:
+    """Where the version is approved and not already serving: the environments its Deploy button offers."""
+    approved = Environment.objects.filter(
+        approval_requests__model_version=model_version, approval_requests__status="approved"
+    ).distinct()
+    serving = set(
+        Service.objects.filter(
+            registered_model_id=model_version.registered_model_id,
+            current_deployment__model_version=model_version,
+        ).values_list("environment_id", flat=True)
+    )
+    return [environment for environment in approved if environment.pk not in serving]
+
+
+def model_version_deployments(*, model_version: ModelVersion) -> QuerySet[Deployment]:
+    return deployment_list().filter(model_version=model_version)
+
+
+def service_url(service: Service) -> str:
+    return reverse("service-detail", kwargs={"pk": service.pk})

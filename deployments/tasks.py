@@ -71,3 +71,54 @@ def approval_requests_resume_task() -> None:
     from deployments import services
 
     services.approval_requests_resume()
+
+
+@shared_task(
+    name="deployments.tasks.deployment_start", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=10
+)
+def deployment_start_task(self, deployment_id: int) -> None:  # type: ignore[no-untyped-def]
+    from deployments import services
+
+    try:
+        services.deployment_start(deployment_id=deployment_id)
+    except INFRASTRUCTURE_ERRORS as exc:
+        raise self.retry(exc=exc, countdown=retry_backoff(self, cap=60)) from exc
+    except BackendError as exc:  # retryable (permanent ones fail the deployment inside)
+        if self.request.retries < self.max_retries:
+            raise self.retry(exc=exc, countdown=retry_backoff(self, cap=60)) from exc
+        services.deployment_fail(deployment_id=deployment_id, reason=f"the backend kept failing: {exc}")
+        raise
+
+
+@shared_task(name="deployments.tasks.deployment_poll", bind=True, acks_late=True, reject_on_worker_lost=True)
+def deployment_poll_task(self, deployment_id: int, generation: int, tick: int) -> None:  # type: ignore[no-untyped-def]
+    """One step of a deployment's poll chain. A failed step is not retried here: the chain's ticket is spent, so
+    the beat sweep (deployments_resume) starts a new chain when this one has gone quiet."""
+    from deployments import services
+
+    try:
+        services.deployment_poll(deployment_id=deployment_id, generation=generation, tick=tick)
+    except (BackendError, *INFRASTRUCTURE_ERRORS) as exc:
+        # The tick was taken: queue the same generation's next tick, so one flaky call does not stall the rollout.
+        services.deployment_poll_again(deployment_id=deployment_id, generation=generation, tick=tick + 1, error=exc)
+
+
+@shared_task(
+    name="deployments.tasks.service_scale", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=10
+)
+def service_scale_task(self, service_id: int) -> None:  # type: ignore[no-untyped-def]
+    from deployments import services
+
+    try:
+        services.service_scale_apply(service_id=service_id)
+    except (BackendError, *INFRASTRUCTURE_ERRORS) as exc:
+        if isinstance(exc, BackendError) and exc.permanent:
+            raise
+        raise self.retry(exc=exc, countdown=retry_backoff(self, cap=60)) from exc
+
+
+@shared_task(name="deployments.tasks.deployments_resume", ignore_result=True, expires=25)
+def deployments_resume_task() -> None:
+    from deployments import services
+
+    services.deployments_resume()

@@ -12,6 +12,12 @@ urlpatterns = [
     path("approvals/<int:pk>/", views.approval_request_detail, name="approval-request-detail"),
     path("approvals/<int:pk>/decide/", views.approval_decide, name="approval-decide"),
     path("approvals/<int:pk>/withdraw/", views.approval_withdraw, name="approval-withdraw"),
+    # --- services, deployments and rollbacks ---
+    path("services/", views.service_list, name="service-list"),
+    path("services/<int:pk>/", views.service_detail, name="service-detail"),
+    path("services/<int:pk>/rollback/", views.service_rollback, name="service-rollback"),
+    path("services/<int:pk>/scale/", views.service_scale, name="service-scale"),
+    path("deployments/new/", views.deployment_create, name="deployment-create"),
     path(
         "models/<slug:project>/<slug:slug>/v<int:number>/request-promotion/",
         views.approval_request_create,

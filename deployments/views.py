@@ -12,6 +12,7 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods
 from django_htmx.http import HttpResponseClientRefresh
 
@@ -568,3 +569,117 @@ def approval_withdraw(request: HttpRequest, pk: int) -> HttpResponse:
         return _refused(request, pk, exc)
     messages.success(request, f"Request {pk} withdrawn.")
     return redirect("approval-request-detail", pk=pk)
+
+
+# --- services, deployments and rollbacks -----------------------------------------------------------------------
+
+
+def service_list(request: HttpRequest) -> HttpResponse:
+    permissions.require(request.user, "service.view")
+    filters = {name: request.GET.get(name, "").strip() for name in ("project", "environment")}
+    problems = selectors.service_filter_problems(**filters)
+    services_page = paginate(request, selectors.service_list(**{k: v for k, v in filters.items() if k not in problems}))
+    return render(
+        request,
+        "deployments/service_list.html",
+        {
+            "page": services_page,
+            "filters": filters,
+            "problems": problems,
+            "projects": Project.objects.order_by("slug"),
+            "environments": selectors.environment_list(),
+            "query": urlencode({k: v for k, v in filters.items() if v}),
+        },
+    )
+
+
+def _service_context(request: HttpRequest, service: Any) -> dict[str, Any]:
+    active = selectors.active_deployment(service=service)
+    target = None if active is not None else services.rollback_target(service)
+    can_roll_back = permissions.has_permission(request.user, "deployment.rollback") and (
+        (active is not None and active.kind == "deploy" and active.replaces_id is not None) or target is not None
+    )
+    progress = dict(active.progress or {}) if active is not None else {}
+    return {
+        "service": service,
+        "active": active,
+        "progress": progress,
+        "objectives": (active.objective_status or {}).get("results", []) if active is not None else [],
+        "objective_requests": (active.objective_status or {}).get("requests") if active is not None else None,
+        "active_events": list(active.events.select_related("actor").order_by("-created_at", "-id")[:15])
+        if active is not None
+        else [],
+        "rollback_target": target if active is None else active.replaces,
+        "rollback_during_rollout": active is not None,
+        "can_roll_back": can_roll_back,
+        "can_scale": permissions.has_permission(request.user, "deployment.deploy"),
+        "min_rollback_reason": services.MIN_ROLLBACK_REASON,
+    }
+
+
+def service_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    permissions.require(request.user, "service.view")
+    service = selectors.service_by_id(pk)
+    if service is None:
+        raise Http404(f"there is no service {pk}")
+    context = _service_context(request, service)
+    if request.htmx and request.GET.get("part") == "rollout":
+        return render(request, "deployments/_service_rollout.html", context)
+    timeline = paginate(request, selectors.deployment_list(service=service).prefetch_related("events__actor"))
+    context.update(timeline=timeline, page=timeline)
+    return render(request, "deployments/service_detail.html", context)
+
+
+@require_http_methods(["POST"])
+def service_rollback(request: HttpRequest, pk: int) -> HttpResponse:
+    permissions.require(request.user, "deployment.rollback")
+    service = selectors.service_by_id(pk)
+    if service is None:
+        raise Http404(f"there is no service {pk}")
+    try:
+        rollback = services.deployment_rollback(
+            actor=request.user, service_id=service.pk, reason=request.POST.get("reason", "")
+        )
+    except ValidationError as exc:
+        messages.error(request, "Not rolled back: " + " ".join(exc.messages))
+    else:
+        messages.success(
+            request, f"Rolling back to {rollback.model_version} (rollback {rollback.pk}): traffic moves within seconds."
+        )
+    return redirect("service-detail", pk=service.pk)
+
+
+@require_http_methods(["POST"])
+def service_scale(request: HttpRequest, pk: int) -> HttpResponse:
+    permissions.require(request.user, "deployment.deploy")
+    service = selectors.service_by_id(pk)
+    if service is None:
+        raise Http404(f"there is no service {pk}")
+    try:
+        scaled = services.service_scale(
+            actor=request.user, service_id=service.pk, desired_count=request.POST.get("desired_count", "")
+        )
+    except ValidationError as exc:
+        messages.error(request, "Not scaled: " + " ".join(exc.messages))
+    else:
+        messages.success(request, f"{scaled.name} is scaling to {scaled.desired_count}.")
+    return redirect("service-detail", pk=service.pk)
+
+
+@require_http_methods(["POST"])
+def deployment_create(request: HttpRequest) -> HttpResponse:
+    permissions.require(request.user, "deployment.deploy")
+    back = request.POST.get("next", "")
+    try:
+        deployment = services.deployment_create(
+            actor=request.user,
+            model_version_id=request.POST.get("model_version", ""),
+            environment=request.POST.get("environment", ""),
+            reason=request.POST.get("reason", ""),
+        )
+    except ValidationError as exc:
+        messages.error(request, "Not deployed: " + " ".join(exc.messages))
+        safe = url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}, require_https=False)
+        return redirect(back if back and safe else "service-list")
+    messages.success(request, f"Deploying {deployment.model_version} to {deployment.service.name}.")
+    return redirect("service-detail", pk=deployment.service_id)

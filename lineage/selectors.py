@@ -261,6 +261,24 @@ def describe_nodes(node_ids: list[str]) -> list[LineageNode]:
                     ),
                 )
             )
+    if "deployment" in by_kind:
+        from deployments.models import Deployment
+
+        deployments = Deployment.objects.filter(pk__in=by_kind["deployment"]).select_related(
+            "service__environment", "model_version"
+        )
+        for deployment in deployments.order_by():
+            described.append(
+                LineageNode(
+                    id=deployment.node_id,
+                    kind="deployment",
+                    label=f"{deployment.kind} {deployment.pk}: {deployment.service.name}",
+                    detail=f"v{deployment.model_version.number} · {deployment.service.environment.name} · "
+                    f"{deployment.get_strategy_display()}",
+                    url=reverse("service-detail", args=[deployment.service_id]),
+                    status=deployment.status,
+                )
+            )
     return described
 
 
@@ -563,4 +581,3 @@ def model_version_serving_settings(version: ModelVersion) -> dict[str, str]:
         values["COMPILED_URI"] = version.compiled_uri
         values["COMPILED_SHA256"] = version.compiled_sha256
     return values
-

@@ -585,6 +585,7 @@ def model_version_detail(request: HttpRequest, project: str, slug: str, number: 
             "can_launch": permissions.has_permission(request.user, "run.launch"),
             "standing": _standing(version),
             "can_request": permissions.has_permission(request.user, "approval.request"),
+            "can_deploy": permissions.has_permission(request.user, "deployment.deploy"),
         },
     )
 
@@ -597,11 +598,33 @@ def _serve_command(values: dict[str, str]) -> str:
     return "\n".join([*lines, "PORT=8080 .venv/bin/python -m serving"])
 
 
-def _standing(version: ModelVersion) -> list[tuple[Any, Any]]:
-    """Per environment, the version's latest approval request there (or None): deployments owns the requests."""
+def _standing(version: ModelVersion) -> list[tuple[Any, Any, Any]]:
+    """Per environment, the version's latest approval request there (or None) and the model's service there with
+    whether this version serves it and may be deployed to it: deployments owns requests and services."""
     from deployments import selectors as deployment_selectors
 
     latest: dict[int, Any] = {}
     for approval in deployment_selectors.model_version_approvals(model_version=version):
         latest.setdefault(approval.environment_id, approval)
-    return [(environment, latest.get(environment.pk)) for environment in deployment_selectors.environment_list()]
+    services = {
+        service.environment_id: service
+        for service in deployment_selectors.service_list().filter(registered_model_id=version.registered_model_id)
+    }
+    deployable = {environment.pk for environment in deployment_selectors.deployable_environments(model_version=version)}
+    rows = []
+    for environment in deployment_selectors.environment_list():
+        service = services.get(environment.pk)
+        current = service.current_deployment if service is not None else None
+        rows.append(
+            (
+                environment,
+                latest.get(environment.pk),
+                {
+                    "service": service,
+                    "serving": current is not None and current.model_version_id == version.pk,
+                    "deployable": environment.pk in deployable,
+                    "busy": service is not None and bool(service.active_status),
+                },
+            )
+        )
+    return rows

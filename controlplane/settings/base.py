@@ -182,6 +182,21 @@ ECS_SUBNETS = env_list("ECS_SUBNETS", [])
 ECS_SECURITY_GROUPS = env_list("ECS_SECURITY_GROUPS", [])
 SERVING_IMAGE = env_str("SERVING_IMAGE")
 
+# --- Deployments ----------------------------------------------------------------------------
+# The local serving backend keeps each service's router and revisions (state files, logs) here.
+SERVICES_WORK_DIR = VAR_DIR / "services"
+# How often an active deployment is polled, by backend (seconds): a breach is acted on within one poll.
+DEPLOYMENT_POLL_SECONDS = {"local": 1.0, "aws": 10.0}
+# A worker starting a deployment holds it this long; after it, another worker may take the start over.
+DEPLOYMENT_LEASE_SECONDS = env_int("DEPLOYMENT_LEASE_SECONDS", 300, minimum=30)
+# Where the objectives' live signals come from while a revision bakes (deployments.objectives): "revision" reads
+# each local revision's own /metrics; "recorded" reads DEPLOYMENT_RECORDED_SIGNALS (a JSON file, for tests and
+# replays); "none" judges nothing (the monitoring issue adds CloudWatch).
+DEPLOYMENT_SIGNALS = env_choice("DEPLOYMENT_SIGNALS", "revision", ("revision", "recorded", "none"))
+DEPLOYMENT_RECORDED_SIGNALS = env_str("DEPLOYMENT_RECORDED_SIGNALS") or str(VAR_DIR / "recorded-signals.json")
+# Objectives are judged once a revision has answered at least this many requests in the window.
+OBJECTIVE_MIN_REQUESTS = env_int("OBJECTIVE_MIN_REQUESTS", 20, minimum=1)
+
 # --- Datasets and runs ----------------------------------------------------------------------
 # Uploads over this size are refused before they are stored.
 DATASET_MAX_UPLOAD_BYTES = env_int("DATASET_MAX_UPLOAD_BYTES", 1024 * 1024 * 1024, minimum=1)
@@ -288,6 +303,7 @@ CELERY_BEAT_SCHEDULE = {
     "notification-emails-resume": {"task": "controlplane.tasks.notification_emails_resume", "schedule": 300.0},
     "approval-requests-expire": {"task": "deployments.tasks.approval_requests_expire", "schedule": 300.0},
     "approval-requests-resume": {"task": "deployments.tasks.approval_requests_resume", "schedule": 120.0},
+    "deployments-resume": {"task": "deployments.tasks.deployments_resume", "schedule": 30.0},
 }
 
 LOGGING = {

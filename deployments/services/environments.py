@@ -21,6 +21,13 @@ ENVIRONMENT_FIELDS = (
     "allow_override",
     "request_ttl_days",
     "bake_minutes",
+    "deploy_on_approval",
+    "strategy",
+    "canary_percent",
+    "linear_step_percent",
+    "linear_interval_minutes",
+    "autoscaling_metric",
+    "autoscaling_target",
     "objective_p99_latency_ms",
     "objective_error_rate",
     "objective_drift_share",
@@ -29,12 +36,20 @@ ENVIRONMENT_FIELDS = (
     "backend_settings",
 )
 MAX_APPROVALS = 10
+STRATEGIES = ("rolling", "all_at_once", "canary", "linear")
+AUTOSCALING_METRICS = ("requests", "cpu")
+# The settings that take a number (fractions of a minute allowed: a short bake on the local backend), and the range.
+NUMBER_RANGES: dict[str, tuple[float, float, str]] = {
+    "bake_minutes": (0.0, 1440.0, "minutes from 0 to 1440"),
+    "canary_percent": (1.0, 99.0, "a percentage of traffic from 1 to 99"),
+    "linear_step_percent": (1.0, 99.0, "a percentage of traffic from 1 to 99"),
+    "linear_interval_minutes": (0.0, 1440.0, "minutes from 0 to 1440"),
+}
 # The whole-number settings and what each accepts: the one table the checks below and the API's schema read.
 WHOLE_NUMBER_RANGES: dict[str, tuple[int, int]] = {
     "order": (0, 1000),
     "approvals_required": (1, MAX_APPROVALS),
     "request_ttl_days": (1, 365),
-    "bake_minutes": (0, 1440),
     "min_desired_count": (1, 100),
     "max_desired_count": (1, 100),
 }
@@ -58,6 +73,21 @@ def _whole(errors: dict[str, list[str]], data: dict[str, Any], name: str, low: i
         errors.setdefault(name, []).append(f"expected a whole number from {low} to {high}, got {value}")
         return
     data[name] = value
+
+
+def _number_in_range(errors: dict[str, list[str]], data: dict[str, Any], name: str) -> None:
+    if name not in data:
+        return
+    low, high, what = NUMBER_RANGES[name]
+    value = data[name]
+    try:
+        number = float(str(value).strip()) if not isinstance(value, bool) else float("nan")
+    except ValueError:
+        number = float("nan")
+    if number != number or not low <= number <= high:
+        errors.setdefault(name, []).append(f"expected {what}, got {value!r}")
+        return
+    data[name] = number
 
 
 def _fraction_or_number(
@@ -106,6 +136,21 @@ def _clean_environment(data: dict[str, Any], *, instance: Environment | None) ->
         data["name"] = name
     for name, (low, high) in WHOLE_NUMBER_RANGES.items():
         _whole(errors, data, name, low, high)
+    for name in NUMBER_RANGES:
+        _number_in_range(errors, data, name)
+    if "strategy" in data:
+        data["strategy"] = str(data["strategy"] or "").strip()
+        if data["strategy"] not in STRATEGIES:
+            errors["strategy"] = [f"expected one of {', '.join(STRATEGIES)}, got {data['strategy']!r}"]
+    if "autoscaling_metric" in data:
+        data["autoscaling_metric"] = str(data["autoscaling_metric"] or "").strip()
+        if data["autoscaling_metric"] not in ("", *AUTOSCALING_METRICS):
+            errors["autoscaling_metric"] = [
+                f"expected {' or '.join(AUTOSCALING_METRICS)}, or empty for none; got {data['autoscaling_metric']!r}"
+            ]
+    _fraction_or_number(
+        errors, data, "autoscaling_target", high=None, what="requests per task per minute or a CPU % above 0"
+    )
     _fraction_or_number(errors, data, "objective_p99_latency_ms", high=None, what="a latency in milliseconds above 0")
     _fraction_or_number(errors, data, "objective_error_rate", high=1.0, what="a fraction above 0 and at most 1")
     _fraction_or_number(errors, data, "objective_drift_share", high=1.0, what="a fraction above 0 and at most 1")
@@ -113,7 +158,7 @@ def _clean_environment(data: dict[str, Any], *, instance: Environment | None) ->
     high = data.get("max_desired_count", getattr(instance, "max_desired_count", 4))
     if "min_desired_count" not in errors and "max_desired_count" not in errors and low > high:
         errors["max_desired_count"] = [f"must be at least the minimum desired count ({low}), got {high}"]
-    for name in ("allow_override",):
+    for name in ("allow_override", "deploy_on_approval"):
         if name in data and not isinstance(data[name], bool):
             errors[name] = [f"expected true or false, got {data[name]!r}"]
     if "description" in data:

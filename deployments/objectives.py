@@ -1,0 +1,250 @@
+"""The objectives a new revision is held to while it bakes: p99 latency, error rate, drift.
+
+`objective_status(service, revision, window)` is the one question the deployment poll asks. Its signals come from
+a source chosen by settings.DEPLOYMENT_SIGNALS:
+
+- `revision`: the local revision's own `GET /metrics` (its latency histogram and answers by status, counted since
+  its processes started, which is the bake window: a revision takes no traffic before it bakes);
+- `recorded`: a JSON file of signals per revision (tests and replays), so a breach can be caused on purpose;
+- `none`: nothing is judged.
+
+The monitoring issue adds CloudWatch (EMF) and the drift reports behind the same function.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Signals:
+    """What a revision did in a window: answers, server errors among them, p99 latency and drifting share."""
+
+    requests: int
+    errors: int
+    p99_latency_ms: float | None = None
+    drift_share: float | None = None
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.requests if self.requests else None
+
+
+@dataclass(frozen=True)
+class ObjectiveResult:
+    name: str  # p99_latency_ms, error_rate, drift_share
+    label: str
+    threshold: float
+    value: float | None
+    breached: bool
+    unit: str = ""
+
+    def describe(self) -> str:
+        if self.value is None:
+            return f"{self.label}: no data yet (objective {format_value(self.threshold, self.unit)})"
+        verdict = "above" if self.breached else "within"
+        return (
+            f"{self.label} {format_value(self.value, self.unit)} {verdict} its objective "
+            f"{format_value(self.threshold, self.unit)}"
+        )
+
+
+@dataclass(frozen=True)
+class ObjectiveStatus:
+    results: list[ObjectiveResult] = field(default_factory=list)
+    requests: int = 0
+    # Whether enough traffic was seen to judge (settings.OBJECTIVE_MIN_REQUESTS).
+    judged: bool = False
+    source: str = ""
+
+    @property
+    def breached(self) -> ObjectiveResult | None:
+        return next((result for result in self.results if result.breached), None)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "judged": self.judged,
+            "source": self.source,
+            "results": [asdict(result) for result in self.results],
+        }
+
+
+def format_value(value: float, unit: str) -> str:
+    if unit == "%":
+        return f"{value * 100:.2f}%"
+    if unit == "ms":
+        return f"{value:.1f} ms"
+    return f"{value:g}"
+
+
+# name, label, unit, Environment field
+OBJECTIVES: tuple[tuple[str, str, str], ...] = (
+    ("p99_latency_ms", "p99 latency", "ms"),
+    ("error_rate", "error rate", "%"),
+    ("drift_share", "drifting features", "%"),
+)
+
+
+def environment_objectives(environment: Any) -> dict[str, float]:
+    """The thresholds an environment sets (a deployment copies them when it is created)."""
+    values = {
+        "p99_latency_ms": environment.objective_p99_latency_ms,
+        "error_rate": environment.objective_error_rate,
+        "drift_share": environment.objective_drift_share,
+    }
+    return {name: float(value) for name, value in values.items() if value is not None}
+
+
+def judge(objectives: dict[str, float], signals: Signals | None, *, source: str) -> ObjectiveStatus:
+    """Each objective against the signals; nothing is breached until enough requests were seen."""
+    if signals is None:
+        signals = Signals(requests=0, errors=0)
+    judged = signals.requests >= settings.OBJECTIVE_MIN_REQUESTS
+    values = {
+        "p99_latency_ms": signals.p99_latency_ms,
+        "error_rate": signals.error_rate,
+        "drift_share": signals.drift_share,
+    }
+    results = []
+    for name, label, unit in OBJECTIVES:
+        if name not in objectives:
+            continue
+        value = values[name]
+        threshold = objectives[name]
+        # Drift is judged on its own reports, not on this window's request count.
+        counted = judged or (name == "drift_share" and value is not None)
+        results.append(
+            ObjectiveResult(
+                name=name,
+                label=label,
+                threshold=threshold,
+                value=value,
+                breached=bool(counted and value is not None and value > threshold),
+                unit=unit,
+            )
+        )
+    return ObjectiveStatus(results=results, requests=signals.requests, judged=judged, source=source)
+
+
+def objective_status(service: Any, revision: str, window: tuple[datetime, datetime]) -> ObjectiveStatus:
+    """How `revision` of `service` holds up against the objectives of the deployment that made it, over `window`."""
+    from deployments.models import Deployment
+
+    deployment = Deployment.objects.filter(service=service, revision=revision).order_by("-created_at", "-id").first()
+    objectives = dict(deployment.objectives) if deployment is not None else {}
+    source = settings.DEPLOYMENT_SIGNALS
+    if not objectives or source == "none":
+        return ObjectiveStatus(source=source)
+    if source == "recorded":
+        signals = recorded_signals(service.name, revision)
+    else:
+        address = str((deployment.progress or {}).get("revision_address", "")) if deployment is not None else ""
+        signals = revision_signals(address) if address else None
+    return judge(objectives, signals, source=source)
+
+
+# --- sources ---------------------------------------------------------------------------------------------------
+
+
+def recorded_signals(service_name: str, revision: str) -> Signals | None:
+    """Signals from settings.DEPLOYMENT_RECORDED_SIGNALS: `{"<service>/<revision>": {"requests": …, "errors": …,
+    "p99_latency_ms": …, "drift_share": …}}`, read on every call, so a test or a replay can change them live."""
+    path = Path(settings.DEPLOYMENT_RECORDED_SIGNALS)
+    try:
+        recorded = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        log.warning("%s is not JSON: no recorded signals", path)
+        return None
+    entry = recorded.get(f"{service_name}/{revision}") if isinstance(recorded, dict) else None
+    if not isinstance(entry, dict):
+        return None
+    return Signals(
+        requests=int(entry.get("requests", 0)),
+        errors=int(entry.get("errors", 0)),
+        p99_latency_ms=_number(entry.get("p99_latency_ms")),
+        drift_share=_number(entry.get("drift_share")),
+    )
+
+
+def _number(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+_SAMPLE = re.compile(r"^(?P<name>[a-z_]+)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)$")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_prometheus(text: str) -> list[tuple[str, dict[str, str], float]]:
+    samples = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        match = _SAMPLE.match(line.strip())
+        if match is None:
+            continue
+        labels = dict(_LABEL.findall(match.group("labels") or ""))
+        try:
+            samples.append((match.group("name"), labels, float(match.group("value"))))
+        except ValueError:
+            continue
+    return samples
+
+
+def histogram_quantile(buckets: Sequence[tuple[float, float]], q: float) -> float | None:
+    """The q-quantile of a cumulative histogram [(upper bound, count ≤ bound)], interpolated linearly within the
+    bucket it falls in (as Prometheus does). None without observations; the last finite bound when it falls in
+    the +Inf bucket."""
+    ordered = sorted(buckets)
+    if not ordered or ordered[-1][1] <= 0:
+        return None
+    total = ordered[-1][1]
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for bound, cumulative in ordered:
+        if cumulative >= rank:
+            if math.isinf(bound):
+                return lower
+            inside = cumulative - below
+            share = (rank - below) / inside if inside > 0 else 1.0
+            return lower + (bound - lower) * share
+        lower, below = bound, cumulative
+    return lower
+
+
+def revision_signals(address: str, *, timeout: float = 2.0) -> Signals | None:
+    """A local revision's counters from its `GET /metrics`: requests, 5xx answers, p99 from its histogram."""
+    try:
+        with urllib.request.urlopen(address.rstrip("/") + "/metrics", timeout=timeout) as answer:  # noqa: S310
+            text = answer.read().decode("utf-8", "replace")
+    except OSError as exc:
+        log.info("reading %s/metrics failed: %s", address, exc)
+        return None
+    requests = errors = 0
+    buckets: dict[float, float] = {}
+    for name, labels, value in parse_prometheus(text):
+        if name == "serving_requests_total":
+            requests += int(value)
+            if labels.get("status", "").startswith("5"):
+                errors += int(value)
+        elif name == "serving_request_duration_seconds_bucket":
+            bound = float("inf") if labels.get("le") == "+Inf" else float(labels.get("le", "inf"))
+            buckets[bound] = buckets.get(bound, 0.0) + value
+    # The histogram's bounds are in seconds; the objective is in milliseconds.
+    p99 = histogram_quantile(list(buckets.items()), 0.99)
+    return Signals(requests=requests, errors=errors, p99_latency_ms=None if p99 is None else p99 * 1000.0)

@@ -1,0 +1,871 @@
+"""Services, deployments and rollbacks: `pending → in_progress → baking → succeeded | failed | rolled_back`, only
+through DEPLOYMENT_MACHINE.
+
+A request (a page, the API, an approval) only writes rows and enqueues: `deployment_start` (a worker) asks the
+serving backend to start the revision, then a chain of short polls (`deployment_poll`) follows the rollout, judges
+the objectives while it bakes and promotes or rolls back. The beat sweep (`deployments_resume`) restarts a chain
+whose worker died, so a worker SIGKILLed mid-deployment leaves nothing stuck: every backend call is idempotent and
+every state lives in the database or in the backend itself.
+
+At most one deployment of a service is active (pending, in progress or baking): the service row is locked while a
+deployment is created, and a partial unique index backs that up.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from controlplane import permissions
+from controlplane.services import audit_record, notify
+from controlplane.transitions import LostLease, StateMachine, transitions
+from deployments import objectives as objective_rules
+from deployments import tasks
+from deployments.models import (
+    ACTIVE_DEPLOYMENT_STATUSES,
+    ApprovalRequest,
+    Deployment,
+    DeploymentEvent,
+    Environment,
+    Service,
+)
+from deployments.services.approvals import Conflict
+from lineage import selectors as lineage_selectors
+from lineage.models import ModelVersion
+from workers.deploy.base import Autoscaling, Handle, RevisionSpec, Rollout, RolloutStatus, ServiceSpec
+from workers.errors import BackendError
+
+log = logging.getLogger(__name__)
+
+MIN_ROLLBACK_REASON = 5
+MAX_EVENTS_KEPT = 500
+
+
+def _write_deployment_event(
+    deployment: Deployment, action: str, previous: str, target: str, actor: Any, reason: str, attempt: int | None
+) -> None:
+    DeploymentEvent.objects.create(
+        deployment=deployment,
+        action=action,
+        from_status=previous,
+        to_status=target,
+        reason=reason[:4000],
+        actor=actor if getattr(actor, "is_authenticated", False) else None,
+        attempt=attempt,
+    )
+    audit_record(
+        actor=actor,
+        action=f"deployment.{action}",
+        object_type="deployment",
+        object_id=deployment.pk,
+        object_repr=str(deployment),
+        before={"status": previous},
+        after={"status": target},
+        reason=reason,
+    )
+
+
+DEPLOYMENT_MACHINE = StateMachine(
+    model=Deployment,
+    table=transitions(
+        {
+            "start": ({"pending"}, "in_progress"),
+            "bake": ({"in_progress"}, "baking"),
+            "succeed": ({"baking"}, "succeeded"),
+            "fail": ({"pending", "in_progress", "baking"}, "failed"),
+            # By a user (deployments.services.deployment_rollback checks deployment.rollback) or by the system.
+            "roll_back": ({"pending", "in_progress", "baking"}, "rolled_back"),
+        }
+    ),
+    terminal=frozenset({"succeeded", "failed", "rolled_back"}),
+    write_event=_write_deployment_event,
+    timestamps={"in_progress": "started_at", "baking": "baking_at"},
+)
+
+
+# --- backends and specs ----------------------------------------------------------------------------------------
+
+
+def serving_backend(name: str) -> Any:
+    """The serving backend a service names: `local` (processes here) or `aws` (ECS Fargate)."""
+    if name == "local":
+        from workers.deploy.local import LocalServingBackend
+
+        return LocalServingBackend(settings.SERVICES_WORK_DIR)
+    if name == "aws":
+        from workers.deploy.fargate import FargateServingBackend
+
+        return FargateServingBackend(region=settings.AWS_REGION)
+    raise ValueError(f"unknown serving backend {name!r}")
+
+
+def backend_settings_problems(environment: Environment, strategy: str) -> dict[str, list[str]]:
+    """What the environment lacks for the backend that would serve it (aws: cluster, subnets, roles, …)."""
+    if settings.CONTROLPLANE_BACKEND != "aws":
+        return {}
+    from workers.deploy.fargate import settings_problems
+
+    return settings_problems(_aws_settings(environment), strategy)
+
+
+def _aws_settings(environment: Environment) -> dict[str, Any]:
+    """The environment's backend settings, with the deployment-wide defaults (ECS_CLUSTER, …) filled in."""
+    values = dict(environment.backend_settings or {})
+    values.setdefault("cluster", settings.ECS_CLUSTER)
+    if settings.ECS_SUBNETS:
+        values.setdefault("subnets", list(settings.ECS_SUBNETS))
+    if settings.ECS_SECURITY_GROUPS:
+        values.setdefault("security_groups", list(settings.ECS_SECURITY_GROUPS))
+    return {key: value for key, value in values.items() if value not in ("", None, [])}
+
+
+def service_tags(service: Service) -> dict[str, str]:
+    """The cost-allocation tags of everything the service runs: project, model, environment."""
+    project = service.registered_model.project
+    tags = {
+        "project": project.slug,
+        "model": service.registered_model.slug,
+        "environment": service.environment.name,
+    }
+    for key, value in (project.cost_tags or {}).items():
+        tags.setdefault(key, value)
+    return tags
+
+
+def service_spec(service: Service) -> ServiceSpec:
+    environment = service.environment
+    autoscaling = None
+    if environment.autoscaling_metric and environment.autoscaling_target:
+        autoscaling = Autoscaling(
+            metric=environment.autoscaling_metric,  # type: ignore[arg-type]
+            target=float(environment.autoscaling_target),
+            min_count=environment.min_desired_count,
+            max_count=environment.max_desired_count,
+        )
+    return ServiceSpec(
+        name=service.name,
+        desired_count=service.desired_count,
+        settings=_aws_settings(environment) if service.backend == "aws" else {},
+        tags=service_tags(service),
+        autoscaling=autoscaling,
+    )
+
+
+def _rollout(deployment: Deployment) -> Rollout:
+    return Rollout(
+        strategy=deployment.strategy,  # type: ignore[arg-type]
+        bake_minutes=float(deployment.bake_minutes),
+        canary_percent=float(deployment.canary_percent),
+        linear_step_percent=float(deployment.linear_step_percent),
+        linear_interval_minutes=float(deployment.linear_interval_minutes),
+    )
+
+
+def revision_spec(deployment: Deployment, *, reuse: str = "") -> RevisionSpec:
+    version = deployment.model_version
+    service = deployment.service
+    environment = dict(lineage_selectors.model_version_serving_settings(version))
+    environment.update(SERVICE_NAME=service.name, REVISION=f"d{deployment.pk}")
+    backend_settings = _aws_settings(service.environment) if service.backend == "aws" else {}
+    image = ""
+    if service.backend == "aws":
+        image = lineage_selectors.model_version_serving_image(version)
+    return RevisionSpec(
+        deployment_id=f"d{deployment.pk}",
+        environment=environment,
+        rollout=_rollout(deployment),
+        image=image,
+        cpu=int(backend_settings.get("cpu", 256)),
+        memory=int(backend_settings.get("memory", 512)),
+        tags={**service_tags(service), "deployment": str(deployment.pk)},
+        reuse=reuse,
+    )
+
+
+def _handle(deployment: Deployment | None) -> Handle | None:
+    if deployment is None or not deployment.backend_handle:
+        return None
+    return Handle.from_dict(deployment.backend_handle)
+
+
+# --- creating deployments --------------------------------------------------------------------------------------
+
+
+def _service_name(version: ModelVersion, environment: Environment) -> str:
+    """`<model>-<environment>`, or with the project too when that is taken; at most 40 characters."""
+    base = f"{version.registered_model.slug}-{environment.name}"
+    candidates = [base, f"{version.registered_model.project.slug}-{base}"]
+    for candidate in candidates:
+        name = re.sub(r"-+", "-", candidate)[:40].strip("-")
+        if not Service.objects.filter(name=name).exists():
+            return name
+    return f"{base[:30].strip('-')}-m{version.registered_model_id}"[:40]
+
+
+def _locked_service(version: ModelVersion, environment: Environment, actor: Any) -> Service:
+    """The model's service in the environment, locked; created on its first deployment."""
+    found = Service.objects.select_for_update().filter(
+        registered_model_id=version.registered_model_id, environment=environment
+    )
+    service = found.first()
+    if service is not None:
+        return service
+    try:
+        with transaction.atomic():
+            service = Service.objects.create(
+                registered_model_id=version.registered_model_id,
+                environment=environment,
+                name=_service_name(version, environment),
+                backend=settings.CONTROLPLANE_BACKEND,
+                desired_count=environment.min_desired_count,
+                created_by=actor,
+            )
+            audit_record(
+                actor=actor,
+                action="service.create",
+                object_type="service",
+                object_id=service.pk,
+                object_repr=service.name,
+                after={"model": version.registered_model.slug, "environment": environment.name},
+            )
+            return service
+    except IntegrityError:
+        return found.get()  # another request created it first; this one waits for its lock
+
+
+def active_deployment(service: Service) -> Deployment | None:
+    return service.deployments.filter(status__in=ACTIVE_DEPLOYMENT_STATUSES).first()
+
+
+def _active_message(deployment: Deployment) -> str:
+    return (
+        f"deployment {deployment.pk} ({deployment.kind} of {deployment.model_version}, "
+        f"{deployment.get_status_display()}) is active on {deployment.service.name}: wait for it to finish or roll it "
+        "back"
+    )
+
+
+def deployment_create(
+    *,
+    actor: Any,
+    model_version_id: Any,
+    environment: Any,
+    reason: str = "",
+    approval_request: ApprovalRequest | None = None,
+) -> Deployment:
+    """Deploy an approved model version to its environment's service (created on first deploy), with the
+    environment's strategy. `actor` None: the system, on approval (`approval_request` says which)."""
+    if actor is not None:
+        permissions.require(actor, "deployment.deploy")
+    errors: dict[str, list[str]] = {}
+    target = Environment.objects.filter(name=str(environment or "").strip()).first()
+    if target is None:
+        known = ", ".join(Environment.objects.values_list("name", flat=True)) or "none are configured yet"
+        errors["environment"] = [f"there is no environment {environment!r} (environments: {known})"]
+    version = lineage_selectors.model_version_by_id(model_version_id)
+    if version is None:
+        errors["model_version"] = [f"there is no model version {model_version_id!r}"]
+    if errors:
+        raise ValidationError(errors)
+    assert target is not None and version is not None
+    approved = (
+        ApprovalRequest.objects.filter(model_version=version, environment=target, status="approved")
+        .order_by("-finished_at", "-id")
+        .first()
+    )
+    if approved is None:
+        live = ApprovalRequest.objects.filter(model_version=version, environment=target).order_by("-id").first()
+        where = f" (its latest request, {live.pk}, is {live.status})" if live is not None else " (it has no request)"
+        raise ValidationError({"model_version": [f"{version} is not approved for {target.name}{where}"]})
+    problems = backend_settings_problems(target, target.strategy)
+    if problems:
+        raise ValidationError(
+            {
+                "environment": [
+                    f"{target.name}'s backend_settings.{key}: {msg}" for key, msgs in problems.items() for msg in msgs
+                ]
+            }
+        )
+    reason = (reason or "").strip() or (
+        f"approved in request {approved.pk}" if actor is None else f"deployed by {actor.get_username()}"
+    )
+    system_user = actor if actor is not None else approved.requested_by
+    try:
+        with transaction.atomic():
+            service = _locked_service(version, target, system_user)
+            active = active_deployment(service)
+            if active is not None:
+                raise Conflict({"model_version": [_active_message(active)]})
+            current = service.current_deployment
+            if current is not None and current.model_version_id == version.pk:
+                raise Conflict(
+                    {"model_version": [f"{version} already serves {service.name} (deployment {current.pk})"]}
+                )
+            deployment = Deployment.objects.create(
+                service=service,
+                kind=Deployment.Kind.DEPLOY,
+                model_version=version,
+                initiated_by=actor,
+                reason=reason,
+                approval_request=approval_request or approved,
+                replaces=current,
+                strategy=target.strategy,
+                canary_percent=target.canary_percent,
+                linear_step_percent=target.linear_step_percent,
+                linear_interval_minutes=target.linear_interval_minutes,
+                bake_minutes=target.bake_minutes,
+                objectives=objective_rules.environment_objectives(target),
+                desired_count=service.desired_count,
+                enqueued_at=timezone.now(),
+            )
+            _created(deployment, actor, reason)
+    except IntegrityError:
+        # The partial unique index: another deployment became active between the check and the insert.
+        service = Service.objects.get(registered_model_id=version.registered_model_id, environment=target)
+        active = active_deployment(service)
+        raise Conflict(
+            {"model_version": [_active_message(active) if active else f"a deployment of {service.name} is active"]}
+        ) from None
+    return deployment
+
+
+def _created(deployment: Deployment, actor: Any, reason: str) -> None:
+    from lineage.services.edges import lineage_link
+
+    lineage_link(source=deployment.model_version.node_id, target=deployment.node_id)
+    _write_deployment_event(deployment, "create", "", "pending", actor, reason, None)
+    audit_record(
+        actor=actor,
+        action=f"deployment.{deployment.kind}",
+        object_type="service",
+        object_id=deployment.service_id,
+        object_repr=deployment.service.name,
+        before={"deployment": deployment.replaces_id, "revision": getattr(deployment.replaces, "revision", "")},
+        after={
+            "deployment": deployment.pk,
+            "model_version": deployment.model_version_id,
+            "strategy": deployment.strategy,
+        },
+        reason=reason,
+    )
+    transaction.on_commit(lambda: tasks.deployment_start_task.delay(deployment.pk), robust=True)
+
+
+def deploy_on_approval(*, request: ApprovalRequest) -> Deployment | None:
+    """The `model_version_approved` receiver: deploy at once when the environment says so. Idempotent (the signal
+    comes at least once): a request that has a deployment already starts no other."""
+    if not request.environment.deploy_on_approval or request.deployments.exists():
+        return None
+    try:
+        return deployment_create(
+            actor=None,
+            model_version_id=request.model_version_id,
+            environment=request.environment.name,
+            reason=f"deployed on approval (request {request.pk})",
+            approval_request=request,
+        )
+    except ValidationError as exc:
+        # Another deployment is active, or the environment lacks settings: tell the requester, who can Deploy later.
+        message = "; ".join(exc.messages)
+        notify(
+            users=[request.requested_by],
+            title=f"{request.model_version} was approved for {request.environment.name} but not deployed",
+            body=message,
+            url=f"/approvals/{request.pk}/",
+        )
+        log.info("approval request %s: not deployed on approval: %s", request.pk, message)
+        return None
+
+
+# --- rollbacks ---------------------------------------------------------------------------------------------------
+
+
+def rollback_target(service: Service) -> Deployment | None:
+    """The deployment a finished service rolls back to: the last one that succeeded before the current one, with
+    another revision, and was not rolled back since."""
+    current = service.current_deployment
+    if current is None:
+        return None
+    return (
+        service.deployments.filter(status="succeeded", created_at__lt=current.created_at)
+        .exclude(revision=current.revision)
+        .exclude(rollbacks__status__in=["pending", "in_progress", "baking", "succeeded"])
+        .select_related("model_version__registered_model")
+        .order_by("-created_at", "-id")
+        .first()
+    )
+
+
+def deployment_rollback(*, actor: Any, service_id: Any, reason: str) -> Deployment:
+    """Roll the service back in one step, with a reason (audited). During a deployment: all traffic back to the
+    revision it replaces, at once. Otherwise: redeploy the last revision that succeeded before the current one."""
+    permissions.require(actor, "deployment.rollback")
+    reason = (reason or "").strip()
+    if len(reason) < MIN_ROLLBACK_REASON:
+        raise ValidationError(
+            {"reason": [f"required: say why you roll back (at least {MIN_ROLLBACK_REASON} characters)"]}
+        )
+    with transaction.atomic():
+        service = Service.objects.select_for_update().filter(pk=_as_id(service_id, "service")).first()
+        if service is None:
+            raise ValidationError({"service": [f"there is no service {service_id!r}"]})
+        return _roll_back_locked(service, actor=actor, reason=reason, breach=None)
+
+
+def _as_id(value: Any, field: str) -> int:
+    try:
+        return int(str(value))
+    except (TypeError, ValueError):
+        raise ValidationError({field: [f"expected a {field} id (a whole number), got {value!r}"]}) from None
+
+
+def _roll_back_locked(service: Service, *, actor: Any, reason: str, breach: dict[str, Any] | None) -> Deployment:
+    """Under the service's lock: end the active deployment (if any) as rolled back and create the rollback."""
+    active = active_deployment(service)
+    if active is not None:
+        if active.kind == Deployment.Kind.ROLLBACK:
+            raise Conflict({"service": [f"rollback {active.pk} of {service.name} is under way already"]})
+        previous = active.replaces
+        if previous is None:
+            raise ValidationError(
+                {
+                    "service": [
+                        f"{service.name} has no earlier good revision to roll back to: deployment {active.pk} is its "
+                        "first"
+                    ]
+                }
+            )
+        DEPLOYMENT_MACHINE.apply(
+            active.pk,
+            "roll_back",
+            actor=actor,
+            reason=reason,
+            status_reason=reason,
+            breach=breach or {},
+        )
+        target, undone = previous, active
+    else:
+        target = rollback_target(service)
+        if target is None:
+            current = service.current_deployment
+            what = "nothing is deployed yet" if current is None else f"deployment {current.pk} is the only good one"
+            raise ValidationError({"service": [f"{service.name} has no earlier good revision to roll back to: {what}"]})
+        undone = service.current_deployment
+    rollback = Deployment.objects.create(
+        service=service,
+        kind=Deployment.Kind.ROLLBACK,
+        model_version=target.model_version,
+        initiated_by=actor,
+        reason=reason,
+        replaces=service.current_deployment,
+        rollback_of=undone,
+        strategy=Deployment.Strategy.ALL_AT_ONCE,
+        bake_minutes=0,
+        objectives={},
+        desired_count=service.desired_count,
+        revision=target.revision,
+        breach=breach or {},
+        enqueued_at=timezone.now(),
+    )
+    _created(rollback, actor, reason)
+    return rollback
+
+
+# --- the worker side -------------------------------------------------------------------------------------------
+
+
+def deployment_lease_seconds() -> float:
+    return float(settings.DEPLOYMENT_LEASE_SECONDS)
+
+
+def poll_interval(service: Service) -> float:
+    return float(settings.DEPLOYMENT_POLL_SECONDS.get(service.backend, 5.0))
+
+
+def _load(deployment_id: int) -> Deployment:
+    return Deployment.objects.select_related(
+        "service__environment",
+        "service__registered_model__project",
+        "service__current_deployment",
+        "model_version__registered_model__project",
+        "replaces",
+        "rollback_of",
+    ).get(pk=deployment_id)
+
+
+def deployment_start(*, deployment_id: int) -> Deployment:
+    """Start a pending deployment's revision, once; a duplicate message finds it claimed and returns. A worker that
+    died mid-start is taken over once its lease expired; the backend's deploy is idempotent per deployment id."""
+    attempt = DEPLOYMENT_MACHINE.claim(
+        deployment_id,
+        "start",
+        lease_seconds=deployment_lease_seconds(),
+        where=Q(backend_handle={}),
+        reason="a worker took the deployment",
+    )
+    if attempt is None:
+        return Deployment.objects.get(pk=deployment_id)
+    try:
+        return _start_claimed(deployment_id, attempt)
+    except LostLease:
+        return Deployment.objects.get(pk=deployment_id)
+    except BackendError as exc:
+        if exc.permanent:
+            return _fail(deployment_id, f"the backend refused the deployment: {exc}", attempt=attempt)
+        DEPLOYMENT_MACHINE.release(deployment_id, attempt)
+        raise
+    except BaseException:
+        DEPLOYMENT_MACHINE.release(deployment_id, attempt)
+        raise
+
+
+def _start_claimed(deployment_id: int, attempt: int) -> Deployment:
+    deployment = _load(deployment_id)
+    backend = serving_backend(deployment.service.backend)
+    spec = service_spec(deployment.service)
+    undone = deployment.rollback_of
+    if deployment.kind == Deployment.Kind.ROLLBACK and undone is not None and undone.status == "rolled_back":
+        # Mid-rollout: the revision it replaced is still up; send all traffic back to it at once.
+        handle = _handle(undone)
+        if handle is not None:
+            backend.roll_back(spec, handle)
+        back = Handle(revision=deployment.revision or (handle.previous_revision if handle else ""))
+        Deployment.objects.filter(pk=deployment_id, attempt=attempt).update(
+            claimed_at=timezone.now(), backend_handle=back.as_dict()
+        )
+        DEPLOYMENT_MACHINE.apply(
+            deployment_id, "bake", attempt=attempt, reason=f"all traffic is back on {deployment.revision or 'it'}"
+        )
+        return _succeed(deployment_id, attempt=attempt, reason="the previous revision serves all traffic again")
+    reuse = deployment.revision if deployment.kind == Deployment.Kind.ROLLBACK else ""
+    previous = deployment.service.current_deployment
+    with DEPLOYMENT_MACHINE.holding(deployment_id, attempt, every=deployment_lease_seconds() / 3):
+        handle = backend.deploy(spec, revision_spec(deployment, reuse=reuse))
+    DEPLOYMENT_MACHINE.renew(deployment_id, attempt)
+    Deployment.objects.filter(pk=deployment_id, attempt=attempt).update(
+        revision=handle.revision, backend_handle=handle.as_dict()
+    )
+    address = backend.status(spec).address
+    if address and address != deployment.service.address:
+        Service.objects.filter(pk=deployment.service_id).update(address=address)
+    _event(
+        deployment_id,
+        "backend",
+        f"revision {handle.revision} started"
+        + (f", replacing {previous.revision}" if previous is not None and previous.revision else ""),
+    )
+    restart_poll_chain(deployment_id, countdown=min(1.0, poll_interval(deployment.service)))
+    return Deployment.objects.get(pk=deployment_id)
+
+
+def _event(deployment_id: int, action: str, reason: str) -> None:
+    DeploymentEvent.objects.create(deployment_id=deployment_id, action=action, reason=reason[:4000])
+
+
+def restart_poll_chain(deployment_id: int, *, countdown: float) -> None:
+    """A new poll chain, retiring any other (chains never multiply): the generation is raised under the row lock."""
+    with transaction.atomic():
+        locked = Deployment.objects.select_for_update().only("pk", "poll_generation").get(pk=deployment_id)
+        generation = locked.poll_generation + 1
+        Deployment.objects.filter(pk=deployment_id).update(
+            poll_generation=generation, poll_tick=0, last_polled_at=timezone.now()
+        )
+        transaction.on_commit(
+            lambda: tasks.deployment_poll_task.apply_async((deployment_id, generation, 0), countdown=countdown),
+            robust=True,
+        )
+
+
+def deployment_poll(*, deployment_id: int, generation: int | None = None, tick: int | None = None) -> Deployment:
+    """Follow the rollout one step: record what the backend reports, move to baking when the revision takes
+    traffic, judge the objectives while it bakes, promote when the bake is over, roll back on a breach or a failed
+    health check. (`generation`, `tick`) is the chain's ticket, as a run's poll."""
+    deployment = _load(deployment_id)
+    if deployment.done or not deployment.backend_handle:
+        return deployment
+    if generation is not None:
+        ticket = Deployment.objects.filter(pk=deployment_id, poll_generation=generation)
+        if tick is not None:
+            ticket = ticket.filter(poll_tick=tick)
+        if not ticket.update(poll_tick=(tick or 0) + 1, last_polled_at=timezone.now()):
+            return deployment
+    else:
+        Deployment.objects.filter(pk=deployment_id).update(last_polled_at=timezone.now())
+    service = deployment.service
+    backend = serving_backend(service.backend)
+    spec = service_spec(service)
+    handle = Handle.from_dict(deployment.backend_handle)
+    status = backend.progress(spec, handle)
+    _record_progress(deployment, status)
+    deployment = _follow(deployment, status, backend, spec, handle)
+    if not deployment.done and generation is not None:
+        tasks.deployment_poll_task.apply_async(
+            (deployment_id, generation, (tick or 0) + 1), countdown=poll_interval(service)
+        )
+    return deployment
+
+
+def _record_progress(deployment: Deployment, status: RolloutStatus) -> None:
+    progress = {
+        "phase": status.phase,
+        "traffic_percent": status.traffic_percent,
+        "desired": status.desired,
+        "running": status.running,
+        "healthy": status.healthy,
+        "message": status.message,
+        "seconds_to_next_step": status.seconds_to_next_step,
+        "revision_address": status.revision_address,
+        "at": timezone.now().isoformat(),
+    }
+    with transaction.atomic():
+        locked = Deployment.objects.select_for_update().only("pk", "seen_events", "status").get(pk=deployment.pk)
+        if locked.done:
+            return
+        seen = set(locked.seen_events or [])
+        new = [(event_id, text) for event_id, _, text in status.events if event_id not in seen]
+        for _, text in new:
+            _event(deployment.pk, "backend", text)
+        kept = [*(locked.seen_events or []), *(event_id for event_id, _ in new)][-MAX_EVENTS_KEPT:]
+        Deployment.objects.filter(pk=deployment.pk).update(progress=progress, seen_events=kept)
+    deployment.progress = progress
+
+
+def _follow(
+    deployment: Deployment, status: RolloutStatus, backend: Any, spec: ServiceSpec, handle: Handle
+) -> Deployment:
+    pk = deployment.pk
+    if status.phase == "failed" or status.phase == "rolled_back":
+        why = status.message or "the new revision failed its health checks"
+        return _system_roll_back(
+            deployment, f"rolled back: {why}", breach={}, backend=backend, spec=spec, handle=handle
+        )
+    if deployment.status == Deployment.Status.IN_PROGRESS and status.phase in (
+        "shifting",
+        "baking",
+        "paused",
+        "complete",
+    ):
+        share = f"{status.traffic_percent:g}%"
+        DEPLOYMENT_MACHINE.apply(pk, "bake", quiet=True, reason=f"healthy; it takes {share} of traffic and bakes")
+        deployment = _load(pk)
+    if deployment.status != Deployment.Status.BAKING:
+        return deployment
+    if deployment.kind == Deployment.Kind.DEPLOY and deployment.objectives:
+        window = (deployment.baking_at or timezone.now(), timezone.now())
+        verdict = objective_rules.objective_status(deployment.service, deployment.revision, window)
+        Deployment.objects.filter(pk=pk).update(objective_status=verdict.as_dict())
+        breached = verdict.breached
+        if breached is not None:
+            breach = {
+                "objective": breached.name,
+                "label": breached.label,
+                "value": breached.value,
+                "threshold": breached.threshold,
+                "requests": verdict.requests,
+                "source": verdict.source,
+            }
+            return _system_roll_back(
+                deployment,
+                f"rolled back: {breached.describe()}",
+                breach=breach,
+                backend=backend,
+                spec=spec,
+                handle=handle,
+            )
+    if status.phase in ("paused", "complete"):
+        final = backend.promote(spec, handle) if status.phase == "paused" else status
+        if final.phase == "complete":
+            _record_progress(deployment, final)
+            return _succeed(pk, attempt=None, reason=_bake_summary(deployment))
+    return deployment
+
+
+def _bake_summary(deployment: Deployment) -> str:
+    if deployment.kind == Deployment.Kind.ROLLBACK:
+        return "the rolled-back-to revision serves all traffic"
+    verdict = Deployment.objects.values_list("objective_status", flat=True).get(pk=deployment.pk) or {}
+    results = verdict.get("results") or []
+    if not results:
+        return f"baked {deployment.bake_minutes:g} min; no objectives set"
+    held = "; ".join(objective_rules.ObjectiveResult(**result).describe() for result in results)
+    return f"baked {deployment.bake_minutes:g} min: {held}"
+
+
+def _succeed(deployment_id: int, *, attempt: int | None, reason: str) -> Deployment:
+    with transaction.atomic():
+        done = DEPLOYMENT_MACHINE.apply(deployment_id, "succeed", attempt=attempt, quiet=True, reason=reason)
+        if done is None:
+            return Deployment.objects.get(pk=deployment_id)
+        service = Service.objects.select_for_update().get(pk=done.service_id)
+        before = service.current_deployment_id
+        service.current_deployment = done
+        service.save(update_fields=["current_deployment"])
+        audit_record(
+            actor=None,
+            action="service.serve",
+            object_type="service",
+            object_id=service.pk,
+            object_repr=service.name,
+            before={"deployment": before},
+            after={"deployment": done.pk, "revision": done.revision, "model_version": done.model_version_id},
+            reason=reason,
+        )
+        _tell(done, f"{done.service.name}: {done.kind} {done.pk} succeeded ({done.model_version})", reason)
+    return done
+
+
+def _fail(deployment_id: int, reason: str, *, attempt: int | None = None) -> Deployment:
+    with transaction.atomic():
+        done = DEPLOYMENT_MACHINE.apply(
+            deployment_id, "fail", attempt=attempt, quiet=True, reason=reason, status_reason=reason
+        )
+        if done is None:
+            return Deployment.objects.get(pk=deployment_id)
+        _tell(done, f"{done.service.name}: {done.kind} {done.pk} failed", reason)
+    return done
+
+
+def _system_roll_back(
+    deployment: Deployment, reason: str, *, breach: dict[str, Any], backend: Any, spec: ServiceSpec, handle: Handle
+) -> Deployment:
+    """The system ends the deployment: with a revision to go back to, a rollback (all traffic back at once);
+    without one (a first deploy, or a rollback that failed), the deployment fails and its revision is stopped."""
+    with transaction.atomic():
+        service = Service.objects.select_for_update().get(pk=deployment.service_id)
+        current = Deployment.objects.get(pk=deployment.pk)
+        if current.done:
+            return current
+        if deployment.kind == Deployment.Kind.DEPLOY and deployment.replaces_id is not None:
+            rollback = _roll_back_locked(service, actor=None, reason=reason, breach=breach)
+            _tell(deployment, f"{service.name} rolled back by the system", reason)
+            log.warning("%s: %s (rollback %s)", service.name, reason, rollback.pk)
+            return Deployment.objects.get(pk=deployment.pk)
+    failed = _fail(deployment.pk, reason)
+    backend.roll_back(spec, handle)  # stop what it started; nothing was serving before it
+    if breach:
+        Deployment.objects.filter(pk=deployment.pk).update(breach=breach)
+    return failed
+
+
+def _tell(deployment: Deployment, title: str, body: str) -> None:
+    from django.urls import reverse
+
+    users = [
+        user for user in (deployment.initiated_by, getattr(deployment.approval_request, "requested_by", None)) if user
+    ]
+    if users:
+        notify(users=users, title=title, body=body, url=reverse("service-detail", kwargs={"pk": deployment.service_id}))
+
+
+# --- the sweep ---------------------------------------------------------------------------------------------------
+
+
+def deployments_resume() -> int:
+    """Beat: restart what a dead worker left. A pending deployment whose start message is lost (or whose worker
+    died) is sent again; an active one whose poll chain stopped gets a new chain. Returns how many were resumed."""
+    now = timezone.now()
+    resumed = 0
+    stale_start = now - timedelta(seconds=deployment_lease_seconds())
+    for deployment in Deployment.objects.filter(status="pending", enqueued_at__lt=now - timedelta(seconds=60)):
+        Deployment.objects.filter(pk=deployment.pk).update(enqueued_at=now)
+        tasks.deployment_start_task.delay(deployment.pk)
+        resumed += 1
+    stuck_start = Deployment.objects.filter(status="in_progress", backend_handle={}, claimed_at__lt=stale_start)
+    for deployment in stuck_start:
+        tasks.deployment_start_task.delay(deployment.pk)
+        resumed += 1
+    for deployment in Deployment.objects.filter(status__in=["in_progress", "baking"]).exclude(backend_handle={}):
+        interval = poll_interval(deployment.service)
+        quiet_since = now - timedelta(seconds=max(30.0, interval * 6))
+        if deployment.last_polled_at is None or deployment.last_polled_at < quiet_since:
+            restart_poll_chain(deployment.pk, countdown=0)
+            resumed += 1
+    return resumed
+
+
+# --- scaling -----------------------------------------------------------------------------------------------------
+
+
+def service_scale(*, actor: Any, service_id: Any, desired_count: Any) -> Service:
+    """Set how many processes (local) or tasks (ECS) serve the service, within its environment's limits."""
+    permissions.require(actor, "deployment.deploy")
+    with transaction.atomic():
+        service = (
+            Service.objects.select_for_update()
+            .select_related("environment")
+            .filter(pk=_as_id(service_id, "service"))
+            .first()
+        )
+        if service is None:
+            raise ValidationError({"service": [f"there is no service {service_id!r}"]})
+        low, high = service.environment.min_desired_count, service.environment.max_desired_count
+        try:
+            count = int(str(desired_count).strip())
+        except ValueError:
+            count = None
+        if count is None or isinstance(desired_count, bool) or not low <= count <= high:
+            raise ValidationError(
+                {
+                    "desired_count": [
+                        f"expected a whole number from {low} to {high} ({service.environment.name}'s limits), got "
+                        f"{desired_count!r}"
+                    ]
+                }
+            )
+        if count == service.desired_count:
+            return service
+        before = service.desired_count
+        service.desired_count = count
+        service.scale_pending = True
+        service.save(update_fields=["desired_count", "scale_pending"])
+        audit_record(
+            actor=actor,
+            action="service.scale",
+            object_type="service",
+            object_id=service.pk,
+            object_repr=service.name,
+            before={"desired_count": before},
+            after={"desired_count": count},
+        )
+        transaction.on_commit(lambda: tasks.service_scale_task.delay(service.pk), robust=True)
+    return service
+
+
+def service_scale_apply(*, service_id: int) -> None:
+    service = Service.objects.select_related("environment", "registered_model__project").get(pk=service_id)
+    if not service.scale_pending:
+        return
+    if service.current_deployment_id is not None:
+        serving_backend(service.backend).scale(service_spec(service))
+    Service.objects.filter(pk=service_id, desired_count=service.desired_count).update(scale_pending=False)
+
+
+def deployment_fail(*, deployment_id: int, reason: str) -> Deployment:
+    return _fail(deployment_id, reason)
+
+
+def deployment_poll_again(*, deployment_id: int, generation: int, tick: int, error: BaseException) -> None:
+    """A poll step failed: a permanent backend error ends the deployment (saying why); anything else is tried again
+    at the chain's next tick."""
+    log.warning("deployment %s: poll failed: %s", deployment_id, error)
+    if isinstance(error, BackendError) and error.permanent:
+        deployment = _load(deployment_id)
+        if deployment.active:
+            _fail(deployment_id, f"the backend cannot follow the rollout: {error}")
+        return
+    found = Deployment.objects.filter(
+        pk=deployment_id, status__in=ACTIVE_DEPLOYMENT_STATUSES, poll_generation=generation
+    ).select_related("service")
+    deployment = found.first()
+    if deployment is not None:
+        tasks.deployment_poll_task.apply_async(
+            (deployment_id, generation, tick), countdown=max(2.0, poll_interval(deployment.service))
+        )

@@ -1,0 +1,57 @@
+"""Deployments and rollbacks raced for real: each contender in its own thread with its own database connection
+(PostgreSQL in CI's first pass). One consistent outcome, one audit trail."""
+
+from __future__ import annotations
+
+import pytest
+
+from controlplane.models import AuditEvent
+from deployments import services
+from deployments.models import Deployment, Service
+from tests.deployments.conftest import make_model_version
+from tests.deployments.test_deploys import approve
+from tests.fixtures.races import race
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_two_first_deploys_of_one_service_at_once_make_one_service_and_one_deployment(users, project, staging) -> None:
+    one, two = make_model_version(project, users.data_scientist), make_model_version(project, users.data_scientist)
+    approve(one, staging, users)
+    approve(two, staging, users)
+    outcomes = race(
+        lambda: services.deployment_create(actor=users.approver, model_version_id=one.pk, environment="staging"),
+        lambda: services.deployment_create(actor=users.approver2, model_version_id=two.pk, environment="staging"),
+    )
+    errors = [o.error for o in outcomes if o.error is not None]
+    assert len(errors) == 1 and isinstance(errors[0], services.Conflict), errors
+    assert "is active on bc-classifier-staging" in errors[0].messages[0]
+    assert Service.objects.count() == 1 and Deployment.objects.count() == 1
+    assert AuditEvent.objects.filter(action="service.create").count() == 1
+    assert AuditEvent.objects.filter(action="deployment.deploy").count() == 1
+
+
+def test_two_rollbacks_of_one_rollout_at_once_make_one_rollback(users, project, staging) -> None:
+    one, two = make_model_version(project, users.data_scientist), make_model_version(project, users.data_scientist)
+    approve(one, staging, users)
+    approve(two, staging, users)
+    first = services.deployment_create(actor=users.approver, model_version_id=one.pk, environment="staging")
+    # The first deployment succeeded (as its poll would record it) so the second replaces it.
+    services.DEPLOYMENT_MACHINE.apply(first.pk, "start")
+    services.DEPLOYMENT_MACHINE.apply(first.pk, "bake")
+    Deployment.objects.filter(pk=first.pk).update(revision="d%d" % first.pk)
+    services.deploys._succeed(first.pk, attempt=None, reason="baked")
+    second = services.deployment_create(actor=users.approver, model_version_id=two.pk, environment="staging")
+    assert second.replaces_id == first.pk
+    outcomes = race(
+        lambda: services.deployment_rollback(actor=users.approver, service_id=second.service_id, reason="too slow"),
+        lambda: services.deployment_rollback(actor=users.approver2, service_id=second.service_id, reason="errors"),
+    )
+    errors = [o.error for o in outcomes if o.error is not None]
+    assert len(errors) == 1 and isinstance(errors[0], services.Conflict), errors
+    second.refresh_from_db()
+    assert second.status == "rolled_back"
+    rollbacks = list(Deployment.objects.filter(kind="rollback"))
+    assert len(rollbacks) == 1 and rollbacks[0].rollback_of_id == second.pk and rollbacks[0].model_version_id == one.pk
+    assert rollbacks[0].revision == f"d{first.pk}"
+    assert AuditEvent.objects.filter(action="deployment.roll_back", object_id=str(second.pk)).count() == 1

@@ -1,0 +1,145 @@
+"""Deploying and rolling back: what is refused, with a message naming the field, and changes nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.core.exceptions import PermissionDenied, ValidationError
+
+from controlplane.models import AuditEvent
+from deployments import services
+from deployments.models import Deployment, Service
+from tests.deployments.conftest import make_model_version
+
+
+def approve(version: Any, environment: Any, users: Any) -> Any:
+    request = services.approval_request_create(
+        actor=users.data_scientist,
+        model_version_id=version.pk,
+        environment=environment.name,
+        justification="better on the held-out set",
+    )
+    for approver in (users.approver, users.approver2)[: environment.approvals_required]:
+        services.approval_decide(actor=approver, request_id=request.pk, verdict="approve", comment="looks right")
+    return services.approval_finish(request_id=request.pk)
+
+
+def errors_of(excinfo: pytest.ExceptionInfo[ValidationError]) -> dict[str, list[str]]:
+    return {field: list(messages) for field, messages in excinfo.value.message_dict.items()}
+
+
+@pytest.fixture
+def approved(version: Any, staging: Any, users: Any) -> Any:
+    approve(version, staging, users)
+    return version
+
+
+def test_deploying_a_version_not_approved_there_is_refused_and_changes_nothing(version, staging, users) -> None:
+    with pytest.raises(ValidationError) as excinfo:
+        services.deployment_create(actor=users.approver, model_version_id=version.pk, environment="staging")
+    assert errors_of(excinfo) == {"model_version": [f"{version} is not approved for staging (it has no request)"]}
+    assert not Service.objects.exists() and not Deployment.objects.exists()
+
+
+def test_only_approvers_and_admins_deploy(approved, users) -> None:
+    for user in (users.data_scientist, users.finance, users.outsider):
+        with pytest.raises(PermissionDenied):
+            services.deployment_create(actor=user, model_version_id=approved.pk, environment="staging")
+    assert not Deployment.objects.exists()
+
+
+def test_unknown_version_and_environment_are_named(users, staging) -> None:
+    with pytest.raises(ValidationError) as excinfo:
+        services.deployment_create(actor=users.approver, model_version_id=999999, environment="prod")
+    errors = errors_of(excinfo)
+    assert errors["model_version"] == ["there is no model version 999999"]
+    assert errors["environment"] == ["there is no environment 'prod' (environments: staging)"]
+
+
+def test_a_deploy_creates_the_service_once_and_a_second_is_refused_naming_the_active_one(
+    approved, staging, users, project
+) -> None:
+    first = services.deployment_create(actor=users.approver, model_version_id=approved.pk, environment="staging")
+    assert first.status == "pending" and first.kind == "deploy" and first.replaces is None
+    service = first.service
+    assert service.name == "bc-classifier-staging" and service.desired_count == staging.min_desired_count
+    other = make_model_version(project, users.data_scientist)
+    approve(other, staging, users)
+    with pytest.raises(ValidationError) as excinfo:
+        services.deployment_create(actor=users.approver2, model_version_id=other.pk, environment="staging")
+    assert getattr(excinfo.value, "http_status", None) == 409
+    assert errors_of(excinfo)["model_version"] == [
+        f"deployment {first.pk} (deploy of {approved}, pending) is active on bc-classifier-staging: wait for it to "
+        "finish or roll it back"
+    ]
+    assert Service.objects.count() == 1 and Deployment.objects.count() == 1
+    audited = set(AuditEvent.objects.values_list("action", flat=True))
+    assert {"service.create", "deployment.deploy", "deployment.create"} <= audited
+
+
+def test_rolling_back_with_no_earlier_good_revision_is_refused(approved, users) -> None:
+    first = services.deployment_create(actor=users.approver, model_version_id=approved.pk, environment="staging")
+    with pytest.raises(ValidationError) as excinfo:
+        services.deployment_rollback(actor=users.approver, service_id=first.service_id, reason="it looks slow")
+    assert errors_of(excinfo) == {
+        "service": [
+            f"bc-classifier-staging has no earlier good revision to roll back to: deployment {first.pk} is its first"
+        ]
+    }
+    with pytest.raises(ValidationError) as excinfo:
+        services.deployment_rollback(actor=users.approver, service_id=first.service_id, reason="")
+    assert list(errors_of(excinfo)) == ["reason"]
+    with pytest.raises(PermissionDenied):
+        services.deployment_rollback(actor=users.data_scientist, service_id=first.service_id, reason="it is slow")
+    assert Deployment.objects.get().status == "pending"
+
+
+def test_a_desired_count_outside_the_environments_limits_is_refused(approved, users) -> None:
+    service = services.deployment_create(
+        actor=users.approver, model_version_id=approved.pk, environment="staging"
+    ).service
+    for bad in (0, 5, "two", True):
+        with pytest.raises(ValidationError) as excinfo:
+            services.service_scale(actor=users.approver, service_id=service.pk, desired_count=bad)
+        assert errors_of(excinfo)["desired_count"] == [
+            f"expected a whole number from 1 to 4 (staging's limits), got {bad!r}"
+        ]
+    assert Service.objects.get().desired_count == 1
+    scaled = services.service_scale(actor=users.approver, service_id=service.pk, desired_count=3)
+    assert scaled.desired_count == 3 and scaled.scale_pending
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("canary_percent", 0, "expected a percentage of traffic from 1 to 99, got 0"),
+        ("canary_percent", 100, "expected a percentage of traffic from 1 to 99, got 100"),
+        ("linear_step_percent", "ten", "expected a percentage of traffic from 1 to 99, got 'ten'"),
+        ("strategy", "big-bang", "expected one of rolling, all_at_once, canary, linear, got 'big-bang'"),
+        ("bake_minutes", -1, "expected minutes from 0 to 1440, got -1"),
+        ("autoscaling_metric", "memory", "expected requests or cpu, or empty for none; got 'memory'"),
+    ],
+)
+def test_rollout_settings_out_of_range_are_refused(staging, users, field, value, message) -> None:
+    before = services.ENVIRONMENT_FIELDS and {name: getattr(staging, name) for name in services.ENVIRONMENT_FIELDS}
+    with pytest.raises(ValidationError) as excinfo:
+        services.environment_update(actor=users.admin, environment_id=staging.pk, data={field: value})
+    assert errors_of(excinfo) == {field: [message]}
+    staging.refresh_from_db()
+    assert {name: getattr(staging, name) for name in services.ENVIRONMENT_FIELDS} == before
+
+
+def test_on_the_aws_backend_an_environment_without_its_settings_is_refused_naming_each(
+    approved, staging, users, settings
+) -> None:
+    settings.CONTROLPLANE_BACKEND = "aws"
+    settings.ECS_CLUSTER = ""
+    settings.ECS_SUBNETS = []
+    settings.ECS_SECURITY_GROUPS = []
+    with pytest.raises(ValidationError) as excinfo:
+        services.deployment_create(actor=users.approver, model_version_id=approved.pk, environment="staging")
+    messages = " ".join(errors_of(excinfo)["environment"])
+    for key in ("cluster", "subnets", "security_groups", "target_group_arn", "execution_role_arn", "task_role_arn"):
+        assert f"backend_settings.{key}" in messages
+    assert not Service.objects.exists()
