@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,7 +11,7 @@ import pytest
 
 from deployments import objectives
 
-NOW = (datetime(2026, 12, 1, tzinfo=timezone.utc), datetime(2026, 12, 1, 0, 5, tzinfo=timezone.utc))
+NOW = (datetime(2026, 12, 1, tzinfo=UTC), datetime(2026, 12, 1, 0, 5, tzinfo=UTC))
 
 
 def test_the_p99_of_a_histogram_is_interpolated_within_its_bucket() -> None:
