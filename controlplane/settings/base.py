@@ -189,6 +189,8 @@ SERVICES_WORK_DIR = VAR_DIR / "services"
 DEPLOYMENT_POLL_SECONDS = {"local": 1.0, "aws": 10.0}
 # A worker starting a deployment holds it this long; after it, another worker may take the start over.
 DEPLOYMENT_LEASE_SECONDS = env_int("DEPLOYMENT_LEASE_SECONDS", 300, minimum=30)
+# A deployment whose poll chain has been quiet this long gets a new chain from the sweep (its worker died).
+DEPLOYMENT_POLL_STALE_SECONDS = env_int("DEPLOYMENT_POLL_STALE_SECONDS", 30, minimum=2)
 # Where the objectives' live signals come from while a revision bakes (deployments.objectives): "revision" reads
 # each local revision's own /metrics; "recorded" reads DEPLOYMENT_RECORDED_SIGNALS (a JSON file, for tests and
 # replays); "none" judges nothing (the monitoring issue adds CloudWatch).

@@ -15,3 +15,6 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
 # Redelivery of a lost acks_late task is tested; do not wait two hours for it.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 30}
+# A dead worker's deployment is taken over and its poll chain restarted without waiting minutes.
+DEPLOYMENT_LEASE_SECONDS = 30
+DEPLOYMENT_POLL_STALE_SECONDS = 5

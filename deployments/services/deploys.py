@@ -535,8 +535,11 @@ def _start_claimed(deployment_id: int, attempt: int) -> Deployment:
     if deployment.kind == Deployment.Kind.ROLLBACK and undone is not None and undone.status == "rolled_back":
         # Mid-rollout: the revision it replaced is still up; send all traffic back to it at once.
         handle = _handle(undone)
-        if handle is not None:
-            backend.roll_back(spec, handle)
+        status = backend.roll_back(spec, handle) if handle is not None else None
+        if status is not None and status.phase == "complete" and deployment.revision:
+            # Too late to send traffic back: the rollout had been promoted (and the old revision stopped) just
+            # before this rollback was asked for. Redeploy the old revision instead, as after a finished deploy.
+            return _deploy_claimed(deployment, attempt, backend, spec, reuse=deployment.revision)
         back = Handle(revision=deployment.revision or (handle.previous_revision if handle else ""))
         Deployment.objects.filter(pk=deployment_id, attempt=attempt).update(
             claimed_at=timezone.now(), backend_handle=back.as_dict()
@@ -546,6 +549,11 @@ def _start_claimed(deployment_id: int, attempt: int) -> Deployment:
         )
         return _succeed(deployment_id, attempt=attempt, reason="the previous revision serves all traffic again")
     reuse = deployment.revision if deployment.kind == Deployment.Kind.ROLLBACK else ""
+    return _deploy_claimed(deployment, attempt, backend, spec, reuse=reuse)
+
+
+def _deploy_claimed(deployment: Deployment, attempt: int, backend: Any, spec: ServiceSpec, *, reuse: str) -> Deployment:
+    deployment_id = deployment.pk
     previous = deployment.service.current_deployment
     with DEPLOYMENT_MACHINE.holding(deployment_id, attempt, every=deployment_lease_seconds() / 3):
         handle = backend.deploy(spec, revision_spec(deployment, reuse=reuse))
@@ -784,7 +792,7 @@ def deployments_resume() -> int:
         resumed += 1
     for deployment in Deployment.objects.filter(status__in=["in_progress", "baking"]).exclude(backend_handle={}):
         interval = poll_interval(deployment.service)
-        quiet_since = now - timedelta(seconds=max(30.0, interval * 6))
+        quiet_since = now - timedelta(seconds=max(float(settings.DEPLOYMENT_POLL_STALE_SECONDS), interval * 6))
         if deployment.last_polled_at is None or deployment.last_polled_at < quiet_since:
             restart_poll_chain(deployment.pk, countdown=0)
             resumed += 1

@@ -39,7 +39,7 @@ def test_two_rollbacks_of_one_rollout_at_once_make_one_rollback(users, project, 
     # The first deployment succeeded (as its poll would record it) so the second replaces it.
     services.DEPLOYMENT_MACHINE.apply(first.pk, "start")
     services.DEPLOYMENT_MACHINE.apply(first.pk, "bake")
-    Deployment.objects.filter(pk=first.pk).update(revision="d%d" % first.pk)
+    Deployment.objects.filter(pk=first.pk).update(revision=f"d{first.pk}")
     services.deploys._succeed(first.pk, attempt=None, reason="baked")
     second = services.deployment_create(actor=users.approver, model_version_id=two.pk, environment="staging")
     assert second.replaces_id == first.pk

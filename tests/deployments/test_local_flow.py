@@ -1,0 +1,241 @@
+"""The whole life of a service on the local backend, with a real worker and real serving processes, under constant
+traffic through the service's stable address: deploy → deploy a slow version as a canary → the system rolls it back
+on its breached p99 objective → deploy again → an approver rolls back by hand. Every answer is counted: none fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import json
+import tarfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controlplane import services as controlplane_services
+from controlplane.backends import object_store
+from deployments import services
+from deployments.models import Deployment, Service
+from lineage.models import LineageEdge, ModelVersion, RegisteredModel, Run
+from tests.deployments.test_deploys import approve
+from tests.fixtures.models import Trained, train
+from tests.fixtures.processes import wait_for
+
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+# The canary sleeps this long in its preprocess hook: every answer still succeeds, only slowly.
+SLOW_HOOKS = "import time\n\ndef preprocess(frame):\n    time.sleep(0.15)\n    return frame\n"
+_numbers = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def logistic(tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    return train(tmp_path_factory.mktemp("models"), ["logistic"], compile_copies=False)["logistic"]
+
+
+def package(model: Trained, hooks: str | None, *, note: str) -> bytes:
+    """A model package (model.tar.gz): the model, its card, optional hooks; `note` makes its bytes its own."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        archive.add(model.joblib, arcname="model.joblib")
+        archive.add(model.folder / "model.json", arcname="model.json")
+        for name, text in (("hooks.py", hooks), ("NOTE", note)):
+            if text is not None:
+                data = text.encode()
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def register(project: Any, author: Any, model: Trained, content: bytes) -> ModelVersion:
+    """A model version of real servable bytes, stored as registration stores them."""
+    stored = object_store().put_content_addressed(io.BytesIO(content), prefix="models/", suffix=".tar.gz")
+    registered, _ = RegisteredModel.objects.get_or_create(
+        project=project, slug="bc", defaults={"name": "bc", "created_by": author}
+    )
+    run = Run.objects.create(
+        project=project,
+        kind="training",
+        recipe="logistic_regression",
+        recipe_version="2",
+        recipe_fingerprint=hashlib.sha256(content).hexdigest(),
+        created_by=author,
+        status="succeeded",
+    )
+    version = ModelVersion.objects.create(
+        registered_model=registered,
+        number=registered.versions.count() + 1,
+        run=run,
+        artifact_uri=stored.uri,
+        artifact_key=stored.key,
+        sha256=stored.sha256,
+        size=stored.size,
+        framework_version=str(model.card.get("sklearn_version", "")),
+        task="classification",
+        target="target",
+        input_schema=[{"name": name, "type": "float"} for name in model.features],
+        metrics={"accuracy": 0.95},
+        metadata=model.card,
+        created_by=author,
+    )
+    LineageEdge.objects.create(source=run.node_id, target=version.node_id)
+    return version
+
+
+class Traffic:
+    """Client threads sending predictions through the service's address until stopped, each answer counted.
+    Half the threads open a connection per request, half keep one alive, so both kinds cross every switch."""
+
+    def __init__(self, address: str, body: bytes, *, threads: int = 4) -> None:
+        self.address, self.body = address.rstrip("/"), body
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.answers: Counter[str] = Counter()
+        self.revisions: Counter[str] = Counter()
+        self.failures: list[str] = []
+        self.threads = [threading.Thread(target=self._send, args=(i % 2 == 0,), daemon=True) for i in range(threads)]
+
+    def __enter__(self) -> Traffic:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+
+    def _send(self, keep_alive: bool) -> None:
+        import http.client
+        from urllib.parse import urlsplit
+
+        where = urlsplit(self.address)
+        connection = None
+        while not self.stop.is_set():
+            try:
+                if connection is None or not keep_alive:
+                    connection = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
+                connection.request("POST", "/invocations", self.body, {"content-type": "application/json"})
+                answer = connection.getresponse()
+                answer.read()
+                with self.lock:
+                    self.answers[str(answer.status)] += 1
+                    self.revisions[answer.getheader("x-revision", "?")] += 1
+                    if answer.status != 200:
+                        self.failures.append(f"HTTP {answer.status}")
+                if answer.getheader("connection", "").lower() == "close" or not keep_alive:
+                    connection.close()
+                    connection = None
+            except (OSError, http.client.HTTPException) as exc:
+                with self.lock:
+                    self.failures.append(f"{type(exc).__name__}: {exc}")
+                if connection is not None:
+                    connection.close()
+                connection = None
+
+    @property
+    def total(self) -> int:
+        with self.lock:
+            return sum(self.answers.values())
+
+
+def finished(deployment_id: int, timeout: float = 120) -> Deployment:
+    return wait_for(
+        lambda: Deployment.objects.filter(pk=deployment_id, status__in=["succeeded", "failed", "rolled_back"]).first(),
+        timeout=timeout,
+        what=f"deployment {deployment_id} to finish",
+    )
+
+
+@pytest.fixture
+def stop_local_services() -> Any:
+    yield
+    from django.conf import settings
+
+    from workers.deploy.local import LocalServingBackend
+
+    LocalServingBackend(settings.SERVICES_WORK_DIR).shutdown_all()
+
+
+def test_deploy_canary_automatic_rollback_deploy_manual_rollback_with_zero_failed_requests(
+    celery_worker: Any, users: Any, logistic: Trained, stop_local_services: Any
+) -> None:
+    project = controlplane_services.project_create(actor=users.admin, name="Cancer", slug="cancer")
+    staging = services.environment_create(
+        actor=users.admin,
+        data={
+            "name": "staging",
+            "approvals_required": 1,
+            "strategy": "canary",
+            "canary_percent": 30,
+            "bake_minutes": 0.25,
+            "objective_p99_latency_ms": 100,
+        },
+    )
+    fast = register(project, users.data_scientist, logistic, package(logistic, None, note="v1"))
+    slow = register(project, users.data_scientist, logistic, package(logistic, SLOW_HOOKS, note="v2"))
+    again = register(project, users.data_scientist, logistic, package(logistic, None, note="v3"))
+    for version in (fast, slow, again):
+        assert approve(version, staging, users).status == "approved"
+
+    first = services.deployment_create(actor=users.approver, model_version_id=fast.pk, environment="staging")
+    address = wait_for(lambda: Service.objects.get(pk=first.service_id).address, timeout=60, what="an address")
+    body = json.dumps({"instances": logistic.rows.head(3).to_numpy().tolist()}).encode()
+    with Traffic(address, body) as traffic:
+        first = finished(first.pk)
+        assert first.status == "succeeded", first.status_reason
+        service = Service.objects.get(pk=first.service_id)
+        assert service.current_deployment_id == first.pk
+
+        # The slow version as a canary: it answers, but its p99 breaches the objective, so the system rolls back.
+        canary = services.deployment_create(actor=users.approver, model_version_id=slow.pk, environment="staging")
+        canary = finished(canary.pk)
+        assert canary.status == "rolled_back", canary.status_reason
+        assert canary.breach["objective"] == "p99_latency_ms" and canary.breach["value"] > 100
+        assert canary.breach["threshold"] == 100
+        automatic = Deployment.objects.get(kind="rollback", rollback_of=canary)
+        assert automatic.initiated_by is None and "p99 latency" in automatic.reason
+        automatic = finished(automatic.pk)
+        assert automatic.status == "succeeded", automatic.status_reason
+        assert automatic.model_version_id == fast.pk
+        # Traffic was back on the old revision within 60 s of the breach being observed.
+        breached_at = canary.events.filter(to_status="rolled_back").get().created_at
+        assert (automatic.finished_at - breached_at).total_seconds() < 60
+        canary_revision = canary.revision
+
+        # Deploy again, then an approver rolls it back by hand: the revision before it comes back.
+        third = services.deployment_create(actor=users.approver, model_version_id=again.pk, environment="staging")
+        third = finished(third.pk)
+        assert third.status == "succeeded", third.status_reason
+        manual = services.deployment_rollback(actor=users.approver2, service_id=service.pk, reason="customer report")
+        manual = finished(manual.pk)
+        assert manual.status == "succeeded", manual.status_reason
+        assert manual.model_version_id == fast.pk and manual.initiated_by == users.approver2
+        time.sleep(2)  # answers from the restored revision after the switch
+        sent = traffic.total
+
+    assert traffic.failures == [], traffic.failures[:10]
+    assert sent > 200, traffic.answers
+    # The canary did take traffic (it answered, slowly) and the stable address never changed.
+    assert traffic.revisions[canary_revision] > 0, traffic.revisions
+    assert Service.objects.get(pk=service.pk).address == address
+    service.refresh_from_db()
+    assert service.current_deployment_id == manual.pk
+    kinds = list(Deployment.objects.filter(service=service).order_by("pk").values_list("kind", "status"))
+    assert kinds == [
+        ("deploy", "succeeded"),
+        ("deploy", "rolled_back"),
+        ("rollback", "succeeded"),
+        ("deploy", "succeeded"),
+        ("rollback", "succeeded"),
+    ]
+    assert LineageEdge.objects.filter(source=slow.node_id, target=canary.node_id).exists()
