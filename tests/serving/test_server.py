@@ -311,7 +311,7 @@ def test_a_one_column_model_reads_an_empty_csv_line_as_a_missing_value(trained: 
 def test_text_classes_in_a_numpy_string_array_are_answered(trained: dict[str, Trained], serve, tmp_path) -> None:
     from sklearn.tree import DecisionTreeClassifier
 
-    from tests.serving.conftest import sha256_file
+    from workers.sources import sha256_file
 
     source = trained["logistic"]
     labels = np.where(np.arange(len(source.rows)) % 2 == 0, "even", "odd")  # a numpy <U4 array, not object
