@@ -337,7 +337,7 @@ class LocalServingBackend:
             if serving_name:
                 record = call.revision(serving_name)
                 desired = int(record["count"])
-                running = sum(1 for p in _in_service(record) if process_alive(p))
+                running = sum(1 for p in record["processes"] if process_alive(p))  # draining ones too, as ECS counts
             host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
             return ServiceStatus(
                 address=f"http://{host}:{call.state['port']}",
@@ -437,9 +437,11 @@ class LocalServingBackend:
             try:
                 yield call
             finally:
-                # Whatever the caller managed to decide is applied and kept, even when it then raised.
-                self._ensure(call)
-                call.save()
+                # Whatever the caller managed to decide is applied and kept, even when it (or this) then raised.
+                try:
+                    self._ensure(call)
+                finally:
+                    call.save()
 
     def _ensure(self, call: _Call) -> None:
         now = time.time()
@@ -904,8 +906,7 @@ class LocalServingBackend:
     def _rollout_status(self, call: _Call, record: dict[str, Any]) -> RolloutStatus:
         rollout = record["rollout"]
         phase: Phase = rollout["phase"]
-        processes = _in_service(record) if phase not in FINAL_PHASES else record["processes"]
-        running = [p for p in processes if process_alive(p)]
+        running = [p for p in record["processes"] if process_alive(p)]
         healthy = [p for p in running if p.get("passed_ping_at") and not p.get("stop_requested_at")]
         seconds: float | None = None
         message = rollout.get("message", "")
