@@ -327,8 +327,18 @@ def test_a_first_deploy_serves_through_the_stable_address_and_any_process_sees_i
     backend: LocalServingBackend, model: Trained, root: Path
 ) -> None:
     spec = service()
-    handle = backend.deploy(spec, revision("d1", model))
-    assert handle == Handle(revision="r-d1", rollout_id="", previous_revision="")
+    # Three workers deploy the same deployment at once: one creates it, all get the same handle.
+    handles: list[Handle] = []
+    racers = [
+        threading.Thread(target=lambda: handles.append(LocalServingBackend(root).deploy(spec, revision("d1", model))))
+        for _ in range(3)
+    ]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join(timeout=WAIT_SECONDS)
+    handle = Handle(revision="r-d1", rollout_id="", previous_revision="")
+    assert handles == [handle] * 3
     assert backend.deploy(spec, revision("d1", model)) == handle  # again: the same handle, nothing more started
     status = wait_phase(backend, spec, handle, "paused")
     assert (status.traffic_percent, status.desired, status.running, status.healthy) == (100.0, 1, 1, 1)
@@ -466,6 +476,16 @@ def test_failures_a_revision_that_cannot_start_a_dead_router_a_taken_port_and_a_
         squatter.close()
     assert backend.status(spec).address == f"http://127.0.0.1:{port}"
     assert served_by(port, 5) == {"d1": 5}
+    # The serving revision's process crashes: the next call starts it again (on a new port behind the same address).
+    crashed = revision_record(root, "r-d1")["processes"][0]
+    psutil.Process(crashed["pid"]).children()[0].kill()
+    wait_until(lambda: not process_alive(crashed), what="r-d1-0 to end")
+    backend.status(spec)
+    restarted_process = revision_record(root, "r-d1")["processes"][0]
+    assert restarted_process["attempt"] == 2 and restarted_process["pid"] != crashed["pid"]
+    assert served_by(port, 5) == {"d1": 5}  # held by the router until the new process passes its ping
+    events = {e[0]: e[2] for e in backend.progress(spec, Handle("r-d1")).events}
+    assert "killed by SIGKILL" in events["restarted-r-d1-0-2"]
     # A canary whose process dies while it serves: failed, its traffic back on the previous revision.
     canary = backend.deploy(spec, revision("d3", model, strategy="canary", canary_percent=50, bake_minutes=10))
     wait_phase(backend, spec, canary, "shifting")
@@ -506,8 +526,46 @@ def test_linear_steps_by_the_clock_and_scaling_the_serving_revision(
         "traffic-50", "traffic-100", "baking", "paused"
     ]
     assert served_by(port, 10) == {"d2": 10}
-    # Rolled back from paused: all traffic to the previous revision at once.
-    assert backend.roll_back(one, handle).phase == "rolled_back"
-    assert served_by(port, 10) == {"d1": 10}
+    # A deploy while that rollout waits for its verdict: it is rolled back first, and the new one replaces r-d1.
+    newer = backend.deploy(one, revision("d3", model))
+    superseded = backend.progress(one, handle)
+    assert superseded.phase == "rolled_back" and superseded.message == "superseded by r-d3: rolled back"
+    assert newer.previous_revision == "r-d1"
     with pytest.raises(BackendError):
         backend.promote(one, handle)
+    wait_phase(backend, one, newer, "paused")
+    assert served_by(port, 10) == {"d3": 10}
+    # Rolled back from paused: all traffic to the previous revision at once.
+    assert backend.roll_back(one, newer).phase == "rolled_back"
+    assert served_by(port, 10) == {"d1": 10}
+    with pytest.raises(BackendError) as caught:
+        backend.promote(one, newer)
+    assert caught.value.permanent and "rolled back" in caught.value.message
+
+
+def test_rolling_gives_each_new_process_its_share_as_it_passes_ping(
+    backend: LocalServingBackend, model: Trained, root: Path
+) -> None:
+    first_deploy(backend, model)
+    port = port_of(backend, service())
+    two = service(2)
+    handle = backend.deploy(two, revision("d2", model, strategy="rolling"))
+    # One of the two new processes is held before it can answer its first /ping.
+    wrapper = psutil.Process(revision_record(root, "r-d2")["processes"][1]["pid"])
+    held = wait_until(lambda: wrapper.children(), what="r-d2-1's server to start")[0]
+    held.suspend()
+    try:
+        status = wait_phase(backend, two, handle, "shifting")
+        assert (status.traffic_percent, status.healthy, status.desired) == (50.0, 1, 2)
+        assert "processes still starting" in status.message
+        wait_until(lambda: "r-d2-0" in healthy_in_router(root), what="r-d2-0 healthy behind the router")
+        counts = served_by(port, 100)
+        assert counts["d1"] > 0 and counts["d2"] > 0, counts
+    finally:
+        held.resume()
+    status = wait_phase(backend, two, handle, "paused")
+    assert (status.traffic_percent, status.healthy) == (100.0, 2)
+    assert [e[0] for e in status.events if e[0].startswith("traffic")] == ["traffic-50", "traffic-100"]
+    assert backend.promote(two, handle).phase == "complete"
+    wait_until(lambda: healthy_in_router(root) == ["r-d2-0", "r-d2-1"], what="only r-d2 behind the router")
+    assert served_by(port, 20) == {"d2": 20}
