@@ -56,6 +56,8 @@ class ServingApp:
         self.metrics = metrics
         self.capture = capture
         self.max_body_bytes = max_body_bytes
+        self.service = service
+        self.revision = revision
         self.schema = RequestSchema(model.features)
         self.ready = True
         self.classes = model.classes

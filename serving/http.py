@@ -6,7 +6,8 @@ needs and no more: keep-alive and pipelining, `Expect: 100-continue`, bodies by 
 limit answered 413 before the body is read, 400 for malformed HTTP, a deadline for a whole request (408) and for an
 idle connection, back-pressure when a client does not read its answers, and a graceful stop: on SIGTERM it stops
 accepting, answers `/ping` 503, finishes what is in flight (closing each connection after its current answer), and
-returns once every connection is gone or `DRAIN_SECONDS` have passed.
+returns once every connection is gone or `DRAIN_SECONDS` have passed. Every answer carries `x-revision` (REVISION),
+so a client of the service can tell which revision answered it.
 
 Behind serving/router.py (SERVING_HANDOFF_SOCKET set) it also takes connections the router accepted on the
 service's stable address, passed over a Unix socket (SCM_RIGHTS), and serves them as its own. Stopping then closes
@@ -92,6 +93,8 @@ class HttpServer:
         self.connections: set[Connection] = set()
         self.draining = False
         self.clock = _Clock()
+        # Every answer says which revision gave it (REVISION), so a client behind the router can tell a canary's.
+        self.revision_header = _revision_header(getattr(app, "revision", ""))
         self._server: asyncio.base_events.Server | None = None
         self._stopped: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -223,6 +226,12 @@ class HttpServer:
                 os.unlink(self.handoff_path)
             except FileNotFoundError:
                 pass
+
+
+def _revision_header(revision: str) -> bytes:
+    # A header value is visible ASCII and spaces; anything else in REVISION is left out rather than sent.
+    value = "".join(c for c in revision if " " <= c <= "~").strip()
+    return b"x-revision: " + value.encode("ascii") + b"\r\n" if value else b""
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -416,13 +425,14 @@ class Connection(asyncio.Protocol):
         elif self.parser.get_http_version() == "1.0":
             connection = b"connection: keep-alive\r\n"
         self.transport.write(
-            b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n%s%s\r\n%s"
+            b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n%s%s%s\r\n%s"
             % (
                 status,
                 _REASONS.get(status, b"Unknown"),
                 response.content_type,
                 len(response.body),
                 self.server.clock.date(),
+                self.server.revision_header,
                 connection,
                 b"" if head else response.body,
             )

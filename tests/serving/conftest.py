@@ -1,4 +1,5 @@
-"""Real trained artifacts (the recipes run by the local training backend) and real serving processes.
+"""Real trained artifacts (the recipes run by the local training backend, tests/fixtures/models.py) and real serving
+processes.
 
 `trained` trains each model once per session; `serve(model, **env)` starts `python -m serving` on a free port and
 waits for /ping; `Server.stop()` sends SIGTERM and returns the exit code. `ingest` is a test ingest endpoint that
@@ -22,116 +23,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import joblib
-import pandas as pd
 import pytest
-from sklearn.datasets import load_breast_cancer, load_diabetes
 
-from serving.compiled import compile_model
-from workers.recipes import get_recipe
-from workers.sources import sha256_file
-from workers.training import InputFile, JobSpec, LocalTrainingBackend
+from tests.fixtures.models import Trained, train
 
 REPO = Path(__file__).resolve().parents[2]
-TRAIN_TIMEOUT = 180.0
 START_TIMEOUT = 60.0
-
-
-@dataclass
-class Trained:
-    """A trained model as registration sees it: model.joblib, its card and hash, a few rows of its data."""
-
-    name: str
-    folder: Path
-    card: dict[str, Any]
-    sha256: str
-    rows: pd.DataFrame  # feature rows (no target)
-    compiled: Path | None = None  # the checked ONNX copy, as registration makes it
-
-    @property
-    def compiled_sha256(self) -> str:
-        assert self.compiled is not None
-        return sha256_file(self.compiled)
-
-    @property
-    def joblib(self) -> Path:
-        return self.folder / "model.joblib"
-
-    @property
-    def uri(self) -> str:
-        return self.joblib.as_uri()
-
-    @property
-    def features(self) -> list[str]:
-        return list(self.card["features"])
-
-
-def mixed_frame() -> pd.DataFrame:
-    """Numeric, boolean and categorical columns with missing values: the schema cases breast cancer lacks."""
-    cancer = load_breast_cancer(as_frame=True).frame
-    frame = pd.DataFrame(
-        {
-            "radius": cancer["mean radius"],
-            "texture": cancer["mean texture"],
-            "smooth": cancer["mean smoothness"] > cancer["mean smoothness"].median(),
-            "grade": pd.cut(cancer["mean area"], 3, labels=["low", "mid", "high"]).astype(str),
-            "target": cancer["target"],
-        }
-    )
-    frame.loc[::17, "texture"] = None
-    frame.loc[::23, "grade"] = None
-    return frame
-
-
-JOBS = {
-    "logistic": ("logistic_regression", {"target": "target", "seed": 7}, "cancer"),
-    "forest": ("random_forest", {"target": "target", "seed": 7, "n_estimators": 100}, "cancer"),
-    "linear": ("linear_regression", {"target": "target", "seed": 7}, "diabetes"),
-    "mixed": ("logistic_regression", {"target": "target", "seed": 7}, "mixed"),
-    "single": ("linear_regression", {"target": "target", "seed": 7}, "single"),
-}
 
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Trained]:
-    base = tmp_path_factory.mktemp("serving-training")
-    frames = {
-        "cancer": load_breast_cancer(as_frame=True).frame,
-        "diabetes": load_diabetes(as_frame=True).frame,
-        "mixed": mixed_frame(),
-        "single": load_diabetes(as_frame=True).frame[["bmi", "target"]],
-    }
-    for name, frame in frames.items():
-        frame.to_csv(base / f"{name}.csv", index=False)
-    backend = LocalTrainingBackend(base / "jobs")
-    for job, (recipe, hyperparameters, data) in JOBS.items():
-        backend.start(
-            JobSpec(
-                run_id=job,
-                recipe=get_recipe(recipe),
-                hyperparameters=hyperparameters,
-                inputs=[InputFile("train", base / f"{data}.csv", "train.csv")],
-                work_dir=base / "jobs" / job,
-            )
-        )
-    deadline = time.monotonic() + TRAIN_TIMEOUT
-    while not all(backend.describe(job).finished for job in JOBS):
-        assert time.monotonic() < deadline, "training the serving test models took too long"
-        time.sleep(0.2)
-    models = {}
-    for job, (_, _, data) in JOBS.items():
-        status = backend.describe(job)
-        assert status.state == "succeeded", (job, status.message)
-        folder = Path(status.model_dir)
-        card = json.loads((folder / "model.json").read_text())
-        rows = frames[data].drop(columns=["target"]).head(200)
-        compiled = None
-        outcome = compile_model(joblib.load(folder / "model.joblib"), card, pd.read_csv(folder / "holdout_sample.csv"))
-        if outcome.onnx is not None:
-            compiled = folder / "model.onnx"
-            compiled.write_bytes(outcome.onnx)
-        models[job] = Trained(job, folder, card, sha256_file(folder / "model.joblib"), rows, compiled)
-    return models
+    return train(tmp_path_factory.mktemp("serving-training"))
 
 
 def free_port() -> int:

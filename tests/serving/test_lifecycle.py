@@ -16,9 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from serving.metrics import BUCKETS_MS, FORMAT
-from tests.serving.conftest import Ingest, Server, Trained, server_env, sha256_file, start_server
+from tests.serving.conftest import Ingest, Server, Trained, server_env, start_server
 from tests.serving.test_server import call, invoke
 from workers import aws
+from workers.sources import sha256_file
 
 
 def wait_until(check: Any, *, timeout: float = 20.0, what: str = "") -> Any:

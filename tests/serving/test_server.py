@@ -175,6 +175,21 @@ def test_routes_methods_and_sizes(logistic_server: Server, trained: dict[str, Tr
     assert invoke(logistic_server, {"instances": [row]})[0] == 200
 
 
+def test_every_answer_names_the_revision_that_gave_it(logistic_server: Server, trained: dict[str, Trained]) -> None:
+    # Behind the service's router this is how a client (and the local backend's tests) tells a canary's answers.
+    row = trained["logistic"].rows.iloc[0].tolist()
+    body = json.dumps({"instances": [row]})
+    answers = [
+        call(logistic_server, "GET", "/ping"),
+        call(logistic_server, "POST", "/invocations", body, "application/json"),
+        call(logistic_server, "POST", "/invocations", "{", "application/json"),
+        call(logistic_server, "GET", "/nowhere"),
+        call(logistic_server, "HEAD", "/ping"),
+    ]
+    assert [status for status, _, _ in answers] == [200, 200, 400, 404, 200]
+    assert {headers.get("x-revision") for _, headers, _ in answers} == {"r1"}
+
+
 def raw(server: Server, data: bytes, *, wait: float = 5.0) -> bytes:
     with socket.create_connection(("127.0.0.1", server.port), timeout=wait) as sock:
         sock.sendall(data)
@@ -296,7 +311,7 @@ def test_a_one_column_model_reads_an_empty_csv_line_as_a_missing_value(trained: 
 def test_text_classes_in_a_numpy_string_array_are_answered(trained: dict[str, Trained], serve, tmp_path) -> None:
     from sklearn.tree import DecisionTreeClassifier
 
-    from tests.serving.conftest import sha256_file
+    from workers.sources import sha256_file
 
     source = trained["logistic"]
     labels = np.where(np.arange(len(source.rows)) % 2 == 0, "even", "odd")  # a numpy <U4 array, not object

@@ -9,7 +9,6 @@ the process (starting, started, stopping, stopped, exited); `describe` derives t
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -19,13 +18,25 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 from workers.errors import BackendError
+from workers.local_state import (
+    create_exclusive,
+    group_members,
+    locked,
+    owns_group,
+    process_alive,
+    read_json,
+    signal_group,
+    started_after_boot,
+    tail_lines,
+    write_json,
+)
 from workers.recipes import SUPPORT_FILES, validate_parameters
 from workers.training.base import (
     JobNotFound,
@@ -97,8 +108,6 @@ _INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
 MAX_LOG_READ_BYTES = 4 * 1024 * 1024
 # A failed job's message quotes the end of its log: this much of it is read, never the whole file.
 FAILURE_TAIL_BYTES = 64 * 1024
-# A process's start comes from the kernel's start time in clock ticks (1/100 s): equal within that, same process.
-_START_TOLERANCE_SECONDS = 0.005
 
 
 class LocalTrainingBackend:
@@ -143,29 +152,29 @@ class LocalTrainingBackend:
             "max_runtime_seconds": spec.max_runtime_seconds,
             "tags": dict(spec.tags),
         }
-        if not _create_exclusive(work_dir / "job.json", record):
-            existing = _read_json(work_dir / "job.json")
+        if not create_exclusive(work_dir / "job.json", record):
+            existing = read_json(work_dir / "job.json")
             if existing.get("run_id") == spec.run_id:
                 return job_id
             raise BackendError(
                 f"work dir {work_dir} already holds job {job_id} of run {existing.get('run_id')}", permanent=True
             )
         self._lay_out(work_dir, spec, hyperparameters)
-        with _locked(work_dir):
-            record = _read_json(work_dir / "job.json")
+        with locked(work_dir / "job.lock"):
+            record = read_json(work_dir / "job.json")
             if record.get("stop_requested_at"):
                 record.update(state="stopped", stopped_at=time.time())
-                _write_json(work_dir / "job.json", record)
+                write_json(work_dir / "job.json", record)
                 return job_id
             process = self._spawn(work_dir, spec, hyperparameters)
             record.update(
                 state="started",
                 pid=process.pid,
                 pgid=process.pid,
-                process_started_after_boot=_started_after_boot(process.pid),
+                process_started_after_boot=started_after_boot(process.pid),
                 started_at=time.time(),
             )
-            _write_json(work_dir / "job.json", record)
+            write_json(work_dir / "job.json", record)
         # Reap the wrapper when it exits, so it does not linger as a zombie of a long-lived worker.
         threading.Thread(target=process.wait, name=f"reap-{job_id}", daemon=True).start()
         return job_id
@@ -176,8 +185,8 @@ class LocalTrainingBackend:
         `metrics` is always empty: the series come from read_log, which reads each line once.
         """
         work_dir = self._work_dir(job_id)
-        record = _read_json(work_dir / "job.json")
-        usage_record = _read_json(work_dir / "usage.json") if (work_dir / "usage.json").exists() else None
+        record = read_json(work_dir / "job.json")
+        usage_record = read_json(work_dir / "usage.json") if (work_dir / "usage.json").exists() else None
         state, message = self._state(work_dir, record, usage_record)
         succeeded = state == "succeeded"
         return JobStatus(
@@ -192,37 +201,37 @@ class LocalTrainingBackend:
     def stop(self, job_id: str) -> None:
         """SIGTERM the job's process group, SIGKILL it after the grace period, and record the job as stopped."""
         work_dir = self._work_dir(job_id)
-        with _locked(work_dir):
-            record = _read_json(work_dir / "job.json")
+        with locked(work_dir / "job.lock"):
+            record = read_json(work_dir / "job.json")
             if (work_dir / "usage.json").exists() or record.get("state") == "stopped":
                 return
-            if record.get("pid") is not None and not _process_alive(record) and not _owns_group(record):
+            if record.get("pid") is not None and not process_alive(record) and not owns_group(record):
                 # It already ended without a trace (or its pid is another program's now): describe reports it as
                 # disappeared.
                 return
             record.setdefault("stop_requested_at", time.time())
             record["state"] = "stopping"
-            _write_json(work_dir / "job.json", record)
-        if record.get("pid") is not None and _owns_group(record):
+            write_json(work_dir / "job.json", record)
+        if record.get("pid") is not None and owns_group(record):
             pgid = int(record["pgid"])
-            _signal_group(pgid, signal.SIGTERM)
+            signal_group(pgid, signal.SIGTERM)
             deadline = time.monotonic() + self.grace_seconds
-            while _group_members(pgid) and time.monotonic() < deadline:
+            while group_members(pgid) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            members = _group_members(pgid)
+            members = group_members(pgid)
             if members:
                 # SIGKILL leaves no usage.json behind, so keep what /proc says the job used up to now.
                 record["last_usage"] = _measure(members)
-                _signal_group(pgid, signal.SIGKILL)
+                signal_group(pgid, signal.SIGKILL)
                 deadline = time.monotonic() + 5.0
-                while _group_members(pgid) and time.monotonic() < deadline:
+                while group_members(pgid) and time.monotonic() < deadline:
                     time.sleep(0.05)
-        with _locked(work_dir):
-            latest = _read_json(work_dir / "job.json")
+        with locked(work_dir / "job.lock"):
+            latest = read_json(work_dir / "job.json")
             if "last_usage" in record:
                 latest["last_usage"] = record["last_usage"]
             latest.update(state="stopped", stopped_at=time.time())
-            _write_json(work_dir / "job.json", latest)
+            write_json(work_dir / "job.json", latest)
 
     def read_log(
         self, job_id: str, *, cursor: Mapping[str, Any] | None, metric_definitions: Sequence[Mapping[str, str]]
@@ -233,10 +242,10 @@ class LocalTrainingBackend:
         """
         work_dir = self._work_dir(job_id)
         offset = _cursor_offset(cursor)
-        record = _read_json(work_dir / "job.json")
+        record = read_json(work_dir / "job.json")
         # Decided before reading: once the job has ended nothing more is written, so a last partial line is whole.
         # A job with no pid yet may be starting: its process can be running before the pid is recorded.
-        ended = record.get("pid") is not None and not _process_alive(record)
+        ended = record.get("pid") is not None and not process_alive(record)
         finished = (work_dir / "usage.json").exists() or ended or record.get("state") == "stopped"
         data = _read_from(work_dir / "logs" / "output.log", offset)
         end = data.rfind(b"\n") + 1
@@ -300,10 +309,10 @@ class LocalTrainingBackend:
         for item in spec.inputs:
             # A copy, not a link: a recipe writing to its input must not change the stored dataset version.
             shutil.copyfile(item.path, work_dir / "input" / "data" / item.channel / item.filename)
-        _write_json(config / "hyperparameters.json", encode_hyperparameters(hyperparameters))
+        write_json(config / "hyperparameters.json", encode_hyperparameters(hyperparameters))
         channels = sorted({item.channel for item in spec.inputs})
-        _write_json(config / "inputdataconfig.json", {channel: {"TrainingInputMode": "File"} for channel in channels})
-        _write_json(config / "resourceconfig.json", {"current_host": "algo-1", "hosts": ["algo-1"]})
+        write_json(config / "inputdataconfig.json", {channel: {"TrainingInputMode": "File"} for channel in channels})
+        write_json(config / "resourceconfig.json", {"current_host": "algo-1", "hosts": ["algo-1"]})
         shutil.copyfile(spec.recipe.script, work_dir / "code" / spec.recipe.script.name)
         for support in SUPPORT_FILES:
             shutil.copyfile(support, work_dir / "code" / support.name)
@@ -387,10 +396,10 @@ class LocalTrainingBackend:
             if time.time() - float(record.get("created_at", 0)) > START_TIMEOUT_SECONDS:
                 return "failed", NEVER_STARTED
             return "starting", ""
-        if _process_alive(record):
+        if process_alive(record):
             return ("stopping", "stopping on request") if stop_requested else ("running", "")
         if stop_requested:
-            if _group_members(int(record["pgid"])):
+            if group_members(int(record["pgid"])):
                 return "stopping", "stopping on request"
             return "stopped", "stopped on request"
         return "failed", DISAPPEARED
@@ -405,50 +414,13 @@ class LocalTrainingBackend:
         measured: dict[str, float | None] = {"cpu_seconds": None, "peak_memory_mb": None}
         if record.get("last_usage"):
             measured.update(record["last_usage"])
-        elif ended is None and _process_alive(record):
-            measured.update(_measure(_group_members(int(record["pgid"]))))
+        elif ended is None and process_alive(record):
+            measured.update(_measure(group_members(int(record["pgid"]))))
         wall = (float(ended) if ended is not None else time.time()) - float(started)
         return {"wall_seconds": wall, **measured}
 
 
-# --- files -------------------------------------------------------------------------------------------------------
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as handle:
-        value = json.load(handle)
-    return value if isinstance(value, dict) else {}
-
-
-def _write_json(path: Path, value: Any) -> None:
-    # Written aside and renamed, so a reader in another process sees the old or the new file, never half of one.
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    temporary.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
-
-
-def _create_exclusive(path: Path, value: Any) -> bool:
-    """Write `path` only if it does not exist yet (atomically: link() fails on an existing name)."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
-    temporary.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    try:
-        os.link(temporary, path)
-    except FileExistsError:
-        return False
-    finally:
-        temporary.unlink()
-    return True
-
-
-@contextlib.contextmanager
-def _locked(work_dir: Path) -> Iterator[None]:
-    """Serialize read-modify-write of job.json across processes."""
-    with open(work_dir / "job.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+# --- logs --------------------------------------------------------------------------------------------------------
 
 
 def _cursor_offset(cursor: Mapping[str, Any] | None) -> int:
@@ -477,19 +449,7 @@ def _read_from(path: Path, offset: int) -> bytes:
 
 def _log_tail(work_dir: Path, count: int) -> list[str]:
     """The last `count` lines of the job's log, reading only its last FAILURE_TAIL_BYTES."""
-    try:
-        with open(work_dir / "logs" / "output.log", "rb") as handle:
-            size = handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, size - FAILURE_TAIL_BYTES))
-            data = handle.read()
-    except FileNotFoundError:
-        return []
-    lines = data.decode("utf-8", errors="replace").split("\n")
-    if size > FAILURE_TAIL_BYTES:
-        lines = lines[1:]  # the first one may be cut
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line.rstrip("\r") for line in lines[-count:]]
+    return tail_lines(work_dir / "logs" / "output.log", count, max_bytes=FAILURE_TAIL_BYTES)
 
 
 def _failure_message(work_dir: Path, exit_code: int | None) -> str:
@@ -512,69 +472,6 @@ def _failure_message(work_dir: Path, exit_code: int | None) -> str:
 
 
 # --- processes ---------------------------------------------------------------------------------------------------
-
-
-def _started_after_boot(pid: int) -> float | None:
-    """Seconds from boot to the start of process `pid`, or None when there is no such process."""
-    try:
-        # create_time alone follows the wall clock (an NTP step moves it); its distance from boot_time does not.
-        return psutil.Process(pid).create_time() - psutil.boot_time()
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return None
-
-
-def _running(process: psutil.Process) -> bool:
-    try:
-        return process.status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
-
-
-def _is_the_job(pid: int, record: dict[str, Any]) -> bool:
-    """Is `pid` still the process the job started, not a later one that reused its pid?"""
-    expected = record.get("process_started_after_boot")
-    if expected is None:
-        return True
-    started = _started_after_boot(pid)
-    return started is not None and abs(started - float(expected)) <= _START_TOLERANCE_SECONDS
-
-
-def _process_alive(record: dict[str, Any]) -> bool:
-    """Is the job's wrapper process still running (and not a different process that reused its pid)?"""
-    pid = record.get("pid")
-    if pid is None:
-        return False
-    try:
-        process = psutil.Process(int(pid))
-    except psutil.NoSuchProcess:
-        return False
-    return _running(process) and _is_the_job(int(pid), record)
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes in process group `pgid`."""
-    members = []
-    for process in psutil.process_iter():
-        try:
-            if os.getpgid(process.pid) == pgid and _running(process):
-                members.append(process.pid)
-        except (ProcessLookupError, PermissionError):
-            continue
-    return members
-
-
-def _owns_group(record: dict[str, Any]) -> bool:
-    """May we signal the job's process group? Not if its leader's pid now belongs to a different process."""
-    pgid = int(record["pgid"])
-    if not _group_members(pgid):
-        return False
-    # While any member lives the kernel does not hand the group id out again; only a reused leader pid is foreign.
-    return _started_after_boot(pgid) is None or _is_the_job(pgid, record)
-
-
-def _signal_group(pgid: int, signum: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signum)
 
 
 def _peak_rss_kb(pid: int) -> int | None:
