@@ -95,3 +95,21 @@ def production(users: Any, staging: Any) -> Any:
 @pytest.fixture
 def version(project: Any, users: Any) -> ModelVersion:
     return make_model_version(project, users.data_scientist)
+
+
+@pytest.fixture
+def stop_local_services() -> Any:
+    """No local service outlives its test, and none is left from an earlier one: a service's files are kept for
+    later deploys, and a test database numbers its deployments from 1 again."""
+    import shutil
+
+    from django.conf import settings
+
+    from workers.deploy.local import LocalServingBackend
+
+    backend = LocalServingBackend(settings.SERVICES_WORK_DIR)
+    backend.shutdown_all()
+    shutil.rmtree(settings.SERVICES_WORK_DIR, ignore_errors=True)
+    yield
+    backend.shutdown_all()
+    shutil.rmtree(settings.SERVICES_WORK_DIR, ignore_errors=True)
