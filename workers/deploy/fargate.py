@@ -553,7 +553,7 @@ class FargateServingBackend:
         environment = dict(revision.environment)
         drain = _float(environment.get("DRAIN_SECONDS"), 15.0)
         stop_timeout = min(MAX_STOP_TIMEOUT_SECONDS, math.ceil(drain) + STOP_MARGIN_SECONDS)
-        all_tags = {**service.tags, **revision.tags, TAG_DEPLOYMENT: revision.deployment_id, **tags}
+        all_tags = {**service.tags, **revision.tags, TAG_DEPLOYMENT: deployment_tag(revision), **tags}
         return {
             "family": service.name,
             "taskRoleArn": settings.task_role_arn,
@@ -662,7 +662,7 @@ class FargateServingBackend:
                     return None
                 raise
         tags = _tags(response.get("tags"))
-        if tags.get(TAG_DEPLOYMENT) != revision.deployment_id:
+        if tags.get(TAG_DEPLOYMENT) != deployment_tag(revision):
             return None
         found = response["taskDefinition"]
         expected = self.task_definition_request(service, revision, settings, {})
@@ -961,19 +961,24 @@ class FargateServingBackend:
                 "ScaleOutCooldown": SCALE_OUT_COOLDOWN_SECONDS,
             },
         )
+        # A policy for the other metric (autoscaling switched from requests to cpu, or back) would fight this one.
         other = "cpu" if scaling.metric == "requests" else "requests"
-        self._ignore_missing(
-            self.autoscaling,
-            "delete_scaling_policy",
-            f"delete the {other} policy of {resource_id}",
-            PolicyName=f"{service.name}-{other}",
-            ServiceNamespace="ecs",
-            ResourceId=resource_id,
-            ScalableDimension="ecs:service:DesiredCount",
-        )
+        self._delete_policies(resource_id, [f"{service.name}-{other}"])
 
     def _remove_autoscaling(self, service: ServiceSpec, settings: _Settings) -> None:
         resource_id = f"service/{settings.cluster_name}/{service.name}"
+        existing = self._call(
+            self.autoscaling,
+            "describe_scalable_targets",
+            f"describe the scalable target {resource_id}",
+            ServiceNamespace="ecs",
+            ResourceIds=[resource_id],
+            ScalableDimension="ecs:service:DesiredCount",
+        )
+        if not existing.get("ScalableTargets"):
+            return
+        # Deregistering deletes the target's policies too, but only after them can nothing scale the service again.
+        self._delete_policies(resource_id, [f"{service.name}-requests", f"{service.name}-cpu"])
         self._ignore_missing(
             self.autoscaling,
             "deregister_scalable_target",
@@ -982,6 +987,29 @@ class FargateServingBackend:
             ResourceId=resource_id,
             ScalableDimension="ecs:service:DesiredCount",
         )
+
+    def _delete_policies(self, resource_id: str, names: Sequence[str]) -> None:
+        existing = self._call(
+            self.autoscaling,
+            "describe_scaling_policies",
+            f"describe the scaling policies of {resource_id}",
+            PolicyNames=list(names),
+            ServiceNamespace="ecs",
+            ResourceId=resource_id,
+            ScalableDimension="ecs:service:DesiredCount",
+        )
+        for policy in existing.get("ScalingPolicies") or []:
+            if policy.get("PolicyName") not in names:
+                continue
+            self._ignore_missing(
+                self.autoscaling,
+                "delete_scaling_policy",
+                f"delete scaling policy {policy['PolicyName']} of {resource_id}",
+                PolicyName=policy["PolicyName"],
+                ServiceNamespace="ecs",
+                ResourceId=resource_id,
+                ScalableDimension="ecs:service:DesiredCount",
+            )
 
     def _production_target_group(self, settings: _Settings, strategy: str) -> str:
         """The target group taking production traffic: ECS switches between the two of a blue/green service, so it
@@ -1160,7 +1188,7 @@ def rollout_status(
         if triggered:
             return result("failed", 0.0, f"{triggered}; ECS rolled back{': ' + why if why else ''}")
         if _hook_status(deployment) == "TIMED_OUT":
-            why = f"no verdict came before the hook expired; ECS rolled back ({why})" if why else why
+            why = "no verdict came before the hook expired; ECS rolled back" + (f" ({why})" if why else "")
         return result("rolled_back", 0.0, why or "rolled back to the previous revision")
     if status == "ROLLBACK_FAILED":
         return result("failed", 0.0, f"ECS could not roll back{': ' + reason if reason else ''}")
@@ -1197,6 +1225,12 @@ def rollout_status(
             return result("paused", 100.0, "the bake is over: waiting for promote or roll back")
         return result("complete", 100.0)
     return result("starting", 0.0, f"ECS reports status {status or 'unknown'}")
+
+
+def deployment_tag(revision: RevisionSpec) -> str:
+    """The `deployment` tag of the revision's task definition: the caller's own tag when it gives one, else the
+    deployment id. A repeated deploy finds its revision by it."""
+    return revision.tags.get(TAG_DEPLOYMENT) or revision.deployment_id
 
 
 def resource_label(load_balancer_arn: str, target_group_arn: str) -> str:
@@ -1548,6 +1582,7 @@ __all__ = [
     "FargateServingBackend",
     "InvalidSpec",
     "deployment_configuration",
+    "deployment_tag",
     "resource_label",
     "revision_problems",
     "rollout_problems",
