@@ -15,6 +15,7 @@ those go to a Stubber, which checks every request and every response against bot
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -23,7 +24,7 @@ from typing import Any, cast
 import boto3
 import pytest
 from botocore.client import BaseClient
-from botocore.stub import Stubber
+from botocore.stub import ANY, Stubber
 
 from workers import aws
 from workers.deploy.base import (
@@ -399,6 +400,8 @@ def test_first_deploy_registers_a_revision_and_creates_the_service_behind_the_ta
     assert request["deploymentConfiguration"] == deployment_configuration(Rollout("canary", 5, 10), [ALARM])
     assert request["healthCheckGracePeriodSeconds"] == 60
     assert request["enableECSManagedTags"] is True
+    # CreateService's clientToken: up to 36 ASCII characters from 33 to 126, the same for a repeated create.
+    assert 1 <= len(request["clientToken"]) <= 36 and all(33 <= ord(ch) <= 126 for ch in request["clientToken"])
     (ecs_service,) = moto_ecs().describe_services(cluster=CLUSTER, services=[NAME], include=["TAGS"])["services"]
     assert ecs_service["taskDefinition"] == td(1)
     assert ecs_service["desiredCount"] == 2
@@ -1381,3 +1384,187 @@ def test_status_mid_rollout_is_the_revision_being_replaced(
 
     assert backend.status(service).serving_revision == td(1)
     assert backend.status(service).serving_revision == td(2)
+
+
+# --- every request against botocore's model ---------------------------------------------------------------------------
+# moto accepts fields ECS would refuse; here a Stubber checks the exact requests (and the answers) against the model.
+
+STUB_BLUE = f"arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:targetgroup/churn-blue/943f017f100becff"
+STUB_GREEN = f"arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:targetgroup/churn-green/5c1e2d7f3a9b8c01"
+STUB_RULE = (
+    f"arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:listener-rule/app/controlplane/778d41231b141a0f/"
+    "9683b2d02a6cabee/aa4b7e3c2d1f0e95"
+)
+STUB_SETTINGS = {
+    "cluster": CLUSTER,
+    "subnets": "subnet-0a1b2c3d4e5f60718,subnet-0f1e2d3c4b5a69788",
+    "security_groups": ["sg-0123456789abcdef0"],
+    "target_group_arn": STUB_BLUE,
+    "alternate_target_group_arn": STUB_GREEN,
+    "production_listener_rule_arn": STUB_RULE,
+    "load_balancer_role_arn": LB_ROLE,
+    "execution_role_arn": EXECUTION_ROLE,
+    "task_role_arn": TASK_ROLE,
+    "alarm_names": [ALARM],
+    "log_group": "/controlplane/serving/production",
+    "health_check_grace_seconds": 90,
+}
+
+
+def expected_task_definition(deployment: str, replaces: str, bake: str) -> dict[str, Any]:
+    return {
+        "family": NAME,
+        "taskRoleArn": TASK_ROLE,
+        "executionRoleArn": EXECUTION_ROLE,
+        "networkMode": "awsvpc",
+        "requiresCompatibilities": ["FARGATE"],
+        "cpu": "512",
+        "memory": "1024",
+        "containerDefinitions": [
+            {
+                "name": "serving",
+                "image": IMAGE,
+                "essential": True,
+                "portMappings": [{"containerPort": 8080, "protocol": "tcp"}],
+                "environment": [{"name": k, "value": v} for k, v in sorted(environment(deployment).items())],
+                "logConfiguration": {
+                    "logDriver": "awslogs",
+                    "options": {
+                        "awslogs-group": "/controlplane/serving/production",
+                        "awslogs-region": REGION,
+                        "awslogs-stream-prefix": NAME,
+                    },
+                },
+                "healthCheck": {
+                    "command": [
+                        "CMD",
+                        "python",
+                        "-c",
+                        "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/ping', timeout=4)",
+                    ],
+                    "interval": 10,
+                    "timeout": 5,
+                    "retries": 3,
+                    "startPeriod": 60,
+                },
+                "stopTimeout": 30,
+            }
+        ],
+        "tags": [
+            {"key": "controlplane:bake-minutes", "value": bake},
+            {"key": "controlplane:replaces", "value": replaces},
+            {"key": "deployment", "value": deployment},
+            {"key": "environment", "value": "production"},
+            {"key": "model", "value": "churn-classifier"},
+            {"key": "project", "value": "churn"},
+        ],
+    }
+
+
+def registered(n: int, deployment: str) -> dict[str, Any]:
+    """RegisterTaskDefinition's (and DescribeTaskDefinition's) answer for revision n."""
+    request = expected_task_definition(deployment, td(n - 1) if n > 1 else "", "5")
+    task = {key: value for key, value in request.items() if key != "tags"}
+    task.update(
+        {
+            "taskDefinitionArn": td(n),
+            "revision": n,
+            "status": "ACTIVE",
+            "compatibilities": ["EC2", "FARGATE"],
+            "registeredAt": NOW - timedelta(hours=1),
+            "registeredBy": f"arn:aws:sts::{ACCOUNT}:assumed-role/controlplane-worker/celery",
+        }
+    )
+    return {"taskDefinition": task, "tags": request["tags"]}
+
+
+def expected_load_balancers(strategy: str) -> list[dict[str, Any]]:
+    load_balancer: dict[str, Any] = {"targetGroupArn": STUB_BLUE, "containerName": "serving", "containerPort": 8080}
+    if strategy != "rolling":
+        load_balancer["advancedConfiguration"] = {
+            "alternateTargetGroupArn": STUB_GREEN,
+            "productionListenerRule": STUB_RULE,
+            "roleArn": LB_ROLE,
+        }
+    return [load_balancer]
+
+
+@pytest.mark.parametrize("strategy", sorted(EXPECTED_CONFIGURATIONS))
+def test_every_request_of_two_deploys_is_the_one_the_ecs_model_takes(
+    aws_env: str, stub: Stubber, strategy: str
+) -> None:
+    rollout, configuration = EXPECTED_CONFIGURATIONS[strategy]
+    service = ServiceSpec(name=NAME, desired_count=2, settings=STUB_SETTINGS, tags=COST_TAGS)
+    backend = FargateServingBackend(REGION, ecs_client=stub.client, clock=NOW.timestamp)
+    bake = str(math.ceil(rollout.bake_minutes))
+
+    # The first deploy: no service, no family yet.
+    stub.add_response(
+        "describe_services",
+        {"services": [], "failures": [{"arn": SERVICE_ARN, "reason": "MISSING"}]},
+        {"cluster": CLUSTER, "services": [NAME]},
+    )
+    stub.add_client_error(
+        "describe_task_definition",
+        service_error_code="ClientException",
+        service_message="Unable to describe task definition.",
+        http_status_code=400,
+        expected_params={"taskDefinition": NAME, "include": ["TAGS"]},
+    )
+    first = expected_task_definition("d41", "", bake)
+    stub.add_response("register_task_definition", registered(1, "d41"), first)
+    stub.add_response(
+        "create_service",
+        {"service": ecs_service(td(1), currentServiceDeployment=sd(1), deploymentConfiguration=configuration)},
+        {
+            "cluster": CLUSTER,
+            "serviceName": NAME,
+            "taskDefinition": td(1),
+            "desiredCount": 2,
+            "clientToken": ANY,
+            "launchType": "FARGATE",
+            "schedulingStrategy": "REPLICA",
+            "deploymentController": {"type": "ECS"},
+            "deploymentConfiguration": configuration,
+            "loadBalancers": expected_load_balancers(strategy),
+            "networkConfiguration": {
+                "awsvpcConfiguration": {
+                    "subnets": ["subnet-0a1b2c3d4e5f60718", "subnet-0f1e2d3c4b5a69788"],
+                    "securityGroups": ["sg-0123456789abcdef0"],
+                    "assignPublicIp": "DISABLED",
+                }
+            },
+            "healthCheckGracePeriodSeconds": 90,
+            "propagateTags": "SERVICE",
+            "enableECSManagedTags": True,
+            "tags": [
+                {"key": "environment", "value": "production"},
+                {"key": "model", "value": "churn-classifier"},
+                {"key": "project", "value": "churn"},
+            ],
+        },
+    )
+
+    assert backend.deploy(service, revision("d41", rollout)) == Handle(revision=td(1), rollout_id=sd(1))
+
+    # The second: the service runs revision 1; the family's latest revision is d41's.
+    running = ecs_service(
+        td(1),
+        currentServiceDeployment=sd(1),
+        deploymentConfiguration=configuration,
+        loadBalancers=expected_load_balancers(strategy),
+    )
+    stub.add_response(
+        "describe_services", {"services": [running], "failures": []}, {"cluster": CLUSTER, "services": [NAME]}
+    )
+    stub.add_response("describe_task_definition", registered(1, "d41"), {"taskDefinition": NAME, "include": ["TAGS"]})
+    stub.add_response("register_task_definition", registered(2, "d42"), expected_task_definition("d42", td(1), bake))
+    stub.add_response(
+        "update_service",
+        {"service": ecs_service(td(2), currentServiceDeployment=sd(2), deploymentConfiguration=configuration)},
+        {"cluster": CLUSTER, "service": NAME, "taskDefinition": td(2), "deploymentConfiguration": configuration},
+    )
+
+    handle = backend.deploy(service, revision("d42", rollout))
+
+    assert handle == Handle(revision=td(2), rollout_id=sd(2), previous_revision=td(1))

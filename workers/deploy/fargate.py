@@ -86,13 +86,14 @@ requests over its registered targets). `healthy` counts the revision's RUNNING t
 
 Kept with the revision
 ----------------------
-ECS keeps the rollout; what it does not keep is kept as tags on the task definition revision: `deployment` (whose
-revision it is: a repeated deploy finds the family's latest revision by it, checks that image, environment, size and
-roles are the same, and registers nothing), `controlplane:replaces` (the revision it replaced: a repeated deploy
-returns the same handle), `controlplane:bake-minutes` (the rolling bake) and `controlplane:verdict` (`promoted` for a
-rolling rollout, `rolled-back` once roll_back() acted). A reused revision gets these rewritten for its new rollout.
-A repeated deploy is recognised by the service already running the revision (its `taskDefinition`) and starts no
-second service deployment.
+ECS keeps the rollout; what it does not keep is kept as tags on the task definition revision:
+- `deployment`: the caller's `deployment` tag, else the deployment id. A repeated deploy finds the family's latest
+  revision by it, checks that image, environment, size and roles are the same, and registers nothing.
+- `controlplane:replaces`: the revision it replaced, so a repeated deploy returns the same handle.
+- `controlplane:bake-minutes`: the bake (timed here for rolling updates).
+- `controlplane:verdict`: `promoted` (rolling), or `rolled-back` once roll_back() acted.
+A reused revision gets these rewritten for its new rollout. A repeated deploy is recognised by the service already
+running the revision (its `taskDefinition`) and starts no second service deployment.
 """
 
 from __future__ import annotations
@@ -426,7 +427,8 @@ class FargateServingBackend:
             if serving and serving != handle.revision:
                 later_id = self._rollout_of(cluster, current, serving)
                 later = self._service_deployment(later_id) if later_id else {}
-        healthy = self._healthy_tasks(cluster, service.name, handle.revision)
+        ended = status in ("ROLLBACK_SUCCESSFUL", "ROLLBACK_FAILED", "STOPPED")
+        healthy = 0 if ended else self._healthy_tasks(cluster, service.name, handle.revision)
         return rollout_status(
             handle,
             service=current,
@@ -476,7 +478,8 @@ class FargateServingBackend:
                 self._stop_service(service, cluster, handle, deployment, rollout_id)
         elif status in _RUNNING_STATUSES:
             self._reverse(rollout_id, deployment, service, cluster, handle, current)
-        elif status == "SUCCESSFUL" and current.get("taskDefinition") == handle.revision:
+        elif (status == "SUCCESSFUL" or not rollout_id) and current.get("taskDefinition") == handle.revision:
+            # Finished (or never reported by ECS): a new deployment of the previous revision.
             self._update_to_previous(cluster, service, handle, current)
         return self.progress(service, handle)
 
