@@ -156,8 +156,9 @@ def exit_code(root: Path, name: str, index: int = 0) -> int | None:
     return read_json(path)["exit_code"] if path.is_file() else None
 
 
-def in_another_process(root: Path, code: str) -> Any:
-    """Run `code` in a new Python process holding its own LocalServingBackend on `root`; it prints JSON."""
+def in_another_process(root: Path, code: str, *, returncode: int = 0) -> Any:
+    """Run `code` in a new Python process holding its own LocalServingBackend on `root`; it prints JSON (read
+    back when it ends with `returncode` 0)."""
     script = (
         "import json, sys\nfrom pathlib import Path\n"
         "from workers.deploy.base import Handle, ServiceSpec\n"
@@ -173,8 +174,8 @@ def in_another_process(root: Path, code: str) -> Any:
         text=True,
         timeout=WAIT_SECONDS,
     )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    assert done.returncode == returncode, done.stderr
+    return json.loads(done.stdout) if returncode == 0 else None
 
 
 def first_deploy(backend: LocalServingBackend, model: Trained, spec: ServiceSpec | None = None) -> Handle:
@@ -362,6 +363,26 @@ def test_a_first_deploy_serves_through_the_stable_address_and_any_process_sees_i
     assert state["port"] == port and state["router_starts"] == 1
 
 
+def test_a_deploy_cut_short_by_a_dying_worker_is_finished_by_the_next_call(
+    backend: LocalServingBackend, model: Trained, root: Path
+) -> None:
+    # Another process dies (SIGKILL, as a worker killed by the OOM killer) just as it would start the first process.
+    env = json.dumps(json.dumps(model_env(model)))
+    code = (
+        "import os, signal\nfrom workers.deploy import local\n"
+        "local.LocalServingBackend._spawn = lambda *args: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "from workers.deploy.base import RevisionSpec, Rollout\n"
+        f"backend.deploy(service, RevisionSpec('d1', json.loads({env}), Rollout()))\n"
+    )
+    in_another_process(root, code, returncode=-signal.SIGKILL)
+    assert read_json(root / SERVICE / "service.json")["rollout"] == "r-d1"
+    assert [p.get("pid") for p in revision_record(root, "r-d1")["processes"]] == [None]
+    handle = backend.deploy(service(), revision("d1", model))
+    assert handle == Handle("r-d1")
+    wait_phase(backend, service(), handle, "paused")
+    assert served_by(port_of(backend, service()), 5) == {"d1": 5}
+
+
 def test_a_canary_splits_new_connections_and_promote_stops_the_previous_revision(
     backend: LocalServingBackend, model: Trained, root: Path
 ) -> None:
@@ -515,7 +536,7 @@ def test_linear_steps_by_the_clock_and_scaling_the_serving_revision(
     # Linear: 50% when healthy, 100% one interval later, then the bake, then paused; each seen by progress().
     one = service(1)
     handle = backend.deploy(one, revision("d2", model, strategy="linear", linear_step_percent=50,
-                                          linear_interval_minutes=0.05, bake_minutes=0.05))
+                                          linear_interval_minutes=0.03, bake_minutes=0.03))
     shifting = wait_phase(backend, one, handle, "shifting")
     assert shifting.traffic_percent == 50.0
     wait_until(lambda: "r-d2-0" in healthy_in_router(root), what="r-d2-0 healthy behind the router")

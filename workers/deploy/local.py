@@ -227,33 +227,43 @@ class LocalServingBackend:
         if not revision.reuse:
             self._check_environment(service, revision, environment)  # said before anything is created
         with self._service(service, create=True) as call:
-            existing = call.revision_dir(name) / "revision.json"
-            if existing.is_file():
+            path = call.revision_dir(name) / "revision.json"
+            if path.is_file():
                 record = call.revision(name)
-                return Handle(revision=name, previous_revision=str(record["rollout"].get("previous", "")))
-            if revision.reuse:
-                environment = dict(call.revision(revision.reuse)["environment"])
-            drain = self._check_environment(service, revision, environment)
-            unfinished = call.state.get("rollout", "")
-            if unfinished:
-                self._end_rollout(call, call.revision(unfinished), "rolled_back", f"superseded by {name}: rolled back")
-            previous = str(call.state.get("serving", ""))
-            record = self._new_revision(call, service, revision, name, environment, drain, previous)
-            call.revision_dir(name).mkdir(parents=True, exist_ok=True)
-            if not create_exclusive(existing, record):
-                raise BackendError(
-                    f"revision {name} of service {service.name} is being created by another call", permanent=False
-                )
-            call.revisions[name] = record
-            call.state["rollout"] = name
-            call.state.setdefault("active", []).append(name)
-            # A first deploy has nothing else to serve: the router gates it on its own ping.
-            call.state["weights"][name] = 0.0 if previous else 100.0
-            for process in record["processes"]:
+            else:
+                if revision.reuse:
+                    environment = dict(call.revision(revision.reuse)["environment"])
+                drain = self._check_environment(service, revision, environment)
+                previous = str(call.state.get("serving", ""))
+                record = self._new_revision(call, service, revision, name, environment, drain, previous)
+                call.revision_dir(name).mkdir(parents=True, exist_ok=True)
+                if not create_exclusive(path, record):
+                    raise BackendError(
+                        f"revision {name} of {service.name} is being created by another call", permanent=False
+                    )
+                call.revisions[name] = record
+            rollout = record["rollout"]
+            previous = str(rollout.get("previous", ""))
+            state = call.state
+            if rollout["phase"] == "starting" and name not in state["active"]:
+                # New, or made by a deploy that was cut short before the service knew it: take it on now.
+                unfinished = state.get("rollout", "")
+                if unfinished and unfinished != name:
+                    self._end_rollout(
+                        call, call.revision(unfinished), "rolled_back", f"superseded by {name}: rolled back"
+                    )
+                state["rollout"] = name
+                state["active"].append(name)
+                # A first deploy has nothing else to serve: the router gates it on its own ping.
+                state["weights"][name] = 0.0 if previous else 100.0
+                write_json(call.directory / "service.json", state)  # before any process starts: none goes unknown
+            unstarted = [p for p in record["processes"] if p.get("pid") is None]
+            for process in unstarted:
                 self._spawn(call, record, process)
-            ports = ", ".join(f"{p['name']} on port {p['port']}" for p in record["processes"])
-            _event(record, "processes-started", f"started {len(record['processes'])} serving process(es): {ports}")
-            call.changed(record)
+            if unstarted:
+                ports = ", ".join(f"{p['name']} on port {p['port']}" for p in record["processes"])
+                _event(record, "processes-started", f"started {len(record['processes'])} serving process(es): {ports}")
+                call.changed(record)
             return Handle(revision=name, previous_revision=previous)
 
     def progress(self, service: ServiceSpec, handle: Handle) -> RolloutStatus:
@@ -717,6 +727,8 @@ class LocalServingBackend:
         port = _free_port(self.host)
         env = _base_env()
         env.update(record["environment"])
+        # Our code first (`-m serving`), then whatever the revision's environment adds (its hooks' packages).
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_CODE_ROOT), record["environment"].get("PYTHONPATH")]))
         env.update(
             HOST=self.host,
             PORT=str(port),
