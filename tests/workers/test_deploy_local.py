@@ -178,9 +178,10 @@ def in_another_process(root: Path, code: str, *, returncode: int = 0) -> Any:
     return json.loads(done.stdout) if returncode == 0 else None
 
 
-def first_deploy(backend: LocalServingBackend, model: Trained, spec: ServiceSpec | None = None) -> Handle:
+def first_deploy(backend: LocalServingBackend, model: Trained, spec: ServiceSpec | None = None,
+                 env: dict[str, str] | None = None) -> Handle:
     spec = spec or service()
-    handle = backend.deploy(spec, revision("d1", model))
+    handle = backend.deploy(spec, revision("d1", model, env=env))
     wait_phase(backend, spec, handle, "paused")
     assert backend.promote(spec, handle).phase == "complete"
     return handle
@@ -413,21 +414,25 @@ def test_no_request_is_lost_across_deploys_canary_rollbacks_and_promotes_under_c
     backend: LocalServingBackend, model: Trained, root: Path
 ) -> None:
     spec = service()
-    first_deploy(backend, model)
+    # Keep-alive clients are told to reconnect every second, so they too cross every change of weights.
+    env = model_env(model, SERVING_HANDOFF_RECHOOSE_SECONDS="1")
+    first_deploy(backend, model, env=env)
     port = port_of(backend, spec)
     load = Load(port, body_of(model), keepalive=3, fresh=2)
     try:
         load.settle("d1")
         # A canary that breaches its objectives: rolled back while it takes its share.
-        canary = backend.deploy(spec, revision("d2", model, strategy="canary", canary_percent=30, bake_minutes=10))
+        canary = backend.deploy(
+            spec, revision("d2", model, env=env, strategy="canary", canary_percent=30, bake_minutes=10)
+        )
         wait_phase(backend, spec, canary, "shifting")
-        load.settle("d2")
+        load.settle("d2", 60)
         status = backend.roll_back(spec, canary)
         assert status.phase == "rolled_back" and status.traffic_percent == 0.0
         assert backend.roll_back(spec, canary).phase == "rolled_back"  # idempotent
         load.settle("d1")
         # A deploy, baked by the clock, then promoted.
-        deploy = backend.deploy(spec, revision("d3", model, strategy="all_at_once", bake_minutes=0.05))
+        deploy = backend.deploy(spec, revision("d3", model, env=env, strategy="all_at_once", bake_minutes=0.05))
         assert deploy.previous_revision == "r-d1"
         status = wait_phase(backend, spec, deploy, "paused")
         assert [e[0] for e in status.events if e[0] in ("traffic-100", "baking", "paused")] == [
