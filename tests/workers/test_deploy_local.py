@@ -34,7 +34,7 @@ from workers.deploy.base import (
 )
 from workers.deploy.local import LocalServingBackend, _sockets_dir, _strays, timeline
 from workers.errors import BackendError
-from workers.local_state import process_alive, read_json
+from workers.local_state import process_alive, read_json, running
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICE = "churn-production"
@@ -527,17 +527,24 @@ def test_linear_steps_by_the_clock_and_scaling_the_serving_revision(
     backend: LocalServingBackend, model: Trained, root: Path
 ) -> None:
     two = service(2)
-    first_deploy(backend, model, two)
+    first_deploy(backend, model, two, env=model_env(model, DRAIN_SECONDS="1"))
     port = port_of(backend, two)
     assert backend.status(two).running == 2
     wait_until(lambda: healthy_in_router(root) == ["r-d1-0", "r-d1-1"], what="both processes behind the router")
     backend.scale(service(3))
     assert backend.status(service(3)).desired == 3
     wait_until(lambda: healthy_in_router(root) == ["r-d1-0", "r-d1-1", "r-d1-2"], what="a third process behind it")
-    backend.scale(service(1))
-    wait_until(lambda: backend.status(service(1)).running == 1, what="the extra processes to drain")
+    # One of the two to go is stuck (stopped by a debugger, say): it cannot drain, so it is killed after its
+    # DRAIN_SECONDS and the backend's grace (a second here).
+    stuck = psutil.Process(revision_record(root, "r-d1")["processes"][2]["pid"]).children()[0]
+    stuck.suspend()
+    impatient = LocalServingBackend(root, kill_after_drain_seconds=1)
+    impatient.scale(service(1))
+    wait_until(lambda: impatient.status(service(1)).running == 1, what="the extra processes to end")
     assert healthy_in_router(root) == ["r-d1-0"] and served_by(port, 10) == {"d1": 10}
-    assert exit_code(root, "r-d1", 1) == 0 and exit_code(root, "r-d1", 2) == 0
+    ended = revision_record(root, "r-d1")["processes"]
+    assert exit_code(root, "r-d1", 1) == 0 and not ended[1].get("killed_at")  # drained
+    assert ended[2]["killed_at"] and not running(stuck)
     # Linear: 50% when healthy, 100% one interval later, then the bake, then paused; each seen by progress().
     one = service(1)
     handle = backend.deploy(one, revision("d2", model, strategy="linear", linear_step_percent=50,

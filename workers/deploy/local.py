@@ -20,7 +20,7 @@ to a short directory under the system's temporary directory, named by a hash of 
 Every call re-ensures the service: it restarts a dead router on the same port, sends the router the weights the
 files hold (idempotent), starts again the serving revision's processes that died after serving (a crash, a reboot;
 not one that refused to start or never passed /ping: scale() does those), stops what was asked to stop (SIGTERM
-once the router no longer chooses it), and kills what did not drain within DRAIN_SECONDS + 10 s.
+once the router no longer chooses it), and kills what did not drain within its DRAIN_SECONDS + 10 s.
 
 A revision is `r-<deployment id>`; its processes are `r-<deployment id>-<i>`, each with its own port and hand-off
 socket, running with REVISION=<deployment id> and SERVICE_NAME=<service name> (every answer carries `x-revision`).
@@ -210,11 +210,13 @@ class LocalServingBackend:
         python: str | None = None,
         host: str = "127.0.0.1",
         start_timeout_seconds: float = START_TIMEOUT_SECONDS,
+        kill_after_drain_seconds: float = KILL_AFTER_DRAIN_SECONDS,
     ) -> None:
         self.root = Path(root).resolve()
         self.python = python or sys.executable
         self.host = host
         self.start_timeout_seconds = start_timeout_seconds
+        self.kill_after_drain_seconds = kill_after_drain_seconds
 
     # --- the ServingBackend interface ----------------------------------------------------------------------------
 
@@ -472,9 +474,14 @@ class LocalServingBackend:
                 signalled = process.get("signalled_at")
                 if signalled and process_alive(process):
                     drain = float(record.get("drain_seconds", DEFAULT_DRAIN_SECONDS))
-                    if now > float(signalled) + drain + KILL_AFTER_DRAIN_SECONDS:
+                    if now > float(signalled) + drain + self.kill_after_drain_seconds:
                         signal_group(int(process["pgid"]), signal.SIGKILL)
                         process["killed_at"] = now
+                        _event(
+                            record,
+                            f"killed-{process['name']}-{process['attempt']}",
+                            f"{process['name']} had not drained {drain + self.kill_after_drain_seconds:g}s on: killed",
+                        )
                         call.changed(record)
         self._heal(call)
         self._apply_weights(call)
