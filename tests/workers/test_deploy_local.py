@@ -86,8 +86,9 @@ def model_env(model: Trained, **extra: str) -> dict[str, str]:
     return {"MODEL_URI": model.uri, "MODEL_SHA256": model.sha256, "MODEL_CARD": json.dumps(model.card), **extra}
 
 
-def revision(deployment: str, model: Trained, *, reuse: str = "", env: dict[str, str] | None = None,
-             **rollout: Any) -> RevisionSpec:
+def revision(
+    deployment: str, model: Trained, *, reuse: str = "", env: dict[str, str] | None = None, **rollout: Any
+) -> RevisionSpec:
     return RevisionSpec(
         deployment_id=deployment,
         environment=model_env(model) if env is None and not reuse else (env or {}),
@@ -178,8 +179,9 @@ def in_another_process(root: Path, code: str, *, returncode: int = 0) -> Any:
     return json.loads(done.stdout) if returncode == 0 else None
 
 
-def first_deploy(backend: LocalServingBackend, model: Trained, spec: ServiceSpec | None = None,
-                 env: dict[str, str] | None = None) -> Handle:
+def first_deploy(
+    backend: LocalServingBackend, model: Trained, spec: ServiceSpec | None = None, env: dict[str, str] | None = None
+) -> Handle:
     spec = spec or service()
     handle = backend.deploy(spec, revision("d1", model, env=env))
     wait_phase(backend, spec, handle, "paused")
@@ -257,9 +259,15 @@ class Load:
 
 
 def rollout_record(strategy: str, *, previous: str = "r-d1", bake: float = 60.0, **extra: float) -> dict[str, Any]:
-    return {"strategy": strategy, "previous": previous, "healthy_at": 1000.0, "bake_seconds": bake,
-            "canary_percent": extra.get("canary", 10.0), "linear_step_percent": extra.get("step", 25.0),
-            "linear_interval_seconds": extra.get("interval", 30.0)}
+    return {
+        "strategy": strategy,
+        "previous": previous,
+        "healthy_at": 1000.0,
+        "bake_seconds": bake,
+        "canary_percent": extra.get("canary", 10.0),
+        "linear_step_percent": extra.get("step", 25.0),
+        "linear_interval_seconds": extra.get("interval", 30.0),
+    }
 
 
 def test_the_timeline_of_each_strategy() -> None:
@@ -274,13 +282,20 @@ def test_the_timeline_of_each_strategy() -> None:
     assert timeline(canary, at + 60) == ("paused", 100.0, None)  # the canary is the bake
     linear = rollout_record("linear", step=25.0, interval=30.0, bake=20.0)
     assert [timeline(linear, at + t)[:2] for t in (0, 29, 30, 61, 90, 109, 110)] == [
-        ("shifting", 25.0), ("shifting", 25.0), ("shifting", 50.0), ("shifting", 75.0),
-        ("baking", 100.0), ("baking", 100.0), ("paused", 100.0),
+        ("shifting", 25.0),
+        ("shifting", 25.0),
+        ("shifting", 50.0),
+        ("shifting", 75.0),
+        ("baking", 100.0),
+        ("baking", 100.0),
+        ("paused", 100.0),
     ]
     assert timeline(linear, at + 45)[2] == 15.0
     uneven = rollout_record("linear", step=40.0, interval=10.0, bake=0.0)
     assert [timeline(uneven, at + t)[:2] for t in (0, 10, 20)] == [
-        ("shifting", 40.0), ("shifting", 80.0), ("paused", 100.0)
+        ("shifting", 40.0),
+        ("shifting", 80.0),
+        ("paused", 100.0),
     ]
     # A first deploy has nothing to shift from: all traffic, then the bake, whatever the strategy.
     for strategy in ("canary", "linear"):
@@ -298,8 +313,9 @@ def test_sockets_go_to_a_short_directory_when_the_root_is_deep(tmp_path: Path) -
     assert _sockets_dir(deep) == short  # the same service, the same directory
 
 
-def test_bad_requests_are_refused_before_anything_starts(backend: LocalServingBackend, model: Trained,
-                                                         root: Path) -> None:
+def test_bad_requests_are_refused_before_anything_starts(
+    backend: LocalServingBackend, model: Trained, root: Path
+) -> None:
     assert isinstance(backend, ServingBackend)
     cases = [
         (ServiceSpec(name="Churn_Prod", desired_count=1), revision("d1", model), "service name"),
@@ -344,8 +360,13 @@ def test_a_first_deploy_serves_through_the_stable_address_and_any_process_sees_i
     assert backend.deploy(spec, revision("d1", model)) == handle  # again: the same handle, nothing more started
     status = wait_phase(backend, spec, handle, "paused")
     assert (status.traffic_percent, status.desired, status.running, status.healthy) == (100.0, 1, 1, 1)
-    assert [event[0] for event in status.events] == ["processes-started", "ping-r-d1-0-1", "healthy", "traffic-100",
-                                                     "paused"]
+    assert [event[0] for event in status.events] == [
+        "processes-started",
+        "ping-r-d1-0-1",
+        "healthy",
+        "traffic-100",
+        "paused",
+    ]
     assert len(revision_record(root, "r-d1")["processes"]) == 1
     port = port_of(backend, spec)
     body = body_of(model, 5)
@@ -357,8 +378,11 @@ def test_a_first_deploy_serves_through_the_stable_address_and_any_process_sees_i
     assert backend.promote(spec, handle).phase == "complete"  # idempotent
     # Nothing is kept in memory: a new backend object, and another process, see the same service.
     assert LocalServingBackend(root).status(spec) == backend.status(spec)
-    seen = in_another_process(root, "s = backend.status(service)\np = backend.progress(service, Handle('r-d1'))\n"
-                                    "print(json.dumps([s.address, s.serving_revision, s.running, p.phase]))")
+    seen = in_another_process(
+        root,
+        "s = backend.status(service)\np = backend.progress(service, Handle('r-d1'))\n"
+        "print(json.dumps([s.address, s.serving_revision, s.running, p.phase]))",
+    )
     assert seen == [f"http://127.0.0.1:{port}", "r-d1", 1, "complete"]
     state = read_json(root / SERVICE / "service.json")
     assert state["port"] == port and state["router_starts"] == 1
@@ -436,7 +460,9 @@ def test_no_request_is_lost_across_deploys_canary_rollbacks_and_promotes_under_c
         assert deploy.previous_revision == "r-d1"
         status = wait_phase(backend, spec, deploy, "paused")
         assert [e[0] for e in status.events if e[0] in ("traffic-100", "baking", "paused")] == [
-            "traffic-100", "baking", "paused"
+            "traffic-100",
+            "baking",
+            "paused",
         ]
         load.settle("d3")
         assert backend.promote(spec, deploy).phase == "complete"
@@ -547,8 +573,12 @@ def test_linear_steps_by_the_clock_and_scaling_the_serving_revision(
     assert ended[2]["killed_at"] and not running(stuck)
     # Linear: 50% when healthy, 100% one interval later, then the bake, then paused; each seen by progress().
     one = service(1)
-    handle = backend.deploy(one, revision("d2", model, strategy="linear", linear_step_percent=50,
-                                          linear_interval_minutes=0.03, bake_minutes=0.03))
+    handle = backend.deploy(
+        one,
+        revision(
+            "d2", model, strategy="linear", linear_step_percent=50, linear_interval_minutes=0.03, bake_minutes=0.03
+        ),
+    )
     shifting = wait_phase(backend, one, handle, "shifting")
     assert shifting.traffic_percent == 50.0
     wait_until(lambda: "r-d2-0" in healthy_in_router(root), what="r-d2-0 healthy behind the router")
@@ -556,7 +586,10 @@ def test_linear_steps_by_the_clock_and_scaling_the_serving_revision(
     assert counts["d1"] > 0 and counts["d2"] > 0, counts
     status = wait_phase(backend, one, handle, "paused")
     assert [e[0] for e in status.events if e[0].startswith(("traffic", "baking", "paused"))] == [
-        "traffic-50", "traffic-100", "baking", "paused"
+        "traffic-50",
+        "traffic-100",
+        "baking",
+        "paused",
     ]
     assert served_by(port, 10) == {"d2": 10}
     # A deploy while that rollout waits for its verdict: it is rolled back first, and the new one replaces r-d1.
