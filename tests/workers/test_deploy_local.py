@@ -34,7 +34,7 @@ from workers.deploy.base import (
 )
 from workers.deploy.local import LocalServingBackend, _sockets_dir, _strays, timeline
 from workers.errors import BackendError
-from workers.local_state import process_alive, read_json
+from workers.local_state import process_alive, read_json, running
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICE = "churn-production"
@@ -86,8 +86,9 @@ def model_env(model: Trained, **extra: str) -> dict[str, str]:
     return {"MODEL_URI": model.uri, "MODEL_SHA256": model.sha256, "MODEL_CARD": json.dumps(model.card), **extra}
 
 
-def revision(deployment: str, model: Trained, *, reuse: str = "", env: dict[str, str] | None = None,
-             **rollout: Any) -> RevisionSpec:
+def revision(
+    deployment: str, model: Trained, *, reuse: str = "", env: dict[str, str] | None = None, **rollout: Any
+) -> RevisionSpec:
     return RevisionSpec(
         deployment_id=deployment,
         environment=model_env(model) if env is None and not reuse else (env or {}),
@@ -156,8 +157,9 @@ def exit_code(root: Path, name: str, index: int = 0) -> int | None:
     return read_json(path)["exit_code"] if path.is_file() else None
 
 
-def in_another_process(root: Path, code: str) -> Any:
-    """Run `code` in a new Python process holding its own LocalServingBackend on `root`; it prints JSON."""
+def in_another_process(root: Path, code: str, *, returncode: int = 0) -> Any:
+    """Run `code` in a new Python process holding its own LocalServingBackend on `root`; it prints JSON (read
+    back when it ends with `returncode` 0)."""
     script = (
         "import json, sys\nfrom pathlib import Path\n"
         "from workers.deploy.base import Handle, ServiceSpec\n"
@@ -173,13 +175,15 @@ def in_another_process(root: Path, code: str) -> Any:
         text=True,
         timeout=WAIT_SECONDS,
     )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    assert done.returncode == returncode, done.stderr
+    return json.loads(done.stdout) if returncode == 0 else None
 
 
-def first_deploy(backend: LocalServingBackend, model: Trained, spec: ServiceSpec | None = None) -> Handle:
+def first_deploy(
+    backend: LocalServingBackend, model: Trained, spec: ServiceSpec | None = None, env: dict[str, str] | None = None
+) -> Handle:
     spec = spec or service()
-    handle = backend.deploy(spec, revision("d1", model))
+    handle = backend.deploy(spec, revision("d1", model, env=env))
     wait_phase(backend, spec, handle, "paused")
     assert backend.promote(spec, handle).phase == "complete"
     return handle
@@ -255,9 +259,15 @@ class Load:
 
 
 def rollout_record(strategy: str, *, previous: str = "r-d1", bake: float = 60.0, **extra: float) -> dict[str, Any]:
-    return {"strategy": strategy, "previous": previous, "healthy_at": 1000.0, "bake_seconds": bake,
-            "canary_percent": extra.get("canary", 10.0), "linear_step_percent": extra.get("step", 25.0),
-            "linear_interval_seconds": extra.get("interval", 30.0)}
+    return {
+        "strategy": strategy,
+        "previous": previous,
+        "healthy_at": 1000.0,
+        "bake_seconds": bake,
+        "canary_percent": extra.get("canary", 10.0),
+        "linear_step_percent": extra.get("step", 25.0),
+        "linear_interval_seconds": extra.get("interval", 30.0),
+    }
 
 
 def test_the_timeline_of_each_strategy() -> None:
@@ -272,13 +282,20 @@ def test_the_timeline_of_each_strategy() -> None:
     assert timeline(canary, at + 60) == ("paused", 100.0, None)  # the canary is the bake
     linear = rollout_record("linear", step=25.0, interval=30.0, bake=20.0)
     assert [timeline(linear, at + t)[:2] for t in (0, 29, 30, 61, 90, 109, 110)] == [
-        ("shifting", 25.0), ("shifting", 25.0), ("shifting", 50.0), ("shifting", 75.0),
-        ("baking", 100.0), ("baking", 100.0), ("paused", 100.0),
+        ("shifting", 25.0),
+        ("shifting", 25.0),
+        ("shifting", 50.0),
+        ("shifting", 75.0),
+        ("baking", 100.0),
+        ("baking", 100.0),
+        ("paused", 100.0),
     ]
     assert timeline(linear, at + 45)[2] == 15.0
     uneven = rollout_record("linear", step=40.0, interval=10.0, bake=0.0)
     assert [timeline(uneven, at + t)[:2] for t in (0, 10, 20)] == [
-        ("shifting", 40.0), ("shifting", 80.0), ("paused", 100.0)
+        ("shifting", 40.0),
+        ("shifting", 80.0),
+        ("paused", 100.0),
     ]
     # A first deploy has nothing to shift from: all traffic, then the bake, whatever the strategy.
     for strategy in ("canary", "linear"):
@@ -296,8 +313,9 @@ def test_sockets_go_to_a_short_directory_when_the_root_is_deep(tmp_path: Path) -
     assert _sockets_dir(deep) == short  # the same service, the same directory
 
 
-def test_bad_requests_are_refused_before_anything_starts(backend: LocalServingBackend, model: Trained,
-                                                         root: Path) -> None:
+def test_bad_requests_are_refused_before_anything_starts(
+    backend: LocalServingBackend, model: Trained, root: Path
+) -> None:
     assert isinstance(backend, ServingBackend)
     cases = [
         (ServiceSpec(name="Churn_Prod", desired_count=1), revision("d1", model), "service name"),
@@ -342,8 +360,13 @@ def test_a_first_deploy_serves_through_the_stable_address_and_any_process_sees_i
     assert backend.deploy(spec, revision("d1", model)) == handle  # again: the same handle, nothing more started
     status = wait_phase(backend, spec, handle, "paused")
     assert (status.traffic_percent, status.desired, status.running, status.healthy) == (100.0, 1, 1, 1)
-    assert [event[0] for event in status.events] == ["processes-started", "ping-r-d1-0-1", "healthy", "traffic-100",
-                                                     "paused"]
+    assert [event[0] for event in status.events] == [
+        "processes-started",
+        "ping-r-d1-0-1",
+        "healthy",
+        "traffic-100",
+        "paused",
+    ]
     assert len(revision_record(root, "r-d1")["processes"]) == 1
     port = port_of(backend, spec)
     body = body_of(model, 5)
@@ -355,11 +378,34 @@ def test_a_first_deploy_serves_through_the_stable_address_and_any_process_sees_i
     assert backend.promote(spec, handle).phase == "complete"  # idempotent
     # Nothing is kept in memory: a new backend object, and another process, see the same service.
     assert LocalServingBackend(root).status(spec) == backend.status(spec)
-    seen = in_another_process(root, "s = backend.status(service)\np = backend.progress(service, Handle('r-d1'))\n"
-                                    "print(json.dumps([s.address, s.serving_revision, s.running, p.phase]))")
+    seen = in_another_process(
+        root,
+        "s = backend.status(service)\np = backend.progress(service, Handle('r-d1'))\n"
+        "print(json.dumps([s.address, s.serving_revision, s.running, p.phase]))",
+    )
     assert seen == [f"http://127.0.0.1:{port}", "r-d1", 1, "complete"]
     state = read_json(root / SERVICE / "service.json")
     assert state["port"] == port and state["router_starts"] == 1
+
+
+def test_a_deploy_cut_short_by_a_dying_worker_is_finished_by_the_next_call(
+    backend: LocalServingBackend, model: Trained, root: Path
+) -> None:
+    # Another process dies (SIGKILL, as a worker killed by the OOM killer) just as it would start the first process.
+    env = json.dumps(json.dumps(model_env(model)))
+    code = (
+        "import os, signal\nfrom workers.deploy import local\n"
+        "local.LocalServingBackend._spawn = lambda *args: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "from workers.deploy.base import RevisionSpec, Rollout\n"
+        f"backend.deploy(service, RevisionSpec('d1', json.loads({env}), Rollout()))\n"
+    )
+    in_another_process(root, code, returncode=-signal.SIGKILL)
+    assert read_json(root / SERVICE / "service.json")["rollout"] == "r-d1"
+    assert [p.get("pid") for p in revision_record(root, "r-d1")["processes"]] == [None]
+    handle = backend.deploy(service(), revision("d1", model))
+    assert handle == Handle("r-d1")
+    wait_phase(backend, service(), handle, "paused")
+    assert served_by(port_of(backend, service()), 5) == {"d1": 5}
 
 
 def test_a_canary_splits_new_connections_and_promote_stops_the_previous_revision(
@@ -392,25 +438,31 @@ def test_no_request_is_lost_across_deploys_canary_rollbacks_and_promotes_under_c
     backend: LocalServingBackend, model: Trained, root: Path
 ) -> None:
     spec = service()
-    first_deploy(backend, model)
+    # Keep-alive clients are told to reconnect every second, so they too cross every change of weights.
+    env = model_env(model, SERVING_HANDOFF_RECHOOSE_SECONDS="1")
+    first_deploy(backend, model, env=env)
     port = port_of(backend, spec)
     load = Load(port, body_of(model), keepalive=3, fresh=2)
     try:
         load.settle("d1")
         # A canary that breaches its objectives: rolled back while it takes its share.
-        canary = backend.deploy(spec, revision("d2", model, strategy="canary", canary_percent=30, bake_minutes=10))
+        canary = backend.deploy(
+            spec, revision("d2", model, env=env, strategy="canary", canary_percent=30, bake_minutes=10)
+        )
         wait_phase(backend, spec, canary, "shifting")
-        load.settle("d2")
+        load.settle("d2", 60)
         status = backend.roll_back(spec, canary)
         assert status.phase == "rolled_back" and status.traffic_percent == 0.0
         assert backend.roll_back(spec, canary).phase == "rolled_back"  # idempotent
         load.settle("d1")
         # A deploy, baked by the clock, then promoted.
-        deploy = backend.deploy(spec, revision("d3", model, strategy="all_at_once", bake_minutes=0.05))
+        deploy = backend.deploy(spec, revision("d3", model, env=env, strategy="all_at_once", bake_minutes=0.05))
         assert deploy.previous_revision == "r-d1"
         status = wait_phase(backend, spec, deploy, "paused")
         assert [e[0] for e in status.events if e[0] in ("traffic-100", "baking", "paused")] == [
-            "traffic-100", "baking", "paused"
+            "traffic-100",
+            "baking",
+            "paused",
         ]
         load.settle("d3")
         assert backend.promote(spec, deploy).phase == "complete"
@@ -501,21 +553,32 @@ def test_linear_steps_by_the_clock_and_scaling_the_serving_revision(
     backend: LocalServingBackend, model: Trained, root: Path
 ) -> None:
     two = service(2)
-    first_deploy(backend, model, two)
+    first_deploy(backend, model, two, env=model_env(model, DRAIN_SECONDS="1"))
     port = port_of(backend, two)
     assert backend.status(two).running == 2
     wait_until(lambda: healthy_in_router(root) == ["r-d1-0", "r-d1-1"], what="both processes behind the router")
     backend.scale(service(3))
     assert backend.status(service(3)).desired == 3
     wait_until(lambda: healthy_in_router(root) == ["r-d1-0", "r-d1-1", "r-d1-2"], what="a third process behind it")
-    backend.scale(service(1))
-    wait_until(lambda: backend.status(service(1)).running == 1, what="the extra processes to drain")
+    # One of the two to go is stuck (stopped by a debugger, say): it cannot drain, so it is killed after its
+    # DRAIN_SECONDS and the backend's grace (a second here).
+    stuck = psutil.Process(revision_record(root, "r-d1")["processes"][2]["pid"]).children()[0]
+    stuck.suspend()
+    impatient = LocalServingBackend(root, kill_after_drain_seconds=1)
+    impatient.scale(service(1))
+    wait_until(lambda: impatient.status(service(1)).running == 1, what="the extra processes to end")
     assert healthy_in_router(root) == ["r-d1-0"] and served_by(port, 10) == {"d1": 10}
-    assert exit_code(root, "r-d1", 1) == 0 and exit_code(root, "r-d1", 2) == 0
+    ended = revision_record(root, "r-d1")["processes"]
+    assert exit_code(root, "r-d1", 1) == 0 and not ended[1].get("killed_at")  # drained
+    assert ended[2]["killed_at"] and not running(stuck)
     # Linear: 50% when healthy, 100% one interval later, then the bake, then paused; each seen by progress().
     one = service(1)
-    handle = backend.deploy(one, revision("d2", model, strategy="linear", linear_step_percent=50,
-                                          linear_interval_minutes=0.05, bake_minutes=0.05))
+    handle = backend.deploy(
+        one,
+        revision(
+            "d2", model, strategy="linear", linear_step_percent=50, linear_interval_minutes=0.03, bake_minutes=0.03
+        ),
+    )
     shifting = wait_phase(backend, one, handle, "shifting")
     assert shifting.traffic_percent == 50.0
     wait_until(lambda: "r-d2-0" in healthy_in_router(root), what="r-d2-0 healthy behind the router")
@@ -523,7 +586,10 @@ def test_linear_steps_by_the_clock_and_scaling_the_serving_revision(
     assert counts["d1"] > 0 and counts["d2"] > 0, counts
     status = wait_phase(backend, one, handle, "paused")
     assert [e[0] for e in status.events if e[0].startswith(("traffic", "baking", "paused"))] == [
-        "traffic-50", "traffic-100", "baking", "paused"
+        "traffic-50",
+        "traffic-100",
+        "baking",
+        "paused",
     ]
     assert served_by(port, 10) == {"d2": 10}
     # A deploy while that rollout waits for its verdict: it is rolled back first, and the new one replaces r-d1.

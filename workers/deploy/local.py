@@ -18,8 +18,9 @@ runs under a small wrapper that records its exit code, so any later call can tel
 to a short directory under the system's temporary directory, named by a hash of the service's directory.
 
 Every call re-ensures the service: it restarts a dead router on the same port, sends the router the weights the
-files hold (idempotent), replaces serving processes of the serving revision that died (not those that refused to
-start: exit code 2 or 3), stops what was asked to stop, and kills what did not drain in time.
+files hold (idempotent), starts again the serving revision's processes that died after serving (a crash, a reboot;
+not one that refused to start or never passed /ping: scale() does those), stops what was asked to stop (SIGTERM
+once the router no longer chooses it), and kills what did not drain within its DRAIN_SECONDS + 10 s.
 
 A revision is `r-<deployment id>`; its processes are `r-<deployment id>-<i>`, each with its own port and hand-off
 socket, running with REVISION=<deployment id> and SERVICE_NAME=<service name> (every answer carries `x-revision`).
@@ -28,9 +29,10 @@ Traffic is shared among a revision's processes equally.
 Rollout timeline (H: the moment progress() first sees every new process answer /ping 200; B: bake_minutes; the
 previous revision keeps running, at whatever weight is left, until promote() or roll_back()):
 
-    every strategy  starting   processes start, no traffic (a first deploy is given all the weight at once, gated by
-                               the router's own ping: there is nothing else to serve). A process that exits, or not
-                               all processes passing /ping within start_timeout_seconds, ends it: failed.
+    every strategy  starting   processes start, no traffic (but rolling, below; and a first deploy is given all
+                               the weight at once, gated by the router's own ping: there is nothing else to serve).
+                               A process that exits, or not all passing /ping within start_timeout_seconds (120 s),
+                               ends it: failed (a process that lost its port to another program is started again).
     first deploy    baking     100 % from H for B, then paused (whatever the strategy: nothing to shift from)
     all_at_once     baking     100 % from H for B, then paused
     rolling         shifting   before H, each new process takes its share as it passes /ping (k of n: k/n × 100 %)
@@ -40,11 +42,13 @@ previous revision keeps running, at whatever weight is left, until promote() or 
     linear          shifting   linear_step_percent at H, one step more every linear_interval_minutes; 100 % at
                                H + (ceil(100 / step) − 1) × interval
                     baking     100 % from then for B, then paused
-    any             paused     waits for promote() (→ complete: 100 % new; the previous gets weight 0, then SIGTERM,
-                               and drains) or roll_back() (→ rolled_back: 100 % previous at once; the new one gets
-                               weight 0, then SIGTERM; with no previous the service serves nothing)
+    any             paused     waits for promote() (→ complete: 100 % new; the previous leaves the router, then gets
+                               SIGTERM and drains) or roll_back() (→ rolled_back: 100 % previous at once; the new
+                               one leaves the router, then SIGTERM; with no previous the service serves nothing)
 
-promote() also works from shifting or baking (the caller may decide early); roll_back() from any unfinished phase.
+promote() also works from shifting or baking (the caller may decide early) and refuses a failed or rolled back
+rollout; roll_back() works from any unfinished phase, does nothing more to a failed one, and refuses a promoted one
+(the previous revision is gone: deploy it again with `reuse`).
 The weights move only when a call is made: the clock decides what they should be, progress() (any caller) applies
 it. A new revision's process that dies after H fails the rollout the same way as at start: its traffic goes back to
 the previous revision at once and the caller is told (failed). A deploy while another rollout of the service is
@@ -206,11 +210,13 @@ class LocalServingBackend:
         python: str | None = None,
         host: str = "127.0.0.1",
         start_timeout_seconds: float = START_TIMEOUT_SECONDS,
+        kill_after_drain_seconds: float = KILL_AFTER_DRAIN_SECONDS,
     ) -> None:
         self.root = Path(root).resolve()
         self.python = python or sys.executable
         self.host = host
         self.start_timeout_seconds = start_timeout_seconds
+        self.kill_after_drain_seconds = kill_after_drain_seconds
 
     # --- the ServingBackend interface ----------------------------------------------------------------------------
 
@@ -227,33 +233,43 @@ class LocalServingBackend:
         if not revision.reuse:
             self._check_environment(service, revision, environment)  # said before anything is created
         with self._service(service, create=True) as call:
-            existing = call.revision_dir(name) / "revision.json"
-            if existing.is_file():
+            path = call.revision_dir(name) / "revision.json"
+            if path.is_file():
                 record = call.revision(name)
-                return Handle(revision=name, previous_revision=str(record["rollout"].get("previous", "")))
-            if revision.reuse:
-                environment = dict(call.revision(revision.reuse)["environment"])
-            drain = self._check_environment(service, revision, environment)
-            unfinished = call.state.get("rollout", "")
-            if unfinished:
-                self._end_rollout(call, call.revision(unfinished), "rolled_back", f"superseded by {name}: rolled back")
-            previous = str(call.state.get("serving", ""))
-            record = self._new_revision(call, service, revision, name, environment, drain, previous)
-            call.revision_dir(name).mkdir(parents=True, exist_ok=True)
-            if not create_exclusive(existing, record):
-                raise BackendError(
-                    f"revision {name} of service {service.name} is being created by another call", permanent=False
-                )
-            call.revisions[name] = record
-            call.state["rollout"] = name
-            call.state.setdefault("active", []).append(name)
-            # A first deploy has nothing else to serve: the router gates it on its own ping.
-            call.state["weights"][name] = 0.0 if previous else 100.0
-            for process in record["processes"]:
+            else:
+                if revision.reuse:
+                    environment = dict(call.revision(revision.reuse)["environment"])
+                drain = self._check_environment(service, revision, environment)
+                previous = str(call.state.get("serving", ""))
+                record = self._new_revision(call, service, revision, name, environment, drain, previous)
+                call.revision_dir(name).mkdir(parents=True, exist_ok=True)
+                if not create_exclusive(path, record):
+                    raise BackendError(
+                        f"revision {name} of {service.name} is being created by another call", permanent=False
+                    )
+                call.revisions[name] = record
+            rollout = record["rollout"]
+            previous = str(rollout.get("previous", ""))
+            state = call.state
+            if rollout["phase"] == "starting" and name not in state["active"]:
+                # New, or made by a deploy that was cut short before the service knew it: take it on now.
+                unfinished = state.get("rollout", "")
+                if unfinished and unfinished != name:
+                    self._end_rollout(
+                        call, call.revision(unfinished), "rolled_back", f"superseded by {name}: rolled back"
+                    )
+                state["rollout"] = name
+                state["active"].append(name)
+                # A first deploy has nothing else to serve: the router gates it on its own ping.
+                state["weights"][name] = 0.0 if previous else 100.0
+                write_json(call.directory / "service.json", state)  # before any process starts: none goes unknown
+            unstarted = [p for p in record["processes"] if p.get("pid") is None]
+            for process in unstarted:
                 self._spawn(call, record, process)
-            ports = ", ".join(f"{p['name']} on port {p['port']}" for p in record["processes"])
-            _event(record, "processes-started", f"started {len(record['processes'])} serving process(es): {ports}")
-            call.changed(record)
+            if unstarted:
+                ports = ", ".join(f"{p['name']} on port {p['port']}" for p in record["processes"])
+                _event(record, "processes-started", f"started {len(record['processes'])} serving process(es): {ports}")
+                call.changed(record)
             return Handle(revision=name, previous_revision=previous)
 
     def progress(self, service: ServiceSpec, handle: Handle) -> RolloutStatus:
@@ -309,6 +325,10 @@ class LocalServingBackend:
             return self._rollout_status(call, record)
 
     def scale(self, service: ServiceSpec) -> None:
+        """Bring the serving revision (during a rollout: the previous one; none before a first deploy is promoted)
+        to desired_count processes, within the autoscaling bounds: more start behind the router, the
+        extra ones drain; any that ended are started again. A rollout's new revision keeps the count it was
+        deployed with."""
         _check_service(service)
         wanted = service.desired_count
         if service.autoscaling is not None:
@@ -318,9 +338,13 @@ class LocalServingBackend:
             if not serving_name:
                 return
             record = call.revision(serving_name)
-            kept = [p for p in record["processes"] if not p.get("stop_requested_at")]
+            self._observe(call, record)
+            kept = _in_service(record)
             for process in kept[wanted:]:
                 process["stop_requested_at"] = time.time()
+            for process in kept[:wanted]:
+                if process.get("exited"):  # scale is the explicit call to run `wanted`: even one that refused
+                    self._spawn(call, record, process)
             index = max((int(p["index"]) for p in record["processes"]), default=-1) + 1
             for _ in range(wanted - len(kept)):
                 process = self._new_process(call, record, index)
@@ -450,9 +474,14 @@ class LocalServingBackend:
                 signalled = process.get("signalled_at")
                 if signalled and process_alive(process):
                     drain = float(record.get("drain_seconds", DEFAULT_DRAIN_SECONDS))
-                    if now > float(signalled) + drain + KILL_AFTER_DRAIN_SECONDS:
+                    if now > float(signalled) + drain + self.kill_after_drain_seconds:
                         signal_group(int(process["pgid"]), signal.SIGKILL)
                         process["killed_at"] = now
+                        _event(
+                            record,
+                            f"killed-{process['name']}-{process['attempt']}",
+                            f"{process['name']} had not drained {drain + self.kill_after_drain_seconds:g}s on: killed",
+                        )
                         call.changed(record)
         self._heal(call)
         self._apply_weights(call)
@@ -542,7 +571,12 @@ class LocalServingBackend:
             while process_alive(router) and time.monotonic() < deadline:
                 time.sleep(0.02)
         self._start_router(call)
-        answer = control(control_path, message, timeout=5.0)
+        try:
+            answer = control(control_path, message, timeout=5.0)
+        except (OSError, ValueError) as exc:
+            raise BackendError(
+                f"the router of service {state['name']} stopped answering: {exc}", permanent=False
+            ) from exc
         if not answer.get("ok"):
             raise BackendError(
                 f"the router of service {state['name']} refused {message['op']}: {answer.get('error')}", permanent=True
@@ -586,12 +620,20 @@ class LocalServingBackend:
                     raise BackendError(f"cannot start {self.python}: {exc}", permanent=True) from exc
             _reap_later(process)
             deadline = time.monotonic() + ROUTER_START_SECONDS
-            while process.poll() is None and time.monotonic() < deadline:
+            answered = False
+            while not answered and process.poll() is None and time.monotonic() < deadline:
                 with contextlib.suppress(OSError, ValueError):
-                    if control(str(control_path), {"op": "state"}, timeout=1.0).get("ok"):
-                        break
-                time.sleep(0.02)
+                    answered = bool(control(str(control_path), {"op": "state"}, timeout=1.0).get("ok"))
+                if not answered:
+                    time.sleep(0.02)
             code = process.poll()
+            if code is None and not answered:
+                signal_group(process.pid, signal.SIGKILL)
+                raise BackendError(
+                    f"the router of service {state['name']} did not answer on {control_path} within "
+                    f"{ROUTER_START_SECONDS:g}s; its log ends: " + " | ".join(tail_lines(log_path, 5, max_bytes=4096)),
+                    permanent=False,
+                )
             if code is None:
                 restarts = int(state.get("router_starts", 0))
                 state.update(
@@ -717,6 +759,8 @@ class LocalServingBackend:
         port = _free_port(self.host)
         env = _base_env()
         env.update(record["environment"])
+        # Our code first (`-m serving`), then whatever the revision's environment adds (its hooks' packages).
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_CODE_ROOT), record["environment"].get("PYTHONPATH")]))
         env.update(
             HOST=self.host,
             PORT=str(port),
