@@ -826,6 +826,9 @@ PROGRESS_CASES = {
         seconds=600.0,
         message="waiting for promote or roll back",
     ),
+    "traffic moved, hook not reported yet": Case(
+        "IN_PROGRESS", "baking", 100.0, stage="POST_PRODUCTION_TRAFFIC_SHIFT", rollout=ALL_AT_ONCE
+    ),
     "promoted, ECS moving on": Case(
         "IN_PROGRESS", "baking", 100.0, stage="POST_PRODUCTION_TRAFFIC_SHIFT", hooks=[hook("SUCCEEDED")]
     ),
@@ -1568,3 +1571,28 @@ def test_every_request_of_two_deploys_is_the_one_the_ecs_model_takes(
     handle = backend.deploy(service, revision("d42", rollout))
 
     assert handle == Handle(revision=td(2), rollout_id=sd(2), previous_revision=td(1))
+
+
+def test_a_first_deploy_repeated_after_dying_before_autoscaling_registers_it(
+    backend: FargateServingBackend, stub: Stubber, service: ServiceSpec
+) -> None:
+    scaled = replace(service, autoscaling=Autoscaling(metric="cpu", target=60, min_count=1, max_count=4))
+    autoscaling = aws.aws_client("application-autoscaling", region=REGION)
+
+    def die(**_: Any) -> None:
+        raise RuntimeError("the worker died here")
+
+    autoscaling.meta.events.register_first("before-send.application-autoscaling.RegisterScalableTarget", die)
+    with pytest.raises(RuntimeError):
+        backend.deploy(scaled, revision("d41"))
+    autoscaling.meta.events.unregister("before-send.application-autoscaling.RegisterScalableTarget", die)
+    created = record_requests("CreateService")
+    expect_lookup(stub, [(1, 1)])
+
+    handle = backend.deploy(scaled, revision("d41"))
+
+    assert handle == Handle(revision=td(1), rollout_id=sd(1), previous_revision="")
+    assert created == []
+    targets, policies = autoscaling_state()
+    assert [(t["MinCapacity"], t["MaxCapacity"]) for t in targets] == [(1, 4)]
+    assert set(policies) == {f"{NAME}-cpu"}
