@@ -148,7 +148,6 @@ ECS_STRATEGIES = {"rolling": "ROLLING", "all_at_once": "BLUE_GREEN", "canary": "
 MIN_LINEAR_STEP_PERCENT = 3.0  # LinearConfiguration.stepPercent: multiples of 0.1 from 3.0 to 100.0
 MIN_CANARY_PERCENT = 0.1  # CanaryConfiguration.canaryPercent: multiples of 0.1 from 0.1 to 100.0
 MAX_ECS_MINUTES = 1440  # canaryBakeTimeInMinutes, stepBakeTimeInMinutes: 0 to 1440
-MAX_HOOK_MINUTES = 20160  # DeploymentLifecycleHookTimeoutConfiguration.timeoutInMinutes: 1 to 20160
 # The serving server drains for DRAIN_SECONDS (default 15) after SIGTERM; ECS waits this much longer before SIGKILL.
 STOP_MARGIN_SECONDS = 15
 MAX_STOP_TIMEOUT_SECONDS = 120  # Fargate's limit
