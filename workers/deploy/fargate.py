@@ -1199,7 +1199,8 @@ def rollout_status(
             if stage == HOOK_STAGE and _hook_status(deployment) != "SUCCEEDED":
                 return result("baking", traffic, "all production traffic on the new revision")
             return result("baking", traffic, "promoted: ECS is stopping the previous revision")
-        return result("starting" if running == 0 else "shifting", float(weight or 0.0), reason or f"ECS stage {stage}")
+        where = f"ECS stage {stage}" if stage else "ECS reports no lifecycle stage yet"
+        return result("starting" if running == 0 else "shifting", float(weight or 0.0), reason or where)
     if status in _RETREATING_STATUSES:
         rollback = deployment.get("rollback") or {}
         why = str(rollback.get("reason") or reason or "").strip()
