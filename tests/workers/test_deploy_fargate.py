@@ -826,6 +826,9 @@ PROGRESS_CASES = {
         seconds=600.0,
         message="waiting for promote or roll back",
     ),
+    "traffic moved, hook not reported yet": Case(
+        "IN_PROGRESS", "baking", 100.0, stage="POST_PRODUCTION_TRAFFIC_SHIFT", rollout=ALL_AT_ONCE
+    ),
     "promoted, ECS moving on": Case(
         "IN_PROGRESS", "baking", 100.0, stage="POST_PRODUCTION_TRAFFIC_SHIFT", hooks=[hook("SUCCEEDED")]
     ),
@@ -1568,3 +1571,100 @@ def test_every_request_of_two_deploys_is_the_one_the_ecs_model_takes(
     handle = backend.deploy(service, revision("d42", rollout))
 
     assert handle == Handle(revision=td(2), rollout_id=sd(2), previous_revision=td(1))
+
+
+def test_a_first_deploy_repeated_after_dying_before_autoscaling_registers_it(
+    backend: FargateServingBackend, stub: Stubber, service: ServiceSpec
+) -> None:
+    scaled = replace(service, autoscaling=Autoscaling(metric="cpu", target=60, min_count=1, max_count=4))
+    autoscaling = aws.aws_client("application-autoscaling", region=REGION)
+
+    def die(**_: Any) -> None:
+        raise RuntimeError("the worker died here")
+
+    autoscaling.meta.events.register_first("before-send.application-autoscaling.RegisterScalableTarget", die)
+    with pytest.raises(RuntimeError):
+        backend.deploy(scaled, revision("d41"))
+    autoscaling.meta.events.unregister("before-send.application-autoscaling.RegisterScalableTarget", die)
+    created = record_requests("CreateService")
+    expect_lookup(stub, [(1, 1)])
+
+    handle = backend.deploy(scaled, revision("d41"))
+
+    assert handle == Handle(revision=td(1), rollout_id=sd(1), previous_revision="")
+    assert created == []
+    targets, policies = autoscaling_state()
+    assert [(t["MinCapacity"], t["MaxCapacity"]) for t in targets] == [(1, 4)]
+    assert set(policies) == {f"{NAME}-cpu"}
+
+
+def model_problems(shape: Any, value: Any, path: str) -> list[str]:
+    """What in a request body the service model does not take: unknown members, values outside an enum, missing
+    required members (botocore's own validation skips enums; moto checks none of it)."""
+    if shape.type_name == "structure":
+        found = [f"{path}.{key} is not in the model" for key in value if key not in shape.members]
+        found += [f"{path}.{key} is required" for key in shape.required_members if key not in value]
+        for key, item in value.items():
+            if key in shape.members:
+                found += model_problems(shape.members[key], item, f"{path}.{key}")
+        return found
+    if shape.type_name == "list":
+        return [p for i, item in enumerate(value) for p in model_problems(shape.member, item, f"{path}[{i}]")]
+    if shape.type_name == "map":
+        return [p for key, item in value.items() for p in model_problems(shape.value, item, f"{path}[{key}]")]
+    if shape.type_name == "string" and getattr(shape, "enum", None) and value not in shape.enum:
+        return [f"{path}={value!r} is not one of {shape.enum}"]
+    return []
+
+
+def test_every_request_a_whole_rollout_sends_is_one_the_service_models_take(
+    backend: FargateServingBackend, stub: Stubber, service: ServiceSpec
+) -> None:
+    sent: list[tuple[BaseClient, str, dict[str, Any]]] = []
+    clients = [moto_ecs(), aws.aws_client("application-autoscaling", region=REGION), stub.client]
+
+    def capture(client: BaseClient) -> Any:
+        def record(request: Any, event_name: str, **_: Any) -> None:
+            sent.append((client, event_name.rsplit(".", 1)[-1], json.loads(request.body)))
+
+        return record
+
+    for client in clients:
+        prefix = client.meta.service_model.endpoint_prefix
+        client.meta.events.register(f"before-send.{prefix}", capture(client))
+    # The Stubber answers before anything is sent; its requests are checked by the same walk, from their parameters.
+    stubbed: list[tuple[str, dict[str, Any]]] = []
+    stub.client.meta.events.register_first(
+        "before-parameter-build.ecs", lambda model, params, **_: stubbed.append((model.name, dict(params)))
+    )
+
+    scaled = replace(service, autoscaling=Autoscaling(metric="requests", target=150, min_count=1, max_count=4))
+    handle = deploy_second(backend, stub, scaled, revision("d42", LINEAR))
+    expect_describe(stub, paused(2, LINEAR))
+    stub.add_response(
+        "continue_service_deployment",
+        {"serviceDeploymentArn": sd(2)},
+        {"serviceDeploymentArn": sd(2), "hookId": hook()["hookId"], "action": "CONTINUE"},
+    )
+    done = service_deployment(2, "SUCCESSFUL", rollout=LINEAR, hooks=[hook("SUCCEEDED")])
+    expect_describe(stub, done)
+    backend.promote(scaled, handle)
+    expect_describe(stub, done, done)
+    expect_lookup(stub, [(1, 1), (2, 2), (3, 1)])
+    expect_describe(stub, service_deployment(3, "IN_PROGRESS", stage="SCALE_UP", source=2))
+    backend.roll_back(scaled, handle)
+    backend.scale(replace(scaled, autoscaling=Autoscaling(metric="cpu", target=70, min_count=1, max_count=4)))
+    backend.status(scaled)
+
+    operations = {name for _, name, _ in sent} | {name for name, _ in stubbed}
+    assert {"RegisterTaskDefinition", "CreateService", "UpdateService", "TagResource", "ContinueServiceDeployment"} <= (
+        operations
+    )
+    assert {"RegisterScalableTarget", "PutScalingPolicy"} <= operations
+    problems = []
+    for client, name, body in sent:
+        shape = client.meta.service_model.operation_model(name).input_shape
+        problems += model_problems(shape, body, name)
+    for name, params in stubbed:
+        problems += model_problems(stub.client.meta.service_model.operation_model(name).input_shape, params, name)
+    assert problems == []

@@ -12,7 +12,10 @@ Resources
   deploy is an UpdateService with the new revision and the rollout's `deploymentConfiguration`.
 - Application Auto Scaling: scalable target `service/<cluster>/<service>` (ecs:service:DesiredCount) and one
   target-tracking policy `<service>-requests` (ALBRequestCountPerTarget) or `<service>-cpu`
-  (ECSServiceAverageCPUUtilization).
+  (ECSServiceAverageCPUUtilization). deploy() registers them when it creates the service, scale() applies any change
+  (and removes them when `autoscaling` is None). ECS moves production between the two target groups of a
+  blue/green service, so the request policy's ResourceLabel is built from the target group the production listener
+  rule forwards to, and promote() points it at the new one.
 
 Settings (`ServiceSpec.settings`, the environment's backend settings; `settings_problems` checks them)
 -----------------------------------------------------------------------------------------------------
@@ -57,25 +60,34 @@ minutes, so fractional minutes are rounded up.
 
 What ECS reports, as base.Phase (DescribeServiceDeployments `status`, `lifecycleStage`, `lifecycleHookDetails`)
 -------------------------------------------------------------------------------------------------------------
-    PENDING                                                               starting
-    IN_PROGRESS, stage RECONCILE_SERVICE, PRE_SCALE_UP, SCALE_UP, POST_SCALE_UP, TEST_TRAFFIC_SHIFT,
-        POST_TEST_TRAFFIC_SHIFT                                           starting (no production traffic)
-    IN_PROGRESS, stage PRODUCTION_TRAFFIC_SHIFT (or PRE_)                 shifting
-    IN_PROGRESS, our PAUSE hook AWAITING_ACTION, before expiresAt - VERDICT_MINUTES     baking
-    IN_PROGRESS, our PAUSE hook AWAITING_ACTION, after that                             paused
-    IN_PROGRESS, POST_PRODUCTION_TRAFFIC_SHIFT without a waiting hook, BAKE_TIME, CLEAN_UP   baking (promoted:
-        ECS is draining the previous revision; `complete` waits for SUCCESSFUL)
-    IN_PROGRESS, ROLLING                                                  starting until a new task runs, then shifting
-    SUCCESSFUL (blue/green family)                                        complete
-    SUCCESSFUL (rolling)                                                  baking for bake_minutes after finishedAt,
-                                                                          then paused until promote(): complete
-    STOP_REQUESTED, ROLLBACK_REQUESTED, ROLLBACK_IN_PROGRESS              shifting (traffic is going back; not final)
-    ROLLBACK_SUCCESSFUL                                                   failed when the circuit breaker or an alarm
-                                                                          triggered it, else rolled_back (our ROLLBACK,
-                                                                          or the hook's timeout)
-    ROLLBACK_FAILED, STOPPED                                              failed
-    SUCCESSFUL, then roll_back() moved the service to the previous revision   shifting until that deployment
-                                                                          succeeds, then rolled_back
+    PENDING                                                                   starting
+    IN_PROGRESS at RECONCILE_SERVICE, PRE_SCALE_UP, SCALE_UP, POST_SCALE_UP,
+        TEST_TRAFFIC_SHIFT, POST_TEST_TRAFFIC_SHIFT                           starting (no production traffic yet)
+    IN_PROGRESS at PRODUCTION_TRAFFIC_SHIFT (or PRE_PRODUCTION_...)           shifting
+    IN_PROGRESS, our PAUSE hook AWAITING_ACTION, until expiresAt - VERDICT    baking
+    IN_PROGRESS, our PAUSE hook AWAITING_ACTION, after that                   paused
+    IN_PROGRESS at POST_PRODUCTION_TRAFFIC_SHIFT, hook not reported yet       baking
+    IN_PROGRESS after promote (hook SUCCEEDED; BAKE_TIME, CLEAN_UP)           baking: ECS drains the previous
+                                                                              revision; complete waits for SUCCESSFUL
+    IN_PROGRESS, ROLLING                                                      starting until a new task runs, then
+                                                                              shifting (at BAKE_TIME, if any: baking)
+    SUCCESSFUL, BLUE_GREEN / CANARY / LINEAR                                  complete
+    SUCCESSFUL, ROLLING                                                       baking for the bake after finishedAt,
+                                                                              then paused; promote(): complete
+    SUCCESSFUL, then roll_back() updated the service to the previous revision shifting until that service deployment
+                                                                              is SUCCESSFUL, then rolled_back
+    SUCCESSFUL, no previous revision, roll_back() scaled the service to 0     shifting until no task runs, then
+                                                                              rolled_back
+    SUCCESSFUL, the service moved on to another revision since               complete
+    STOP_REQUESTED, ROLLBACK_REQUESTED, ROLLBACK_IN_PROGRESS                  shifting (traffic going back; not final)
+    ROLLBACK_SUCCESSFUL, circuit breaker or alarms TRIGGERED                  failed
+    ROLLBACK_SUCCESSFUL otherwise (our ROLLBACK, our stop, the hook timed out) rolled_back
+    ROLLBACK_FAILED, STOPPED                                                  failed
+
+roll_back() acts on what it finds: paused at our hook, ContinueServiceDeployment ROLLBACK; otherwise while ECS is
+still deploying, StopServiceDeployment stopType ROLLBACK; after SUCCESSFUL, UpdateService to the previous revision,
+at once (BLUE_GREEN with bake 0, or ROLLING) without our hook, and with the circuit breaker's and alarms' own rollback
+off, since "the last deployment that completed" would now be the revision being left.
 
 `traffic_percent` is the target revision's `requestedProductionTrafficWeight` when ECS reports it. When it does not,
 it is derived, not measured: 0 before production traffic shifts; during the shift the canary percent (canary), one
@@ -136,7 +148,6 @@ ECS_STRATEGIES = {"rolling": "ROLLING", "all_at_once": "BLUE_GREEN", "canary": "
 MIN_LINEAR_STEP_PERCENT = 3.0  # LinearConfiguration.stepPercent: multiples of 0.1 from 3.0 to 100.0
 MIN_CANARY_PERCENT = 0.1  # CanaryConfiguration.canaryPercent: multiples of 0.1 from 0.1 to 100.0
 MAX_ECS_MINUTES = 1440  # canaryBakeTimeInMinutes, stepBakeTimeInMinutes: 0 to 1440
-MAX_HOOK_MINUTES = 20160  # DeploymentLifecycleHookTimeoutConfiguration.timeoutInMinutes: 1 to 20160
 # The serving server drains for DRAIN_SECONDS (default 15) after SIGTERM; ECS waits this much longer before SIGKILL.
 STOP_MARGIN_SECONDS = 15
 MAX_STOP_TIMEOUT_SECONDS = 120  # Fargate's limit
@@ -365,8 +376,12 @@ class FargateServingBackend:
 
         if current is not None and current_revision == revision_arn:
             # deploy() again for this deployment: the service already runs it, so start nothing more.
+            previous = tags.get(TAG_REPLACES, "")
+            if not previous and service.autoscaling is not None:
+                # This deployment created the service; the first attempt may have died before autoscaling.
+                self._apply_autoscaling(service, settings, service.autoscaling, strategy)
             rollout_id = self._rollout_of(settings.cluster, current, revision_arn)
-            return Handle(revision=revision_arn, rollout_id=rollout_id, previous_revision=tags.get(TAG_REPLACES, ""))
+            return Handle(revision=revision_arn, rollout_id=rollout_id, previous_revision=previous)
 
         wanted = {TAG_REPLACES: current_revision, TAG_BAKE: bake}
         if any(tags.get(key) != value for key, value in wanted.items()) or TAG_VERDICT in tags:
@@ -440,7 +455,9 @@ class FargateServingBackend:
         )
 
     def promote(self, service: ServiceSpec, handle: Handle) -> RolloutStatus:
-        """CONTINUE our paused hook (blue/green family), or record the verdict (rolling, after ECS finished)."""
+        """CONTINUE our paused hook (blue/green family), or record the verdict (rolling, after ECS finished).
+        Before the pause there is nothing to continue: ECS's canary or linear steps cannot be skipped, so the status
+        is returned unchanged."""
         cluster = self._cluster(service)
         current = self._require_service(cluster, service.name)
         rollout_id = handle.rollout_id or self._rollout_of(cluster, current, handle.revision)
@@ -1178,9 +1195,12 @@ def rollout_status(
         if stage in _SHIFTING_STAGES:
             return result("shifting", float(weight) if weight is not None else _derived_share(deployment, strategy))
         if stage in _DRAINING_STAGES:
-            message = "promoted: ECS is stopping the previous revision"
-            return result("baking", float(weight) if weight is not None else 100.0, message)
-        return result("starting" if running == 0 else "shifting", float(weight or 0.0), reason or f"ECS stage {stage}")
+            traffic = float(weight) if weight is not None else 100.0
+            if stage == HOOK_STAGE and _hook_status(deployment) != "SUCCEEDED":
+                return result("baking", traffic, "all production traffic on the new revision")
+            return result("baking", traffic, "promoted: ECS is stopping the previous revision")
+        where = f"ECS stage {stage}" if stage else "ECS reports no lifecycle stage yet"
+        return result("starting" if running == 0 else "shifting", float(weight or 0.0), reason or where)
     if status in _RETREATING_STATUSES:
         rollback = deployment.get("rollback") or {}
         why = str(rollback.get("reason") or reason or "").strip()
