@@ -20,7 +20,7 @@ from rest_framework.response import Response
 from controlplane import permissions
 from controlplane.api_support import BodyInput, Choice, Flag, ServiceCheckedInteger, error_responses, get_or_404
 from deployments import selectors, services
-from deployments.models import ApprovalDecision, ApprovalRequest, Environment, GateResult
+from deployments.models import ApprovalDecision, ApprovalRequest, Deployment, Environment, GateResult
 from lineage.models import ModelVersion
 
 MAX_ID = 2**63 - 1
@@ -72,7 +72,7 @@ class EnvironmentChangeInput(BodyInput):
     bake_minutes = _number("bake_minutes", "Minutes a new revision bakes (watched) before it is kept")
     deploy_on_approval = Flag(required=False, help_text="Deploy a version as soon as it is approved here")
     strategy = Choice(
-        choices=list(services.STRATEGIES), required=False, help_text="How traffic moves to a new revision"
+        choices=Deployment.Strategy.choices, required=False, help_text="How traffic moves to a new revision"
     )
     canary_percent = _number("canary_percent", "A canary's share of traffic while it bakes")
     linear_step_percent = _number("linear_step_percent", "Each linear step's share of traffic")

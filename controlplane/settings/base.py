@@ -149,6 +149,10 @@ SPECTACULAR_SETTINGS = {
         "RegistrationStatusEnum": "lineage.models.DatasetRegistration.Status",
         "SystemCheckStatusEnum": "controlplane.models.SystemCheck.Status",
         "ApprovalRequestStatusEnum": "deployments.models.ApprovalRequest.Status",
+        "DeploymentStatusEnum": "deployments.models.Deployment.Status",
+        "DeploymentKindEnum": "deployments.models.Deployment.Kind",
+        "RunKindEnum": "lineage.models.Run.Kind",
+        "DeploymentStrategyEnum": "deployments.models.Deployment.Strategy",
     },
 }
 

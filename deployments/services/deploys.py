@@ -535,7 +535,9 @@ def _start_claimed(deployment_id: int, attempt: int) -> Deployment:
     if deployment.kind == Deployment.Kind.ROLLBACK and undone is not None and undone.status == "rolled_back":
         # Mid-rollout: the revision it replaced is still up; send all traffic back to it at once.
         handle = _handle(undone)
-        status = backend.roll_back(spec, handle) if handle is not None else None
+        status = backend.progress(spec, handle) if handle is not None else None
+        if status is not None and status.phase != "complete":
+            status = backend.roll_back(spec, handle)
         if status is not None and status.phase == "complete" and deployment.revision:
             # Too late to send traffic back: the rollout had been promoted (and the old revision stopped) just
             # before this rollback was asked for. Redeploy the old revision instead, as after a finished deploy.
