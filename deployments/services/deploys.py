@@ -238,7 +238,13 @@ def _locked_service(version: ModelVersion, environment: Environment, actor: Any)
             )
             return service
     except IntegrityError:
-        return found.get()  # another request created it first; this one waits for its lock
+        # Another request created it first (this one waits for its lock), or took the name it was to have.
+        service = found.first()
+        if service is None:
+            raise Conflict(
+                {"environment": ["another service was being created at the same moment: try again"]}
+            ) from None
+        return service
 
 
 def active_deployment(service: Service) -> Deployment | None:
@@ -294,6 +300,10 @@ def deployment_create(
                 ]
             }
         )
+    if settings.CONTROLPLANE_BACKEND == "aws":
+        image = lineage_selectors.model_version_serving_image(version)
+        if image.startswith(("unknown:", "none:")):
+            raise ValidationError({"model_version": [f"{version} cannot be served on Fargate: {image}"]})
     reason = (reason or "").strip() or (
         f"approved in request {approved.pk}" if actor is None else f"deployed by {actor.get_username()}"
     )
@@ -373,6 +383,8 @@ def deploy_on_approval(*, request: ApprovalRequest) -> Deployment | None:
             approval_request=request,
         )
     except ValidationError as exc:
+        if request.deployments.exists():
+            return None  # the same announcement, delivered twice at once: the other delivery deployed it
         # Another deployment is active, or the environment lacks settings: tell the requester, who can Deploy later.
         message = "; ".join(exc.messages)
         notify(
@@ -537,21 +549,41 @@ def _start_claimed(deployment_id: int, attempt: int) -> Deployment:
         handle = _handle(undone)
         status = backend.progress(spec, handle) if handle is not None else None
         if status is not None and status.phase != "complete":
-            status = backend.roll_back(spec, handle)
+            try:
+                status = backend.roll_back(spec, handle)
+            except BackendError as exc:
+                if not exc.permanent:
+                    raise
+                status = backend.progress(spec, handle)
+                if status.phase != "complete":
+                    raise
         if status is not None and status.phase == "complete" and deployment.revision:
             # Too late to send traffic back: the rollout had been promoted (and the old revision stopped) just
             # before this rollback was asked for. Redeploy the old revision instead, as after a finished deploy.
             return _deploy_claimed(deployment, attempt, backend, spec, reuse=deployment.revision)
-        back = Handle(revision=deployment.revision or (handle.previous_revision if handle else ""))
-        Deployment.objects.filter(pk=deployment_id, attempt=attempt).update(
-            claimed_at=timezone.now(), backend_handle=back.as_dict()
-        )
-        DEPLOYMENT_MACHINE.apply(
-            deployment_id, "bake", attempt=attempt, reason=f"all traffic is back on {deployment.revision or 'it'}"
-        )
-        return _succeed(deployment_id, attempt=attempt, reason="the previous revision serves all traffic again")
+        if status is not None and not status.final and handle is not None:
+            # The backend is still taking the traffic back (ECS rolling back): follow it until it says so.
+            Deployment.objects.filter(pk=deployment_id, attempt=attempt).update(
+                claimed_at=timezone.now(), backend_handle={**handle.as_dict(), "abort": "1"}
+            )
+            restart_poll_chain(deployment_id, countdown=poll_interval(deployment.service))
+            return Deployment.objects.get(pk=deployment_id)
+        return _aborted(deployment, attempt=attempt, handle=handle)
     reuse = deployment.revision if deployment.kind == Deployment.Kind.ROLLBACK else ""
     return _deploy_claimed(deployment, attempt, backend, spec, reuse=reuse)
+
+
+def _aborted(deployment: Deployment, *, attempt: int | None, handle: Handle | None) -> Deployment:
+    """The rolled-back rollout is over: the revision it replaced serves all traffic again."""
+    back = Handle(revision=deployment.revision or (handle.previous_revision if handle else ""))
+    updated = Deployment.objects.filter(pk=deployment.pk)
+    if attempt is not None:
+        updated = updated.filter(attempt=attempt)
+    updated.update(claimed_at=timezone.now(), backend_handle=back.as_dict())
+    DEPLOYMENT_MACHINE.apply(
+        deployment.pk, "bake", attempt=attempt, quiet=True, reason=f"all traffic is back on {back.revision or 'it'}"
+    )
+    return _succeed(deployment.pk, attempt=attempt, reason="the previous revision serves all traffic again")
 
 
 def _deploy_claimed(deployment: Deployment, attempt: int, backend: Any, spec: ServiceSpec, *, reuse: str) -> Deployment:
@@ -560,10 +592,19 @@ def _deploy_claimed(deployment: Deployment, attempt: int, backend: Any, spec: Se
     with DEPLOYMENT_MACHINE.holding(deployment_id, attempt, every=deployment_lease_seconds() / 3):
         handle = backend.deploy(spec, revision_spec(deployment, reuse=reuse))
     DEPLOYMENT_MACHINE.renew(deployment_id, attempt)
-    Deployment.objects.filter(pk=deployment_id, attempt=attempt).update(
+    recorded = Deployment.objects.filter(pk=deployment_id, attempt=attempt, status="in_progress").update(
         revision=handle.revision, backend_handle=handle.as_dict()
     )
-    address = backend.status(spec).address
+    if not recorded:
+        # Rolled back (by a user) while the backend was starting it: the rollback found nothing to undo, so undo
+        # here what was just started.
+        backend.roll_back(spec, handle)
+        return Deployment.objects.get(pk=deployment_id)
+    try:
+        address = backend.status(spec).address
+    except BackendError as exc:  # the revision is started; the address is filled in by a later deployment
+        log.warning("%s: no address from the backend yet: %s", deployment.service.name, exc)
+        address = ""
     if address and address != deployment.service.address:
         Service.objects.filter(pk=deployment.service_id).update(address=address)
     _event(
@@ -652,6 +693,13 @@ def _follow(
     deployment: Deployment, status: RolloutStatus, backend: Any, spec: ServiceSpec, handle: Handle
 ) -> Deployment:
     pk = deployment.pk
+    if deployment.backend_handle.get("abort"):
+        # A rollback following the backend as it takes the traffic back (module docstring).
+        if status.phase == "rolled_back":
+            return _aborted(deployment, attempt=None, handle=handle)
+        if status.phase == "failed":
+            return _fail(pk, f"the backend could not take the traffic back: {status.message or 'it failed'}")
+        return deployment
     if status.phase == "failed" or status.phase == "rolled_back":
         why = status.message or "the new revision failed its health checks"
         return _system_roll_back(
@@ -710,11 +758,13 @@ def _bake_summary(deployment: Deployment) -> str:
 
 
 def _succeed(deployment_id: int, *, attempt: int | None, reason: str) -> Deployment:
+    service_id = Deployment.objects.values_list("service_id", flat=True).get(pk=deployment_id)
     with transaction.atomic():
+        # The service first, then the deployment: the order rollbacks lock them in, so the two cannot deadlock.
+        service = Service.objects.select_for_update().get(pk=service_id)
         done = DEPLOYMENT_MACHINE.apply(deployment_id, "succeed", attempt=attempt, quiet=True, reason=reason)
         if done is None:
             return Deployment.objects.get(pk=deployment_id)
-        service = Service.objects.select_for_update().get(pk=done.service_id)
         before = service.current_deployment_id
         service.current_deployment = done
         service.save(update_fields=["current_deployment"])
@@ -732,11 +782,14 @@ def _succeed(deployment_id: int, *, attempt: int | None, reason: str) -> Deploym
     return done
 
 
-def _fail(deployment_id: int, reason: str, *, attempt: int | None = None) -> Deployment:
+def _fail(
+    deployment_id: int, reason: str, *, attempt: int | None = None, breach: dict[str, Any] | None = None
+) -> Deployment:
+    fields: dict[str, Any] = {"status_reason": reason}
+    if breach:
+        fields["breach"] = breach
     with transaction.atomic():
-        done = DEPLOYMENT_MACHINE.apply(
-            deployment_id, "fail", attempt=attempt, quiet=True, reason=reason, status_reason=reason
-        )
+        done = DEPLOYMENT_MACHINE.apply(deployment_id, "fail", attempt=attempt, quiet=True, reason=reason, **fields)
         if done is None:
             return Deployment.objects.get(pk=deployment_id)
         _tell(done, f"{done.service.name}: {done.kind} {done.pk} failed", reason)
@@ -758,11 +811,8 @@ def _system_roll_back(
             _tell(deployment, f"{service.name} rolled back by the system", reason)
             log.warning("%s: %s (rollback %s)", service.name, reason, rollback.pk)
             return Deployment.objects.get(pk=deployment.pk)
-    failed = _fail(deployment.pk, reason)
-    backend.roll_back(spec, handle)  # stop what it started; nothing was serving before it
-    if breach:
-        Deployment.objects.filter(pk=deployment.pk).update(breach=breach)
-    return failed
+    backend.roll_back(spec, handle)  # stop what it started first (idempotent); nothing was serving before it
+    return _fail(deployment.pk, reason, breach=breach)
 
 
 def _tell(deployment: Deployment, title: str, body: str) -> None:
@@ -788,8 +838,11 @@ def deployments_resume() -> int:
         Deployment.objects.filter(pk=deployment.pk).update(enqueued_at=now)
         tasks.deployment_start_task.delay(deployment.pk)
         resumed += 1
-    stuck_start = Deployment.objects.filter(status="in_progress", backend_handle={}, claimed_at__lt=stale_start)
+    stuck_start = Deployment.objects.filter(status="in_progress", backend_handle={}).filter(
+        Q(claimed_at__lt=stale_start) | Q(claimed_at__isnull=True, enqueued_at__lt=now - timedelta(seconds=60))
+    )
     for deployment in stuck_start:
+        Deployment.objects.filter(pk=deployment.pk).update(enqueued_at=now)
         tasks.deployment_start_task.delay(deployment.pk)
         resumed += 1
     for deployment in Deployment.objects.filter(status__in=["in_progress", "baking"]).exclude(backend_handle={}):
