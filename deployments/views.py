@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
@@ -21,9 +23,10 @@ from controlplane import selectors as audit_selectors
 from controlplane.charts import change_chart, compare_chart, profile_chart
 from controlplane.models import Project, TransitionEvent
 from controlplane.views import apply_service_errors, paginate, word_parts
+from deployments import objectives as objective_rules
 from deployments import selectors, services
 from deployments.forms import ApprovalRequestForm, EnvironmentForm, gate_syntax
-from deployments.models import ApprovalDecision, ApprovalRequest, Environment
+from deployments.models import ApprovalDecision, ApprovalRequest, Deployment, Environment
 from lineage import selectors as lineage_selectors
 from lineage.graph_layout import layout_graph
 from lineage.models import DatasetVersion, ModelVersion, Run, RunInput
@@ -593,6 +596,17 @@ def service_list(request: HttpRequest) -> HttpResponse:
     )
 
 
+def _objective_rows(active: Any) -> list[dict[str, Any]]:
+    """The active deployment's objectives as last judged; before its first judgement, each with no data yet (not
+    "no objectives are set")."""
+    if active is None:
+        return []
+    results = (active.objective_status or {}).get("results") or []
+    if results or not active.objectives:
+        return list(results)
+    return [asdict(result) for result in objective_rules.judge(active.objectives, None, source="").results]
+
+
 def _service_context(request: HttpRequest, service: Any) -> dict[str, Any]:
     active = selectors.active_deployment(service=service)
     target = None if active is not None else services.rollback_target(service)
@@ -604,8 +618,10 @@ def _service_context(request: HttpRequest, service: Any) -> dict[str, Any]:
         "service": service,
         "active": active,
         "progress": progress,
-        "objectives": (active.objective_status or {}).get("results", []) if active is not None else [],
+        "objectives": _objective_rows(active),
         "objective_requests": (active.objective_status or {}).get("requests") if active is not None else None,
+        "objective_judged": bool((active.objective_status or {}).get("judged")) if active is not None else False,
+        "objective_min_requests": settings.OBJECTIVE_MIN_REQUESTS,
         "active_events": list(active.events.select_related("actor").order_by("-created_at", "-id")[:15])
         if active is not None
         else [],
@@ -614,6 +630,9 @@ def _service_context(request: HttpRequest, service: Any) -> dict[str, Any]:
         "can_roll_back": can_roll_back,
         "can_scale": permissions.has_permission(request.user, "deployment.deploy"),
         "min_rollback_reason": services.MIN_ROLLBACK_REASON,
+        "strategy_label": Deployment.Strategy(service.environment.strategy).label
+        if service.environment.strategy in Deployment.Strategy.values
+        else service.environment.strategy,
     }
 
 
@@ -624,7 +643,12 @@ def service_detail(request: HttpRequest, pk: int) -> HttpResponse:
         raise Http404(f"there is no service {pk}")
     context = _service_context(request, service)
     if request.htmx and request.GET.get("part") == "rollout":
-        return render(request, "deployments/_service_rollout.html", context)
+        # The section polls on its own; once the deployment it showed has ended (or another has begun), the
+        # address, what serves and the timeline changed too, so the whole page is drawn again.
+        active = context["active"]
+        if request.GET.get("showing", "") != (str(active.pk) if active is not None else ""):
+            return HttpResponseClientRefresh()
+        return render(request, "deployments/_service_rollout.html", {**context, "polled": True})
     timeline = paginate(request, selectors.deployment_list(service=service).prefetch_related("events__actor"))
     context.update(timeline=timeline, page=timeline)
     return render(request, "deployments/service_detail.html", context)
