@@ -73,6 +73,10 @@ def approval_requests_resume_task() -> None:
     services.approval_requests_resume()
 
 
+# What a poll or a scale tries again later: the backend's errors and the infrastructure's.
+POLL_ERRORS: tuple[type[BaseException], ...] = (BackendError, *INFRASTRUCTURE_ERRORS)
+
+
 @shared_task(
     name="deployments.tasks.deployment_start", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=10
 )
@@ -98,7 +102,7 @@ def deployment_poll_task(self, deployment_id: int, generation: int, tick: int) -
 
     try:
         services.deployment_poll(deployment_id=deployment_id, generation=generation, tick=tick)
-    except (BackendError, *INFRASTRUCTURE_ERRORS) as exc:
+    except POLL_ERRORS as exc:
         # The tick was taken: queue the same generation's next tick, so one flaky call does not stall the rollout.
         services.deployment_poll_again(deployment_id=deployment_id, generation=generation, tick=tick + 1, error=exc)
 
@@ -111,7 +115,7 @@ def service_scale_task(self, service_id: int) -> None:  # type: ignore[no-untype
 
     try:
         services.service_scale_apply(service_id=service_id)
-    except (BackendError, *INFRASTRUCTURE_ERRORS) as exc:
+    except POLL_ERRORS as exc:
         if isinstance(exc, BackendError) and exc.permanent:
             raise
         raise self.retry(exc=exc, countdown=retry_backoff(self, cap=60)) from exc
