@@ -189,6 +189,22 @@ class ServiceCheckedInteger(serializers.IntegerField):
         return data
 
 
+class ServiceCheckedNumber(serializers.FloatField):
+    """A number (fractions allowed) whose range the schema shows but the service checks, as ServiceCheckedInteger."""
+
+    def __init__(self, *, min_value: float, max_value: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.min_value, self.max_value = min_value, max_value
+
+    def validate_empty_values(self, data: Any) -> tuple[bool, Any]:
+        if data is None:
+            return False, data
+        return super().validate_empty_values(data)
+
+    def to_internal_value(self, data: Any) -> Any:
+        return data
+
+
 # --- errors in the schema -------------------------------------------------------------------------------------
 
 

@@ -18,7 +18,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from controlplane import permissions
-from controlplane.api_support import BodyInput, Choice, Flag, ServiceCheckedInteger, error_responses, get_or_404
+from controlplane.api_support import (
+    BodyInput,
+    Choice,
+    Flag,
+    ServiceCheckedInteger,
+    ServiceCheckedNumber,
+    error_responses,
+    get_or_404,
+)
 from deployments import selectors, services
 from deployments.models import ApprovalDecision, ApprovalRequest, Deployment, Environment, GateResult
 from lineage.models import ModelVersion
@@ -34,9 +42,9 @@ def _ranged(name: str, help_text: str) -> ServiceCheckedInteger:
     return ServiceCheckedInteger(required=False, min_value=low, max_value=high, help_text=f"{help_text} ({low}-{high})")
 
 
-def _number(name: str, help_text: str) -> serializers.FloatField:
+def _number(name: str, help_text: str) -> ServiceCheckedNumber:
     low, high, what = services.NUMBER_RANGES[name]
-    return serializers.FloatField(required=False, help_text=f"{help_text}: {what}")
+    return ServiceCheckedNumber(required=False, min_value=low, max_value=high, help_text=f"{help_text}: {what}")
 
 
 # --- environments ---------------------------------------------------------------------------------------------
@@ -50,7 +58,10 @@ class EnvironmentOutput(serializers.ModelSerializer):
     class Meta:
         model = Environment
         fields = ["id", *services.ENVIRONMENT_FIELDS, "created_by", "created_at", "updated_at"]
-        extra_kwargs = {name: {"min_value": low, "max_value": high} for name, (low, high) in ENVIRONMENT_RANGES.items()}
+        extra_kwargs = {
+            **{name: {"min_value": low, "max_value": high} for name, (low, high) in ENVIRONMENT_RANGES.items()},
+            **{name: {"min_value": low, "max_value": high} for name, (low, high, _) in services.NUMBER_RANGES.items()},
+        }
 
 
 class EnvironmentChangeInput(BodyInput):

@@ -116,6 +116,8 @@ class ServiceOutput(serializers.ModelSerializer):
         ]
 
     def get_active_deployment(self, service: Service) -> int | None:
+        if hasattr(service, "active_id"):  # annotated by selectors.service_list
+            return service.active_id  # type: ignore[no-any-return]
         active = selectors.active_deployment(service=service)
         return active.pk if active is not None else None
 
@@ -138,6 +140,12 @@ class DeploymentCreateInput(BodyInput):
 
 class RollbackInput(BodyInput):
     reason = serializers.CharField(allow_blank=True, max_length=2000, help_text="Why (required, audited)")
+    expected_deployment = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_ID,
+        help_text="The deployment you saw active (or current): if another one is by now, nothing is rolled back (409)",
+    )
 
 
 class ScaleInput(BodyInput):
@@ -201,7 +209,7 @@ class ServiceRollbackApi(GenericAPIView):
                 404,
                 409,
                 e400="No reason, or no earlier good revision to roll back to.",
-                e409="A rollback is under way already.",
+                e409="A rollback is under way already, or `expected_deployment` is no longer the one to roll back.",
             ),
         },
         description="Approvers and admins. During a deployment, all traffic goes back to the revision it "
@@ -214,7 +222,10 @@ class ServiceRollbackApi(GenericAPIView):
         serializer = RollbackInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         rollback = services.deployment_rollback(
-            actor=request.user, service_id=service.pk, reason=serializer.validated_data["reason"]
+            actor=request.user,
+            service_id=service.pk,
+            reason=serializer.validated_data["reason"],
+            expected=serializer.validated_data.get("expected_deployment"),
         )
         return Response(DeploymentDetailOutput(_deployment(rollback.pk)).data, status=status.HTTP_202_ACCEPTED)
 

@@ -15,6 +15,15 @@ def default_request_ttl_days() -> int:
     return int(settings.APPROVAL_REQUEST_TTL_DAYS)
 
 
+class Strategy(models.TextChoices):
+    """How traffic moves to a new revision: ECS's own deployment strategies (workers/deploy/base.Rollout)."""
+
+    ROLLING = "rolling", "rolling"
+    ALL_AT_ONCE = "all_at_once", "all at once"
+    CANARY = "canary", "canary"
+    LINEAR = "linear", "linear"
+
+
 class Environment(models.Model):
     """Where models are promoted to (staging, production, …): how many approvals it needs, its gates, and the
     objectives the deployments and monitoring issues enforce."""
@@ -43,7 +52,8 @@ class Environment(models.Model):
     )
     strategy = models.CharField(
         max_length=20,
-        default="all_at_once",
+        choices=Strategy.choices,
+        default=Strategy.ALL_AT_ONCE,
         help_text="rolling, all_at_once, canary or linear (ECS's own deployment strategies)",
     )
     canary_percent = models.FloatField(default=10.0, help_text="A canary's share of traffic while it bakes, 1-99")
@@ -238,11 +248,7 @@ class Deployment(models.Model):
         FAILED = "failed", "failed"
         ROLLED_BACK = "rolled_back", "rolled back"
 
-    class Strategy(models.TextChoices):
-        ROLLING = "rolling", "rolling"
-        ALL_AT_ONCE = "all_at_once", "all at once"
-        CANARY = "canary", "canary"
-        LINEAR = "linear", "linear"
+    Strategy = Strategy
 
     service = models.ForeignKey(Service, on_delete=models.PROTECT, related_name="deployments")
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.DEPLOY)

@@ -222,12 +222,9 @@ def service_list(*, project: str = "", environment: str = "", model: str = "") -
         services = services.filter(environment__name=environment)
     if model:
         services = services.filter(registered_model__slug=model)
+    active = Deployment.objects.filter(service=OuterRef("pk"), status__in=ACTIVE_DEPLOYMENT_STATUSES)
     return services.annotate(
-        active_status=Subquery(
-            Deployment.objects.filter(service=OuterRef("pk"), status__in=ACTIVE_DEPLOYMENT_STATUSES).values("status")[
-                :1
-            ]
-        )
+        active_status=Subquery(active.values("status")[:1]), active_id=Subquery(active.values("pk")[:1])
     )
 
 
@@ -258,6 +255,24 @@ def deployment_list(*, service: Service | None = None, status: str = "") -> Quer
     if status:
         deployments = deployments.filter(status=status)
     return deployments
+
+
+TIMELINE_EVENTS = 40
+
+
+def deployment_timeline(*, service: Service) -> QuerySet[Deployment]:
+    """A service's deployments, newest first, each with its event count and its latest TIMELINE_EVENTS events
+    (a long rollout reports hundreds): one query for the page's rows, one for their events."""
+    from django.db.models import Prefetch
+
+    from deployments.models import DeploymentEvent
+
+    latest = DeploymentEvent.objects.select_related("actor").order_by("-created_at", "-id")[:TIMELINE_EVENTS]
+    return (
+        deployment_list(service=service)
+        .annotate(event_count=Count("events"))
+        .prefetch_related(Prefetch("events", queryset=latest, to_attr="latest_events"))
+    )
 
 
 def active_deployment(*, service: Service) -> Deployment | None:

@@ -88,8 +88,11 @@ def deployment_start_task(self, deployment_id: int) -> None:  # type: ignore[no-
     except INFRASTRUCTURE_ERRORS as exc:
         raise self.retry(exc=exc, countdown=retry_backoff(self, cap=60)) from exc
     except BackendError as exc:  # retryable (permanent ones fail the deployment inside)
-        if self.request.retries < self.max_retries:
-            raise self.retry(exc=exc, countdown=retry_backoff(self, cap=60)) from exc
+        # A rollback never gives up: traffic must go back. A deployment fails after its retries, saying why.
+        rollback = services.deployment_is_rollback(deployment_id=deployment_id)
+        if rollback or self.request.retries < self.max_retries:
+            limit = None if rollback else self.max_retries
+            raise self.retry(exc=exc, countdown=retry_backoff(self, cap=60), max_retries=limit) from exc
         services.deployment_fail(deployment_id=deployment_id, reason=f"the backend kept failing: {exc}")
         raise
 

@@ -649,7 +649,7 @@ def service_detail(request: HttpRequest, pk: int) -> HttpResponse:
         if request.GET.get("showing", "") != (str(active.pk) if active is not None else ""):
             return HttpResponseClientRefresh()
         return render(request, "deployments/_service_rollout.html", {**context, "polled": True})
-    timeline = paginate(request, selectors.deployment_list(service=service).prefetch_related("events__actor"))
+    timeline = paginate(request, selectors.deployment_timeline(service=service))
     context.update(timeline=timeline, page=timeline)
     return render(request, "deployments/service_detail.html", context)
 
@@ -662,7 +662,10 @@ def service_rollback(request: HttpRequest, pk: int) -> HttpResponse:
         raise Http404(f"there is no service {pk}")
     try:
         rollback = services.deployment_rollback(
-            actor=request.user, service_id=service.pk, reason=request.POST.get("reason", "")
+            actor=request.user,
+            service_id=service.pk,
+            reason=request.POST.get("reason", ""),
+            expected=request.POST.get("expected", ""),
         )
     except ValidationError as exc:
         messages.error(request, "Not rolled back: " + " ".join(exc.messages))

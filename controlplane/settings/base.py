@@ -195,6 +195,10 @@ DEPLOYMENT_POLL_SECONDS = {"local": 1.0, "aws": 10.0}
 DEPLOYMENT_LEASE_SECONDS = env_int("DEPLOYMENT_LEASE_SECONDS", 300, minimum=30)
 # A deployment whose poll chain has been quiet this long gets a new chain from the sweep (its worker died).
 DEPLOYMENT_POLL_STALE_SECONDS = env_int("DEPLOYMENT_POLL_STALE_SECONDS", 30, minimum=2)
+# A rollout whose backend cannot be read this many polls in a row is rolled back (saying why).
+DEPLOYMENT_POLL_ERROR_LIMIT = env_int("DEPLOYMENT_POLL_ERROR_LIMIT", 10, minimum=1)
+# A new revision that has not taken traffic this long after its start is rolled back.
+DEPLOYMENT_START_TIMEOUT_SECONDS = env_int("DEPLOYMENT_START_TIMEOUT_SECONDS", 1800, minimum=60)
 # Where the objectives' live signals come from while a revision bakes (deployments.objectives): "revision" reads
 # each local revision's own /metrics; "recorded" reads DEPLOYMENT_RECORDED_SIGNALS (a JSON file, for tests and
 # replays); "none" judges nothing (the monitoring issue adds CloudWatch).

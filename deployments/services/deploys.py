@@ -252,10 +252,11 @@ def active_deployment(service: Service) -> Deployment | None:
 
 
 def _active_message(deployment: Deployment) -> str:
+    can_roll_back = deployment.kind == Deployment.Kind.DEPLOY and deployment.replaces_id is not None
     return (
         f"deployment {deployment.pk} ({deployment.kind} of {deployment.model_version}, "
-        f"{deployment.get_status_display()}) is active on {deployment.service.name}: wait for it to finish or roll it "
-        "back"
+        f"{deployment.get_status_display()}) is active on {deployment.service.name}: wait for it to finish"
+        + (" or roll it back" if can_roll_back else "")
     )
 
 
@@ -416,9 +417,12 @@ def rollback_target(service: Service) -> Deployment | None:
     )
 
 
-def deployment_rollback(*, actor: Any, service_id: Any, reason: str) -> Deployment:
+def deployment_rollback(*, actor: Any, service_id: Any, reason: str, expected: Any = None) -> Deployment:
     """Roll the service back in one step, with a reason (audited). During a deployment: all traffic back to the
-    revision it replaces, at once. Otherwise: redeploy the last revision that succeeded before the current one."""
+    revision it replaces, at once. Otherwise: redeploy the last revision that succeeded before the current one.
+
+    `expected` is the deployment the caller saw active (or, with none active, current): when another one is by the
+    time the rollback is made (the page was stale, the API call is a retry), nothing is rolled back (Conflict)."""
     permissions.require(actor, "deployment.rollback")
     reason = (reason or "").strip()
     if len(reason) < MIN_ROLLBACK_REASON:
@@ -429,6 +433,14 @@ def deployment_rollback(*, actor: Any, service_id: Any, reason: str) -> Deployme
         service = Service.objects.select_for_update().filter(pk=_as_id(service_id, "service")).first()
         if service is None:
             raise ValidationError({"service": [f"there is no service {service_id!r}"]})
+        if expected not in (None, ""):
+            active = active_deployment(service)
+            seen = active.pk if active is not None else service.current_deployment_id
+            if str(seen) != str(expected).strip():
+                now = f"deployment {seen} is" if seen is not None else "nothing is"
+                raise Conflict(
+                    {"expected": [f"you rolled back deployment {expected}, but {now} now {service.name}'s: look again"]}
+                )
         return _roll_back_locked(service, actor=actor, reason=reason, breach=None)
 
 
@@ -468,7 +480,11 @@ def _roll_back_locked(service: Service, *, actor: Any, reason: str, breach: dict
         target = rollback_target(service)
         if target is None:
             current = service.current_deployment
-            what = "nothing is deployed yet" if current is None else f"deployment {current.pk} is the only good one"
+            what = (
+                "nothing is deployed yet"
+                if current is None
+                else f"no deployment before {current.pk} succeeded with another revision and was not rolled back since"
+            )
             raise ValidationError({"service": [f"{service.name} has no earlier good revision to roll back to: {what}"]})
         undone = service.current_deployment
     rollback = Deployment.objects.create(
@@ -714,6 +730,11 @@ def _follow(
         share = f"{status.traffic_percent:g}%"
         DEPLOYMENT_MACHINE.apply(pk, "bake", quiet=True, reason=f"healthy; it takes {share} of traffic and bakes")
         deployment = _load(pk)
+    if deployment.status == Deployment.Status.IN_PROGRESS and deployment.started_at is not None:
+        waited = (timezone.now() - deployment.started_at).total_seconds()
+        if waited > settings.DEPLOYMENT_START_TIMEOUT_SECONDS:
+            why = f"rolled back: the new revision did not take traffic within {waited / 60:.0f} min"
+            return _system_roll_back(deployment, why, breach={}, backend=backend, spec=spec, handle=handle)
     if deployment.status != Deployment.Status.BAKING:
         return deployment
     if deployment.kind == Deployment.Kind.DEPLOY and deployment.objectives:
@@ -779,6 +800,10 @@ def _succeed(deployment_id: int, *, attempt: int | None, reason: str) -> Deploym
             reason=reason,
         )
         _tell(done, f"{done.service.name}: {done.kind} {done.pk} succeeded ({done.model_version})", reason)
+        if service.desired_count != done.desired_count:
+            # Scaled while it rolled out (the scale went to the revision serving then): apply it to this one too.
+            Service.objects.filter(pk=service.pk).update(scale_pending=True)
+            transaction.on_commit(lambda: tasks.service_scale_task.delay(service.pk), robust=True)
     return done
 
 
@@ -811,7 +836,14 @@ def _system_roll_back(
             _tell(deployment, f"{service.name} rolled back by the system", reason)
             log.warning("%s: %s (rollback %s)", service.name, reason, rollback.pk)
             return Deployment.objects.get(pk=deployment.pk)
-    backend.roll_back(spec, handle)  # stop what it started first (idempotent); nothing was serving before it
+    try:
+        backend.roll_back(spec, handle)  # stop what it started first (idempotent); nothing was serving before it
+    except BackendError as exc:
+        if not exc.permanent:
+            raise  # the next poll tries again: the deployment is still active
+        log.warning("%s: stopping deployment %s failed: %s", deployment.service.name, deployment.pk, exc)
+    if reason.startswith("rolled back: "):
+        reason = "failed: " + reason.removeprefix("rolled back: ")
     return _fail(deployment.pk, reason, breach=breach)
 
 
@@ -919,10 +951,25 @@ def deployment_poll_again(*, deployment_id: int, generation: int, tick: int, err
     """A poll step failed: a permanent backend error ends the deployment (saying why); anything else is tried again
     at the chain's next tick."""
     log.warning("deployment %s: poll failed: %s", deployment_id, error)
-    if isinstance(error, BackendError) and error.permanent:
-        deployment = _load(deployment_id)
-        if deployment.active:
-            _fail(deployment_id, f"the backend cannot follow the rollout: {error}")
+    deployment = _load(deployment_id)
+    if not deployment.active:
+        return
+    failures = int((deployment.progress or {}).get("poll_errors", 0)) + 1
+    Deployment.objects.filter(pk=deployment_id).update(
+        progress={**(deployment.progress or {}), "poll_errors": failures, "last_error": str(error)[:500]}
+    )
+    permanent = isinstance(error, BackendError) and error.permanent
+    if (permanent or failures >= settings.DEPLOYMENT_POLL_ERROR_LIMIT) and deployment.backend_handle:
+        why = "the backend cannot follow the rollout" if permanent else f"the backend failed {failures} polls in a row"
+        service = deployment.service
+        _system_roll_back(
+            deployment,
+            f"rolled back: {why}: {error}",
+            breach={},
+            backend=serving_backend(service.backend),
+            spec=service_spec(service),
+            handle=Handle.from_dict(deployment.backend_handle),
+        )
         return
     found = Deployment.objects.filter(
         pk=deployment_id, status__in=ACTIVE_DEPLOYMENT_STATUSES, poll_generation=generation
@@ -932,3 +979,7 @@ def deployment_poll_again(*, deployment_id: int, generation: int, tick: int, err
         tasks.deployment_poll_task.apply_async(
             (deployment_id, generation, tick), countdown=max(2.0, poll_interval(deployment.service))
         )
+
+
+def deployment_is_rollback(*, deployment_id: int) -> bool:
+    return Deployment.objects.filter(pk=deployment_id, kind=Deployment.Kind.ROLLBACK).exists()

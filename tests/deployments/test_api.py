@@ -509,7 +509,6 @@ def test_the_schema_bounds_are_the_ranges_the_service_checks(users, api_client_f
         "order": (0, 1000),
         "approvals_required": (1, 10),
         "request_ttl_days": (1, 365),
-        "bake_minutes": (0, 1440),
         "min_desired_count": (1, 100),
         "max_desired_count": (1, 100),
     }
@@ -532,6 +531,14 @@ def test_the_schema_bounds_are_the_ranges_the_service_checks(users, api_client_f
             refused = admin.patch(f"{API}/environments/staging/", {name: value}, format="json")
             assert refused.status_code == 400, (name, value)
             assert error_fields(refused) == {name: [f"expected a whole number from {low} to {high}, got {value}"]}
+    # Minutes and percentages take fractions (a short bake on the local backend); their ranges show too.
+    for name, (low, high, what) in services.NUMBER_RANGES.items():
+        assert (change[name]["minimum"], change[name]["maximum"]) == (low, high), name
+        assert (shown[name]["minimum"], shown[name]["maximum"]) == (low, high), name
+        accepted = admin.patch(f"{API}/environments/staging/", {name: (low + high) / 2 + 0.5}, format="json")
+        assert accepted.status_code == 200 and accepted.json()[name] == (low + high) / 2 + 0.5, accepted.content
+        refused = admin.patch(f"{API}/environments/staging/", {name: high + 1}, format="json")
+        assert error_fields(refused) == {name: [f"expected {what}, got {high + 1!r}"]}
     not_whole: list[tuple[Any, str]] = [("many", "'many'"), (None, "None"), (2.5, "2.5")]
     for bad, shown_bad in not_whole:
         refused = admin.patch(f"{API}/environments/staging/", {"approvals_required": bad}, format="json")

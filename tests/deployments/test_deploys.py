@@ -9,8 +9,9 @@ from django.core.exceptions import PermissionDenied, ValidationError
 
 from controlplane.models import AuditEvent
 from deployments import services
-from deployments.models import Deployment, Service
+from deployments.models import ApprovalRequest, Deployment, Service
 from tests.deployments.conftest import make_model_version
+from tests.fixtures.processes import wait_for
 
 
 def approve(version: Any, environment: Any, users: Any) -> Any:
@@ -22,7 +23,13 @@ def approve(version: Any, environment: Any, users: Any) -> Any:
     )
     for approver in (users.approver, users.approver2)[: environment.approvals_required]:
         services.approval_decide(actor=approver, request_id=request.pk, verdict="approve", comment="looks right")
-    return services.approval_finish(request_id=request.pk)
+    # With a worker running (transactional tests), it may take the artifact check first: either way it gets done.
+    services.approval_finish(request_id=request.pk)
+    return wait_for(
+        lambda: ApprovalRequest.objects.exclude(status="open").filter(pk=request.pk).first(),
+        timeout=60,
+        what=f"approval request {request.pk} to be decided",
+    )
 
 
 def errors_of(excinfo: pytest.ExceptionInfo[ValidationError]) -> dict[str, list[str]]:
@@ -70,8 +77,9 @@ def test_a_deploy_creates_the_service_once_and_a_second_is_refused_naming_the_ac
         services.deployment_create(actor=users.approver2, model_version_id=other.pk, environment="staging")
     assert getattr(excinfo.value, "http_status", None) == 409
     assert errors_of(excinfo)["model_version"] == [
+        # A first deployment has nothing to roll back to, so the message does not offer it.
         f"deployment {first.pk} (deploy of {approved}, pending) is active on bc-classifier-staging: wait for it to "
-        "finish or roll it back"
+        "finish"
     ]
     assert Service.objects.count() == 1 and Deployment.objects.count() == 1
     audited = set(AuditEvent.objects.values_list("action", flat=True))
@@ -143,3 +151,30 @@ def test_on_the_aws_backend_an_environment_without_its_settings_is_refused_namin
     for key in ("cluster", "subnets", "security_groups", "target_group_arn", "execution_role_arn", "task_role_arn"):
         assert f"backend_settings.{key}" in messages
     assert not Service.objects.exists()
+
+
+def test_a_rollback_of_what_the_caller_no_longer_sees_is_refused(approved, staging, users, project) -> None:
+    first = services.deployment_create(actor=users.approver, model_version_id=approved.pk, environment="staging")
+    services.DEPLOYMENT_MACHINE.apply(first.pk, "start")
+    services.DEPLOYMENT_MACHINE.apply(first.pk, "bake")
+    Deployment.objects.filter(pk=first.pk).update(revision=f"r-d{first.pk}")
+    services.deploys._succeed(first.pk, attempt=None, reason="baked")
+    other = make_model_version(project, users.data_scientist)
+    approve(other, staging, users)
+    second = services.deployment_create(actor=users.approver, model_version_id=other.pk, environment="staging")
+    # The page was drawn while the first one was current; the second has started since.
+    with pytest.raises(ValidationError) as excinfo:
+        services.deployment_rollback(
+            actor=users.approver, service_id=second.service_id, reason="it looks slow", expected=first.pk
+        )
+    assert errors_of(excinfo) == {
+        "expected": [
+            f"you rolled back deployment {first.pk}, but deployment {second.pk} is now bc-classifier-staging's: "
+            "look again"
+        ]
+    }
+    assert Deployment.objects.get(pk=second.pk).status == "pending" and Deployment.objects.count() == 2
+    rollback = services.deployment_rollback(
+        actor=users.approver, service_id=second.service_id, reason="it looks slow", expected=second.pk
+    )
+    assert rollback.kind == "rollback" and rollback.model_version_id == approved.pk

@@ -25,6 +25,10 @@ def form_data(**changes: Any) -> dict[str, Any]:
         "gates": "accuracy >= 0.90\n\nschema matches serving\n",
         "request_ttl_days": "14",
         "bake_minutes": "10",
+        "strategy": "all_at_once",
+        "canary_percent": "10",
+        "linear_step_percent": "25",
+        "linear_interval_minutes": "1",
         "objective_p99_latency_ms": "250",
         "objective_error_rate": "0.01",
         "objective_drift_share": "",
@@ -104,7 +108,7 @@ def test_the_list_shows_each_environments_settings_to_everyone(client, users, st
     rows = page.find("table", data_testid="environment-table").rows()
     assert [row[0] for row in rows] == ["staging", "production"]
     name, order, approvals, gates, override, ttl, bake, objectives, counts = rows[1]
-    assert (order, approvals, override, bake, counts) == ("20", "2", "no", "10 min", "1–4")
+    assert (order, approvals, override, bake, counts) == ("20", "2", "no", "10 min · all at once", "1–4")
     assert gates == "accuracy >= 0.90 accuracy >= serving - 0.01 schema matches serving approved in staging"
     assert objectives == "none" and ttl == "14 days"
     # Finance reads, but may not create.
