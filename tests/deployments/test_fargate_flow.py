@@ -176,7 +176,13 @@ def test_deploy_canary_breach_rollback_redeploy_and_manual_rollback_on_fargate(
     )
     expect_describe(stub, service_deployment(2, "ROLLBACK_IN_PROGRESS", rollout=CANARY))
     back = services.deployment_start(deployment_id=back.pk)
-    assert back.status == "succeeded"
+    # ECS is still taking the traffic back: the rollback follows it until ECS says it is done.
+    assert back.status == "in_progress" and back.backend_handle["revision"] == td(2)
+    stub.assert_no_pending_responses()
+    expect_describe(stub, service_deployment(2, "ROLLBACK_SUCCESSFUL", rollout=CANARY))
+    back = services.deployment_poll(deployment_id=back.pk)
+    assert back.status == "succeeded", back.status_reason
+    assert back.backend_handle == {"revision": td(1), "rollout_id": "", "previous_revision": ""}
     stub.assert_no_pending_responses()
     service.refresh_from_db()
     assert service.current_deployment_id == back.pk
