@@ -27,11 +27,17 @@ def make_model_version(
     model: str = "bc-classifier",
     metrics: dict[str, float] | None = None,
     input_schema: list[dict[str, str]] | None = None,
+    content: bytes | None = None,
+    suffix: str = ".joblib",
+    **fields: Any,
 ) -> ModelVersion:
-    """A succeeded training run by `author` and the model version it made, its artifact in the object store."""
+    """A succeeded training run by `author` and the model version it made, its artifact in the object store:
+    `content` (real servable bytes, e.g. a model package) or placeholder bytes; `fields` set more of the version
+    (framework_version, metadata, …)."""
     n = next(_counter)
-    content = f"model bytes {n} {uuid.uuid4()}".encode()  # unique: a test may tamper with it
-    stored = object_store().put_content_addressed(io.BytesIO(content), prefix="models/", suffix=".joblib")
+    if content is None:
+        content = f"model bytes {n} {uuid.uuid4()}".encode()  # unique: a test may tamper with it
+    stored = object_store().put_content_addressed(io.BytesIO(content), prefix="models/", suffix=suffix)
     registered, _ = RegisteredModel.objects.get_or_create(
         project=project, slug=model, defaults={"name": model, "created_by": author}
     )
@@ -57,6 +63,7 @@ def make_model_version(
         input_schema=SCHEMA if input_schema is None else input_schema,
         metrics={"accuracy": 0.95, "f1": 0.94} if metrics is None else metrics,
         created_by=author,
+        **fields,
     )
     LineageEdge.objects.create(source=run.node_id, target=version.node_id)
     return version

@@ -89,13 +89,8 @@ def production(users: Any, network: Network) -> Environment:
 
 def churn_version(project: Any, users: Any, environment: Environment, monkeypatch: pytest.MonkeyPatch) -> ModelVersion:
     """A model version of `churn` (so its service is churn-production, as the stubbed answers name it), recording
-    the installed scikit-learn release (model versions are write-once, so it is given at creation), approved."""
-    create = ModelVersion.objects.create
-    with monkeypatch.context() as patch:
-        patch.setattr(
-            ModelVersion.objects, "create", lambda **fields: create(**fields, framework_version=sklearn.__version__)
-        )
-        version = make_model_version(project, users.data_scientist, model="churn")
+    the installed scikit-learn release (its serving image is chosen by it), approved."""
+    version = make_model_version(project, users.data_scientist, model="churn", framework_version=sklearn.__version__)
     approve(version, environment, users)
     return version
 

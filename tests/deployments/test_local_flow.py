@@ -5,7 +5,6 @@ on its breached p99 objective → deploy again → an approver rolls back by han
 
 from __future__ import annotations
 
-import hashlib
 import io
 import itertools
 import json
@@ -18,10 +17,10 @@ from typing import Any
 import pytest
 
 from controlplane import services as controlplane_services
-from controlplane.backends import object_store
 from deployments import services
 from deployments.models import Deployment, Service
-from lineage.models import LineageEdge, ModelVersion, RegisteredModel, Run
+from lineage.models import LineageEdge, ModelVersion
+from tests.deployments.conftest import make_model_version
 from tests.deployments.test_deploys import approve
 from tests.fixtures.models import Trained, train
 from tests.fixtures.processes import wait_for
@@ -55,37 +54,17 @@ def package(model: Trained, hooks: str | None, *, note: str) -> bytes:
 
 def register(project: Any, author: Any, model: Trained, content: bytes) -> ModelVersion:
     """A model version of real servable bytes, stored as registration stores them."""
-    stored = object_store().put_content_addressed(io.BytesIO(content), prefix="models/", suffix=".tar.gz")
-    registered, _ = RegisteredModel.objects.get_or_create(
-        project=project, slug="bc", defaults={"name": "bc", "created_by": author}
-    )
-    run = Run.objects.create(
-        project=project,
-        kind="training",
-        recipe="logistic_regression",
-        recipe_version="2",
-        recipe_fingerprint=hashlib.sha256(content).hexdigest(),
-        created_by=author,
-        status="succeeded",
-    )
-    version = ModelVersion.objects.create(
-        registered_model=registered,
-        number=registered.versions.count() + 1,
-        run=run,
-        artifact_uri=stored.uri,
-        artifact_key=stored.key,
-        sha256=stored.sha256,
-        size=stored.size,
-        framework_version=str(model.card.get("sklearn_version", "")),
-        task="classification",
-        target="target",
+    return make_model_version(
+        project,
+        author,
+        model="bc",
+        content=content,
+        suffix=".tar.gz",
         input_schema=[{"name": name, "type": "float"} for name in model.features],
         metrics={"accuracy": 0.95},
+        framework_version=str(model.card.get("sklearn_version", "")),
         metadata=model.card,
-        created_by=author,
     )
-    LineageEdge.objects.create(source=run.node_id, target=version.node_id)
-    return version
 
 
 class Traffic:
