@@ -387,6 +387,30 @@ ACTIONS_FOR_CALL: dict[str, set[str]] = {
     "update_model_package": {"sagemaker:UpdateModelPackage"},
     "describe_log_streams": {"logs:DescribeLogStreams"},
     "get_log_events": {"logs:GetLogEvents"},
+    # Deployments on ECS Fargate (workers/deploy/fargate.py): the task definition passes both of its roles, and a
+    # service for traffic-shifting strategies passes the load balancer role.
+    "register_task_definition": {"ecs:RegisterTaskDefinition", "ecs:TagResource", "iam:PassRole"},
+    "describe_task_definition": {"ecs:DescribeTaskDefinition"},
+    "tag_resource": {"ecs:TagResource"},
+    "untag_resource": {"ecs:UntagResource"},
+    "create_service": {"ecs:CreateService", "ecs:TagResource", "iam:PassRole"},
+    "update_service": {"ecs:UpdateService", "iam:PassRole"},
+    "describe_services": {"ecs:DescribeServices"},
+    "list_service_deployments": {"ecs:ListServiceDeployments"},
+    "describe_service_deployments": {"ecs:DescribeServiceDeployments"},
+    "describe_service_revisions": {"ecs:DescribeServiceRevisions"},
+    "continue_service_deployment": {"ecs:ContinueServiceDeployment"},
+    "stop_service_deployment": {"ecs:StopServiceDeployment"},
+    "list_tasks": {"ecs:ListTasks"},
+    "describe_tasks": {"ecs:DescribeTasks"},
+    "describe_rules": {"elasticloadbalancing:DescribeRules"},
+    "describe_load_balancers": {"elasticloadbalancing:DescribeLoadBalancers"},
+    "register_scalable_target": {"application-autoscaling:RegisterScalableTarget"},
+    "deregister_scalable_target": {"application-autoscaling:DeregisterScalableTarget"},
+    "describe_scalable_targets": {"application-autoscaling:DescribeScalableTargets"},
+    "put_scaling_policy": {"application-autoscaling:PutScalingPolicy"},
+    "delete_scaling_policy": {"application-autoscaling:DeleteScalingPolicy"},
+    "describe_scaling_policies": {"application-autoscaling:DescribeScalingPolicies"},
 }
 
 
@@ -400,7 +424,7 @@ def calls_the_workers_make() -> set[str]:
     session = botocore.session.get_session()
     operations = {
         xform_name(name)
-        for service in ("s3", "sagemaker", "logs")
+        for service in ("s3", "sagemaker", "logs", "ecs", "application-autoscaling", "elbv2")
         for name in session.get_service_model(service).operation_names
     }
     found: set[str] = set()
@@ -409,8 +433,14 @@ def calls_the_workers_make() -> set[str]:
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
                 continue
             name = node.func.attr
-            # Only calls on a boto3 client (self.s3, self.sagemaker, self.logs_client, client, aws_client(...)).
-            if not re.search(r"client|s3|sagemaker|logs", ast.unparse(node.func.value)):
+            # The Fargate backend names each operation to its one caller: self._call(client, "update_service", …).
+            if name in ("_call", "_ignore_missing") and len(node.args) >= 2:
+                argument = node.args[1]
+                assert isinstance(argument, ast.Constant), f"{path}: {name} with a computed operation"
+                found.add(str(argument.value))
+                continue
+            # Only calls on a boto3 client (self.s3, self.sagemaker, self.logs_client, self.ecs, client, aws_client()).
+            if not re.search(r"client|s3|sagemaker|logs|ecs|autoscaling|elbv2", ast.unparse(node.func.value)):
                 continue
             if name in ("get_paginator", "generate_presigned_url") and node.args:
                 argument = node.args[0]
