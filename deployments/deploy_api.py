@@ -43,6 +43,9 @@ class DeploymentOutput(serializers.ModelSerializer):
     progress = serializers.DictField(help_text="The backend's latest word: phase, traffic_percent, counts")
     objective_status = serializers.DictField(help_text="The objectives' latest values while it bakes")
     breach = serializers.DictField(help_text="The objective breached when the system rolled it back")
+    undone_by = serializers.IntegerField(
+        allow_null=True, default=None, help_text="The rollback that undid it (after it succeeded, or mid-rollout)"
+    )
 
     class Meta:
         model = Deployment
@@ -73,6 +76,7 @@ class DeploymentOutput(serializers.ModelSerializer):
             "progress",
             "objective_status",
             "breach",
+            "undone_by",
             "created_at",
             "started_at",
             "baking_at",
@@ -128,7 +132,7 @@ class ServiceFilterInput(serializers.Serializer):
 
 
 class DeploymentFilterInput(serializers.Serializer):
-    service = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID, help_text="Service id")
+    service = serializers.CharField(required=False, max_length=40, help_text="Service id or name")
     status = Choice(choices=Deployment.Status.choices, required=False)
 
 
@@ -266,7 +270,7 @@ class DeploymentListApi(GenericAPIView):
         data = filters.validated_data
         service = None
         if "service" in data:
-            service = selectors.service_by_id(data["service"])
+            service = selectors.service_by_id(data["service"]) or Service.objects.filter(name=data["service"]).first()
             if service is None:
                 raise ValidationError({"service": [f"there is no service {data['service']}"]})
         page = self.paginate_queryset(selectors.deployment_list(service=service, status=data.get("status", "")))

@@ -72,6 +72,7 @@ class EnvironmentForm(forms.Form):
     )
     bake_minutes = forms.FloatField(
         initial=10,
+        widget=forms.NumberInput(attrs={"min": 0, "max": 1440, "step": "any"}),
         label="Bake time (minutes)",
         help_text="How long a new revision is watched against the objectives before it is kept (0 to 1440).",
     )
@@ -90,11 +91,18 @@ class EnvironmentForm(forms.Form):
         initial="all_at_once",
         label="Deployment strategy",
     )
+    # The browser says the range at once; the service checks it (and says it in the same words everywhere).
     canary_percent = forms.FloatField(
-        initial=10, label="Canary share (%)", help_text="A canary's share of traffic while it bakes (1 to 99)."
+        initial=10,
+        label="Canary share (%)",
+        help_text="A canary's share of traffic while it bakes (1 to 99).",
+        widget=forms.NumberInput(attrs={"min": 1, "max": 99, "step": "any"}),
     )
     linear_step_percent = forms.FloatField(
-        initial=25, label="Linear step (%)", help_text="Traffic moved at each linear step (1 to 99)."
+        initial=25,
+        label="Linear step (%)",
+        help_text="Traffic moved at each linear step (1 to 99).",
+        widget=forms.NumberInput(attrs={"min": 1, "max": 99, "step": "any"}),
     )
     linear_interval_minutes = forms.FloatField(
         initial=1, label="Linear step every (minutes)", help_text="Minutes between linear steps."

@@ -79,7 +79,14 @@ class ObjectiveStatus:
             "requests": self.requests,
             "judged": self.judged,
             "source": self.source,
-            "results": [asdict(result) for result in self.results],
+            "results": [
+                {
+                    **asdict(result),
+                    "value_text": "" if result.value is None else format_value(result.value, result.unit),
+                    "threshold_text": format_value(result.threshold, result.unit),
+                }
+                for result in self.results
+            ],
         }
 
 

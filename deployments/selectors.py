@@ -254,7 +254,10 @@ def deployment_list(*, service: Service | None = None, status: str = "") -> Quer
         deployments = deployments.filter(service=service)
     if status:
         deployments = deployments.filter(status=status)
-    return deployments
+    # A deployment that succeeded and was later undone: the rollback that did it (its status stays succeeded: it
+    # did succeed; this says it no longer serves because of that rollback).
+    undoing = Deployment.objects.filter(rollback_of=OuterRef("pk"), kind="rollback").exclude(status="failed")
+    return deployments.annotate(undone_by=Subquery(undoing.order_by("-id").values("pk")[:1]))
 
 
 TIMELINE_EVENTS = 40

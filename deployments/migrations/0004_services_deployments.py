@@ -6,150 +6,299 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('deployments', '0003_approvalrequest_announced_at'),
-        ('lineage', '0011_model_version_compiled'),
+        ("deployments", "0003_approvalrequest_announced_at"),
+        ("lineage", "0011_model_version_compiled"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='environment',
-            name='autoscaling_metric',
-            field=models.CharField(blank=True, help_text='Target tracking on the aws backend: requests, cpu, or empty for none', max_length=20),
+            model_name="environment",
+            name="autoscaling_metric",
+            field=models.CharField(
+                blank=True,
+                help_text="Target tracking on the aws backend: requests, cpu, or empty for none",
+                max_length=20,
+            ),
         ),
         migrations.AddField(
-            model_name='environment',
-            name='autoscaling_target',
-            field=models.FloatField(blank=True, help_text='Requests per task per minute, or average CPU %, to keep near', null=True),
+            model_name="environment",
+            name="autoscaling_target",
+            field=models.FloatField(
+                blank=True, help_text="Requests per task per minute, or average CPU %, to keep near", null=True
+            ),
         ),
         migrations.AddField(
-            model_name='environment',
-            name='canary_percent',
+            model_name="environment",
+            name="canary_percent",
             field=models.FloatField(default=10.0, help_text="A canary's share of traffic while it bakes, 1-99"),
         ),
         migrations.AddField(
-            model_name='environment',
-            name='deploy_on_approval',
-            field=models.BooleanField(default=False, help_text='Deploy a version as soon as it is approved for this environment'),
+            model_name="environment",
+            name="deploy_on_approval",
+            field=models.BooleanField(
+                default=False, help_text="Deploy a version as soon as it is approved for this environment"
+            ),
         ),
         migrations.AddField(
-            model_name='environment',
-            name='linear_interval_minutes',
-            field=models.FloatField(default=1.0, help_text='Minutes between linear steps'),
+            model_name="environment",
+            name="linear_interval_minutes",
+            field=models.FloatField(default=1.0, help_text="Minutes between linear steps"),
         ),
         migrations.AddField(
-            model_name='environment',
-            name='linear_step_percent',
+            model_name="environment",
+            name="linear_step_percent",
             field=models.FloatField(default=25.0, help_text="Each linear step's share of traffic, 1-99"),
         ),
         migrations.AddField(
-            model_name='environment',
-            name='strategy',
-            field=models.CharField(choices=[('rolling', 'rolling'), ('all_at_once', 'all at once'), ('canary', 'canary'), ('linear', 'linear')], default='all_at_once', help_text="rolling, all_at_once, canary or linear (ECS's own deployment strategies)", max_length=20),
+            model_name="environment",
+            name="strategy",
+            field=models.CharField(
+                choices=[
+                    ("rolling", "rolling"),
+                    ("all_at_once", "all at once"),
+                    ("canary", "canary"),
+                    ("linear", "linear"),
+                ],
+                default="all_at_once",
+                help_text="rolling, all_at_once, canary or linear (ECS's own deployment strategies)",
+                max_length=20,
+            ),
         ),
         migrations.AlterField(
-            model_name='environment',
-            name='bake_minutes',
-            field=models.FloatField(default=10, help_text='Minutes a new revision is watched before it is kept'),
+            model_name="environment",
+            name="bake_minutes",
+            field=models.FloatField(default=10, help_text="Minutes a new revision is watched before it is kept"),
         ),
         migrations.CreateModel(
-            name='Deployment',
+            name="Deployment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('deploy', 'deploy'), ('rollback', 'rollback')], default='deploy', max_length=10)),
-                ('status', models.CharField(choices=[('pending', 'pending'), ('in_progress', 'in progress'), ('baking', 'baking'), ('succeeded', 'succeeded'), ('failed', 'failed'), ('rolled_back', 'rolled back')], default='pending', max_length=20)),
-                ('status_reason', models.TextField(blank=True)),
-                ('reason', models.TextField()),
-                ('strategy', models.CharField(choices=[('rolling', 'rolling'), ('all_at_once', 'all at once'), ('canary', 'canary'), ('linear', 'linear')], default='all_at_once', max_length=20)),
-                ('canary_percent', models.FloatField(default=10.0)),
-                ('linear_step_percent', models.FloatField(default=25.0)),
-                ('linear_interval_minutes', models.FloatField(default=1.0)),
-                ('bake_minutes', models.FloatField(default=0.0)),
-                ('objectives', models.JSONField(blank=True, default=dict)),
-                ('desired_count', models.PositiveSmallIntegerField(default=1)),
-                ('revision', models.CharField(blank=True, max_length=300)),
-                ('backend_handle', models.JSONField(blank=True, default=dict)),
-                ('progress', models.JSONField(blank=True, default=dict)),
-                ('objective_status', models.JSONField(blank=True, default=dict)),
-                ('breach', models.JSONField(blank=True, default=dict)),
-                ('seen_events', models.JSONField(blank=True, default=list)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('baking_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('attempt', models.PositiveIntegerField(default=0)),
-                ('claimed_at', models.DateTimeField(blank=True, null=True)),
-                ('enqueued_at', models.DateTimeField(blank=True, null=True)),
-                ('poll_generation', models.PositiveIntegerField(default=0)),
-                ('poll_tick', models.PositiveIntegerField(default=0)),
-                ('last_polled_at', models.DateTimeField(blank=True, null=True)),
-                ('approval_request', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='deployments', to='deployments.approvalrequest')),
-                ('initiated_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('model_version', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='deployments', to='lineage.modelversion')),
-                ('replaces', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='deployments.deployment')),
-                ('rollback_of', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='rollbacks', to='deployments.deployment')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("deploy", "deploy"), ("rollback", "rollback")], default="deploy", max_length=10
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "pending"),
+                            ("in_progress", "in progress"),
+                            ("baking", "baking"),
+                            ("succeeded", "succeeded"),
+                            ("failed", "failed"),
+                            ("rolled_back", "rolled back"),
+                        ],
+                        default="pending",
+                        max_length=20,
+                    ),
+                ),
+                ("status_reason", models.TextField(blank=True)),
+                ("reason", models.TextField()),
+                (
+                    "strategy",
+                    models.CharField(
+                        choices=[
+                            ("rolling", "rolling"),
+                            ("all_at_once", "all at once"),
+                            ("canary", "canary"),
+                            ("linear", "linear"),
+                        ],
+                        default="all_at_once",
+                        max_length=20,
+                    ),
+                ),
+                ("canary_percent", models.FloatField(default=10.0)),
+                ("linear_step_percent", models.FloatField(default=25.0)),
+                ("linear_interval_minutes", models.FloatField(default=1.0)),
+                ("bake_minutes", models.FloatField(default=0.0)),
+                ("objectives", models.JSONField(blank=True, default=dict)),
+                ("desired_count", models.PositiveSmallIntegerField(default=1)),
+                ("revision", models.CharField(blank=True, max_length=300)),
+                ("backend_handle", models.JSONField(blank=True, default=dict)),
+                ("progress", models.JSONField(blank=True, default=dict)),
+                ("objective_status", models.JSONField(blank=True, default=dict)),
+                ("breach", models.JSONField(blank=True, default=dict)),
+                ("seen_events", models.JSONField(blank=True, default=list)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("baking_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("attempt", models.PositiveIntegerField(default=0)),
+                ("claimed_at", models.DateTimeField(blank=True, null=True)),
+                ("enqueued_at", models.DateTimeField(blank=True, null=True)),
+                ("poll_generation", models.PositiveIntegerField(default=0)),
+                ("poll_tick", models.PositiveIntegerField(default=0)),
+                ("last_polled_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "approval_request",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="deployments",
+                        to="deployments.approvalrequest",
+                    ),
+                ),
+                (
+                    "initiated_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "model_version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="deployments",
+                        to="lineage.modelversion",
+                    ),
+                ),
+                (
+                    "replaces",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="deployments.deployment",
+                    ),
+                ),
+                (
+                    "rollback_of",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="rollbacks",
+                        to="deployments.deployment",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='DeploymentEvent',
+            name="DeploymentEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('action', models.CharField(max_length=40)),
-                ('from_status', models.CharField(blank=True, max_length=20)),
-                ('to_status', models.CharField(blank=True, max_length=20)),
-                ('reason', models.TextField(blank=True)),
-                ('attempt', models.PositiveIntegerField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('actor', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('deployment', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='events', to='deployments.deployment')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("action", models.CharField(max_length=40)),
+                ("from_status", models.CharField(blank=True, max_length=20)),
+                ("to_status", models.CharField(blank=True, max_length=20)),
+                ("reason", models.TextField(blank=True)),
+                ("attempt", models.PositiveIntegerField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "deployment",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="events", to="deployments.deployment"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['deployment', 'created_at', 'id'],
+                "ordering": ["deployment", "created_at", "id"],
             },
         ),
         migrations.CreateModel(
-            name='Service',
+            name="Service",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.SlugField(max_length=40, unique=True)),
-                ('backend', models.CharField(help_text='local or aws, fixed when the service is created', max_length=20)),
-                ('desired_count', models.PositiveSmallIntegerField(default=1)),
-                ('address', models.CharField(blank=True, help_text='The stable address, once the backend has one', max_length=300)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('scale_pending', models.BooleanField(default=False)),
-                ('created_by', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('current_deployment', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='deployments.deployment')),
-                ('environment', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='services', to='deployments.environment')),
-                ('registered_model', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='services', to='lineage.registeredmodel')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.SlugField(max_length=40, unique=True)),
+                (
+                    "backend",
+                    models.CharField(help_text="local or aws, fixed when the service is created", max_length=20),
+                ),
+                ("desired_count", models.PositiveSmallIntegerField(default=1)),
+                (
+                    "address",
+                    models.CharField(
+                        blank=True, help_text="The stable address, once the backend has one", max_length=300
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("scale_pending", models.BooleanField(default=False)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to=settings.AUTH_USER_MODEL
+                    ),
+                ),
+                (
+                    "current_deployment",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="deployments.deployment",
+                    ),
+                ),
+                (
+                    "environment",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="services",
+                        to="deployments.environment",
+                    ),
+                ),
+                (
+                    "registered_model",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="services",
+                        to="lineage.registeredmodel",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['environment__order', 'registered_model__slug'],
+                "ordering": ["environment__order", "registered_model__slug"],
             },
         ),
         migrations.AddField(
-            model_name='deployment',
-            name='service',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='deployments', to='deployments.service'),
+            model_name="deployment",
+            name="service",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.PROTECT, related_name="deployments", to="deployments.service"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='service',
-            constraint=models.UniqueConstraint(fields=('registered_model', 'environment'), name='service_one_per_model_environment'),
+            model_name="service",
+            constraint=models.UniqueConstraint(
+                fields=("registered_model", "environment"), name="service_one_per_model_environment"
+            ),
         ),
         migrations.AddIndex(
-            model_name='deployment',
-            index=models.Index(fields=['service', '-created_at'], name='deployment_timeline'),
+            model_name="deployment",
+            index=models.Index(fields=["service", "-created_at"], name="deployment_timeline"),
         ),
         migrations.AddIndex(
-            model_name='deployment',
-            index=models.Index(fields=['status', 'last_polled_at'], name='deployment_active_poll'),
+            model_name="deployment",
+            index=models.Index(fields=["status", "last_polled_at"], name="deployment_active_poll"),
         ),
         migrations.AddConstraint(
-            model_name='deployment',
-            constraint=models.UniqueConstraint(condition=models.Q(('status__in', ['pending', 'in_progress', 'baking'])), fields=('service',), name='deployment_one_active_per_service'),
+            model_name="deployment",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("status__in", ["pending", "in_progress", "baking"])),
+                fields=("service",),
+                name="deployment_one_active_per_service",
+            ),
         ),
     ]

@@ -402,14 +402,15 @@ def deploy_on_approval(*, request: ApprovalRequest) -> Deployment | None:
 
 
 def rollback_target(service: Service) -> Deployment | None:
-    """The deployment a finished service rolls back to: the last one that succeeded before the current one, with
-    another revision, and was not rolled back since."""
+    """The deployment a finished service rolls back to: the last one that succeeded before the current one, of
+    another model version (a rollback redeploys a version under a new revision: the same version is no step
+    back), and was not rolled back since."""
     current = service.current_deployment
     if current is None:
         return None
     return (
         service.deployments.filter(status="succeeded", created_at__lt=current.created_at)
-        .exclude(revision=current.revision)
+        .exclude(model_version_id=current.model_version_id)
         .exclude(rollbacks__status__in=["pending", "in_progress", "baking", "succeeded"])
         .select_related("model_version__registered_model")
         .order_by("-created_at", "-id")
@@ -483,7 +484,7 @@ def _roll_back_locked(service: Service, *, actor: Any, reason: str, breach: dict
             what = (
                 "nothing is deployed yet"
                 if current is None
-                else f"no deployment before {current.pk} succeeded with another revision and was not rolled back since"
+                else f"no deployment before {current.pk} served another model version and was not rolled back since"
             )
             raise ValidationError({"service": [f"{service.name} has no earlier good revision to roll back to: {what}"]})
         undone = service.current_deployment
@@ -774,7 +775,17 @@ def _bake_summary(deployment: Deployment) -> str:
     results = verdict.get("results") or []
     if not results:
         return f"baked {deployment.bake_minutes:g} min; no objectives set"
-    held = "; ".join(objective_rules.ObjectiveResult(**result).describe() for result in results)
+    fields = ("name", "label", "threshold", "value", "breached", "unit")
+    held = "; ".join(
+        objective_rules.ObjectiveResult(**{key: result[key] for key in fields if key in result}).describe()
+        for result in results
+    )
+    if not verdict.get("judged"):
+        requests = verdict.get("requests", 0)
+        return (
+            f"baked {deployment.bake_minutes:g} min, objectives not judged: it answered {requests} requests, "
+            f"{settings.OBJECTIVE_MIN_REQUESTS} are needed ({held})"
+        )
     return f"baked {deployment.bake_minutes:g} min: {held}"
 
 
@@ -848,10 +859,18 @@ def _system_roll_back(
 
 
 def _tell(deployment: Deployment, title: str, body: str) -> None:
+    """Who started it and who asked for the version; for a rollback, also those of the deployment it undid."""
     from django.urls import reverse
 
+    told = [deployment]
+    if deployment.kind == Deployment.Kind.ROLLBACK and deployment.rollback_of is not None:
+        told.append(deployment.rollback_of)
+        body = f"{body}. Why: {deployment.reason}"
     users = [
-        user for user in (deployment.initiated_by, getattr(deployment.approval_request, "requested_by", None)) if user
+        user
+        for each in told
+        for user in (each.initiated_by, getattr(each.approval_request, "requested_by", None))
+        if user
     ]
     if users:
         notify(users=users, title=title, body=body, url=reverse("service-detail", kwargs={"pk": deployment.service_id}))

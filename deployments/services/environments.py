@@ -158,6 +158,16 @@ def _clean_environment(data: dict[str, Any], *, instance: Environment | None) ->
     high = data.get("max_desired_count", getattr(instance, "max_desired_count", 4))
     if "min_desired_count" not in errors and "max_desired_count" not in errors and low > high:
         errors["max_desired_count"] = [f"must be at least the minimum desired count ({low}), got {high}"]
+    elif instance is not None and "min_desired_count" not in errors and "max_desired_count" not in errors:
+        from deployments.models import Service
+
+        running = list(Service.objects.filter(environment=instance).order_by("name"))
+        above = [f"{service.name} ({service.desired_count})" for service in running if service.desired_count > high]
+        below = [f"{service.name} ({service.desired_count})" for service in running if service.desired_count < low]
+        if above:
+            errors["max_desired_count"] = [f"{', '.join(above)} run more than {high}: scale them down first"]
+        if below:
+            errors["min_desired_count"] = [f"{', '.join(below)} run fewer than {low}: scale them up first"]
     for name in ("allow_override", "deploy_on_approval"):
         if name in data and not isinstance(data[name], bool):
             errors[name] = [f"expected true or false, got {data[name]!r}"]

@@ -178,3 +178,46 @@ def test_a_rollback_of_what_the_caller_no_longer_sees_is_refused(approved, stagi
         actor=users.approver, service_id=second.service_id, reason="it looks slow", expected=second.pk
     )
     assert rollback.kind == "rollback" and rollback.model_version_id == approved.pk
+
+
+def _serve(deployment: Deployment, revision: str) -> None:
+    """Record a deployment as its poll would once the backend said it is done."""
+    services.DEPLOYMENT_MACHINE.apply(deployment.pk, "start")
+    services.DEPLOYMENT_MACHINE.apply(deployment.pk, "bake")
+    Deployment.objects.filter(pk=deployment.pk).update(revision=revision)
+    services.deploys._succeed(deployment.pk, attempt=None, reason="baked")
+
+
+def test_after_a_rollback_to_v1_there_is_no_rolling_back_to_v1_again(approved, staging, users, project) -> None:
+    from deployments import selectors
+
+    first = services.deployment_create(actor=users.approver, model_version_id=approved.pk, environment="staging")
+    _serve(first, "r-d1")
+    other = make_model_version(project, users.data_scientist)
+    approve(other, staging, users)
+    second = services.deployment_create(actor=users.approver, model_version_id=other.pk, environment="staging")
+    _serve(second, "r-d2")
+    back = services.deployment_rollback(actor=users.approver, service_id=first.service_id, reason="v2 misbehaves")
+    assert back.model_version_id == approved.pk and back.rollback_of_id == second.pk
+    _serve(back, "r-d3")  # a rollback redeploys v1 under a revision of its own
+    listed = {d.pk: d for d in selectors.deployment_list(service=back.service)}
+    assert listed[second.pk].status == "succeeded" and listed[second.pk].undone_by == back.pk
+    assert listed[first.pk].undone_by is None
+    with pytest.raises(ValidationError) as excinfo:
+        services.deployment_rollback(actor=users.approver, service_id=first.service_id, reason="once more")
+    assert "has no earlier good revision to roll back to" in errors_of(excinfo)["service"][0]
+    assert Deployment.objects.count() == 3
+
+
+def test_an_environments_limits_cannot_leave_a_running_service_outside(approved, staging, users) -> None:
+    service = services.deployment_create(
+        actor=users.approver, model_version_id=approved.pk, environment="staging"
+    ).service
+    services.service_scale(actor=users.approver, service_id=service.pk, desired_count=3)
+    with pytest.raises(ValidationError) as excinfo:
+        services.environment_update(actor=users.admin, environment_id=staging.pk, data={"max_desired_count": 2})
+    assert errors_of(excinfo) == {
+        "max_desired_count": ["bc-classifier-staging (3) run more than 2: scale them down first"]
+    }
+    staging.refresh_from_db()
+    assert staging.max_desired_count == 4
