@@ -905,6 +905,53 @@ def deployments_resume() -> int:
     return resumed
 
 
+# --- local services across restarts ------------------------------------------------------------------------------
+
+
+def local_services_resume() -> list[str]:
+    """Bring back every local service that has a current deployment (stopped with the app, or by a machine that went
+    down): its router on its stable port, the current deployment's revision behind it. One line per service, what
+    was resumed or why not; a failure is logged, never raised. Active deployments are left to the beat sweep: the
+    stop ended their rollouts (rolled back, "the service was stopped"), which their next poll records."""
+    lines = []
+    backend = serving_backend("local")
+    services = Service.objects.filter(backend="local", current_deployment__isnull=False).select_related(
+        "environment", "registered_model__project", "current_deployment"
+    )
+    for service in services.order_by("name"):
+        current = service.current_deployment
+        handle = _handle(current)
+        if current is None or handle is None or not handle.revision:
+            lines.append(f"{service.name}: not resumed: deployment {service.current_deployment_id} has no revision")
+            continue
+        try:
+            status = backend.resume(service_spec(service), handle)
+        except Exception as exc:  # one service's trouble must not keep the others (or the app) down
+            log.warning("%s: not resumed: %s", service.name, exc)
+            lines.append(f"{service.name}: not resumed: {exc}")
+            continue
+        if status.address and status.address != service.address:
+            Service.objects.filter(pk=service.pk).update(address=status.address)
+        lines.append(f"resumed {service.name} at {status.address} ({handle.revision}, deployment {current.pk})")
+    return lines
+
+
+def local_services_stop() -> list[str]:
+    """Stop every local service's router and serving processes; their files stay for local_services_resume."""
+    from workers.deploy.local import LocalServingBackend
+    from workers.local_state import process_alive, read_json
+
+    backend = LocalServingBackend(settings.SERVICES_WORK_DIR)
+    running = []
+    for path in sorted(backend.root.glob("*/service.json")):
+        state = read_json(path)
+        router = state.get("router")
+        if state.get("active") or (router and process_alive(router)):
+            running.append(f"stopped {path.parent.name} (port {state.get('port')})")
+    backend.shutdown_all()
+    return running
+
+
 # --- scaling -----------------------------------------------------------------------------------------------------
 
 

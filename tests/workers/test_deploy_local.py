@@ -635,3 +635,51 @@ def test_rolling_gives_each_new_process_its_share_as_it_passes_ping(
     assert backend.promote(two, handle).phase == "complete"
     wait_until(lambda: healthy_in_router(root) == ["r-d2-0", "r-d2-1"], what="only r-d2 behind the router")
     assert served_by(port, 20) == {"d2": 20}
+
+
+def test_resume_brings_a_stopped_or_killed_service_back_on_its_port_and_leaves_a_running_one_alone(
+    backend: LocalServingBackend, model: Trained, root: Path
+) -> None:
+    spec = service(count=2)
+    handle = first_deploy(backend, model, spec)
+    port = port_of(backend, spec)
+    unfinished = backend.deploy(spec, revision("d2", model, strategy="canary", canary_percent=50, bake_minutes=10))
+    wait_phase(backend, spec, unfinished, "shifting")
+    backend.stop_service(SERVICE)
+    with pytest.raises(ConnectionRefusedError):
+        ask(port)
+    # The stop ended the canary: its next poll says so; it is never resumed.
+    status = backend.progress(spec, unfinished)
+    assert status.phase == "rolled_back" and status.message == "the service was stopped", status
+    with pytest.raises(BackendError) as caught:
+        backend.resume(spec, unfinished)
+    assert caught.value.permanent and "never took all the traffic" in caught.value.message
+    with pytest.raises(ConnectionRefusedError):
+        ask(port)  # the refusal started nothing
+
+    # Another program holds the port now: said, naming it; nothing started.
+    squatter = socket.create_server(("127.0.0.1", port))
+    try:
+        with pytest.raises(BackendError) as caught:
+            backend.resume(spec, handle)
+        assert f"127.0.0.1:{port} is taken" in caught.value.message, caught.value.message
+    finally:
+        squatter.close()
+    assert not any(process_alive(p) for p in revision_record(root, "r-d1")["processes"])
+
+    resumed = backend.resume(spec, handle)
+    assert resumed.address == f"http://127.0.0.1:{port}" and resumed.serving_revision == "r-d1"
+    assert resumed.running == 2
+    assert served_by(port, 10) == {"d1": 10}
+    assert ask(port, "/invocations", body_of(model))[:2] == (200, "d1")
+    before = sorted(p["pid"] for p in recorded_processes(root) if process_alive(p))
+    assert len(before) == 3  # the router and two serving processes
+    assert backend.resume(spec, handle).serving_revision == "r-d1"
+    assert sorted(p["pid"] for p in recorded_processes(root) if process_alive(p)) == before
+
+    # Everything killed at once, as when the machine goes down: the files still say it serves; resume restarts it.
+    for pid in before:
+        os.killpg(pid, signal.SIGKILL)
+    wait_until(lambda: not any(process_alive(p) for p in recorded_processes(root)), what="everything to die")
+    assert backend.resume(spec, handle).running == 2
+    assert served_by(port, 10) == {"d1": 10}

@@ -22,6 +22,10 @@ files hold (idempotent), starts again the serving revision's processes that died
 not one that refused to start or never passed /ping: scale() does those), stops what was asked to stop (SIGTERM
 once the router no longer chooses it), and kills what did not drain within its DRAIN_SECONDS + 10 s.
 
+stop_service() ends a service's processes and keeps its files; resume() brings it back from them: the router on the
+same port, the given revision's processes from its recorded environment, all traffic once they pass /ping (the app
+stops its local services when it stops and resumes what served when it starts again).
+
 A revision is `r-<deployment id>`; its processes are `r-<deployment id>-<i>`, each with its own port and hand-off
 socket, running with REVISION=<deployment id> and SERVICE_NAME=<service name> (every answer carries `x-revision`).
 Traffic is shared among a revision's processes equally.
@@ -356,25 +360,129 @@ class LocalServingBackend:
 
     def status(self, service: ServiceSpec) -> ServiceStatus:
         with self._service(service) as call:
-            serving_name = self._serving_now(call)
-            desired = running = 0
-            if serving_name:
-                record = call.revision(serving_name)
-                desired = int(record["count"])
-                running = sum(1 for p in record["processes"] if process_alive(p))  # draining ones too, as ECS counts
-            host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
-            return ServiceStatus(
-                address=f"http://{host}:{call.state['port']}",
-                serving_revision=serving_name,
-                desired=desired,
-                running=running,
+            return self._status(call)
+
+    def _status(self, call: _Call) -> ServiceStatus:
+        serving_name = self._serving_now(call)
+        desired = running = 0
+        if serving_name:
+            record = call.revision(serving_name)
+            desired = int(record["count"])
+            running = sum(1 for p in record["processes"] if process_alive(p))  # draining ones too, as ECS counts
+        return ServiceStatus(
+            address=f"http://{self._ping_host()}:{call.state['port']}",
+            serving_revision=serving_name,
+            desired=desired,
+            running=running,
+        )
+
+    # --- beyond the interface: bringing a service back -------------------------------------------------------------
+
+    def resume(self, service: ServiceSpec, serving: Handle) -> ServiceStatus:
+        """Bring back a stopped service (stop_service, or a machine that went down under it): its router on the
+        port it always had, then `serving.revision`'s processes (its count of them) from the revision's recorded
+        environment, which take all the traffic once each passes /ping. Waits for that, under the service's lock.
+
+        A service already serving that revision is left as it is (its dead processes are started again, as any
+        call does); one serving another revision, or a revision that never took all the traffic (a rollout that
+        failed or was rolled back), is refused. A port another program holds now is said, naming it."""
+        _check_service(service)
+        if not (self.root / service.name / "service.json").is_file():
+            raise DeploymentNotFound(f"no service {service.name!r} under {self.root}")
+        with self._service(service) as call:
+            state = call.state
+            record = call.revision(serving.revision)
+            name = record["name"]
+            phase = record["rollout"]["phase"]
+            if phase != "complete":
+                raise BackendError(
+                    f"cannot resume {service.name} on {name}: it never took all the traffic (its rollout is "
+                    f"{phase.replace('_', ' ')}: {record['rollout'].get('message') or 'unfinished'})",
+                    permanent=True,
+                )
+            if state.get("serving") and state["serving"] != name:
+                raise BackendError(
+                    f"cannot resume {service.name} on {name}: it serves {state['serving']}", permanent=True
+                )
+            self._send_router(call, {"op": "state"})  # the stable port first: nothing starts when it is taken
+            if name not in state.get("active", []):
+                state.setdefault("active", []).append(name)
+            self._observe(call, record)
+            wanted = int(record["count"])
+            kept = [p for p in _in_service(record) if not p.get("exited")]
+            # Its processes that ended (a crash, a reboot) first, then those the stop asked to end, in their order.
+            dead = sorted(
+                (p for p in record["processes"] if p not in kept and not process_alive(p)),
+                key=lambda p: (bool(p.get("stop_requested_at")), int(p["index"])),
             )
+            started = dead[: max(0, wanted - len(kept))]
+            for process in started:
+                for key in ("stop_requested_at", "signalled_at", "killed_at"):
+                    process.pop(key, None)
+                self._spawn(call, record, process)
+            index = max((int(p["index"]) for p in record["processes"]), default=-1) + 1
+            for _ in range(wanted - len(kept) - len(started)):
+                process = self._new_process(call, record, index)
+                record["processes"].append(process)
+                self._spawn(call, record, process)
+                started.append(process)
+                index += 1
+            call.changed(record)
+            if started:
+                self._wait_resumed(call, record, started)
+                resumes = int(state.get("resumes", 0)) + 1
+                state["resumes"] = resumes
+                _event(
+                    record,
+                    f"resumed-{resumes}",
+                    f"resumed: {len(started)} process(es) started again on port(s) "
+                    + ", ".join(str(p["port"]) for p in started),
+                )
+            if not state.get("rollout"):  # a rollout the machine stopped under is left to its own calls
+                state["weights"] = {name: 100.0}
+            state["serving"] = name
+            state.pop("stopped_at", None)
+            return self._status(call)  # the router gets the weights as the call ends (_ensure)
+
+    def _wait_resumed(self, call: _Call, record: dict[str, Any], started: list[dict[str, Any]]) -> None:
+        """Until every process started passes /ping; one that cannot start ends the resume (the others are stopped)."""
+        deadline = time.monotonic() + self.start_timeout_seconds
+        while True:
+            self._observe(call, record)
+            problem = ""
+            for process in started:
+                exited = process.get("exited")
+                if not exited:
+                    continue
+                if exited["exit_code"] == 2 and "cannot listen" in exited["message"]:
+                    if int(process["attempt"]) < PORT_ATTEMPTS:
+                        self._spawn(call, record, process)  # another program took its port first: another port
+                        continue
+                problem = exited["message"]
+                break
+            if not problem and all(p.get("passed_ping_at") for p in started):
+                return
+            if not problem and time.monotonic() > deadline:
+                problem = (
+                    f"not every process passed /ping within {self.start_timeout_seconds:g}s: "
+                    f"{self._starting_message(record)}"
+                )
+            if problem:
+                now = time.time()
+                for process in started:
+                    process.setdefault("stop_requested_at", now)  # _ensure stops them
+                call.changed(record)
+                raise BackendError(
+                    f"cannot resume {record['service']} on {record['name']}: {problem}",
+                    permanent=any(_refused(p) for p in started),
+                )
+            time.sleep(0.1)
 
     # --- beyond the interface: ending services ---------------------------------------------------------------------
 
     def stop_service(self, name: str, *, timeout: float = 20.0) -> None:
         """Stop the service's router and every process it started (SIGTERM, SIGKILL after `timeout`); its files
-        stay (logs, revisions to reuse), and a later deploy starts it again on the same port."""
+        stay (logs, revisions to reuse), and resume() or a later deploy starts it again on the same port."""
         directory = self.root / name
         if not (directory / "service.json").is_file():
             return

@@ -1,6 +1,8 @@
 """Run the whole system on this machine: embedded broker, migrations and demo data, Celery worker and beat, the portal.
 
-Ctrl-C (or SIGTERM) stops every process it started, web first and the broker last.
+Ctrl-C (or SIGTERM) stops every process it started, web first and the broker last. With the local backend it also
+brings back, before the worker starts, each local service's current deployment on its stable address, and stops the
+local services (routers and serving processes, detached from the worker that started them) once the worker is gone.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, host: str, port: int, concurrency: int, skip_setup: bool, **options: Any) -> None:
         self.stopping = False
+        local_services = False
         started: list[tuple[str, subprocess.Popen[bytes]]] = []
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
@@ -77,6 +80,9 @@ class Command(BaseCommand):
             if not skip_setup:
                 call_command("migrate", interactive=False, verbosity=0)
                 call_command("seed_demo")
+            local_services = settings.CONTROLPLANE_BACKEND == "local"
+            if local_services:
+                self._resume_local_services()
             # Links in notification emails point where this portal listens (the worker sends them).
             os.environ.setdefault("PORTAL_URL", portal_url(host, port))
             celery = [sys.executable, "-m", "celery", "-A", "controlplane"]
@@ -104,8 +110,36 @@ class Command(BaseCommand):
                 time.sleep(0.3)
         finally:
             for name, process in reversed(started):
+                if name == "broker" and local_services:
+                    self._stop_local_services()
+                    local_services = False
                 self._stop(name, process)
+            if local_services:
+                self._stop_local_services()
             self.stdout.write("stopped.")
+
+    def _resume_local_services(self) -> None:
+        """What served when the last run stopped serves again, at the same addresses (in-process: no worker needed)."""
+        from deployments.services import local_services_resume
+
+        try:
+            lines = local_services_resume()
+        except Exception as exc:  # a database not migrated yet (--skip-setup): the portal still starts
+            self.stderr.write(f"services: could not resume the local services: {exc}")
+            return
+        for line in lines:
+            self.stdout.write(f"services: {line}")
+
+    def _stop_local_services(self) -> None:
+        from deployments.services import local_services_stop
+
+        try:
+            lines = local_services_stop()
+        except Exception as exc:  # the broker must still be stopped
+            self.stderr.write(f"services: could not stop the local services: {exc}")
+            return
+        for line in lines:
+            self.stdout.write(f"services: {line}")
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.stopping = True
