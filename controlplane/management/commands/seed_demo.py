@@ -64,7 +64,17 @@ class Command(BaseCommand):
         from deployments.models import Environment
 
         demo = [
-            {"name": "staging", "order": 10, "approvals_required": 1, "gates": ["accuracy >= 0.90"]},
+            {
+                "name": "staging",
+                "order": 10,
+                "approvals_required": 1,
+                "gates": ["accuracy >= 0.90"],
+                # An approved version goes live in staging at once and bakes a minute.
+                "deploy_on_approval": True,
+                "bake_minutes": 1,
+                "objective_p99_latency_ms": 250,
+                "objective_error_rate": 0.01,
+            },
             {
                 "name": "production",
                 "order": 20,
@@ -76,6 +86,9 @@ class Command(BaseCommand):
                     "approved in staging",
                 ],
                 "allow_override": True,
+                # Deployed by an approver with Deploy: 10 % of traffic for the bake, then all.
+                "strategy": "canary",
+                "canary_percent": 10,
                 "bake_minutes": 10,
                 "objective_p99_latency_ms": 250,
                 "objective_error_rate": 0.01,
