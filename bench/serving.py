@@ -5,6 +5,7 @@ Run from the repository root:
     .venv/bin/python bench/serving.py                 # both models, every server, 10 s per load; about 20 minutes
     .venv/bin/python bench/serving.py --quick         # 2 s per load: a smoke run
     .venv/bin/python bench/serving.py --models lr --servers ours,floor --seconds 5
+    .venv/bin/python bench/serving.py --only service  # only the service case (below): about 5 minutes
 
 Needs `wrk` (Debian: `apt-get install -y wrk`) and `taskset`, and two cores. The first run creates two virtual
 environments under `.bench/` (gitignored), never touching the project's requirements:
@@ -14,7 +15,7 @@ environments under `.bench/` (gitignored), never touching the project's requirem
 - `.bench/serving-http`: the HTTP servers that are not the project's choice (uvicorn, granian) with the serving
   runtime's stack at the project's versions, for the bare floor and for the HTTP-stack candidates.
 
-They are rebuilt when the pins change. What happens:
+They are rebuilt when the pins change (`--only service` needs neither). What happens:
 
 1. A child in the project's .venv trains the two models the way the recipes do (workers/recipes: the recipe's own
    estimator with its default parameters, `_training.build_pipeline`, its hold-out split, `_training.save_model`) on
@@ -26,6 +27,16 @@ They are rebuilt when the pins change. What happens:
    on core 1 drives it at concurrency 1 and 16 with each body (a warm-up first, then the measurement), and the
    server is stopped. This script and its metrics sink run on core 1 too.
 3. Each runtime's in-process predict time (1 and 100 rows) is measured once, on core 0, for context.
+4. The service case (the first of --models): the model is deployed as a service through workers/deploy/local.py's
+   LocalServingBackend (all_at_once, bake 0, then promoted) into the temporary directory, with ours' settings: its
+   router (serving/router.py) on the service's stable address and one revision process behind it, both pinned to
+   core 0. Beside it one `python -m serving` as ours, also on core 0, is driven directly on its own port. Both must
+   answer the 1- and 100-row bodies with the expected labels (the service from its revision). Then, in --rounds
+   interleaved rounds (the order of the two alternating), wrk drives each with single-row bodies: keep-alive at
+   concurrency 1 and 16, and a new connection per request (`Connection: close`) at concurrency 16, where the router
+   pays its per-connection cost. The table puts them side by side, with each round's throughput ratio and p50
+   difference and the verdict against the deployments issue's budget (at most 10% of the direct throughput and
+   0.1 ms of p50). The service is stopped (stop_service) whatever happens.
 
 The servers:
 
@@ -763,13 +774,23 @@ def parse_wrk(text: str) -> Load:
 
 def measure(running: Running, lua: Path, concurrency: int, seconds: float) -> tuple[Load, str]:
     """wrk's figures, plus the server's CPU time per request and what else ran on its core meanwhile."""
-    cpu_before, (busy_before, total_before) = group_cpu_seconds(running.proc.pid), core_seconds(SERVER_CORE)
-    load, text = wrk(running.port, lua, concurrency, seconds)
-    cpu_after, (busy_after, total_after) = group_cpu_seconds(running.proc.pid), core_seconds(SERVER_CORE)
-    cpu = cpu_after - cpu_before
-    load.cpu_per_request = cpu / max(load.requests, 1)
-    load.others_share = max(0.0, (busy_after - busy_before) - cpu) / max(total_after - total_before, 1e-9)
+    load, text, _ = measure_groups(running.port, lua, concurrency, seconds, [running.proc.pid])
     return load, text
+
+
+def measure_groups(
+    port: int, lua: Path, concurrency: int, seconds: float, groups: list[int]
+) -> tuple[Load, str, list[float]]:
+    """wrk's figures on `port`, the CPU seconds per request of each process group (the first is the server's:
+    load.cpu_per_request), and the share of the server's core that processes outside these groups took."""
+    before, (busy_before, total_before) = [group_cpu_seconds(g) for g in groups], core_seconds(SERVER_CORE)
+    load, text = wrk(port, lua, concurrency, seconds)
+    after, (busy_after, total_after) = [group_cpu_seconds(g) for g in groups], core_seconds(SERVER_CORE)
+    cpu = [a - b for a, b in zip(after, before, strict=True)]
+    per_request = [c / max(load.requests, 1) for c in cpu]
+    load.cpu_per_request = per_request[0]
+    load.others_share = max(0.0, (busy_after - busy_before) - sum(cpu)) / max(total_after - total_before, 1e-9)
+    return load, text, per_request
 
 
 def wrk(port: int, lua: Path, concurrency: int, seconds: float) -> tuple[Load, str]:
@@ -820,6 +841,190 @@ def write_bodies(ctx: Context, features: list[str]) -> dict[tuple[str, int], Pat
             )
             scripts[(payload, rows)] = lua
     return scripts
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The service case: the same model through a service's stable address (workers/deploy/local.py)
+
+# (load, concurrency): keep-alive is what clients of a model service do; "new" sends `Connection: close`, so each
+# request is a new connection, which is what the router pays for (it hands each accepted connection over).
+SERVICE_LOADS = (("keep-alive", 1), ("keep-alive", 16), ("new", 16))
+# The deployments issue: "the router may cost at most 10 % of the direct throughput and 0.1 ms of p50".
+BUDGET_RATIO = 0.90
+BUDGET_P50 = 0.1e-3
+SERVICE_DEPLOYMENT = "bench"
+# direct: one `python -m serving` on its own port; service: the stable address; revision (optional): the service's
+# revision process on its own port, which tells the router's part from the process's.
+SERVICE_TARGETS = ("direct", "service", "revision")
+
+
+@dataclass
+class Target:
+    name: str  # "direct" or "service"
+    port: int
+    groups: list[int]  # process groups on the server core: this target's serving process first, then its router
+    has_router: bool = False
+
+
+@dataclass
+class Sample:
+    """One target under one load in one round: the least disturbed attempt."""
+
+    load: Load
+    server_cpu: float  # seconds of the serving process's CPU per request
+    router_cpu: float  # seconds of the router's CPU per request (0 for direct)
+
+
+@dataclass
+class ServiceCase:
+    model: str
+    address: str = ""
+    rounds: int = 0
+    deploy_seconds: float = 0.0  # deploy() to promote() complete and the stable address answering
+    events: list[str] = field(default_factory=list)
+    samples: dict[tuple[str, str, int], list[Sample]] = field(default_factory=dict)  # (target, load, conc) -> rounds
+
+
+def pinned_python(tmp: Path, core: int) -> Path:
+    """A `python` for LocalServingBackend that runs the project's interpreter pinned to `core`, so the router and
+    the revision's processes it starts (and restarts) share the server core, as bench/router.py's `handoff@0`."""
+    path = tmp / f"python-core{core}"
+    path.write_text(f'#!/bin/sh\nexec taskset -c {core} "{PROJECT_PYTHON}" "$@"\n')
+    path.chmod(0o755)
+    return path
+
+
+def answer_of(port: int, body: bytes) -> tuple[int, bytes, str]:
+    """POST /invocations: (status, body, its x-revision header)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("POST", "/invocations", body=body, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, response.read(), response.getheader("x-revision", "")
+    finally:
+        connection.close()
+
+
+def run_service_case(
+    ctx: Context, expected: list[int], scripts: dict[str, Path], args: argparse.Namespace, tmp: Path
+) -> ServiceCase:
+    """Deploy the model as a service through LocalServingBackend and drive it and a direct `ours`, interleaved."""
+    from workers.deploy.base import RevisionSpec, Rollout, ServiceSpec
+    from workers.deploy.local import LocalServingBackend
+    from workers.local_state import read_json
+
+    case = ServiceCase(ctx.model, rounds=args.rounds)
+    backend = LocalServingBackend(tmp / "services", python=str(pinned_python(tmp, SERVER_CORE)))
+    spec = ServiceSpec(name=f"bench-{ctx.model}", desired_count=1)
+    # As `ours` is configured; the backend sets HOST, PORT, SERVICE_NAME, REVISION and the hand-off socket itself.
+    environment = {
+        k: v for k, v in ours_env(ctx, 0, "service").items() if k not in ("HOST", "PORT", "SERVICE_NAME", "REVISION")
+    }
+    ours = next(s for s in SERVERS if s.key == "ours")
+    direct: Running | None = None
+    try:
+        direct = Running(ours, ctx, tmp / f"{ctx.model}-service-direct.log")
+        direct.wait_ready()
+
+        began = time.monotonic()
+        revision = RevisionSpec(
+            deployment_id=SERVICE_DEPLOYMENT,
+            environment=environment,
+            rollout=Rollout(strategy="all_at_once", bake_minutes=0),
+        )
+        handle = backend.deploy(spec, revision)
+        deadline = began + 180
+        while True:
+            status = backend.progress(spec, handle)
+            if status.phase in ("paused", "complete"):
+                break
+            if status.final or time.monotonic() > deadline:
+                raise SystemExit(f"service {spec.name}: rollout {status.phase}: {status.message}")
+            time.sleep(0.2)
+        status = backend.promote(spec, handle)
+        if status.phase != "complete":
+            raise SystemExit(f"service {spec.name}: promote left it {status.phase}: {status.message}")
+        case.events = [text for _, _, text in status.events]
+        case.address = backend.status(spec).address
+        port = int(case.address.rsplit(":", 1)[1])
+        # The router gates the revision on its own /ping, a moment after progress() saw it pass.
+        body = (ctx.model_dir() / "body-instances-1.json").read_bytes()
+        while True:
+            try:
+                code, _, served_by = answer_of(port, body)
+                if code == 200 and served_by == SERVICE_DEPLOYMENT:
+                    break
+            except (OSError, http.client.HTTPException):
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit(f"service {spec.name} at {case.address} does not answer")
+            time.sleep(0.1)
+        case.deploy_seconds = time.monotonic() - began
+
+        directory = backend.root / spec.name
+        router_pgid = int(read_json(directory / "service.json")["router"]["pgid"])
+        record = read_json(directory / "revisions" / f"r-{SERVICE_DEPLOYMENT}" / "revision.json")
+        revision_pgid = int(record["processes"][0]["pgid"])
+        direct_pgid = direct.proc.pid
+        revision_port = int(record["processes"][0]["port"])
+        targets = [
+            Target("direct", direct.port, [direct_pgid, revision_pgid, router_pgid]),
+            Target("service", port, [revision_pgid, router_pgid, direct_pgid], has_router=True),
+            Target("revision", revision_port, [revision_pgid, router_pgid, direct_pgid]),
+        ]
+        targets = [t for t in targets if t.name in args.service_targets]
+        for target in targets:
+            for n in ROWS:
+                code, answer, served_by = answer_of(
+                    target.port, (ctx.model_dir() / f"body-instances-{n}.json").read_bytes()
+                )
+                if code != 200 or labels_of(answer) != expected[:n]:
+                    raise SystemExit(f"{target.name}: {n}-row request answered {code}: {answer[:300]!r}")
+                if target.name != "direct" and served_by != SERVICE_DEPLOYMENT:
+                    raise SystemExit(f"{target.name}: answered by revision {served_by!r}, not {SERVICE_DEPLOYMENT!r}")
+
+        for round_ in range(args.rounds):
+            for kind, concurrency in SERVICE_LOADS:
+                # The order alternates from round to round, so drift on the shared machine falls on both alike.
+                for target in targets if round_ % 2 == 0 else targets[::-1]:
+                    lua = scripts[kind]
+                    wrk(target.port, lua, concurrency, args.warmup)
+                    attempts: list[Sample] = []
+                    while len(attempts) < args.attempts:
+                        load, text, per_request = measure_groups(
+                            target.port, lua, concurrency, args.seconds, target.groups
+                        )
+                        sample = Sample(load, per_request[0], per_request[1] if target.has_router else 0.0)
+                        attempts.append(sample)
+                        print(
+                            f"# service round {round_ + 1}: {target.name} {kind} c{concurrency}: "
+                            f"{load.requests_per_second:,.0f} req/s, p50 {ms(load.p50)} ms, p99 {ms(load.p99)} ms, "
+                            f"{load.non_2xx + load.socket_errors} bad, others {load.others_share:.0%} of core "
+                            f"{SERVER_CORE}",
+                            file=sys.stderr,
+                        )
+                        if load.non_2xx or load.socket_errors:
+                            print(text, file=sys.stderr)
+                        if direct.proc.poll() is not None:
+                            raise SystemExit(f"the direct server died under load:\n{direct.tail()}")
+                        if load.others_share <= args.max_others:
+                            break
+                    best = min(attempts, key=lambda a: a.load.others_share)
+                    best.load.attempts = len(attempts)
+                    case.samples.setdefault((target.name, kind, concurrency), []).append(best)
+        return case
+    finally:
+        # Whatever happened, nothing this case started outlives it (Ctrl-C included: ignored while cleaning up).
+        handlers = signal.signal(signal.SIGINT, signal.SIG_IGN), signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            try:
+                backend.stop_service(spec.name)
+            finally:
+                if direct is not None:
+                    direct.stop()
+        finally:
+            signal.signal(signal.SIGINT, handlers[0])
+            signal.signal(signal.SIGTERM, handlers[1])
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -889,6 +1094,134 @@ def print_model(model: str, results: list[Result]) -> None:
     if skipped:
         print("\n".join(skipped))
         print()
+
+
+def print_service(case: ServiceCase) -> None:
+    """Each target beside direct: medians of the rounds, and the rounds' paired figures (each round measured every
+    target, one after the other), with the verdict on the router's budget."""
+    names = [name for name in SERVICE_TARGETS if any(key[0] == name for key in case.samples)]
+    header = ("target", "load", "conc", "req/s", "p50 ms", "p99 ms", "bad", "server µs", "router µs", "others")
+    rows: list[tuple[str, ...]] = [(*header, "× direct", "p50 − direct ms")]
+    paired: dict[tuple[str, str, int], tuple[list[float], list[float]]] = {}  # (target, load, conc) -> ratios, Δp50
+    cpu: dict[tuple[str, str, int], float] = {}  # seconds of core-0 CPU per request, the router's included
+    for kind, concurrency in SERVICE_LOADS:
+        direct = case.samples.get(("direct", kind, concurrency), [])
+        for name in names:
+            samples = case.samples.get((name, kind, concurrency), [])
+            if not samples or not direct:
+                continue
+            pairs = list(zip(direct, samples, strict=True))
+            ratios = [s.load.requests_per_second / d.load.requests_per_second for d, s in pairs]
+            deltas = [s.load.p50 - d.load.p50 for d, s in pairs]
+            paired[(name, kind, concurrency)] = ratios, deltas
+            cpu[(name, kind, concurrency)] = statistics.median(s.server_cpu + s.router_cpu for s in samples)
+            loads = [s.load for s in samples]
+            rows.append(
+                (
+                    name,
+                    kind,
+                    str(concurrency),
+                    f"{statistics.median(x.requests_per_second for x in loads):,.0f}",
+                    ms(statistics.median(x.p50 for x in loads)),
+                    ms(statistics.median(x.p99 for x in loads)),
+                    str(sum(x.non_2xx + x.socket_errors for x in loads)),
+                    f"{statistics.median(s.server_cpu for s in samples) * 1e6:,.0f}",
+                    f"{statistics.median(s.router_cpu for s in samples) * 1e6:,.0f}" if name == "service" else "",
+                    f"{max(x.others_share for x in loads):.0%}",
+                    f"{statistics.median(ratios):.3f}",
+                    f"{statistics.median(deltas) * 1000:+.3f}",
+                )
+            )
+
+    def rounds(values: list[float], scale: float, form: str) -> str:
+        return ", ".join(format(v * scale, form) for v in values)
+
+    print(f"## Through the service's stable address ({MODELS[case.model][0]}, one-row bodies)")
+    print()
+    print(
+        f"# service: LocalServingBackend service bench-{case.model} (all_at_once, bake 0, promoted) at {case.address}, "
+        f"its router and one revision process, both on core {SERVER_CORE}; direct: one `python -m serving` as ours, "
+        f"also on core {SERVER_CORE}, on its own port"
+        + ("; revision: the service's revision process on its own port (no router)" if "revision" in names else "")
+    )
+    print(
+        f"# rounds: {case.rounds}, interleaved (each load measures every target, the order alternating); medians of "
+        "the rounds; × direct and p50 − direct: medians of the rounds' paired figures; server µs / router µs: CPU "
+        "per request"
+    )
+    print(f"# deployed and answering on the stable address in {case.deploy_seconds:.1f} s")
+    disturbed = max((s.load.others_share for samples in case.samples.values() for s in samples), default=0.0)
+    if disturbed > 1 - BUDGET_RATIO:
+        print(
+            f"# other processes took up to {disturbed:.0%} of core {SERVER_CORE} during the kept measurements, more "
+            "than the budget's 10%: throughput ratios and p50 differences are not conclusive at that level; the CPU "
+            "per request is less disturbed"
+        )
+    print()
+    print_rows(rows)
+    print()
+    print("Through the stable address against direct, per load (each round's figure in parentheses):")
+    print()
+    for kind, concurrency in SERVICE_LOADS:
+        key = ("service", kind, concurrency)
+        if key not in paired:
+            continue
+        ratios, deltas = paired[key]
+        direct_cpu, service_cpu = cpu[("direct", kind, concurrency)], cpu[key]
+        print(
+            f"- {kind}, concurrency {concurrency}: {statistics.median(ratios):.3f}× the throughput "
+            f"({rounds(ratios, 1, '.3f')}), p50 {statistics.median(deltas) * 1000:+.3f} ms "
+            f"({rounds(deltas, 1000, '+.3f')})"
+            + (
+                "; at this concurrency p50 is mostly the wait behind the other requests in flight"
+                if concurrency > 1
+                else ""
+            )
+            + f"; CPU per request on core {SERVER_CORE}, the router's included: {service_cpu * 1e6:,.0f} µs against "
+            f"{direct_cpu * 1e6:,.0f} µs ({direct_cpu / service_cpu:.3f}× the direct capacity)"
+        )
+    print()
+    # The budget as the router's design was judged (docs/benchmarks/serving.md, Router): throughput under load
+    # (concurrency 16), latency where nothing queues (concurrency 1).
+    throughput, latency = paired.get(("service", "keep-alive", 16)), paired.get(("service", "keep-alive", 1))
+    if throughput and latency:
+        ratio, delta = statistics.median(throughput[0]), statistics.median(latency[1])
+        verdict = "within the budget" if ratio >= BUDGET_RATIO and delta <= BUDGET_P50 else "OVER the budget"
+        print(
+            f"Budget (the router may cost at most 10% of the direct throughput and 0.1 ms of p50), keep-alive clients: "
+            f"concurrency 16 {ratio:.3f}× the direct throughput (≥ {BUDGET_RATIO:.2f}), concurrency 1 p50 "
+            f"{delta * 1000:+.3f} ms (≤ +{BUDGET_P50 * 1000:.3f}): {verdict}"
+            + (
+                f" ({sum(r < BUDGET_RATIO for r in throughput[0])} of {len(throughput[0])} rounds under "
+                f"{BUDGET_RATIO:.2f})"
+                if any(r < BUDGET_RATIO for r in throughput[0])
+                else ""
+            )
+        )
+    fresh = paired.get(("service", "new", 16))
+    if fresh:
+        ratio = statistics.median(fresh[0])
+        print(
+            f"A new connection per request, concurrency 16: {ratio:.3f}× the direct throughput: "
+            + ("within" if ratio >= BUDGET_RATIO else "over")
+            + " the budget's 10% (the router's cost is per connection)"
+        )
+    split = []
+    for kind, concurrency in SERVICE_LOADS:
+        alone, behind = paired.get(("revision", kind, concurrency)), paired.get(("service", kind, concurrency))
+        if alone and behind:
+            router_part = statistics.median(b / a for a, b in zip(alone[0], behind[0], strict=True))
+            split.append(
+                f"- {kind}, concurrency {concurrency}: through the router {router_part:.3f}× the revision's own port "
+                f"(the router's part); the revision's own port {statistics.median(alone[0]):.3f}× direct (the "
+                "process's part)"
+            )
+    if split:
+        print()
+        print("The router's part and the revision process's part (paired per round):")
+        print()
+        print("\n".join(split))
+    print()
 
 
 def print_goals(results: dict[str, list[Result]]) -> None:
@@ -972,6 +1305,19 @@ def main(argv: list[str] | None = None) -> int:
         help="measure again when other processes took more than this share of the server's core (default 0.05)",
     )
     parser.add_argument("--attempts", type=int, default=3, help="measurements per load at most (default 3)")
+    parser.add_argument(
+        "--only",
+        choices=("servers", "service"),
+        help="servers: only the servers side by side; service: only the model through a service's stable address "
+        "(the first of --models), against it served directly (default: both)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the service case (default 3)")
+    parser.add_argument(
+        "--service-targets",
+        default="direct,service",
+        help="the service case's targets: direct, service (both always), revision: the service's revision process on "
+        "its own port, no router, to tell the router's part from the process's (default direct,service)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (models, logs, capture)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -997,6 +1343,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = wanted - {s.key for s in SERVERS}
     if unknown:
         parser.error(f"--servers: unknown {', '.join(sorted(unknown))}")
+    args.service_targets = {t.strip() for t in args.service_targets.split(",") if t.strip()} | {"direct", "service"}
+    if args.service_targets - set(SERVICE_TARGETS):
+        parser.error(f"--service-targets: choose from {', '.join(SERVICE_TARGETS)}")
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
     if shutil.which("taskset") is None:
@@ -1007,7 +1356,9 @@ def main(argv: list[str] | None = None) -> int:
     os.sched_setaffinity(0, {LOAD_CORE})
 
     signal.signal(signal.SIGTERM, _interrupt)
-    bins = {name: ensure_environment(name, pins) for name, pins in environments().items()}
+    run_servers, run_service = args.only != "service", args.only != "servers"
+    # The service case needs only the project's .venv.
+    bins = {name: ensure_environment(name, pins) for name, pins in environments().items()} if run_servers else {}
     tmp = Path(tempfile.mkdtemp(prefix="cp-bench-serving-"))
     sink = Sink()
     ctx = Context(tmp=tmp, bins=bins, sink=sink)
@@ -1017,30 +1368,33 @@ def main(argv: list[str] | None = None) -> int:
     try:
         trained = run_child(PROJECT_PYTHON, "train", tmp)
         compiled = run_child(PROJECT_PYTHON, "compile", tmp)
-        saved = run_child(bins["serving-mlflow"] / "python", "mlflow-save", tmp)
-        times = {
-            "floor: pipeline.predict(DataFrame)": run_child(
-                bins["serving-http"] / "python", "predict-time", tmp, "--runtime", "floor", core=SERVER_CORE
-            ),
-            "ours: SklearnPredictor (predict_proba)": run_child(
-                PROJECT_PYTHON, "predict-time", tmp, "--runtime", "ours-sklearn", core=SERVER_CORE
-            ),
-            **(
-                {
-                    "ours: OnnxPredictor (compiled copy)": run_child(
-                        PROJECT_PYTHON, "predict-time", tmp, "--runtime", "ours-compiled", core=SERVER_CORE
-                    )
-                }
-                if all(compiled.get(m, {}).get("accepted") for m in MODELS)
-                else {}
-            ),
-            "mlflow: pyfunc.predict(DataFrame)": run_child(
-                bins["serving-mlflow"] / "python", "predict-time", tmp, "--runtime", "mlflow", core=SERVER_CORE
-            ),
-        }
+        saved: dict[str, Any] = {}
+        times: dict[str, dict[str, Any]] = {}
+        if run_servers:
+            saved = run_child(bins["serving-mlflow"] / "python", "mlflow-save", tmp)
+            times = {
+                "floor: pipeline.predict(DataFrame)": run_child(
+                    bins["serving-http"] / "python", "predict-time", tmp, "--runtime", "floor", core=SERVER_CORE
+                ),
+                "ours: SklearnPredictor (predict_proba)": run_child(
+                    PROJECT_PYTHON, "predict-time", tmp, "--runtime", "ours-sklearn", core=SERVER_CORE
+                ),
+                **(
+                    {
+                        "ours: OnnxPredictor (compiled copy)": run_child(
+                            PROJECT_PYTHON, "predict-time", tmp, "--runtime", "ours-compiled", core=SERVER_CORE
+                        )
+                    }
+                    if all(compiled.get(m, {}).get("accepted") for m in MODELS)
+                    else {}
+                ),
+                "mlflow: pyfunc.predict(DataFrame)": run_child(
+                    bins["serving-mlflow"] / "python", "predict-time", tmp, "--runtime", "mlflow", core=SERVER_CORE
+                ),
+            }
 
         results: dict[str, list[Result]] = {}
-        for model in models:
+        for model in models if run_servers else []:
             ctx.model = model
             card = json.loads((ctx.model_dir() / "model.json").read_text())
             scripts = write_bodies(ctx, card["features"])
@@ -1106,18 +1460,33 @@ def main(argv: list[str] | None = None) -> int:
                         f"{sink.counts['posts'] - posts_before} metrics posts"
                     )
 
+        case: ServiceCase | None = None
+        if run_service:
+            ctx.model = models[0]
+            card = json.loads((ctx.model_dir() / "model.json").read_text())
+            keep_alive = write_bodies(ctx, card["features"])[("instances", 1)]
+            fresh = keep_alive.with_name("post-instances-1-close.lua")  # wrk: each request on a new connection
+            fresh.write_text(keep_alive.read_text() + 'wrk.headers["Connection"] = "close"\n')
+            case = run_service_case(
+                ctx, trained[ctx.model]["expected"], {"keep-alive": keep_alive, "new": fresh}, args, tmp
+            )
+
         import sklearn  # the project's scikit-learn, for the header
 
         print(
             f"# {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z} · {platform.machine()} · "
             f"{os.cpu_count()} cores · python {platform.python_version()} · scikit-learn {sklearn.__version__} · "
-            f"mlflow {saved['mlflow']} · wrk -t1 on core {LOAD_CORE}, server on core {SERVER_CORE}"
+            + (f"mlflow {saved['mlflow']} · " if saved else "")
+            + f"wrk -t1 on core {LOAD_CORE}, server on core {SERVER_CORE}"
         )
         print(
             f"# breast-cancer data, 30 numeric features; models trained as the recipes do, seed {SEED} "
             f"(validation accuracy: " + ", ".join(f"{m} {trained[m]['accuracy']:.3f}" for m in models) + ")"
         )
-        print(f"# {args.seconds:g} s per load after {args.warmup:g} s of warm-up; p50/p99 from wrk --latency")
+        print(
+            f"# {args.seconds:g} s per load after {args.warmup:g} s of warm-up; p50/p99 from wrk --latency"
+            + (f"; the service case: {args.rounds} round{'s' * (args.rounds > 1)}" if case else "")
+        )
         print(
             f"# bad: non-2xx answers + socket errors; CPU µs/req: the server's own user+system time per request; "
             f"others: the share of core {SERVER_CORE} that other processes took during the measurement (a load is "
@@ -1141,10 +1510,14 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
         print()
-        for model in models:
+        for model in results:
             print_model(model, results[model])
-        print_goals(results)
-        print_predict_times(times)
+        if results:
+            print_goals(results)
+        if times:
+            print_predict_times(times)
+        if case:
+            print_service(case)
         notes = [f"{r.model} {r.server.key}: {r.note}" for rs in results.values() for r in rs if r.note and r.loads]
         if notes:
             print("## Capture and metrics while ours ran")
