@@ -118,6 +118,11 @@ def clear_client_cache() -> None:
     """Forget every cached client and learned bucket region, so the next call reads credentials and endpoint afresh."""
     with _clients_lock:
         _clients.clear()
+    forget_bucket_regions()
+
+
+def forget_bucket_regions() -> None:
+    """Forget the bucket regions learned so far (the buckets may have been made again elsewhere)."""
     with _bucket_regions_lock:
         _bucket_regions.clear()
 

@@ -15,6 +15,16 @@ from tests.fixtures.races import race
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(autouse=True)
+def no_worker_takes_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests race the portal's side alone: a session worker (from an earlier test) must not start the
+    deployments their commits enqueue, or move them on while the test moves them by hand."""
+    from deployments import tasks
+
+    monkeypatch.setattr(tasks.deployment_start_task, "delay", lambda *args, **kwargs: None)
+    monkeypatch.setattr(tasks.deployment_poll_task, "apply_async", lambda *args, **kwargs: None)
+
+
 def test_two_first_deploys_of_one_service_at_once_make_one_service_and_one_deployment(users, project, staging) -> None:
     one, two = make_model_version(project, users.data_scientist), make_model_version(project, users.data_scientist)
     approve(one, staging, users)

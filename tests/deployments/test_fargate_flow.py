@@ -47,6 +47,7 @@ pytestmark = pytest.mark.django_db
 # The moto network and the Stubber of the backend's own tests, as fixtures here too.
 network = fargate_tests.network
 stub = fargate_tests.stub
+stub_client = fargate_tests.stub_client
 
 P99_OBJECTIVE_MS = 250.0
 

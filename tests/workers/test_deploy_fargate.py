@@ -196,11 +196,18 @@ class PartlyStubbed:
         return getattr(self._stubbed if name in MOTO_LACKS else self._moto, name)
 
 
+@pytest.fixture(scope="session")
+def stub_client(moto_server: str) -> BaseClient:
+    """The ECS client the Stubber answers for (built once: building a client parses its service model)."""
+    return boto3.session.Session(region_name=REGION).client(
+        "ecs", endpoint_url=moto_server, aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
+
+
 @pytest.fixture
-def stub(aws_env: str) -> Iterator[Stubber]:
+def stub(aws_env: str, stub_client: BaseClient) -> Iterator[Stubber]:
     """An ECS client of its own whose answers come from a Stubber; every queued answer must be used."""
-    client = boto3.session.Session(region_name=REGION).client("ecs", endpoint_url=aws_env)
-    with Stubber(client) as stubber:
+    with Stubber(stub_client) as stubber:
         yield stubber
         stubber.assert_no_pending_responses()
 
