@@ -276,6 +276,30 @@ class StateMachine:
             stop.set()
             thread.join()
 
+    # --- poll chains: one chain of short polls per object (poll_generation, poll_tick, last_polled_at) ------------
+
+    def new_poll_chain(self, pk: Any) -> int:
+        """Retire the object's poll chain and return the next chain's generation; call it inside a transaction,
+        and send the chain's first poll on commit. The generation is raised under the row lock, so two restarts
+        never share one."""
+        locked = self.model._default_manager.select_for_update().only("pk", "poll_generation").get(pk=pk)
+        generation = int(locked.poll_generation) + 1  # type: ignore[attr-defined]
+        self.model._default_manager.filter(pk=pk).update(poll_generation=generation, poll_tick=0)
+        return generation
+
+    def take_poll_tick(self, pk: Any, generation: int | None, tick: int | None) -> bool:
+        """Take the chain's ticket for this poll and stamp the heartbeat the sweeps judge a chain by. A replaced
+        chain, or the second delivery of one message, gets False and must stop. No ticket (None): poll once."""
+        rows = self.model._default_manager.filter(pk=pk)
+        now = timezone.now()
+        if generation is None:
+            rows.update(last_polled_at=now)
+            return True
+        rows = rows.filter(poll_generation=generation)
+        if tick is not None:
+            rows = rows.filter(poll_tick=tick)
+        return bool(rows.update(poll_tick=(tick or 0) + 1, last_polled_at=now))
+
     def renew(self, pk: Any, attempt: int) -> None:
         """Extend this worker's lease before slow I/O; LostLease when another worker has taken the work over."""
         if not self.model._default_manager.filter(pk=pk, attempt=attempt).update(claimed_at=timezone.now()):

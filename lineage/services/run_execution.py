@@ -166,9 +166,7 @@ def restart_poll_chain(run: Run, *, countdown: float | None = None) -> None:
     """Start a new poll chain for the run, retiring any chain already going (so chains never multiply): the
     generation is raised and read under the row lock, so two restarts never share one."""
     with transaction.atomic():
-        locked = Run.objects.select_for_update().only("pk", "poll_generation").get(pk=run.pk)
-        generation = locked.poll_generation + 1
-        Run.objects.filter(pk=run.pk).update(poll_generation=generation, poll_tick=0)
+        generation = RUN_MACHINE.new_poll_chain(run.pk)
         delay = poll_interval(run) if countdown is None else countdown
         transaction.on_commit(
             lambda: _enqueue_poll(run.pk, generation=generation, tick=0, countdown=delay), robust=True
@@ -188,15 +186,9 @@ def run_poll(*, run_id: int, generation: int | None = None, tick: int | None = N
     run = Run.objects.select_related("project", "created_by").get(pk=run_id)
     if run.done or not run.backend_job_id:
         return run
-    if generation is not None:
-        ticket = Run.objects.filter(pk=run_id, poll_generation=generation)
-        if tick is not None:
-            ticket = ticket.filter(poll_tick=tick)
-        # Taking the tick also stamps the heartbeat the sweep judges a chain by: when a poll starts, not when it ends.
-        if not ticket.update(poll_tick=(tick or 0) + 1, last_polled_at=timezone.now()):
-            return run
-    else:
-        Run.objects.filter(pk=run_id).update(last_polled_at=timezone.now())
+    # Taking the tick also stamps the heartbeat the sweep judges a chain by: when a poll starts, not when it ends.
+    if not RUN_MACHINE.take_poll_tick(run_id, generation, tick):
+        return run
     backend = training_backend_for(run)
     status = backend.describe(run.backend_job_id)
     run = _read_log(run, backend)
