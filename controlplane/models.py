@@ -26,6 +26,14 @@ class Project(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def resource_tags(self, **own: str) -> dict[str, str]:
+        """The tags an AWS resource made for this project carries: `project` and `own` (model, run, environment,
+        …), then the project's extra cost tags (which never override those)."""
+        tags = {"project": self.slug, **own}
+        for key, value in (self.cost_tags or {}).items():
+            tags.setdefault(key, value)
+        return tags
+
 
 class WriteOnceError(Exception):
     """A write-once record (audit event, dataset version, model version) was about to be changed or deleted."""

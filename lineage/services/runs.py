@@ -501,12 +501,10 @@ def cleanup_work_dir(path: Path) -> None:
 
 def run_tags(run: Run) -> dict[str, str]:
     """The cost-allocation tags every AWS resource made for this run carries."""
-    tags = {"project": run.project.slug, "run": str(run.pk)}
+    own = {"run": str(run.pk)}
     if run.kind == Run.Kind.TRAINING:
-        tags["model"] = run.output_name
-    for key, value in (run.project.cost_tags or {}).items():
-        tags.setdefault(key, value)
-    return tags
+        own["model"] = run.output_name
+    return run.project.resource_tags(**own)
 
 
 DONE_STATUSES = (Run.Status.SUCCEEDED, Run.Status.FAILED, Run.Status.STOPPED)
