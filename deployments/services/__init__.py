@@ -24,7 +24,6 @@ from deployments.services.approvals import (
 from deployments.services.deploys import (
     DEPLOYMENT_MACHINE,
     MIN_ROLLBACK_REASON,
-    active_deployment,
     backend_settings_problems,
     deploy_on_approval,
     deployment_create,
@@ -57,7 +56,6 @@ from deployments.services.mirror import approval_mirror_fail, approval_mirror_sy
 __all__ = [
     "DEPLOYMENT_MACHINE",
     "MIN_ROLLBACK_REASON",
-    "active_deployment",
     "backend_settings_problems",
     "deploy_on_approval",
     "deployment_create",

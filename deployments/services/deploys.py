@@ -28,7 +28,7 @@ from controlplane import permissions
 from controlplane.services import audit_record, notify
 from controlplane.transitions import LostLease, StateMachine, transitions
 from deployments import objectives as objective_rules
-from deployments import tasks
+from deployments import selectors, tasks
 from deployments.models import (
     ACTIVE_DEPLOYMENT_STATUSES,
     ApprovalRequest,
@@ -129,15 +129,9 @@ def _aws_settings(environment: Environment) -> dict[str, Any]:
 
 def service_tags(service: Service) -> dict[str, str]:
     """The cost-allocation tags of everything the service runs: project, model, environment."""
-    project = service.registered_model.project
-    tags = {
-        "project": project.slug,
-        "model": service.registered_model.slug,
-        "environment": service.environment.name,
-    }
-    for key, value in (project.cost_tags or {}).items():
-        tags.setdefault(key, value)
-    return tags
+    return service.registered_model.project.resource_tags(
+        model=service.registered_model.slug, environment=service.environment.name
+    )
 
 
 def service_spec(service: Service) -> ServiceSpec:
@@ -247,10 +241,6 @@ def _locked_service(version: ModelVersion, environment: Environment, actor: Any)
         return service
 
 
-def active_deployment(service: Service) -> Deployment | None:
-    return service.deployments.filter(status__in=ACTIVE_DEPLOYMENT_STATUSES).first()
-
-
 def _active_message(deployment: Deployment) -> str:
     can_roll_back = deployment.kind == Deployment.Kind.DEPLOY and deployment.replaces_id is not None
     return (
@@ -312,7 +302,7 @@ def deployment_create(
     try:
         with transaction.atomic():
             service = _locked_service(version, target, system_user)
-            active = active_deployment(service)
+            active = selectors.active_deployment(service=service)
             if active is not None:
                 raise Conflict({"model_version": [_active_message(active)]})
             current = service.current_deployment
@@ -341,7 +331,7 @@ def deployment_create(
     except IntegrityError:
         # The partial unique index: another deployment became active between the check and the insert.
         service = Service.objects.get(registered_model_id=version.registered_model_id, environment=target)
-        active = active_deployment(service)
+        active = selectors.active_deployment(service=service)
         raise Conflict(
             {"model_version": [_active_message(active) if active else f"a deployment of {service.name} is active"]}
         ) from None
@@ -435,7 +425,7 @@ def deployment_rollback(*, actor: Any, service_id: Any, reason: str, expected: A
         if service is None:
             raise ValidationError({"service": [f"there is no service {service_id!r}"]})
         if expected not in (None, ""):
-            active = active_deployment(service)
+            active = selectors.active_deployment(service=service)
             seen = active.pk if active is not None else service.current_deployment_id
             if str(seen) != str(expected).strip():
                 now = f"deployment {seen} is" if seen is not None else "nothing is"
@@ -454,7 +444,7 @@ def _as_id(value: Any, field: str) -> int:
 
 def _roll_back_locked(service: Service, *, actor: Any, reason: str, breach: dict[str, Any] | None) -> Deployment:
     """Under the service's lock: end the active deployment (if any) as rolled back and create the rollback."""
-    active = active_deployment(service)
+    active = selectors.active_deployment(service=service)
     if active is not None:
         if active.kind == Deployment.Kind.ROLLBACK:
             raise Conflict({"service": [f"rollback {active.pk} of {service.name} is under way already"]})
@@ -641,11 +631,9 @@ def _event(deployment_id: int, action: str, reason: str) -> None:
 def restart_poll_chain(deployment_id: int, *, countdown: float) -> None:
     """A new poll chain, retiring any other (chains never multiply): the generation is raised under the row lock."""
     with transaction.atomic():
-        locked = Deployment.objects.select_for_update().only("pk", "poll_generation").get(pk=deployment_id)
-        generation = locked.poll_generation + 1
-        Deployment.objects.filter(pk=deployment_id).update(
-            poll_generation=generation, poll_tick=0, last_polled_at=timezone.now()
-        )
+        generation = DEPLOYMENT_MACHINE.new_poll_chain(deployment_id)
+        # A chain just started counts as polled: the sweep gives it its full quiet time before restarting it.
+        Deployment.objects.filter(pk=deployment_id).update(last_polled_at=timezone.now())
         transaction.on_commit(
             lambda: tasks.deployment_poll_task.apply_async((deployment_id, generation, 0), countdown=countdown),
             robust=True,
@@ -659,14 +647,8 @@ def deployment_poll(*, deployment_id: int, generation: int | None = None, tick: 
     deployment = _load(deployment_id)
     if deployment.done or not deployment.backend_handle:
         return deployment
-    if generation is not None:
-        ticket = Deployment.objects.filter(pk=deployment_id, poll_generation=generation)
-        if tick is not None:
-            ticket = ticket.filter(poll_tick=tick)
-        if not ticket.update(poll_tick=(tick or 0) + 1, last_polled_at=timezone.now()):
-            return deployment
-    else:
-        Deployment.objects.filter(pk=deployment_id).update(last_polled_at=timezone.now())
+    if not DEPLOYMENT_MACHINE.take_poll_tick(deployment_id, generation, tick):
+        return deployment
     service = deployment.service
     backend = serving_backend(service.backend)
     spec = service_spec(service)
@@ -896,7 +878,8 @@ def deployments_resume() -> int:
         Deployment.objects.filter(pk=deployment.pk).update(enqueued_at=now)
         tasks.deployment_start_task.delay(deployment.pk)
         resumed += 1
-    for deployment in Deployment.objects.filter(status__in=["in_progress", "baking"]).exclude(backend_handle={}):
+    active = Deployment.objects.filter(status__in=["in_progress", "baking"]).exclude(backend_handle={})
+    for deployment in active.select_related("service"):
         interval = poll_interval(deployment.service)
         quiet_since = now - timedelta(seconds=max(float(settings.DEPLOYMENT_POLL_STALE_SECONDS), interval * 6))
         if deployment.last_polled_at is None or deployment.last_polled_at < quiet_since:
