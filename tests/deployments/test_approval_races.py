@@ -16,6 +16,15 @@ from tests.fixtures.races import race
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(autouse=True)
+def no_worker_takes_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The races are the portal's and the tests' own: a session worker (started by an earlier test) must not take
+    the artifact checks these commits enqueue, or it finishes the request before the contenders race for it."""
+    from deployments import tasks
+
+    monkeypatch.setattr(tasks.approval_finish_task, "delay", lambda *args, **kwargs: None)
+
+
 def _request(users: Any, version: Any, environment: str) -> ApprovalRequest:
     return services.approval_request_create(
         actor=users.data_scientist, model_version_id=version.pk, environment=environment, justification="ship it"
