@@ -275,6 +275,8 @@ def deployment_timeline(*, service: Service) -> QuerySet[Deployment]:
         deployment_list(service=service)
         .annotate(event_count=Count("events"))
         .prefetch_related(Prefetch("events", queryset=latest, to_attr="latest_events"))
+        # Meta.ordering does not apply to an aggregating query: say the order again.
+        .order_by("-created_at", "-id")
     )
 
 
