@@ -46,6 +46,19 @@ class Environment(models.Model):
     objective_drift_share = models.FloatField(
         null=True, blank=True, help_text="The share of features allowed to drift, a fraction"
     )
+    # Monitoring (monitoring/): the share of requests the serving runtime captures for drift, how drift is judged.
+    capture_fraction = models.FloatField(
+        default=0.1, help_text="Share of requests sampled into capture files for the drift job, 0-1"
+    )
+    drift_window_minutes = models.PositiveIntegerField(
+        default=60, help_text="Minutes of captured requests each drift report compares with the training baseline"
+    )
+    drift_share = models.FloatField(
+        default=0.5, help_text="The service's inputs drifted when this share of its features drifted, 0-1"
+    )
+    # Per kind and per feature: {"numeric": {"method": "psi", "threshold": 0.2}, "categorical": {...},
+    # "features": {"age": {"method": "ks", "threshold": 0.01}}}; empty keeps the defaults (monitoring.drift).
+    drift_methods = models.JSONField(default=dict, blank=True)
     # How approved versions reach the environment's service: at once on approval, or with Deploy later.
     deploy_on_approval = models.BooleanField(
         default=False, help_text="Deploy a version as soon as it is approved for this environment"
@@ -215,6 +228,10 @@ class Service(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     # Scaling asked for and not applied yet (a worker applies it): the desired count it asked for.
     scale_pending = models.BooleanField(default=False)
+    # The serving runtime's ingest token: derived from SECRET_KEY and this nonce (so every revision can be given it
+    # again), stored only as its SHA-256; a new nonce rotates it (monitoring.services.ingest).
+    ingest_token_nonce = models.CharField(max_length=64, blank=True)
+    ingest_token_sha256 = models.CharField(max_length=64, blank=True)
 
     class Meta:
         ordering = ["environment__order", "registered_model__slug"]

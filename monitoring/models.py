@@ -1,0 +1,190 @@
+"""What monitoring records: latency and error series per service and revision, drift reports against the training
+baseline, and the alerts both open.
+
+- `MetricPoint`: one row per (service, revision, resolution, start). Per-minute rows come from the serving
+  runtime's ingest (local) or from CloudWatch (aws); after settings.METRICS_ROLLUP_AFTER_DAYS they are rolled up
+  into hourly rows (resolution 3600). Latency is a histogram on the serving runtime's fixed buckets
+  (serving.metrics.BUCKETS_MS, then one count for slower than the last edge), so rows of any resolution merge by
+  adding counts and percentiles over any window come from the merged histogram.
+- `IngestPart`: the part ids the ingest endpoint has taken, so a part sent again is added once.
+- `DriftReport`: one drift job over one window of a service's capture files, moved through
+  monitoring.services.drift.DRIFT_MACHINE; `DriftFeature` holds its per-feature verdicts.
+- `Alert`: an objective breach or a drift verdict, open until it recovers.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class MetricPoint(models.Model):
+    class Source(models.TextChoices):
+        PORTAL = "portal"  # the serving runtime's ingest (local backend)
+        CLOUDWATCH = "cloudwatch"  # GetMetricData (aws backend)
+        ROLLUP = "rollup"  # hourly, summed from per-minute rows
+
+    service = models.ForeignKey("deployments.Service", on_delete=models.CASCADE, related_name="metric_points")
+    revision = models.CharField(max_length=100)
+    # Seconds the row covers: 60 (a minute) or 3600 (an hour, rolled up).
+    resolution = models.PositiveIntegerField(default=60)
+    start = models.DateTimeField(help_text="UTC start of the minute (or hour) the row covers")
+    requests = models.PositiveBigIntegerField(default=0)
+    errors = models.PositiveBigIntegerField(default=0, help_text="5xx answers")
+    client_errors = models.PositiveBigIntegerField(default=0, help_text="4xx answers")
+    rows = models.PositiveBigIntegerField(default=0, help_text="rows predicted")
+    # One count per serving.metrics.BUCKETS_MS edge (values <= that edge, above the one before), then one for slower.
+    latency_counts = models.JSONField(default=list)
+    latency_sum_ms = models.FloatField(default=0.0)
+    captured_rows = models.PositiveBigIntegerField(default=0)
+    capture_dropped_rows = models.PositiveBigIntegerField(default=0)
+    source = models.CharField(max_length=20, choices=Source.choices, default=Source.PORTAL)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["service", "start", "revision"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["service", "revision", "resolution", "start"], name="metricpoint_one_per_window"
+            )
+        ]
+        indexes = [models.Index(fields=["service", "start"]), models.Index(fields=["resolution", "start"])]
+
+    def __str__(self) -> str:
+        return f"{self.service_id}/{self.revision} {self.start:%Y-%m-%d %H:%M} ({self.resolution}s)"
+
+
+class IngestPart(models.Model):
+    """A part of a minute the ingest endpoint added: (service, revision, part) is unique, so a resend is a no-op."""
+
+    service = models.ForeignKey("deployments.Service", on_delete=models.CASCADE, related_name="+")
+    revision = models.CharField(max_length=100)
+    part = models.CharField(max_length=64)
+    minute = models.DateTimeField()
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["service", "revision", "part"], name="ingestpart_once"),
+        ]
+        indexes = [models.Index(fields=["received_at"])]
+
+
+class DriftReport(models.Model):
+    """One drift job: the capture files of a service in [window_start, window_end) against the training dataset
+    version's profile. `queued → running → succeeded | failed`, only through DRIFT_MACHINE."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    service = models.ForeignKey("deployments.Service", on_delete=models.CASCADE, related_name="drift_reports")
+    # The revisions whose captures were read (empty: all of the service's in the window).
+    revision = models.CharField(max_length=100, blank=True)
+    window_start = models.DateTimeField()
+    window_end = models.DateTimeField()
+    baseline = models.ForeignKey(
+        "lineage.DatasetVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    status_reason = models.TextField(blank=True)
+    # What the environment asked for when the job was made (methods, thresholds, share), kept with the result.
+    config = models.JSONField(default=dict, blank=True)
+    rows = models.PositiveBigIntegerField(default=0)
+    files_read = models.PositiveIntegerField(default=0)
+    # [{"key": …, "reason": …}] for capture files that could not be read (corrupt, other schema): skipped.
+    unreadable = models.JSONField(default=list, blank=True)
+    feature_count = models.PositiveIntegerField(default=0)
+    drifted_count = models.PositiveIntegerField(default=0)
+    drifted_share = models.FloatField(null=True, blank=True)
+    drifted = models.BooleanField(null=True, blank=True, help_text="drifted_share reached the configured share")
+    progress = models.FloatField(default=0.0)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Claimed work (controlplane.transitions): which worker attempt holds it, since when, when it was last queued.
+    attempt = models.PositiveIntegerField(default=0)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-window_end", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["service", "revision", "window_start", "window_end"], name="driftreport_one_per_window"
+            )
+        ]
+        indexes = [models.Index(fields=["service", "window_end"])]
+
+    def __str__(self) -> str:
+        return f"drift of {self.service_id} {self.window_start:%Y-%m-%d %H:%M}–{self.window_end:%H:%M} ({self.status})"
+
+
+class DriftFeature(models.Model):
+    """One feature's verdict in a drift report."""
+
+    report = models.ForeignKey(DriftReport, on_delete=models.CASCADE, related_name="features")
+    feature = models.CharField(max_length=300)
+    kind = models.CharField(max_length=20, help_text="numeric or categorical")
+    method = models.CharField(max_length=30, help_text="ks, wasserstein, chisquare, jensenshannon or psi")
+    statistic = models.FloatField(null=True, blank=True)
+    p_value = models.FloatField(null=True, blank=True)
+    # The number compared with the threshold: the p-value for ks and chisquare (drift below it), else the distance.
+    score = models.FloatField(null=True, blank=True)
+    threshold = models.FloatField()
+    drifted = models.BooleanField(default=False)
+    baseline_rows = models.PositiveBigIntegerField(default=0)
+    current_rows = models.PositiveBigIntegerField(default=0)
+    # For the page: {"edges": [...], "baseline": [...], "current": [...]} (numeric) or {"values": [...], ...}.
+    histogram = models.JSONField(default=dict, blank=True)
+    note = models.TextField(blank=True, help_text="why there is no verdict, when there is none")
+
+    class Meta:
+        ordering = ["report", "feature"]
+        constraints = [models.UniqueConstraint(fields=["report", "feature"], name="driftfeature_once")]
+
+    def __str__(self) -> str:
+        return f"{self.feature}: {self.method} {self.score} ({'drifted' if self.drifted else 'ok'})"
+
+
+class Alert(models.Model):
+    """An objective breached (p99 latency, error rate, drift share) or a service's inputs drifted: open until the
+    value recovers, then closed. One open alert per (service, name)."""
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        CLOSED = "closed"
+
+    service = models.ForeignKey("deployments.Service", on_delete=models.CASCADE, related_name="alerts")
+    # p99_latency_ms, error_rate, drift_share (objectives) or drift (the drift report's own verdict)
+    name = models.CharField(max_length=40)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
+    value = models.FloatField(null=True, blank=True)
+    threshold = models.FloatField(null=True, blank=True)
+    window_start = models.DateTimeField(null=True, blank=True)
+    window_end = models.DateTimeField(null=True, blank=True)
+    message = models.TextField()
+    drift_report = models.ForeignKey(DriftReport, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    opened_at = models.DateTimeField(auto_now_add=True)
+    # The last evaluation that found it still breached, and its value then.
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    close_reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-opened_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["service", "name"], condition=Q(status="open"), name="alert_one_open_per_service_name"
+            )
+        ]
+        indexes = [models.Index(fields=["status", "opened_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.service_id} {self.name} ({self.status})"
