@@ -70,6 +70,9 @@ class IngestPart(models.Model):
         ]
         indexes = [models.Index(fields=["received_at"])]
 
+    def __str__(self) -> str:
+        return f"{self.service_id}/{self.revision} part {self.part}"
+
 
 class DriftReport(models.Model):
     """One drift job: the capture files of a service in [window_start, window_end) against the training dataset
