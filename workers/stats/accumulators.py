@@ -75,10 +75,11 @@ class Moments:
 
 
 class ExactCounts:
-    """Distinct finite numbers with their counts while there are at most `cap` of them; `values` is None beyond.
+    """Distinct finite numbers with their counts while there are at most `cap` of them; `over` once past it.
 
     Batches are counted as they come and merged lazily (when the pending counts outgrow the cap), so a column with
-    few distinct values costs one hash count per batch, not one sort of everything kept per batch.
+    few distinct values costs one count per batch, not one sort of everything kept per batch. When the cap is passed,
+    what was kept is handed over once (`take_released`), so a caller can keep the values some other way.
     """
 
     def __init__(self, cap: int) -> None:
@@ -90,6 +91,7 @@ class ExactCounts:
         self.over = False
         # Once over: how many distinct values there were when the cap was passed, so at least that many in all.
         self.at_least = 0
+        self._released: tuple[np.ndarray, np.ndarray] | None = None
 
     def add(self, numbers: np.ndarray) -> None:
         """Add finite numbers."""
@@ -99,37 +101,39 @@ class ExactCounts:
         self._pending.append((found, counts))
         self._pending_size += found.size
         if self._pending_size > 2 * self.cap + 1024:
-            self._merge()
+            self._merge(check=True)
 
     def limit(self, cap: int) -> None:
-        """Lower (or raise, while not yet over) the cap."""
+        """Change the cap; past a lower one, the values are released."""
         self.cap = cap
-        if not self.over and self._values.size > cap:
-            self._give_up(self._values.size)
+        if not self.over and self._values.size + self._pending_size > cap:
+            self._merge(check=True)
 
-    def _merge(self) -> None:
+    def _merge(self, *, check: bool) -> None:
         if not self._pending:
             return
         values = np.concatenate([self._values, *(found for found, _ in self._pending)])
         counts = np.concatenate([self._counts, *(count for _, count in self._pending)])
         self._pending, self._pending_size = [], 0
         merged, where = np.unique(values, return_inverse=True)
-        if merged.size > self.cap:
-            self._give_up(merged.size)
+        totals = np.bincount(where, weights=counts, minlength=merged.size).astype(np.int64)
+        if check and merged.size > self.cap:
+            self.over = True
+            self.at_least = merged.size
+            self._released = (merged, totals)
+            self._values = np.zeros(0, dtype=np.float64)
+            self._counts = np.zeros(0, dtype=np.int64)
             return
-        self._values = merged
-        self._counts = np.bincount(where, weights=counts, minlength=merged.size).astype(np.int64)
+        self._values, self._counts = merged, totals
 
-    def _give_up(self, distinct: int) -> None:
-        self.over = True
-        self.at_least = distinct
-        self._values = np.zeros(0, dtype=np.float64)
-        self._counts = np.zeros(0, dtype=np.int64)
-        self._pending, self._pending_size = [], 0
+    def take_released(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The values and counts kept until the cap was passed, once; None before that (or after the first call)."""
+        released, self._released = self._released, None
+        return released
 
     def table(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """The sorted distinct values and their counts, or None past the cap."""
-        self._merge()
+        """Every distinct value (sorted) and its count, however many, or None if the cap was passed on the way."""
+        self._merge(check=False)
         if self.over:
             return None
         return self._values, self._counts
@@ -183,51 +187,46 @@ class ValueCounts:
 
     Past the cap only the heaviest `cap` values are kept whenever more than twice that many are held; a dropped
     value that returns restarts at zero, so the top counts become lower bounds (exact while `capped` is false).
+    Each batch is counted by pyarrow's hash kernels and matched against the values kept, so no Python loop runs
+    per value.
     """
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
         self.capped = False
-        self._values: list[Any] = []
+        self._values: pa.Array = pa.array([], type=pa.string())
         self._counts = np.zeros(0, dtype=np.int64)
-        self._pending: list[pa.StructArray] = []
-        self._pending_size = 0
 
     def add(self, texts: pa.Array) -> None:
         """Add a batch of text values (a pyarrow string array without nulls)."""
         if len(texts) == 0:
             return
         found = pc.value_counts(texts)
-        self._pending.append(found)
-        self._pending_size += len(found)
-        if self._pending_size > 2 * self.cap:
-            self._merge()
-
-    def _merge(self) -> None:
-        if not self._pending:
-            return
-        import pandas as pd
-
-        values = pa.concat_arrays([found.field("values").cast(pa.string()) for found in self._pending])
-        counts = np.concatenate([found.field("counts").to_numpy() for found in self._pending])
-        self._pending, self._pending_size = [], 0
-        series = pd.Series(
-            np.concatenate([self._counts, counts]),
-            index=pd.Index(self._values + values.to_pylist(), dtype=object),
-        )
-        totals = series.groupby(level=0, sort=False).sum()
-        if len(totals) > self.cap:
+        values = found.field("values")
+        counts = found.field("counts").to_numpy(zero_copy_only=False).astype(np.int64)
+        where = pc.index_in(values, value_set=self._values).fill_null(-1).to_numpy(zero_copy_only=False)
+        known = where >= 0
+        # each value occurs once in a batch's counts, so the indices do not repeat
+        self._counts[where[known]] += counts[known]
+        if not known.all():
+            new = ~known
+            self._values = pa.concat_arrays([self._values, values.filter(pa.array(new))])
+            self._counts = np.concatenate([self._counts, counts[new]])
+        if len(self._counts) > self.cap:
             self.capped = True
-        if len(totals) > 2 * self.cap:
-            totals = totals.nlargest(self.cap)
-        self._values = totals.index.tolist()
-        self._counts = totals.to_numpy(dtype=np.int64)
+        if len(self._counts) > 2 * self.cap:
+            # the heaviest, the earliest seen first among equals
+            kth = np.partition(self._counts, self._counts.size - self.cap)[self._counts.size - self.cap]
+            above = np.flatnonzero(self._counts > kth)
+            equal = np.flatnonzero(self._counts == kth)[: self.cap - above.size]
+            keep = np.sort(np.concatenate([above, equal]))
+            self._values = self._values.take(pa.array(keep))
+            self._counts = self._counts[keep]
 
     def counts(self, key: Callable[[str], str] | None = None) -> dict[str, int]:
         """Every value kept with its count; `key` folds values together (booleans' spellings into true/false)."""
-        self._merge()
         result: dict[str, int] = {}
-        for value, count in zip(self._values, self._counts.tolist(), strict=True):
+        for value, count in zip(self._values.to_pylist(), self._counts.tolist(), strict=True):
             name = key(value) if key is not None else value
             result[name] = result.get(name, 0) + count
         return result

@@ -35,6 +35,7 @@ MAX_LINE_BYTES = 32_000_000
 # pyarrow parses a CSV file in blocks of this size at most (smaller files in smaller blocks, so progress moves).
 MAX_BLOCK_BYTES = 4 * 1024 * 1024
 MIN_BLOCK_BYTES = 1024 * 1024
+HEADER_BLOCK_BYTES = 64 * 1024
 # A JSON Lines batch holds at most this many cells, so wide files get fewer rows per batch and memory stays flat.
 BATCH_CELLS = 2_000_000
 BATCH_ROWS = 100_000
@@ -211,18 +212,26 @@ def read_batches(
 def csv_header(path: Path) -> list[str]:
     """The CSV file's column names, as pyarrow reads them (a leading BOM and blank lines skipped)."""
     compressed = is_gzip(path)
-    with open_bytes(path, compressed) as (_raw, stream):
-        try:
-            reader = pa_csv.open_csv(
-                stream,
-                read_options=pa_csv.ReadOptions(block_size=MIN_BLOCK_BYTES, use_threads=False),
-                parse_options=pa_csv.ParseOptions(newlines_in_values=True),
-            )
-        except (pa.ArrowException, OSError, EOFError, zlib.error) as exc:
-            raise _csv_error(exc) from exc
-        names = list(reader.schema.names)
-        reader.close()
-    return names
+    block = HEADER_BLOCK_BYTES
+    while True:
+        with open_bytes(path, compressed) as (_raw, stream):
+            try:
+                reader = pa_csv.open_csv(
+                    stream,
+                    read_options=pa_csv.ReadOptions(block_size=block, use_threads=False),
+                    parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+                )
+            except (pa.ArrowException, OSError, EOFError, zlib.error) as exc:
+                # a header (or first row) longer than the block is read again in a larger one
+                reason = str(exc)
+                short = "straddling" in reason or "cannot infer number of columns" in reason
+                if isinstance(exc, pa.ArrowInvalid) and short and block < MAX_LINE_BYTES:
+                    block *= 8
+                    continue
+                raise _csv_error(exc) from exc
+            names = list(reader.schema.names)
+            reader.close()
+        return names
 
 
 def _csv_error(exc: Exception) -> DatasetFileError:
@@ -415,6 +424,8 @@ INTEGER_TEXT = re.compile(r"\s*[+-]?\d+\s*")
 DATETIME_TEXT = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?")
 # RE2 (pyarrow's regex engine) reads this pattern as Python does on ASCII text; "\d" differs only beyond ASCII.
 _DATETIME_RE2 = "^" + DATETIME_TEXT.pattern + "$"
+# Characters outside every spelling pandas.to_numeric takes: digits, sign, point, exponent, inf, infinity, nan, space.
+_NOT_IN_NUMBERS = r"[^0-9.+\-eEiInNfFtTyYaA \t\n\r\f\v]"
 
 
 def text_numbers(texts: pa.Array) -> tuple[np.ndarray | None, bool]:
@@ -436,6 +447,9 @@ def text_numbers(texts: pa.Array) -> tuple[np.ndarray | None, bool]:
 
 
 def _pandas_numbers(texts: pa.Array) -> np.ndarray | None:
+    # A letter no number's spelling has ("retail", "c123") among the first values settles it, without pandas.
+    if pc.any(pc.match_substring_regex(texts.slice(0, 64), _NOT_IN_NUMBERS)).as_py():
+        return None
     import pandas as pd
 
     series = pd.Series(texts.to_pandas(), dtype="str")

@@ -14,10 +14,11 @@ quantiles numpy's.
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pyarrow as pa
@@ -46,6 +47,10 @@ from workers.stats.columns import (
 
 INTEGER_QUANTILE_METHOD = "inverted_cdf"
 FLOAT_QUANTILE_METHOD = "linear"
+# Pass 1 writes the numbers of the columns with many distinct values to temporary files, up to this many bytes in
+# all, so pass 2 reads float64 back instead of parsing the file again; past it, pass 2 reads the files.
+SPILL_BYTES = 1 << 30
+SPILL_READ_VALUES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,7 @@ class Settings:
     exact_budget: int
     quantile_bins: int
     max_rows: int  # rows per batch at most
+    spill_bytes: int = SPILL_BYTES
 
 
 class Progress:
@@ -92,12 +98,60 @@ class Progress:
             self.callback(1.0)
 
 
+class _Spill:
+    """Numbers pass 1 parsed, in temporary files (one per column, deleted when closed), within a byte budget."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.used = 0
+        self.files: dict[str, IO[bytes]] = {}
+        self.abandoned = False
+
+    def write(self, name: str, numbers: np.ndarray) -> None:
+        if self.abandoned or numbers.size == 0:
+            return
+        if self.used + numbers.nbytes > self.budget:
+            self.abandoned = True
+            self.close()
+            return
+        handle = self.files.get(name)
+        if handle is None:
+            handle = self.files[name] = tempfile.TemporaryFile(prefix="cp-profile-")
+        handle.write(np.ascontiguousarray(numbers, dtype=np.float64).tobytes())
+        self.used += numbers.nbytes
+
+    def holds(self, name: str) -> bool:
+        return name in self.files
+
+    def read(self, name: str) -> Iterator[np.ndarray]:
+        handle = self.files[name]
+        handle.flush()
+        handle.seek(0)
+        while True:
+            data = handle.read(SPILL_READ_VALUES * 8)
+            if not data:
+                return
+            yield np.frombuffer(data, dtype=np.float64)
+
+    def discard(self, name: str) -> None:
+        handle = self.files.pop(name, None)
+        if handle is not None:
+            handle.close()
+
+    def close(self) -> None:
+        for handle in self.files.values():
+            handle.close()
+        self.files = {}
+
+
 @dataclass
 class _Column:
     """Pass 1 for one column: the type its values fit, its numeric moments, and what else it can count already."""
 
+    name: str
     exact_cap: int
     distinct_cap: int
+    spill: _Spill
     count: int = 0  # non-missing values
     numeric: bool = True
     integral: bool = True
@@ -149,12 +203,30 @@ class _Column:
 
     def _add_numbers(self, numbers: np.ndarray, *, whole: bool | None) -> None:
         finite = self.moments.add(numbers, whole=whole)
-        if self.exact is not None:
-            self.exact.add(finite)
+        if self.exact is None:
+            return
+        if self.exact.over:
+            self.spill.write(self.name, finite)
+            return
+        self.exact.add(finite)
+        self.released()
+
+    def limit(self, cap: int) -> None:
+        if self.exact is not None and self.exact.cap != cap:
+            self.exact.limit(cap)
+            self.released()
+
+    def released(self) -> None:
+        """Past its cap the column's distinct values are gone from memory: their rows go to the spill instead."""
+        assert self.exact is not None
+        released = self.exact.take_released()
+        if released is not None:
+            self.spill.write(self.name, np.repeat(*released))
 
     def _count(self, values: Values, first: bool) -> None:
         if self.counter is None:
             self.exact = None  # not numeric after all
+            self.spill.discard(self.name)
             self.counter = ValueCounts(self.distinct_cap)
             # Counted from its first values on, or it is counted again in pass 2.
             self.counter_complete = first
@@ -192,7 +264,7 @@ class _Distribution:
         self.table: tuple[np.ndarray, np.ndarray] | None = None
         self.distinct_at_least = 0
         self.pending: ExactCounts | None = None  # filled in pass 2 when pass 1 could not tell
-        table = column.exact.table() if column.exact is not None else None
+        table = column.exact.table() if column.exact is not None else None  # every distinct value, or None
         if table is not None:
             values, counts = table
             self.histogram.add(values, counts)
@@ -252,6 +324,21 @@ def profile_batches(
     progress: Progress,
 ) -> dict[str, Any]:
     """Profile the rows of all `paths` together; see workers.datasets.profile_files for the result's keys."""
+    spill = _Spill(settings.spill_bytes)
+    try:
+        return _profile(paths, format, missing, settings, progress, spill)
+    finally:
+        spill.close()
+
+
+def _profile(
+    paths: Sequence[Path],
+    format: str,
+    missing: frozenset[str],
+    settings: Settings,
+    progress: Progress,
+    spill: _Spill,
+) -> dict[str, Any]:
     columns: dict[str, _Column] = {}
     file_rows = [0] * len(paths)
 
@@ -274,14 +361,15 @@ def profile_batches(
     for batch in batches(0):
         for name in batch.columns:
             if name not in columns:
-                columns[name] = _Column(exact_cap=settings.exact_budget, distinct_cap=settings.distinct_cap)
+                columns[name] = _Column(
+                    name=name, exact_cap=settings.exact_budget, distinct_cap=settings.distinct_cap, spill=spill
+                )
         # While unsure which columns are numeric, each keeps up to its share of the budget among those still so.
         candidates = sum(1 for column in columns.values() if column.numeric)
         cap = max(settings.exact_limit, settings.exact_budget // max(candidates, 1))
         for name, values in batch.columns.items():
             column = columns[name]
-            if column.exact is not None and column.exact.cap != cap:
-                column.exact.limit(cap)
+            column.limit(cap)
             column.observe(values)
 
     row_count = sum(file_rows)
@@ -300,6 +388,11 @@ def profile_batches(
         if types[name] not in ("integer", "float") and column.counter is not None and not column.counter_complete
     ]
     again = [name for name, distribution in distributions.items() if distribution.needs_pass_2]
+    for name in [name for name in again if spill.holds(name)]:
+        again.remove(name)
+        for numbers in spill.read(name):
+            distributions[name].add(numbers)
+        spill.discard(name)
     if again or recount:
         for name in recount:
             columns[name].counter = ValueCounts(settings.distinct_cap)
