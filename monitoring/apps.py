@@ -3,3 +3,7 @@ from django.apps import AppConfig
 
 class MonitoringConfig(AppConfig):
     name = "monitoring"
+
+    def ready(self) -> None:
+        # Celery's autodiscovery imports only <app>.tasks; the drift job's tasks live beside it.
+        from monitoring import tasks_drift  # noqa: F401
