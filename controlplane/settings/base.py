@@ -215,6 +215,14 @@ DEPLOYMENT_SIGNALS = env_choice("DEPLOYMENT_SIGNALS", "metrics", ("metrics", "re
 DEPLOYMENT_RECORDED_SIGNALS = env_str("DEPLOYMENT_RECORDED_SIGNALS") or str(VAR_DIR / "recorded-signals.json")
 # Objectives are judged once a revision has answered at least this many requests in the window.
 OBJECTIVE_MIN_REQUESTS = env_int("OBJECTIVE_MIN_REQUESTS", 20, minimum=1)
+# Serving services are held to their environment's objectives continuously (monitoring.services.objectives), over
+# the last this many minutes.
+OBJECTIVE_WINDOW_MINUTES = env_int("OBJECTIVE_WINDOW_MINUTES", 15, minimum=1)
+# The drift job (monitoring.services.drift): a worker holds a report this long, renewed while it reads capture
+# files; after it another worker may take the report over. After an outage, at most this many missed windows per
+# service are reported (the newest ones).
+DRIFT_LEASE_SECONDS = env_int("DRIFT_LEASE_SECONDS", 300, minimum=10)
+DRIFT_WINDOWS_CATCH_UP = env_int("DRIFT_WINDOWS_CATCH_UP", 3, minimum=1)
 
 # --- Monitoring -----------------------------------------------------------------------------
 # Per-minute metric points older than this are rolled up into hourly ones; hourly ones are kept this long.
@@ -328,6 +336,7 @@ CELERY_TASK_ROUTES = {
     "lineage.tasks.training_*": {"queue": "training"},
     "deployments.tasks.*": {"queue": "deploy"},
     "monitoring.tasks.*": {"queue": "sync"},
+    "monitoring.tasks_drift.*": {"queue": "sync"},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "run" / "celerybeat-schedule")
 # The one place periodic work is declared.
@@ -343,6 +352,9 @@ CELERY_BEAT_SCHEDULE = {
     "approval-requests-resume": {"task": "deployments.tasks.approval_requests_resume", "schedule": 120.0},
     "deployments-resume": {"task": "deployments.tasks.deployments_resume", "schedule": 30.0},
     "metrics-rollup": {"task": "monitoring.tasks.metrics_rollup", "schedule": 3600.0},
+    "drift-reports-schedule": {"task": "monitoring.tasks_drift.drift_reports_schedule", "schedule": 60.0},
+    "drift-reports-requeue-stale": {"task": "monitoring.tasks_drift.drift_reports_requeue_stale", "schedule": 120.0},
+    "objectives-evaluate": {"task": "monitoring.tasks_drift.objectives_evaluate", "schedule": 60.0},
 }
 
 LOGGING = {
