@@ -44,6 +44,9 @@ from workers.stats.columns import (
     texts_are_datetimes,
     texts_are_integers,
 )
+from workers.stats.sketch import BINS as SKETCH_BINS
+from workers.stats.sketch import DISTINCT_CAP as SKETCH_CAP
+from workers.stats.sketch import SKETCH_VERSION, NumericSketch
 
 INTEGER_QUANTILE_METHOD = "inverted_cdf"
 FLOAT_QUANTILE_METHOD = "linear"
@@ -265,6 +268,8 @@ class _Distribution:
         self.distinct_at_least = 0
         self.pending: ExactCounts | None = None  # filled in pass 2 when pass 1 could not tell
         table = column.exact.table() if column.exact is not None else None  # every distinct value, or None
+        self.every_value = table
+        self.sketch: NumericSketch | None = None  # filled in pass 2; from `every_value` when that is known
         if table is not None:
             values, counts = table
             self.histogram.add(values, counts)
@@ -276,6 +281,7 @@ class _Distribution:
             self.needs_pass_2 = False
             return
         self.needs_pass_2 = True
+        self.sketch = NumericSketch()
         at_least = column.exact.at_least if column.exact is not None else 0
         if at_least > exact_cap:
             self.distinct_at_least = at_least
@@ -290,6 +296,8 @@ class _Distribution:
         self.fine.add(finite)
         if self.pending is not None:
             self.pending.add(finite)
+        if self.sketch is not None:
+            _sketch_add(self.sketch, finite)
 
     def finish(self) -> None:
         if self.pending is not None:
@@ -299,6 +307,16 @@ class _Distribution:
     @property
     def exact(self) -> bool:
         return self.table is not None
+
+    def sketch_json(self, non_finite: int) -> dict[str, Any]:
+        """The column's NumericSketch (workers.stats.sketch), shared with drift, as JSON."""
+        if self.sketch is not None:
+            sketch = self.sketch
+        else:
+            assert self.every_value is not None
+            sketch = _sketch_from_counts(*self.every_value)
+        sketch.non_finite = non_finite
+        return sketch.to_json()
 
     def distinct(self) -> tuple[int, bool]:
         """The number of distinct finite values and whether it is capped (then there are more than that many)."""
@@ -454,6 +472,7 @@ def _numeric_summary(column: _Column, distribution: _Distribution | None, settin
             "histogram": {"edges": [], "counts": []},
             "distinct": 0,
             "distinct_capped": False,
+            "sketch": None,
         }
     distinct, capped = distribution.distinct()
     return {
@@ -472,7 +491,54 @@ def _numeric_summary(column: _Column, distribution: _Distribution | None, settin
             "edges": [float(edge) for edge in distribution.histogram.edges],
             "counts": [int(count) for count in distribution.histogram.counts],
         },
+        # the column's distribution for drift (workers.stats.sketch): exact up to 1,000 values, fine bins beyond
+        "sketch": distribution.sketch_json(moments.non_finite),
     }
+
+
+def _sketch_from_counts(values: np.ndarray, counts: np.ndarray) -> NumericSketch:
+    """The sketch of a column given as its distinct values and their counts, without repeating them all at once."""
+    n = int(counts.sum())
+    if values.size <= SKETCH_CAP:
+        # An exact sketch is exactly this table; its moments computed from it, so they do not depend on batching.
+        mean = float(np.dot(values, counts) / n)
+        m2 = float(np.dot(np.square(values - mean), counts))
+        data = {
+            "version": SKETCH_VERSION,
+            "cap": SKETCH_CAP,
+            "bins": SKETCH_BINS,
+            "n": n,
+            "non_finite": 0,
+            "min": float(values[0]),
+            "max": float(values[-1]),
+            "mean": mean,
+            "m2": m2,
+            "values": values.tolist(),
+            "counts": counts.tolist(),
+        }
+        return NumericSketch.from_json(data)
+    sketch = NumericSketch()
+    # Each value once (past the cap, so the sketch is binned after one small sort), then the rest of each count.
+    sketch.add(values)
+    rest = counts - 1
+    start = 0
+    while start < values.size:
+        # at most about a million repeated numbers at a time
+        cumulative = np.cumsum(rest[start:])
+        stop = start + max(1, int(np.searchsorted(cumulative, SPILL_READ_VALUES, side="right")))
+        sketch.add(np.repeat(values[start:stop], rest[start:stop]))
+        start = stop
+    return sketch
+
+
+def _sketch_add(sketch: NumericSketch, numbers: np.ndarray) -> None:
+    # While exact, the sketch sorts what it is given; small pieces first, so it is binned before a big sort.
+    start, step = 0, 4096
+    while sketch.exact and start < numbers.size:
+        sketch.add(numbers[start : start + step])
+        start, step = start + step, step * 2
+    if start < numbers.size:
+        sketch.add(numbers[start:])
 
 
 def _finite(value: float | None) -> float | None:
