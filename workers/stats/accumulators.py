@@ -21,6 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from workers.stats.columns import arrow_bools, arrow_int64s, arrow_strings, numpy_of
+
 
 class Moments:
     """Count, min, max, mean and m2 of the finite numbers seen; `whole` while every one is a whole number."""
@@ -194,7 +196,7 @@ class ValueCounts:
     def __init__(self, cap: int) -> None:
         self.cap = cap
         self.capped = False
-        self._values: pa.Array = pa.array([], type=pa.string())
+        self._values: pa.Array = arrow_strings([])
         self._counts = np.zeros(0, dtype=np.int64)
 
     def add(self, texts: pa.Array) -> None:
@@ -203,14 +205,14 @@ class ValueCounts:
             return
         found = pc.value_counts(texts)
         values = found.field("values")
-        counts = found.field("counts").to_numpy(zero_copy_only=False).astype(np.int64)
-        where = pc.index_in(values, value_set=self._values).fill_null(-1).to_numpy(zero_copy_only=False)
+        counts = numpy_of(found.field("counts")).astype(np.int64)
+        where = numpy_of(pc.index_in(values, value_set=self._values), fill=-1)
         known = where >= 0
         # each value occurs once in a batch's counts, so the indices do not repeat
         self._counts[where[known]] += counts[known]
         if not known.all():
             new = ~known
-            self._values = pa.concat_arrays([self._values, values.filter(pa.array(new))])
+            self._values = pa.concat_arrays([self._values, values.filter(arrow_bools(new))])
             self._counts = np.concatenate([self._counts, counts[new]])
         if len(self._counts) > self.cap:
             self.capped = True
@@ -220,7 +222,7 @@ class ValueCounts:
             above = np.flatnonzero(self._counts > kth)
             equal = np.flatnonzero(self._counts == kth)[: self.cap - above.size]
             keep = np.sort(np.concatenate([above, equal]))
-            self._values = self._values.take(pa.array(keep))
+            self._values = self._values.take(arrow_int64s(keep))
             self._counts = self._counts[keep]
 
     def counts(self, key: Callable[[str], str] | None = None) -> dict[str, int]:

@@ -76,6 +76,45 @@ class Batch:
     columns: dict[str, Values]
 
 
+# pyarrow.array() imports pandas (to check for pandas input) the first time it runs; the CSV path builds its few
+# arrays from buffers instead, so profiling a CSV file never pays for that import.
+
+
+def arrow_bools(mask: np.ndarray) -> pa.Array:
+    bits = np.packbits(np.asarray(mask, dtype=bool), bitorder="little")
+    return pa.Array.from_buffers(pa.bool_(), int(mask.size), [None, pa.py_buffer(bits)])
+
+
+def arrow_int64s(values: np.ndarray) -> pa.Array:
+    data = np.ascontiguousarray(values, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), int(data.size), [None, pa.py_buffer(data)])
+
+
+def numpy_of(array: pa.Array, *, fill: Any = None) -> np.ndarray:
+    """A primitive array as NumPy, nulls replaced by `fill` (Array.to_numpy imports pandas, like pyarrow.array)."""
+    dtype = np.dtype(array.type.to_pandas_dtype())
+    size = len(array)
+    if size == 0:
+        return np.zeros(0, dtype=dtype)
+    data = np.frombuffer(array.buffers()[1], dtype=dtype, count=size, offset=array.offset * dtype.itemsize)
+    if not array.null_count:
+        return data
+    if fill is None:
+        raise ValueError("the array has nulls and no fill was given")
+    bits = np.unpackbits(np.frombuffer(array.buffers()[0], dtype=np.uint8), bitorder="little")
+    valid = bits[array.offset : array.offset + size].astype(bool)
+    return np.where(valid, data, fill)
+
+
+def arrow_strings(values: Sequence[str]) -> pa.Array:
+    encoded = [value.encode() for value in values]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int32)
+    np.cumsum([len(item) for item in encoded], out=offsets[1:])
+    return pa.Array.from_buffers(
+        pa.string(), len(encoded), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))]
+    )
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Byte and line streams, shared with validation
 
@@ -296,7 +335,7 @@ def _csv_batches(
 def _csv_values(array: pa.Array) -> Values:
     present = array.drop_null() if array.null_count else array
     if pa.types.is_floating(array.type) or pa.types.is_integer(array.type):
-        numbers = present.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+        numbers = numpy_of(present).astype(np.float64, copy=False)
         return Values("float" if pa.types.is_floating(array.type) else "integer", numbers)
     return Values("text", present)
 
@@ -435,13 +474,14 @@ def text_numbers(texts: pa.Array) -> tuple[np.ndarray | None, bool]:
     refuses and `pandas.to_numeric` takes), so the caller knows the column cannot be re-read as float64 by pyarrow.
     """
     try:
-        numbers = pc.cast(texts, pa.float64()).to_numpy(zero_copy_only=False)
+        parsed = pc.cast(texts, pa.float64())
     except pa.ArrowInvalid:
         return _pandas_numbers(texts), False
+    numbers = numpy_of(parsed)
     nan = np.isnan(numbers)
     if nan.any():
-        spelled = pc.utf8_lower(pc.utf8_trim_whitespace(texts.filter(pa.array(nan))))
-        if not pc.all(pc.is_in(spelled, value_set=pa.array(NAN_TEXT))).as_py():
+        spelled = pc.utf8_lower(pc.utf8_trim_whitespace(texts.filter(arrow_bools(nan))))
+        if not pc.all(pc.is_in(spelled, value_set=arrow_strings(NAN_TEXT))).as_py():
             return _pandas_numbers(texts), False
     return numbers, True
 
@@ -475,7 +515,7 @@ def texts_are_integers(texts: pa.Array, numbers: np.ndarray) -> bool:
 
 
 def texts_are_booleans(texts: pa.Array) -> bool:
-    return bool(pc.all(pc.is_in(pc.utf8_lower(texts), value_set=pa.array(BOOLEAN_TEXT))).as_py())
+    return bool(pc.all(pc.is_in(pc.utf8_lower(texts), value_set=arrow_strings(BOOLEAN_TEXT))).as_py())
 
 
 def texts_are_datetimes(texts: pa.Array) -> bool:
@@ -489,7 +529,7 @@ def as_texts(values: Values) -> pa.Array:
     if values.kind in ("text", "datetime"):
         return values.data
     if values.kind == "boolean":
-        return pa.array(np.where(values.data, "true", "false"), type=pa.string())
+        return arrow_strings(["true" if value else "false" for value in values.data.tolist()])
     if values.kind == "integer":
         return pa.array(values.data.astype(np.int64)).cast(pa.string())
     return pa.array([repr(float(value)) for value in values.data], type=pa.string())
