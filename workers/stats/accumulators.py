@@ -184,6 +184,9 @@ def histogram_edges(low: float, high: float, bins: int) -> np.ndarray:
     return np.linspace(centre - half, centre + half, bins + 1)
 
 
+PENDING_VALUES = 256 * 1024
+
+
 class ValueCounts:
     """A categorical column's values and counts: exact up to `cap` distinct values, the heaviest ones beyond.
 
@@ -198,21 +201,34 @@ class ValueCounts:
         self.capped = False
         self._values: pa.Array = arrow_strings([])
         self._counts = np.zeros(0, dtype=np.int64)
+        # Batches wait here until there are this many values, so the values kept are matched less often.
+        self._pending: list[pa.Array | pa.ChunkedArray] = []
+        self._pending_size = 0
 
-    def add(self, texts: pa.Array) -> None:
+    def add(self, texts: pa.Array | pa.ChunkedArray) -> None:
         """Add a batch of text values (a pyarrow string array without nulls)."""
         if len(texts) == 0:
             return
-        found = pc.value_counts(texts)
+        self._pending.append(texts)
+        self._pending_size += len(texts)
+        if self._pending_size >= PENDING_VALUES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        chunks = [chunk for texts in self._pending for chunk in getattr(texts, "chunks", [texts])]
+        self._pending, self._pending_size = [], 0
+        found = pc.value_counts(pa.chunked_array(chunks, type=chunks[0].type))
         values = found.field("values")
         counts = numpy_of(found.field("counts")).astype(np.int64)
         where = numpy_of(pc.index_in(values, value_set=self._values), fill=-1)
         known = where >= 0
-        # each value occurs once in a batch's counts, so the indices do not repeat
+        # each value occurs once in the counts just made, so the indices do not repeat
         self._counts[where[known]] += counts[known]
         if not known.all():
             new = ~known
-            self._values = pa.concat_arrays([self._values, values.filter(arrow_bools(new))])
+            self._values = pa.concat_arrays([self._values, values.filter(arrow_bools(new)).cast(pa.string())])
             self._counts = np.concatenate([self._counts, counts[new]])
         if len(self._counts) > self.cap:
             self.capped = True
@@ -227,6 +243,7 @@ class ValueCounts:
 
     def counts(self, key: Callable[[str], str] | None = None) -> dict[str, int]:
         """Every value kept with its count; `key` folds values together (booleans' spellings into true/false)."""
+        self._flush()
         result: dict[str, int] = {}
         for value, count in zip(self._values.to_pylist(), self._counts.tolist(), strict=True):
             name = key(value) if key is not None else value

@@ -1,8 +1,8 @@
 """Record-batch readers: CSV, JSON Lines and Parquet files as typed columnar batches, never all rows at once.
 
 Every reader yields `Batch`es of the same shape: per column, its non-missing values in one of five kinds ("text",
-"datetime", "integer", "float", "boolean"). CSV is read with pyarrow's streaming reader in blocks of at most
-`MAX_BLOCK_BYTES`; a column comes as text unless the caller names its type (the profiler's second pass reads the
+"datetime", "integer", "float", "boolean"). CSV is read with pyarrow's streaming reader in blocks of
+`BLOCK_BYTES`; a column comes as text unless the caller names its type (the profiler's second pass reads the
 numeric columns as float64, parsed in C++ rather than as Python text). JSON Lines are parsed line by line, Parquet
 in its own record batches.
 
@@ -33,8 +33,10 @@ GZIP_MAGIC = b"\x1f\x8b"
 READ_BLOCK_BYTES = 256 * 1024
 MAX_LINE_BYTES = 32_000_000
 # pyarrow parses a CSV file in blocks of this size at most (smaller files in smaller blocks, so progress moves).
-MAX_BLOCK_BYTES = 4 * 1024 * 1024
-MIN_BLOCK_BYTES = 1024 * 1024
+# pyarrow parses CSV in blocks of this size; larger blocks cost memory (the reader holds several) and no speed.
+BLOCK_BYTES = 1024 * 1024
+# Blocks are gathered into batches of up to this many parsed bytes, so per-batch overheads stay small.
+BATCH_BYTES = 8 * 1024 * 1024
 HEADER_BLOCK_BYTES = 64 * 1024
 # A JSON Lines batch holds at most this many cells, so wide files get fewer rows per batch and memory stays flat.
 BATCH_CELLS = 2_000_000
@@ -90,8 +92,13 @@ def arrow_int64s(values: np.ndarray) -> pa.Array:
     return pa.Array.from_buffers(pa.int64(), int(data.size), [None, pa.py_buffer(data)])
 
 
-def numpy_of(array: pa.Array, *, fill: Any = None) -> np.ndarray:
+def numpy_of(array: pa.Array | pa.ChunkedArray, *, fill: Any = None) -> np.ndarray:
     """A primitive array as NumPy, nulls replaced by `fill` (Array.to_numpy imports pandas, like pyarrow.array)."""
+    if isinstance(array, pa.ChunkedArray):
+        if array.num_chunks == 1:
+            return numpy_of(array.chunk(0), fill=fill)
+        dtype = np.dtype(array.type.to_pandas_dtype())
+        return np.concatenate([np.zeros(0, dtype=dtype), *(numpy_of(chunk, fill=fill) for chunk in array.chunks)])
     dtype = np.dtype(array.type.to_pandas_dtype())
     size = len(array)
     if size == 0:
@@ -279,10 +286,6 @@ def _csv_error(exc: Exception) -> DatasetFileError:
     return DatasetFileError(f"the CSV file cannot be read; validate it first ({exc})")
 
 
-def _block_bytes(size: int) -> int:
-    return max(MIN_BLOCK_BYTES, min(MAX_BLOCK_BYTES, size // 16))
-
-
 def _csv_batches(
     path: Path,
     missing: frozenset[str],
@@ -312,31 +315,44 @@ def _csv_batches(
         try:
             reader = pa_csv.open_csv(
                 stream,
-                read_options=pa_csv.ReadOptions(block_size=_block_bytes(size), use_threads=True),
+                read_options=pa_csv.ReadOptions(block_size=BLOCK_BYTES, use_threads=True),
                 parse_options=pa_csv.ParseOptions(newlines_in_values=True),
                 convert_options=convert,
             )
             with reader:
+                gathered: list[pa.RecordBatch] = []
+                gathered_rows = gathered_bytes = 0
                 for record_batch in reader:
-                    for start in range(0, record_batch.num_rows, max_rows):
-                        part = record_batch.slice(start, max_rows)
-                        yield Batch(
-                            part.num_rows,
-                            {name: _csv_values(part.column(index)) for index, name in enumerate(part.schema.names)},
-                        )
+                    gathered.append(record_batch)
+                    gathered_rows += record_batch.num_rows
+                    gathered_bytes += record_batch.nbytes
+                    if gathered_rows >= max_rows or gathered_bytes >= BATCH_BYTES:
+                        yield from _csv_gathered(gathered, max_rows)
+                        gathered, gathered_rows, gathered_bytes = [], 0, 0
                     # pyarrow reads ahead of the batches it yields, so the position alone runs early; the parsed
                     # bytes (text a little larger than the file) or, when known, the rows are the better measure.
                     done += record_batch.num_rows if rows else record_batch.nbytes
                     report(done / rows if rows else min(done, raw.tell()) / size)
+                yield from _csv_gathered(gathered, max_rows)
         except (pa.ArrowException, OSError, EOFError, zlib.error) as exc:
             raise _csv_error(exc) from exc
 
 
-def _csv_values(array: pa.Array) -> Values:
-    present = array.drop_null() if array.null_count else array
-    if pa.types.is_floating(array.type) or pa.types.is_integer(array.type):
+def _csv_gathered(gathered: list[pa.RecordBatch], max_rows: int) -> Iterator[Batch]:
+    # The gathered blocks stay apart (a chunked array per column): joining them would copy every string.
+    if not gathered:
+        return
+    table = pa.Table.from_batches(gathered)
+    for start in range(0, table.num_rows, max_rows):
+        part = table.slice(start, max_rows)
+        yield Batch(part.num_rows, {name: _csv_values(part.column(name)) for name in part.column_names})
+
+
+def _csv_values(column: pa.ChunkedArray) -> Values:
+    present = column.drop_null() if column.null_count else column
+    if pa.types.is_floating(column.type) or pa.types.is_integer(column.type):
         numbers = numpy_of(present).astype(np.float64, copy=False)
-        return Values("float" if pa.types.is_floating(array.type) else "integer", numbers)
+        return Values("float" if pa.types.is_floating(column.type) else "integer", numbers)
     return Values("text", present)
 
 
@@ -499,6 +515,21 @@ def _pandas_numbers(texts: pa.Array) -> np.ndarray | None:
     if failed.any() and not series[failed].str.strip().str.lower().isin(NAN_TEXT).all():
         return None
     return numbers.to_numpy(dtype=np.float64)
+
+
+def text_integers(texts: pa.Array) -> np.ndarray | None:
+    """The numbers, as float64, when every text is a whole number in digits with an optional "-"; else None.
+
+    One parse for a column of integers instead of two (as a float, then to check it is written as an integer).
+    """
+    # pyarrow's integer parser also takes hex ("0x1F"), which is no number to pandas: such text goes the long way.
+    if pc.any(pc.match_substring(texts, "x", ignore_case=True)).as_py():
+        return None
+    try:
+        parsed = pc.cast(texts, pa.int64())
+    except pa.ArrowInvalid:
+        return None
+    return numpy_of(parsed).astype(np.float64)
 
 
 def texts_are_integers(texts: pa.Array, numbers: np.ndarray) -> bool:

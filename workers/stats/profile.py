@@ -39,6 +39,7 @@ from workers.stats.columns import (
     as_numbers,
     as_texts,
     read_batches,
+    text_integers,
     text_numbers,
     texts_are_booleans,
     texts_are_datetimes,
@@ -179,6 +180,11 @@ class _Column:
         kind = values.kind
         if kind == "text":
             if self.numeric:
+                numbers = text_integers(values.data) if self.integral else None
+                if numbers is not None:
+                    self.boolean = self.datetime = False
+                    self._add_numbers(numbers, whole=True)
+                    return
                 numbers, by_arrow = text_numbers(values.data)
                 if numbers is not None:
                     self.boolean = self.datetime = False
