@@ -489,6 +489,8 @@ def text_numbers(texts: pa.Array) -> tuple[np.ndarray | None, bool]:
     The flag says whether pyarrow parsed them all; False when pandas had to (" 12", say, which pyarrow's parser
     refuses and `pandas.to_numeric` takes), so the caller knows the column cannot be re-read as float64 by pyarrow.
     """
+    if _plainly_text(texts):
+        return None, True
     try:
         parsed = pc.cast(texts, pa.float64())
     except pa.ArrowInvalid:
@@ -502,9 +504,13 @@ def text_numbers(texts: pa.Array) -> tuple[np.ndarray | None, bool]:
     return numbers, True
 
 
+def _plainly_text(texts: pa.Array) -> bool:
+    """A letter no number's spelling has ("retail", "c123") among the first values: not numbers, whatever follows."""
+    return bool(pc.any(pc.match_substring_regex(texts.slice(0, 64), _NOT_IN_NUMBERS)).as_py())
+
+
 def _pandas_numbers(texts: pa.Array) -> np.ndarray | None:
-    # A letter no number's spelling has ("retail", "c123") among the first values settles it, without pandas.
-    if pc.any(pc.match_substring_regex(texts.slice(0, 64), _NOT_IN_NUMBERS)).as_py():
+    if _plainly_text(texts):
         return None
     import pandas as pd
 
@@ -522,13 +528,14 @@ def text_integers(texts: pa.Array) -> np.ndarray | None:
 
     One parse for a column of integers instead of two (as a float, then to check it is written as an integer).
     """
-    # pyarrow's integer parser also takes hex ("0x1F"), which is no number to pandas: such text goes the long way.
-    if pc.any(pc.match_substring(texts, "x", ignore_case=True)).as_py():
+    # Digits after any "-" first: a failing cast costs far more than this check, and it keeps out hex ("0x1F"),
+    # which pyarrow's integer parser takes and pandas does not.
+    if not pc.all(pc.ascii_is_decimal(pc.ascii_ltrim(texts, characters="-"))).as_py():
         return None
     try:
         parsed = pc.cast(texts, pa.int64())
     except pa.ArrowInvalid:
-        return None
+        return None  # "--3", or beyond 64 bits
     return numpy_of(parsed).astype(np.float64)
 
 
