@@ -216,6 +216,21 @@ def test_a_bad_drift_setting_is_named_on_its_field_and_changes_nothing(
     world.environment.refresh_from_db()
     assert world.environment.drift_methods == {} and world.environment.drift_share == 0.5
 
+    # The browser form says the same on its field.
+    from tests.deployments.test_environment_pages import form_data
+    from tests.fixtures.page_html import parse
+
+    browser = api_client_for(users.admin)
+    page = browser.post(
+        reverse("environment-detail", args=["staging"]),
+        form_data(gates="", drift_methods='{"categorical": {"method": "psi", "threshold": -1}}'),
+    )
+    assert page.status_code == 400
+    shown = [p.text() for p in parse(page.content).find_all("p", data_field="drift_methods")]
+    assert len(shown) == 1 and shown[0].startswith("categorical.threshold: "), shown
+    world.environment.refresh_from_db()
+    assert world.environment.drift_methods == {}
+
     good = {"drift_methods": {"numeric": {"method": "ks", "threshold": 0.01}}, "drift_share": 0.3}
     changed = client.patch(url, good, format="json")
     assert changed.status_code == 200, changed.content
@@ -248,3 +263,14 @@ def test_retrain_opens_the_launch_form_on_the_newest_data_filled_in_as_the_servi
     assert form["model_name"].value() == "churn-model" and form["backend"].value() == "local"
     html = page.content.decode()
     assert '<option value="balanced" selected>' in html and '<option value="churned" selected>' in html
+
+
+def test_beat_sends_the_drift_and_objective_tasks_to_a_queue_the_workers_consume(settings: Any) -> None:
+    from controlplane.celery import app
+
+    app.loader.import_default_modules()
+    for entry in ("drift-reports-schedule", "drift-reports-requeue-stale", "objectives-evaluate"):
+        name = settings.CELERY_BEAT_SCHEDULE[entry]["task"]
+        assert name in app.tasks, name
+        assert app.amqp.router.route({}, name)["queue"].name == "sync"
+    assert "monitoring.tasks_drift.drift_report_run" in app.tasks
