@@ -18,6 +18,7 @@ NAVIGATION: list[tuple[str, str, str]] = [
     ("Environments", "environment-list", "environment.view"),
     ("Approvals", "approval-queue", "approval.view"),
     ("Services", "service-list", "service.view"),
+    ("Monitoring", "monitoring-overview", "service.view"),
     ("Audit log", "audit-list", "audit.view"),
     ("API", "api-docs", "apidocs.view"),
     ("Status", "system-status", "system.view"),

@@ -45,6 +45,14 @@ def add_counts(total: list[int], counts: Iterable[int]) -> list[int]:
     return total
 
 
+def sum_counts(many: Iterable[Sequence[int]]) -> list[int]:
+    """The element-wise sum of many histograms (each padded or cut to COUNTS_LENGTH)."""
+    padded = [row if len(row) == COUNTS_LENGTH else (list(row) + empty_counts())[:COUNTS_LENGTH] for row in many]
+    if not padded:
+        return empty_counts()
+    return [int(sum(column)) for column in zip(*padded, strict=True)]
+
+
 def counts_quantile_ms(counts: Sequence[int], q: float) -> float | None:
     """The q-quantile in milliseconds of per-bucket counts on serving.metrics.BUCKETS_MS."""
     cumulative, running = [], 0

@@ -185,6 +185,14 @@ ECS_CLUSTER = env_str("ECS_CLUSTER")
 ECS_SUBNETS = env_list("ECS_SUBNETS", [])
 ECS_SECURITY_GROUPS = env_list("ECS_SECURITY_GROUPS", [])
 SERVING_IMAGE = env_str("SERVING_IMAGE")
+# The CloudWatch pull (monitoring.services.pull, every minute): each aws service's series are read from where the
+# last pull stopped (or this far back, for a service never pulled), up to this long ago (CloudWatch's lag in
+# extracting EMF lines), re-reading the last few minutes each time so that late data replaces what was read early.
+METRICS_PULL_LOOKBACK_MINUTES = env_int("METRICS_PULL_LOOKBACK_MINUTES", 180, minimum=1)
+METRICS_PULL_DELAY_SECONDS = env_int("METRICS_PULL_DELAY_SECONDS", 120, minimum=0)
+METRICS_PULL_OVERLAP_MINUTES = env_int("METRICS_PULL_OVERLAP_MINUTES", 5, minimum=0)
+# A pull holds its service this long; a pull that died is taken over after it.
+METRICS_PULL_LEASE_SECONDS = env_int("METRICS_PULL_LEASE_SECONDS", 300, minimum=30)
 
 # --- Deployments ----------------------------------------------------------------------------
 # The local serving backend keeps each service's router and revisions (state files, logs) here.
@@ -334,6 +342,7 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "run" / "celerybeat-schedule")
 # The one place periodic work is declared.
 CELERY_BEAT_SCHEDULE = {
     "heartbeat": {"task": "controlplane.tasks.heartbeat_record", "schedule": 30.0},
+    "monitoring-metrics-pull": {"task": "monitoring.tasks.metrics_pull", "schedule": 60.0},
     "lineage-requeue-stale": {"task": "lineage.tasks.requeue_stale", "schedule": 300.0},
     "training-runs-poll-stale": {"task": "lineage.tasks.training_runs_poll_stale", "schedule": 60.0},
     "system-checks-requeue-stale": {"task": "controlplane.tasks.system_checks_requeue_stale", "schedule": 60.0},

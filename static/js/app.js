@@ -77,6 +77,65 @@ var CHARTS = {
                        margin: { l: 50, r: 10, t: 30, b: 40 }, yaxis: { tickformat: "+.3~g", zeroline: true, zerolinecolor: "#8a94a6" } }),
     };
   },
+  // Monitoring: one line per trace over a window, a vertical line at every deployment (dashed) and rollback (red).
+  timeseries: function (spec) {
+    var colours = {}, palette = ["#2454c5", "#d9822b", "#1f8a4c", "#8e44ad", "#c0392b", "#16a2b8", "#7f8c8d"];
+    var data = spec.traces.map(function (t) {
+      if (!(t.group in colours)) colours[t.group] = palette[Object.keys(colours).length % palette.length];
+      var dash = { p50: "dot", p95: "dash" }[t.percentile] || "solid";
+      return { type: "scatter", mode: "lines", name: t.name, legendgroup: t.group, x: spec.x, y: t.y, connectgaps: false,
+               line: { color: colours[t.group], dash: dash, width: t.group === "all" ? 2.5 : 1.5 },
+               visible: t.hidden ? "legendonly" : true };
+    });
+    var rollback = function (m) { return m.kind === "rollback"; };
+    var shapes = spec.markers.map(function (m) {
+      return { type: "line", xref: "x", yref: "paper", x0: m.at, x1: m.at, y0: 0, y1: 1,
+               line: { color: rollback(m) ? "#c0392b" : "#5d6778", width: 1.5, dash: rollback(m) ? "dot" : "dash" } };
+    });
+    var annotations = spec.markers.map(function (m) {
+      return { x: m.at, xref: "x", y: 1, yref: "paper", yanchor: "bottom", text: m.kind === "rollback" ? "↩" : "▲",
+               hovertext: m.label, showarrow: false, font: { color: rollback(m) ? "#c0392b" : "#5d6778", size: 11 } };
+    });
+    var yaxis = { title: { text: spec.unit }, rangemode: "tozero" };
+    if (spec.unit === "share") yaxis.tickformat = ".1%";
+    return {
+      data: data,
+      layout: layout({ title: { text: spec.title, font: { size: 13 } }, height: 300, margin: { l: 55, r: 10, t: 40, b: 40 },
+                       xaxis: { type: "date" }, yaxis: yaxis, shapes: shapes, annotations: annotations,
+                       legend: { orientation: "h", y: -0.2 }, hovermode: "x unified" }),
+    };
+  },
+  // Drift: features down, reports across; a crossed threshold is marked ✕ in its cell.
+  heatmap: function (spec) {
+    var text = spec.drifted.map(function (row) { return row.map(function (d) { return d ? "✕" : ""; }); });
+    var custom = spec.y.map(function (_, i) { return spec.x.map(function () { return spec.thresholds[i]; }); });
+    return {
+      data: [{ type: "heatmap", x: spec.x, y: spec.y, z: spec.z, text: text, texttemplate: "%{text}", customdata: custom,
+               colorscale: "YlOrRd", hoverongaps: false, colorbar: { thickness: 12 },
+               hovertemplate: "%{y} at %{x}<br>score %{z:.4g} (threshold %{customdata:.4g}) %{text}<extra></extra>" }],
+      layout: layout({ title: { text: spec.title, font: { size: 13 } }, height: Math.max(240, 28 * spec.y.length + 110),
+                       margin: { l: 110, r: 10, t: 40, b: 50 }, xaxis: { type: "date" }, yaxis: { type: "category", automargin: true } }),
+    };
+  },
+  drift_histogram: function (spec) {
+    var x = spec.values, widths;
+    if (spec.edges) {
+      var e = spec.edges; x = []; widths = [];
+      for (var i = 0; i + 1 < e.length; i++) { x.push((e[i] + e[i + 1]) / 2); widths.push(e[i + 1] - e[i]); }
+    }
+    var trace = function (name, y, colour) {
+      var t = { type: "bar", name: name, x: x, y: y, marker: { color: colour }, opacity: spec.edges ? 0.6 : 1,
+                hovertemplate: name + " %{x}: %{y:.1%}<extra></extra>" };
+      if (widths) t.width = widths;
+      return t;
+    };
+    return {
+      data: [trace("baseline", spec.baseline, "#8a94a6"), trace("current", spec.current, spec.drifted ? "#c0392b" : "#2454c5")],
+      layout: layout({ title: { text: spec.title, font: { size: 13 } }, height: 240, margin: { l: 45, r: 10, t: 30, b: 30 },
+                       barmode: spec.edges ? "overlay" : "group", bargap: 0.05, yaxis: { tickformat: ".0%" },
+                       xaxis: spec.edges ? { tickformat: "~g" } : { type: "category" }, legend: { orientation: "h", y: -0.25 } }),
+    };
+  },
 };
 
 function drawFigures(root) {

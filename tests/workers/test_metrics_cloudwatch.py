@@ -4,19 +4,16 @@ serving runtime's own EMF lines."""
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import boto3
 import pytest
 from botocore.client import BaseClient
 from botocore.stub import Stubber
 
-from serving.metrics import BUCKETS_MS, EmfSink, Minute
-from workers import aws
+from serving.metrics import BUCKETS_MS, OVERFLOW_MS, Minute
+from tests.fixtures.cloudwatch import NAMESPACE, REGION, answer, emf_lines, get_metric_data_request, minute
 from workers.errors import BackendError
 from workers.metrics import cloudwatch
 from workers.metrics.cloudwatch import (
@@ -28,101 +25,12 @@ from workers.metrics.cloudwatch import (
     build_queries,
 )
 
-REGION = "us-east-1"
-NAMESPACE = "ControlPlane/Serving"
 START = datetime(2026, 12, 1, 14, 0, tzinfo=UTC)
 END = datetime(2026, 12, 1, 14, 10, tzinfo=UTC)
 
 
-@pytest.fixture(scope="module")
-def cloudwatch_client() -> BaseClient:
-    """A CloudWatch client with the project's config, built once (its service model takes a while to load)."""
-    return boto3.session.Session(
-        region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing"
-    ).client("cloudwatch", endpoint_url="http://127.0.0.1:9", config=aws.CLIENT_CONFIG)
-
-
-@pytest.fixture
-def stubbed(cloudwatch_client: BaseClient) -> Iterator[tuple[BaseClient, Stubber]]:
-    """The client, its answers from a Stubber: nothing leaves the process."""
-    client = cloudwatch_client
-    with Stubber(client) as stubber:
-        yield client, stubber
-        stubber.assert_no_pending_responses()
-
-
-# What CloudWatch computes from EMF lines, per the statistics definitions: Sum, SampleCount, and TC(lo:hi) counting
-# the values v with lo < v <= hi.
-
-
-def emf_lines(service: str, revision: str, minutes: list[Minute]) -> list[dict[str, Any]]:
-    sink = EmfSink(namespace=NAMESPACE, service=service, revision=revision)
-    return [json.loads(sink.line(minute)) for minute in minutes]
-
-
-def _samples(line: dict[str, Any], metric: str) -> list[tuple[float, float]] | None:
-    declared = {m["Name"] for m in line["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
-    if metric not in declared:
-        return None
-    value = line[metric]
-    if isinstance(value, dict):
-        return list(zip(value["Values"], value["Counts"], strict=True))
-    return [(float(value), 1.0)]
-
-
-def statistic(stat: str, samples: list[tuple[float, float]]) -> float:
-    if stat == "Sum":
-        return sum(v * c for v, c in samples)
-    if stat == "SampleCount":
-        return sum(c for _, c in samples)
-    found = re.fullmatch(r"TC\(([0-9.]+):([0-9.]+)\)", stat)
-    assert found, stat
-    lo, hi = float(found.group(1)), float(found.group(2))
-    return sum(c for v, c in samples if lo < v <= hi)
-
-
-def answer(queries: list[dict[str, Any]], lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The MetricDataResults CloudWatch would give for `queries` over `lines`, oldest first."""
-    results = []
-    for query in queries:
-        stat = query["MetricStat"]
-        dims = {d["Name"]: d["Value"] for d in stat["Metric"]["Dimensions"]}
-        by_minute: dict[int, list[tuple[float, float]]] = {}
-        for line in lines:
-            if line["_aws"]["CloudWatchMetrics"][0]["Namespace"] != stat["Metric"]["Namespace"]:
-                continue
-            if (line["Service"], line["Revision"]) != (dims["Service"], dims["Revision"]):
-                continue
-            samples = _samples(line, stat["Metric"]["MetricName"])
-            if samples is not None:
-                by_minute.setdefault(line["_aws"]["Timestamp"] // 60000 * 60, []).extend(samples)
-        epochs = sorted(by_minute)
-        results.append(
-            {
-                "Id": query["Id"],
-                "Label": stat["Metric"]["MetricName"],
-                "Timestamps": [datetime.fromtimestamp(e, UTC) for e in epochs],
-                "Values": [statistic(stat["Stat"], by_minute[e]) for e in epochs],
-                "StatusCode": "Complete",
-            }
-        )
-    return results
-
-
 def request(queries: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-    return {
-        "MetricDataQueries": queries,
-        "StartTime": START,
-        "EndTime": END,
-        "ScanBy": "TimestampAscending",
-        **extra,
-    }
-
-
-def minute(at: datetime, counts: list[int], **fields: Any) -> Minute:
-    total = sum(counts)
-    latency_sum = sum(c * (BUCKETS_MS[min(i, len(BUCKETS_MS) - 1)] * 0.8) for i, c in enumerate(counts))
-    return Minute(start=int(at.timestamp()), requests=total, counts=list(counts), latency_sum_ms=latency_sum, **fields)
+    return get_metric_data_request(queries, START, END, **extra)
 
 
 # The statistics asked for
@@ -193,9 +101,8 @@ def test_the_histogram_comes_back_from_trimmed_counts(stubbed: tuple[BaseClient,
     )
 
     def expected_counts(*minutes: Minute) -> list[int]:
-        counts = [sum(m.counts[i] for m in minutes) for i in range(len(BUCKETS_MS) + 1)]
-        # EmfSink reports the slower-than-10-s requests at 10 s: from CloudWatch they are in the last bucket.
-        return [*counts[:-2], counts[-2] + counts[-1], 0]
+        # EmfSink reports the slower-than-10-s requests beyond every bucket: they come back as slower, as sent.
+        return [sum(m.counts[i] for m in minutes) for i in range(len(BUCKETS_MS) + 1)]
 
     d7 = got["d7"]
     assert [m["minute"] for m in d7] == ["2026-12-01T14:05:00Z", "2026-12-01T14:06:00Z", "2026-12-01T14:07:00Z"]
@@ -203,7 +110,8 @@ def test_the_histogram_comes_back_from_trimmed_counts(stubbed: tuple[BaseClient,
     assert d7[0]["requests"] == task_a[0].requests + task_b[0].requests == sum(d7[0]["latency_ms_counts"])
     assert (d7[0]["errors"], d7[0]["client_errors"]) == (3, 2)
     # Each value at its bucket's upper edge: the sum CloudWatch holds is the edges' sum, not the measured one.
-    edge_sum = sum(c * BUCKETS_MS[min(i, 14)] for i, c in enumerate(expected_counts(task_a[0], task_b[0])))
+    edges = (*BUCKETS_MS, OVERFLOW_MS)
+    edge_sum = sum(c * edges[i] for i, c in enumerate(expected_counts(task_a[0], task_b[0])))
     assert d7[0]["latency_ms_sum"] == pytest.approx(edge_sum)
     assert d7[1]["latency_ms_counts"] == expected_counts(task_a[1])
     assert d7[1]["capture_dropped_rows"] == 5

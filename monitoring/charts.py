@@ -1,0 +1,97 @@
+"""What the monitoring pages chart, as plain numbers for `json_script` (static/js/app.js draws them with plotly.js):
+throughput, error rate and latency percentiles over a window with a vertical marker at every deployment and
+rollback; drift scores as a feature × time heatmap; each feature's baseline against its current histogram."""
+
+from __future__ import annotations
+
+from typing import Any
+
+PERCENTILES = (("p50_ms", "p50"), ("p95_ms", "p95"), ("p99_ms", "p99"))
+ALL = "all"
+
+
+def _markers(markers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {"at": m["at"], "kind": m["kind"], "label": m.get("label") or f"{m['kind']} {m.get('deployment_id')}"}
+        for m in markers
+    ]
+
+
+def _timeseries(
+    title: str, unit: str, times: list[str], traces: list[dict[str, Any]], markers: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {"kind": "timeseries", "title": title, "unit": unit, "x": times, "traces": traces, "markers": markers}
+
+
+def metric_charts(
+    series: dict[str, Any], by_revision: dict[str, Any], markers: list[dict[str, Any]], labels: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Three charts over one window: requests/s, error rate, p50/p95/p99 latency. `series` is the service's whole
+    series (metric_series without by_revision), `by_revision` the same window per revision; `labels` name
+    revisions as people know them (the model version and deployment), falling back to the revision itself."""
+    times = series["times"]
+    whole = series["series"].get(ALL, {})
+    revisions = [(labels.get(name, name), values) for name, values in by_revision["series"].items()]
+    shown = _markers(markers)
+    rate = [{"name": "all revisions", "group": ALL, "y": whole.get("requests_per_s", [])}]
+    rate += [{"name": name, "group": name, "y": values["requests_per_s"]} for name, values in revisions]
+    errors = [{"name": "all revisions", "group": ALL, "y": whole.get("error_rate", [])}]
+    errors += [{"name": name, "group": name, "y": values["error_rate"]} for name, values in revisions]
+    latency = [
+        {"name": f"all revisions {label}", "group": ALL, "percentile": label, "y": whole.get(key, [])}
+        for key, label in PERCENTILES
+    ]
+    for name, values in revisions:
+        for key, label in PERCENTILES:
+            # p99 per revision is drawn; its p50 and p95 wait in the legend, a click away (else 3 lines each).
+            latency.append(
+                {
+                    "name": f"{name} {label}",
+                    "group": name,
+                    "percentile": label,
+                    "y": values[key],
+                    "hidden": label != "p99",
+                }
+            )
+    return [
+        {"id": "chart-throughput", "figure": _timeseries("Requests per second", "req/s", times, rate, shown)},
+        {"id": "chart-errors", "figure": _timeseries("Error rate (5xx share)", "share", times, errors, shown)},
+        {"id": "chart-latency", "figure": _timeseries("Latency", "ms", times, latency, shown)},
+    ]
+
+
+def drift_heatmap_chart(heatmap: dict[str, Any]) -> dict[str, Any]:
+    """Feature × report time: each cell the score the feature's method compared with its threshold; a crossed
+    threshold is marked in the cell."""
+    return {
+        "kind": "heatmap",
+        "title": "Drift score by feature and report",
+        "x": list(heatmap["times"]),
+        "y": list(heatmap["features"]),
+        "z": [list(row) for row in heatmap["scores"]],
+        "drifted": [list(row) for row in heatmap["drifted"]],
+        "thresholds": list(heatmap["thresholds"]),
+    }
+
+
+def _shares(counts: list[Any]) -> list[float]:
+    total = sum(float(c or 0) for c in counts)
+    return [float(c or 0) / total if total else 0.0 for c in counts]
+
+
+def drift_histogram_chart(feature: Any) -> dict[str, Any] | None:
+    """A feature's baseline (training data) and current (captured requests) distributions, as shares of their rows
+    so the two compare whatever their sizes. None without a histogram."""
+    histogram = feature.histogram or {}
+    baseline, current = list(histogram.get("baseline") or []), list(histogram.get("current") or [])
+    if not baseline and not current:
+        return None
+    common = {
+        "title": f"{feature.feature}{' · drifted' if feature.drifted else ''}",
+        "baseline": _shares(baseline),
+        "current": _shares(current),
+        "drifted": bool(feature.drifted),
+    }
+    if histogram.get("edges"):
+        return {"kind": "drift_histogram", "edges": list(histogram["edges"]), **common}
+    return {"kind": "drift_histogram", "values": [str(v) for v in histogram.get("values") or []], **common}

@@ -1,0 +1,248 @@
+"""Monitoring pages: the overview of every service, a service's latency, errors and throughput over a window, its
+drift, and the alerts. Thin: each reads through the metric and drift selectors and hands plain numbers to charts."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from django.core.exceptions import ValidationError
+from django.db.models import Count, Q
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+
+from controlplane import permissions
+from controlplane.views import paginate
+from deployments import selectors as deployment_selectors
+from deployments.models import Service
+from monitoring import charts
+from monitoring import standin as drift_selectors
+from monitoring import standin as metric_selectors
+from monitoring.models import Alert, DriftReport
+from monitoring.windows import WINDOW_LABELS, Window, parse_window
+
+ALERT_LABELS = {
+    "p99_latency_ms": "p99 latency",
+    "error_rate": "error rate",
+    "drift_share": "drifted share",
+    "drift": "inputs drifted",
+}
+# Each plotly chart costs the browser 50–100 ms: the drift page draws this many feature histograms, drifted first.
+HISTOGRAMS_SHOWN = 8
+
+
+def _service_or_404(pk: int) -> Service:
+    service = deployment_selectors.service_by_id(pk)
+    if service is None:
+        raise Http404(f"there is no service {pk}")
+    return service
+
+
+def _window(request: HttpRequest, *, default: str) -> tuple[Window | None, dict[str, list[str]]]:
+    try:
+        return parse_window(request.GET, default=default), {}
+    except ValidationError as exc:
+        return None, exc.message_dict
+
+
+def _window_context(request: HttpRequest, window: Window | None, errors: dict[str, list[str]], default: str) -> Any:
+    """What the window form shows: the choice as typed (kept when refused), the labels, each field's errors."""
+    return {
+        "window": window,
+        "window_errors": errors,
+        "window_choice": request.GET.get("window") or default,
+        "window_start": request.GET.get("start", "") if window is None or window.name == "custom" else "",
+        "window_end": request.GET.get("end", "") if window is None or window.name == "custom" else "",
+        "window_labels": WINDOW_LABELS,
+        "window_query": urlencode(window.as_query()) if window is not None else "",
+    }
+
+
+def open_alerts(*, service: Service | None = None) -> Any:
+    alerts = Alert.objects.filter(status=Alert.Status.OPEN).select_related("service", "drift_report")
+    return alerts.filter(service=service) if service is not None else alerts
+
+
+def alert_label(name: str) -> str:
+    return ALERT_LABELS.get(name, name.replace("_", " "))
+
+
+def _latest_report(service: Service) -> DriftReport | None:
+    return (
+        DriftReport.objects.filter(service=service, status=DriftReport.Status.SUCCEEDED)
+        .order_by("-window_end", "-id")
+        .first()
+    )
+
+
+# --- overview -----------------------------------------------------------------------------------------------------
+
+
+def overview(request: HttpRequest) -> HttpResponse:
+    """Every service's last hour: requests/s, error rate, p99, its open alerts and its latest drifted share."""
+    permissions.require(request.user, "service.view")
+    end = timezone.now()
+    start = end - timedelta(hours=1)
+    services = (
+        deployment_selectors.service_list()
+        .annotate(open_alert_count=Count("alerts", filter=Q(alerts__status=Alert.Status.OPEN)))
+        .order_by("environment__order", "registered_model__slug", "pk")
+    )
+    page = paginate(request, services)
+    rows = [
+        {
+            "service": service,
+            "summary": metric_selectors.window_summary(service=service, start=start, end=end),
+            "drift": _latest_report(service),
+        }
+        for service in page
+    ]
+    return render(
+        request,
+        "monitoring/overview.html",
+        {"page": page, "rows": rows, "alerts": open_alerts()[:10], "open_count": open_alerts().count()},
+    )
+
+
+# --- a service's latency, errors and throughput -------------------------------------------------------------------
+
+
+def _revision_labels(service: Service, revisions: list[str]) -> dict[str, str]:
+    """Each revision as people know it: the model version it serves and the deployment that made it."""
+    labels: dict[str, str] = {}
+    deployments = service.deployments.filter(revision__in=revisions).select_related("model_version")
+    for deployment in deployments.order_by("created_at", "id"):
+        labels.setdefault(
+            deployment.revision, f"v{deployment.model_version.number} ({deployment.kind} {deployment.pk})"
+        )
+    return labels
+
+
+def service_metrics(request: HttpRequest, pk: int) -> HttpResponse:
+    permissions.require(request.user, "service.view")
+    service = _service_or_404(pk)
+    default = "24h"
+    window, errors = _window(request, default=default)
+    context: dict[str, Any] = {
+        "service": service,
+        "alerts": open_alerts(service=service),
+        **_window_context(request, window, errors, default),
+    }
+    if window is None:
+        return render(request, "monitoring/service_metrics.html", context, status=400)
+    whole = metric_selectors.metric_series(service=service, start=window.start, end=window.end)
+    per_revision = metric_selectors.metric_series(service=service, start=window.start, end=window.end, by_revision=True)
+    markers = metric_selectors.deployment_markers(service=service, start=window.start, end=window.end)
+    revisions = sorted(per_revision["series"])
+    labels = _revision_labels(service, revisions)
+    summaries = [
+        {
+            "revision": None,
+            "label": "all revisions",
+            **metric_selectors.window_summary(service=service, start=window.start, end=window.end),
+        }
+    ] + [
+        {
+            "revision": revision,
+            "label": labels.get(revision, revision),
+            **metric_selectors.window_summary(service=service, start=window.start, end=window.end, revision=revision),
+        }
+        for revision in revisions
+    ]
+    context.update(
+        step=whole["step"],
+        summaries=summaries,
+        markers=markers,
+        charts=charts.metric_charts(whole, per_revision, markers, labels),
+    )
+    return render(request, "monitoring/service_metrics.html", context)
+
+
+# --- a service's drift --------------------------------------------------------------------------------------------
+
+
+def _histograms(features: list[Any]) -> list[dict[str, Any]]:
+    ordered = sorted(features, key=lambda f: (not f.drifted, f.feature))
+    shown: list[dict[str, Any]] = []
+    for feature in ordered:
+        if len(shown) >= HISTOGRAMS_SHOWN:
+            break
+        figure = charts.drift_histogram_chart(feature)
+        if figure is not None:
+            shown.append({"id": f"drift-histogram-{len(shown)}", "feature": feature.feature, "figure": figure})
+    return shown
+
+
+def service_drift(request: HttpRequest, pk: int) -> HttpResponse:
+    permissions.require(request.user, "service.view")
+    service = _service_or_404(pk)
+    default = "7d"
+    window, errors = _window(request, default=default)
+    context: dict[str, Any] = {
+        "service": service,
+        "alerts": open_alerts(service=service),
+        **_window_context(request, window, errors, default),
+    }
+    report_text = request.GET.get("report", "")
+    if report_text and not (report_text.isascii() and report_text.isdigit() and len(report_text) <= 18):
+        errors = {**errors, "report": [f"expected a drift report id, got {report_text!r}"]}
+        context["window_errors"] = errors
+    if errors or window is None:
+        return render(request, "monitoring/service_drift.html", context, status=400)
+    reports = drift_selectors.drift_reports(service, window.start, window.end).order_by("-window_end", "-id")
+    if report_text:
+        report = DriftReport.objects.filter(service=service, pk=int(report_text)).first()
+        if report is None:
+            raise Http404(f"service {service.name} has no drift report {report_text}")
+    else:
+        report = _latest_report(service)
+    features = list(report.features.all()) if report is not None else []
+    heatmap = drift_selectors.drift_heatmap(service, window.start, window.end)
+    query = request.GET.copy()
+    query.pop("page", None)
+    context.update(
+        reports=paginate(request, reports),
+        page=None,
+        query=query.urlencode(),
+        report=report,
+        features=features,
+        crossed=[f for f in features if f.drifted],
+        heatmap={"id": "drift-heatmap", "figure": charts.drift_heatmap_chart(heatmap)} if heatmap["features"] else None,
+        histograms=_histograms(features),
+        retrain_url=drift_selectors.retrain_url(service)
+        if permissions.has_permission(request.user, "run.launch")
+        else None,
+    )
+    context["page"] = context["reports"]
+    return render(request, "monitoring/service_drift.html", context)
+
+
+# --- alerts -------------------------------------------------------------------------------------------------------
+
+ALERT_STATUSES = ("open", "closed", "all")
+
+
+def alert_list(request: HttpRequest) -> HttpResponse:
+    permissions.require(request.user, "service.view")
+    status = request.GET.get("status", "open")
+    errors = {}
+    alerts = Alert.objects.select_related("service", "drift_report").order_by("-opened_at", "-id")
+    if status not in ALERT_STATUSES:
+        errors["status"] = [f"expected open, closed or all, got {status!r}"]
+        alerts = alerts.none()
+    elif status != "all":
+        alerts = alerts.filter(status=status)
+    return render(
+        request,
+        "monitoring/alert_list.html",
+        {
+            "page": paginate(request, alerts),
+            "status": status,
+            "statuses": ALERT_STATUSES,
+            "errors": errors,
+            "query": urlencode({"status": status}),
+        },
+        status=400 if errors else 200,
+    )

@@ -1,0 +1,282 @@
+"""Monitoring pages and their read API on seeded rows: the numbers the charts and tables carry are the merged
+histograms' percentiles (never averaged ones), markers sit at every deployment and rollback, the drift page shows
+its heatmap, verdicts and histograms, alerts show where people look, a bad window is named and changes nothing,
+and only people with a role see any of it."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from django.test import Client
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from controlplane.models import AuditEvent
+from monitoring.models import Alert, DriftReport, MetricPoint
+from tests.fixtures.page_html import json_scripts, parse
+from tests.monitoring.seeded import (
+    FEATURES,
+    Seeded,
+    averaged_percentile,
+    merged_percentile,
+    seed_alerts,
+    seed_drift,
+    seed_service,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def seeded(users: Any) -> Seeded:
+    seeded = seed_service(users)
+    seed_drift(seeded)
+    seed_alerts(seeded)
+    return seeded
+
+
+def signed_in(user: Any) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def api(user: Any) -> APIClient:
+    return APIClient(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+
+
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def by_step(seeded: Seeded, times: list[str], step: int, revision: str | None = None) -> list[list[MetricPoint]]:
+    """The seeded points each chart point covers: those starting in [time, time + step)."""
+    chosen = [p for p in seeded.points if revision is None or p.revision == revision]
+    return [[p for p in chosen if _at(t) <= p.start < _at(t) + timedelta(seconds=step)] for t in times]
+
+
+def trace(figure: dict[str, Any], name: str) -> list[Any]:
+    return next(t["y"] for t in figure["traces"] if t["name"] == name)
+
+
+def close(a: float | None, b: float | None) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None and abs(a - b) < 1e-9)
+
+
+def test_the_service_page_charts_merged_percentiles_per_revision_with_markers(users, seeded: Seeded) -> None:
+    response = signed_in(users.finance).get(f"/services/{seeded.service.pk}/monitoring/?window=1h")
+    assert response.status_code == 200
+    figures = json_scripts(response.content)
+    latency, throughput, errors = figures["chart-latency"], figures["chart-throughput"], figures["chart-errors"]
+    times = latency["x"]
+    step = response.context["step"]
+    steps = by_step(seeded, times, step)
+    assert sum(len(points) for points in steps) == len(seeded.points)  # every seeded minute is in the window
+
+    for q, label in ((0.5, "p50"), (0.95, "p95"), (0.99, "p99")):
+        drawn = trace(latency, f"all revisions {label}")
+        expected = [merged_percentile(points, q) if points else None for points in steps]
+        assert all(close(a, b) for a, b in zip(drawn, expected, strict=True)), (label, drawn, expected)
+    for revision, name in (("rev-1", "v1 (deploy"), ("rev-2", "v2 (deploy")):
+        drawn = next(t["y"] for t in latency["traces"] if t["name"].startswith(name) and t["percentile"] == "p99")
+        expected = [merged_percentile(p, 0.99) if p else None for p in by_step(seeded, times, step, revision)]
+        assert all(close(a, b) for a, b in zip(drawn, expected, strict=True)), (revision, drawn, expected)
+    rates = trace(throughput, "all revisions")
+    assert rates == [pytest.approx(sum(p.requests for p in points) / step) for points in steps]
+    shares = trace(errors, "all revisions")
+    assert shares == [
+        pytest.approx(sum(p.errors for p in points) / sum(p.requests for p in points)) if points else None
+        for points in steps
+    ]
+
+    # A minute where both revisions served: the merged p99 is not the average of the two.
+    both = next(points for points in steps if {p.revision for p in points} == {"rev-1", "rev-2"})
+    assert not close(merged_percentile(both, 0.99), averaged_percentile(both, 0.99))
+
+    # Every deployment and rollback is marked, on every chart.
+    kinds = [(m["kind"], _at(m["at"])) for m in latency["markers"]]
+    assert [k for k, _ in kinds] == ["deploy", "deploy", "rollback"]
+    assert all(figure["markers"] == latency["markers"] for figure in (throughput, errors))
+
+    # The table: the window's percentiles from all its minutes merged.
+    page = parse(response.content)
+    rows = {row.attrs["data-revision"]: row for row in page.find(data_testid="revision-summary").find_all("tr")[1:]}
+    whole = float(rows[""].find(data_testid="p99").attrs["data-value"])
+    assert close(whole, merged_percentile(seeded.points, 0.99))
+    assert not close(whole, averaged_percentile(seeded.points, 0.99))
+    slow = [p for p in seeded.points if p.revision == "rev-2"]
+    assert close(float(rows["rev-2"].find(data_testid="p95").attrs["data-value"]), merged_percentile(slow, 0.95))
+
+
+def test_the_overview_lists_each_service_with_its_last_hour(users, seeded: Seeded) -> None:
+    quiet = seed_service(users, name="quiet-prod", slug="quiet")
+    MetricPoint.objects.filter(service=quiet.service).delete()
+    response = signed_in(users.data_scientist).get("/monitoring/")
+    assert response.status_code == 200
+    page = parse(response.content)
+    row = page.find("tr", data_service="bc-staging")
+    assert close(float(row.find(data_testid="p99").attrs["data-value"]), merged_percentile(seeded.points, 0.99))
+    requests = sum(p.requests for p in seeded.points)
+    assert float(row.find(data_testid="requests-per-s").attrs["data-value"]) == pytest.approx(requests / 3600)
+    assert float(row.find(data_testid="error-rate").attrs["data-value"]) == pytest.approx(
+        sum(p.errors for p in seeded.points) / requests
+    )
+    assert row.find(data_testid="open-alerts").text() == "2"
+    assert row.find(data_testid="drift-share").text().startswith("66.7%")
+    empty = page.find("tr", data_service="quiet-prod")
+    assert (
+        empty.find(data_testid="p99").text() == "—" and empty.find(data_testid="drift-share").text() == "no report yet"
+    )
+
+
+def test_the_drift_page_shows_heatmap_verdicts_histograms_and_retrain(users, seeded: Seeded) -> None:
+    response = signed_in(users.data_scientist).get(f"/services/{seeded.service.pk}/drift/")
+    assert response.status_code == 200
+    figures = json_scripts(response.content)
+    heatmap = figures["drift-heatmap"]
+    assert heatmap["y"] == sorted(FEATURES)
+    assert [_at(t) for t in heatmap["x"]] == [r.window_end for r in seeded.reports]
+    for i, feature in enumerate(heatmap["y"]):
+        assert heatmap["z"][i] == [r.features.get(feature=feature).score for r in seeded.reports]
+        assert heatmap["drifted"][i] == [r.features.get(feature=feature).drifted for r in seeded.reports]
+    page = parse(response.content)
+    table = page.find(data_testid="feature-table")
+    assert {row.attrs["data-feature"]: row.attrs["data-drifted"] for row in table.find_all("tr")[1:]} == {
+        "mean radius": "true",
+        "mean texture": "true",
+        "mean area": "false",
+    }
+    radius = [cell.text() for cell in table.find("tr", data_feature="mean radius").find_all("td")]
+    assert radius[1:7] == ["ks", "0.3", "0.001", "0.001", "0.05", "drifted"], radius
+    assert page.find(data_testid="crossed").text() == "mean radius , mean texture"
+    assert page.find(data_testid="drift-share").text().startswith("2 of 3 (66.7%)")
+    assert "capture/bad.parquet : not a Parquet file" == page.find(data_testid="unreadable").text()
+    # Baseline against current, as shares of their rows, the drifted features first.
+    histograms = [figures[f"drift-histogram-{i}"] for i in range(3)]
+    assert [h["title"] for h in histograms] == ["mean radius · drifted", "mean texture · drifted", "mean area"]
+    assert histograms[0]["baseline"] == [0.25, 0.5, 0.25] and histograms[0]["edges"] == [0, 1, 2, 3]
+    assert histograms[0]["current"] == pytest.approx([7 / 42, 10 / 42, 25 / 42])
+    assert page.find(data_testid="retrain").attrs["href"]
+    # An approver cannot launch runs: no retrain button for them.
+    approver_page = parse(signed_in(users.approver).get(f"/services/{seeded.service.pk}/drift/").content)
+    assert not approver_page.has(data_testid="retrain")
+    # An older report, chosen from the list: not drifted, no button.
+    older = signed_in(users.data_scientist).get(f"/services/{seeded.service.pk}/drift/?report={seeded.reports[0].pk}")
+    assert older.status_code == 200 and not parse(older.content).has(data_testid="retrain")
+
+
+def test_open_alerts_show_on_the_home_and_service_pages_with_value_threshold_and_window(users, seeded: Seeded) -> None:
+    client = signed_in(users.approver)
+    for url in ("/", f"/services/{seeded.service.pk}/", f"/services/{seeded.service.pk}/monitoring/"):
+        banner = parse(client.get(url).content).find(data_testid="alert-banner")
+        alerts = {a.attrs["data-name"]: a for a in banner.find_all(data_testid="alert")}
+        assert set(alerts) == {"p99_latency_ms", "drift"}, url  # the closed one is not shown
+        latency = alerts["p99_latency_ms"]
+        assert latency.find(data_testid="alert-value").text() == "248.5 ms"
+        assert latency.find(data_testid="alert-threshold").text() == "200 ms"
+        assert latency.find(data_testid="alert-window").text().endswith("UTC")
+        assert alerts["drift"].find(data_testid="alert-value").text() == "66.7%"
+        assert (
+            f"/services/{seeded.service.pk}/drift/?report={seeded.reports[-1].pk}" in alerts["drift"].links().values()
+        )
+    listed = parse(client.get("/monitoring/alerts/?status=all").content).find(data_testid="alert-list")
+    assert len(listed.find_all(data_testid="alert")) == 3
+    assert client.get("/monitoring/alerts/?status=maybe").status_code == 400
+
+
+BAD_WINDOWS = [
+    ({"window": "5y"}, "window", "expected 1h, 24h, 7d or custom, got '5y'"),
+    ({"window": "custom", "start": "2026-12-01T10:00", "end": "2026-12-01T09:00"}, "end", "must be after the start"),
+    ({"window": "custom", "start": "yesterday", "end": "2026-12-01T09:00"}, "start", "expected a date and time"),
+    ({"window": "custom", "end": "2026-12-01T09:00"}, "start", "required with a custom window"),
+    ({"window": "custom", "start": "2020-01-01T00:00", "end": "2020-03-01T00:00"}, "start", "metrics are kept for"),
+    ({"window": "custom", "start": "2020-01-01T00:00", "end": "2026-12-31T00:00"}, "start", "longer than"),
+]
+
+
+@pytest.mark.parametrize(("query", "field", "words"), BAD_WINDOWS)
+def test_a_bad_window_is_named_and_changes_nothing(users, seeded: Seeded, query: dict, field: str, words: str) -> None:
+    before = (
+        MetricPoint.objects.count(),
+        Alert.objects.count(),
+        DriftReport.objects.count(),
+        AuditEvent.objects.count(),
+    )
+    client, token = signed_in(users.approver), api(users.approver)
+    for url in (f"/services/{seeded.service.pk}/monitoring/", f"/services/{seeded.service.pk}/drift/"):
+        response = client.get(url, query)
+        assert response.status_code == 400
+        error = parse(response.content).find(data_testid="window-errors").find("p", data_field=field)
+        assert words in error.text(), error.text()
+        assert json_scripts(response.content) == {}  # nothing drawn
+        # The form keeps what was typed, to correct it.
+        assert parse(response.content).find(data_testid="window-start").attrs.get("value", "") == query.get("start", "")
+    for url in (f"/api/v1/services/{seeded.service.pk}/metrics/", f"/api/v1/services/{seeded.service.pk}/drift/"):
+        answer = token.get(url, query)
+        assert answer.status_code == 400, answer.content
+        assert any(words in message for message in answer.json()["error"]["fields"][field]), answer.json()
+    after = (
+        MetricPoint.objects.count(),
+        Alert.objects.count(),
+        DriftReport.objects.count(),
+        AuditEvent.objects.count(),
+    )
+    assert after == before
+
+
+def test_the_read_api_answers_what_the_pages_show(users, seeded: Seeded) -> None:
+    client = api(users.finance)
+    answer = client.get(f"/api/v1/services/{seeded.service.pk}/metrics/", {"window": "1h", "page_size": 500})
+    assert answer.status_code == 200, answer.content
+    body = answer.json()
+    assert body["window"]["name"] == "1h" and body["step_seconds"] > 0
+    assert close(body["summary"]["p99_ms"], merged_percentile(seeded.points, 0.99))
+    assert [m["kind"] for m in body["markers"]] == ["deploy", "deploy", "rollback"]
+    assert body["count"] == len(body["results"]) and {r["revision"] for r in body["results"]} == {"all"}
+    filled = [r for r in body["results"] if r["requests"]]
+    assert sum(r["requests"] for r in filled) == sum(p.requests for p in seeded.points)
+    per_revision = client.get(
+        f"/api/v1/services/{seeded.service.pk}/metrics/", {"window": "1h", "by_revision": "true", "page_size": 5}
+    ).json()
+    assert per_revision["next"] and len(per_revision["results"]) == 5
+    assert {r["revision"] for r in per_revision["results"]} <= {"rev-1", "rev-2"}
+
+    drift = client.get(f"/api/v1/services/{seeded.service.pk}/drift/", {"page_size": 2}).json()
+    assert drift["count"] == 3 and drift["next"]
+    latest = drift["results"][0]
+    assert latest["id"] == seeded.reports[-1].pk and latest["drifted"] is True
+    assert latest["unreadable"] == [{"key": "capture/bad.parquet", "reason": "not a Parquet file"}]
+    assert {f["feature"]: f["drifted"] for f in latest["features"]} == {
+        "mean radius": True,
+        "mean texture": True,
+        "mean area": False,
+    }
+
+    alerts = client.get("/api/v1/alerts/").json()
+    assert {a["name"] for a in alerts["results"]} == {"p99_latency_ms", "drift"}
+    assert client.get("/api/v1/alerts/", {"status": "all", "service": seeded.service.pk}).json()["count"] == 3
+    refused = client.get("/api/v1/alerts/", {"status": "maybe"})
+    assert refused.status_code == 400 and "status" in refused.json()["error"]["fields"]
+    assert client.get("/api/v1/services/999999/metrics/").status_code == 404
+
+    schema = client.get("/api/v1/schema/", HTTP_ACCEPT="application/json").json()
+    for path in ("/api/v1/services/{id}/metrics/", "/api/v1/services/{id}/drift/", "/api/v1/alerts/"):
+        assert path in schema["paths"], sorted(schema["paths"])
+
+
+def test_only_people_with_a_role_see_monitoring(users, seeded: Seeded) -> None:
+    pk = seeded.service.pk
+    pages = ["/monitoring/", "/monitoring/alerts/", f"/services/{pk}/monitoring/", f"/services/{pk}/drift/"]
+    outsider = signed_in(users.outsider)
+    for url in pages:
+        assert outsider.get(url).status_code == 403, url
+        assert Client().get(url).status_code == 302, url
+    assert not parse(outsider.get("/").content).has(data_testid="alert-banner")
+    token = api(users.outsider)
+    for url in (f"/api/v1/services/{pk}/metrics/", f"/api/v1/services/{pk}/drift/", "/api/v1/alerts/"):
+        assert token.get(url).status_code == 403, url
+        assert APIClient().get(url).status_code == 401, url
+    assert signed_in(users.finance).get(f"/services/{pk}/drift/").status_code == 200
+    assert signed_in(users.admin).get("/services/999999/drift/").status_code == 404
