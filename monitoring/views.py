@@ -20,7 +20,7 @@ from deployments.models import Service
 from monitoring import charts
 from monitoring import standin as drift_selectors
 from monitoring import standin as metric_selectors
-from monitoring.models import Alert, DriftReport
+from monitoring.models import Alert, DriftFeature, DriftReport
 from monitoring.windows import WINDOW_LABELS, Window, parse_window
 
 ALERT_LABELS = {
@@ -175,6 +175,17 @@ def _histograms(features: list[Any]) -> list[dict[str, Any]]:
     return shown
 
 
+def _methods(service: Service, window: Window) -> dict[str, str]:
+    """Each feature's method in the window's reports (the latest wins): it says which way its score points."""
+    rows = (
+        DriftFeature.objects.filter(report__service=service, report__window_end__gt=window.start)
+        .filter(report__window_end__lte=window.end)
+        .order_by("report__window_end", "report_id")
+        .values_list("feature", "method")
+    )
+    return dict(rows)
+
+
 def service_drift(request: HttpRequest, pk: int) -> HttpResponse:
     permissions.require(request.user, "service.view")
     service = _service_or_404(pk)
@@ -209,7 +220,9 @@ def service_drift(request: HttpRequest, pk: int) -> HttpResponse:
         report=report,
         features=features,
         crossed=[f for f in features if f.drifted],
-        heatmap={"id": "drift-heatmap", "figure": charts.drift_heatmap_chart(heatmap)} if heatmap["features"] else None,
+        heatmap={"id": "drift-heatmap", "figure": charts.drift_heatmap_chart(heatmap, _methods(service, window))}
+        if heatmap["features"]
+        else None,
         histograms=_histograms(features),
         retrain_url=drift_selectors.retrain_url(service)
         if permissions.has_permission(request.user, "run.launch")

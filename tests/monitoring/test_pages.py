@@ -139,8 +139,15 @@ def test_the_drift_page_shows_heatmap_verdicts_histograms_and_retrain(users, see
     assert heatmap["y"] == sorted(FEATURES)
     assert [_at(t) for t in heatmap["x"]] == [r.window_end for r in seeded.reports]
     for i, feature in enumerate(heatmap["y"]):
-        assert heatmap["z"][i] == [r.features.get(feature=feature).score for r in seeded.reports]
-        assert heatmap["drifted"][i] == [r.features.get(feature=feature).drifted for r in seeded.reports]
+        verdicts = [r.features.get(feature=feature) for r in seeded.reports]
+        assert heatmap["scores"][i] == [f.score for f in verdicts]
+        assert heatmap["drifted"][i] == [f.drifted for f in verdicts]
+        # The colour: past 1 exactly where the threshold was crossed, whichever way the method's score points.
+        assert [z > 1 for z in heatmap["z"][i]] == [f.drifted for f in verdicts], (feature, heatmap["z"][i])
+    radius = heatmap["y"].index("mean radius")  # ks: a p-value of 0.001 against 0.05 is 50× past, shown as 4
+    assert heatmap["z"][radius] == [pytest.approx(0.125), pytest.approx(0.125), 4.0]
+    texture = heatmap["y"].index("mean texture")  # psi: a distance of 0.35 against 0.2
+    assert heatmap["z"][texture][-1] == pytest.approx(1.75)
     page = parse(response.content)
     table = page.find(data_testid="feature-table")
     assert {row.attrs["data-feature"]: row.attrs["data-drifted"] for row in table.find_all("tr")[1:]} == {
