@@ -103,6 +103,16 @@ class EnvironmentChangeInput(BodyInput):
     min_desired_count = _ranged("min_desired_count", "Fewest serving tasks")
     max_desired_count = _ranged("max_desired_count", "Most serving tasks, at least the fewest")
     backend_settings = serializers.DictField(required=False)
+    capture_fraction = _number("capture_fraction", "Share of requests sampled into capture files for drift")
+    drift_window_minutes = _ranged("drift_window_minutes", "Minutes of captured requests in each drift report")
+    drift_share = serializers.FloatField(
+        required=False, help_text="The inputs drifted when this share of features drifted: above 0, at most 1"
+    )
+    drift_methods = serializers.DictField(
+        required=False,
+        help_text='How each feature is judged, per kind and per feature, e.g. {"numeric": {"method": "psi", '
+        '"threshold": 0.2}, "features": {"age": {"method": "ks", "threshold": 0.01}}}; empty for the defaults',
+    )
 
 
 class EnvironmentCreateInput(EnvironmentChangeInput):

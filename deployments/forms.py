@@ -134,6 +134,45 @@ class EnvironmentForm(forms.Form):
         help_text="A JSON object the serving backend reads (cluster, subnets, …). Empty for none.",
     )
 
+    capture_fraction = forms.FloatField(
+        required=False,
+        initial=0.1,
+        label="Capture fraction",
+        widget=forms.NumberInput(attrs={"min": 0, "max": 1, "step": "any"}),
+        help_text="The share of requests sampled into capture files for the drift job (0 to 1).",
+    )
+    drift_window_minutes = forms.IntegerField(
+        required=False,
+        initial=60,
+        label="Drift window (minutes)",
+        help_text="Each drift report compares this many minutes of captured requests with the training data.",
+    )
+    drift_share = forms.FloatField(
+        required=False,
+        initial=0.5,
+        label="Drifted when this share of features drifted",
+        widget=forms.NumberInput(attrs={"min": 0, "max": 1, "step": "any"}),
+        help_text="A fraction above 0, at most 1.",
+    )
+    drift_methods = forms.JSONField(
+        required=False,
+        label="Drift methods",
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": '{"numeric": {"method": "psi", "threshold": 0.2}}'}),
+        help_text="How features are judged, per kind (numeric, categorical) and per feature. Empty for the defaults.",
+    )
+
+    def clean_drift_methods(self) -> Any:
+        value = self.cleaned_data.get("drift_methods")
+        return {} if value in (None, "") else value
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        # Left empty (or not sent by an older page): the environment keeps what it has.
+        for name in ("capture_fraction", "drift_window_minutes", "drift_share"):
+            if cleaned.get(name) is None and name not in self.errors:
+                cleaned.pop(name, None)
+        return cleaned
+
     def clean_backend_settings(self) -> Any:
         value = self.cleaned_data.get("backend_settings")
         return {} if value in (None, "") else value

@@ -191,3 +191,23 @@ class Alert(models.Model):
 
     def __str__(self) -> str:
         return f"{self.service_id} {self.name} ({self.status})"
+
+
+class MetricPull(models.Model):
+    """How far the CloudWatch pull (monitoring.services.pull) has read one aws service's series, and who is reading
+    it now: a pull claims the row with a conditional update (claimed_until in the past), so two beats never pull the
+    same service at once, and only the claim's holder (its attempt) moves pulled_through on."""
+
+    service = models.OneToOneField("deployments.Service", on_delete=models.CASCADE, related_name="metric_pull")
+    # The end (exclusive, a whole minute) of the last window read in full.
+    pulled_through = models.DateTimeField(null=True, blank=True)
+    attempt = models.PositiveIntegerField(default=0)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    last_pulled_at = models.DateTimeField(null=True, blank=True)
+    # Pulls that failed in a row since the last one that did not, and why the last one failed.
+    failures = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"metrics pull of {self.service_id} through {self.pulled_through}"

@@ -16,38 +16,36 @@ exact while the column has few enough distinct values (`quantiles_exact`), estim
 from __future__ import annotations
 
 import csv
-import gzip
-import heapq
-import io
 import itertools
-import json
-import math
-import re
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import numpy as np
-import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from workers.stats import profile as stats_profile
+from workers.stats.columns import (
+    GZIP_MAGIC,
+    PANDAS_INDEX_COLUMN,
+    DatasetFileError,
+    is_gzip,
+    open_bytes,
+    parse_json_line,
+    text_lines,
+)
 
 FORMATS = ("csv", "parquet", "jsonl")
 PROFILE_VERSION = 1
 
-GZIP_MAGIC = b"\x1f\x8b"
 PARQUET_MAGIC = b"PAR1"
 UTF8_BOM = b"\xef\xbb\xbf"
 CSV_SUFFIXES = frozenset({".csv"})
 JSONL_SUFFIXES = frozenset({".jsonl", ".json", ".ndjson"})
 PARQUET_SUFFIXES = frozenset({".parquet", ".pq", ".parq"})
 
-READ_BLOCK_BYTES = 256 * 1024
-MAX_LINE_BYTES = 32_000_000
 MAX_JSON_KEYS = 10_000
 # A chunk holds at most this many cells, so wide files get fewer rows per chunk and memory stays flat.
 CHUNK_CELLS = 2_000_000
@@ -67,31 +65,16 @@ EXACT_VALUES_BUDGET = 2_000_000
 # (plus 0.5 for integer columns, whose estimates are rounded to whole numbers).
 QUANTILE_BINS = 2_000
 # Integers take the value at the inverse of the empirical CDF (always a value that occurs); floats interpolate linearly.
-INTEGER_QUANTILE_METHOD = "inverted_cdf"
-FLOAT_QUANTILE_METHOD = "linear"
-NAN_TEXT = frozenset({"nan", "+nan", "-nan"})
+INTEGER_QUANTILE_METHOD = stats_profile.INTEGER_QUANTILE_METHOD
+FLOAT_QUANTILE_METHOD = stats_profile.FLOAT_QUANTILE_METHOD
 
 # Delimiters a spreadsheet in some locales writes instead of commas; a file using one is refused, not parsed.
 OTHER_DELIMITERS = ((";", "semicolon", "';'"), ("\t", "tab", "a tab"), ("|", "pipe", "'|'"))
 DELIMITER_SAMPLE_LINES = 20
 
-BOOLEAN_TEXT = ("true", "false")
-INTEGER_TEXT = re.compile(r"\s*[+-]?\d+\s*")
-DATETIME_TEXT = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?")
 GZIPPED_PARQUET = (
     "a gzip-compressed Parquet file is not supported; Parquet compresses its own pages, so upload the .parquet file"
 )
-# pandas writes a non-default index into Parquet under this name; it is not a column of the data.
-PANDAS_INDEX_COLUMN = re.compile(r"__index_level_\d+__")
-
-
-class DatasetFileError(ValueError):
-    """The file cannot be used as a dataset version; the message says why in the user's terms."""
-
-    def __init__(self, message: str, field: str = "file") -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
 
 
 @dataclass
@@ -168,7 +151,7 @@ def validate_file(path: Path, *, format: str, max_bytes: int | None = None) -> F
         if size_text == limit_text:
             size_text, limit_text = f"{size:,} bytes", f"{max_bytes:,} bytes"
         raise DatasetFileError(f"the file is {size_text}, over the {limit_text} limit")
-    compressed = _is_gzip(path)
+    compressed = is_gzip(path)
     if format == "parquet":
         if compressed:
             raise DatasetFileError(
@@ -177,8 +160,8 @@ def validate_file(path: Path, *, format: str, max_bytes: int | None = None) -> F
             )
         columns, row_count = _validate_parquet(path, size)
     else:
-        with _open_bytes(path, compressed) as (_raw, stream):
-            lines = _text_lines(stream, compressed=compressed)
+        with open_bytes(path, compressed) as (_raw, stream):
+            lines = text_lines(stream, compressed=compressed)
             columns, row_count = _validate_csv(lines) if format == "csv" else _validate_jsonl(lines)
     return FileSummary(format=format, columns=columns, row_count=row_count, size_bytes=size, compressed=compressed)
 
@@ -190,76 +173,6 @@ def _check_format(format: str) -> None:
 
 def _megabytes(size: int) -> str:
     return f"{size / 1_000_000:.1f} MB"
-
-
-def _is_gzip(path: Path) -> bool:
-    with open(path, "rb") as handle:
-        return handle.read(2) == GZIP_MAGIC
-
-
-@contextmanager
-def _open_bytes(path: Path, compressed: bool) -> Iterator[tuple[IO[bytes], IO[bytes]]]:
-    """Yield the raw handle (its position measures progress) and the handle to read data from."""
-    with open(path, "rb") as raw:
-        if compressed:
-            with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
-                yield raw, stream  # type: ignore[misc]
-        else:
-            yield raw, raw
-
-
-def _read_block(stream: IO[bytes], compressed: bool) -> bytes:
-    if not compressed:
-        return stream.read(READ_BLOCK_BYTES)
-    try:
-        return stream.read(READ_BLOCK_BYTES)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DatasetFileError(f"the gzip data is damaged or cut short ({exc})") from exc
-
-
-def _text_lines(stream: IO[bytes], *, compressed: bool) -> Iterator[str]:
-    """Yield the physical lines of UTF-8 text, each ending in "\\n" except perhaps the last; a leading BOM is dropped.
-
-    Decoding happens per block cut at a newline, which never falls inside a UTF-8 sequence, so the first bad byte
-    is reported at its true line.
-    """
-    pending: list[bytes] = []
-    pending_bytes = 0
-    lines_done = 0
-    first = True
-    while True:
-        block = _read_block(stream, compressed)
-        if not block:
-            break
-        cut = block.rfind(b"\n") + 1
-        if cut == 0:
-            pending.append(block)
-            pending_bytes += len(block)
-            if pending_bytes > MAX_LINE_BYTES:
-                raise DatasetFileError(
-                    f"line {lines_done + 1} is longer than {MAX_LINE_BYTES // 1_000_000} MB; "
-                    "is this really a text data file?"
-                )
-            continue
-        data = b"".join([*pending, block[:cut]])
-        pending, pending_bytes = [block[cut:]], len(block) - cut
-        text = _decode(data, lines_done, first)
-        first = False
-        lines_done += data.count(b"\n")
-        # Split at "\n" only, so every item is one physical line (csv then copes with "\r\n" and quoted newlines).
-        yield from io.StringIO(text, newline="\n")
-    rest = b"".join(pending)
-    if rest:
-        yield _decode(rest, lines_done, first)
-
-
-def _decode(data: bytes, lines_before: int, first: bool) -> str:
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = lines_before + data.count(b"\n", 0, exc.start) + 1
-        raise DatasetFileError(f"not valid UTF-8 text (first bad byte at line {line}); save the file as UTF-8") from exc
-    return text[1:] if first and text.startswith("\ufeff") else text
 
 
 def _validate_csv(lines: Iterable[str]) -> tuple[list[str], int]:
@@ -390,7 +303,7 @@ def _validate_jsonl(lines: Iterable[str]) -> tuple[list[str], int]:
     row_count = 0
     line_no = 0
     for line_no, line in enumerate(lines, 1):
-        obj = _parse_json_line(line, line_no)
+        obj = parse_json_line(line, line_no)
         if obj is None:
             continue
         row_count += 1
@@ -407,35 +320,6 @@ def _validate_jsonl(lines: Iterable[str]) -> tuple[list[str], int]:
     if row_count == 0:
         raise DatasetFileError("the file is empty" if line_no == 0 else "the file holds only blank lines")
     return list(keys), row_count
-
-
-def _parse_json_line(line: str, line_no: int) -> dict[str, Any] | None:
-    """The line's object, or None for a blank line."""
-    text = line.strip()
-    if not text:
-        return None
-    array_hint = "; JSON Lines needs one object per line, not one array" if text.startswith("[") else ""
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        detail = array_hint or f" (invalid JSON at column {exc.colno}: {exc.msg}; each line must hold one whole object)"
-        raise DatasetFileError(f"line {line_no} is not a JSON object{detail}") from exc
-    if not isinstance(obj, dict):
-        detail = array_hint or f" (it is {_json_kind(obj)})"
-        raise DatasetFileError(f"line {line_no} is not a JSON object{detail}")
-    return obj
-
-
-def _json_kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "null"
 
 
 def _validate_parquet(path: Path, size: int) -> tuple[list[str], int]:
@@ -461,436 +345,7 @@ def _validate_parquet(path: Path, size: int) -> tuple[list[str], int]:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Reading in chunks, the same shape whatever the format
-
-
-@dataclass
-class _Values:
-    """One column's non-missing values in one chunk.
-
-    kind "text" and "datetime" hold a pandas Series of str; "integer" and "float" a float64 array; "boolean" a bool
-    array.
-    """
-
-    kind: str
-    data: Any
-
-    def numbers(self) -> np.ndarray:
-        if self.kind == "text":
-            return pd.to_numeric(self.data, errors="coerce").to_numpy(dtype=np.float64)
-        return np.asarray(self.data, dtype=np.float64)
-
-    def texts(self, *, boolean: bool) -> pd.Series:
-        if self.kind == "text":
-            return self.data.str.lower() if boolean else self.data
-        if self.kind == "datetime":
-            return self.data
-        if self.kind == "boolean":
-            return pd.Series(np.where(self.data, "true", "false"), dtype="str")
-        if self.kind == "integer":
-            return pd.Series(self.data.astype(np.int64), dtype="int64").astype("str")
-        return pd.Series([repr(float(value)) for value in self.data], dtype="str")
-
-
-@dataclass
-class _Chunk:
-    rows: int
-    columns: dict[str, _Values]
-
-
-class _Progress:
-    """Turns bytes read across both passes over all files into increasing fractions, reported now and then."""
-
-    def __init__(self, callback: Callable[[float], None] | None, sizes: list[int]) -> None:
-        self.callback = callback
-        self.sizes = [max(size, 1) for size in sizes]
-        self.total = 2 * sum(self.sizes)
-        self.last = 0.0
-
-    def file_offset(self, pass_index: int, file_index: int) -> int:
-        return pass_index * sum(self.sizes) + sum(self.sizes[:file_index])
-
-    def report(self, done: float) -> None:
-        fraction = done / self.total
-        # 1.0 is only said once everything is done; steps below half a percent are not worth a callback.
-        if self.callback is not None and self.last + 0.005 <= fraction < 1.0:
-            self.last = fraction
-            self.callback(fraction)
-
-    def finish(self) -> None:
-        if self.callback is not None:
-            self.callback(1.0)
-
-
-def _chunk_rows(column_count: int) -> int:
-    return max(1_000, min(CHUNK_ROWS, CHUNK_CELLS // max(column_count, 1)))
-
-
-def _chunks(
-    paths: list[Path], format: str, progress: _Progress, pass_index: int, missing: frozenset[str]
-) -> Iterator[_Chunk]:
-    for file_index, path in enumerate(paths):
-        offset = progress.file_offset(pass_index, file_index)
-        size = progress.sizes[file_index]
-
-        def report(fraction: float, offset: int = offset, size: int = size) -> None:
-            progress.report(offset + size * min(fraction, 1.0))
-
-        if format == "csv":
-            yield from _csv_chunks(path, report, missing)
-        elif format == "jsonl":
-            yield from _jsonl_chunks(path, report, missing)
-        else:
-            yield from _parquet_chunks(path, report, missing)
-
-
-def _csv_chunks(path: Path, report: Callable[[float], None], missing: frozenset[str]) -> Iterator[_Chunk]:
-    compressed = _is_gzip(path)
-    size = max(path.stat().st_size, 1)
-    with _open_bytes(path, compressed) as (raw, stream):
-        try:
-            header = pd.read_csv(stream, nrows=0, encoding="utf-8-sig", compression=None)
-            stream.seek(0)
-            # pandas' own list ("NA", "None", "null", "n/a", ...) is off: only the caller's missing values count.
-            reader = pd.read_csv(
-                stream,
-                dtype=str,
-                chunksize=_chunk_rows(len(header.columns)),
-                encoding="utf-8-sig",
-                compression=None,
-                keep_default_na=False,
-                na_values=sorted(missing),
-                na_filter=bool(missing),
-            )
-            with reader:
-                for frame in reader:
-                    columns = {str(name): _Values("text", frame[name].dropna()) for name in frame.columns}
-                    yield _Chunk(len(frame), columns)
-                    report(raw.tell() / size)
-        except pd.errors.EmptyDataError as exc:
-            raise DatasetFileError("the file is empty") from exc
-        except (pd.errors.ParserError, UnicodeDecodeError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
-            raise DatasetFileError(f"the CSV file cannot be read; validate it first ({exc})") from exc
-
-
-def _jsonl_chunks(path: Path, report: Callable[[float], None], missing: frozenset[str]) -> Iterator[_Chunk]:
-    compressed = _is_gzip(path)
-    size = max(path.stat().st_size, 1)
-    with _open_bytes(path, compressed) as (raw, stream):
-        rows: list[dict[str, Any]] = []
-        cells = 0
-        for line_no, line in enumerate(_text_lines(stream, compressed=compressed), 1):
-            obj = _parse_json_line(line, line_no)
-            if obj is None:
-                continue
-            rows.append(obj)
-            cells += len(obj)
-            if cells >= CHUNK_CELLS or len(rows) >= CHUNK_ROWS:
-                yield _json_chunk(rows, missing)
-                rows, cells = [], 0
-                report(raw.tell() / size)
-        if rows:
-            yield _json_chunk(rows, missing)
-
-
-def _json_chunk(rows: list[dict[str, Any]], missing: frozenset[str]) -> _Chunk:
-    names = dict.fromkeys(itertools.chain.from_iterable(rows))
-    return _Chunk(len(rows), {name: _values_from_python([row.get(name) for row in rows], missing) for name in names})
-
-
-def _values_from_python(column: list[Any], missing: frozenset[str]) -> _Values:
-    # JSON null (or an absent key) is missing; the string "null" is text unless the caller named it.
-    present = [value for value in column if value is not None and not (isinstance(value, str) and value in missing)]
-    types = set(map(type, present))
-    if present and types == {bool}:
-        return _Values("boolean", np.array(present, dtype=bool))
-    if present and types <= {int, float}:
-        try:
-            numbers = np.array(present, dtype=np.float64)
-        except OverflowError:
-            numbers = None  # integers beyond float range stay text
-        if numbers is not None:
-            return _Values("float" if float in types else "integer", numbers)
-    texts = [value if isinstance(value, str) else json.dumps(value, sort_keys=True) for value in present]
-    return _Values("text", pd.Series(texts, dtype="str"))
-
-
-def _parquet_chunks(path: Path, report: Callable[[float], None], missing: frozenset[str]) -> Iterator[_Chunk]:
-    try:
-        with pq.ParquetFile(path) as parquet:
-            total = max(parquet.metadata.num_rows, 1)
-            done = 0
-            for batch in parquet.iter_batches(batch_size=_chunk_rows(len(parquet.schema_arrow.names))):
-                columns = {
-                    name: _values_from_arrow(batch.column(index), missing)
-                    for index, name in enumerate(batch.schema.names)
-                    if not PANDAS_INDEX_COLUMN.fullmatch(name)
-                }
-                yield _Chunk(batch.num_rows, columns)
-                done += batch.num_rows
-                report(done / total)
-    except (pa.ArrowException, OSError) as exc:
-        raise DatasetFileError(f"the Parquet file cannot be read ({exc})") from exc
-
-
-def _values_from_arrow(array: pa.Array, missing: frozenset[str]) -> _Values:
-    if pa.types.is_dictionary(array.type):
-        array = array.dictionary_decode()
-    array = array.drop_null()
-    kind = array.type
-    if pa.types.is_boolean(kind):
-        return _Values("boolean", array.to_numpy(zero_copy_only=False))
-    if pa.types.is_integer(kind):
-        return _Values("integer", array.to_numpy(zero_copy_only=False).astype(np.float64))
-    if pa.types.is_floating(kind) or pa.types.is_decimal(kind):
-        # A stored NaN is a value (not a number), not a null: it is counted as non-finite, as "nan" in a CSV is.
-        return _Values("float", pc.cast(array, pa.float64(), safe=False).to_numpy(zero_copy_only=False))
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
-        if missing:
-            array = array.filter(pc.invert(pc.is_in(array, value_set=pa.array(sorted(missing), type=array.type))))
-        return _Values("text", pd.Series(array.to_pandas(), dtype="str"))
-    if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
-        texts = pc.replace_substring_regex(array.cast(pa.string()), pattern=r"\.0+(Z?)$", replacement=r"\1")
-        return _Values("datetime", pd.Series(texts.to_pandas(), dtype="str"))
-    texts_list = [_to_text(value) for value in array.to_pylist()]
-    return _Values("text", pd.Series(texts_list, dtype="str"))
-
-
-def _to_text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bytes):
-        return value.hex()
-    return json.dumps(value, sort_keys=True, default=str)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Profiling
-
-
-class _ColumnStats:
-    """Pass 1 for one column: what type its values fit, and the numeric moments in case it is numeric."""
-
-    def __init__(self) -> None:
-        self.count = 0  # non-missing values
-        self.numeric = True
-        self.integral = True
-        self.boolean = True
-        self.datetime = True
-        self.whole = True  # every finite number is a whole number ("3.0" too), whatever the column's type
-        self.non_finite = 0  # inf, -inf and NaN: values, not missing, but outside every statistic
-        self.n = 0  # finite numbers, combined with Chan's parallel update
-        self.mean = 0.0
-        self.m2 = 0.0
-        self.min = math.inf
-        self.max = -math.inf
-
-    def observe(self, values: _Values) -> None:
-        size = len(values.data)
-        if size == 0:
-            return
-        self.count += size
-        if values.kind == "text":
-            texts = values.data
-            if self.numeric:
-                numbers = pd.to_numeric(texts, errors="coerce")
-                failed = numbers.isna()
-                # "nan" parses to NaN too, so only text that is not a spelling of NaN makes the column non-numeric.
-                if failed.any() and not texts[failed].str.strip().str.lower().isin(NAN_TEXT).all():
-                    self.numeric = False
-                else:
-                    self.boolean = self.datetime = False
-                    parsed = numbers.to_numpy(dtype=np.float64)
-                    if self.integral:
-                        finite = parsed[np.isfinite(parsed)]
-                        # A fractional value settles it without looking at the text; only whole values
-                        # need the text check (to tell "3" from "3.0").
-                        self.integral = bool(np.all(finite == np.floor(finite))) and bool(
-                            texts.str.fullmatch(INTEGER_TEXT).all()
-                        )
-                    self._add_numbers(parsed)
-                    return
-            if self.boolean:
-                self.boolean = bool(texts.str.lower().isin(BOOLEAN_TEXT).all())
-            if self.datetime:
-                self.datetime = bool(texts.str.fullmatch(DATETIME_TEXT).all())
-        elif values.kind in ("integer", "float"):
-            self.boolean = self.datetime = False
-            self.integral = self.integral and values.kind == "integer"
-            if self.numeric:
-                self._add_numbers(np.asarray(values.data, dtype=np.float64))
-        elif values.kind == "boolean":
-            self.numeric = self.datetime = False
-        else:
-            self.numeric = self.boolean = False
-
-    def _add_numbers(self, numbers: np.ndarray) -> None:
-        finite = np.isfinite(numbers)
-        if not finite.all():
-            self.non_finite += int((~finite).sum())
-            numbers = numbers[finite]
-        n_b = numbers.size
-        if n_b == 0:
-            return
-        self.whole = self.whole and bool(np.all(numbers == np.floor(numbers)))
-        mean_b = float(numbers.mean())
-        m2_b = float(np.square(numbers - mean_b).sum())
-        n = self.n + n_b
-        delta = mean_b - self.mean
-        self.mean += delta * n_b / n
-        self.m2 += m2_b + delta * delta * self.n * n_b / n
-        self.n = n
-        self.min = min(self.min, float(numbers.min()))
-        self.max = max(self.max, float(numbers.max()))
-
-    def type(self) -> str:
-        if self.count == 0:
-            return "string"
-        if self.boolean:
-            return "boolean"
-        if self.numeric:
-            return "integer" if self.integral else "float"
-        if self.datetime:
-            return "datetime"
-        return "string"
-
-
-def _histogram_edges(low: float, high: float, bins: int) -> np.ndarray:
-    edges = np.linspace(low, high, bins + 1)
-    if high > low and bool(np.all(np.diff(edges) > 0)):
-        return edges
-    # A constant (or all but constant) column gets a window around its value, so no bin has zero width.
-    centre = (low + high) / 2
-    half = 0.5 * max(1.0, abs(centre))
-    return np.linspace(centre - half, centre + half, bins + 1)
-
-
-class _Distribution:
-    """Pass 2 for one numeric column: the histogram on fixed edges, and what its quantiles and distinct count need.
-
-    While the column has at most `exact_cap` distinct numbers it keeps each with its count, so its quantiles and
-    distinct count are exact; past that it keeps only counts in QUANTILE_BINS fine bins (a sketch).
-    """
-
-    def __init__(self, stats: _ColumnStats, bins: int, *, integer: bool, exact_cap: int) -> None:
-        self.stats = stats
-        self.integer = integer
-        self.exact_cap = exact_cap
-        if integer and stats.max - stats.min + 1 <= bins:
-            # Few whole numbers (a year, a count of children): one bin per value, centred on it, so no bin is empty
-            # between two values and none is split across one.
-            self.edges = np.arange(stats.min - 0.5, stats.max + 1.0, 1.0)
-        else:
-            self.edges = _histogram_edges(stats.min, stats.max, bins)
-        self.counts = np.zeros(len(self.edges) - 1, dtype=np.int64)
-        self.values: np.ndarray | None = np.zeros(0, dtype=np.float64)  # None once past exact_cap
-        self.value_counts = np.zeros(0, dtype=np.int64)
-        fine_edges = _histogram_edges(stats.min, stats.max, QUANTILE_BINS)
-        self.fine_range = (float(fine_edges[0]), float(fine_edges[-1]))
-        self.fine_counts = np.zeros(QUANTILE_BINS, dtype=np.int64)
-
-    @property
-    def exact(self) -> bool:
-        return self.values is not None
-
-    def add(self, numbers: np.ndarray) -> None:
-        numbers = numbers[np.isfinite(numbers)]
-        if numbers.size == 0:
-            return
-        self.counts += np.histogram(numbers, bins=self.edges)[0]
-        self.fine_counts += np.histogram(numbers, bins=QUANTILE_BINS, range=self.fine_range)[0]
-        if self.values is None:
-            return
-        found, counts = np.unique(numbers, return_counts=True)
-        merged, where = np.unique(np.concatenate([self.values, found]), return_inverse=True)
-        if merged.size > self.exact_cap:
-            # Whether the cap is ever passed depends only on the final distinct count, not on how rows were chunked.
-            self.values = None
-            self.value_counts = np.zeros(0, dtype=np.int64)
-            return
-        totals = np.zeros(merged.size, dtype=np.int64)
-        np.add.at(totals, where, np.concatenate([self.value_counts, counts]))
-        self.values, self.value_counts = merged, totals
-
-    def distinct(self) -> tuple[int, bool]:
-        """The number of distinct finite values and whether it is capped (then there are more than that many)."""
-        if self.values is None:
-            return self.exact_cap, True
-        return int(self.values.size), False
-
-    def quantiles(self) -> dict[str, float | None]:
-        if self.stats.n == 0:
-            return dict.fromkeys(QUANTILES)
-        order_statistic = self._exact_order_statistic if self.exact else self._estimated_order_statistic
-        n = self.stats.n
-        result: dict[str, float | None] = {}
-        for key, q in QUANTILES.items():
-            if self.integer:
-                # numpy's inverted_cdf: the smallest value whose cumulative share reaches q, a value that occurs.
-                result[key] = float(round(order_statistic(max(math.ceil(n * q) - 1, 0))))
-                continue
-            # numpy's linear method: interpolate between the order statistics around rank (n - 1) q.
-            rank = (n - 1) * q
-            below = math.floor(rank)
-            fraction = rank - below
-            low = order_statistic(below)
-            if fraction == 0:
-                result[key] = low
-                continue
-            high = order_statistic(below + 1)
-            # numpy's lerp, so an exact quantile equals np.quantile's to the last bit
-            diff = high - low
-            result[key] = high - diff * (1 - fraction) if fraction >= 0.5 else low + diff * fraction
-        return result
-
-    def _exact_order_statistic(self, k: int) -> float:
-        assert self.values is not None
-        cumulative = np.cumsum(self.value_counts)
-        return float(self.values[int(np.searchsorted(cumulative, k, side="right"))])
-
-    def _estimated_order_statistic(self, k: int) -> float:
-        """The k-th smallest number (from 0), placed evenly within its fine bin, so off by less than one bin width."""
-        if k <= 0:
-            return self.stats.min
-        if k >= self.stats.n - 1:
-            return self.stats.max
-        cumulative = np.cumsum(self.fine_counts)
-        index = int(np.searchsorted(cumulative, k, side="right"))
-        before = int(cumulative[index - 1]) if index else 0
-        low, high = self.fine_range
-        width = (high - low) / QUANTILE_BINS
-        estimate = low + (index + (k - before + 0.5) / int(self.fine_counts[index])) * width
-        return min(max(estimate, self.stats.min), self.stats.max)
-
-
-class _ValueCounter:
-    """Pass 2 for one categorical column: exact counts up to DISTINCT_CAP distinct values, heavy hitters beyond."""
-
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
-        self.capped = False
-
-    def add(self, texts: pd.Series) -> None:
-        if len(texts) == 0:
-            return
-        found = texts.value_counts(sort=False)
-        counts = self.counts
-        for value, count in zip(found.index.tolist(), found.to_numpy().tolist(), strict=True):
-            counts[value] = counts.get(value, 0) + count
-        if len(counts) > DISTINCT_CAP:
-            self.capped = True
-        if len(counts) > 2 * DISTINCT_CAP:
-            # Past the cap keep the heaviest values only; a dropped value that returns restarts at zero, so the
-            # top counts become lower bounds (exact while distinct_capped is false).
-            self.counts = dict(heapq.nlargest(DISTINCT_CAP, counts.items(), key=lambda item: item[1]))
-
-    def summary(self) -> dict[str, Any]:
-        top = heapq.nsmallest(TOP_VALUES, self.counts.items(), key=lambda item: (-item[1], item[0]))
-        return {
-            "distinct": DISTINCT_CAP if self.capped else len(self.counts),
-            "distinct_capped": self.capped,
-            "top": [{"value": value, "count": count} for value, count in top],
-        }
+# Profiling (workers.stats does the work)
 
 
 def profile_files(
@@ -901,10 +356,11 @@ def profile_files(
     bins: int = 20,
     missing_values: Sequence[str] = DEFAULT_MISSING_VALUES,
 ) -> dict[str, Any]:
-    """Profile the rows of all `paths` together (a manifest's objects, or one file) in two streaming passes.
+    """Profile the rows of all `paths` together (a manifest's objects, or one file), streaming in record batches.
 
-    Pass 1 finds each column's type, counts, min/max and moments; pass 2 fills histograms on edges fixed by pass 1,
-    and counts categorical values. The result is JSON-serialisable (no NaN or infinity) and is the drift baseline.
+    Pass 1 finds each column's type, counts, min/max and moments, and counts what it can already; pass 2, for the
+    columns that need it, fills histograms on edges fixed by pass 1 (workers.stats.profile). The result is
+    JSON-serialisable (no NaN or infinity) and is the drift baseline.
 
     A value is missing when it is absent or null (JSON null, Parquet null), or when it is text equal to one of
     `missing_values` (a CSV field, a JSON or Parquet string); by default only empty text is.
@@ -915,94 +371,25 @@ def profile_files(
         raise DatasetFileError("there are no files to profile")
     if bins < 1:
         raise ValueError("bins must be at least 1")
-    tracker = _Progress(progress, [path.stat().st_size for path in paths])
-
-    stats: dict[str, _ColumnStats] = {}
-    row_count = 0
-    for chunk in _chunks(paths, format, tracker, 0, missing):
-        row_count += chunk.rows
-        for name, values in chunk.columns.items():
-            stats.setdefault(name, _ColumnStats()).observe(values)
-
-    types = {name: column.type() for name, column in stats.items()}
-    numeric_names = [name for name, column in stats.items() if types[name] in ("integer", "float") and column.n > 0]
-    exact_cap = max(EXACT_QUANTILE_LIMIT, EXACT_VALUES_BUDGET // max(len(numeric_names), 1))
-    distributions = {
-        name: _Distribution(stats[name], bins, integer=types[name] == "integer", exact_cap=exact_cap)
-        for name in numeric_names
-    }
-    counters = {name: _ValueCounter() for name, kind in types.items() if kind not in ("integer", "float")}
-    for chunk in _chunks(paths, format, tracker, 1, missing):
-        for name, values in chunk.columns.items():
-            if name in distributions:
-                distributions[name].add(values.numbers())
-            elif name in counters:
-                counters[name].add(values.texts(boolean=types[name] == "boolean"))
-    tracker.finish()
-
-    columns: dict[str, dict[str, Any]] = {}
-    for name, column in stats.items():
-        kind = types[name]
-        numeric = kind in ("integer", "float")
-        absent = row_count - column.count
-        entry: dict[str, Any] = {
-            "type": kind,
-            "kind": "numeric" if numeric else "categorical",
-            # numeric: the finite numbers the statistics cover; count + missing + non_finite == row_count
-            "count": column.n if numeric else column.count,
-            "missing": absent,
-            "missing_fraction": absent / row_count if row_count else 0.0,
-            "non_finite": column.non_finite if numeric else 0,
-            # What a training target's check reads: numeric with only whole numbers (3 and 3.0 alike), or not numeric.
-            "integer_valued": (column.whole if column.n else None) if numeric else None,
-        }
-        if numeric:
-            entry.update(_numeric_summary(column, distributions.get(name), bins))
-        else:
-            entry.update(counters[name].summary())
-        columns[name] = entry
+    settings = stats_profile.Settings(
+        bins=bins,
+        levels=QUANTILES,
+        distinct_cap=DISTINCT_CAP,
+        top_values=TOP_VALUES,
+        exact_limit=EXACT_QUANTILE_LIMIT,
+        exact_budget=EXACT_VALUES_BUDGET,
+        quantile_bins=QUANTILE_BINS,
+        max_rows=CHUNK_ROWS,
+    )
+    tracker = stats_profile.Progress(progress, [path.stat().st_size for path in paths])
+    profile = stats_profile.profile_batches(paths, format=format, missing=missing, settings=settings, progress=tracker)
     return {
         "version": PROFILE_VERSION,
         "missing_values": sorted(missing),
-        "row_count": row_count,
-        "column_count": len(columns),
-        "schema": [{"name": name, "type": types[name]} for name in stats],
-        "columns": columns,
-    }
-
-
-def _numeric_summary(column: _ColumnStats, distribution: _Distribution | None, bins: int) -> dict[str, Any]:
-    if distribution is None:
-        # Every value was missing or infinite: there is nothing to place on a number line.
-        return {
-            "min": None,
-            "max": None,
-            "mean": None,
-            "std": None,
-            "quantiles": dict.fromkeys(QUANTILES),
-            "quantiles_exact": True,
-            "quantile_method": INTEGER_QUANTILE_METHOD if column.integral else FLOAT_QUANTILE_METHOD,
-            "histogram": {"edges": [], "counts": []},
-            "distinct": 0,
-            "distinct_capped": False,
-        }
-    distinct, capped = distribution.distinct()
-    return {
-        "min": _finite(column.min),
-        "max": _finite(column.max),
-        "mean": _finite(column.mean),
-        "std": _finite(math.sqrt(column.m2 / (column.n - 1))) if column.n > 1 else None,
-        "quantiles": {key: _finite(value) for key, value in distribution.quantiles().items()},
-        # False: estimated from QUANTILE_BINS fine bins (the sketch), within (max - min) / QUANTILE_BINS
-        "quantiles_exact": distribution.exact,
-        "quantile_method": INTEGER_QUANTILE_METHOD if distribution.integer else FLOAT_QUANTILE_METHOD,
-        # distinct finite numbers; when capped, there are more than `distinct`
-        "distinct": distinct,
-        "distinct_capped": capped,
-        "histogram": {
-            "edges": [float(edge) for edge in distribution.edges],
-            "counts": [int(count) for count in distribution.counts],
-        },
+        "row_count": profile["row_count"],
+        "column_count": len(profile["columns"]),
+        "schema": profile["schema"],
+        "columns": profile["columns"],
     }
 
 
@@ -1013,10 +400,6 @@ def _missing_set(missing_values: Sequence[str]) -> frozenset[str]:
             field="missing_values",
         )
     return frozenset(missing_values)
-
-
-def _finite(value: float | None) -> float | None:
-    return float(value) if value is not None and math.isfinite(value) else None
 
 
 def profile_to_schema(profile: dict[str, Any]) -> list[dict[str, str]]:

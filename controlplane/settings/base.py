@@ -185,6 +185,14 @@ ECS_CLUSTER = env_str("ECS_CLUSTER")
 ECS_SUBNETS = env_list("ECS_SUBNETS", [])
 ECS_SECURITY_GROUPS = env_list("ECS_SECURITY_GROUPS", [])
 SERVING_IMAGE = env_str("SERVING_IMAGE")
+# The CloudWatch pull (monitoring.services.pull, every minute): each aws service's series are read from where the
+# last pull stopped (or this far back, for a service never pulled), up to this long ago (CloudWatch's lag in
+# extracting EMF lines), re-reading the last few minutes each time so that late data replaces what was read early.
+METRICS_PULL_LOOKBACK_MINUTES = env_int("METRICS_PULL_LOOKBACK_MINUTES", 180, minimum=1)
+METRICS_PULL_DELAY_SECONDS = env_int("METRICS_PULL_DELAY_SECONDS", 120, minimum=0)
+METRICS_PULL_OVERLAP_MINUTES = env_int("METRICS_PULL_OVERLAP_MINUTES", 5, minimum=0)
+# A pull holds its service this long; a pull that died is taken over after it.
+METRICS_PULL_LEASE_SECONDS = env_int("METRICS_PULL_LEASE_SECONDS", 300, minimum=30)
 
 # --- Deployments ----------------------------------------------------------------------------
 # The local serving backend keeps each service's router and revisions (state files, logs) here.
@@ -199,13 +207,40 @@ DEPLOYMENT_POLL_STALE_SECONDS = env_int("DEPLOYMENT_POLL_STALE_SECONDS", 30, min
 DEPLOYMENT_POLL_ERROR_LIMIT = env_int("DEPLOYMENT_POLL_ERROR_LIMIT", 10, minimum=1)
 # A new revision that has not taken traffic this long after its start is rolled back.
 DEPLOYMENT_START_TIMEOUT_SECONDS = env_int("DEPLOYMENT_START_TIMEOUT_SECONDS", 1800, minimum=60)
-# Where the objectives' live signals come from while a revision bakes (deployments.objectives): "revision" reads
+# Where the objectives' live signals come from while a revision bakes (deployments.objectives): "metrics" reads the
+# monitoring tables (filled by the serving runtime's ingest locally, by the CloudWatch pull on aws); "revision" reads
 # each local revision's own /metrics; "recorded" reads DEPLOYMENT_RECORDED_SIGNALS (a JSON file, for tests and
-# replays); "none" judges nothing (the monitoring issue adds CloudWatch).
-DEPLOYMENT_SIGNALS = env_choice("DEPLOYMENT_SIGNALS", "revision", ("revision", "recorded", "none"))
+# replays); "none" judges nothing.
+DEPLOYMENT_SIGNALS = env_choice("DEPLOYMENT_SIGNALS", "metrics", ("metrics", "revision", "recorded", "none"))
 DEPLOYMENT_RECORDED_SIGNALS = env_str("DEPLOYMENT_RECORDED_SIGNALS") or str(VAR_DIR / "recorded-signals.json")
 # Objectives are judged once a revision has answered at least this many requests in the window.
 OBJECTIVE_MIN_REQUESTS = env_int("OBJECTIVE_MIN_REQUESTS", 20, minimum=1)
+# Serving services are held to their environment's objectives continuously (monitoring.services.objectives), over
+# the last this many minutes.
+OBJECTIVE_WINDOW_MINUTES = env_int("OBJECTIVE_WINDOW_MINUTES", 15, minimum=1)
+# The drift job (monitoring.services.drift): a worker holds a report this long, renewed while it reads capture
+# files; after it another worker may take the report over. After an outage, at most this many missed windows per
+# service are reported (the newest ones).
+DRIFT_LEASE_SECONDS = env_int("DRIFT_LEASE_SECONDS", 300, minimum=10)
+DRIFT_WINDOWS_CATCH_UP = env_int("DRIFT_WINDOWS_CATCH_UP", 3, minimum=1)
+
+# --- Monitoring -----------------------------------------------------------------------------
+# Per-minute metric points older than this are rolled up into hourly ones; hourly ones are kept this long.
+METRICS_ROLLUP_AFTER_DAYS = env_int("METRICS_ROLLUP_AFTER_DAYS", 14, minimum=1)
+METRICS_RETENTION_DAYS = env_int("METRICS_RETENTION_DAYS", 400, minimum=2)
+if METRICS_RETENTION_DAYS <= METRICS_ROLLUP_AFTER_DAYS:
+    raise ConfigurationError(
+        "METRICS_RETENTION_DAYS", str(METRICS_RETENTION_DAYS), "more days than METRICS_ROLLUP_AFTER_DAYS"
+    )
+# The ingest endpoint takes at most this many minutes per payload (the serving runtime keeps at most 60 unsent),
+# and no minute further ahead of the portal's clock than this.
+METRICS_INGEST_MAX_MINUTES = env_int("METRICS_INGEST_MAX_MINUTES", 120, minimum=1)
+METRICS_INGEST_MAX_FUTURE_SECONDS = env_int("METRICS_INGEST_MAX_FUTURE_SECONDS", 300, minimum=0)
+# What every revision is started with: how often it reports its minutes and writes its capture files, and (aws)
+# the CloudWatch namespace of its EMF lines.
+SERVING_METRICS_FLUSH_SECONDS = float(env_int("SERVING_METRICS_FLUSH_SECONDS", 60, minimum=1))
+SERVING_CAPTURE_FLUSH_SECONDS = float(env_int("SERVING_CAPTURE_FLUSH_SECONDS", 60, minimum=1))
+SERVING_METRICS_NAMESPACE = env_str("SERVING_METRICS_NAMESPACE", "ControlPlane/Serving") or "ControlPlane/Serving"
 
 # --- Datasets and runs ----------------------------------------------------------------------
 # Uploads over this size are refused before they are stored.
@@ -301,11 +336,13 @@ CELERY_TASK_ROUTES = {
     "lineage.tasks.training_*": {"queue": "training"},
     "deployments.tasks.*": {"queue": "deploy"},
     "monitoring.tasks.*": {"queue": "sync"},
+    "monitoring.tasks_drift.*": {"queue": "sync"},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "run" / "celerybeat-schedule")
 # The one place periodic work is declared.
 CELERY_BEAT_SCHEDULE = {
     "heartbeat": {"task": "controlplane.tasks.heartbeat_record", "schedule": 30.0},
+    "monitoring-metrics-pull": {"task": "monitoring.tasks.metrics_pull", "schedule": 60.0},
     "lineage-requeue-stale": {"task": "lineage.tasks.requeue_stale", "schedule": 300.0},
     "training-runs-poll-stale": {"task": "lineage.tasks.training_runs_poll_stale", "schedule": 60.0},
     "system-checks-requeue-stale": {"task": "controlplane.tasks.system_checks_requeue_stale", "schedule": 60.0},
@@ -314,6 +351,10 @@ CELERY_BEAT_SCHEDULE = {
     "approval-requests-expire": {"task": "deployments.tasks.approval_requests_expire", "schedule": 300.0},
     "approval-requests-resume": {"task": "deployments.tasks.approval_requests_resume", "schedule": 120.0},
     "deployments-resume": {"task": "deployments.tasks.deployments_resume", "schedule": 30.0},
+    "metrics-rollup": {"task": "monitoring.tasks.metrics_rollup", "schedule": 3600.0},
+    "drift-reports-schedule": {"task": "monitoring.tasks_drift.drift_reports_schedule", "schedule": 60.0},
+    "drift-reports-requeue-stale": {"task": "monitoring.tasks_drift.drift_reports_requeue_stale", "schedule": 120.0},
+    "objectives-evaluate": {"task": "monitoring.tasks_drift.objectives_evaluate", "schedule": 60.0},
 }
 
 LOGGING = {

@@ -18,3 +18,6 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 30}
 # A dead worker's deployment is taken over and its poll chain restarted without waiting minutes.
 DEPLOYMENT_LEASE_SECONDS = 30
 DEPLOYMENT_POLL_STALE_SECONDS = 5
+# Serving processes the tests start report their minutes and write capture files every second, not every minute.
+SERVING_METRICS_FLUSH_SECONDS = 1.0
+SERVING_CAPTURE_FLUSH_SECONDS = 1.0

@@ -4,40 +4,46 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('deployments', '0005_deployment_event_write_once'),
+        ("deployments", "0005_deployment_event_write_once"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='environment',
-            name='capture_fraction',
-            field=models.FloatField(default=0.1, help_text='Share of requests sampled into capture files for the drift job, 0-1'),
+            model_name="environment",
+            name="capture_fraction",
+            field=models.FloatField(
+                default=0.1, help_text="Share of requests sampled into capture files for the drift job, 0-1"
+            ),
         ),
         migrations.AddField(
-            model_name='environment',
-            name='drift_methods',
+            model_name="environment",
+            name="drift_methods",
             field=models.JSONField(blank=True, default=dict),
         ),
         migrations.AddField(
-            model_name='environment',
-            name='drift_share',
-            field=models.FloatField(default=0.5, help_text="The service's inputs drifted when this share of its features drifted, 0-1"),
+            model_name="environment",
+            name="drift_share",
+            field=models.FloatField(
+                default=0.5, help_text="The service's inputs drifted when this share of its features drifted, 0-1"
+            ),
         ),
         migrations.AddField(
-            model_name='environment',
-            name='drift_window_minutes',
-            field=models.PositiveIntegerField(default=60, help_text='Minutes of captured requests each drift report compares with the training baseline'),
+            model_name="environment",
+            name="drift_window_minutes",
+            field=models.PositiveIntegerField(
+                default=60,
+                help_text="Minutes of captured requests each drift report compares with the training baseline",
+            ),
         ),
         migrations.AddField(
-            model_name='service',
-            name='ingest_token_nonce',
+            model_name="service",
+            name="ingest_token_nonce",
             field=models.CharField(blank=True, max_length=64),
         ),
         migrations.AddField(
-            model_name='service',
-            name='ingest_token_sha256',
+            model_name="service",
+            name="ingest_token_sha256",
             field=models.CharField(blank=True, max_length=64),
         ),
     ]

@@ -34,6 +34,10 @@ ENVIRONMENT_FIELDS = (
     "min_desired_count",
     "max_desired_count",
     "backend_settings",
+    "capture_fraction",
+    "drift_window_minutes",
+    "drift_share",
+    "drift_methods",
 )
 MAX_APPROVALS = 10
 STRATEGIES = ("rolling", "all_at_once", "canary", "linear")
@@ -44,6 +48,7 @@ NUMBER_RANGES: dict[str, tuple[float, float, str]] = {
     "canary_percent": (1.0, 99.0, "a percentage of traffic from 1 to 99"),
     "linear_step_percent": (1.0, 99.0, "a percentage of traffic from 1 to 99"),
     "linear_interval_minutes": (0.0, 1440.0, "minutes from 0 to 1440"),
+    "capture_fraction": (0.0, 1.0, "a fraction of requests from 0 (capture none) to 1 (all)"),
 }
 # The whole-number settings and what each accepts: the one table the checks below and the API's schema read.
 WHOLE_NUMBER_RANGES: dict[str, tuple[int, int]] = {
@@ -52,6 +57,7 @@ WHOLE_NUMBER_RANGES: dict[str, tuple[int, int]] = {
     "request_ttl_days": (1, 365),
     "min_desired_count": (1, 100),
     "max_desired_count": (1, 100),
+    "drift_window_minutes": (1, 10080),
 }
 
 
@@ -107,6 +113,38 @@ def _fraction_or_number(
         errors.setdefault(name, []).append(f"expected {what}, or empty for none; got {value!r}")
         return
     data[name] = number
+
+
+def _clean_drift(errors: dict[str, list[str]], data: dict[str, Any]) -> None:
+    """The drift job's share and methods, checked by the statistics core itself (the job runs the same check)."""
+    from workers.stats.drift import validate_drift_config
+
+    if "drift_share" in data:
+        value = data["drift_share"]
+        try:
+            share = float(value) if not isinstance(value, bool) else float("nan")
+        except (TypeError, ValueError):
+            share = float("nan")
+        if share != share or not 0 < share <= 1:
+            errors.setdefault("drift_share", []).append(
+                f"expected the share of features that makes the inputs drifted, above 0 and at most 1; got {value!r}"
+            )
+        else:
+            data["drift_share"] = share
+    if "drift_methods" in data:
+        methods = data["drift_methods"]
+        if methods in (None, ""):
+            methods = data["drift_methods"] = {}
+        if not isinstance(methods, dict):
+            errors.setdefault("drift_methods", []).append(
+                'expected an object, e.g. {"numeric": {"method": "psi", "threshold": 0.2}}, or empty for the defaults'
+            )
+            return
+        problems = validate_drift_config(dict(methods))
+        if "share" in methods:
+            problems["share"] = "set by drift_share, not among the methods"
+        for name, message in sorted(problems.items()):
+            errors.setdefault("drift_methods", []).append(f"{name}: {message}")
 
 
 def _clean_environment(data: dict[str, Any], *, instance: Environment | None) -> dict[str, Any]:
@@ -171,6 +209,7 @@ def _clean_environment(data: dict[str, Any], *, instance: Environment | None) ->
     for name in ("allow_override", "deploy_on_approval"):
         if name in data and not isinstance(data[name], bool):
             errors[name] = [f"expected true or false, got {data[name]!r}"]
+    _clean_drift(errors, data)
     if "description" in data:
         data["description"] = str(data["description"] or "")
     if "backend_settings" in data and not isinstance(data["backend_settings"], dict):

@@ -411,11 +411,14 @@ ACTIONS_FOR_CALL: dict[str, set[str]] = {
     "put_scaling_policy": {"application-autoscaling:PutScalingPolicy"},
     "delete_scaling_policy": {"application-autoscaling:DeleteScalingPolicy"},
     "describe_scaling_policies": {"application-autoscaling:DescribeScalingPolicies"},
+    # The metrics pull (workers/metrics/cloudwatch.py): GetMetricData takes no resource-level permissions.
+    "get_metric_data": {"cloudwatch:GetMetricData"},
 }
 
 
 def calls_the_workers_make() -> set[str]:
-    """Every S3, SageMaker and CloudWatch Logs operation (and managed transfer) called anywhere under workers/."""
+    """Every S3, SageMaker, CloudWatch Logs, ECS, Application Auto Scaling, ELB and CloudWatch operation (and managed
+    transfer) called anywhere under workers/."""
     import ast
 
     import botocore.session
@@ -424,7 +427,7 @@ def calls_the_workers_make() -> set[str]:
     session = botocore.session.get_session()
     operations = {
         xform_name(name)
-        for service in ("s3", "sagemaker", "logs", "ecs", "application-autoscaling", "elbv2")
+        for service in ("s3", "sagemaker", "logs", "ecs", "application-autoscaling", "elbv2", "cloudwatch")
         for name in session.get_service_model(service).operation_names
     }
     found: set[str] = set()
@@ -474,6 +477,7 @@ def test_the_documented_policy_allows_every_call_the_code_makes() -> None:
         "get_log_events",
         "list_object_versions",
         "update_model_package",
+        "get_metric_data",
     } <= calls
     needed = set().union(*(ACTIONS_FOR_CALL[call] for call in calls))
     assert needed - policy_actions("### The role the web and worker processes run as") == set()

@@ -1,0 +1,212 @@
+"""Reads of the metric series: charts (`metric_series`), one window's figures (`window_summary`, also what the
+deployment objectives judge), deploy and rollback markers, and the check of a window a page or the API asks for.
+
+Percentiles always come from the merged histogram of every row in a step or window (bucket counts added, then
+the quantile: monitoring.histograms), never from averaging percentiles. Integer columns are summed in SQL where a
+whole window is asked; the histograms are added in Python over the window's rows (bounded: a week of minutes is
+10,080 rows per revision).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Q, QuerySet, Sum
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from deployments.models import Deployment, Service
+from monitoring.histograms import counts_quantile_ms, sum_counts
+from monitoring.models import MetricPoint
+
+# The steps a series is drawn with (seconds); the smallest that keeps a window within MAX_POINTS is chosen.
+STEPS = (60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800)
+MAX_POINTS = 300
+# An explicit step_seconds is raised if a window would have more points than this.
+MAX_EXPLICIT_POINTS = 5000
+QUANTILES = (("p50_ms", 0.50), ("p95_ms", 0.95), ("p99_ms", 0.99))
+_INTEGERS = ("requests", "errors", "client_errors", "rows", "captured_rows", "capture_dropped_rows")
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def metric_points(
+    *, service: Service | int, start: datetime, end: datetime, revision: str | None = None
+) -> QuerySet[MetricPoint]:
+    """The rows (minutes and rolled-up hours) whose interval overlaps [start, end)."""
+    overlapping = Q(resolution=60, start__gt=start - timedelta(seconds=60)) | Q(
+        resolution=3600, start__gt=start - timedelta(seconds=3600)
+    )
+    service_id = service if isinstance(service, int) else service.pk
+    rows = MetricPoint.objects.filter(overlapping, service_id=service_id, start__lt=end)
+    if revision is not None:
+        rows = rows.filter(revision=revision)
+    return rows
+
+
+def _figures(requests: int, errors: int, counts: list[int]) -> dict[str, Any]:
+    figures: dict[str, Any] = {"error_rate": errors / requests if requests else None}
+    for name, q in QUANTILES:
+        figures[name] = counts_quantile_ms(counts, q) if requests else None
+    return figures
+
+
+def window_summary(
+    *, service: Service | int, start: datetime, end: datetime, revision: str | None = None
+) -> dict[str, Any]:
+    """One window's figures: {"start", "end", "requests", "errors", "client_errors", "rows", "requests_per_s",
+    "error_rate" (5xx share, None without requests), "p50_ms", "p95_ms", "p99_ms" (None without requests),
+    "mean_ms"} — of one revision, or of all of them."""
+    rows = metric_points(service=service, start=start, end=end, revision=revision)
+    sums = rows.aggregate(
+        **{name: Coalesce(Sum(name), 0) for name in _INTEGERS}, latency_sum_ms=Coalesce(Sum("latency_sum_ms"), 0.0)
+    )
+    counts = sum_counts(c or [] for c in rows.values_list("latency_counts", flat=True)) if sums["requests"] else []
+    requests = int(sums["requests"])
+    seconds = max((end - start).total_seconds(), 1.0)
+    return {
+        "start": iso(start),
+        "end": iso(end),
+        **{name: int(sums[name]) for name in _INTEGERS},
+        "requests_per_s": requests / seconds,
+        "mean_ms": float(sums["latency_sum_ms"]) / requests if requests else None,
+        **_figures(requests, int(sums["errors"]), counts),
+    }
+
+
+def series_step(start: datetime, end: datetime, *, rolled_up: bool = False) -> int:
+    """The smallest step that draws [start, end) in at most MAX_POINTS points; at least an hour where the window
+    holds rolled-up hours (they cannot be split into minutes)."""
+    seconds = max((end - start).total_seconds(), 60.0)
+    floor = 3600 if rolled_up else 60
+    for step in STEPS:
+        if step >= floor and seconds / step <= MAX_POINTS:
+            return step
+    return STEPS[-1]
+
+
+def metric_series(
+    *,
+    service: Service | int,
+    start: datetime,
+    end: datetime,
+    step_seconds: int | None = None,
+    by_revision: bool = False,
+) -> dict[str, Any]:
+    """The series of [start, end) for a chart:
+
+        {"step": seconds, "times": [iso start of each step, …],
+         "series": {"all" (or each revision): {"requests": […], "requests_per_s": […], "errors": […],
+                    "client_errors": […], "error_rate": [… None without requests],
+                    "p50_ms": […], "p95_ms": […], "p99_ms": […]}}}
+
+    Steps are aligned to whole multiples of the step since the epoch (UTC). Each step's percentiles come from its
+    rows' merged histogram."""
+    rows = list(
+        metric_points(service=service, start=start, end=end).values_list(
+            "revision", "resolution", "start", "requests", "errors", "client_errors", "latency_counts"
+        )
+    )
+    rolled_up = any(row[1] == 3600 for row in rows)
+    if step_seconds is None:
+        step = series_step(start, end, rolled_up=rolled_up)
+    else:
+        step = max(60, int(step_seconds) // 60 * 60)
+        if rolled_up:
+            step = max(3600, math.ceil(step / 3600) * 3600)
+        while (end - start).total_seconds() / step > MAX_EXPLICIT_POINTS:
+            step *= 2
+    first = math.floor(start.timestamp() / step) * step
+    count = max(1, math.ceil((end.timestamp() - first) / step))
+    times = [datetime.fromtimestamp(first + i * step, UTC) for i in range(count)]
+    # Per series and step: [requests, errors, client_errors, [histograms to add]].
+    buckets: dict[str, list[list[Any]]] = {}
+    for revision, _resolution, row_start, requests, errors, client_errors, latency_counts in rows:
+        key = revision if by_revision else "all"
+        if key not in buckets:
+            buckets[key] = [[0, 0, 0, []] for _ in range(count)]
+        index = min(max(int((row_start.timestamp() - first) // step), 0), count - 1)
+        bucket = buckets[key][index]
+        bucket[0] += requests
+        bucket[1] += errors
+        bucket[2] += client_errors
+        bucket[3].append(latency_counts or [])
+    if not by_revision and not buckets:
+        buckets["all"] = [[0, 0, 0, []] for _ in range(count)]
+    series = {}
+    for key in sorted(buckets):
+        values: dict[str, list[Any]] = {
+            "requests": [],
+            "requests_per_s": [],
+            "errors": [],
+            "client_errors": [],
+            "error_rate": [],
+            **{name: [] for name, _ in QUANTILES},
+        }
+        for requests, errors, client_errors, counts in buckets[key]:
+            values["requests"].append(requests)
+            values["requests_per_s"].append(requests / step)
+            values["errors"].append(errors)
+            values["client_errors"].append(client_errors)
+            for name, value in _figures(requests, errors, sum_counts(counts) if requests else []).items():
+                values[name].append(value)
+        series[key] = values
+    return {"step": step, "times": [iso(t) for t in times], "series": series}
+
+
+def deployment_markers(*, service: Service | int, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """Deploys and rollbacks of the service that took (or tried to take) traffic in [start, end), oldest first:
+    [{"at": iso (when it took traffic; else when it started or was made), "kind": "deploy" | "rollback",
+    "deployment_id", "revision", "label" ("deploy v3", "rollback to v2"), "status"}]."""
+    service_id = service if isinstance(service, int) else service.pk
+    deployments = (
+        Deployment.objects.filter(service_id=service_id)
+        .annotate(at=Coalesce("baking_at", "started_at", "created_at"))
+        .filter(at__gte=start, at__lt=end)
+        .select_related("model_version")
+        .order_by("at", "id")
+    )
+    markers = []
+    for deployment in deployments:
+        number = deployment.model_version.number
+        label = f"rollback to v{number}" if deployment.kind == Deployment.Kind.ROLLBACK else f"deploy v{number}"
+        markers.append(
+            {
+                "at": iso(deployment.at),
+                "kind": deployment.kind,
+                "deployment_id": deployment.pk,
+                "revision": deployment.revision,
+                "label": label,
+                "status": deployment.status,
+            }
+        )
+    return markers
+
+
+def metric_window_problems(
+    *, start: datetime | None, end: datetime | None, now: datetime | None = None
+) -> dict[str, list[str]]:
+    """What is wrong with a window a page or the API asks for, by field ({} when nothing): both given, end after
+    start, not starting before the oldest kept hour (settings.METRICS_RETENTION_DAYS)."""
+    problems: dict[str, list[str]] = {}
+    if start is None:
+        problems["start"] = ["required: a date and time (ISO 8601, e.g. 2026-12-01T14:00:00Z)"]
+    if end is None:
+        problems["end"] = ["required: a date and time (ISO 8601, e.g. 2026-12-01T15:00:00Z)"]
+    if start is None or end is None:
+        return problems
+    if end <= start:
+        problems["end"] = [f"must be after start ({iso(start)}), got {iso(end)}"]
+    days = settings.METRICS_RETENTION_DAYS
+    if (end - start) > timedelta(days=days):
+        problems["start"] = [f"the window is longer than the {days} days metrics are kept"]
+    elif start < (now or timezone.now()) - timedelta(days=days):
+        problems["start"] = [
+            f"metrics are kept {days} days: start on or after {iso((now or timezone.now()) - timedelta(days=days))}"
+        ]
+    return problems

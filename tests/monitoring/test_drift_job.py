@@ -1,0 +1,247 @@
+"""The drift job on real capture files: windows scheduled on the clock, one report per window however many beats
+race, the statistics core's verdict stored under the lease, the drift alert opened and closed, the environment's
+drift settings checked, and the retrain link."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from django.urls import reverse
+
+from controlplane.models import AuditEvent, Notification, TransitionEvent
+from controlplane.transitions import TAKEOVER_REASON
+from monitoring import drift_selectors
+from monitoring.models import Alert, DriftFeature, DriftReport
+from monitoring.services import drift
+from tests.fixtures.races import race
+from tests.monitoring.drift_world import (
+    World,
+    make_world,
+    profiled_version,
+    rows,
+    training_csv,
+    write_capture,
+    write_corrupt_capture,
+)
+
+DAY = datetime(2026, 11, 30, tzinfo=UTC)
+
+
+def at(hour: int, minute: int = 0, second: int = 0) -> datetime:
+    return DAY.replace(hour=hour, minute=minute, second=second)
+
+
+@pytest.fixture(autouse=True)
+def no_worker_runs_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests run each report themselves: a session worker (from an earlier test) must not take it first."""
+    from monitoring import tasks_drift
+
+    monkeypatch.setattr(tasks_drift.drift_report_run_task, "delay", lambda *args, **kwargs: None)
+
+
+@pytest.fixture
+def world(users: Any, tmp_path: Any) -> World:
+    return make_world(users, tmp_path)
+
+
+def report_for(world: World, start: datetime, end: datetime) -> DriftReport:
+    return DriftReport.objects.create(service=world.service, window_start=start, window_end=end)
+
+
+def transitions_of(report: DriftReport) -> list[tuple[str, str, str]]:
+    events = TransitionEvent.objects.filter(object_type="monitoring.driftreport", object_id=str(report.pk))
+    return [(e.from_status, e.to_status, e.reason) for e in events.order_by("created_at", "id")]
+
+
+def test_windows_are_aligned_to_the_clock_and_only_the_newest_few_are_caught_up() -> None:
+    windows = drift.due_windows(since=at(9, 20), now=at(11, 0, 30), minutes=60, limit=3)
+    assert windows == [(at(9), at(10)), (at(10), at(11))]
+    assert drift.due_windows(since=at(11), now=at(11, 59), minutes=60, limit=3) == []
+    # After an outage, the newest `limit` windows only.
+    assert drift.due_windows(since=at(1), now=at(11, 5), minutes=60, limit=3) == [
+        (at(8), at(9)),
+        (at(9), at(10)),
+        (at(10), at(11)),
+    ]
+    assert drift.due_windows(since=at(10, 7), now=at(10, 31), minutes=15, limit=3) == [
+        (at(10), at(10, 15)),
+        (at(10, 15), at(10, 30)),
+    ]
+
+
+def test_the_schedule_starts_at_the_deployment_and_goes_on_from_the_last_report(world: World) -> None:
+    made = drift.drift_reports_schedule(now=at(11, 0, 30))
+    assert [(r.window_start, r.window_end) for r in made] == [(at(9), at(10)), (at(10), at(11))]
+    assert drift.drift_reports_schedule(now=at(11, 1)) == []  # a beat later: nothing new
+    later = drift.drift_reports_schedule(now=at(12, 0, 1))
+    assert [(r.window_start, r.window_end) for r in later] == [(at(11), at(12))]
+    assert all(r.status == "queued" and r.enqueued_at is not None for r in made + later)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_beats_racing_make_one_report_per_window(users: Any, tmp_path: Any) -> None:
+    world = make_world(users, tmp_path)
+    outcomes = race(
+        lambda: drift.drift_reports_schedule(now=at(11, 0, 30)),
+        lambda: drift.drift_reports_schedule(now=at(11, 0, 30)),
+    )
+    assert [o.error for o in outcomes] == [None, None]
+    windows = sorted((r.window_start, r.window_end) for o in outcomes for r in o.value)
+    assert windows == [(at(9), at(10)), (at(10), at(11))]  # each made by one of them
+    assert DriftReport.objects.filter(service=world.service).count() == 2
+
+
+def test_a_shifted_window_drifts_and_opens_the_alert_and_a_calm_one_closes_it(world: World, users: Any) -> None:
+    # Ages 25 years older, incomes three times higher: two of three features drift (the share is 0.5).
+    write_capture(world.service, at(10, 15), rows(400, seed=2, age_shift=25.0, income_scale=3.0))
+    write_capture(world.service, at(10, 40), rows(400, seed=3, age_shift=25.0, income_scale=3.0))
+    corrupt = write_corrupt_capture(world.service, at(10, 50))
+    write_capture(world.service, at(11, 20), rows(600, seed=4))  # the next window: as trained
+
+    shifted = drift.drift_report_run(report_id=report_for(world, at(10), at(11)).pk)
+    assert shifted is not None and shifted.status == "succeeded", shifted and shifted.status_reason
+    assert shifted.rows == 800 and shifted.files_read == 2
+    assert [item["key"] for item in shifted.unreadable] == [corrupt] and shifted.unreadable[0]["reason"]
+    assert shifted.drifted is True and shifted.drifted_share == pytest.approx(2 / 3)
+    assert shifted.baseline_id == world.train.pk and shifted.config["share"] == 0.5 and shifted.progress == 1.0
+    features = {f.feature: f for f in DriftFeature.objects.filter(report=shifted)}
+    assert set(features) == {"age", "income", "plan"}
+    assert features["age"].drifted and features["income"].drifted and not features["plan"].drifted
+    assert features["age"].current_rows == 800 and features["age"].histogram
+    assert [(a, b) for a, b, _ in transitions_of(shifted)] == [("queued", "running"), ("running", "succeeded")]
+
+    alert = Alert.objects.get(service=world.service, name="drift", status="open")
+    assert alert.value == pytest.approx(2 / 3) and alert.threshold == 0.5 and alert.drift_report_id == shifted.pk
+    assert (alert.window_start, alert.window_end) == (at(10), at(11))
+    assert "2 of 3 features drifted" in alert.message
+    assert AuditEvent.objects.filter(action="alert.open", object_id=str(alert.pk)).count() == 1
+    told = Notification.objects.filter(title__contains="drift alert")
+    assert {n.user for n in told} == {users.data_scientist, users.approver}
+
+    calm = drift.drift_report_run(report_id=report_for(world, at(11), at(12)).pk)
+    assert calm is not None and calm.drifted is False and calm.rows == 600 and calm.unreadable == []
+    alert.refresh_from_db()
+    assert alert.status == "closed" and alert.closed_at is not None and "0 of 3 features drifted" in alert.close_reason
+    assert AuditEvent.objects.filter(action="alert.close", object_id=str(alert.pk)).count() == 1
+
+    # What the pages read.
+    heatmap = drift_selectors.drift_heatmap(world.service, at(9), at(13))
+    assert heatmap["times"] == [at(11).isoformat(), at(12).isoformat()]
+    assert heatmap["features"][:2] == ["age", "income"] and len(heatmap["thresholds"]) == 3
+    age = heatmap["features"].index("age")
+    assert heatmap["drifted"][age] == [True, False] and all(s is not None for s in heatmap["scores"][age])
+    detail = drift_selectors.drift_report_detail(shifted)
+    assert [f.feature for f in detail["features"]][:2] == ["age", "income"] and detail["unreadable"][0][
+        "key"
+    ] == corrupt
+    assert list(drift_selectors.drift_reports(world.service, at(10, 30), at(13))) == [calm, shifted]
+
+
+def test_a_window_without_captured_requests_has_no_verdict_and_leaves_the_alert(world: World) -> None:
+    from monitoring.services import alerts
+
+    alerts.alert_raise(world.service, "drift", value=0.8, threshold=0.5, window=(at(8), at(9)), message="drifted")
+    empty = drift.drift_report_run(report_id=report_for(world, at(12), at(13)).pk)
+    assert empty is not None and empty.status == "succeeded"
+    assert empty.rows == 0 and empty.drifted is None and empty.drifted_share is None
+    assert "no requests were captured" in empty.status_reason
+    assert Alert.objects.get(service=world.service, name="drift").status == "open"
+    assert drift_selectors.drift_report_detail(empty)["no_verdict"]
+
+
+def test_a_model_without_training_data_fails_its_report_with_the_reason(users: Any, world: World) -> None:
+    from lineage.models import RunInput
+
+    RunInput.objects.filter(run_id=world.version.run_id).delete()
+    failed = drift.drift_report_run(report_id=report_for(world, at(10), at(11)).pk)
+    assert failed is not None and failed.status == "failed"
+    assert "no baseline" in failed.status_reason and "no 'train' input" in failed.status_reason
+    assert transitions_of(failed)[-1][:2] == ("running", "failed")
+    assert not Alert.objects.exists()
+
+
+def test_a_worker_whose_lease_expired_cannot_store_its_result(world: World) -> None:
+    write_capture(world.service, at(10, 15), rows(300, seed=5))
+    report = report_for(world, at(10), at(11))
+    first = drift.DRIFT_MACHINE.claim(report.pk, "run", lease_seconds=60)
+    assert first == 1
+    # Its worker stopped renewing: the lease runs out and the job runs again, taken over.
+    DriftReport.objects.filter(pk=report.pk).update(claimed_at=at(0))
+    done = drift.drift_report_run(report_id=report.pk)
+    assert done is not None and done.status == "succeeded" and done.attempt == 2 and done.rows == 300
+    assert transitions_of(done)[1] == ("running", "running", TAKEOVER_REASON)
+
+    class Late:  # what the first worker computed, arriving after the takeover
+        features: list[Any] = []
+        unreadable: list[dict[str, str]] = []
+        rows, files_read, share, drifted = 1, 1, 1.0, True
+
+    assert drift._store_result(report.pk, first, Late()) is None
+    done.refresh_from_db()
+    assert done.rows == 300 and done.drifted is False and done.attempt == 2
+    assert DriftFeature.objects.filter(report=done).count() == 3
+
+
+def test_a_stale_report_is_sent_again(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    from monitoring import tasks_drift
+
+    sent: list[int] = []
+    monkeypatch.setattr(tasks_drift.drift_report_run_task, "delay", sent.append)
+    lost = DriftReport.objects.create(service=world.service, window_start=at(9), window_end=at(10), enqueued_at=at(0))
+    fresh = DriftReport.objects.create(
+        service=world.service, window_start=at(10), window_end=at(11), enqueued_at=datetime.now(UTC)
+    )
+    assert drift.drift_reports_requeue_stale() == 1 and sent == [lost.pk]
+    assert fresh.pk not in sent
+
+
+def test_a_bad_drift_setting_is_named_on_its_field_and_changes_nothing(
+    world: World, users: Any, api_client_for
+) -> None:
+    client = api_client_for(users.admin)
+    url = reverse("api-environment-detail", args=["staging"])
+    bad = client.patch(url, {"drift_methods": {"numeric": {"method": "ks", "threshold": 5}}}, format="json")
+    assert bad.status_code == 400, bad.content
+    fields = bad.json()["error"]["fields"]
+    assert list(fields) == ["drift_methods"] and "numeric.threshold" in fields["drift_methods"][0]
+    share = client.patch(url, {"drift_share": 0}, format="json")
+    assert share.status_code == 400 and "drift_share" in share.json()["error"]["fields"]
+    window = client.patch(url, {"drift_window_minutes": 0}, format="json")
+    assert window.status_code == 400 and "drift_window_minutes" in window.json()["error"]["fields"]
+    world.environment.refresh_from_db()
+    assert world.environment.drift_methods == {} and world.environment.drift_share == 0.5
+
+    good = {"drift_methods": {"numeric": {"method": "ks", "threshold": 0.01}}, "drift_share": 0.3}
+    changed = client.patch(url, good, format="json")
+    assert changed.status_code == 200, changed.content
+    assert changed.json()["drift_methods"] == good["drift_methods"] and changed.json()["drift_share"] == 0.3
+    event = AuditEvent.objects.filter(action="environment.change").latest("id")
+    assert event.after == {"drift_methods": good["drift_methods"], "drift_share": 0.3}
+
+
+def test_retrain_opens_the_launch_form_on_the_newest_data_filled_in_as_the_serving_version_was_trained(
+    world: World, users: Any, client: Any, tmp_path: Any
+) -> None:
+    same = drift_selectors.retrain_target(world.service)
+    assert same is not None and not same.newer and same.train == world.train
+    assert "still the newest version" in same.message
+
+    newer = profiled_version(users.data_scientist, world.project, training_csv(tmp_path / "newer.csv", seed=9))
+    assert newer.dataset_id == world.train.dataset_id and newer.number == 2
+    target = drift_selectors.retrain_target(world.service)
+    assert target is not None and target.newer and target.train == newer
+    assert drift_selectors.retrain_url(world.service) == target.url
+
+    client.force_login(users.data_scientist)
+    page = client.get(target.url)
+    assert page.status_code == 200
+    form = page.context["form"]
+    assert page.context["train"] == newer
+    assert form["recipe"].value() == "logistic_regression" and form["target"].value() == "churned"
+    assert form["hp_C"].value() == "0.5" and form["hp_max_iter"].value() == "300"
+    assert form["hp_class_weight"].value() == "balanced" and str(form["seed"].value()) == "7"
+    assert form["model_name"].value() == "churn-model" and form["backend"].value() == "local"
+    html = page.content.decode()
+    assert '<option value="balanced" selected>' in html and '<option value="churned" selected>' in html

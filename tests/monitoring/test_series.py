@@ -1,0 +1,104 @@
+"""Series and window figures: steps, merged-histogram percentiles, markers, window checks, a week's cost."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from deployments.models import Deployment
+from monitoring import selectors
+from monitoring.histograms import COUNTS_LENGTH, counts_quantile_ms
+from monitoring.services.metrics import MinuteCounts, record_minutes
+
+pytestmark = pytest.mark.django_db
+T0 = datetime(2026, 12, 1, 14, 0, tzinfo=UTC)
+
+
+def counts(**at: int) -> list[int]:
+    values = [0] * COUNTS_LENGTH
+    for index, count in at.items():
+        values[int(index[1:])] = count
+    return values
+
+
+def test_percentiles_come_from_the_merged_histogram_not_from_averaged_percentiles(served: Any) -> None:
+    # Minute one: 99 fast answers (bucket 3, ≤ 2.5 ms); minute two: one slow answer (bucket 12, ≤ 2500 ms).
+    record_minutes(served, "d1", [MinuteCounts(T0, requests=99, latency_counts=counts(b3=99))], source="portal")
+    slow = MinuteCounts(T0 + timedelta(minutes=1), requests=1, errors=1, latency_counts=counts(b12=1))
+    record_minutes(served, "d1", [slow], source="portal")
+    summary = selectors.window_summary(service=served, start=T0, end=T0 + timedelta(minutes=2))
+    merged = counts(b3=99, b12=1)
+    assert summary["requests"] == 100 and summary["errors"] == 1 and summary["error_rate"] == pytest.approx(0.01)
+    assert summary["p99_ms"] == pytest.approx(counts_quantile_ms(merged, 0.99)) and summary["p99_ms"] <= 2.5
+    # Averaging the two minutes' p99s would say ~1250 ms.
+    assert summary["requests_per_s"] == pytest.approx(100 / 120)
+    series = selectors.metric_series(service=served, start=T0, end=T0 + timedelta(minutes=2))
+    assert series["step"] == 60 and series["times"] == ["2026-12-01T14:00:00Z", "2026-12-01T14:01:00Z"]
+    assert series["series"]["all"]["requests"] == [99, 1]
+    assert series["series"]["all"]["error_rate"] == [0.0, 1.0]
+    assert series["series"]["all"]["p99_ms"][1] > 1000
+    wide = selectors.metric_series(service=served, start=T0, end=T0 + timedelta(minutes=2), step_seconds=120)
+    assert wide["series"]["all"]["requests"] == [100]
+    assert wide["series"]["all"]["p99_ms"] == [pytest.approx(summary["p99_ms"])]
+
+
+def test_by_revision_and_an_empty_window(served: Any) -> None:
+    record_minutes(served, "d1", [MinuteCounts(T0, requests=3, latency_counts=counts(b5=3))], source="portal")
+    record_minutes(served, "d2", [MinuteCounts(T0, requests=1, latency_counts=counts(b6=1))], source="portal")
+    series = selectors.metric_series(service=served, start=T0, end=T0 + timedelta(minutes=1), by_revision=True)
+    assert {k: v["requests"] for k, v in series["series"].items()} == {"d1": [3], "d2": [1]}
+    assert (
+        selectors.window_summary(service=served, start=T0, end=T0 + timedelta(minutes=1), revision="d2")["requests"]
+        == 1
+    )
+    later = T0 + timedelta(hours=1)
+    empty = selectors.metric_series(service=served, start=later, end=later + timedelta(minutes=3))
+    assert empty["series"]["all"]["requests"] == [0, 0, 0] and empty["series"]["all"]["p99_ms"] == [None] * 3
+    nothing = selectors.window_summary(service=served, start=later, end=later + timedelta(minutes=3))
+    assert nothing["requests"] == 0 and nothing["p99_ms"] is None and nothing["error_rate"] is None
+
+
+def test_the_step_keeps_a_window_within_300_points() -> None:
+    assert selectors.series_step(T0, T0 + timedelta(hours=1)) == 60
+    assert selectors.series_step(T0, T0 + timedelta(hours=6)) == 120
+    assert selectors.series_step(T0, T0 + timedelta(days=1)) == 300
+    assert selectors.series_step(T0, T0 + timedelta(days=7)) == 3600
+    assert selectors.series_step(T0, T0 + timedelta(hours=1), rolled_up=True) == 3600
+    assert selectors.series_step(T0, T0 + timedelta(days=365)) <= 172800
+
+
+def test_deploy_and_rollback_markers(served: Any) -> None:
+    deployment = Deployment.objects.get(pk=served.current_deployment_id)
+    now = deployment.baking_at
+    markers = selectors.deployment_markers(service=served, start=now - timedelta(hours=1), end=now + timedelta(hours=1))
+    assert markers == [
+        {
+            "at": selectors.iso(now),
+            "kind": "deploy",
+            "deployment_id": deployment.pk,
+            "revision": f"d{deployment.pk}",
+            "label": f"deploy v{deployment.model_version.number}",
+            "status": "succeeded",
+        }
+    ]
+    assert (
+        selectors.deployment_markers(service=served, start=now + timedelta(seconds=1), end=now + timedelta(hours=1))
+        == []
+    )
+
+
+def test_a_window_is_checked_by_field(settings: Any) -> None:
+    settings.METRICS_RETENTION_DAYS = 400
+    now = T0
+    assert selectors.metric_window_problems(start=now - timedelta(hours=1), end=now, now=now) == {}
+    assert list(selectors.metric_window_problems(start=now, end=now - timedelta(hours=1), now=now)) == ["end"]
+    assert list(selectors.metric_window_problems(start=now - timedelta(days=401), end=now, now=now)) == ["start"]
+    assert (
+        "longer than the 400 days"
+        in selectors.metric_window_problems(start=now - timedelta(days=10), end=now + timedelta(days=400), now=now)[
+            "start"
+        ][0]
+    )
+    assert set(selectors.metric_window_problems(start=None, end=None, now=now)) == {"start", "end"}
