@@ -76,27 +76,25 @@ def severity(score: float | None, threshold: float | None, method: str) -> float
     return min(score / threshold, SEVERITY_SHOWN)
 
 
-def drift_heatmap_chart(heatmap: dict[str, Any], methods: dict[str, str]) -> dict[str, Any]:
+def drift_heatmap_chart(heatmap: dict[str, Any]) -> dict[str, Any]:
     """Feature × report time. The colour is each score against its feature's threshold (`severity`), since a
     p-value and a distance cannot share one scale; the raw score, threshold and method are in each cell's hover, and
     a crossed threshold is marked in the cell."""
     features = list(heatmap["features"])
     thresholds = list(heatmap["thresholds"])
+    methods = list(heatmap["methods"])
     scores = [list(row) for row in heatmap["scores"]]
     return {
         "kind": "heatmap",
         "title": "Drift by feature and report (score against threshold)",
         "x": list(heatmap["times"]),
         "y": features,
-        "z": [
-            [severity(score, thresholds[i], methods.get(feature, "")) for score in scores[i]]
-            for i, feature in enumerate(features)
-        ],
+        "z": [[severity(score, thresholds[i], methods[i]) for score in scores[i]] for i in range(len(features))],
         "zmax": SEVERITY_SHOWN,
         "scores": scores,
         "drifted": [list(row) for row in heatmap["drifted"]],
         "thresholds": thresholds,
-        "methods": [methods.get(feature, "") for feature in features],
+        "methods": methods,
     }
 
 
