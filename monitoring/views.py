@@ -201,8 +201,10 @@ def service_drift(request: HttpRequest, pk: int) -> HttpResponse:
     retrain = drift_selectors.retrain_target(service) if drifted and can_launch else None
     query = request.GET.copy()
     query.pop("page", None)
+    page = paginate(request, reports)
     context.update(
-        reports=paginate(request, reports),
+        reports=page,
+        page=page,
         query=query.urlencode(),
         report=report,
         features=features,
@@ -212,7 +214,6 @@ def service_drift(request: HttpRequest, pk: int) -> HttpResponse:
         histograms=_histograms(features),
         retrain=retrain,
     )
-    context["page"] = context["reports"]
     return render(request, "monitoring/service_drift.html", context)
 
 
