@@ -50,6 +50,11 @@ def test_charts_markers_and_heatmap_are_drawn_with_the_seeded_numbers(page, sign
     seed_alerts(seeded)
     sign_in(users.data_scientist)
     assert page.get_by_test_id("alert-banner").get_by_test_id("alert").count() == 2
+    # The overview, from the menu: the service's last hour.
+    page.get_by_test_id("main-nav").get_by_role("link", name="Monitoring").click()
+    row = page.locator('[data-testid="monitoring-table"] tr[data-service="bc-staging"]')
+    assert row.get_by_test_id("open-alerts").inner_text() == "2"
+    assert widths(page, "overview") == {(1280, 800): 1280, (390, 844): 390}
 
     # Latency, errors and throughput over the last hour.
     page.goto(f"/services/{seeded.service.pk}/monitoring/?window=1h")
