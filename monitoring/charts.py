@@ -60,17 +60,41 @@ def metric_charts(
     ]
 
 
+# Methods whose score is a p-value: the feature drifted when it fell below the threshold (the others: above it).
+P_VALUE_METHODS = frozenset({"ks", "chisquare"})
+# How far past its threshold a cell's colour goes on: ×4 and ×40 look the same, both far past.
+SEVERITY_SHOWN = 4.0
+
+
+def severity(score: float | None, threshold: float | None, method: str) -> float | None:
+    """A score against its threshold in one direction for every method: 1 at the threshold, above 1 drifted.
+    A distance is divided by its threshold; for a p-value, the threshold is divided by it."""
+    if score is None or not threshold:
+        return None
+    if method in P_VALUE_METHODS:
+        return SEVERITY_SHOWN if score <= 0 else min(threshold / score, SEVERITY_SHOWN)
+    return min(score / threshold, SEVERITY_SHOWN)
+
+
 def drift_heatmap_chart(heatmap: dict[str, Any]) -> dict[str, Any]:
-    """Feature × report time: each cell the score the feature's method compared with its threshold; a crossed
-    threshold is marked in the cell."""
+    """Feature × report time. The colour is each score against its feature's threshold (`severity`), since a
+    p-value and a distance cannot share one scale; the raw score, threshold and method are in each cell's hover, and
+    a crossed threshold is marked in the cell."""
+    features = list(heatmap["features"])
+    thresholds = list(heatmap["thresholds"])
+    methods = list(heatmap["methods"])
+    scores = [list(row) for row in heatmap["scores"]]
     return {
         "kind": "heatmap",
-        "title": "Drift score by feature and report",
+        "title": "Drift by feature and report (score against threshold)",
         "x": list(heatmap["times"]),
-        "y": list(heatmap["features"]),
-        "z": [list(row) for row in heatmap["scores"]],
+        "y": features,
+        "z": [[severity(score, thresholds[i], methods[i]) for score in scores[i]] for i in range(len(features))],
+        "zmax": SEVERITY_SHOWN,
+        "scores": scores,
         "drifted": [list(row) for row in heatmap["drifted"]],
-        "thresholds": list(heatmap["thresholds"]),
+        "thresholds": thresholds,
+        "methods": methods,
     }
 
 

@@ -19,13 +19,13 @@ from controlplane import permissions
 from controlplane.api_support import Choice, Flag, error_responses, get_or_404
 from deployments import selectors as deployment_selectors
 from deployments.models import Service
-from monitoring import standin as drift_selectors
-from monitoring import standin as metric_selectors
+from monitoring import drift_selectors
+from monitoring import selectors as metric_selectors
 from monitoring.models import Alert, DriftFeature, DriftReport
 from monitoring.windows import WINDOW_LABELS, Window, parse_window
 
 MAX_ID = 2**63 - 1
-FIGURES = ("requests", "requests_per_s", "errors", "error_rate", "p50_ms", "p95_ms", "p99_ms")
+FIGURES = ("requests", "requests_per_s", "errors", "client_errors", "error_rate", "p50_ms", "p95_ms", "p99_ms")
 
 
 class WindowInput(serializers.Serializer):
@@ -49,11 +49,16 @@ class WindowOutput(serializers.Serializer):
 class FiguresOutput(serializers.Serializer):
     requests = serializers.IntegerField()
     requests_per_s = serializers.FloatField()
-    errors = serializers.IntegerField()
+    errors = serializers.IntegerField(help_text="5xx answers")
+    client_errors = serializers.IntegerField(help_text="4xx answers")
     error_rate = serializers.FloatField(allow_null=True, help_text="5xx share of requests; null without requests")
     p50_ms = serializers.FloatField(allow_null=True, help_text="From the merged latency histogram")
     p95_ms = serializers.FloatField(allow_null=True)
     p99_ms = serializers.FloatField(allow_null=True)
+
+
+class SummaryOutput(FiguresOutput):
+    mean_ms = serializers.FloatField(allow_null=True, help_text="Mean latency")
 
 
 class MetricPointOutput(FiguresOutput):
@@ -62,9 +67,10 @@ class MetricPointOutput(FiguresOutput):
 
 
 class MarkerOutput(serializers.Serializer):
-    at = serializers.CharField()
+    at = serializers.DateTimeField(help_text="When it took traffic (else when it started)")
     kind = serializers.CharField(help_text="deploy or rollback")
     deployment_id = serializers.IntegerField()
+    revision = serializers.CharField()
     label = serializers.CharField()
     status = serializers.CharField()
 
@@ -76,7 +82,7 @@ class ServiceMetricsOutput(serializers.Serializer):
     service = serializers.IntegerField()
     window = WindowOutput()
     step_seconds = serializers.IntegerField(help_text="Seconds each point covers")
-    summary = FiguresOutput(help_text="The whole window, from the merged histograms")
+    summary = SummaryOutput(help_text="The whole window, from the merged histograms")
     markers = MarkerOutput(many=True, help_text="Deployments and rollbacks in the window")
     results = MetricPointOutput(many=True, help_text="Points by time, then revision")
 

@@ -17,9 +17,8 @@ from controlplane import permissions
 from controlplane.views import paginate
 from deployments import selectors as deployment_selectors
 from deployments.models import Service
-from monitoring import charts
-from monitoring import standin as drift_selectors
-from monitoring import standin as metric_selectors
+from monitoring import charts, drift_selectors
+from monitoring import selectors as metric_selectors
 from monitoring.models import Alert, DriftReport
 from monitoring.windows import WINDOW_LABELS, Window, parse_window
 
@@ -60,21 +59,12 @@ def _window_context(request: HttpRequest, window: Window | None, errors: dict[st
     }
 
 
-def open_alerts(*, service: Service | None = None) -> Any:
-    alerts = Alert.objects.filter(status=Alert.Status.OPEN).select_related("service", "drift_report")
-    return alerts.filter(service=service) if service is not None else alerts
-
-
 def alert_label(name: str) -> str:
     return ALERT_LABELS.get(name, name.replace("_", " "))
 
 
 def _latest_report(service: Service) -> DriftReport | None:
-    return (
-        DriftReport.objects.filter(service=service, status=DriftReport.Status.SUCCEEDED)
-        .order_by("-window_end", "-id")
-        .first()
-    )
+    return drift_selectors.drift_reports(service).filter(status=DriftReport.Status.SUCCEEDED).first()
 
 
 # --- overview -----------------------------------------------------------------------------------------------------
@@ -102,7 +92,12 @@ def overview(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "monitoring/overview.html",
-        {"page": page, "rows": rows, "alerts": open_alerts()[:10], "open_count": open_alerts().count()},
+        {
+            "page": page,
+            "rows": rows,
+            "alerts": drift_selectors.open_alerts()[:10],
+            "open_count": drift_selectors.open_alerts().count(),
+        },
     )
 
 
@@ -127,7 +122,6 @@ def service_metrics(request: HttpRequest, pk: int) -> HttpResponse:
     window, errors = _window(request, default=default)
     context: dict[str, Any] = {
         "service": service,
-        "alerts": open_alerts(service=service),
         **_window_context(request, window, errors, default),
     }
     if window is None:
@@ -182,7 +176,6 @@ def service_drift(request: HttpRequest, pk: int) -> HttpResponse:
     window, errors = _window(request, default=default)
     context: dict[str, Any] = {
         "service": service,
-        "alerts": open_alerts(service=service),
         **_window_context(request, window, errors, default),
     }
     report_text = request.GET.get("report", "")
@@ -191,31 +184,36 @@ def service_drift(request: HttpRequest, pk: int) -> HttpResponse:
         context["window_errors"] = errors
     if errors or window is None:
         return render(request, "monitoring/service_drift.html", context, status=400)
-    reports = drift_selectors.drift_reports(service, window.start, window.end).order_by("-window_end", "-id")
+    reports = drift_selectors.drift_reports(service, window.start, window.end)
+    latest = _latest_report(service)
     if report_text:
-        report = DriftReport.objects.filter(service=service, pk=int(report_text)).first()
+        report = drift_selectors.drift_reports(service).filter(pk=int(report_text)).first()
         if report is None:
             raise Http404(f"service {service.name} has no drift report {report_text}")
     else:
-        report = _latest_report(service)
-    features = list(report.features.all()) if report is not None else []
+        report = latest
+    detail = drift_selectors.drift_report_detail(report) if report is not None else None
+    features = detail["features"] if detail is not None else []
     heatmap = drift_selectors.drift_heatmap(service, window.start, window.end)
+    # Offered while the service's latest report says its inputs drifted, to those who may launch runs.
+    drifted = latest is not None and bool(latest.drifted)
+    can_launch = permissions.has_permission(request.user, "run.launch")
+    retrain = drift_selectors.retrain_target(service) if drifted and can_launch else None
     query = request.GET.copy()
     query.pop("page", None)
+    page = paginate(request, reports)
     context.update(
-        reports=paginate(request, reports),
-        page=None,
+        reports=page,
+        page=page,
         query=query.urlencode(),
         report=report,
         features=features,
+        unreadable=detail["unreadable"] if detail is not None else [],
         crossed=[f for f in features if f.drifted],
         heatmap={"id": "drift-heatmap", "figure": charts.drift_heatmap_chart(heatmap)} if heatmap["features"] else None,
         histograms=_histograms(features),
-        retrain_url=drift_selectors.retrain_url(service)
-        if permissions.has_permission(request.user, "run.launch")
-        else None,
+        retrain=retrain,
     )
-    context["page"] = context["reports"]
     return render(request, "monitoring/service_drift.html", context)
 
 

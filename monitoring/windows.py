@@ -8,16 +8,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from monitoring.selectors import metric_window_problems
+
 WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
 WINDOW_LABELS = {"1h": "Last hour", "24h": "Last day", "7d": "Last week", "custom": "Custom"}
 DEFAULT_WINDOW = "24h"
-# Without the ingest part's setting (it keeps the metric points), what the read side assumes they are kept for.
-DEFAULT_RETENTION_DAYS = 90
 
 
 @dataclass(frozen=True)
@@ -36,10 +35,6 @@ class Window:
         return {"window": "custom", "start": _text(self.start), "end": _text(self.end)}
 
 
-def retention_days() -> int:
-    return int(getattr(settings, "METRICS_RETENTION_DAYS", DEFAULT_RETENTION_DAYS))
-
-
 def _text(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
 
@@ -55,38 +50,30 @@ def _moment(value: str) -> datetime | None:
 
 
 def parse_window(query: Any, *, default: str = DEFAULT_WINDOW, now: datetime | None = None) -> Window:
-    """The window `query` (a QueryDict or a dict) asks for; ValidationError naming each bad field otherwise."""
+    """The window `query` (a QueryDict or a dict) asks for; ValidationError naming each bad field otherwise. Its
+    bounds are checked by the metric selectors' own rule (end after start, within METRICS_RETENTION_DAYS)."""
     now = now or timezone.now()
     name = str(query.get("window") or default).strip()
-    errors: dict[str, list[str]] = {}
     if name in WINDOWS:
         window = Window(name, now - WINDOWS[name], now)
     elif name == "custom":
+        errors: dict[str, list[str]] = {}
         moments: dict[str, datetime | None] = {}
         for field in ("start", "end"):
             value = str(query.get(field) or "")
             moments[field] = _moment(value) if value else None
             if not value:
-                errors[field] = [f"required with a custom window: a date and time like {_text(now)}"]
+                errors[field] = [f"required with a custom window: a date and time like {_text(now)} (UTC)"]
             elif moments[field] is None:
                 errors[field] = [f"expected a date and time like {_text(now)} (UTC), got {value!r}"]
         if errors:
             raise ValidationError(errors)
         start, end = moments["start"], moments["end"]
         assert start is not None and end is not None
-        if end <= start:
-            raise ValidationError({"end": [f"the end ({_text(end)} UTC) must be after the start ({_text(start)} UTC)"]})
         window = Window("custom", start, end)
     else:
         raise ValidationError({"window": [f"expected 1h, 24h, 7d or custom, got {name!r}"]})
-    days = retention_days()
-    if window.end - window.start > timedelta(days=days):
-        raise ValidationError(
-            {"start": [f"the window is longer than the {days} days metrics are kept: choose {days} days or less"]}
-        )
-    earliest = now - timedelta(days=days)
-    if window.start < earliest:
-        raise ValidationError(
-            {"start": [f"metrics are kept for {days} days: the earliest start is {_text(earliest)} UTC"]}
-        )
+    problems = metric_window_problems(start=window.start, end=window.end, now=now)
+    if problems:
+        raise ValidationError(problems)
     return window

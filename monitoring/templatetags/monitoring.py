@@ -45,7 +45,7 @@ def per_second(value: Any) -> str:
 @register.inclusion_tag("monitoring/_alert_banner.html", takes_context=True)
 def alert_banner(context: Any, service: Any = None) -> dict[str, Any]:
     """The open alerts (of one service, or of all): the newest few, and how many there are."""
-    from monitoring.views import open_alerts
+    from monitoring.drift_selectors import open_alerts
 
     request = context.get("request")
     user = getattr(request, "user", None)

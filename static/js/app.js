@@ -83,7 +83,8 @@ var CHARTS = {
     var data = spec.traces.map(function (t) {
       if (!(t.group in colours)) colours[t.group] = palette[Object.keys(colours).length % palette.length];
       var dash = { p50: "dot", p95: "dash" }[t.percentile] || "solid";
-      return { type: "scatter", mode: "lines", name: t.name, legendgroup: t.group, x: spec.x, y: t.y, connectgaps: false,
+      // Markers too: a minute with traffic between two without is a point with no line to draw.
+      return { type: "scatter", mode: "lines+markers", marker: { size: 4 }, name: t.name, legendgroup: t.group, x: spec.x, y: t.y, connectgaps: false,
                line: { color: colours[t.group], dash: dash, width: t.group === "all" ? 2.5 : 1.5 },
                visible: t.hidden ? "legendonly" : true };
     });
@@ -105,14 +106,20 @@ var CHARTS = {
                        legend: { orientation: "h", y: -0.2 }, hovermode: "x unified" }),
     };
   },
-  // Drift: features down, reports across; a crossed threshold is marked ✕ in its cell.
+  // Drift: features down, reports across. Colour: the score against its threshold (1 = at it; past it, red);
+  // the raw score, threshold and method in the hover; a crossed threshold marked ✕ in its cell.
   heatmap: function (spec) {
     var text = spec.drifted.map(function (row) { return row.map(function (d) { return d ? "✕" : ""; }); });
-    var custom = spec.y.map(function (_, i) { return spec.x.map(function () { return spec.thresholds[i]; }); });
+    var custom = spec.y.map(function (_, i) {
+      return spec.x.map(function (_, j) { return [spec.scores[i][j], spec.thresholds[i], spec.methods[i]]; });
+    });
+    var edge = 1 / spec.zmax;
     return {
-      data: [{ type: "heatmap", x: spec.x, y: spec.y, z: spec.z, text: text, texttemplate: "%{text}", customdata: custom,
-               colorscale: "YlOrRd", hoverongaps: false, colorbar: { thickness: 12 },
-               hovertemplate: "%{y} at %{x}<br>score %{z:.4g} (threshold %{customdata:.4g}) %{text}<extra></extra>" }],
+      data: [{ type: "heatmap", x: spec.x, y: spec.y, z: spec.z, zmin: 0, zmax: spec.zmax, text: text, texttemplate: "%{text}",
+               customdata: custom, hoverongaps: false,
+               colorscale: [[0, "#eef6ee"], [edge * 0.999, "#f6e7a6"], [edge, "#f4a582"], [1, "#b2182b"]],
+               colorbar: { thickness: 12, title: { text: "÷ threshold", side: "right" }, tickvals: [0, 1, spec.zmax], ticktext: ["0", "1", "≥" + spec.zmax] },
+               hovertemplate: "%{y} at %{x}<br>%{customdata[2]} score %{customdata[0]:.4g}, threshold %{customdata[1]:.4g} %{text}<extra></extra>" }],
       layout: layout({ title: { text: spec.title, font: { size: 13 } }, height: Math.max(240, 28 * spec.y.length + 110),
                        margin: { l: 110, r: 10, t: 40, b: 50 }, xaxis: { type: "date" }, yaxis: { type: "category", automargin: true } }),
     };

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
+from tempfile import TemporaryDirectory
 from typing import Any
 
 from django.utils import timezone
@@ -14,6 +16,8 @@ from controlplane import services as controlplane_services
 from deployments import services as deployment_services
 from deployments.models import Deployment, Service
 from deployments.objectives import histogram_quantile
+from lineage.models import DatasetVersion, RunInput
+from lineage.services import datasets as dataset_services
 from monitoring.models import Alert, DriftFeature, DriftReport, MetricPoint
 from serving.metrics import BUCKETS_MS
 from tests.deployments.conftest import make_model_version
@@ -69,6 +73,10 @@ def seed_service(users: Any, *, name: str = "bc-staging", slug: str = "bc") -> S
     )
     first = make_model_version(project, users.data_scientist)
     second = make_model_version(project, users.data_scientist)
+    # Both trained on version 1 of a dataset that has a version 2 by now: what "Retrain on newer data" offers.
+    trained_on, _newer = (_register(users, project, f"a,b,label\n1,2,0\n3,{n},1\n") for n in (4, 5))
+    for version in (first, second):
+        RunInput.objects.create(run_id=version.run_id, dataset_version=trained_on, channel="train")
     service = Service.objects.create(
         registered_model=first.registered_model,
         environment=environment,
@@ -127,6 +135,17 @@ def seed_service(users: Any, *, name: str = "bc-staging", slug: str = "bc") -> S
             )
     MetricPoint.objects.bulk_create(points)
     return Seeded(service=service, now=now, deployments=deployments, points=points)
+
+
+def _register(users: Any, project: Any, text: str) -> DatasetVersion:
+    target = dataset_services.dataset_target(project=project, dataset="bc-data")
+    with TemporaryDirectory() as folder:
+        path = Path(folder) / "bc.csv"
+        path.write_text(text)
+        version, _ = dataset_services.dataset_version_from_file(
+            actor=users.data_scientist, target=target, path=path, filename=path.name, source="upload"
+        )
+    return version
 
 
 FEATURES = ("mean radius", "mean texture", "mean area")

@@ -136,11 +136,18 @@ def test_the_drift_page_shows_heatmap_verdicts_histograms_and_retrain(users, see
     assert response.status_code == 200
     figures = json_scripts(response.content)
     heatmap = figures["drift-heatmap"]
-    assert heatmap["y"] == sorted(FEATURES)
+    assert sorted(heatmap["y"]) == sorted(FEATURES)
     assert [_at(t) for t in heatmap["x"]] == [r.window_end for r in seeded.reports]
     for i, feature in enumerate(heatmap["y"]):
-        assert heatmap["z"][i] == [r.features.get(feature=feature).score for r in seeded.reports]
-        assert heatmap["drifted"][i] == [r.features.get(feature=feature).drifted for r in seeded.reports]
+        verdicts = [r.features.get(feature=feature) for r in seeded.reports]
+        assert heatmap["scores"][i] == [f.score for f in verdicts]
+        assert heatmap["drifted"][i] == [f.drifted for f in verdicts]
+        # The colour: past 1 exactly where the threshold was crossed, whichever way the method's score points.
+        assert [z > 1 for z in heatmap["z"][i]] == [f.drifted for f in verdicts], (feature, heatmap["z"][i])
+    radius = heatmap["y"].index("mean radius")  # ks: a p-value of 0.001 against 0.05 is 50× past, shown as 4
+    assert heatmap["z"][radius] == [pytest.approx(0.125), pytest.approx(0.125), 4.0]
+    texture = heatmap["y"].index("mean texture")  # psi: a distance of 0.35 against 0.2
+    assert heatmap["z"][texture][-1] == pytest.approx(1.75)
     page = parse(response.content)
     table = page.find(data_testid="feature-table")
     assert {row.attrs["data-feature"]: row.attrs["data-drifted"] for row in table.find_all("tr")[1:]} == {
@@ -158,13 +165,25 @@ def test_the_drift_page_shows_heatmap_verdicts_histograms_and_retrain(users, see
     assert [h["title"] for h in histograms] == ["mean radius · drifted", "mean texture · drifted", "mean area"]
     assert histograms[0]["baseline"] == [0.25, 0.5, 0.25] and histograms[0]["edges"] == [0, 1, 2, 3]
     assert histograms[0]["current"] == pytest.approx([7 / 42, 10 / 42, 25 / 42])
-    assert page.find(data_testid="retrain").attrs["href"]
+    # Retrain on newer data: the launch form on version 2 of the data v1 was trained on, with its recipe.
+    retrain = page.find(data_testid="retrain").attrs["href"]
+    assert retrain.startswith("/runs/new/training/?") and "recipe=logistic_regression" in retrain
+    assert "(it was trained on" in page.find(data_testid="retrain-message").text()
+    form = signed_in(users.data_scientist).get(retrain)
+    assert form.status_code == 200 and form.context["train"].number == 2
     # An approver cannot launch runs: no retrain button for them.
     approver_page = parse(signed_in(users.approver).get(f"/services/{seeded.service.pk}/drift/").content)
     assert not approver_page.has(data_testid="retrain")
-    # An older report, chosen from the list: not drifted, no button.
+    # An older report, chosen from the list: its own verdicts; the service (its latest report) still drifted.
     older = signed_in(users.data_scientist).get(f"/services/{seeded.service.pk}/drift/?report={seeded.reports[0].pk}")
-    assert older.status_code == 200 and not parse(older.content).has(data_testid="retrain")
+    older_page = parse(older.content)
+    assert older.status_code == 200 and older_page.has(data_testid="retrain")
+    assert older_page.find(data_testid="crossed").text() == "none"
+    # Once the latest report is within bounds, nothing to retrain for.
+    DriftReport.objects.filter(pk=seeded.reports[-1].pk).update(drifted=False)
+    assert not parse(signed_in(users.data_scientist).get(f"/services/{seeded.service.pk}/drift/").content).has(
+        data_testid="retrain"
+    )
 
 
 def test_open_alerts_show_on_the_home_and_service_pages_with_value_threshold_and_window(users, seeded: Seeded) -> None:
@@ -188,10 +207,14 @@ def test_open_alerts_show_on_the_home_and_service_pages_with_value_threshold_and
 
 BAD_WINDOWS = [
     ({"window": "5y"}, "window", "expected 1h, 24h, 7d or custom, got '5y'"),
-    ({"window": "custom", "start": "2026-12-01T10:00", "end": "2026-12-01T09:00"}, "end", "must be after the start"),
+    ({"window": "custom", "start": "2026-12-01T10:00", "end": "2026-12-01T09:00"}, "end", "must be after start"),
     ({"window": "custom", "start": "yesterday", "end": "2026-12-01T09:00"}, "start", "expected a date and time"),
     ({"window": "custom", "end": "2026-12-01T09:00"}, "start", "required with a custom window"),
-    ({"window": "custom", "start": "2020-01-01T00:00", "end": "2020-03-01T00:00"}, "start", "metrics are kept for"),
+    (
+        {"window": "custom", "start": "2020-01-01T00:00", "end": "2020-03-01T00:00"},
+        "start",
+        "metrics are kept 400 days: start on or after",
+    ),
     ({"window": "custom", "start": "2020-01-01T00:00", "end": "2026-12-31T00:00"}, "start", "longer than"),
 ]
 
