@@ -296,6 +296,11 @@ def _csv_batches(
     rows: int | None,
 ) -> Iterator[Batch]:
     names = csv_header(path)
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        # validate_file refuses such a header; a batch could not tell the columns apart
+        shown = ", ".join(repr(name) for name in repeated[:5])
+        raise DatasetFileError(f"the CSV file cannot be read; validate it first (column names repeated: {shown})")
     wanted = names if columns is None else [name for name in names if name in set(columns)]
     if not wanted:
         return
@@ -333,6 +338,10 @@ def _csv_batches(
                     # bytes (text a little larger than the file) or, when known, the rows are the better measure.
                     done += record_batch.num_rows if rows else record_batch.nbytes
                     report(done / rows if rows else min(done, raw.tell()) / size)
+                if not done:
+                    # a header and no rows: the columns, with no values
+                    empty = {name: Values("text", pa.chunked_array([], type=pa.string())) for name in wanted}
+                    yield Batch(0, empty)
                 yield from _csv_gathered(gathered, max_rows)
         except (pa.ArrowException, OSError, EOFError, zlib.error) as exc:
             raise _csv_error(exc) from exc

@@ -118,10 +118,16 @@ class _Spill:
             self.abandoned = True
             self.close()
             return
-        handle = self.files.get(name)
-        if handle is None:
-            handle = self.files[name] = tempfile.TemporaryFile(prefix="cp-profile-")
-        handle.write(np.ascontiguousarray(numbers, dtype=np.float64).tobytes())
+        try:
+            handle = self.files.get(name)
+            if handle is None:
+                handle = self.files[name] = tempfile.TemporaryFile(prefix="cp-profile-")
+            handle.write(np.ascontiguousarray(numbers, dtype=np.float64).tobytes())
+        except OSError:
+            # no room for it (a small temporary disk): pass 2 reads the files again instead
+            self.abandoned = True
+            self.close()
+            return
         self.used += numbers.nbytes
 
     def holds(self, name: str) -> bool:
