@@ -24,6 +24,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from controlplane.api_support import ApiError, BodyInput
+from controlplane.nul import JSONParserWithoutNul
 from monitoring.models import MetricPoint
 from monitoring.services.ingest import service_for_token
 from monitoring.services.metrics import MinuteCounts, oldest_ingest_minute, record_minutes
@@ -183,6 +184,7 @@ class IngestMetricsApi(APIView):
 
     authentication_classes: list[Any] = []
     permission_classes = [AllowAny]
+    parser_classes = [JSONParserWithoutNul]
 
     def get_authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="ingest"'

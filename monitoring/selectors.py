@@ -14,12 +14,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Q, QuerySet, Sum
-from django.db.models.functions import Coalesce
+from django.db.models import BigIntegerField, Q, QuerySet, Sum
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
 from deployments.models import Deployment, Service
-from monitoring.histograms import counts_quantile_ms, sum_counts
+from monitoring.histograms import COUNTS_LENGTH, counts_quantile_ms, sum_counts
 from monitoring.models import MetricPoint
 
 # The steps a series is drawn with (seconds); the smallest that keeps a window within MAX_POINTS is chosen.
@@ -63,10 +64,17 @@ def window_summary(
     "error_rate" (5xx share, None without requests), "p50_ms", "p95_ms", "p99_ms" (None without requests),
     "mean_ms"} — of one revision, or of all of them."""
     rows = metric_points(service=service, start=start, end=end, revision=revision)
+    # All in one query, histogram too: each bucket's count is a JSON array element, summed by the database.
+    buckets = {
+        f"bucket_{i}": Coalesce(Sum(Cast(KT(f"latency_counts__{i}"), BigIntegerField())), 0)
+        for i in range(COUNTS_LENGTH)
+    }
     sums = rows.aggregate(
-        **{name: Coalesce(Sum(name), 0) for name in _INTEGERS}, latency_sum_ms=Coalesce(Sum("latency_sum_ms"), 0.0)
+        **{name: Coalesce(Sum(name), 0) for name in _INTEGERS},
+        latency_sum_ms=Coalesce(Sum("latency_sum_ms"), 0.0),
+        **buckets,
     )
-    counts = sum_counts(c or [] for c in rows.values_list("latency_counts", flat=True)) if sums["requests"] else []
+    counts = [int(sums[f"bucket_{i}"]) for i in range(COUNTS_LENGTH)]
     requests = int(sums["requests"])
     seconds = max((end - start).total_seconds(), 1.0)
     return {

@@ -209,7 +209,9 @@ def metrics_rollup(now: datetime | None = None) -> Rollup:
             hours += 1
             minutes += summed
     deleted_hours, _ = MetricPoint.objects.filter(resolution=HOUR, start__lt=hour_rows_kept_since(now)).delete()
-    deleted_parts, _ = IngestPart.objects.filter(minute__lt=oldest_ingest_minute(now) - timedelta(hours=1)).delete()
+    # A part received this long ago was of a minute the ingest refuses now: its id cannot come back to be added.
+    forgotten = oldest_ingest_minute(now) - timedelta(hours=1)
+    deleted_parts, _ = IngestPart.objects.filter(received_at__lt=forgotten).delete()
     return Rollup(hours=hours, minutes=minutes, deleted_hours=deleted_hours, deleted_parts=deleted_parts)
 
 

@@ -77,7 +77,14 @@ def test_hours_past_retention_are_deleted(served: Any, settings: Any) -> None:
         MetricPoint.objects.create(
             service=served, revision="d1", resolution=resolution, start=start.replace(minute=0), requests=1
         )
-    assert metrics_rollup(NOW).deleted_hours == 1
+    from monitoring.models import IngestPart
+
+    for days in (16, 2):  # a part received 16 days ago is of a minute refused now: forgotten
+        part = IngestPart.objects.create(service=served, revision="d1", part=f"p{days}", minute=NOW)
+        IngestPart.objects.filter(pk=part.pk).update(received_at=NOW - timedelta(days=days))
+    done = metrics_rollup(NOW)
+    assert done.deleted_hours == 1 and done.deleted_parts == 1
+    assert list(IngestPart.objects.values_list("part", flat=True)) == ["p2"]
     assert list(MetricPoint.objects.values_list("start", flat=True)) == [(NOW - timedelta(days=399)).replace(minute=0)]
 
 
