@@ -240,6 +240,11 @@ def test_a_bad_drift_setting_is_named_on_its_field_and_changes_nothing(
     assert changed.json()["drift_methods"] == good["drift_methods"] and changed.json()["drift_share"] == 0.3
     event = AuditEvent.objects.filter(action="environment.change").latest("id")
     assert event.after == {"drift_methods": good["drift_methods"], "drift_share": 0.3}
+    shown = parse(browser.get(reverse("environment-detail", args=["staging"])).content)
+    assert shown.find(data_testid="environment-monitoring").text() == (
+        "captures 10% of requests · drift judged every 60 min; inputs drifted when 30% of features drift · "
+        "numeric: ks at 0.01"
+    )
 
 
 def test_retrain_opens_the_launch_form_on_the_newest_data_filled_in_as_the_serving_version_was_trained(
