@@ -15,6 +15,7 @@ from controlplane.transitions import TAKEOVER_REASON
 from monitoring import drift_selectors
 from monitoring.models import Alert, DriftFeature, DriftReport
 from monitoring.services import drift
+from tests.fixtures.processes import wait_for
 from tests.fixtures.races import race
 from tests.monitoring.drift_world import (
     World,
@@ -34,11 +35,13 @@ def at(hour: int, minute: int = 0, second: int = 0) -> datetime:
 
 
 @pytest.fixture(autouse=True)
-def no_worker_runs_them(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The tests run each report themselves: a session worker (from an earlier test) must not take it first."""
+def no_worker_runs_them(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests run each report themselves: a session worker (from an earlier test) must not take it first;
+    except the one test that has the worker run them."""
     from monitoring import tasks_drift
 
-    monkeypatch.setattr(tasks_drift.drift_report_run_task, "delay", lambda *args, **kwargs: None)
+    if "celery_worker" not in request.fixturenames:
+        monkeypatch.setattr(tasks_drift.drift_report_run_task, "delay", lambda *args, **kwargs: None)
 
 
 @pytest.fixture
@@ -237,6 +240,11 @@ def test_a_bad_drift_setting_is_named_on_its_field_and_changes_nothing(
     assert changed.json()["drift_methods"] == good["drift_methods"] and changed.json()["drift_share"] == 0.3
     event = AuditEvent.objects.filter(action="environment.change").latest("id")
     assert event.after == {"drift_methods": good["drift_methods"], "drift_share": 0.3}
+    shown = parse(browser.get(reverse("environment-detail", args=["staging"])).content)
+    assert shown.find(data_testid="environment-monitoring").text() == (
+        "captures 10% of requests · drift judged every 60 min; inputs drifted when 30% of features drift · "
+        "numeric: ks at 0.01"
+    )
 
 
 def test_retrain_opens_the_launch_form_on_the_newest_data_filled_in_as_the_serving_version_was_trained(
@@ -274,3 +282,23 @@ def test_beat_sends_the_drift_and_objective_tasks_to_a_queue_the_workers_consume
         assert name in app.tasks, name
         assert app.amqp.router.route({}, name)["queue"].name == "sync"
     assert "monitoring.tasks_drift.drift_report_run" in app.tasks
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_runs_the_reports_beat_makes(users: Any, tmp_path: Any, celery_worker: Any) -> None:
+    world = make_world(users, tmp_path)
+    write_capture(world.service, at(10, 15), rows(300, seed=6, age_shift=25.0, income_scale=3.0))
+    made = drift.drift_reports_schedule(now=at(11, 0, 30))
+    assert len(made) == 2
+    try:
+        wait_for(
+            lambda: DriftReport.objects.filter(service=world.service, status="succeeded").count() == 2,
+            timeout=60,
+            what="the worker to run both reports",
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{celery_worker.log()[-4000:]}") from None
+    shifted = DriftReport.objects.get(service=world.service, window_end=at(11))
+    assert shifted.drifted is True and shifted.rows == 300
+    assert Alert.objects.get(service=world.service, name="drift").status == "open"
