@@ -1,15 +1,20 @@
-"""Dataset profiling: validate_file + profile_files against pandas read_csv + describe + numpy.histogram.
+"""Dataset profiling: validate_file + profile_files against pandas read_csv + describe + histograms + value_counts.
 
 Run from the repository root:
 
-    .venv/bin/python bench/profile_throughput.py [--quick] [--rounds 3] [--sizes 100000,1000000]
+    .venv/bin/python bench/profile_throughput.py [--quick] [--rounds 3] [--shape issue|wide] [--sizes 1000000]
 
-The script writes seeded CSV files (20 numeric and 3 categorical columns, a few missing values) to a temporary
-directory once, then times two ways to profile each file:
+The script writes seeded CSV files to a temporary directory once, then times two ways to profile each file:
 
-- ours: `workers.datasets.validate_file` then `profile_files` (both streaming, as the registration job runs them);
-- baseline: `pandas.read_csv` of the whole file, `DataFrame.describe(include="all")`, and `numpy.histogram`
-  (20 bins) of every numeric column.
+- ours: `workers.datasets.validate_file` then `profile_files` (both streaming, as the registration job runs them;
+  the two are timed apart too);
+- baseline: `pandas.read_csv` of the whole file, `DataFrame.describe()`, `numpy.histogram` (20 bins) of every
+  numeric column and `value_counts()` of every text column.
+
+Shapes: "issue" (the default), 16 numeric and 4 text columns, 1,000,000 rows (about 139 MB), the case the profiling
+issue measured; "wide", 20 numeric and 3 text columns, at 100,000 and 1,000,000 rows, the earlier benchmark's.
+The script checks that both variants found the same figures: rows, every column's missing count, every numeric
+column's mean, min and max, the quartiles of the float columns, and each text column's most frequent value.
 
 Every measurement runs in a fresh Python subprocess, so each has its own peak RSS: `ru_maxrss` from `os.wait4` on
 that child alone (`getrusage(RUSAGE_CHILDREN)` would report the largest child so far, not this one). Linux carries
@@ -26,6 +31,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import shutil
@@ -43,12 +49,13 @@ from _table import print_rows  # bench/_table.py: the shared table printer
 
 ROOT = Path(__file__).resolve().parent.parent
 BINS = 20
-NUMERIC_COLUMNS = 20
 SEED = 20261129
+# numeric and text columns per shape, and the default sizes
+SHAPES = {"issue": (16, 4, [1_000_000]), "wide": (20, 3, [100_000, 1_000_000])}
 
 VARIANTS = {
     "ours": "validate_file + profile_files",
-    "baseline": "read_csv + describe(all) + np.histogram",
+    "baseline": "read_csv + describe + np.histogram + value_counts",
 }
 
 
@@ -56,15 +63,16 @@ VARIANTS = {
 # The data
 
 
-def write_csv(path: Path, rows: int, seed: int) -> None:
-    """20 numeric columns (normal, log-normal, counts, uniform) and 3 categorical (5, 200 and ~rows/10 values)."""
+def write_csv(path: Path, rows: int, seed: int, shape: str) -> None:
+    """Numeric columns (normal, log-normal, counts, uniform); text with 5, up to 200, ~rows/10 (and 30) values."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.csv as pa_csv
 
+    numeric, text, _ = SHAPES[shape]
     rng = np.random.default_rng(seed)
     columns: dict[str, Any] = {}
-    for i in range(NUMERIC_COLUMNS):
+    for i in range(numeric):
         kind = i % 4
         if kind == 0:
             values = np.round(rng.normal(loc=i * 10.0, scale=1.0 + i, size=rows), 4)
@@ -84,6 +92,8 @@ def write_csv(path: Path, rows: int, seed: int) -> None:
     city_index = np.minimum(rng.zipf(1.3, size=rows), 200) - 1
     columns["city"] = pa.array(np.char.add("city_", city_index.astype(str)), mask=rng.random(rows) < 0.02)
     columns["customer"] = pa.array(np.char.add("c", rng.integers(0, max(rows // 10, 1), size=rows).astype(str)))
+    if text > 3:
+        columns["plan"] = pa.array(np.char.add("plan-", rng.integers(0, 30, size=rows).astype(str)))
     pa_csv.write_csv(pa.table(columns), path)
 
 
@@ -91,8 +101,8 @@ def write_csv(path: Path, rows: int, seed: int) -> None:
 # What runs in the child processes
 
 
-def child(variant: str, path: Path | None, rows: int | None) -> dict[str, Any]:
-    report = _child(variant, path, rows)
+def child(variant: str, path: Path | None, rows: int | None, shape: str) -> dict[str, Any]:
+    report = _child(variant, path, rows, shape)
     report["vmhwm_bytes"] = peak_of_this_process()
     return report
 
@@ -108,10 +118,10 @@ def peak_of_this_process() -> int | None:
     return None
 
 
-def _child(variant: str, path: Path | None, rows: int | None) -> dict[str, Any]:
+def _child(variant: str, path: Path | None, rows: int | None, shape: str) -> dict[str, Any]:
     if variant == "generate":
         assert path is not None and rows is not None
-        write_csv(path, rows, SEED)
+        write_csv(path, rows, SEED, shape)
         return {}
     if variant == "floor-ours":
         import workers.datasets  # noqa: F401 - the imports are the measurement
@@ -133,13 +143,21 @@ def _child(variant: str, path: Path | None, rows: int | None) -> dict[str, Any]:
         done = time.perf_counter()
         if summary.row_count != profile["row_count"]:
             raise SystemExit(f"validate_file counted {summary.row_count} rows, profile_files {profile['row_count']}")
+        figures = {}
+        for name, column in profile["columns"].items():
+            entry = {"missing": column["missing"], "numeric": column["kind"] == "numeric"}
+            if entry["numeric"]:
+                quartiles = column["quantiles"]
+                entry.update(mean=column["mean"], min=column["min"], max=column["max"], type=column["type"])
+                entry.update(q=[quartiles["p25"], quartiles["p50"], quartiles["p75"]], exact=column["quantiles_exact"])
+            else:
+                entry.update(top=column["top"][0] if column["top"] else None, capped=column["distinct_capped"])
+            figures[name] = entry
         return {
             "seconds": done - start,
             "steps": {"validate": validated - start, "profile": done - validated},
             "rows": profile["row_count"],
-            "numeric": sum(1 for c in profile["columns"].values() if c["kind"] == "numeric"),
-            "mean_num_00": profile["columns"]["num_00"]["mean"],
-            "missing_num_01": profile["columns"]["num_01"]["missing"],
+            "figures": figures,
         }
     if variant == "baseline":
         import numpy as np
@@ -148,20 +166,36 @@ def _child(variant: str, path: Path | None, rows: int | None) -> dict[str, Any]:
         start = time.perf_counter()
         frame = pd.read_csv(path)
         read = time.perf_counter()
-        described = frame.describe(include="all")
+        described = frame.describe()
         summarised = time.perf_counter()
-        histograms = {
-            name: np.histogram(frame[name].dropna().to_numpy(), bins=BINS)
-            for name in frame.select_dtypes("number").columns
-        }
+        numeric = list(frame.select_dtypes("number").columns)
+        histograms = {name: np.histogram(frame[name].dropna().to_numpy(), bins=BINS) for name in numeric}
+        histogrammed = time.perf_counter()
+        counts = {name: frame[name].value_counts() for name in frame.columns if name not in histograms}
         done = time.perf_counter()
+        figures = {}
+        for name in frame.columns:
+            entry: dict[str, Any] = {"missing": int(frame[name].isna().sum()), "numeric": name in histograms}
+            if entry["numeric"]:
+                stats = described[name]
+                entry.update(mean=float(stats["mean"]), min=float(stats["min"]), max=float(stats["max"]))
+                entry.update(q=[float(stats["25%"]), float(stats["50%"]), float(stats["75%"])])
+            else:
+                top = counts[name]
+                # value_counts orders ties arbitrarily: every value with the top count (up to 100 of them)
+                tied = top[top == top.iloc[0]].index[:100]
+                entry.update(top={"count": int(top.iloc[0]), "values": sorted(map(str, tied))})
+            figures[name] = entry
         return {
             "seconds": done - start,
-            "steps": {"read_csv": read - start, "describe": summarised - read, "histogram": done - summarised},
+            "steps": {
+                "read_csv": read - start,
+                "describe": summarised - read,
+                "histogram": histogrammed - summarised,
+                "value_counts": done - histogrammed,
+            },
             "rows": len(frame),
-            "numeric": len(histograms),
-            "mean_num_00": float(described.loc["mean", "num_00"]),
-            "missing_num_01": int(frame["num_01"].isna().sum()),
+            "figures": figures,
         }
     raise SystemExit(f"unknown variant {variant!r}")
 
@@ -185,8 +219,10 @@ class Children:
         self.tmpdir = tmpdir
         self.current: subprocess.Popen | None = None
 
-    def run(self, variant: str, path: Path | None, timeout: float, rows: int | None = None) -> Sample:
-        argv = [sys.executable, str(Path(__file__).resolve()), "--child", variant]
+    def run(
+        self, variant: str, path: Path | None, timeout: float, rows: int | None = None, shape: str = "issue"
+    ) -> Sample:
+        argv = [sys.executable, str(Path(__file__).resolve()), "--child", variant, "--shape", shape]
         if path is not None:
             argv += ["--file", str(path)]
         if rows is not None:
@@ -265,6 +301,8 @@ def print_table(results: list[Measured]) -> None:
                     mib(m.peak(name)),
                 )
             )
+        profile = m.step("ours", "profile")
+        rows.append((f"{m.rows:,}", "", "profile_files alone", f"{profile:.2f}", f"{m.rows / profile:,.0f}", ""))
         rows.append(
             (
                 f"{m.rows:,}",
@@ -275,10 +313,20 @@ def print_table(results: list[Measured]) -> None:
                 f"{m.peak('ours') / m.peak('baseline'):.2f}",
             )
         )
+        rows.append(
+            (
+                f"{m.rows:,}",
+                "",
+                "ratio profile_files/baseline",
+                f"{profile / m.seconds('baseline'):.2f}",
+                f"{m.seconds('baseline') / profile:.2f}",
+                "",
+            )
+        )
     print_rows(rows)
     print()
     print_rows(
-        [("rows", "validate_file", "profile_files", "read_csv", "describe", "np.histogram")]
+        [("rows", "validate_file", "profile_files", "read_csv", "describe", "np.histogram", "value_counts")]
         + [
             (
                 f"{m.rows:,}",
@@ -287,6 +335,7 @@ def print_table(results: list[Measured]) -> None:
                 f"{m.step('baseline', 'read_csv'):.2f}",
                 f"{m.step('baseline', 'describe'):.2f}",
                 f"{m.step('baseline', 'histogram'):.2f}",
+                f"{m.step('baseline', 'value_counts'):.2f}",
             )
             for m in results
         ]
@@ -294,15 +343,41 @@ def print_table(results: list[Measured]) -> None:
 
 
 def check_agreement(m: Measured) -> None:
-    """Both variants must have read the same rows and values, or the timings compare different work."""
+    """Both variants must have found the same figures, or the timings compare different work."""
     ours, baseline = m.samples["ours"][0].report, m.samples["baseline"][0].report
-    problems = [key for key in ("rows", "numeric", "missing_num_01") if ours[key] != baseline[key]]
-    if abs(ours["mean_num_00"] - baseline["mean_num_00"]) > 1e-9 * max(1.0, abs(baseline["mean_num_00"])):
-        problems.append("mean_num_00")
-    if problems or ours["rows"] != m.rows:
-        raise SystemExit(
-            f"{m.rows:,} rows: the variants disagree on {', '.join(problems) or 'rows'}: {ours} / {baseline}"
-        )
+    problems = []
+    if not ours["rows"] == baseline["rows"] == m.rows:
+        problems.append(f"rows {ours['rows']} / {baseline['rows']}")
+    if list(ours["figures"]) != list(baseline["figures"]):
+        problems.append("column names")
+    for name, mine in ours["figures"].items():
+        theirs = baseline["figures"].get(name)
+        if theirs is None:
+            continue
+        if mine["missing"] != theirs["missing"] or mine["numeric"] != theirs["numeric"]:
+            problems.append(f"{name}: missing or kind")
+            continue
+        if mine["numeric"]:
+            for key in ("mean", "min", "max"):
+                if not math.isclose(mine[key], theirs[key], rel_tol=1e-9, abs_tol=1e-12):
+                    problems.append(f"{name}: {key} {mine[key]} / {theirs[key]}")
+            # pandas interpolates linearly; our integer columns take inverted_cdf (a value that occurs), so only
+            # the float columns' quartiles compare, exactly when ours are exact, else within a fine bin's width
+            if mine["type"] == "float":
+                bound = 1e-9 * max(1.0, abs(mine["max"])) if mine["exact"] else (mine["max"] - mine["min"]) / 2_000
+                for q_mine, q_theirs in zip(mine["q"], theirs["q"], strict=True):
+                    if abs(q_mine - q_theirs) > bound * (1 + 1e-9):
+                        problems.append(f"{name}: quartile {q_mine} / {q_theirs}")
+        elif mine["capped"]:
+            # past the distinct cap our top counts are lower bounds
+            if mine["top"]["count"] > theirs["top"]["count"]:
+                problems.append(f"{name}: top value {mine['top']} / {theirs['top']}")
+        elif mine["top"]["count"] != theirs["top"]["count"] or (
+            mine["top"]["value"] not in theirs["top"]["values"] and len(theirs["top"]["values"]) < 100
+        ):
+            problems.append(f"{name}: top value {mine['top']} / {theirs['top']}")
+    if problems:
+        raise SystemExit(f"{m.rows:,} rows: the variants disagree: " + "; ".join(problems[:10]))
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -312,10 +387,9 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per file; medians (default 3)")
-    parser.add_argument(
-        "--sizes", default="100000,1000000", help="rows per generated file, comma-separated (default 100000,1000000)"
-    )
-    parser.add_argument("--quick", action="store_true", help="the 100,000-row file only")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="issue", help="the columns (default issue)")
+    parser.add_argument("--sizes", help="rows per generated file, comma-separated (default: the shape's)")
+    parser.add_argument("--quick", action="store_true", help="a 100,000-row file only")
     parser.add_argument("--timeout", type=float, default=300, help="seconds any one child may take (default 300)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--file", type=Path, help=argparse.SUPPRESS)
@@ -323,13 +397,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.child:
-        print(json.dumps(child(args.child, args.file, args.rows)))
+        print(json.dumps(child(args.child, args.file, args.rows, args.shape)))
         return 0
 
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    numeric, text, default_sizes = SHAPES[args.shape]
     try:
-        sizes = [int(size.replace("_", "")) for size in args.sizes.split(",") if size.strip()]
+        sizes = (
+            [int(size.replace("_", "")) for size in args.sizes.split(",") if size.strip()]
+            if args.sizes
+            else default_sizes
+        )
     except ValueError:
         parser.error("--sizes: expected comma-separated whole numbers, e.g. 100000,1000000")
     if args.quick:
@@ -346,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         generate_began = time.monotonic()
         for rows in sizes:
             path = tmpdir / f"rows-{rows}.csv"
-            children.run("generate", path, args.timeout, rows=rows)
+            children.run("generate", path, args.timeout, rows=rows, shape=args.shape)
             results.append(Measured(rows, path.stat().st_size))
         generated = time.monotonic() - generate_began
 
@@ -357,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(args.rounds):
                 order = list(VARIANTS) if i % 2 == 0 else list(reversed(VARIANTS))
                 for name in order:
-                    m.samples[name].append(children.run(name, path, args.timeout))
+                    m.samples[name].append(children.run(name, path, args.timeout, shape=args.shape))
             check_agreement(m)
 
         print(
@@ -365,8 +444,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{floor_samples['baseline'].report['versions']} · {os.cpu_count()} cores"
         )
         print(
-            f"# CSV, {NUMERIC_COLUMNS} numeric + 3 categorical columns, seed {SEED}; one fresh process per "
-            f"measurement; median of {args.rounds} alternating rounds"
+            f"# CSV, {numeric} numeric + {text} text columns (shape {args.shape}), seed {SEED}; one fresh process "
+            f"per measurement; median of {args.rounds} alternating rounds; the figures agree"
         )
         print(
             "# seconds: the work inside the child (imports excluded); peak RSS: the child's ru_maxrss (imports "

@@ -17,6 +17,7 @@ api_v1 = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("", include("lineage.api_urls")),
     path("", include("deployments.api_urls")),
+    path("", include("monitoring.api_urls")),
     path("", include("monitoring.read_api_urls")),
     # Last: any other /api/v1/ address is a JSON 404, never an HTML page.
     re_path(r"^(?P<path>.*)$", views.api_not_found, name="api-not-found"),

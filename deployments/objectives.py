@@ -3,28 +3,31 @@
 `objective_status(service, revision, window)` is the one question the deployment poll asks. Its signals come from
 a source chosen by settings.DEPLOYMENT_SIGNALS:
 
+- `metrics` (the default): the monitoring tables over the bake window for that revision
+  (monitoring.selectors.window_summary: requests, 5xx, p99 from the merged latency histograms), filled by the
+  serving runtime's ingest on the local backend and by the CloudWatch pull on aws; plus the drifting share of the
+  latest succeeded drift report of that revision whose window ended inside the bake window, if any;
 - `revision`: the local revision's own `GET /metrics` (its latency histogram and answers by status, counted since
   its processes started, which is the bake window: a revision takes no traffic before it bakes);
 - `recorded`: a JSON file of signals per revision (tests and replays), so a breach can be caused on purpose;
 - `none`: nothing is judged.
-
-The monitoring issue adds CloudWatch (EMF) and the drift reports behind the same function.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import urllib.request
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+
+# The one histogram_quantile (tests and callers may still reach it as deployments.objectives.histogram_quantile).
+from monitoring.histograms import histogram_quantile
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +159,10 @@ def objective_status(service: Any, revision: str, window: tuple[datetime, dateti
     source = settings.DEPLOYMENT_SIGNALS
     if not objectives or source == "none":
         return ObjectiveStatus(source=source)
-    if source == "recorded":
+    signals: Signals | None
+    if source == "metrics" and deployment is not None:
+        signals = metrics_signals(deployment, window)
+    elif source == "recorded":
         signals = recorded_signals(service.name, revision)
     else:
         address = str((deployment.progress or {}).get("revision_address", "")) if deployment is not None else ""
@@ -165,6 +171,36 @@ def objective_status(service: Any, revision: str, window: tuple[datetime, dateti
 
 
 # --- sources ---------------------------------------------------------------------------------------------------
+
+
+def metrics_signals(deployment: Any, window: tuple[datetime, datetime]) -> Signals:
+    """The deployment's revision's figures over the window from the monitoring tables (rows are labelled with the
+    serving processes' REVISION, monitoring.selectors.revision_label), and the drifting share of its latest
+    succeeded drift report whose window ended inside this one."""
+    from monitoring.models import DriftReport
+    from monitoring.selectors import revision_label, window_summary
+
+    start, end = window
+    revision = revision_label(deployment)
+    summary = window_summary(service=deployment.service_id, start=start, end=end, revision=revision)
+    report = (
+        DriftReport.objects.filter(
+            service_id=deployment.service_id,
+            revision=revision,
+            status=DriftReport.Status.SUCCEEDED,
+            window_end__gt=start,
+            window_end__lte=end,
+            drifted_share__isnull=False,
+        )
+        .order_by("-window_end", "-id")
+        .first()
+    )
+    return Signals(
+        requests=int(summary["requests"]),
+        errors=int(summary["errors"]),
+        p99_latency_ms=summary["p99_ms"],
+        drift_share=report.drifted_share if report is not None else None,
+    )
 
 
 def recorded_signals(service_name: str, revision: str) -> Signals | None:
@@ -211,27 +247,6 @@ def parse_prometheus(text: str) -> list[tuple[str, dict[str, str], float]]:
         except ValueError:
             continue
     return samples
-
-
-def histogram_quantile(buckets: Sequence[tuple[float, float]], q: float) -> float | None:
-    """The q-quantile of a cumulative histogram [(upper bound, count ≤ bound)], interpolated linearly within the
-    bucket it falls in (as Prometheus does). None without observations; the last finite bound when it falls in
-    the +Inf bucket."""
-    ordered = sorted(buckets)
-    if not ordered or ordered[-1][1] <= 0:
-        return None
-    total = ordered[-1][1]
-    rank = q * total
-    lower, below = 0.0, 0.0
-    for bound, cumulative in ordered:
-        if cumulative >= rank:
-            if math.isinf(bound):
-                return lower
-            inside = cumulative - below
-            share = (rank - below) / inside if inside > 0 else 1.0
-            return lower + (bound - lower) * share
-        lower, below = bound, cumulative
-    return lower
 
 
 def revision_signals(address: str, *, timeout: float = 2.0) -> Signals | None:

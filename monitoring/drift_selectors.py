@@ -33,32 +33,30 @@ def drift_reports(
 
 def drift_heatmap(service: Service, start: datetime | None = None, end: datetime | None = None) -> dict[str, Any]:
     """Each feature's score per window, for a heatmap: `times` (window ends, ISO 8601, oldest first), `features`
-    (most often drifted first), `scores[i][j]` and `drifted[i][j]` for feature i in window j (None: not measured
-    then), `thresholds[i]` (the newest report's), and `methods[i]`. Only succeeded reports; a window with no
-    captured requests is a column of None. A p-value's score is drift when low, a distance's when high: compare
-    scores with their thresholds, not with each other."""
+    (by name, so rows stay put as the window moves), `scores[i][j]` and `drifted[i][j]` for feature i in window j
+    (None: not measured then), `thresholds[i]` (the newest report's), and `methods[i]`. Only succeeded reports; a
+    window with no captured requests is a column of None. A p-value's score is drift when low, a distance's when
+    high: compare scores with their thresholds, not with each other."""
     reports = list(drift_reports(service, start, end).filter(status=DriftReport.Status.SUCCEEDED)[:HEATMAP_REPORTS])
     reports.reverse()
     column = {report.pk: j for j, report in enumerate(reports)}
-    cells: dict[str, dict[int, tuple[float | None, bool]]] = {}
+    cells: dict[str, dict[int, tuple[float | None, bool | None]]] = {}
     latest: dict[str, tuple[float, str]] = {}
-    drift_counts: dict[str, int] = {}
     rows = DriftFeature.objects.filter(report_id__in=list(column)).values_list(
         "report_id", "feature", "score", "drifted", "threshold", "method"
     )
     for report_id, feature, score, drifted, threshold, method in rows.order_by("report__window_end", "report_id"):
         j = column[report_id]
-        cells.setdefault(feature, {})[j] = (score, bool(drifted))
+        cells.setdefault(feature, {})[j] = (score, bool(drifted) if score is not None else None)
         latest[feature] = (threshold, method)
-        drift_counts[feature] = drift_counts.get(feature, 0) + int(bool(drifted))
-    features = sorted(cells, key=lambda name: (-drift_counts[name], name))
+    features = sorted(cells)
     width = len(reports)
     return {
         "times": [report.window_end.isoformat() for report in reports],
         "reports": [report.pk for report in reports],
         "features": features,
-        "scores": [[cells[name].get(j, (None, False))[0] for j in range(width)] for name in features],
-        "drifted": [[cells[name][j][1] if j in cells[name] else None for j in range(width)] for name in features],
+        "scores": [[cells[name].get(j, (None, None))[0] for j in range(width)] for name in features],
+        "drifted": [[cells[name].get(j, (None, None))[1] for j in range(width)] for name in features],
         "thresholds": [latest[name][0] for name in features],
         "methods": [latest[name][1] for name in features],
     }

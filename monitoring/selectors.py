@@ -159,10 +159,30 @@ def metric_series(
     return {"step": step, "times": [iso(t) for t in times], "series": series}
 
 
+def revision_label(deployment: Deployment) -> str:
+    """The revision name metric rows (and capture files) of a deployment carry: the serving processes' REVISION,
+    `d<id>` of the deploy that first started the backend revision. A rollback reuses that revision, so its traffic
+    is labelled with the deploy it went back to. (Deployment.revision is the backend's name for it: `r-d<id>`
+    locally, a task definition ARN on aws.)"""
+    if deployment.kind == Deployment.Kind.ROLLBACK and deployment.revision:
+        first = (
+            Deployment.objects.filter(
+                service_id=deployment.service_id, revision=deployment.revision, kind=Deployment.Kind.DEPLOY
+            )
+            .order_by("created_at", "id")
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if first is not None:
+            return f"d{first}"
+    return f"d{deployment.pk}"
+
+
 def deployment_markers(*, service: Service | int, start: datetime, end: datetime) -> list[dict[str, Any]]:
     """Deploys and rollbacks of the service that took (or tried to take) traffic in [start, end), oldest first:
     [{"at": iso (when it took traffic; else when it started or was made), "kind": "deploy" | "rollback",
-    "deployment_id", "revision", "label" ("deploy v3", "rollback to v2"), "status"}]."""
+    "deployment_id", "revision" (the label its metric rows carry: revision_label), "label" ("deploy v3",
+    "rollback to v2"), "status"}]."""
     service_id = service if isinstance(service, int) else service.pk
     deployments = (
         Deployment.objects.filter(service_id=service_id)
@@ -180,7 +200,7 @@ def deployment_markers(*, service: Service | int, start: datetime, end: datetime
                 "at": iso(deployment.at),
                 "kind": deployment.kind,
                 "deployment_id": deployment.pk,
-                "revision": deployment.revision,
+                "revision": revision_label(deployment),
                 "label": label,
                 "status": deployment.status,
             }

@@ -42,8 +42,24 @@ log = logging.getLogger("serving")
 
 FORMAT = "controlplane.serving.metrics/1"
 BUCKETS_MS: tuple[float, ...] = (
-    0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    25.0,
+    50.0,
+    100.0,
+    250.0,
+    500.0,
+    1000.0,
+    2500.0,
+    5000.0,
+    10000.0,
 )
+# Where EMF puts the requests slower than the last edge (see EmfSink.line).
+OVERFLOW_MS = BUCKETS_MS[-1] * 2
 MAX_PENDING_MINUTES = 60
 SEND_TIMEOUT_SECONDS = 3.0
 
@@ -261,11 +277,12 @@ class EmfSink(Sink):
 
     def line(self, minute: Minute) -> str:
         # Each bucket is reported at its upper edge, so percentiles read from CloudWatch are upper bounds, as the
-        # portal computes them from the counts; requests slower than the last edge are reported at that edge.
+        # portal computes them from the counts; requests slower than the last edge are reported at twice that edge
+        # (OVERFLOW_MS), outside every bucket, so the CloudWatch pull counts them as slower, not as the last bucket.
         values = [edge for edge, count in zip(BUCKETS_MS, minute.counts, strict=False) if count]
         counts = [count for count in minute.counts[: len(BUCKETS_MS)] if count]
         if minute.counts[-1]:
-            values.append(BUCKETS_MS[-1])
+            values.append(OVERFLOW_MS)
             counts.append(minute.counts[-1])
         record: dict[str, Any] = {
             "_aws": {

@@ -6,6 +6,7 @@ from pathlib import Path
 # Its own var/ folder, so a `make run` on the same checkout never shares a broker socket or files with tests.
 os.environ.setdefault("CONTROLPLANE_VAR_DIR", str(Path(__file__).resolve().parents[2] / "var" / "test"))
 
+from controlplane.settings.env import env_choice  # noqa: E402
 from controlplane.settings.local import *  # noqa: E402, F403
 from controlplane.settings.local import DATABASES, VAR_DIR  # noqa: E402
 
@@ -21,3 +22,7 @@ DEPLOYMENT_POLL_STALE_SECONDS = 5
 # Serving processes the tests start report their minutes and write capture files every second, not every minute.
 SERVING_METRICS_FLUSH_SECONDS = 1.0
 SERVING_CAPTURE_FLUSH_SECONDS = 1.0
+# The session's Celery worker starts revisions whose reports have no portal to go to (PORTAL_URL is not served in
+# tests), so the deployments' journeys judge each revision's own /metrics, as they did before monitoring; the
+# tests of the "metrics" source (tests/monitoring/) set it, with a live server the revisions report to.
+DEPLOYMENT_SIGNALS = env_choice("DEPLOYMENT_SIGNALS", "revision", ("metrics", "revision", "recorded", "none"))

@@ -22,6 +22,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Q
+from django.urls import reverse
 from django.utils import timezone
 
 from controlplane import permissions
@@ -168,6 +169,7 @@ def revision_spec(deployment: Deployment, *, reuse: str = "") -> RevisionSpec:
     service = deployment.service
     environment = dict(lineage_selectors.model_version_serving_settings(version))
     environment.update(SERVICE_NAME=service.name, REVISION=f"d{deployment.pk}")
+    environment.update(_monitoring_environment(service))
     backend_settings = _aws_settings(service.environment) if service.backend == "aws" else {}
     image = ""
     if service.backend == "aws":
@@ -182,6 +184,30 @@ def revision_spec(deployment: Deployment, *, reuse: str = "") -> RevisionSpec:
         tags={**service_tags(service), "deployment": str(deployment.pk)},
         reuse=reuse,
     )
+
+
+def _monitoring_environment(service: Service) -> dict[str, str]:
+    """How a revision reports: locally its minutes to the portal's ingest endpoint with the service's token, on aws
+    as EMF lines CloudWatch picks up; both sample requests into capture files in the object store (drift's input).
+    The token lives in the revision's environment only (the local backend's revision.json under var/, the task
+    definition on aws carries no token): pages show a model version's serving settings, never this."""
+    from monitoring.services.ingest import service_ingest_token
+
+    values = {
+        "CAPTURE_URL": settings.OBJECT_STORE_URL,
+        "CAPTURE_FRACTION": repr(float(service.environment.capture_fraction)),
+        "CAPTURE_FLUSH_SECONDS": repr(float(settings.SERVING_CAPTURE_FLUSH_SECONDS)),
+    }
+    if service.backend == "aws":
+        values.update(METRICS_SINK="emf", METRICS_NAMESPACE=settings.SERVING_METRICS_NAMESPACE)
+    else:
+        values.update(
+            METRICS_SINK="portal",
+            METRICS_INGEST_URL=settings.PORTAL_URL.rstrip("/") + reverse("api-ingest-metrics"),
+            SERVING_TOKEN=service_ingest_token(service),
+            METRICS_FLUSH_SECONDS=repr(float(settings.SERVING_METRICS_FLUSH_SECONDS)),
+        )
+    return values
 
 
 def _handle(deployment: Deployment | None) -> Handle | None:

@@ -117,8 +117,6 @@ def _fraction_or_number(
 
 def _clean_drift(errors: dict[str, list[str]], data: dict[str, Any]) -> None:
     """The drift job's share and methods, checked by the statistics core itself (the job runs the same check)."""
-    from workers.stats.drift import validate_drift_config
-
     if "drift_share" in data:
         value = data["drift_share"]
         try:
@@ -140,6 +138,8 @@ def _clean_drift(errors: dict[str, list[str]], data: dict[str, Any]) -> None:
                 'expected an object, e.g. {"numeric": {"method": "psi", "threshold": 0.2}}, or empty for the defaults'
             )
             return
+        from workers.stats.drift import validate_drift_config
+
         problems = validate_drift_config(dict(methods))
         if "share" in methods:
             problems["share"] = "set by drift_share, not among the methods"

@@ -12,6 +12,7 @@ not drifted closes it. A window with no captured requests has no verdict and cha
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -165,6 +166,13 @@ def drift_baseline(model_version: ModelVersion) -> tuple[DatasetVersion | None, 
     return version, dict(profile.profile), ""
 
 
+def model_features(model_version: ModelVersion) -> list[str] | None:
+    """The columns the model takes (its input schema), so the training data's target is not compared; None (every
+    baseline column) when the version records no schema."""
+    names = [str(column["name"]) for column in model_version.input_schema or [] if isinstance(column, dict)]
+    return names or None
+
+
 def drift_config(environment: Environment) -> dict[str, Any]:
     """What the environment asks of the drift job, kept with the report: its methods and thresholds (per kind, per
     feature; empty keeps the core's defaults) and the share of drifted features that makes the inputs drifted."""
@@ -187,6 +195,26 @@ def _plain(item: Any) -> dict[str, Any]:
     return dict(item)
 
 
+def _finite(value: Any) -> float | None:
+    """A number the database and JSON both take: NaN and infinities become None."""
+    if value is None or isinstance(value, bool):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        return _finite(value)
+    if isinstance(value, dict):
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    if hasattr(value, "tolist"):  # a NumPy array or scalar
+        return _json_safe(value.tolist())
+    return value
+
+
 def _feature_rows(report_id: int, features: list[Any]) -> list[DriftFeature]:
     rows = []
     for item in features:
@@ -197,14 +225,15 @@ def _feature_rows(report_id: int, features: list[Any]) -> list[DriftFeature]:
                 feature=str(values["feature"])[:300],
                 kind=str(values.get("kind") or "")[:20],
                 method=str(values.get("method") or "")[:30],
-                statistic=values.get("statistic"),
-                p_value=values.get("p_value"),
-                score=values.get("score"),
-                threshold=float(values.get("threshold") or 0.0),
+                statistic=_finite(values.get("statistic")),
+                p_value=_finite(values.get("p_value")),
+                score=_finite(values.get("score")),
+                # No verdict (a feature not in the baseline): no method, so no threshold either.
+                threshold=_finite(values.get("threshold")) or 0.0,
                 drifted=bool(values.get("drifted")),
                 baseline_rows=int(values.get("baseline_rows") or 0),
                 current_rows=int(values.get("current_rows") or 0),
-                histogram=values.get("histogram") or {},
+                histogram=_json_safe(values.get("histogram") or {}),
                 note=str(values.get("note") or ""),
             )
         )
@@ -220,8 +249,7 @@ def _fail(report_id: int, reason: str, *, attempt: int | None, **fields: Any) ->
 def drift_report_run(*, report_id: int) -> DriftReport | None:
     """Worker side: run one report. Claimed by one worker (a duplicate message returns quietly, None); a worker whose
     lease expired meanwhile cannot store its result over the one that took the report over."""
-    from workers.stats.capture import capture_keys
-    from workers.stats.drift import drift_from_capture
+    from workers.stats.capture import capture_keys, drift_from_capture
 
     attempt = DRIFT_MACHINE.claim(report_id, "run", lease_seconds=lease_seconds(), progress=0.0)
     if attempt is None:
@@ -262,6 +290,7 @@ def drift_report_run(*, report_id: int) -> DriftReport | None:
                 end=report.window_end,
                 config=config,
                 progress=throttled_progress(progress),
+                features=model_features(deployment.model_version),
             )
     except BackendError as exc:
         if not exc.permanent:

@@ -23,7 +23,8 @@ __all__ = ["make_model_version", "make_served"]
 
 def make_served(version: Any, environment: Any, users: Any, monkeypatch: pytest.MonkeyPatch) -> Service:
     """`version` deployed to `environment` as far as the database knows: its service, and a succeeded deployment
-    (revision `d<id>`) as the service's current one. Nothing is enqueued and nothing runs."""
+    (backend revision `r-d<id>`, as the local backend names it) as the service's current one. Nothing is enqueued
+    and nothing runs."""
     monkeypatch.setattr(tasks.deployment_start_task, "delay", lambda *a, **k: None)
     approve(version, environment, users)
     deployment = services.deployment_create(
@@ -31,7 +32,11 @@ def make_served(version: Any, environment: Any, users: Any, monkeypatch: pytest.
     )
     now = timezone.now()
     Deployment.objects.filter(pk=deployment.pk).update(
-        status=Deployment.Status.SUCCEEDED, revision=f"d{deployment.pk}", started_at=now, baking_at=now, finished_at=now
+        status=Deployment.Status.SUCCEEDED,
+        revision=f"r-d{deployment.pk}",
+        started_at=now,
+        baking_at=now,
+        finished_at=now,
     )
     Service.objects.filter(pk=deployment.service_id).update(current_deployment=deployment.pk)
     return Service.objects.get(pk=deployment.service_id)
@@ -39,5 +44,6 @@ def make_served(version: Any, environment: Any, users: Any, monkeypatch: pytest.
 
 @pytest.fixture
 def served(version: Any, staging: Any, users: Any, monkeypatch: pytest.MonkeyPatch) -> Service:
-    """A service on the local backend whose current deployment (revision `d<id>`) succeeded."""
+    """A service on the local backend whose current deployment succeeded (backend revision `r-d<id>`, metric rows
+    labelled `d<id>`)."""
     return make_served(version, staging, users, monkeypatch)

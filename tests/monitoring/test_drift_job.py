@@ -98,7 +98,9 @@ def test_a_shifted_window_drifts_and_opens_the_alert_and_a_calm_one_closes_it(wo
     write_capture(world.service, at(10, 15), rows(400, seed=2, age_shift=25.0, income_scale=3.0))
     write_capture(world.service, at(10, 40), rows(400, seed=3, age_shift=25.0, income_scale=3.0))
     corrupt = write_corrupt_capture(world.service, at(10, 50))
-    write_capture(world.service, at(11, 20), rows(600, seed=4))  # the next window: as trained
+    # Two windows later, inputs as trained (a file may hold rows up to an hour after its name's time, so the
+    # corrupt one would be listed for the next window too).
+    write_capture(world.service, at(12, 20), rows(600, seed=4))
 
     shifted = drift.drift_report_run(report_id=report_for(world, at(10), at(11)).pk)
     assert shifted is not None and shifted.status == "succeeded", shifted and shifted.status_reason
@@ -120,7 +122,7 @@ def test_a_shifted_window_drifts_and_opens_the_alert_and_a_calm_one_closes_it(wo
     told = Notification.objects.filter(title__contains="drift alert")
     assert {n.user for n in told} == {users.data_scientist, users.approver}
 
-    calm = drift.drift_report_run(report_id=report_for(world, at(11), at(12)).pk)
+    calm = drift.drift_report_run(report_id=report_for(world, at(12), at(13)).pk)
     assert calm is not None and calm.drifted is False and calm.rows == 600 and calm.unreadable == []
     alert.refresh_from_db()
     assert alert.status == "closed" and alert.closed_at is not None and "0 of 3 features drifted" in alert.close_reason
@@ -128,7 +130,7 @@ def test_a_shifted_window_drifts_and_opens_the_alert_and_a_calm_one_closes_it(wo
 
     # What the pages read.
     heatmap = drift_selectors.drift_heatmap(world.service, at(9), at(13))
-    assert heatmap["times"] == [at(11).isoformat(), at(12).isoformat()]
+    assert heatmap["times"] == [at(11).isoformat(), at(13).isoformat()]
     assert heatmap["features"][:2] == ["age", "income"] and len(heatmap["thresholds"]) == 3
     age = heatmap["features"].index("age")
     assert heatmap["drifted"][age] == [True, False] and all(s is not None for s in heatmap["scores"][age])
@@ -137,6 +139,7 @@ def test_a_shifted_window_drifts_and_opens_the_alert_and_a_calm_one_closes_it(wo
         "key"
     ] == corrupt
     assert list(drift_selectors.drift_reports(world.service, at(10, 30), at(13))) == [calm, shifted]
+    assert list(drift_selectors.drift_reports(world.service, at(11), None)) == [calm]
 
 
 def test_a_window_without_captured_requests_has_no_verdict_and_leaves_the_alert(world: World) -> None:
@@ -213,6 +216,21 @@ def test_a_bad_drift_setting_is_named_on_its_field_and_changes_nothing(
     world.environment.refresh_from_db()
     assert world.environment.drift_methods == {} and world.environment.drift_share == 0.5
 
+    # The browser form says the same on its field.
+    from tests.deployments.test_environment_pages import form_data
+    from tests.fixtures.page_html import parse
+
+    browser = api_client_for(users.admin)
+    page = browser.post(
+        reverse("environment-detail", args=["staging"]),
+        form_data(gates="", drift_methods='{"categorical": {"method": "psi", "threshold": -1}}'),
+    )
+    assert page.status_code == 400
+    shown = [p.text() for p in parse(page.content).find_all("p", data_field="drift_methods")]
+    assert len(shown) == 1 and shown[0].startswith("categorical.threshold: "), shown
+    world.environment.refresh_from_db()
+    assert world.environment.drift_methods == {}
+
     good = {"drift_methods": {"numeric": {"method": "ks", "threshold": 0.01}}, "drift_share": 0.3}
     changed = client.patch(url, good, format="json")
     assert changed.status_code == 200, changed.content
@@ -245,3 +263,14 @@ def test_retrain_opens_the_launch_form_on_the_newest_data_filled_in_as_the_servi
     assert form["model_name"].value() == "churn-model" and form["backend"].value() == "local"
     html = page.content.decode()
     assert '<option value="balanced" selected>' in html and '<option value="churned" selected>' in html
+
+
+def test_beat_sends_the_drift_and_objective_tasks_to_a_queue_the_workers_consume(settings: Any) -> None:
+    from controlplane.celery import app
+
+    app.loader.import_default_modules()
+    for entry in ("drift-reports-schedule", "drift-reports-requeue-stale", "objectives-evaluate"):
+        name = settings.CELERY_BEAT_SCHEDULE[entry]["task"]
+        assert name in app.tasks, name
+        assert app.amqp.router.route({}, name)["queue"].name == "sync"
+    assert "monitoring.tasks_drift.drift_report_run" in app.tasks

@@ -12,7 +12,7 @@ import pytest
 from botocore.client import BaseClient
 from botocore.stub import Stubber
 
-from serving.metrics import BUCKETS_MS, Minute
+from serving.metrics import BUCKETS_MS, OVERFLOW_MS, Minute
 from tests.fixtures.cloudwatch import NAMESPACE, REGION, answer, emf_lines, get_metric_data_request, minute
 from workers.errors import BackendError
 from workers.metrics import cloudwatch
@@ -101,9 +101,8 @@ def test_the_histogram_comes_back_from_trimmed_counts(stubbed: tuple[BaseClient,
     )
 
     def expected_counts(*minutes: Minute) -> list[int]:
-        counts = [sum(m.counts[i] for m in minutes) for i in range(len(BUCKETS_MS) + 1)]
-        # EmfSink reports the slower-than-10-s requests at 10 s: from CloudWatch they are in the last bucket.
-        return [*counts[:-2], counts[-2] + counts[-1], 0]
+        # EmfSink reports the slower-than-10-s requests beyond every bucket: they come back as slower, as sent.
+        return [sum(m.counts[i] for m in minutes) for i in range(len(BUCKETS_MS) + 1)]
 
     d7 = got["d7"]
     assert [m["minute"] for m in d7] == ["2026-12-01T14:05:00Z", "2026-12-01T14:06:00Z", "2026-12-01T14:07:00Z"]
@@ -111,7 +110,8 @@ def test_the_histogram_comes_back_from_trimmed_counts(stubbed: tuple[BaseClient,
     assert d7[0]["requests"] == task_a[0].requests + task_b[0].requests == sum(d7[0]["latency_ms_counts"])
     assert (d7[0]["errors"], d7[0]["client_errors"]) == (3, 2)
     # Each value at its bucket's upper edge: the sum CloudWatch holds is the edges' sum, not the measured one.
-    edge_sum = sum(c * BUCKETS_MS[min(i, 14)] for i, c in enumerate(expected_counts(task_a[0], task_b[0])))
+    edges = (*BUCKETS_MS, OVERFLOW_MS)
+    edge_sum = sum(c * edges[i] for i, c in enumerate(expected_counts(task_a[0], task_b[0])))
     assert d7[0]["latency_ms_sum"] == pytest.approx(edge_sum)
     assert d7[1]["latency_ms_counts"] == expected_counts(task_a[1])
     assert d7[1]["capture_dropped_rows"] == 5

@@ -21,6 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from workers.stats.columns import arrow_bools, arrow_int64s, arrow_strings, numpy_of
+
 
 class Moments:
     """Count, min, max, mean and m2 of the finite numbers seen; `whole` while every one is a whole number."""
@@ -75,10 +77,11 @@ class Moments:
 
 
 class ExactCounts:
-    """Distinct finite numbers with their counts while there are at most `cap` of them; `values` is None beyond.
+    """Distinct finite numbers with their counts while there are at most `cap` of them; `over` once past it.
 
     Batches are counted as they come and merged lazily (when the pending counts outgrow the cap), so a column with
-    few distinct values costs one hash count per batch, not one sort of everything kept per batch.
+    few distinct values costs one count per batch, not one sort of everything kept per batch. When the cap is passed,
+    what was kept is handed over once (`take_released`), so a caller can keep the values some other way.
     """
 
     def __init__(self, cap: int) -> None:
@@ -90,6 +93,7 @@ class ExactCounts:
         self.over = False
         # Once over: how many distinct values there were when the cap was passed, so at least that many in all.
         self.at_least = 0
+        self._released: tuple[np.ndarray, np.ndarray] | None = None
 
     def add(self, numbers: np.ndarray) -> None:
         """Add finite numbers."""
@@ -99,37 +103,39 @@ class ExactCounts:
         self._pending.append((found, counts))
         self._pending_size += found.size
         if self._pending_size > 2 * self.cap + 1024:
-            self._merge()
+            self._merge(check=True)
 
     def limit(self, cap: int) -> None:
-        """Lower (or raise, while not yet over) the cap."""
+        """Change the cap; past a lower one, the values are released."""
         self.cap = cap
-        if not self.over and self._values.size > cap:
-            self._give_up(self._values.size)
+        if not self.over and self._values.size + self._pending_size > cap:
+            self._merge(check=True)
 
-    def _merge(self) -> None:
+    def _merge(self, *, check: bool) -> None:
         if not self._pending:
             return
         values = np.concatenate([self._values, *(found for found, _ in self._pending)])
         counts = np.concatenate([self._counts, *(count for _, count in self._pending)])
         self._pending, self._pending_size = [], 0
         merged, where = np.unique(values, return_inverse=True)
-        if merged.size > self.cap:
-            self._give_up(merged.size)
+        totals = np.bincount(where, weights=counts, minlength=merged.size).astype(np.int64)
+        if check and merged.size > self.cap:
+            self.over = True
+            self.at_least = merged.size
+            self._released = (merged, totals)
+            self._values = np.zeros(0, dtype=np.float64)
+            self._counts = np.zeros(0, dtype=np.int64)
             return
-        self._values = merged
-        self._counts = np.bincount(where, weights=counts, minlength=merged.size).astype(np.int64)
+        self._values, self._counts = merged, totals
 
-    def _give_up(self, distinct: int) -> None:
-        self.over = True
-        self.at_least = distinct
-        self._values = np.zeros(0, dtype=np.float64)
-        self._counts = np.zeros(0, dtype=np.int64)
-        self._pending, self._pending_size = [], 0
+    def take_released(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The values and counts kept until the cap was passed, once; None before that (or after the first call)."""
+        released, self._released = self._released, None
+        return released
 
     def table(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """The sorted distinct values and their counts, or None past the cap."""
-        self._merge()
+        """Every distinct value (sorted) and its count, however many, or None if the cap was passed on the way."""
+        self._merge(check=False)
         if self.over:
             return None
         return self._values, self._counts
@@ -178,56 +184,68 @@ def histogram_edges(low: float, high: float, bins: int) -> np.ndarray:
     return np.linspace(centre - half, centre + half, bins + 1)
 
 
+PENDING_VALUES = 256 * 1024
+
+
 class ValueCounts:
     """A categorical column's values and counts: exact up to `cap` distinct values, the heaviest ones beyond.
 
     Past the cap only the heaviest `cap` values are kept whenever more than twice that many are held; a dropped
     value that returns restarts at zero, so the top counts become lower bounds (exact while `capped` is false).
+    Each batch is counted by pyarrow's hash kernels and matched against the values kept, so no Python loop runs
+    per value.
     """
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
         self.capped = False
-        self._values: list[Any] = []
+        self._values: pa.Array = arrow_strings([])
         self._counts = np.zeros(0, dtype=np.int64)
-        self._pending: list[pa.StructArray] = []
+        # Batches wait here until there are this many values, so the values kept are matched less often.
+        self._pending: list[pa.Array | pa.ChunkedArray] = []
         self._pending_size = 0
 
-    def add(self, texts: pa.Array) -> None:
+    def add(self, texts: pa.Array | pa.ChunkedArray) -> None:
         """Add a batch of text values (a pyarrow string array without nulls)."""
         if len(texts) == 0:
             return
-        found = pc.value_counts(texts)
-        self._pending.append(found)
-        self._pending_size += len(found)
-        if self._pending_size > 2 * self.cap:
-            self._merge()
+        self._pending.append(texts)
+        self._pending_size += len(texts)
+        if self._pending_size >= PENDING_VALUES:
+            self._flush()
 
-    def _merge(self) -> None:
+    def _flush(self) -> None:
         if not self._pending:
             return
-        import pandas as pd
-
-        values = pa.concat_arrays([found.field("values").cast(pa.string()) for found in self._pending])
-        counts = np.concatenate([found.field("counts").to_numpy() for found in self._pending])
+        chunks = [chunk for texts in self._pending for chunk in getattr(texts, "chunks", [texts])]
         self._pending, self._pending_size = [], 0
-        series = pd.Series(
-            np.concatenate([self._counts, counts]),
-            index=pd.Index(self._values + values.to_pylist(), dtype=object),
-        )
-        totals = series.groupby(level=0, sort=False).sum()
-        if len(totals) > self.cap:
+        found = pc.value_counts(pa.chunked_array(chunks, type=chunks[0].type))
+        values = found.field("values")
+        counts = numpy_of(found.field("counts")).astype(np.int64)
+        where = numpy_of(pc.index_in(values, value_set=self._values), fill=-1)
+        known = where >= 0
+        # each value occurs once in the counts just made, so the indices do not repeat
+        self._counts[where[known]] += counts[known]
+        if not known.all():
+            new = ~known
+            self._values = pa.concat_arrays([self._values, values.filter(arrow_bools(new)).cast(pa.string())])
+            self._counts = np.concatenate([self._counts, counts[new]])
+        if len(self._counts) > self.cap:
             self.capped = True
-        if len(totals) > 2 * self.cap:
-            totals = totals.nlargest(self.cap)
-        self._values = totals.index.tolist()
-        self._counts = totals.to_numpy(dtype=np.int64)
+        if len(self._counts) > 2 * self.cap:
+            # the heaviest, the earliest seen first among equals
+            kth = np.partition(self._counts, self._counts.size - self.cap)[self._counts.size - self.cap]
+            above = np.flatnonzero(self._counts > kth)
+            equal = np.flatnonzero(self._counts == kth)[: self.cap - above.size]
+            keep = np.sort(np.concatenate([above, equal]))
+            self._values = self._values.take(arrow_int64s(keep))
+            self._counts = self._counts[keep]
 
     def counts(self, key: Callable[[str], str] | None = None) -> dict[str, int]:
         """Every value kept with its count; `key` folds values together (booleans' spellings into true/false)."""
-        self._merge()
+        self._flush()
         result: dict[str, int] = {}
-        for value, count in zip(self._values, self._counts.tolist(), strict=True):
+        for value, count in zip(self._values.to_pylist(), self._counts.tolist(), strict=True):
             name = key(value) if key is not None else value
             result[name] = result.get(name, 0) + count
         return result

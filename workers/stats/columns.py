@@ -1,8 +1,8 @@
 """Record-batch readers: CSV, JSON Lines and Parquet files as typed columnar batches, never all rows at once.
 
 Every reader yields `Batch`es of the same shape: per column, its non-missing values in one of five kinds ("text",
-"datetime", "integer", "float", "boolean"). CSV is read with pyarrow's streaming reader in blocks of at most
-`MAX_BLOCK_BYTES`; a column comes as text unless the caller names its type (the profiler's second pass reads the
+"datetime", "integer", "float", "boolean"). CSV is read with pyarrow's streaming reader in blocks of
+`BLOCK_BYTES`; a column comes as text unless the caller names its type (the profiler's second pass reads the
 numeric columns as float64, parsed in C++ rather than as Python text). JSON Lines are parsed line by line, Parquet
 in its own record batches.
 
@@ -33,8 +33,11 @@ GZIP_MAGIC = b"\x1f\x8b"
 READ_BLOCK_BYTES = 256 * 1024
 MAX_LINE_BYTES = 32_000_000
 # pyarrow parses a CSV file in blocks of this size at most (smaller files in smaller blocks, so progress moves).
-MAX_BLOCK_BYTES = 4 * 1024 * 1024
-MIN_BLOCK_BYTES = 1024 * 1024
+# pyarrow parses CSV in blocks of this size; larger blocks cost memory (the reader holds several) and no speed.
+BLOCK_BYTES = 1024 * 1024
+# Blocks are gathered into batches of up to this many parsed bytes, so per-batch overheads stay small.
+BATCH_BYTES = 8 * 1024 * 1024
+HEADER_BLOCK_BYTES = 64 * 1024
 # A JSON Lines batch holds at most this many cells, so wide files get fewer rows per batch and memory stays flat.
 BATCH_CELLS = 2_000_000
 BATCH_ROWS = 100_000
@@ -73,6 +76,50 @@ class Values:
 class Batch:
     rows: int
     columns: dict[str, Values]
+
+
+# pyarrow.array() imports pandas (to check for pandas input) the first time it runs; the CSV path builds its few
+# arrays from buffers instead, so profiling a CSV file never pays for that import.
+
+
+def arrow_bools(mask: np.ndarray) -> pa.Array:
+    bits = np.packbits(np.asarray(mask, dtype=bool), bitorder="little")
+    return pa.Array.from_buffers(pa.bool_(), int(mask.size), [None, pa.py_buffer(bits)])
+
+
+def arrow_int64s(values: np.ndarray) -> pa.Array:
+    data = np.ascontiguousarray(values, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), int(data.size), [None, pa.py_buffer(data)])
+
+
+def numpy_of(array: pa.Array | pa.ChunkedArray, *, fill: Any = None) -> np.ndarray:
+    """A primitive array as NumPy, nulls replaced by `fill` (Array.to_numpy imports pandas, like pyarrow.array)."""
+    if isinstance(array, pa.ChunkedArray):
+        if array.num_chunks == 1:
+            return numpy_of(array.chunk(0), fill=fill)
+        dtype = np.dtype(array.type.to_pandas_dtype())
+        return np.concatenate([np.zeros(0, dtype=dtype), *(numpy_of(chunk, fill=fill) for chunk in array.chunks)])
+    dtype = np.dtype(array.type.to_pandas_dtype())
+    size = len(array)
+    if size == 0:
+        return np.zeros(0, dtype=dtype)
+    data = np.frombuffer(array.buffers()[1], dtype=dtype, count=size, offset=array.offset * dtype.itemsize)
+    if not array.null_count:
+        return data
+    if fill is None:
+        raise ValueError("the array has nulls and no fill was given")
+    bits = np.unpackbits(np.frombuffer(array.buffers()[0], dtype=np.uint8), bitorder="little")
+    valid = bits[array.offset : array.offset + size].astype(bool)
+    return np.where(valid, data, fill)
+
+
+def arrow_strings(values: Sequence[str]) -> pa.Array:
+    encoded = [value.encode() for value in values]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int32)
+    np.cumsum([len(item) for item in encoded], out=offsets[1:])
+    return pa.Array.from_buffers(
+        pa.string(), len(encoded), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))]
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -211,28 +258,32 @@ def read_batches(
 def csv_header(path: Path) -> list[str]:
     """The CSV file's column names, as pyarrow reads them (a leading BOM and blank lines skipped)."""
     compressed = is_gzip(path)
-    with open_bytes(path, compressed) as (_raw, stream):
-        try:
-            reader = pa_csv.open_csv(
-                stream,
-                read_options=pa_csv.ReadOptions(block_size=MIN_BLOCK_BYTES, use_threads=False),
-                parse_options=pa_csv.ParseOptions(newlines_in_values=True),
-            )
-        except (pa.ArrowException, OSError, EOFError, zlib.error) as exc:
-            raise _csv_error(exc) from exc
-        names = list(reader.schema.names)
-        reader.close()
-    return names
+    block = HEADER_BLOCK_BYTES
+    while True:
+        with open_bytes(path, compressed) as (_raw, stream):
+            try:
+                reader = pa_csv.open_csv(
+                    stream,
+                    read_options=pa_csv.ReadOptions(block_size=block, use_threads=False),
+                    parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+                )
+            except (pa.ArrowException, OSError, EOFError, zlib.error) as exc:
+                # a header (or first row) longer than the block is read again in a larger one
+                reason = str(exc)
+                short = "straddling" in reason or "cannot infer number of columns" in reason
+                if isinstance(exc, pa.ArrowInvalid) and short and block < MAX_LINE_BYTES:
+                    block *= 8
+                    continue
+                raise _csv_error(exc) from exc
+            names = list(reader.schema.names)
+            reader.close()
+        return names
 
 
 def _csv_error(exc: Exception) -> DatasetFileError:
     if "Empty CSV file" in str(exc):
         return DatasetFileError("the file is empty")
     return DatasetFileError(f"the CSV file cannot be read; validate it first ({exc})")
-
-
-def _block_bytes(size: int) -> int:
-    return max(MIN_BLOCK_BYTES, min(MAX_BLOCK_BYTES, size // 16))
 
 
 def _csv_batches(
@@ -264,31 +315,44 @@ def _csv_batches(
         try:
             reader = pa_csv.open_csv(
                 stream,
-                read_options=pa_csv.ReadOptions(block_size=_block_bytes(size), use_threads=True),
+                read_options=pa_csv.ReadOptions(block_size=BLOCK_BYTES, use_threads=True),
                 parse_options=pa_csv.ParseOptions(newlines_in_values=True),
                 convert_options=convert,
             )
             with reader:
+                gathered: list[pa.RecordBatch] = []
+                gathered_rows = gathered_bytes = 0
                 for record_batch in reader:
-                    for start in range(0, record_batch.num_rows, max_rows):
-                        part = record_batch.slice(start, max_rows)
-                        yield Batch(
-                            part.num_rows,
-                            {name: _csv_values(part.column(index)) for index, name in enumerate(part.schema.names)},
-                        )
+                    gathered.append(record_batch)
+                    gathered_rows += record_batch.num_rows
+                    gathered_bytes += record_batch.nbytes
+                    if gathered_rows >= max_rows or gathered_bytes >= BATCH_BYTES:
+                        yield from _csv_gathered(gathered, max_rows)
+                        gathered, gathered_rows, gathered_bytes = [], 0, 0
                     # pyarrow reads ahead of the batches it yields, so the position alone runs early; the parsed
                     # bytes (text a little larger than the file) or, when known, the rows are the better measure.
                     done += record_batch.num_rows if rows else record_batch.nbytes
                     report(done / rows if rows else min(done, raw.tell()) / size)
+                yield from _csv_gathered(gathered, max_rows)
         except (pa.ArrowException, OSError, EOFError, zlib.error) as exc:
             raise _csv_error(exc) from exc
 
 
-def _csv_values(array: pa.Array) -> Values:
-    present = array.drop_null() if array.null_count else array
-    if pa.types.is_floating(array.type) or pa.types.is_integer(array.type):
-        numbers = present.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-        return Values("float" if pa.types.is_floating(array.type) else "integer", numbers)
+def _csv_gathered(gathered: list[pa.RecordBatch], max_rows: int) -> Iterator[Batch]:
+    # The gathered blocks stay apart (a chunked array per column): joining them would copy every string.
+    if not gathered:
+        return
+    table = pa.Table.from_batches(gathered)
+    for start in range(0, table.num_rows, max_rows):
+        part = table.slice(start, max_rows)
+        yield Batch(part.num_rows, {name: _csv_values(part.column(name)) for name in part.column_names})
+
+
+def _csv_values(column: pa.ChunkedArray) -> Values:
+    present = column.drop_null() if column.null_count else column
+    if pa.types.is_floating(column.type) or pa.types.is_integer(column.type):
+        numbers = numpy_of(present).astype(np.float64, copy=False)
+        return Values("float" if pa.types.is_floating(column.type) else "integer", numbers)
     return Values("text", present)
 
 
@@ -415,6 +479,8 @@ INTEGER_TEXT = re.compile(r"\s*[+-]?\d+\s*")
 DATETIME_TEXT = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?")
 # RE2 (pyarrow's regex engine) reads this pattern as Python does on ASCII text; "\d" differs only beyond ASCII.
 _DATETIME_RE2 = "^" + DATETIME_TEXT.pattern + "$"
+# Characters outside every spelling pandas.to_numeric takes: digits, sign, point, exponent, inf, infinity, nan, space.
+_NOT_IN_NUMBERS = r"[^0-9.+\-eEiInNfFtTyYaA \t\n\r\f\v]"
 
 
 def text_numbers(texts: pa.Array) -> tuple[np.ndarray | None, bool]:
@@ -423,19 +489,29 @@ def text_numbers(texts: pa.Array) -> tuple[np.ndarray | None, bool]:
     The flag says whether pyarrow parsed them all; False when pandas had to (" 12", say, which pyarrow's parser
     refuses and `pandas.to_numeric` takes), so the caller knows the column cannot be re-read as float64 by pyarrow.
     """
+    if _plainly_text(texts):
+        return None, True
     try:
-        numbers = pc.cast(texts, pa.float64()).to_numpy(zero_copy_only=False)
+        parsed = pc.cast(texts, pa.float64())
     except pa.ArrowInvalid:
         return _pandas_numbers(texts), False
+    numbers = numpy_of(parsed)
     nan = np.isnan(numbers)
     if nan.any():
-        spelled = pc.utf8_lower(pc.utf8_trim_whitespace(texts.filter(pa.array(nan))))
-        if not pc.all(pc.is_in(spelled, value_set=pa.array(NAN_TEXT))).as_py():
+        spelled = pc.utf8_lower(pc.utf8_trim_whitespace(texts.filter(arrow_bools(nan))))
+        if not pc.all(pc.is_in(spelled, value_set=arrow_strings(NAN_TEXT))).as_py():
             return _pandas_numbers(texts), False
     return numbers, True
 
 
+def _plainly_text(texts: pa.Array) -> bool:
+    """A letter no number's spelling has ("retail", "c123") among the first values: not numbers, whatever follows."""
+    return bool(pc.any(pc.match_substring_regex(texts.slice(0, 64), _NOT_IN_NUMBERS)).as_py())
+
+
 def _pandas_numbers(texts: pa.Array) -> np.ndarray | None:
+    if _plainly_text(texts):
+        return None
     import pandas as pd
 
     series = pd.Series(texts.to_pandas(), dtype="str")
@@ -445,6 +521,22 @@ def _pandas_numbers(texts: pa.Array) -> np.ndarray | None:
     if failed.any() and not series[failed].str.strip().str.lower().isin(NAN_TEXT).all():
         return None
     return numbers.to_numpy(dtype=np.float64)
+
+
+def text_integers(texts: pa.Array) -> np.ndarray | None:
+    """The numbers, as float64, when every text is a whole number in digits with an optional "-"; else None.
+
+    One parse for a column of integers instead of two (as a float, then to check it is written as an integer).
+    """
+    # Digits after any "-" first: a failing cast costs far more than this check, and it keeps out hex ("0x1F"),
+    # which pyarrow's integer parser takes and pandas does not.
+    if not pc.all(pc.ascii_is_decimal(pc.ascii_ltrim(texts, characters="-"))).as_py():
+        return None
+    try:
+        parsed = pc.cast(texts, pa.int64())
+    except pa.ArrowInvalid:
+        return None  # "--3", or beyond 64 bits
+    return numpy_of(parsed).astype(np.float64)
 
 
 def texts_are_integers(texts: pa.Array, numbers: np.ndarray) -> bool:
@@ -461,7 +553,7 @@ def texts_are_integers(texts: pa.Array, numbers: np.ndarray) -> bool:
 
 
 def texts_are_booleans(texts: pa.Array) -> bool:
-    return bool(pc.all(pc.is_in(pc.utf8_lower(texts), value_set=pa.array(BOOLEAN_TEXT))).as_py())
+    return bool(pc.all(pc.is_in(pc.utf8_lower(texts), value_set=arrow_strings(BOOLEAN_TEXT))).as_py())
 
 
 def texts_are_datetimes(texts: pa.Array) -> bool:
@@ -475,7 +567,7 @@ def as_texts(values: Values) -> pa.Array:
     if values.kind in ("text", "datetime"):
         return values.data
     if values.kind == "boolean":
-        return pa.array(np.where(values.data, "true", "false"), type=pa.string())
+        return arrow_strings(["true" if value else "false" for value in values.data.tolist()])
     if values.kind == "integer":
         return pa.array(values.data.astype(np.int64)).cast(pa.string())
     return pa.array([repr(float(value)) for value in values.data], type=pa.string())

@@ -42,6 +42,8 @@ JS_MAX = math.sqrt(math.log(2))  # the largest Jensen–Shannon distance with na
 # A KS p-value is exact (scipy's method="exact") while both sides have at most this many values, as in ks_2samp.
 KS_EXACT_MAX = 10_000
 OTHER = "(other)"
+# The shares of a profile's quantiles (workers.datasets.QUANTILES), used when a column has no sketch.
+QUANTILE_SHARES = {"p01": 0.01, "p05": 0.05, "p25": 0.25, "p50": 0.50, "p75": 0.75, "p95": 0.95, "p99": 0.99}
 
 P_VALUE_METHODS = frozenset({"ks", "chisquare", "z"})
 NUMERIC_METHODS = ("ks", "wasserstein", "jensenshannon", "psi")
@@ -266,14 +268,27 @@ class Distribution:
             # The profiler's one bin per whole number, centred on it: each bin is that number's count.
             keep = counts > 0
             return cls(atoms=(edges[:-1] + 0.5)[keep], atom_counts=counts[keep], std=population_std)
-        lo, hi = np.clip(edges[:-1], low, high), np.clip(edges[1:], low, high)
-        keep = counts > 0
+        # The CDF is known at the histogram's edges and, nearly, at the profile's quantiles: linear between them.
+        xs = np.clip(edges, low, high)
+        shares = np.concatenate([[0.0], np.cumsum(counts)]) / max(counts.sum(), 1.0)
+        quantiles = [
+            (float(value), QUANTILE_SHARES[key])
+            for key, value in (column.get("quantiles") or {}).items()
+            if key in QUANTILE_SHARES and value is not None and low < value < high
+        ]
+        if quantiles:
+            xs = np.concatenate([xs, [x for x, _ in quantiles]])
+            shares = np.concatenate([shares, [share for _, share in quantiles]])
+        order = np.lexsort((shares, xs))
+        xs, shares = xs[order], np.maximum.accumulate(shares[order])
+        mass = np.diff(shares) * n
+        keep = (mass > 0) & (np.diff(xs) > 0)
         return cls(
             atoms=np.zeros(0),
             atom_counts=np.zeros(0),
-            lo=lo[keep],
-            hi=hi[keep],
-            bin_counts=counts[keep],
+            lo=xs[:-1][keep],
+            hi=xs[1:][keep],
+            bin_counts=mass[keep],
             std=population_std,
         )
 

@@ -14,10 +14,11 @@ quantiles numpy's.
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pyarrow as pa
@@ -38,14 +39,22 @@ from workers.stats.columns import (
     as_numbers,
     as_texts,
     read_batches,
+    text_integers,
     text_numbers,
     texts_are_booleans,
     texts_are_datetimes,
     texts_are_integers,
 )
+from workers.stats.sketch import BINS as SKETCH_BINS
+from workers.stats.sketch import DISTINCT_CAP as SKETCH_CAP
+from workers.stats.sketch import SKETCH_VERSION, NumericSketch
 
 INTEGER_QUANTILE_METHOD = "inverted_cdf"
 FLOAT_QUANTILE_METHOD = "linear"
+# Pass 1 writes the numbers of the columns with many distinct values to temporary files, up to this many bytes in
+# all, so pass 2 reads float64 back instead of parsing the file again; past it, pass 2 reads the files.
+SPILL_BYTES = 1 << 30
+SPILL_READ_VALUES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,7 @@ class Settings:
     exact_budget: int
     quantile_bins: int
     max_rows: int  # rows per batch at most
+    spill_bytes: int = SPILL_BYTES
 
 
 class Progress:
@@ -92,12 +102,60 @@ class Progress:
             self.callback(1.0)
 
 
+class _Spill:
+    """Numbers pass 1 parsed, in temporary files (one per column, deleted when closed), within a byte budget."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.used = 0
+        self.files: dict[str, IO[bytes]] = {}
+        self.abandoned = False
+
+    def write(self, name: str, numbers: np.ndarray) -> None:
+        if self.abandoned or numbers.size == 0:
+            return
+        if self.used + numbers.nbytes > self.budget:
+            self.abandoned = True
+            self.close()
+            return
+        handle = self.files.get(name)
+        if handle is None:
+            handle = self.files[name] = tempfile.TemporaryFile(prefix="cp-profile-")
+        handle.write(np.ascontiguousarray(numbers, dtype=np.float64).tobytes())
+        self.used += numbers.nbytes
+
+    def holds(self, name: str) -> bool:
+        return name in self.files
+
+    def read(self, name: str) -> Iterator[np.ndarray]:
+        handle = self.files[name]
+        handle.flush()
+        handle.seek(0)
+        while True:
+            data = handle.read(SPILL_READ_VALUES * 8)
+            if not data:
+                return
+            yield np.frombuffer(data, dtype=np.float64)
+
+    def discard(self, name: str) -> None:
+        handle = self.files.pop(name, None)
+        if handle is not None:
+            handle.close()
+
+    def close(self) -> None:
+        for handle in self.files.values():
+            handle.close()
+        self.files = {}
+
+
 @dataclass
 class _Column:
     """Pass 1 for one column: the type its values fit, its numeric moments, and what else it can count already."""
 
+    name: str
     exact_cap: int
     distinct_cap: int
+    spill: _Spill
     count: int = 0  # non-missing values
     numeric: bool = True
     integral: bool = True
@@ -122,6 +180,11 @@ class _Column:
         kind = values.kind
         if kind == "text":
             if self.numeric:
+                numbers = text_integers(values.data) if self.integral else None
+                if numbers is not None:
+                    self.boolean = self.datetime = False
+                    self._add_numbers(numbers, whole=True)
+                    return
                 numbers, by_arrow = text_numbers(values.data)
                 if numbers is not None:
                     self.boolean = self.datetime = False
@@ -149,12 +212,30 @@ class _Column:
 
     def _add_numbers(self, numbers: np.ndarray, *, whole: bool | None) -> None:
         finite = self.moments.add(numbers, whole=whole)
-        if self.exact is not None:
-            self.exact.add(finite)
+        if self.exact is None:
+            return
+        if self.exact.over:
+            self.spill.write(self.name, finite)
+            return
+        self.exact.add(finite)
+        self.released()
+
+    def limit(self, cap: int) -> None:
+        if self.exact is not None and self.exact.cap != cap:
+            self.exact.limit(cap)
+            self.released()
+
+    def released(self) -> None:
+        """Past its cap the column's distinct values are gone from memory: their rows go to the spill instead."""
+        assert self.exact is not None
+        released = self.exact.take_released()
+        if released is not None:
+            self.spill.write(self.name, np.repeat(*released))
 
     def _count(self, values: Values, first: bool) -> None:
         if self.counter is None:
             self.exact = None  # not numeric after all
+            self.spill.discard(self.name)
             self.counter = ValueCounts(self.distinct_cap)
             # Counted from its first values on, or it is counted again in pass 2.
             self.counter_complete = first
@@ -192,7 +273,9 @@ class _Distribution:
         self.table: tuple[np.ndarray, np.ndarray] | None = None
         self.distinct_at_least = 0
         self.pending: ExactCounts | None = None  # filled in pass 2 when pass 1 could not tell
-        table = column.exact.table() if column.exact is not None else None
+        table = column.exact.table() if column.exact is not None else None  # every distinct value, or None
+        self.every_value = table
+        self.sketch: NumericSketch | None = None  # filled in pass 2; from `every_value` when that is known
         if table is not None:
             values, counts = table
             self.histogram.add(values, counts)
@@ -204,6 +287,7 @@ class _Distribution:
             self.needs_pass_2 = False
             return
         self.needs_pass_2 = True
+        self.sketch = NumericSketch()
         at_least = column.exact.at_least if column.exact is not None else 0
         if at_least > exact_cap:
             self.distinct_at_least = at_least
@@ -218,6 +302,8 @@ class _Distribution:
         self.fine.add(finite)
         if self.pending is not None:
             self.pending.add(finite)
+        if self.sketch is not None:
+            _sketch_add(self.sketch, finite)
 
     def finish(self) -> None:
         if self.pending is not None:
@@ -227,6 +313,16 @@ class _Distribution:
     @property
     def exact(self) -> bool:
         return self.table is not None
+
+    def sketch_json(self, non_finite: int) -> dict[str, Any]:
+        """The column's NumericSketch (workers.stats.sketch), shared with drift, as JSON."""
+        if self.sketch is not None:
+            sketch = self.sketch
+        else:
+            assert self.every_value is not None
+            sketch = _sketch_from_counts(*self.every_value)
+        sketch.non_finite = non_finite
+        return sketch.to_json()
 
     def distinct(self) -> tuple[int, bool]:
         """The number of distinct finite values and whether it is capped (then there are more than that many)."""
@@ -252,6 +348,21 @@ def profile_batches(
     progress: Progress,
 ) -> dict[str, Any]:
     """Profile the rows of all `paths` together; see workers.datasets.profile_files for the result's keys."""
+    spill = _Spill(settings.spill_bytes)
+    try:
+        return _profile(paths, format, missing, settings, progress, spill)
+    finally:
+        spill.close()
+
+
+def _profile(
+    paths: Sequence[Path],
+    format: str,
+    missing: frozenset[str],
+    settings: Settings,
+    progress: Progress,
+    spill: _Spill,
+) -> dict[str, Any]:
     columns: dict[str, _Column] = {}
     file_rows = [0] * len(paths)
 
@@ -274,14 +385,15 @@ def profile_batches(
     for batch in batches(0):
         for name in batch.columns:
             if name not in columns:
-                columns[name] = _Column(exact_cap=settings.exact_budget, distinct_cap=settings.distinct_cap)
+                columns[name] = _Column(
+                    name=name, exact_cap=settings.exact_budget, distinct_cap=settings.distinct_cap, spill=spill
+                )
         # While unsure which columns are numeric, each keeps up to its share of the budget among those still so.
         candidates = sum(1 for column in columns.values() if column.numeric)
         cap = max(settings.exact_limit, settings.exact_budget // max(candidates, 1))
         for name, values in batch.columns.items():
             column = columns[name]
-            if column.exact is not None and column.exact.cap != cap:
-                column.exact.limit(cap)
+            column.limit(cap)
             column.observe(values)
 
     row_count = sum(file_rows)
@@ -300,6 +412,11 @@ def profile_batches(
         if types[name] not in ("integer", "float") and column.counter is not None and not column.counter_complete
     ]
     again = [name for name, distribution in distributions.items() if distribution.needs_pass_2]
+    for name in [name for name in again if spill.holds(name)]:
+        again.remove(name)
+        for numbers in spill.read(name):
+            distributions[name].add(numbers)
+        spill.discard(name)
     if again or recount:
         for name in recount:
             columns[name].counter = ValueCounts(settings.distinct_cap)
@@ -361,6 +478,7 @@ def _numeric_summary(column: _Column, distribution: _Distribution | None, settin
             "histogram": {"edges": [], "counts": []},
             "distinct": 0,
             "distinct_capped": False,
+            "sketch": None,
         }
     distinct, capped = distribution.distinct()
     return {
@@ -379,7 +497,54 @@ def _numeric_summary(column: _Column, distribution: _Distribution | None, settin
             "edges": [float(edge) for edge in distribution.histogram.edges],
             "counts": [int(count) for count in distribution.histogram.counts],
         },
+        # the column's distribution for drift (workers.stats.sketch): exact up to 1,000 values, fine bins beyond
+        "sketch": distribution.sketch_json(moments.non_finite),
     }
+
+
+def _sketch_from_counts(values: np.ndarray, counts: np.ndarray) -> NumericSketch:
+    """The sketch of a column given as its distinct values and their counts, without repeating them all at once."""
+    n = int(counts.sum())
+    if values.size <= SKETCH_CAP:
+        # An exact sketch is exactly this table; its moments computed from it, so they do not depend on batching.
+        mean = float(np.dot(values, counts) / n)
+        m2 = float(np.dot(np.square(values - mean), counts))
+        data = {
+            "version": SKETCH_VERSION,
+            "cap": SKETCH_CAP,
+            "bins": SKETCH_BINS,
+            "n": n,
+            "non_finite": 0,
+            "min": float(values[0]),
+            "max": float(values[-1]),
+            "mean": mean,
+            "m2": m2,
+            "values": values.tolist(),
+            "counts": counts.tolist(),
+        }
+        return NumericSketch.from_json(data)
+    sketch = NumericSketch()
+    # Each value once (past the cap, so the sketch is binned after one small sort), then the rest of each count.
+    sketch.add(values)
+    rest = counts - 1
+    start = 0
+    while start < values.size:
+        # at most about a million repeated numbers at a time
+        cumulative = np.cumsum(rest[start:])
+        stop = start + max(1, int(np.searchsorted(cumulative, SPILL_READ_VALUES, side="right")))
+        sketch.add(np.repeat(values[start:stop], rest[start:stop]))
+        start = stop
+    return sketch
+
+
+def _sketch_add(sketch: NumericSketch, numbers: np.ndarray) -> None:
+    # While exact, the sketch sorts what it is given; small pieces first, so it is binned before a big sort.
+    start, step = 0, 4096
+    while sketch.exact and start < numbers.size:
+        sketch.add(numbers[start : start + step])
+        start, step = start + step, step * 2
+    if start < numbers.size:
+        sketch.add(numbers[start:])
 
 
 def _finite(value: float | None) -> float | None:

@@ -71,6 +71,11 @@ class NumericSketch:
             return
         self._add_moments(numbers.size, float(numbers.mean()), numbers)
         low, high = float(numbers.min()), float(numbers.max())
+        if self.values is not None and numbers.size > 2 * self.cap:
+            # A cheap look first: when a slice alone has more than `cap` distinct values, skip sorting the batch.
+            if np.unique(numbers[: 2 * self.cap]).size > self.cap:
+                self.min, self.max = min(self.min, low), max(self.max, high)
+                self._to_binned(low, high)
         if self.values is not None:
             found, counts = np.unique(numbers, return_counts=True)
             self._add_exact(found, counts.astype(np.int64), low, high)
