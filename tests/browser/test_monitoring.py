@@ -25,6 +25,10 @@ PLOTTED = """el => ({
 })"""
 
 
+CHARTS_FIT = """() => [...document.querySelectorAll('[data-figure] .main-svg')].every(
+  svg => svg.getBoundingClientRect().width <= svg.closest('[data-figure]').offsetWidth + 1)"""
+
+
 def plotted(page: Any, testid: str) -> dict[str, Any]:
     element = page.locator(f'[data-testid="{testid}"][data-drawn="1"]')
     element.wait_for()
@@ -32,14 +36,18 @@ def plotted(page: Any, testid: str) -> dict[str, Any]:
 
 
 def widths(page: Any, name: str) -> dict[tuple[int, int], int]:
-    """The page's width at a laptop's and a phone's size (it must not scroll sideways), with screenshots."""
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    """The page's width at a laptop's and a phone's size (it must not scroll sideways); a screenshot of a size that
+    does (full-page screenshots cost a second each on a busy machine)."""
     found = {}
     for size in ((1280, 800), (390, 844)):
         page.set_viewport_size({"width": size[0], "height": size[1]})
         page.wait_for_timeout(150)  # plotly's responsive resize runs on the window's resize event
-        page.screenshot(path=str(SHOTS / f"{name}-{size[0]}x{size[1]}.png"), full_page=True)
         found[size] = int(page.evaluate("document.documentElement.scrollWidth"))
+        # And plotly redraws each chart to its box's new width (until then the box clips it).
+        page.wait_for_function(CHARTS_FIT)
+        if found[size] != size[0]:
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SHOTS / f"{name}-{size[0]}x{size[1]}.png"), full_page=True)
     page.set_viewport_size({"width": 1280, "height": 800})
     return found
 
