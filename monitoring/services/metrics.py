@@ -100,37 +100,52 @@ def _add(service: Service, revision: str, minutes: list[MinuteCounts], *, source
         merged.setdefault(minute.start.astimezone(UTC), []).append(minute)
     if not merged:
         return
+    rows = _locked_points(service.pk, MINUTE, [revision], list(merged), source=source)
+    for row in rows:
+        _add_into(row, merged[row.start.astimezone(UTC)])
+    MetricPoint.objects.bulk_update(rows, _SUMMED_FIELDS)
+
+
+_SUMMED_FIELDS = [*_ADDED, "latency_sum_ms", "latency_counts", "updated_at"]
+
+
+def _locked_points(
+    service_id: int, resolution: int, revisions: list[str], starts: list[datetime], *, source: str
+) -> list[MetricPoint]:
+    """The rows of these revisions and starts, made empty where missing, locked (in one order: no deadlock between
+    two writers). The ingest adds minutes into them; the roll-up adds minutes into hours."""
     MetricPoint.objects.bulk_create(
         [
             MetricPoint(
-                service=service,
+                service_id=service_id,
                 revision=revision,
-                resolution=MINUTE,
+                resolution=resolution,
                 start=start,
                 source=source,
                 latency_counts=empty_counts(),
             )
-            for start in sorted(merged)
+            for revision in sorted(revisions)
+            for start in sorted(starts)
         ],
         ignore_conflicts=True,
     )
-    rows = list(
+    return list(
         MetricPoint.objects.select_for_update()
-        .filter(service=service, revision=revision, resolution=MINUTE, start__in=list(merged))
-        .order_by("start")
+        .filter(service_id=service_id, resolution=resolution, revision__in=revisions, start__in=starts)
+        .order_by("revision", "start")
     )
-    now = timezone.now()
-    for row in rows:
-        counts = list(row.latency_counts or []) + [0] * COUNTS_LENGTH
-        counts = counts[:COUNTS_LENGTH]
-        for minute in merged[row.start.astimezone(UTC)]:
-            for name in _ADDED:
-                setattr(row, name, getattr(row, name) + getattr(minute, name))
-            row.latency_sum_ms += minute.latency_sum_ms
-            add_counts(counts, minute.latency_counts)
-        row.latency_counts = counts
-        row.updated_at = now
-    MetricPoint.objects.bulk_update(rows, [*_ADDED, "latency_sum_ms", "latency_counts", "updated_at"])
+
+
+def _add_into(target: MetricPoint, parts: Iterable[MinuteCounts | MetricPoint]) -> None:
+    """Add each part's counts, sums and latency histogram into `target` (not saved)."""
+    counts = (list(target.latency_counts or []) + empty_counts())[:COUNTS_LENGTH]
+    for part in parts:
+        for name in _ADDED:
+            setattr(target, name, getattr(target, name) + getattr(part, name))
+        target.latency_sum_ms += part.latency_sum_ms
+        add_counts(counts, part.latency_counts or [])
+    target.latency_counts = counts
+    target.updated_at = timezone.now()
 
 
 def _replace(service: Service, revision: str, minutes: list[MinuteCounts], *, source: str) -> Recorded:
@@ -227,36 +242,10 @@ def _roll_up_hour(service_id: int, hour: datetime) -> int:
         by_revision: dict[str, list[MetricPoint]] = {}
         for row in rows:
             by_revision.setdefault(row.revision, []).append(row)
-        MetricPoint.objects.bulk_create(
-            [
-                MetricPoint(
-                    service_id=service_id,
-                    revision=revision,
-                    resolution=HOUR,
-                    start=hour,
-                    source=MetricPoint.Source.ROLLUP,
-                    latency_counts=empty_counts(),
-                )
-                for revision in sorted(by_revision)
-            ],
-            ignore_conflicts=True,
-        )
-        hourly = list(
-            MetricPoint.objects.select_for_update()
-            .filter(service_id=service_id, resolution=HOUR, start=hour, revision__in=list(by_revision))
-            .order_by("revision")
-        )
-        now = timezone.now()
+        hourly = _locked_points(service_id, HOUR, list(by_revision), [hour], source=MetricPoint.Source.ROLLUP)
         for target in hourly:
-            counts = (list(target.latency_counts or []) + empty_counts())[:COUNTS_LENGTH]
-            for row in by_revision[target.revision]:
-                for name in _ADDED:
-                    setattr(target, name, getattr(target, name) + getattr(row, name))
-                target.latency_sum_ms += row.latency_sum_ms
-                add_counts(counts, row.latency_counts or [])
-            target.latency_counts = counts
-            target.updated_at = now
-        MetricPoint.objects.bulk_update(hourly, [*_ADDED, "latency_sum_ms", "latency_counts", "updated_at"])
+            _add_into(target, by_revision[target.revision])
+        MetricPoint.objects.bulk_update(hourly, _SUMMED_FIELDS)
         MetricPoint.objects.filter(pk__in=[row.pk for row in rows]).delete()
     return len(rows)
 
