@@ -46,7 +46,9 @@ def _window(request: HttpRequest, *, default: str) -> tuple[Window | None, dict[
         return None, exc.message_dict
 
 
-def _window_context(request: HttpRequest, window: Window | None, errors: dict[str, list[str]], default: str) -> Any:
+def _window_context(
+    request: HttpRequest, window: Window | None, errors: dict[str, list[str]], default: str
+) -> dict[str, Any]:
     """What the window form shows: the choice as typed (kept when refused), the labels, each field's errors."""
     return {
         "window": window,

@@ -25,10 +25,6 @@ class Window:
     start: datetime
     end: datetime
 
-    @property
-    def seconds(self) -> float:
-        return (self.end - self.start).total_seconds()
-
     def as_query(self) -> dict[str, str]:
         if self.name != "custom":
             return {"window": self.name}
