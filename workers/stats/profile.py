@@ -235,8 +235,8 @@ class _Column:
         """Past its cap the column's distinct values are gone from memory: their rows go to the spill instead."""
         assert self.exact is not None
         released = self.exact.take_released()
-        if released is not None:
-            self.spill.write(self.name, np.repeat(*released))
+        for values, counts in released or []:
+            self.spill.write(self.name, np.repeat(values, counts))
 
     def _count(self, values: Values, first: bool) -> None:
         if self.counter is None:
