@@ -102,7 +102,7 @@ class ExactCounts:
         found, counts = _distinct_counts(numbers)
         self._pending.append((found, counts))
         self._pending_size += found.size
-        if self._pending_size > 2 * self.cap + 1024:
+        if self._pending_size > self.cap + min(self.cap, 1_000_000) + 1024:
             self._merge(check=True)
 
     def limit(self, cap: int) -> None:
