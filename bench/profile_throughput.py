@@ -16,6 +16,9 @@ issue measured; "wide", 20 numeric and 3 text columns, at 100,000 and 1,000,000 
 The script checks that both variants found the same figures: rows, every column's missing count, every numeric
 column's mean, min and max, the quartiles of the float columns, and each text column's most frequent value.
 
+Both wall seconds and CPU seconds (`time.process_time`, every thread of the child) are reported: on a shared
+machine the CPU seconds are the steadier comparison.
+
 Every measurement runs in a fresh Python subprocess, so each has its own peak RSS: `ru_maxrss` from `os.wait4` on
 that child alone (`getrusage(RUSAGE_CHILDREN)` would report the largest child so far, not this one). Linux carries
 the parent's resident size at fork into the child's `ru_maxrss`, so this parent stays small: it imports neither
@@ -136,11 +139,14 @@ def _child(variant: str, path: Path | None, rows: int | None, shape: str) -> dic
     if variant == "ours":
         from workers.datasets import profile_files, validate_file
 
+        cpu = time.process_time()
         start = time.perf_counter()
         summary = validate_file(path, format="csv")
         validated = time.perf_counter()
+        cpu_validated = time.process_time()
         profile = profile_files([path], format="csv", bins=BINS)
         done = time.perf_counter()
+        cpu_done = time.process_time()
         if summary.row_count != profile["row_count"]:
             raise SystemExit(f"validate_file counted {summary.row_count} rows, profile_files {profile['row_count']}")
         figures = {}
@@ -155,7 +161,12 @@ def _child(variant: str, path: Path | None, rows: int | None, shape: str) -> dic
             figures[name] = entry
         return {
             "seconds": done - start,
-            "steps": {"validate": validated - start, "profile": done - validated},
+            "cpu": cpu_done - cpu,
+            "steps": {
+                "validate": validated - start,
+                "profile": done - validated,
+                "profile_cpu": cpu_done - cpu_validated,
+            },
             "rows": profile["row_count"],
             "figures": figures,
         }
@@ -163,6 +174,7 @@ def _child(variant: str, path: Path | None, rows: int | None, shape: str) -> dic
         import numpy as np
         import pandas as pd
 
+        cpu = time.process_time()
         start = time.perf_counter()
         frame = pd.read_csv(path)
         read = time.perf_counter()
@@ -173,6 +185,7 @@ def _child(variant: str, path: Path | None, rows: int | None, shape: str) -> dic
         histogrammed = time.perf_counter()
         counts = {name: frame[name].value_counts() for name in frame.columns if name not in histograms}
         done = time.perf_counter()
+        cpu_done = time.process_time()
         figures = {}
         for name in frame.columns:
             entry: dict[str, Any] = {"missing": int(frame[name].isna().sum()), "numeric": name in histograms}
@@ -188,6 +201,7 @@ def _child(variant: str, path: Path | None, rows: int | None, shape: str) -> dic
             figures[name] = entry
         return {
             "seconds": done - start,
+            "cpu": cpu_done - cpu,
             "steps": {
                 "read_csv": read - start,
                 "describe": summarised - read,
@@ -275,6 +289,9 @@ class Measured:
     def seconds(self, variant: str) -> float:
         return statistics.median(s.seconds for s in self.samples[variant])
 
+    def cpu(self, variant: str) -> float:
+        return statistics.median(s.report["cpu"] for s in self.samples[variant])
+
     def peak(self, variant: str) -> float:
         return statistics.median(s.peak_bytes for s in self.samples[variant])
 
@@ -287,7 +304,7 @@ def mib(size: float) -> str:
 
 
 def print_table(results: list[Measured]) -> None:
-    rows: list[tuple[str, ...]] = [("rows", "file", "variant", "seconds", "rows/s", "peak RSS")]
+    rows: list[tuple[str, ...]] = [("rows", "file", "variant", "seconds", "CPU s", "rows/s", "peak RSS")]
     for m in results:
         for name, label in VARIANTS.items():
             seconds = m.seconds(name)
@@ -297,18 +314,21 @@ def print_table(results: list[Measured]) -> None:
                     f"{m.size_bytes / 1e6:.0f} MB",
                     label,
                     f"{seconds:.2f}",
+                    f"{m.cpu(name):.2f}",
                     f"{m.rows / seconds:,.0f}",
                     mib(m.peak(name)),
                 )
             )
-        profile = m.step("ours", "profile")
-        rows.append((f"{m.rows:,}", "", "profile_files alone", f"{profile:.2f}", f"{m.rows / profile:,.0f}", ""))
+        profile, profile_cpu = m.step("ours", "profile"), m.step("ours", "profile_cpu")
+        alone = ("profile_files alone", f"{profile:.2f}", f"{profile_cpu:.2f}", f"{m.rows / profile:,.0f}", "")
+        rows.append((f"{m.rows:,}", "", *alone))
         rows.append(
             (
                 f"{m.rows:,}",
                 "",
                 "ratio ours/baseline",
                 f"{m.seconds('ours') / m.seconds('baseline'):.2f}",
+                f"{m.cpu('ours') / m.cpu('baseline'):.2f}",
                 f"{m.seconds('baseline') / m.seconds('ours'):.2f}",
                 f"{m.peak('ours') / m.peak('baseline'):.2f}",
             )
@@ -319,6 +339,7 @@ def print_table(results: list[Measured]) -> None:
                 "",
                 "ratio profile_files/baseline",
                 f"{profile / m.seconds('baseline'):.2f}",
+                f"{profile_cpu / m.cpu('baseline'):.2f}",
                 f"{m.seconds('baseline') / profile:.2f}",
                 "",
             )

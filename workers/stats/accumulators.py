@@ -93,7 +93,7 @@ class ExactCounts:
         self.over = False
         # Once over: how many distinct values there were when the cap was passed, so at least that many in all.
         self.at_least = 0
-        self._released: tuple[np.ndarray, np.ndarray] | None = None
+        self._released: list[tuple[np.ndarray, np.ndarray]] | None = None
 
     def add(self, numbers: np.ndarray) -> None:
         """Add finite numbers."""
@@ -102,7 +102,7 @@ class ExactCounts:
         found, counts = _distinct_counts(numbers)
         self._pending.append((found, counts))
         self._pending_size += found.size
-        if self._pending_size > 2 * self.cap + 1024:
+        if self._pending_size > self.cap + min(self.cap, 1_000_000) + 1024:
             self._merge(check=True)
 
     def limit(self, cap: int) -> None:
@@ -114,24 +114,25 @@ class ExactCounts:
     def _merge(self, *, check: bool) -> None:
         if not self._pending:
             return
-        values = np.concatenate([self._values, *(found for found, _ in self._pending)])
-        counts = np.concatenate([self._counts, *(count for _, count in self._pending)])
+        pieces = [(self._values, self._counts), *self._pending]
         self._pending, self._pending_size = [], 0
-        # a sort and a search, cheaper than numpy.unique's inverse (an argsort)
+        values = np.concatenate([found for found, _ in pieces])
         merged = np.unique(values)
-        where = np.searchsorted(merged, values)
-        totals = np.bincount(where, weights=counts, minlength=merged.size).astype(np.int64)
         if check and merged.size > self.cap:
             self.over = True
             self.at_least = merged.size
-            self._released = (merged, totals)
+            self._released = pieces  # as they are: whoever takes them needs the values, not their totals
             self._values = np.zeros(0, dtype=np.float64)
             self._counts = np.zeros(0, dtype=np.int64)
             return
-        self._values, self._counts = merged, totals
+        # a search for each value's place, cheaper than numpy.unique's inverse (an argsort)
+        where = np.searchsorted(merged, values)
+        counts = np.concatenate([count for _, count in pieces])
+        self._values = merged
+        self._counts = np.bincount(where, weights=counts, minlength=merged.size).astype(np.int64)
 
-    def take_released(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """The values and counts kept until the cap was passed, once; None before that (or after the first call)."""
+    def take_released(self) -> list[tuple[np.ndarray, np.ndarray]] | None:
+        """The values and counts kept until the cap was passed (in pieces), once; None before that or after."""
         released, self._released = self._released, None
         return released
 
@@ -253,10 +254,22 @@ class ValueCounts:
         return result
 
     def summary(self, top: int, key: Callable[[str], str] | None = None) -> dict[str, Any]:
-        counts = self.counts(key)
+        if key is None:
+            self._flush()
+            distinct = len(self._counts)
+            # Only values at least as frequent as the top-th are candidates; Python orders those alone.
+            candidates = np.arange(distinct)
+            if top and distinct > top:
+                least = np.partition(self._counts, distinct - top)[distinct - top]
+                candidates = np.flatnonzero(self._counts >= least)
+            values = self._values.take(arrow_int64s(candidates)).to_pylist()
+            counts = dict(zip(values, self._counts[candidates].tolist(), strict=True))
+        else:
+            counts = self.counts(key)
+            distinct = len(counts)
         heaviest = heapq.nsmallest(top, counts.items(), key=lambda item: (-item[1], item[0]))
         return {
-            "distinct": self.cap if self.capped else len(counts),
+            "distinct": self.cap if self.capped else distinct,
             "distinct_capped": self.capped,
             "top": [{"value": value, "count": count} for value, count in heaviest],
         }

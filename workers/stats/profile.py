@@ -235,8 +235,9 @@ class _Column:
         """Past its cap the column's distinct values are gone from memory: their rows go to the spill instead."""
         assert self.exact is not None
         released = self.exact.take_released()
-        if released is not None:
-            self.spill.write(self.name, np.repeat(*released))
+        for values, counts in released or []:
+            for numbers in _repeated(values, counts):
+                self.spill.write(self.name, numbers)
 
     def _count(self, values: Values, first: bool) -> None:
         if self.counter is None:
@@ -532,15 +533,29 @@ def _sketch_from_counts(values: np.ndarray, counts: np.ndarray) -> NumericSketch
     sketch = NumericSketch()
     # Each value once (past the cap, so the sketch is binned after one small sort), then the rest of each count.
     sketch.add(values)
-    rest = counts - 1
+    for numbers in _repeated(values, counts - 1):
+        sketch.add(numbers)
+    return sketch
+
+
+def _repeated(values: np.ndarray, counts: np.ndarray) -> Iterator[np.ndarray]:
+    """Each value repeated its count of times, in arrays of at most about SPILL_READ_VALUES numbers."""
+    limit = SPILL_READ_VALUES
+    cumulative = np.cumsum(counts)
     start = 0
     while start < values.size:
-        # at most about a million repeated numbers at a time
-        cumulative = np.cumsum(rest[start:])
-        stop = start + max(1, int(np.searchsorted(cumulative, SPILL_READ_VALUES, side="right")))
-        sketch.add(np.repeat(values[start:stop], rest[start:stop]))
-        start = stop
-    return sketch
+        before = int(cumulative[start - 1]) if start else 0
+        stop = int(np.searchsorted(cumulative, before + limit, side="right"))
+        if stop > start:
+            yield np.repeat(values[start:stop], counts[start:stop])
+            start = stop
+            continue
+        # one value repeated more often than the limit: in parts
+        remaining = int(counts[start])
+        while remaining > 0:
+            yield np.full(min(remaining, limit), values[start])
+            remaining -= limit
+        start += 1
 
 
 def _sketch_add(sketch: NumericSketch, numbers: np.ndarray) -> None:
