@@ -58,6 +58,12 @@ class ObjectiveResult:
     def describe(self) -> str:
         if self.value is None:
             return f"{self.label}: no data yet (objective {format_value(self.threshold, self.unit)})"
+        if not self.breached and self.value > self.threshold:
+            # Above the threshold but not judged (too few requests): never say "within".
+            return (
+                f"{self.label} {format_value(self.value, self.unit)} above its objective "
+                f"{format_value(self.threshold, self.unit)}, not judged: too few requests"
+            )
         verdict = "above" if self.breached else "within"
         return (
             f"{self.label} {format_value(self.value, self.unit)} {verdict} its objective "
@@ -150,12 +156,16 @@ def judge(objectives: dict[str, float], signals: Signals | None, *, source: str)
     return ObjectiveStatus(results=results, requests=signals.requests, judged=judged, source=source)
 
 
-def objective_status(service: Any, revision: str, window: tuple[datetime, datetime]) -> ObjectiveStatus:
-    """How `revision` of `service` holds up against the objectives of the deployment that made it, over `window`."""
+def objective_status(
+    service: Any, revision: str, window: tuple[datetime, datetime], *, objectives: dict[str, float] | None = None
+) -> ObjectiveStatus:
+    """How `revision` of `service` holds up over `window` against the objectives of the deployment that made it
+    (a bake), or against `objectives` when given (monitoring judges what serves by the environment's current ones)."""
     from deployments.models import Deployment
 
     deployment = Deployment.objects.filter(service=service, revision=revision).order_by("-created_at", "-id").first()
-    objectives = dict(deployment.objectives) if deployment is not None else {}
+    if objectives is None:
+        objectives = dict(deployment.objectives) if deployment is not None else {}
     source = settings.DEPLOYMENT_SIGNALS
     if not objectives or source == "none":
         return ObjectiveStatus(source=source)

@@ -236,9 +236,10 @@ if METRICS_RETENTION_DAYS <= METRICS_ROLLUP_AFTER_DAYS:
 # and no minute further ahead of the portal's clock than this.
 METRICS_INGEST_MAX_MINUTES = env_int("METRICS_INGEST_MAX_MINUTES", 120, minimum=1)
 METRICS_INGEST_MAX_FUTURE_SECONDS = env_int("METRICS_INGEST_MAX_FUTURE_SECONDS", 300, minimum=0)
-# What every revision is started with: how often it reports its minutes and writes its capture files, and (aws)
-# the CloudWatch namespace of its EMF lines.
-SERVING_METRICS_FLUSH_SECONDS = float(env_int("SERVING_METRICS_FLUSH_SECONDS", 60, minimum=1))
+# What every revision is started with: how often it reports its minutes (every 10 s: the current minute in parts,
+# so a bake of a minute is judged on what it served, not on the minute before) and writes its capture files, and
+# (aws) the CloudWatch namespace of its EMF lines.
+SERVING_METRICS_FLUSH_SECONDS = float(env_int("SERVING_METRICS_FLUSH_SECONDS", 10, minimum=1))
 SERVING_CAPTURE_FLUSH_SECONDS = float(env_int("SERVING_CAPTURE_FLUSH_SECONDS", 60, minimum=1))
 SERVING_METRICS_NAMESPACE = env_str("SERVING_METRICS_NAMESPACE", "ControlPlane/Serving") or "ControlPlane/Serving"
 

@@ -45,10 +45,9 @@ def service_objectives_evaluate(service: Service, *, now: datetime) -> dict[str,
     if not wanted or deployment is None:
         return outcome
     window = (now - timedelta(minutes=settings.OBJECTIVE_WINDOW_MINUTES), now)
-    status = objective_rules.objective_status(service, deployment.revision, window)
+    # The environment's objectives as they are now (an admin may have changed them since the deployment).
+    status = objective_rules.objective_status(service, deployment.revision, window, objectives=wanted)
     for result in status.results:
-        if result.name not in wanted:
-            continue  # the deployment was made under an objective the environment has dropped since
         judged = result.value is not None and (status.judged or result.name == "drift_share")
         if result.breached:
             alerts.alert_raise(

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from controlplane.models import AuditEvent, Notification
+from deployments import objectives as objective_rules
 from deployments import services as deployment_services
 from monitoring.models import Alert
 from monitoring.services import alerts, objectives
@@ -117,3 +118,31 @@ def test_objectives_are_judged_continuously_open_and_close_alerts(world: World, 
     slow.refresh_from_db()
     assert slow.status == "closed" and "no longer sets this objective" in slow.close_reason
     assert not Alert.objects.filter(status="open").exists()
+
+
+def test_a_tightened_objective_applies_to_what_serves_without_a_new_deployment(
+    world: World, settings: Any, tmp_path: Path, users: Any
+) -> None:
+    recorded = tmp_path / "signals.json"
+    settings.DEPLOYMENT_SIGNALS = "recorded"
+    settings.DEPLOYMENT_RECORDED_SIGNALS = str(recorded)
+    settings.OBJECTIVE_MIN_REQUESTS = 20
+    record(recorded, world, requests=200, errors=0, p99_latency_ms=40.0)
+    objectives.objectives_evaluate(now=NOW)
+    assert not Alert.objects.filter(status="open").exists()  # 40 ms within 100 ms
+
+    # The deployment was made under 100 ms; the admin tightens it to 10 ms: the next evaluation judges by 10 ms.
+    deployment_services.environment_update(
+        actor=users.admin, environment_id=world.environment.pk, data={"objective_p99_latency_ms": 10}
+    )
+    objectives.objectives_evaluate(now=NOW + timedelta(minutes=1))
+    alert = Alert.objects.get(service=world.service, status="open")
+    assert (alert.name, alert.value, alert.threshold) == ("p99_latency_ms", 40.0, 10.0)
+
+    # Above the objective on too few requests: not judged, and never described as "within".
+    record(recorded, world, requests=3, errors=0, p99_latency_ms=40.0)
+    status = objective_rules.objective_status(
+        world.service, world.deployment.revision, WINDOW, objectives={"p99_latency_ms": 10.0}
+    )
+    (result,) = status.results
+    assert not result.breached and "within" not in result.describe() and "not judged" in result.describe()
