@@ -44,7 +44,12 @@ def service_objectives_evaluate(service: Service, *, now: datetime) -> dict[str,
     deployment = service.current_deployment
     if not wanted or deployment is None:
         return outcome
-    window = (now - timedelta(minutes=settings.OBJECTIVE_WINDOW_MINUTES), now)
+    start = now - timedelta(minutes=settings.OBJECTIVE_WINDOW_MINUTES)
+    # Not from before the revision serving took all traffic: its bake judged that part, and the message would
+    # name a span it did not serve.
+    if deployment.finished_at is not None and start < deployment.finished_at < now:
+        start = deployment.finished_at
+    window = (start, now)
     # The environment's objectives as they are now (an admin may have changed them since the deployment).
     status = objective_rules.objective_status(service, deployment.revision, window, objectives=wanted)
     for result in status.results:
