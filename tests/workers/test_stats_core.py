@@ -314,3 +314,11 @@ def test_profiling_a_csv_file_does_not_import_pandas(tmp_path: Path) -> None:
         f"profile_files([Path({str(path)!r})], format='csv'); assert 'pandas' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
+
+
+def test_a_whole_number_marker_also_means_its_plain_spellings_in_csv(tmp_path: Path) -> None:
+    # pandas.read_csv took "-999" to mean "-999.0" too; CSV profiles keep that reading.
+    path = tmp_path / "f.csv"
+    path.write_text("a\n-999\n-999.0\n-999.00\n3\n")
+    column = datasets.profile_files([path], format="csv", missing_values=("", "-999"))["columns"]["a"]
+    assert (column["missing"], column["count"], column["min"]) == (2, 2, -999.0)

@@ -311,7 +311,7 @@ def _csv_batches(
     convert = pa_csv.ConvertOptions(
         column_types={name: csv_types.get(name, pa.string()) for name in wanted},
         include_columns=wanted,
-        null_values=sorted(missing),
+        null_values=csv_missing_spellings(missing),
         strings_can_be_null=True,
         quoted_strings_can_be_null=True,
     )
@@ -355,6 +355,21 @@ def _csv_gathered(gathered: list[pa.RecordBatch], max_rows: int) -> Iterator[Bat
     for start in range(0, table.num_rows, max_rows):
         part = table.slice(start, max_rows)
         yield Batch(part.num_rows, {name: _csv_values(part.column(name)) for name in part.column_names})
+
+
+def csv_missing_spellings(missing: frozenset[str]) -> list[str]:
+    """The texts a CSV field equals to be missing: the caller's, and (as pandas.read_csv took them, so CSV profiles
+    keep their meaning) the plain spellings of a whole number given as one: "-999" also means "-999.0".
+    """
+    spellings = set(missing)
+    for text in missing:
+        try:
+            number = float(text)
+            if number == int(number):
+                spellings.update({str(int(number)), f"{int(number)}.0"})
+        except (ValueError, OverflowError):
+            pass
+    return sorted(spellings)
 
 
 def _csv_values(column: pa.ChunkedArray) -> Values:
