@@ -25,16 +25,20 @@ def drift_report_run_task(self, report_id: int) -> None:  # type: ignore[no-unty
     except LostLease:
         return
     except RETRYABLE as exc:
-        # The store or the database failed, not the report (a permanent store error already failed it).
+        # The store or the database failed, not the report (a permanent store error already failed it). Only the
+        # attempt that raised is failed: one whose lease expired must not fail the worker's that took over.
+        attempt = getattr(exc, "drift_attempt", None)
         if getattr(exc, "permanent", False):
-            drift.drift_report_fail(report_id=report_id, error=str(exc))
+            drift.drift_report_fail(report_id=report_id, error=str(exc), attempt=attempt)
             return
         if self.request.retries >= self.max_retries:
-            drift.drift_report_fail(report_id=report_id, error=f"gave up after {self.max_retries} retries: {exc}")
+            error = f"gave up after {self.max_retries} retries: {exc}"
+            drift.drift_report_fail(report_id=report_id, error=error, attempt=attempt)
             return
         raise self.retry(exc=exc, countdown=retry_backoff(self)) from exc
     except Exception as exc:
-        drift.drift_report_fail(report_id=report_id, error=f"{type(exc).__name__}: {exc}")
+        error = f"{type(exc).__name__}: {exc}"
+        drift.drift_report_fail(report_id=report_id, error=error, attempt=getattr(exc, "drift_attempt", None))
         raise
 
 

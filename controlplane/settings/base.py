@@ -223,6 +223,8 @@ OBJECTIVE_WINDOW_MINUTES = env_int("OBJECTIVE_WINDOW_MINUTES", 15, minimum=1)
 # service are reported (the newest ones).
 DRIFT_LEASE_SECONDS = env_int("DRIFT_LEASE_SECONDS", 300, minimum=10)
 DRIFT_WINDOWS_CATCH_UP = env_int("DRIFT_WINDOWS_CATCH_UP", 3, minimum=1)
+# A report whose worker died (lease expired, taken over) this many times fails instead of being taken over again.
+DRIFT_MAX_ATTEMPTS = env_int("DRIFT_MAX_ATTEMPTS", 3, minimum=1)
 
 # --- Monitoring -----------------------------------------------------------------------------
 # Per-minute metric points older than this are rolled up into hourly ones; hourly ones are kept this long.

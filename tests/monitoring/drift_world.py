@@ -115,8 +115,17 @@ def capture_key(service: str, revision: str, at: datetime, count: int) -> str:
     return f"capture/{service}/{revision}/{at:%Y/%m/%d}/{at:%H%M%S}-{count}-{secrets.token_hex(6)}.parquet"
 
 
-def write_capture(service: Service, at: datetime, data: dict[str, np.ndarray], *, revision: str = "d1") -> str:
-    """One capture file of `data`'s rows, sampled at `at`, as the serving runtime's writer stores it."""
+def serving_label(service: Service) -> str:
+    from monitoring.selectors import revision_label
+
+    assert service.current_deployment is not None
+    return revision_label(service.current_deployment)
+
+
+def write_capture(service: Service, at: datetime, data: dict[str, np.ndarray], *, revision: str | None = None) -> str:
+    """One capture file of `data`'s rows, sampled at `at`, as the serving runtime's writer stores it (by default,
+    labelled as the current deployment's serving processes label theirs)."""
+    revision = revision or serving_label(service)
     count = len(data["age"])
     columns = {"age": data["age"], "income": data["income"], "plan": data["plan"]}
     capture = Capture(
@@ -135,8 +144,8 @@ def write_capture(service: Service, at: datetime, data: dict[str, np.ndarray], *
     return key
 
 
-def write_corrupt_capture(service: Service, at: datetime, *, revision: str = "d1") -> str:
-    key = capture_key(service.name, revision, at, 10)
+def write_corrupt_capture(service: Service, at: datetime, *, revision: str | None = None) -> str:
+    key = capture_key(service.name, revision or serving_label(service), at, 10)
     object_store().put(
         key, io.BytesIO(b"PAR1 this is not a parquet file"), content_type="application/vnd.apache.parquet"
     )

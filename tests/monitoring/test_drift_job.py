@@ -50,7 +50,8 @@ def world(users: Any, tmp_path: Any) -> World:
 
 
 def report_for(world: World, start: datetime, end: datetime) -> DriftReport:
-    return DriftReport.objects.create(service=world.service, window_start=start, window_end=end)
+    label = f"d{world.deployment.pk}"
+    return DriftReport.objects.create(service=world.service, revision=label, window_start=start, window_end=end)
 
 
 def transitions_of(report: DriftReport) -> list[tuple[str, str, str]]:
@@ -302,3 +303,181 @@ def test_a_real_worker_runs_the_reports_beat_makes(users: Any, tmp_path: Any, ce
     shifted = DriftReport.objects.get(service=world.service, window_end=at(11))
     assert shifted.drifted is True and shifted.rows == 300
     assert Alert.objects.get(service=world.service, name="drift").status == "open"
+
+
+def test_the_schedule_reports_each_serving_revision_and_a_bake_report_judges_the_new_one(
+    world: World, users: Any, settings: Any
+) -> None:
+    from deployments import objectives
+    from deployments.models import Deployment
+    from tests.deployments.conftest import make_model_version
+
+    settings.DEPLOYMENT_SIGNALS = "metrics"
+    # The serving version records no training data; the canary's version is the one trained on world.train.
+    old = world.deployment
+    bare = make_model_version(world.project, users.data_scientist, model="churn-model")
+    Deployment.objects.filter(pk=old.pk).update(model_version=bare, objectives={"drift_share": 0.3})
+    new = Deployment.objects.create(
+        service=world.service,
+        model_version=world.version,
+        status=Deployment.Status.BAKING,
+        reason="canary",
+        initiated_by=users.approver,
+        revision="r-canary",
+        replaces=old,
+        objectives={"drift_share": 0.3},
+        bake_minutes=10,
+        started_at=at(10),
+        baking_at=at(10, 5),
+    )
+    old_label, new_label = f"d{old.pk}", f"d{new.pk}"
+    write_capture(world.service, at(10, 6), rows(300, seed=7, age_shift=25.0, income_scale=3.0), revision=new_label)
+    write_capture(world.service, at(10, 6), rows(300, seed=8), revision=old_label)
+
+    # Mid-bake: the serving revision's clock-aligned window, and the canary's report over its bake so far.
+    made = drift.drift_reports_schedule(now=at(10, 9, 30))
+    assert [(r.revision, r.window_start, r.window_end) for r in made] == [
+        (old_label, at(9), at(10)),
+        (new_label, at(10, 5), at(10, 9)),
+    ]
+    bake = drift.drift_report_run(report_id=made[1].pk)
+    assert bake is not None and bake.status == "succeeded" and bake.rows == 300 and bake.drifted is True
+    assert bake.baseline_id == world.train.pk  # the canary's model's training data, not the serving one's
+    status = objectives.objective_status(world.service, new.revision, (at(10, 5), at(10, 9, 30)))
+    drift_share = {r.name: r for r in status.results}["drift_share"]
+    assert drift_share.value == pytest.approx(2 / 3) and drift_share.breached
+    assert not Alert.objects.exists()  # the canary's verdict is the bake's, not the serving revision's alert
+
+    # The next window: both revisions served, each report reads its own captures against its own model.
+    later = drift.drift_reports_schedule(now=at(11, 0, 30))
+    assert {(r.revision, r.window_start, r.window_end) for r in later} == {
+        (new_label, at(10), at(11)),
+        (old_label, at(10), at(11)),
+        (new_label, at(10, 5), at(10, 15)),  # the bake's last report: the whole bake, however long it lasts
+    }
+    by_label = {r.revision: drift.drift_report_run(report_id=r.pk) for r in later if r.window_start == at(10)}
+    canary = by_label[new_label]
+    assert canary is not None and canary.rows == 300 and canary.drifted
+    served = by_label[old_label]
+    assert served is not None and served.status == "failed" and "no baseline" in served.status_reason
+
+
+def test_a_worker_whose_lease_expired_cannot_fail_the_report_taken_over(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from monitoring import tasks_drift
+    from workers.stats import capture
+
+    write_capture(world.service, at(10, 15), rows(300, seed=5))
+    report = report_for(world, at(10), at(11))
+
+    def taken_over_then_crash(*args: Any, **kwargs: Any) -> Any:
+        # While worker A (attempt 1) reads, its lease runs out and worker B takes the report over; then A crashes.
+        DriftReport.objects.filter(pk=report.pk).update(claimed_at=at(0))
+        assert drift.DRIFT_MACHINE.claim(report.pk, "run", lease_seconds=60) == 2
+        raise RuntimeError("A's unexpected error")
+
+    monkeypatch.setattr(capture, "drift_from_capture", taken_over_then_crash)
+    outcome = tasks_drift.drift_report_run_task.apply(args=[report.pk])
+    assert isinstance(outcome.result, RuntimeError)
+    report.refresh_from_db()
+    assert report.status == "running" and report.attempt == 2
+    # Without an attempt (raised before any claim), only a report no worker holds is failed.
+    assert drift.drift_report_fail(report_id=report.pk, error="lost", attempt=None) is None
+    assert drift.drift_report_fail(report_id=report.pk, error="A again", attempt=1) is None
+    monkeypatch.undo()
+    assert drift._store_result(report.pk, 2, drift_result(world, report)) is not None
+    report.refresh_from_db()
+    assert report.status == "succeeded" and report.rows == 300
+    queued = report_for(world, at(11), at(12))
+    failed = drift.drift_report_fail(report_id=queued.pk, error="lost", attempt=None)
+    assert failed is not None and failed.status == "failed"
+
+
+def drift_result(world: World, report: DriftReport) -> Any:
+    from controlplane.backends import object_store
+    from workers.stats.capture import capture_keys, drift_from_capture
+
+    profile = drift.drift_baseline(world.version)[1] or {}
+    keys = capture_keys(
+        object_store(), world.service.name, report.window_start, report.window_end, revision=report.revision
+    )
+    config = drift.drift_config(world.environment)
+    return drift_from_capture(
+        profile, object_store(), keys, start=report.window_start, end=report.window_end, config=config
+    )
+
+
+def test_a_report_whose_workers_keep_dying_fails_instead_of_being_taken_over_again(world: World, settings: Any) -> None:
+    settings.DRIFT_MAX_ATTEMPTS = 2
+    report = report_for(world, at(10), at(11))
+    for attempt in (1, 2):  # each worker dies reading (an OOM kill): its lease runs out
+        assert drift.DRIFT_MACHINE.claim(report.pk, "run", lease_seconds=60) == attempt
+        DriftReport.objects.filter(pk=report.pk).update(claimed_at=at(0))
+    failed = drift.drift_report_run(report_id=report.pk)
+    assert failed is not None and failed.status == "failed" and failed.attempt == 3
+    assert "gave up: 2 workers" in failed.status_reason
+    assert drift.drift_report_run(report_id=report.pk) is None  # nothing takes it again
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_windows_finishing_together_leave_the_alert_as_the_newest_verdict_says(
+    users: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from monitoring.services import alerts
+    from workers.stats import capture
+
+    world = make_world(users, tmp_path)
+    write_capture(world.service, at(10, 15), rows(300, seed=2, age_shift=25.0, income_scale=3.0))
+    write_capture(world.service, at(12, 15), rows(300, seed=4))
+    drifted, calm = report_for(world, at(10), at(11)), report_for(world, at(12), at(13))
+    alerts.alert_raise(world.service, "drift", value=0.9, threshold=0.5, window=(at(8), at(9)), message="old")
+    # The interleaving that loses: the older, drifted window decides to raise before the newer, calm one is
+    # stored; the calm one then resolves, and the raise lands after. Under the Service lock the calm one waits.
+    decided, resolved = threading.Event(), threading.Event()
+    raise_alert, resolve_alert, read = alerts.alert_raise, alerts.alert_resolve, capture.drift_from_capture
+
+    def raising(*args: Any, **kwargs: Any) -> Any:
+        decided.set()
+        resolved.wait(1.0)  # never set while the lock holds the calm window back
+        return raise_alert(*args, **kwargs)
+
+    def resolving(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return resolve_alert(*args, **kwargs)
+        finally:
+            resolved.set()
+
+    def reading(*args: Any, **kwargs: Any) -> Any:
+        if kwargs["start"] == at(12):
+            decided.wait(10.0)
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(alerts, "alert_raise", raising)
+    monkeypatch.setattr(alerts, "alert_resolve", resolving)
+    monkeypatch.setattr(capture, "drift_from_capture", reading)
+    outcomes = race(
+        lambda: drift.drift_report_run(report_id=drifted.pk),
+        lambda: drift.drift_report_run(report_id=calm.pk),
+    )
+    assert [o.error for o in outcomes] == [None, None]
+    assert [o.value.drifted for o in outcomes] == [True, False]
+    assert not Alert.objects.filter(service=world.service, name="drift", status="open").exists()
+
+
+def test_a_verdict_is_stored_with_its_alert_or_not_at_all(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    from monitoring.services import alerts
+
+    write_capture(world.service, at(10, 15), rows(300, seed=2, age_shift=25.0, income_scale=3.0))
+    report = report_for(world, at(10), at(11))
+
+    def crash(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the process died here")
+
+    monkeypatch.setattr(alerts, "alert_raise", crash)
+    with pytest.raises(RuntimeError):
+        drift.drift_report_run(report_id=report.pk)
+    report.refresh_from_db()
+    assert report.status == "running" and report.drifted is None  # retried later, alert and all

@@ -84,17 +84,27 @@ class UnreadableFile(Exception):
     """A capture file that cannot be used; the message is the reason shown with its key."""
 
 
-def capture_keys(store: Any, service: str, start: datetime, end: datetime) -> list[str]:
-    """The keys under `capture/<service>/` whose files can hold rows captured in [start, end), in key order.
+def capture_keys(store: Any, service: str, start: datetime, end: datetime, *, revision: str | None = None) -> list[str]:
+    """The keys under `capture/<service>/` whose files can hold rows captured in [start, end), in key order; with
+    `revision`, only that revision's, listed day folder by day folder (`capture/<service>/<revision>/<YYYY>/<MM>/<DD>/`
+    for the days the files can be in), so the listing does not grow with the capture kept.
 
     A file is named after its first row's time, so it is listed when that time is before `end` and no more than
     LATE_ROWS before `start`.
     """
     start, end = _utc(start), _utc(end)
+    if revision:
+        prefixes = []
+        day = (start - LATE_ROWS).date()
+        while day <= (end - timedelta(microseconds=1)).date():
+            prefixes.append(f"capture/{service}/{revision}/{day:%Y/%m/%d}/")
+            day += timedelta(days=1)
+    else:
+        prefixes = [f"capture/{service}/"]
     keys = []
-    for stored in store.list(f"capture/{service}/"):
+    for stored in (item for prefix in prefixes for item in store.list(prefix)):
         match = CAPTURE_KEY.fullmatch(stored.key)
-        if match is None or match["service"] != service:
+        if match is None or match["service"] != service or (revision and match["revision"] != revision):
             continue
         hms = match["hms"]
         try:
@@ -105,7 +115,7 @@ def capture_keys(store: Any, service: str, start: datetime, end: datetime) -> li
             continue
         if start - LATE_ROWS <= first < end:
             keys.append(stored.key)
-    return keys
+    return sorted(keys)
 
 
 def drift_from_capture(
