@@ -20,7 +20,7 @@ import logging
 import re
 import urllib.request
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +157,12 @@ def judge(objectives: dict[str, float], signals: Signals | None, *, source: str)
 
 
 def objective_status(
-    service: Any, revision: str, window: tuple[datetime, datetime], *, objectives: dict[str, float] | None = None
+    service: Any,
+    revision: str,
+    window: tuple[datetime, datetime],
+    *,
+    objectives: dict[str, float] | None = None,
+    drift_lookback: timedelta | None = None,
 ) -> ObjectiveStatus:
     """How `revision` of `service` holds up over `window` against the objectives of the deployment that made it
     (a bake), or against `objectives` when given (monitoring judges what serves by the environment's current ones)."""
@@ -171,7 +176,7 @@ def objective_status(
         return ObjectiveStatus(source=source)
     signals: Signals | None
     if source == "metrics" and deployment is not None:
-        signals = metrics_signals(deployment, window)
+        signals = metrics_signals(deployment, window, drift_lookback=drift_lookback)
     elif source == "recorded":
         signals = recorded_signals(service.name, revision)
     else:
@@ -183,10 +188,13 @@ def objective_status(
 # --- sources ---------------------------------------------------------------------------------------------------
 
 
-def metrics_signals(deployment: Any, window: tuple[datetime, datetime]) -> Signals:
+def metrics_signals(
+    deployment: Any, window: tuple[datetime, datetime], *, drift_lookback: timedelta | None = None
+) -> Signals:
     """The deployment's revision's figures over the window from the monitoring tables (rows are labelled with the
     serving processes' REVISION, monitoring.selectors.revision_label), and the drifting share of its latest
-    succeeded drift report whose window ended inside this one."""
+    succeeded drift report whose window ended inside this one — or up to `drift_lookback` before it (what serves
+    is judged over minutes, its drift reports come every drift window)."""
     from monitoring.models import DriftReport
     from monitoring.selectors import revision_label, window_summary
 
@@ -198,7 +206,7 @@ def metrics_signals(deployment: Any, window: tuple[datetime, datetime]) -> Signa
             service_id=deployment.service_id,
             revision=revision,
             status=DriftReport.Status.SUCCEEDED,
-            window_end__gt=start,
+            window_end__gt=start - (drift_lookback or timedelta(0)),
             window_end__lte=end,
             drifted_share__isnull=False,
         )

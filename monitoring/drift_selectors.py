@@ -19,11 +19,22 @@ from monitoring.models import Alert, DriftFeature, DriftReport
 HEATMAP_REPORTS = 500
 
 
+def serving_revision(service: Service) -> str | None:
+    """The revision label of what serves all of the service's traffic (None before its first deployment)."""
+    from monitoring.selectors import revision_label
+
+    deployment = service.current_deployment
+    return revision_label(deployment) if deployment is not None else None
+
+
 def drift_reports(
-    service: Service, start: datetime | None = None, end: datetime | None = None
+    service: Service, start: datetime | None = None, end: datetime | None = None, *, revision: str | None = None
 ) -> QuerySet[DriftReport]:
-    """The service's reports whose window ends in (start, end], newest first (either bound may be left open)."""
+    """The service's reports whose window ends in (start, end], newest first (either bound may be left open), of
+    one revision when `revision` is given (during a canary both revisions have a report per window)."""
     reports = DriftReport.objects.filter(service=service).select_related("baseline__dataset")
+    if revision is not None:
+        reports = reports.filter(revision=revision)
     if start is not None:
         reports = reports.filter(window_end__gt=start)
     if end is not None:
@@ -31,13 +42,22 @@ def drift_reports(
     return reports.order_by("-window_end", "-id")
 
 
-def drift_heatmap(service: Service, start: datetime | None = None, end: datetime | None = None) -> dict[str, Any]:
+def drift_heatmap(
+    service: Service, start: datetime | None = None, end: datetime | None = None, *, revision: str | None = None
+) -> dict[str, Any]:
     """Each feature's score per window, for a heatmap: `times` (window ends, ISO 8601, oldest first), `features`
     (by name, so rows stay put as the window moves), `scores[i][j]` and `drifted[i][j]` for feature i in window j
     (None: not measured then), `thresholds[i]` (the newest report's), and `methods[i]`. Only succeeded reports; a
     window with no captured requests is a column of None. A p-value's score is drift when low, a distance's when
-    high: compare scores with their thresholds, not with each other."""
-    reports = list(drift_reports(service, start, end).filter(status=DriftReport.Status.SUCCEEDED)[:HEATMAP_REPORTS])
+    high: compare scores with their thresholds, not with each other. One revision's reports: by default the one
+    serving all traffic now (a canary's reports would put two columns on one window)."""
+    if revision is None:
+        revision = serving_revision(service)
+    reports = list(
+        drift_reports(service, start, end, revision=revision).filter(status=DriftReport.Status.SUCCEEDED)[
+            :HEATMAP_REPORTS
+        ]
+    )
     reports.reverse()
     column = {report.pk: j for j, report in enumerate(reports)}
     cells: dict[str, dict[int, tuple[float | None, bool | None]]] = {}

@@ -66,7 +66,8 @@ def alert_label(name: str) -> str:
 
 
 def _latest_report(service: Service) -> DriftReport | None:
-    return drift_selectors.drift_reports(service).filter(status=DriftReport.Status.SUCCEEDED).first()
+    revision = drift_selectors.serving_revision(service)
+    return drift_selectors.drift_reports(service, revision=revision).filter(status=DriftReport.Status.SUCCEEDED).first()
 
 
 # --- overview -----------------------------------------------------------------------------------------------------

@@ -51,7 +51,14 @@ def service_objectives_evaluate(service: Service, *, now: datetime) -> dict[str,
         start = deployment.finished_at
     window = (start, now)
     # The environment's objectives as they are now (an admin may have changed them since the deployment).
-    status = objective_rules.objective_status(service, deployment.revision, window, objectives=wanted)
+    status = objective_rules.objective_status(
+        service,
+        deployment.revision,
+        window,
+        objectives=wanted,
+        # The newest drift report of what serves, though it may have ended before this window began.
+        drift_lookback=timedelta(minutes=service.environment.drift_window_minutes),
+    )
     for result in status.results:
         judged = result.value is not None and (status.judged or result.name == "drift_share")
         if result.breached:

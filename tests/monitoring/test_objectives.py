@@ -58,3 +58,13 @@ def test_the_metrics_source_judges_the_revisions_minutes_and_its_drift_report(se
     )
     drift = {r.name: r for r in objectives.objective_status(served, deployment.revision, window).results}["drift_share"]
     assert drift.value == pytest.approx(0.4) and drift.breached
+    # What serves is judged over minutes, its drift every drift window: with a lookback the report that ended
+    # before the window counts (the old one two hours back still does not).
+    short = (now - timedelta(seconds=30), now + timedelta(minutes=1))
+    assert {r.name: r for r in objectives.objective_status(served, deployment.revision, short).results}[
+        "drift_share"
+    ].value is None
+    looked_back = objectives.objective_status(
+        served, deployment.revision, short, drift_lookback=timedelta(minutes=60)
+    ).results
+    assert {r.name: r for r in looked_back}["drift_share"].value == pytest.approx(0.4)
