@@ -216,6 +216,10 @@ BAD_WINDOWS = [
         "metrics are kept 400 days: start on or after",
     ),
     ({"window": "custom", "start": "2020-01-01T00:00", "end": "2026-12-31T00:00"}, "start", "longer than"),
+    # Out of datetime's range once in UTC (a 500 before), or years no window can reach.
+    ({"window": "custom", "start": "2026-12-01T09:00", "end": "0001-01-01T00:00+01:00"}, "end", "years 2000 to 2100"),
+    ({"window": "custom", "start": "9999-12-31T23:00-05:00", "end": "2026-12-01T09:00"}, "start", "years 2000 to 2100"),
+    ({"window": "custom", "start": "2026-12-01T09:00", "end": "9999-12-31T23:59"}, "end", "years 2000 to 2100"),
 ]
 
 
