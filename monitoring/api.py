@@ -2,9 +2,11 @@
 serving/metrics.py).
 
 Not a user's API: no session, no CSRF, no user token. The caller is a serving process; it sends
-`Authorization: Bearer <its service's ingest token>` and the payload names the service. A payload is taken whole
-or not at all: any bad field is HTTP 400 naming it (`minutes[2].latency_ms_counts`) and nothing is stored. A part
-sent again (its answer was lost) is recognised by its `part` id and added once; the answer counts both.
+`Authorization: Bearer <its service's ingest token>` and the payload names the service, so the body is parsed before
+the token can be checked: a body over settings.METRICS_INGEST_MAX_BYTES is refused (413) unread, and one nested too
+deeply to parse is a 400 naming `body`. A payload is taken whole or not at all: any bad field is HTTP 400 naming it
+(`minutes[2].latency_ms_counts`) and nothing is stored. A part sent again (its answer was lost) is recognised by its
+`part` id and added once; the answer counts both.
 """
 
 from __future__ import annotations
@@ -171,6 +173,29 @@ def _named(errors: Any, prefix: str = "") -> dict[str, list[str]]:
     return {key: value for key, value in named.items() if value}
 
 
+class PayloadTooLarge(exceptions.APIException):
+    status_code = 413
+    default_code = "too_large"
+
+
+def _body(request: Request) -> Any:
+    """The parsed body, read only when its Content-Length is within settings.METRICS_INGEST_MAX_BYTES (Django reads
+    no more than Content-Length says, and nothing without it)."""
+    limit = settings.METRICS_INGEST_MAX_BYTES
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    if length > limit:
+        raise PayloadTooLarge(f"the body is {length} bytes, over the ingest's limit of {limit}: send fewer minutes")
+    try:
+        return request.data
+    except RecursionError:  # the JSON parser (or the NUL check) gave up on a deeply nested body
+        raise exceptions.ValidationError(
+            {"body": ["nested too deeply: expected the ingest format's JSON object"]}
+        ) from None
+
+
 def _bearer(request: Request) -> str:
     header = request.META.get("HTTP_AUTHORIZATION", "")
     scheme, _, token = header.partition(" ")
@@ -207,6 +232,7 @@ class IngestMetricsApi(APIView):
             200: IngestOutput,
             400: OpenApiResponse(ApiError, description="A field is not valid: `fields` names each one; nothing stored"),
             401: OpenApiResponse(ApiError, description="No bearer token, an unknown service or the wrong token"),
+            413: OpenApiResponse(ApiError, description="The body is over METRICS_INGEST_MAX_BYTES: not read"),
         },
         examples=[
             OpenApiExample(
@@ -238,7 +264,7 @@ class IngestMetricsApi(APIView):
     )
     def post(self, request: Request) -> Response:
         token = _bearer(request)
-        data = request.data
+        data = _body(request)
         name = data.get("service") if isinstance(data, dict) else None
         if not isinstance(name, str) or not name:
             raise exceptions.ValidationError({"service": ["required: the name of the service reporting"]})

@@ -6,16 +6,20 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
-from serving.metrics import BUCKETS_MS
+from serving.metrics import BUCKETS_MS, OVERFLOW_MS
 
 # One count per edge, then one for slower than the last edge (serving.metrics.Minute.counts).
 COUNTS_LENGTH = len(BUCKETS_MS) + 1
+# A quantile among the requests slower than the last edge is put at twice that edge: OVERFLOW_MS on BUCKETS_MS
+# (where EMF reports them), 20 s on a revision's /metrics in seconds. Not the edge itself (as Prometheus does), so
+# an objective at the last edge can be breached; never inf, which pages and JSON cannot show.
+_OVERFLOW_FACTOR = OVERFLOW_MS / BUCKETS_MS[-1]
 
 
 def histogram_quantile(buckets: Sequence[tuple[float, float]], q: float) -> float | None:
     """The q-quantile of a cumulative histogram [(upper bound, count ≤ bound)], interpolated linearly within the
-    bucket it falls in (as Prometheus does). None without observations; the last finite bound when it falls in
-    the +Inf bucket."""
+    bucket it falls in (as Prometheus does). None without observations; twice the last finite bound when it falls
+    in the +Inf bucket (serving.metrics.OVERFLOW_MS on BUCKETS_MS)."""
     ordered = sorted(buckets)
     if not ordered or ordered[-1][1] <= 0:
         return None
@@ -25,7 +29,7 @@ def histogram_quantile(buckets: Sequence[tuple[float, float]], q: float) -> floa
     for bound, cumulative in ordered:
         if cumulative >= rank:
             if math.isinf(bound):
-                return lower
+                return lower * _OVERFLOW_FACTOR
             inside = cumulative - below
             share = (rank - below) / inside if inside > 0 else 1.0
             return lower + (bound - lower) * share

@@ -108,13 +108,13 @@ def overview(request: HttpRequest) -> HttpResponse:
 
 
 def _revision_labels(service: Service, revisions: list[str]) -> dict[str, str]:
-    """Each revision as people know it: the model version it serves and the deployment that made it."""
+    """Each revision (the label metric rows carry, revision_label's `d12`) as people know it: the model version it
+    serves and the deployment that made it."""
     labels: dict[str, str] = {}
-    deployments = service.deployments.filter(revision__in=revisions).select_related("model_version")
-    for deployment in deployments.order_by("created_at", "id"):
-        labels.setdefault(
-            deployment.revision, f"v{deployment.model_version.number} ({deployment.kind} {deployment.pk})"
-        )
+    for deployment in service.deployments.select_related("model_version").order_by("created_at", "id"):
+        label = metric_selectors.revision_label(deployment)
+        if label in revisions:
+            labels.setdefault(label, f"v{deployment.model_version.number} ({deployment.kind} {deployment.pk})")
     return labels
 
 

@@ -17,6 +17,8 @@ from monitoring.selectors import metric_window_problems
 WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
 WINDOW_LABELS = {"1h": "Last hour", "24h": "Last day", "7d": "Last week", "custom": "Custom"}
 DEFAULT_WINDOW = "24h"
+# The years a custom window's start and end may fall in.
+YEARS = (2000, 2100)
 
 
 @dataclass(frozen=True)
@@ -35,14 +37,22 @@ def _text(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
 
 
-def _moment(value: str) -> datetime | None:
+def _moment(value: str, example: str) -> datetime:
+    """The moment `value` names, in UTC; ValueError saying what was expected. Years outside YEARS are refused, so
+    no later step (UTC conversion, SQL, a series' last step) can overflow datetime's range."""
     try:
         parsed = parse_datetime(value.strip())
     except ValueError:
-        return None
+        parsed = None
     if parsed is None:
-        return None
-    return parsed.replace(tzinfo=UTC) if timezone.is_naive(parsed) else parsed
+        raise ValueError(f"expected a date and time like {example} (UTC), got {value!r}")
+    try:
+        moment = (parsed.replace(tzinfo=UTC) if timezone.is_naive(parsed) else parsed).astimezone(UTC)
+    except (OverflowError, ValueError):  # a moment near year 1 or 9999 whose offset takes it out of range
+        moment = None
+    if moment is None or not YEARS[0] <= moment.year <= YEARS[1]:
+        raise ValueError(f"expected a date and time from the years {YEARS[0]} to {YEARS[1]}, got {value!r}")
+    return moment
 
 
 def parse_window(query: Any, *, default: str = DEFAULT_WINDOW, now: datetime | None = None) -> Window:
@@ -54,19 +64,19 @@ def parse_window(query: Any, *, default: str = DEFAULT_WINDOW, now: datetime | N
         window = Window(name, now - WINDOWS[name], now)
     elif name == "custom":
         errors: dict[str, list[str]] = {}
-        moments: dict[str, datetime | None] = {}
+        moments: dict[str, datetime] = {}
         for field in ("start", "end"):
             value = str(query.get(field) or "")
-            moments[field] = _moment(value) if value else None
             if not value:
                 errors[field] = [f"required with a custom window: a date and time like {_text(now)} (UTC)"]
-            elif moments[field] is None:
-                errors[field] = [f"expected a date and time like {_text(now)} (UTC), got {value!r}"]
+                continue
+            try:
+                moments[field] = _moment(value, _text(now))
+            except ValueError as exc:
+                errors[field] = [str(exc)]
         if errors:
             raise ValidationError(errors)
-        start, end = moments["start"], moments["end"]
-        assert start is not None and end is not None
-        window = Window("custom", start, end)
+        window = Window("custom", moments["start"], moments["end"])
     else:
         raise ValidationError({"window": [f"expected 1h, 24h, 7d or custom, got {name!r}"]})
     problems = metric_window_problems(start=window.start, end=window.end, now=now)

@@ -276,9 +276,11 @@ class EmfSink(Sink):
         self.stream = stream
 
     def line(self, minute: Minute) -> str:
-        # Each bucket is reported at its upper edge, so percentiles read from CloudWatch are upper bounds, as the
-        # portal computes them from the counts; requests slower than the last edge are reported at twice that edge
-        # (OVERFLOW_MS), outside every bucket, so the CloudWatch pull counts them as slower, not as the last bucket.
+        # Each bucket's count is reported at its upper edge; the CloudWatch pull turns them back into the same
+        # bucket counts, from which the portal interpolates percentiles within the bucket, as for the ingest's.
+        # Requests slower than the last edge are reported at twice that edge (OVERFLOW_MS), outside every bucket,
+        # so the pull counts them as slower, not as the last bucket. CloudWatch's Sum is edge × count: a mean read
+        # from it is higher than the ingest's.
         values = [edge for edge, count in zip(BUCKETS_MS, minute.counts, strict=False) if count]
         counts = [count for count in minute.counts[: len(BUCKETS_MS)] if count]
         if minute.counts[-1]:

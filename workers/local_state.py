@@ -30,17 +30,28 @@ def read_json(path: Path) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def write_json(path: Path, value: Any) -> None:
+def _write_aside(temporary: Path, value: Any, private: bool) -> None:
+    """`private`: readable by this user only (0600) from the moment the file exists, e.g. it holds a token."""
+    text = json.dumps(value, indent=2, sort_keys=True) + "\n"
+    if not private:
+        temporary.write_text(text, encoding="utf-8")
+        return
+    with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as handle:
+        os.fchmod(handle.fileno(), 0o600)  # a leftover of a crashed writer keeps its mode through O_CREAT
+        handle.write(text)
+
+
+def write_json(path: Path, value: Any, *, private: bool = False) -> None:
     # Written aside and renamed, so a reader in another process sees the old or the new file, never half of one.
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    temporary.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    _write_aside(temporary, value, private)
     os.replace(temporary, path)
 
 
-def create_exclusive(path: Path, value: Any) -> bool:
+def create_exclusive(path: Path, value: Any, *, private: bool = False) -> bool:
     """Write `path` only if it does not exist yet (atomically: link() fails on an existing name)."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
-    temporary.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    _write_aside(temporary, value, private)
     try:
         os.link(temporary, path)
     except FileExistsError:

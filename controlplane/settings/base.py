@@ -238,6 +238,9 @@ if METRICS_RETENTION_DAYS <= METRICS_ROLLUP_AFTER_DAYS:
 # and no minute further ahead of the portal's clock than this.
 METRICS_INGEST_MAX_MINUTES = env_int("METRICS_INGEST_MAX_MINUTES", 120, minimum=1)
 METRICS_INGEST_MAX_FUTURE_SECONDS = env_int("METRICS_INGEST_MAX_FUTURE_SECONDS", 300, minimum=0)
+# A larger body is refused (413) before it is read: anyone who sends a bearer header reaches the ingest, and a
+# payload of METRICS_INGEST_MAX_MINUTES minutes is under 100 KB.
+METRICS_INGEST_MAX_BYTES = env_int("METRICS_INGEST_MAX_BYTES", 1024 * 1024, minimum=64 * 1024)
 # What every revision is started with: how often it reports its minutes (every 10 s: the current minute in parts,
 # so a bake of a minute is judged on what it served, not on the minute before) and writes its capture files, and
 # (aws) the CloudWatch namespace of its EMF lines.

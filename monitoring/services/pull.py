@@ -11,14 +11,19 @@
   or ended less than REVISION_GRACE before its start).
 - Each minute CloudWatch has replaces the stored one (record_minutes(replace=True)), so pulling a window twice
   changes nothing.
+- Never older than the ingest's floor (metrics.oldest_ingest_minute): a minute already rolled up into its hour
+  would be counted twice.
 - One pull per service at a time: a pull claims the service's MetricPull row with a conditional update (its lease,
-  settings.METRICS_PULL_LEASE_SECONDS) and only the claim's holder moves its progress on. AWS is called with no
+  settings.METRICS_PULL_LEASE_SECONDS, from the clock at claim time) and only the claim's holder writes: each
+  revision's minutes are replaced in one transaction with the renewal of the claim (its attempt, lease not run out),
+  so a pull whose claim ran out or was taken over cannot overwrite a newer pull's minutes. AWS is called with no
   row lock held. A service's failure is counted on its row, logged, and does not stop the other services' pulls.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,7 +35,7 @@ from django.utils import timezone
 
 from deployments.models import Deployment, Service
 from monitoring.models import MetricPoint, MetricPull
-from monitoring.services.metrics import MinuteCounts, record_minutes
+from monitoring.services.metrics import MinuteCounts, oldest_ingest_minute, record_minutes
 from workers.errors import BackendError
 from workers.metrics.cloudwatch import ONE_MINUTE_RETENTION, CloudWatchMetrics, whole_minute
 
@@ -61,9 +66,11 @@ def metrics_source() -> CloudWatchMetrics:
     )
 
 
-def metrics_pull(*, now: datetime | None = None, source: CloudWatchMetrics | None = None) -> PullSummary:
-    """Pull every aws service's new minutes from CloudWatch (beat, every minute)."""
-    now = now or timezone.now()
+def metrics_pull(
+    *, clock: Callable[[], datetime] = timezone.now, source: CloudWatchMetrics | None = None
+) -> PullSummary:
+    """Pull every aws service's new minutes from CloudWatch (beat, every minute). `clock` is read at each claim and
+    write (a slow service's calls must not leave the next services with a lease already run out)."""
     summary = PullSummary()
     service_ids = list(Service.objects.filter(backend="aws").order_by("pk").values_list("pk", flat=True))
     if not service_ids:
@@ -72,7 +79,7 @@ def metrics_pull(*, now: datetime | None = None, source: CloudWatchMetrics | Non
     for service_id in service_ids:
         summary.services += 1
         try:
-            taken = metrics_pull_service(service_id=service_id, now=now, source=source)
+            taken = metrics_pull_service(service_id=service_id, clock=clock, source=source)
         except Exception:  # counted and logged where it happened; the other services are still pulled
             summary.failed += 1
             continue
@@ -98,8 +105,9 @@ def pull_window(pulled_through: datetime | None, now: datetime) -> tuple[datetim
         start = end - timedelta(minutes=settings.METRICS_PULL_LOOKBACK_MINUTES)
     else:
         start = whole_minute(pulled_through) - timedelta(minutes=settings.METRICS_PULL_OVERLAP_MINUTES)
-    # The oldest minute CloudWatch still keeps at a 60-second period, with an hour to spare.
-    start = max(start, end - ONE_MINUTE_RETENTION + timedelta(hours=1))
+    # The oldest minute CloudWatch still keeps at a 60-second period, with an hour to spare; and none the roll-up
+    # has taken (or is about to take) into its hour, the ingest's floor.
+    start = max(start, end - ONE_MINUTE_RETENTION + timedelta(hours=1), oldest_ingest_minute(now))
     return start, min(end, start + MAX_WINDOW)
 
 
@@ -169,9 +177,21 @@ def _claim(service_id: int, now: datetime) -> int | None:
         return int(MetricPull.objects.filter(service_id=service_id).values_list("attempt", flat=True).get())
 
 
-def metrics_pull_service(*, service_id: int, now: datetime, source: CloudWatchMetrics) -> int | None:
-    """Pull one service's new minutes; the number of minutes recorded, or None when another pull holds it. Raises
-    what failed, after counting it on the service's MetricPull row and logging it."""
+def _renewed(service_id: int, attempt: int, now: datetime) -> bool:
+    """Whether this pull's claim still holds (its attempt, its lease not run out), renewing it; inside the write's
+    transaction, so no other pull can take the service over between the check and the write."""
+    lease = timedelta(seconds=settings.METRICS_PULL_LEASE_SECONDS)
+    held = MetricPull.objects.filter(service_id=service_id, attempt=attempt, claimed_until__gt=now)
+    return bool(held.update(claimed_until=now + lease))
+
+
+def metrics_pull_service(
+    *, service_id: int, clock: Callable[[], datetime] = timezone.now, source: CloudWatchMetrics
+) -> int | None:
+    """Pull one service's new minutes; the number of minutes recorded, or None when another pull holds it (or took
+    it over meanwhile: then nothing more is written). Raises what failed, after counting it on the service's
+    MetricPull row and logging it."""
+    now = clock()
     attempt = _claim(service_id, now)
     if attempt is None:
         log.info("metrics pull of service %s skipped: another pull holds it", service_id)
@@ -185,7 +205,14 @@ def metrics_pull_service(*, service_id: int, now: datetime, source: CloudWatchMe
             revisions = revisions_between(service, start, end)
             found = source.minutes(service=service.name, revisions=revisions, start=start, end=end)
             for revision, minutes in found.items():
-                if minutes:
+                if not minutes:
+                    continue
+                with transaction.atomic():
+                    if not _renewed(service_id, attempt, clock()):
+                        log.warning(
+                            "metrics pull of %s stopped: its claim ran out or another pull took it over", service.name
+                        )
+                        return None
                     recorded = record_minutes(
                         service,
                         revision,
@@ -193,14 +220,14 @@ def metrics_pull_service(*, service_id: int, now: datetime, source: CloudWatchMe
                         source=MetricPoint.Source.CLOUDWATCH,
                         replace=True,
                     )
-                    taken += recorded.taken
+                taken += recorded.taken
     except Exception as exc:
-        _failed(service, attempt, exc, now)
+        _failed(service, attempt, exc, clock())
         raise
     MetricPull.objects.filter(service_id=service_id, attempt=attempt).update(
         pulled_through=max(end, pulled_through or end),
         claimed_until=None,
-        last_pulled_at=now,
+        last_pulled_at=clock(),
         failures=0,
     )
     return taken

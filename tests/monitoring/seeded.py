@@ -60,6 +60,7 @@ class Seeded:
     points: list[MetricPoint]
     reports: list[DriftReport] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
+    revisions: list[str] = field(default_factory=list)  # the metric labels of the fast first, the slow second
 
 
 def _minute(moment: datetime) -> datetime:
@@ -86,36 +87,41 @@ def seed_service(users: Any, *, name: str = "bc-staging", slug: str = "bc") -> S
     )
     now = timezone.now()
     plan = [
-        ("deploy", first, "rev-1", "succeeded", 55),
-        ("deploy", second, "rev-2", "rolled_back", 35),
-        ("rollback", first, "rev-1", "succeeded", 15),
+        ("deploy", first, "succeeded", 55),
+        ("deploy", second, "rolled_back", 35),
+        ("rollback", first, "succeeded", 15),
     ]
     deployments = []
-    for kind, version, revision, status, minutes_ago in plan:
+    for kind, version, status, minutes_ago in plan:
         deployment = Deployment.objects.create(
             service=service,
             kind=kind,
             model_version=version,
             status=status,
             reason=f"{kind} for the monitoring tests",
-            revision=revision,
             initiated_by=users.approver,
         )
         Deployment.objects.filter(pk=deployment.pk).update(created_at=now - timedelta(minutes=minutes_ago))
         deployments.append(deployment)
+    # What the local backend names the revisions (the rollback reuses the first's); metric rows carry d<deploy>.
+    for deployment in deployments[:2]:
+        deployment.revision = f"r-d{deployment.pk}"
+    deployments[2].revision = deployments[0].revision
     deployments[2].rollback_of = deployments[1]
-    deployments[2].save(update_fields=["rollback_of"])
+    for deployment in deployments:
+        deployment.save(update_fields=["revision", "rollback_of"])
     service.current_deployment = deployments[2]
     service.save(update_fields=["current_deployment"])
+    fast, slow = (f"d{deployment.pk}" for deployment in deployments[:2])
 
-    # rev-1 answers fast (≤ 1 ms), rev-2 slowly (100–250 ms) and with errors, in the minutes it served.
+    # The first revision answers fast (≤ 1 ms), the second slowly (100–250 ms) and with errors, while it served.
     points = []
     for minutes_ago in range(50, 4, -5):
         start = _minute(now - timedelta(minutes=minutes_ago))
         points.append(
             MetricPoint(
                 service=service,
-                revision="rev-1",
+                revision=fast,
                 start=start,
                 requests=100 + minutes_ago,
                 errors=1,
@@ -126,7 +132,7 @@ def seed_service(users: Any, *, name: str = "bc-staging", slug: str = "bc") -> S
             points.append(
                 MetricPoint(
                     service=service,
-                    revision="rev-2",
+                    revision=slow,
                     start=start,
                     requests=10,
                     errors=3,
@@ -134,7 +140,7 @@ def seed_service(users: Any, *, name: str = "bc-staging", slug: str = "bc") -> S
                 )
             )
     MetricPoint.objects.bulk_create(points)
-    return Seeded(service=service, now=now, deployments=deployments, points=points)
+    return Seeded(service=service, now=now, deployments=deployments, points=points, revisions=[fast, slow])
 
 
 def _register(users: Any, project: Any, text: str) -> DatasetVersion:

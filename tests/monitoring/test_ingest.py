@@ -164,7 +164,7 @@ def test_the_schema_documents_the_ingest(users: Any) -> None:
     client.force_authenticate(users.data_scientist)
     schema = client.get("/api/v1/schema/", HTTP_ACCEPT="application/json").json()
     operation = schema["paths"]["/api/v1/ingest/metrics/"]["post"]
-    assert operation["operationId"] == "ingest_metrics" and {"200", "400", "401"} <= set(operation["responses"])
+    assert operation["operationId"] == "ingest_metrics" and {"200", "400", "401", "413"} <= set(operation["responses"])
 
 
 @pytest.mark.django_db(transaction=True)
@@ -201,3 +201,36 @@ def test_two_processes_posting_parts_of_the_same_minute_at_once_add_up_exactly(s
     assert (row.requests, row.errors, row.client_errors) == (48, 16, 16)
     assert row.latency_counts[3] == 32 and row.latency_counts[9] == 16
     assert IngestPart.objects.count() == 16
+
+
+def test_a_body_over_the_limit_is_refused_unread_and_one_nested_too_deeply_is_a_400_naming_it(served: Any) -> None:
+    from django.conf import settings
+
+    assert settings.METRICS_INGEST_MAX_BYTES == 1024 * 1024
+    anyone = APIClient(HTTP_AUTHORIZATION="Bearer x")  # the payload names the service: parsed before the token check
+    good = json.dumps(payload(served, minute(this_minute(), "p1")))
+    huge = good[:-1] + " " * settings.METRICS_INGEST_MAX_BYTES + "}"  # valid JSON, over the limit
+    for sender in (anyone, client_for(served)):
+        answer = sender.post(URL, huge, content_type="application/json")
+        assert answer.status_code == 413, answer.content[:300]
+        limit = settings.METRICS_INGEST_MAX_BYTES
+        message = f"the body is {len(huge)} bytes, over the ingest's limit of {limit}: send fewer minutes"
+        assert answer.json() == {"error": {"status": 413, "code": "too_large", "message": message}}
+
+        deep = "[" * 100_000 + "]" * 100_000  # 200 KB, within the limit
+        answer = sender.post(URL, deep, content_type="application/json")
+        assert answer.status_code == 400, answer.content[:300]
+        assert answer.json()["error"]["fields"] == {
+            "body": ["nested too deeply: expected the ingest format's JSON object"]
+        }
+
+    # Nested just deep enough to parse, inside the fields, under the service's own token: each a 400, never a 500.
+    for depth in (300, 450, 600, 800, 990):
+        nested = "[" * depth + "]" * depth
+        for field in ("minutes", "latency_buckets_ms", "revision", "service"):
+            body = json.dumps({**payload(served, minute(this_minute(), "p1")), field: "?"})
+            body = body.replace(f'"{field}": "?"', f'"{field}": {nested}')
+            assert nested in body
+            answer = client_for(served).post(URL, body, content_type="application/json")
+            assert answer.status_code == 400, (depth, field, answer.content[:300])
+    assert not MetricPoint.objects.exists()

@@ -79,7 +79,10 @@ def test_the_service_page_charts_merged_percentiles_per_revision_with_markers(us
         drawn = trace(latency, f"all revisions {label}")
         expected = [merged_percentile(points, q) if points else None for points in steps]
         assert all(close(a, b) for a, b in zip(drawn, expected, strict=True)), (label, drawn, expected)
-    for revision, name in (("rev-1", "v1 (deploy"), ("rev-2", "v2 (deploy")):
+    fast, slow = seeded.revisions
+    assert fast != seeded.deployments[0].revision  # the label is not the backend's name (`r-d12`)
+    first, second = seeded.deployments[:2]
+    for revision, name in ((fast, f"v1 (deploy {first.pk})"), (slow, f"v2 (deploy {second.pk})")):
         drawn = next(t["y"] for t in latency["traces"] if t["name"].startswith(name) and t["percentile"] == "p99")
         expected = [merged_percentile(p, 0.99) if p else None for p in by_step(seeded, times, step, revision)]
         assert all(close(a, b) for a, b in zip(drawn, expected, strict=True)), (revision, drawn, expected)
@@ -92,7 +95,7 @@ def test_the_service_page_charts_merged_percentiles_per_revision_with_markers(us
     ]
 
     # A minute where both revisions served: the merged p99 is not the average of the two.
-    both = next(points for points in steps if {p.revision for p in points} == {"rev-1", "rev-2"})
+    both = next(points for points in steps if {p.revision for p in points} == {fast, slow})
     assert not close(merged_percentile(both, 0.99), averaged_percentile(both, 0.99))
 
     # Every deployment and rollback is marked, on every chart.
@@ -106,8 +109,8 @@ def test_the_service_page_charts_merged_percentiles_per_revision_with_markers(us
     whole = float(rows[""].find(data_testid="p99").attrs["data-value"])
     assert close(whole, merged_percentile(seeded.points, 0.99))
     assert not close(whole, averaged_percentile(seeded.points, 0.99))
-    slow = [p for p in seeded.points if p.revision == "rev-2"]
-    assert close(float(rows["rev-2"].find(data_testid="p95").attrs["data-value"]), merged_percentile(slow, 0.95))
+    slow_points = [p for p in seeded.points if p.revision == slow]
+    assert close(float(rows[slow].find(data_testid="p95").attrs["data-value"]), merged_percentile(slow_points, 0.95))
 
 
 def test_the_overview_lists_each_service_with_its_last_hour(users, seeded: Seeded) -> None:
@@ -216,6 +219,10 @@ BAD_WINDOWS = [
         "metrics are kept 400 days: start on or after",
     ),
     ({"window": "custom", "start": "2020-01-01T00:00", "end": "2026-12-31T00:00"}, "start", "longer than"),
+    # Out of datetime's range once in UTC (a 500 before), or years no window can reach.
+    ({"window": "custom", "start": "2026-12-01T09:00", "end": "0001-01-01T00:00+01:00"}, "end", "years 2000 to 2100"),
+    ({"window": "custom", "start": "9999-12-31T23:00-05:00", "end": "2026-12-01T09:00"}, "start", "years 2000 to 2100"),
+    ({"window": "custom", "start": "2026-12-01T09:00", "end": "9999-12-31T23:59"}, "end", "years 2000 to 2100"),
 ]
 
 
@@ -264,7 +271,7 @@ def test_the_read_api_answers_what_the_pages_show(users, seeded: Seeded) -> None
         f"/api/v1/services/{seeded.service.pk}/metrics/", {"window": "1h", "by_revision": "true", "page_size": 5}
     ).json()
     assert per_revision["next"] and len(per_revision["results"]) == 5
-    assert {r["revision"] for r in per_revision["results"]} <= {"rev-1", "rev-2"}
+    assert {r["revision"] for r in per_revision["results"]} <= set(seeded.revisions)
 
     drift = client.get(f"/api/v1/services/{seeded.service.pk}/drift/", {"page_size": 2}).json()
     assert drift["count"] == 3 and drift["next"]

@@ -5,6 +5,7 @@ leaves the others' pulls alone."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,6 +17,7 @@ from django.conf import settings
 from deployments.models import Deployment, Service
 from monitoring.models import MetricPoint, MetricPull
 from monitoring.services import pull
+from monitoring.services.metrics import MinuteCounts, oldest_ingest_minute, record_minutes
 from tests.fixtures.cloudwatch import REGION, answer, emf_lines, get_metric_data_request, minute
 from tests.monitoring.conftest import make_model_version, make_served
 from workers.metrics.cloudwatch import CloudWatchMetrics, build_queries
@@ -45,6 +47,23 @@ def aws_service(served: Service) -> Service:
 
 def source(client: BaseClient) -> CloudWatchMetrics:
     return CloudWatchMetrics(region=REGION, namespace=settings.SERVING_METRICS_NAMESPACE, client=client)
+
+
+def fixed(moment: datetime) -> Callable[[], datetime]:
+    return lambda: moment
+
+
+class Meanwhile(CloudWatchMetrics):
+    """The stubbed CloudWatch, running `meanwhile(service)` while each service's answer is on the wire."""
+
+    def __init__(self, client: BaseClient, meanwhile: Callable[[str], None]) -> None:
+        super().__init__(region=REGION, namespace=settings.SERVING_METRICS_NAMESPACE, client=client)
+        self.meanwhile = meanwhile
+
+    def minutes(self, *, service: str, **window: Any) -> dict[str, list[dict[str, Any]]]:
+        found = super().minutes(service=service, **window)
+        self.meanwhile(service)
+        return found
 
 
 def expect(
@@ -80,7 +99,7 @@ def test_a_pull_lands_cloudwatch_minutes_in_metric_points_and_a_second_replaces(
     first = [minute(t56, [0, 2, 5] + [0] * 13, errors=1), minute(t57, [0, 0, 0, 4] + [0] * 11 + [1])]
     expect(stubber, aws_service, [revision], emf_lines(aws_service.name, revision, first))
 
-    summary = pull.metrics_pull(now=NOW, source=source(client))
+    summary = pull.metrics_pull(clock=fixed(NOW), source=source(client))
 
     assert (summary.services, summary.pulled, summary.failed, summary.minutes) == (1, 1, 0, 2)
     rows = list(MetricPoint.objects.filter(service=aws_service).order_by("start"))
@@ -104,7 +123,7 @@ def test_a_pull_lands_cloudwatch_minutes_in_metric_points_and_a_second_replaces(
         end=END + timedelta(minutes=1),
     )
 
-    assert pull.metrics_pull(now=NOW + timedelta(minutes=1), source=source(client)).minutes == 2
+    assert pull.metrics_pull(clock=fixed(NOW + timedelta(minutes=1)), source=source(client)).minutes == 2
 
     rows = list(MetricPoint.objects.filter(service=aws_service).order_by("start"))
     assert [(r.start, r.requests, r.latency_counts[3]) for r in rows] == [(t56, 7, 0), (t57, 9, 9), (END, 3, 0)]
@@ -132,7 +151,7 @@ def test_a_failing_service_is_counted_and_logged_and_the_others_are_still_pulled
     expect(stubber, other, [revision], emf_lines(other.name, revision, [minute(END - timedelta(minutes=1), [1] * 16)]))
 
     with caplog.at_level(logging.WARNING, logger="monitoring.pull"):
-        summary = pull.metrics_pull(now=NOW, source=source(client))
+        summary = pull.metrics_pull(clock=fixed(NOW), source=source(client))
 
     assert (summary.services, summary.pulled, summary.failed, summary.minutes) == (2, 1, 1, 1)
     failed = MetricPull.objects.get(service=aws_service)
@@ -150,7 +169,7 @@ def test_a_service_another_pull_holds_is_skipped_until_its_lease_ends(
     MetricPull.objects.create(service=aws_service, attempt=3, claimed_until=NOW + timedelta(seconds=1))
 
     # No response is queued: a call to CloudWatch would fail the test.
-    summary = pull.metrics_pull(now=NOW, source=source(client))
+    summary = pull.metrics_pull(clock=fixed(NOW), source=source(client))
 
     assert (summary.busy, summary.pulled) == (1, 0)
     held = MetricPull.objects.get(service=aws_service)
@@ -159,7 +178,7 @@ def test_a_service_another_pull_holds_is_skipped_until_its_lease_ends(
     minute_on = {"start": START + timedelta(minutes=1), "end": END + timedelta(minutes=1)}
     expect(stubber, aws_service, [f"d{aws_service.current_deployment_id}"], [], **minute_on)
     later = NOW + timedelta(minutes=1)
-    assert pull.metrics_pull(now=later, source=source(client)).pulled == 1
+    assert pull.metrics_pull(clock=fixed(later), source=source(client)).pulled == 1
     taken = MetricPull.objects.get(service=aws_service)
     assert (taken.attempt, taken.pulled_through, taken.last_pulled_at) == (4, END + timedelta(minutes=1), later)
 
@@ -169,7 +188,67 @@ def test_a_claim_is_exclusive(aws_service: Service) -> None:
     assert mine == 1
     assert pull._claim(aws_service.pk, NOW + timedelta(seconds=10)) is None
     lease = timedelta(seconds=settings.METRICS_PULL_LEASE_SECONDS)
-    assert pull._claim(aws_service.pk, NOW + lease) == 2  # the holder died: its lease ran out
+    assert pull._renewed(aws_service.pk, 1, NOW + timedelta(seconds=20))  # held: renewed to NOW + 20 s + lease
+    assert not pull._renewed(aws_service.pk, 1, NOW + timedelta(seconds=20) + lease)  # ran out: not renewed
+    assert pull._claim(aws_service.pk, NOW + timedelta(seconds=20) + lease) == 2  # the holder died: taken over
+    assert not pull._renewed(aws_service.pk, 1, NOW + timedelta(seconds=21) + lease)  # the old holder's is gone
+
+
+def test_a_pull_whose_claim_was_taken_over_while_it_read_cloudwatch_writes_nothing(
+    aws_service: Service, stubbed: tuple[BaseClient, Stubber]
+) -> None:
+    client, stubber = stubbed
+    revision = f"d{aws_service.current_deployment_id}"
+    t57 = END - timedelta(minutes=1)
+    expect(stubber, aws_service, [revision], emf_lines(aws_service.name, revision, [minute(t57, [1] * 16)]))
+    lease = timedelta(seconds=settings.METRICS_PULL_LEASE_SECONDS)
+
+    def newer_pull_takes_over(service: str) -> None:
+        # The read outlasted the lease: the next beat's pull claims the service and writes fuller minutes first.
+        assert pull._claim(aws_service.pk, NOW + lease) == 2
+        fuller = MinuteCounts(start=t57, requests=30, latency_counts=[30] + [0] * 15)
+        record_minutes(aws_service, revision, [fuller], source=MetricPoint.Source.CLOUDWATCH, replace=True)
+
+    summary = pull.metrics_pull(clock=fixed(NOW), source=Meanwhile(client, newer_pull_takes_over))
+
+    assert (summary.pulled, summary.busy, summary.minutes) == (0, 1, 0)
+    row = MetricPoint.objects.get(service=aws_service)
+    assert (row.start, row.requests, row.latency_counts[0]) == (t57, 30, 30)  # the older read overwrote nothing
+    progress = MetricPull.objects.get(service=aws_service)
+    assert (progress.attempt, progress.claimed_until, progress.pulled_through) == (2, NOW + 2 * lease, None)
+
+
+def test_each_service_is_claimed_and_pulled_on_the_clock_of_its_turn(
+    aws_service: Service,
+    stubbed: tuple[BaseClient, Stubber],
+    project: Any,
+    staging: Any,
+    users: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client, stubber = stubbed
+    other = on_aws(
+        make_served(make_model_version(project, users.data_scientist, model="churn"), staging, users, monkeypatch)
+    )
+    mine, theirs = f"d{aws_service.current_deployment_id}", f"d{other.current_deployment_id}"
+    late = timedelta(minutes=4)  # the first service's calls are slow, though within its lease
+    expect(
+        stubber, aws_service, [mine], emf_lines(aws_service.name, mine, [minute(END - timedelta(minutes=1), [1] * 16)])
+    )
+    expect(stubber, other, [theirs], [], start=START + late, end=END + late)
+    clock = {"now": NOW}
+    claims: dict[str, datetime | None] = {}
+
+    def slow_first(service: str) -> None:
+        claims[service] = MetricPull.objects.get(service__name=service).claimed_until
+        clock["now"] = NOW + late
+
+    summary = pull.metrics_pull(clock=lambda: clock["now"], source=Meanwhile(client, slow_first))
+
+    assert (summary.pulled, summary.minutes) == (2, 1)  # the first still held its lease when it wrote
+    lease = timedelta(seconds=settings.METRICS_PULL_LEASE_SECONDS)
+    assert claims == {aws_service.name: NOW + lease, other.name: NOW + late + lease}
+    assert MetricPull.objects.get(service=other).last_pulled_at == NOW + late
 
 
 def test_the_window_starts_where_the_last_pull_stopped_and_never_reads_past_what_cloudwatch_keeps() -> None:
@@ -178,7 +257,15 @@ def test_the_window_starts_where_the_last_pull_stopped_and_never_reads_past_what
     week = END - timedelta(days=7)
     assert pull.pull_window(week, NOW) == (week - timedelta(minutes=5), week - timedelta(minutes=5) + timedelta(days=1))
     start, _ = pull.pull_window(END - timedelta(days=30), NOW)
-    assert start == END - timedelta(days=15) + timedelta(hours=1)
+    assert start == oldest_ingest_minute(NOW) == datetime(2026, 11, 17, 16, tzinfo=UTC)  # kept 14 days
+
+
+def test_the_pull_never_rewrites_minutes_the_rollup_may_have_taken(settings: Any) -> None:
+    settings.METRICS_ROLLUP_AFTER_DAYS = 1  # shorter than CloudWatch keeps minutes: its floor is the stricter one
+    floor = oldest_ingest_minute(NOW)
+    assert floor == datetime(2026, 11, 30, 16, tzinfo=UTC)
+    assert pull.pull_window(END - timedelta(days=3), NOW) == (floor, END)
+    assert pull.pull_window(floor + timedelta(minutes=2), NOW) == (floor, END)  # the overlap stops at it too
 
 
 def test_the_revisions_asked_for_are_those_whose_tasks_may_have_run_in_the_window(aws_service: Service) -> None:

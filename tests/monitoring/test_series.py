@@ -8,9 +8,11 @@ from typing import Any
 import pytest
 
 from deployments.models import Deployment
+from deployments.objectives import Signals, judge
 from monitoring import selectors
 from monitoring.histograms import COUNTS_LENGTH, counts_quantile_ms
 from monitoring.services.metrics import MinuteCounts, record_minutes
+from serving.metrics import BUCKETS_MS, OVERFLOW_MS
 
 pytestmark = pytest.mark.django_db
 T0 = datetime(2026, 12, 1, 14, 0, tzinfo=UTC)
@@ -42,6 +44,21 @@ def test_percentiles_come_from_the_merged_histogram_not_from_averaged_percentile
     wide = selectors.metric_series(service=served, start=T0, end=T0 + timedelta(minutes=2), step_seconds=120)
     assert wide["series"]["all"]["requests"] == [100]
     assert wide["series"]["all"]["p99_ms"] == [pytest.approx(summary["p99_ms"])]
+
+
+def test_a_p99_among_requests_slower_than_the_last_edge_is_overflow_ms_and_breaches_an_objective_at_that_edge(
+    served: Any,
+) -> None:
+    slow = MinuteCounts(T0, requests=100, latency_counts=counts(b3=90, b15=10))  # b15: slower than 10 s
+    record_minutes(served, "d1", [slow], source="portal")
+    summary = selectors.window_summary(service=served, start=T0, end=T0 + timedelta(minutes=1))
+    assert summary["p99_ms"] == OVERFLOW_MS == 2 * BUCKETS_MS[-1]
+    assert summary["p50_ms"] <= 2.5 and counts_quantile_ms(counts(b3=90, b15=10), 0.9) == pytest.approx(2.5)
+    series = selectors.metric_series(service=served, start=T0, end=T0 + timedelta(minutes=1))
+    assert series["series"]["all"]["p99_ms"] == [OVERFLOW_MS]
+    signals = Signals(requests=100, errors=0, p99_latency_ms=summary["p99_ms"])
+    verdict = judge({"p99_latency_ms": BUCKETS_MS[-1]}, signals, source="metrics")
+    assert verdict.breached is not None and verdict.breached.name == "p99_latency_ms"
 
 
 def test_by_revision_and_an_empty_window(served: Any) -> None:

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -34,7 +35,7 @@ from workers.deploy.base import (
 )
 from workers.deploy.local import LocalServingBackend, _sockets_dir, _strays, timeline
 from workers.errors import BackendError
-from workers.local_state import process_alive, read_json, running
+from workers.local_state import create_exclusive, process_alive, read_json, running, write_json
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICE = "churn-production"
@@ -386,6 +387,20 @@ def test_a_first_deploy_serves_through_the_stable_address_and_any_process_sees_i
     assert seen == [f"http://127.0.0.1:{port}", "r-d1", 1, "complete"]
     state = read_json(root / SERVICE / "service.json")
     assert state["port"] == port and state["router_starts"] == 1
+    # The revision's environment holds its SERVING_TOKEN: the file, made and rewritten, is for this user only.
+    assert stat.S_IMODE((root / SERVICE / "revisions" / "r-d1" / "revision.json").stat().st_mode) == 0o600
+
+
+def test_private_state_files_are_this_users_alone_from_the_start(tmp_path: Path) -> None:
+    os.umask(previous := os.umask(0o022))
+    made, rewritten = tmp_path / "made.json", tmp_path / "rewritten.json"
+    assert create_exclusive(made, {"token": "t"}, private=True)
+    (tmp_path / f".{rewritten.name}.{os.getpid()}.{threading.get_ident()}.tmp").write_text("left by a crash")
+    write_json(rewritten, {"token": "t"}, private=True)
+    write_json(tmp_path / "shared.json", {})
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in tmp_path.iterdir()}
+    assert modes == {"made.json": 0o600, "rewritten.json": 0o600, "shared.json": 0o666 & ~previous}
+    assert read_json(rewritten) == {"token": "t"}
 
 
 def test_a_deploy_cut_short_by_a_dying_worker_is_finished_by_the_next_call(

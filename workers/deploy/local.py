@@ -8,8 +8,9 @@ worker killed mid-call leaves nothing that the next call cannot pick up:
                                  serves and which one is rolling out
     service.lock                 held for every read-modify-write of the files below
     router.log                   the router's output
-    revisions/r-<deployment>/    revision.json (its model environment, its processes, its rollout with events) and
-                                 each process's <i>.out, <i>.err and <i>.exit.json
+    revisions/r-<deployment>/    revision.json (its model environment, its processes, its rollout with events;
+                                 0600: the environment holds SERVING_TOKEN) and each process's <i>.out, <i>.err
+                                 and <i>.exit.json
 
 Processes are detached (their own session), so they outlive the worker that started them, and are known again by
 pid and start time (workers.local_state), so a pid the kernel reused is never taken for ours. Each serving process
@@ -199,7 +200,7 @@ class _Call:
 
     def save(self) -> None:
         for name in sorted(self.dirty):
-            write_json(self.revision_dir(name) / "revision.json", self.revisions[name])
+            write_json(self.revision_dir(name) / "revision.json", self.revisions[name], private=True)
         self.dirty.clear()
         write_json(self.directory / "service.json", self.state)
 
@@ -247,7 +248,7 @@ class LocalServingBackend:
                 previous = str(call.state.get("serving", ""))
                 record = self._new_revision(call, service, revision, name, environment, drain, previous)
                 call.revision_dir(name).mkdir(parents=True, exist_ok=True)
-                if not create_exclusive(path, record):
+                if not create_exclusive(path, record, private=True):
                     raise BackendError(
                         f"revision {name} of {service.name} is being created by another call", permanent=False
                     )
@@ -901,7 +902,7 @@ class LocalServingBackend:
             passed_ping_at=None,
             exited=None,
         )
-        write_json(directory / "revision.json", record)
+        write_json(directory / "revision.json", record, private=True)
 
     def _stop_revision(self, call: _Call, record: dict[str, Any]) -> None:
         """Take the revision out of the router, then (in _ensure, after the router has the new weights) SIGTERM."""
