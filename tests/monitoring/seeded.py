@@ -19,6 +19,7 @@ from deployments.objectives import histogram_quantile
 from lineage.models import DatasetVersion, RunInput
 from lineage.services import datasets as dataset_services
 from monitoring.models import Alert, DriftFeature, DriftReport, MetricPoint
+from monitoring.selectors import revision_label
 from serving.metrics import BUCKETS_MS
 from tests.deployments.conftest import make_model_version
 
@@ -166,6 +167,8 @@ def seed_drift(seeded: Seeded, *, reports: int = 3) -> list[DriftReport]:
         last = i == reports - 1
         report = DriftReport.objects.create(
             service=seeded.service,
+            # Of the revision serving all traffic, as the scheduler makes them.
+            revision=revision_label(seeded.service.current_deployment),
             window_start=window_end - timedelta(hours=1),
             window_end=window_end,
             status="succeeded",
