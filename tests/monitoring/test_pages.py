@@ -359,3 +359,25 @@ def test_rates_read_as_numbers_and_a_window_ending_now_leaves_the_step_in_progre
     later = metric_series(service=seeded.service, start=start, end=end, now=end + timedelta(hours=1))["series"]["all"]
     assert live["requests_per_s"][-1] is None and later["requests_per_s"][-1] is not None
     assert live["requests_per_s"][:-1] == later["requests_per_s"][:-1] and live["requests"] == later["requests"]
+
+
+def test_the_environment_page_says_when_its_settings_apply_and_retrain_says_when_the_data_is_the_same(
+    users, seeded: Seeded
+) -> None:
+    from deployments.forms import EnvironmentForm
+    from lineage.models import DatasetVersion, RunInput
+
+    environment = seeded.service.environment
+    type(environment).objects.filter(pk=environment.pk).update(bake_minutes=1)
+    page = signed_in(users.admin).get(f"/environments/{environment.name}/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "1 minute<" in text and "1 minutes" not in text
+    assert "next deployment" in parse(page.content).find(data_testid="next-deployment-note").text()
+    assert "next deployment" in str(EnvironmentForm.base_fields["capture_fraction"].help_text)
+    # Trained on the newest version of its data: the page says a retrain would use the same data.
+    newest = DatasetVersion.objects.order_by("-number").first()
+    assert newest is not None
+    RunInput.objects.filter(channel="train").update(dataset_version=newest)
+    drift = parse(signed_in(users.data_scientist).get(f"/services/{seeded.service.pk}/drift/").content)
+    assert "a retrain would use the same data" in drift.find(data_testid="retrain-message").text()
