@@ -74,7 +74,8 @@ class EnvironmentForm(forms.Form):
         initial=10,
         widget=forms.NumberInput(attrs={"min": 0, "max": 1440, "step": "any"}),
         label="Bake time (minutes)",
-        help_text="How long a new revision is watched against the objectives before it is kept (0 to 1440).",
+        help_text="How long a new revision is watched against the objectives before it is kept (0 to 1440). Each "
+        "deployment keeps the bake time it was made with: a change applies from the next one.",
     )
     deploy_on_approval = forms.BooleanField(
         required=False,
@@ -139,7 +140,8 @@ class EnvironmentForm(forms.Form):
         initial=0.1,
         label="Capture fraction",
         widget=forms.NumberInput(attrs={"min": 0, "max": 1, "step": "any"}),
-        help_text="The share of requests sampled into capture files for the drift job (0 to 1).",
+        help_text="The share of requests sampled into capture files for the drift job (0 to 1). Takes effect with "
+        "the next deployment: the serving processes read it when they start.",
     )
     drift_window_minutes = forms.IntegerField(
         required=False,

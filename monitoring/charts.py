@@ -26,17 +26,26 @@ def _timeseries(
 def metric_charts(
     series: dict[str, Any], by_revision: dict[str, Any], markers: list[dict[str, Any]], labels: dict[str, str]
 ) -> list[dict[str, Any]]:
-    """Three charts over one window: requests/s, error rate, p50/p95/p99 latency. `series` is the service's whole
-    series (metric_series without by_revision), `by_revision` the same window per revision; `labels` name
-    revisions as people know them (the model version and deployment), falling back to the revision itself."""
+    """Three charts over one window: requests/s, error rate (5xx, and 4xx dotted), p50/p95/p99 latency. `series` is
+    the service's whole series (metric_series without by_revision), `by_revision` the same window per revision;
+    `labels` name revisions as people know them (the model version and deployment), falling back to the revision."""
     times = series["times"]
     whole = series["series"].get(ALL, {})
     revisions = [(labels.get(name, name), values) for name, values in by_revision["series"].items()]
     shown = _markers(markers)
     rate = [{"name": "all revisions", "group": ALL, "y": whole.get("requests_per_s", [])}]
     rate += [{"name": name, "group": name, "y": values["requests_per_s"]} for name, values in revisions]
-    errors = [{"name": "all revisions", "group": ALL, "y": whole.get("error_rate", [])}]
-    errors += [{"name": name, "group": name, "y": values["error_rate"]} for name, values in revisions]
+    # 5xx (the service failed) and 4xx (the request was refused, e.g. bad rows): the service's 4xx line is drawn,
+    # each revision's waits in the legend.
+    errors = [
+        {"name": "all revisions", "group": ALL, "y": whole.get("error_rate", [])},
+        {"name": "all revisions 4xx", "group": ALL, "dash": "dot", "y": whole.get("client_error_rate", [])},
+    ]
+    for name, values in revisions:
+        errors.append({"name": name, "group": name, "y": values["error_rate"]})
+        errors.append(
+            {"name": f"{name} 4xx", "group": name, "dash": "dot", "y": values["client_error_rate"], "hidden": True}
+        )
     latency = [
         {"name": f"all revisions {label}", "group": ALL, "percentile": label, "y": whole.get(key, [])}
         for key, label in PERCENTILES
@@ -55,7 +64,12 @@ def metric_charts(
             )
     return [
         {"id": "chart-throughput", "figure": _timeseries("Requests per second", "req/s", times, rate, shown)},
-        {"id": "chart-errors", "figure": _timeseries("Error rate (5xx share)", "share", times, errors, shown)},
+        {
+            "id": "chart-errors",
+            "figure": _timeseries(
+                "Error rate (5xx share; dotted: client errors, 4xx share)", "share", times, errors, shown
+            ),
+        },
         {"id": "chart-latency", "figure": _timeseries("Latency", "ms", times, latency, shown)},
     ]
 

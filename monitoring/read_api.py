@@ -16,7 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from controlplane import permissions
-from controlplane.api_support import Choice, Flag, error_responses, get_or_404
+from controlplane.api_support import Choice, Flag, Pagination, error_responses, get_or_404
 from deployments import selectors as deployment_selectors
 from deployments.models import Service
 from monitoring import drift_selectors
@@ -25,7 +25,26 @@ from monitoring.models import Alert, DriftFeature, DriftReport
 from monitoring.windows import WINDOW_LABELS, Window, parse_window
 
 MAX_ID = 2**63 - 1
-FIGURES = ("requests", "requests_per_s", "errors", "client_errors", "error_rate", "p50_ms", "p95_ms", "p99_ms")
+FIGURES = (
+    "requests",
+    "requests_per_s",
+    "errors",
+    "client_errors",
+    "error_rate",
+    "client_error_rate",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+)
+
+
+class MetricsPagination(Pagination):
+    """A page holds a whole window of the service's series (metric_series draws at most MAX_POINTS points, plus the
+    step a window's edges may add), so the latest minutes are never on page 2; by_revision with many revisions
+    still pages."""
+
+    page_size = metric_selectors.MAX_POINTS + 2
+    max_page_size = 5000
 
 
 class WindowInput(serializers.Serializer):
@@ -48,10 +67,15 @@ class WindowOutput(serializers.Serializer):
 
 class FiguresOutput(serializers.Serializer):
     requests = serializers.IntegerField()
-    requests_per_s = serializers.FloatField()
+    requests_per_s = serializers.FloatField(
+        allow_null=True, help_text="Null for a step still in progress (its minutes are still arriving)"
+    )
     errors = serializers.IntegerField(help_text="5xx answers")
     client_errors = serializers.IntegerField(help_text="4xx answers")
     error_rate = serializers.FloatField(allow_null=True, help_text="5xx share of requests; null without requests")
+    client_error_rate = serializers.FloatField(
+        allow_null=True, help_text="4xx share of requests; null without requests"
+    )
     p50_ms = serializers.FloatField(allow_null=True, help_text="From the merged latency histogram")
     p95_ms = serializers.FloatField(allow_null=True)
     p99_ms = serializers.FloatField(allow_null=True)
@@ -179,11 +203,12 @@ def _window(request: Request, inputs: serializers.Serializer, *, default: str) -
 
 
 WINDOW_400 = "A bad window: `window` not one of 1h, 24h, 7d, custom; `start`/`end` missing or not a date and time; "
-WINDOW_400 += "end before start; longer than the metrics are kept."
+WINDOW_400 += "end before start or more than a few minutes after now; longer than the metrics are kept."
 
 
 class ServiceMetricsApi(GenericAPIView):
     serializer_class = ServiceMetricsOutput
+    pagination_class = MetricsPagination
 
     @extend_schema(
         operation_id="services_metrics",
@@ -253,7 +278,7 @@ class AlertListApi(GenericAPIView):
         parameters=[AlertFilterInput],
         responses={200: AlertOutput(many=True), **error_responses(400, 403)},
         description="Objective breaches and drift verdicts, newest first: open ones by default, `status=all` for "
-        "every one.",
+        "every one. A `service` that is not a service's id is a 400 naming `service`.",
     )
     def get(self, request: Request) -> Response:
         permissions.require(request.user, "service.view")
@@ -265,6 +290,8 @@ class AlertListApi(GenericAPIView):
         if data["status"] != "all":
             alerts = alerts.filter(status=data["status"])
         if data.get("service") is not None:
+            if not deployment_selectors.service_list().filter(pk=data["service"]).exists():
+                raise ValidationError({"service": [f"there is no service {data['service']}"]})
             alerts = alerts.filter(service_id=data["service"])
         page = self.paginate_queryset(alerts)
         return self.get_paginated_response(AlertOutput(page, many=True).data)

@@ -50,8 +50,15 @@ def metric_points(
     return rows
 
 
-def _figures(requests: int, errors: int, counts: list[int]) -> dict[str, Any]:
-    figures: dict[str, Any] = {"error_rate": errors / requests if requests else None}
+# A custom window may end this far after now (clocks differ a little); further is refused: nothing is known there.
+FUTURE_SLACK = timedelta(minutes=5)
+
+
+def _figures(requests: int, errors: int, counts: list[int], client_errors: int = 0) -> dict[str, Any]:
+    figures: dict[str, Any] = {
+        "error_rate": errors / requests if requests else None,
+        "client_error_rate": client_errors / requests if requests else None,
+    }
     for name, q in QUANTILES:
         figures[name] = counts_quantile_ms(counts, q) if requests else None
     return figures
@@ -61,8 +68,8 @@ def window_summary(
     *, service: Service | int, start: datetime, end: datetime, revision: str | None = None
 ) -> dict[str, Any]:
     """One window's figures: {"start", "end", "requests", "errors", "client_errors", "rows", "requests_per_s",
-    "error_rate" (5xx share, None without requests), "p50_ms", "p95_ms", "p99_ms" (None without requests),
-    "mean_ms"} — of one revision, or of all of them."""
+    "error_rate" (5xx share, None without requests), "client_error_rate" (4xx share, likewise), "p50_ms", "p95_ms",
+    "p99_ms" (None without requests), "mean_ms"} — of one revision, or of all of them."""
     rows = metric_points(service=service, start=start, end=end, revision=revision)
     # All in one query, histogram too: each bucket's count is a JSON array element, summed by the database.
     buckets = {
@@ -83,7 +90,7 @@ def window_summary(
         **{name: int(sums[name]) for name in _INTEGERS},
         "requests_per_s": requests / seconds,
         "mean_ms": float(sums["latency_sum_ms"]) / requests if requests else None,
-        **_figures(requests, int(sums["errors"]), counts),
+        **_figures(requests, int(sums["errors"]), counts, int(sums["client_errors"])),
     }
 
 
@@ -105,16 +112,18 @@ def metric_series(
     end: datetime,
     step_seconds: int | None = None,
     by_revision: bool = False,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
     """The series of [start, end) for a chart:
 
         {"step": seconds, "times": [iso start of each step, …],
          "series": {"all" (or each revision): {"requests": […], "requests_per_s": […], "errors": […],
-                    "client_errors": […], "error_rate": [… None without requests],
+                    "client_errors": […], "error_rate": [… None without requests], "client_error_rate": […],
                     "p50_ms": […], "p95_ms": […], "p99_ms": […]}}}
 
     Steps are aligned to whole multiples of the step since the epoch (UTC). Each step's percentiles come from its
-    rows' merged histogram."""
+    rows' merged histogram. A step not yet complete (it ends after now less SERVING_METRICS_FLUSH_SECONDS, so its
+    minutes are still arriving) has requests_per_s None: drawn as a gap, not as a fall to 0."""
     rows = list(
         metric_points(service=service, start=start, end=end).values_list(
             "revision", "resolution", "start", "requests", "errors", "client_errors", "latency_counts"
@@ -132,6 +141,9 @@ def metric_series(
     first = math.floor(start.timestamp() / step) * step
     count = max(1, math.ceil((end.timestamp() - first) / step))
     times = [datetime.fromtimestamp(first + i * step, UTC) for i in range(count)]
+    # Rows of a minute arrive once it is over (plus the flush): steps ending after this are partial.
+    complete_until = (now or timezone.now()).timestamp() - float(settings.SERVING_METRICS_FLUSH_SECONDS)
+    complete = [first + (i + 1) * step <= complete_until for i in range(count)]
     # Per series and step: [requests, errors, client_errors, [histograms to add]].
     buckets: dict[str, list[list[Any]]] = {}
     for revision, _resolution, row_start, requests, errors, client_errors, latency_counts in rows:
@@ -154,14 +166,16 @@ def metric_series(
             "errors": [],
             "client_errors": [],
             "error_rate": [],
+            "client_error_rate": [],
             **{name: [] for name, _ in QUANTILES},
         }
-        for requests, errors, client_errors, counts in buckets[key]:
+        for i, (requests, errors, client_errors, counts) in enumerate(buckets[key]):
             values["requests"].append(requests)
-            values["requests_per_s"].append(requests / step)
+            values["requests_per_s"].append(requests / step if complete[i] else None)
             values["errors"].append(errors)
             values["client_errors"].append(client_errors)
-            for name, value in _figures(requests, errors, sum_counts(counts) if requests else []).items():
+            merged = sum_counts(counts) if requests else []
+            for name, value in _figures(requests, errors, merged, client_errors).items():
                 values[name].append(value)
         series[key] = values
     return {"step": step, "times": [iso(t) for t in times], "series": series}
@@ -220,8 +234,10 @@ def metric_window_problems(
     *, start: datetime | None, end: datetime | None, now: datetime | None = None
 ) -> dict[str, list[str]]:
     """What is wrong with a window a page or the API asks for, by field ({} when nothing): both given, end after
-    start, not starting before the oldest kept hour (settings.METRICS_RETENTION_DAYS)."""
+    start, not starting before the oldest kept hour (settings.METRICS_RETENTION_DAYS), not ending more than
+    FUTURE_SLACK after now (nothing is known there, and requests/s would be averaged over it)."""
     problems: dict[str, list[str]] = {}
+    moment = now or timezone.now()
     if start is None:
         problems["start"] = ["required: a date and time (ISO 8601, e.g. 2026-12-01T14:00:00Z)"]
     if end is None:
@@ -230,11 +246,13 @@ def metric_window_problems(
         return problems
     if end <= start:
         problems["end"] = [f"must be after start ({iso(start)}), got {iso(end)}"]
+    elif end > moment + FUTURE_SLACK:
+        latest = iso(moment + FUTURE_SLACK)
+        problems["end"] = [f"must not be in the future: on or before {latest}, got {iso(end)}"]
     days = settings.METRICS_RETENTION_DAYS
     if (end - start) > timedelta(days=days):
         problems["start"] = [f"the window is longer than the {days} days metrics are kept"]
-    elif start < (now or timezone.now()) - timedelta(days=days):
-        problems["start"] = [
-            f"metrics are kept {days} days: start on or after {iso((now or timezone.now()) - timedelta(days=days))}"
-        ]
+    elif start < moment - timedelta(days=days):
+        oldest = iso(moment - timedelta(days=days))
+        problems["start"] = [f"metrics are kept {days} days: start on or after {oldest}"]
     return problems

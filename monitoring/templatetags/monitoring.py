@@ -37,9 +37,20 @@ def ms(value: Any) -> str:
 
 @register.filter
 def per_second(value: Any) -> str:
+    """A rate for people, never in scientific notation: 0 → "0", 0.004 → "<0.01", 0.1234 → "0.12", 12.34 → "12.3",
+    1234.5 → "1,235"; no value → "—"."""
     if value is None or value == "":
         return "—"
-    return f"{float(value):.3g}"
+    rate = float(value)
+    if rate == 0:
+        return "0"
+    if rate < 0.01:
+        return "<0.01"
+    if rate < 10:
+        return f"{rate:.2f}"
+    if rate < 100:
+        return f"{rate:.1f}"
+    return f"{rate:,.0f}"
 
 
 @register.inclusion_tag("monitoring/_alert_banner.html", takes_context=True)

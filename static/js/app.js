@@ -82,7 +82,7 @@ var CHARTS = {
     var colours = {}, palette = ["#2454c5", "#d9822b", "#1f8a4c", "#8e44ad", "#c0392b", "#16a2b8", "#7f8c8d"];
     var data = spec.traces.map(function (t) {
       if (!(t.group in colours)) colours[t.group] = palette[Object.keys(colours).length % palette.length];
-      var dash = { p50: "dot", p95: "dash" }[t.percentile] || "solid";
+      var dash = t.dash || { p50: "dot", p95: "dash" }[t.percentile] || "solid";
       // Markers too: a minute with traffic between two without is a point with no line to draw.
       return { type: "scatter", mode: "lines+markers", marker: { size: 4 }, name: t.name, legendgroup: t.group, x: spec.x, y: t.y, connectgaps: false,
                line: { color: colours[t.group], dash: dash, width: t.group === "all" ? 2.5 : 1.5 },

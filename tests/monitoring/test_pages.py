@@ -66,6 +66,11 @@ def close(a: float | None, b: float | None) -> bool:
 
 
 def test_the_service_page_charts_merged_percentiles_per_revision_with_markers(users, seeded: Seeded) -> None:
+    # 4xx (refused requests, e.g. bad rows) on the first revision's minutes: beside the 5xx share, never hidden.
+    first_label = seeded.revisions[0]
+    MetricPoint.objects.filter(service=seeded.service, revision=first_label).update(client_errors=2)
+    for point in seeded.points:
+        point.client_errors = 2 if point.revision == first_label else 0
     response = signed_in(users.finance).get(f"/services/{seeded.service.pk}/monitoring/?window=1h")
     assert response.status_code == 200
     figures = json_scripts(response.content)
@@ -87,12 +92,20 @@ def test_the_service_page_charts_merged_percentiles_per_revision_with_markers(us
         expected = [merged_percentile(p, 0.99) if p else None for p in by_step(seeded, times, step, revision)]
         assert all(close(a, b) for a, b in zip(drawn, expected, strict=True)), (revision, drawn, expected)
     rates = trace(throughput, "all revisions")
-    assert rates == [pytest.approx(sum(p.requests for p in points) / step) for points in steps]
+    # The minute in progress (its rows still arriving) is a gap, not a fall to 0 requests/s.
+    assert rates[-1] is None and _at(times[-1]) + timedelta(seconds=step) > seeded.now
+    assert rates[:-1] == [pytest.approx(sum(p.requests for p in points) / step) for points in steps[:-1]]
     shares = trace(errors, "all revisions")
     assert shares == [
         pytest.approx(sum(p.errors for p in points) / sum(p.requests for p in points)) if points else None
         for points in steps
     ]
+    client_shares = trace(errors, "all revisions 4xx")
+    assert client_shares == [
+        pytest.approx(sum(p.client_errors for p in points) / sum(p.requests for p in points)) if points else None
+        for points in steps
+    ]
+    assert any(client_shares) and "4xx" in errors["title"]
 
     # A minute where both revisions served: the merged p99 is not the average of the two.
     both = next(points for points in steps if {p.revision for p in points} == {fast, slow})
@@ -111,6 +124,17 @@ def test_the_service_page_charts_merged_percentiles_per_revision_with_markers(us
     assert not close(whole, averaged_percentile(seeded.points, 0.99))
     slow_points = [p for p in seeded.points if p.revision == slow]
     assert close(float(rows[slow].find(data_testid="p95").attrs["data-value"]), merged_percentile(slow_points, 0.95))
+    fast_points = [p for p in seeded.points if p.revision == fast]
+    client_share = float(rows[fast].find(data_testid="client-error-rate").attrs["data-value"])
+    assert client_share == pytest.approx(2 * len(fast_points) / sum(p.requests for p in fast_points))
+    assert rows[slow].find(data_testid="client-error-rate").text() == "0%"
+    headers = [th.text() for th in page.find(data_testid="revision-summary").find_all("th")]
+    assert "Avg requests/s" in headers and "Client errors (4xx)" in headers, headers
+    # Requests/s for people, never "1.16e-05".
+    assert "e-" not in rows[""].find(data_testid="requests-per-s").text()
+    # Markers in the site's format, not ISO's "T".
+    at = [span.text() for span in page.find(data_testid="marker-list").find_all("span", data_testid="marker-at")]
+    assert len(at) == 3 and all(len(t) == 16 and t[10] == " " for t in at), at
 
 
 def test_the_overview_lists_each_service_with_its_last_hour(users, seeded: Seeded) -> None:
@@ -127,6 +151,8 @@ def test_the_overview_lists_each_service_with_its_last_hour(users, seeded: Seede
         sum(p.errors for p in seeded.points) / requests
     )
     assert row.find(data_testid="open-alerts").text() == "2"
+    assert row.find(data_testid="client-error-rate").text() == "0%"
+    assert "(1 requests)" not in response.content.decode()
     assert row.find(data_testid="drift-share").text().startswith("66.7%")
     empty = page.find("tr", data_service="quiet-prod")
     assert (
@@ -223,6 +249,7 @@ BAD_WINDOWS = [
     ({"window": "custom", "start": "2026-12-01T09:00", "end": "0001-01-01T00:00+01:00"}, "end", "years 2000 to 2100"),
     ({"window": "custom", "start": "9999-12-31T23:00-05:00", "end": "2026-12-01T09:00"}, "start", "years 2000 to 2100"),
     ({"window": "custom", "start": "2026-12-01T09:00", "end": "9999-12-31T23:59"}, "end", "years 2000 to 2100"),
+    ({"window": "custom", "start": "2099-01-01T00:00", "end": "2099-01-02T00:00"}, "end", "must not be in the future"),
 ]
 
 
@@ -290,6 +317,14 @@ def test_the_read_api_answers_what_the_pages_show(users, seeded: Seeded) -> None
     refused = client.get("/api/v1/alerts/", {"status": "maybe"})
     assert refused.status_code == 400 and "status" in refused.json()["error"]["fields"]
     assert client.get("/api/v1/services/999999/metrics/").status_code == 404
+    for unknown in ("999999", "nope"):
+        refused = client.get("/api/v1/alerts/", {"service": unknown})
+        assert refused.status_code == 400 and "service" in refused.json()["error"]["fields"], refused.content
+    # A page holds the whole 1h window (61 minutes): the latest minutes are not on page 2.
+    whole = client.get(f"/api/v1/services/{seeded.service.pk}/metrics/", {"window": "1h"}).json()
+    assert whole["next"] is None and len(whole["results"]) == whole["count"] >= 60
+    assert whole["results"][-1]["requests_per_s"] is None  # the minute in progress
+    assert "client_error_rate" in whole["results"][0] and "client_error_rate" in whole["summary"]
 
     schema = client.get("/api/v1/schema/", HTTP_ACCEPT="application/json").json()
     for path in ("/api/v1/services/{id}/metrics/", "/api/v1/services/{id}/drift/", "/api/v1/alerts/"):
@@ -310,3 +345,47 @@ def test_only_people_with_a_role_see_monitoring(users, seeded: Seeded) -> None:
         assert APIClient().get(url).status_code == 401, url
     assert signed_in(users.finance).get(f"/services/{pk}/drift/").status_code == 200
     assert signed_in(users.admin).get("/services/999999/drift/").status_code == 404
+
+
+def test_rates_read_as_numbers_and_a_window_ending_now_leaves_the_step_in_progress_out(seeded: Seeded) -> None:
+    from monitoring.selectors import metric_series
+    from monitoring.templatetags.monitoring import per_second
+
+    assert [per_second(v) for v in (None, 0, 1.16e-05, 0.1234, 2.666, 12.34, 1234.6)] == [
+        "—",
+        "0",
+        "<0.01",
+        "0.12",
+        "2.67",
+        "12.3",
+        "1,235",
+    ]
+    # Ten minutes ending now, and the same ten minutes seen an hour later: only then is the last minute complete.
+    end = seeded.now
+    start = end - timedelta(minutes=10)
+    live = metric_series(service=seeded.service, start=start, end=end, now=end)["series"]["all"]
+    later = metric_series(service=seeded.service, start=start, end=end, now=end + timedelta(hours=1))["series"]["all"]
+    assert live["requests_per_s"][-1] is None and later["requests_per_s"][-1] is not None
+    assert live["requests_per_s"][:-1] == later["requests_per_s"][:-1] and live["requests"] == later["requests"]
+
+
+def test_the_environment_page_says_when_its_settings_apply_and_retrain_says_when_the_data_is_the_same(
+    users, seeded: Seeded
+) -> None:
+    from deployments.forms import EnvironmentForm
+    from lineage.models import DatasetVersion, RunInput
+
+    environment = seeded.service.environment
+    type(environment).objects.filter(pk=environment.pk).update(bake_minutes=1)
+    page = signed_in(users.admin).get(f"/environments/{environment.name}/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "1 minute<" in text and "1 minutes" not in text
+    assert "next deployment" in parse(page.content).find(data_testid="next-deployment-note").text()
+    assert "next deployment" in str(EnvironmentForm.base_fields["capture_fraction"].help_text)
+    # Trained on the newest version of its data: the page says a retrain would use the same data.
+    newest = DatasetVersion.objects.order_by("-number").first()
+    assert newest is not None
+    RunInput.objects.filter(channel="train").update(dataset_version=newest)
+    drift = parse(signed_in(users.data_scientist).get(f"/services/{seeded.service.pk}/drift/").content)
+    assert "a retrain would use the same data" in drift.find(data_testid="retrain-message").text()
