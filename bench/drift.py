@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _children import Children  # bench/_children.py: one measured child at a time
 from _table import print_rows  # bench/_table.py: the shared table printer
 from profile_throughput import mib, peak_of_this_process
 
@@ -240,51 +241,21 @@ def _child(variant: str, work: Path, rows: int) -> dict[str, Any]:
     raise SystemExit(f"unknown variant {variant!r}")
 
 
-class Children:
-    """Runs one child at a time in its own session, so an interrupt can stop it, and measures it with wait4."""
+class BenchChildren(Children):
+    """The bench's children: this script again with `--child`, in the project's or Evidently's Python."""
 
     def __init__(self, work: Path) -> None:
-        self.work = work
-        self.current: subprocess.Popen[bytes] | None = None
+        super().__init__(work, cwd=ROOT)
 
-    def run(self, variant: str, rows: int, timeout: float, python: str = sys.executable) -> dict[str, Any]:
+    def measure(self, variant: str, rows: int, timeout: float, python: str = sys.executable) -> dict[str, Any]:
         argv = [python, str(Path(__file__).resolve()), "--child", variant, "--work", str(self.work)]
         argv += ["--rows", str(rows)]
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
         if python == sys.executable:
             env["PYTHONPATH"] = str(ROOT)  # the project; Evidently's environment does not need it
-        out, err = self.work / "child.out", self.work / "child.err"
-        with open(out, "wb") as stdout, open(err, "wb") as stderr:
-            proc = subprocess.Popen(argv, stdout=stdout, stderr=stderr, cwd=ROOT, env=env, start_new_session=True)
-        self.current = proc
-        deadline = time.monotonic() + timeout
-        while True:
-            # wait4 reports the resources of this child alone, peak RSS included.
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                self.stop()
-                raise SystemExit(f"{variant} took longer than {timeout:.0f} s")
-            time.sleep(0.05)
-        self.current = None
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
-            raise SystemExit(f"{variant} failed ({proc.returncode}):\n{err.read_text()[-3000:]}")
-        report: dict[str, Any] = json.loads(out.read_text())
-        report["peak_bytes"] = usage.ru_maxrss * 1024  # Linux reports KiB
+        report, peak = self.run(argv, env=env, timeout=timeout, what=variant)
+        report["peak_bytes"] = peak
         return report
-
-    def stop(self) -> None:
-        proc = self.current
-        if proc is None or proc.returncode is not None:
-            return
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-            os.waitpid(proc.pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
-        proc.returncode = -signal.SIGKILL
 
 
 def evidently_python() -> str:
@@ -406,15 +377,15 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     python = evidently_python()
     work = Path(tempfile.mkdtemp(prefix="cp-bench-drift-"))
-    children = Children(work)
+    children = BenchChildren(work)
     began = time.monotonic()
     try:
-        generated = children.run("generate", args.rows, args.timeout)
-        profiled = children.run("profile", args.rows, args.timeout)
+        generated = children.measure("generate", args.rows, args.timeout)
+        profiled = children.measure("profile", args.rows, args.timeout)
         measured = {
-            "ours": children.run("ours", args.rows, args.timeout),
-            "ours-histograms": children.run("ours-histograms", args.rows, args.timeout),
-            "evidently": children.run("evidently", args.rows, args.timeout, python=python),
+            "ours": children.measure("ours", args.rows, args.timeout),
+            "ours-histograms": children.measure("ours-histograms", args.rows, args.timeout),
+            "evidently": children.measure("evidently", args.rows, args.timeout, python=python),
         }
         if measured["ours"]["rows"] != args.rows or measured["ours"]["unreadable"]:
             raise SystemExit(f"our job read {measured['ours']['rows']:,} rows of {args.rows:,}: {measured['ours']}")

@@ -40,7 +40,6 @@ import platform
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _children import Children  # bench/_children.py: one measured child at a time
 from _table import print_rows  # bench/_table.py: the shared table printer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -226,14 +226,13 @@ class Sample:
     report: dict[str, Any]
 
 
-class Children:
-    """Runs one child at a time in its own session, so an interrupt can stop it and its output stays apart."""
+class BenchChildren(Children):
+    """The bench's children: this script again with `--child`."""
 
     def __init__(self, tmpdir: Path) -> None:
-        self.tmpdir = tmpdir
-        self.current: subprocess.Popen | None = None
+        super().__init__(tmpdir, cwd=ROOT)
 
-    def run(
+    def measure(
         self, variant: str, path: Path | None, timeout: float, rows: int | None = None, shape: str = "issue"
     ) -> Sample:
         argv = [sys.executable, str(Path(__file__).resolve()), "--child", variant, "--shape", shape]
@@ -242,38 +241,8 @@ class Children:
         if rows is not None:
             argv += ["--rows", str(rows)]
         env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONDONTWRITEBYTECODE="1")
-        out, err = self.tmpdir / "child.out", self.tmpdir / "child.err"
-        with open(out, "wb") as stdout, open(err, "wb") as stderr:
-            proc = subprocess.Popen(argv, stdout=stdout, stderr=stderr, cwd=ROOT, env=env, start_new_session=True)
-        self.current = proc
-        deadline = time.monotonic() + timeout
-        # wait4 reports the resources of this child alone, peak RSS included.
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                self.stop()
-                raise SystemExit(f"{variant} on {path} took longer than {timeout:.0f} s")
-            time.sleep(0.02)
-        self.current = None
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
-            raise SystemExit(f"{variant} on {path} failed ({proc.returncode}):\n{err.read_text()[-3000:]}")
-        report = json.loads(out.read_text())
-        # Linux reports ru_maxrss in KiB.
-        return Sample(report.get("seconds", 0.0), usage.ru_maxrss * 1024, report.get("steps", {}), report)
-
-    def stop(self) -> None:
-        proc = self.current
-        if proc is None or proc.returncode is not None:
-            return
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-            os.waitpid(proc.pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
-        proc.returncode = -signal.SIGKILL
+        report, peak = self.run(argv, env=env, timeout=timeout, what=f"{variant} on {path}")
+        return Sample(report.get("seconds", 0.0), peak, report.get("steps", {}), report)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -439,25 +408,25 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _interrupt)
     tmpdir = Path(tempfile.mkdtemp(prefix="cp-bench-profile-"))
-    children = Children(tmpdir)
+    children = BenchChildren(tmpdir)
     began = time.monotonic()
     try:
         results = []
         generate_began = time.monotonic()
         for rows in sizes:
             path = tmpdir / f"rows-{rows}.csv"
-            children.run("generate", path, args.timeout, rows=rows, shape=args.shape)
+            children.measure("generate", path, args.timeout, rows=rows, shape=args.shape)
             results.append(Measured(rows, path.stat().st_size))
         generated = time.monotonic() - generate_began
 
-        floor_samples = {name: children.run(f"floor-{name}", None, args.timeout) for name in VARIANTS}
+        floor_samples = {name: children.measure(f"floor-{name}", None, args.timeout) for name in VARIANTS}
         floors = {name: sample.peak_bytes for name, sample in floor_samples.items()}
         for m in results:
             path = tmpdir / f"rows-{m.rows}.csv"
             for i in range(args.rounds):
                 order = list(VARIANTS) if i % 2 == 0 else list(reversed(VARIANTS))
                 for name in order:
-                    m.samples[name].append(children.run(name, path, args.timeout, shape=args.shape))
+                    m.samples[name].append(children.measure(name, path, args.timeout, shape=args.shape))
             check_agreement(m)
 
         print(
