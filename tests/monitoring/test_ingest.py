@@ -234,3 +234,21 @@ def test_a_body_over_the_limit_is_refused_unread_and_one_nested_too_deeply_is_a_
             answer = client_for(served).post(URL, body, content_type="application/json")
             assert answer.status_code == 400, (depth, field, answer.content[:300])
     assert not MetricPoint.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_first_uses_of_a_token_racing_agree_on_one_token(served: Any) -> None:
+    """Two deployments' revisions asking for a new service's token at once (each thread its own connection): one
+    nonce wins, every caller gets the token of the hash stored, and that token is accepted."""
+    from deployments.models import Service
+    from monitoring.services.ingest import service_for_token, service_ingest_token
+    from tests.fixtures.races import race
+
+    Service.objects.filter(pk=served.pk).update(ingest_token_nonce="", ingest_token_sha256="")
+    outcomes = race(*[lambda: service_ingest_token(Service.objects.get(pk=served.pk)) for _ in range(4)])
+    tokens = {outcome.value for outcome in outcomes}
+    assert all(outcome.error is None for outcome in outcomes), [o.error for o in outcomes]
+    assert len(tokens) == 1, tokens
+    (token,) = tokens
+    found = service_for_token(served.name, token)
+    assert found is not None and found.pk == served.pk
