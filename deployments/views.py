@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -604,7 +603,7 @@ def _objective_rows(active: Any) -> list[dict[str, Any]]:
     results = (active.objective_status or {}).get("results") or []
     if results or not active.objectives:
         return list(results)
-    return [asdict(result) for result in objective_rules.judge(active.objectives, None, source="").results]
+    return objective_rules.judge(active.objectives, None, source="").as_dict()["results"]
 
 
 def _service_context(request: HttpRequest, service: Any) -> dict[str, Any]:
