@@ -211,3 +211,235 @@ class MetricPull(models.Model):
 
     def __str__(self) -> str:
         return f"metrics pull of {self.service_id} through {self.pulled_through}"
+
+
+# --- cost -----------------------------------------------------------------------------------------------------------
+#
+# - `CostRecord`: one row per (day, source, breakdown, dimensions), upserted, so a re-sync never double counts.
+#   Estimates (source `estimate`) know every dimension at once (breakdown `full`). Cost Explorer answers at most two
+#   group-bys per call, so its rows come in three breakdowns that are never added to one another: `project`
+#   (project tag × SERVICE), `model` (model tag × environment tag) and `object` (run tag × deployment tag).
+# - `CostMonth`: the monthly roll-up of what the dashboard counts (monitoring.costs.selectors), per family `project`
+#   (project × AWS service) or `model` (model × environment), rebuilt for every month a sync touches.
+# - `CostSync`: one sync of one source, moved through monitoring.costs.services.SYNC_MACHINE.
+# - `CostForecast`: the forecast to the end of a month, kept by the sync so pages never call Cost Explorer.
+# - `Budget` per project (or overall) per month, and `BudgetCrossing`: one per (budget, month, threshold), so a
+#   crossing alerts once, not on every sync.
+
+
+class CostRecord(models.Model):
+    class Source(models.TextChoices):
+        COST_EXPLORER = "cost_explorer"
+        ESTIMATE = "estimate"
+
+    class Breakdown(models.TextChoices):
+        FULL = "full"  # an estimate: every dimension known
+        PROJECT = "project"  # Cost Explorer: project tag × SERVICE
+        MODEL = "model"  # Cost Explorer: model tag × environment tag
+        OBJECT = "object"  # Cost Explorer: run tag × deployment tag
+
+    day = models.DateField()
+    source = models.CharField(max_length=20, choices=Source.choices)
+    breakdown = models.CharField(max_length=10, choices=Breakdown.choices)
+    # Dimensions as the bill names them (tag values, not foreign keys: the bill may name what no longer exists);
+    # "" is "not tagged" (or, in a breakdown, not one of its dimensions).
+    aws_service = models.CharField(max_length=100, blank=True, default="")
+    project = models.CharField(max_length=63, blank=True, default="")
+    model = models.CharField(max_length=100, blank=True, default="")
+    environment = models.CharField(max_length=40, blank=True, default="")
+    run = models.CharField(max_length=40, blank=True, default="")
+    deployment = models.CharField(max_length=40, blank=True, default="")
+    # Where the estimated resource ran: local estimates are never on a bill; aws ones give way to it.
+    backend = models.CharField(max_length=10, blank=True, default="")
+    amount = models.DecimalField(max_digits=16, decimal_places=6)
+    currency = models.CharField(max_length=3, default="USD")
+    # What an estimate was made from (seconds, size, price), for the page that explains it.
+    usage = models.JSONField(default=dict, blank=True)
+    # An estimate the bill has replaced (a Cost Explorer row for the same run or deployment and day arrived).
+    superseded = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["day", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=[
+                    "day",
+                    "source",
+                    "breakdown",
+                    "aws_service",
+                    "project",
+                    "model",
+                    "environment",
+                    "run",
+                    "deployment",
+                ],
+                name="cost_record_one_per_day_source_dimensions",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["breakdown", "day"], name="cost_record_breakdown_day"),
+            models.Index(fields=["run", "day"], name="cost_record_run"),
+            models.Index(fields=["deployment", "day"], name="cost_record_deployment"),
+            models.Index(fields=["project", "day"], name="cost_record_project"),
+            models.Index(fields=["model", "environment", "day"], name="cost_record_model"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.source} {self.breakdown} {self.amount}"
+
+
+class CostMonth(models.Model):
+    class Family(models.TextChoices):
+        PROJECT = "project"  # project × AWS service
+        MODEL = "model"  # model × environment
+
+    month = models.DateField(help_text="The first day of the month")
+    family = models.CharField(max_length=10, choices=Family.choices)
+    source = models.CharField(max_length=20, choices=CostRecord.Source.choices)
+    aws_service = models.CharField(max_length=100, blank=True, default="")
+    project = models.CharField(max_length=63, blank=True, default="")
+    model = models.CharField(max_length=100, blank=True, default="")
+    environment = models.CharField(max_length=40, blank=True, default="")
+    amount = models.DecimalField(max_digits=18, decimal_places=6)
+    currency = models.CharField(max_length=3, default="USD")
+
+    class Meta:
+        ordering = ["month", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["month", "family", "source", "aws_service", "project", "model", "environment"],
+                name="cost_month_one_per_dimensions",
+            )
+        ]
+        indexes = [models.Index(fields=["family", "month"], name="cost_month_family_month")]
+
+    def __str__(self) -> str:
+        return f"{self.month:%Y-%m} {self.family} {self.amount}"
+
+
+class CostSync(models.Model):
+    class Source(models.TextChoices):
+        COST_EXPLORER = "cost_explorer"
+        ESTIMATE = "estimate"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    source = models.CharField(max_length=20, choices=Source.choices)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    status_reason = models.TextField(blank=True)
+    # The days it pulls or estimates: [start, end).
+    start = models.DateField()
+    end = models.DateField()
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    # Cost Explorer calls made (each one is billed), rows written, and what it did, step by step.
+    calls = models.PositiveIntegerField(default=0)
+    rows = models.PositiveIntegerField(default=0)
+    progress = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    attempt = models.PositiveIntegerField(default=0)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # One sync of a source at a time: a second request while one is queued or running joins it.
+            models.UniqueConstraint(
+                fields=["source"], condition=Q(status__in=["queued", "running"]), name="cost_sync_one_active_per_source"
+            )
+        ]
+        indexes = [models.Index(fields=["source", "status", "-finished_at"], name="cost_sync_latest")]
+
+    def __str__(self) -> str:
+        return f"{self.source} sync {self.pk} ({self.status})"
+
+
+class CostForecast(models.Model):
+    month = models.DateField(help_text="The first day of the month forecast")
+    # "" for everything; else a project slug.
+    project = models.CharField(max_length=63, blank=True, default="")
+    source = models.CharField(max_length=20, choices=CostRecord.Source.choices)
+    available = models.BooleanField(default=False)
+    # Why there is no forecast (too little history, Cost Explorer said no): shown on the page.
+    reason = models.TextField(blank=True)
+    # Spend so far in the month, and the forecast of the rest: mean and the band at `level` percent.
+    actual = models.DecimalField(max_digits=16, decimal_places=6, default=0)
+    mean = models.DecimalField(max_digits=16, decimal_places=6, null=True, blank=True)
+    low = models.DecimalField(max_digits=16, decimal_places=6, null=True, blank=True)
+    high = models.DecimalField(max_digits=16, decimal_places=6, null=True, blank=True)
+    level = models.PositiveSmallIntegerField(default=80)
+    # [{"day": "2026-12-05", "mean": "1.2", "low": "0.9", "high": "1.5"}, …], the days after today.
+    points = models.JSONField(default=list, blank=True)
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["month", "project", "source"], name="cost_forecast_one_per_month_scope")
+        ]
+
+    def __str__(self) -> str:
+        return f"forecast {self.month:%Y-%m} {self.project or 'all'} ({self.source})"
+
+
+class Budget(models.Model):
+    """A monthly budget for one project, or for everything (project None), with the percents that alert."""
+
+    project = models.OneToOneField(
+        "controlplane.Project", null=True, blank=True, on_delete=models.PROTECT, related_name="budget"
+    )
+    amount = models.DecimalField(max_digits=14, decimal_places=2, help_text="USD per month")
+    # Percents of the amount (1-1000) whose crossing alerts, ascending.
+    thresholds = models.JSONField(default=list)
+    # Also alert when the month's forecast goes over the amount.
+    alert_on_forecast = models.BooleanField(default=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["project__name", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project"], condition=Q(project__isnull=True), name="budget_one_overall")
+        ]
+
+    def __str__(self) -> str:
+        return f"budget {self.project or 'overall'}: {self.amount}"
+
+
+class BudgetCrossing(models.Model):
+    """A budget's month went over one threshold (`80`, `100`, … percent) or its forecast over the amount
+    (`forecast`): open on the home pages until the month ends or the spend falls back under it."""
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        CLOSED = "closed"
+
+    budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="crossings")
+    month = models.DateField()
+    kind = models.CharField(max_length=10)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
+    spend = models.DecimalField(max_digits=16, decimal_places=6)
+    forecast = models.DecimalField(max_digits=16, decimal_places=6, null=True, blank=True)
+    budget_amount = models.DecimalField(max_digits=14, decimal_places=2)
+    message = models.TextField()
+    opened_at = models.DateTimeField(auto_now_add=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-opened_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["budget", "month", "kind"], name="budget_crossing_once_per_month_kind")
+        ]
+        indexes = [models.Index(fields=["status", "-opened_at"], name="budget_crossing_open")]
+
+    def __str__(self) -> str:
+        return f"{self.budget} {self.month:%Y-%m} {self.kind} ({self.status})"

@@ -263,31 +263,9 @@ FILE_UPLOAD_HANDLERS = [
 FILE_UPLOAD_TEMP_DIR = str(VAR_DIR / "tmp")
 Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
 RUNS_WORK_DIR = VAR_DIR / "runs"
-# Training: what an instance costs per hour (USD, SageMaker training, us-east-1 on-demand; override with
-# TRAINING_INSTANCE_PRICES_JSON), and the allowed instance types are exactly its keys.
-TRAINING_INSTANCE_PRICES = {
-    "ml.m5.large": 0.115,
-    "ml.m5.xlarge": 0.23,
-    "ml.m5.2xlarge": 0.461,
-    "ml.m5.4xlarge": 0.922,
-    "ml.c5.xlarge": 0.204,
-    "ml.c5.2xlarge": 0.408,
-    "ml.c5.4xlarge": 0.816,
-}
-_prices_json = env_str("TRAINING_INSTANCE_PRICES_JSON")
-if _prices_json:
-    import json as _json
+# What things cost: the price table (controlplane/settings/prices.py).
+from controlplane.settings.prices import *  # noqa: E402, F403
 
-    try:
-        TRAINING_INSTANCE_PRICES = {str(k): float(v) for k, v in _json.loads(_prices_json).items()}
-    except (ValueError, AttributeError, TypeError):
-        raise ConfigurationError(
-            "TRAINING_INSTANCE_PRICES_JSON",
-            _prices_json,
-            'a JSON object of instance type to USD per hour, e.g. {"ml.m5.large": 0.115}',
-        ) from None
-# Local runs are costed by measured CPU time at this price per CPU-hour.
-LOCAL_CPU_HOUR_PRICE = float(env_str("LOCAL_CPU_HOUR_PRICE", "0.048") or "0.048")
 TRAINING_MAX_INSTANCES = env_int("TRAINING_MAX_INSTANCES", 4, minimum=1)
 # SageMaker allows at most 28 days (MaxRuntimeInSeconds).
 TRAINING_MAX_RUNTIME_SECONDS = min(env_int("TRAINING_MAX_RUNTIME_SECONDS", 24 * 3600, minimum=60), 28 * 24 * 3600)
