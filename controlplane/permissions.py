@@ -40,6 +40,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "service.view": ANY_ROLE,
     "deployment.deploy": frozenset({APPROVER, ADMIN}),
     "deployment.rollback": frozenset({APPROVER, ADMIN}),
+    "cost.view": ANY_ROLE,
+    "cost.sync": frozenset({FINANCE, ADMIN}),
+    "budget.manage": frozenset({FINANCE, ADMIN}),
 }
 
 

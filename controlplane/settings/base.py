@@ -221,6 +221,18 @@ OBJECTIVE_WINDOW_MINUTES = env_int("OBJECTIVE_WINDOW_MINUTES", 15, minimum=1)
 # The drift job (monitoring.services.drift): a worker holds a report this long, renewed while it reads capture
 # files; after it another worker may take the report over. After an outage, at most this many missed windows per
 # service are reported (the newest ones).
+# Cost: Cost Explorer is the bill on aws (each call is billed: the sync runs daily over a trailing window, since a
+# day's figures keep changing for a while); estimates from measured usage are made every few minutes everywhere.
+COST_EXPLORER_ENABLED = env_bool("COST_EXPLORER_ENABLED", CONTROLPLANE_BACKEND == "aws")
+COST_EXPLORER_TRAILING_DAYS = env_int("COST_EXPLORER_TRAILING_DAYS", 14, minimum=1)
+COST_EXPLORER_SYNC_SECONDS = float(env_int("COST_EXPLORER_SYNC_SECONDS", 24 * 3600, minimum=60))
+COST_ESTIMATE_DAYS = env_int("COST_ESTIMATE_DAYS", 3, minimum=1)
+COST_ESTIMATE_SYNC_SECONDS = float(env_int("COST_ESTIMATE_SYNC_SECONDS", 300, minimum=10))
+COST_SYNC_LEASE_SECONDS = env_int("COST_SYNC_LEASE_SECONDS", 600, minimum=10)
+# The forecast's band (percent, 51-99 as Cost Explorer takes it), and the history an estimate's forecast needs.
+COST_FORECAST_LEVEL = env_int("COST_FORECAST_LEVEL", 80, minimum=51)
+COST_FORECAST_HISTORY_DAYS = env_int("COST_FORECAST_HISTORY_DAYS", 28, minimum=2)
+COST_FORECAST_MIN_DAYS = env_int("COST_FORECAST_MIN_DAYS", 7, minimum=1)
 DRIFT_LEASE_SECONDS = env_int("DRIFT_LEASE_SECONDS", 300, minimum=10)
 DRIFT_WINDOWS_CATCH_UP = env_int("DRIFT_WINDOWS_CATCH_UP", 3, minimum=1)
 # A report whose worker died (lease expired, taken over) this many times fails instead of being taken over again.
@@ -321,6 +333,7 @@ CELERY_TASK_ROUTES = {
     "deployments.tasks.*": {"queue": "deploy"},
     "monitoring.tasks.*": {"queue": "sync"},
     "monitoring.tasks_drift.*": {"queue": "sync"},
+    "monitoring.costs.tasks.*": {"queue": "sync"},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "run" / "celerybeat-schedule")
 # The one place periodic work is declared.
@@ -339,6 +352,17 @@ CELERY_BEAT_SCHEDULE = {
     "drift-reports-schedule": {"task": "monitoring.tasks_drift.drift_reports_schedule", "schedule": 60.0},
     "drift-reports-requeue-stale": {"task": "monitoring.tasks_drift.drift_reports_requeue_stale", "schedule": 120.0},
     "objectives-evaluate": {"task": "monitoring.tasks_drift.objectives_evaluate", "schedule": 60.0},
+    "cost-estimates-sync": {
+        "task": "monitoring.costs.tasks.cost_syncs_schedule",
+        "schedule": COST_ESTIMATE_SYNC_SECONDS,
+        "args": ("estimate",),
+    },
+    "cost-explorer-sync": {
+        "task": "monitoring.costs.tasks.cost_syncs_schedule",
+        "schedule": COST_EXPLORER_SYNC_SECONDS,
+        "args": ("cost_explorer",),
+    },
+    "cost-syncs-requeue-stale": {"task": "monitoring.costs.tasks.cost_syncs_requeue_stale", "schedule": 300.0},
 }
 
 LOGGING = {

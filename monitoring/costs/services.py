@@ -1,0 +1,877 @@
+"""Writes of cost: syncs (the bill from Cost Explorer, estimates from measured usage), the monthly roll-up, forecasts,
+budgets and their crossings.
+
+A sync is a stateful object (SYNC_MACHINE): requested (by the beat or by finance), claimed by one worker under a
+lease, slow I/O (Cost Explorer, the serving backends) outside any transaction, then its rows written in one
+transaction that first checks the worker still holds the lease. Rows are replaced, never added to: a re-pull of a
+day replaces that day's bill; an estimate is recomputed from what it measures (a serving estimate keeps the most
+seconds ever seen for its day, since a backend forgets processes that stopped long ago).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Q, Sum
+from django.urls import reverse
+from django.utils import timezone
+
+from controlplane import permissions
+from controlplane.services import audit_record, notify
+from controlplane.transitions import LostLease, StateMachine, transitions
+from monitoring.costs import selectors
+from monitoring.costs.selectors import ZERO, month_start, next_month
+from monitoring.models import Budget, BudgetCrossing, CostForecast, CostMonth, CostRecord, CostSync
+
+log = logging.getLogger(__name__)
+
+SYNC_MACHINE = StateMachine(
+    model=CostSync,
+    table=transitions(
+        {
+            "run": ({"queued"}, "running"),
+            "succeed": ({"running"}, "succeeded"),
+            "fail": ({"queued", "running"}, "failed"),
+        }
+    ),
+    terminal=frozenset({"succeeded", "failed"}),
+    timestamps={"running": "started_at"},
+)
+AMOUNT_PLACES = Decimal("0.000001")
+# z of a two-sided normal band, by level: the estimate's forecast band.
+_Z = {50: 0.674, 60: 0.842, 70: 1.036, 80: 1.282, 90: 1.645, 95: 1.960, 99: 2.576}
+
+
+def lease_seconds() -> float:
+    return float(settings.COST_SYNC_LEASE_SECONDS)
+
+
+def cost_explorer_enabled() -> bool:
+    return bool(settings.COST_EXPLORER_ENABLED)
+
+
+def cost_source() -> Any:
+    from workers.costs.cost_explorer import CostExplorerSource
+
+    return CostExplorerSource(region=settings.AWS_REGION, endpoint_url=settings.AWS_ENDPOINT_URL)
+
+
+def _today() -> date:
+    return timezone.now().astimezone(UTC).date()
+
+
+# --- requesting and running a sync ----------------------------------------------------------------------------
+
+
+def cost_sync_request(
+    *, source: str, actor: Any = None, start: date | None = None, end: date | None = None
+) -> CostSync:
+    """Ask for a sync of `source` over [start, end) (default: the trailing window the settings name). A sync of that
+    source already queued or running is returned instead (one at a time per source)."""
+    if actor is not None:
+        permissions.require(actor, "cost.sync")
+    if source not in CostSync.Source.values:
+        raise ValidationError({"source": [f"must be one of {', '.join(CostSync.Source.values)}, not {source!r}"]})
+    if source == CostSync.Source.COST_EXPLORER and not cost_explorer_enabled():
+        raise ValidationError(
+            {"source": ["Cost Explorer is not configured here (COST_EXPLORER_ENABLED): costs are estimates"]}
+        )
+    today = _today()
+    trailing = settings.COST_EXPLORER_TRAILING_DAYS if source == "cost_explorer" else settings.COST_ESTIMATE_DAYS
+    end = end or today + timedelta(days=1)
+    start = start or end - timedelta(days=trailing)
+    if end <= start:
+        raise ValidationError({"end": [f"must be after the start ({start.isoformat()})"]})
+    active = CostSync.objects.filter(source=source, status__in=["queued", "running"]).first()
+    if active is not None:
+        return active
+    try:
+        with transaction.atomic():
+            sync = CostSync.objects.create(
+                source=source, start=start, end=end, requested_by=actor if actor is not None else None
+            )
+            if actor is not None:
+                audit_record(
+                    actor=actor,
+                    action="cost.sync.request",
+                    object_type="cost_sync",
+                    object_id=sync.pk,
+                    object_repr=f"{source} sync {start}..{end}",
+                    after={"source": source, "start": start.isoformat(), "end": end.isoformat()},
+                )
+            _enqueue(sync.pk)
+    except IntegrityError:
+        found = CostSync.objects.filter(source=source, status__in=["queued", "running"]).first()
+        if found is None:
+            raise
+        return found
+    return sync
+
+
+def _enqueue(sync_id: int) -> None:
+    from monitoring.costs import tasks
+
+    CostSync.objects.filter(pk=sync_id).update(enqueued_at=timezone.now())
+    transaction.on_commit(lambda: tasks.cost_sync_task.delay(sync_id), robust=True)
+
+
+def cost_sync_run(*, sync_id: int) -> CostSync | None:
+    """Do one sync, alone; None when another worker has it or it already ended."""
+    attempt = SYNC_MACHINE.claim(sync_id, "run", lease_seconds=lease_seconds(), reason="sync started")
+    if attempt is None:
+        return None
+    sync = CostSync.objects.get(pk=sync_id)
+    try:
+        if sync.source == CostSync.Source.COST_EXPLORER:
+            _sync_bill(sync, attempt)
+        else:
+            _sync_estimates(sync, attempt)
+    except LostLease:
+        log.info("cost sync %s: attempt %s lost its lease; the new holder finishes it", sync_id, attempt)
+        return None
+    except Exception as exc:
+        from controlplane.transitions import INFRASTRUCTURE_ERRORS
+        from workers.errors import BackendError
+
+        if isinstance(exc, INFRASTRUCTURE_ERRORS) or (isinstance(exc, BackendError) and not exc.permanent):
+            SYNC_MACHINE.release(sync_id, attempt)
+            raise
+        log.exception("cost sync %s failed", sync_id)
+        return SYNC_MACHINE.apply(
+            sync_id, "fail", attempt=attempt, quiet=True, reason=str(exc)[:2000], status_reason=str(exc)[:2000]
+        )
+    return CostSync.objects.get(pk=sync_id)
+
+
+def cost_syncs_schedule(*, source: str) -> CostSync | None:
+    """The beat's periodic sync; nothing when Cost Explorer is not configured (its beat entry is then idle)."""
+    if source == CostSync.Source.COST_EXPLORER and not cost_explorer_enabled():
+        return None
+    return cost_sync_request(source=source)
+
+
+def cost_syncs_requeue_stale() -> int:
+    """Send again the syncs whose message was lost (queued, not sent for a lease) or whose worker died (running,
+    lease expired): the next claim takes them over."""
+    cutoff = timezone.now() - timedelta(seconds=lease_seconds())
+    stale = CostSync.objects.filter(
+        Q(status="queued", enqueued_at__lt=cutoff)
+        | Q(status="queued", enqueued_at__isnull=True)
+        | Q(status="running", claimed_at__lt=cutoff)
+    )
+    count = 0
+    for sync_id in stale.values_list("pk", flat=True):
+        with transaction.atomic():
+            _enqueue(sync_id)
+        count += 1
+    return count
+
+
+def cost_sync_fail(*, sync_id: int, reason: str) -> CostSync | None:
+    """End a sync whose task gave up (retries exhausted)."""
+    return SYNC_MACHINE.apply(sync_id, "fail", quiet=True, reason=reason, status_reason=reason)
+
+
+def _step(sync: CostSync, attempt: int, message: str, **progress: Any) -> None:
+    """Say what the sync is doing (the page shows it), renewing the lease; LostLease when another worker has it."""
+    steps = list((sync.progress or {}).get("steps", []))
+    steps.append({"at": timezone.now().isoformat(), "message": message})
+    sync.progress = {**(sync.progress or {}), **progress, "steps": steps[-20:]}
+    if not CostSync.objects.filter(pk=sync.pk, attempt=attempt).update(
+        progress=sync.progress, claimed_at=timezone.now()
+    ):
+        raise LostLease(f"cost sync {sync.pk}: attempt {attempt} was taken over")
+
+
+def _finish(sync: CostSync, attempt: int, *, calls: int, rows: int, message: str) -> None:
+    SYNC_MACHINE.apply(sync.pk, "succeed", attempt=attempt, reason=message, calls=calls, rows=rows)
+
+
+def _locked(sync: CostSync, attempt: int) -> None:
+    """Inside the writing transaction: the worker still holds the sync (its row locked until commit)."""
+    if not CostSync.objects.select_for_update().filter(pk=sync.pk, attempt=attempt, status="running").exists():
+        raise LostLease(f"cost sync {sync.pk}: attempt {attempt} was taken over")
+
+
+# --- the bill ---------------------------------------------------------------------------------------------------
+
+
+def _sync_bill(sync: CostSync, attempt: int) -> None:
+    source = cost_source()
+    _step(sync, attempt, f"asking Cost Explorer for {sync.start}..{sync.end}")
+    pull = source.daily_costs(sync.start, sync.end)
+    calls = pull.calls
+    _step(sync, attempt, f"{len(pull.lines)} lines over {len(pull.days)} days in {calls} calls", calls=calls)
+    keyed: dict[tuple[Any, ...], Decimal] = defaultdict(lambda: ZERO)
+    for line in pull.lines:
+        key = (
+            line.day,
+            line.breakdown,
+            line.aws_service,
+            line.project,
+            line.model,
+            line.environment,
+            line.run,
+            line.deployment,
+        )
+        keyed[key] += Decimal(line.amount)
+    days = sorted(set(pull.days))
+    with transaction.atomic():
+        _locked(sync, attempt)
+        # The trailing window is re-read in full: its days' bill is replaced, never added to.
+        CostRecord.objects.filter(source=CostRecord.Source.COST_EXPLORER, day__in=days).delete()
+        CostRecord.objects.bulk_create(
+            [
+                CostRecord(
+                    day=day,
+                    source=CostRecord.Source.COST_EXPLORER,
+                    breakdown=breakdown,
+                    aws_service=aws_service,
+                    project=project,
+                    model=model,
+                    environment=environment,
+                    run=run,
+                    deployment=deployment,
+                    backend="aws",
+                    amount=amount.quantize(AMOUNT_PLACES),
+                )
+                for (day, breakdown, aws_service, project, model, environment, run, deployment), amount in keyed.items()
+            ],
+            batch_size=1000,
+        )
+        _supersede(days)
+    months = sorted({month_start(day) for day in days})
+    # The roll-up of every month touched, with the coverage this sync now extends.
+    covered = max(filter(None, [selectors.bill_covered_through(), sync.end - timedelta(days=1)]))
+    rollup_months(months, covered=covered)
+    _finish(sync, attempt, calls=calls, rows=len(keyed), message=f"{len(keyed)} rows over {len(days)} days")
+    forecast_calls = forecasts_update(source_name=CostRecord.Source.COST_EXPLORER, source=source)
+    CostSync.objects.filter(pk=sync.pk).update(calls=calls + forecast_calls)
+    log.info(
+        "cost explorer sync %s: %s calls (%s for usage, %s for forecasts), %s rows, %s days",
+        sync.pk,
+        calls + forecast_calls,
+        calls,
+        forecast_calls,
+        len(keyed),
+        len(days),
+    )
+    budgets_check()
+
+
+def _supersede(days: list[date]) -> None:
+    """Estimates of runs and deployments whose own bill arrived for that day give way to it (kept, marked)."""
+    billed = CostRecord.objects.filter(
+        source=CostRecord.Source.COST_EXPLORER, breakdown=CostRecord.Breakdown.OBJECT, day__in=days
+    )
+    runs = set(billed.exclude(run="").values_list("day", "run"))
+    deployments = set(billed.exclude(deployment="").values_list("day", "deployment"))
+    estimates = CostRecord.objects.filter(source=CostRecord.Source.ESTIMATE, day__in=days, backend="aws")
+    for record in estimates.only("pk", "day", "run", "deployment", "superseded"):
+        replaced = (record.day, record.run) in runs or (record.day, record.deployment) in deployments
+        if replaced != record.superseded:
+            CostRecord.objects.filter(pk=record.pk).update(superseded=replaced)
+
+
+# --- estimates --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Estimate:
+    day: date
+    aws_service: str
+    project: str
+    model: str
+    environment: str
+    run: str
+    deployment: str
+    backend: str
+    amount: Decimal
+    usage: dict[str, Any] = field(default_factory=dict)
+    # A serving estimate keeps the most seconds ever seen for its day; a run's is recomputed from its usage.
+    keep_most: bool = False
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        return (self.day, self.aws_service, self.project, self.model, self.environment, self.run, self.deployment)
+
+
+def _day_bounds(day: date) -> tuple[datetime, datetime]:
+    start = datetime.combine(day, time(), tzinfo=UTC)
+    return start, start + timedelta(days=1)
+
+
+def split_by_day(start: datetime, end: datetime, lo: date, hi: date) -> list[tuple[date, float]]:
+    """Seconds of [start, end) in each UTC day of [lo, hi)."""
+    out = []
+    day = max(lo, start.astimezone(UTC).date())
+    while day < hi:
+        day_start, day_end = _day_bounds(day)
+        if day_start >= end:
+            break
+        seconds = (min(end, day_end) - max(start, day_start)).total_seconds()
+        if seconds > 0:
+            out.append((day, seconds))
+        day += timedelta(days=1)
+    return out
+
+
+def run_estimates(start: date, end: date, *, now: datetime | None = None) -> list[Estimate]:
+    """Each run's cost over the days [start, end): a finished run's measured cost (lineage.services.costs), spread
+    over its wall time by day; a SageMaker run still running, its instances' hours so far."""
+    from lineage.models import Run
+
+    now = now or timezone.now()
+    lo, hi = _day_bounds(start)[0], _day_bounds(end - timedelta(days=1))[1]
+    runs = (
+        Run.objects.filter(started_at__isnull=False, started_at__lt=hi)
+        .filter(Q(finished_at__isnull=True) | Q(finished_at__gte=lo))
+        .select_related("project")
+    )
+    out = []
+    for run in runs:
+        assert run.started_at is not None
+        finished = run.finished_at or now
+        aws = run.backend == "sagemaker"
+        if run.finished_at is not None:
+            if run.cost is None:
+                continue
+            total = Decimal(run.cost)
+        elif aws:
+            price = settings.TRAINING_INSTANCE_PRICES.get(run.instance_type)
+            if price is None:
+                continue
+            hours = Decimal(str((now - run.started_at).total_seconds() / 3600))
+            total = hours * Decimal(str(price)) * run.instance_count
+        else:
+            continue  # a local run's CPU time is measured when it ends
+        wall = max((finished - run.started_at).total_seconds(), 1.0)
+        for day, seconds in split_by_day(
+            run.started_at, max(finished, run.started_at + timedelta(seconds=1)), start, end
+        ):
+            share = Decimal(str(seconds / wall))
+            out.append(
+                Estimate(
+                    day=day,
+                    aws_service=settings.AWS_SERVICE_TRAINING,
+                    project=run.project.slug,
+                    model=run.output_name if run.kind == Run.Kind.TRAINING else "",
+                    environment="",
+                    run=str(run.pk),
+                    deployment="",
+                    backend="aws" if aws else "local",
+                    amount=total * share,
+                    usage={
+                        "kind": "run",
+                        "seconds": round(seconds, 3),
+                        "instance_type": run.instance_type,
+                        "instance_count": run.instance_count,
+                        "usage": {k: v for k, v in (run.usage or {}).items() if isinstance(v, int | float)},
+                        "finished": run.finished_at is not None,
+                    },
+                )
+            )
+    return out
+
+
+def serving_price(cpu: int, memory: int) -> Decimal:
+    """What one task (or the local process standing for it) costs per hour: vCPUs and GB at Fargate's prices."""
+    return Decimal(str(cpu / 1024 * settings.FARGATE_VCPU_HOUR_PRICE + memory / 1024 * settings.FARGATE_GB_HOUR_PRICE))
+
+
+def serving_estimates(start: date, end: date, *, now: datetime | None = None) -> tuple[list[Estimate], list[str]]:
+    """Each deployment's serving cost per day over [start, end), from the uptime of its processes or tasks as the
+    service's backend reports them; and the services whose backend could not be asked (said, not fatal)."""
+    from deployments.models import Deployment, Service
+    from deployments.services.deploys import service_spec, serving_backend
+    from workers.errors import BackendError
+
+    now = now or timezone.now()
+    since = _day_bounds(start)[0]
+    services = (
+        Service.objects.filter(deployments__started_at__isnull=False)
+        .distinct()
+        .select_related("registered_model__project", "environment")
+    )
+    seconds: dict[tuple[date, int], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    problems = []
+    owners: dict[int, Service] = {}
+    for service in services:
+        try:
+            spans = serving_backend(service.backend).usage(service_spec(service), since=since)
+        except (BackendError, OSError) as exc:
+            problems.append(f"{service.name}: {exc}")
+            continue
+        for span in spans:
+            label = span.revision
+            if not (label.startswith("d") and label[1:].isdigit()):
+                continue
+            deployment_id = int(label[1:])
+            owners[deployment_id] = service
+            ended = min(span.ended_at or now, now)
+            for day, secs in split_by_day(span.started_at, ended, start, end):
+                bucket = seconds[(day, deployment_id)]
+                bucket["task_seconds"] += secs
+                bucket["vcpu_seconds"] += secs * span.cpu / 1024
+                bucket["gb_seconds"] += secs * span.memory / 1024
+    known = set(Deployment.objects.filter(pk__in=owners).values_list("pk", flat=True))
+    out = []
+    for (day, deployment_id), used in seconds.items():
+        if deployment_id not in known:
+            continue
+        service = owners[deployment_id]
+        amount = Decimal(
+            str(
+                used["vcpu_seconds"] / 3600 * settings.FARGATE_VCPU_HOUR_PRICE
+                + used["gb_seconds"] / 3600 * settings.FARGATE_GB_HOUR_PRICE
+            )
+        )
+        out.append(
+            Estimate(
+                day=day,
+                aws_service=settings.AWS_SERVICE_SERVING,
+                project=service.registered_model.project.slug,
+                model=service.registered_model.slug,
+                environment=service.environment.name,
+                run="",
+                deployment=str(deployment_id),
+                backend="aws" if service.backend == "aws" else "local",
+                amount=amount,
+                usage={"kind": "serving", **{k: round(v, 3) for k, v in used.items()}},
+                keep_most=True,
+            )
+        )
+    return out, problems
+
+
+def _sync_estimates(sync: CostSync, attempt: int) -> None:
+    _step(sync, attempt, f"estimating runs over {sync.start}..{sync.end}")
+    estimates = run_estimates(sync.start, sync.end)
+    _step(sync, attempt, f"{len(estimates)} run-days; asking the serving backends for uptime")
+    serving, problems = serving_estimates(sync.start, sync.end)
+    estimates += serving
+    if problems:
+        _step(sync, attempt, "some services could not be asked: " + "; ".join(problems)[:1500])
+    written = estimates_store(estimates, start=sync.start, end=sync.end, holder=(sync, attempt))
+    months = sorted({month_start(e.day) for e in estimates} | {month_start(sync.start), month_start(sync.end)})
+    months = [m for m in months if m < sync.end]
+    rollup_months(months)
+    forecasts_update(source_name=CostRecord.Source.ESTIMATE)
+    message = f"{written} estimate rows ({len(serving)} serving-days)"
+    if problems:
+        message += f"; {len(problems)} service(s) not asked"
+    _finish(sync, attempt, calls=0, rows=written, message=message)
+    budgets_check()
+
+
+def estimates_store(
+    estimates: Iterable[Estimate], *, start: date, end: date, holder: tuple[CostSync, int] | None = None
+) -> int:
+    """Upsert the estimates of [start, end): a run's replaces its row; a serving one keeps the most seconds seen.
+    Run estimates of that window that no longer apply (a run whose cost is gone) are removed."""
+    wanted = {e.key: e for e in estimates}
+    with transaction.atomic():
+        if holder is not None:
+            _locked(*holder)
+        existing = {
+            (r.day, r.aws_service, r.project, r.model, r.environment, r.run, r.deployment): r
+            for r in CostRecord.objects.select_for_update().filter(
+                source=CostRecord.Source.ESTIMATE, day__gte=start, day__lt=end
+            )
+        }
+        create = []
+        for key, estimate in wanted.items():
+            amount = estimate.amount.quantize(AMOUNT_PLACES)
+            row = existing.get(key)
+            if row is None:
+                create.append(
+                    CostRecord(
+                        day=estimate.day,
+                        source=CostRecord.Source.ESTIMATE,
+                        breakdown=CostRecord.Breakdown.FULL,
+                        aws_service=estimate.aws_service,
+                        project=estimate.project,
+                        model=estimate.model,
+                        environment=estimate.environment,
+                        run=estimate.run,
+                        deployment=estimate.deployment,
+                        backend=estimate.backend,
+                        amount=amount,
+                        usage=estimate.usage,
+                    )
+                )
+                continue
+            if estimate.keep_most and row.amount >= amount:
+                continue
+            if row.amount != amount or row.usage != estimate.usage:
+                CostRecord.objects.filter(pk=row.pk).update(
+                    amount=amount, usage=estimate.usage, backend=estimate.backend
+                )
+        stale = [
+            row.pk for key, row in existing.items() if key not in wanted and row.run and row.usage.get("kind") == "run"
+        ]
+        if stale:
+            CostRecord.objects.filter(pk__in=stale).delete()
+        CostRecord.objects.bulk_create(create, batch_size=1000)
+    return len(wanted)
+
+
+# --- the monthly roll-up ----------------------------------------------------------------------------------------
+
+
+def rollup_months(months: Iterable[date], *, covered: date | None = None) -> None:
+    """Rebuild the roll-up of each month from the records the dashboard counts (selectors.counted), with the bill
+    covering the days through `covered` (default: as the finished syncs say)."""
+    if covered is None:
+        covered = selectors.bill_covered_through()
+    for month in sorted({month_start(m) for m in months}):
+        end = next_month(month)
+        rows = []
+        for family, columns in (("project", ("aws_service", "project")), ("model", ("model", "environment"))):
+            grouped = (
+                selectors.counted_records(family, start=month, end=end, covered=covered)
+                .values("source", *columns)
+                .annotate(total=Sum("amount"))
+                .order_by()
+            )
+            for row in grouped:
+                rows.append(
+                    CostMonth(
+                        month=month,
+                        family=family,
+                        source=row["source"],
+                        amount=row["total"],
+                        **{column: row[column] for column in columns},
+                    )
+                )
+        with transaction.atomic():
+            CostMonth.objects.filter(month=month).delete()
+            CostMonth.objects.bulk_create(rows, batch_size=1000)
+
+
+# --- forecasts --------------------------------------------------------------------------------------------------
+
+
+def forecasts_update(*, source_name: str, source: Any = None, month: date | None = None) -> int:
+    """The forecast of the rest of the month, for everything and each project with a budget; returns the billed
+    calls made (the bill's forecast costs a Cost Explorer call each)."""
+    today = _today()
+    month = month_start(month or today)
+    scopes = [""] + sorted(Budget.objects.filter(project__isnull=False).values_list("project__slug", flat=True))
+    calls = 0
+    for project in scopes:
+        actual, _ = selectors.month_spend(month, project=project or None)
+        if source_name == CostRecord.Source.COST_EXPLORER:
+            result = source.forecast(today, next_month(month), level=settings.COST_FORECAST_LEVEL, project=project)
+            calls += result.calls
+            fields = {
+                "available": result.available,
+                "reason": result.reason,
+                "mean": result.mean,
+                "low": result.low,
+                "high": result.high,
+                "level": result.level,
+                "points": [
+                    {"day": p.day.isoformat(), "mean": str(p.mean), "low": str(p.low), "high": str(p.high)}
+                    for p in result.points
+                ],
+            }
+        else:
+            fields = estimate_forecast(month, project=project, today=today)
+        CostForecast.objects.update_or_create(
+            month=month,
+            project=project,
+            source=source_name,
+            defaults={**fields, "actual": actual, "computed_at": timezone.now()},
+        )
+    return calls
+
+
+def estimate_forecast(month: date, *, project: str = "", today: date | None = None) -> dict[str, Any]:
+    """The rest of the month from the daily spend of the last COST_FORECAST_HISTORY_DAYS days: each remaining day
+    the mean daily spend, the band ± z·σ·√n at COST_FORECAST_LEVEL. Too few days with data: no forecast, and why."""
+    today = today or _today()
+    level = int(settings.COST_FORECAST_LEVEL)
+    history_start = today - timedelta(days=settings.COST_FORECAST_HISTORY_DAYS)
+    rows = selectors.counted_records("project", start=history_start, end=today)
+    if project:
+        rows = rows.filter(project=project)
+    daily = {day: total for day, total in rows.values("day").annotate(total=Sum("amount")).values_list("day", "total")}
+    needed = int(settings.COST_FORECAST_MIN_DAYS)
+    first = min(daily) if daily else None
+    if first is None or (today - first).days < needed:
+        seen = (today - first).days if first else 0
+        return {
+            "available": False,
+            "reason": f"not enough history to forecast: {seen} day(s) of spend before today, {needed} needed",
+            "mean": None,
+            "low": None,
+            "high": None,
+            "level": level,
+            "points": [],
+        }
+    span = (today - first).days
+    values = [float(daily.get(first + timedelta(days=i), 0)) for i in range(span)]
+    mean = sum(values) / span
+    sigma = math.sqrt(sum((v - mean) ** 2 for v in values) / max(span - 1, 1))
+    z = _Z.get(level, 1.282)
+    points = []
+    remaining = 0
+    day = today
+    end = next_month(month)
+    while day < end:
+        remaining += 1
+        points.append(
+            {
+                "day": day.isoformat(),
+                "mean": str(round(mean, 6)),
+                "low": str(round(max(mean - z * sigma, 0.0), 6)),
+                "high": str(round(mean + z * sigma, 6)),
+            }
+        )
+        day += timedelta(days=1)
+    total = mean * remaining
+    band = z * sigma * math.sqrt(remaining)
+    return {
+        "available": True,
+        "reason": "",
+        "mean": Decimal(str(round(total, 6))),
+        "low": Decimal(str(round(max(total - band, 0.0), 6))),
+        "high": Decimal(str(round(total + band, 6))),
+        "level": level,
+        "points": points,
+    }
+
+
+# --- budgets ----------------------------------------------------------------------------------------------------
+
+MAX_THRESHOLDS = 10
+
+
+def _budget_state(budget: Budget) -> dict[str, Any]:
+    return {
+        "project": budget.project.slug if budget.project else None,
+        "amount": str(budget.amount),
+        "thresholds": list(budget.thresholds),
+        "alert_on_forecast": budget.alert_on_forecast,
+    }
+
+
+def budget_problems(amount: Any, thresholds: Any) -> tuple[dict[str, list[str]], Decimal | None, list[int]]:
+    problems: dict[str, list[str]] = {}
+    value: Decimal | None = None
+    try:
+        value = Decimal(str(amount))
+        if not value.is_finite():
+            raise InvalidOperation
+    except (InvalidOperation, ValueError, TypeError):
+        problems["amount"] = [f"must be a number of USD per month, not {amount!r}"]
+        value = None
+    if value is not None:
+        if value <= 0:
+            problems["amount"] = ["must be more than 0 (USD per month)"]
+        elif value >= Decimal("1e12"):
+            problems["amount"] = ["must be less than 1,000,000,000,000 USD"]
+    cleaned: list[int] = []
+    if isinstance(thresholds, str):
+        thresholds = [part for part in thresholds.replace(" ", "").split(",") if part]
+    if not isinstance(thresholds, list | tuple):
+        problems["thresholds"] = ["must be a list of percents, e.g. 80, 100"]
+        return problems, value, cleaned
+    for item in thresholds:
+        try:
+            percent = int(str(item).rstrip("%"))
+        except ValueError:
+            problems.setdefault("thresholds", []).append(f"{item!r} is not a whole percent")
+            continue
+        if not 1 <= percent <= 1000:
+            problems.setdefault("thresholds", []).append(f"{percent}% is outside 1-1000%")
+            continue
+        cleaned.append(percent)
+    if len(thresholds) > MAX_THRESHOLDS:
+        problems.setdefault("thresholds", []).append(f"at most {MAX_THRESHOLDS} thresholds")
+    return problems, value, sorted(set(cleaned))
+
+
+def budget_save(
+    *,
+    actor: Any,
+    project: Any = None,
+    amount: Any,
+    thresholds: Any = (80, 100),
+    alert_on_forecast: bool = True,
+) -> Budget:
+    """Set the monthly budget of `project` (None: overall), creating or changing it; audited."""
+    permissions.require(actor, "budget.manage")
+    problems, value, cleaned = budget_problems(amount, thresholds)
+    if problems:
+        raise ValidationError(problems)
+    assert value is not None
+    with transaction.atomic():
+        budget = Budget.objects.select_for_update().filter(project=project).first()
+        before = _budget_state(budget) if budget else None
+        if budget is None:
+            try:
+                with transaction.atomic():
+                    budget = Budget.objects.create(
+                        project=project,
+                        amount=value,
+                        thresholds=cleaned,
+                        alert_on_forecast=alert_on_forecast,
+                        created_by=actor,
+                    )
+            except IntegrityError:
+                budget = Budget.objects.select_for_update().get(project=project)
+                before = _budget_state(budget)
+        if before is not None:
+            budget.amount = value
+            budget.thresholds = cleaned
+            budget.alert_on_forecast = alert_on_forecast
+            budget.save(update_fields=["amount", "thresholds", "alert_on_forecast", "updated_at"])
+        audit_record(
+            actor=actor,
+            action="budget.create" if before is None else "budget.change",
+            object_type="budget",
+            object_id=budget.pk,
+            object_repr=f"budget of {project or 'everything'}",
+            before=before,
+            after=_budget_state(budget),
+        )
+    transaction.on_commit(lambda: _check_later(), robust=True)
+    return budget
+
+
+def _check_later() -> None:
+    from monitoring.costs import tasks
+
+    tasks.budgets_check_task.delay()
+
+
+def budget_delete(*, actor: Any, budget_id: Any) -> None:
+    permissions.require(actor, "budget.manage")
+    with transaction.atomic():
+        budget = Budget.objects.select_for_update().select_related("project").filter(pk=budget_id).first()
+        if budget is None:
+            raise ValidationError({"budget": [f"no budget {budget_id}"]})
+        before = _budget_state(budget)
+        pk = budget.pk
+        budget.delete()
+        audit_record(
+            actor=actor,
+            action="budget.delete",
+            object_type="budget",
+            object_id=pk,
+            object_repr=f"budget of {budget.project or 'everything'}",
+            before=before,
+        )
+
+
+def _crossing_kinds(budget: Budget, spend: Decimal, forecast_total: Decimal | None) -> list[str]:
+    kinds = [str(t) for t in budget.thresholds if spend >= budget.amount * Decimal(t) / 100]
+    if budget.alert_on_forecast and forecast_total is not None and forecast_total > budget.amount:
+        kinds.append("forecast")
+    return kinds
+
+
+def budgets_check(*, month: date | None = None) -> list[BudgetCrossing]:
+    """Open a crossing for each threshold a budget's month has gone over (once: the crossing row is unique per
+    budget, month and threshold), telling the project's owner and finance; close the month's crossings the spend
+    fell back under, and last months' ones. Returns the crossings opened."""
+    from controlplane.models import Project  # noqa: F401  (the budget's project, loaded with it)
+
+    month = month_start(month or _today())
+    opened = []
+    for budget in Budget.objects.select_related("project", "project__created_by"):
+        slug = budget.project.slug if budget.project else None
+        spend, _ = selectors.month_spend(month, project=slug)
+        forecast = selectors.forecast_for(month, project=slug or "")
+        forecast_total = (
+            Decimal(forecast.actual) + Decimal(forecast.mean)
+            if forecast is not None and forecast.available and forecast.mean is not None
+            else None
+        )
+        kinds = _crossing_kinds(budget, spend, forecast_total)
+        for kind in kinds:
+            crossing = _open_crossing(budget, month, kind, spend, forecast_total)
+            if crossing is not None:
+                opened.append(crossing)
+        fell_back = BudgetCrossing.objects.filter(budget=budget, month=month, status="open").exclude(kind__in=kinds)
+        for crossing in fell_back:
+            _close_crossing(crossing, f"the month's spend is back under it ({spend:.2f} USD)")
+    for crossing in BudgetCrossing.objects.filter(status="open", month__lt=month):
+        _close_crossing(crossing, "the month ended")
+    return opened
+
+
+def _crossing_message(budget: Budget, kind: str, spend: Decimal, forecast_total: Decimal | None) -> str:
+    scope = f"Project {budget.project.name}" if budget.project else "Everything (the overall budget)"
+    if kind == "forecast":
+        return (
+            f"{scope}: this month's forecast is {forecast_total:.2f} USD, over the budget of "
+            f"{budget.amount:.2f} USD (spent so far: {spend:.2f} USD)."
+        )
+    return (
+        f"{scope}: {spend:.2f} USD spent this month, over {kind}% of the budget of {budget.amount:.2f} USD "
+        f"({spend / budget.amount * 100:.0f}% used)."
+    )
+
+
+def _open_crossing(
+    budget: Budget, month: date, kind: str, spend: Decimal, forecast_total: Decimal | None
+) -> BudgetCrossing | None:
+    message = _crossing_message(budget, kind, spend, forecast_total)
+    try:
+        with transaction.atomic():
+            crossing = BudgetCrossing.objects.create(
+                budget=budget,
+                month=month,
+                kind=kind,
+                spend=spend,
+                forecast=forecast_total,
+                budget_amount=budget.amount,
+                message=message,
+            )
+            audit_record(
+                actor=None,
+                action="budget.cross",
+                object_type="budget",
+                object_id=budget.pk,
+                object_repr=f"budget of {budget.project or 'everything'}",
+                after={"month": month.isoformat(), "kind": kind, "spend": str(spend)},
+                reason=message,
+            )
+            notify(
+                users=_budget_audience(budget),
+                title=f"Budget {'forecast' if kind == 'forecast' else kind + '%'}: "
+                f"{budget.project.name if budget.project else 'everything'}",
+                body=message,
+                url=reverse("cost-dashboard"),
+            )
+    except IntegrityError:
+        return None  # crossed before (this month): alerted then, not again
+    return crossing
+
+
+def _close_crossing(crossing: BudgetCrossing, reason: str) -> None:
+    BudgetCrossing.objects.filter(pk=crossing.pk, status="open").update(
+        status="closed", closed_at=timezone.now(), message=f"{crossing.message} Closed: {reason}."
+    )
+
+
+def _budget_audience(budget: Budget) -> list[Any]:
+    from django.contrib.auth import get_user_model
+
+    users = list(get_user_model().objects.filter(groups__name=permissions.FINANCE, is_active=True))
+    if budget.project is not None:
+        users.append(budget.project.created_by)
+    return users
