@@ -23,7 +23,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Case, CharField, Q, QuerySet, Sum, Value, When
+from django.db.models import Case, CharField, F, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import TruncMonth
 
 from monitoring.models import CostForecast, CostMonth, CostRecord, CostSync
@@ -211,7 +211,7 @@ def cost_table(
         rows.values(column).annotate(total=Sum("amount")).order_by("-total", column).values_list(column, "total")
     )
     shown = [value for value, total in ranked[:top]]
-    label: Any = column
+    label: Any = F(column)
     if len(ranked) > top:
         label = Case(
             *[When(**{column: value}, then=Value(value)) for value in shown],
