@@ -386,3 +386,46 @@ def test_the_roll_up_holds_what_the_daily_records_count(project, users, no_tasks
     )
     assert monthly.group_totals == daily.group_totals == {"other": Decimal("0.600000"), "churn": Decimal("0.400000")}
     assert CostMonth.objects.filter(family="model").count() == 2
+
+
+def test_the_dashboard_asks_the_database_a_fixed_number_of_queries_however_many_models(project, users, no_tasks):
+    from django.db import connection as db
+    from django.test.utils import CaptureQueriesContext
+
+    today = _today()
+    start = today - timedelta(days=9)
+
+    def seed(models: range) -> None:
+        services.estimates_store(
+            [
+                services.Estimate(
+                    day=start + timedelta(days=d),
+                    aws_service="Amazon Elastic Container Service",
+                    project="bc",
+                    model=f"m{m:03d}",
+                    environment="staging",
+                    run="",
+                    deployment=str(m),
+                    backend="local",
+                    amount=Decimal("0.5"),
+                )
+                for m in models
+                for d in range(10)
+            ],
+            start=start,
+            end=today + timedelta(days=1),
+        )
+        services.rollup_months([start, today])
+
+    counts = []
+    for models in (range(20), range(20, 300)):
+        seed(models)
+        for granularity in ("day", "month"):
+            with CaptureQueriesContext(db) as queries:
+                table = selectors.cost_table(
+                    start=start, end=today + timedelta(days=1), granularity=granularity, group_by="model"
+                )
+            counts.append(len(queries))
+            assert len(table.groups) == selectors.TOP_GROUPS + 1 and table.groups[-1] == selectors.OTHER
+    assert counts[:2] == counts[2:] and max(counts) <= 4, counts
+    assert table.total == Decimal("0.5") * 300 * 10
