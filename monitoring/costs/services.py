@@ -32,6 +32,8 @@ from controlplane.transitions import LostLease, StateMachine, transitions
 from monitoring.costs import selectors
 from monitoring.costs.selectors import ZERO, month_start, next_month
 from monitoring.models import Budget, BudgetCrossing, CostForecast, CostMonth, CostRecord, CostSync
+from workers.costs.base import Forecast
+from workers.errors import BackendError
 
 log = logging.getLogger(__name__)
 
@@ -572,7 +574,13 @@ def forecasts_update(*, source_name: str, source: Any = None, month: date | None
     for project in scopes:
         actual, _ = selectors.month_spend(month, project=project or None)
         if source_name == CostRecord.Source.COST_EXPLORER:
-            result = source.forecast(today, next_month(month), level=settings.COST_FORECAST_LEVEL, project=project)
+            try:
+                result = source.forecast(today, next_month(month), level=settings.COST_FORECAST_LEVEL, project=project)
+            except BackendError as exc:
+                # The bill is in; only its forecast failed: the page says why, the next sync tries again.
+                log.warning("cost explorer forecast of %s failed: %s", project or "everything", exc)
+                calls += 1
+                result = Forecast(start=today, end=next_month(month), available=False, reason=f"Cost Explorer: {exc}")
             calls += result.calls
             fields = {
                 "available": result.available,
