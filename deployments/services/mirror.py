@@ -81,7 +81,13 @@ def _mirror_package_spec(request: ApprovalRequest) -> Any:
             "sha256": request.artifact_sha256,
             "environment": request.environment.name,
         },
-        tags={**(project.cost_tags or {}), **system_tags, "environment": request.environment.name},
+        # The package is the version its run made, for one environment: both are its cost-allocation tags.
+        tags={
+            **(project.cost_tags or {}),
+            **system_tags,
+            "environment": request.environment.name,
+            "run": str(version.run_id),
+        },
         group_tags={**(project.cost_tags or {}), **system_tags},
         # The same request always sends the same token, so SageMaker answers a repeated create with the same package.
         client_token=str(

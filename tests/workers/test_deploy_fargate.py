@@ -413,7 +413,7 @@ def test_first_deploy_registers_a_revision_and_creates_the_service_behind_the_ta
     assert ecs_service["taskDefinition"] == td(1)
     assert ecs_service["desiredCount"] == 2
     assert ecs_service["launchType"] == "FARGATE"
-    assert ecs_service["propagateTags"] == "SERVICE"
+    assert ecs_service["propagateTags"] == "TASK_DEFINITION"
     assert {t["key"]: t["value"] for t in ecs_service["tags"]} == COST_TAGS
     assert ecs_service["loadBalancers"] == [
         {
@@ -540,6 +540,22 @@ def test_a_later_deploy_registers_a_revision_and_updates_the_service_with_the_st
     assert ecs_service["deploymentConfiguration"] == expected
     tags = moto_ecs().describe_task_definition(taskDefinition=td(2), include=["TAGS"])["tags"]
     assert {t["key"]: t["value"] for t in tags}["controlplane:replaces"] == td(1)
+
+
+def test_a_service_whose_tasks_took_the_service_tags_takes_the_revision_tags_from_its_next_deploy(
+    backend: FargateServingBackend, stub: Stubber, service: ServiceSpec
+) -> None:
+    updated = record_requests("UpdateService")
+    deploy_first(backend, stub, service)
+    # As services were made before: tasks tagged like the service, so without the deployment tag.
+    moto_ecs().update_service(cluster=CLUSTER, service=NAME, propagateTags="SERVICE")
+    expect_lookup(stub, [(1, 1), (2, 2)])
+
+    backend.deploy(service, revision("d42"))
+
+    assert updated[-1]["propagateTags"] == "TASK_DEFINITION"
+    (ecs_service,) = moto_ecs().describe_services(cluster=CLUSTER, services=[NAME])["services"]
+    assert ecs_service["propagateTags"] == "TASK_DEFINITION"
 
 
 def test_a_service_made_for_rolling_updates_gets_its_second_target_group_when_a_canary_follows(
@@ -991,7 +1007,7 @@ def ecs_service(revision_arn: str, *, events: list[dict[str, Any]] | None = None
         "currentServiceDeployment": sd(2),
         "schedulingStrategy": "REPLICA",
         "deploymentController": {"type": "ECS"},
-        "propagateTags": "SERVICE",
+        "propagateTags": "TASK_DEFINITION",
         "enableECSManagedTags": True,
     }
     found.update(extra)
@@ -1545,7 +1561,7 @@ def test_every_request_of_two_deploys_is_the_one_the_ecs_model_takes(
                 }
             },
             "healthCheckGracePeriodSeconds": 90,
-            "propagateTags": "SERVICE",
+            "propagateTags": "TASK_DEFINITION",
             "enableECSManagedTags": True,
             "tags": [
                 {"key": "environment", "value": "production"},

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 BREAKDOWNS = ("project", "model", "object")
 
@@ -74,6 +74,7 @@ class Forecast:
     calls: int = 0
 
 
+@runtime_checkable
 class CostSource(Protocol):
     name: str
 

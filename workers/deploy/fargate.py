@@ -10,6 +10,9 @@ Resources
 - One ECS service per service (same name), created by the first deploy behind `target_group_arn` (plus, for the
   blue/green family of strategies, the alternate target group and listener rules ECS switches between); every later
   deploy is an UpdateService with the new revision and the rollout's `deploymentConfiguration`.
+- Cost-allocation tags: the service and its scalable target carry `ServiceSpec.tags` (project, model, environment);
+  each revision those and its `deployment` tag; the service propagates its revision's tags to the tasks it starts
+  (propagateTags TASK_DEFINITION), so Cost Explorer attributes each task's cost to its deployment.
 - Application Auto Scaling: scalable target `service/<cluster>/<service>` (ecs:service:DesiredCount) and one
   target-tracking policy `<service>-requests` (ALBRequestCountPerTarget) or `<service>-cpu`
   (ECSServiceAverageCPUUtilization). deploy() registers them when it creates the service, scale() applies any change
@@ -138,6 +141,8 @@ from workers.deploy.base import (
 from workers.errors import BackendError
 
 CONTAINER_NAME = "serving"
+# Tasks take their task definition revision's tags, so each carries its deployment's cost-allocation tag.
+PROPAGATE_TAGS = "TASK_DEFINITION"
 CONTAINER_PORT = 8080  # serving.config.DEFAULT_PORT
 DEFAULT_LOG_GROUP = "/controlplane/serving"
 DEFAULT_HEALTH_CHECK_GRACE_SECONDS = 60
@@ -404,6 +409,9 @@ class FargateServingBackend:
                 "taskDefinition": revision_arn,
                 "deploymentConfiguration": configuration,
             }
+            if current.get("propagateTags") != PROPAGATE_TAGS:
+                # A service made when tasks took the service's tags: its new tasks carry the deployment tag too.
+                request["propagateTags"] = PROPAGATE_TAGS
             if strategy != "rolling" and not _has_advanced_configuration(current):
                 # The service was made for rolling updates; ECS needs the second target group to switch traffic.
                 request["loadBalancers"] = [_load_balancer(settings, strategy)]
@@ -648,7 +656,8 @@ class FargateServingBackend:
                 }
             },
             "healthCheckGracePeriodSeconds": settings.health_check_grace_seconds,
-            "propagateTags": "SERVICE",
+            # Tasks are what Fargate bills: each carries its revision's tags (project, model, environment, deployment).
+            "propagateTags": PROPAGATE_TAGS,
             "enableECSManagedTags": True,
         }
         if service.tags:
@@ -955,6 +964,8 @@ class FargateServingBackend:
             ScalableDimension="ecs:service:DesiredCount",
             MinCapacity=scaling.min_count,
             MaxCapacity=scaling.max_count,
+            # Taken when the target is created (TagResource would change them later); it costs nothing itself.
+            **({"Tags": dict(service.tags)} if service.tags else {}),
         )
         metric: dict[str, Any]
         if scaling.metric == "requests":
