@@ -1,0 +1,210 @@
+"""The bill: a Cost Explorer sync through moto's server (GetCostAndUsage, results queued in the order the source asks:
+project, model, object) and, for the forecast moto lacks, botocore's Stubber. Re-pulls replace, estimates give way to
+the bill, the dashboard counts each dollar once."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from botocore.stub import Stubber
+from django.utils import timezone
+
+from lineage.models import Run
+from monitoring.costs import selectors, services
+from monitoring.models import BudgetCrossing, CostForecast, CostRecord, CostSync
+from tests.monitoring import test_cost_sync
+from tests.monitoring.test_cost_sync import make_run
+from workers import aws
+from workers.costs.cost_explorer import CostExplorerSource
+
+pytestmark = pytest.mark.django_db
+project = test_cost_sync.project
+no_tasks = test_cost_sync.no_tasks
+
+
+def _today() -> date:
+    return timezone.now().astimezone(UTC).date()
+
+
+def _day(day: date, groups: list[tuple[list[str], str]], estimated: bool = False) -> dict[str, Any]:
+    return {
+        "TimePeriod": {"Start": day.isoformat(), "End": (day + timedelta(days=1)).isoformat()},
+        "Total": {},
+        "Groups": [
+            {"Keys": keys, "Metrics": {"UnblendedCost": {"Amount": amount, "Unit": "USD"}}} for keys, amount in groups
+        ],
+        "Estimated": estimated,
+    }
+
+
+def queue(endpoint: str, *pages: dict[str, Any]) -> None:
+    """Queue GetCostAndUsage answers on moto's server, in the order the calls will come."""
+    body = json.dumps({"results": list(pages)}).encode()
+    request = urllib.request.Request(
+        f"{endpoint}/moto-api/static/ce/cost-and-usage-results",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status in (200, 201)
+
+
+def bill_for(days: dict[date, tuple[str, str]], run_pk: int) -> list[dict[str, Any]]:
+    """The three breakdowns' answers for `days` (day -> (the run's SageMaker cost, an untagged cost))."""
+    project = {
+        "ResultsByTime": [
+            _day(d, [(["project$bc", "Amazon SageMaker"], run), (["project$", "AWS Lambda"], untagged)])
+            for d, (run, untagged) in days.items()
+        ]
+    }
+    model = {
+        "ResultsByTime": [
+            _day(d, [(["model$churn", "environment$"], run), (["model$", "environment$"], untagged)])
+            for d, (run, untagged) in days.items()
+        ]
+    }
+    objects = {
+        "ResultsByTime": [
+            _day(d, [([f"run${run_pk}", "deployment$"], run), (["run$", "deployment$"], untagged)])
+            for d, (run, untagged) in days.items()
+        ]
+    }
+    return [project, model, objects]
+
+
+@pytest.fixture
+def bill(aws_env: str, settings: Any) -> str:
+    settings.COST_EXPLORER_ENABLED = True
+    settings.AWS_ENDPOINT_URL = aws_env
+    return aws_env
+
+
+def bill_sync(start: date, end: date) -> CostSync:
+    sync = services.cost_sync_request(source="cost_explorer", start=start, end=end)
+    done = services.cost_sync_run(sync_id=sync.pk)
+    assert done is not None and done.status == "succeeded", done and done.status_reason
+    return done
+
+
+def test_the_bill_replaces_a_sagemaker_runs_estimate_and_the_dashboard_counts_it_once(bill, project, users, no_tasks):
+    today = _today()
+    day = today - timedelta(days=2)
+    run = make_run(
+        project,
+        users.data_scientist,
+        started=datetime.combine(day, time(9), tzinfo=UTC),
+        finished=datetime.combine(day, time(11), tzinfo=UTC),
+        cost="0.46",
+        backend="sagemaker",
+        instance_type="ml.m5.xlarge",
+    )
+    sync = services.cost_sync_request(source="estimate")
+    services.cost_sync_run(sync_id=sync.pk)
+    assert selectors.run_cost(run).basis == "estimate"
+    before = selectors.cost_table(start=day, end=today + timedelta(days=1), group_by="project")
+    assert before.total == Decimal("0.460000") and before.estimated_total == before.total
+
+    queue(bill, *bill_for({day: ("0.52", "0.10")}, run.pk))
+    done = bill_sync(day, day + timedelta(days=1))
+    assert done.calls >= 3  # three usage chains (and the forecasts, which moto cannot answer)
+    # The estimate stays, marked: the bill's figure is the run's now.
+    estimate = CostRecord.objects.get(source="estimate", run=str(run.pk))
+    assert estimate.superseded
+    cost = selectors.run_cost(run)
+    assert (cost.amount, cost.basis) == (Decimal("0.520000"), "bill")
+    # The day is covered by the bill: its aws estimate no longer counts; the untagged spend shows as untagged.
+    after = selectors.cost_table(start=day, end=today + timedelta(days=1), group_by="project")
+    assert after.group_totals == {"bc": Decimal("0.520000"), selectors.UNTAGGED: Decimal("0.100000")}
+    assert after.estimated_total == 0
+    by_model = selectors.cost_table(start=day, end=today + timedelta(days=1), group_by="model")
+    assert by_model.total == after.total == Decimal("0.620000")
+    by_service = selectors.cost_table(start=day, end=today + timedelta(days=1), group_by="aws_service")
+    assert by_service.group_totals == {"Amazon SageMaker": Decimal("0.520000"), "AWS Lambda": Decimal("0.100000")}
+    # The month's roll-up agrees with the days.
+    assert selectors.month_spend(day)[0] == Decimal("0.620000") or day.month != today.month
+
+
+def test_a_trailing_re_pull_replaces_the_days_it_reads_again(bill, project, users, no_tasks):
+    today = _today()
+    d1, d2, d3 = today - timedelta(days=3), today - timedelta(days=2), today - timedelta(days=1)
+    run = make_run(
+        project,
+        users.data_scientist,
+        started=datetime.combine(d1, time(9), tzinfo=UTC),
+        finished=datetime.combine(d1, time(10), tzinfo=UTC),
+        cost="0.2",
+    )
+    services.cost_sync_run(
+        sync_id=services.cost_sync_request(source="estimate", start=d1, end=today + timedelta(days=1)).pk
+    )
+    queue(bill, *bill_for({d1: ("1.00", "0.00"), d2: ("2.00", "0.50")}, run.pk))
+    bill_sync(d1, d3)
+    # The next day's sync reads d2 again (its figure kept changing) and d3 for the first time.
+    queue(bill, *bill_for({d2: ("2.40", "0.50"), d3: ("3.00", "0.00")}, run.pk))
+    bill_sync(d2, today)
+    rows = CostRecord.objects.filter(source="cost_explorer", breakdown="project", project="bc").order_by("day")
+    assert [(r.day, r.amount) for r in rows] == [
+        (d1, Decimal("1.000000")),
+        (d2, Decimal("2.400000")),
+        (d3, Decimal("3.000000")),
+    ]
+    table = selectors.cost_table(start=d1, end=today, group_by="project")
+    # The bill's 6.40, and the local run, which is on no bill: its estimate still counts beside it.
+    assert table.group_totals["bc"] == Decimal("6.600000")
+    assert table.estimated_total == Decimal("0.200000")
+    assert selectors.bill_covered_through() == d3
+
+
+def test_the_bills_forecast_is_kept_for_the_pages_and_a_forecast_over_budget_alerts(
+    bill, project, users, no_tasks, monkeypatch, settings
+):
+    """GetCostForecast through the Stubber (moto does not model it), on the same source the sync uses."""
+    today = _today()
+    end = selectors.next_month(today)
+    client = aws.aws_client("ce", region="us-east-1", endpoint_url="https://ce.us-east-1.amazonaws.com")
+    source = CostExplorerSource(region="us-east-1", client=client)
+    services.budget_save(actor=users.finance, project=None, amount="100", thresholds=[1000], alert_on_forecast=True)
+    empty = {"ResultsByTime": [], "DimensionValueAttributes": []}
+    start = today - timedelta(days=1)
+    with Stubber(client) as stubber:
+        for breakdown in ("project", "model", "object"):
+            stubber.add_response(
+                "get_cost_and_usage", empty, source.usage_request(breakdown, start, today + timedelta(days=1))
+            )
+        stubber.add_response(
+            "get_cost_forecast",
+            {
+                "Total": {"Amount": "150.0", "Unit": "USD"},
+                "ForecastResultsByTime": [
+                    {
+                        "TimePeriod": {"Start": today.isoformat(), "End": end.isoformat()},
+                        "MeanValue": "150.0",
+                        "PredictionIntervalLowerBound": "120.0",
+                        "PredictionIntervalUpperBound": "180.0",
+                    }
+                ],
+            },
+            source.forecast_request(today, end, level=settings.COST_FORECAST_LEVEL),
+        )
+        monkeypatch.setattr(services, "cost_source", lambda: source)
+        bill_sync(start, today + timedelta(days=1))
+        stubber.assert_no_pending_responses()
+    forecast = CostForecast.objects.get(source="cost_explorer", project="")
+    assert forecast.available and forecast.mean == Decimal("150.000000")
+    assert (forecast.low, forecast.high) == (Decimal("120.000000"), Decimal("180.000000"))
+    assert selectors.forecast_for(today) == forecast
+    crossing = BudgetCrossing.objects.get()
+    assert crossing.kind == "forecast" and "150.00 USD" in crossing.message
+
+
+def test_the_bill_is_refused_where_cost_explorer_is_not_configured(project, users, no_tasks):
+    assert not services.cost_explorer_enabled()
+    assert services.cost_syncs_schedule(source="cost_explorer") is None
+    assert not CostSync.objects.exists()
+    assert Run.objects.count() == 0
