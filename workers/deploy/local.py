@@ -1258,7 +1258,9 @@ def _attempts(directory: Path, record: dict[str, Any]) -> list[tuple[str, float,
         current = f"{process['name']}#{process.get('attempt', 0)}"
         if any(name == current for name, _, _ in found):
             continue  # archived already by a start that did not get as far as recording the new attempt
-        ended = None if process_alive(process) else _ended_at(directory, process)
+        # Its exit file is written just before its wrapper exits, and belongs to this attempt (a start removes it).
+        finished = (directory / f"{process['index']}.exit.json").is_file() or not process_alive(process)
+        ended = _ended_at(directory, process) if finished else None
         found.append((current, float(process["started_at"]), ended))
     return found
 
