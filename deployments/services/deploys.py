@@ -109,12 +109,45 @@ def serving_backend(name: str) -> Any:
 
 
 def backend_settings_problems(environment: Environment, strategy: str) -> dict[str, list[str]]:
-    """What the environment lacks for the backend that would serve it (aws: cluster, subnets, roles, …)."""
+    """What the environment lacks for the backend that would serve it (aws: cluster, subnets, roles, …; either
+    backend: a cpu or memory that is not a whole number above 0)."""
+    problems = _size_problems(environment)
     if settings.CONTROLPLANE_BACKEND != "aws":
-        return {}
+        return problems
     from workers.deploy.fargate import settings_problems
 
-    return settings_problems(_aws_settings(environment), strategy)
+    found = settings_problems(_aws_settings(environment), strategy)
+    for key, messages in problems.items():
+        found.setdefault(key, []).extend(messages)
+    return found
+
+
+DEFAULT_TASK_SIZE = (256, 512)  # Fargate's smallest: 0.25 vCPU, 512 MiB
+
+
+def task_size(environment: Environment) -> tuple[int, int]:
+    """The Fargate size (CPU units, MiB) the environment's revisions run at on aws and stand for locally (their
+    cost estimate): backend_settings cpu and memory, 256 and 512 when not set."""
+    values = environment.backend_settings or {}
+    sizes = []
+    for key, default in zip(("cpu", "memory"), DEFAULT_TASK_SIZE, strict=True):
+        value = values.get(key)
+        sizes.append(default if value in (None, "") else int(value))
+    return sizes[0], sizes[1]
+
+
+def _size_problems(environment: Environment) -> dict[str, list[str]]:
+    values = environment.backend_settings or {}
+    problems: dict[str, list[str]] = {}
+    for key in ("cpu", "memory"):
+        value = values.get(key)
+        if value in (None, ""):
+            continue
+        text = str(value).strip()
+        if isinstance(value, bool) or not text.isdigit() or int(text) < 1:
+            unit = "CPU units (1024 = 1 vCPU)" if key == "cpu" else "MiB"
+            problems[key] = [f"must be a whole number of {unit} above 0, not {value!r}"]
+    return problems
 
 
 def _aws_settings(environment: Environment) -> dict[str, Any]:
@@ -170,7 +203,7 @@ def revision_spec(deployment: Deployment, *, reuse: str = "") -> RevisionSpec:
     environment = dict(lineage_selectors.model_version_serving_settings(version))
     environment.update(SERVICE_NAME=service.name, REVISION=f"d{deployment.pk}")
     environment.update(_monitoring_environment(service))
-    backend_settings = _aws_settings(service.environment) if service.backend == "aws" else {}
+    cpu, memory = task_size(service.environment)
     image = ""
     if service.backend == "aws":
         image = lineage_selectors.model_version_serving_image(version)
@@ -179,8 +212,8 @@ def revision_spec(deployment: Deployment, *, reuse: str = "") -> RevisionSpec:
         environment=environment,
         rollout=_rollout(deployment),
         image=image,
-        cpu=int(backend_settings.get("cpu", 256)),
-        memory=int(backend_settings.get("memory", 512)),
+        cpu=cpu,
+        memory=memory,
         tags={**service_tags(service), "deployment": str(deployment.pk)},
         reuse=reuse,
     )

@@ -221,3 +221,28 @@ def test_an_environments_limits_cannot_leave_a_running_service_outside(approved,
     }
     staging.refresh_from_db()
     assert staging.max_desired_count == 4
+
+
+def test_a_local_revision_stands_for_the_fargate_size_of_its_environment(approved, staging, users) -> None:
+    # On the local backend too: the size is what its cost estimate prices.
+    first = services.deployment_create(actor=users.approver, model_version_id=approved.pk, environment="staging")
+    spec = services.deploys.revision_spec(first)
+    assert (spec.deployment_id, spec.cpu, spec.memory) == (f"d{first.pk}", 256, 512)
+    staging.backend_settings = {"cpu": 1024, "memory": "2048"}
+    staging.save(update_fields=["backend_settings"])
+    spec = services.deploys.revision_spec(Deployment.objects.get(pk=first.pk))
+    assert (spec.cpu, spec.memory) == (1024, 2048)
+
+
+def test_a_size_that_is_not_a_whole_number_is_refused_naming_the_setting(approved, staging, users) -> None:
+    staging.backend_settings = {"cpu": "a lot", "memory": 0}
+    staging.save(update_fields=["backend_settings"])
+    with pytest.raises(ValidationError) as excinfo:
+        services.deployment_create(actor=users.approver, model_version_id=approved.pk, environment="staging")
+    assert errors_of(excinfo) == {
+        "environment": [
+            "staging's backend_settings.cpu: must be a whole number of CPU units (1024 = 1 vCPU) above 0, not 'a lot'",
+            "staging's backend_settings.memory: must be a whole number of MiB above 0, not 0",
+        ]
+    }
+    assert not Service.objects.exists() and not Deployment.objects.exists()

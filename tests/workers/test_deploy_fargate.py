@@ -35,6 +35,7 @@ from workers.deploy.base import (
     Rollout,
     ServiceSpec,
     ServingBackend,
+    ServingSpan,
 )
 from workers.deploy.fargate import (
     VERDICT_MINUTES,
@@ -188,12 +189,13 @@ def network(aws_env: str) -> Network:
 class PartlyStubbed:
     """The project's moto-backed ECS client, except for the operations moto 5.2 lacks, which a Stubber answers."""
 
-    def __init__(self, moto: BaseClient, stubbed: BaseClient) -> None:
+    def __init__(self, moto: BaseClient, stubbed: BaseClient, operations: frozenset[str] = MOTO_LACKS) -> None:
         self._moto = moto
         self._stubbed = stubbed
+        self._operations = operations
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._stubbed if name in MOTO_LACKS else self._moto, name)
+        return getattr(self._stubbed if name in self._operations else self._moto, name)
 
 
 @pytest.fixture(scope="session")
@@ -1691,3 +1693,147 @@ def test_every_request_a_whole_rollout_sends_is_one_the_service_models_take(
     for name, params in stubbed:
         problems += model_problems(stub.client.meta.service_model.operation_model(name).input_shape, params, name)
     assert problems == []
+
+
+# --- usage: the service's tasks, for cost estimates ------------------------------------------------------------------
+
+# moto 5.2's ListTasks ignores serviceName and maxResults (one page, every task of the cluster) and its tasks have no
+# startedAt, stoppedAt, cpu or memory: the listings and the descriptions come from the Stubber; the task definitions
+# they name are moto's.
+USAGE_STUBBED = MOTO_LACKS | {"list_tasks", "describe_tasks"}
+
+
+def task_arn(i: int) -> str:
+    return f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/{CLUSTER}/{i:032x}"
+
+
+def ecs_task(
+    i: int, revision_arn: str, *, started: datetime | None, stopped: datetime | None = None, size: int = 512
+) -> dict[str, Any]:
+    """A DescribeTasks entry as ECS gives it for a task of the service (a Fargate task's cpu and memory are strings)."""
+    found: dict[str, Any] = {
+        "taskArn": task_arn(i),
+        "clusterArn": CLUSTER_ARN,
+        "taskDefinitionArn": revision_arn,
+        "lastStatus": "STOPPED" if stopped else ("RUNNING" if started else "PROVISIONING"),
+        "desiredStatus": "STOPPED" if stopped else "RUNNING",
+        "launchType": "FARGATE",
+        "group": f"service:{NAME}",
+        "startedBy": "ecs-svc/8146728364810924356",
+        "cpu": str(size),
+        "memory": str(size * 2),
+        "createdAt": (started or NOW) - timedelta(seconds=40),
+    }
+    if started:
+        found["pullStartedAt"] = started - timedelta(seconds=30)
+        found["startedAt"] = started
+    if stopped:
+        found.update(
+            stoppingAt=stopped - timedelta(seconds=20), stoppedAt=stopped, stopCode="ServiceSchedulerInitiated"
+        )
+    return found
+
+
+def test_usage_spans_each_task_ecs_lists_at_its_size_for_the_deployment_it_serves(
+    network: Network, stub: Stubber, service: ServiceSpec
+) -> None:
+    ecs = PartlyStubbed(aws.aws_client("ecs", region=REGION), stub.client, USAGE_STUBBED)
+    backend = FargateServingBackend(REGION, ecs_client=cast(BaseClient, ecs), clock=NOW.timestamp)
+    # td(1): d41 (tagged d41); td(2): d42 as the Django side deploys it, tagged with the deployment's number.
+    deploy_second(backend, stub, service, revision("d42", tags={"deployment": "42"}, cpu=1024, memory=2048))
+    # td(3): a revision whose container has no REVISION (registered by hand): its deployment tag says which.
+    moto_ecs().register_task_definition(
+        family=NAME,
+        cpu="256",
+        memory="512",
+        requiresCompatibilities=["FARGATE"],
+        networkMode="awsvpc",
+        containerDefinitions=[{"name": "serving", "image": IMAGE, "environment": []}],
+        tags=[{"key": "deployment", "value": "d40"}],
+    )
+    sent: list[tuple[str, dict[str, Any]]] = []
+    stub.client.meta.events.register_first(
+        "before-parameter-build.ecs", lambda model, params, **_: sent.append((model.name, dict(params)))
+    )
+    described = record_requests("DescribeTaskDefinition")
+    since = NOW - timedelta(hours=1)
+    tasks = [ecs_task(i, td(2), started=NOW - timedelta(minutes=10), size=1024) for i in range(99)]
+    tasks.append(ecs_task(99, td(2), started=None))  # still provisioning: never started
+    tasks += [ecs_task(i, td(1), started=NOW - timedelta(hours=2)) for i in range(100, 104)]
+    tasks.append(ecs_task(104, td(1), started=NOW - timedelta(hours=3), stopped=NOW - timedelta(minutes=5)))
+    tasks.append(ecs_task(105, td(1), started=NOW - timedelta(hours=3), stopped=NOW - timedelta(minutes=90)))
+    tasks.append(ecs_task(106, td(3), started=NOW - timedelta(minutes=50), stopped=NOW - timedelta(minutes=30)))
+    tasks.append(ecs_task(107, td(9), started=NOW - timedelta(minutes=20), size=256))  # its definition deleted since
+    listing = {"cluster": CLUSTER, "serviceName": NAME, "maxResults": 100}
+    running = [task_arn(i) for i in range(105)]
+    stub.add_response(
+        "list_tasks", {"taskArns": running[:100], "nextToken": "page-2"}, {**listing, "desiredStatus": "RUNNING"}
+    )
+    stub.add_response(
+        "list_tasks",
+        {"taskArns": running[100:] + [task_arn(107)]},
+        {**listing, "desiredStatus": "RUNNING", "nextToken": "page-2"},
+    )
+    # Task 104 stopped between the two listings: it is in both, and described once.
+    stopped = [task_arn(i) for i in (104, 105, 106)]
+    stub.add_response("list_tasks", {"taskArns": stopped}, {**listing, "desiredStatus": "STOPPED"})
+    order = running + [task_arn(107), task_arn(105), task_arn(106)]
+    by_arn = {t["taskArn"]: t for t in tasks}
+    for offset in (0, 100):
+        batch = order[offset : offset + 100]
+        stub.add_response(
+            "describe_tasks",
+            {"tasks": [by_arn[arn] for arn in batch], "failures": []},
+            {"cluster": CLUSTER, "tasks": batch},
+        )
+
+    spans = backend.usage(service, since=since)
+
+    assert len(spans) == 99 + 4 + 1 + 1 + 1
+    assert [s.started_at for s in spans] == sorted(s.started_at for s in spans)
+    by_task = {span.process: span for span in spans}
+    assert by_task[task_arn(0)] == ServingSpan("d42", task_arn(0), NOW - timedelta(minutes=10), None, 1024, 2048)
+    assert by_task[task_arn(100)] == ServingSpan("d41", task_arn(100), NOW - timedelta(hours=2), None, 512, 1024)
+    assert by_task[task_arn(104)] == ServingSpan(
+        "d41", task_arn(104), NOW - timedelta(hours=3), NOW - timedelta(minutes=5), 512, 1024
+    )
+    assert by_task[task_arn(106)].revision == "d40"
+    assert by_task[task_arn(107)] == ServingSpan(td(9), task_arn(107), NOW - timedelta(minutes=20), None, 256, 512)
+    assert task_arn(99) not in by_task and task_arn(105) not in by_task
+    assert all(span.started_at.tzinfo is not None for span in spans)
+    # Each task definition is described once, however many tasks it ran.
+    assert sorted(body["taskDefinition"] for body in described) == [td(1), td(2), td(3), td(9)]
+    problems = []
+    for name, params in sent:
+        if name in ("ListTasks", "DescribeTasks"):
+            problems += model_problems(stub.client.meta.service_model.operation_model(name).input_shape, params, name)
+    assert problems == []
+    assert sum(1 for name, _ in sent if name == "ListTasks") == 3
+
+
+def test_usage_of_a_service_ecs_does_not_know_is_empty_and_a_missing_cluster_is_said(
+    aws_env: str, stub: Stubber, service: ServiceSpec
+) -> None:
+    backend = FargateServingBackend(REGION, ecs_client=stub.client, clock=NOW.timestamp)
+    listing = {"cluster": CLUSTER, "serviceName": NAME, "maxResults": 100}
+    for desired in ("RUNNING", "STOPPED"):
+        stub.add_client_error(
+            "list_tasks",
+            service_error_code="ServiceNotFoundException",
+            service_message="Service not found.",
+            http_status_code=400,
+            expected_params={**listing, "desiredStatus": desired},
+        )
+    assert backend.usage(service, since=NOW - timedelta(hours=1)) == []
+    stub.add_client_error(
+        "list_tasks",
+        service_error_code="ClusterNotFoundException",
+        service_message="Cluster not found.",
+        http_status_code=400,
+        expected_params={**listing, "desiredStatus": "RUNNING"},
+    )
+    with pytest.raises(BackendError) as caught:
+        backend.usage(service, since=NOW - timedelta(hours=1))
+    assert caught.value.permanent and "(setting cluster)" in caught.value.message
+    with pytest.raises(ValueError):
+        backend.usage(service, since=datetime(2026, 5, 4, 11, 0))

@@ -16,6 +16,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ from workers.deploy.base import (
     RolloutStatus,
     ServiceSpec,
     ServingBackend,
+    ServingSpan,
 )
 from workers.deploy.local import LocalServingBackend, _sockets_dir, _strays, timeline
 from workers.errors import BackendError
@@ -327,6 +330,7 @@ def test_bad_requests_are_refused_before_anything_starts(
         (service(), revision("d1", model, env={"MODEL_SHA256": model.sha256}), "MODEL_URI"),
         (service(), revision("d1", model, env=model_env(model, DRAIN_SECONDS="soon")), "DRAIN_SECONDS"),
         (service(0), revision("d1", model), "desired_count"),
+        (service(), replace(revision("d1", model), cpu=0), "cpu"),
     ]
     for spec, spec_revision, field in cases:
         with pytest.raises(BackendError) as caught:
@@ -698,3 +702,108 @@ def test_resume_brings_a_stopped_or_killed_service_back_on_its_port_and_leaves_a
     wait_until(lambda: not any(process_alive(p) for p in recorded_processes(root)), what="everything to die")
     assert backend.resume(spec, handle).running == 2
     assert served_by(port, 10) == {"d1": 10}
+
+
+# --- usage: each serving process's spans, for cost estimates ---------------------------------------------------------
+
+
+def at(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, tz=UTC)
+
+
+def spans(backend: LocalServingBackend, spec: ServiceSpec, since: datetime) -> dict[str, ServingSpan]:
+    found = backend.usage(spec, since=since)
+    assert [s.started_at for s in found] == sorted(s.started_at for s in found)
+    return {span.process: span for span in found}
+
+
+def test_usage_gives_every_start_of_every_process_until_it_ended_however_it_ended(
+    backend: LocalServingBackend, model: Trained, root: Path
+) -> None:
+    spec = service()
+    since = datetime.now(UTC)
+    assert backend.usage(spec, since=since) == []  # never deployed
+    with pytest.raises(ValueError):
+        backend.usage(spec, since=datetime.now())
+    before = time.time()
+    sized = replace(revision("d1", model, env=model_env(model, DRAIN_SECONDS="1")), cpu=1024, memory=2048)
+    handle = backend.deploy(spec, sized)
+    deployed = time.time()
+    wait_phase(backend, spec, handle, "paused")
+    backend.promote(spec, handle)
+    first = revision_record(root, "r-d1")["processes"][0]
+    assert before <= first["started_at"] <= deployed
+    # The kernel's own start time of the process agrees (it counts from a boot time given in whole seconds).
+    assert abs(psutil.Process(first["pid"]).create_time() - first["started_at"]) < 1.0
+
+    # While it runs: one open span from its start, at the size the revision stands for.
+    seen = time.time()
+    assert spans(backend, spec, since) == {
+        "r-d1-0#1": ServingSpan("d1", "r-d1-0#1", at(first["started_at"]), None, cpu=1024, memory=2048)
+    }
+
+    # Killed with its wrapper (no exit file, as when the machine goes down): it ends at its last sign of life,
+    # after the look that saw it running and before the kill; the next look says the same.
+    os.killpg(first["pgid"], signal.SIGKILL)
+    killed = time.time()
+    wait_until(lambda: not process_alive(first), what="r-d1-0 to die")
+    assert exit_code(root, "r-d1") is None
+    ended = spans(backend, spec, since)["r-d1-0#1"].ended_at
+    assert ended is not None and at(seen) <= ended <= at(killed)
+    assert spans(backend, spec, since)["r-d1-0#1"].ended_at == ended
+
+    # The next call starts it again: the first attempt keeps its span, the second one is open.
+    backend.status(spec)
+    second = revision_record(root, "r-d1")["processes"][0]
+    assert second["attempt"] == 2
+    found = spans(backend, spec, since)
+    assert found["r-d1-0#1"].ended_at == ended
+    assert found["r-d1-0#2"] == ServingSpan("d1", "r-d1-0#2", at(second["started_at"]), None, 1024, 2048)
+    assert found["r-d1-0#2"].started_at >= ended
+
+    # Its server crashes once it serves: the wrapper writes when, and that is the end the restart keeps.
+    wait_until(
+        lambda: backend.status(spec) and revision_record(root, "r-d1")["processes"][0]["passed_ping_at"],
+        what="r-d1-0 to pass /ping again",
+    )
+    wrapper = psutil.Process(second["pid"])
+    wait_until(wrapper.children, what="r-d1-0's server to start")[0].kill()
+    wait_until(lambda: exit_code(root, "r-d1") is not None, what="r-d1-0's exit file")
+    crashed = read_json(root / SERVICE / "revisions" / "r-d1" / "0.exit.json")["ended_at"]
+    backend.status(spec)
+    third = revision_record(root, "r-d1")["processes"][0]
+    assert third["attempt"] == 3
+    found = spans(backend, spec, since)
+    assert sorted(found) == ["r-d1-0#1", "r-d1-0#2", "r-d1-0#3"]
+    assert found["r-d1-0#2"].ended_at == at(crashed) and found["r-d1-0#3"].ended_at is None
+    assert [p["attempt"] for p in third["history"]] == [1, 2]
+
+    # A promote stops the previous revision: its last attempt ends when it drained; the new one runs at the
+    # default size.
+    newer = backend.deploy(spec, revision("d2", model))
+    wait_phase(backend, spec, newer, "paused")
+    backend.promote(spec, newer)
+    wait_until(lambda: exit_code(root, "r-d1") == 0, what="r-d1-0 to drain and exit")
+    drained = read_json(root / SERVICE / "revisions" / "r-d1" / "0.exit.json")["ended_at"]
+    found = spans(backend, spec, since)
+    assert found["r-d1-0#3"].ended_at == at(drained) and found["r-d1-0#3"].started_at < at(drained)
+    d2 = revision_record(root, "r-d2")["processes"][0]
+    assert found["r-d2-0#1"] == ServingSpan("d2", "r-d2-0#1", at(d2["started_at"]), None, 256, 512)
+
+    # Only what ran since `since`; from another process too; and stop_service ends what still ran.
+    later = datetime.now(UTC)
+    assert list(spans(backend, spec, later)) == ["r-d2-0#1"]
+    elsewhere = in_another_process(
+        root,
+        "from datetime import datetime\n"
+        f"print(json.dumps([s.process for s in backend.usage(service, since=datetime.fromisoformat({str(later)!r}))]))",
+    )
+    assert elsewhere == ["r-d2-0#1"]
+    backend.stop_service(SERVICE)
+    stopped = spans(backend, spec, later)["r-d2-0#1"]
+    assert stopped.ended_at is not None and stopped.ended_at > stopped.started_at
+    assert stopped.ended_at == at(read_json(root / SERVICE / "revisions" / "r-d2" / "0.exit.json")["ended_at"])
+    # resume() starts it again: a second span, the first one as it was.
+    backend.resume(spec, newer)
+    found = spans(backend, spec, later)
+    assert found["r-d2-0#1"] == stopped and found["r-d2-0#2"].ended_at is None

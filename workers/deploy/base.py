@@ -6,12 +6,17 @@ by the clock (`progress` moves them, so whichever worker polls next advances the
 the strategy to ECS's `deploymentConfiguration`. Either way the new revision ends its bake paused, waiting for the
 caller's verdict: `promote` (the objectives held) or `roll_back` (they did not). Nothing here is kept in memory:
 every call can come from a different worker process, and a call repeated after a crash does no harm.
+
+`usage` reports what the service ran, for cost estimates: one `ServingSpan` per serving process (local) or task
+(ECS) that overlaps a period, with the Fargate size it stands for. A span that is still open has no end; a caller
+that keeps, per day, the most seconds it has seen never loses time to a span the backend later forgets.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from workers.errors import BackendError
@@ -154,6 +159,22 @@ class ServiceStatus:
     running: int
 
 
+@dataclass(frozen=True)
+class ServingSpan:
+    """One serving process (local) or task (ECS) of a revision, from when it started to when it stopped."""
+
+    revision: str  # the RevisionSpec.deployment_id it serves ("d42")
+    process: str  # the local process and its attempt ("r-d42-0#2"), or the ECS task ARN
+    started_at: datetime  # tz-aware UTC: the process start, the task's startedAt
+    ended_at: datetime | None  # tz-aware UTC: its exit, the task's stoppedAt; None while it runs
+    cpu: int  # the Fargate CPU units it stands for (1024 = 1 vCPU)
+    memory: int  # MiB
+
+    def seconds(self, now: datetime) -> float:
+        """How long it has served, up to `now` while it still runs."""
+        return max(0.0, ((self.ended_at or now) - self.started_at).total_seconds())
+
+
 @runtime_checkable
 class ServingBackend(Protocol):
     """Runs revisions of services; any worker process may call any method for any service."""
@@ -183,4 +204,9 @@ class ServingBackend(Protocol):
 
     def status(self, service: ServiceSpec) -> ServiceStatus:
         """The service's stable address and what serves there now."""
+        ...
+
+    def usage(self, service: ServiceSpec, *, since: datetime) -> list[ServingSpan]:
+        """Every serving process or task of the service that ran at some moment from `since` (tz-aware) until now,
+        oldest start first, each with the size it stands for. A service the backend never ran has none."""
         ...

@@ -109,6 +109,19 @@ ECS keeps the rollout; what it does not keep is kept as tags on the task definit
 - `controlplane:verdict`: `promoted` (rolling), or `rolled-back` once roll_back() acted.
 A reused revision gets these rewritten for its new rollout. A repeated deploy is recognised by the service already
 running the revision (its `taskDefinition`) and starts no second service deployment.
+
+Usage (for cost estimates)
+--------------------------
+usage() lists the service's tasks (ListTasks by serviceName, desiredStatus RUNNING then STOPPED, 100 a page,
+following nextToken) and describes them (DescribeTasks, at most 100 a call): one span per task that started
+(`startedAt`; a task that never did is skipped) until `stoppedAt` (none while it runs), at the task's own `cpu` and
+`memory`. Its revision is the `REVISION` its container runs with (the deployment id the caller put in the
+environment, what the serving process reports), else the task definition's `deployment` tag, else the task
+definition ARN; each task definition is described once per call. A reused task definition runs with the
+environment it was registered with, so its tasks count for the deployment that registered it. ECS forgets a
+stopped task about an hour after it stopped: a caller must look more often than that, and keep what it saw (the
+most seconds per day), for the time of stopped tasks to be counted. Fargate bills from the image pull
+(`pullStartedAt`), with a one-minute minimum; the span starts when the task did, so it is slightly lower.
 """
 
 from __future__ import annotations
@@ -119,7 +132,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.client import BaseClient
@@ -137,6 +150,7 @@ from workers.deploy.base import (
     RolloutStatus,
     ServiceSpec,
     ServiceStatus,
+    ServingSpan,
 )
 from workers.errors import BackendError
 
@@ -570,6 +584,99 @@ class FargateServingBackend:
             serving_revision=serving,
             desired=int(current.get("desiredCount") or 0),
             running=int(current.get("runningCount") or 0),
+        )
+
+    def usage(self, service: ServiceSpec, *, since: datetime) -> list[ServingSpan]:
+        """The service's tasks that ran at some moment since `since`, as ECS still knows them (module docstring)."""
+        if since.tzinfo is None:
+            raise ValueError("usage(since=...) needs a timezone-aware datetime")
+        cluster = self._cluster(service)
+        task_arns: dict[str, None] = {}  # a task that stops between the two listings is in both
+        for desired in ("RUNNING", "STOPPED"):
+            task_arns.update(dict.fromkeys(self._list_tasks(cluster, service.name, desired)))
+        arns = list(task_arns)
+        revisions: dict[str, tuple[str, int, int]] = {}
+        spans: list[ServingSpan] = []
+        for offset in range(0, len(arns), 100):
+            described = self._call(
+                self.ecs,
+                "describe_tasks",
+                f"describe the tasks of ECS service {service.name}",
+                cluster=cluster,
+                tasks=arns[offset : offset + 100],
+            )
+            for task in described.get("tasks") or []:
+                started = task.get("startedAt")
+                if not isinstance(started, datetime):
+                    continue  # never started: provisioning, or it failed before its container ran
+                stopped = task.get("stoppedAt")
+                ended = stopped.astimezone(UTC) if isinstance(stopped, datetime) else None
+                if ended is not None and ended < since:
+                    continue
+                definition = str(task.get("taskDefinitionArn") or "")
+                if definition not in revisions:
+                    revisions[definition] = self._revision_of(definition)
+                revision, cpu, memory = revisions[definition]
+                spans.append(
+                    ServingSpan(
+                        revision=revision,
+                        process=str(task.get("taskArn") or ""),
+                        started_at=started.astimezone(UTC),
+                        ended_at=ended,
+                        cpu=_whole(task.get("cpu"), cpu),
+                        memory=_whole(task.get("memory"), memory),
+                    )
+                )
+        spans.sort(key=lambda span: (span.started_at, span.process))
+        return spans
+
+    def _list_tasks(self, cluster: str, name: str, desired: str) -> list[str]:
+        """Every task ARN ListTasks gives for the service with that desired status; none for an unknown service."""
+        found: list[str] = []
+        request: dict[str, Any] = {"cluster": cluster, "serviceName": name, "desiredStatus": desired, "maxResults": 100}
+        with aws_errors(f"list the {desired.lower()} tasks of ECS service {name} in cluster {cluster}"):
+            while True:
+                try:
+                    page = self.ecs.list_tasks(**request)
+                except ClientError as exc:
+                    if _error_code(exc) == "ServiceNotFoundException":
+                        return []
+                    if _error_code(exc) == "ClusterNotFoundException":
+                        raise BackendError(
+                            f"the ECS cluster {cluster!r} (setting cluster) does not exist in {self.region}",
+                            permanent=True,
+                        ) from exc
+                    raise
+                found.extend(page.get("taskArns") or [])
+                token = page.get("nextToken")
+                if not token or token == request.get("nextToken"):
+                    return found
+                request["nextToken"] = token
+
+    def _revision_of(self, task_definition_arn: str) -> tuple[str, int, int]:
+        """(the deployment id its tasks serve, its CPU units, its MiB) from the task definition (module docstring)."""
+        default = (task_definition_arn, RevisionSpec.cpu, RevisionSpec.memory)
+        if not task_definition_arn:
+            return default
+        action = f"describe task definition {task_definition_arn}"
+        with aws_errors(action):
+            try:
+                response = self.ecs.describe_task_definition(taskDefinition=task_definition_arn, include=["TAGS"])
+            except ClientError as exc:
+                if _error_code(exc) == "ClientException" and "unable to describe" in _error_message(exc):
+                    return default  # deleted since: its tasks still ran
+                raise
+        definition = response.get("taskDefinition") or {}
+        containers = definition.get("containerDefinitions") or []
+        container = next(
+            (c for c in containers if c.get("name") == CONTAINER_NAME), containers[0] if containers else {}
+        )
+        variables = {str(v.get("name")): str(v.get("value") or "") for v in container.get("environment") or []}
+        revision = variables.get("REVISION") or _tags(response.get("tags")).get(TAG_DEPLOYMENT) or task_definition_arn
+        return (
+            revision,
+            _whole(definition.get("cpu"), RevisionSpec.cpu),
+            _whole(definition.get("memory"), RevisionSpec.memory),
         )
 
     # --- requests ---------------------------------------------------------------------------------------------
@@ -1514,6 +1621,14 @@ def _error_code(exc: ClientError) -> str:
 
 def _error_message(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Message", "")).lower()
+
+
+def _whole(value: Any, default: int) -> int:
+    """A size ECS gives as a string ("512"), or `default` when it gives none."""
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        return default
 
 
 def _epoch(value: Any) -> float | None:

@@ -27,6 +27,16 @@ stop_service() ends a service's processes and keeps its files; resume() brings i
 same port, the given revision's processes from its recorded environment, all traffic once they pass /ping (the app
 stops its local services when it stops and resumes what served when it starts again).
 
+usage() reads what each process did from the same files, under the lock: every start of a process (its `attempt`)
+is one span, from `started_at` to when it ended. A process started again keeps its earlier attempts in its record's
+`history` (attempt, pid, started_at, ended_at), written when it is started again. When it ended: the time its
+wrapper wrote in <i>.exit.json; else the time we SIGKILLed it (`killed_at`); else (killed together with its wrapper,
+the machine went down) the last moment it is known to have lived: the later of its start, the last call that saw it
+running (`seen_alive_at`: every call that looks at it, usage() included) and the last write to its <i>.out/<i>.err,
+but never after the first call that found it gone. That undercounts by at most the time between two looks, and the
+cost sync looks often. Each revision records the Fargate size it stands for (`cpu`, `memory` from the RevisionSpec;
+256/512 for a revision recorded before sizes were).
+
 A revision is `r-<deployment id>`; its processes are `r-<deployment id>-<i>`, each with its own port and hand-off
 socket, running with REVISION=<deployment id> and SERVICE_NAME=<service name> (every answer carries `x-revision`).
 Traffic is shared among a revision's processes equally.
@@ -78,6 +88,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +107,7 @@ from workers.deploy.base import (
     RolloutStatus,
     ServiceSpec,
     ServiceStatus,
+    ServingSpan,
 )
 from workers.errors import BackendError
 from workers.local_state import (
@@ -363,6 +375,48 @@ class LocalServingBackend:
         with self._service(service) as call:
             return self._status(call)
 
+    def usage(self, service: ServiceSpec, *, since: datetime) -> list[ServingSpan]:
+        """Every attempt of every process of every revision (stopped ones too) that ran at some moment since `since`
+        (module docstring: when a process ended). Starts and stops nothing; notes which processes it saw running."""
+        _check_service(service)
+        if since.tzinfo is None:
+            raise ValueError("usage(since=...) needs a timezone-aware datetime")
+        directory = self.root / service.name
+        if not (directory / "service.json").is_file():
+            return []
+        floor = since.timestamp()
+        spans: list[ServingSpan] = []
+        with locked(directory / "service.lock"):
+            call = _Call(directory, read_json(directory / "service.json"))
+            now = time.time()
+            for path in sorted((directory / "revisions").glob("r-*/revision.json")):
+                name = path.parent.name
+                if not _is_revision_name(name):
+                    continue
+                record = call.revision(name)
+                for process in record["processes"]:
+                    if process.get("pid") is not None and process_alive(process):
+                        process["seen_alive_at"] = now
+                        call.changed(record)
+                for attempt, started, ended in _attempts(call.revision_dir(name), record):
+                    if ended is not None and ended < floor:
+                        continue
+                    spans.append(
+                        ServingSpan(
+                            revision=str(record["deployment_id"]),
+                            process=attempt,
+                            started_at=datetime.fromtimestamp(started, tz=UTC),
+                            ended_at=None if ended is None else datetime.fromtimestamp(ended, tz=UTC),
+                            cpu=int(record.get("cpu", RevisionSpec.cpu)),
+                            memory=int(record.get("memory", RevisionSpec.memory)),
+                        )
+                    )
+            for record in call.revisions.values():
+                if record["name"] in call.dirty:
+                    write_json(call.revision_dir(record["name"]) / "revision.json", record, private=True)
+        spans.sort(key=lambda span: (span.started_at, span.process))
+        return spans
+
     def _status(self, call: _Call) -> ServiceStatus:
         serving_name = self._serving_now(call)
         desired = running = 0
@@ -418,6 +472,7 @@ class LocalServingBackend:
             )
             started = dead[: max(0, wanted - len(kept))]
             for process in started:
+                _archive_attempt(call.revision_dir(name), process)  # while killed_at still says how it ended
                 for key in ("stop_requested_at", "signalled_at", "killed_at"):
                     process.pop(key, None)
                 self._spawn(call, record, process)
@@ -515,6 +570,7 @@ class LocalServingBackend:
             for process in leaders:
                 if process_alive(process):
                     signal_group(int(process["pgid"]), signal.SIGKILL)
+                    process["killed_at"] = time.time()  # its wrapper dies with it: no exit file says when
             sockets = Path(state.get("sockets") or directory / "sockets")
             for pid in _strays(directory, sockets):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -826,6 +882,8 @@ class LocalServingBackend:
             "reused_from": revision.reuse,
             "created_at": time.time(),
             "count": service.desired_count,
+            "cpu": revision.cpu,
+            "memory": revision.memory,
             "drain_seconds": drain,
             "tags": {**service.tags, **revision.tags},
             "processes": [],
@@ -862,6 +920,7 @@ class LocalServingBackend:
         """Start (or start again) one serving process of a revision, and record it at once."""
         directory = call.revision_dir(record["name"])
         index = process["index"]
+        _archive_attempt(directory, process)  # before its exit file goes: it says when the last attempt ended
         exit_path = directory / f"{index}.exit.json"
         exit_path.unlink(missing_ok=True)
         _make_private_dir(Path(call.state["sockets"]))
@@ -925,9 +984,11 @@ class LocalServingBackend:
                     "at": time.time(),
                     "message": _exit_message(call.revision_dir(record["name"]), process, code),
                 }
-            elif not process.get("passed_ping_at") and self._ping(int(process["port"])):
-                process["passed_ping_at"] = time.time()
-                _event(record, f"ping-{process['name']}-{process['attempt']}", f"{process['name']} passed /ping")
+            else:
+                process["seen_alive_at"] = time.time()
+                if not process.get("passed_ping_at") and self._ping(int(process["port"])):
+                    process["passed_ping_at"] = time.time()
+                    _event(record, f"ping-{process['name']}-{process['attempt']}", f"{process['name']} passed /ping")
         call.changed(record)
 
     def _ping(self, port: int) -> bool:
@@ -1110,6 +1171,9 @@ def _check_revision(revision: RevisionSpec) -> None:
         problems.append(f"deployment_id {revision.deployment_id!r} must be 1 to 40 letters, digits, '.', '_' or '-'")
     if revision.reuse and not _is_revision_name(revision.reuse):
         problems.append(f"reuse {revision.reuse!r} must name a local revision (r-<deployment id>)")
+    for name, value in (("cpu", revision.cpu), ("memory", revision.memory)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            problems.append(f"{name} must be a whole number above 0 (the Fargate size it stands for), not {value!r}")
     rollout: Rollout = revision.rollout
     if rollout.strategy not in ("rolling", "all_at_once", "canary", "linear"):
         problems.append(f"rollout.strategy must be rolling, all_at_once, canary or linear, not {rollout.strategy!r}")
@@ -1142,6 +1206,63 @@ def _refused(process: dict[str, Any]) -> bool:
     exited = process.get("exited") or {}
     code = exited.get("exit_code")
     return code == 3 or (code == 2 and "cannot listen" not in exited.get("message", ""))
+
+
+def _ended_at(directory: Path, process: dict[str, Any]) -> float:
+    """When the current attempt of a process that no longer runs ended (see the module docstring)."""
+    started = float(process["started_at"])
+    exit_path = directory / f"{process['index']}.exit.json"
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        ended = read_json(exit_path).get("ended_at")
+        if ended is not None:
+            return max(started, float(ended))
+    if process.get("killed_at"):
+        return max(started, float(process["killed_at"]))
+    evidence = [started, float(process.get("seen_alive_at") or started)]
+    for suffix in ("out", "err"):
+        with contextlib.suppress(OSError):
+            evidence.append((directory / f"{process['index']}.{suffix}").stat().st_mtime)
+    last_alive = max(evidence)
+    gone = (process.get("exited") or {}).get("at")
+    if gone is not None:
+        last_alive = min(last_alive, float(gone))
+    return max(started, last_alive)
+
+
+def _archive_attempt(directory: Path, process: dict[str, Any]) -> None:
+    """Keep the span of a process's attempt that ended before it is started again (once per attempt)."""
+    if process.get("pid") is None or process.get("started_at") is None:
+        return
+    history = process.setdefault("history", [])
+    attempt = int(process.get("attempt", 0))
+    if any(int(past["attempt"]) == attempt for past in history):
+        return
+    history.append(
+        {
+            "attempt": attempt,
+            "pid": process["pid"],
+            "started_at": float(process["started_at"]),
+            "ended_at": _ended_at(directory, process),
+        }
+    )
+
+
+def _attempts(directory: Path, record: dict[str, Any]) -> list[tuple[str, float, float | None]]:
+    """(process and attempt, start, end or None while it runs) for every start of the revision's processes."""
+    found: list[tuple[str, float, float | None]] = []
+    for process in record["processes"]:
+        for past in process.get("history", []):
+            found.append((f"{process['name']}#{past['attempt']}", float(past["started_at"]), float(past["ended_at"])))
+        if process.get("pid") is None or process.get("started_at") is None:
+            continue
+        current = f"{process['name']}#{process.get('attempt', 0)}"
+        if any(name == current for name, _, _ in found):
+            continue  # archived already by a start that did not get as far as recording the new attempt
+        # Its exit file is written just before its wrapper exits, and belongs to this attempt (a start removes it).
+        finished = (directory / f"{process['index']}.exit.json").is_file() or not process_alive(process)
+        ended = _ended_at(directory, process) if finished else None
+        found.append((current, float(process["started_at"]), ended))
+    return found
 
 
 def _event(record: dict[str, Any], event_id: str, text: str) -> None:
