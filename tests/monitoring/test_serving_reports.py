@@ -175,3 +175,37 @@ def test_a_served_revision_reports_every_request_and_its_latency_histogram(
     )
     assert page.status_code == 200 and "MODEL_SHA256" in page.content.decode()  # it shows the serving settings…
     assert token not in page.content.decode()  # …but never the token
+
+    # What serving it cost: the estimate sync asks the local backend for its processes' uptime and prices it as the
+    # Fargate task the revision stands for; per 1,000 predictions from the same reported requests.
+    from datetime import timedelta as _td
+    from decimal import Decimal
+
+    from monitoring.costs import selectors as cost_selectors
+    from monitoring.costs import services as cost_services
+    from monitoring.models import CostRecord
+
+    sync = cost_services.cost_sync_request(source="estimate")
+    before = timezone.now()
+    assert cost_services.cost_sync_run(sync_id=sync.pk).status == "succeeded"
+    records = CostRecord.objects.filter(source="estimate", deployment=str(deployment.pk))
+    assert records.exists()
+    used = {key: sum(r.usage[key] for r in records) for key in ("task_seconds", "vcpu_seconds", "gb_seconds")}
+    alive = (before - deployment.started_at).total_seconds()
+    # One process of 256 CPU units and 512 MiB, up since the deploy started it (and not before).
+    assert 0 < used["task_seconds"] <= alive + 5, (used, alive)
+    assert used["vcpu_seconds"] == pytest.approx(used["task_seconds"] / 4, rel=1e-3)
+    assert used["gb_seconds"] == pytest.approx(used["task_seconds"] / 2, rel=1e-3)
+    cost = cost_selectors.deployment_cost(deployment)
+    expected = (
+        used["vcpu_seconds"] / 3600 * settings.FARGATE_VCPU_HOUR_PRICE
+        + used["gb_seconds"] / 3600 * settings.FARGATE_GB_HOUR_PRICE
+    )
+    assert cost.basis == "estimate" and float(cost.amount) == pytest.approx(expected, abs=1e-6)
+    today = timezone.now().date()
+    days = cost_selectors.service_daily_cost(service, start=today - _td(days=1), end=today + _td(days=1))
+    served_today = [d for d in days if d["requests"]]
+    assert sum(d["requests"] for d in days) >= sent
+    assert sum((d["amount"] for d in days), Decimal(0)) == cost.amount
+    for day in served_today:
+        assert day["per_1000"] == day["amount"] * 1000 / day["requests"]
