@@ -176,6 +176,17 @@ def test_a_running_sagemaker_run_shows_its_cost_so_far_and_the_bill_replaces_it(
         assert cost.basis == "bill + estimate" and "$0.31 from the bill" in page
 
 
+def test_a_local_run_that_cost_nothing_measurable_is_never_said_to_be_from_the_bill(client, project, users) -> None:
+    day = _today() - timedelta(days=1)
+    run = make_run(project, users.data_scientist, started=_at(day, 9), finished=_at(day, 9, 1), cost="0.0000")
+    estimate_runs(day, day + timedelta(days=1))
+    assert selectors.run_cost(run).known and selectors.run_cost(run).amount == 0
+    client.force_login(users.data_scientist)
+    page = client.get(reverse("run-detail", args=[run.pk])).content.decode()
+    record = element(page, "run-cost-record")
+    assert "<strong>$0.00</strong>" in record and "from the bill" not in record
+
+
 def test_a_local_run_still_running_says_its_cost_comes_when_it_ends(client, project, users) -> None:
     run = make_run(project, users.data_scientist, started=timezone.now(), finished=None, cost=None)
     client.force_login(users.data_scientist)
