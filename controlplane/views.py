@@ -170,8 +170,25 @@ def home(request: HttpRequest) -> HttpResponse:
             else [],
             "can_decide": can_decide,
             "approvals_waiting": deployment_selectors.approval_queue_count(user=request.user) if can_decide else 0,
+            **_home_costs(request.user, roles),
         },
     )
+
+
+def _home_costs(user: Any, roles: frozenset[str]) -> dict[str, Any]:
+    """A data scientist's month (their runs and the serving of their model versions); for finance, the month's
+    spend against the overall budget and the budgets near or over their limit."""
+    from monitoring.costs import object_selectors as cost_objects
+    from monitoring.costs import selectors as cost_selectors
+
+    today = cost_objects.today()
+    out: dict[str, Any] = {"cost_month": cost_selectors.month_start(today)}
+    if permissions.DATA_SCIENTIST in roles:
+        out["my_cost"] = cost_selectors.user_month_cost(user, today)
+    if permissions.has_permission(user, "budget.manage"):
+        out["overall_cost"] = cost_objects.overall_standing(on=today)
+        out["budgets_near_limit"] = cost_objects.budgets_near_limit(on=today)
+    return out
 
 
 # --- notifications --------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from deployments.models import ApprovalDecision, ApprovalRequest, Deployment, En
 from lineage import selectors as lineage_selectors
 from lineage.graph_layout import layout_graph
 from lineage.models import DatasetVersion, ModelVersion, Run, RunInput
+from monitoring.costs import object_selectors as cost_objects
 
 # --- environments ----------------------------------------------------------------------------------------------
 
@@ -649,7 +650,7 @@ def service_detail(request: HttpRequest, pk: int) -> HttpResponse:
             return HttpResponseClientRefresh()
         return render(request, "deployments/_service_rollout.html", {**context, "polled": True})
     timeline = paginate(request, selectors.deployment_timeline(service=service))
-    context.update(timeline=timeline, page=timeline)
+    context.update(timeline=timeline, page=timeline, cost=cost_objects.service_cost_summary(service))
     return render(request, "deployments/service_detail.html", context)
 
 

@@ -33,6 +33,8 @@ from lineage.models import (
 )
 from lineage.openlineage import lineage_run_events
 from lineage.services import runs, uploads
+from monitoring.costs import object_selectors as cost_objects
+from monitoring.costs import selectors as cost_selectors
 
 
 class DatasetOutput(serializers.ModelSerializer):
@@ -397,11 +399,27 @@ class RunOutput(serializers.ModelSerializer):
         return run.model_version_pk  # type: ignore[attr-defined, no-any-return]
 
 
+class ObjectCostOutput(serializers.Serializer):
+    amount = serializers.DecimalField(max_digits=18, decimal_places=6, help_text="USD: billed + estimated")
+    billed = serializers.DecimalField(max_digits=18, decimal_places=6, help_text="USD from the bill (Cost Explorer)")
+    estimated = serializers.DecimalField(max_digits=18, decimal_places=6, help_text="USD estimated (no bill yet)")
+    basis = serializers.ChoiceField(choices=["none", "bill", "estimate", "bill + estimate"])
+
+
 class RunDetailOutput(RunOutput):
     events = RunEventOutput(many=True)
+    # `cost` is the run's own measurement (set when it ends); this is the cost records' figure, the dashboard's.
+    recorded_cost = serializers.SerializerMethodField(
+        help_text="What the run cost as the cost records have it (the cost dashboard's figure), and whether it "
+        "comes from the bill or is an estimate; for a SageMaker run still running, its cost so far"
+    )
 
     class Meta(RunOutput.Meta):
-        fields = [*RunOutput.Meta.fields, "events"]
+        fields = [*RunOutput.Meta.fields, "events", "recorded_cost"]
+
+    @extend_schema_field(ObjectCostOutput)
+    def get_recorded_cost(self, run: Run) -> dict[str, Any]:
+        return cost_objects.cost_output(cost_selectors.run_cost(run))
 
 
 class TransformRunInput(BodyInput):
@@ -657,10 +675,23 @@ def _dataset_version_or_400(pk: int | None, field: str) -> DatasetVersion | None
     return version
 
 
+class TrainingRunLaunchOutput(RunDetailOutput):
+    warnings = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="What the launch warns of without refusing it: the run's estimate would take its project (or "
+        "everything) over this month's budget, or it is over already",
+    )
+
+    class Meta(RunDetailOutput.Meta):
+        fields = [*RunDetailOutput.Meta.fields, "warnings"]
+
+
 class TrainingRunCreateApi(GenericAPIView):
     serializer_class = RunDetailOutput
 
-    @extend_schema(operation_id="runs_training_create", request=TrainingRunInput, responses={201: RunDetailOutput})
+    @extend_schema(
+        operation_id="runs_training_create", request=TrainingRunInput, responses={201: TrainingRunLaunchOutput}
+    )
     def post(self, request: Request) -> Response:
         permissions.require(request.user, "run.launch")
         serializer = TrainingRunInput(data=request.data)
@@ -682,7 +713,13 @@ class TrainingRunCreateApi(GenericAPIView):
             max_runtime_seconds=data["max_runtime_seconds"],
             model_name=data["model_name"],
         )
-        return Response(RunDetailOutput(_runs().get(pk=run.pk)).data, status=status.HTTP_201_CREATED)
+        body = RunDetailOutput(_runs().get(pk=run.pk)).data
+        body["warnings"] = (
+            cost_objects.launch_budget_warnings(project=run.project, estimate=run.estimated_cost)
+            if run.estimated_cost is not None
+            else []
+        )
+        return Response(body, status=status.HTTP_201_CREATED)
 
 
 class RunReproduceApi(GenericAPIView):

@@ -26,6 +26,8 @@ from lineage.graph_layout import layout_graph
 from lineage.models import Dataset, DatasetRegistration, DatasetVersion, ModelVersion, RegisteredModel, Run
 from lineage.openlineage import lineage_run_events
 from lineage.services import runs, uploads
+from monitoring.costs import object_selectors as cost_objects
+from monitoring.costs import selectors as cost_selectors
 
 
 def _id_param(request: HttpRequest, name: str) -> int:
@@ -241,10 +243,22 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
         .first(),
         "reproduction": selectors.reproduction_check(run),
         "can_launch": permissions.has_permission(request.user, "run.launch"),
+        **_run_cost_context(run),
     }
     if request.htmx:
         return render(request, "lineage/_run_status.html", context)
     return render(request, "lineage/run_detail.html", context)
+
+
+def _run_cost_context(run: Run) -> dict[str, Any]:
+    """What the run cost as the cost records have it (the dashboard's figure), by day when it spans days."""
+    cost = cost_selectors.run_cost(run)
+    return {
+        "cost": cost,
+        "cost_days": cost_objects.run_cost_by_day(run) if cost.days > 1 else [],
+        # A SageMaker run's estimate grows while it runs; a local run's CPU time is measured when it ends.
+        "cost_so_far": not run.done,
+    }
 
 
 @require_POST
@@ -443,6 +457,8 @@ def training_create(request: HttpRequest) -> HttpResponse:
             apply_service_errors(form, exc, field_for=_training_field)
         else:
             messages.success(request, f"Run {run.pk} queued (estimated cost at most ${run.estimated_cost}).")
+            for warning in _launch_warnings(run):
+                messages.warning(request, warning)
             return redirect("run-detail", pk=run.pk)
     template = "lineage/_training_fields.html" if request.htmx else "lineage/training_form.html"
     return render(
@@ -451,6 +467,12 @@ def training_create(request: HttpRequest) -> HttpResponse:
         {"form": form, "train": train, "recipe": recipe},
         status=400 if request.method == "POST" else 200,
     )
+
+
+def _launch_warnings(run: Run) -> list[str]:
+    if run.estimated_cost is None:
+        return []
+    return cost_objects.launch_budget_warnings(project=run.project, estimate=run.estimated_cost)
 
 
 def run_estimate(request: HttpRequest) -> HttpResponse:
@@ -475,7 +497,17 @@ def run_estimate(request: HttpRequest) -> HttpResponse:
     cost, explanation = selectors.run_cost_estimate(
         backend=backend, instance_type=instance_type, instance_count=int(count_text), max_runtime_seconds=minutes * 60
     )
-    return render(request, "lineage/_estimate.html", {"cost": cost, "explanation": explanation})
+    # The form sends its training data's id: its project is the budget the run would count against.
+    train_text = request.GET.get("train", "")
+    train = (
+        DatasetVersion.objects.select_related("dataset__project").filter(pk=int(train_text)).first()
+        if train_text.isascii() and train_text.isdigit() and len(train_text) <= 18
+        else None
+    )
+    warnings = cost_objects.launch_budget_warnings(project=train.dataset.project, estimate=cost) if train else []
+    return render(
+        request, "lineage/_estimate.html", {"cost": cost, "explanation": explanation, "budget_warnings": warnings}
+    )
 
 
 @require_POST
@@ -586,6 +618,7 @@ def model_version_detail(request: HttpRequest, project: str, slug: str, number: 
             "standing": _standing(version),
             "can_request": permissions.has_permission(request.user, "approval.request"),
             "can_deploy": permissions.has_permission(request.user, "deployment.deploy"),
+            "cost": cost_selectors.model_version_cost(version),
         },
     )
 

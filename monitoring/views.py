@@ -19,6 +19,7 @@ from deployments import selectors as deployment_selectors
 from deployments.models import Service
 from monitoring import charts, drift_selectors
 from monitoring import selectors as metric_selectors
+from monitoring.costs.object_selectors import open_budget_crossings
 from monitoring.models import Alert, DriftReport
 from monitoring.windows import WINDOW_LABELS, Window, parse_window
 
@@ -244,6 +245,10 @@ def alert_list(request: HttpRequest) -> HttpResponse:
             "statuses": ALERT_STATUSES,
             "errors": errors,
             "query": urlencode({"status": status}),
+            # A budget crossing is an alert about money, not a service: its own section, always the open ones.
+            "budget_crossings": list(open_budget_crossings())
+            if permissions.has_permission(request.user, "cost.view")
+            else [],
         },
         status=400 if errors else 200,
     )
