@@ -278,6 +278,8 @@ class ObjectCost:
     billed: Decimal
     estimated: Decimal
     days: int
+    # Which sources had rows (a measured $0 is still an estimate).
+    sources: frozenset[str] = frozenset()
 
     @property
     def known(self) -> bool:
@@ -285,11 +287,13 @@ class ObjectCost:
 
     @property
     def basis(self) -> str:
-        if not self.days:
+        bill = CostRecord.Source.COST_EXPLORER in self.sources
+        estimate = CostRecord.Source.ESTIMATE in self.sources
+        if not self.days or not (bill or estimate):
             return "none"
-        if not self.estimated:
-            return "bill"
-        return "estimate" if not self.billed else "bill + estimate"
+        if bill and estimate:
+            return "bill + estimate"
+        return "bill" if bill else "estimate"
 
 
 def _object_cost(field_name: str, values: list[str], start: date | None = None, end: date | None = None) -> ObjectCost:
@@ -303,15 +307,19 @@ def _object_cost(field_name: str, values: list[str], start: date | None = None, 
         rows = rows.filter(day__lt=end)
     billed = estimated = ZERO
     days: set[date] = set()
+    sources: set[str] = set()
     for day, source, total in (
         rows.values("day", "source").annotate(total=Sum("amount")).values_list("day", "source", "total")
     ):
         days.add(day)
+        sources.add(source)
         if source == CostRecord.Source.ESTIMATE:
             estimated += total
         else:
             billed += total
-    return ObjectCost(amount=billed + estimated, billed=billed, estimated=estimated, days=len(days))
+    return ObjectCost(
+        amount=billed + estimated, billed=billed, estimated=estimated, days=len(days), sources=frozenset(sources)
+    )
 
 
 def run_cost(run: Any, *, start: date | None = None, end: date | None = None) -> ObjectCost:

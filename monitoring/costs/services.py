@@ -346,9 +346,10 @@ def run_estimates(start: date, end: date, *, now: datetime | None = None) -> lis
         finished = run.finished_at or now
         aws = run.backend == "sagemaker"
         if run.finished_at is not None:
-            if run.cost is None:
+            measured = _measured_total(run)
+            if measured is None:
                 continue
-            total = Decimal(run.cost)
+            total = measured
         elif aws:
             price = settings.TRAINING_INSTANCE_PRICES.get(run.instance_type)
             if price is None:
@@ -384,6 +385,19 @@ def run_estimates(start: date, end: date, *, now: datetime | None = None) -> lis
                 )
             )
     return out
+
+
+def _measured_total(run: Any) -> Decimal | None:
+    """A finished run's cost from its measured usage at full precision (Run.cost keeps 4 places, so a short local run
+    would read as 0), else Run.cost."""
+    usage = run.usage or {}
+    if run.backend == "sagemaker" and isinstance(usage.get("billable_seconds"), int | float):
+        price = settings.TRAINING_INSTANCE_PRICES.get(run.instance_type)
+        if price is not None:
+            return Decimal(str(usage["billable_seconds"])) / 3600 * Decimal(str(price)) * run.instance_count
+    if run.backend != "sagemaker" and isinstance(usage.get("cpu_seconds"), int | float):
+        return Decimal(str(usage["cpu_seconds"])) / 3600 * Decimal(str(settings.LOCAL_CPU_HOUR_PRICE))
+    return Decimal(run.cost) if run.cost is not None else None
 
 
 def serving_price(cpu: int, memory: int) -> Decimal:
@@ -464,7 +478,7 @@ def _sync_estimates(sync: CostSync, attempt: int) -> None:
     estimates += serving
     if problems:
         _step(sync, attempt, "some services could not be asked: " + "; ".join(problems)[:1500])
-    written = estimates_store(estimates, start=sync.start, end=sync.end, holder=(sync, attempt))
+    written = estimates_store(estimates, start=sync.start, end=sync.end, holder=(sync, attempt), all_runs=True)
     months = sorted({month_start(e.day) for e in estimates} | {month_start(sync.start), month_start(sync.end)})
     months = [m for m in months if m < sync.end]
     rollup_months(months)
@@ -477,10 +491,16 @@ def _sync_estimates(sync: CostSync, attempt: int) -> None:
 
 
 def estimates_store(
-    estimates: Iterable[Estimate], *, start: date, end: date, holder: tuple[CostSync, int] | None = None
+    estimates: Iterable[Estimate],
+    *,
+    start: date,
+    end: date,
+    holder: tuple[CostSync, int] | None = None,
+    all_runs: bool = False,
 ) -> int:
     """Upsert the estimates of [start, end): a run's replaces its row; a serving one keeps the most seconds seen.
-    Run estimates of that window that no longer apply (a run whose cost is gone) are removed."""
+    With `all_runs` (the estimates hold every run of the window, as a sync makes them), run estimates of the window
+    that no longer apply (a run whose cost is gone) are removed."""
     wanted = {e.key: e for e in estimates}
     with transaction.atomic():
         if holder is not None:
@@ -520,7 +540,9 @@ def estimates_store(
                     amount=amount, usage=estimate.usage, backend=estimate.backend
                 )
         stale = [
-            row.pk for key, row in existing.items() if key not in wanted and row.run and row.usage.get("kind") == "run"
+            row.pk
+            for key, row in existing.items()
+            if all_runs and key not in wanted and row.run and row.usage.get("kind") == "run"
         ]
         if stale:
             CostRecord.objects.filter(pk__in=stale).delete()
@@ -726,7 +748,7 @@ def budget_save(
         raise ValidationError(problems)
     assert value is not None
     with transaction.atomic():
-        budget = Budget.objects.select_for_update().filter(project=project).first()
+        budget = Budget.objects.select_for_update(of=("self",)).filter(project=project).first()
         before = _budget_state(budget) if budget else None
         if budget is None:
             try:
@@ -739,7 +761,7 @@ def budget_save(
                         created_by=actor,
                     )
             except IntegrityError:
-                budget = Budget.objects.select_for_update().get(project=project)
+                budget = Budget.objects.select_for_update(of=("self",)).get(project=project)
                 before = _budget_state(budget)
         if before is not None:
             budget.amount = value
@@ -768,7 +790,7 @@ def _check_later() -> None:
 def budget_delete(*, actor: Any, budget_id: Any) -> None:
     permissions.require(actor, "budget.manage")
     with transaction.atomic():
-        budget = Budget.objects.select_for_update().select_related("project").filter(pk=budget_id).first()
+        budget = Budget.objects.select_for_update(of=("self",)).select_related("project").filter(pk=budget_id).first()
         if budget is None:
             raise ValidationError({"budget": [f"no budget {budget_id}"]})
         before = _budget_state(budget)
