@@ -16,11 +16,8 @@ sync's own `rollup_months`.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -130,45 +127,22 @@ def main() -> None:
             print(f"{name}\t{median}\t{queries}")
         return
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _databases import run_children
     from _table import print_rows
 
     databases = args.databases.split(",")
     results: dict[str, list[str]] = {}
-    for database in databases:
-        with tempfile.TemporaryDirectory() as var:
-            env = dict(os.environ, DJANGO_SETTINGS_MODULE="controlplane.settings.local", CONTROLPLANE_VAR_DIR=var)
-            if database == "postgres":
-                subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", "cp_cost_bench"])
-                subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", "cp_cost_bench"], check=True)
-                env["DATABASE_URL"] = "postgres://postgres@127.0.0.1:5432/cp_cost_bench"
-            else:
-                env.pop("DATABASE_URL", None)
-            try:
-                out = subprocess.run(
-                    [
-                        sys.executable,
-                        __file__,
-                        "--child",
-                        database,
-                        "--models",
-                        str(args.models),
-                        "--days",
-                        str(args.days),
-                        "--rounds",
-                        str(args.rounds),
-                    ],
-                    env=env,
-                    cwd=ROOT,
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                ).stdout
-            finally:
-                if database == "postgres":
-                    subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", "cp_cost_bench"])
-            for line in out.strip().splitlines():
-                name, median, queries = line.split("\t")
-                results.setdefault(name, []).append(f"{median} ms, {queries} q")
+    outputs = run_children(
+        __file__,
+        databases,
+        database_name="cp_cost_bench",
+        args=["--models", str(args.models), "--days", str(args.days), "--rounds", str(args.rounds)],
+        cwd=ROOT,
+    )
+    for out in outputs.values():
+        for line in out.strip().splitlines():
+            name, median, queries = line.split("\t")
+            results.setdefault(name, []).append(f"{median} ms, {queries} q")
     rows = [("call", *(f"{db} median, queries" for db in databases))]
     for name, cells in results.items():
         rows.append((name, *cells))
@@ -180,7 +154,7 @@ def main() -> None:
         base = results.get(f"baseline: rows into Python, {granularity}")
         if ours and base:
             ratios = [
-                f"{db}: {float(b.split()[0]) / max(float(o.split()[0]), 1):.0f}×"
+                f"{db}: {float(b.split()[0]) / max(float(o.split()[0]), 1):.1f}×"
                 for db, o, b in zip(databases, ours, base, strict=True)
             ]
             print(f"{granularity}: cost_table is faster than the baseline by " + ", ".join(ratios))

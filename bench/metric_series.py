@@ -15,11 +15,8 @@ each call over the rounds, after one untimed warm-up.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -108,34 +105,22 @@ def main() -> None:
             print(f"{name}\t{median}\t{p95}")
         return
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _databases import run_children
     from _table import print_rows
 
     rows = [("call", *(f"{db} median ms / p95 ms" for db in args.databases.split(",")))]
     results: dict[str, list[str]] = {}
-    for database in args.databases.split(","):
-        with tempfile.TemporaryDirectory() as var:
-            env = dict(os.environ, DJANGO_SETTINGS_MODULE="controlplane.settings.local", CONTROLPLANE_VAR_DIR=var)
-            if database == "postgres":
-                subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", "cp_metric_bench"])
-                subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", "cp_metric_bench"], check=True)
-                env["DATABASE_URL"] = "postgres://postgres@127.0.0.1:5432/cp_metric_bench"
-            else:
-                env.pop("DATABASE_URL", None)
-            try:
-                out = subprocess.run(
-                    [sys.executable, __file__, "--child", database, "--rounds", str(args.rounds)],
-                    env=env,
-                    cwd=ROOT,
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                ).stdout
-            finally:
-                if database == "postgres":
-                    subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", "cp_metric_bench"])
-            for line in out.strip().splitlines():
-                name, median, p95 = line.split("\t")
-                results.setdefault(name, []).append(f"{median} / {p95}")
+    outputs = run_children(
+        __file__,
+        args.databases.split(","),
+        database_name="cp_metric_bench",
+        args=["--rounds", str(args.rounds)],
+        cwd=ROOT,
+    )
+    for out in outputs.values():
+        for line in out.strip().splitlines():
+            name, median, p95 = line.split("\t")
+            results.setdefault(name, []).append(f"{median} / {p95}")
     for name, cells in results.items():
         rows.append((name, *cells))
     print(f"{MINUTES} per-minute rows of one revision; {args.rounds} rounds")

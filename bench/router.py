@@ -74,8 +74,14 @@ def start(name: str, argv: list[str], env: dict[str, str], core: int, port: int,
     full = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONDONTWRITEBYTECODE="1")
     full.update(env)
     with open(log, "wb") as out:
-        proc = subprocess.Popen(["taskset", "-c", str(core), *argv], cwd=ROOT, env=full, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            ["taskset", "-c", str(core), *argv],
+            cwd=ROOT,
+            env=full,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     return Proc(name, proc, port, log)
 
 
@@ -135,8 +141,9 @@ def main() -> int:
         handoff_socket = str(tmp / "r1.sock")
         env = bs.ours_env(ctx, port, "ours")
         env.update(REVISION="r1", SERVING_HANDOFF_SOCKET=handoff_socket)
-        server = start("serving", [str(bs.PROJECT_PYTHON), "-m", "serving"], env, SERVER_CORE, port,
-                       tmp / "serving.log")
+        server = start(
+            "serving", [str(bs.PROJECT_PYTHON), "-m", "serving"], env, SERVER_CORE, port, tmp / "serving.log"
+        )
         procs.append(server)
         wait_ping(server)
         targets: list[tuple[str, Proc | None]] = [("direct", None)]
@@ -148,19 +155,39 @@ def main() -> int:
                 rport = bs.free_port()
                 if design == "handoff":
                     control_path = str(tmp / f"router-{core}.sock")
-                    argv = [str(bs.PROJECT_PYTHON), "-m", "serving.router", "--port", str(rport),
-                            "--control", control_path]
+                    argv = [
+                        str(bs.PROJECT_PYTHON),
+                        "-m",
+                        "serving.router",
+                        "--port",
+                        str(rport),
+                        "--control",
+                        control_path,
+                    ]
                     router = start(name, argv, {}, core, rport, tmp / f"{name}.log")
                     deadline = time.monotonic() + 30
                     while not os.path.exists(control_path):
                         if time.monotonic() > deadline or router.proc.poll() is not None:
                             raise SystemExit(f"{name} did not start:\n{router.log.read_text()}")
                         time.sleep(0.05)
-                    control(control_path, {"op": "set", "revisions": [
-                        {"name": "r1", "address": f"127.0.0.1:{port}", "handoff": handoff_socket, "weight": 1}]})
+                    control(
+                        control_path,
+                        {
+                            "op": "set",
+                            "revisions": [
+                                {"name": "r1", "address": f"127.0.0.1:{port}", "handoff": handoff_socket, "weight": 1}
+                            ],
+                        },
+                    )
                 else:
-                    argv = [str(bs.PROJECT_PYTHON), str(ROOT / "bench" / "router_proxy.py"), "--port", str(rport),
-                            "--upstream", f"127.0.0.1:{port}"]
+                    argv = [
+                        str(bs.PROJECT_PYTHON),
+                        str(ROOT / "bench" / "router_proxy.py"),
+                        "--port",
+                        str(rport),
+                        "--upstream",
+                        f"127.0.0.1:{port}",
+                    ]
                     router = start(name, argv, {}, core, rport, tmp / f"{name}.log")
                 procs.append(router)
                 wait_ping(router)
@@ -186,10 +213,19 @@ def main() -> int:
                     busy1, total1 = bs.core_seconds(SERVER_CORE)
                     ours_on_core0 = (s1 - s0) + ((r1 - r0) if router and name.endswith("@0") else 0.0)
                     others = max(0.0, (busy1 - busy0) - ours_on_core0) / max(total1 - total0, 1e-9)
-                    row = Row(name, kind, concurrency, load, (s1 - s0) / max(load.requests, 1),
-                              (r1 - r0) / max(load.requests, 1))
-                    print(f"# {name} {kind} c{concurrency}: {load.requests_per_second:,.0f} req/s, p50 "
-                          f"{bs.ms(load.p50)} ms, others {others:.0%}", file=sys.stderr)
+                    row = Row(
+                        name,
+                        kind,
+                        concurrency,
+                        load,
+                        (s1 - s0) / max(load.requests, 1),
+                        (r1 - r0) / max(load.requests, 1),
+                    )
+                    print(
+                        f"# {name} {kind} c{concurrency}: {load.requests_per_second:,.0f} req/s, p50 "
+                        f"{bs.ms(load.p50)} ms, others {others:.0%}",
+                        file=sys.stderr,
+                    )
                     if load.non_2xx or load.socket_errors:
                         print(text, file=sys.stderr)
                     if others < best_others:
@@ -200,29 +236,59 @@ def main() -> int:
                 best.result.others_share = best_others
                 rows.append(best)
 
-        print(f"# {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC · {platform.machine()} · "
-              f"{os.cpu_count()} cores · python {platform.python_version()} · server on core {SERVER_CORE}, "
-              f"wrk -t1 on core {LOAD_CORE}, router@N on core N")
-        print("# ours as deployed (compiled copy, capture 10%, metrics on), logistic regression, one-row JSON body;"
-              f" {args.seconds:g} s per load after {args.warmup:g} s of warm-up")
-        print("# CPU µs/req: user+system time per request of the serving process and of the router; others: share"
-              f" of core {SERVER_CORE} other processes took (measured again up to {args.attempts}× while over 5%)")
+        print(
+            f"# {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC · {platform.machine()} · "
+            f"{os.cpu_count()} cores · python {platform.python_version()} · server on core {SERVER_CORE}, "
+            f"wrk -t1 on core {LOAD_CORE}, router@N on core N"
+        )
+        print(
+            "# ours as deployed (compiled copy, capture 10%, metrics on), logistic regression, one-row JSON body;"
+            f" {args.seconds:g} s per load after {args.warmup:g} s of warm-up"
+        )
+        print(
+            "# CPU µs/req: user+system time per request of the serving process and of the router; others: share"
+            f" of core {SERVER_CORE} other processes took (measured again up to {args.attempts}× while over 5%)"
+        )
         print()
-        table: list[tuple[str, ...]] = [("target", "load", "conc", "req/s", "p50 ms", "p99 ms", "bad", "server µs",
-                                         "router µs", "others", "× direct", "p50 − direct ms")]
+        table: list[tuple[str, ...]] = [
+            (
+                "target",
+                "load",
+                "conc",
+                "req/s",
+                "p50 ms",
+                "p99 ms",
+                "bad",
+                "server µs",
+                "router µs",
+                "others",
+                "× direct",
+                "p50 − direct ms",
+            )
+        ]
         for row in rows:
             load = row.result
-            base = next(r.result for r in rows if r.target == "direct" and r.load == row.load
-                        and r.concurrency == row.concurrency)
-            table.append((
-                row.target, row.load, str(row.concurrency), f"{load.requests_per_second:,.0f}",
-                bs.ms(load.p50), bs.ms(load.p99),
-                str(load.non_2xx + load.socket_errors),
-                f"{row.server_cpu * 1e6:,.0f}", f"{row.router_cpu * 1e6:,.0f}" if row.target != "direct" else "",
-                f"{load.others_share:.0%}",
-                f"{load.requests_per_second / base.requests_per_second:.3f}",
-                f"{(load.p50 - base.p50) * 1000:+.3f}",
-            ))
+            base = next(
+                r.result
+                for r in rows
+                if r.target == "direct" and r.load == row.load and r.concurrency == row.concurrency
+            )
+            table.append(
+                (
+                    row.target,
+                    row.load,
+                    str(row.concurrency),
+                    f"{load.requests_per_second:,.0f}",
+                    bs.ms(load.p50),
+                    bs.ms(load.p99),
+                    str(load.non_2xx + load.socket_errors),
+                    f"{row.server_cpu * 1e6:,.0f}",
+                    f"{row.router_cpu * 1e6:,.0f}" if row.target != "direct" else "",
+                    f"{load.others_share:.0%}",
+                    f"{load.requests_per_second / base.requests_per_second:.3f}",
+                    f"{(load.p50 - base.p50) * 1000:+.3f}",
+                )
+            )
         print_rows(table)
         print()
         print(f"# {time.monotonic() - began:.0f} s wall")

@@ -130,7 +130,7 @@ import hashlib
 import math
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -597,36 +597,28 @@ class FargateServingBackend:
         arns = list(task_arns)
         revisions: dict[str, tuple[str, int, int]] = {}
         spans: list[ServingSpan] = []
-        for offset in range(0, len(arns), 100):
-            described = self._call(
-                self.ecs,
-                "describe_tasks",
-                f"describe the tasks of ECS service {service.name}",
-                cluster=cluster,
-                tasks=arns[offset : offset + 100],
-            )
-            for task in described.get("tasks") or []:
-                started = task.get("startedAt")
-                if not isinstance(started, datetime):
-                    continue  # never started: provisioning, or it failed before its container ran
-                stopped = task.get("stoppedAt")
-                ended = stopped.astimezone(UTC) if isinstance(stopped, datetime) else None
-                if ended is not None and ended < since:
-                    continue
-                definition = str(task.get("taskDefinitionArn") or "")
-                if definition not in revisions:
-                    revisions[definition] = self._revision_of(definition)
-                revision, cpu, memory = revisions[definition]
-                spans.append(
-                    ServingSpan(
-                        revision=revision,
-                        process=str(task.get("taskArn") or ""),
-                        started_at=started.astimezone(UTC),
-                        ended_at=ended,
-                        cpu=_whole(task.get("cpu"), cpu),
-                        memory=_whole(task.get("memory"), memory),
-                    )
+        for task in self._described_tasks(cluster, arns, service.name):
+            started = task.get("startedAt")
+            if not isinstance(started, datetime):
+                continue  # never started: provisioning, or it failed before its container ran
+            stopped = task.get("stoppedAt")
+            ended = stopped.astimezone(UTC) if isinstance(stopped, datetime) else None
+            if ended is not None and ended < since:
+                continue
+            definition = str(task.get("taskDefinitionArn") or "")
+            if definition not in revisions:
+                revisions[definition] = self._revision_of(definition)
+            revision, cpu, memory = revisions[definition]
+            spans.append(
+                ServingSpan(
+                    revision=revision,
+                    process=str(task.get("taskArn") or ""),
+                    started_at=started.astimezone(UTC),
+                    ended_at=ended,
+                    cpu=_whole(task.get("cpu"), cpu),
+                    memory=_whole(task.get("memory"), memory),
                 )
+            )
         spans.sort(key=lambda span: (span.started_at, span.process))
         return spans
 
@@ -929,23 +921,25 @@ class FargateServingBackend:
             )
             for page in pages:
                 task_arns.extend(page.get("taskArns") or [])
-        healthy = 0
-        for offset in range(0, len(task_arns), 100):
+        return sum(
+            1
+            for task in self._described_tasks(cluster, task_arns, name)
+            if task.get("taskDefinitionArn") == revision_arn
+            and task.get("lastStatus") == "RUNNING"
+            and task.get("healthStatus") == "HEALTHY"
+        )
+
+    def _described_tasks(self, cluster: str, arns: list[str], service_name: str) -> Iterator[dict[str, Any]]:
+        """DescribeTasks of `arns`, 100 at a time (its limit)."""
+        for offset in range(0, len(arns), 100):
             described = self._call(
                 self.ecs,
                 "describe_tasks",
-                f"describe the tasks of ECS service {name}",
+                f"describe the tasks of ECS service {service_name}",
                 cluster=cluster,
-                tasks=task_arns[offset : offset + 100],
+                tasks=arns[offset : offset + 100],
             )
-            healthy += sum(
-                1
-                for task in described.get("tasks") or []
-                if task.get("taskDefinitionArn") == revision_arn
-                and task.get("lastStatus") == "RUNNING"
-                and task.get("healthStatus") == "HEALTHY"
-            )
-        return healthy
+            yield from described.get("tasks") or []
 
     def _continue(self, rollout_id: str, hook: _Hook, action: str) -> None:
         """ContinueServiceDeployment; a hook another call resolved first is left as it is."""
