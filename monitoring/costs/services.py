@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from django.conf import settings
@@ -686,6 +686,9 @@ def budget_problems(amount: Any, thresholds: Any) -> tuple[dict[str, list[str]],
         problems["amount"] = [f"must be a number of USD per month, not {amount!r}"]
         value = None
     if value is not None:
+        if abs(value) < Decimal("1e12"):
+            # Kept in cents: 0.001 would be stored as a budget of 0.00, so it is judged as that.
+            value = value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
         if value <= 0:
             problems["amount"] = ["must be more than 0 (USD per month)"]
         elif value >= Decimal("1e12"):

@@ -143,6 +143,32 @@ var CHARTS = {
                        xaxis: spec.edges ? { tickformat: "~g" } : { type: "category" }, legend: { orientation: "h", y: -0.25 } }),
     };
   },
+  // Costs: spend per period stacked by group (a bar that includes estimates is hatched), then the forecast of the
+  // rest of the month as its mean line inside a shaded band.
+  cost_bars: function (spec) {
+    var palette = ["#2454c5", "#d9822b", "#1f8a4c", "#8e44ad", "#c0392b", "#16a2b8", "#7f8c8d", "#b7950b", "#5d6d7e", "#e67e22", "#2e86c1", "#a93226", "#95a5a6"];
+    var data = spec.traces.map(function (t, i) {
+      return { type: "bar", name: t.name, x: spec.x, y: t.y, customdata: t.estimated,
+               marker: { color: palette[i % palette.length], pattern: { shape: t.estimated.map(function (e) { return e > 0 ? "/" : ""; }), solidity: 0.25 } },
+               hovertemplate: "%{x} · " + t.name.replace(/%/g, "%%") + ": %{y:,.2f} USD (estimated %{customdata:,.2f})<extra></extra>" };
+    });
+    var f = spec.forecast;
+    if (f) {
+      data.push({ type: "scatter", mode: "lines", x: f.x, y: f.high, line: { width: 0 }, hoverinfo: "skip", showlegend: false, legendgroup: "forecast" });
+      data.push({ type: "scatter", mode: "lines", x: f.x, y: f.low, fill: "tonexty", fillcolor: "rgba(36,84,197,0.18)", line: { width: 0 },
+                  name: f.label, legendgroup: "forecast", hovertemplate: "%{x}: band low %{y:,.2f} USD<extra></extra>" });
+      data.push({ type: "scatter", mode: f.x.length > 1 ? "lines" : "markers", x: f.x, y: f.mean, name: "forecast (mean)", legendgroup: "forecast",
+                  line: { color: "#1d2430", dash: "dash", width: 2 }, marker: { color: "#1d2430", size: 9, symbol: "diamond" },
+                  error_y: f.x.length > 1 ? undefined : { type: "data", symmetric: false, array: [f.high[0] - f.mean[0]], arrayminus: [f.mean[0] - f.low[0]], color: "#2454c5" },
+                  hovertemplate: "%{x}: forecast %{y:,.2f} USD<extra></extra>" });
+    }
+    return {
+      data: data,
+      layout: layout({ title: { text: spec.title, font: { size: 13 } }, height: 360, margin: { l: 60, r: 10, t: 40, b: 40 }, barmode: "stack",
+                       xaxis: spec.granularity === "day" ? { type: "date", tickformat: "%b %d" } : { type: "category" },
+                       yaxis: { title: { text: "USD" }, rangemode: "tozero" }, legend: { orientation: "h", y: -0.18 }, hovermode: "closest" }),
+    };
+  },
 };
 
 function drawFigures(root) {
