@@ -79,6 +79,9 @@ def parse_period(params: Any) -> tuple[Period | None, dict[str, list[str]], dict
     for name, messages in checked.items():
         # A date that did not parse is named once, for what it is.
         problems.setdefault(name, messages)
+    # The form shows the defaults it used.
+    typed["start"] = typed["start"] or (start.isoformat() if start else "")
+    typed["end"] = typed["end"] or (end.isoformat() if end else "")
     if problems or start is None or end is None:
         return None, problems, typed
     return Period(start, end, typed["granularity"], typed["group_by"]), {}, typed

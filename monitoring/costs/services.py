@@ -729,7 +729,9 @@ def budget_save(
         raise ValidationError(problems)
     assert value is not None
     with transaction.atomic():
-        budget = Budget.objects.select_for_update().filter(project=project).first()
+        # Only the budget's row: Budget's ordering (and the project beside it) join the nullable project, which
+        # PostgreSQL will not lock ("FOR UPDATE cannot be applied to the nullable side of an outer join").
+        budget = Budget.objects.select_for_update(of=("self",)).filter(project=project).first()
         before = _budget_state(budget) if budget else None
         if budget is None:
             try:
@@ -742,7 +744,7 @@ def budget_save(
                         created_by=actor,
                     )
             except IntegrityError:
-                budget = Budget.objects.select_for_update().get(project=project)
+                budget = Budget.objects.select_for_update(of=("self",)).get(project=project)
                 before = _budget_state(budget)
         if before is not None:
             budget.amount = value
@@ -771,7 +773,7 @@ def _check_later() -> None:
 def budget_delete(*, actor: Any, budget_id: Any) -> None:
     permissions.require(actor, "budget.manage")
     with transaction.atomic():
-        budget = Budget.objects.select_for_update().select_related("project").filter(pk=budget_id).first()
+        budget = Budget.objects.select_for_update(of=("self",)).select_related("project").filter(pk=budget_id).first()
         if budget is None:
             raise ValidationError({"budget": [f"no budget {budget_id}"]})
         before = _budget_state(budget)

@@ -56,6 +56,7 @@ def cost_dashboard(request: HttpRequest) -> HttpResponse:
         "groupings": selectors.GROUPING_LABELS,
         "granularities": {"day": "Daily", "month": "Monthly"},
         "period": period,
+        "query": "",
         **_sync_panel_context(request),
     }
     if period is None:

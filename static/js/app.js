@@ -143,14 +143,21 @@ var CHARTS = {
                        xaxis: spec.edges ? { tickformat: "~g" } : { type: "category" }, legend: { orientation: "h", y: -0.25 } }),
     };
   },
-  // Costs: spend per period stacked by group (a bar that includes estimates is hatched), then the forecast of the
-  // rest of the month as its mean line inside a shaded band.
+  // Costs: spend per period stacked by group, each group's bar in two parts: the bill's (solid) and the estimated
+  // (hatched, same colour). Both parts' hover says the group's whole figure, as the table shows it. Then the
+  // forecast of the rest of the month as its mean line inside a shaded band.
   cost_bars: function (spec) {
     var palette = ["#2454c5", "#d9822b", "#1f8a4c", "#8e44ad", "#c0392b", "#16a2b8", "#7f8c8d", "#b7950b", "#5d6d7e", "#e67e22", "#2e86c1", "#a93226", "#95a5a6"];
-    var data = spec.traces.map(function (t, i) {
-      return { type: "bar", name: t.name, x: spec.x, y: t.y, customdata: t.estimated,
-               marker: { color: palette[i % palette.length], pattern: { shape: t.estimated.map(function (e) { return e > 0 ? "/" : ""; }), solidity: 0.25 } },
-               hovertemplate: "%{x} · " + t.name.replace(/%/g, "%%") + ": %{y:,.2f} USD (estimated %{customdata:,.2f})<extra></extra>" };
+    var data = [];
+    spec.traces.forEach(function (t, i) {
+      var colour = palette[i % palette.length], custom = t.y.map(function (y, j) { return [y, t.estimated[j]]; });
+      var hover = "%{x} · " + t.name.replace(/%/g, "%%") + ": %{customdata[0]:,.2f} USD (estimated %{customdata[1]:,.2f})<extra></extra>";
+      var billed = t.y.map(function (y, j) { return Math.round((y - t.estimated[j]) * 10000) / 10000; });
+      data.push({ type: "bar", name: t.name, legendgroup: t.name, x: spec.x, y: billed, customdata: custom, marker: { color: colour }, hovertemplate: hover });
+      if (t.estimated.some(function (e) { return e > 0; })) {
+        data.push({ type: "bar", name: t.name + " (estimated)", legendgroup: t.name, showlegend: false, x: spec.x, y: t.estimated, customdata: custom,
+                    marker: { color: colour, opacity: 0.55, pattern: { shape: "/", fgcolor: "#fff", solidity: 0.35 } }, hovertemplate: hover });
+      }
     });
     var f = spec.forecast;
     if (f) {
