@@ -26,6 +26,7 @@ from monitoring.costs import dashboard, selectors, services
 from monitoring.models import Budget, BudgetCrossing, CostSync
 
 SYNCS_SHOWN = 5
+PERIOD_FIELDS = ("start", "end", "granularity", "group_by")
 SOURCE_LABELS = {"estimate": "Estimates (measured usage × prices)", "cost_explorer": "The bill (Cost Explorer)"}
 
 
@@ -100,13 +101,15 @@ def cost_export(request: HttpRequest) -> HttpResponse:
 def cost_sync_panel(request: HttpRequest) -> HttpResponse:
     """The last syncs, for the dashboard to refresh while one runs."""
     permissions.require(request.user, "cost.view")
-    return render(request, "monitoring/costs/_sync_panel.html", _sync_panel_context(request))
+    # The dashboard's period rides along, so Sync now from a refreshed panel comes back to it.
+    query = urlencode({k: request.GET[k] for k in PERIOD_FIELDS if request.GET.get(k)})
+    return render(request, "monitoring/costs/_sync_panel.html", {**_sync_panel_context(request), "query": query})
 
 
 def _back_to_dashboard(request: HttpRequest) -> HttpResponseRedirect:
     # Only the period form's own fields go back into the address.
     asked = QueryDict(request.POST.get("next_query", ""))
-    query = urlencode({k: asked[k] for k in ("start", "end", "granularity", "group_by") if asked.get(k)})
+    query = urlencode({k: asked[k] for k in PERIOD_FIELDS if asked.get(k)})
     return HttpResponseRedirect(reverse("cost-dashboard") + (f"?{query}" if query else ""), status=303)
 
 
@@ -140,7 +143,11 @@ class BudgetForm(forms.Form):
     )
     amount = forms.CharField(max_length=40, label="Amount (USD per month)")
     thresholds = forms.CharField(
-        max_length=200, initial="80, 100", label="Alert thresholds (%)", help_text="Percents of the amount, 1-1000"
+        max_length=200,
+        required=False,
+        initial="80, 100",
+        label="Alert thresholds (%)",
+        help_text="Percents of the amount, 1-1000, separated by commas; none: only the forecast alerts",
     )
     alert_on_forecast = forms.BooleanField(required=False, initial=True, label="Also alert when the forecast is over")
 
