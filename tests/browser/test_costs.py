@@ -186,3 +186,22 @@ def test_finance_sets_a_budget_and_sees_it_against_the_month(page, sign_in, user
     row.get_by_test_id("budget-delete").click()
     page.get_by_text("Budget deleted.").wait_for()
     assert page.locator('[data-testid=budget-table] tr[data-project="alpha"]').count() == 0
+
+
+def test_sync_now_runs_on_a_real_worker_and_the_panel_follows_it(page, sign_in, users, celery_worker) -> None:
+    from monitoring.models import CostSync
+
+    sign_in(users.finance)
+    page.goto("/costs/?group_by=model")
+    with page.expect_navigation():
+        page.get_by_test_id("sync-now-estimate").click()
+    # Back on the dashboard with the period it showed.
+    assert page.url.endswith("&granularity=day&group_by=model")
+    sync = CostSync.objects.get(source="estimate")
+    assert f"sync {sync.pk} is queued" in page.get_by_role("status").inner_text()
+    # The panel refreshes itself while the sync works, until it ends: no reload.
+    row = page.locator(f'[data-testid=cost-syncs] tr[data-sync="{sync.pk}"]')
+    row.get_by_test_id("sync-status").filter(has_text="succeeded").wait_for(timeout=90_000)
+    assert "estimating runs over" in row.get_by_test_id("sync-steps").inner_text()
+    assert page.locator("[data-testid=cost-syncs][hx-trigger]").count() == 0
+    assert CostSync.objects.get(pk=sync.pk).status == "succeeded"
