@@ -151,12 +151,14 @@ var CHARTS = {
     var data = [];
     spec.traces.forEach(function (t, i) {
       var colour = palette[i % palette.length], custom = t.y.map(function (y, j) { return [y, t.estimated[j]]; });
-      var hover = "%{x} · " + t.name.replace(/%/g, "%%") + ": %{customdata[0]:,.2f} USD (estimated %{customdata[1]:,.2f})<extra></extra>";
+      // A tag value is anyone's text: plotly reads a few HTML tags in names and hovers, so none get through.
+      var label = t.name.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+      var hover = "%{x} · " + label.replace(/%/g, "%%") + ": %{customdata[0]:,.2f} USD (estimated %{customdata[1]:,.2f})<extra></extra>";
       var billed = t.y.map(function (y, j) { return Math.round((y - t.estimated[j]) * 10000) / 10000; });
-      data.push({ type: "bar", name: t.name, legendgroup: t.name, x: spec.x, y: billed, customdata: custom, marker: { color: colour }, hovertemplate: hover });
+      data.push({ type: "bar", name: label, legendgroup: t.name, x: spec.x, y: billed, customdata: custom, marker: { color: colour }, hovertemplate: hover });
       if (t.estimated.some(function (e) { return e > 0; })) {
-        data.push({ type: "bar", name: t.name + " (estimated)", legendgroup: t.name, showlegend: false, x: spec.x, y: t.estimated, customdata: custom,
-                    marker: { color: colour, opacity: 0.55, pattern: { shape: "/", fgcolor: "#fff", solidity: 0.35 } }, hovertemplate: hover });
+        data.push({ type: "bar", name: label + " (estimated)", legendgroup: t.name, showlegend: false, x: spec.x, y: t.estimated, customdata: custom,
+                    marker: { color: colour, line: { color: colour, width: 1 }, pattern: { shape: "/", solidity: 0.3 } }, hovertemplate: hover });
       }
     });
     var f = spec.forecast;
@@ -169,11 +171,18 @@ var CHARTS = {
                   error_y: f.x.length > 1 ? undefined : { type: "data", symmetric: false, array: [f.high[0] - f.mean[0]], arrayminus: [f.mean[0] - f.low[0]], color: "#2454c5" },
                   hovertemplate: "%{x}: forecast %{y:,.2f} USD<extra></extra>" });
     }
+    // Days: the axis spans every day of the period (with or without spend) and the forecast after it.
+    var xaxis = { type: "category" };
+    if (spec.granularity === "day") {
+      var days = spec.x.concat(f ? f.x : []).map(function (d) { return Date.parse(d); }), half = 12 * 3600 * 1000;
+      xaxis = { type: "date", tickformat: "%b %d" };
+      if (days.length) xaxis.range = [Math.min.apply(null, days) - half, Math.max.apply(null, days) + half];
+    }
     return {
       data: data,
       layout: layout({ title: { text: spec.title, font: { size: 13 } }, height: 360, margin: { l: 60, r: 10, t: 40, b: 40 }, barmode: "stack",
-                       xaxis: spec.granularity === "day" ? { type: "date", tickformat: "%b %d" } : { type: "category" },
-                       yaxis: { title: { text: "USD" }, rangemode: "tozero" }, legend: { orientation: "h", y: -0.18 }, hovermode: "closest" }),
+                       xaxis: xaxis,
+                       yaxis: { title: { text: "USD" }, rangemode: "tozero" }, showlegend: true, legend: { orientation: "h", y: -0.18 }, hovermode: "closest" }),
     };
   },
 };

@@ -130,6 +130,9 @@ def test_finance_reads_changes_and_exports_the_cost_dashboard(page, sign_in, use
     assert cells(page) == expected_cells(world.month, end, "day", "model")
     assert page.locator("[data-testid=cost-table] thead th[data-group]").all_inner_texts() == ["churn", "fraud"]
     assert [t["name"] for t in drawn(page) if "(estimated)" not in t["name"]] == ["churn", "fraud"]
+    # The legend names each group once (its estimated part shares the entry).
+    legend = page.locator('[data-testid="cost-chart"] .legend .traces .legendtext').all_text_contents()
+    assert legend == ["churn", "fraud"]
 
     # Monthly: one row, the month.
     show(page, granularity="month")
@@ -205,3 +208,23 @@ def test_sync_now_runs_on_a_real_worker_and_the_panel_follows_it(page, sign_in, 
     assert "estimating runs over" in row.get_by_test_id("sync-steps").inner_text()
     assert page.locator("[data-testid=cost-syncs][hx-trigger]").count() == 0
     assert CostSync.objects.get(pk=sync.pk).status == "succeeded"
+
+
+def test_a_group_named_like_html_is_shown_as_its_text(page, sign_in, users) -> None:
+    from monitoring.costs import services
+    from tests.monitoring.cost_world import estimate, last_month
+
+    month = last_month()
+    name = '<b>bold</b><img src=x onerror="document.title=1">'
+    services.estimates_store(
+        [estimate(month, name, "m", "e", "AmazonECS", "2")], start=month, end=selectors.next_month(month)
+    )
+    services.rollup_months([month])
+    sign_in(users.finance)
+    page.goto(f"/costs/?start={month.isoformat()}&end={month.isoformat()}")
+    drawn(page)
+    legend = page.locator('[data-testid="cost-chart"] .legend .traces .legendtext')
+    assert legend.all_text_contents() == [name]
+    assert page.locator('[data-testid="cost-chart"] .legend b, [data-testid="cost-chart"] img').count() == 0
+    assert page.locator("[data-testid=cost-table] thead th[data-group]").all_inner_texts() == [name]
+    assert page.title() == "Costs · ControlPlane"
