@@ -19,6 +19,7 @@ NAVIGATION: list[tuple[str, str, str]] = [
     ("Approvals", "approval-queue", "approval.view"),
     ("Services", "service-list", "service.view"),
     ("Monitoring", "monitoring-overview", "service.view"),
+    ("Costs", "cost-dashboard", "cost.view"),
     ("Audit log", "audit-list", "audit.view"),
     ("API", "api-docs", "apidocs.view"),
     ("Status", "system-status", "system.view"),

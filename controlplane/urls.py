@@ -19,6 +19,7 @@ api_v1 = [
     path("", include("deployments.api_urls")),
     path("", include("monitoring.api_urls")),
     path("", include("monitoring.read_api_urls")),
+    path("", include("monitoring.costs.api_urls")),
     # Last: any other /api/v1/ address is a JSON 404, never an HTML page.
     re_path(r"^(?P<path>.*)$", views.api_not_found, name="api-not-found"),
 ]
@@ -53,6 +54,7 @@ urlpatterns = [
     path("", include("lineage.urls")),
     path("", include("deployments.urls")),
     path("", include("monitoring.urls")),
+    path("", include("monitoring.costs.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
 ]

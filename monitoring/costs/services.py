@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from django.conf import settings
@@ -708,6 +708,9 @@ def budget_problems(amount: Any, thresholds: Any) -> tuple[dict[str, list[str]],
         problems["amount"] = [f"must be a number of USD per month, not {amount!r}"]
         value = None
     if value is not None:
+        if abs(value) < Decimal("1e12"):
+            # Kept in cents: 0.001 would be stored as a budget of 0.00, so it is judged as that.
+            value = value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
         if value <= 0:
             problems["amount"] = ["must be more than 0 (USD per month)"]
         elif value >= Decimal("1e12"):
@@ -748,6 +751,8 @@ def budget_save(
         raise ValidationError(problems)
     assert value is not None
     with transaction.atomic():
+        # Only the budget's row: Budget's ordering (and the project beside it) join the nullable project, which
+        # PostgreSQL will not lock ("FOR UPDATE cannot be applied to the nullable side of an outer join").
         budget = Budget.objects.select_for_update(of=("self",)).filter(project=project).first()
         before = _budget_state(budget) if budget else None
         if budget is None:

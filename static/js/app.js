@@ -143,6 +143,48 @@ var CHARTS = {
                        xaxis: spec.edges ? { tickformat: "~g" } : { type: "category" }, legend: { orientation: "h", y: -0.25 } }),
     };
   },
+  // Costs: spend per period stacked by group, each group's bar in two parts: the bill's (solid) and the estimated
+  // (hatched, same colour). Both parts' hover says the group's whole figure, as the table shows it. Then the
+  // forecast of the rest of the month as its mean line inside a shaded band.
+  cost_bars: function (spec) {
+    var palette = ["#2454c5", "#d9822b", "#1f8a4c", "#8e44ad", "#c0392b", "#16a2b8", "#7f8c8d", "#b7950b", "#5d6d7e", "#e67e22", "#2e86c1", "#a93226", "#95a5a6"];
+    var data = [];
+    spec.traces.forEach(function (t, i) {
+      var colour = palette[i % palette.length], custom = t.y.map(function (y, j) { return [y, t.estimated[j]]; });
+      // A tag value is anyone's text: plotly reads a few HTML tags in names and hovers, so none get through.
+      var label = t.name.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+      var hover = "%{x} · " + label.replace(/%/g, "%%") + ": %{customdata[0]:,.2f} USD (estimated %{customdata[1]:,.2f})<extra></extra>";
+      var billed = t.y.map(function (y, j) { return Math.round((y - t.estimated[j]) * 10000) / 10000; });
+      data.push({ type: "bar", name: label, legendgroup: t.name, x: spec.x, y: billed, customdata: custom, marker: { color: colour }, hovertemplate: hover });
+      if (t.estimated.some(function (e) { return e > 0; })) {
+        data.push({ type: "bar", name: label + " (estimated)", legendgroup: t.name, showlegend: false, x: spec.x, y: t.estimated, customdata: custom,
+                    marker: { color: colour, line: { color: colour, width: 1 }, pattern: { shape: "/", solidity: 0.3 } }, hovertemplate: hover });
+      }
+    });
+    var f = spec.forecast;
+    if (f) {
+      data.push({ type: "scatter", mode: "lines", x: f.x, y: f.high, line: { width: 0 }, hoverinfo: "skip", showlegend: false, legendgroup: "forecast" });
+      data.push({ type: "scatter", mode: "lines", x: f.x, y: f.low, fill: "tonexty", fillcolor: "rgba(36,84,197,0.18)", line: { width: 0 },
+                  name: f.label, legendgroup: "forecast", hovertemplate: "%{x}: band low %{y:,.2f} USD<extra></extra>" });
+      data.push({ type: "scatter", mode: f.x.length > 1 ? "lines" : "markers", x: f.x, y: f.mean, name: "forecast (mean)", legendgroup: "forecast",
+                  line: { color: "#1d2430", dash: "dash", width: 2 }, marker: { color: "#1d2430", size: 9, symbol: "diamond" },
+                  error_y: f.x.length > 1 ? undefined : { type: "data", symmetric: false, array: [f.high[0] - f.mean[0]], arrayminus: [f.mean[0] - f.low[0]], color: "#2454c5" },
+                  hovertemplate: "%{x}: forecast %{y:,.2f} USD<extra></extra>" });
+    }
+    // Days: the axis spans every day of the period (with or without spend) and the forecast after it.
+    var xaxis = { type: "category" };
+    if (spec.granularity === "day") {
+      var days = spec.x.concat(f ? f.x : []).map(function (d) { return Date.parse(d); }), half = 12 * 3600 * 1000;
+      xaxis = { type: "date", tickformat: "%b %d" };
+      if (days.length) xaxis.range = [Math.min.apply(null, days) - half, Math.max.apply(null, days) + half];
+    }
+    return {
+      data: data,
+      layout: layout({ title: { text: spec.title, font: { size: 13 } }, height: 360, margin: { l: 60, r: 10, t: 40, b: 40 }, barmode: "stack",
+                       xaxis: xaxis,
+                       yaxis: { title: { text: "USD" }, rangemode: "tozero" }, showlegend: true, legend: { orientation: "h", y: -0.18 }, hovermode: "closest" }),
+    };
+  },
 };
 
 function drawFigures(root) {
