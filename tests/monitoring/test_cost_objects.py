@@ -322,7 +322,8 @@ def test_the_launch_form_warns_only_when_the_run_would_go_over_its_projects_budg
     assert 'data-cost="0.10"' in page and "budget-warning" not in page
     # 2 CPU × 10 h × $0.05 = $1.00: $10.50 of $10.00.
     page = estimate_page(client, train, max_runtime_minutes=600)
-    warnings = re.findall(r'data-testid="budget-warning">(.*?)<', page)
+    # Each warning's text, before the link to the cost dashboard.
+    warnings = [w.strip() for w in re.findall(r'data-testid="budget-warning">(.*?)<', page)]
     assert warnings == [
         f"This run (at most $1.00) would take project {project.name} to $10.50 of its $10.00 monthly budget (105%)."
     ]
@@ -330,7 +331,7 @@ def test_the_launch_form_warns_only_when_the_run_would_go_over_its_projects_budg
 
     spend_today(project, users, "1")  # now $10.50: over already
     page = estimate_page(client, train, max_runtime_minutes=60)
-    assert re.findall(r'data-testid="budget-warning">(.*?)<', page) == [
+    assert [w.strip() for w in re.findall(r'data-testid="budget-warning">(.*?)<', page)] == [
         f"Project {project.name} is already over its $10.00 monthly budget: $10.50 spent this month (105%). "
         "This run (at most $0.10) would take it to $10.60 (106%)."
     ]
