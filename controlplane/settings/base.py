@@ -153,6 +153,8 @@ SPECTACULAR_SETTINGS = {
         "DeploymentKindEnum": "deployments.models.Deployment.Kind",
         "RunKindEnum": "lineage.models.Run.Kind",
         "DeploymentStrategyEnum": "deployments.models.Deployment.Strategy",
+        # Alerts and budget crossings share open/closed (cost syncs share RegistrationStatusEnum's choices).
+        "AlertStatusEnum": "monitoring.models.Alert.Status",
     },
 }
 
