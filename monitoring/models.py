@@ -363,6 +363,22 @@ class CostSync(models.Model):
         return f"{self.source} sync {self.pk} ({self.status})"
 
 
+class CostBillDay(models.Model):
+    """A whole day the bill holds: Cost Explorer answered it in a sync that ended after the day did. Written in the
+    transaction that writes the day's bill rows, so the dashboard never counts a day's bill and its aws estimates
+    together, nor neither (monitoring.costs.selectors.counted)."""
+
+    day = models.DateField(unique=True)
+    sync = models.ForeignKey(CostSync, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    synced_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["day"]
+
+    def __str__(self) -> str:
+        return f"billed {self.day}"
+
+
 class CostForecast(models.Model):
     month = models.DateField(help_text="The first day of the month forecast")
     # "" for everything; else a project slug.

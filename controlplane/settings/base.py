@@ -227,12 +227,16 @@ OBJECTIVE_WINDOW_MINUTES = env_int("OBJECTIVE_WINDOW_MINUTES", 15, minimum=1)
 # day's figures keep changing for a while); estimates from measured usage are made every few minutes everywhere.
 COST_EXPLORER_ENABLED = env_bool("COST_EXPLORER_ENABLED", CONTROLPLANE_BACKEND == "aws")
 COST_EXPLORER_TRAILING_DAYS = env_int("COST_EXPLORER_TRAILING_DAYS", 14, minimum=1)
+# A bill sync asked for by a person waits this long after the last one (each Cost Explorer call is billed).
+COST_EXPLORER_MIN_INTERVAL_SECONDS = env_int("COST_EXPLORER_MIN_INTERVAL_SECONDS", 3600, minimum=0)
 COST_EXPLORER_SYNC_SECONDS = float(env_int("COST_EXPLORER_SYNC_SECONDS", 24 * 3600, minimum=60))
 COST_ESTIMATE_DAYS = env_int("COST_ESTIMATE_DAYS", 3, minimum=1)
 COST_ESTIMATE_SYNC_SECONDS = float(env_int("COST_ESTIMATE_SYNC_SECONDS", 300, minimum=10))
 COST_SYNC_LEASE_SECONDS = env_int("COST_SYNC_LEASE_SECONDS", 600, minimum=10)
 # The forecast's band (percent, 51-99 as Cost Explorer takes it), and the history an estimate's forecast needs.
 COST_FORECAST_LEVEL = env_int("COST_FORECAST_LEVEL", 80, minimum=51)
+if COST_FORECAST_LEVEL > 99:
+    raise ConfigurationError("COST_FORECAST_LEVEL", str(COST_FORECAST_LEVEL), "a percent from 51 to 99")
 COST_FORECAST_HISTORY_DAYS = env_int("COST_FORECAST_HISTORY_DAYS", 28, minimum=2)
 COST_FORECAST_MIN_DAYS = env_int("COST_FORECAST_MIN_DAYS", 7, minimum=1)
 DRIFT_LEASE_SECONDS = env_int("DRIFT_LEASE_SECONDS", 300, minimum=10)

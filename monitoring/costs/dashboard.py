@@ -206,8 +206,8 @@ def chart_spec(table: CostTable, period: Period, forecast: CostForecast | None) 
                 "label": f"forecast to month end ({level}% band)",
                 "x": [f"{month_start(today()):%Y-%m}"],
                 "mean": [float(money(actual + forecast.mean))],
-                "low": [float(money(actual + (forecast.low or forecast.mean)))],
-                "high": [float(money(actual + (forecast.high or forecast.mean)))],
+                "low": [float(money(actual + (forecast.low if forecast.low is not None else forecast.mean)))],
+                "high": [float(money(actual + (forecast.high if forecast.high is not None else forecast.mean)))],
             }
     return spec
 

@@ -7,8 +7,8 @@ estimates stand in where the bill has nothing yet:
 - the bill's rows of the breakdown the grouping needs (project and AWS service: `project`; model and environment:
   `model`);
 - estimates of local resources, always (they are on no bill);
-- estimates of aws resources only for days after the last day a Cost Explorer sync covered (`bill_covered_through`),
-  since the bill has those days and spends them, tagged or not, once.
+- estimates of aws resources only for the days the bill does not hold yet (CostBillDay: whole days Cost Explorer
+  answered), since the bill has those days and spends them, tagged or not, once.
 
 Monthly figures come from the roll-up (CostMonth, rebuilt by every sync for the months it touched) and daily ones
 from the records, each grouped in the database: a year of 1,000 models is a few queries, whatever the history.
@@ -26,7 +26,7 @@ from typing import Any
 from django.db.models import Case, CharField, F, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import TruncMonth
 
-from monitoring.models import CostForecast, CostMonth, CostRecord, CostSync
+from monitoring.models import CostBillDay, CostForecast, CostMonth, CostRecord
 
 # Grouping -> (the bill's breakdown and roll-up family that has it, the column).
 GROUPINGS: dict[str, tuple[str, str]] = {
@@ -66,31 +66,24 @@ def days_in_month(day: date) -> int:
 
 
 def bill_covered_through() -> date | None:
-    """The last day a finished Cost Explorer sync read: the bill holds every day up to it."""
-    latest = (
-        CostSync.objects.filter(source=CostSync.Source.COST_EXPLORER, status=CostSync.Status.SUCCEEDED)
-        .order_by("-end")
-        .values_list("end", flat=True)
-        .first()
-    )
-    return latest - timedelta(days=1) if latest is not None else None
+    """The last whole day the bill holds (CostBillDay), or None where there is no bill."""
+    return CostBillDay.objects.order_by("-day").values_list("day", flat=True).first()
 
 
-def counted(breakdown: str, covered: date | None) -> Q:
-    """The records the dashboard counts for groupings answered by the bill's `breakdown`."""
+def counted(breakdown: str) -> Q:
+    """The records the dashboard counts for groupings answered by the bill's `breakdown`: the bill's rows of the days
+    it holds, local estimates always, aws estimates of the days it does not hold (yet)."""
+    billed = CostBillDay.objects.values("day")
     estimates = Q(source=CostRecord.Source.ESTIMATE, breakdown=CostRecord.Breakdown.FULL)
-    aws_estimates = estimates & Q(backend="aws")
-    if covered is not None:
-        aws_estimates &= Q(day__gt=covered)
     return (
-        Q(source=CostRecord.Source.COST_EXPLORER, breakdown=breakdown) | (estimates & ~Q(backend="aws")) | aws_estimates
+        Q(source=CostRecord.Source.COST_EXPLORER, breakdown=breakdown, day__in=billed)
+        | (estimates & ~Q(backend="aws"))
+        | (estimates & Q(backend="aws") & ~Q(day__in=billed))
     )
 
 
-def counted_records(breakdown: str, *, start: date, end: date, covered: date | None = None) -> QuerySet[CostRecord]:
-    if covered is None:
-        covered = bill_covered_through()
-    return CostRecord.objects.filter(counted(breakdown, covered), day__gte=start, day__lt=end)
+def counted_records(breakdown: str, *, start: date, end: date) -> QuerySet[CostRecord]:
+    return CostRecord.objects.filter(counted(breakdown), day__gte=start, day__lt=end)
 
 
 # --- the dashboard ---------------------------------------------------------------------------------------------
@@ -203,7 +196,7 @@ def cost_table(
         rows: QuerySet[Any] = CostMonth.objects.filter(family=family, month__gte=start, month__lt=end)
         bucket_column = "month"
     else:
-        rows = counted_records(family, start=start, end=end, covered=covered)
+        rows = counted_records(family, start=start, end=end)
         bucket_column = "day"
     table = CostTable(start=start, end=end, granularity=granularity, group_by=group_by, covered_through=covered)
     table.buckets = _buckets(start, end, granularity)
@@ -211,14 +204,17 @@ def cost_table(
         rows.values(column).annotate(total=Sum("amount")).order_by("-total", column).values_list(column, "total")
     )
     shown = [value for value, total in ranked[:top]]
+    # Groups are keyed by their raw value; the rest by a key no tag value can be (tag values are printable).
+    other_key = "\x1f"
     label: Any = F(column)
     if len(ranked) > top:
         label = Case(
             *[When(**{column: value}, then=Value(value)) for value in shown],
-            default=Value(OTHER),
+            default=Value(other_key),
             output_field=CharField(),
         )
-    names = [value or UNTAGGED for value in shown] + ([OTHER] if len(ranked) > top else [])
+    keys = shown + ([other_key] if len(ranked) > top else [])
+    names = {key: _group_name(key, other_key) for key in keys}
     index = {bucket: i for i, bucket in enumerate(table.buckets)}
     amounts: dict[str, list[Decimal]] = defaultdict(lambda: [ZERO] * len(table.buckets))
     estimated: dict[str, list[Decimal]] = defaultdict(lambda: [ZERO] * len(table.buckets))
@@ -228,17 +224,28 @@ def cost_table(
         .annotate(total=Sum("amount"))
         .values_list(bucket_column, "label", "source", "total")
     )
-    for bucket, value, source, total in grouped:
-        if bucket not in index:
+    for bucket, key, source, total in grouped:
+        if bucket not in index or key not in names:
             continue
-        name = value or UNTAGGED
+        name = names[key]
         amounts[name][index[bucket]] += total
         if source == CostRecord.Source.ESTIMATE:
             estimated[name][index[bucket]] += total
-    table.groups = names
-    table.amounts = {name: amounts[name] for name in names}
-    table.estimated = {name: estimated[name] for name in names}
+    names_in_order = [names[key] for key in keys]
+    table.groups = names_in_order
+    table.amounts = {name: amounts[name] for name in names_in_order}
+    table.estimated = {name: estimated[name] for name in names_in_order}
     return table
+
+
+def _group_name(key: str, other_key: str) -> str:
+    """What a group is called: its tag value, UNTAGGED for none, OTHER for the rest; a tag value that reads like one
+    of those labels is told apart, so two groups never share a name."""
+    if key == other_key:
+        return OTHER
+    if key == "":
+        return UNTAGGED
+    return f"{key} (tag value)" if key in (OTHER, UNTAGGED) else key
 
 
 # --- a month, a project, a budget -----------------------------------------------------------------------------

@@ -17,11 +17,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from statistics import NormalDist
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q, Sum
 from django.urls import reverse
 from django.utils import timezone
@@ -31,7 +32,7 @@ from controlplane.services import audit_record, notify
 from controlplane.transitions import LostLease, StateMachine, transitions
 from monitoring.costs import selectors
 from monitoring.costs.selectors import ZERO, month_start, next_month
-from monitoring.models import Budget, BudgetCrossing, CostForecast, CostMonth, CostRecord, CostSync
+from monitoring.models import Budget, BudgetCrossing, CostBillDay, CostForecast, CostMonth, CostRecord, CostSync
 from workers.costs.base import Forecast
 from workers.errors import BackendError
 
@@ -50,8 +51,6 @@ SYNC_MACHINE = StateMachine(
     timestamps={"running": "started_at"},
 )
 AMOUNT_PLACES = Decimal("0.000001")
-# z of a two-sided normal band, by level: the estimate's forecast band.
-_Z = {50: 0.674, 60: 0.842, 70: 1.036, 80: 1.282, 90: 1.645, 95: 1.960, 99: 2.576}
 
 
 def lease_seconds() -> float:
@@ -97,6 +96,25 @@ def cost_sync_request(
     active = CostSync.objects.filter(source=source, status__in=["queued", "running"]).first()
     if active is not None:
         return active
+    if source == CostSync.Source.COST_EXPLORER and actor is not None:
+        # Each Cost Explorer call is billed, and the bill changes a few times a day at most.
+        last = (
+            CostSync.objects.filter(source=source, status="succeeded", finished_at__isnull=False)
+            .order_by("-finished_at")
+            .values_list("finished_at", flat=True)
+            .first()
+        )
+        wait = timedelta(seconds=settings.COST_EXPLORER_MIN_INTERVAL_SECONDS)
+        if last is not None and timezone.now() - last < wait:
+            again = (last + wait).astimezone(UTC).strftime("%H:%M UTC")
+            raise ValidationError(
+                {
+                    "source": [
+                        f"the bill was read at {last.astimezone(UTC):%H:%M UTC}; Cost Explorer bills every call, "
+                        f"so it can be read again from {again}"
+                    ]
+                }
+            )
     try:
         with transaction.atomic():
             sync = CostSync.objects.create(
@@ -180,7 +198,11 @@ def cost_syncs_requeue_stale() -> int:
 
 
 def cost_sync_fail(*, sync_id: int, reason: str) -> CostSync | None:
-    """End a sync whose task gave up (retries exhausted)."""
+    """End a sync whose task gave up (retries exhausted), unless another worker holds it now (its lease is live):
+    that one ends it."""
+    live = timezone.now() - timedelta(seconds=lease_seconds())
+    if CostSync.objects.filter(pk=sync_id, status="running", claimed_at__gte=live).exists():
+        return None
     return SYNC_MACHINE.apply(sync_id, "fail", quiet=True, reason=reason, status_reason=reason)
 
 
@@ -208,29 +230,54 @@ def _locked(sync: CostSync, attempt: int) -> None:
 # --- the bill ---------------------------------------------------------------------------------------------------
 
 
+# The widest a dimension column is (CostRecord): a longer tag value (AWS allows 256) is cut and told apart by a hash.
+_DIMENSION_LENGTHS = {
+    field.name: field.max_length
+    for field in CostRecord._meta.get_fields()
+    if field.name in ("aws_service", "project", "model", "environment", "run", "deployment")
+}
+
+
+def fit_dimension(name: str, value: str) -> str:
+    """`value` as the column `name` can hold it: cut, with 8 hex of its sha256, when too long (two long values stay
+    apart)."""
+    limit = int(_DIMENSION_LENGTHS[name] or 0)
+    if len(value) <= limit:
+        return value
+    import hashlib
+
+    log.warning("cost tag %s is %s characters long; kept as its first %s and a hash", name, len(value), limit - 9)
+    return f"{value[: limit - 9]}~{hashlib.sha256(value.encode()).hexdigest()[:8]}"
+
+
 def _sync_bill(sync: CostSync, attempt: int) -> None:
     source = cost_source()
     _step(sync, attempt, f"asking Cost Explorer for {sync.start}..{sync.end}")
-    pull = source.daily_costs(sync.start, sync.end)
+    # Renew the lease while Cost Explorer answers: a takeover would pay for the same pull again.
+    with SYNC_MACHINE.holding(sync.pk, attempt, every=max(lease_seconds() / 3, 1.0)):
+        pull = source.daily_costs(sync.start, sync.end)
     calls = pull.calls
     _step(sync, attempt, f"{len(pull.lines)} lines over {len(pull.days)} days in {calls} calls", calls=calls)
+    today = _today()
+    # Only whole days count as the bill: today's figures are partial, and its aws estimates stand until tomorrow.
+    days = sorted({day for day in pull.days if day < today})
     keyed: dict[tuple[Any, ...], Decimal] = defaultdict(lambda: ZERO)
+    currencies: dict[tuple[Any, ...], str] = {}
     for line in pull.lines:
-        key = (
-            line.day,
-            line.breakdown,
-            line.aws_service,
-            line.project,
-            line.model,
-            line.environment,
-            line.run,
-            line.deployment,
-        )
+        if line.day >= today:
+            continue
+        dims = {
+            name: fit_dimension(name, getattr(line, name))
+            for name in ("aws_service", "project", "model", "environment", "run", "deployment")
+        }
+        key = (line.day, line.breakdown, *dims.values())
         keyed[key] += Decimal(line.amount)
-    days = sorted(set(pull.days))
+        currencies[key] = line.currency or "USD"
+    months = sorted({month_start(day) for day in days})
+    now = timezone.now()
     with transaction.atomic():
         _locked(sync, attempt)
-        # The trailing window is re-read in full: its days' bill is replaced, never added to.
+        # The trailing window is read again in full: its days' bill is replaced, never added to.
         CostRecord.objects.filter(source=CostRecord.Source.COST_EXPLORER, day__in=days).delete()
         CostRecord.objects.bulk_create(
             [
@@ -246,17 +293,20 @@ def _sync_bill(sync: CostSync, attempt: int) -> None:
                     deployment=deployment,
                     backend="aws",
                     amount=amount.quantize(AMOUNT_PLACES),
+                    currency=currencies[key],
                 )
-                for (day, breakdown, aws_service, project, model, environment, run, deployment), amount in keyed.items()
+                for key, amount in keyed.items()
+                for (day, breakdown, aws_service, project, model, environment, run, deployment) in [key]
             ],
             batch_size=1000,
         )
+        # The days the bill now holds, in the same transaction as their rows: never both a day's bill and its aws
+        # estimates counted, nor neither.
+        for day in days:
+            CostBillDay.objects.update_or_create(day=day, defaults={"sync": sync, "synced_at": now})
         _supersede(days)
-    months = sorted({month_start(day) for day in days})
-    # The roll-up of every month touched, with the coverage this sync now extends.
-    covered = max(filter(None, [selectors.bill_covered_through(), sync.end - timedelta(days=1)]))
-    rollup_months(months, covered=covered)
-    _finish(sync, attempt, calls=calls, rows=len(keyed), message=f"{len(keyed)} rows over {len(days)} days")
+        rollup_months(months)
+        _finish(sync, attempt, calls=calls, rows=len(keyed), message=f"{len(keyed)} rows over {len(days)} days")
     forecast_calls = forecasts_update(source_name=CostRecord.Source.COST_EXPLORER, source=source)
     CostSync.objects.filter(pk=sync.pk).update(calls=calls + forecast_calls)
     log.info(
@@ -419,7 +469,8 @@ def serving_estimates(start: date, end: date, *, now: datetime | None = None) ->
         .distinct()
         .select_related("registered_model__project", "environment")
     )
-    seconds: dict[tuple[date, int], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    # (day, deployment) -> process -> [seconds that day, cpu units, MiB]
+    seen: dict[tuple[date, int], dict[str, list[float]]] = defaultdict(dict)
     problems = []
     owners: dict[int, Service] = {}
     for service in services:
@@ -436,22 +487,15 @@ def serving_estimates(start: date, end: date, *, now: datetime | None = None) ->
             owners[deployment_id] = service
             ended = min(span.ended_at or now, now)
             for day, secs in split_by_day(span.started_at, ended, start, end):
-                bucket = seconds[(day, deployment_id)]
-                bucket["task_seconds"] += secs
-                bucket["vcpu_seconds"] += secs * span.cpu / 1024
-                bucket["gb_seconds"] += secs * span.memory / 1024
+                process = seen[(day, deployment_id)].setdefault(span.process, [0.0, span.cpu, span.memory])
+                process[0] += secs
     known = set(Deployment.objects.filter(pk__in=owners).values_list("pk", flat=True))
     out = []
-    for (day, deployment_id), used in seconds.items():
+    for (day, deployment_id), processes in seen.items():
         if deployment_id not in known:
             continue
         service = owners[deployment_id]
-        amount = Decimal(
-            str(
-                used["vcpu_seconds"] / 3600 * settings.FARGATE_VCPU_HOUR_PRICE
-                + used["gb_seconds"] / 3600 * settings.FARGATE_GB_HOUR_PRICE
-            )
-        )
+        usage, amount = serving_usage(processes)
         out.append(
             Estimate(
                 day=day,
@@ -463,11 +507,37 @@ def serving_estimates(start: date, end: date, *, now: datetime | None = None) ->
                 deployment=str(deployment_id),
                 backend="aws" if service.backend == "aws" else "local",
                 amount=amount,
-                usage={"kind": "serving", **{k: round(v, 3) for k, v in used.items()}},
+                usage=usage,
                 keep_most=True,
             )
         )
     return out, problems
+
+
+def serving_usage(processes: dict[str, list[float]]) -> tuple[dict[str, Any], Decimal]:
+    """One day of a deployment's processes or tasks (name -> [seconds, cpu units, MiB]): its usage record and its
+    cost at Fargate's vCPU-hour and GB-hour prices."""
+    vcpu = sum(secs * cpu / 1024 for secs, cpu, _ in processes.values())
+    gb = sum(secs * memory / 1024 for secs, _, memory in processes.values())
+    usage = {
+        "kind": "serving",
+        "task_seconds": round(sum(secs for secs, _, _ in processes.values()), 3),
+        "vcpu_seconds": round(vcpu, 3),
+        "gb_seconds": round(gb, 3),
+        "processes": {name: [round(secs, 3), cpu, memory] for name, (secs, cpu, memory) in processes.items()},
+    }
+    amount = Decimal(str(vcpu / 3600 * settings.FARGATE_VCPU_HOUR_PRICE + gb / 3600 * settings.FARGATE_GB_HOUR_PRICE))
+    return usage, amount
+
+
+def _merged_serving(row: CostRecord, estimate: Estimate) -> tuple[dict[str, Any], Decimal]:
+    """A serving day seen again: each process keeps the most seconds either look saw (a backend forgets processes
+    that stopped long ago; a process it still knows has only grown)."""
+    processes = {name: list(values) for name, values in (row.usage or {}).get("processes", {}).items()}
+    for name, values in estimate.usage.get("processes", {}).items():
+        if name not in processes or values[0] > processes[name][0]:
+            processes[name] = list(values)
+    return serving_usage(processes)
 
 
 def _sync_estimates(sync: CostSync, attempt: int) -> None:
@@ -478,16 +548,25 @@ def _sync_estimates(sync: CostSync, attempt: int) -> None:
     estimates += serving
     if problems:
         _step(sync, attempt, "some services could not be asked: " + "; ".join(problems)[:1500])
-    written = estimates_store(estimates, start=sync.start, end=sync.end, holder=(sync, attempt), all_runs=True)
-    months = sorted({month_start(e.day) for e in estimates} | {month_start(sync.start), month_start(sync.end)})
-    months = [m for m in months if m < sync.end]
-    rollup_months(months)
-    forecasts_update(source_name=CostRecord.Source.ESTIMATE)
-    message = f"{written} estimate rows ({len(serving)} serving-days)"
+    message = f"{len(estimates)} estimate rows ({len(serving)} serving-days)"
     if problems:
         message += f"; {len(problems)} service(s) not asked"
-    _finish(sync, attempt, calls=0, rows=written, message=message)
+    months = {month_start(e.day) for e in estimates} | {month_start(day) for day in _days(sync.start, sync.end)}
+    # The rows, what the bill already replaced among them, the roll-up and the outcome: one transaction.
+    with transaction.atomic():
+        written = estimates_store(estimates, start=sync.start, end=sync.end, holder=(sync, attempt), all_runs=True)
+        _supersede(list(_days(sync.start, sync.end)))
+        rollup_months(months)
+        _finish(sync, attempt, calls=0, rows=written, message=message)
+    forecasts_update(source_name=CostRecord.Source.ESTIMATE)
     budgets_check()
+
+
+def _days(start: date, end: date) -> Iterable[date]:
+    day = start
+    while day < end:
+        yield day
+        day += timedelta(days=1)
 
 
 def estimates_store(
@@ -533,12 +612,12 @@ def estimates_store(
                     )
                 )
                 continue
-            if estimate.keep_most and row.amount >= amount:
-                continue
-            if row.amount != amount or row.usage != estimate.usage:
-                CostRecord.objects.filter(pk=row.pk).update(
-                    amount=amount, usage=estimate.usage, backend=estimate.backend
-                )
+            usage = estimate.usage
+            if estimate.keep_most:
+                usage, merged = _merged_serving(row, estimate)
+                amount = merged.quantize(AMOUNT_PLACES)
+            if row.amount != amount or row.usage != usage:
+                CostRecord.objects.filter(pk=row.pk).update(amount=amount, usage=usage, backend=estimate.backend)
         stale = [
             row.pk
             for key, row in existing.items()
@@ -553,34 +632,45 @@ def estimates_store(
 # --- the monthly roll-up ----------------------------------------------------------------------------------------
 
 
-def rollup_months(months: Iterable[date], *, covered: date | None = None) -> None:
-    """Rebuild the roll-up of each month from the records the dashboard counts (selectors.counted), with the bill
-    covering the days through `covered` (default: as the finished syncs say)."""
-    if covered is None:
-        covered = selectors.bill_covered_through()
+def rollup_months(months: Iterable[date]) -> None:
+    """Rebuild the roll-up of each month from the records the dashboard counts (selectors.counted), one month at a
+    time under that month's lock, reading inside it: two syncs rebuilding one month take turns, each from what is
+    committed (or written in the caller's transaction) when its turn comes."""
     for month in sorted({month_start(m) for m in months}):
         end = next_month(month)
-        rows = []
-        for family, columns in (("project", ("aws_service", "project")), ("model", ("model", "environment"))):
-            grouped = (
-                selectors.counted_records(family, start=month, end=end, covered=covered)
-                .values("source", *columns)
-                .annotate(total=Sum("amount"))
-                .order_by()
-            )
-            for row in grouped:
-                rows.append(
-                    CostMonth(
-                        month=month,
-                        family=family,
-                        source=row["source"],
-                        amount=row["total"],
-                        **{column: row[column] for column in columns},
-                    )
-                )
         with transaction.atomic():
+            _lock_month(month)
             CostMonth.objects.filter(month=month).delete()
+            rows = []
+            for family, columns in (("project", ("aws_service", "project")), ("model", ("model", "environment"))):
+                grouped = (
+                    selectors.counted_records(family, start=month, end=end)
+                    .values("source", *columns)
+                    .annotate(total=Sum("amount"))
+                    .order_by()
+                )
+                for row in grouped:
+                    rows.append(
+                        CostMonth(
+                            month=month,
+                            family=family,
+                            source=row["source"],
+                            amount=row["total"],
+                            **{column: row[column] for column in columns},
+                        )
+                    )
             CostMonth.objects.bulk_create(rows, batch_size=1000)
+
+
+def _lock_month(month: date) -> None:
+    """Hold the month's roll-up until the transaction ends: a PostgreSQL advisory lock; SQLite lets one writer in at
+    a time, and the DELETE that follows makes this transaction that writer before it reads."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_ROLLUP_LOCK, month.toordinal()])
+
+
+_ROLLUP_LOCK = 0x636F7374  # "cost": the first key of the month locks, apart from any other advisory lock
 
 
 # --- forecasts --------------------------------------------------------------------------------------------------
@@ -594,7 +684,12 @@ def forecasts_update(*, source_name: str, source: Any = None, month: date | None
     scopes = [""] + sorted(Budget.objects.filter(project__isnull=False).values_list("project__slug", flat=True))
     calls = 0
     for project in scopes:
-        actual, _ = selectors.month_spend(month, project=project or None)
+        # Spend of the month's whole days before today; the forecast covers today on (today is not over yet, and
+        # counting its spend so far and forecasting it too would count it twice).
+        before = selectors.counted_records("project", start=month, end=max(today, month))
+        if project:
+            before = before.filter(project=project)
+        actual = before.aggregate(total=Sum("amount"))["total"] or ZERO
         if source_name == CostRecord.Source.COST_EXPLORER:
             try:
                 result = source.forecast(today, next_month(month), level=settings.COST_FORECAST_LEVEL, project=project)
@@ -654,7 +749,7 @@ def estimate_forecast(month: date, *, project: str = "", today: date | None = No
     values = [float(daily.get(first + timedelta(days=i), 0)) for i in range(span)]
     mean = sum(values) / span
     sigma = math.sqrt(sum((v - mean) ** 2 for v in values) / max(span - 1, 1))
-    z = _Z.get(level, 1.282)
+    z = NormalDist().inv_cdf((1 + level / 100) / 2)
     points = []
     remaining = 0
     day = today
@@ -893,7 +988,23 @@ def _open_crossing(
                 url=reverse("cost-dashboard"),
             )
     except IntegrityError:
-        return None  # crossed before (this month): alerted then, not again
+        # Crossed before this month: told then, not again. If it closed since (the spend fell back under it), it is
+        # open again, so the home pages show it while the spend is over.
+        with transaction.atomic():
+            reopened = BudgetCrossing.objects.filter(budget=budget, month=month, kind=kind, status="closed").update(
+                status="open", closed_at=None, spend=spend, forecast=forecast_total, message=message
+            )
+            if reopened:
+                audit_record(
+                    actor=None,
+                    action="budget.cross.reopen",
+                    object_type="budget",
+                    object_id=budget.pk,
+                    object_repr=f"budget of {budget.project or 'everything'}",
+                    after={"month": month.isoformat(), "kind": kind, "spend": str(spend)},
+                    reason=message,
+                )
+        return None
     return crossing
 
 

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from monitoring.costs import services
 from monitoring.costs.selectors import month_start, next_month
-from monitoring.models import CostRecord, CostSync
+from monitoring.models import CostBillDay, CostRecord, CostSync
 
 
 @dataclass
@@ -72,8 +72,9 @@ def seed_costs(month: date | None = None) -> CostWorld:
         amount=Decimal("10"),
     )
     now = timezone.now()
-    CostSync.objects.create(
+    sync = CostSync.objects.create(
         source="cost_explorer", status="succeeded", start=first, end=second, started_at=now, finished_at=now
     )
+    CostBillDay.objects.create(day=first, sync=sync, synced_at=now)
     services.rollup_months([month])
     return CostWorld(month=month, first=first, second=second)

@@ -208,3 +208,85 @@ def test_the_bill_is_refused_where_cost_explorer_is_not_configured(project, user
     assert services.cost_syncs_schedule(source="cost_explorer") is None
     assert not CostSync.objects.exists()
     assert Run.objects.count() == 0
+
+
+def aws_estimate(day: date, amount: str = "1", project: str = "bc") -> CostRecord:
+    return CostRecord.objects.create(
+        day=day,
+        source="estimate",
+        breakdown="full",
+        project=project,
+        model="churn",
+        aws_service="Amazon SageMaker",
+        run="99",
+        backend="aws",
+        amount=Decimal(amount),
+        usage={"kind": "run"},
+    )
+
+
+def test_a_first_bill_sync_of_a_trailing_window_leaves_older_days_to_their_estimates(bill, no_tasks):
+    """The bill holds the days Cost Explorer answered, not every day before the last one: older days keep their
+    estimates, and the daily and monthly views agree."""
+    today = _today()
+    first = today - timedelta(days=40)
+    for back in range(41):
+        aws_estimate(first + timedelta(days=back))
+    services.rollup_months(selectors.months_of(CostRecord.objects.all()))
+    window = [today - timedelta(days=i) for i in range(14, 0, -1)]  # the 14 whole days before today
+    queue(bill, *bill_for({day: ("1.00", "0.00") for day in window}, 99))
+    bill_sync(window[0], today)
+    assert selectors.bill_covered_through() == today - timedelta(days=1)
+    end = today + timedelta(days=1)
+    daily = selectors.cost_table(start=first, end=end, group_by="project")
+    monthly = selectors.cost_table(start=first, end=end, granularity="month", group_by="project")
+    assert daily.total == monthly.total == Decimal(41)
+    assert daily.estimated_total == Decimal(41 - 14)  # 26 older days and today are still estimates
+
+
+def test_today_stays_an_estimate_after_a_bill_sync_that_answered_it(bill, no_tasks):
+    """Cost Explorer answers today too, with a partial figure: the bill holds whole days only."""
+    today = _today()
+    yesterday = today - timedelta(days=1)
+    aws_estimate(today, "5")
+    aws_estimate(yesterday, "4")
+    queue(bill, *bill_for({yesterday: ("3.00", "0.00"), today: ("0.50", "0.00")}, 99))
+    bill_sync(yesterday, today + timedelta(days=1))
+    assert selectors.bill_covered_through() == yesterday
+    assert not CostRecord.objects.filter(source="cost_explorer", day=today).exists()
+    table = selectors.cost_table(start=yesterday, end=today + timedelta(days=1), group_by="project")
+    assert table.amounts["bc"] == [Decimal("3.000000"), Decimal("5")]
+    assert selectors.month_spend(today)[0] == (Decimal("8") if yesterday.month == today.month else Decimal("5"))
+
+
+def test_a_tag_value_longer_than_its_column_is_kept_apart_and_the_sync_succeeds(bill, no_tasks):
+    day = _today() - timedelta(days=1)
+    long_a, long_b = "a" * 250 + "1", "a" * 250 + "2"
+    pages = bill_for({day: ("1.00", "0.00")}, 99)
+    pages[0]["ResultsByTime"][0]["Groups"] = [
+        {
+            "Keys": [f"project${long_a}", "Amazon SageMaker"],
+            "Metrics": {"UnblendedCost": {"Amount": "1", "Unit": "USD"}},
+        },
+        {
+            "Keys": [f"project${long_b}", "Amazon SageMaker"],
+            "Metrics": {"UnblendedCost": {"Amount": "2", "Unit": "USD"}},
+        },
+    ]
+    queue(bill, *pages)
+    bill_sync(day, day + timedelta(days=1))
+    stored = sorted(CostRecord.objects.filter(breakdown="project").values_list("project", "amount"))
+    assert len(stored) == 2 and all(len(p) <= 63 for p, _ in stored) and stored[0][0] != stored[1][0]
+    assert [a for _, a in stored] == [Decimal("1.000000"), Decimal("2.000000")]
+
+
+def test_a_person_asking_for_the_bill_again_within_the_hour_is_told_when_they_may(bill, users, no_tasks):
+    day = _today() - timedelta(days=1)
+    queue(bill, *bill_for({day: ("1.00", "0.00")}, 99))
+    bill_sync(day, day + timedelta(days=1))
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError) as refused:
+        services.cost_sync_request(source="cost_explorer", actor=users.finance)
+    assert "can be read again from" in refused.value.message_dict["source"][0]
+    assert CostSync.objects.count() == 1

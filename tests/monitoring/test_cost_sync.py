@@ -135,37 +135,38 @@ def test_a_running_sagemaker_run_is_estimated_from_its_instances_hours_so_far(pr
     assert {e.aws_service for e in estimates} == {settings.AWS_SERVICE_TRAINING}
 
 
-def test_a_serving_estimate_keeps_the_most_seconds_seen_for_its_day(project, users, no_tasks):
+def test_a_serving_day_seen_again_keeps_each_process_at_the_most_seconds_seen(project, users, no_tasks):
+    """A backend forgets processes (ECS tasks) that stopped long ago: a later look that no longer lists one keeps
+    it, and a process still known counts its newer, longer uptime."""
     day = _today()
-    key = dict(
-        day=day,
-        aws_service="Amazon Elastic Container Service",
-        project="bc",
-        model="churn",
-        environment="staging",
-        run="",
-        deployment="7",
-        backend="local",
-        keep_most=True,
-    )
-    services.estimates_store(
-        [services.Estimate(amount=Decimal("0.30"), usage={"kind": "serving"}, **key)],
-        start=day,
-        end=day + timedelta(days=1),
-    )
-    # A later sync sees fewer seconds (the backend forgot a process that stopped): the estimate never shrinks.
-    services.estimates_store(
-        [services.Estimate(amount=Decimal("0.10"), usage={"kind": "serving"}, **key)],
-        start=day,
-        end=day + timedelta(days=1),
-    )
-    assert CostRecord.objects.get(deployment="7").amount == Decimal("0.300000")
-    services.estimates_store(
-        [services.Estimate(amount=Decimal("0.45"), usage={"kind": "serving"}, **key)],
-        start=day,
-        end=day + timedelta(days=1),
-    )
-    assert CostRecord.objects.get(deployment="7").amount == Decimal("0.450000")
+
+    def look(processes: dict[str, list[float]]) -> None:
+        usage, amount = services.serving_usage(processes)
+        estimate = services.Estimate(
+            day=day,
+            aws_service="Amazon Elastic Container Service",
+            project="bc",
+            model="churn",
+            environment="staging",
+            run="",
+            deployment="7",
+            backend="aws",
+            amount=amount,
+            usage=usage,
+            keep_most=True,
+        )
+        services.estimates_store([estimate], start=day, end=day + timedelta(days=1))
+
+    look({"task-a": [3600, 256, 512], "task-b": [1800, 256, 512]})
+    look({"task-b": [3000, 256, 512]})  # task-a stopped and was forgotten; task-b ran on
+    row = CostRecord.objects.get(deployment="7")
+    assert row.usage["processes"] == {"task-a": [3600, 256, 512], "task-b": [3000, 256, 512]}
+    assert row.usage["task_seconds"] == 6600
+    assert row.amount == services.serving_usage({"a": [6600, 256, 512]})[1].quantize(Decimal("0.000001"))
+    look({"task-b": [3600, 256, 512], "task-c": [100, 1024, 2048]})
+    row.refresh_from_db()
+    assert row.usage["task_seconds"] == 3600 + 3600 + 100
+    assert set(row.usage["processes"]) == {"task-a", "task-b", "task-c"}
 
 
 def test_the_serving_price_is_fargates_vcpu_and_gb_hours(settings):
@@ -429,3 +430,75 @@ def test_the_dashboard_asks_the_database_a_fixed_number_of_queries_however_many_
             assert len(table.groups) == selectors.TOP_GROUPS + 1 and table.groups[-1] == selectors.OTHER
     assert counts[:2] == counts[2:] and max(counts) <= 4, counts
     assert table.total == Decimal("0.5") * 300 * 10
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_roll_ups_of_one_month_at_once_take_turns(project, users, no_tasks):
+    if connection.vendor != "postgresql":
+        pytest.skip("races need PostgreSQL (the PostgreSQL pass runs it)")
+    today = _today()
+    for i in range(30):
+        make_run(
+            project,
+            users.data_scientist,
+            started=_at(today, 0, i),
+            finished=_at(today, 0, i + 1),
+            cost="0.1",
+            output_name=f"m{i}",
+        )
+    services.estimates_store(
+        services.run_estimates(today, today + timedelta(days=1)), start=today, end=today + timedelta(days=1)
+    )
+    outcomes = race(*[lambda: services.rollup_months([today]) for _ in range(4)])
+    assert [o.error for o in outcomes] == [None] * 4
+    assert selectors.month_spend(today)[0] == Decimal("3.000000")
+    assert CostMonth.objects.filter(family="model").count() == 30
+
+
+def test_a_crossing_that_closed_opens_again_when_the_spend_goes_back_over_without_telling_twice(
+    project, users, no_tasks
+):
+    budget = services.budget_save(
+        actor=users.finance, project=project, amount="10", thresholds=[50], alert_on_forecast=False
+    )
+    run = make_run(project, users.data_scientist, started=_at(_today(), 0, 1), finished=_at(_today(), 0, 2), cost="6")
+    estimate_sync()
+    assert BudgetCrossing.objects.get(budget=budget).status == "open"
+    Run.objects.filter(pk=run.pk).update(cost=Decimal("1"))
+    estimate_sync()
+    assert BudgetCrossing.objects.get(budget=budget).status == "closed"
+    Run.objects.filter(pk=run.pk).update(cost=Decimal("7"))
+    estimate_sync()
+    crossing = BudgetCrossing.objects.get(budget=budget)
+    assert crossing.status == "open" and "7.00 USD spent" in crossing.message
+    assert Notification.objects.filter(title__startswith="Budget").count() == 2  # finance and the owner, once
+    assert AuditEvent.objects.filter(action="budget.cross.reopen").count() == 1
+
+
+def test_a_tag_value_that_reads_like_a_label_is_its_own_group(project, users, no_tasks):
+    day = _today()
+    rows = [("", "1"), ("(other)", "2"), ("(untagged)", "4")] + [(f"p{i:02d}", "10") for i in range(13)]
+    services.estimates_store(
+        [
+            services.Estimate(
+                day=day,
+                aws_service="x",
+                project=name,
+                model="",
+                environment="",
+                run=f"r{i}",
+                deployment="",
+                backend="local",
+                amount=Decimal(amount),
+                usage={"kind": "run"},
+            )
+            for i, (name, amount) in enumerate(rows)
+        ],
+        start=day,
+        end=day + timedelta(days=1),
+    )
+    table = selectors.cost_table(start=day, end=day + timedelta(days=1), group_by="project")
+    assert len(table.groups) == len(set(table.groups)) == selectors.TOP_GROUPS + 1
+    assert table.total == Decimal(1 + 2 + 4 + 130)
+    small = selectors.cost_table(start=day, end=day + timedelta(days=1), group_by="project", top=20)
+    assert {"(untagged)", "(other) (tag value)", "(untagged) (tag value)"} <= set(small.groups)

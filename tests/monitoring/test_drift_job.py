@@ -242,9 +242,13 @@ def test_a_bad_drift_setting_is_named_on_its_field_and_changes_nothing(
     event = AuditEvent.objects.filter(action="environment.change").latest("id")
     assert event.after == {"drift_methods": good["drift_methods"], "drift_share": 0.3}
     shown = parse(browser.get(reverse("environment-detail", args=["staging"])).content)
-    assert shown.find(data_testid="environment-monitoring").text().startswith(
-        "captures 10% of requests · drift judged every 60 min; inputs drifted when 30% of features drift · "
-        "numeric: ks at 0.01"
+    assert (
+        shown.find(data_testid="environment-monitoring")
+        .text()
+        .startswith(
+            "captures 10% of requests · drift judged every 60 min; inputs drifted when 30% of features drift · "
+            "numeric: ks at 0.01"
+        )
     )
 
 
