@@ -59,6 +59,9 @@ FARGATE_GB_HOUR_PRICE = _price("FARGATE_GB_HOUR_PRICE", 0.004445)
 # A local run is costed by its measured CPU time at this price per CPU-hour (an m5.large: $0.096 for 2 vCPUs).
 LOCAL_CPU_HOUR_PRICE = _price("LOCAL_CPU_HOUR_PRICE", 0.048)
 
-# The AWS service names Cost Explorer's SERVICE dimension gives what we estimate, so estimates and the bill line up.
+# The AWS service names Cost Explorer's SERVICE dimension gives what we estimate, so estimates and the bill line up;
+# what ran on this machine is named as such, never as AWS spend.
 AWS_SERVICE_TRAINING = "Amazon SageMaker"
 AWS_SERVICE_SERVING = "Amazon Elastic Container Service"
+LOCAL_SERVICE_TRAINING = "Local training"
+LOCAL_SERVICE_SERVING = "Local serving"

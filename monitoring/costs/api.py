@@ -193,8 +193,9 @@ class Thresholds(serializers.ListField):
 
 
 class BudgetCreateInput(BodyInput):
+    # Required, so a body that forgets it never sets the overall budget by accident.
     project = serializers.CharField(
-        required=False, allow_null=True, max_length=63, help_text="Project slug; null or absent: the overall budget"
+        required=True, allow_null=True, max_length=63, help_text="Project slug; null for the overall budget"
     )
     amount = ServiceCheckedNumber(min_value=0.01, max_value=999999999999.99, help_text="USD per month, above 0")
     thresholds = Thresholds(required=False, default=[80, 100], help_text="Percents (1-1000) whose crossing alerts")

@@ -219,7 +219,7 @@ def forecast_summary(forecast: CostForecast | None) -> dict[str, Any]:
         return {
             "available": False,
             "month": month,
-            "reason": "no forecast yet: it is made by each cost sync (Sync now, or wait for the next one)",
+            "reason": "none made yet: each cost sync makes one (Sync now, or wait for the next one)",
         }
     if not forecast.available or forecast.mean is None:
         return {"available": False, "month": month, "reason": forecast.reason or "no forecast for this month"}
@@ -282,7 +282,7 @@ def budget_status(budget: Budget, month: date | None = None) -> dict[str, Any]:
         "over": spend >= budget.amount,
         "forecast_total": forecast_total,
         "forecast_over": forecast_total is not None and forecast_total > budget.amount,
-        "forecast_reason": "" if forecast_total is not None else (forecast.reason if forecast else "no forecast yet"),
+        "forecast_reason": "" if forecast_total is not None else (forecast.reason if forecast else "none made yet"),
         "open_crossings": [c for c in budget.crossings.all() if c.status == BudgetCrossing.Status.OPEN],
     }
 

@@ -76,12 +76,17 @@ def service_cost_summary(service: Any, *, on: date | None = None, days: int = SE
     month = selectors.service_daily_cost(service, start=selectors.month_start(on), end=end)
     amount = sum((r["amount"] for r in rows), ZERO)
     requests = sum(r["requests"] for r in rows)
+    predictions = sum(r["predictions"] for r in rows)
+    per = predictions or requests
     return {
         "days": rows,
         "amount": amount,
         "estimated": sum((r["estimated"] for r in rows), ZERO),
         "requests": requests,
-        "per_1000": amount * 1000 / requests if requests else None,
+        "predictions": predictions,
+        # Per 1,000 predictions (rows scored; a request may carry many); per 1,000 requests where rows are not known.
+        "per_1000": amount * 1000 / per if per else None,
+        "per_1000_of": "predictions" if predictions else "requests",
         "month": selectors.month_start(on),
         "month_amount": sum((r["amount"] for r in month), ZERO),
         "month_estimated": sum((r["estimated"] for r in month), ZERO),

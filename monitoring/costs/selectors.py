@@ -43,7 +43,8 @@ MAX_MONTHS = 36
 # Groups drawn one by one; the rest are summed as OTHER.
 TOP_GROUPS = 12
 OTHER = "(other)"
-UNTAGGED = "(untagged)"
+# Spend without that tag (the bill) or dimension (a training run has no environment).
+UNTAGGED = "(none)"
 ZERO = Decimal(0)
 CENT = Decimal("0.01")
 
@@ -351,7 +352,8 @@ def model_version_cost(version: Any) -> dict[str, ObjectCost]:
 
 def service_daily_cost(service: Any, *, start: date, end: date) -> list[dict[str, Any]]:
     """The service's spend per day over [start, end) — its model in its environment, as tagged — with its
-    requests that day and the cost per 1,000 of them (None without requests)."""
+    requests and predictions (rows scored) that day, and the cost per 1,000 predictions (None without any; where
+    the metrics carry no row counts, as CloudWatch's EMF series do not, per 1,000 requests instead)."""
     from monitoring.models import MetricPoint
 
     rows = counted_records(CostRecord.Breakdown.MODEL, start=start, end=end).filter(
@@ -367,26 +369,29 @@ def service_daily_cost(service: Any, *, start: date, end: date) -> list[dict[str
             estimated[day] += total
     from django.db.models.functions import TruncDate
 
-    requests: dict[date, int] = {
-        day: int(total or 0)
-        for day, total in MetricPoint.objects.filter(service=service, start__date__gte=start, start__date__lt=end)
+    counts: dict[date, tuple[int, int]] = {
+        day: (int(total or 0), int(rows or 0))
+        for day, total, rows in MetricPoint.objects.filter(service=service, start__date__gte=start, start__date__lt=end)
         .annotate(day=TruncDate("start"))
         .values("day")
-        .annotate(total=Sum("requests"))
-        .values_list("day", "total")
+        .annotate(total=Sum("requests"), rows=Sum("rows"))
+        .values_list("day", "total", "rows")
     }
     out = []
     day = start
     while day < end:
         amount = amounts.get(day, ZERO)
-        count = requests.get(day, 0)
+        count, predictions = counts.get(day, (0, 0))
+        per = predictions or count
         out.append(
             {
                 "day": day,
                 "amount": amount,
                 "estimated": estimated.get(day, ZERO),
                 "requests": count,
-                "per_1000": (amount * 1000 / count) if count else None,
+                "predictions": predictions,
+                "per_1000": (amount * 1000 / per) if per else None,
+                "per_1000_of": "predictions" if predictions else "requests",
             }
         )
         day += timedelta(days=1)

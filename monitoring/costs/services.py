@@ -416,7 +416,7 @@ def run_estimates(start: date, end: date, *, now: datetime | None = None) -> lis
             out.append(
                 Estimate(
                     day=day,
-                    aws_service=settings.AWS_SERVICE_TRAINING,
+                    aws_service=settings.AWS_SERVICE_TRAINING if aws else settings.LOCAL_SERVICE_TRAINING,
                     project=run.project.slug,
                     model=run.output_name if run.kind == Run.Kind.TRAINING else "",
                     environment="",
@@ -499,7 +499,9 @@ def serving_estimates(start: date, end: date, *, now: datetime | None = None) ->
         out.append(
             Estimate(
                 day=day,
-                aws_service=settings.AWS_SERVICE_SERVING,
+                aws_service=settings.AWS_SERVICE_SERVING
+                if service.backend == "aws"
+                else settings.LOCAL_SERVICE_SERVING,
                 project=service.registered_model.project.slug,
                 model=service.registered_model.slug,
                 environment=service.environment.name,
@@ -738,7 +740,7 @@ def estimate_forecast(month: date, *, project: str = "", today: date | None = No
         seen = (today - first).days if first else 0
         return {
             "available": False,
-            "reason": f"not enough history to forecast: {seen} day(s) of spend before today, {needed} needed",
+            "reason": f"not enough history yet: {seen} day(s) of spend before today, {needed} needed",
             "mean": None,
             "low": None,
             "high": None,
@@ -803,13 +805,17 @@ def budget_problems(amount: Any, thresholds: Any) -> tuple[dict[str, list[str]],
         problems["amount"] = [f"must be a number of USD per month, not {amount!r}"]
         value = None
     if value is not None:
-        if abs(value) < Decimal("1e12"):
-            # Kept in cents: 0.001 would be stored as a budget of 0.00, so it is judged as that.
-            value = value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
         if value <= 0:
             problems["amount"] = ["must be more than 0 (USD per month)"]
         elif value >= Decimal("1e12"):
             problems["amount"] = ["must be less than 1,000,000,000,000 USD"]
+        elif value < Decimal("0.01"):
+            problems["amount"] = ["must be at least 0.01 USD: budgets are kept in cents"]
+        elif value != value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP):
+            # Kept in cents: say so rather than round what the user typed.
+            problems["amount"] = [f"must be in whole cents (at most 2 decimals), not {amount}"]
+        else:
+            value = value.quantize(Decimal("0.01"))
     cleaned: list[int] = []
     if isinstance(thresholds, str):
         thresholds = [part for part in thresholds.replace(" ", "").split(",") if part]

@@ -103,7 +103,12 @@ def cost_sync_panel(request: HttpRequest) -> HttpResponse:
     permissions.require(request.user, "cost.view")
     # The dashboard's period rides along, so Sync now from a refreshed panel comes back to it.
     query = urlencode({k: request.GET[k] for k in PERIOD_FIELDS if request.GET.get(k)})
-    return render(request, "monitoring/costs/_sync_panel.html", {**_sync_panel_context(request), "query": query})
+    context = _sync_panel_context(request)
+    response = render(request, "monitoring/costs/_sync_panel.html", {**context, "query": query})
+    if request.headers.get("HX-Request") and not context.get("syncs_active"):
+        # The sync the page was following ended: the chart, the table and the totals are new, so the page is too.
+        response["HX-Refresh"] = "true"
+    return response
 
 
 def _back_to_dashboard(request: HttpRequest) -> HttpResponseRedirect:

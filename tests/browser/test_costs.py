@@ -192,10 +192,28 @@ def test_finance_sets_a_budget_and_sees_it_against_the_month(page, sign_in, user
 
 
 def test_sync_now_runs_on_a_real_worker_and_the_panel_follows_it(page, sign_in, users, celery_worker) -> None:
-    from monitoring.models import CostSync
+    from datetime import timedelta
 
+    from django.utils import timezone
+
+    from controlplane import services as controlplane_services
+    from monitoring.models import CostSync
+    from tests.monitoring.test_cost_sync import make_run
+
+    # A run that finished a minute ago: the sync estimates it, and the dashboard shows it once the sync is done.
+    project = controlplane_services.project_create(actor=users.admin, name="Synced", slug="synced")
+    now = timezone.now()
+    make_run(
+        project,
+        users.data_scientist,
+        started=now - timedelta(minutes=2),
+        finished=now - timedelta(minutes=1),
+        cost="0.5",
+        output_name="synced-model",
+    )
     sign_in(users.finance)
     page.goto("/costs/?group_by=model")
+    assert page.locator("[data-testid=cost-table] thead th[data-group='synced-model']").count() == 0
     with page.expect_navigation():
         page.get_by_test_id("sync-now-estimate").click()
     # Back on the dashboard with the period it showed.
@@ -208,6 +226,10 @@ def test_sync_now_runs_on_a_real_worker_and_the_panel_follows_it(page, sign_in, 
     assert "estimating runs over" in row.get_by_test_id("sync-steps").inner_text()
     assert page.locator("[data-testid=cost-syncs][hx-trigger]").count() == 0
     assert CostSync.objects.get(pk=sync.pk).status == "succeeded"
+    # Once the sync ended the page shows its figures without a reload by the user (the panel's last poll asks
+    # htmx to refresh the page; a sync quicker than the redirect is already in the page it lands on).
+    page.locator("[data-testid=cost-table] thead th[data-group='synced-model']").wait_for(timeout=15_000)
+    assert page.url.endswith("&granularity=day&group_by=model")
 
 
 def test_a_group_named_like_html_is_shown_as_its_text(page, sign_in, users) -> None:

@@ -141,7 +141,9 @@ def test_budgets_through_the_api(users: Any, world: CostWorld, no_tasks: None) -
     # Setting it again changes it: 200.
     again = client.post("/api/v1/budgets/", {"project": "alpha", "amount": "150.5"}, format="json")
     assert again.status_code == 200 and again.json()["id"] == budget.pk and again.json()["amount"] == "150.50"
-    overall = client.post("/api/v1/budgets/", {"amount": 1000, "alert_on_forecast": False}, format="json")
+    overall = client.post(
+        "/api/v1/budgets/", {"project": None, "amount": 1000, "alert_on_forecast": False}, format="json"
+    )
     assert overall.status_code == 201 and overall.json()["project"] is None
     listed = client.get("/api/v1/budgets/").json()
     assert listed["count"] == 2 and {b["project"] for b in listed["results"]} == {"alpha", None}
@@ -158,14 +160,16 @@ def test_budgets_through_the_api(users: Any, world: CostWorld, no_tasks: None) -
 @pytest.mark.parametrize(
     ("data", "field"),
     [
-        ({"amount": 0}, "amount"),
-        ({"amount": -5}, "amount"),
-        ({"amount": "NaN"}, "amount"),
-        ({"amount": 10, "thresholds": [0]}, "thresholds"),
-        ({"amount": 10, "thresholds": [80, 1001]}, "thresholds"),
-        ({"amount": 10, "thresholds": "80"}, "thresholds"),
+        ({"project": None, "amount": 0}, "amount"),
+        ({"project": None, "amount": -5}, "amount"),
+        ({"project": None, "amount": "NaN"}, "amount"),
+        ({"project": None, "amount": 10, "thresholds": [0]}, "thresholds"),
+        ({"project": None, "amount": 10, "thresholds": [80, 1001]}, "thresholds"),
+        ({"project": None, "amount": 10, "thresholds": "80"}, "thresholds"),
         ({"amount": 10, "project": "nope"}, "project"),
-        ({"amount": 10, "treshold": [80]}, "treshold"),
+        ({"project": None, "amount": 10, "treshold": [80]}, "treshold"),
+        # Without `project` the overall budget is not set by accident: the field is named.
+        ({"amount": 10}, "project"),
         ({}, "amount"),
     ],
 )

@@ -252,7 +252,11 @@ def test_the_service_page_shows_cost_per_day_per_1000_predictions_and_the_month(
     MetricPoint.objects.bulk_create(
         [
             MetricPoint(
-                service=served, revision=f"d{deployment.pk}", start=_at(today - timedelta(days=1), 12, m), requests=250
+                service=served,
+                revision=f"d{deployment.pk}",
+                start=_at(today - timedelta(days=1), 12, m),
+                requests=250,
+                rows=500,
             )
             for m in range(4)
         ]
@@ -260,8 +264,10 @@ def test_the_service_page_shows_cost_per_day_per_1000_predictions_and_the_month(
     summary = object_selectors.service_cost_summary(served)
     rows = selectors.service_daily_cost(served, start=today - timedelta(days=13), end=today + timedelta(days=1))
     assert summary["days"] == rows and len(rows) == 14
-    # 1 + 2 + 6 dollars over the 14 days (20 days ago is outside), for 1,000 requests, all the day before.
-    assert summary["amount"] == Decimal("9") and summary["requests"] == 1000 and summary["per_1000"] == Decimal("9")
+    # 1 + 2 + 6 dollars over the 14 days (20 days ago is outside), for 1,000 requests of 2 rows each (2,000
+    # predictions), all the day before: per 1,000 predictions, not requests.
+    assert summary["amount"] == Decimal("9") and summary["requests"] == 1000 and summary["predictions"] == 2000
+    assert summary["per_1000"] == Decimal("4.5") and summary["per_1000_of"] == "predictions"
     month = selectors.service_daily_cost(served, start=today.replace(day=1), end=today + timedelta(days=1))
     assert summary["month_amount"] == sum((r["amount"] for r in month), Decimal(0))
 
@@ -271,11 +277,16 @@ def test_the_service_page_shows_cost_per_day_per_1000_predictions_and_the_month(
     assert {d: Decimal(a) for d, a in shown.items()} == {r["day"].isoformat(): r["amount"] for r in rows}
     assert amount_of(page, "service-period-cost") == summary["amount"]
     assert amount_of(page, "service-per-1000") == summary["per_1000"]
-    assert "<strong>$9.00</strong> per 1,000 predictions" in page
+    assert "<strong>$4.50</strong> per 1,000 predictions" in page and "2000 predictions in 1000 requests" in page
     assert amount_of(page, "service-month-cost") == summary["month_amount"]
     assert 'data-testid="service-month-basis">estimate<' in page
     yesterday = re.search(rf'<tr data-day="{(today - timedelta(days=1)).isoformat()}".*?</tr>', page, re.S).group(0)
-    assert "$2.00" in yesterday and "estimate" in yesterday and "$2.00</td></tr>" in yesterday  # 2 $ / 1,000 requests
+    assert "$2.00" in yesterday and "estimate" in yesterday and "$1.00</td></tr>" in yesterday  # 2 $ / 2,000 rows
+    # Where the metrics carry no row counts (CloudWatch's EMF), the page says it is per 1,000 requests.
+    MetricPoint.objects.filter(service=served).update(rows=0)
+    assert object_selectors.service_cost_summary(served)["per_1000_of"] == "requests"
+    page = client.get(reverse("service-detail", args=[served.pk])).content.decode()
+    assert "<strong>$9.00</strong> per 1,000 requests" in page
 
 
 def test_a_service_without_requests_says_so(client, users, served) -> None:

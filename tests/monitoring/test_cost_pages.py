@@ -176,7 +176,7 @@ def test_a_bad_period_is_named_on_the_page_in_the_csv_and_the_api_and_changes_no
 def test_the_forecast_continues_the_chart_or_the_page_says_why_not(users: Any, world: CostWorld) -> None:
     client = signed_in(users.finance)
     response = client.get("/costs/")
-    assert "No forecast: no forecast yet" in parse(response.content).find(data_testid="forecast-summary").text()
+    assert "No forecast: none made yet" in parse(response.content).find(data_testid="forecast-summary").text()
     assert json_scripts(response.content)["cost-chart"]["forecast"] is None
     month = dashboard.today().replace(day=1)
     forecast = CostForecast.objects.create(
@@ -276,7 +276,8 @@ def test_finance_sets_changes_and_deletes_budgets_audited(users: Any, world: Cos
 BAD_BUDGETS = [
     ({"amount": "0"}, "amount", "must be more than 0"),
     ({"amount": "-5"}, "amount", "must be more than 0"),
-    ({"amount": "0.001"}, "amount", "must be more than 0"),
+    ({"amount": "0.001"}, "amount", "must be at least 0.01 USD"),
+    ({"amount": "100.999"}, "amount", "whole cents"),
     ({"amount": "lots"}, "amount", "must be a number of USD per month"),
     ({"thresholds": "0"}, "thresholds", "0% is outside 1-1000%"),
     ({"thresholds": "80, 1001"}, "thresholds", "1001% is outside 1-1000%"),
@@ -348,8 +349,15 @@ def test_sync_now_makes_one_sync_and_the_panel_shows_its_steps(users: Any, world
     assert "estimating runs over a..b" in row.find(data_testid="sync-steps").text()
     # While one runs the panel refreshes itself.
     assert panel.attrs.get("hx-trigger") == "every 2s"
-    fragment = client.get("/costs/syncs/")
+    fragment = client.get("/costs/syncs/", HTTP_HX_REQUEST="true")
     assert fragment.status_code == 200 and b"estimating runs over a..b" in fragment.content
+    assert "HX-Refresh" not in fragment
+    # The poll after it ended tells the page to refresh itself: its chart and table are out of date.
+    CostSync.objects.filter(pk=sync.pk).update(status="succeeded")
+    ended = client.get("/costs/syncs/", HTTP_HX_REQUEST="true")
+    assert ended.status_code == 200 and ended["HX-Refresh"] == "true"
+    assert "HX-Refresh" not in client.get("/costs/syncs/")  # a plain request is not an htmx poll
+    CostSync.objects.filter(pk=sync.pk).update(status="running")
     # Cost Explorer is not configured here: the bill's sync is refused, saying why.
     refused = client.post("/costs/sync/", {"source": "cost_explorer"}, follow=True)
     assert "Cost Explorer is not configured here" in refused.content.decode()

@@ -477,7 +477,7 @@ def test_a_crossing_that_closed_opens_again_when_the_spend_goes_back_over_withou
 
 def test_a_tag_value_that_reads_like_a_label_is_its_own_group(project, users, no_tasks):
     day = _today()
-    rows = [("", "1"), ("(other)", "2"), ("(untagged)", "4")] + [(f"p{i:02d}", "10") for i in range(13)]
+    rows = [("", "1"), ("(other)", "2"), ("(none)", "4")] + [(f"p{i:02d}", "10") for i in range(13)]
     services.estimates_store(
         [
             services.Estimate(
@@ -501,4 +501,4 @@ def test_a_tag_value_that_reads_like_a_label_is_its_own_group(project, users, no
     assert len(table.groups) == len(set(table.groups)) == selectors.TOP_GROUPS + 1
     assert table.total == Decimal(1 + 2 + 4 + 130)
     small = selectors.cost_table(start=day, end=day + timedelta(days=1), group_by="project", top=20)
-    assert {"(untagged)", "(other) (tag value)", "(untagged) (tag value)"} <= set(small.groups)
+    assert {"(none)", "(other) (tag value)", "(none) (tag value)"} <= set(small.groups)

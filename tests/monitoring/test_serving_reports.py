@@ -208,4 +208,5 @@ def test_a_served_revision_reports_every_request_and_its_latency_histogram(
     assert sum(d["requests"] for d in days) >= sent
     assert sum((d["amount"] for d in days), Decimal(0)) == cost.amount
     for day in served_today:
-        assert day["per_1000"] == day["amount"] * 1000 / day["requests"]
+        assert day["predictions"] == 3 * day["requests"]  # three rows a request
+        assert day["per_1000"] == day["amount"] * 1000 / day["predictions"]

@@ -36,8 +36,15 @@ def test_a_stuck_store_drops_and_counts_instead_of_blocking() -> None:
     store = StuckStore()
     metrics = Metrics(service="s", revision="r", runtime="test")
     capture = Capture(
-        store, fraction=1.0, feature_names=["a", "b"], service="s", revision="r", metrics=metrics,
-        batch_rows=10, flush_seconds=0.05, max_queued_rows=50,
+        store,
+        fraction=1.0,
+        feature_names=["a", "b"],
+        service="s",
+        revision="r",
+        metrics=metrics,
+        batch_rows=10,
+        flush_seconds=0.05,
+        max_queued_rows=50,
     )
     capture.start()
     capture.offer(*batch(10))  # taken by the writer, which then hangs in put()

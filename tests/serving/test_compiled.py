@@ -337,7 +337,8 @@ def test_registration_records_and_stores_the_checked_compiled_copy(
     try:
         rows = frame.drop(columns="target").head(5)
         request = urllib.request.Request(
-            server.url + "/invocations", data=rows.to_csv(index=False, header=False).encode(),
+            server.url + "/invocations",
+            data=rows.to_csv(index=False, header=False).encode(),
             headers={"Content-Type": "text/csv"},
         )
         with urllib.request.urlopen(request, timeout=10) as answer:
@@ -381,7 +382,10 @@ def test_the_same_model_compiles_to_the_same_bytes_in_any_process(trained, tmp_p
         subprocess.run(
             [sys.executable, "-c", script, str(model.folder)],
             env={**__import__("os").environ, "PYTHONHASHSEED": seed},
-            capture_output=True, text=True, check=True, timeout=120,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
         ).stdout.strip()
         for seed in ("1", "3")
     }

@@ -92,7 +92,7 @@ def package(model: Trained, folder: Path, hooks: str | None) -> Path:
     return path
 
 
-HOOKS = '''
+HOOKS = """
 def preprocess(frame):
     if (frame["mean radius"] < 0).any():
         raise ValueError("mean radius cannot be negative")
@@ -102,7 +102,7 @@ def preprocess(frame):
 def postprocess(answer, frame):
     answer["diagnosis"] = ["benign" if label == 1 else "malignant" for label in answer["predictions"]]
     return answer
-'''
+"""
 
 
 ROW_DROPPING_HOOK = """
@@ -173,9 +173,7 @@ def test_capture_files_land_in_the_local_store_as_parquet(trained: dict[str, Tra
 
 def test_capture_files_land_on_s3(trained: dict[str, Trained], serve, s3_bucket: str) -> None:
     model = trained["logistic"]
-    server = serve(
-        model, CAPTURE_URL=f"s3://{s3_bucket}/serving", CAPTURE_FRACTION="1", CAPTURE_FLUSH_SECONDS="0.2"
-    )
+    server = serve(model, CAPTURE_URL=f"s3://{s3_bucket}/serving", CAPTURE_FRACTION="1", CAPTURE_FLUSH_SECONDS="0.2")
     send_rows(server, model, 5)
     assert server.stop() == 0
     client = aws.aws_client("s3", region="us-east-1")
@@ -199,7 +197,10 @@ def test_metrics_reach_the_ingest_endpoint_with_the_token(trained: dict[str, Tra
     model = trained["logistic"]
     ingest.status[0] = 503  # the portal is down at first: minutes are kept and sent again
     server = serve(
-        model, METRICS_SINK="portal", METRICS_INGEST_URL=ingest.url, SERVING_TOKEN="tok-123",
+        model,
+        METRICS_SINK="portal",
+        METRICS_INGEST_URL=ingest.url,
+        SERVING_TOKEN="tok-123",
         METRICS_FLUSH_SECONDS="0.2",
     )
     send_rows(server, model, 12)
@@ -252,8 +253,14 @@ def test_sigterm_finishes_requests_in_flight_then_exits_0(
     model = trained["logistic"]
     store = tmp_path / "store"
     server = serve(
-        model, METRICS_SINK="portal", METRICS_INGEST_URL=ingest.url, SERVING_TOKEN="t", CAPTURE_URL=store.as_uri(),
-        CAPTURE_FRACTION="1", CAPTURE_FLUSH_SECONDS="3600", CAPTURE_BATCH_ROWS="100000",
+        model,
+        METRICS_SINK="portal",
+        METRICS_INGEST_URL=ingest.url,
+        SERVING_TOKEN="t",
+        CAPTURE_URL=store.as_uri(),
+        CAPTURE_FRACTION="1",
+        CAPTURE_FLUSH_SECONDS="3600",
+        CAPTURE_BATCH_ROWS="100000",
     )
     body = json.dumps({"instances": model.rows.head(3).to_numpy().tolist()}).encode()
     head = (
@@ -325,7 +332,8 @@ def test_the_compiled_copy_says_so_on_ping_and_answers_in_its_precision(trained:
     assert model.compiled is not None
     server = serve(model, COMPILED_URI=model.compiled.as_uri(), COMPILED_SHA256=model.compiled_sha256)
     assert json.loads(call(server, "GET", "/ping")[2])["compiled_sha256"] == model.compiled_sha256
-    status, _, body = call(server, "POST", "/invocations", model.rows.head(1).to_csv(index=False, header=False),
-                           "text/csv")
+    status, _, body = call(
+        server, "POST", "/invocations", model.rows.head(1).to_csv(index=False, header=False), "text/csv"
+    )
     text = body.decode()
     assert status == 200 and "000000" not in text  # float32 written as float32 (0.72), not widened (0.72000002…)

@@ -90,8 +90,9 @@ def router(sockets_dir: Path, tmp_path: Path) -> Iterator[RouterProcess]:
 @pytest.fixture
 def revision(serve: Callable[..., Server], sockets_dir: Path, trained: dict[str, Trained]) -> Callable[..., Server]:
     def start(name: str, *, wait: bool = True) -> Server:
-        return serve(trained["logistic"], wait=wait, REVISION=name,
-                     SERVING_HANDOFF_SOCKET=str(sockets_dir / f"{name}.sock"))
+        return serve(
+            trained["logistic"], wait=wait, REVISION=name, SERVING_HANDOFF_SOCKET=str(sockets_dir / f"{name}.sock")
+        )
 
     return start
 
@@ -143,11 +144,16 @@ def test_a_canary_weight_splits_new_connections_as_asked(router, revision) -> No
     assert state == {"r1": counts["r1"], "r2": counts["r2"]}
 
 
-def test_keep_alive_clients_are_chosen_again_as_their_connections_age(router, revision, sockets_dir, serve,
-                                                                      trained) -> None:
+def test_keep_alive_clients_are_chosen_again_as_their_connections_age(
+    router, revision, sockets_dir, serve, trained
+) -> None:
     def fast(name: str) -> Server:
-        return serve(trained["logistic"], REVISION=name, SERVING_HANDOFF_SOCKET=str(sockets_dir / f"{name}.sock"),
-                     SERVING_HANDOFF_RECHOOSE_SECONDS="0.2")
+        return serve(
+            trained["logistic"],
+            REVISION=name,
+            SERVING_HANDOFF_SOCKET=str(sockets_dir / f"{name}.sock"),
+            SERVING_HANDOFF_RECHOOSE_SECONDS="0.2",
+        )
 
     r1, r2 = fast("r1"), fast("r2")
     router.set((r1, 75), (r2, 25))
@@ -198,11 +204,16 @@ def test_a_revision_failing_ping_never_gets_traffic(router, revision) -> None:
     # r3 is still loading when it is given most of the weight.
     r3 = revision("r3", wait=False)
     try:
-        router.send({"op": "set", "revisions": [
-            entry(r1, 1),
-            {**entry(r2, 50), "address": f"127.0.0.1:{failing.server_address[1]}"},
-            entry(r3, 50),
-        ]})
+        router.send(
+            {
+                "op": "set",
+                "revisions": [
+                    entry(r1, 1),
+                    {**entry(r2, 50), "address": f"127.0.0.1:{failing.server_address[1]}"},
+                    entry(r3, 50),
+                ],
+            }
+        )
         router.wait_healthy("r1")
         seen = collections.Counter(served_by(router.port) for _ in range(100))
         assert seen == {"r1": 100} or (seen["r2"] == 0 and router.revision("r3")["healthy"]), seen
@@ -365,9 +376,19 @@ def test_a_connection_waits_for_the_first_revision_then_gets_503_when_none_comes
     assert served_by(router.port) == "r1"
     assert router.send({"op": "state"})["unavailable"] == 0
     # A revision that never comes: after the hold the client gets a 503 saying so, not a reset.
-    router.send({"op": "set", "revisions": [
-        {"name": "gone", "address": f"127.0.0.1:{free_port()}", "handoff": str(sockets_dir / "gone.sock"),
-         "weight": 1}]})
+    router.send(
+        {
+            "op": "set",
+            "revisions": [
+                {
+                    "name": "gone",
+                    "address": f"127.0.0.1:{free_port()}",
+                    "handoff": str(sockets_dir / "gone.sock"),
+                    "weight": 1,
+                }
+            ],
+        }
+    )
     began = time.monotonic()
     status, body = get(router.port, "/ping")
     assert status == 503 and b"no revision" in body and 4 <= time.monotonic() - began < 10

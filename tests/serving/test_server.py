@@ -15,8 +15,14 @@ import pytest
 from tests.serving.conftest import Server, Trained
 
 
-def call(server: Server, method: str, path: str, body: bytes | str | None = None, content_type: str | None = None,
-         headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+def call(
+    server: Server,
+    method: str,
+    path: str,
+    body: bytes | str | None = None,
+    content_type: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     sent = dict(headers or {})
     if content_type:
@@ -62,9 +68,10 @@ def test_ping_invocations_and_metrics(trained: dict[str, Trained], serve) -> Non
     status, headers, body = call(server, "POST", "/invocations", csv_body, "text/csv")
     assert status == 200 and json.loads(body)["predictions"] == labels
     with_header = rows.to_csv(index=False)  # a first row that is exactly the feature names is a header
-    assert json.loads(call(server, "POST", "/invocations", with_header, "text/csv; charset=utf-8")[2])[
-        "predictions"
-    ] == labels
+    assert (
+        json.loads(call(server, "POST", "/invocations", with_header, "text/csv; charset=utf-8")[2])["predictions"]
+        == labels
+    )
 
     status, headers, body = call(server, "GET", "/metrics")
     text = body.decode()
@@ -108,8 +115,9 @@ BAD_JSON = [
 
 
 @pytest.mark.parametrize(("body", "message"), BAD_JSON)
-def test_bad_json_bodies_are_400_with_the_problem(trained: dict[str, Trained], serve, body: bytes, message: str,
-                                                  logistic_server: Server) -> None:
+def test_bad_json_bodies_are_400_with_the_problem(
+    trained: dict[str, Trained], serve, body: bytes, message: str, logistic_server: Server
+) -> None:
     status, headers, answer = call(logistic_server, "POST", "/invocations", body, "application/json")
     assert status == 400 and headers["content-type"] == "application/json"
     assert message in json.loads(answer)["error"]
@@ -205,8 +213,9 @@ def raw(server: Server, data: bytes, *, wait: float = 5.0) -> bytes:
         return b"".join(chunks)
 
 
-def test_malformed_http_chunked_bodies_pipelining_and_keep_alive(logistic_server: Server,
-                                                                 trained: dict[str, Trained]) -> None:
+def test_malformed_http_chunked_bodies_pipelining_and_keep_alive(
+    logistic_server: Server, trained: dict[str, Trained]
+) -> None:
     answer = raw(logistic_server, b"NOT HTTP AT ALL\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 400 ") and b"malformed HTTP" in answer
     row = json.dumps({"instances": [trained["logistic"].rows.iloc[0].tolist()]}).encode()
@@ -338,18 +347,21 @@ def test_a_model_of_another_patch_release_is_served_with_a_warning(trained: dict
 def test_messages_for_mistakes_people_make(logistic_server: Server, trained: dict[str, Trained]) -> None:
     names = trained["logistic"].features
     assert "the body is empty" in invoke_raw(logistic_server, b"", "application/json")
-    assert "send null for a missing value" in invoke_raw(logistic_server, b'{"instances": [[NaN, 1]]}',
-                                                          "application/json")
-    assert 'both "instances" and "inputs"' in invoke_raw(logistic_server, b'{"instances": [], "inputs": []}',
-                                                          "application/json")
+    assert "send null for a missing value" in invoke_raw(
+        logistic_server, b'{"instances": [[NaN, 1]]}', "application/json"
+    )
+    assert 'both "instances" and "inputs"' in invoke_raw(
+        logistic_server, b'{"instances": [], "inputs": []}', "application/json"
+    )
     assert "its keys: 'rows'" in invoke_raw(logistic_server, b'{"rows": []}', "application/json")
     header = ",".join(reversed(names)) + "\n" + ",".join(["1"] * 30) + "\n"
     assert "looks like a header" in invoke_raw(logistic_server, header.encode(), "text/csv")
     assert "separated by commas" in invoke_raw(logistic_server, ";".join(["1"] * 30).encode(), "text/csv")
     assert "an index column?" in invoke_raw(logistic_server, ",".join(["1"] * 31).encode(), "text/csv")
     assert "leave the cell empty" in invoke_raw(logistic_server, ",".join(["NA"] + ["1"] * 29).encode(), "text/csv")
-    status, _, body = call(logistic_server, "POST", "/invocations", b"\x1f\x8b", "application/json",
-                           headers={"Content-Encoding": "gzip"})
+    status, _, body = call(
+        logistic_server, "POST", "/invocations", b"\x1f\x8b", "application/json", headers={"Content-Encoding": "gzip"}
+    )
     assert status == 415 and "Content-Encoding 'gzip'" in json.loads(body)["error"]
 
 

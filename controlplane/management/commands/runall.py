@@ -83,6 +83,11 @@ class Command(BaseCommand):
             local_services = settings.CONTROLPLANE_BACKEND == "local"
             if local_services:
                 self._resume_local_services()
+            if not skip_setup:
+                # Costs from the start, not after the beat's first interval: the worker takes it when it is up.
+                from monitoring.costs.services import cost_sync_request
+
+                cost_sync_request(source="estimate")
             # Links in notification emails point where this portal listens (the worker sends them).
             os.environ.setdefault("PORTAL_URL", portal_url(host, port))
             celery = [sys.executable, "-m", "celery", "-A", "controlplane"]
