@@ -97,7 +97,10 @@ def service_cost_summary(service: Any, *, on: date | None = None, days: int = SE
 
 
 def _money(value: Decimal) -> str:
-    return f"${value:,.2f}"
+    # The pages' one way of writing money (a local run's fraction of a cent still shows).
+    from monitoring.templatetags.cost_objects import usd
+
+    return usd(value)
 
 
 def _percent(spend: Decimal, amount: Decimal) -> str:

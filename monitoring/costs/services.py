@@ -924,6 +924,7 @@ def budgets_check(*, month: date | None = None) -> list[BudgetCrossing]:
     budget, month and threshold), telling the project's owner and finance; close the month's crossings the spend
     fell back under, and last months' ones. Returns the crossings opened."""
     from controlplane.models import Project  # noqa: F401  (the budget's project, loaded with it)
+    from monitoring.templatetags.cost_objects import usd
 
     month = month_start(month or _today())
     opened = []
@@ -943,21 +944,23 @@ def budgets_check(*, month: date | None = None) -> list[BudgetCrossing]:
                 opened.append(crossing)
         fell_back = BudgetCrossing.objects.filter(budget=budget, month=month, status="open").exclude(kind__in=kinds)
         for crossing in fell_back:
-            _close_crossing(crossing, f"the month's spend is back under it ({spend:.2f} USD)")
+            _close_crossing(crossing, f"the month's spend is back under it ({usd(spend)})")
     for crossing in BudgetCrossing.objects.filter(status="open", month__lt=month):
         _close_crossing(crossing, "the month ended")
     return opened
 
 
 def _crossing_message(budget: Budget, kind: str, spend: Decimal, forecast_total: Decimal | None) -> str:
+    from monitoring.templatetags.cost_objects import usd
+
     scope = f"Project {budget.project.name}" if budget.project else "Everything (the overall budget)"
     if kind == "forecast":
         return (
-            f"{scope}: this month's forecast is {forecast_total:.2f} USD, over the budget of "
-            f"{budget.amount:.2f} USD (spent so far: {spend:.2f} USD)."
+            f"{scope}: this month's forecast is {usd(forecast_total)}, over the budget of {usd(budget.amount)} "
+            f"(spent so far: {usd(spend)})."
         )
     return (
-        f"{scope}: {spend:.2f} USD spent this month, over {kind}% of the budget of {budget.amount:.2f} USD "
+        f"{scope}: {usd(spend)} spent this month, over {kind}% of the budget of {usd(budget.amount)} "
         f"({spend / budget.amount * 100:.0f}% used)."
     )
 

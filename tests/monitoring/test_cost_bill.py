@@ -200,7 +200,7 @@ def test_the_bills_forecast_is_kept_for_the_pages_and_a_forecast_over_budget_ale
     assert (forecast.low, forecast.high) == (Decimal("120.000000"), Decimal("180.000000"))
     assert selectors.forecast_for(today) == forecast
     crossing = BudgetCrossing.objects.get()
-    assert crossing.kind == "forecast" and "150.00 USD" in crossing.message
+    assert crossing.kind == "forecast" and "$150.00" in crossing.message
 
 
 def test_the_bill_is_refused_where_cost_explorer_is_not_configured(project, users, no_tasks):

@@ -300,7 +300,7 @@ def test_a_budget_crossing_alerts_once_per_threshold_and_closes_when_the_spend_f
     estimate_sync()
     crossings = BudgetCrossing.objects.filter(budget=budget)
     assert list(crossings.values_list("kind", "status")) == [("80", "open")]
-    assert "80% of the budget of 10.00 USD" in crossings.get().message
+    assert "80% of the budget of $10.00" in crossings.get().message
     told = set(Notification.objects.filter(title__startswith="Budget 80%").values_list("user__username", flat=True))
     assert told == {users.finance.username, project.created_by.username}
 
@@ -470,7 +470,7 @@ def test_a_crossing_that_closed_opens_again_when_the_spend_goes_back_over_withou
     Run.objects.filter(pk=run.pk).update(cost=Decimal("7"))
     estimate_sync()
     crossing = BudgetCrossing.objects.get(budget=budget)
-    assert crossing.status == "open" and "7.00 USD spent" in crossing.message
+    assert crossing.status == "open" and "$7.00 spent" in crossing.message
     assert Notification.objects.filter(title__startswith="Budget").count() == 2  # finance and the owner, once
     assert AuditEvent.objects.filter(action="budget.cross.reopen").count() == 1
 
