@@ -7,4 +7,10 @@ import os
 # Playwright's sync API runs an event loop in the test thread; the ORM calls the tests make are still synchronous.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
-pytest_plugins = ["tests.fixtures.aws", "tests.fixtures.cloudwatch", "tests.fixtures.roles", "tests.fixtures.processes"]
+pytest_plugins = [
+    "tests.fixtures.aws",
+    "tests.fixtures.cloudwatch",
+    "tests.fixtures.database",
+    "tests.fixtures.roles",
+    "tests.fixtures.processes",
+]
