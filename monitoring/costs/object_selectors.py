@@ -112,37 +112,51 @@ def launch_budget_warnings(*, project: Any, estimate: Decimal, on: date | None =
     month, or everything's, over the monthly budget — or a project already over it. Nothing when within."""
     month = selectors.month_start(on or today())
     run = f"This run (at most {_money(estimate)})"
-    warnings = []
     budgets = {b.project_id: b for b in Budget.objects.filter(Q(project=project) | Q(project__isnull=True))}
+    warnings = []
     budget = budgets.get(project.pk)
     if budget is not None:
         spend, _ = selectors.month_spend(month, project=project.slug)
-        if spend > budget.amount:
-            warnings.append(
-                f"Project {project.name} is already over its {_money(budget.amount)} monthly budget: "
-                f"{_money(spend)} spent this month ({_percent(spend, budget.amount)}). "
-                f"{run} would take it to {_money(spend + estimate)} ({_percent(spend + estimate, budget.amount)})."
-            )
-        elif spend + estimate > budget.amount:
-            warnings.append(
-                f"{run} would take project {project.name} to {_money(spend + estimate)} of its "
-                f"{_money(budget.amount)} monthly budget ({_percent(spend + estimate, budget.amount)})."
-            )
+        warning = _over(
+            budget.amount,
+            spend,
+            estimate,
+            already=f"Project {project.name} is already over its {_money(budget.amount)} monthly budget: "
+            f"{_money(spend)} spent this month",
+            would=f"{run} would take project {project.name} to {_money(spend + estimate)} of its "
+            f"{_money(budget.amount)} monthly budget",
+            run=run,
+        )
+        if warning:
+            warnings.append(warning)
     overall = budgets.get(None)
     if overall is not None:
         spend, _ = selectors.month_spend(month)
-        if spend > overall.amount:
-            warnings.append(
-                f"Spending is already over the overall {_money(overall.amount)} monthly budget: "
-                f"{_money(spend)} this month ({_percent(spend, overall.amount)}). "
-                f"{run} would take it to {_money(spend + estimate)} ({_percent(spend + estimate, overall.amount)})."
-            )
-        elif spend + estimate > overall.amount:
-            warnings.append(
-                f"{run} would take spending to {_money(spend + estimate)} of the overall "
-                f"{_money(overall.amount)} monthly budget ({_percent(spend + estimate, overall.amount)})."
-            )
+        warning = _over(
+            overall.amount,
+            spend,
+            estimate,
+            already=f"Spending is already over the overall {_money(overall.amount)} monthly budget: "
+            f"{_money(spend)} this month",
+            would=f"{run} would take spending to {_money(spend + estimate)} of the overall "
+            f"{_money(overall.amount)} monthly budget",
+            run=run,
+        )
+        if warning:
+            warnings.append(warning)
     return warnings
+
+
+def _over(amount: Decimal, spend: Decimal, estimate: Decimal, *, already: str, would: str, run: str) -> str:
+    """One budget's launch warning: already over it, or this run would take it over; "" within it."""
+    if spend > amount:
+        return (
+            f"{already} ({_percent(spend, amount)}). "
+            f"{run} would take it to {_money(spend + estimate)} ({_percent(spend + estimate, amount)})."
+        )
+    if spend + estimate > amount:
+        return f"{would} ({_percent(spend + estimate, amount)})."
+    return ""
 
 
 def open_budget_crossings() -> QuerySet[BudgetCrossing]:

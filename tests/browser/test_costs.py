@@ -198,7 +198,7 @@ def test_sync_now_runs_on_a_real_worker_and_the_panel_follows_it(page, sign_in, 
 
     from controlplane import services as controlplane_services
     from monitoring.models import CostSync
-    from tests.monitoring.test_cost_sync import make_run
+    from tests.fixtures.costs import make_run
 
     # A run that finished a minute ago: the sync estimates it, and the dashboard shows it once the sync is done.
     project = controlplane_services.project_create(actor=users.admin, name="Synced", slug="synced")

@@ -4,8 +4,6 @@ the bill, the dashboard counts each dollar once."""
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -17,8 +15,9 @@ from django.utils import timezone
 from lineage.models import Run
 from monitoring.costs import selectors, services
 from monitoring.models import BudgetCrossing, CostForecast, CostRecord, CostSync
+from tests.fixtures.costs import make_run
+from tests.fixtures.costs import queue_cost_and_usage as queue
 from tests.monitoring import test_cost_sync
-from tests.monitoring.test_cost_sync import make_run
 from workers import aws
 from workers.costs.cost_explorer import CostExplorerSource
 
@@ -40,19 +39,6 @@ def _day(day: date, groups: list[tuple[list[str], str]], estimated: bool = False
         ],
         "Estimated": estimated,
     }
-
-
-def queue(endpoint: str, *pages: dict[str, Any]) -> None:
-    """Queue GetCostAndUsage answers on moto's server, in the order the calls will come."""
-    body = json.dumps({"results": list(pages)}).encode()
-    request = urllib.request.Request(
-        f"{endpoint}/moto-api/static/ce/cost-and-usage-results",
-        data=body,
-        method="POST",
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        assert response.status in (200, 201)
 
 
 def bill_for(days: dict[date, tuple[str, str]], run_pk: int) -> list[dict[str, Any]]:

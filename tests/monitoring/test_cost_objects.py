@@ -20,6 +20,7 @@ from monitoring.costs import object_selectors, selectors, services
 from monitoring.costs.services import Estimate
 from monitoring.models import BudgetCrossing, CostRecord, MetricPoint
 from monitoring.templatetags.cost_objects import usd
+from tests.fixtures.costs import make_run
 from tests.lineage.conftest import cancer_csv, upload
 
 pytestmark = pytest.mark.django_db
@@ -32,23 +33,6 @@ def _today() -> date:
 
 def _at(day: date, hour: int, minute: int = 0) -> datetime:
     return datetime.combine(day, time(hour, minute), tzinfo=UTC)
-
-
-def make_run(project: Any, user: Any, *, started: datetime, finished: datetime | None, cost: str | None, **fields: Any):
-    return Run.objects.create(
-        project=project,
-        kind="training",
-        recipe="logistic_regression",
-        recipe_version="2",
-        recipe_fingerprint="f" * 64,
-        output_name=fields.pop("output_name", "churn"),
-        created_by=user,
-        status=fields.pop("status", "succeeded" if finished else "running"),
-        started_at=started,
-        finished_at=finished,
-        cost=Decimal(cost) if cost is not None else None,
-        **fields,
-    )
 
 
 def estimate_runs(start: date, end: date, *, now: datetime | None = None, serving: Sequence[Estimate] = ()) -> None:

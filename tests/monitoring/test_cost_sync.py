@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -16,6 +15,7 @@ from controlplane.transitions import LostLease
 from lineage.models import Run
 from monitoring.costs import selectors, services
 from monitoring.models import Budget, BudgetCrossing, CostMonth, CostRecord, CostSync
+from tests.fixtures.costs import make_run
 from tests.fixtures.races import race
 
 pytestmark = pytest.mark.django_db
@@ -29,25 +29,6 @@ def _today() -> date:
 
 def _at(day: date, hour: int, minute: int = 0) -> datetime:
     return datetime.combine(day, time(hour, minute), tzinfo=UTC)
-
-
-def make_run(
-    project: Any, user: Any, *, started: datetime, finished: datetime | None, cost: str | None, **fields: Any
-) -> Run:
-    return Run.objects.create(
-        project=project,
-        kind="training",
-        recipe="logistic_regression",
-        recipe_version="2",
-        recipe_fingerprint="f" * 64,
-        output_name=fields.pop("output_name", "churn"),
-        created_by=user,
-        status="succeeded" if finished else "running",
-        started_at=started,
-        finished_at=finished,
-        cost=Decimal(cost) if cost is not None else None,
-        **fields,
-    )
 
 
 def estimate_sync() -> CostSync:

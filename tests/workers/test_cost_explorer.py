@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import urllib.request
 from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
@@ -25,6 +24,7 @@ from botocore.client import BaseClient
 from botocore.model import Shape
 from botocore.stub import Stubber
 
+from tests.fixtures.costs import queue_cost_and_usage as queue
 from workers import aws
 from workers.costs.base import CostLine, CostPull, CostSource, Forecast, ForecastPoint
 from workers.costs.cost_explorer import (
@@ -39,19 +39,6 @@ NOV_1, NOV_2, NOV_3 = date(2026, 11, 1), date(2026, 11, 2), date(2026, 11, 3)
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------------
-
-
-def queue(endpoint: str, *results: dict[str, Any]) -> None:
-    """Queue GetCostAndUsage answers on the moto server, to be taken in the order the source asks."""
-    body = json.dumps({"results": list(results)}).encode()
-    request = urllib.request.Request(
-        f"{endpoint}/moto-api/static/ce/cost-and-usage-results",
-        data=body,
-        method="POST",
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        assert response.status == 201
 
 
 def group(first: str, second: str, amount: str) -> dict[str, Any]:
