@@ -340,14 +340,16 @@ def deployment_cost(deployment: Any, *, start: date | None = None, end: date | N
     return _object_cost("deployment", [str(deployment.pk)], start, end)
 
 
-def model_version_cost(version: Any) -> dict[str, ObjectCost]:
-    """What a model version cost: the run that trained it, and serving it (every deployment of it)."""
+def model_version_cost(version: Any) -> dict[str, Any]:
+    """What a model version cost: the run that trained it, and serving it (every deployment of it); and what to say
+    of serving when it has no figure yet (never deployed, or not costed yet)."""
     from deployments.models import Deployment
 
     training = run_cost(version.run) if getattr(version, "run_id", None) else ObjectCost(ZERO, ZERO, ZERO, 0)
     deployments = [str(pk) for pk in Deployment.objects.filter(model_version=version).values_list("pk", flat=True)]
     serving = _object_cost("deployment", deployments) if deployments else ObjectCost(ZERO, ZERO, ZERO, 0)
-    return {"training": training, "serving": serving}
+    serving_empty = "not in the cost records yet" if deployments else "never deployed"
+    return {"training": training, "serving": serving, "serving_empty": serving_empty}
 
 
 def service_daily_cost(service: Any, *, start: date, end: date) -> list[dict[str, Any]]:

@@ -893,7 +893,8 @@ def _check_later() -> None:
     tasks.budgets_check_task.delay()
 
 
-def budget_delete(*, actor: Any, budget_id: Any) -> None:
+def budget_delete(*, actor: Any, budget_id: Any) -> str:
+    """Delete a budget (audited); returns what it was, e.g. "the budget of Churn (100.00 USD a month)"."""
     permissions.require(actor, "budget.manage")
     with transaction.atomic():
         budget = Budget.objects.select_for_update(of=("self",)).select_related("project").filter(pk=budget_id).first()
@@ -910,6 +911,7 @@ def budget_delete(*, actor: Any, budget_id: Any) -> None:
             object_repr=f"budget of {budget.project or 'everything'}",
             before=before,
         )
+    return f"the budget of {budget.project or 'everything'} ({budget.amount:.2f} USD a month)"
 
 
 def _crossing_kinds(budget: Budget, spend: Decimal, forecast_total: Decimal | None) -> list[str]:

@@ -212,10 +212,10 @@ def budget_list(request: HttpRequest) -> HttpResponse:
 def budget_delete(request: HttpRequest, pk: int) -> HttpResponse:
     permissions.require(request.user, "budget.manage")
     try:
-        services.budget_delete(actor=request.user, budget_id=pk)
+        deleted = services.budget_delete(actor=request.user, budget_id=pk)
     except ValidationError as exc:
         for errors in exc.message_dict.values():
             messages.error(request, "; ".join(errors))
     else:
-        messages.success(request, "Budget deleted.")
+        messages.success(request, f"Deleted {deleted}.")
     return HttpResponseRedirect(reverse("budget-list"), status=303)

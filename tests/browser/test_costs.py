@@ -187,7 +187,7 @@ def test_finance_sets_a_budget_and_sees_it_against_the_month(page, sign_in, user
     assert row.get_by_test_id("budget-thresholds").inner_text() == "50%, 100%, forecast"
     assert layout_checked(page, "budgets") == {(1280, 800): 1280, (390, 844): 390}
     row.get_by_test_id("budget-delete").click()
-    page.get_by_text("Budget deleted.").wait_for()
+    page.get_by_text("Deleted the budget of Alpha (250.00 USD a month).").wait_for()
     assert page.locator('[data-testid=budget-table] tr[data-project="alpha"]').count() == 0
 
 

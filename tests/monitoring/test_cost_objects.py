@@ -181,6 +181,18 @@ def test_a_local_run_still_running_says_its_cost_comes_when_it_ends(client, proj
 # --- the model version page -------------------------------------------------------------------------------------
 
 
+def test_a_model_version_never_deployed_says_so_rather_than_waiting_for_figures(client, users, served) -> None:
+    from tests.deployments.conftest import make_model_version
+
+    version = make_model_version(served.registered_model.project, users.data_scientist, model="never-served")
+    client.force_login(users.approver)
+    url = reverse(
+        "model-version-detail",
+        args=[version.registered_model.project.slug, version.registered_model.slug, version.number],
+    )
+    assert "never deployed" in element(client.get(url).content.decode(), "serving-cost")
+
+
 def test_the_model_version_page_shows_training_and_serving_cost(client, users, served) -> None:
     from deployments.models import Deployment
 
