@@ -95,3 +95,76 @@ def system_status(*, stale_after: timedelta = timedelta(minutes=2)) -> dict[str,
         ],
         "checks": SystemCheck.objects.select_related("requested_by")[:10],
     }
+
+
+# --- home pages -------------------------------------------------------------------------------------------------
+
+# Rows in each of the home page's lists; each links to its full, paginated list.
+HOME_ROWS = 5
+HOME_VERSIONS_EACH = 3
+
+
+def home_runs(*, user: Any) -> dict[str, Any]:
+    """A person's newest runs; `runs_active` while any of them has not finished (the page then refreshes them)."""
+    from lineage import selectors as lineage_selectors
+    from lineage.models import Run
+
+    runs = lineage_selectors.runs_of(user=user, limit=HOME_ROWS)
+    return {
+        "runs": runs,
+        "run_count": Run.objects.filter(created_by=user).count(),
+        "runs_active": any(not run.done for run in runs),
+    }
+
+
+def home_models(*, user: Any) -> dict[str, Any]:
+    """A person's registered models, each with its newest versions and where each of them stands."""
+    from deployments import selectors as deployment_selectors
+    from lineage import selectors as lineage_selectors
+
+    models, count = lineage_selectors.models_of(user=user, limit=HOME_ROWS, versions_each=HOME_VERSIONS_EACH)
+    versions = [version for model in models for version in model.latest_versions]
+    standings = deployment_selectors.version_standings(versions=versions)
+    for version in versions:
+        version.standing = standings.get(version.pk, [])
+    return {"models": models, "model_count": count}
+
+
+def home_my_requests(*, user: Any) -> dict[str, Any]:
+    from deployments import selectors as deployment_selectors
+
+    requests = deployment_selectors.open_requests_of(user=user)
+    shown = list(requests[:HOME_ROWS])
+    return {"my_requests": shown, "my_request_count": requests.count()}
+
+
+def home_queue(*, user: Any) -> dict[str, Any]:
+    """The open requests an approver may decide, oldest first (first come, first decided), and how many."""
+    from deployments import selectors as deployment_selectors
+
+    queue = deployment_selectors.approval_queue(user=user)
+    shown = list(deployment_selectors.with_counts(queue).order_by("created_at", "id")[:HOME_ROWS])
+    return {"queue": shown, "approvals_waiting": queue.count()}
+
+
+def home_rollbacks() -> dict[str, Any]:
+    """The services an approver can roll back, each with where a rollback takes it."""
+    from deployments import selectors as deployment_selectors
+
+    candidates = deployment_selectors.rollback_candidates()
+    services = list(candidates[:HOME_ROWS])
+    targets = deployment_selectors.deployments_by_id([s.target_id for s in services if s.target_id])
+    for service in services:
+        service.rollback_to = targets.get(service.target_id) if service.target_id else None
+    return {
+        "rollback_services": services,
+        "rollback_count": candidates.count(),
+    }
+
+
+def home_deployments() -> dict[str, Any]:
+    """Deployments under way; `deployments_active` while there are any (the page then refreshes them)."""
+    from deployments import selectors as deployment_selectors
+
+    deployments = list(deployment_selectors.deployments_in_progress()[:HOME_ROWS])
+    return {"deployments": deployments, "deployments_active": bool(deployments)}

@@ -154,25 +154,37 @@ def word_parts(name: str) -> list[str]:
     return [part for part in re.split(r"(?<=[._])", name) if part]
 
 
-def home(request: HttpRequest) -> HttpResponse:
-    from deployments import selectors as deployment_selectors
+# Parts of the home page that refresh themselves while something in them is under way: part -> (template, read).
+HOME_PARTS: dict[str, tuple[str, Callable[[Any], dict[str, Any]]]] = {
+    "runs": ("controlplane/_home_runs.html", lambda user: selectors.home_runs(user=user)),
+    "deployments": ("controlplane/_home_deployments.html", lambda user: selectors.home_deployments()),
+}
 
+
+def home(request: HttpRequest) -> HttpResponse:
+    """Each role's starting point: a data scientist's work, an approver's queue and services, finance's month;
+    open alerts for all. Admins see every section."""
     roles = permissions.user_roles(request.user)
-    can_decide = permissions.has_permission(request.user, "approval.decide")
-    return render(
-        request,
-        "controlplane/home.html",
-        {
-            "roles": sorted(roles),
-            "project_count": Project.objects.count() if roles else 0,
-            "recent_events": [(event, word_parts(event.action)) for event in AuditEvent.objects.all()[:8]]
-            if roles
-            else [],
-            "can_decide": can_decide,
-            "approvals_waiting": deployment_selectors.approval_queue_count(user=request.user) if can_decide else 0,
-            **_home_costs(request.user, roles),
-        },
-    )
+    part = HOME_PARTS.get(request.GET.get("part", ""))
+    if part is not None and roles and request.htmx:
+        template, read = part
+        return render(request, template, read(request.user))
+    context: dict[str, Any] = {"roles": sorted(roles)}
+    if roles:
+        context.update(
+            project_count=Project.objects.count(),
+            recent_events=[(event, word_parts(event.action)) for event in AuditEvent.objects.all()[:8]],
+        )
+    if permissions.has_permission(request.user, "run.launch"):
+        context.update(my_work=True, **selectors.home_runs(user=request.user))
+        context.update(selectors.home_models(user=request.user), **selectors.home_my_requests(user=request.user))
+    context["can_decide"] = permissions.has_permission(request.user, "approval.decide")
+    if context["can_decide"]:
+        context.update(selectors.home_queue(user=request.user))
+    if permissions.has_permission(request.user, "deployment.rollback"):
+        context.update(can_roll_back=True, **selectors.home_rollbacks(), **selectors.home_deployments())
+    context.update(_home_costs(request.user, roles))
+    return render(request, "controlplane/home.html", context)
 
 
 def _home_costs(user: Any, roles: frozenset[str]) -> dict[str, Any]:
@@ -183,7 +195,7 @@ def _home_costs(user: Any, roles: frozenset[str]) -> dict[str, Any]:
 
     today = cost_objects.today()
     out: dict[str, Any] = {"cost_month": cost_selectors.month_start(today)}
-    if permissions.DATA_SCIENTIST in roles:
+    if permissions.has_permission(user, "run.launch"):
         out["my_cost"] = cost_selectors.user_month_cost(user, today)
     if permissions.has_permission(user, "budget.manage"):
         out["overall_cost"] = cost_objects.overall_standing(on=today)

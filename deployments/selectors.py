@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 
@@ -304,3 +304,87 @@ def model_version_deployments(*, model_version: ModelVersion) -> QuerySet[Deploy
 
 def service_url(service: Service) -> str:
     return reverse("service-detail", kwargs={"pk": service.pk})
+
+
+# --- home pages ---------------------------------------------------------------------------------------------------
+
+
+def version_standings(*, versions: list[ModelVersion]) -> dict[int, list[dict[str, Any]]]:
+    """Where each version stands, by environment in their order: "serving" (all of its service's traffic), else
+    "open" (a request waits, with it) or "approved". Two queries for any number of versions."""
+    standing: dict[int, dict[int, dict[str, Any]]] = {}
+    order: dict[int, tuple[int, str]] = {}
+    live = (
+        ApprovalRequest.objects.filter(model_version__in=versions, status__in=["open", "approved"])
+        .select_related("environment")
+        .only("model_version", "status", "environment", "environment__name", "environment__order")
+        .order_by("created_at", "id")
+    )
+    for request in live:
+        order[request.environment_id] = (request.environment.order, request.environment.name)
+        standing.setdefault(request.model_version_id, {})[request.environment_id] = {
+            "environment": request.environment.name,
+            "state": request.status,
+            "request": request,
+        }
+    serving = Service.objects.filter(current_deployment__model_version__in=versions).values_list(
+        "pk", "current_deployment__model_version_id", "environment_id", "environment__name", "environment__order"
+    )
+    for service_id, version_id, environment_id, name, position in serving:
+        order[environment_id] = (position, name)
+        standing.setdefault(version_id, {})[environment_id] = {
+            "environment": name,
+            "state": "serving",
+            "service_id": service_id,
+        }
+    return {
+        version_id: [row[environment_id] for environment_id in sorted(row, key=order.__getitem__)]
+        for version_id, row in standing.items()
+    }
+
+
+def open_requests_of(*, user: Any) -> QuerySet[ApprovalRequest]:
+    """The open approval requests a person made, newest first, with their gate and approval counts."""
+    return with_counts(approval_request_list(status="open").filter(requested_by=user)).order_by("-created_at", "-id")
+
+
+def rollback_candidates() -> QuerySet[Service]:
+    """Services an approver can roll back, the one deployed to most recently first: those rolling out (a rollback
+    sends all traffic back to the current revision) and those with a deployment to roll back to, as
+    deployments.services.deploys.rollback_target chooses it (`target_id`); each with `active_id`, `active_status`."""
+    target = (
+        Deployment.objects.filter(
+            service=OuterRef("pk"),
+            status="succeeded",
+            created_at__lt=OuterRef("current_deployment__created_at"),
+        )
+        .exclude(model_version_id=OuterRef("current_deployment__model_version_id"))
+        .exclude(rollbacks__status__in=["pending", "in_progress", "baking", "succeeded"])
+        .order_by("-created_at", "-id")
+        .values("pk")[:1]
+    )
+    active = Deployment.objects.filter(service=OuterRef("pk"), status__in=ACTIVE_DEPLOYMENT_STATUSES)
+    return (
+        Service.objects.filter(current_deployment__isnull=False)
+        .select_related("registered_model__project", "environment", "current_deployment__model_version")
+        .annotate(
+            target_id=Subquery(target),
+            active_id=Subquery(active.values("pk")[:1]),
+            active_status=Subquery(active.values("status")[:1]),
+        )
+        .filter(Q(target_id__isnull=False) | Q(active_id__isnull=False))
+        .order_by("-current_deployment__created_at", "-id")
+    )
+
+
+def deployments_by_id(ids: list[int]) -> dict[int, Deployment]:
+    return {d.pk: d for d in Deployment.objects.filter(pk__in=ids).select_related("model_version")}
+
+
+def deployments_in_progress() -> QuerySet[Deployment]:
+    """Deployments and rollbacks under way (pending, in progress, baking), newest first."""
+    return (
+        Deployment.objects.filter(status__in=ACTIVE_DEPLOYMENT_STATUSES)
+        .select_related("service__environment", "model_version__registered_model", "initiated_by")
+        .order_by("-created_at", "-id")
+    )

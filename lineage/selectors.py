@@ -581,3 +581,48 @@ def model_version_serving_settings(version: ModelVersion) -> dict[str, str]:
         values["COMPILED_URI"] = version.compiled_uri
         values["COMPILED_SHA256"] = version.compiled_sha256
     return values
+
+
+# --- a person's own work (their home page) ----------------------------------------------------------------------
+
+
+def runs_of(*, user: Any, limit: int) -> list[Run]:
+    """The newest runs a person launched, with only what a row shows (no metrics, logs or usage)."""
+    return list(
+        Run.objects.filter(created_by=user)
+        .select_related("project")
+        .only("project", "project__slug", "kind", "recipe", "status", "progress", "created_at")
+        .order_by("-created_at", "-id")[:limit]
+    )
+
+
+def models_of(*, user: Any, limit: int, versions_each: int) -> tuple[list[RegisteredModel], int]:
+    """The registered models a person made or added a version to, the one with the newest version first, each with
+    `latest_versions` (its newest `versions_each`); and how many such models there are. Three queries however many
+    models and versions there are."""
+    from django.db.models import F, Window
+    from django.db.models.functions import RowNumber
+
+    theirs = RegisteredModel.objects.filter(
+        Q(created_by=user) | Q(pk__in=ModelVersion.objects.filter(created_by=user).values("registered_model_id"))
+    )
+    models = list(
+        theirs.select_related("project")
+        .annotate(version_count=Count("versions"), newest=Max("versions__created_at"))
+        .order_by(F("newest").desc(nulls_last=True), "-id")[:limit]
+    )
+    ranked = (
+        ModelVersion.objects.filter(registered_model__in=[m.pk for m in models])
+        .annotate(rank=Window(RowNumber(), partition_by=F("registered_model_id"), order_by=F("number").desc()))
+        .filter(rank__lte=versions_each)
+        .only("registered_model", "number")
+        .order_by("registered_model_id", "-number")
+    )
+    by_model: dict[int, list[ModelVersion]] = {}
+    for version in ranked:
+        by_model.setdefault(version.registered_model_id, []).append(version)
+    for model in models:
+        model.latest_versions = by_model.get(model.pk, [])  # type: ignore[attr-defined]
+        for version in model.latest_versions:  # type: ignore[attr-defined]
+            version.registered_model = model
+    return models, theirs.count()

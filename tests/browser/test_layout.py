@@ -202,3 +202,62 @@ def test_audit_actions_wrap_only_after_a_dot_or_underscore(page, sign_in, users,
             return found;
         })""")
         assert all(b[0] in "._" for b in breaks), (url, breaks)
+
+
+@pytest.mark.parametrize(("width", "height"), [(1280, 800), (390, 844)])
+def test_every_roles_home_page_fits_the_window(page, sign_in, users, history, width: int, height: int) -> None:
+    """Each role's home with every list filled: a run under way, versions with a standing, requests waiting, a
+    service with something to roll back to and a deployment baking."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from deployments.models import Deployment, Environment, Service
+    from lineage.models import ModelVersion, Run
+
+    run = history["run"]
+    Run.objects.create(
+        project=run.project,
+        kind="training",
+        recipe="gradient_boosting_with_a_long_recipe_name",
+        recipe_version="1",
+        recipe_fingerprint=run.recipe_fingerprint,
+        created_by=users.data_scientist,
+        status="running",
+        progress={"done": 2, "total": 5, "unit": "folds"},
+    )
+    versions = list(ModelVersion.objects.filter(registered_model__slug="breast-cancer-classifier").order_by("number"))
+    staging = Environment.objects.get(name="staging")
+    service = Service.objects.create(
+        registered_model=versions[0].registered_model,
+        environment=staging,
+        name="breast-cancer-classifier-staging",
+        backend="local",
+        created_by=users.admin,
+    )
+    now = timezone.now()
+    made = []
+    for version, status, minutes_ago in ((versions[0], "succeeded", 30), (versions[1], "succeeded", 20)):
+        deployment = Deployment.objects.create(
+            service=service, model_version=version, status=status, reason="layout", initiated_by=users.approver
+        )
+        Deployment.objects.filter(pk=deployment.pk).update(created_at=now - timedelta(minutes=minutes_ago))
+        made.append(deployment)
+    Service.objects.filter(pk=service.pk).update(current_deployment=made[-1])
+    Deployment.objects.create(
+        service=service, model_version=versions[0], status="baking", reason="layout", initiated_by=users.approver
+    )
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    too_wide = {}
+    for role, user in users.by_role().items():
+        page.context.clear_cookies()
+        sign_in(user)
+        page.set_viewport_size({"width": width, "height": height})
+        page.goto("/")
+        page.wait_for_load_state("load")
+        assert page.title().startswith("Home"), role
+        page.screenshot(path=str(SHOTS / f"home-{role.replace(' ', '-')}-{width}.png"), full_page=True)
+        scroll_width = page.evaluate("document.documentElement.scrollWidth")
+        if scroll_width > width:
+            too_wide[role] = scroll_width
+    assert too_wide == {}, f"home pages wider than {width} px"
