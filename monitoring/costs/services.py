@@ -161,7 +161,6 @@ def cost_sync_run(*, sync_id: int) -> CostSync | None:
         return None
     except Exception as exc:
         from controlplane.transitions import INFRASTRUCTURE_ERRORS
-        from workers.errors import BackendError
 
         if isinstance(exc, INFRASTRUCTURE_ERRORS) or (isinstance(exc, BackendError) and not exc.permanent):
             SYNC_MACHINE.release(sync_id, attempt)
@@ -329,10 +328,14 @@ def _supersede(days: list[date]) -> None:
     runs = set(billed.exclude(run="").values_list("day", "run"))
     deployments = set(billed.exclude(deployment="").values_list("day", "deployment"))
     estimates = CostRecord.objects.filter(source=CostRecord.Source.ESTIMATE, day__in=days, backend="aws")
-    for record in estimates.only("pk", "day", "run", "deployment", "superseded"):
-        replaced = (record.day, record.run) in runs or (record.day, record.deployment) in deployments
-        if replaced != record.superseded:
-            CostRecord.objects.filter(pk=record.pk).update(superseded=replaced)
+    flips: dict[bool, list[int]] = {True: [], False: []}
+    for pk, day, run, deployment, superseded in estimates.values_list("pk", "day", "run", "deployment", "superseded"):
+        replaced = (day, run) in runs or (day, deployment) in deployments
+        if replaced != superseded:
+            flips[replaced].append(pk)
+    for replaced, pks in flips.items():
+        if pks:
+            CostRecord.objects.filter(pk__in=pks).update(superseded=replaced)
 
 
 # --- estimates --------------------------------------------------------------------------------------------------
@@ -438,15 +441,12 @@ def run_estimates(start: date, end: date, *, now: datetime | None = None) -> lis
 
 
 def _measured_total(run: Any) -> Decimal | None:
-    """A finished run's cost from its measured usage at full precision (Run.cost keeps 4 places, so a short local run
-    would read as 0), else Run.cost."""
-    usage = run.usage or {}
-    if run.backend == "sagemaker" and isinstance(usage.get("billable_seconds"), int | float):
-        price = settings.TRAINING_INSTANCE_PRICES.get(run.instance_type)
-        if price is not None:
-            return Decimal(str(usage["billable_seconds"])) / 3600 * Decimal(str(price)) * run.instance_count
-    if run.backend != "sagemaker" and isinstance(usage.get("cpu_seconds"), int | float):
-        return Decimal(str(usage["cpu_seconds"])) / 3600 * Decimal(str(settings.LOCAL_CPU_HOUR_PRICE))
+    """A finished run's cost from its measured usage at full precision, else Run.cost."""
+    from lineage.services.costs import measured_cost
+
+    measured = measured_cost(run, run.usage, places=None)
+    if measured is not None:
+        return measured
     return Decimal(run.cost) if run.cost is not None else None
 
 
