@@ -16,6 +16,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from monitoring.costs import selectors
+from monitoring.costs.money import usd
 from monitoring.costs.selectors import ZERO, ObjectCost
 from monitoring.models import Budget, BudgetCrossing, CostRecord
 
@@ -96,13 +97,6 @@ def service_cost_summary(service: Any, *, on: date | None = None, days: int = SE
 # --- budgets ----------------------------------------------------------------------------------------------------
 
 
-def _money(value: Decimal) -> str:
-    # The pages' one way of writing money (a local run's fraction of a cent still shows).
-    from monitoring.templatetags.cost_objects import usd
-
-    return usd(value)
-
-
 def _percent(spend: Decimal, amount: Decimal) -> str:
     return f"{spend / amount * 100:.0f}%"
 
@@ -111,7 +105,7 @@ def launch_budget_warnings(*, project: Any, estimate: Decimal, on: date | None =
     """What the launch form (and the launch API) warns of: a run whose most it can cost would take its project's
     month, or everything's, over the monthly budget — or a project already over it. Nothing when within."""
     month = selectors.month_start(on or today())
-    run = f"This run (at most {_money(estimate)})"
+    run = f"This run (at most {usd(estimate)})"
     budgets = {b.project_id: b for b in Budget.objects.filter(Q(project=project) | Q(project__isnull=True))}
     warnings = []
     budget = budgets.get(project.pk)
@@ -121,10 +115,10 @@ def launch_budget_warnings(*, project: Any, estimate: Decimal, on: date | None =
             budget.amount,
             spend,
             estimate,
-            already=f"Project {project.name} is already over its {_money(budget.amount)} monthly budget: "
-            f"{_money(spend)} spent this month",
-            would=f"{run} would take project {project.name} to {_money(spend + estimate)} of its "
-            f"{_money(budget.amount)} monthly budget",
+            already=f"Project {project.name} is already over its {usd(budget.amount)} monthly budget: "
+            f"{usd(spend)} spent this month",
+            would=f"{run} would take project {project.name} to {usd(spend + estimate)} of its "
+            f"{usd(budget.amount)} monthly budget",
             run=run,
         )
         if warning:
@@ -136,10 +130,10 @@ def launch_budget_warnings(*, project: Any, estimate: Decimal, on: date | None =
             overall.amount,
             spend,
             estimate,
-            already=f"Spending is already over the overall {_money(overall.amount)} monthly budget: "
-            f"{_money(spend)} this month",
-            would=f"{run} would take spending to {_money(spend + estimate)} of the overall "
-            f"{_money(overall.amount)} monthly budget",
+            already=f"Spending is already over the overall {usd(overall.amount)} monthly budget: "
+            f"{usd(spend)} this month",
+            would=f"{run} would take spending to {usd(spend + estimate)} of the overall "
+            f"{usd(overall.amount)} monthly budget",
             run=run,
         )
         if warning:
@@ -152,7 +146,7 @@ def _over(amount: Decimal, spend: Decimal, estimate: Decimal, *, already: str, w
     if spend > amount:
         return (
             f"{already} ({_percent(spend, amount)}). "
-            f"{run} would take it to {_money(spend + estimate)} ({_percent(spend + estimate, amount)})."
+            f"{run} would take it to {usd(spend + estimate)} ({_percent(spend + estimate, amount)})."
         )
     if spend + estimate > amount:
         return f"{would} ({_percent(spend + estimate, amount)})."

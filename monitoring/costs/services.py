@@ -31,6 +31,7 @@ from controlplane import permissions
 from controlplane.services import audit_record, notify
 from controlplane.transitions import LostLease, StateMachine, transitions
 from monitoring.costs import selectors
+from monitoring.costs.money import usd
 from monitoring.costs.selectors import ZERO, month_start, next_month
 from monitoring.models import Budget, BudgetCrossing, CostBillDay, CostForecast, CostMonth, CostRecord, CostSync
 from workers.costs.base import Forecast
@@ -926,7 +927,6 @@ def budgets_check(*, month: date | None = None) -> list[BudgetCrossing]:
     budget, month and threshold), telling the project's owner and finance; close the month's crossings the spend
     fell back under, and last months' ones. Returns the crossings opened."""
     from controlplane.models import Project  # noqa: F401  (the budget's project, loaded with it)
-    from monitoring.templatetags.cost_objects import usd
 
     month = month_start(month or _today())
     opened = []
@@ -953,8 +953,6 @@ def budgets_check(*, month: date | None = None) -> list[BudgetCrossing]:
 
 
 def _crossing_message(budget: Budget, kind: str, spend: Decimal, forecast_total: Decimal | None) -> str:
-    from monitoring.templatetags.cost_objects import usd
-
     scope = f"Project {budget.project.name}" if budget.project else "Everything (the overall budget)"
     if kind == "forecast":
         return (
