@@ -170,14 +170,15 @@ def period_problems(start: date | None, end: date | None, granularity: str, grou
     return problems
 
 
+def days_between(start: date, end: date) -> list[date]:
+    """Each day of [start, end)."""
+    return [start + timedelta(days=i) for i in range(max((end - start).days, 0))]
+
+
 def _buckets(start: date, end: date, granularity: str) -> list[date]:
-    out = []
     if granularity == "day":
-        day = start
-        while day < end:
-            out.append(day)
-            day += timedelta(days=1)
-        return out
+        return days_between(start, end)
+    out = []
     month = month_start(start)
     while month < end:
         out.append(month)

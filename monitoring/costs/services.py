@@ -554,22 +554,17 @@ def _sync_estimates(sync: CostSync, attempt: int) -> None:
     message = f"{len(estimates)} estimate rows ({len(serving)} serving-days)"
     if problems:
         message += f"; {len(problems)} service(s) not asked"
-    months = {month_start(e.day) for e in estimates} | {month_start(day) for day in _days(sync.start, sync.end)}
+    months = {month_start(e.day) for e in estimates} | {
+        month_start(day) for day in selectors.days_between(sync.start, sync.end)
+    }
     # The rows, what the bill already replaced among them, the roll-up and the outcome: one transaction.
     with transaction.atomic():
         written = estimates_store(estimates, start=sync.start, end=sync.end, holder=(sync, attempt), all_runs=True)
-        _supersede(list(_days(sync.start, sync.end)))
+        _supersede(window)
         rollup_months(months)
         _finish(sync, attempt, calls=0, rows=written, message=message)
     forecasts_update(source_name=CostRecord.Source.ESTIMATE)
     budgets_check()
-
-
-def _days(start: date, end: date) -> Iterable[date]:
-    day = start
-    while day < end:
-        yield day
-        day += timedelta(days=1)
 
 
 def estimates_store(
