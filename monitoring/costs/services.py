@@ -554,9 +554,8 @@ def _sync_estimates(sync: CostSync, attempt: int) -> None:
     message = f"{len(estimates)} estimate rows ({len(serving)} serving-days)"
     if problems:
         message += f"; {len(problems)} service(s) not asked"
-    months = {month_start(e.day) for e in estimates} | {
-        month_start(day) for day in selectors.days_between(sync.start, sync.end)
-    }
+    window = selectors.days_between(sync.start, sync.end)
+    months = {month_start(e.day) for e in estimates} | {month_start(day) for day in window}
     # The rows, what the bill already replaced among them, the roll-up and the outcome: one transaction.
     with transaction.atomic():
         written = estimates_store(estimates, start=sync.start, end=sync.end, holder=(sync, attempt), all_runs=True)
