@@ -17,16 +17,12 @@ In both, the dead worker's own message comes back (acks_late) and is refused: it
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from django.conf import settings
@@ -38,6 +34,7 @@ from deployments import services, tasks
 from deployments.models import Deployment, DeploymentEvent, Environment
 from tests.deployments.test_deploys import approve
 from tests.deployments.test_local_flow import finished, package, register
+from tests.deployments.traffic import Traffic
 from tests.fixtures.models import Trained, train
 from tests.fixtures.processes import RUNNING_WORKERS, Worker, kill_worker, start_worker, stop_worker, wait_for
 from workers.local_state import process_alive, read_json
@@ -185,51 +182,6 @@ def test_a_worker_killed_mid_start_is_taken_over_and_the_deployment_finishes(
     assert Deployment.objects.get(pk=done.pk).service.current_deployment_id == done.pk
 
 
-class Traffic:
-    """Threads sending predictions through the service's stable address, a new connection each (so the router's
-    split by connection reaches both revisions), every answer counted by status and by the revision that gave it."""
-
-    def __init__(self, address: str, body: bytes, *, threads: int = 4) -> None:
-        self.where = urlsplit(address)
-        self.body = body
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.revisions: Counter[str] = Counter()
-        self.failures: list[str] = []
-        self.threads = [threading.Thread(target=self._send, daemon=True) for _ in range(threads)]
-
-    def __enter__(self) -> Traffic:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=30)
-
-    def _send(self) -> None:
-        while not self.stop.is_set():
-            connection = http.client.HTTPConnection(self.where.hostname, self.where.port, timeout=30)
-            try:
-                connection.request("POST", "/invocations", self.body, {"content-type": "application/json"})
-                answer = connection.getresponse()
-                answer.read()
-                with self.lock:
-                    self.revisions[answer.getheader("x-revision", "?")] += 1
-                    if answer.status != 200:
-                        self.failures.append(f"HTTP {answer.status}")
-            except (OSError, http.client.HTTPException) as exc:
-                with self.lock:
-                    self.failures.append(f"{type(exc).__name__}: {exc}")
-            finally:
-                connection.close()
-
-    def counts(self) -> Counter[str]:
-        with self.lock:
-            return Counter(self.revisions)
-
-
 def test_a_worker_killed_mid_bake_leaves_a_rollout_the_sweep_resumes_and_the_system_rolls_back(
     users: Any, logistic: Trained, stop_local_services: Any, workers: Workers
 ) -> None:
@@ -271,7 +223,7 @@ def test_a_worker_killed_mid_bake_leaves_a_rollout_the_sweep_resumes_and_the_sys
         assert all(process_alive(p) for p in revision_processes(left))
         # Nobody polls it now, yet both revisions keep answering through the router.
         wait_for(
-            lambda: traffic.counts()[f"d{canary.pk}"] >= 10 and traffic.counts()[f"d{first.pk}"] >= 10,
+            lambda: traffic.by_revision()[f"d{canary.pk}"] >= 10 and traffic.by_revision()[f"d{first.pk}"] >= 10,
             timeout=60,
             what="both revisions answering with no worker alive",
         )
@@ -293,9 +245,9 @@ def test_a_worker_killed_mid_bake_leaves_a_rollout_the_sweep_resumes_and_the_sys
         assert automatic.model_version_id == fast.pk
         # Every answer from here on is the old revision's (after the canary's last slow answers, sent before).
         time.sleep(1.5)
-        before = traffic.counts()
-        wait_for(lambda: sum(traffic.counts().values()) >= sum(before.values()) + 20, timeout=60, what="more answers")
-        after = traffic.counts() - before
+        before = traffic.by_revision()
+        wait_for(lambda: traffic.total >= sum(before.values()) + 20, timeout=60, what="more answers")
+        after = traffic.by_revision() - before
         assert set(after) == {f"d{first.pk}"}, after
 
     assert traffic.failures == [], traffic.failures[:10]
