@@ -94,11 +94,11 @@ class Traffic:
     def _loop(self) -> None:
         rng = random.Random(self.name)
         where = urlsplit(self.address)
-        connection: http.client.HTTPConnection | None = None
         while not self.stop.is_set():
+            # A connection per request, as from many clients: the router splits traffic by connection, so one
+            # kept-alive connection would stay on one revision and a canary would never see it.
+            connection = http.client.HTTPConnection(where.hostname or "127.0.0.1", where.port, timeout=10)
             try:
-                if connection is None:
-                    connection = http.client.HTTPConnection(where.hostname or "127.0.0.1", where.port, timeout=10)
                 connection.request(
                     "POST", "/invocations", body=self.body(rng), headers={"Content-Type": "application/json"}
                 )
@@ -108,20 +108,14 @@ class Traffic:
                 if answer.status != 200:
                     self.failed += 1
                     self.last_error = f"HTTP {answer.status}"
-                if answer.getheader("connection", "").lower() == "close":
-                    connection.close()
-                    connection = None
             except (OSError, http.client.HTTPException) as exc:
                 self.sent += 1
                 self.failed += 1
                 self.last_error = str(exc) or type(exc).__name__
-                if connection is not None:
-                    connection.close()
-                connection = None
                 self.stop.wait(1.0)
+            finally:
+                connection.close()
             self.stop.wait(rng.expovariate(self.rate))
-        if connection is not None:
-            connection.close()
 
 
 class Demo:
@@ -172,6 +166,14 @@ class Demo:
         self.requested(forest, "staging")
         self.costs()
         self.settled(canary)
+
+    def waiting(self) -> int:
+        """Requests for the demo model that wait for an approver."""
+        from deployments.models import ApprovalRequest
+
+        return ApprovalRequest.objects.filter(
+            status="open", model_version__registered_model__slug=MODEL, model_version__run__project__slug=PROJECT
+        ).count()
 
     def in_place(self) -> bool:
         """Whether an earlier run made the demo's last step (the random forest's request for staging)."""
@@ -407,9 +409,10 @@ class Demo:
                 environment=environment.name,
                 reason=f"request {request.pk} approved; deployed by the demo's approver",
             )
+            how = deployment.get_strategy_display() if deployment.replaces_id else "its first revision"
             self.say(
                 f"{by.get_username()} deployed {version} to {environment.name} "
-                f"({deployment.get_strategy_display()}, /services/{deployment.service_id}/)"
+                f"({how}, /services/{deployment.service_id}/)"
             )
 
         def taking_traffic() -> Deployment | None:

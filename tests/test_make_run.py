@@ -57,9 +57,9 @@ def processes_using(marker: str) -> list[int]:
 class MakeRun:
     """One `make run` on `var_dir`, its output in a log file, stopped with Ctrl-C (SIGINT to its process group)."""
 
-    def __init__(self, var_dir: str, name: str) -> None:
+    def __init__(self, var_dir: str, name: str, port: int | None = None) -> None:
         self.var_dir = var_dir
-        self.port = free_port()
+        self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(var_dir) / f"{name}.log"
         env = {
@@ -245,8 +245,10 @@ def test_make_run_brings_up_the_portal_and_a_demo_that_fills_the_charts_then_a_s
         assert queue["count"] == 1, queue
 
         # The worker is really consuming: beat's heartbeat task is executed by it.
+        worker_log = Path(var_dir) / "log" / "worker.log"
+        assert f"Logs: {var_dir}/log/web.log" in first.output()
         wait_for(
-            lambda: re.search(r"controlplane\.tasks\.heartbeat_record\[[^\]]+\] succeeded", first.output()),
+            lambda: re.search(r"controlplane\.tasks\.heartbeat_record\[[^\]]+\] succeeded", worker_log.read_text()),
             timeout=90,
             what="beat's heartbeat task to be executed by the worker",
         )
@@ -255,8 +257,18 @@ def test_make_run_brings_up_the_portal_and_a_demo_that_fills_the_charts_then_a_s
         first.stop()
     before = demo_data(var_dir)
     assert len(before["model versions"]) == 3 and len(before["deployments"]) >= 4, before
+    # The production canary was judged on its own requests during its bake (on the ingested metrics) and kept.
+    with sqlite3.connect(f"file:{var_dir}/controlplane.sqlite3?mode=ro", uri=True) as db:
+        status, verdict = db.execute(
+            "select d.status, d.objective_status from deployments_deployment d join deployments_service s on "
+            "s.id = d.service_id join deployments_environment e on e.id = s.environment_id where e.name = "
+            "'production' and d.replaces_id is not null order by d.id desc"
+        ).fetchone()
+    verdict = json.loads(verdict)
+    assert status == "succeeded" and verdict["judged"] and verdict["requests"] >= 20, verdict
+    assert verdict["source"] == "metrics", verdict
 
-    second = MakeRun(var_dir, "second")
+    second = MakeRun(var_dir, "second", port=first.port)  # a second `make run` listens where the first did
     try:
         wait_for(second.answers, timeout=240, interval=0.5, what="the portal to answer again")
         wait_for(lambda: any("demo: ready" in line for line in second.demo_lines()), timeout=120, what="ready again")

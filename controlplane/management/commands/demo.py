@@ -10,7 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from controlplane.demo import Demo, DemoFailed, DemoStopped
+from controlplane.demo import MODEL, Demo, DemoFailed, DemoStopped
 
 REPORT_SECONDS = 60.0
 
@@ -38,10 +38,9 @@ class Command(BaseCommand):
                 say("an earlier `make run` set the demo up; nothing to make again")
             else:
                 demo.run()
-            say(
-                "ready: staging and production serve breast-cancer-classifier; sign in as alex for the waiting "
-                "request, dana for runs and models, fran for costs"
-            )
+            waiting = demo.waiting()
+            queue = f"alex for the {waiting} request(s) waiting for an approver" if waiting else "alex for services"
+            say(f"ready: staging and production serve {MODEL}; sign in as {queue}, dana for runs, fran for costs")
         except DemoStopped:
             say("stopped before it was set up; the next `make run` goes on from here")
             return

@@ -98,17 +98,21 @@ class Command(BaseCommand):
                 (
                     "worker",
                     self._spawn(
-                        celery + ["worker", "-Q", QUEUES, "-c", str(concurrency), "-n", "worker@%h", "-l", "INFO"]
+                        celery + ["worker", "-Q", QUEUES, "-c", str(concurrency), "-n", "worker@%h", "-l", "INFO"],
+                        log="worker",
                     ),
                 )
             )
             started.append(
                 (
                     "beat",
-                    self._spawn(celery + ["beat", "-l", "INFO", "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME]),
+                    self._spawn(
+                        celery + ["beat", "-l", "INFO", "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME],
+                        log="beat",
+                    ),
                 )
             )
-            started.append(("web", self._spawn(web_command(host, port))))
+            started.append(("web", self._spawn(web_command(host, port), log="web")))
             self._print_welcome(host, port)
             # The demo acts through the services as the demo users, in the background: the portal is usable at once,
             # and the demo's own lines (prefixed "demo:") say what it is doing. Its end stops nothing else.
@@ -120,6 +124,7 @@ class Command(BaseCommand):
                 for name, process in started:
                     if process is not demo and process.poll() is not None:
                         self.stderr.write(f"{name} exited with status {process.returncode}; stopping everything")
+                        self._show_log_tail(name)
                         self.stopping = True
                 time.sleep(0.3)
         finally:
@@ -158,9 +163,33 @@ class Command(BaseCommand):
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.stopping = True
 
-    def _spawn(self, command: list[str]) -> subprocess.Popen[bytes]:
-        # A session of its own, so Ctrl-C reaches only this supervisor, which stops children in order.
-        return subprocess.Popen(command, cwd=settings.BASE_DIR, stdin=subprocess.DEVNULL, start_new_session=True)
+    def _spawn(self, command: list[str], *, log: str = "") -> subprocess.Popen[bytes]:
+        """A child in a session of its own, so Ctrl-C reaches only this supervisor, which stops children in order.
+        With `log`, its output goes to var/log/<log>.log (appended), so the terminal keeps to what runall and the
+        demo say; without, to the terminal."""
+        output: Any = None
+        if log:
+            folder = settings.VAR_DIR / "log"
+            folder.mkdir(parents=True, exist_ok=True)
+            output = (folder / f"{log}.log").open("ab")
+        try:
+            return subprocess.Popen(
+                command,
+                cwd=settings.BASE_DIR,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT if output is not None else None,
+                start_new_session=True,
+            )
+        finally:
+            if output is not None:
+                output.close()  # the child holds its own copy
+
+    def _show_log_tail(self, name: str, lines: int = 30) -> None:
+        path = settings.VAR_DIR / "log" / f"{name}.log"
+        if path.is_file():
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+            self.stderr.write(f"the last lines of {path}:\n" + "\n".join(tail))
 
     def _stop(self, name: str, process: subprocess.Popen[bytes]) -> None:
         if process.poll() is None:
@@ -181,5 +210,7 @@ class Command(BaseCommand):
             f"Sign in as any of these demo users (password: {settings.DEMO_PASSWORD}):",
         ]
         lines += [f"  {username:<8} {role}" for username, role, _ in DEMO_USERS]
+        logs = settings.VAR_DIR / "log"
+        lines += [f"Logs: {logs}/web.log, worker.log (emails sent are printed there too), beat.log."]
         lines += ["Ctrl-C stops everything.", ""]
         self.stdout.write("\n".join(lines))
