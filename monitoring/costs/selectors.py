@@ -255,16 +255,23 @@ def _group_name(key: str, other_key: str) -> str:
 
 def month_spend(month: date, *, project: str | None = None) -> tuple[Decimal, Decimal]:
     """(spend, of which estimated) in the month of `month`, for everything or one project (its slug)."""
+    return month_spends(month, projects=None if project is None else [project]).get(project, (ZERO, ZERO))
+
+
+def month_spends(month: date, *, projects: list[str] | None = None) -> dict[str | None, tuple[Decimal, Decimal]]:
+    """(spend, of which estimated) in the month of `month` for each project that spent (by slug) and, under None,
+    for all of them together (or of `projects` alone, when given): one query however many projects."""
     rows = CostMonth.objects.filter(family=CostMonth.Family.PROJECT, month=month_start(month))
-    if project is not None:
-        rows = rows.filter(project=project)
-    spend = ZERO
-    estimated = ZERO
-    for source, total in rows.values("source").annotate(total=Sum("amount")).values_list("source", "total"):
-        spend += total
-        if source == CostRecord.Source.ESTIMATE:
-            estimated += total
-    return spend, estimated
+    if projects is not None:
+        rows = rows.filter(project__in=projects)
+    spends: dict[str | None, tuple[Decimal, Decimal]] = {None: (ZERO, ZERO)}
+    totals = rows.values("project", "source").annotate(total=Sum("amount")).values_list("project", "source", "total")
+    for project, source, total in totals:
+        estimated = total if source == CostRecord.Source.ESTIMATE else ZERO
+        for key in (project, None):
+            spend, of_it_estimated = spends.get(key, (ZERO, ZERO))
+            spends[key] = (spend + total, of_it_estimated + estimated)
+    return spends
 
 
 def forecast_for(month: date, *, project: str = "") -> CostForecast | None:
