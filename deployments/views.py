@@ -25,7 +25,13 @@ from controlplane.views import apply_service_errors, paginate, word_parts
 from deployments import objectives as objective_rules
 from deployments import selectors, services
 from deployments.forms import ApprovalRequestForm, EnvironmentForm, gate_syntax
-from deployments.models import ApprovalDecision, ApprovalRequest, Deployment, Environment
+from deployments.models import (
+    ACTIVE_DEPLOYMENT_STATUSES,
+    ApprovalDecision,
+    ApprovalRequest,
+    Deployment,
+    Environment,
+)
 from lineage import selectors as lineage_selectors
 from lineage.graph_layout import layout_graph
 from lineage.models import DatasetVersion, ModelVersion, Run, RunInput
@@ -467,6 +473,27 @@ def _timeline(approval: ApprovalRequest, decisions: list[ApprovalDecision]) -> l
     return sorted(entries, key=lambda entry: (entry["when"], entry["order"]))
 
 
+def _status_context(approval: ApprovalRequest) -> dict[str, Any]:
+    """What the status section shows and whether it keeps polling: while the worker checks the artifact, then
+    (an environment that deploys on approval) until the deployment made on approval has shown and ended, or it
+    is clear none will come (the approval was announced and nothing was deployed: the requester was told why)."""
+    deployments = list(
+        approval.deployments.select_related("service", "model_version__registered_model").order_by("created_at", "id")
+    )
+    deploys = approval.status == ApprovalRequest.Status.APPROVED and approval.environment.deploy_on_approval
+    waiting_for_deployment = deploys and not deployments and approval.announced_at is None
+    deployment_active = any(d.status in ACTIVE_DEPLOYMENT_STATUSES for d in deployments)
+    return {
+        "approval": approval,
+        "deployments": deployments,
+        "waiting_for_check": approval.is_open and approval.quorum_at is not None,
+        "waiting_for_deployment": waiting_for_deployment,
+        "deployment_active": deployment_active,
+        "following_deployment": waiting_for_deployment or deployment_active,
+        "not_deployed": deploys and not deployments and approval.announced_at is not None,
+    }
+
+
 def _evidence_context(
     request: HttpRequest,
     approval: ApprovalRequest,
@@ -480,9 +507,9 @@ def _evidence_context(
     refusal = _decide_refusal(request.user, approval, decisions)
     inputs, dataset_version, profile = _training_data(approval)
     metrics = _metrics(approval)
-    waiting = approval.is_open and approval.quorum_at is not None
+    status = _status_context(approval)
     return {
-        "approval": approval,
+        **status,
         "version": version,
         "baseline": baseline,
         "gate_results": approval.gate_results.all(),
@@ -490,7 +517,6 @@ def _evidence_context(
         "approval_count": sum(1 for d in decisions if d.verdict == ApprovalDecision.Verdict.APPROVE),
         "can_decide": not refusal,
         "decide_refusal": refusal,
-        "waiting_for_check": waiting,
         "expired": approval.status == "expired" or (approval.is_open and approval.expires_at <= timezone.now()),
         "can_withdraw": approval.is_open
         and permissions.has_permission(request.user, "approval.request")
@@ -513,11 +539,11 @@ def approval_request_detail(request: HttpRequest, pk: int) -> HttpResponse:
     approval = _approval_or_404(pk)
     part = request.GET.get("part") if request.htmx else None
     if part == "status":
-        # The page polls while the worker checks the artifact; once it has finished, the whole page is drawn again.
-        if approval.is_open and approval.quorum_at is not None:
-            return render(
-                request, "deployments/_approval_status.html", {"approval": approval, "waiting_for_check": True}
-            )
+        # The page polls while the worker checks the artifact; once it has finished, the whole page is drawn again
+        # (decisions, expiry, the timeline changed). After that it follows the deployment made on approval alone.
+        status = _status_context(approval)
+        if status["waiting_for_check"] or request.GET.get("following") == "deployment":
+            return render(request, "deployments/_approval_status.html", status)
         return HttpResponseClientRefresh()
     if part == "profile":
         # The profile polls while it is computed; the page it lands in already holds the metrics charts.

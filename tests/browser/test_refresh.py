@@ -60,3 +60,50 @@ def test_the_serving_line_follows_the_canarys_traffic_share(page, sign_in, users
     page.locator('[data-testid="traffic-share"]', has_text="60%").wait_for()
     page.locator('[data-testid="serving-rollout"]', has_text="takes 60% of traffic").wait_for()
     assert f"deploy {current.pk}" in serving.inner_text()
+
+
+def test_an_approval_page_follows_the_deployment_made_on_approval(page, sign_in, users, project, staging) -> None:
+    from django.utils import timezone
+
+    from deployments import services
+    from deployments.models import ApprovalRequest
+
+    services.environment_update(actor=users.admin, environment_id=staging.pk, data={"deploy_on_approval": True})
+    version = make_model_version(project, users.data_scientist)
+    request = services.approval_request_create(
+        actor=users.data_scientist, model_version_id=version.pk, environment="staging", justification="go"
+    )
+    services.approval_decide(actor=users.approver, request_id=request.pk, verdict="approve", comment="fine")
+    services.approval_finish(request_id=request.pk)
+    sign_in(users.approver)
+    page.goto(f"/approvals/{request.pk}/")
+    page.locator('#approval-status[data-status="approved"]').wait_for()
+    assert "waiting for a worker to start the deployment" in page.get_by_test_id("deployment-waiting").inner_text()
+    # What the worker's announcement does (deploy_on_approval), without a worker: the deployment, then the mark.
+    service = Service.objects.create(
+        registered_model=version.registered_model,
+        environment=staging,
+        name="bc-staging",
+        backend="local",
+        created_by=users.admin,
+    )
+    deployment = Deployment.objects.create(
+        service=service,
+        model_version=version,
+        status="baking",
+        approval_request=request,
+        reason=f"deployed on approval (request {request.pk})",
+        progress={"traffic_percent": 100},
+    )
+    ApprovalRequest.objects.filter(pk=request.pk).update(announced_at=timezone.now())
+    shown = page.locator('[data-testid="approval-deployment"][data-status="baking"]')
+    shown.wait_for()
+    assert f"Deploy {deployment.pk} of {version}" in shown.inner_text()
+    assert page.get_by_test_id("deployment-waiting").count() == 0
+    Deployment.objects.filter(pk=deployment.pk).update(status="succeeded")
+    ended = page.locator('[data-testid="approval-deployment"][data-status="succeeded"]')
+    ended.wait_for()
+    page.locator("#approval-status:not([hx-trigger])").wait_for()  # it ended: the page stops polling
+    with page.expect_navigation():
+        ended.get_by_role("link", name="bc-staging").click()
+    assert page.url.endswith(f"/services/{service.pk}/")

@@ -318,6 +318,73 @@ def test_approving_then_the_page_polls_until_the_artifact_is_checked(client, use
     assert "request" in timeline and "approve" in timeline and "approved" in timeline
 
 
+def _status_section(content: str) -> Any:
+    return parse(content).find("section", id="approval-status")
+
+
+def _follow(client: Any, req: ApprovalRequest) -> str:
+    polled = client.get(f"/approvals/{req.pk}/?part=status&following=deployment", headers={"HX-Request": "true"})
+    assert polled.status_code == 200 and "HX-Refresh" not in polled
+    return polled.content.decode()
+
+
+def test_once_approved_the_page_follows_the_deployment_made_on_approval_until_it_ends(
+    client, users, version, staging
+) -> None:
+    from deployments.models import Deployment
+
+    services.environment_update(actor=users.admin, environment_id=staging.pk, data={"deploy_on_approval": True})
+    req = approved(users, version)
+    client.force_login(users.approver)
+    # Approved, not yet announced: the deployment comes from the worker's next task, so the page keeps polling.
+    section = _status_section(client.get(f"/approvals/{req.pk}/").content.decode())
+    assert section.attrs["hx-get"] == f"/approvals/{req.pk}/?part=status&following=deployment"
+    assert section.attrs["hx-trigger"] == "every 2s"
+    assert "waiting for a worker to start the deployment" in section.text()
+    assert "waiting for a worker" in _follow(client, req)
+
+    services.approval_announce(request_id=req.pk)  # the worker's task: deploy_on_approval makes the deployment
+    deployment = Deployment.objects.get(approval_request=req)
+    polled = _follow(client, req)
+    shown = parse(polled).find(data_testid="approval-deployment")
+    assert f"Deploy {deployment.pk} of {version}" in shown.text() and shown.attrs["data-status"] == "pending"
+    assert shown.links()[deployment.service.name] == f"/services/{deployment.service_id}/"
+    assert "hx-trigger" in polled.split(">")[0] and "waiting for a worker" not in polled  # under way: still polling
+
+    Deployment.objects.filter(pk=deployment.pk).update(status="baking", progress={"traffic_percent": 20})
+    assert "20% of traffic" in parse(_follow(client, req)).find(data_testid="approval-deployment").text()
+    Deployment.objects.filter(pk=deployment.pk).update(status="succeeded")
+    polled = _follow(client, req)
+    assert "hx-trigger" not in polled.split(">")[0]  # it ended: the section stops polling
+    assert parse(polled).find(data_testid="approval-deployment").attrs["data-status"] == "succeeded"
+    assert "hx-trigger" not in _status_section(client.get(f"/approvals/{req.pk}/").content.decode()).attrs
+
+
+def test_the_page_says_when_no_deployment_will_come_of_the_approval(client, users, version, staging) -> None:
+    from deployments.models import Deployment
+
+    services.environment_update(actor=users.admin, environment_id=staging.pk, data={"deploy_on_approval": True})
+    other = make_model_version(version.registered_model.project, users.data_scientist)
+    first = approved(users, other)
+    services.approval_announce(request_id=first.pk)  # deploys `other`: it is still under way
+    req = approved(users, version)
+    services.approval_announce(request_id=req.pk)  # refused (another is active): the requester is told
+    assert not Deployment.objects.filter(approval_request=req).exists()
+    client.force_login(users.approver)
+    polled = _follow(client, req)
+    assert "hx-trigger" not in polled.split(">")[0]
+    assert f"{version} was not deployed" in parse(polled).find(data_testid="not-deployed").text()
+    section = _status_section(client.get(f"/approvals/{req.pk}/").content.decode())
+    assert "hx-trigger" not in section.attrs and section.has(data_testid="not-deployed")
+
+
+def test_an_environment_that_does_not_deploy_on_approval_is_not_followed(client, users, version, staging) -> None:
+    req = approved(users, version)
+    client.force_login(users.approver)
+    section = _status_section(client.get(f"/approvals/{req.pk}/").content.decode())
+    assert "hx-trigger" not in section.attrs and "deploys on approval" not in section.text()
+
+
 def test_deciding_twice_is_a_conflict(client, users, version, staging, production) -> None:
     approved(users, version)
     req = ask(users.data_scientist, version, "production")
