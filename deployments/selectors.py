@@ -82,11 +82,18 @@ def approval_filter_problems(
 
 
 def approval_request_list(
-    *, status: str | None = None, project: str | None = None, environment: str | None = None
+    *,
+    status: str | None = None,
+    project: str | None = None,
+    environment: str | None = None,
+    requested_by: Any = None,
 ) -> QuerySet[ApprovalRequest]:
+    """Approval requests by status, project (slug), environment (name) and requester (a user: "my requests")."""
     requests = ApprovalRequest.objects.select_related(
         "model_version__registered_model__project", "environment", "requested_by"
     )
+    if requested_by is not None:
+        requests = requests.filter(requested_by=requested_by)
     if status:
         requests = requests.filter(status=status)
     if project:
@@ -345,7 +352,7 @@ def version_standings(*, versions: list[ModelVersion]) -> dict[int, list[dict[st
 
 def open_requests_of(*, user: Any) -> QuerySet[ApprovalRequest]:
     """The open approval requests a person made, newest first, with their gate and approval counts."""
-    return with_counts(approval_request_list(status="open").filter(requested_by=user)).order_by("-created_at", "-id")
+    return with_counts(approval_request_list(status="open", requested_by=user)).order_by("-created_at", "-id")
 
 
 def rollback_candidates() -> QuerySet[Service]:

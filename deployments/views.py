@@ -196,21 +196,32 @@ def approval_request_create(request: HttpRequest, project: str, slug: str, numbe
 
 # --- the approval queue and the evidence page (approvers) -------------------------------------------------------
 
-QUEUE_TABS = {"mine": "Waiting for me", "all": "All requests"}
+QUEUE_TABS = {"mine": "Waiting for me", "requested": "My requests", "all": "All requests"}
 
 
-def _queue_filters(request: HttpRequest, *, can_decide: bool) -> tuple[dict[str, str], dict[str, list[str]]]:
+def _queue_tabs(user: Any) -> list[str]:
+    """The lists this user has: approvers one waiting for them, those who request promotions their own."""
+    return [
+        name
+        for name, needs in (("mine", "approval.decide"), ("requested", "approval.request"), ("all", ""))
+        if not needs or permissions.has_permission(user, needs)
+    ]
+
+
+def _queue_filters(request: HttpRequest, *, tabs: list[str]) -> tuple[dict[str, str], dict[str, list[str]]]:
     """The queue's filters as typed, and a message naming each bad one."""
     names = ("tab", "project", "environment", "status", "older_than")
     filters = {name: str(request.GET.get(name, "")).strip() for name in names}
     # A shared link naming a status other than open (?status=withdrawn) means the whole list, not one's own queue.
     wants_all = bool(filters["status"]) and filters["status"] != "open"
-    filters["tab"] = filters["tab"] or ("mine" if can_decide and not wants_all else "all")
+    filters["tab"] = filters["tab"] or ("mine" if "mine" in tabs and not wants_all else "all")
     errors: dict[str, list[str]] = {}
     if filters["tab"] not in QUEUE_TABS:
-        errors["tab"] = [f"expected mine or all, got {filters['tab']!r}"]
-    elif filters["tab"] == "mine" and not can_decide:
+        errors["tab"] = [f"expected mine, requested or all, got {filters['tab']!r}"]
+    elif filters["tab"] == "mine" and "mine" not in tabs:
         errors["tab"] = ["only approvers have requests waiting for them: choose All requests"]
+    elif filters["tab"] == "requested" and "requested" not in tabs:
+        errors["tab"] = ["only those who request promotions have requests of their own: choose All requests"]
     errors.update(
         selectors.approval_filter_problems(
             project=filters["project"],
@@ -227,8 +238,8 @@ def _queue_filters(request: HttpRequest, *, can_decide: bool) -> tuple[dict[str,
 
 def approval_queue(request: HttpRequest) -> HttpResponse:
     permissions.require(request.user, "approval.view")
-    can_decide = permissions.has_permission(request.user, "approval.decide")
-    filters, errors = _queue_filters(request, can_decide=can_decide)
+    tabs = _queue_tabs(request.user)
+    filters, errors = _queue_filters(request, tabs=tabs)
     requests: QuerySet[ApprovalRequest] = ApprovalRequest.objects.none()
     if not errors:
         if filters["tab"] == "mine":
@@ -242,11 +253,12 @@ def approval_queue(request: HttpRequest) -> HttpResponse:
                 status=filters["status"] or None,
                 project=filters["project"] or None,
                 environment=filters["environment"] or None,
+                requested_by=request.user if filters["tab"] == "requested" else None,
             )
         if filters["older_than"]:
             requests = requests.filter(created_at__lte=timezone.now() - timedelta(days=int(filters["older_than"])))
         requests = selectors.with_counts(requests)
-        # Oldest first in one's own queue (first come, first decided); newest first in the whole list.
+        # Oldest first in one's own queue (first come, first decided); newest first in the other lists.
         requests = requests.order_by(*(("created_at", "id") if filters["tab"] == "mine" else ("-created_at", "-id")))
     return render(
         request,
@@ -259,11 +271,10 @@ def approval_queue(request: HttpRequest) -> HttpResponse:
                 # Switching tabs keeps the filters, except a status: everything waiting for you is open.
                 {
                     "name": name,
-                    "label": label,
+                    "label": QUEUE_TABS[name],
                     "query": urlencode({**_kept(filters, drop_status=name == "mine"), "tab": name}),
                 }
-                for name, label in QUEUE_TABS.items()
-                if can_decide or name == "all"
+                for name in tabs
             ],
             "waiting_count": selectors.approval_queue_count(user=request.user),
             "query": urlencode(_kept(filters)),

@@ -143,6 +143,40 @@ def test_the_queue_row_says_gates_approvals_and_expiry(client, users, project, s
     assert f'href="/models/bc/bc-classifier/v{version.number}/"' in row
 
 
+def test_my_requests_lists_the_requests_one_made_in_every_state(client, users, project, staging) -> None:
+    mine = ask(users.data_scientist, make_model_version(project, users.data_scientist))
+    withdrawn = ask(users.data_scientist, make_model_version(project, users.data_scientist, model="other"))
+    services.approval_withdraw(actor=users.data_scientist, request_id=withdrawn.pk, reason="not yet")
+    admins = ask(users.admin, make_model_version(project, users.admin, model="admins"))
+    client.force_login(users.data_scientist)
+    response = client.get("/approvals/?tab=requested")
+    assert response.status_code == 200
+    assert queue_rows(response) == {mine.pk, withdrawn.pk}
+    page = parse(response.content)
+    assert page.find(data_testid="queue-tabs").find("a", aria_current="page").text() == "My requests"
+    rows = page.find(data_testid="approval-table").rows()
+    assert rows[0][0] == f"request {withdrawn.pk}"  # newest first
+    # Its filters are the list's: status, project, environment, age.
+    assert queue_rows(client.get("/approvals/?tab=requested&status=open")) == {mine.pk}
+    assert queue_rows(client.get("/approvals/?tab=requested&status=approved")) == set()
+    assertContains(client.get("/approvals/?tab=requested&status=approved"), "You have requested no promotion that")
+    # The admin's own are theirs alone; an approver who requests nothing has no such list.
+    client.force_login(users.admin)
+    assert queue_rows(client.get("/approvals/?tab=requested")) == {admins.pk}
+    client.force_login(users.approver)
+    response = client.get("/approvals/?tab=requested")
+    assert response.status_code == 400 and queue_rows(response) == set()
+    assertContains(response, "choose All requests", status_code=400)
+    assertNotContains(client.get("/approvals/"), "My requests")
+
+
+def test_the_home_pages_requests_link_opens_my_requests(client, users, project, staging) -> None:
+    ask(users.data_scientist, make_model_version(project, users.data_scientist))
+    client.force_login(users.data_scientist)
+    links = parse(client.get("/").content).find(data_testid="my-requests-count").links()
+    assert links["Your open requests"] == "/approvals/?tab=requested&status=open"
+
+
 def test_queue_filters(client, users, project, staging, production) -> None:
     from controlplane import services as controlplane_services
 
@@ -175,7 +209,7 @@ def test_queue_filters(client, users, project, staging, production) -> None:
         ("tab=mine&status=rejected", "status", "choose All requests"),
         ("older_than=two", "older_than", "expected a whole number of days"),
         ("older_than=-1", "older_than", "expected a whole number of days"),
-        ("tab=everything", "tab", "expected mine or all"),
+        ("tab=everything", "tab", "expected mine, requested or all"),
     ],
 )
 def test_bad_queue_filters_are_named(client, users, staging, query, field, words) -> None:
