@@ -113,10 +113,13 @@ def test_the_list_is_paginated(client, users) -> None:
     client.force_login(users.finance)
     first = parse(client.get(reverse("notification-list")).content)
     assert len([tr for tr in first.find_all("tr") if "data-notification" in tr.attrs]) == 25
-    assert first.find("nav", **{"class": "pagination"}).links()["Older →"] == "?page=2"
+    assert first.find("nav", **{"class": "pagination"}).links()["Next →"] == "?page=2"
+    assert first.find(data_testid="page-range").text() == "Showing 1–25 of 30"
     second = parse(client.get(reverse("notification-list"), {"page": 2}).content)
     titles = [tr.find("strong").text() for tr in second.find_all("tr") if "data-notification" in tr.attrs]
     assert titles == [f"alert {number}" for number in range(4, -1, -1)]
+    assert second.find(data_testid="page-range").text() == "Showing 26–30 of 30"
+    assert second.find("nav", **{"class": "pagination"}).links() == {"← Previous": "?page=1"}
 
 
 def test_an_approver_sees_how_many_requests_wait_in_the_nav_and_on_home(client, users, project, staging) -> None:
