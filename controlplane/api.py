@@ -109,7 +109,11 @@ def filter_parameters(filterset_class: type[django_filters.FilterSet]) -> list[O
     """The query parameters of a list endpoint, described from the FilterSet the selector applies."""
     parameters = []
     for name, declared in filterset_class.base_filters.items():
-        if isinstance(declared, django_filters.ChoiceFilter):
+        if isinstance(declared, django_filters.ModelChoiceFilter):
+            noun = getattr(declared, "extra", {}).get("noun", name)
+            key = declared.extra.get("to_field_name") or "id"
+            parameters.append(OpenApiParameter(name, str, description=f"The {noun}'s {key}; one that is not is a 400"))
+        elif isinstance(declared, django_filters.ChoiceFilter):
             parameters.append(OpenApiParameter(name, str, enum=[value for value, _ in declared.extra["choices"]]))
         elif isinstance(declared, django_filters.DateFilter):
             parameters.append(OpenApiParameter(name, OpenApiTypes.DATE))
