@@ -11,8 +11,8 @@ from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from controlplane.filters import DateRangeFilterSet, ListFilterForm, filter_values
-from controlplane.models import AuditEvent, Heartbeat, Project, SystemCheck
+from controlplane.filters import ChoiceFilter, DateRangeFilterSet, ListFilterForm, apply_filters, filter_values
+from controlplane.models import AuditEvent, Heartbeat, Notification, Project, SystemCheck
 
 
 def project_list(*, search: str = "") -> QuerySet[Project]:
@@ -34,6 +34,30 @@ class AuditEventFilter(DateRangeFilterSet):
         model = AuditEvent
         fields: list[str] = []
         form = ListFilterForm
+
+
+class NotificationFilter(DateRangeFilterSet):
+    """A person's notifications: `status` unread or read, a word of the title or text, the day it came."""
+
+    status = ChoiceFilter(choices=[("unread", "unread"), ("read", "read")], method="filter_status")
+    q = django_filters.CharFilter(method="filter_search", label="Search", max_length=200)
+
+    class Meta:
+        model = Notification
+        fields: list[str] = []
+        form = ListFilterForm
+
+    def filter_status(self, queryset: QuerySet[Notification], name: str, value: str) -> QuerySet[Notification]:
+        return queryset.filter(read_at__isnull=value == "unread")
+
+    def filter_search(self, queryset: QuerySet[Notification], name: str, value: str) -> QuerySet[Notification]:
+        return queryset.filter(Q(title__icontains=value) | Q(body__icontains=value))
+
+
+def notification_list(*, user: Any, filters: Mapping[str, Any] | None = None) -> QuerySet[Notification]:
+    """`user`'s notifications newest first, narrowed by NotificationFilter (a ValidationError names a bad one)."""
+    mine = Notification.objects.filter(user=user).order_by("-created_at", "-id")
+    return apply_filters(NotificationFilter, filters, mine)
 
 
 def audit_filter(data: Mapping[str, Any] | None) -> AuditEventFilter:

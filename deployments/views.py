@@ -20,6 +20,7 @@ from django_htmx.http import HttpResponseClientRefresh
 from controlplane import permissions
 from controlplane import selectors as audit_selectors
 from controlplane.charts import change_chart, compare_chart, profile_chart
+from controlplane.filters import filtered_list
 from controlplane.models import Project, TransitionEvent
 from controlplane.views import apply_service_errors, paginate, word_parts
 from deployments import objectives as objective_rules
@@ -42,11 +43,14 @@ from monitoring.costs import object_selectors as cost_objects
 
 def environment_list(request: HttpRequest) -> HttpResponse:
     permissions.require(request.user, "environment.view")
+    # In promotion order; a page of them (the few a team has fit on one).
+    environments = paginate(request, selectors.environment_list())
     return render(
         request,
         "deployments/environment_list.html",
         {
-            "environments": selectors.environment_list(),
+            "environments": environments,
+            "page": environments,
             "can_manage": permissions.has_permission(request.user, "environment.manage"),
         },
     )
@@ -616,20 +620,21 @@ def approval_withdraw(request: HttpRequest, pk: int) -> HttpResponse:
 
 def service_list(request: HttpRequest) -> HttpResponse:
     permissions.require(request.user, "service.view")
-    filters = {name: request.GET.get(name, "").strip() for name in ("project", "environment")}
-    problems = selectors.service_filter_problems(**filters)
-    services_page = paginate(request, selectors.service_list(**{k: v for k, v in filters.items() if k not in problems}))
+    listed = filtered_list(
+        request.GET, selectors.ServiceFilter, lambda filters: selectors.service_list(filters=filters)
+    )
     return render(
         request,
         "deployments/service_list.html",
         {
-            "page": services_page,
-            "filters": filters,
-            "problems": problems,
+            "page": paginate(request, listed.rows),
+            "filters": listed.values,
+            "errors": listed.errors,
             "projects": Project.objects.order_by("slug"),
             "environments": selectors.environment_list(),
-            "query": urlencode({k: v for k, v in filters.items() if v}),
+            "query": listed.query,
         },
+        status=400 if listed.errors else 200,
     )
 
 

@@ -14,6 +14,8 @@ from django.shortcuts import render
 from django.utils import timezone
 
 from controlplane import permissions
+from controlplane.filters import filtered_list
+from controlplane.models import Project
 from controlplane.views import paginate
 from deployments import selectors as deployment_selectors
 from deployments.models import Service
@@ -74,17 +76,22 @@ def _latest_report(service: Service) -> DriftReport | None:
 # --- overview -----------------------------------------------------------------------------------------------------
 
 
-def overview(request: HttpRequest) -> HttpResponse:
-    """Every service's last hour: requests/s, error rate, p99, its open alerts and its latest drifted share."""
-    permissions.require(request.user, "service.view")
-    end = timezone.now()
-    start = end - timedelta(hours=1)
-    services = (
-        deployment_selectors.service_list()
+def _overview_services(filters: dict[str, str]) -> Any:
+    return (
+        deployment_selectors.service_list(filters=filters)
         .annotate(open_alert_count=Count("alerts", filter=Q(alerts__status=Alert.Status.OPEN)))
         .order_by("environment__order", "registered_model__slug", "pk")
     )
-    page = paginate(request, services)
+
+
+def overview(request: HttpRequest) -> HttpResponse:
+    """Every service's last hour: requests/s, error rate, p99, its open alerts and its latest drifted share; the
+    services list's filters narrow it."""
+    permissions.require(request.user, "service.view")
+    end = timezone.now()
+    start = end - timedelta(hours=1)
+    listed = filtered_list(request.GET, deployment_selectors.ServiceFilter, _overview_services)
+    page = paginate(request, listed.rows)
     rows = [
         {
             "service": service,
@@ -99,9 +106,15 @@ def overview(request: HttpRequest) -> HttpResponse:
         {
             "page": page,
             "rows": rows,
+            "filters": listed.values,
+            "errors": listed.errors,
+            "query": listed.query,
+            "projects": Project.objects.order_by("slug"),
+            "environments": deployment_selectors.environment_list(),
             "alerts": drift_selectors.open_alerts()[:10],
             "open_count": drift_selectors.open_alerts().count(),
         },
+        status=400 if listed.errors else 200,
     )
 
 
@@ -223,32 +236,30 @@ def service_drift(request: HttpRequest, pk: int) -> HttpResponse:
 
 # --- alerts -------------------------------------------------------------------------------------------------------
 
-ALERT_STATUSES = ("open", "closed", "all")
-
 
 def alert_list(request: HttpRequest) -> HttpResponse:
     permissions.require(request.user, "service.view")
-    status = request.GET.get("status", "open")
-    errors = {}
-    alerts = Alert.objects.select_related("service", "drift_report").order_by("-opened_at", "-id")
-    if status not in ALERT_STATUSES:
-        errors["status"] = [f"expected open, closed or all, got {status!r}"]
-        alerts = alerts.none()
-    elif status != "all":
-        alerts = alerts.filter(status=status)
+    listed = filtered_list(
+        request.GET, drift_selectors.AlertFilter, lambda filters: drift_selectors.alert_list(filters=filters)
+    )
+    status = listed.values["status"] or "open"
     return render(
         request,
         "monitoring/alert_list.html",
         {
-            "page": paginate(request, alerts),
+            "page": paginate(request, listed.rows),
+            "filters": {**listed.values, "status": status},
             "status": status,
-            "statuses": ALERT_STATUSES,
-            "errors": errors,
-            "query": urlencode({"status": status}),
+            "statuses": ("open", "closed", "all"),
+            "names": {name: alert_label(name) for name in drift_selectors.ALERT_NAMES},
+            "services": Service.objects.order_by("name").only("pk", "name"),
+            "environments": deployment_selectors.environment_list(),
+            "errors": listed.errors,
+            "query": listed.query,
             # A budget crossing is an alert about money, not a service: its own section, always the open ones.
             "budget_crossings": list(open_budget_crossings())
             if permissions.has_permission(request.user, "cost.view")
             else [],
         },
-        status=400 if errors else 200,
+        status=400 if listed.errors else 200,
     )

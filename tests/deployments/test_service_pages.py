@@ -78,3 +78,72 @@ def test_with_nothing_rolling_out_the_poll_still_says_what_serves(client, users,
     polled = poll(client, canary["service"], None)
     serving = polled.find("dd", id="service-serving")
     assert f"deploy {canary['current'].pk}" in serving.text() and "of traffic" not in serving.text()
+
+
+# --- the list and its filters --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def listed(project: Any, staging: Any, production: Any, users: Any) -> dict[str, Service]:
+    from controlplane import services as controlplane_services
+
+    iris = controlplane_services.project_create(actor=users.admin, name="Iris", slug="iris")
+    bc = make_model_version(project, users.data_scientist, model="bc-classifier")
+    flowers = make_model_version(iris, users.data_scientist, model="iris-tree")
+    return {
+        "bc-staging": make_service(bc, staging, users, "bc-classifier-staging"),
+        "bc-production": make_service(bc, production, users, "bc-classifier-production"),
+        "iris-staging": make_service(flowers, staging, users, "iris-tree-staging"),
+    }
+
+
+def listed_names(response: Any) -> list[str]:
+    return [row.attrs["data-service"] for row in parse(response.content).find_all("tr") if "data-service" in row.attrs]
+
+
+@pytest.mark.parametrize("path", ["/services/", "/monitoring/"])
+def test_services_filter_by_project_environment_model_and_name(client, users, listed, path: str) -> None:
+    client.force_login(users.approver)
+    assert len(listed_names(client.get(path))) == 3
+    for params, expected in (
+        ({"project": "iris"}, {"iris-tree-staging"}),
+        ({"environment": "staging"}, {"bc-classifier-staging", "iris-tree-staging"}),
+        ({"model": "bc-classifier", "environment": "production"}, {"bc-classifier-production"}),
+        ({"q": "TREE"}, {"iris-tree-staging"}),
+    ):
+        response = client.get(path, params)
+        assert response.status_code == 200 and set(listed_names(response)) == expected, params
+    # The page links keep the filters.
+    assert parse(client.get(path, {"environment": "staging"}).content).find(data_testid="page-range")
+
+
+@pytest.mark.parametrize("path", ["/services/", "/monitoring/"])
+@pytest.mark.parametrize(
+    ("params", "field", "words"),
+    [
+        ({"project": "nope"}, "project", "there is no project 'nope'"),
+        ({"environment": "moon"}, "environment", "there is no environment 'moon' (environments: staging, production)"),
+        ({"q": "x" * 101}, "q", "Ensure this value has at most 100 characters"),
+    ],
+)
+def test_a_bad_service_filter_is_named_and_lists_nothing(client, users, listed, path, params, field, words) -> None:
+    client.force_login(users.approver)
+    response = client.get(path, {**params, "environment": params.get("environment", "staging")})
+    assert response.status_code == 400
+    page = parse(response.content)
+    assert words in page.find("span", data_field=field).text().replace("&#x27;", "'")
+    assert listed_names(response) == []
+    assert "listed until the filters marked above are fixed" in page.text()
+
+
+def test_the_services_api_filters_as_the_page_does(api_client_for, users, listed) -> None:
+    api = api_client_for(users.approver)
+    body = api.get(reverse("api-service-list"), {"environment": "staging", "model": "iris-tree"}).json()
+    assert [s["name"] for s in body["results"]] == ["iris-tree-staging"]
+    assert api.get(reverse("api-service-list"), {"q": "classifier"}).json()["count"] == 2
+    refused = api.get(reverse("api-service-list"), {"environment": "moon", "project": "nope"})
+    assert refused.status_code == 400
+    assert refused.json()["error"]["fields"] == {
+        "environment": ["there is no environment 'moon' (environments: staging, production)"],
+        "project": ["there is no project 'nope'"],
+    }

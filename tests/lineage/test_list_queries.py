@@ -195,3 +195,12 @@ def test_models_are_searched_by_name_and_slug_in_the_page_and_the_api(client, ap
     assert [m["slug"] for m in api["results"]] == [first.slug]
     nothing = client.get(reverse("model-list"), {"q": "no-such-model"})
     assert nothing.status_code == 200 and "No models match." in nothing.content.decode()
+
+
+def test_recipes_list_by_kind_and_refuse_an_unknown_kind(api_client_for, users) -> None:
+    api = api_client_for(users.data_scientist)
+    training = api.get(reverse("api-recipe-list"), {"kind": "training"}).json()
+    assert training and {r["kind"] for r in training} == {"training"}
+    refused = api.get(reverse("api-recipe-list"), {"kind": "inference"})
+    assert refused.status_code == 400
+    assert refused.json()["error"]["fields"] == {"kind": ["expected transform or training, got 'inference'"]}
