@@ -12,6 +12,7 @@ from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
+from django_htmx.http import HttpResponseClientRefresh
 
 from controlplane import permissions
 from controlplane.filters import filtered_list
@@ -186,9 +187,24 @@ def _histograms(features: list[Any]) -> list[dict[str, Any]]:
     return shown
 
 
+def _drift_running(service: Service) -> list[DriftReport]:
+    """The service's drift reports being computed (queued or running), oldest first, with their progress."""
+    return list(
+        DriftReport.objects.filter(
+            service=service, status__in=[DriftReport.Status.QUEUED, DriftReport.Status.RUNNING]
+        ).order_by("created_at", "id")
+    )
+
+
 def service_drift(request: HttpRequest, pk: int) -> HttpResponse:
     permissions.require(request.user, "service.view")
     service = _service_or_404(pk)
+    if request.htmx and request.GET.get("part") == "running":
+        # The reports under way poll on their own; once none is left, the page is drawn again with their results.
+        running = _drift_running(service)
+        if not running:
+            return HttpResponseClientRefresh()
+        return render(request, "monitoring/_drift_running.html", {"service": service, "running": running})
     default = "7d"
     window, errors = _window(request, default=default)
     context: dict[str, Any] = {
@@ -230,6 +246,7 @@ def service_drift(request: HttpRequest, pk: int) -> HttpResponse:
         heatmap={"id": "drift-heatmap", "figure": charts.drift_heatmap_chart(heatmap)} if heatmap["features"] else None,
         histograms=_histograms(features),
         retrain=retrain,
+        running=_drift_running(service),
     )
     return render(request, "monitoring/service_drift.html", context)
 

@@ -107,3 +107,35 @@ def test_an_approval_page_follows_the_deployment_made_on_approval(page, sign_in,
     with page.expect_navigation():
         ended.get_by_role("link", name="bc-staging").click()
     assert page.url.endswith(f"/services/{service.pk}/")
+
+
+def test_the_drift_page_follows_a_report_under_way_and_redraws_when_it_ends(
+    page, sign_in, users, project, staging
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from monitoring.models import DriftReport
+
+    version = make_model_version(project, users.data_scientist)
+    service = Service.objects.create(
+        registered_model=version.registered_model,
+        environment=staging,
+        name="bc-staging",
+        backend="local",
+        created_by=users.admin,
+    )
+    end = timezone.now() - timedelta(minutes=1)
+    report = DriftReport.objects.create(
+        service=service, window_start=end - timedelta(minutes=15), window_end=end, status="running", progress=0.2
+    )
+    sign_in(users.approver)
+    page.goto(f"/services/{service.pk}/drift/")
+    assert page.get_by_test_id("drift-progress").inner_text() == "20%"
+    DriftReport.objects.filter(pk=report.pk).update(progress=0.7)
+    page.locator('[data-testid="drift-progress"]', has_text="70%").wait_for()
+    DriftReport.objects.filter(pk=report.pk).update(status="failed", status_reason="no capture files", progress=1.0)
+    # It ended: the page is drawn again, the report in its list with how it ended.
+    page.locator(f'tr[data-report="{report.pk}"]', has_text="no capture files").wait_for()
+    assert page.get_by_test_id("drift-running").count() == 0
