@@ -276,11 +276,24 @@ def month_spends(month: date, *, projects: list[str] | None = None) -> dict[str 
 
 def forecast_for(month: date, *, project: str = "") -> CostForecast | None:
     """The month's forecast as the last sync left it: the bill's when it has one, else the estimate's."""
-    found = {f.source: f for f in CostForecast.objects.filter(month=month_start(month), project=project)}
-    bill = found.get(CostRecord.Source.COST_EXPLORER)
-    if bill is not None and bill.available:
-        return bill
-    return found.get(CostRecord.Source.ESTIMATE) or bill
+    return forecasts_for(month, projects=[project]).get(project)
+
+
+def forecasts_for(month: date, *, projects: list[str] | None = None) -> dict[str, CostForecast]:
+    """forecast_for of every project that has one ("" for everything), or of `projects`: one query."""
+    found: dict[str, dict[str, CostForecast]] = defaultdict(dict)
+    forecasts = CostForecast.objects.filter(month=month_start(month))
+    if projects is not None:
+        forecasts = forecasts.filter(project__in=projects)
+    for forecast in forecasts:
+        found[forecast.project][forecast.source] = forecast
+    chosen = {}
+    for project, by_source in found.items():
+        bill = by_source.get(CostRecord.Source.COST_EXPLORER)
+        forecast = bill if bill is not None and bill.available else by_source.get(CostRecord.Source.ESTIMATE) or bill
+        if forecast is not None:
+            chosen[project] = forecast
+    return chosen
 
 
 # --- what one thing cost --------------------------------------------------------------------------------------
