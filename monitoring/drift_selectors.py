@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from django.db.models import QuerySet
+from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.urls import reverse
 
 from controlplane.filters import (
@@ -50,6 +50,26 @@ def drift_reports(
     if end is not None:
         reports = reports.filter(window_end__lte=end)
     return reports.order_by("-window_end", "-id")
+
+
+def latest_reports(revisions: dict[int, str]) -> dict[int, DriftReport]:
+    """The newest succeeded report of each service's given revision ({service id: revision label}, e.g. the one
+    serving all its traffic), in one query however many services: {service id: report}; a service without one is
+    left out."""
+    if not revisions:
+        return {}
+    wanted = Q()
+    for service_id, revision in revisions.items():
+        wanted |= Q(service_id=service_id, revision=revision)
+    newest = (
+        DriftReport.objects.filter(
+            service_id=OuterRef("service_id"), revision=OuterRef("revision"), status=DriftReport.Status.SUCCEEDED
+        )
+        .order_by("-window_end", "-id")
+        .values("pk")[:1]
+    )
+    reports = DriftReport.objects.filter(wanted, status=DriftReport.Status.SUCCEEDED, pk=Subquery(newest))
+    return {report.service_id: report for report in reports}
 
 
 def drift_heatmap(

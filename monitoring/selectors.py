@@ -1,15 +1,17 @@
 """Reads of the metric series: charts (`metric_series`), one window's figures (`window_summary`, also what the
-deployment objectives judge), deploy and rollback markers, and the check of a window a page or the API asks for.
+deployment objectives judge; `window_summaries` for many services and their revisions in one query), deploy and
+rollback markers, revisions as people know them, and the check of a window a page or the API asks for.
 
 Percentiles always come from the merged histogram of every row in a step or window (bucket counts added, then
-the quantile: monitoring.histograms), never from averaging percentiles. Integer columns are summed in SQL where a
-whole window is asked; the histograms are added in Python over the window's rows (bounded: a week of minutes is
+the quantile: monitoring.histograms), never from averaging percentiles. A whole window's counters and histogram
+buckets are summed in SQL; a chart's steps add their rows' histograms in Python (bounded: a week of minutes is
 10,080 rows per revision).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,15 +38,20 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _overlapping(start: datetime, end: datetime) -> Q:
+    """Rows (minutes and rolled-up hours) whose interval overlaps [start, end)."""
+    return (
+        Q(resolution=60, start__gt=start - timedelta(seconds=60))
+        | Q(resolution=3600, start__gt=start - timedelta(seconds=3600))
+    ) & Q(start__lt=end)
+
+
 def metric_points(
     *, service: Service | int, start: datetime, end: datetime, revision: str | None = None
 ) -> QuerySet[MetricPoint]:
     """The rows (minutes and rolled-up hours) whose interval overlaps [start, end)."""
-    overlapping = Q(resolution=60, start__gt=start - timedelta(seconds=60)) | Q(
-        resolution=3600, start__gt=start - timedelta(seconds=3600)
-    )
     service_id = service if isinstance(service, int) else service.pk
-    rows = MetricPoint.objects.filter(overlapping, service_id=service_id, start__lt=end)
+    rows = MetricPoint.objects.filter(_overlapping(start, end), service_id=service_id)
     if revision is not None:
         rows = rows.filter(revision=revision)
     return rows
@@ -64,23 +71,24 @@ def _figures(requests: int, errors: int, counts: list[int], client_errors: int =
     return figures
 
 
-def window_summary(
-    *, service: Service | int, start: datetime, end: datetime, revision: str | None = None
-) -> dict[str, Any]:
-    """One window's figures: {"start", "end", "requests", "errors", "client_errors", "rows", "requests_per_s",
-    "error_rate" (5xx share, None without requests), "client_error_rate" (4xx share, likewise), "p50_ms", "p95_ms",
-    "p99_ms" (None without requests), "mean_ms"} — of one revision, or of all of them."""
-    rows = metric_points(service=service, start=start, end=end, revision=revision)
-    # All in one query, histogram too: each bucket's count is a JSON array element, summed by the database.
-    buckets = {
-        f"bucket_{i}": Coalesce(Sum(Cast(KT(f"latency_counts__{i}"), BigIntegerField())), 0)
-        for i in range(COUNTS_LENGTH)
-    }
-    sums = rows.aggregate(
+_SUMMED = (*_INTEGERS, "latency_sum_ms", *(f"bucket_{i}" for i in range(COUNTS_LENGTH)))
+
+
+def _window_sums() -> dict[str, Any]:
+    """What a window's figures are made of, summed by the database: the counters, the latency sum, and the
+    histogram (each bucket's count is a JSON array element)."""
+    return {
         **{name: Coalesce(Sum(name), 0) for name in _INTEGERS},
-        latency_sum_ms=Coalesce(Sum("latency_sum_ms"), 0.0),
-        **buckets,
-    )
+        "latency_sum_ms": Coalesce(Sum("latency_sum_ms"), 0.0),
+        **{
+            f"bucket_{i}": Coalesce(Sum(Cast(KT(f"latency_counts__{i}"), BigIntegerField())), 0)
+            for i in range(COUNTS_LENGTH)
+        },
+    }
+
+
+def _summary(sums: dict[str, Any], start: datetime, end: datetime) -> dict[str, Any]:
+    """A window's figures from its sums (_window_sums)."""
     counts = [int(sums[f"bucket_{i}"]) for i in range(COUNTS_LENGTH)]
     requests = int(sums["requests"])
     seconds = max((end - start).total_seconds(), 1.0)
@@ -92,6 +100,41 @@ def window_summary(
         "mean_ms": float(sums["latency_sum_ms"]) / requests if requests else None,
         **_figures(requests, int(sums["errors"]), counts, int(sums["client_errors"])),
     }
+
+
+def window_summary(
+    *, service: Service | int, start: datetime, end: datetime, revision: str | None = None
+) -> dict[str, Any]:
+    """One window's figures: {"start", "end", "requests", "errors", "client_errors", "rows", "requests_per_s",
+    "error_rate" (5xx share, None without requests), "client_error_rate" (4xx share, likewise), "p50_ms", "p95_ms",
+    "p99_ms" (None without requests), "mean_ms"} — of one revision, or of all of them. One query."""
+    rows = metric_points(service=service, start=start, end=end, revision=revision)
+    return _summary(rows.aggregate(**_window_sums()), start, end)
+
+
+def window_summaries(*, services: Iterable[Service | int], start: datetime, end: datetime) -> dict[int, dict[str, Any]]:
+    """window_summary of many services at once, and of each of their revisions, in one query whatever their number:
+    {service id: {"summary": the figures of all its revisions, "revisions": {revision: its figures}}}. A service
+    without rows in the window has the figures of no requests and no revisions. The service's figures add its
+    revisions' sums (counters and histograms add exactly), so they are window_summary's."""
+    ids = [service if isinstance(service, int) else service.pk for service in services]
+    sums: dict[int, dict[str, dict[str, Any]]] = {service_id: {} for service_id in ids}
+    grouped = (
+        MetricPoint.objects.filter(_overlapping(start, end), service_id__in=ids)
+        .order_by()
+        .values("service_id", "revision")
+        .annotate(**_window_sums())
+    )
+    for row in grouped:
+        sums[row["service_id"]][row["revision"]] = row
+    answer = {}
+    for service_id, by_revision in sums.items():
+        whole = {name: sum(row[name] for row in by_revision.values()) for name in _SUMMED}
+        answer[service_id] = {
+            "summary": _summary(whole, start, end),
+            "revisions": {revision: _summary(row, start, end) for revision, row in sorted(by_revision.items())},
+        }
+    return answer
 
 
 def series_step(start: datetime, end: datetime, *, rolled_up: bool = False) -> int:
@@ -186,6 +229,7 @@ def revision_label(deployment: Deployment) -> str:
     `d<id>` of the deploy that first started the backend revision. A rollback reuses that revision, so its traffic
     is labelled with the deploy it went back to. (Deployment.revision is the backend's name for it: `r-d<id>`
     locally, a task definition ARN on aws.)"""
+    first = None
     if deployment.kind == Deployment.Kind.ROLLBACK and deployment.revision:
         first = (
             Deployment.objects.filter(
@@ -195,9 +239,39 @@ def revision_label(deployment: Deployment) -> str:
             .values_list("pk", flat=True)
             .first()
         )
-        if first is not None:
-            return f"d{first}"
+    return _label(deployment, first)
+
+
+def _label(deployment: Deployment, first_deploy: int | None) -> str:
+    """revision_label, given the id of the first deploy of the deployment's backend revision (None: there is none)."""
+    if deployment.kind == Deployment.Kind.ROLLBACK and deployment.revision and first_deploy is not None:
+        return f"d{first_deploy}"
     return f"d{deployment.pk}"
+
+
+def service_revisions(service_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+    """Each service's revisions as people know them, in one query however many services: {service id: {"names":
+    {revision label (revision_label) → "v3 (deploy 12)": the model version and the deployment that first served
+    it}, "labels": {deployment id → its revision label}}}."""
+    ids = list(service_ids)
+    answer: dict[int, dict[str, Any]] = {service_id: {"names": {}, "labels": {}} for service_id in ids}
+    deployments = (
+        Deployment.objects.filter(service_id__in=ids)
+        .select_related("model_version")
+        .order_by("created_at", "id")
+        .only("id", "service_id", "kind", "revision", "created_at", "model_version__number")
+    )
+    first_deploys: dict[tuple[int, str], int] = {}
+    ordered = list(deployments)
+    for deployment in ordered:
+        if deployment.kind == Deployment.Kind.DEPLOY and deployment.revision:
+            first_deploys.setdefault((deployment.service_id, deployment.revision), deployment.pk)
+    for deployment in ordered:
+        label = _label(deployment, first_deploys.get((deployment.service_id, deployment.revision)))
+        service = answer[deployment.service_id]
+        service["labels"][deployment.pk] = label
+        service["names"].setdefault(label, f"v{deployment.model_version.number} ({deployment.kind} {deployment.pk})")
+    return answer
 
 
 def deployment_markers(*, service: Service | int, start: datetime, end: datetime) -> list[dict[str, Any]]:

@@ -3,7 +3,6 @@ drift, and the alerts. Thin: each reads through the metric and drift selectors a
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -11,7 +10,6 @@ from django.core.exceptions import ValidationError
 from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.utils import timezone
 from django_htmx.http import HttpResponseClientRefresh
 
 from controlplane import permissions
@@ -86,51 +84,65 @@ def _overview_services(filters: dict[str, str]) -> Any:
 
 
 def overview(request: HttpRequest) -> HttpResponse:
-    """Every service's last hour: requests/s, error rate, p99, its open alerts and its latest drifted share; the
-    services list's filters narrow it."""
+    """Every service over the chosen window (the service page's choice; the last hour unless asked): requests/s,
+    error rates, p50/p95/p99, its open alerts and its latest drifted share; and a row per revision where more than
+    one took traffic in the window (during a canary, say); the services list's filters narrow it. The same queries
+    however many services a page shows."""
     permissions.require(request.user, "service.view")
-    end = timezone.now()
-    start = end - timedelta(hours=1)
+    default = "1h"
+    window, errors = _window(request, default=default)
+    context: dict[str, Any] = {
+        **_window_context(request, window, errors, default),
+        "alerts": drift_selectors.open_alerts()[:10],
+        "open_count": drift_selectors.open_alerts().count(),
+    }
+    if window is None:
+        return render(request, "monitoring/overview.html", context, status=400)
     listed = filtered_list(request.GET, deployment_selectors.ServiceFilter, _overview_services)
-    page = paginate(request, listed.rows)
-    rows = [
-        {
-            "service": service,
-            "summary": metric_selectors.window_summary(service=service, start=start, end=end),
-            "drift": _latest_report(service),
-        }
-        for service in page
-    ]
-    return render(
-        request,
-        "monitoring/overview.html",
-        {
-            "page": page,
-            "rows": rows,
-            "filters": listed.values,
-            "errors": listed.errors,
-            "query": listed.query,
-            "projects": Project.objects.order_by("slug"),
-            "environments": deployment_selectors.environment_list(),
-            "alerts": drift_selectors.open_alerts()[:10],
-            "open_count": drift_selectors.open_alerts().count(),
-        },
-        status=400 if listed.errors else 200,
+    context.update(
+        filters=listed.values,
+        errors=listed.errors,
+        projects=Project.objects.order_by("slug"),
+        environments=deployment_selectors.environment_list(),
+        # Each form keeps the other's choice: the window form the filters, the filters form the window.
+        keep_in_window={name: value for name, value in listed.values.items() if value},
+        keep_in_filters={name: request.GET[name] for name in ("window", "start", "end") if request.GET.get(name)},
     )
+    if listed.errors:
+        return render(request, "monitoring/overview.html", context, status=400)
+    page = paginate(request, listed.rows)
+    shown = list(page)
+    ids = [service.pk for service in shown]
+    figures = metric_selectors.window_summaries(services=ids, start=window.start, end=window.end)
+    revisions = metric_selectors.service_revisions(ids)
+    serving = {
+        service.pk: revisions[service.pk]["labels"][service.current_deployment_id]
+        for service in shown
+        if service.current_deployment_id in revisions[service.pk]["labels"]
+    }
+    drift = drift_selectors.latest_reports(serving)
+    rows = []
+    for service in shown:
+        served = {r: summary for r, summary in figures[service.pk]["revisions"].items() if summary["requests"]}
+        names = revisions[service.pk]["names"]
+        rows.append(
+            {
+                "service": service,
+                "summary": figures[service.pk]["summary"],
+                "revisions": [
+                    {"revision": revision, "label": names.get(revision, revision), "summary": summary}
+                    for revision, summary in served.items()
+                ]
+                if len(served) > 1
+                else [],
+                "drift": drift.get(service.pk),
+            }
+        )
+    context.update(page=page, rows=rows, query="&".join(q for q in (context["window_query"], listed.query) if q))
+    return render(request, "monitoring/overview.html", context)
 
 
 # --- a service's latency, errors and throughput -------------------------------------------------------------------
-
-
-def _revision_labels(service: Service, revisions: list[str]) -> dict[str, str]:
-    """Each revision (the label metric rows carry, revision_label's `d12`) as people know it: the model version it
-    serves and the deployment that made it."""
-    labels: dict[str, str] = {}
-    for deployment in service.deployments.select_related("model_version").order_by("created_at", "id"):
-        label = metric_selectors.revision_label(deployment)
-        if label in revisions:
-            labels.setdefault(label, f"v{deployment.model_version.number} ({deployment.kind} {deployment.pk})")
-    return labels
 
 
 def service_metrics(request: HttpRequest, pk: int) -> HttpResponse:
@@ -148,19 +160,11 @@ def service_metrics(request: HttpRequest, pk: int) -> HttpResponse:
     per_revision = metric_selectors.metric_series(service=service, start=window.start, end=window.end, by_revision=True)
     markers = metric_selectors.deployment_markers(service=service, start=window.start, end=window.end)
     revisions = sorted(per_revision["series"])
-    labels = _revision_labels(service, revisions)
-    summaries = [
-        {
-            "revision": None,
-            "label": "all revisions",
-            **metric_selectors.window_summary(service=service, start=window.start, end=window.end),
-        }
-    ] + [
-        {
-            "revision": revision,
-            "label": labels.get(revision, revision),
-            **metric_selectors.window_summary(service=service, start=window.start, end=window.end, revision=revision),
-        }
+    names = metric_selectors.service_revisions([service.pk])[service.pk]["names"]
+    labels = {revision: names[revision] for revision in revisions if revision in names}
+    figures = metric_selectors.window_summaries(services=[service], start=window.start, end=window.end)[service.pk]
+    summaries = [{"revision": None, "label": "all revisions", **figures["summary"]}] + [
+        {"revision": revision, "label": labels.get(revision, revision), **figures["revisions"][revision]}
         for revision in revisions
     ]
     context.update(

@@ -31,6 +31,9 @@ class Response:
     status: int
     body: bytes
     content_type: bytes = JSON
+    # An invocation's time in the server, in ms: exactly what its latency histogram counted, sent back to the caller
+    # as `Server-Timing: app;dur=<ms>` (None: not an invocation, no header).
+    duration_ms: float | None = None
 
 
 class ServerError(Exception):
@@ -106,7 +109,9 @@ class ServingApp:
         except Exception as exc:
             log.exception("prediction failed")
             response = error(500, f"the prediction failed: {type(exc).__name__}: {exc}")
-        self.metrics.record(response.status, time.perf_counter() - started, rows if response.status == 200 else 0)
+        seconds = time.perf_counter() - started
+        self.metrics.record(response.status, seconds, rows if response.status == 200 else 0)
+        response.duration_ms = seconds * 1000.0  # the value Metrics.record bucketed, to the last bit
         return response
 
     def predict(self, batch: Batch) -> Response:

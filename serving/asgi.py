@@ -54,13 +54,10 @@ class AsgiServing:
             more = message.get("more_body", False)
         else:
             response = self.app.handle(scope["method"], scope["path"], content_type, b"".join(chunks))
-        await send(
-            {
-                "type": "http.response.start",
-                "status": response.status,
-                "headers": [(b"content-type", response.content_type), (b"content-length", b"%d" % len(response.body))],
-            }
-        )
+        headers = [(b"content-type", response.content_type), (b"content-length", b"%d" % len(response.body))]
+        if response.duration_ms is not None:
+            headers.append((b"server-timing", b"app;dur=%r" % response.duration_ms))
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": response.body})
 
 
@@ -75,9 +72,10 @@ class RsgiServing:
             response = self.app.too_large()
         else:
             response = self.app.handle(scope.method, scope.path, scope.headers.get("content-type", ""), body)
-        protocol.response_bytes(
-            response.status, [("content-type", response.content_type.decode())], response.body
-        )
+        headers = [("content-type", response.content_type.decode())]
+        if response.duration_ms is not None:
+            headers.append(("server-timing", f"app;dur={response.duration_ms!r}"))
+        protocol.response_bytes(response.status, headers, response.body)
 
     def __rsgi_del__(self, loop: Any) -> None:
         self.runtime.close()

@@ -7,7 +7,8 @@ limit answered 413 before the body is read, 400 for malformed HTTP, a deadline f
 idle connection, back-pressure when a client does not read its answers, and a graceful stop: on SIGTERM it stops
 accepting, answers `/ping` 503, finishes what is in flight (closing each connection after its current answer), and
 returns once every connection is gone or `DRAIN_SECONDS` have passed. Every answer carries `x-revision` (REVISION),
-so a client of the service can tell which revision answered it.
+so a client of the service can tell which revision answered it, and every answer to `/invocations` carries
+`server-timing: app;dur=<ms>`, its time in the server as its latency histogram counted it.
 
 Behind serving/router.py (SERVING_HANDOFF_SOCKET set) it also takes connections the router accepted on the
 service's stable address, passed over a Unix socket (SCM_RIGHTS), and serves them as its own. Stopping then closes
@@ -228,6 +229,14 @@ class HttpServer:
                 pass
 
 
+def server_timing(response: Response) -> bytes:
+    """`server-timing: app;dur=<ms>` for an invocation: its time in the server, the very value its latency histogram
+    counted (repr keeps every digit, so a client can bucket it exactly as the server did)."""
+    if response.duration_ms is None:
+        return b""
+    return b"server-timing: app;dur=" + repr(response.duration_ms).encode("ascii") + b"\r\n"
+
+
 def _revision_header(revision: str) -> bytes:
     # A header value is visible ASCII and spaces; anything else in REVISION is left out rather than sent.
     value = "".join(c for c in revision if " " <= c <= "~").strip()
@@ -425,7 +434,7 @@ class Connection(asyncio.Protocol):
         elif self.parser.get_http_version() == "1.0":
             connection = b"connection: keep-alive\r\n"
         self.transport.write(
-            b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n%s%s%s\r\n%s"
+            b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n%s%s%s%s\r\n%s"
             % (
                 status,
                 _REASONS.get(status, b"Unknown"),
@@ -433,6 +442,7 @@ class Connection(asyncio.Protocol):
                 len(response.body),
                 self.server.clock.date(),
                 self.server.revision_header,
+                server_timing(response),
                 connection,
                 b"" if head else response.body,
             )

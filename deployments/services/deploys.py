@@ -942,6 +942,14 @@ def deployments_resume() -> int:
         interval = poll_interval(deployment.service)
         quiet_since = now - timedelta(seconds=max(float(settings.DEPLOYMENT_POLL_STALE_SECONDS), interval * 6))
         if deployment.last_polled_at is None or deployment.last_polled_at < quiet_since:
+            # The timeline says why the rollout went quiet and came back (its worker died, or lost the message);
+            # written before the new chain's first poll can write its own events.
+            quiet = (
+                "never polled"
+                if deployment.last_polled_at is None
+                else f"no poll for {(now - deployment.last_polled_at).total_seconds():.0f}s"
+            )
+            _event(deployment.pk, "resume", f"{quiet}: the sweep restarted its poll chain")
             restart_poll_chain(deployment.pk, countdown=0)
             resumed += 1
     return resumed

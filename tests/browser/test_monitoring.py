@@ -1,6 +1,7 @@
-"""Monitoring in Chromium: a service's charts are drawn by plotly with the merged histograms' percentiles and a
-marker at every deployment and rollback, its drift heatmap and histograms are drawn, a bad window is refused on the
-page, and neither page scrolls sideways at a laptop's or a phone's size."""
+"""Monitoring in Chromium: the overview's figures per service and per revision over a chosen window, a service's
+charts drawn by plotly with the merged histograms' percentiles and a marker at every deployment and rollback, its
+drift heatmap and histograms, a bad window refused on the page, and no page scrolls sideways at a laptop's or a
+phone's size."""
 
 from __future__ import annotations
 
@@ -58,24 +59,74 @@ def test_charts_markers_and_heatmap_are_drawn_with_the_seeded_numbers(page, sign
     seed_alerts(seeded)
     sign_in(users.data_scientist)
     assert page.get_by_test_id("alert-banner").get_by_test_id("alert").count() == 2
-    # The overview, from the menu: the service's last hour.
+    # The overview, from the menu: the last hour, the service's row and one per revision (both served in it).
     page.get_by_test_id("main-nav").get_by_role("link", name="Monitoring").click()
-    row = page.locator('[data-testid="monitoring-table"] tr[data-service="bc-staging"]')
+    table = page.get_by_test_id("monitoring-table")
+    row = table.locator('tr[data-service="bc-staging"][data-revision=""]')
     assert row.get_by_test_id("open-alerts").inner_text() == "2"
+    fast, slow = seeded.revisions
+    revisions = table.locator('tr.revision[data-service="bc-staging"]')
+    assert [revisions.nth(i).get_attribute("data-revision") for i in range(revisions.count())] == [fast, slow]
+    assert float(row.get_by_test_id("p95").get_attribute("data-value") or "nan") == pytest.approx(
+        merged_percentile(seeded.points, 0.95)
+    )
+    slow_points = [p for p in seeded.points if p.revision == slow]
+    slow_p50 = revisions.nth(1).get_by_test_id("p50").get_attribute("data-value") or "nan"
+    assert float(slow_p50) == pytest.approx(merged_percentile(slow_points, 0.5))
     assert widths(page, "overview") == {(1280, 800): 1280, (390, 844): 390}
-    # On a phone the table scrolls inside its box, with a hint, and every column header can be scrolled to.
+    requests = sum(p.requests for p in seeded.points)
+
+    def shown_rate() -> float:
+        return float(row.get_by_test_id("requests-per-s").get_attribute("data-value") or "nan")
+
+    assert shown_rate() == pytest.approx(requests / 3600)
+    # The window is chosen as on the service page: the last day averages the same requests over a day…
+    page.get_by_test_id("window-select").select_option("24h")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Show").click()
+    assert "window=24h" in page.url and shown_rate() == pytest.approx(requests / 86400)
+    assert revisions.count() == 2
+    # …the service's link keeps it…
+    assert row.get_by_role("link", name="bc-staging").get_attribute("href") == (
+        f"/services/{seeded.service.pk}/monitoring/?window=24h"
+    )
+    # …a custom window of the last ten minutes, when only the first revision served, has no rows per revision…
+    end = seeded.now.replace(second=0, microsecond=0)
+    start = end - timedelta(minutes=10)
+    page.get_by_test_id("window-select").select_option("custom")
+    page.get_by_test_id("window-start").fill(start.strftime("%Y-%m-%dT%H:%M"))
+    page.get_by_test_id("window-end").fill(end.strftime("%Y-%m-%dT%H:%M"))
+    with page.expect_navigation():
+        page.get_by_role("button", name="Show").click()
+    inside = [p for p in seeded.points if start <= p.start < end]
+    assert shown_rate() == pytest.approx(sum(p.requests for p in inside) / 600)
+    assert revisions.count() == 0
+    assert page.get_by_test_id("window-start").input_value() == start.strftime("%Y-%m-%dT%H:%M")
+    # …and at a phone's size the form and the table fit; the table scrolls inside its box, with a hint, and every
+    # column header can be scrolled to.
+    assert widths(page, "overview-custom") == {(1280, 800): 1280, (390, 844): 390}
     page.set_viewport_size({"width": 390, "height": 844})
     assert page.get_by_test_id("scroll-hint").is_visible()
+    form = page.get_by_test_id("window-form").bounding_box()
+    assert form is not None and form["x"] >= 0 and form["x"] + form["width"] <= 391, form
     headers = page.locator('[data-testid="monitoring-table"] th')
-    assert headers.count() == 8
+    assert headers.count() == 10
     for i in range(headers.count()):
         header = headers.nth(i)
         header.scroll_into_view_if_needed()
         box = header.bounding_box()
         assert box is not None and box["x"] >= -1 and box["x"] + min(box["width"], 100) <= 391, (i, box)
     assert int(page.evaluate("document.documentElement.scrollWidth")) == 390
+    # A window that ends before it starts is refused, naming the field, and no figures are shown.
+    page.get_by_test_id("window-start").fill("2026-12-01T10:00")
+    page.get_by_test_id("window-end").fill("2026-12-01T09:00")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Show").click()
+    refusal = page.get_by_test_id("window-errors").inner_text()
+    assert "end: must be after start (2026-12-01T10:00:00Z), got 2026-12-01T09:00:00Z" in refusal, refusal
+    assert table.count() == 0
+    assert int(page.evaluate("document.documentElement.scrollWidth")) == 390
     page.set_viewport_size({"width": 1280, "height": 800})
-    assert not page.get_by_test_id("scroll-hint").is_visible()
 
     # Latency, errors and throughput over the last hour.
     page.goto(f"/services/{seeded.service.pk}/monitoring/?window=1h")

@@ -1,49 +1,49 @@
-"""A worker SIGKILLed mid-deployment leaves a state the next sweep resumes from: the start is taken over once the
-dead worker's lease has expired, the backend's deploy is idempotent (no second set of processes), and the poll chain
-runs to the end. Killed for real: a worker process running the deployment's start dies at the worst moment, right
-after the backend started the revision and before the database heard of it."""
+"""A real Celery worker SIGKILLed while it holds a deployment leaves a state the next beat sweep resumes or rolls
+back from, with a fresh worker, and an event trail with nothing twice and nothing missing.
+
+The worker is a `celery worker` process (prefork, like production) killed with its pool processes by one SIGKILL to
+its process group: nothing of it acknowledges a message, hands work back or runs a finally block. Where it dies is
+chosen, not left to chance: tests/deployments/worker_hold.py stops it inside the task at the chosen moment and the
+kill comes then. The serving processes it started live in their own sessions and keep serving.
+
+- Mid-start: the backend has started the revision, the database does not know it yet. Once the dead worker's lease
+  has run out the start is taken over (by the sweep's resend or by the dead worker's own message, back from the
+  broker), the backend's deploy finds the revision it started and starts no second one, and the rollout finishes.
+- Mid-bake of a canary whose p99 breaches: the dead worker's poll chain is gone; the sweep finds the rollout quiet,
+  restarts the chain, the fresh worker judges the bake and the system rolls back, with traffic flowing throughout
+  and not one request failed.
+In both, the dead worker's own message comes back (acks_late) and is refused: its ticket was spent.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-from datetime import timedelta
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.conf import settings
-from django.db import connection
-from django.utils import timezone
 
 from controlplane import services as controlplane_services
+from controlplane.celery import app
 from controlplane.transitions import TAKEOVER_REASON
 from deployments import services, tasks
-from deployments.models import Deployment, DeploymentEvent
+from deployments.models import Deployment, DeploymentEvent, Environment
 from tests.deployments.test_deploys import approve
 from tests.deployments.test_local_flow import finished, package, register
+from tests.deployments.traffic import Traffic
 from tests.fixtures.models import Trained, train
-from tests.fixtures.processes import ROOT, database_url
+from tests.fixtures.processes import RUNNING_WORKERS, Worker, kill_worker, start_worker, stop_worker, wait_for
+from workers.local_state import process_alive, read_json
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
-# A worker process that runs the deployment's start and is SIGKILLed the moment the backend returns.
-DIES_AFTER_DEPLOY = """
-import os, signal, sys
-import django
-django.setup()
-from workers.deploy import local
-real = local.LocalServingBackend.deploy
-def deploy_then_die(self, service, revision):
-    real(self, service, revision)
-    os.kill(os.getpid(), signal.SIGKILL)
-local.LocalServingBackend.deploy = deploy_then_die
-from deployments import services
-services.deployment_start(deployment_id=int(sys.argv[1]))
-"""
+# The canary sleeps this long in its preprocess hook: every answer succeeds, slowly (p99 far above the objective).
+SLOW_HOOKS = "import time\n\ndef preprocess(frame):\n    time.sleep(0.5)\n    return frame\n"
+P99_OBJECTIVE_MS = 300
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +51,93 @@ def logistic(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     return train(tmp_path_factory.mktemp("models"), ["logistic"], compile_copies=False)["logistic"]
 
 
+class Workers:
+    """The test's own workers, alone on the deploy queue: the session's worker (when one runs) stops consuming it
+    for the test, so every deployment message goes to the worker the test means."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.started: list[Worker] = []
+
+    def start(self, name: str, *, hold: bool = False) -> Worker:
+        extra: dict[str, str | None] = {"OBJECTIVE_MIN_REQUESTS": "10"}
+        if hold:
+            extra["CP_TEST_HOLD_DIR"] = str(self.folder)
+        worker = start_worker(
+            f"{name}-{len(self.started)}@{os.uname().nodename}",
+            self.folder / f"{name}.log",
+            extra_env=extra,
+            queues="deploy",
+            concurrency=1,
+            include=("tests.deployments.worker_hold",) if hold else (),
+            own_group=True,
+        )
+        self.started.append(worker)
+        return worker
+
+    def hold(self, version: Any, at: str) -> None:
+        (self.folder / "hold.json").write_text(json.dumps({"model_version": version.pk, "at": at}))
+
+    def held(self) -> dict[str, Any]:
+        """Where the doomed worker stopped (worker_hold.py), once it has."""
+        marker = self.folder / "held.json"
+        wait_for(marker.is_file, timeout=120, what="the worker to reach the chosen moment")
+        return dict(json.loads(marker.read_text()))
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Workers]:
+    others = [worker.name for worker in RUNNING_WORKERS]
+    if others:
+        app.control.cancel_consumer("deploy", destination=others, reply=True)
+    own = Workers(tmp_path)
+    try:
+        yield own
+    finally:
+        for worker in own.started:
+            stop_worker(worker)
+        if others:
+            app.control.add_consumer("deploy", destination=others, reply=True)
+
+
+def beat_until(done: Callable[[], Any], *, timeout: float, what: str) -> Any:
+    """Send the beat's deployments_resume as its schedule would, only every 2 s instead of every 30, until `done`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tasks.deployments_resume_task.delay()
+        for _ in range(10):
+            value = done()
+            if value:
+                return value
+            time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def redelivered_and_done(worker: Worker, task_id: str) -> None:
+    """The dead worker's unacknowledged message comes back from the broker and the fresh worker runs it. Redis gives
+    it back once it is older than the visibility timeout (30 s in tests), at the next restore a consumer makes;
+    workers make one every 100 s or so, so the test makes it (kombu's own restore_visible) rather than wait."""
+
+    def ran() -> bool:
+        with app.connection_for_write() as connection:
+            connection.default_channel.qos.restore_visible(num=100, interval=1)
+        return f"[{task_id}] succeeded" in worker.log()
+
+    wait_for(ran, timeout=90, interval=2, what=f"task {task_id} to be delivered again and run")
+
+
+def transitions(deployment: Deployment) -> list[tuple[str, str, str]]:
+    events = DeploymentEvent.objects.filter(deployment=deployment).exclude(to_status="")
+    return [(e.action, e.from_status, e.to_status) for e in events.order_by("created_at", "id")]
+
+
+def revision_processes(deployment: Deployment) -> list[dict[str, Any]]:
+    path = Path(settings.SERVICES_WORK_DIR) / deployment.service.name / "revisions" / f"r-d{deployment.pk}"
+    return list(read_json(path / "revision.json")["processes"])
+
+
 def test_a_worker_killed_mid_start_is_taken_over_and_the_deployment_finishes(
-    celery_worker: Any, users: Any, logistic: Trained, stop_local_services: Any, monkeypatch: pytest.MonkeyPatch
+    users: Any, logistic: Trained, stop_local_services: Any, workers: Workers
 ) -> None:
     project = controlplane_services.project_create(actor=users.admin, name="Cancer", slug="cancer")
     staging = services.environment_create(
@@ -60,63 +145,127 @@ def test_a_worker_killed_mid_start_is_taken_over_and_the_deployment_finishes(
     )
     version = register(project, users.data_scientist, logistic, package(logistic, None, note="v1"))
     approve(version, staging, users)
-    # Only the doomed worker below gets this deployment's start message.
-    with monkeypatch.context() as patched:
-        patched.setattr(tasks.deployment_start_task, "delay", lambda *args, **kwargs: None)
-        deployment = services.deployment_create(
-            actor=users.approver, model_version_id=version.pk, environment="staging"
-        )
-    env = dict(os.environ)
-    env.update(
-        DJANGO_SETTINGS_MODULE="controlplane.settings.test",
-        DATABASE_URL=database_url(connection.settings_dict),
-        CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
-        PYTHONPATH=str(ROOT),
-    )
-    doomed = subprocess.run(
-        [sys.executable, "-c", DIES_AFTER_DEPLOY, str(deployment.pk)], cwd=ROOT, env=env, timeout=180, check=False
-    )
-    assert doomed.returncode == -signal.SIGKILL, doomed
-    left = Deployment.objects.get(pk=deployment.pk)
-    # What the dead worker left: the deployment claimed, its revision started, but no handle recorded.
-    assert left.status == "in_progress" and left.backend_handle == {} and left.attempt == 1
-    revision_file = (
-        Path(settings.SERVICES_WORK_DIR) / left.service.name / "revisions" / f"r-d{left.pk}" / "revision.json"
-    )
-    started = json.loads(revision_file.read_text())["processes"]
-    assert len(started) == 1
+    workers.hold(version, "start")
+    doomed = workers.start("doomed", hold=True)
 
-    # Its lease runs out (as time would have it), then the beat sweep sends the start again; the real worker takes it.
-    Deployment.objects.filter(pk=left.pk).update(claimed_at=timezone.now() - timedelta(seconds=120))
-    assert services.deployments_resume() >= 1
+    deployment = services.deployment_create(actor=users.approver, model_version_id=version.pk, environment="staging")
+    held = workers.held()
+    assert (held["deployment"], held["at"]) == (deployment.pk, "start")
+    kill_worker(doomed)
+
+    # What the dead worker left: the deployment claimed, its revision started and serving /ping, no handle recorded.
+    left = Deployment.objects.get(pk=deployment.pk)
+    assert (left.status, left.backend_handle, left.attempt) == ("in_progress", {}, 1)
+    started = revision_processes(left)
+    assert len(started) == 1 and all(process_alive(p) for p in started)
+
+    fresh = workers.start("fresh")
+    # Taken over once the dead worker's lease ran out: by the sweep's resend or by its own message, back from Redis.
+    beat_until(
+        lambda: Deployment.objects.filter(pk=left.pk, attempt=2).exists(), timeout=150, what="the start taken over"
+    )
     done = finished(left.pk)
     assert done.status == "succeeded", done.status_reason
     assert done.attempt == 2 and done.revision == f"r-d{left.pk}"
-    assert DeploymentEvent.objects.filter(deployment=done, reason=TAKEOVER_REASON).exists()
     # The takeover found the revision the dead worker started instead of starting a second one.
-    processes = json.loads(revision_file.read_text())["processes"]
-    assert [p["pid"] for p in processes] == [p["pid"] for p in started]
+    assert [p["pid"] for p in revision_processes(done)] == [p["pid"] for p in started]
+    redelivered_and_done(fresh, held["task_id"])
+    assert transitions(done) == [
+        ("create", "", "pending"),
+        ("start", "pending", "in_progress"),
+        ("start", "in_progress", "in_progress"),
+        ("bake", "in_progress", "baking"),
+        ("succeed", "baking", "succeeded"),
+    ]
+    starts = DeploymentEvent.objects.filter(deployment=done, action="start").order_by("id")
+    assert [(e.attempt, e.reason) for e in starts] == [(1, "a worker took the deployment"), (2, TAKEOVER_REASON)]
+    assert Deployment.objects.get(pk=done.pk).service.current_deployment_id == done.pk
 
 
-def test_a_poll_chain_lost_with_its_worker_is_restarted_by_the_sweep(
-    celery_worker: Any, users: Any, logistic: Trained, stop_local_services: Any
+def test_a_worker_killed_mid_bake_leaves_a_rollout_the_sweep_resumes_and_the_system_rolls_back(
+    users: Any, logistic: Trained, stop_local_services: Any, workers: Workers
 ) -> None:
     project = controlplane_services.project_create(actor=users.admin, name="Cancer", slug="cancer")
     staging = services.environment_create(
-        actor=users.admin, data={"name": "staging", "approvals_required": 1, "bake_minutes": 0.2}
+        actor=users.admin,
+        data={
+            "name": "staging",
+            "approvals_required": 1,
+            "strategy": "canary",
+            "canary_percent": 50,
+            "bake_minutes": 0.05,
+            "objective_p99_latency_ms": P99_OBJECTIVE_MS,
+        },
     )
-    version = register(project, users.data_scientist, logistic, package(logistic, None, note="v1"))
-    approve(version, staging, users)
-    deployment = services.deployment_create(actor=users.approver, model_version_id=version.pk, environment="staging")
-    from tests.fixtures.processes import wait_for
+    fast = register(project, users.data_scientist, logistic, package(logistic, None, note="v1"))
+    slow = register(project, users.data_scientist, logistic, package(logistic, SLOW_HOOKS, note="v2"))
+    for version in (fast, slow):
+        approve(version, staging, users)
+    workers.hold(slow, "baking")
+    doomed = workers.start("doomed", hold=True)
 
-    wait_for(lambda: Deployment.objects.filter(pk=deployment.pk, status="baking").exists(), timeout=120, what="baking")
-    # The worker holding the chain's next message dies with it: the chain's ticket no longer matches anything,
-    # so every message of the old chain is refused, and nothing has polled for a while.
-    Deployment.objects.filter(pk=deployment.pk).update(
-        poll_generation=999, last_polled_at=timezone.now() - timedelta(minutes=5)
-    )
-    assert services.deployments_resume() >= 1
-    done = finished(deployment.pk)
-    assert done.status == "succeeded", done.status_reason
-    assert done.poll_generation == 1000
+    first = services.deployment_create(actor=users.approver, model_version_id=fast.pk, environment="staging")
+    first = finished(first.pk)
+    assert first.status == "succeeded", first.status_reason
+    # The canary bakes for a minute at most: long enough that the outage and the resume happen inside it.
+    Environment.objects.filter(pk=staging.pk).update(bake_minutes=1)
+    address = first.service.address
+    body = json.dumps({"instances": logistic.rows.head(3).to_numpy().tolist()}).encode()
+    with Traffic(address, body) as traffic:
+        canary = services.deployment_create(actor=users.approver, model_version_id=slow.pk, environment="staging")
+        held = workers.held()
+        assert (held["deployment"], held["at"]) == (canary.pk, "baking")
+        kill_worker(doomed)
+
+        left = Deployment.objects.get(pk=canary.pk)
+        assert left.status == "baking" and left.backend_handle["revision"] == f"r-d{canary.pk}"
+        generation = left.poll_generation
+        assert all(process_alive(p) for p in revision_processes(left))
+        # Nobody polls it now, yet both revisions keep answering through the router.
+        wait_for(
+            lambda: traffic.by_revision()[f"d{canary.pk}"] >= 10 and traffic.by_revision()[f"d{first.pk}"] >= 10,
+            timeout=60,
+            what="both revisions answering with no worker alive",
+        )
+
+        fresh = workers.start("fresh")
+        beat_until(
+            lambda: Deployment.objects.filter(pk=canary.pk, poll_generation__gt=generation).exists(),
+            timeout=60,
+            what="the sweep to restart the poll chain",
+        )
+        canary = finished(canary.pk)
+        assert canary.status == "rolled_back", (canary.status_reason, canary.objective_status)
+        assert canary.breach["objective"] == "p99_latency_ms", canary.breach
+        assert canary.breach["value"] > P99_OBJECTIVE_MS and canary.breach["threshold"] == P99_OBJECTIVE_MS
+        automatic = Deployment.objects.get(kind="rollback", rollback_of=canary)
+        assert automatic.initiated_by is None and "p99 latency" in automatic.reason
+        automatic = finished(automatic.pk)
+        assert automatic.status == "succeeded", automatic.status_reason
+        assert automatic.model_version_id == fast.pk
+        # Every answer from here on is the old revision's (after the canary's last slow answers, sent before).
+        time.sleep(1.5)
+        before = traffic.by_revision()
+        wait_for(lambda: traffic.total >= sum(before.values()) + 20, timeout=60, what="more answers")
+        after = traffic.by_revision() - before
+        assert set(after) == {f"d{first.pk}"}, after
+
+    assert traffic.failures == [], traffic.failures[:10]
+    redelivered_and_done(fresh, held["task_id"])
+    assert transitions(canary) == [
+        ("create", "", "pending"),
+        ("start", "pending", "in_progress"),
+        ("bake", "in_progress", "baking"),
+        ("roll_back", "baking", "rolled_back"),
+    ]
+    resumed = DeploymentEvent.objects.filter(deployment=canary, action="resume").get()
+    rolled_back = DeploymentEvent.objects.filter(deployment=canary, action="roll_back").get()
+    assert resumed.pk < rolled_back.pk and "the sweep restarted its poll chain" in resumed.reason
+    assert rolled_back.actor is None and rolled_back.reason.startswith("rolled back: p99 latency")
+    assert transitions(automatic) == [
+        ("create", "", "pending"),
+        ("start", "pending", "in_progress"),
+        ("bake", "in_progress", "baking"),
+        ("succeed", "baking", "succeeded"),
+    ]
+    assert Deployment.objects.get(pk=automatic.pk).service.current_deployment_id == automatic.pk

@@ -40,6 +40,7 @@ from tests.workers.test_deploy_fargate import (
     td,
 )
 from workers import aws
+from workers.deploy.base import Rollout
 from workers.deploy.fargate import FargateServingBackend
 
 pytestmark = pytest.mark.django_db
@@ -203,13 +204,51 @@ def test_deploy_canary_breach_rollback_redeploy_and_manual_rollback_on_fargate(
     assert moto_ecs().describe_services(cluster=CLUSTER, services=[NAME])["services"][0]["taskDefinition"] == td(1)
     assert manual.backend_handle["rollout_id"] == sd(4)
     assert manual.status == "in_progress"
-
     stub.assert_no_pending_responses()
+
+    # ECS deploys it blue/green (a rollback goes all at once, with no bake): one poll finds it at our hook with all
+    # production traffic on the old revision, continues it (ContinueServiceDeployment CONTINUE), and ECS reports
+    # the service deployment successful.
+    at_hook = service_deployment(
+        4,
+        "IN_PROGRESS",
+        rollout=Rollout("all_at_once", 0),
+        stage="POST_PRODUCTION_TRAFFIC_SHIFT",
+        hooks=[hook()],
+        weight=100.0,
+        source=3,
+    )
+    expect_describe(stub, at_hook, at_hook)
+    stub.add_response(
+        "continue_service_deployment",
+        {"serviceDeploymentArn": sd(4)},
+        {"serviceDeploymentArn": sd(4), "hookId": hook()["hookId"], "action": "CONTINUE"},
+    )
+    expect_describe(
+        stub,
+        service_deployment(4, "SUCCESSFUL", rollout=Rollout("all_at_once", 0), hooks=[hook("SUCCEEDED")], source=3),
+    )
+    manual = services.deployment_poll(deployment_id=manual.pk)
+    assert manual.status == "succeeded", manual.status_reason
+    assert manual.backend_handle == {"revision": td(1), "rollout_id": sd(4), "previous_revision": td(3)}
+    stub.assert_no_pending_responses()
+    service.refresh_from_db()
+    assert service.current_deployment_id == manual.pk
+    assert moto_ecs().describe_services(cluster=CLUSTER, services=[NAME])["services"][0]["taskDefinition"] == td(1)
+    events = manual.events.exclude(to_status="").order_by("created_at", "id")
+    assert [(e.action, e.from_status, e.to_status) for e in events] == [
+        ("create", "", "pending"),
+        ("start", "pending", "in_progress"),
+        ("bake", "in_progress", "baking"),
+        ("succeed", "baking", "succeeded"),
+    ]
+    assert events.last().reason == "the rolled-back-to revision serves all traffic"
+
     kinds = list(Deployment.objects.order_by("pk").values_list("kind", "status"))
     assert kinds == [
         ("deploy", "succeeded"),
         ("deploy", "rolled_back"),
         ("rollback", "succeeded"),
         ("deploy", "succeeded"),
-        ("rollback", "in_progress"),
+        ("rollback", "succeeded"),
     ]

@@ -174,3 +174,65 @@ def test_the_newest_readers_of_a_popular_version_without_a_distinct_over_whole_r
     assert "DISTINCT" not in sql and "log_tail" not in sql
     newest = sorted(popular.popular.consumed_by.values_list("run_id", flat=True), reverse=True)[:20]
     assert [run.pk for run in readers] == newest
+
+
+def test_deployments_and_rollbacks_are_drawn_after_the_model_version_they_serve(client, api_client_for, users) -> None:
+    from deployments import services as deployment_services
+    from deployments.models import Deployment, Service
+    from tests.deployments.conftest import make_model_version
+    from tests.deployments.test_deploys import approve
+
+    project = controlplane_services.project_create(actor=users.admin, name="Cancer", slug="cancer")
+    staging = deployment_services.environment_create(
+        actor=users.admin, data={"name": "staging", "approvals_required": 1}
+    )
+    v1, v2 = (make_model_version(project, users.data_scientist) for _ in range(2))
+    for version in (v1, v2):
+        approve(version, staging, users)
+
+    def serve(version: Any) -> Deployment:
+        """Deploy the version and take it as having succeeded (no backend runs in this test)."""
+        made = deployment_services.deployment_create(
+            actor=users.approver, model_version_id=version.pk, environment="staging"
+        )
+        Deployment.objects.filter(pk=made.pk).update(status="succeeded", revision=f"r-d{made.pk}")
+        Service.objects.filter(pk=made.service_id).update(current_deployment=made)
+        return Deployment.objects.get(pk=made.pk)
+
+    first, second = serve(v1), serve(v2)
+    rollback = deployment_services.deployment_rollback(
+        actor=users.approver, service_id=second.service_id, reason="p99 doubled"
+    )
+    assert (rollback.kind, rollback.model_version_id) == ("rollback", v1.pk)
+
+    # From v1: its run upstream; the deployment that served it and the rollback that brought it back downstream.
+    graph = selectors.lineage_graph(v1.node_id)
+    assert {(v1.node_id, first.node_id), (v1.node_id, rollback.node_id), (v1.run.node_id, v1.node_id)} <= set(
+        graph.edges
+    )
+    drawn = graph.nodes[first.node_id]
+    assert (drawn.kind, drawn.distance, drawn.status) == ("deployment", 1, "succeeded")
+    assert drawn.label == f"deploy {first.pk}: {first.service.name}"
+    assert drawn.url == reverse("service-detail", args=[first.service_id])
+    assert graph.nodes[rollback.node_id].label == f"rollback {rollback.pk}: {first.service.name}"
+    assert graph.nodes[rollback.node_id].status == "pending"
+    assert second.node_id not in graph.nodes  # v2's deployment is no descendant of v1
+    # From a deployment: the model version it serves, then the run that made that version.
+    upstream = selectors.lineage_graph(second.node_id)
+    assert {n.id: n.distance for n in upstream.nodes.values()} == {
+        second.node_id: 0,
+        v2.node_id: -1,
+        v2.run.node_id: -2,
+    }
+
+    body = api_client_for(users.finance).get(reverse("api-lineage", args=[v1.node_id])).json()
+    nodes = {n["id"]: n for n in body["nodes"]}
+    assert nodes[first.node_id]["kind"] == "deployment" and nodes[first.node_id]["distance"] == 1
+    assert nodes[first.node_id]["url"].endswith(reverse("service-detail", args=[first.service_id]))
+    assert nodes[rollback.node_id]["kind"] == "deployment"
+    edges = {(e["source"], e["target"]) for e in body["edges"]}
+    assert {(v1.node_id, first.node_id), (v1.node_id, rollback.node_id)} <= edges
+    client.force_login(users.finance)
+    page = client.get(reverse("lineage", args=[second.node_id]))
+    assert page.status_code == 200
+    assert {n["id"] for n in page.context["graph"]["nodes"]} >= {second.node_id, v2.node_id}

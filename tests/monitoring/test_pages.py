@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -20,6 +21,7 @@ from tests.monitoring.seeded import (
     FEATURES,
     Seeded,
     averaged_percentile,
+    counts,
     merged_percentile,
     seed_alerts,
     seed_drift,
@@ -137,27 +139,189 @@ def test_the_service_page_charts_merged_percentiles_per_revision_with_markers(us
     assert len(at) == 3 and all(len(t) == 16 and t[10] == " " for t in at), at
 
 
-def test_the_overview_lists_each_service_with_its_last_hour(users, seeded: Seeded) -> None:
+def _figures(row: Any) -> dict[str, float | None]:
+    """What an overview row shows: each figure's exact value (data-value), None where it shows a dash."""
+    shown = {}
+    for name in ("requests-per-s", "error-rate", "client-error-rate", "p50", "p95", "p99"):
+        value = row.find(data_testid=name).attrs.get("data-value", "")
+        shown[name] = float(value) if value else None
+    return shown
+
+
+def _expected(points: list[MetricPoint], seconds: float) -> dict[str, float | None]:
+    """The figures of `points` over a window of `seconds`, from the seeded rows themselves."""
+    requests = sum(p.requests for p in points)
+    return {
+        "requests-per-s": requests / seconds,
+        "error-rate": sum(p.errors for p in points) / requests if requests else None,
+        "client-error-rate": sum(p.client_errors for p in points) / requests if requests else None,
+        **{label: merged_percentile(points, q) for label, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))},
+    }
+
+
+def _same(shown: dict[str, float | None], expected: dict[str, float | None]) -> bool:
+    return shown.keys() == expected.keys() and all(
+        (a is None and b is None) or (a is not None and b is not None and a == pytest.approx(b, rel=1e-9))
+        for a, b in ((shown[k], expected[k]) for k in shown)
+    )
+
+
+def _overview_rows(page: Any, service: str) -> dict[str, Any]:
+    """The overview's rows of a service: "" its own (all revisions), then one per revision shown."""
+    return {row.attrs["data-revision"]: row for row in page.find_all("tr", data_service=service)}
+
+
+def test_the_overview_shows_every_figure_per_service_and_per_revision_over_the_chosen_window(
+    users, seeded: Seeded
+) -> None:
+    from monitoring.selectors import window_summary
+
     quiet = seed_service(users, name="quiet-prod", slug="quiet")
     MetricPoint.objects.filter(service=quiet.service).delete()
-    response = signed_in(users.data_scientist).get("/monitoring/")
+    client = signed_in(users.data_scientist)
+    fast, slow = seeded.revisions
+    first, second = seeded.deployments[:2]
+
+    # By default the last hour, as before: the service's row, and a row per revision, since both took traffic in
+    # that hour (the second while it baked, before its rollback).
+    response = client.get("/monitoring/")
+    assert response.status_code == 200
+    window = response.context["window"]
+    assert window.name == "1h" and (window.end - window.start) == timedelta(hours=1)
+    page = parse(response.content)
+    assert page.find(data_testid="window-select").find("option", value="1h").attrs.get("selected") is not None
+    headers = [th.text() for th in page.find(data_testid="monitoring-table").find_all("th")]
+    assert ["Avg requests/s", "Error rate (5xx)", "Client errors (4xx)", "p50", "p95", "p99"] == headers[2:8]
+    rows = _overview_rows(page, "bc-staging")
+    assert list(rows) == ["", fast, slow]
+    assert _same(_figures(rows[""]), _expected(seeded.points, 3600))
+    for revision in (fast, slow):
+        points = [p for p in seeded.points if p.revision == revision]
+        assert _same(_figures(rows[revision]), _expected(points, 3600)), revision
+    # Merged, never averaged; and each figure is the one the service page and the objectives read (window_summary).
+    assert not close(_figures(rows[""])["p99"], averaged_percentile(seeded.points, 0.99))
+    summary = window_summary(service=seeded.service, start=window.start, end=window.end)
+    assert _figures(rows[""])["p95"] == pytest.approx(summary["p95_ms"])
+    assert rows[fast].find(data_testid="revision-label").text().startswith(f"↳ v1 (deploy {first.pk})")
+    assert rows[slow].find(data_testid="revision-label").text().startswith(f"↳ v2 (deploy {second.pk})")
+    assert rows[""].find(data_testid="open-alerts").text() == "2"
+    assert rows[""].find(data_testid="drift-share").text().startswith("66.7%")
+    assert "(1 requests)" not in response.content.decode()
+    # The service's link keeps the window.
+    assert f"/services/{seeded.service.pk}/monitoring/?window=1h" in rows[""].links().values()
+    empty = _overview_rows(page, "quiet-prod")
+    assert list(empty) == [""]  # no traffic: no revision rows
+    assert _figures(empty[""]) == {
+        "requests-per-s": 0.0,
+        "error-rate": None,
+        "client-error-rate": None,
+        "p50": None,
+        "p95": None,
+        "p99": None,
+    }
+    assert empty[""].find(data_testid="p99").text() == "—"
+    assert empty[""].find(data_testid="drift-share").text() == "no report yet"
+
+    # The last day: the same rows, requests/s over a day.
+    rows = _overview_rows(parse(client.get("/monitoring/", {"window": "24h"}).content), "bc-staging")
+    assert list(rows) == ["", fast, slow]
+    assert _same(_figures(rows[""]), _expected(seeded.points, 86400))
+
+    # A custom window of the last ten minutes: only the first revision served, so no rows per revision.
+    end = seeded.now.replace(second=0, microsecond=0)
+    start = end - timedelta(minutes=10)
+    query = {"window": "custom", "start": start.strftime("%Y-%m-%dT%H:%M"), "end": end.strftime("%Y-%m-%dT%H:%M")}
+    response = client.get("/monitoring/", query)
     assert response.status_code == 200
     page = parse(response.content)
-    row = page.find("tr", data_service="bc-staging")
-    assert close(float(row.find(data_testid="p99").attrs["data-value"]), merged_percentile(seeded.points, 0.99))
-    requests = sum(p.requests for p in seeded.points)
-    assert float(row.find(data_testid="requests-per-s").attrs["data-value"]) == pytest.approx(requests / 3600)
-    assert float(row.find(data_testid="error-rate").attrs["data-value"]) == pytest.approx(
-        sum(p.errors for p in seeded.points) / requests
-    )
-    assert row.find(data_testid="open-alerts").text() == "2"
-    assert row.find(data_testid="client-error-rate").text() == "0%"
-    assert "(1 requests)" not in response.content.decode()
-    assert row.find(data_testid="drift-share").text().startswith("66.7%")
-    empty = page.find("tr", data_service="quiet-prod")
-    assert (
-        empty.find(data_testid="p99").text() == "—" and empty.find(data_testid="drift-share").text() == "no report yet"
-    )
+    rows = _overview_rows(page, "bc-staging")
+    inside = [p for p in seeded.points if start <= p.start < end]
+    assert inside and {p.revision for p in inside} == {fast}
+    assert list(rows) == [""]
+    assert _same(_figures(rows[""]), _expected(inside, 600))
+    assert page.find(data_testid="window-start").attrs["value"] == query["start"]
+    assert page.find(data_testid="window-shown").text().startswith(start.strftime("%Y-%m-%d %H:%M"))
+
+
+def _canary_services(users: Any, project: Any, environment: Any, first: int, n: int) -> None:
+    """n more services, each with all an overview row reads: a deploy, a second deploy rolled back, the rollback
+    serving (its label is the first deploy's), both revisions' minutes in the last hour, a drift report of the
+    serving revision and an open alert."""
+    from deployments.models import Deployment, Service
+    from tests.deployments.conftest import make_model_version
+
+    now = timezone.now().replace(second=0, microsecond=0)
+    for i in range(first, first + n):
+        versions = [make_model_version(project, users.data_scientist, model=f"canary-{i}") for _ in range(2)]
+        service = Service.objects.create(
+            registered_model=versions[0].registered_model,
+            environment=environment,
+            name=f"canary-{i}",
+            backend="local",
+            created_by=users.admin,
+        )
+        made = [
+            Deployment.objects.create(
+                service=service, kind=kind, model_version=version, status=status, initiated_by=users.approver
+            )
+            for kind, version, status in (
+                ("deploy", versions[0], "succeeded"),
+                ("deploy", versions[1], "rolled_back"),
+                ("rollback", versions[0], "succeeded"),
+            )
+        ]
+        for deployment, revision in zip(made, (made[0].pk, made[1].pk, made[0].pk), strict=True):
+            Deployment.objects.filter(pk=deployment.pk).update(revision=f"r-d{revision}")
+        Service.objects.filter(pk=service.pk).update(current_deployment=made[2])
+        MetricPoint.objects.bulk_create(
+            MetricPoint(
+                service=service,
+                revision=f"d{deployment.pk}",
+                start=now - timedelta(minutes=minutes),
+                requests=10,
+                errors=1,
+                latency_counts=counts(ms_1=9, ms_250=1),
+            )
+            for deployment in made[:2]
+            for minutes in (20, 10)
+        )
+        DriftReport.objects.create(
+            service=service,
+            revision=f"d{made[0].pk}",
+            window_start=now - timedelta(hours=1),
+            window_end=now,
+            status="succeeded",
+            feature_count=4,
+            drifted_count=1,
+            drifted_share=0.25,
+        )
+        Alert.objects.create(service=service, name="error_rate", value=0.1, threshold=0.01, message="errors")
+
+
+def _overview_queries(client: Client, query: dict[str, str]) -> tuple[int, Any]:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get("/monitoring/", query)
+    assert response.status_code == 200
+    return len(captured), parse(response.content)
+
+
+@pytest.mark.parametrize("query", [{}, {"window": "7d"}])
+def test_the_overview_costs_the_same_queries_with_2_or_20_services(users, project, staging, query) -> None:
+    client = signed_in(users.approver)
+    _canary_services(users, project, staging, 0, 2)
+    before, page = _overview_queries(client, query)
+    assert len(page.find_all("tr", data_revision="")) == 2
+    _canary_services(users, project, staging, 2, 18)
+    after, page = _overview_queries(client, query)
+    # Not a page of empty rows: each of the 20 has its rows per revision, its drift report and its alert.
+    assert len(page.find_all("tr", data_revision="")) == 20
+    assert len(page.find_all("tr", **{"class": "revision"})) == 40
+    assert all(row.text().startswith("25%") for row in page.find_all(data_testid="drift-share"))
+    assert all(row.text() == "1" for row in page.find_all(data_testid="open-alerts"))
+    assert after == before
 
 
 def test_the_drift_page_shows_heatmap_verdicts_histograms_and_retrain(users, seeded: Seeded) -> None:
@@ -262,12 +426,14 @@ def test_a_bad_window_is_named_and_changes_nothing(users, seeded: Seeded, query:
         AuditEvent.objects.count(),
     )
     client, token = signed_in(users.approver), api(users.approver)
-    for url in (f"/services/{seeded.service.pk}/monitoring/", f"/services/{seeded.service.pk}/drift/"):
+    pages = ("/monitoring/", f"/services/{seeded.service.pk}/monitoring/", f"/services/{seeded.service.pk}/drift/")
+    for url in pages:
         response = client.get(url, query)
         assert response.status_code == 400
         error = parse(response.content).find(data_testid="window-errors").find("p", data_field=field)
         assert words in error.text(), error.text()
         assert json_scripts(response.content) == {}  # nothing drawn
+        assert not parse(response.content).has(data_testid="monitoring-table")  # nor the overview's figures
         # The form keeps what was typed, to correct it.
         assert parse(response.content).find(data_testid="window-start").attrs.get("value", "") == query.get("start", "")
     for url in (f"/api/v1/services/{seeded.service.pk}/metrics/", f"/api/v1/services/{seeded.service.pk}/drift/"):

@@ -77,6 +77,101 @@ def test_by_revision_and_an_empty_window(served: Any) -> None:
     assert nothing["requests"] == 0 and nothing["p99_ms"] is None and nothing["error_rate"] is None
 
 
+def test_many_services_figures_in_one_query_are_each_window_summary(
+    served: Any, users: Any, project: Any, staging: Any
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from deployments.models import Service
+    from monitoring.models import MetricPoint
+    from tests.monitoring.conftest import make_model_version
+
+    other = Service.objects.create(
+        registered_model=make_model_version(project, users.data_scientist, model="other").registered_model,
+        environment=staging,
+        name="other",
+        backend="local",
+        created_by=users.admin,
+    )
+    quiet = Service.objects.create(
+        registered_model=make_model_version(project, users.data_scientist, model="quiet").registered_model,
+        environment=staging,
+        name="quiet",
+        backend="local",
+        created_by=users.admin,
+    )
+    record_minutes(
+        served, "d1", [MinuteCounts(T0, requests=90, errors=2, latency_counts=counts(b3=90))], source="portal"
+    )
+    record_minutes(
+        served, "d2", [MinuteCounts(T0, requests=10, client_errors=3, latency_counts=counts(b9=10))], source="portal"
+    )
+    record_minutes(other, "d7", [MinuteCounts(T0, requests=5, latency_counts=counts(b12=5))], source="portal")
+    # An hour rolled up (the window overlaps it) counts too, as in window_summary.
+    MetricPoint.objects.create(
+        service=other,
+        revision="d7",
+        resolution=3600,
+        start=T0 - timedelta(minutes=30),
+        requests=20,
+        latency_sum_ms=40.0,
+        latency_counts=counts(b4=20),
+        source="rollup",
+    )
+    start, end = T0 - timedelta(minutes=10), T0 + timedelta(minutes=1)
+    with CaptureQueriesContext(connection) as captured:
+        many = selectors.window_summaries(services=[served, other.pk, quiet], start=start, end=end)
+    assert len(captured) == 1
+    assert set(many) == {served.pk, other.pk, quiet.pk}
+    for service in (served, other, quiet):
+        assert many[service.pk]["summary"] == selectors.window_summary(service=service, start=start, end=end)
+        for revision, figures in many[service.pk]["revisions"].items():
+            assert figures == selectors.window_summary(service=service, start=start, end=end, revision=revision)
+    assert list(many[served.pk]["revisions"]) == ["d1", "d2"] and list(many[other.pk]["revisions"]) == ["d7"]
+    assert many[other.pk]["summary"]["requests"] == 25
+    assert many[served.pk]["summary"]["client_errors"] == 3 and many[served.pk]["summary"]["errors"] == 2
+    assert many[quiet.pk] == {"summary": selectors.window_summary(service=quiet, start=start, end=end), "revisions": {}}
+    assert many[quiet.pk]["summary"]["requests"] == 0 and many[quiet.pk]["summary"]["p99_ms"] is None
+
+
+def test_revisions_are_named_as_revision_label_names_them(served: Any, users: Any) -> None:
+    first = served.current_deployment
+    second = Deployment.objects.create(
+        service=served,
+        kind="deploy",
+        model_version=first.model_version,
+        status="rolled_back",
+        initiated_by=users.approver,
+        revision="r-second",
+    )
+    back = Deployment.objects.create(
+        service=served,
+        kind="rollback",
+        model_version=first.model_version,
+        status="succeeded",
+        initiated_by=users.approver,
+        revision=first.revision,
+    )
+    lost = Deployment.objects.create(  # a rollback to a revision no deploy of this service made
+        service=served,
+        kind="rollback",
+        model_version=first.model_version,
+        status="failed",
+        initiated_by=users.approver,
+        revision="r-unknown",
+    )
+    named = selectors.service_revisions([served.pk])[served.pk]
+    assert named["labels"] == {d.pk: selectors.revision_label(d) for d in (first, second, back, lost)}
+    assert named["labels"][back.pk] == f"d{first.pk}" and named["labels"][lost.pk] == f"d{lost.pk}"
+    number = first.model_version.number
+    assert named["names"] == {
+        f"d{first.pk}": f"v{number} (deploy {first.pk})",
+        f"d{second.pk}": f"v{number} (deploy {second.pk})",
+        f"d{lost.pk}": f"v{number} (rollback {lost.pk})",
+    }
+
+
 def test_the_step_keeps_a_window_within_300_points() -> None:
     assert selectors.series_step(T0, T0 + timedelta(hours=1)) == 60
     assert selectors.series_step(T0, T0 + timedelta(hours=6)) == 120

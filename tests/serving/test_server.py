@@ -198,6 +198,41 @@ def test_every_answer_names_the_revision_that_gave_it(logistic_server: Server, t
     assert {headers.get("x-revision") for _, headers, _ in answers} == {"r1"}
 
 
+def test_each_invocation_says_its_time_in_the_server_as_its_latency_histogram_counted_it(
+    trained: dict[str, Trained], serve
+) -> None:
+    from bisect import bisect_left
+
+    from serving.metrics import BUCKETS_MS
+
+    server = serve(trained["logistic"])
+    row = trained["logistic"].rows.iloc[0].tolist()
+    durations = []
+    for i in range(40):
+        body = json.dumps({"instances": [row] * (1 + i % 7)}) if i % 5 else '{"instances": [[1, 2]]}'  # 400s too
+        status, headers, _ = call(server, "POST", "/invocations", body, "application/json")
+        assert status == (200 if i % 5 else 400)
+        name, _, duration = headers["server-timing"].partition(";dur=")
+        assert name == "app", headers["server-timing"]
+        durations.append(float(duration))
+    # Anything but an invocation has no time to tell.
+    for method, path in (("GET", "/ping"), ("GET", "/nowhere"), ("GET", "/metrics")):
+        assert "server-timing" not in call(server, method, path)[1], path
+    text = call(server, "GET", "/metrics")[2].decode()
+    served = [
+        int(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("serving_request_duration_seconds_bucket")
+    ]
+    # Bucketed as the server buckets them, the times the answers carried are the server's histogram, every count.
+    counts = [0] * (len(BUCKETS_MS) + 1)
+    for ms in durations:
+        counts[bisect_left(BUCKETS_MS, ms)] += 1
+    assert served == [sum(counts[: i + 1]) for i in range(len(counts))]
+    total = next(line for line in text.splitlines() if line.startswith("serving_request_duration_seconds_sum"))
+    assert float(total.rsplit(" ", 1)[1]) * 1000 == pytest.approx(sum(durations), rel=1e-9)
+
+
 def raw(server: Server, data: bytes, *, wait: float = 5.0) -> bytes:
     with socket.create_connection(("127.0.0.1", server.port), timeout=wait) as sock:
         sock.sendall(data)

@@ -405,6 +405,9 @@ ACTIONS_FOR_CALL: dict[str, set[str]] = {
     "describe_tasks": {"ecs:DescribeTasks"},
     "describe_rules": {"elasticloadbalancing:DescribeRules"},
     "describe_load_balancers": {"elasticloadbalancing:DescribeLoadBalancers"},
+    # The target groups' health check on /ping, read and (when it checks something else) set on the first deploy.
+    "describe_target_groups": {"elasticloadbalancing:DescribeTargetGroups"},
+    "modify_target_group": {"elasticloadbalancing:ModifyTargetGroup"},
     "register_scalable_target": {"application-autoscaling:RegisterScalableTarget"},
     "deregister_scalable_target": {"application-autoscaling:DeregisterScalableTarget"},
     "describe_scalable_targets": {"application-autoscaling:DescribeScalableTargets"},

@@ -206,6 +206,37 @@ def stub_client(moto_server: str) -> BaseClient:
     )
 
 
+@pytest.fixture(scope="session")
+def elbv2_stub_client(moto_server: str) -> BaseClient:
+    """An ELBv2 client for a Stubber to answer, where a test needs what moto cannot do (refuse a call)."""
+    return boto3.session.Session(region_name=REGION).client(
+        "elbv2", endpoint_url=moto_server, aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
+
+
+def target_group(arn: str, path: str) -> dict[str, Any]:
+    """A DescribeTargetGroups entry for an ALB's HTTP target group of IP targets on port 8080, checked on `path`."""
+    return {
+        "TargetGroupArn": arn,
+        "TargetGroupName": arn.split("/")[-2],
+        "Protocol": "HTTP",
+        "Port": 8080,
+        "VpcId": "vpc-0a1b2c3d4e5f60718",
+        "HealthCheckProtocol": "HTTP",
+        "HealthCheckPort": "traffic-port",
+        "HealthCheckEnabled": True,
+        "HealthCheckIntervalSeconds": 30,
+        "HealthCheckTimeoutSeconds": 5,
+        "HealthyThresholdCount": 5,
+        "UnhealthyThresholdCount": 2,
+        "HealthCheckPath": path,
+        "Matcher": {"HttpCode": "200"},
+        "TargetType": "ip",
+        "ProtocolVersion": "HTTP1",
+        "IpAddressType": "ipv4",
+    }
+
+
 @pytest.fixture
 def stub(aws_env: str, stub_client: BaseClient) -> Iterator[Stubber]:
     """An ECS client of its own whose answers come from a Stubber; every queued answer must be used."""
@@ -239,6 +270,35 @@ def record_requests(operation: str = "") -> list[dict[str, Any]]:
 
     moto_ecs().meta.events.register(f"before-send.ecs.{operation}" if operation else "before-send.ecs", capture)
     return bodies
+
+
+def moto_elbv2() -> BaseClient:
+    return aws.aws_client("elbv2", region=REGION)
+
+
+def record_elbv2_calls(client: BaseClient | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """Every ELBv2 operation (name, parameters) the client (the project's, on moto, without one) is asked to send;
+    ELBv2 speaks the query protocol, so its parameters are taken before they are encoded."""
+    calls: list[tuple[str, dict[str, Any]]] = []
+    client = client or moto_elbv2()
+    client.meta.events.register_first(
+        "before-parameter-build.elastic-load-balancing-v2",
+        lambda model, params, **_: calls.append((model.name, dict(params))),
+    )
+    return calls
+
+
+def health_check(target_group: str) -> dict[str, Any]:
+    (group,) = moto_elbv2().describe_target_groups(TargetGroupArns=[target_group])["TargetGroups"]
+    return {key: group.get(key) for key in ("HealthCheckProtocol", "HealthCheckPort", "HealthCheckPath", "Matcher")}
+
+
+ON_PING = {
+    "HealthCheckProtocol": "HTTP",
+    "HealthCheckPort": "traffic-port",
+    "HealthCheckPath": "/ping",
+    "Matcher": {"HttpCode": "200"},
+}
 
 
 def expect_lookup(stub: Stubber, rollouts: list[tuple[int, int]]) -> None:
@@ -438,6 +498,79 @@ def test_first_deploy_registers_a_revision_and_creates_the_service_behind_the_ta
     }
 
 
+def test_the_first_deploy_points_the_target_groups_health_checks_at_ping_and_later_ones_leave_them(
+    backend: FargateServingBackend, stub: Stubber, service: ServiceSpec, network: Network
+) -> None:
+    # The blue group as ELB makes it (HTTP on `/`, which serving answers 404), the green one checked elsewhere.
+    assert health_check(network.blue)["HealthCheckPath"] == "/"
+    moto_elbv2().modify_target_group(
+        TargetGroupArn=network.green,
+        HealthCheckPath="/healthz",
+        HealthCheckPort="9000",
+        Matcher={"HttpCode": "200-399"},
+    )
+    calls = record_elbv2_calls()
+    created = record_requests("CreateService")
+
+    deploy_first(backend, stub, service)
+
+    sent = list(calls)
+    assert [name for name, _ in sent] == ["DescribeTargetGroups", "ModifyTargetGroup", "ModifyTargetGroup"]
+    assert sent[0][1] == {"TargetGroupArns": [network.blue, network.green]}
+    assert [params for _, params in sent[1:]] == [
+        {"TargetGroupArn": arn, **ON_PING, "HealthCheckEnabled": True} for arn in (network.blue, network.green)
+    ]
+    assert health_check(network.blue) == health_check(network.green) == ON_PING
+    assert len(created) == 1
+    # The service exists behind them now: a later deploy reads and changes no target group.
+    calls.clear()
+    expect_lookup(stub, [(1, 1), (2, 2)])
+    backend.deploy(service, revision("d42"))
+    assert [name for name, _ in calls if name in ("DescribeTargetGroups", "ModifyTargetGroup")] == []
+
+
+def test_target_groups_already_checking_ping_are_left_as_they_are(
+    backend: FargateServingBackend, stub: Stubber, service: ServiceSpec, network: Network
+) -> None:
+    for arn, port in ((network.blue, "traffic-port"), (network.green, "8080")):  # the traffic port, by number too
+        moto_elbv2().modify_target_group(
+            TargetGroupArn=arn, HealthCheckPath="/ping", HealthCheckPort=port, Matcher={"HttpCode": "200"}
+        )
+    calls = record_elbv2_calls()
+
+    deploy_first(backend, stub, service)
+
+    assert [name for name, _ in calls if name.startswith(("Describe", "Modify"))] == ["DescribeTargetGroups"]
+
+
+def test_a_refused_health_check_change_stops_the_first_deploy_before_the_service_is_made(
+    network: Network, stub: Stubber, service: ServiceSpec, elbv2_stub_client: BaseClient
+) -> None:
+    ecs = PartlyStubbed(aws.aws_client("ecs", region=REGION), stub.client)
+    with Stubber(elbv2_stub_client) as elbv2:
+        backend = FargateServingBackend(
+            REGION, ecs_client=cast(BaseClient, ecs), elbv2_client=elbv2_stub_client, clock=NOW.timestamp
+        )
+        elbv2.add_response(
+            "describe_target_groups",
+            {"TargetGroups": [target_group(network.blue, "/"), target_group(network.green, "/ping")]},
+            {"TargetGroupArns": [network.blue, network.green]},
+        )
+        elbv2.add_client_error(
+            "modify_target_group",
+            service_error_code="AccessDenied",
+            service_message="User is not authorized to perform: elasticloadbalancing:ModifyTargetGroup",
+            http_status_code=403,
+            expected_params={"TargetGroupArn": network.blue, **ON_PING, "HealthCheckEnabled": True},
+        )
+        with pytest.raises(BackendError) as refused:
+            backend.deploy(service, revision("d41"))
+        elbv2.assert_no_pending_responses()
+    assert network.blue in refused.value.message and "/ping" in refused.value.message
+    assert "ModifyTargetGroup" in refused.value.message
+    assert moto_ecs().describe_services(cluster=CLUSTER, services=[NAME])["services"] == []
+
+
 def test_deploy_repeated_for_the_same_deployment_registers_and_starts_nothing_more(
     backend: FargateServingBackend, stub: Stubber, service: ServiceSpec
 ) -> None:
@@ -565,10 +698,13 @@ def test_a_service_made_for_rolling_updates_gets_its_second_target_group_when_a_
 ) -> None:
     updated = record_requests("UpdateService")
     deploy_first(backend, stub, service, revision("d41", Rollout("rolling", 5)))
+    # A rolling service is behind the production target group only: the alternate one is not touched yet.
+    assert (health_check(network.blue), health_check(network.green)["HealthCheckPath"]) == (ON_PING, "/")
     expect_lookup(stub, [(1, 1), (2, 2)])
 
     backend.deploy(service, revision("d42", Rollout("canary", 5, 10)))
 
+    assert health_check(network.green) == ON_PING
     (request,) = updated
     assert request["loadBalancers"] == [
         {
@@ -1519,12 +1655,27 @@ def expected_load_balancers(strategy: str) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("strategy", sorted(EXPECTED_CONFIGURATIONS))
 def test_every_request_of_two_deploys_is_the_one_the_ecs_model_takes(
-    aws_env: str, stub: Stubber, strategy: str
+    aws_env: str, stub: Stubber, elbv2_stub_client: BaseClient, strategy: str
 ) -> None:
     rollout, configuration = EXPECTED_CONFIGURATIONS[strategy]
     service = ServiceSpec(name=NAME, desired_count=2, settings=STUB_SETTINGS, tags=COST_TAGS)
-    backend = FargateServingBackend(REGION, ecs_client=stub.client, clock=NOW.timestamp)
+    elbv2 = Stubber(elbv2_stub_client)
+    elbv2.activate()
+    backend = FargateServingBackend(REGION, ecs_client=stub.client, elbv2_client=elbv2_stub_client, clock=NOW.timestamp)
     bake = str(math.ceil(rollout.bake_minutes))
+    # Before the service is made behind them, its target groups (ELB's defaults: `/`) are pointed at /ping.
+    groups = [STUB_BLUE] if strategy == "rolling" else [STUB_BLUE, STUB_GREEN]
+    elbv2.add_response(
+        "describe_target_groups",
+        {"TargetGroups": [target_group(arn, "/") for arn in groups]},
+        {"TargetGroupArns": groups},
+    )
+    for arn in groups:
+        elbv2.add_response(
+            "modify_target_group",
+            {"TargetGroups": [target_group(arn, "/ping")]},
+            {"TargetGroupArn": arn, **ON_PING, "HealthCheckEnabled": True},
+        )
 
     # The first deploy: no service, no family yet.
     stub.add_response(
@@ -1596,6 +1747,8 @@ def test_every_request_of_two_deploys_is_the_one_the_ecs_model_takes(
     handle = backend.deploy(service, revision("d42", rollout))
 
     assert handle == Handle(revision=td(2), rollout_id=sd(2), previous_revision=td(1))
+    elbv2.assert_no_pending_responses()  # the second deploy changed no target group
+    elbv2.deactivate()
 
 
 def test_a_first_deploy_repeated_after_dying_before_autoscaling_registers_it(
@@ -1662,6 +1815,8 @@ def test_every_request_a_whole_rollout_sends_is_one_the_service_models_take(
     stub.client.meta.events.register_first(
         "before-parameter-build.ecs", lambda model, params, **_: stubbed.append((model.name, dict(params)))
     )
+    # ELBv2 speaks the query protocol: its requests are checked from their parameters too.
+    balancing = record_elbv2_calls()
 
     scaled = replace(service, autoscaling=Autoscaling(metric="requests", target=150, min_count=1, max_count=4))
     handle = deploy_second(backend, stub, scaled, revision("d42", LINEAR))
@@ -1692,6 +1847,10 @@ def test_every_request_a_whole_rollout_sends_is_one_the_service_models_take(
         problems += model_problems(shape, body, name)
     for name, params in stubbed:
         problems += model_problems(stub.client.meta.service_model.operation_model(name).input_shape, params, name)
+    elbv2_model = moto_elbv2().meta.service_model
+    assert {"DescribeTargetGroups", "ModifyTargetGroup", "DescribeRules"} <= {name for name, _ in balancing}
+    for name, params in balancing:
+        problems += model_problems(elbv2_model.operation_model(name).input_shape, params, name)
     assert problems == []
 
 

@@ -10,6 +10,10 @@ Resources
 - One ECS service per service (same name), created by the first deploy behind `target_group_arn` (plus, for the
   blue/green family of strategies, the alternate target group and listener rules ECS switches between); every later
   deploy is an UpdateService with the new revision and the rollout's `deploymentConfiguration`.
+- The target groups check health on /ping: before the service is put behind a target group (its creation, or a
+  rolling service's first traffic-shifting deploy, which adds the alternate group) DescribeTargetGroups reads each
+  group's health check, and one that is not HTTP on the traffic port at /ping expecting 200 is changed to that with
+  ModifyTargetGroup (an ALB target group checks `/` by default, which serving answers 404: no task would ever pass).
 - Cost-allocation tags: the service and its scalable target carry `ServiceSpec.tags` (project, model, environment);
   each revision those and its `deployment` tag; the service propagates its revision's tags to the tasks it starts
   (propagateTags TASK_DEFINITION), so Cost Explorer attributes each task's cost to its deployment.
@@ -160,6 +164,15 @@ PROPAGATE_TAGS = "TASK_DEFINITION"
 CONTAINER_PORT = 8080  # serving.config.DEFAULT_PORT
 DEFAULT_LOG_GROUP = "/controlplane/serving"
 DEFAULT_HEALTH_CHECK_GRACE_SECONDS = 60
+# The target groups' health check: serving's /ping answers 200 once the model is loaded and its hash checked, 503
+# before, and every other path but /invocations and /metrics 404 (an ALB target group checks `/` by default).
+TARGET_GROUP_HEALTH_CHECK: dict[str, Any] = {
+    "HealthCheckProtocol": "HTTP",
+    "HealthCheckPort": "traffic-port",
+    "HealthCheckPath": "/ping",
+    "HealthCheckEnabled": True,
+    "Matcher": {"HttpCode": "200"},
+}
 # How long after our bake ECS waits for promote/roll_back before it rolls back by itself.
 VERDICT_MINUTES = 60
 HOOK_STAGE = "POST_PRODUCTION_TRAFFIC_SHIFT"
@@ -408,6 +421,7 @@ class FargateServingBackend:
 
         configuration = deployment_configuration(revision.rollout, settings.alarm_names)
         if current is None:
+            self._check_health_on_ping(_target_groups(settings, strategy))
             response = self._call(
                 self.ecs,
                 "create_service",
@@ -428,6 +442,7 @@ class FargateServingBackend:
                 request["propagateTags"] = PROPAGATE_TAGS
             if strategy != "rolling" and not _has_advanced_configuration(current):
                 # The service was made for rolling updates; ECS needs the second target group to switch traffic.
+                self._check_health_on_ping(_target_groups(settings, strategy))
                 request["loadBalancers"] = [_load_balancer(settings, strategy)]
             response = self._call(
                 self.ecs, "update_service", f"update ECS service {service.name} to {revision_arn}", **request
@@ -1143,6 +1158,38 @@ class FargateServingBackend:
                 ScalableDimension="ecs:service:DesiredCount",
             )
 
+    def _check_health_on_ping(self, target_groups: Sequence[str]) -> None:
+        """Before the service is put behind them: each target group checks its targets' health on /ping (HTTP, the
+        traffic port, 200), as TARGET_GROUP_HEALTH_CHECK says; one that checks anything else (an ALB's default is
+        `/`, which serving answers 404, so no task would ever be healthy) is changed with ModifyTargetGroup. A group
+        already right is left alone; a change that is refused (no elasticloadbalancing:ModifyTargetGroup) stops the
+        deploy before the service is created, saying which group."""
+        response = self._call(
+            self.elbv2,
+            "describe_target_groups",
+            f"describe target groups {', '.join(target_groups)}",
+            TargetGroupArns=list(target_groups),
+        )
+        for group in response.get("TargetGroups") or []:
+            found = {key: group.get(key) for key in TARGET_GROUP_HEALTH_CHECK}
+            found["Matcher"] = {"HttpCode": str((group.get("Matcher") or {}).get("HttpCode") or "")}
+            if found["HealthCheckPort"] == str(CONTAINER_PORT):
+                found["HealthCheckPort"] = "traffic-port"  # the same port, named by number
+            if found == TARGET_GROUP_HEALTH_CHECK:
+                continue
+            arn = str(group["TargetGroupArn"])
+            checked = " ".join(
+                str(value) for value in (found["HealthCheckProtocol"], found["HealthCheckPath"]) if value
+            )
+            self._call(
+                self.elbv2,
+                "modify_target_group",
+                f"point the health check of target group {arn} at /ping (it checked {checked or 'nothing'} on port "
+                f"{found['HealthCheckPort']})",
+                TargetGroupArn=arn,
+                **TARGET_GROUP_HEALTH_CHECK,
+            )
+
     def _production_target_group(self, settings: _Settings, strategy: str) -> str:
         """The target group taking production traffic: ECS switches between the two of a blue/green service, so it
         is read from the production listener rule (the most weight)."""
@@ -1542,6 +1589,13 @@ def _settings_or_fail(service: ServiceSpec, strategy: str, metric: str | None) -
     if parsed is None:
         raise InvalidSpec(f"the Fargate settings of {service.name} are incomplete", problems)
     return parsed
+
+
+def _target_groups(settings: _Settings, strategy: str) -> list[str]:
+    """The target groups the service is put behind: the production one, and for traffic shifting the alternate."""
+    if strategy == "rolling":
+        return [settings.target_group_arn]
+    return [settings.target_group_arn, settings.alternate_target_group_arn]
 
 
 def _load_balancer(settings: _Settings, strategy: str) -> dict[str, Any]:

@@ -59,8 +59,11 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--concurrency", type=int, default=2, help="worker processes")
         parser.add_argument("--skip-setup", action="store_true", help="do not migrate or load demo data first")
+        parser.add_argument("--no-demo", action="store_true", help="demo users only: no runs, deployments or traffic")
 
-    def handle(self, *args: Any, host: str, port: int, concurrency: int, skip_setup: bool, **options: Any) -> None:
+    def handle(
+        self, *args: Any, host: str, port: int, concurrency: int, skip_setup: bool, no_demo: bool, **options: Any
+    ) -> None:
         self.stopping = False
         local_services = False
         started: list[tuple[str, subprocess.Popen[bytes]]] = []
@@ -107,9 +110,15 @@ class Command(BaseCommand):
             )
             started.append(("web", self._spawn(web_command(host, port))))
             self._print_welcome(host, port)
+            # The demo acts through the services as the demo users, in the background: the portal is usable at once,
+            # and the demo's own lines (prefixed "demo:") say what it is doing. Its end stops nothing else.
+            demo = None
+            if not skip_setup and not no_demo and settings.ALLOW_DEMO_DATA and local_services:
+                demo = self._spawn([sys.executable, "manage.py", "demo"])
+                started.append(("demo", demo))
             while not self.stopping:
                 for name, process in started:
-                    if process.poll() is not None:
+                    if process is not demo and process.poll() is not None:
                         self.stderr.write(f"{name} exited with status {process.returncode}; stopping everything")
                         self.stopping = True
                 time.sleep(0.3)

@@ -1,4 +1,4 @@
-"""Demo users (one per role) and a demo project, so a newcomer can walk every journey."""
+"""Demo users (one per role), a demo project and its two environments: what the demo (controlplane/demo.py) acts in."""
 
 from __future__ import annotations
 
@@ -56,7 +56,6 @@ class Command(BaseCommand):
                 )
                 self.stdout.write("created demo project")
         self._seed_environments(User.objects.get(username="ada"))
-        self._seed_datasets(dana)
 
     def _seed_environments(self, ada: Any) -> None:
         """Staging (one approval) and production (two, after staging, no regression), so promotion can be walked."""
@@ -74,6 +73,10 @@ class Command(BaseCommand):
                 "bake_minutes": 1,
                 "objective_p99_latency_ms": 250,
                 "objective_error_rate": 0.01,
+                # Drift judged every minute on half the requests: the demo's staging traffic drifts within minutes.
+                "capture_fraction": 0.5,
+                "drift_window_minutes": 1,
+                "drift_share": 0.15,
             },
             {
                 "name": "production",
@@ -86,56 +89,19 @@ class Command(BaseCommand):
                     "approved in staging",
                 ],
                 "allow_override": True,
-                # Deployed by an approver with Deploy: 10 % of traffic for the bake, then all.
+                # Deployed by an approver with Deploy: a fifth of the traffic for the bake, then all.
                 "strategy": "canary",
-                "canary_percent": 10,
-                "bake_minutes": 10,
+                "canary_percent": 20,
+                "bake_minutes": 1,
                 "objective_p99_latency_ms": 250,
                 "objective_error_rate": 0.01,
-                "objective_drift_share": 0.3,
+                # The tumour-size features move together (a third of them): half drifting is a real change, and
+                # half of the requests captured gives a bake's drift report enough rows to judge.
+                "objective_drift_share": 0.5,
+                "capture_fraction": 0.5,
             },
         ]
         for data in demo:
             if not Environment.objects.filter(name=data["name"]).exists():
                 deployment_services.environment_create(actor=ada, data=data)
                 self.stdout.write(f"created environment {data['name']}")
-
-    def _seed_datasets(self, dana: Any) -> None:
-        """The breast-cancer data scikit-learn ships, and a split of it, so lineage has something to show."""
-        import io
-
-        from django.core.files.uploadedfile import SimpleUploadedFile
-        from sklearn.datasets import load_breast_cancer
-
-        from lineage import services as lineage_services
-        from lineage.models import Dataset, Run
-
-        if Dataset.objects.filter(project__slug="demo", slug="breast-cancer").exists():
-            return
-        buffer = io.StringIO()
-        load_breast_cancer(as_frame=True).frame.to_csv(buffer, index=False)
-        upload = SimpleUploadedFile("breast-cancer.csv", buffer.getvalue().encode(), content_type="text/csv")
-        version, _ = lineage_services.dataset_version_upload(
-            actor=dana,
-            project="demo",
-            dataset="breast-cancer",
-            upload=upload,
-            description="Wisconsin diagnostic breast cancer data (569 rows, 30 features, binary target).",
-        )
-        if not Run.objects.filter(inputs__dataset_version=version).exists():
-            lineage_services.transform_run_launch(
-                actor=dana,
-                inputs=[version],
-                recipe="split",
-                parameters={"test_fraction": 0.2, "seed": 42, "stratify_column": "target"},
-            )
-            lineage_services.training_run_launch(
-                actor=dana,
-                recipe="logistic_regression",
-                train=version,
-                target="target",
-                hyperparameters={"C": 1.0, "max_iter": 1000},
-                seed=42,
-                model_name="breast-cancer-classifier",
-            )
-        self.stdout.write("registered demo dataset breast-cancer v1, queued a split run and a training run")
