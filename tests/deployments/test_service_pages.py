@@ -147,3 +147,22 @@ def test_the_services_api_filters_as_the_page_does(api_client_for, users, listed
         "environment": ["there is no environment 'moon' (environments: staging, production)"],
         "project": ["there is no project 'nope'"],
     }
+
+
+def test_the_overview_keeps_its_window_and_its_filters_together(client, users, listed) -> None:
+    client.force_login(users.approver)
+    response = client.get("/monitoring/", {"window": "24h", "environment": "staging"})
+    assert response.status_code == 200
+    assert set(listed_names(response)) == {"bc-classifier-staging", "iris-tree-staging"}
+    page = parse(response.content)
+    window_form = page.find("form", data_testid="window-form")
+    filters_form = page.find("form", data_testid="service-filters")
+    hidden = {
+        form: {i.attrs["name"]: i.attrs["value"] for i in f.find_all("input", type="hidden")}
+        for form, f in (("window", window_form), ("filters", filters_form))
+    }
+    assert hidden == {"window": {"environment": "staging"}, "filters": {"window": "24h"}}
+    # A bad filter with a good window: named, nothing listed.
+    refused = client.get("/monitoring/", {"window": "24h", "environment": "moon"})
+    assert refused.status_code == 400 and listed_names(refused) == []
+    assert "there is no environment 'moon'" in parse(refused.content).find("span", data_field="environment").text()
