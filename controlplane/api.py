@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import django_filters
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.generics import GenericAPIView
@@ -13,7 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from controlplane import permissions, selectors, services
-from controlplane.api_support import BodyInput, Pagination, error_responses, get_or_404
+from controlplane.api_support import BodyInput, Pagination, error_responses, filter_parameters, get_or_404
 from controlplane.models import AuditEvent, Notification, Project, SystemCheck
 
 
@@ -105,19 +103,6 @@ class AuditEventOutput(serializers.ModelSerializer):
         ]
 
 
-def filter_parameters(filterset_class: type[django_filters.FilterSet]) -> list[OpenApiParameter]:
-    """The query parameters of a list endpoint, described from the FilterSet the selector applies."""
-    parameters = []
-    for name, declared in filterset_class.base_filters.items():
-        if isinstance(declared, django_filters.ChoiceFilter):
-            parameters.append(OpenApiParameter(name, str, enum=[value for value, _ in declared.extra["choices"]]))
-        elif isinstance(declared, django_filters.DateFilter):
-            parameters.append(OpenApiParameter(name, OpenApiTypes.DATE))
-        else:
-            parameters.append(OpenApiParameter(name, str))
-    return parameters
-
-
 class AuditEventListApi(GenericAPIView):
     serializer_class = AuditEventOutput
 
@@ -207,15 +192,19 @@ class NotificationListApi(GenericAPIView):
     pagination_class = NotificationPagination
 
     @extend_schema(
-        operation_id="notifications_list", responses={200: NotificationOutput(many=True), **error_responses(403)}
+        operation_id="notifications_list",
+        parameters=filter_parameters(selectors.NotificationFilter),
+        responses={200: NotificationOutput(many=True), **error_responses(400, 403)},
+        description="Your notifications, newest first: `status=unread` or `read`, `q` a word of the title or text, "
+        "`since`/`until` the day; `unread` counts all your unread ones.",
     )
     def get(self, request: Request) -> Response:
         permissions.require(request.user, "notification.view")
-        mine = Notification.objects.filter(user=request.user).order_by("-created_at", "-id")
+        listed = selectors.notification_list(user=request.user, filters=request.query_params)
         paginator = self.paginator
         assert isinstance(paginator, NotificationPagination)
-        paginator.unread = mine.filter(read_at__isnull=True).count()
-        page = self.paginate_queryset(mine)
+        paginator.unread = Notification.objects.filter(user=request.user, read_at__isnull=True).count()
+        page = self.paginate_queryset(listed)
         return self.get_paginated_response(NotificationOutput(page, many=True).data)
 
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, TypeVar, overload
 
+import django_filters
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Model, QuerySet
 from django.http import Http404
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import exceptions, pagination, serializers
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
@@ -203,6 +205,23 @@ class ServiceCheckedNumber(serializers.FloatField):
 
     def to_internal_value(self, data: Any) -> Any:
         return data
+
+
+def filter_parameters(filterset_class: type[django_filters.FilterSet]) -> list[OpenApiParameter]:
+    """The query parameters of a list endpoint, described from the FilterSet the selector applies."""
+    parameters = []
+    for name, declared in filterset_class.base_filters.items():
+        if isinstance(declared, django_filters.ModelChoiceFilter):
+            noun = getattr(declared, "extra", {}).get("noun", name)
+            key = declared.extra.get("to_field_name") or "id"
+            parameters.append(OpenApiParameter(name, str, description=f"The {noun}'s {key}; one that is not is a 400"))
+        elif isinstance(declared, django_filters.ChoiceFilter):
+            parameters.append(OpenApiParameter(name, str, enum=[value for value, _ in declared.extra["choices"]]))
+        elif isinstance(declared, django_filters.DateFilter):
+            parameters.append(OpenApiParameter(name, OpenApiTypes.DATE))
+        else:
+            parameters.append(OpenApiParameter(name, str))
+    return parameters
 
 
 # --- errors in the schema -------------------------------------------------------------------------------------

@@ -55,15 +55,5 @@ class ProjectChangeForm(forms.Form):
     reason = forms.CharField(required=False, max_length=500, help_text="Why the change (kept in the audit log).")
 
 
-class AuditFilterForm(forms.Form):
-    """The form of selectors.AuditEventFilter (its fields come from the filters): one rule between the fields."""
-
-    def clean(self) -> dict[str, Any]:
-        data = super().clean() or {}
-        if data.get("since") and data.get("until") and data["since"] > data["until"]:
-            self.add_error("until", "expected a date on or after 'since'")
-        return data
-
-
 def json_pretty(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str)

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date, datetime, time, timedelta
+from datetime import timedelta
 from typing import Any
 
 import django_filters
-from django import forms
 from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from controlplane.forms import AuditFilterForm
-from controlplane.models import AuditEvent, Heartbeat, Project, SystemCheck
+from controlplane.filters import ChoiceFilter, DateRangeFilterSet, ListFilterForm, apply_filters, filter_values
+from controlplane.models import AuditEvent, Heartbeat, Notification, Project, SystemCheck
 
 
 def project_list(*, search: str = "") -> QuerySet[Project]:
@@ -23,39 +22,47 @@ def project_list(*, search: str = "") -> QuerySet[Project]:
     return projects
 
 
-class AuditEventFilter(django_filters.FilterSet):
-    """The audit log's filters; the page draws its form (AuditFilterForm checks that since <= until)."""
+class AuditEventFilter(DateRangeFilterSet):
+    """The audit log's filters; the page draws its form (ListFilterForm checks that since <= until)."""
 
     actor = django_filters.CharFilter(field_name="actor_name", lookup_expr="iexact", max_length=150)
     action = django_filters.CharFilter(lookup_expr="startswith", max_length=100)
     object_type = django_filters.CharFilter(label="Object type", max_length=100)
     object_id = django_filters.CharFilter(label="Object id", max_length=100)
-    # Labelled here: a filter with a `method` has no model field for django-filter to take a label from.
-    since = django_filters.DateFilter(
-        method="filter_since", label="Since", widget=forms.DateInput(attrs={"type": "date"})
-    )
-    until = django_filters.DateFilter(
-        method="filter_until", label="Until", widget=forms.DateInput(attrs={"type": "date"})
-    )
 
     class Meta:
         model = AuditEvent
         fields: list[str] = []
-        form = AuditFilterForm
+        form = ListFilterForm
 
-    def filter_since(self, queryset: QuerySet[AuditEvent], name: str, value: date) -> QuerySet[AuditEvent]:
-        return queryset.filter(created_at__gte=timezone.make_aware(datetime.combine(value, time.min)))
 
-    def filter_until(self, queryset: QuerySet[AuditEvent], name: str, value: date) -> QuerySet[AuditEvent]:
-        # The whole day the user named, up to midnight after it.
-        return queryset.filter(
-            created_at__lt=timezone.make_aware(datetime.combine(value + timedelta(days=1), time.min))
-        )
+class NotificationFilter(DateRangeFilterSet):
+    """A person's notifications: `status` unread or read, a word of the title or text, the day it came."""
+
+    status = ChoiceFilter(choices=[("unread", "unread"), ("read", "read")], method="filter_status")
+    q = django_filters.CharFilter(method="filter_search", label="Search", max_length=200)
+
+    class Meta:
+        model = Notification
+        fields: list[str] = []
+        form = ListFilterForm
+
+    def filter_status(self, queryset: QuerySet[Notification], name: str, value: str) -> QuerySet[Notification]:
+        return queryset.filter(read_at__isnull=value == "unread")
+
+    def filter_search(self, queryset: QuerySet[Notification], name: str, value: str) -> QuerySet[Notification]:
+        return queryset.filter(Q(title__icontains=value) | Q(body__icontains=value))
+
+
+def notification_list(*, user: Any, filters: Mapping[str, Any] | None = None) -> QuerySet[Notification]:
+    """`user`'s notifications newest first, narrowed by NotificationFilter (a ValidationError names a bad one)."""
+    mine = Notification.objects.filter(user=user).order_by("-created_at", "-id")
+    return apply_filters(NotificationFilter, filters, mine)
 
 
 def audit_filter(data: Mapping[str, Any] | None) -> AuditEventFilter:
     """The audit filter bound to the page's or the API's query parameters (empty ones left out)."""
-    values = {name: str(data[name]).strip() for name in AuditEventFilter.base_filters if data and data.get(name)}
+    values = {name: value for name, value in filter_values(AuditEventFilter, data).items() if value}
     return AuditEventFilter(values or None, queryset=AuditEvent.objects.all())
 
 

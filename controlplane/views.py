@@ -36,6 +36,7 @@ from rest_framework.authtoken.models import Token
 
 from controlplane import permissions, selectors, services
 from controlplane.backends import object_store
+from controlplane.filters import filtered_list
 from controlplane.forms import ProjectChangeForm, ProjectCreateForm, json_pretty
 from controlplane.models import AuditEvent, Notification, Project, SystemCheck
 from workers.errors import ObjectNotFound
@@ -214,11 +215,22 @@ def notification_list(request: HttpRequest) -> HttpResponse:
         count = services.notifications_mark_read(user=request.user)
         messages.success(request, f"{count} notification{'' if count == 1 else 's'} marked read.")
         return redirect("notification-list")
-    notifications = Notification.objects.filter(user=request.user)
+    listed = filtered_list(
+        request.GET,
+        selectors.NotificationFilter,
+        lambda filters: selectors.notification_list(user=request.user, filters=filters),
+    )
     return render(
         request,
         "controlplane/notifications.html",
-        {"page": paginate(request, notifications), "unread": notifications.filter(read_at__isnull=True).count()},
+        {
+            "page": paginate(request, listed.rows),
+            "filters": listed.values,
+            "errors": listed.errors,
+            "query": listed.query,
+            "unread": Notification.objects.filter(user=request.user, read_at__isnull=True).count(),
+        },
+        status=400 if listed.errors else 200,
     )
 
 

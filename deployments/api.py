@@ -7,6 +7,7 @@ Thin views: the input serializer checks shapes, the services decide (and raise V
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
@@ -307,9 +308,21 @@ class ApprovalRequestFilterInput(serializers.Serializer):
         help_text="Only the open requests you may decide (not yours, not for a run you authored, not decided "
         "by you yet), oldest first",
     )
+    requested_by_me = Flag(
+        required=False,
+        default=False,
+        help_text="Only the requests you made, in every state (the page's My requests), newest first",
+    )
     older_than_days = serializers.IntegerField(
         required=False, min_value=0, max_value=3650, help_text="Only requests made at least this many days ago"
     )
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        if data.get("mine") and data.get("requested_by_me"):
+            raise serializers.ValidationError(
+                {"requested_by_me": ["not with mine=true: the requests waiting for you are never your own"]}
+            )
+        return data
 
 
 class ApprovalRequestCreateInput(BodyInput):
@@ -332,7 +345,8 @@ class ApprovalRequestListApi(GenericAPIView):
         operation_id="approval_requests_list",
         parameters=[ApprovalRequestFilterInput],
         responses={200: ApprovalRequestOutput(many=True), **error_responses(400, 403)},
-        description="Newest first; with `mine=true`, your approval queue, oldest first.",
+        description="Newest first; with `mine=true`, your approval queue, oldest first; with "
+        "`requested_by_me=true`, the requests you made.",
     )
     def get(self, request: Request) -> Response:
         permissions.require(request.user, "approval.view")
@@ -360,7 +374,10 @@ class ApprovalRequestListApi(GenericAPIView):
                 requests = requests.filter(environment__name=data["environment"])
         else:
             requests = selectors.approval_request_list(
-                status=data.get("status"), project=data.get("project"), environment=data.get("environment")
+                status=data.get("status"),
+                project=data.get("project"),
+                environment=data.get("environment"),
+                requested_by=request.user if data["requested_by_me"] else None,
             )
         if data.get("older_than_days") is not None:
             requests = requests.filter(created_at__lte=timezone.now() - timedelta(days=data["older_than_days"]))

@@ -14,7 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from controlplane import permissions
-from controlplane.api_support import BodyInput, Choice, error_responses, get_or_404
+from controlplane.api_support import BodyInput, Choice, error_responses, filter_parameters, get_or_404
 from deployments import selectors, services
 from deployments.models import Deployment, DeploymentEvent, Service
 
@@ -126,11 +126,6 @@ class ServiceOutput(serializers.ModelSerializer):
         return active.pk if active is not None else None
 
 
-class ServiceFilterInput(serializers.Serializer):
-    project = serializers.CharField(required=False, max_length=63, help_text="Project slug")
-    environment = serializers.CharField(required=False, max_length=40, help_text="Environment name")
-
-
 class DeploymentFilterInput(serializers.Serializer):
     service = serializers.CharField(required=False, max_length=40, help_text="Service id or name")
     status = Choice(choices=Deployment.Status.choices, required=False)
@@ -171,19 +166,12 @@ class ServiceListApi(GenericAPIView):
 
     @extend_schema(
         operation_id="services_list",
-        parameters=[ServiceFilterInput],
+        parameters=filter_parameters(selectors.ServiceFilter),
         responses={200: ServiceOutput(many=True), **error_responses(400, 403)},
     )
     def get(self, request: Request) -> Response:
         permissions.require(request.user, "service.view")
-        filters = ServiceFilterInput(data=request.query_params)
-        shapes = {} if filters.is_valid() else dict(filters.errors)
-        problems = selectors.service_filter_problems(
-            project=request.query_params.get("project", ""), environment=request.query_params.get("environment", "")
-        )
-        if shapes or problems:
-            raise ValidationError({**shapes, **problems})
-        page = self.paginate_queryset(selectors.service_list(**filters.validated_data))
+        page = self.paginate_queryset(selectors.service_list(filters=request.query_params))
         return self.get_paginated_response(ServiceOutput(page, many=True).data)
 
 

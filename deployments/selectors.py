@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+import django_filters
 from django.conf import settings
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 
+from controlplane.filters import apply_filters, environment_filter, project_filter
 from deployments.models import (
     ACTIVE_DEPLOYMENT_STATUSES,
     ApprovalDecision,
@@ -82,11 +85,18 @@ def approval_filter_problems(
 
 
 def approval_request_list(
-    *, status: str | None = None, project: str | None = None, environment: str | None = None
+    *,
+    status: str | None = None,
+    project: str | None = None,
+    environment: str | None = None,
+    requested_by: Any = None,
 ) -> QuerySet[ApprovalRequest]:
+    """Approval requests by status, project (slug), environment (name) and requester (a user: "my requests")."""
     requests = ApprovalRequest.objects.select_related(
         "model_version__registered_model__project", "environment", "requested_by"
     )
+    if requested_by is not None:
+        requests = requests.filter(requested_by=requested_by)
     if status:
         requests = requests.filter(status=status)
     if project:
@@ -208,20 +218,27 @@ def serving_version(*, registered_model_id: int, environment: Environment) -> Mo
     return service.current_deployment.model_version
 
 
-def service_filter_problems(*, project: str = "", environment: str = "") -> dict[str, list[str]]:
-    return approval_filter_problems(project=project, environment=environment)
+class ServiceFilter(django_filters.FilterSet):
+    """The services list's filters (its page, the monitoring overview and the API)."""
+
+    q = django_filters.CharFilter(field_name="name", lookup_expr="icontains", label="Search", max_length=100)
+    project = project_filter("registered_model__project")
+    environment = environment_filter("environment")
+    model = django_filters.CharFilter(field_name="registered_model__slug", label="Model", max_length=63)
+
+    class Meta:
+        model = Service
+        fields: list[str] = []
 
 
-def service_list(*, project: str = "", environment: str = "", model: str = "") -> QuerySet[Service]:
+def service_list(*, filters: Mapping[str, Any] | None = None) -> QuerySet[Service]:
+    """Services with `active_status` and `active_id` (the deployment under way, if one is), narrowed by the
+    ServiceFilter parameters in `filters` (a ValidationError names each bad one)."""
     services = Service.objects.select_related(
         "registered_model__project", "environment", "current_deployment__model_version"
     )
-    if project:
-        services = services.filter(registered_model__project__slug=project)
-    if environment:
-        services = services.filter(environment__name=environment)
-    if model:
-        services = services.filter(registered_model__slug=model)
+    if filters:
+        services = apply_filters(ServiceFilter, filters, services)
     active = Deployment.objects.filter(service=OuterRef("pk"), status__in=ACTIVE_DEPLOYMENT_STATUSES)
     return services.annotate(
         active_status=Subquery(active.values("status")[:1]), active_id=Subquery(active.values("pk")[:1])
@@ -345,7 +362,7 @@ def version_standings(*, versions: list[ModelVersion]) -> dict[int, list[dict[st
 
 def open_requests_of(*, user: Any) -> QuerySet[ApprovalRequest]:
     """The open approval requests a person made, newest first, with their gate and approval counts."""
-    return with_counts(approval_request_list(status="open").filter(requested_by=user)).order_by("-created_at", "-id")
+    return with_counts(approval_request_list(status="open", requested_by=user)).order_by("-created_at", "-id")
 
 
 def rollback_candidates() -> QuerySet[Service]:

@@ -20,12 +20,19 @@ from django_htmx.http import HttpResponseClientRefresh
 from controlplane import permissions
 from controlplane import selectors as audit_selectors
 from controlplane.charts import change_chart, compare_chart, profile_chart
+from controlplane.filters import filtered_list
 from controlplane.models import Project, TransitionEvent
 from controlplane.views import apply_service_errors, paginate, word_parts
 from deployments import objectives as objective_rules
 from deployments import selectors, services
 from deployments.forms import ApprovalRequestForm, EnvironmentForm, gate_syntax
-from deployments.models import ApprovalDecision, ApprovalRequest, Deployment, Environment
+from deployments.models import (
+    ACTIVE_DEPLOYMENT_STATUSES,
+    ApprovalDecision,
+    ApprovalRequest,
+    Deployment,
+    Environment,
+)
 from lineage import selectors as lineage_selectors
 from lineage.graph_layout import layout_graph
 from lineage.models import DatasetVersion, ModelVersion, Run, RunInput
@@ -36,11 +43,14 @@ from monitoring.costs import object_selectors as cost_objects
 
 def environment_list(request: HttpRequest) -> HttpResponse:
     permissions.require(request.user, "environment.view")
+    # In promotion order; a page of them (the few a team has fit on one).
+    environments = paginate(request, selectors.environment_list())
     return render(
         request,
         "deployments/environment_list.html",
         {
-            "environments": selectors.environment_list(),
+            "environments": environments,
+            "page": environments,
             "can_manage": permissions.has_permission(request.user, "environment.manage"),
         },
     )
@@ -190,21 +200,32 @@ def approval_request_create(request: HttpRequest, project: str, slug: str, numbe
 
 # --- the approval queue and the evidence page (approvers) -------------------------------------------------------
 
-QUEUE_TABS = {"mine": "Waiting for me", "all": "All requests"}
+QUEUE_TABS = {"mine": "Waiting for me", "requested": "My requests", "all": "All requests"}
 
 
-def _queue_filters(request: HttpRequest, *, can_decide: bool) -> tuple[dict[str, str], dict[str, list[str]]]:
+def _queue_tabs(user: Any) -> list[str]:
+    """The lists this user has: approvers one waiting for them, those who request promotions their own."""
+    return [
+        name
+        for name, needs in (("mine", "approval.decide"), ("requested", "approval.request"), ("all", ""))
+        if not needs or permissions.has_permission(user, needs)
+    ]
+
+
+def _queue_filters(request: HttpRequest, *, tabs: list[str]) -> tuple[dict[str, str], dict[str, list[str]]]:
     """The queue's filters as typed, and a message naming each bad one."""
     names = ("tab", "project", "environment", "status", "older_than")
     filters = {name: str(request.GET.get(name, "")).strip() for name in names}
     # A shared link naming a status other than open (?status=withdrawn) means the whole list, not one's own queue.
     wants_all = bool(filters["status"]) and filters["status"] != "open"
-    filters["tab"] = filters["tab"] or ("mine" if can_decide and not wants_all else "all")
+    filters["tab"] = filters["tab"] or ("mine" if "mine" in tabs and not wants_all else "all")
     errors: dict[str, list[str]] = {}
     if filters["tab"] not in QUEUE_TABS:
-        errors["tab"] = [f"expected mine or all, got {filters['tab']!r}"]
-    elif filters["tab"] == "mine" and not can_decide:
+        errors["tab"] = [f"expected mine, requested or all, got {filters['tab']!r}"]
+    elif filters["tab"] == "mine" and "mine" not in tabs:
         errors["tab"] = ["only approvers have requests waiting for them: choose All requests"]
+    elif filters["tab"] == "requested" and "requested" not in tabs:
+        errors["tab"] = ["only those who request promotions have requests of their own: choose All requests"]
     errors.update(
         selectors.approval_filter_problems(
             project=filters["project"],
@@ -221,8 +242,8 @@ def _queue_filters(request: HttpRequest, *, can_decide: bool) -> tuple[dict[str,
 
 def approval_queue(request: HttpRequest) -> HttpResponse:
     permissions.require(request.user, "approval.view")
-    can_decide = permissions.has_permission(request.user, "approval.decide")
-    filters, errors = _queue_filters(request, can_decide=can_decide)
+    tabs = _queue_tabs(request.user)
+    filters, errors = _queue_filters(request, tabs=tabs)
     requests: QuerySet[ApprovalRequest] = ApprovalRequest.objects.none()
     if not errors:
         if filters["tab"] == "mine":
@@ -236,11 +257,12 @@ def approval_queue(request: HttpRequest) -> HttpResponse:
                 status=filters["status"] or None,
                 project=filters["project"] or None,
                 environment=filters["environment"] or None,
+                requested_by=request.user if filters["tab"] == "requested" else None,
             )
         if filters["older_than"]:
             requests = requests.filter(created_at__lte=timezone.now() - timedelta(days=int(filters["older_than"])))
         requests = selectors.with_counts(requests)
-        # Oldest first in one's own queue (first come, first decided); newest first in the whole list.
+        # Oldest first in one's own queue (first come, first decided); newest first in the other lists.
         requests = requests.order_by(*(("created_at", "id") if filters["tab"] == "mine" else ("-created_at", "-id")))
     return render(
         request,
@@ -253,11 +275,10 @@ def approval_queue(request: HttpRequest) -> HttpResponse:
                 # Switching tabs keeps the filters, except a status: everything waiting for you is open.
                 {
                     "name": name,
-                    "label": label,
+                    "label": QUEUE_TABS[name],
                     "query": urlencode({**_kept(filters, drop_status=name == "mine"), "tab": name}),
                 }
-                for name, label in QUEUE_TABS.items()
-                if can_decide or name == "all"
+                for name in tabs
             ],
             "waiting_count": selectors.approval_queue_count(user=request.user),
             "query": urlencode(_kept(filters)),
@@ -467,6 +488,27 @@ def _timeline(approval: ApprovalRequest, decisions: list[ApprovalDecision]) -> l
     return sorted(entries, key=lambda entry: (entry["when"], entry["order"]))
 
 
+def _status_context(approval: ApprovalRequest) -> dict[str, Any]:
+    """What the status section shows and whether it keeps polling: while the worker checks the artifact, then
+    (an environment that deploys on approval) until the deployment made on approval has shown and ended, or it
+    is clear none will come (the approval was announced and nothing was deployed: the requester was told why)."""
+    deployments = list(
+        approval.deployments.select_related("service", "model_version__registered_model").order_by("created_at", "id")
+    )
+    deploys = approval.status == ApprovalRequest.Status.APPROVED and approval.environment.deploy_on_approval
+    waiting_for_deployment = deploys and not deployments and approval.announced_at is None
+    deployment_active = any(d.status in ACTIVE_DEPLOYMENT_STATUSES for d in deployments)
+    return {
+        "approval": approval,
+        "deployments": deployments,
+        "waiting_for_check": approval.is_open and approval.quorum_at is not None,
+        "waiting_for_deployment": waiting_for_deployment,
+        "deployment_active": deployment_active,
+        "following_deployment": waiting_for_deployment or deployment_active,
+        "not_deployed": deploys and not deployments and approval.announced_at is not None,
+    }
+
+
 def _evidence_context(
     request: HttpRequest,
     approval: ApprovalRequest,
@@ -480,9 +522,9 @@ def _evidence_context(
     refusal = _decide_refusal(request.user, approval, decisions)
     inputs, dataset_version, profile = _training_data(approval)
     metrics = _metrics(approval)
-    waiting = approval.is_open and approval.quorum_at is not None
+    status = _status_context(approval)
     return {
-        "approval": approval,
+        **status,
         "version": version,
         "baseline": baseline,
         "gate_results": approval.gate_results.all(),
@@ -490,7 +532,6 @@ def _evidence_context(
         "approval_count": sum(1 for d in decisions if d.verdict == ApprovalDecision.Verdict.APPROVE),
         "can_decide": not refusal,
         "decide_refusal": refusal,
-        "waiting_for_check": waiting,
         "expired": approval.status == "expired" or (approval.is_open and approval.expires_at <= timezone.now()),
         "can_withdraw": approval.is_open
         and permissions.has_permission(request.user, "approval.request")
@@ -513,11 +554,11 @@ def approval_request_detail(request: HttpRequest, pk: int) -> HttpResponse:
     approval = _approval_or_404(pk)
     part = request.GET.get("part") if request.htmx else None
     if part == "status":
-        # The page polls while the worker checks the artifact; once it has finished, the whole page is drawn again.
-        if approval.is_open and approval.quorum_at is not None:
-            return render(
-                request, "deployments/_approval_status.html", {"approval": approval, "waiting_for_check": True}
-            )
+        # The page polls while the worker checks the artifact; once it has finished, the whole page is drawn again
+        # (decisions, expiry, the timeline changed). After that it follows the deployment made on approval alone.
+        status = _status_context(approval)
+        if status["waiting_for_check"] or request.GET.get("following") == "deployment":
+            return render(request, "deployments/_approval_status.html", status)
         return HttpResponseClientRefresh()
     if part == "profile":
         # The profile polls while it is computed; the page it lands in already holds the metrics charts.
@@ -579,20 +620,21 @@ def approval_withdraw(request: HttpRequest, pk: int) -> HttpResponse:
 
 def service_list(request: HttpRequest) -> HttpResponse:
     permissions.require(request.user, "service.view")
-    filters = {name: request.GET.get(name, "").strip() for name in ("project", "environment")}
-    problems = selectors.service_filter_problems(**filters)
-    services_page = paginate(request, selectors.service_list(**{k: v for k, v in filters.items() if k not in problems}))
+    listed = filtered_list(
+        request.GET, selectors.ServiceFilter, lambda filters: selectors.service_list(filters=filters)
+    )
     return render(
         request,
         "deployments/service_list.html",
         {
-            "page": services_page,
-            "filters": filters,
-            "problems": problems,
+            "page": paginate(request, listed.rows),
+            "filters": listed.values,
+            "errors": listed.errors,
             "projects": Project.objects.order_by("slug"),
             "environments": selectors.environment_list(),
-            "query": urlencode({k: v for k, v in filters.items() if v}),
+            "query": listed.query,
         },
+        status=400 if listed.errors else 200,
     )
 
 

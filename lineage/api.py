@@ -17,8 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from controlplane import permissions
-from controlplane.api import filter_parameters
-from controlplane.api_support import BodyInput
+from controlplane.api_support import BodyInput, error_responses, filter_parameters
 from controlplane.uploads import upload_limit_message
 from lineage import selectors, services
 from lineage.models import (
@@ -540,13 +539,18 @@ class RunLogsApi(GenericAPIView):
 
 class RecipeListApi(GenericAPIView):
     @extend_schema(
-        operation_id="recipes_list", parameters=[OpenApiParameter("kind", str)], responses=OpenApiTypes.OBJECT
+        operation_id="recipes_list",
+        parameters=[OpenApiParameter("kind", str, enum=list(Run.Kind.values))],
+        responses={200: OpenApiTypes.OBJECT, **error_responses(400)},
+        description="Every recipe (a short fixed list, not paginated), or those of one `kind`.",
     )
     def get(self, request: Request) -> Response:
         from workers import recipes as recipe_registry
 
         permissions.require(request.user, "run.view")
-        kind = request.query_params.get("kind", "")
+        kind = request.query_params.get("kind", "").strip()
+        if kind and kind not in Run.Kind.values:
+            raise serializers.ValidationError({"kind": [f"expected transform or training, got {kind[:40]!r}"]})
         return Response(
             [
                 {

@@ -9,13 +9,13 @@ from typing import Any
 
 import django_filters
 from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.db import connection
 from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 
 from controlplane.backends import object_store
+from controlplane.filters import ChoiceFilter, DateRangeFilterSet, ListFilterForm, apply_filters, project_filter
 from lineage.models import Dataset, DatasetVersion, LineageEdge, ModelVersion, RegisteredModel, Run, RunInput
 
 # Deployments will be lineage nodes too; until they have records, an id of that kind names nothing here.
@@ -312,7 +312,7 @@ def version_url(version: DatasetVersion) -> str:
 
 class DatasetFilter(django_filters.FilterSet):
     q = django_filters.CharFilter(method="filter_search", label="Search", max_length=200)
-    project = django_filters.CharFilter(field_name="project__slug", max_length=63)
+    project = project_filter("project")
 
     class Meta:
         model = Dataset
@@ -325,40 +325,29 @@ class DatasetFilter(django_filters.FilterSet):
         return queryset.filter(Q(name__icontains=value) | Q(slug__icontains=value) | Q(description__icontains=value))
 
 
-class RunFilter(django_filters.FilterSet):
-    project = django_filters.CharFilter(field_name="project__slug", max_length=63)
-    status = django_filters.ChoiceFilter(choices=Run.Status.choices)
-    kind = django_filters.ChoiceFilter(choices=Run.Kind.choices)
+class RunFilter(DateRangeFilterSet):
+    project = project_filter("project")
+    status = ChoiceFilter(choices=Run.Status.choices)
+    kind = ChoiceFilter(choices=Run.Kind.choices)
     recipe = django_filters.CharFilter(max_length=100)
     creator = django_filters.CharFilter(field_name="created_by__username", max_length=150)
 
     class Meta:
         model = Run
         fields: list[str] = []
+        form = ListFilterForm
 
 
 class ModelFilter(django_filters.FilterSet):
-    project = django_filters.CharFilter(field_name="project__slug", max_length=63)
+    q = django_filters.CharFilter(method="filter_search", label="Search", max_length=200)
+    project = project_filter("project")
 
     class Meta:
         model = RegisteredModel
         fields: list[str] = []
 
-
-def filter_values(filterset_class: type[django_filters.FilterSet], data: Mapping[str, Any] | None) -> dict[str, str]:
-    """The filter parameters as typed (stripped), for pages that echo them back and build page links."""
-    return {name: str((data or {}).get(name, "")).strip() for name in filterset_class.base_filters}
-
-
-def apply_filters(
-    filterset_class: type[django_filters.FilterSet], data: Mapping[str, Any] | None, queryset: QuerySet[Any]
-) -> QuerySet[Any]:
-    """`queryset` narrowed by the filter parameters in `data`; a ValidationError names each bad parameter."""
-    values = {name: value for name, value in filter_values(filterset_class, data).items() if value}
-    filterset = filterset_class(values, queryset=queryset)
-    if not filterset.is_valid():
-        raise ValidationError(filterset.errors.as_data())
-    return filterset.qs
+    def filter_search(self, queryset: QuerySet[RegisteredModel], name: str, value: str) -> QuerySet[RegisteredModel]:
+        return queryset.filter(Q(name__icontains=value) | Q(slug__icontains=value) | Q(description__icontains=value))
 
 
 # --- datasets, models and runs ----------------------------------------------------------------

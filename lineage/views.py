@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
@@ -17,6 +16,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from controlplane import permissions
 from controlplane.charts import compare_chart, metric_series_chart, profile_chart
+from controlplane.filters import filtered_list
 from controlplane.models import Project
 from controlplane.uploads import upload_limit_message
 from controlplane.views import apply_service_errors, paginate
@@ -50,25 +50,22 @@ def _profile_charts(profile: dict[str, Any] | None, *, limit: int = 40) -> list[
 
 def dataset_list(request: HttpRequest) -> HttpResponse:
     permissions.require(request.user, "dataset.view")
-    filters = selectors.filter_values(selectors.DatasetFilter, request.GET)
-    errors: dict[str, list[str]] = {}
-    try:
-        datasets = selectors.dataset_list(filters=filters)
-    except ValidationError as exc:
-        errors, datasets = exc.message_dict, Dataset.objects.none()
+    listed = filtered_list(
+        request.GET, selectors.DatasetFilter, lambda filters: selectors.dataset_list(filters=filters)
+    )
     return render(
         request,
         "lineage/dataset_list.html",
         {
-            "page": paginate(request, datasets),
-            "search": filters["q"],
-            "project": filters["project"],
-            "errors": errors,
+            "page": paginate(request, listed.rows),
+            "search": listed.values["q"],
+            "project": listed.values["project"],
+            "errors": listed.errors,
             "projects": Project.objects.only("slug", "name"),
-            "query": urlencode({k: v for k, v in filters.items() if v}),
+            "query": listed.query,
             "can_register": permissions.has_permission(request.user, "dataset.register"),
         },
-        status=400 if errors else 200,
+        status=400 if listed.errors else 200,
     )
 
 
@@ -198,21 +195,20 @@ def _metric_charts(run: Run) -> list[dict[str, Any]]:
 
 def run_list(request: HttpRequest) -> HttpResponse:
     permissions.require(request.user, "run.view")
-    filters = selectors.filter_values(selectors.RunFilter, request.GET)
-    errors: dict[str, list[str]] = {}
-    try:
+    listed = filtered_list(
+        request.GET,
+        selectors.RunFilter,
         # The table draws none of the JSON fields; a run's metrics and log can be large.
-        runs = selectors.run_list(filters=filters).defer("parameters", "metrics", "usage", "log_tail")
-    except ValidationError as exc:
-        errors, runs = exc.message_dict, Run.objects.none()
+        lambda filters: selectors.run_list(filters=filters).defer("parameters", "metrics", "usage", "log_tail"),
+    )
     return render(
         request,
         "lineage/run_list.html",
         {
-            "page": paginate(request, runs),
-            "filters": filters,
-            "errors": errors,
-            "query": urlencode({k: v for k, v in filters.items() if v}),
+            "page": paginate(request, listed.rows),
+            "filters": listed.values,
+            "errors": listed.errors,
+            "query": listed.query,
             "statuses": Run.Status.values,
             "projects": Project.objects.only("slug", "name"),
             "can_launch": permissions.has_permission(request.user, "run.launch"),
@@ -221,7 +217,7 @@ def run_list(request: HttpRequest) -> HttpResponse:
             .only("number", "row_count", "dataset__slug", "dataset__project__slug")
             .order_by("-created_at", "-id")[:100],
         },
-        status=400 if errors else 200,
+        status=400 if listed.errors else 200,
     )
 
 
@@ -551,28 +547,27 @@ def run_compare(request: HttpRequest) -> HttpResponse:
     )
 
 
-def model_list(request: HttpRequest) -> HttpResponse:
-    permissions.require(request.user, "model.view")
-    filters = selectors.filter_values(selectors.ModelFilter, request.GET)
-    try:
-        models = selectors.model_list(filters=filters)
-    except ValidationError as exc:
-        return render(
-            request, "lineage/model_list.html", {"page": [], "filters": filters, "errors": exc.message_dict}, status=400
-        )
+def _models_with_version_ids(filters: dict[str, str]) -> Any:
     # The table reads `versions.count`: one prefetch of the page's version ids, not a count per row.
-    models = models.prefetch_related(
+    return selectors.model_list(filters=filters).prefetch_related(
         Prefetch("versions", queryset=ModelVersion.objects.only("registered_model").order_by())
     )
+
+
+def model_list(request: HttpRequest) -> HttpResponse:
+    permissions.require(request.user, "model.view")
+    listed = filtered_list(request.GET, selectors.ModelFilter, _models_with_version_ids)
     return render(
         request,
         "lineage/model_list.html",
         {
-            "page": paginate(request, models),
-            "filters": filters,
-            "errors": {},
-            "query": urlencode({k: v for k, v in filters.items() if v}),
+            "page": paginate(request, listed.rows),
+            "filters": listed.values,
+            "errors": listed.errors,
+            "query": listed.query,
+            "projects": Project.objects.only("slug", "name"),
         },
+        status=400 if listed.errors else 200,
     )
 
 

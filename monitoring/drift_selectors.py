@@ -4,6 +4,7 @@ and the "Retrain on newer data" link (the training launch form filled in as the 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -12,6 +13,15 @@ from urllib.parse import urlencode
 from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.urls import reverse
 
+from controlplane.filters import (
+    ChoiceFilter,
+    DateRangeFilterSet,
+    ExistingFilter,
+    ListFilterForm,
+    apply_filters,
+    environment_filter,
+    filter_values,
+)
 from deployments.models import Service
 from lineage.models import DatasetVersion, ModelVersion
 from monitoring.models import Alert, DriftFeature, DriftReport
@@ -127,6 +137,35 @@ def open_alerts(service: Service | None = None) -> QuerySet[Alert]:
     if service is not None:
         alerts = alerts.filter(service=service)
     return alerts.order_by("-opened_at", "-id")
+
+
+ALERT_NAMES = ("p99_latency_ms", "error_rate", "drift_share", "drift")
+
+
+class AlertFilter(DateRangeFilterSet):
+    """The alerts list's filters (its page and the API): `status` open (the default), closed or all."""
+
+    date_field = "opened_at"
+    status = ChoiceFilter(choices=[("open", "open"), ("closed", "closed"), ("all", "all")], method="filter_status")
+    service = ExistingFilter(field_name="service", queryset=Service.objects.all(), noun="service", label="Service")
+    environment = environment_filter("service__environment")
+    name = ChoiceFilter(choices=[(name, name) for name in ALERT_NAMES], label="What")
+
+    class Meta:
+        model = Alert
+        fields: list[str] = []
+        form = ListFilterForm
+
+    def filter_status(self, queryset: QuerySet[Alert], name: str, value: str) -> QuerySet[Alert]:
+        return queryset if value == "all" else queryset.filter(status=value)
+
+
+def alert_list(*, filters: Mapping[str, Any] | None = None) -> QuerySet[Alert]:
+    """Alerts newest first, open ones unless `status` says closed or all (a ValidationError names a bad filter)."""
+    values = filter_values(AlertFilter, filters)
+    values["status"] = values["status"] or "open"
+    alerts = Alert.objects.select_related("service", "drift_report")
+    return apply_filters(AlertFilter, values, alerts).order_by("-opened_at", "-id")
 
 
 def alert_history(service: Service) -> QuerySet[Alert]:

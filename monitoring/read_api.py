@@ -6,8 +6,6 @@ field), the numbers come from the same selectors, every list is paginated (`page
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.core.exceptions import ValidationError
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
@@ -16,7 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from controlplane import permissions
-from controlplane.api_support import Choice, Flag, Pagination, error_responses, get_or_404
+from controlplane.api_support import Choice, Flag, Pagination, error_responses, filter_parameters, get_or_404
 from deployments import selectors as deployment_selectors
 from deployments.models import Service
 from monitoring import drift_selectors
@@ -186,11 +184,6 @@ class AlertOutput(serializers.ModelSerializer):
         ]
 
 
-class AlertFilterInput(serializers.Serializer):
-    status = Choice(choices=["open", "closed", "all"], required=False, default="open")
-    service = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID, help_text="Service id")
-
-
 def _service(pk: int) -> Service:
     return get_or_404(deployment_selectors.service_list(), f"there is no service {pk}", pk=pk)
 
@@ -275,23 +268,13 @@ class AlertListApi(GenericAPIView):
 
     @extend_schema(
         operation_id="alerts_list",
-        parameters=[AlertFilterInput],
+        parameters=filter_parameters(drift_selectors.AlertFilter),
         responses={200: AlertOutput(many=True), **error_responses(400, 403)},
         description="Objective breaches and drift verdicts, newest first: open ones by default, `status=all` for "
-        "every one. A `service` that is not a service's id is a 400 naming `service`.",
+        "every one; by `service` (id), `environment`, `name` (what was breached) and the day opened (`since`, "
+        "`until`). A bad filter is a 400 naming it.",
     )
     def get(self, request: Request) -> Response:
         permissions.require(request.user, "service.view")
-        filters = AlertFilterInput(data=request.query_params)
-        if not filters.is_valid():
-            raise ValidationError(dict(filters.errors))
-        data: dict[str, Any] = filters.validated_data
-        alerts = Alert.objects.select_related("service").order_by("-opened_at", "-id")
-        if data["status"] != "all":
-            alerts = alerts.filter(status=data["status"])
-        if data.get("service") is not None:
-            if not deployment_selectors.service_list().filter(pk=data["service"]).exists():
-                raise ValidationError({"service": [f"there is no service {data['service']}"]})
-            alerts = alerts.filter(service_id=data["service"])
-        page = self.paginate_queryset(alerts)
+        page = self.paginate_queryset(drift_selectors.alert_list(filters=request.query_params))
         return self.get_paginated_response(AlertOutput(page, many=True).data)

@@ -10,8 +10,11 @@ from django.core.exceptions import ValidationError
 from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
+from django_htmx.http import HttpResponseClientRefresh
 
 from controlplane import permissions
+from controlplane.filters import filtered_list
+from controlplane.models import Project
 from controlplane.views import paginate
 from deployments import selectors as deployment_selectors
 from deployments.models import Service
@@ -72,10 +75,19 @@ def _latest_report(service: Service) -> DriftReport | None:
 # --- overview -----------------------------------------------------------------------------------------------------
 
 
+def _overview_services(filters: dict[str, str]) -> Any:
+    return (
+        deployment_selectors.service_list(filters=filters)
+        .annotate(open_alert_count=Count("alerts", filter=Q(alerts__status=Alert.Status.OPEN)))
+        .order_by("environment__order", "registered_model__slug", "pk")
+    )
+
+
 def overview(request: HttpRequest) -> HttpResponse:
     """Every service over the chosen window (the service page's choice; the last hour unless asked): requests/s,
     error rates, p50/p95/p99, its open alerts and its latest drifted share; and a row per revision where more than
-    one took traffic in the window (during a canary, say). The same queries however many services a page shows."""
+    one took traffic in the window (during a canary, say); the services list's filters narrow it. The same queries
+    however many services a page shows."""
     permissions.require(request.user, "service.view")
     default = "1h"
     window, errors = _window(request, default=default)
@@ -86,12 +98,19 @@ def overview(request: HttpRequest) -> HttpResponse:
     }
     if window is None:
         return render(request, "monitoring/overview.html", context, status=400)
-    services = (
-        deployment_selectors.service_list()
-        .annotate(open_alert_count=Count("alerts", filter=Q(alerts__status=Alert.Status.OPEN)))
-        .order_by("environment__order", "registered_model__slug", "pk")
+    listed = filtered_list(request.GET, deployment_selectors.ServiceFilter, _overview_services)
+    context.update(
+        filters=listed.values,
+        errors=listed.errors,
+        projects=Project.objects.order_by("slug"),
+        environments=deployment_selectors.environment_list(),
+        # Each form keeps the other's choice: the window form the filters, the filters form the window.
+        keep_in_window={name: value for name, value in listed.values.items() if value},
+        keep_in_filters={name: request.GET[name] for name in ("window", "start", "end") if request.GET.get(name)},
     )
-    page = paginate(request, services)
+    if listed.errors:
+        return render(request, "monitoring/overview.html", context, status=400)
+    page = paginate(request, listed.rows)
     shown = list(page)
     ids = [service.pk for service in shown]
     figures = metric_selectors.window_summaries(services=ids, start=window.start, end=window.end)
@@ -119,7 +138,7 @@ def overview(request: HttpRequest) -> HttpResponse:
                 "drift": drift.get(service.pk),
             }
         )
-    context.update(page=page, rows=rows, query=context["window_query"])
+    context.update(page=page, rows=rows, query="&".join(q for q in (context["window_query"], listed.query) if q))
     return render(request, "monitoring/overview.html", context)
 
 
@@ -172,9 +191,24 @@ def _histograms(features: list[Any]) -> list[dict[str, Any]]:
     return shown
 
 
+def _drift_running(service: Service) -> list[DriftReport]:
+    """The service's drift reports being computed (queued or running), oldest first, with their progress."""
+    return list(
+        DriftReport.objects.filter(
+            service=service, status__in=[DriftReport.Status.QUEUED, DriftReport.Status.RUNNING]
+        ).order_by("created_at", "id")
+    )
+
+
 def service_drift(request: HttpRequest, pk: int) -> HttpResponse:
     permissions.require(request.user, "service.view")
     service = _service_or_404(pk)
+    if request.htmx and request.GET.get("part") == "running":
+        # The reports under way poll on their own; once none is left, the page is drawn again with their results.
+        running = _drift_running(service)
+        if not running:
+            return HttpResponseClientRefresh()
+        return render(request, "monitoring/_drift_running.html", {"service": service, "running": running})
     default = "7d"
     window, errors = _window(request, default=default)
     context: dict[str, Any] = {
@@ -216,38 +250,37 @@ def service_drift(request: HttpRequest, pk: int) -> HttpResponse:
         heatmap={"id": "drift-heatmap", "figure": charts.drift_heatmap_chart(heatmap)} if heatmap["features"] else None,
         histograms=_histograms(features),
         retrain=retrain,
+        running=_drift_running(service),
     )
     return render(request, "monitoring/service_drift.html", context)
 
 
 # --- alerts -------------------------------------------------------------------------------------------------------
 
-ALERT_STATUSES = ("open", "closed", "all")
-
 
 def alert_list(request: HttpRequest) -> HttpResponse:
     permissions.require(request.user, "service.view")
-    status = request.GET.get("status", "open")
-    errors = {}
-    alerts = Alert.objects.select_related("service", "drift_report").order_by("-opened_at", "-id")
-    if status not in ALERT_STATUSES:
-        errors["status"] = [f"expected open, closed or all, got {status!r}"]
-        alerts = alerts.none()
-    elif status != "all":
-        alerts = alerts.filter(status=status)
+    listed = filtered_list(
+        request.GET, drift_selectors.AlertFilter, lambda filters: drift_selectors.alert_list(filters=filters)
+    )
+    status = listed.values["status"] or "open"
     return render(
         request,
         "monitoring/alert_list.html",
         {
-            "page": paginate(request, alerts),
+            "page": paginate(request, listed.rows),
+            "filters": {**listed.values, "status": status},
             "status": status,
-            "statuses": ALERT_STATUSES,
-            "errors": errors,
-            "query": urlencode({"status": status}),
+            "statuses": ("open", "closed", "all"),
+            "names": {name: alert_label(name) for name in drift_selectors.ALERT_NAMES},
+            "services": Service.objects.order_by("name").only("pk", "name"),
+            "environments": deployment_selectors.environment_list(),
+            "errors": listed.errors,
+            "query": listed.query,
             # A budget crossing is an alert about money, not a service: its own section, always the open ones.
             "budget_crossings": list(open_budget_crossings())
             if permissions.has_permission(request.user, "cost.view")
             else [],
         },
-        status=400 if errors else 200,
+        status=400 if listed.errors else 200,
     )

@@ -239,7 +239,8 @@ class BudgetListApi(GenericAPIView):
     def get(self, request: Request) -> Response:
         permissions.require(request.user, "cost.view")
         page = self.paginate_queryset(_budgets())
-        return self.get_paginated_response([_budget_body(b) for b in page or []])
+        statuses = dashboard.budget_statuses(list(page or []))
+        return self.get_paginated_response([BudgetOutput(status).data for status in statuses])
 
     @extend_schema(
         operation_id="budgets_set",

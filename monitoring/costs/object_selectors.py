@@ -185,9 +185,10 @@ def budget_standings(*, on: date | None = None) -> list[BudgetStanding]:
         "budget_id", flat=True
     ):
         crossings[budget_id] = crossings.get(budget_id, 0) + 1
+    spends = selectors.month_spends(month)  # every budget's month in one query
     out = []
     for budget in Budget.objects.select_related("project"):
-        spend, estimated = selectors.month_spend(month, project=budget.project.slug if budget.project else None)
+        spend, estimated = spends.get(budget.project.slug if budget.project else None, (ZERO, ZERO))
         out.append(
             BudgetStanding(budget=budget, spend=spend, estimated=estimated, open_crossings=crossings.get(budget.pk, 0))
         )

@@ -255,25 +255,45 @@ def _group_name(key: str, other_key: str) -> str:
 
 def month_spend(month: date, *, project: str | None = None) -> tuple[Decimal, Decimal]:
     """(spend, of which estimated) in the month of `month`, for everything or one project (its slug)."""
+    return month_spends(month, projects=None if project is None else [project]).get(project, (ZERO, ZERO))
+
+
+def month_spends(month: date, *, projects: list[str] | None = None) -> dict[str | None, tuple[Decimal, Decimal]]:
+    """(spend, of which estimated) in the month of `month` for each project that spent (by slug) and, under None,
+    for all of them together (or of `projects` alone, when given): one query however many projects."""
     rows = CostMonth.objects.filter(family=CostMonth.Family.PROJECT, month=month_start(month))
-    if project is not None:
-        rows = rows.filter(project=project)
-    spend = ZERO
-    estimated = ZERO
-    for source, total in rows.values("source").annotate(total=Sum("amount")).values_list("source", "total"):
-        spend += total
-        if source == CostRecord.Source.ESTIMATE:
-            estimated += total
-    return spend, estimated
+    if projects is not None:
+        rows = rows.filter(project__in=projects)
+    spends: dict[str | None, tuple[Decimal, Decimal]] = {None: (ZERO, ZERO)}
+    totals = rows.values("project", "source").annotate(total=Sum("amount")).values_list("project", "source", "total")
+    for project, source, total in totals:
+        estimated = total if source == CostRecord.Source.ESTIMATE else ZERO
+        for key in (project, None):
+            spend, of_it_estimated = spends.get(key, (ZERO, ZERO))
+            spends[key] = (spend + total, of_it_estimated + estimated)
+    return spends
 
 
 def forecast_for(month: date, *, project: str = "") -> CostForecast | None:
     """The month's forecast as the last sync left it: the bill's when it has one, else the estimate's."""
-    found = {f.source: f for f in CostForecast.objects.filter(month=month_start(month), project=project)}
-    bill = found.get(CostRecord.Source.COST_EXPLORER)
-    if bill is not None and bill.available:
-        return bill
-    return found.get(CostRecord.Source.ESTIMATE) or bill
+    return forecasts_for(month, projects=[project]).get(project)
+
+
+def forecasts_for(month: date, *, projects: list[str] | None = None) -> dict[str, CostForecast]:
+    """forecast_for of every project that has one ("" for everything), or of `projects`: one query."""
+    found: dict[str, dict[str, CostForecast]] = defaultdict(dict)
+    forecasts = CostForecast.objects.filter(month=month_start(month))
+    if projects is not None:
+        forecasts = forecasts.filter(project__in=projects)
+    for forecast in forecasts:
+        found[forecast.project][forecast.source] = forecast
+    chosen = {}
+    for project, by_source in found.items():
+        bill = by_source.get(CostRecord.Source.COST_EXPLORER)
+        forecast = bill if bill is not None and bill.available else by_source.get(CostRecord.Source.ESTIMATE) or bill
+        if forecast is not None:
+            chosen[project] = forecast
+    return chosen
 
 
 # --- what one thing cost --------------------------------------------------------------------------------------

@@ -158,7 +158,7 @@ class BudgetForm(forms.Form):
 
 
 def _budget_rows(budgets: Any) -> list[dict[str, Any]]:
-    return [dashboard.budget_status(b) for b in budgets]
+    return dashboard.budget_statuses(list(budgets))
 
 
 def _budget_page(request: HttpRequest, form: BudgetForm, *, status: int = 200) -> HttpResponse:

@@ -278,11 +278,9 @@ def test_approver_weighs_refuses_own_approves_watches_canary_and_rolls_back(
     canary = wait_for(
         lambda: Deployment.objects.filter(approval_request=theirs).first(), timeout=90, what="the deploy on approval"
     )
-    if page.get_by_test_id("approval-deployment").count() == 0:
-        # The page stops polling once the request is approved; the deployment comes from the next task, so a person
-        # who arrived in between reloads (the page does not follow it by itself).
-        page.reload()
+    # The deployment comes from the worker's next task: the page follows it without a reload.
     link = page.get_by_test_id("approval-deployment")
+    link.wait_for(timeout=90_000)
     assert f"Deploy {canary.pk} of {second}" in link.inner_text()
     steps.shot("approved")
 

@@ -1,8 +1,10 @@
-"""Pages a person reads, at a laptop's 1366 px and a phone's 390 px: nothing runs past the window, long URIs
-and hashes wrap with a copy button, charts say what they show."""
+"""Pages a person reads, at a laptop's and a phone's size: every page kind in the URL conf has its own title and
+nothing runs past the window (1280x800, 390x844); long URIs and hashes wrap with a copy button, charts say what they
+show."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,20 +74,227 @@ def _pages(history: dict[str, Any]) -> dict[str, str]:
     }
 
 
-@pytest.mark.parametrize("width", WIDTHS)
-def test_no_page_is_wider_than_the_window(page, sign_in, users, history, width: int) -> None:
-    sign_in(users.data_scientist)
-    page.set_viewport_size({"width": width, "height": 900})
+# --- every page kind, found in the URL conf ---------------------------------------------------------------------
+
+# What each page must fit without a sideways scroll: a laptop and a phone.
+SIZES = ((1280, 800), (390, 844))
+
+# Addresses in the URL conf that are not pages a person reads, and why; every other one is visited.
+NOT_PAGES = {
+    "healthz": "plain text for load balancers",
+    "login": "visited signed out, before the others",
+    "logout": "POST only",
+    "notification-open": "redirects to what the notification is about",
+    "audit-export": "CSV",
+    "system-check-create": "POST only",
+    "object-download": "a signed file download",
+    "run-stop": "POST only",
+    "run-reproduce": "POST only",
+    "run-estimate": "a fragment the training form swaps in",
+    "lineage-openlineage": "JSON",
+    "approval-decide": "POST only (GET redirects to the request)",
+    "approval-withdraw": "POST only (GET redirects to the request)",
+    "service-rollback": "POST only",
+    "service-scale": "POST only",
+    "deployment-create": "POST only",
+    "cost-export": "CSV",
+    "cost-sync": "POST only",
+    "cost-sync-panel": "a fragment the dashboard refreshes",
+    "budget-delete": "POST only",
+}
+
+# An address of each page kind that has parameters (or needs a query), made of the `every_kind` records. A page
+# without parameters needs none: it is visited at its route as soon as the URL conf has it.
+PAGE_EXAMPLES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "project-detail": lambda made: "/projects/penguins/",
+    "system-check-detail": lambda made: f"/status/checks/{made['system_check'].pk}/",
+    "dataset-registration-detail": lambda made: f"/datasets/registrations/{made['registration'].pk}/",
+    "dataset-detail": lambda made: "/datasets/penguins/penguins/",
+    "dataset-version-detail": lambda made: "/datasets/penguins/penguins/v1/",
+    "transform-create": lambda made: f"/runs/new/transform/?input={made['version'].pk}",
+    "training-create": lambda made: f"/runs/new/training/?train={made['version'].pk}",
+    "run-compare": lambda made: f"/runs/compare/?run={made['run'].pk}&run={made['second_run'].pk}",
+    "run-detail": lambda made: f"/runs/{made['run'].pk}/",
+    "model-detail": lambda made: "/models/penguins/penguins-random-forest/",
+    "model-version-detail": lambda made: "/models/penguins/penguins-random-forest/v1/",
+    "lineage": lambda made: f"/lineage/{made['model_version'].node_id}/",
+    "environment-detail": lambda made: "/environments/production/",
+    "approval-request-detail": lambda made: f"/approvals/{made['request'].pk}/",
+    "approval-request-create": lambda made: "/models/demo/breast-cancer-classifier/v1/request-promotion/",
+    "service-detail": lambda made: f"/services/{made['service'].pk}/",
+    "service-metrics": lambda made: f"/services/{made['service'].pk}/monitoring/",
+    "service-drift": lambda made: f"/services/{made['service'].pk}/drift/",
+}
+
+
+def url_conf_pages() -> dict[str, str]:
+    """Every named address in the URL conf outside the API and Django's admin: name -> route."""
+    from django.urls import URLPattern, URLResolver, get_resolver
+
+    found: dict[str, str] = {}
+
+    def walk(patterns: list[Any], prefix: str) -> None:
+        for entry in patterns:
+            route = prefix + str(entry.pattern)
+            if isinstance(entry, URLResolver):
+                if not route.startswith(("api/", "admin/")):
+                    walk(entry.url_patterns, route)
+            elif isinstance(entry, URLPattern) and entry.name:
+                found.setdefault(entry.name, route)
+
+    walk(get_resolver().url_patterns, "")
+    return found
+
+
+def page_visits(made: dict[str, Any]) -> dict[str, str]:
+    """Page kind -> the address visited: its example, else its route; and the error page."""
+    visits = {
+        name: PAGE_EXAMPLES[name](made) if name in PAGE_EXAMPLES else "/" + route
+        for name, route in url_conf_pages().items()
+        if name not in NOT_PAGES
+    }
+    return {**visits, "not-found": "/no-such-page/"}
+
+
+@pytest.fixture
+def every_kind(history: dict[str, Any], users: Any) -> dict[str, Any]:
+    """The history, and one of each record a page shows: a service serving while a canary bakes (a drift report
+    under way, an open alert), a second run to compare, a registration under way, a system check, a notification,
+    a budget."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from controlplane.models import SystemCheck
+    from deployments.models import ApprovalRequest, Deployment, Environment, Service
+    from lineage.models import DatasetRegistration, ModelVersion, Run
+    from monitoring.costs import services as cost_services
+    from monitoring.models import Alert, DriftReport
+
+    versions = list(ModelVersion.objects.filter(registered_model__slug="breast-cancer-classifier").order_by("number"))
+    service = Service.objects.create(
+        registered_model=versions[0].registered_model,
+        environment=Environment.objects.get(name="production"),
+        name="breast-cancer-classifier-production",
+        backend="local",
+        address="http://127.0.0.1:49152/",
+        created_by=users.admin,
+    )
+    current = Deployment.objects.create(
+        service=service,
+        model_version=versions[0],
+        status="succeeded",
+        revision="r-d1",
+        reason="first",
+        initiated_by=users.approver,
+    )
+    Service.objects.filter(pk=service.pk).update(current_deployment=current)
+    Deployment.objects.create(
+        service=service,
+        model_version=versions[1],
+        status="baking",
+        revision="r-d2",
+        reason="canary",
+        strategy="canary",
+        canary_percent=10,
+        replaces=current,
+        initiated_by=users.approver,
+        progress={"traffic_percent": 10, "healthy": 1, "running": 1, "desired": 1, "phase": "bake"},
+    )
+    end = timezone.now() - timedelta(minutes=1)
+    DriftReport.objects.create(
+        service=service, window_start=end - timedelta(minutes=15), window_end=end, status="running", progress=0.5
+    )
+    Alert.objects.create(
+        service=service, name="p99_latency_ms", value=310.5, threshold=250, message="p99 latency over its objective"
+    )
+    run = history["run"]
+    second_run = Run.objects.create(
+        project=run.project,
+        kind="training",
+        recipe=run.recipe,
+        recipe_version="1",
+        recipe_fingerprint=run.recipe_fingerprint,
+        parameters=run.parameters,
+        seed=7,
+        status="failed",
+        created_by=users.data_scientist,
+        metrics=run.metrics,
+    )
+    registration = DatasetRegistration.objects.create(
+        project=run.project,
+        dataset_slug="churn",
+        dataset_name="Churn exports",
+        source_uri=LONG_S3,
+        status="running",
+        progress=0.3,
+        created_by=users.data_scientist,
+    )
+    check = SystemCheck.objects.create(requested_by=users.admin, status="passed", worker="celery@worker-1")
+    controlplane_services.notify(users=[users.admin], title="Request approved", body="v1 is approved for staging")
+    cost_services.budget_save(actor=users.admin, project=None, amount="500")
+    return {
+        **history,
+        "service": service,
+        "request": ApprovalRequest.objects.order_by("pk").first(),
+        "second_run": second_run,
+        "registration": registration,
+        "system_check": check,
+    }
+
+
+def _problems(page: Any, url: str, width: int, name: str) -> dict[str, Any]:
+    """What is wrong with the page at this width: an error status, no title of its own, wider than the window."""
+    response = page.goto(url)
+    page.wait_for_load_state("load")
+    problems: dict[str, Any] = {}
+    status = response.status if response is not None else None
+    if status != 200 and name != "not-found":
+        problems["status"] = status
+    # Its own title: the layout's "<page> · ControlPlane" (the API docs, Swagger's page, has "ControlPlane API").
+    title = page.title()
+    if not title.strip() or title == "ControlPlane · ControlPlane":
+        problems["title"] = title
+    page.screenshot(path=str(SHOTS / f"{name}-{width}.png"), full_page=True)
+    scroll_width = page.evaluate("document.documentElement.scrollWidth")
+    if scroll_width > width:
+        problems["width"] = scroll_width
+    return problems
+
+
+def test_every_page_in_the_url_conf_is_visited_or_said_not_to_be_a_page() -> None:
+    """A new page is visited by the test below without anyone listing it: at once if it has no parameters, and one
+    with parameters fails here until it has an example address."""
+    routes = url_conf_pages()
+    unvisitable = [
+        name for name, route in routes.items() if "<" in route and name not in {**NOT_PAGES, **PAGE_EXAMPLES}
+    ]
+    assert unvisitable == [], "give each an address in PAGE_EXAMPLES, or a reason in NOT_PAGES"
+    assert set(NOT_PAGES) | set(PAGE_EXAMPLES) <= set(routes), "an address the URL conf no longer has"
+
+
+@pytest.mark.parametrize(("width", "height"), SIZES)
+def test_every_page_kind_has_a_title_and_fits_the_window(
+    page, sign_in, users, every_kind, width: int, height: int
+) -> None:
+    """Every page kind in the URL conf (each list and detail page, the forms, status, the error page), as an admin
+    (who sees every section), at a laptop's and a phone's size: it answers, has its own title, and nothing runs
+    past the window's edge."""
     SHOTS.mkdir(parents=True, exist_ok=True)
-    too_wide = {}
-    for name, url in _pages(history).items():
-        page.goto(url)
-        page.wait_for_load_state("load")
-        page.screenshot(path=str(SHOTS / f"{name}-{width}.png"), full_page=True)
-        scroll_width = page.evaluate("document.documentElement.scrollWidth")
-        if scroll_width > width:
-            too_wide[name] = scroll_width
-    assert too_wide == {}, f"pages wider than {width} px"
+    page.set_viewport_size({"width": width, "height": height})
+    wrong = {}
+    signed_out = _problems(page, "/accounts/login/", width, "login")
+    if signed_out:
+        wrong["login"] = signed_out
+    sign_in(users.admin)
+    page.set_viewport_size({"width": width, "height": height})
+    visits = page_visits(every_kind)
+    assert len(visits) >= 35  # the URL conf was read
+    for name, url in visits.items():
+        problems = _problems(page, url, width, name)
+        if problems:
+            wrong[name] = (url, problems)
+    assert wrong == {}, f"pages at {width}x{height}"
 
 
 @pytest.mark.parametrize("width", WIDTHS)

@@ -305,3 +305,41 @@ def test_the_home_page_costs_the_same_queries_with_2_or_20_of_everything(client,
         client.force_login(user)
         after[user.username] = _queries(client)
     assert after == before
+
+
+def _budgets_with_spend(users: Any, first: int, n: int) -> None:
+    """n more projects, each with a budget and this month's spend (half of them near their limit)."""
+    from decimal import Decimal
+
+    from monitoring.costs import services as cost_services
+    from monitoring.costs.selectors import month_start
+    from monitoring.models import CostMonth
+
+    for number in range(first, first + n):
+        project = controlplane_services.project_create(actor=users.admin, name=f"P {number}", slug=f"p-{number}")
+        cost_services.budget_save(actor=users.finance, project=project, amount="10")
+        for source in ("estimate", "cost_explorer"):
+            CostMonth.objects.create(
+                month=month_start(timezone.now().date()),
+                family=CostMonth.Family.PROJECT,
+                source=source,
+                aws_service="AmazonSageMaker",
+                project=project.slug,
+                amount=Decimal("4.5") if number % 2 else Decimal("0.5"),
+            )
+
+
+def test_finances_home_costs_the_same_queries_with_2_or_20_budgets(client, users) -> None:
+    from monitoring.costs import services as cost_services
+
+    cost_services.budget_save(actor=users.finance, project=None, amount="500")
+    _budgets_with_spend(users, 0, 2)
+    client.force_login(users.finance)
+    before = _queries(client)
+    _budgets_with_spend(users, 2, 18)
+    with CaptureQueriesContext(connection) as captured:
+        page = parse(client.get(reverse("home")).content)
+    # The odd ones spent 9 of 10 (90%): every one of them is listed, with its spend.
+    near = page.find_all(data_testid="budget-near-limit")
+    assert len(near) == 10 and all("$9.00 of $10.00 (90%)" in item.text() for item in near)
+    assert len(captured) == before

@@ -113,10 +113,13 @@ def test_the_list_is_paginated(client, users) -> None:
     client.force_login(users.finance)
     first = parse(client.get(reverse("notification-list")).content)
     assert len([tr for tr in first.find_all("tr") if "data-notification" in tr.attrs]) == 25
-    assert first.find("nav", **{"class": "pagination"}).links()["Older →"] == "?page=2"
+    assert first.find("nav", **{"class": "pagination"}).links()["Next →"] == "?page=2"
+    assert first.find(data_testid="page-range").text() == "Showing 1–25 of 30"
     second = parse(client.get(reverse("notification-list"), {"page": 2}).content)
     titles = [tr.find("strong").text() for tr in second.find_all("tr") if "data-notification" in tr.attrs]
     assert titles == [f"alert {number}" for number in range(4, -1, -1)]
+    assert second.find(data_testid="page-range").text() == "Showing 26–30 of 30"
+    assert second.find("nav", **{"class": "pagination"}).links() == {"← Previous": "?page=1"}
 
 
 def test_an_approver_sees_how_many_requests_wait_in_the_nav_and_on_home(client, users, project, staging) -> None:
@@ -173,3 +176,38 @@ def test_the_navigation_counts_cost_the_same_however_many_there_are(client, user
         controlplane_services.notify(users=[users.approver], title=f"more {number}")
     assert queries() == before
     assert nav_entries(home(client))["Approvals"] == "13"
+
+
+def test_the_list_filters_unread_read_and_by_words_in_the_page_and_the_api(client, api_client_for, users) -> None:
+    for title in ("request 1 approved", "request 2 rejected", "budget crossed"):
+        controlplane_services.notify(users=[users.finance], title=title, body=f"about {title}")
+    first = Notification.objects.get(title="request 1 approved")
+    controlplane_services.notifications_mark_read(user=users.finance, ids=[first.pk])
+    client.force_login(users.finance)
+    api = api_client_for(users.finance)
+
+    def page_titles(**params: str) -> list[str]:
+        response = client.get(reverse("notification-list"), params)
+        assert response.status_code == 200
+        rows = [tr for tr in parse(response.content).find_all("tr") if "data-notification" in tr.attrs]
+        # The "what" cell: an unread badge, the title, then its text ("about …").
+        return [row.find_all("td")[1].text().removeprefix("unread ").split(" about ")[0] for row in rows]
+
+    def api_titles(**params: str) -> list[str]:
+        body = api.get(reverse("api-notification-list"), params).json()
+        assert body["unread"] == 2  # of all, whatever the filter
+        return [row["title"] for row in body["results"]]
+
+    for params, expected in (
+        ({"status": "unread"}, ["budget crossed", "request 2 rejected"]),
+        ({"status": "read"}, ["request 1 approved"]),
+        ({"q": "request"}, ["request 2 rejected", "request 1 approved"]),
+    ):
+        assert api_titles(**params) == expected, params
+        assert page_titles(**params) == expected, params
+    refused = api.get(reverse("api-notification-list"), {"status": "new"})
+    assert refused.status_code == 400
+    assert refused.json()["error"]["fields"] == {"status": ["expected unread or read, got 'new'"]}
+    page = client.get(reverse("notification-list"), {"status": "new"})
+    assert page.status_code == 400
+    assert "expected unread or read" in parse(page.content).find("span", data_field="status").text()

@@ -340,6 +340,20 @@ def test_list_filters_and_the_queue(users, api_client_for, project, staging, pro
     assert ids(api_client_for(users.approver), "?mine=true&older_than_days=1") == [staged]
     assert ids(api_client_for(users.data_scientist), "?mine=true") == []  # may not decide anything
 
+    # The requests one made, in every state, newest first.
+    ApprovalRequest.objects.filter(pk=fraud_request).update(status="withdrawn")
+    assert ids(scientist, "?requested_by_me=true") == [fraud_request, produced, staged]
+    assert ids(scientist, "?requested_by_me=true&status=open") == [produced, staged]
+    assert ids(scientist, "?requested_by_me=true&environment=production") == [produced]
+    assert ids(api_client_for(users.admin), "?requested_by_me=true") == [admin_request]
+    assert ids(api_client_for(users.approver), "?requested_by_me=true") == []
+    both = scientist.get(f"{API}/approval-requests/?mine=true&requested_by_me=true")
+    assert both.status_code == 400 and error_fields(both) == {
+        "requested_by_me": ["not with mine=true: the requests waiting for you are never your own"]
+    }
+    bad = scientist.get(f"{API}/approval-requests/?requested_by_me=maybe")
+    assert bad.status_code == 400 and error_fields(bad) == {"requested_by_me": ["expected true or false, got 'maybe'"]}
+
     bad = finance.get(f"{API}/approval-requests/?status=pending&older_than_days=soon")
     assert bad.status_code == 400 and set(error_fields(bad)) == {"status", "older_than_days"}
     assert api_client_for(users.outsider).get(f"{API}/approval-requests/").status_code == 403

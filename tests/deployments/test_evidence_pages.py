@@ -143,6 +143,40 @@ def test_the_queue_row_says_gates_approvals_and_expiry(client, users, project, s
     assert f'href="/models/bc/bc-classifier/v{version.number}/"' in row
 
 
+def test_my_requests_lists_the_requests_one_made_in_every_state(client, users, project, staging) -> None:
+    mine = ask(users.data_scientist, make_model_version(project, users.data_scientist))
+    withdrawn = ask(users.data_scientist, make_model_version(project, users.data_scientist, model="other"))
+    services.approval_withdraw(actor=users.data_scientist, request_id=withdrawn.pk, reason="not yet")
+    admins = ask(users.admin, make_model_version(project, users.admin, model="admins"))
+    client.force_login(users.data_scientist)
+    response = client.get("/approvals/?tab=requested")
+    assert response.status_code == 200
+    assert queue_rows(response) == {mine.pk, withdrawn.pk}
+    page = parse(response.content)
+    assert page.find(data_testid="queue-tabs").find("a", aria_current="page").text() == "My requests"
+    rows = page.find(data_testid="approval-table").rows()
+    assert rows[0][0] == f"request {withdrawn.pk}"  # newest first
+    # Its filters are the list's: status, project, environment, age.
+    assert queue_rows(client.get("/approvals/?tab=requested&status=open")) == {mine.pk}
+    assert queue_rows(client.get("/approvals/?tab=requested&status=approved")) == set()
+    assertContains(client.get("/approvals/?tab=requested&status=approved"), "You have requested no promotion that")
+    # The admin's own are theirs alone; an approver who requests nothing has no such list.
+    client.force_login(users.admin)
+    assert queue_rows(client.get("/approvals/?tab=requested")) == {admins.pk}
+    client.force_login(users.approver)
+    response = client.get("/approvals/?tab=requested")
+    assert response.status_code == 400 and queue_rows(response) == set()
+    assertContains(response, "choose All requests", status_code=400)
+    assertNotContains(client.get("/approvals/"), "My requests")
+
+
+def test_the_home_pages_requests_link_opens_my_requests(client, users, project, staging) -> None:
+    ask(users.data_scientist, make_model_version(project, users.data_scientist))
+    client.force_login(users.data_scientist)
+    links = parse(client.get("/").content).find(data_testid="my-requests-count").links()
+    assert links["Your open requests"] == "/approvals/?tab=requested&status=open"
+
+
 def test_queue_filters(client, users, project, staging, production) -> None:
     from controlplane import services as controlplane_services
 
@@ -175,7 +209,7 @@ def test_queue_filters(client, users, project, staging, production) -> None:
         ("tab=mine&status=rejected", "status", "choose All requests"),
         ("older_than=two", "older_than", "expected a whole number of days"),
         ("older_than=-1", "older_than", "expected a whole number of days"),
-        ("tab=everything", "tab", "expected mine or all"),
+        ("tab=everything", "tab", "expected mine, requested or all"),
     ],
 )
 def test_bad_queue_filters_are_named(client, users, staging, query, field, words) -> None:
@@ -316,6 +350,73 @@ def test_approving_then_the_page_polls_until_the_artifact_is_checked(client, use
     assert "hx-trigger" not in content.split('id="approval-status"')[1].split("</section>")[0]
     timeline = content.split('data-testid="timeline"')[1]
     assert "request" in timeline and "approve" in timeline and "approved" in timeline
+
+
+def _status_section(content: str) -> Any:
+    return parse(content).find("section", id="approval-status")
+
+
+def _follow(client: Any, req: ApprovalRequest) -> str:
+    polled = client.get(f"/approvals/{req.pk}/?part=status&following=deployment", headers={"HX-Request": "true"})
+    assert polled.status_code == 200 and "HX-Refresh" not in polled
+    return polled.content.decode()
+
+
+def test_once_approved_the_page_follows_the_deployment_made_on_approval_until_it_ends(
+    client, users, version, staging
+) -> None:
+    from deployments.models import Deployment
+
+    services.environment_update(actor=users.admin, environment_id=staging.pk, data={"deploy_on_approval": True})
+    req = approved(users, version)
+    client.force_login(users.approver)
+    # Approved, not yet announced: the deployment comes from the worker's next task, so the page keeps polling.
+    section = _status_section(client.get(f"/approvals/{req.pk}/").content.decode())
+    assert section.attrs["hx-get"] == f"/approvals/{req.pk}/?part=status&following=deployment"
+    assert section.attrs["hx-trigger"] == "every 2s"
+    assert "waiting for a worker to start the deployment" in section.text()
+    assert "waiting for a worker" in _follow(client, req)
+
+    services.approval_announce(request_id=req.pk)  # the worker's task: deploy_on_approval makes the deployment
+    deployment = Deployment.objects.get(approval_request=req)
+    polled = _follow(client, req)
+    shown = parse(polled).find(data_testid="approval-deployment")
+    assert f"Deploy {deployment.pk} of {version}" in shown.text() and shown.attrs["data-status"] == "pending"
+    assert shown.links()[deployment.service.name] == f"/services/{deployment.service_id}/"
+    assert "hx-trigger" in polled.split(">")[0] and "waiting for a worker" not in polled  # under way: still polling
+
+    Deployment.objects.filter(pk=deployment.pk).update(status="baking", progress={"traffic_percent": 20})
+    assert "20% of traffic" in parse(_follow(client, req)).find(data_testid="approval-deployment").text()
+    Deployment.objects.filter(pk=deployment.pk).update(status="succeeded")
+    polled = _follow(client, req)
+    assert "hx-trigger" not in polled.split(">")[0]  # it ended: the section stops polling
+    assert parse(polled).find(data_testid="approval-deployment").attrs["data-status"] == "succeeded"
+    assert "hx-trigger" not in _status_section(client.get(f"/approvals/{req.pk}/").content.decode()).attrs
+
+
+def test_the_page_says_when_no_deployment_will_come_of_the_approval(client, users, version, staging) -> None:
+    from deployments.models import Deployment
+
+    services.environment_update(actor=users.admin, environment_id=staging.pk, data={"deploy_on_approval": True})
+    other = make_model_version(version.registered_model.project, users.data_scientist)
+    first = approved(users, other)
+    services.approval_announce(request_id=first.pk)  # deploys `other`: it is still under way
+    req = approved(users, version)
+    services.approval_announce(request_id=req.pk)  # refused (another is active): the requester is told
+    assert not Deployment.objects.filter(approval_request=req).exists()
+    client.force_login(users.approver)
+    polled = _follow(client, req)
+    assert "hx-trigger" not in polled.split(">")[0]
+    assert f"{version} was not deployed" in parse(polled).find(data_testid="not-deployed").text()
+    section = _status_section(client.get(f"/approvals/{req.pk}/").content.decode())
+    assert "hx-trigger" not in section.attrs and section.has(data_testid="not-deployed")
+
+
+def test_an_environment_that_does_not_deploy_on_approval_is_not_followed(client, users, version, staging) -> None:
+    req = approved(users, version)
+    client.force_login(users.approver)
+    section = _status_section(client.get(f"/approvals/{req.pk}/").content.decode())
+    assert "hx-trigger" not in section.attrs and "deploys on approval" not in section.text()
 
 
 def test_deciding_twice_is_a_conflict(client, users, version, staging, production) -> None:

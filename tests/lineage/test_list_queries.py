@@ -128,3 +128,79 @@ def test_filters_select_the_same_runs_in_the_page_and_the_api(client, api_client
         ]
         assert page == api, params
     assert len([r for r in client.get(reverse("run-list"), {"project": "other"}).context["page"]]) == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "field", "words"),
+    [
+        ("run-list", {"project": "nope"}, "project", "there is no project 'nope'"),
+        ("api-run-list", {"project": "nope"}, "project", "there is no project 'nope'"),
+        ("api-dataset-list", {"project": "nope"}, "project", "there is no project 'nope'"),
+        ("model-list", {"project": "nope"}, "project", "there is no project 'nope'"),
+        ("api-run-list", {"status": "finished"}, "status", "expected queued, starting, running, "),
+        ("run-list", {"kind": "inference"}, "kind", "expected transform or training, got 'inference'"),
+        ("run-list", {"since": "yesterday"}, "since", "Enter a valid date."),
+        ("api-run-list", {"since": "2026-03-02", "until": "2026-03-01"}, "until", "on or after 'since'"),
+    ],
+)
+def test_a_bad_filter_says_what_was_expected(client, api_client_for, history, users, name, params, field, words):
+    client.force_login(users.data_scientist)
+    caller = api_client_for(users.data_scientist) if name.startswith("api-") else client
+    response = caller.get(reverse(name), params)
+    assert response.status_code == 400
+    if name.startswith("api-"):
+        assert list(response.json()["error"]["fields"]) == [field]
+        assert words in response.json()["error"]["fields"][field][0]
+    else:
+        content = response.content.decode().replace("&#x27;", "'")
+        assert f'data-field="{field}">{words}' in content
+        assert "listed until the filters marked above are fixed" in content or name == "dataset-list"
+
+
+def test_runs_filter_by_the_days_they_were_made(client, api_client_for, history, users) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from lineage.models import Run
+
+    runs = history.add_runs(3, with_models=False)
+    today = timezone.now()
+    for run, days_ago in zip(runs, (10, 5, 0), strict=True):
+        Run.objects.filter(pk=run.pk).update(created_at=today - timedelta(days=days_ago))
+    Run.objects.exclude(pk__in=[r.pk for r in runs]).update(created_at=today - timedelta(days=30))
+
+    def day(days_ago: int) -> str:
+        return (today - timedelta(days=days_ago)).date().isoformat()
+
+    client.force_login(users.data_scientist)
+    for params, expected in (
+        ({"since": day(6)}, [runs[2].pk, runs[1].pk]),
+        ({"since": day(7), "until": day(5)}, [runs[1].pk]),  # the whole of the day named
+        ({"since": day(10), "until": day(10)}, [runs[0].pk]),
+    ):
+        page = [run.pk for run in client.get(reverse("run-list"), params).context["page"]]
+        api = [r["id"] for r in api_client_for(users.approver).get(reverse("api-run-list"), params).json()["results"]]
+        assert page == api == expected, params
+    assert len([r for r in client.get(reverse("run-list"), {"until": day(29)}).context["page"]]) == 4
+
+
+def test_models_are_searched_by_name_and_slug_in_the_page_and_the_api(client, api_client_for, history, users):
+    first = history.models[0]
+    client.force_login(users.finance)
+    page = client.get(reverse("model-list"), {"q": first.slug})
+    assert [m.pk for m in page.context["page"]] == [first.pk]
+    assert f'value="{first.slug}"' in page.content.decode()  # the search is kept in its field
+    api = api_client_for(users.finance).get(reverse("api-model-list"), {"q": first.name.upper()}).json()
+    assert [m["slug"] for m in api["results"]] == [first.slug]
+    nothing = client.get(reverse("model-list"), {"q": "no-such-model"})
+    assert nothing.status_code == 200 and "No models match." in nothing.content.decode()
+
+
+def test_recipes_list_by_kind_and_refuse_an_unknown_kind(api_client_for, users) -> None:
+    api = api_client_for(users.data_scientist)
+    training = api.get(reverse("api-recipe-list"), {"kind": "training"}).json()
+    assert training and {r["kind"] for r in training} == {"training"}
+    refused = api.get(reverse("api-recipe-list"), {"kind": "inference"})
+    assert refused.status_code == 400
+    assert refused.json()["error"]["fields"] == {"kind": ["expected transform or training, got 'inference'"]}

@@ -399,3 +399,58 @@ def test_budgets_page_paginates(users: Any) -> None:
         services.budget_save(actor=users.finance, project=project, amount=str(10 + i))
     page = parse(signed_in(users.finance).get("/costs/budgets/").content)
     assert len(page.find("table", data_testid="budget-table").find("tbody").find_all("tr")) == 3
+
+
+def _budgeted_projects(users: Any, first: int, n: int) -> None:
+    """n more projects, each with a budget, this month's spend and a forecast."""
+    from django.utils import timezone
+
+    from monitoring.costs import services as cost_services
+    from monitoring.models import CostMonth
+
+    month = selectors.month_start(timezone.now().date())
+    for number in range(first, first + n):
+        project = controlplane_services.project_create(actor=users.admin, name=f"B {number}", slug=f"b-{number}")
+        cost_services.budget_save(actor=users.finance, project=project, amount="10")
+        CostMonth.objects.create(
+            month=month,
+            family="project",
+            source="estimate",
+            aws_service="AmazonEC2",
+            project=project.slug,
+            amount=Decimal("4"),
+        )
+        CostForecast.objects.create(
+            month=month,
+            project=project.slug,
+            source="estimate",
+            available=True,
+            actual=Decimal("4"),
+            mean=Decimal("2"),
+            computed_at=timezone.now(),
+        )
+
+
+def test_the_budget_list_costs_the_same_queries_with_2_or_20_budgets(users) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    finance = signed_in(users.finance)
+    api = Client()
+    api.force_login(users.finance)
+
+    def counted() -> tuple[int, int]:
+        with CaptureQueriesContext(connection) as page:
+            assert finance.get("/costs/budgets/").status_code == 200
+        with CaptureQueriesContext(connection) as listed:
+            body = api.get("/api/v1/budgets/").json()
+        assert [Decimal(b["spend"]) for b in body["results"]] == [Decimal(4)] * len(body["results"])
+        return len(page), len(listed)
+
+    _budgeted_projects(users, 0, 2)
+    before = counted()
+    _budgeted_projects(users, 2, 18)
+    page = parse(signed_in(users.finance).get("/costs/budgets/").content)
+    assert len(page.find_all(data_testid="budget-spend")) == 20
+    assert all(cell.text() == "4.00 incl. est. 4.00" for cell in page.find_all(data_testid="budget-spend"))
+    assert counted() == before
