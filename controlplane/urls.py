@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from controlplane import api, views
 
@@ -48,7 +48,7 @@ urlpatterns = [
     # DRF views opt out of LoginRequiredMiddleware; the docs page is a page, so it needs sign-in and a role.
     path(
         "docs/api/",
-        views.page_requires("apidocs.view")(SpectacularSwaggerView.as_view(url_name="api-schema")),
+        views.page_requires("apidocs.view")(SpectacularSwaggerSplitView.as_view(url_name="api-schema")),
         name="api-docs",
     ),
     path("", include("lineage.urls")),

@@ -114,8 +114,13 @@ def dataset_register(request: HttpRequest) -> HttpResponse:
             return redirect(target)
     template = "lineage/_register_form.html" if request.htmx else "lineage/dataset_register.html"
     # On S3 the page's script sends a chosen file straight to the bucket (services.uploads), not through this view.
-    context = {"form": form, "direct_upload": uploads.direct_uploads_enabled()}
-    return render(request, template, context, status=400 if request.method == "POST" else 200)
+    direct_upload = uploads.direct_uploads_enabled()
+    context = {"form": form, "direct_upload": direct_upload}
+    response = render(request, template, context, status=400 if request.method == "POST" else 200)
+    if direct_upload:
+        # The Content-Security-Policy lets this page's script reach the bucket, and only this page's.
+        response._csp_update = {"connect-src": [uploads.direct_upload_origin()]}  # type: ignore[attr-defined]
+    return response
 
 
 def dataset_registration_detail(request: HttpRequest, pk: int) -> HttpResponse:

@@ -20,6 +20,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core import signing
@@ -68,6 +69,13 @@ class PartUrl:
 def direct_uploads_enabled() -> bool:
     """Whether uploads go straight to S3: the object store is an S3 bucket."""
     return isinstance(object_store(), S3ObjectStore)
+
+
+def direct_upload_origin() -> str:
+    """Where the browser sends a direct upload's requests (scheme://host[:port]), for the page's connect-src."""
+    url = s3_store.multipart_presign_create(_store(), "uploads/origin")
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _store() -> S3ObjectStore:

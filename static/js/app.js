@@ -236,3 +236,10 @@ document.addEventListener("click", function (evt) {
     if (document.execCommand && document.execCommand("copy")) done();
   }
 });
+
+// A select that applies itself (the lineage depth): submits its form when changed. Here, not in an onchange=
+// attribute, because the Content-Security-Policy runs no inline script.
+document.addEventListener("change", function (evt) {
+  var select = evt.target.closest && evt.target.closest("select[data-submit-on-change]");
+  if (select && select.form) select.form.submit();
+});
