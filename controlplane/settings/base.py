@@ -124,12 +124,20 @@ AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "controlplane.lockout.locked_out"
 # Content Security Policy (django-csp): scripts and styles only from our own static files. No inline <script> (a
 # json_script data block is not executed, so it is allowed) and no on*= handler; htmx's and plotly.js's injected
-# <style> elements are turned off and their rules live in static/css/app.css (see static/js/app.js).
+# <style> elements are turned off and their rules live in static files (static/css/app.css, plotly.css).
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": [SELF],
         "script-src": [SELF],
         "style-src": [SELF],
+        # Two inline style attributes only, by hash, both set by plotly.js (controlplane/plotly_css.style_attributes;
+        # a test checks these against the bundle): an empty style="" on a colour bar's fills, and the heatmap
+        # image's crisp-pixel rendering (without it the drift heatmap's cells blur). No other style= applies.
+        "style-src-attr": [
+            "'unsafe-hashes'",
+            "'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='",
+            "'sha256-AR/cKIZjWPcPmBUPDA6oti9XBiTbJvz0Cro2J1VzzS8='",
+        ],
         "img-src": [SELF, "data:"],
         "font-src": [SELF],
         "connect-src": [SELF],

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from django.conf import settings
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
 from django.urls.exceptions import Resolver404
@@ -273,3 +274,7 @@ def test_the_plotly_stylesheet_is_the_one_the_bundled_plotly_would_inject() -> N
         "static/css/plotly.css is out of date: run `python -m controlplane.plotly_css`"
     )
     assert len(plotly_css.rules()) > 30
+    allowed = settings.CONTENT_SECURITY_POLICY["DIRECTIVES"]["style-src-attr"]
+    assert sorted(allowed) == sorted(["'unsafe-hashes'", *map(plotly_css.csp_hash, plotly_css.style_attributes())])
+    template = Path(__file__).resolve().parents[2] / "templates" / "_plotly.html"
+    assert f'id="{plotly_css.map_style_id()}"' in template.read_text(), "templates/_plotly.html: maplibre's id changed"
