@@ -14,7 +14,9 @@ from django.test import Client
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
+from tests.controlplane.test_security_pages import inline_code
 from tests.controlplane.test_settings import GOOD_SECRET, manage
+from tests.fixtures.page_html import parse
 from tests.fixtures.roles import PASSWORD
 
 PRODUCTION_VALUES = [
@@ -124,6 +126,9 @@ def test_failed_sign_ins_lock_the_account_until_the_cool_off_even_with_the_right
     text = response.content.decode()
     assert "Too many failed sign-ins" in text and username in text
     assert f"after {limit} wrong passwords" in text and "for 15 minutes, even with the right password" in text
+    # The lockout page is a page like the others: in the layout, under the same policy.
+    assert "script-src 'self'" in response["Content-Security-Policy"]
+    assert not inline_code(parse(response.content))
 
     # The right password now: still refused, nobody signed in.
     response = _sign_in(client, username, PASSWORD)
