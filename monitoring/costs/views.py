@@ -80,7 +80,8 @@ def cost_dashboard(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def cost_export(request: HttpRequest) -> HttpResponse:
-    """The dashboard's table as CSV: one row per period and group with spend, rounded as the table rounds it."""
+    """The dashboard's table as CSV, cell for cell: a row per period and group (zero too), each period's total and the
+    table's total rows, rounded and added up as the table does."""
     permissions.require(request.user, "cost.view")
     period, problems, _ = dashboard.parse_period(request.GET)
     if period is None:
