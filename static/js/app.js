@@ -115,7 +115,7 @@ var CHARTS = {
     });
     var edge = 1 / spec.zmax;
     return {
-      data: [{ type: "heatmap", x: spec.x, y: spec.y, z: spec.z, zmin: 0, zmax: spec.zmax, text: text, texttemplate: "%{text}",
+      data: [{ type: "heatmap", x: spec.x_edges || spec.x, y: spec.y, z: spec.z, zmin: 0, zmax: spec.zmax, text: text, texttemplate: "%{text}",
                customdata: custom, hoverongaps: false,
                colorscale: [[0, "#eef6ee"], [edge * 0.999, "#f6e7a6"], [edge, "#f4a582"], [1, "#b2182b"]],
                colorbar: { thickness: 12, title: { text: "÷ threshold", side: "right" }, tickvals: [0, 1, spec.zmax], ticktext: ["0", "1", "≥" + spec.zmax] },

@@ -598,3 +598,15 @@ def test_a_service_serving_for_minutes_opens_on_the_last_hour_at_its_real_rate(u
     )
     page = parse(signed_in(users.finance).get(url).content)
     assert page.find("select", data_testid="window-select").find("option", selected="").attrs["value"] == "24h"
+
+
+def test_a_single_drift_report_spans_its_window_on_the_heatmap(users, seeded: Seeded) -> None:
+    """With several reports the columns are placed at their window ends; one report alone gets its window as the
+    column (its start to its end), not a zero-width axis."""
+    url = f"/services/{seeded.service.pk}/drift/"
+    assert json_scripts(signed_in(users.data_scientist).get(url).content)["drift-heatmap"]["x_edges"] is None
+    kept = seeded.reports[-1]
+    DriftReport.objects.filter(service=seeded.service).exclude(pk=kept.pk).delete()
+    heatmap = json_scripts(signed_in(users.data_scientist).get(url).content)["drift-heatmap"]
+    assert [_at(t) for t in heatmap["x"]] == [kept.window_end]
+    assert [_at(t) for t in heatmap["x_edges"]] == [kept.window_start, kept.window_end]
