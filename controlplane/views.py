@@ -375,6 +375,11 @@ def api_token(request: HttpRequest) -> HttpResponse:
     return render(request, "controlplane/api_token.html", {"new_key": new_key, "has_token": has_token})
 
 
+# A flash message's tag for "queued" or "started": the page drops it once nothing on it follows the work any more
+# (static/js/app.js), since the page itself then shows how the work ended.
+PROGRESS = "progress"
+
+
 # --- status ---------------------------------------------------------------------------------
 
 

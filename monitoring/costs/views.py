@@ -21,7 +21,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from controlplane import permissions
 from controlplane.models import Project
-from controlplane.views import paginate
+from controlplane.views import PROGRESS, paginate
 from monitoring.costs import dashboard, selectors, services
 from monitoring.models import Budget, BudgetCrossing, CostSync
 
@@ -129,7 +129,9 @@ def cost_sync(request: HttpRequest) -> HttpResponse:
         for name, errors in exc.message_dict.items():
             messages.error(request, f"{name}: {'; '.join(errors)}")
         return _back_to_dashboard(request)
-    messages.success(request, f"{SOURCE_LABELS.get(sync.source, sync.source)}: sync {sync.pk} is {sync.status}.")
+    messages.success(
+        request, f"{SOURCE_LABELS.get(sync.source, sync.source)}: sync {sync.pk} is {sync.status}.", extra_tags=PROGRESS
+    )
     return _back_to_dashboard(request)
 
 

@@ -201,6 +201,15 @@ function drawFigures(root) {
 }
 document.addEventListener("DOMContentLoaded", function () { drawFigures(document); });
 document.addEventListener("htmx:afterSettle", function (evt) { drawFigures(evt.target); });
+// A flash saying something was queued or started ("Run 5 queued") goes once nothing on the page follows the work
+// any more (no element polls): the page shows how it ended, e.g. "succeeded", and the flash would contradict it.
+function dropFinishedProgress() {
+  if (document.querySelector('[hx-trigger^="every"]')) return;
+  document.querySelectorAll(".messages li.progress").forEach(function (li) { li.remove(); });
+  document.querySelectorAll(".messages").forEach(function (list) { if (!list.children.length) list.remove(); });
+}
+document.addEventListener("DOMContentLoaded", dropFinishedProgress);
+document.addEventListener("htmx:afterSettle", dropFinishedProgress);
 
 // Upload progress for forms that post files through htmx.
 document.addEventListener("htmx:xhr:progress", function (evt) {

@@ -112,6 +112,9 @@ def test_data_scientist_uploads_profiles_trains_and_requests_staging(
     # 4. Watch it succeed: the status, its metrics and the model version it registered.
     page.locator('#run-status[data-status="succeeded"]').wait_for(timeout=240_000)
     assert page.get_by_test_id("run-status").inner_text() == "succeeded"
+    # The "Run N queued" flash goes with the page's last refresh: it would contradict "succeeded".
+    page.locator(".messages li.progress").wait_for(state="detached")
+    assert f"Run {run.pk} queued" not in page.locator("main").inner_text()
     model = ModelVersion.objects.get(run=run)
     accuracy = model.metrics["accuracy"]
     assert accuracy >= 0.90, model.metrics
