@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable, Iterator
 from functools import wraps
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from django.conf import settings
 from django.contrib import messages
@@ -387,7 +387,26 @@ def api_token(request: HttpRequest) -> HttpResponse:
     return render(request, "controlplane/api_token.html", {"new_key": new_key, "has_token": has_token})
 
 
+# A flash message's tag for "queued" or "started": the page drops it once nothing on it follows the work any more
+# (static/js/app.js), since the page itself then shows how the work ended.
+PROGRESS = "progress"
+
+
 # --- status ---------------------------------------------------------------------------------
+
+
+def _broker_label() -> str:
+    """The broker as the status page names it: the embedded one by its socket (under CONTROLPLANE_VAR_DIR), so
+    ada can find it; another by its host, never with its password."""
+    from controlplane.embedded_broker import socket_from_url
+
+    if settings.CELERY_BROKER_IS_EMBEDDED:
+        return f"embedded Redis ({socket_from_url(settings.CELERY_BROKER_URL)})"
+    parts = urlsplit(settings.CELERY_BROKER_URL)
+    where = parts.hostname or ""
+    if parts.port:
+        where += f":{parts.port}"
+    return f"Redis ({where}{parts.path})" if where else "Redis"
 
 
 def system_status(request: HttpRequest) -> HttpResponse:
@@ -396,7 +415,7 @@ def system_status(request: HttpRequest) -> HttpResponse:
     context.update(
         backend=settings.CONTROLPLANE_BACKEND,
         object_store_url=settings.OBJECT_STORE_URL,
-        broker="embedded Redis (var/run/redis.sock)" if settings.CELERY_BROKER_IS_EMBEDDED else "Redis",
+        broker=_broker_label(),
         database=settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1],
     )
     return render(request, "controlplane/system_status.html", context)

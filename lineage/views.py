@@ -19,7 +19,7 @@ from controlplane.charts import compare_chart, metric_series_chart, profile_char
 from controlplane.filters import filtered_list
 from controlplane.models import Project
 from controlplane.uploads import upload_limit_message
-from controlplane.views import apply_service_errors, paginate
+from controlplane.views import PROGRESS, apply_service_errors, paginate
 from lineage import selectors, services
 from lineage.forms import DatasetRegisterForm, TrainingForm, TransformForm
 from lineage.graph_layout import layout_graph
@@ -92,7 +92,7 @@ def dataset_register(request: HttpRequest) -> HttpResponse:
                     missing_values=data.get("missing_values", ""),
                 )
                 if created:
-                    messages.success(request, f"Registered {version}. Profiling has started.")
+                    messages.success(request, f"Registered {version}. Profiling has started.", extra_tags=PROGRESS)
                 else:
                     messages.info(request, f"These exact bytes are already {version}; nothing new was stored.")
                 target = selectors.version_url(version)
@@ -270,7 +270,7 @@ def run_stop(request: HttpRequest, pk: int) -> HttpResponse:
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
     else:
-        messages.success(request, "Stop requested.")
+        messages.success(request, "Stop requested.", extra_tags=PROGRESS)
     return redirect("run-detail", pk=pk)
 
 
@@ -309,7 +309,7 @@ def transform_create(request: HttpRequest) -> HttpResponse:
         except ValidationError as exc:
             apply_service_errors(form, exc, field_for=_transform_field)
         else:
-            messages.success(request, f"Run {run.pk} queued.")
+            messages.success(request, f"Run {run.pk} queued.", extra_tags=PROGRESS)
             return redirect("run-detail", pk=run.pk)
     template = "lineage/_transform_fields.html" if request.htmx else "lineage/transform_form.html"
     return render(
@@ -457,7 +457,9 @@ def training_create(request: HttpRequest) -> HttpResponse:
         except ValidationError as exc:
             apply_service_errors(form, exc, field_for=_training_field)
         else:
-            messages.success(request, f"Run {run.pk} queued (estimated cost at most ${run.estimated_cost}).")
+            messages.success(
+                request, f"Run {run.pk} queued (estimated cost at most ${run.estimated_cost}).", extra_tags=PROGRESS
+            )
             for warning in _launch_warnings(run):
                 messages.warning(request, warning)
             return redirect("run-detail", pk=run.pk)
@@ -519,7 +521,7 @@ def run_reproduce(request: HttpRequest, pk: int) -> HttpResponse:
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
         return redirect("run-detail", pk=pk)
-    messages.success(request, f"Run {new.pk} queued to reproduce run {run.pk}.")
+    messages.success(request, f"Run {new.pk} queued to reproduce run {run.pk}.", extra_tags=PROGRESS)
     return redirect("run-detail", pk=new.pk)
 
 

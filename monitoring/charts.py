@@ -98,10 +98,15 @@ def drift_heatmap_chart(heatmap: dict[str, Any]) -> dict[str, Any]:
     thresholds = list(heatmap["thresholds"])
     methods = list(heatmap["methods"])
     scores = [list(row) for row in heatmap["scores"]]
+    times = list(heatmap["times"])
+    starts = list(heatmap.get("starts") or [])
     return {
         "kind": "heatmap",
         "title": "Drift by feature and report (score against threshold)",
-        "x": list(heatmap["times"]),
+        "x": times,
+        # One report alone has no neighbour to size its column by (the axis would zoom to a millisecond): its
+        # column spans its window, from start to end.
+        "x_edges": [starts[0], times[0]] if len(times) == 1 and len(starts) == 1 and starts[0] < times[0] else None,
         "y": features,
         "z": [[severity(score, thresholds[i], methods[i]) for score in scores[i]] for i in range(len(features))],
         "zmax": SEVERITY_SHOWN,

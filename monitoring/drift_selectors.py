@@ -75,7 +75,8 @@ def latest_reports(revisions: dict[int, str]) -> dict[int, DriftReport]:
 def drift_heatmap(
     service: Service, start: datetime | None = None, end: datetime | None = None, *, revision: str | None = None
 ) -> dict[str, Any]:
-    """Each feature's score per window, for a heatmap: `times` (window ends, ISO 8601, oldest first), `features`
+    """Each feature's score per window, for a heatmap: `times` (window ends, ISO 8601, oldest first), `starts` (the
+    windows' starts), `features`
     (by name, so rows stay put as the window moves), `scores[i][j]` and `drifted[i][j]` for feature i in window j
     (None: not measured then), `thresholds[i]` (the newest report's), and `methods[i]`. Only succeeded reports; a
     window with no captured requests is a column of None. A p-value's score is drift when low, a distance's when
@@ -103,6 +104,7 @@ def drift_heatmap(
     width = len(reports)
     return {
         "times": [report.window_end.isoformat() for report in reports],
+        "starts": [report.window_start.isoformat() for report in reports],
         "reports": [report.pk for report in reports],
         "features": features,
         "scores": [[cells[name].get(j, (None, None))[0] for j in range(width)] for name in features],

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import BigIntegerField, Q, QuerySet, Sum
+from django.db.models import BigIntegerField, Max, Min, Q, QuerySet, Sum
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
@@ -84,7 +84,26 @@ def _window_sums() -> dict[str, Any]:
             f"bucket_{i}": Coalesce(Sum(Cast(KT(f"latency_counts__{i}"), BigIntegerField())), 0)
             for i in range(COUNTS_LENGTH)
         },
+        # When the window's data begins and ends: its rate is also given over that time (a service that started
+        # five minutes ago at 2/s is at 2/s, not at 0.01/s over a day).
+        "first_start": Min("start"),
+        "last_minute": Max("start", filter=Q(resolution=60)),
+        "last_hour": Max("start", filter=Q(resolution=3600)),
     }
+
+
+def _data_span(sums: dict[str, Any], start: datetime, end: datetime) -> float | None:
+    """Seconds of [start, end) from the first row's start to the last row's end (at least a minute); None
+    without rows."""
+    first = sums.get("first_start")
+    ends = [
+        moment + timedelta(seconds=seconds)
+        for moment, seconds in ((sums.get("last_minute"), 60), (sums.get("last_hour"), 3600))
+        if moment is not None
+    ]
+    if first is None or not ends:
+        return None
+    return max((min(max(ends), end) - max(first, start)).total_seconds(), 60.0)
 
 
 def _summary(sums: dict[str, Any], start: datetime, end: datetime) -> dict[str, Any]:
@@ -92,11 +111,15 @@ def _summary(sums: dict[str, Any], start: datetime, end: datetime) -> dict[str, 
     counts = [int(sums[f"bucket_{i}"]) for i in range(COUNTS_LENGTH)]
     requests = int(sums["requests"])
     seconds = max((end - start).total_seconds(), 1.0)
+    data_seconds = _data_span(sums, start, end) if requests else None
     return {
         "start": iso(start),
         "end": iso(end),
         **{name: int(sums[name]) for name in _INTEGERS},
         "requests_per_s": requests / seconds,
+        # The same requests over the time the window has data for (None without requests).
+        "data_seconds": data_seconds,
+        "requests_per_s_with_data": requests / data_seconds if data_seconds else None,
         "mean_ms": float(sums["latency_sum_ms"]) / requests if requests else None,
         **_figures(requests, int(sums["errors"]), counts, int(sums["client_errors"])),
     }
@@ -105,7 +128,8 @@ def _summary(sums: dict[str, Any], start: datetime, end: datetime) -> dict[str, 
 def window_summary(
     *, service: Service | int, start: datetime, end: datetime, revision: str | None = None
 ) -> dict[str, Any]:
-    """One window's figures: {"start", "end", "requests", "errors", "client_errors", "rows", "requests_per_s",
+    """One window's figures: {"start", "end", "requests", "errors", "client_errors", "rows", "requests_per_s" (over
+    the whole window), "data_seconds" and "requests_per_s_with_data" (over the time from its first row to its last),
     "error_rate" (5xx share, None without requests), "client_error_rate" (4xx share, likewise), "p50_ms", "p95_ms",
     "p99_ms" (None without requests), "mean_ms"} — of one revision, or of all of them. One query."""
     rows = metric_points(service=service, start=start, end=end, revision=revision)
@@ -129,7 +153,10 @@ def window_summaries(*, services: Iterable[Service | int], start: datetime, end:
         sums[row["service_id"]][row["revision"]] = row
     answer = {}
     for service_id, by_revision in sums.items():
-        whole = {name: sum(row[name] for row in by_revision.values()) for name in _SUMMED}
+        whole: dict[str, Any] = {name: sum(row[name] for row in by_revision.values()) for name in _SUMMED}
+        for name, pick in (("first_start", min), ("last_minute", max), ("last_hour", max)):
+            moments = [row[name] for row in by_revision.values() if row[name] is not None]
+            whole[name] = pick(moments) if moments else None
         answer[service_id] = {
             "summary": _summary(whole, start, end),
             "revisions": {revision: _summary(row, start, end) for revision, row in sorted(by_revision.items())},
@@ -330,3 +357,9 @@ def metric_window_problems(
         oldest = iso(moment - timedelta(days=days))
         problems["start"] = [f"metrics are kept {days} days: start on or after {oldest}"]
     return problems
+
+
+def first_metric_at(service: Service | int) -> datetime | None:
+    """When the service's first metric row begins (None before any): how long it has served."""
+    service_id = service if isinstance(service, int) else service.pk
+    return MetricPoint.objects.filter(service_id=service_id).aggregate(first=Min("start"))["first"]

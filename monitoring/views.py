@@ -3,6 +3,7 @@ drift, and the alerts. Thin: each reads through the metric and drift selectors a
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -10,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils import timezone
 from django_htmx.http import HttpResponseClientRefresh
 
 from controlplane import permissions
@@ -148,7 +150,10 @@ def overview(request: HttpRequest) -> HttpResponse:
 def service_metrics(request: HttpRequest, pk: int) -> HttpResponse:
     permissions.require(request.user, "service.view")
     service = _service_or_404(pk)
-    default = "24h"
+    # A service that has served for less than a day opens on the last hour: its first minutes are readable there,
+    # a thin spike at the edge of a day's chart.
+    first = metric_selectors.first_metric_at(service)
+    default = "24h" if first is not None and first <= timezone.now() - timedelta(days=1) else "1h"
     window, errors = _window(request, default=default)
     context: dict[str, Any] = {
         "service": service,
@@ -167,6 +172,8 @@ def service_metrics(request: HttpRequest, pk: int) -> HttpResponse:
         {"revision": revision, "label": labels.get(revision, revision), **figures["revisions"][revision]}
         for revision in revisions
     ]
+    for summary in summaries:
+        summary["rate_over"] = _rate_over(summary, window)
     context.update(
         step=whole["step"],
         summaries=summaries,
@@ -174,6 +181,17 @@ def service_metrics(request: HttpRequest, pk: int) -> HttpResponse:
         charts=charts.metric_charts(whole, per_revision, markers, labels),
     )
     return render(request, "monitoring/service_metrics.html", context)
+
+
+def _rate_over(figures: dict[str, Any], window: Window) -> str:
+    """What the average rate is taken over, in words, when that is less than the window: "over the 5 min with
+    data"."""
+    seconds = figures.get("data_seconds")
+    if not seconds or seconds >= (window.end - window.start).total_seconds() - 60:
+        return ""
+    minutes = round(seconds / 60)
+    span = f"{minutes} min" if minutes < 120 else f"{minutes / 60:.1f} h"
+    return f"over the {span} with data"
 
 
 # --- a service's drift --------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""How runs read on a page: durations to the second, log times as clock times instead of epoch seconds."""
+"""How runs read on a page: durations to the second, log times as clock times instead of epoch seconds; how long
+something has left (an approval request's expiry) in one unit."""
 
 from __future__ import annotations
 
@@ -37,6 +38,23 @@ def duration_until(start: datetime | None, end: datetime | None = None) -> str:
         return ""
     finish = end or timezone.now()
     return duration_text((finish - start) / timedelta(seconds=1))
+
+
+def time_left_text(seconds: float) -> str:
+    """One unit, rounded: '14 days' (not '1 week, 6 days'), '5 hours', '12 minutes', 'less than a minute'."""
+    for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute")):
+        if seconds >= 2 * size or (unit == "minute" and seconds >= size):
+            count = round(seconds / size)
+            return f"{count} {unit}{'' if count == 1 else 's'}"
+    return "less than a minute"
+
+
+@register.filter
+def time_left(moment: datetime | None) -> str:
+    """`in {{ request.expires_at|time_left }}`: from now until `moment`."""
+    if moment is None:
+        return ""
+    return time_left_text((moment - timezone.now()) / timedelta(seconds=1))
 
 
 @register.filter

@@ -108,54 +108,99 @@ def period_label(bucket: date, granularity: str) -> str:
     return bucket.isoformat() if granularity == "day" else f"{bucket:%Y-%m}"
 
 
-def csv_rows(table: CostTable, places: Decimal | None = None) -> list[list[str]]:
-    """The CSV's rows (without its header): one per non-zero (period, group), rounded as the table rounds."""
+TOTAL = "Total"
+
+
+def rounded_view(table: CostTable, places: Decimal | None = None) -> dict[str, Any]:
+    """The table as people read it: each figure (and its estimated part) rounded once, and every total the sum of
+    the rounded figures it totals, so the columns and rows add up to what the table, the CSV and the chart show
+    (finance foots a report this way; the unrounded sum is in the API). The billed part is the rest of each figure."""
     places = places or places_for(table)
-    return [
-        [
-            row["period"],
-            row["group"],
-            money(row["amount"], places),
-            money(row["estimated"], places),
-            money(row["billed"], places),
-        ]
-        for row in table.rows()
-    ]
+    n = len(table.buckets)
+    amount = {g: [Decimal(money(v, places)) for v in table.amounts[g]] for g in table.groups}
+    estimated = {g: [Decimal(money(v, places)) for v in table.estimated[g]] for g in table.groups}
+    bucket_totals = [sum((amount[g][i] for g in table.groups), ZERO) for i in range(n)]
+    bucket_estimated = [sum((estimated[g][i] for g in table.groups), ZERO) for i in range(n)]
+    group_totals = {g: sum(amount[g], ZERO) for g in table.groups}
+    group_estimated = {g: sum(estimated[g], ZERO) for g in table.groups}
+    total = sum(bucket_totals, ZERO)
+    estimated_total = sum(bucket_estimated, ZERO)
+    return {
+        "places": places,
+        "amount": amount,
+        "estimated": estimated,
+        "bucket_totals": bucket_totals,
+        "bucket_estimated": bucket_estimated,
+        "group_totals": group_totals,
+        "group_estimated": group_estimated,
+        "total": total,
+        "estimated_total": estimated_total,
+    }
+
+
+def csv_rows(table: CostTable, places: Decimal | None = None) -> list[list[str]]:
+    """The CSV's rows (without its header), cell for cell the table: for each period a row per group (a day without
+    spend too) and its "Total" row, then the "Total" rows of the table's foot, each group's and the whole period's,
+    rounded as the table rounds and added up as it adds up."""
+    view = rounded_view(table, places)
+    places = view["places"]
+
+    def row(period: str, group: str, amount: Decimal, estimated: Decimal) -> list[str]:
+        return [period, group, money(amount, places), money(estimated, places), money(amount - estimated, places)]
+
+    out = []
+    for i, bucket in enumerate(table.buckets):
+        label = period_label(bucket, table.granularity)
+        for group in table.groups:
+            out.append(row(label, group, view["amount"][group][i], view["estimated"][group][i]))
+        out.append(row(label, TOTAL, view["bucket_totals"][i], view["bucket_estimated"][i]))
+    for group in table.groups:
+        out.append(row(TOTAL, group, view["group_totals"][group], view["group_estimated"][group]))
+    out.append(row(TOTAL, TOTAL, view["total"], view["estimated_total"]))
+    return out
 
 
 CSV_HEADER = ["period", "group", "amount_usd", "estimated_usd", "billed_usd"]
 
 
 def table_view(table: CostTable) -> dict[str, Any]:
-    """The table as the page shows it: one row per bucket, a cell per group, totals; each cell's estimated part."""
-    places = places_for(table)
+    """The table as the page shows it: one row per bucket, a cell per group, totals (sums of the rounded figures);
+    each cell's estimated part."""
+    view = rounded_view(table)
+    places = view["places"]
     rows = []
     for i, bucket in enumerate(table.buckets):
         cells = []
         for group in table.groups:
-            amount, estimated = table.amounts[group][i], table.estimated[group][i]
+            amount, estimated = view["amount"][group][i], view["estimated"][group][i]
+            raw = table.amounts[group][i]
             cells.append(
                 {
                     "group": group,
                     "amount": money(amount, places),
                     "estimated": money(estimated, places),
-                    "nonzero": bool(amount),
+                    "nonzero": bool(raw),
                     # "est." when all of it is an estimate; "incl. est." with the part when some of it is.
-                    "all_estimated": bool(amount) and estimated == amount,
-                    "part_estimated": bool(estimated) and estimated != amount,
+                    "all_estimated": bool(raw) and table.estimated[group][i] == raw,
+                    "part_estimated": bool(table.estimated[group][i]) and table.estimated[group][i] != raw,
                 }
             )
-        total = table.bucket_totals[i]
-        rows.append({"period": period_label(bucket, table.granularity), "cells": cells, "total": money(total, places)})
-    group_totals = table.group_totals
+        rows.append(
+            {
+                "period": period_label(bucket, table.granularity),
+                "cells": cells,
+                "total": money(view["bucket_totals"][i], places),
+            }
+        )
     return {
         "groups": table.groups,
         "rows": rows,
-        "totals": [money(group_totals[g], places) for g in table.groups],
-        "total": money(table.total, places),
-        "estimated_total": money(table.estimated_total, places),
-        "bill_total": money(table.bill_total, places),
+        "totals": [money(view["group_totals"][g], places) for g in table.groups],
+        "total": money(view["total"], places),
+        "estimated_total": money(view["estimated_total"], places),
+        "bill_total": money(view["total"] - view["estimated_total"], places),
         "places": places,
+        "precision": "the cent" if places == CENT else "hundredths of a cent (every figure is under a dollar)",
     }
 
 

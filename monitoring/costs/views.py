@@ -21,7 +21,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from controlplane import permissions
 from controlplane.models import Project
-from controlplane.views import paginate
+from controlplane.views import PROGRESS, paginate
 from monitoring.costs import dashboard, selectors, services
 from monitoring.models import Budget, BudgetCrossing, CostSync
 
@@ -80,7 +80,8 @@ def cost_dashboard(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def cost_export(request: HttpRequest) -> HttpResponse:
-    """The dashboard's table as CSV: one row per period and group with spend, rounded as the table rounds it."""
+    """The dashboard's table as CSV, cell for cell: a row per period and group (zero too), each period's total and the
+    table's total rows, rounded and added up as the table does."""
     permissions.require(request.user, "cost.view")
     period, problems, _ = dashboard.parse_period(request.GET)
     if period is None:
@@ -128,7 +129,9 @@ def cost_sync(request: HttpRequest) -> HttpResponse:
         for name, errors in exc.message_dict.items():
             messages.error(request, f"{name}: {'; '.join(errors)}")
         return _back_to_dashboard(request)
-    messages.success(request, f"{SOURCE_LABELS.get(sync.source, sync.source)}: sync {sync.pk} is {sync.status}.")
+    messages.success(
+        request, f"{SOURCE_LABELS.get(sync.source, sync.source)}: sync {sync.pk} is {sync.status}.", extra_tags=PROGRESS
+    )
     return _back_to_dashboard(request)
 
 

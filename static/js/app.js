@@ -115,7 +115,7 @@ var CHARTS = {
     });
     var edge = 1 / spec.zmax;
     return {
-      data: [{ type: "heatmap", x: spec.x, y: spec.y, z: spec.z, zmin: 0, zmax: spec.zmax, text: text, texttemplate: "%{text}",
+      data: [{ type: "heatmap", x: spec.x_edges || spec.x, y: spec.y, z: spec.z, zmin: 0, zmax: spec.zmax, text: text, texttemplate: "%{text}",
                customdata: custom, hoverongaps: false,
                colorscale: [[0, "#eef6ee"], [edge * 0.999, "#f6e7a6"], [edge, "#f4a582"], [1, "#b2182b"]],
                colorbar: { thickness: 12, title: { text: "÷ threshold", side: "right" }, tickvals: [0, 1, spec.zmax], ticktext: ["0", "1", "≥" + spec.zmax] },
@@ -201,6 +201,15 @@ function drawFigures(root) {
 }
 document.addEventListener("DOMContentLoaded", function () { drawFigures(document); });
 document.addEventListener("htmx:afterSettle", function (evt) { drawFigures(evt.target); });
+// A flash saying something was queued or started ("Run 5 queued") goes once nothing on the page follows the work
+// any more (no element polls): the page shows how it ended, e.g. "succeeded", and the flash would contradict it.
+function dropFinishedProgress() {
+  if (document.querySelector('[hx-trigger^="every"]')) return;
+  document.querySelectorAll(".messages li.progress").forEach(function (li) { li.remove(); });
+  document.querySelectorAll(".messages").forEach(function (list) { if (!list.children.length) list.remove(); });
+}
+document.addEventListener("DOMContentLoaded", dropFinishedProgress);
+document.addEventListener("htmx:afterSettle", dropFinishedProgress);
 
 // Upload progress for forms that post files through htmx.
 document.addEventListener("htmx:xhr:progress", function (evt) {

@@ -12,6 +12,7 @@ import pytest
 
 from controlplane import services as controlplane_services
 from deployments import services as deployment_services
+from lineage.models import Dataset, DatasetVersion, LineageEdge, Run
 from tests.deployments.conftest import make_model_version
 from tests.fixtures.history import LONG_S3, make_history
 
@@ -54,6 +55,67 @@ def history(users: Any, tmp_path: Path) -> dict[str, Any]:
         deployment_services.approval_request_create(
             actor=users.data_scientist, model_version_id=version.pk, environment="staging", justification="go"
         )
+    # What a phone meets with demo data: a dataset of several versions (a manifest, a run's output), a model of
+    # several versions with many metrics, and more datasets with long names: each table scrolls in its own box.
+    penguins = history["version"]
+    dataset = penguins.dataset
+    for number, extra in ((2, {"format": "manifest", "object_count": 12}), (3, {})):
+        DatasetVersion.objects.create(
+            dataset=dataset,
+            number=number,
+            sha256=f"{number:x}" * 64,
+            uri=LONG_S3,
+            storage_key=f"datasets/penguins/v{number}",
+            size=123_456_789,
+            format=extra.pop("format", "csv"),
+            content_format="csv",
+            columns=["year", "species", "bill_length_mm"],
+            row_count=1_234_567,
+            source="derived",
+            produced_by=history["run"],
+            created_by=users.data_scientist,
+            **extra,
+        )
+    for slug in ("breast-cancer-wisconsin-diagnostic", "credit-card-fraud-detection-2026"):
+        Dataset.objects.create(
+            project=dataset.project,
+            name=f"{slug}-training-and-holdout-splits",
+            slug=slug,
+            created_by=users.data_scientist,
+        )
+    for _ in range(2):
+        make_model_version(
+            dataset.project,
+            users.data_scientist,
+            model="penguins-random-forest",
+            metrics={
+                "accuracy": 0.938596,
+                "balanced_accuracy": 0.931,
+                "f1_macro": 0.9345,
+                "roc_auc_ovr_weighted": 0.98123,
+                "train_rows": 455.0,
+            },
+        )
+    # Upstream of the trained-on version, the transform that made it from v2: five columns from the model version,
+    # wider than a laptop's card, as the demo's evidence page draws them. The request for it is on the evidence page.
+    transform = Run.objects.create(
+        project=dataset.project,
+        kind="transform",
+        recipe="split",
+        recipe_version="1",
+        recipe_fingerprint="f" * 64,
+        status="succeeded",
+        created_by=users.data_scientist,
+    )
+    second = dataset.versions.get(number=2)
+    LineageEdge.objects.create(source=second.node_id, target=transform.node_id)
+    LineageEdge.objects.create(source=transform.node_id, target=penguins.node_id)
+    history["approval"] = deployment_services.approval_request_create(
+        actor=users.data_scientist,
+        model_version_id=history["model_version"].pk,
+        environment="staging",
+        justification="the evidence page's lineage",
+    )
     return history
 
 
@@ -71,6 +133,11 @@ def _pages(history: dict[str, Any]) -> dict[str, str]:
         "environments": "/environments/",
         "environment": "/environments/production/",
         "approvals": "/approvals/?tab=all",
+        "dataset": "/datasets/penguins/penguins/",
+        "datasets": "/datasets/",
+        "model": "/models/penguins/penguins-random-forest/",
+        "models": "/models/",
+        "evidence": f"/approvals/{history['approval'].pk}/",
     }
 
 
@@ -318,6 +385,23 @@ def test_every_lineage_node_shows_its_whole_label_inside_its_box(page, sign_in, 
         right_most = page.locator(f'a[data-node="{history["model_version"].node_id}"] rect')
         box, card = right_most.bounding_box(), graph.bounding_box()
         assert box and card and box["x"] + box["width"] <= card["x"] + card["width"]
+
+
+@pytest.mark.parametrize("width", (1280, 1366))
+def test_a_lineage_graph_a_little_wider_than_its_box_is_fitted_to_it(page, sign_in, users, history, width: int) -> None:
+    """The evidence page's graph (five columns) shows the model version being approved whole, without a sideways
+    scroll, on a laptop; so does the model version's own page."""
+    sign_in(users.approver)
+    page.set_viewport_size({"width": width, "height": 900})
+    for name in ("evidence", "model-version"):
+        page.goto(_pages(history)[name])
+        graph = page.get_by_test_id("lineage-graph")
+        assert graph.evaluate("g => g.scrollWidth <= g.clientWidth"), name
+        node = graph.locator(f'a[data-node="{history["model_version"].node_id}"] rect')
+        box, card = node.bounding_box(), graph.bounding_box()
+        assert box and card and box["x"] + box["width"] <= card["x"] + card["width"] - 4, name
+        if name == "evidence":
+            assert graph.locator("a[data-node]").count() == 5
 
 
 def test_copy_buttons_copy_the_whole_value(page, sign_in, users, history) -> None:

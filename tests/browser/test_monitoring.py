@@ -192,3 +192,21 @@ def test_charts_markers_and_heatmap_are_drawn_with_the_seeded_numbers(page, sign
     ]
     assert page.get_by_test_id("retrain").is_visible()
     assert widths(page, "service-drift") == {(1280, 800): 1280, (390, 844): 390}
+
+
+def test_a_single_drift_report_is_drawn_over_its_window_not_a_millisecond(page, sign_in, users) -> None:
+    from monitoring.models import DriftReport
+
+    seeded = seed_service(users)
+    reports = seed_drift(seeded)
+    kept = reports[-1]
+    DriftReport.objects.filter(service=seeded.service).exclude(pk=kept.pk).delete()
+    sign_in(users.data_scientist)
+    page.goto(f"/services/{seeded.service.pk}/drift/")
+    plotted(page, "drift-heatmap")
+    chart = page.locator('[data-testid="drift-heatmap"]')
+    shown = chart.evaluate("el => el._fullLayout.xaxis.range.map(v => new Date(v.replace(' ', 'T') + 'Z').getTime())")
+    window = (kept.window_end - kept.window_start).total_seconds() * 1000
+    assert shown[1] - shown[0] >= window * 0.99, shown
+    ticks = chart.locator(".xtick text").all_text_contents()
+    assert ticks and not any("." in tick for tick in ticks), ticks

@@ -139,7 +139,7 @@ def test_the_queue_row_says_gates_approvals_and_expiry(client, users, project, s
     response = client.get("/approvals/?environment=production")
     assert queue_rows(response) == {req.pk}
     row = response.content.decode().split(f'data-request="{req.pk}"')[1].split("</tr>")[0]
-    assert "4 of 4 passed" in row and "1 of 2" in row and "in 1" in row  # expires in 13 days, 23 hours
+    assert "4 of 4 passed" in row and "1 of 2" in row and "in 14 days" in row
     assert f'href="/models/bc/bc-classifier/v{version.number}/"' in row
 
 
@@ -246,7 +246,7 @@ def test_the_evidence_page_shows_everything_an_approver_weighs(client, users, pr
     # Who asked, why, for which bytes, until when.
     assertContains(response, "better recall")
     assertContains(response, f'data-testid="artifact-sha256">{candidate.sha256}</code>')
-    assert "expires in 1" in content  # "expires in 13 days, 23 hours"
+    assert "expires in 14 days (" in content  # not "1 week, 6 days" nor "13 days, 23 hours"
     # Each gate with its outcome and the evidence summary.
     assert 'data-gate="accuracy &gt;= 0.90" data-passed="true"' in content
     assert 'data-gate="accuracy &gt;= serving - 0.01" data-passed="true"' in content

@@ -43,7 +43,7 @@ def test_compare_shows_parameters_metrics_and_a_chart(client, users, two_runs) -
         response, '<tr class="differs"><td><code>n_estimators</code></td><td>100</td><td>500</td></tr>', html=True
     )
     assertContains(response, "<tr><td><code>seed</code></td><td>1</td><td>1</td></tr>", html=True)
-    assertContains(response, "<tr><td><code>accuracy</code></td><td>0.91</td><td>0.95</td></tr>", html=True)
+    assertContains(response, "<tr><td><code>accuracy</code></td><td>0.9100</td><td>0.9500</td></tr>", html=True)
     assertContains(response, '<div class="chart wide-chart" data-figure="compare-chart"></div>', html=True)
     # The chart's numbers, for the page's plotly.js to draw.
     assert response.context["chart"]["figure"] == {
@@ -54,6 +54,18 @@ def test_compare_shows_parameters_metrics_and_a_chart(client, users, two_runs) -
             {"name": f"run {second.pk}", "values": [0.95, 0.94]},
         ],
     }
+
+
+def test_compare_shows_metrics_to_four_places_as_every_other_page(client, users, two_runs) -> None:
+    first, second = two_runs
+    Run.objects.filter(pk=first.pk).update(
+        metrics={"accuracy": [{"value": 0.938596}], "train_rows": [{"value": 455.0}]}
+    )
+    client.force_login(users.finance)
+    response = client.get(reverse("run-compare"), {"run": [first.pk, second.pk]})
+    assertContains(response, "<tr><td><code>accuracy</code></td><td>0.9386</td><td>0.9500</td></tr>", html=True)
+    assertContains(response, "<tr><td><code>train_rows</code></td><td>455</td><td>—</td></tr>", html=True)
+    assertNotContains(response, "0.938596</td>")
 
 
 def test_compare_needs_two_runs(client, users, two_runs) -> None:

@@ -94,16 +94,65 @@ def test_the_dashboard_the_chart_and_the_csv_carry_cost_tables_numbers(
                 assert (str(Decimal(str(y)).quantize(Decimal("0.01"))), f"{Decimal(str(est)):.2f}") == cells[
                     (x, trace["name"])
                 ]
-    # The CSV: the same rows, the same rounding, linked from the page with the same query.
+    # The CSV: the table cell for cell (zero cells too), the same rounding, linked from the page with the same query.
     link = page.find("a", data_testid="cost-export").attrs["href"]
     exported = client.get(link)
     assert exported.status_code == 200 and exported["Content-Disposition"].startswith("attachment;")
     rows = csv_of(exported)
     assert rows[0] == ["period", "group", "amount_usd", "estimated_usd", "billed_usd"]
-    assert {(r[0], r[1]): (r[2], r[3]) for r in rows[1:]} == cells
-    assert len(rows) - 1 == len(cells)
-    # The billed part is the rest of each figure (each column rounded on its own).
-    assert [r[4] for r in rows[1:]] == [f"{row['billed'].quantize(Decimal('0.01'))}" for row in table.rows()]
+    periods = [dashboard.period_label(bucket, granularity) for bucket in table.buckets]
+    assert [(r[0], r[1]) for r in rows[1:]] == [
+        *((p, g) for p in periods for g in [*table.groups, "Total"]),
+        *(("Total", g) for g in [*table.groups, "Total"]),
+    ]
+    by_cell = {(r[0], r[1]): (r[2], r[3]) for r in rows[1:]}
+    assert {key: value for key, value in by_cell.items() if key in cells} == cells
+    zero = "0.00"
+    assert all(by_cell[(p, g)] == (zero, zero) for p in periods for g in table.groups if (p, g) not in cells)
+    # Each row's billed part is the rest of its figure, and the total rows are the page's totals.
+    assert all(Decimal(r[4]) == Decimal(r[2]) - Decimal(r[3]) for r in rows[1:])
+    assert by_cell[("Total", "Total")] == ("14.08", "4.08")
+    footer = page.find("table", data_testid="cost-table").find("tfoot")
+    assert [by_cell[("Total", g)][0] for g in table.groups] == [
+        td.text() for td in footer.find_all("td", data_testid="group-total")
+    ]
+    body = page.find("table", data_testid="cost-table").find("tbody")
+    assert [by_cell[(p, "Total")][0] for p in periods] == [
+        td.text() for td in body.find_all("td", data_testid="row-total")
+    ]
+
+
+def test_small_figures_and_their_totals_add_up_on_the_page_and_in_the_csv(users: Any) -> None:
+    """Three environments at fractions of a cent whose unrounded sum rounds up (0.00258 → 0.0026) while the
+    rounded parts make 0.0025: the table shows the total of the rounded parts, and so does the CSV."""
+    from monitoring.costs import services
+    from tests.monitoring.cost_world import estimate, last_month
+
+    month = last_month()
+    services.estimates_store(
+        [
+            estimate(month, "demo", "m", "staging", "AmazonSageMaker", "0.00134"),
+            estimate(month, "demo", "m", "production", "AmazonSageMaker", "0.00114"),
+            estimate(month, "demo", "m", "dev", "AmazonSageMaker", "0.0001"),
+        ],
+        start=month,
+        end=selectors.next_month(month),
+    )
+    services.rollup_months([month])
+    query = {**month_query(CostWorld(month, month, month)), "granularity": "month", "group_by": "environment"}
+    client = signed_in(users.finance)
+    page = parse(client.get("/costs/", query).content)
+    row = page.find("table", data_testid="cost-table").find("tbody").find("tr")
+    parts = [Decimal(td.attrs["data-amount"]) for td in row.find_all("td", data_nonzero="1")]
+    assert sorted(parts) == [Decimal("0.0001"), Decimal("0.0011"), Decimal("0.0013")]
+    assert row.find(data_testid="row-total").text() == "0.0025" == str(sum(parts))
+    assert page.find(data_testid="table-total").text() == "0.0025"
+    assert page.find(data_testid="cost-total").text() == "0.0025"
+    assert "hundredths of a cent" in page.find(data_testid="cost-rounding").text()
+    rows = csv_of(client.get("/costs/export.csv", query))
+    assert rows[-1] == ["Total", "Total", "0.0025", "0.0025", "0.0000"]
+    month_rows = [r for r in rows[1:] if r[0] == f"{month:%Y-%m}" and r[1] != "Total"]
+    assert sum(Decimal(r[2]) for r in month_rows) == Decimal("0.0025")
 
 
 def test_by_project_daily_shows_the_estimated_part_of_each_figure(users: Any, world: CostWorld) -> None:
@@ -131,13 +180,21 @@ def test_the_default_is_this_month_to_date_daily_by_project(users: Any, world: C
     assert not page.has(data_testid="sync-now-estimate")
 
 
-def test_an_empty_period_exports_the_header_only(users: Any, world: CostWorld) -> None:
-    query = {"start": "2001-01-01", "end": "2001-01-31"}
+def test_an_empty_period_exports_its_zero_days_and_total_as_the_table_shows_them(users: Any, world: CostWorld) -> None:
+    query = {"start": "2001-01-01", "end": "2001-01-03"}
     exported = signed_in(users.finance).get("/costs/export.csv", query)
     assert exported.status_code == 200
-    assert exported.content.decode() == "period,group,amount_usd,estimated_usd,billed_usd\n"
+    assert exported.content.decode() == (
+        "period,group,amount_usd,estimated_usd,billed_usd\n"
+        "2001-01-01,Total,0.00,0.00,0.00\n"
+        "2001-01-02,Total,0.00,0.00,0.00\n"
+        "2001-01-03,Total,0.00,0.00,0.00\n"
+        "Total,Total,0.00,0.00,0.00\n"
+    )
     page = signed_in(users.finance).get("/costs/", query)
     assert page.status_code == 200 and parse(page.content).has(data_testid="cost-empty")
+    periods = parse(page.content).find("table", data_testid="cost-table").find("tbody").find_all("tr")
+    assert [row.attrs["data-period"] for row in periods] == ["2001-01-01", "2001-01-02", "2001-01-03"]
 
 
 BAD = [
@@ -454,3 +511,22 @@ def test_the_budget_list_costs_the_same_queries_with_2_or_20_budgets(users) -> N
     assert len(page.find_all(data_testid="budget-spend")) == 20
     assert all(cell.text() == "4.00 incl. est. 4.00" for cell in page.find_all(data_testid="budget-spend"))
     assert counted() == before
+def test_the_budgets_page_shows_a_small_spend_as_the_dashboard_does_not_rounded_to_cents(users: Any) -> None:
+    """Half a cent spent against a one-cent budget: "$0.005" beside "50%", never "0.00"."""
+    from monitoring.costs import services
+    from tests.monitoring.cost_world import estimate
+
+    today = dashboard.today()
+    month = today.replace(day=1)
+    services.estimates_store(
+        [estimate(today, "demo", "m", "staging", "AmazonSageMaker", "0.005")],
+        start=month,
+        end=selectors.next_month(month),
+    )
+    services.rollup_months([month])
+    services.budget_save(actor=users.finance, project=None, amount="0.01", thresholds=[80])
+    row = parse(signed_in(users.finance).get("/costs/budgets/").content).find("table", data_testid="budget-table")
+    assert row.find(data_testid="budget-percent").text() == "50%"
+    spend = row.find(data_testid="budget-spend").text()
+    assert spend.startswith("$0.005") and "incl. est. $0.005" in spend
+    assert "0.00 " not in spend

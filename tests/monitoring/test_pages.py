@@ -560,3 +560,53 @@ def test_the_environment_page_says_when_its_settings_apply_and_retrain_says_when
     RunInput.objects.filter(channel="train").update(dataset_version=newest)
     drift = parse(signed_in(users.data_scientist).get(f"/services/{seeded.service.pk}/drift/").content)
     assert "a retrain would use the same data" in drift.find(data_testid="retrain-message").text()
+
+
+def test_a_service_serving_for_minutes_opens_on_the_last_hour_at_its_real_rate(users: Any) -> None:
+    """Five whole minutes at 2 requests/s: the Latency tab opens on the last hour, and the rate reads 2.00/s over
+    the 5 min with data, not "<0.01" over a day. Once it has served for more than a day, it opens on the day."""
+    seeded = seed_service(users, name="young", slug="young")
+    MetricPoint.objects.filter(service=seeded.service).delete()
+    last = timezone.now().replace(second=0, microsecond=0) - timedelta(minutes=2)
+    revision = seeded.revisions[0]
+    for minutes in range(5):
+        MetricPoint.objects.create(
+            service=seeded.service,
+            revision=revision,
+            start=last - timedelta(minutes=minutes),
+            requests=120,
+            latency_counts=counts(ms_1=120),
+        )
+    url = f"/services/{seeded.service.pk}/monitoring/"
+    page = parse(signed_in(users.finance).get(url).content)
+    chosen = page.find("select", data_testid="window-select").find("option", selected="")
+    assert chosen.attrs["value"] == "1h"
+    row = page.find("table", data_testid="revision-summary").find("tr", data_revision="")
+    rate = row.find(data_testid="requests-per-s")
+    assert float(rate.attrs["data-value"]) == pytest.approx(2.0)
+    assert rate.text() == "2.00 over the 5 min with data"
+    # The whole window's average is still what the API gives as requests_per_s.
+    body = api(users.finance).get(f"/api/v1/services/{seeded.service.pk}/metrics/", {"window": "1h"}).json()
+    assert body["summary"]["requests_per_s"] == pytest.approx(600 / 3600)
+    # Served for more than a day: the day.
+    MetricPoint.objects.create(
+        service=seeded.service,
+        revision=revision,
+        start=last - timedelta(days=2),
+        requests=1,
+        latency_counts=counts(ms_1=1),
+    )
+    page = parse(signed_in(users.finance).get(url).content)
+    assert page.find("select", data_testid="window-select").find("option", selected="").attrs["value"] == "24h"
+
+
+def test_a_single_drift_report_spans_its_window_on_the_heatmap(users, seeded: Seeded) -> None:
+    """With several reports the columns are placed at their window ends; one report alone gets its window as the
+    column (its start to its end), not a zero-width axis."""
+    url = f"/services/{seeded.service.pk}/drift/"
+    assert json_scripts(signed_in(users.data_scientist).get(url).content)["drift-heatmap"]["x_edges"] is None
+    kept = seeded.reports[-1]
+    DriftReport.objects.filter(service=seeded.service).exclude(pk=kept.pk).delete()
+    heatmap = json_scripts(signed_in(users.data_scientist).get(url).content)["drift-heatmap"]
+    assert [_at(t) for t in heatmap["x"]] == [kept.window_end]
+    assert [_at(t) for t in heatmap["x_edges"]] == [kept.window_start, kept.window_end]
