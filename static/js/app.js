@@ -252,3 +252,13 @@ document.addEventListener("change", function (evt) {
   var select = evt.target.closest && evt.target.closest("select[data-submit-on-change]");
   if (select && select.form) select.form.submit();
 });
+
+// A lineage graph may shrink to 60 % of its width to fit its box, no further (then the box scrolls). Set from here,
+// not a style attribute, which the Content Security Policy refuses.
+function lineageMinWidths(root) {
+  root.querySelectorAll("svg[data-min-width]").forEach(function (svg) {
+    svg.style.minWidth = svg.getAttribute("data-min-width") + "px";
+  });
+}
+document.addEventListener("DOMContentLoaded", function () { lineageMinWidths(document); });
+document.addEventListener("htmx:afterSettle", function (evt) { lineageMinWidths(evt.target); });
