@@ -62,11 +62,18 @@ def test_the_serving_line_follows_the_canarys_traffic_share(page, sign_in, users
     assert f"deploy {current.pk}" in serving.inner_text()
 
 
-def test_an_approval_page_follows_the_deployment_made_on_approval(page, sign_in, users, project, staging) -> None:
+def test_an_approval_page_follows_the_deployment_made_on_approval(
+    page, sign_in, users, project, staging, monkeypatch
+) -> None:
     from django.utils import timezone
 
-    from deployments import services
+    from deployments import services, tasks
     from deployments.models import ApprovalRequest
+
+    # The test plays the worker's part below (the deployment, then the announcement mark): a session worker left
+    # running by an earlier test must not take the announcement first.
+    announced: list[int] = []
+    monkeypatch.setattr(tasks.approval_announce_task, "delay", lambda request_id: announced.append(request_id))
 
     services.environment_update(actor=users.admin, environment_id=staging.pk, data={"deploy_on_approval": True})
     version = make_model_version(project, users.data_scientist)
@@ -75,6 +82,7 @@ def test_an_approval_page_follows_the_deployment_made_on_approval(page, sign_in,
     )
     services.approval_decide(actor=users.approver, request_id=request.pk, verdict="approve", comment="fine")
     services.approval_finish(request_id=request.pk)
+    assert announced == [request.pk]
     sign_in(users.approver)
     page.goto(f"/approvals/{request.pk}/")
     page.locator('#approval-status[data-status="approved"]').wait_for()

@@ -243,8 +243,15 @@ def test_a_worker_killed_mid_bake_leaves_a_rollout_the_sweep_resumes_and_the_sys
         automatic = finished(automatic.pk)
         assert automatic.status == "succeeded", automatic.status_reason
         assert automatic.model_version_id == fast.pk
-        # Every answer from here on is the old revision's (after the canary's last slow answers, sent before).
-        time.sleep(1.5)
+        # Every answer from here on is the old revision's, once the canary's last slow answers (sent before the
+        # rollback, each half a second or more on a busy machine) are in: its count stands still for 3 s.
+        settled: list[int] = []
+
+        def canary_quiet() -> bool:
+            settled.append(traffic.by_revision()[f"d{canary.pk}"])
+            return len(settled) >= 7 and len(set(settled[-7:])) == 1
+
+        wait_for(canary_quiet, timeout=60, interval=0.5, what="the canary's last answers")
         before = traffic.by_revision()
         wait_for(lambda: traffic.total >= sum(before.values()) + 20, timeout=60, what="more answers")
         after = traffic.by_revision() - before
