@@ -34,9 +34,8 @@ from tests.monitoring.cost_world import seed_costs
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
-# The approver's service and its trained model, as the service page's own test has them.
+# No local service outlives the approver's journey, and none is left from an earlier test.
 stop_local_services = service_pages.stop_local_services
-logistic = service_pages.logistic
 # Minutes: the canary bakes far longer than the journey takes, so it is still baking when it is rolled back.
 LONG_BAKE = 10
 

@@ -19,7 +19,7 @@ from deployments.models import Deployment, Service
 from tests.deployments import conftest as deployment_fixtures
 from tests.deployments.test_deploys import approve
 from tests.deployments.test_local_flow import package, register
-from tests.fixtures.models import Trained, train
+from tests.fixtures.models import Trained
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -28,11 +28,6 @@ stop_local_services = deployment_fixtures.stop_local_services
 SHOTS = Path(__file__).resolve().parents[2] / "test-results" / "services"
 # Minutes: the canary bakes far longer than the test runs, so it is still baking when it is rolled back.
 LONG_BAKE = 5
-
-
-@pytest.fixture(scope="module")
-def logistic(tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    return train(tmp_path_factory.mktemp("models"), ["logistic"], compile_copies=False)["logistic"]
 
 
 def invoke(address: str, body: bytes) -> tuple[int, Any]:

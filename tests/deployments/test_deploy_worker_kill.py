@@ -25,7 +25,7 @@ from deployments import services, tasks
 from deployments.models import Deployment, DeploymentEvent
 from tests.deployments.test_deploys import approve
 from tests.deployments.test_local_flow import finished, package, register
-from tests.fixtures.models import Trained, train
+from tests.fixtures.models import Trained
 from tests.fixtures.processes import ROOT, database_url
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -44,11 +44,6 @@ local.LocalServingBackend.deploy = deploy_then_die
 from deployments import services
 services.deployment_start(deployment_id=int(sys.argv[1]))
 """
-
-
-@pytest.fixture(scope="module")
-def logistic(tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    return train(tmp_path_factory.mktemp("models"), ["logistic"], compile_copies=False)["logistic"]
 
 
 def test_a_worker_killed_mid_start_is_taken_over_and_the_deployment_finishes(

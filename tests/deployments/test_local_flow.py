@@ -22,7 +22,7 @@ from deployments.models import Deployment, Service
 from lineage.models import LineageEdge, ModelVersion
 from tests.deployments.conftest import make_model_version
 from tests.deployments.test_deploys import approve
-from tests.fixtures.models import Trained, train
+from tests.fixtures.models import Trained
 from tests.fixtures.processes import wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -30,11 +30,6 @@ pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 # The canary sleeps this long in its preprocess hook: every answer still succeeds, only slowly.
 SLOW_HOOKS = "import time\n\ndef preprocess(frame):\n    time.sleep(0.5)\n    return frame\n"
 _numbers = itertools.count(1)
-
-
-@pytest.fixture(scope="module")
-def logistic(tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    return train(tmp_path_factory.mktemp("models"), ["logistic"], compile_copies=False)["logistic"]
 
 
 def package(model: Trained, hooks: str | None, *, note: str) -> bytes:

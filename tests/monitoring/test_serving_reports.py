@@ -28,15 +28,10 @@ from monitoring.models import MetricPoint
 from monitoring.services.ingest import service_ingest_token
 from tests.deployments.test_deploys import approve
 from tests.deployments.test_local_flow import package, register
-from tests.fixtures.models import Trained, train
+from tests.fixtures.models import Trained
 from tests.fixtures.processes import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(scope="module")
-def logistic(tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    return train(tmp_path_factory.mktemp("models"), ["logistic"], compile_copies=False)["logistic"]
 
 
 class Client:
