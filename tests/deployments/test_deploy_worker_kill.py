@@ -97,8 +97,9 @@ def test_a_poll_chain_lost_with_its_worker_is_restarted_by_the_sweep(
     celery_worker: Any, users: Any, logistic: Trained, stop_local_services: Any
 ) -> None:
     project = controlplane_services.project_create(actor=users.admin, name="Cancer", slug="cancer")
+    # A bake of 6 s: the chain is broken well before it ends, and the restarted chain sees it out.
     staging = services.environment_create(
-        actor=users.admin, data={"name": "staging", "approvals_required": 1, "bake_minutes": 0.2}
+        actor=users.admin, data={"name": "staging", "approvals_required": 1, "bake_minutes": 0.1}
     )
     version = register(project, users.data_scientist, logistic, package(logistic, None, note="v1"))
     approve(version, staging, users)
