@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 # sockaddr_un.sun_path is 108 bytes on Linux, including the final NUL.
 MAX_SOCKET_PATH = 107
@@ -27,10 +29,14 @@ def socket_from_url(url: str) -> Path:
 
 
 def is_running(socket_path: Path) -> bool:
+    # One try: redis-py's default retries with backoff made each "no" take 2-4 s, and `start` asks until "yes".
+    client = redis.Redis(unix_socket_path=str(socket_path), socket_timeout=1, retry=Retry(NoBackoff(), 0))
     try:
-        return bool(redis.Redis(unix_socket_path=str(socket_path), socket_timeout=1).ping())
+        return bool(client.ping())
     except (redis.ConnectionError, redis.TimeoutError, OSError):
         return False
+    finally:
+        client.close()
 
 
 def start(socket_path: Path, *, timeout: float = 15.0) -> subprocess.Popen[bytes]:

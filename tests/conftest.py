@@ -12,6 +12,7 @@ pytest_plugins = [
     "tests.fixtures.aws",
     "tests.fixtures.cloudwatch",
     "tests.fixtures.database",
+    "tests.fixtures.models",
     "tests.fixtures.roles",
     "tests.fixtures.processes",
 ]

@@ -1,7 +1,7 @@
 """The three users' journeys, each one continuous flow in Chromium as that user against the live server and a real
-worker: the data scientist from a CSV to a promotion request, the approver from the queue to a rolled-back canary,
-finance from the dashboard to a CSV that is the table. Every step leaves a full-page screenshot in
-test-results/journeys/<journey>/."""
+worker: the data scientist from a CSV to a promotion request, the approver from deploying an approved version through
+the queue to a rolled-back canary, finance from the dashboard to a CSV that is the table. Every step leaves a full-page
+screenshot in test-results/journeys/<journey>/."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import re
+import urllib.request
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -23,9 +24,9 @@ from deployments import services
 from deployments.models import ApprovalDecision, ApprovalRequest, Deployment, Service
 from lineage.models import DatasetVersion, ModelVersion, Run
 from monitoring.costs import selectors as cost_selectors
-from tests.browser import test_services as service_pages
 from tests.browser.conftest import RESULTS
 from tests.browser.test_costs import CELLS, cells, drawn, expected_cells, show
+from tests.deployments import conftest as deployment_fixtures
 from tests.deployments.test_deploys import approve
 from tests.deployments.test_local_flow import package, register
 from tests.fixtures.models import Trained
@@ -34,11 +35,19 @@ from tests.monitoring.cost_world import seed_costs
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
-# The approver's service and its trained model, as the service page's own test has them.
-stop_local_services = service_pages.stop_local_services
-logistic = service_pages.logistic
+# No local service outlives the approver's journey, and none is left from an earlier test.
+stop_local_services = deployment_fixtures.stop_local_services
 # Minutes: the canary bakes far longer than the journey takes, so it is still baking when it is rolled back.
 LONG_BAKE = 10
+
+
+def invoke(address: str, body: bytes) -> tuple[int, Any]:
+    """A prediction through a service's address, as a client of the service sends it."""
+    request = urllib.request.Request(
+        address.rstrip("/") + "/invocations", data=body, headers={"content-type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return answer.status, json.loads(answer.read())
 
 
 class Steps:
@@ -57,6 +66,21 @@ class Steps:
         path = self.folder / f"{self.count:02d}-{step}.png"
         self.page.screenshot(path=str(path), full_page=True)
         return path
+
+    def widths(
+        self, step: str, sizes: tuple[tuple[int, int], ...] = ((1280, 800), (390, 844))
+    ) -> dict[tuple[int, int], int]:
+        """The page's width at each window size (the body must not scroll sideways), with a full-page screenshot of
+        each; the window is then as it was."""
+        before = self.page.viewport_size
+        widths = {}
+        for width, height in sizes:
+            self.page.set_viewport_size({"width": width, "height": height})
+            self.page.wait_for_load_state("load")
+            self.shot(f"{step}-{width}x{height}")
+            widths[(width, height)] = int(self.page.evaluate("document.documentElement.scrollWidth"))
+        self.page.set_viewport_size(before)
+        return widths
 
 
 def test_data_scientist_uploads_profiles_trains_and_requests_staging(
@@ -158,7 +182,7 @@ def test_data_scientist_uploads_profiles_trains_and_requests_staging(
 
 
 @pytest.mark.usefixtures("stop_local_services")
-def test_approver_weighs_refuses_own_approves_watches_canary_and_rolls_back(
+def test_approver_deploys_weighs_refuses_own_approves_watches_canary_and_rolls_back(
     page, sign_in, users, celery_worker, logistic: Trained
 ) -> None:
     # Alex approves and also trains models, so he can ask for a promotion himself: the request he may not decide.
@@ -170,23 +194,49 @@ def test_approver_weighs_refuses_own_approves_watches_canary_and_rolls_back(
             "name": "staging",
             "approvals_required": 1,
             "gates": ["accuracy >= 0.90", "accuracy >= serving - 0.01"],
-            "deploy_on_approval": True,
             "strategy": "all_at_once",
             "bake_minutes": 0,
         },
     )
     first = register(project, users.data_scientist, logistic, package(logistic, None, note="v1"))
     assert approve(first, staging, users).status == "approved"
-    # Approval deploys it (deploy on approval): v1 serves before the journey starts.
-    wait_for(
-        lambda: Deployment.objects.filter(model_version=first, status="succeeded").exists(),
-        timeout=180,
-        what="v1 to be deployed on approval",
+    body = json.dumps({"instances": logistic.rows.head(3).to_numpy().tolist()}).encode()
+    steps = Steps(page, "approver")
+
+    # 1. v1 is approved for staging: he deploys it from its page and the service page follows the rollout to its end.
+    sign_in(users.approver)
+    page.goto(f"/models/cancer/bc/v{first.number}/")
+    steps.shot("approved-version")
+    with page.expect_navigation():
+        page.get_by_test_id("deploy-button").click()
+    assert re.search(r"/services/\d+/$", page.url), page.url
+    assert "Deploying" in page.locator(".messages").inner_text()
+    service = Service.objects.get()
+    deployed = Deployment.objects.get(service=service)
+    # The rollout section polls; when the deployment ends the page is drawn again with its outcome.
+    page.locator(f'tr[data-deployment="{deployed.pk}"][data-status="succeeded"][data-current="true"]').wait_for(
+        timeout=90_000
     )
+    page.get_by_test_id("rollout-idle").wait_for()
+    assert f"v{first.number}" in page.get_by_test_id("service-serving").inner_text()
+    address = page.get_by_test_id("service-address-value").inner_text()
+    assert re.fullmatch(r"http://[\w.-]+:\d+/?", address), address
+    status, answer = invoke(address, body)
+    assert status == 200 and len(answer["predictions"]) == 3, answer
+    steps.shot("v1-serving")
+
+    # Meanwhile staging is set to deploy what it approves as a 20% canary that bakes longer than the journey takes,
+    # dana asks for v2, and alex asks for v3 himself.
     services.environment_update(
         actor=users.admin,
         environment_id=staging.pk,
-        data={"strategy": "canary", "canary_percent": 20, "bake_minutes": LONG_BAKE, "objective_p99_latency_ms": 1000},
+        data={
+            "deploy_on_approval": True,
+            "strategy": "canary",
+            "canary_percent": 20,
+            "bake_minutes": LONG_BAKE,
+            "objective_p99_latency_ms": 1000,
+        },
     )
     second = register(project, users.data_scientist, logistic, package(logistic, None, note="v2"))
     theirs = services.approval_request_create(
@@ -199,11 +249,9 @@ def test_approver_weighs_refuses_own_approves_watches_canary_and_rolls_back(
     own = services.approval_request_create(
         actor=users.approver, model_version_id=third.pk, environment="staging", justification="alex wants v3 out"
     )
-    service = Service.objects.get()
-    steps = Steps(page, "approver")
 
-    # 1. The queue: the other's request waits for him; his own does not.
-    sign_in(users.approver)
+    # 2. The queue: the other's request waits for him; his own does not.
+    page.goto("/")
     approvals = page.get_by_test_id("main-nav").get_by_role("link", name=re.compile("^Approvals"))
     assert approvals.get_by_test_id("nav-count").inner_text() == "1"
     approvals.click()
@@ -216,7 +264,7 @@ def test_approver_weighs_refuses_own_approves_watches_canary_and_rolls_back(
     assert page.locator(f'tr[data-request="{own.pk}"]').count() == 0
     steps.shot("queue")
 
-    # 2. The evidence for dana's request.
+    # 3. The evidence for dana's request.
     row.get_by_role("link", name=f"request {theirs.pk}").click()
     page.wait_for_url(f"**/approvals/{theirs.pk}/")
     assert page.get_by_test_id("justification").inner_text() == "retrained with the November rows; same schema"
@@ -234,7 +282,7 @@ def test_approver_weighs_refuses_own_approves_watches_canary_and_rolls_back(
     assert page.get_by_test_id("decide-form").count() == 1
     steps.shot("evidence")
 
-    # 3. His own request: the page says why he may not decide it, and offers no Approve button.
+    # 4. His own request: the page says why he may not decide it, and offers no Approve button.
     page.get_by_test_id("main-nav").get_by_role("link", name=re.compile("^Approvals")).click()
     page.wait_for_url("**/approvals/")
     page.get_by_test_id("queue-tabs").get_by_role("link", name="All requests").click()
@@ -269,7 +317,7 @@ def test_approver_weighs_refuses_own_approves_watches_canary_and_rolls_back(
     steps.shot("own-request-refused")
     assert not ApprovalDecision.objects.filter(request=own).exists()
 
-    # 4. Approve dana's request; approval deploys it to staging as a canary.
+    # 5. Approve dana's request; approval deploys it to staging as a canary.
     page.goto(f"/approvals/{theirs.pk}/")
     page.get_by_label("Comment").fill("Same schema, accuracy holds against v1; lineage checks out.")
     assert "deploys on approval" in page.get_by_test_id("deploys-on-approval").inner_text()
@@ -287,33 +335,65 @@ def test_approver_weighs_refuses_own_approves_watches_canary_and_rolls_back(
     assert f"Deploy {canary.pk} of {second}" in link.inner_text()
     steps.shot("approved")
 
-    # 5. Watch the canary bake on the service page.
+    # 6. Watch the canary bake on the service page.
     link.get_by_role("link", name=service.name).click()
     page.wait_for_url(f"**/services/{service.pk}/")
     rollout = page.get_by_test_id("service-rollout")
     page.locator('[data-testid="service-rollout"][data-status="baking"]').wait_for(timeout=120_000)
     assert rollout.get_by_test_id("rollout-status").inner_text() == "baking"
     page.locator('[data-testid="traffic-share"]', has_text="20%").wait_for()
+    assert rollout.get_by_test_id("traffic-share").inner_text() == "20%"
     assert rollout.get_by_test_id("rollout-counts").inner_text() == "1 healthy, 1 running of 1"
     bake_left = rollout.get_by_test_id("bake-left").inner_text()
     assert re.fullmatch(r"\d+ s", bake_left) and 0 < int(bake_left.split()[0]) <= LONG_BAKE * 60, bake_left
+    # The timeline's row follows the poll too.
     page.locator(f'tr[data-deployment="{canary.pk}"] [data-testid="deployment-status"]', has_text="baking").wait_for()
     events = rollout.get_by_test_id("rollout-events").inner_text()
     assert "in_progress → baking" in events and "traffic 20%" in events, events
-    address = page.get_by_test_id("service-address-value").inner_text()
-    body = json.dumps({"instances": logistic.rows.head(3).to_numpy().tolist()}).encode()
-    status, answer = service_pages.invoke(address, body)
-    assert status == 200 and len(answer["predictions"]) == 3, answer
-    steps.shot("canary-baking")
+    # The service keeps its address across revisions.
+    assert page.get_by_test_id("service-address-value").inner_text() == address
+    objective = rollout.locator('[data-testid="objective-table"] tr[data-objective="p99_latency_ms"]')
+    # No request has reached the canary yet: its objective waits for data.
+    assert re.fullmatch(r"p99 latency\s+no data yet\s+1000\.0 ms\s+waiting", objective.inner_text()), (
+        objective.inner_text()
+    )
+    # Traffic through the stable address until the canary (a fifth of it) has answered enough to be judged.
+    judged = rollout.get_by_test_id("objective-requests")
+    for sent in range(1, 1001):
+        status, answer = invoke(address, body)
+        assert status == 200 and len(answer["predictions"]) == 3, answer
+        if sent % 10 == 0 and judged.count() and judged.inner_text().startswith("Judged on"):
+            break
+    assert re.fullmatch(r"Judged on [1-9]\d+ requests so far\.", judged.inner_text()), judged.inner_text()
+    assert re.fullmatch(r"p99 latency\s+[\d.]+ ms\s+1000\.0 ms\s+holding", objective.inner_text()), (
+        objective.inner_text()
+    )
+    # While the page is at its fullest: no sideways scroll at a laptop's and a phone's size.
+    assert steps.widths("canary-baking") == {(1280, 800): 1280, (390, 844): 390}
     # The Serving line is drawn with the page (only the rollout section polls): once reloaded it names the split.
     page.reload()
     serving = page.get_by_test_id("service-serving").inner_text()
     assert f"v{first.number}" in serving and f"{second} takes 20% of traffic" in serving, serving
 
-    # 6. Roll it back in one click, with a reason.
-    rollout.get_by_test_id("rollback-reason").fill("v2 answers differ from v1 on the spot checks")
+    # 7. Roll it back in one click, with a reason. Empty or too short, the browser does not send the form; blank, the
+    # server says why not; nothing changes either way.
+    reason = rollout.get_by_test_id("rollback-reason")
+    button = rollout.get_by_test_id("rollback-button")
+    button.click()
+    assert reason.evaluate("input => input.validity.valueMissing")
+    reason.fill("ab")
+    button.click()
+    assert reason.evaluate("input => input.validity.tooShort")
+    assert Deployment.objects.get(pk=canary.pk).status == "baking"
+    reason.fill("      ")
     with page.expect_navigation():
-        rollout.get_by_test_id("rollback-button").click()
+        button.click()
+    assert "Not rolled back: required: say why you roll back" in page.locator(".messages").inner_text()
+    assert Deployment.objects.get(pk=canary.pk).status == "baking"
+    assert not Deployment.objects.filter(kind="rollback").exists()
+    reason.fill("v2 answers differ from v1 on the spot checks")
+    with page.expect_navigation():
+        button.click()
     assert "Rolling back to" in page.locator(".messages").inner_text()
     rollback = Deployment.objects.get(kind="rollback")
     page.locator(f'tr[data-deployment="{canary.pk}"][data-status="rolled_back"]').wait_for(timeout=120_000)
@@ -325,10 +405,11 @@ def test_approver_weighs_refuses_own_approves_watches_canary_and_rolls_back(
         "rolled back"
     )
     assert "v2 answers differ from v1" in page.locator(f'tr[data-deployment="{rollback.pk}"]').inner_text()
+    assert page.locator('tr[data-current="true"]').count() == 1
     assert f"v{first.number}" in page.get_by_test_id("service-serving").inner_text()
-    status, answer = service_pages.invoke(address, body)
+    status, answer = invoke(address, body)
     assert status == 200 and len(answer["predictions"]) == 3, answer
-    steps.shot("rolled-back")
+    assert steps.widths("rolled-back") == {(1280, 800): 1280, (390, 844): 390}
     # The request's page tells the same end.
     page.goto(f"/approvals/{theirs.pk}/")
     assert "rolled back" in page.get_by_test_id("approval-deployment").inner_text()

@@ -35,7 +35,7 @@ from deployments.models import Deployment, DeploymentEvent, Environment
 from tests.deployments.test_deploys import approve
 from tests.deployments.test_local_flow import finished, package, register
 from tests.deployments.traffic import Traffic
-from tests.fixtures.models import Trained, train
+from tests.fixtures.models import Trained
 from tests.fixtures.processes import RUNNING_WORKERS, Worker, kill_worker, start_worker, stop_worker, wait_for
 from workers.local_state import process_alive, read_json
 
@@ -44,11 +44,6 @@ pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 # The canary sleeps this long in its preprocess hook: every answer succeeds, slowly (p99 far above the objective).
 SLOW_HOOKS = "import time\n\ndef preprocess(frame):\n    time.sleep(0.5)\n    return frame\n"
 P99_OBJECTIVE_MS = 300
-
-
-@pytest.fixture(scope="module")
-def logistic(tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    return train(tmp_path_factory.mktemp("models"), ["logistic"], compile_copies=False)["logistic"]
 
 
 class Workers:
@@ -186,6 +181,7 @@ def test_a_worker_killed_mid_bake_leaves_a_rollout_the_sweep_resumes_and_the_sys
     users: Any, logistic: Trained, stop_local_services: Any, workers: Workers
 ) -> None:
     project = controlplane_services.project_create(actor=users.admin, name="Cancer", slug="cancer")
+    # A bake of 6 s: the chain is broken well before it ends, and the restarted chain sees it out.
     staging = services.environment_create(
         actor=users.admin,
         data={

@@ -28,7 +28,7 @@ from monitoring.models import MetricPoint
 from tests.deployments.test_deploys import approve
 from tests.deployments.test_local_flow import package, register
 from tests.deployments.traffic import Traffic
-from tests.fixtures.models import Trained, train
+from tests.fixtures.models import Trained
 from tests.fixtures.processes import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -37,11 +37,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 BROKEN_HOOKS = "raise RuntimeError('this package cannot be loaded')\n"
 # Hooks that fail on every request: each answer is a 500.
 FAILING_HOOKS = "def preprocess(frame):\n    raise RuntimeError('the canary is broken')\n"
-
-
-@pytest.fixture(scope="module")
-def logistic(tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    return train(tmp_path_factory.mktemp("models"), ["logistic"], compile_copies=False)["logistic"]
 
 
 @pytest.fixture

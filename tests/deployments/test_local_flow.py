@@ -22,7 +22,7 @@ from deployments.models import Deployment, Service
 from lineage.models import LineageEdge, ModelVersion
 from tests.deployments.conftest import make_model_version
 from tests.deployments.test_deploys import approve
-from tests.fixtures.models import Trained, train
+from tests.fixtures.models import Trained
 from tests.fixtures.processes import wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -30,11 +30,10 @@ pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 # The canary sleeps this long in its preprocess hook: every answer still succeeds, only slowly.
 SLOW_HOOKS = "import time\n\ndef preprocess(frame):\n    time.sleep(0.5)\n    return frame\n"
 _numbers = itertools.count(1)
-
-
-@pytest.fixture(scope="module")
-def logistic(tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    return train(tmp_path_factory.mktemp("models"), ["logistic"], compile_copies=False)["logistic"]
+# Minutes. The fast versions bake briefly under the traffic; the slow canary bakes long enough for a fair share of
+# its half-second answers to reach the objective's minimum and breach it.
+SHORT_BAKE = 0.05
+CANARY_BAKE = 0.25
 
 
 def package(model: Trained, hooks: str | None, *, note: str) -> bytes:
@@ -143,7 +142,7 @@ def test_deploy_canary_automatic_rollback_deploy_manual_rollback_with_zero_faile
             "approvals_required": 1,
             "strategy": "canary",
             "canary_percent": 30,
-            "bake_minutes": 0.25,
+            "bake_minutes": SHORT_BAKE,
             # Far from both versions (the fast one answers in milliseconds, the slow one in 500 ms), so a busy
             # machine's slower answers do not decide the verdict.
             "objective_p99_latency_ms": 300,
@@ -165,6 +164,8 @@ def test_deploy_canary_automatic_rollback_deploy_manual_rollback_with_zero_faile
         assert service.current_deployment_id == first.pk
 
         # The slow version as a canary: it answers, but its p99 breaches the objective, so the system rolls back.
+        # It bakes long enough for its slow answers to be judged (a deployment keeps the bake it was created with).
+        services.environment_update(actor=users.admin, environment_id=staging.pk, data={"bake_minutes": CANARY_BAKE})
         canary = services.deployment_create(actor=users.approver, model_version_id=slow.pk, environment="staging")
         canary = finished(canary.pk)
         assert canary.status == "rolled_back", (
@@ -189,6 +190,7 @@ def test_deploy_canary_automatic_rollback_deploy_manual_rollback_with_zero_faile
         canary_revision = f"d{canary.pk}"  # what its processes answer with (x-revision: REVISION)
 
         # Deploy again, then an approver rolls it back by hand: the revision before it comes back.
+        services.environment_update(actor=users.admin, environment_id=staging.pk, data={"bake_minutes": SHORT_BAKE})
         third = services.deployment_create(actor=users.approver, model_version_id=again.pk, environment="staging")
         third = finished(third.pk)
         assert third.status == "succeeded", third.status_reason

@@ -20,16 +20,11 @@ from deployments import services
 from deployments.models import Deployment, Environment, Service
 from tests.deployments.test_deploys import approve
 from tests.deployments.test_local_flow import finished, package, register
-from tests.fixtures.models import Trained, train
+from tests.fixtures.models import Trained
 from tests.fixtures.processes import wait_for
 from workers.local_state import process_alive, read_json
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture(scope="module")
-def logistic(tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    return train(tmp_path_factory.mktemp("models"), ["logistic"], compile_copies=False)["logistic"]
 
 
 def invoke(address: str, body: bytes) -> tuple[int, str]:

@@ -511,6 +511,8 @@ def test_the_budget_list_costs_the_same_queries_with_2_or_20_budgets(users) -> N
     assert len(page.find_all(data_testid="budget-spend")) == 20
     assert all(cell.text() == "$4.00 incl. est. $4.00" for cell in page.find_all(data_testid="budget-spend"))
     assert counted() == before
+
+
 def test_the_budgets_page_shows_a_small_spend_as_the_dashboard_does_not_rounded_to_cents(users: Any) -> None:
     """Half a cent spent against a one-cent budget: "$0.005" beside "50%", never "0.00"."""
     from monitoring.costs import services

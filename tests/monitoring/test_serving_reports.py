@@ -37,16 +37,11 @@ from monitoring.services.ingest import service_ingest_token
 from serving.metrics import BUCKETS_MS
 from tests.deployments.test_deploys import approve
 from tests.deployments.test_local_flow import package, register
-from tests.fixtures.models import Trained, train
+from tests.fixtures.models import Trained
 from tests.fixtures.page_html import json_scripts
 from tests.fixtures.processes import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(scope="module")
-def logistic(tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    return train(tmp_path_factory.mktemp("models"), ["logistic"], compile_copies=False)["logistic"]
 
 
 # The client sends no request this close to a minute's end: the server counts a request in the minute it answers it,

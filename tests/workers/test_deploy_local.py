@@ -25,7 +25,7 @@ import psutil
 import pytest
 
 from serving.router import control
-from tests.fixtures.models import Trained, train
+from tests.fixtures.models import Trained
 from workers.deploy.base import (
     DeploymentNotFound,
     Handle,
@@ -49,8 +49,8 @@ WAIT_SECONDS = 90.0
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    return train(tmp_path_factory.mktemp("deploy-local-model"), ["logistic"], compile_copies=False)["logistic"]
+def model(logistic: Trained) -> Trained:
+    return logistic
 
 
 @pytest.fixture
