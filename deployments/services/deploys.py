@@ -942,6 +942,13 @@ def deployments_resume() -> int:
         interval = poll_interval(deployment.service)
         quiet_since = now - timedelta(seconds=max(float(settings.DEPLOYMENT_POLL_STALE_SECONDS), interval * 6))
         if deployment.last_polled_at is None or deployment.last_polled_at < quiet_since:
+            # Claimed by moving last_polled_at on, only if no other sweep (or poll) moved it since it was read: two
+            # sweeps at once restart one chain and write one resume event.
+            claimed = Deployment.objects.filter(pk=deployment.pk, last_polled_at=deployment.last_polled_at)
+            if deployment.last_polled_at is None:
+                claimed = Deployment.objects.filter(pk=deployment.pk, last_polled_at__isnull=True)
+            if not claimed.update(last_polled_at=now):
+                continue
             # The timeline says why the rollout went quiet and came back (its worker died, or lost the message);
             # written before the new chain's first poll can write its own events.
             quiet = (

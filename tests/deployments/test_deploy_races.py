@@ -65,3 +65,27 @@ def test_two_rollbacks_of_one_rollout_at_once_make_one_rollback(users, project, 
     assert len(rollbacks) == 1 and rollbacks[0].rollback_of_id == second.pk and rollbacks[0].model_version_id == one.pk
     assert rollbacks[0].revision == f"d{first.pk}"
     assert AuditEvent.objects.filter(action="deployment.roll_back", object_id=str(second.pk)).count() == 1
+
+
+def test_two_sweeps_at_once_restart_a_quiet_rollout_once(users, project, staging, settings) -> None:
+    """A baking deployment whose poll chain went quiet (its worker died): two beat sweeps at the same moment write
+    one resume event and start one new chain."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from deployments.models import DeploymentEvent
+
+    version = make_model_version(project, users.data_scientist)
+    approve(version, staging, users)
+    deployment = services.deployment_create(actor=users.approver, model_version_id=version.pk, environment="staging")
+    services.DEPLOYMENT_MACHINE.apply(deployment.pk, "start")
+    services.DEPLOYMENT_MACHINE.apply(deployment.pk, "bake")
+    quiet = timezone.now() - timedelta(minutes=10)
+    Deployment.objects.filter(pk=deployment.pk).update(backend_handle={"revision": "r"}, last_polled_at=quiet)
+    generation = Deployment.objects.get(pk=deployment.pk).poll_generation
+    outcomes = race(services.deployments_resume, services.deployments_resume)
+    assert [o.error for o in outcomes] == [None, None], outcomes
+    assert sorted(o.value for o in outcomes) == [0, 1]
+    assert DeploymentEvent.objects.filter(deployment_id=deployment.pk, action="resume").count() == 1
+    assert Deployment.objects.get(pk=deployment.pk).poll_generation == generation + 1
