@@ -9,9 +9,7 @@ import io
 import itertools
 import json
 import tarfile
-import threading
 import time
-from collections import Counter
 from typing import Any
 
 import pytest
@@ -22,6 +20,7 @@ from deployments.models import Deployment, Service
 from lineage.models import LineageEdge, ModelVersion
 from tests.deployments.conftest import make_model_version
 from tests.deployments.test_deploys import approve
+from tests.deployments.traffic import Traffic
 from tests.fixtures.models import Trained
 from tests.fixtures.processes import wait_for
 
@@ -66,63 +65,6 @@ def register(project: Any, author: Any, model: Trained, content: bytes) -> Model
     )
 
 
-class Traffic:
-    """Client threads sending predictions through the service's address until stopped, each answer counted.
-    Half the threads open a connection per request, half keep one alive, so both kinds cross every switch."""
-
-    def __init__(self, address: str, body: bytes, *, threads: int = 4) -> None:
-        self.address, self.body = address.rstrip("/"), body
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.answers: Counter[str] = Counter()
-        self.revisions: Counter[str] = Counter()
-        self.failures: list[str] = []
-        self.threads = [threading.Thread(target=self._send, args=(i % 2 == 0,), daemon=True) for i in range(threads)]
-
-    def __enter__(self) -> Traffic:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=30)
-
-    def _send(self, keep_alive: bool) -> None:
-        import http.client
-        from urllib.parse import urlsplit
-
-        where = urlsplit(self.address)
-        connection = None
-        while not self.stop.is_set():
-            try:
-                if connection is None or not keep_alive:
-                    connection = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
-                connection.request("POST", "/invocations", self.body, {"content-type": "application/json"})
-                answer = connection.getresponse()
-                answer.read()
-                with self.lock:
-                    self.answers[str(answer.status)] += 1
-                    self.revisions[answer.getheader("x-revision", "?")] += 1
-                    if answer.status != 200:
-                        self.failures.append(f"HTTP {answer.status}")
-                if answer.getheader("connection", "").lower() == "close" or not keep_alive:
-                    connection.close()
-                    connection = None
-            except (OSError, http.client.HTTPException) as exc:
-                with self.lock:
-                    self.failures.append(f"{type(exc).__name__}: {exc}")
-                if connection is not None:
-                    connection.close()
-                connection = None
-
-    @property
-    def total(self) -> int:
-        with self.lock:
-            return sum(self.answers.values())
-
-
 def finished(deployment_id: int, timeout: float = 120) -> Deployment:
     return wait_for(
         lambda: Deployment.objects.filter(pk=deployment_id, status__in=["succeeded", "failed", "rolled_back"]).first(),
@@ -157,7 +99,7 @@ def test_deploy_canary_automatic_rollback_deploy_manual_rollback_with_zero_faile
     first = services.deployment_create(actor=users.approver, model_version_id=fast.pk, environment="staging")
     address = wait_for(lambda: Service.objects.get(pk=first.service_id).address, timeout=60, what="an address")
     body = json.dumps({"instances": logistic.rows.head(3).to_numpy().tolist()}).encode()
-    with Traffic(address, body) as traffic:
+    with Traffic(address, body, mixed=True) as traffic:
         first = finished(first.pk)
         assert first.status == "succeeded", (first.status_reason, first.objective_status)
         service = Service.objects.get(pk=first.service_id)
@@ -204,7 +146,7 @@ def test_deploy_canary_automatic_rollback_deploy_manual_rollback_with_zero_faile
     assert traffic.failures == [], traffic.failures[:10]
     assert sent > 200, traffic.answers
     # The canary did take traffic (it answered, slowly) and the stable address never changed.
-    assert traffic.revisions[canary_revision] > 0, traffic.revisions
+    assert traffic.by_revision()[canary_revision] > 0, traffic.answers
     assert Service.objects.get(pk=service.pk).address == address
     service.refresh_from_db()
     assert service.current_deployment_id == manual.pk

@@ -14,14 +14,19 @@ class Traffic:
     revision), every answer counted by the revision that gave it (`x-revision`) and its status; an answer that is
     not 200, or a request that got no answer, is also listed in `failures`."""
 
-    def __init__(self, address: str, body: bytes, *, threads: int = 4) -> None:
+    def __init__(self, address: str, body: bytes, *, threads: int = 4, mixed: bool = False) -> None:
+        """`mixed`: half the threads keep one connection alive instead, so both kinds of client cross every
+        switch (a kept-alive connection stays on the revision it reached until the router or the revision closes
+        it)."""
         self.where = urlsplit(address)
         self.body = body
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.answers: Counter[tuple[str, int]] = Counter()
         self.failures: list[str] = []
-        self.threads = [threading.Thread(target=self._send, daemon=True) for _ in range(threads)]
+        self.threads = [
+            threading.Thread(target=self._send, args=(mixed and i % 2 == 0,), daemon=True) for i in range(threads)
+        ]
 
     def __enter__(self) -> Traffic:
         for thread in self.threads:
@@ -33,9 +38,11 @@ class Traffic:
         for thread in self.threads:
             thread.join(timeout=30)
 
-    def _send(self) -> None:
+    def _send(self, keep_alive: bool) -> None:
+        connection: http.client.HTTPConnection | None = None
         while not self.stop.is_set():
-            connection = http.client.HTTPConnection(self.where.hostname, self.where.port, timeout=30)
+            if connection is None:
+                connection = http.client.HTTPConnection(self.where.hostname, self.where.port, timeout=30)
             try:
                 connection.request("POST", "/invocations", self.body, {"content-type": "application/json"})
                 answer = connection.getresponse()
@@ -44,11 +51,16 @@ class Traffic:
                     self.answers[(answer.getheader("x-revision", "?"), answer.status)] += 1
                     if answer.status != 200:
                         self.failures.append(f"HTTP {answer.status} from {answer.getheader('x-revision', '?')}")
+                if not keep_alive or answer.getheader("connection", "").lower() == "close":
+                    connection.close()
+                    connection = None
             except (OSError, http.client.HTTPException) as exc:
                 with self.lock:
                     self.failures.append(f"{type(exc).__name__}: {exc}")
-            finally:
                 connection.close()
+                connection = None
+        if connection is not None:
+            connection.close()
 
     def counts(self) -> Counter[tuple[str, int]]:
         """(revision, status) → answers so far."""
