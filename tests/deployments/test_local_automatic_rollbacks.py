@@ -40,8 +40,9 @@ FAILING_HOOKS = "def preprocess(frame):\n    raise RuntimeError('the canary is b
 
 
 @pytest.fixture
-def nothing_queued(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No broker: what would be enqueued (starts, polls, notifications) the test runs itself."""
+def nothing_queued(monkeypatch: pytest.MonkeyPatch, no_session_worker: None) -> None:
+    """No broker: what would be enqueued (starts, polls, notifications) the test runs itself, and no session worker
+    takes its deployments (it would judge them by the test settings' signal source, not the test's)."""
     monkeypatch.setattr(Task, "apply_async", lambda self, *a, **k: None)
 
 

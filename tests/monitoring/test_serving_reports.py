@@ -173,6 +173,7 @@ def test_a_served_revision_reports_every_request_and_its_latency_histogram(
     settings: Any,
     monkeypatch: pytest.MonkeyPatch,
     stop_local_services: Any,
+    no_session_worker: None,
 ) -> None:
     settings.PORTAL_URL = live_server.url
     settings.DEPLOYMENT_SIGNALS = "metrics"
