@@ -26,6 +26,11 @@ urlpatterns = [
     path("services/<int:pk>/", deploy_api.ServiceDetailApi.as_view(), name="api-service-detail"),
     path("services/<int:pk>/rollback/", deploy_api.ServiceRollbackApi.as_view(), name="api-service-rollback"),
     path("services/<int:pk>/scale/", deploy_api.ServiceScaleApi.as_view(), name="api-service-scale"),
+    path(
+        "services/<int:pk>/rotate-ingest-token/",
+        deploy_api.ServiceIngestTokenRotateApi.as_view(),
+        name="api-service-rotate-ingest-token",
+    ),
     path("deployments/", deploy_api.DeploymentListApi.as_view(), name="api-deployment-list"),
     path("deployments/<int:pk>/", deploy_api.DeploymentDetailApi.as_view(), name="api-deployment-detail"),
 ]

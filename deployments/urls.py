@@ -17,6 +17,11 @@ urlpatterns = [
     path("services/<int:pk>/", views.service_detail, name="service-detail"),
     path("services/<int:pk>/rollback/", views.service_rollback, name="service-rollback"),
     path("services/<int:pk>/scale/", views.service_scale, name="service-scale"),
+    path(
+        "services/<int:pk>/rotate-ingest-token/",
+        views.service_rotate_ingest_token,
+        name="service-rotate-ingest-token",
+    ),
     path("deployments/new/", views.deployment_create, name="deployment-create"),
     path(
         "models/<slug:project>/<slug:slug>/v<int:number>/request-promotion/",

@@ -736,6 +736,23 @@ def service_scale(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_http_methods(["POST"])
+def service_rotate_ingest_token(request: HttpRequest, pk: int) -> HttpResponse:
+    from monitoring.services.ingest import service_ingest_token_rotate
+
+    permissions.require(request.user, "deployment.deploy")
+    service = selectors.service_by_id(pk)
+    if service is None:
+        raise Http404(f"there is no service {pk}")
+    service_ingest_token_rotate(service=service, actor=request.user)
+    messages.success(
+        request,
+        f"{service.name}'s ingest token is rotated. Running revisions report with the old one (refused) until "
+        "the service is redeployed: redeploy it now.",
+    )
+    return redirect("service-detail", pk=service.pk)
+
+
+@require_http_methods(["POST"])
 def deployment_create(request: HttpRequest) -> HttpResponse:
     permissions.require(request.user, "deployment.deploy")
     back = request.POST.get("next", "")
