@@ -152,7 +152,14 @@ class LocalObjectStore:
             raise ValueError(f"Invalid object key {key!r}: {RESERVED_DIR!r} is reserved by the local object store.")
 
     def _path(self, key: str) -> Path:
-        return self.root / key
+        path = self.root / key
+        # Valid keys have no '.' or '..' segments, so the path resolves to itself unless a part is a symlink;
+        # refusing every symlink keeps reads and writes inside the root whatever a link points at.
+        if path.resolve() != path:
+            raise BackendError(
+                f"Refusing object {key!r}: part of its path in the local store is a symlink.", permanent=True
+            )
+        return path
 
     def _meta_path(self, key: str) -> Path:
         # The sidecar tree mirrors the object tree exactly, so it has the same (valid) shape.
