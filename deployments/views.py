@@ -32,6 +32,7 @@ from deployments.models import (
     ApprovalRequest,
     Deployment,
     Environment,
+    Service,
 )
 from lineage import selectors as lineage_selectors
 from lineage.graph_layout import layout_graph
@@ -680,9 +681,7 @@ def _service_context(request: HttpRequest, service: Any) -> dict[str, Any]:
 
 def service_detail(request: HttpRequest, pk: int) -> HttpResponse:
     permissions.require(request.user, "service.view")
-    service = selectors.service_by_id(pk)
-    if service is None:
-        raise Http404(f"there is no service {pk}")
+    service = _service_or_404(pk)
     context = _service_context(request, service)
     if request.htmx and request.GET.get("part") == "rollout":
         # The section polls on its own; once the deployment it showed has ended (or another has begun), the
@@ -696,12 +695,17 @@ def service_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "deployments/service_detail.html", context)
 
 
-@require_http_methods(["POST"])
-def service_rollback(request: HttpRequest, pk: int) -> HttpResponse:
-    permissions.require(request.user, "deployment.rollback")
+def _service_or_404(pk: int) -> Service:
     service = selectors.service_by_id(pk)
     if service is None:
         raise Http404(f"there is no service {pk}")
+    return service
+
+
+@require_http_methods(["POST"])
+def service_rollback(request: HttpRequest, pk: int) -> HttpResponse:
+    permissions.require(request.user, "deployment.rollback")
+    service = _service_or_404(pk)
     try:
         rollback = services.deployment_rollback(
             actor=request.user,
@@ -721,9 +725,7 @@ def service_rollback(request: HttpRequest, pk: int) -> HttpResponse:
 @require_http_methods(["POST"])
 def service_scale(request: HttpRequest, pk: int) -> HttpResponse:
     permissions.require(request.user, "deployment.deploy")
-    service = selectors.service_by_id(pk)
-    if service is None:
-        raise Http404(f"there is no service {pk}")
+    service = _service_or_404(pk)
     try:
         scaled = services.service_scale(
             actor=request.user, service_id=service.pk, desired_count=request.POST.get("desired_count", "")
@@ -740,9 +742,7 @@ def service_rotate_ingest_token(request: HttpRequest, pk: int) -> HttpResponse:
     from monitoring.services.ingest import service_ingest_token_rotate
 
     permissions.require(request.user, "deployment.deploy")
-    service = selectors.service_by_id(pk)
-    if service is None:
-        raise Http404(f"there is no service {pk}")
+    service = _service_or_404(pk)
     service_ingest_token_rotate(service=service, actor=request.user)
     messages.success(
         request,
