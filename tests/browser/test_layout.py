@@ -163,6 +163,7 @@ NOT_PAGES = {
     "approval-withdraw": "POST only (GET redirects to the request)",
     "service-rollback": "POST only",
     "service-scale": "POST only",
+    "service-rotate-ingest-token": "POST only",
     "deployment-create": "POST only",
     "cost-export": "CSV",
     "cost-sync": "POST only",
