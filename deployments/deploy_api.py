@@ -242,13 +242,6 @@ class ServiceScaleApi(GenericAPIView):
         return Response(ServiceOutput(_service(pk)).data, status=status.HTTP_202_ACCEPTED)
 
 
-ROTATED_MESSAGE = (
-    "Ingest token rotated. The token is never shown: it is derived and handed to each revision when it is deployed. "
-    "Running revisions keep the old token, so their metrics are refused (401) until the service is redeployed; "
-    "a rollback to a revision started before the rotation also reports with the old token. Rotate, then redeploy."
-)
-
-
 class RotatedOutput(serializers.Serializer):
     service = ServiceOutput()
     message = serializers.CharField()
@@ -265,12 +258,12 @@ class ServiceIngestTokenRotateApi(GenericAPIView):
         "token itself is never returned. Running revisions get it on their next deployment.",
     )
     def post(self, request: Request, pk: int) -> Response:
-        from monitoring.services.ingest import service_ingest_token_rotate
+        from monitoring.services.ingest import ROTATION_EFFECT, service_ingest_token_rotate
 
         permissions.require(request.user, "deployment.deploy")
         service = _service(pk)
         service_ingest_token_rotate(service=service, actor=request.user)
-        return Response({"service": ServiceOutput(_service(pk)).data, "message": ROTATED_MESSAGE})
+        return Response({"service": ServiceOutput(service).data, "message": "Ingest token rotated. " + ROTATION_EFFECT})
 
 
 class DeploymentListApi(GenericAPIView):

@@ -739,16 +739,12 @@ def service_scale(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_http_methods(["POST"])
 def service_rotate_ingest_token(request: HttpRequest, pk: int) -> HttpResponse:
-    from monitoring.services.ingest import service_ingest_token_rotate
+    from monitoring.services.ingest import ROTATION_EFFECT, service_ingest_token_rotate
 
     permissions.require(request.user, "deployment.deploy")
     service = _service_or_404(pk)
     service_ingest_token_rotate(service=service, actor=request.user)
-    messages.success(
-        request,
-        f"{service.name}'s ingest token is rotated. Running revisions report with the old one (refused) until "
-        "the service is redeployed: redeploy it now.",
-    )
+    messages.success(request, f"{service.name}'s ingest token is rotated. {ROTATION_EFFECT}")
     return redirect("service-detail", pk=service.pk)
 
 

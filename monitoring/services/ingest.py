@@ -45,6 +45,14 @@ def service_ingest_token(service: Service) -> str:
     return _token(service.ingest_token_nonce)
 
 
+# What a rotation does to running revisions, as the page and the API tell the user who rotated.
+ROTATION_EFFECT = (
+    "The token is never shown: it is derived and handed to each revision when it is deployed. Running revisions keep "
+    "the old token, so their metrics are refused (401) until the service is redeployed; a rollback to a revision "
+    "started before the rotation also reports with the old token. Rotate, then redeploy."
+)
+
+
 def service_ingest_token_rotate(*, service: Service, actor: Any) -> str:
     """A new token for the service (audited), returned once. Running revisions keep the old one until they are
     redeployed: their reports are refused meanwhile."""
