@@ -17,6 +17,9 @@ class Project(models.Model):
     # Extra cost-allocation tags added to every AWS resource made for this project.
     cost_tags = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    # A restricted project's data, runs, models, requests, services and costs are visible and actionable only to its
+    # members and admins (finance sees its costs): controlplane.access.
+    restricted = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -33,6 +36,30 @@ class Project(models.Model):
         for key, value in (self.cost_tags or {}).items():
             tags.setdefault(key, value)
         return tags
+
+
+class ProjectMember(models.Model):
+    """A user's place in a project: an owner manages its members and restriction; a member works in it. What the
+    member may do there is still what their role (data scientist, approver, …) allows."""
+
+    class Role(models.TextChoices):
+        OWNER = "owner"
+        MEMBER = "member"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="members")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="project_memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    added_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    added_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project", "user__username"]
+        constraints = [models.UniqueConstraint(fields=["project", "user"], name="project_member_once")]
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.role}) in {self.project}"
 
 
 class WriteOnceError(Exception):
@@ -96,6 +123,8 @@ class AuditEvent(WriteOnceModel):
     before = models.JSONField(null=True, blank=True)
     after = models.JSONField(null=True, blank=True)
     reason = models.TextField(blank=True)
+    # The slug of the project the object belongs to ("" for what belongs to none): who may read the event.
+    project = models.CharField(max_length=63, blank=True, default="", db_index=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     write_once_error = AuditImmutableError

@@ -18,6 +18,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "project.view": ANY_ROLE,
     "project.create": frozenset({DATA_SCIENTIST, ADMIN}),
     "project.change": frozenset({DATA_SCIENTIST, ADMIN}),
+    # Restricting a project and choosing its members: its owners and admins (controlplane.access.is_owner).
+    "project.members": frozenset({DATA_SCIENTIST, ADMIN}),
     "audit.view": ANY_ROLE,
     "audit.export": frozenset({ADMIN}),
     "system.view": frozenset({ADMIN}),
@@ -66,8 +68,14 @@ def has_permission(user: Any, action: str) -> bool:
     return bool(user_roles(user) & allowed)
 
 
-def require(user: Any, action: str) -> None:
-    """Raise PermissionDenied (HTTP 403 in pages and API) unless the user's roles allow `action`."""
+def require(user: Any, action: str, *, project: Any = None) -> None:
+    """Raise PermissionDenied (HTTP 403 in pages and API) unless the user's roles allow `action` and, when the action
+    is on something a project owns (`project`: the Project or its slug), the user may act within that project
+    (`controlplane.access`: restricted projects admit their members and admins)."""
     if not has_permission(user, action):
         roles = ", ".join(sorted(PERMISSIONS[action]))
         raise PermissionDenied(f"{action} needs one of these roles: {roles}")
+    if project is not None:
+        from controlplane import access
+
+        access.require_project(user, project)

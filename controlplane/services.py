@@ -10,16 +10,17 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from django.core.exceptions import ValidationError
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from controlplane import permissions, tasks
+from controlplane import access, permissions, tasks
 from controlplane.backends import object_store
-from controlplane.models import AuditEvent, Heartbeat, Notification, Project, SystemCheck
+from controlplane.models import AuditEvent, Heartbeat, Notification, Project, ProjectMember, SystemCheck
 from controlplane.transitions import StateMachine, default_lease_seconds, transitions
 
 log = logging.getLogger(__name__)
@@ -37,10 +38,14 @@ def audit_record(
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
     reason: str = "",
+    project: Project | str | None = None,
 ) -> AuditEvent:
-    """Append one audit event. Call it inside the transaction that makes the change."""
+    """Append one audit event. Call it inside the transaction that makes the change. `project` (the Project or its
+    slug) is the project the object belongs to: only those who may see that project read the event."""
     is_user = actor is not None and getattr(actor, "is_authenticated", False)
+    slug = project.slug if isinstance(project, Project) else (project or "")
     return AuditEvent.objects.create(
+        project=slug,
         actor=actor if is_user else None,
         actor_name=actor.get_username() if is_user else "system",
         action=action,
@@ -199,6 +204,7 @@ def project_create(
             project = Project.objects.create(
                 name=name, slug=slug, description=description.strip(), cost_tags=cost_tags, created_by=actor
             )
+            ProjectMember.objects.create(project=project, user=actor, role=ProjectMember.Role.OWNER, added_by=actor)
             audit_record(
                 actor=actor,
                 action="project.create",
@@ -206,6 +212,7 @@ def project_create(
                 object_id=project.slug,
                 object_repr=project.name,
                 after=_project_state(project),
+                project=project,
             )
     except IntegrityError:
         # Another request created the same name or slug between our check and our insert.
@@ -247,8 +254,97 @@ def project_update(
             before=before,
             after=after,
             reason=reason,
+            project=locked,
         )
     return locked
+
+
+# --- project access ---------------------------------------------------------------------------
+
+
+def _require_owner(actor: Any, project: Project) -> None:
+    permissions.require(actor, "project.members", project=project)
+    if not access.is_owner(actor, project):
+        raise PermissionDenied(f"only the owners of project {project.slug!r} and admins may change who is in it")
+
+
+def _members_state(project: Project) -> dict[str, Any]:
+    return {
+        "restricted": project.restricted,
+        "members": {m.user.get_username(): m.role for m in project.members.select_related("user")},
+    }
+
+
+def _audit_access(actor: Any, project: Project, action: str, before: dict[str, Any], reason: str) -> None:
+    audit_record(
+        actor=actor,
+        action=action,
+        object_type="project",
+        object_id=project.slug,
+        object_repr=project.name,
+        before=before,
+        after=_members_state(project),
+        reason=reason,
+        project=project,
+    )
+
+
+def project_restrict(*, actor: Any, project: Project, restricted: bool, reason: str = "") -> Project:
+    """Restrict a project to its members, or open it to everyone again."""
+    _require_owner(actor, project)
+    with transaction.atomic():
+        locked = Project.objects.select_for_update().get(pk=project.pk)
+        if locked.restricted == restricted:
+            return locked
+        before = _members_state(locked)
+        locked.restricted = restricted
+        locked.save(update_fields=["restricted", "updated_at"])
+        _audit_access(actor, locked, "project.restrict" if restricted else "project.open", before, reason)
+    return locked
+
+
+def project_member_set(*, actor: Any, project: Project, username: str, role: str, reason: str = "") -> ProjectMember:
+    """Add a user to a project, or change their role in it."""
+    _require_owner(actor, project)
+    if role not in ProjectMember.Role.values:
+        raise ValidationError({"role": [f"expected one of: {', '.join(ProjectMember.Role.values)}"]})
+    user = get_user_model().objects.filter(username=(username or "").strip(), is_active=True).first()
+    if user is None:
+        raise ValidationError({"username": [f"there is no active user {username!r}"]})
+    with transaction.atomic():
+        locked = Project.objects.select_for_update().get(pk=project.pk)
+        before = _members_state(locked)
+        member, created = ProjectMember.objects.get_or_create(
+            project=locked, user=user, defaults={"role": role, "added_by": actor}
+        )
+        if not created and member.role == role:
+            return member
+        if not created:
+            if member.role == ProjectMember.Role.OWNER and not _other_owners(locked, user):
+                raise ValidationError({"role": [f"{user.get_username()} is the last owner: add another owner first"]})
+            member.role = role
+            member.save(update_fields=["role"])
+        _audit_access(actor, locked, "project.member_set", before, reason)
+    return member
+
+
+def _other_owners(project: Project, user: Any) -> bool:
+    return project.members.filter(role=ProjectMember.Role.OWNER).exclude(user=user).exists()
+
+
+def project_member_remove(*, actor: Any, project: Project, username: str, reason: str = "") -> None:
+    _require_owner(actor, project)
+    with transaction.atomic():
+        # The project's row lock serialises member changes, so two owners removing each other leave one.
+        locked = Project.objects.select_for_update().get(pk=project.pk)
+        member = locked.members.select_related("user").filter(user__username=username).first()
+        if member is None:
+            raise ValidationError({"username": [f"{username!r} is not a member of project {locked.slug!r}"]})
+        if member.role == ProjectMember.Role.OWNER and not _other_owners(locked, member.user):
+            raise ValidationError({"username": [f"{username} is the last owner: add another owner first"]})
+        before = _members_state(locked)
+        member.delete()
+        _audit_access(actor, locked, "project.member_remove", before, reason)
 
 
 # --- API tokens -------------------------------------------------------------------------------
