@@ -4,15 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import transaction
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from controlplane import permissions, selectors, services
-from controlplane.api_support import BodyInput, Pagination, error_responses, filter_parameters, get_or_404
-from controlplane.models import AuditEvent, Notification, Project, SystemCheck
+from controlplane import access, permissions, selectors, services
+from controlplane.api_support import (
+    BodyInput,
+    Choice,
+    Flag,
+    Pagination,
+    error_responses,
+    filter_parameters,
+    get_or_404,
+)
+from controlplane.models import AuditEvent, Notification, Project, ProjectMember, SystemCheck
 
 
 class ProjectOutput(serializers.ModelSerializer):
@@ -20,7 +29,22 @@ class ProjectOutput(serializers.ModelSerializer):
 
     class Meta:
         model = Project
-        fields = ["name", "slug", "description", "cost_tags", "created_by", "created_at", "updated_at"]
+        fields = ["name", "slug", "description", "cost_tags", "restricted", "created_by", "created_at", "updated_at"]
+
+
+class ProjectMemberOutput(serializers.ModelSerializer):
+    username = serializers.CharField(source="user.username")
+    added_by = serializers.CharField(source="added_by.username", default=None)
+
+    class Meta:
+        model = ProjectMember
+        fields = ["username", "role", "added_by", "added_at"]
+
+
+class ProjectMemberInput(BodyInput):
+    username = serializers.CharField(max_length=150)
+    role = Choice(choices=ProjectMember.Role.choices, required=False, default=ProjectMember.Role.MEMBER)
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=500)
 
 
 class ProjectCreateInput(BodyInput):
@@ -33,6 +57,7 @@ class ProjectCreateInput(BodyInput):
 class ProjectChangeInput(BodyInput):
     description = serializers.CharField(required=False, allow_blank=True)
     cost_tags = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False)
+    restricted = Flag(required=False, help_text="Restrict the project to its members (owners and admins only)")
     reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=500)
 
     def to_internal_value(self, data: Any) -> Any:
@@ -53,7 +78,9 @@ class ProjectListApi(GenericAPIView):
     )
     def get(self, request: Request) -> Response:
         permissions.require(request.user, "project.view")
-        page = self.paginate_queryset(selectors.project_list(search=request.query_params.get("q", "").strip()))
+        page = self.paginate_queryset(
+            selectors.project_list(user=request.user, search=request.query_params.get("q", "").strip())
+        )
         return self.get_paginated_response(ProjectOutput(page, many=True).data)
 
     @extend_schema(operation_id="projects_create", request=ProjectCreateInput, responses={201: ProjectOutput})
@@ -72,16 +99,63 @@ class ProjectDetailApi(GenericAPIView):
     @extend_schema(operation_id="projects_retrieve", responses=ProjectOutput)
     def get(self, request: Request, slug: str) -> Response:
         permissions.require(request.user, "project.view")
-        return Response(ProjectOutput(get_or_404(Project, f"there is no project {slug!r}", slug=slug)).data)
+        return Response(ProjectOutput(_project_or_404(request, slug)).data)
 
     @extend_schema(operation_id="projects_change", request=ProjectChangeInput, responses=ProjectOutput)
     def patch(self, request: Request, slug: str) -> Response:
         permissions.require(request.user, "project.change")
-        project = get_or_404(Project, f"there is no project {slug!r}", slug=slug)
+        project = _project_or_404(request, slug)
         serializer = ProjectChangeInput(data=request.data)
         serializer.is_valid(raise_exception=True)
-        project = services.project_update(actor=request.user, project=project, **serializer.validated_data)
+        data = dict(serializer.validated_data)
+        restricted = data.pop("restricted", None)
+        with transaction.atomic():  # both or neither
+            if restricted is not None:
+                services.project_restrict(
+                    actor=request.user, project=project, restricted=restricted, reason=data["reason"]
+                )
+            project = services.project_update(actor=request.user, project=project, **data)
         return Response(ProjectOutput(project).data)
+
+
+def _project_or_404(request: Request, slug: str) -> Project:
+    """The project, if the user may see it; a restricted one answers as if it did not exist to those outside it."""
+    return get_or_404(access.scope(Project.objects.all(), request.user), f"there is no project {slug!r}", slug=slug)
+
+
+class ProjectMemberListApi(GenericAPIView):
+    serializer_class = ProjectMemberOutput
+
+    @extend_schema(operation_id="project_members_list", responses=ProjectMemberOutput(many=True))
+    def get(self, request: Request, slug: str) -> Response:
+        permissions.require(request.user, "project.view")
+        page = self.paginate_queryset(selectors.project_members(project=_project_or_404(request, slug)))
+        return self.get_paginated_response(ProjectMemberOutput(page, many=True).data)
+
+    @extend_schema(
+        operation_id="project_members_set",
+        description="Add a user to the project, or change their role in it (owners of the project and admins).",
+        request=ProjectMemberInput,
+        responses={201: ProjectMemberOutput},
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        permissions.require(request.user, "project.members")
+        project = _project_or_404(request, slug)
+        serializer = ProjectMemberInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        member = services.project_member_set(actor=request.user, project=project, **serializer.validated_data)
+        return Response(ProjectMemberOutput(member).data, status=status.HTTP_201_CREATED)
+
+
+class ProjectMemberDetailApi(GenericAPIView):
+    serializer_class = ProjectMemberOutput
+
+    @extend_schema(operation_id="project_members_remove", request=None, responses={204: None})
+    def delete(self, request: Request, slug: str, username: str) -> Response:
+        permissions.require(request.user, "project.members")
+        project = _project_or_404(request, slug)
+        services.project_member_remove(actor=request.user, project=project, username=username)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class AuditEventOutput(serializers.ModelSerializer):
@@ -113,7 +187,7 @@ class AuditEventListApi(GenericAPIView):
     )
     def get(self, request: Request) -> Response:
         permissions.require(request.user, "audit.view")
-        page = self.paginate_queryset(selectors.audit_event_list(filters=request.query_params))
+        page = self.paginate_queryset(selectors.audit_event_list(user=request.user, filters=request.query_params))
         return self.get_paginated_response(AuditEventOutput(page, many=True).data)
 
 

@@ -55,5 +55,18 @@ class ProjectChangeForm(forms.Form):
     reason = forms.CharField(required=False, max_length=500, help_text="Why the change (kept in the audit log).")
 
 
+class ProjectMemberForm(forms.Form):
+    username = forms.CharField(max_length=150, help_text="The user to add, or whose role to change.")
+    role = forms.ChoiceField(choices=[("member", "member"), ("owner", "owner")], initial="member")
+    reason = forms.CharField(required=False, max_length=500, help_text="Kept in the audit log.")
+
+
+class ProjectRestrictForm(forms.Form):
+    restricted = forms.BooleanField(
+        required=False, label="Restricted to its members", help_text="Only members and admins see its work."
+    )
+    reason = forms.CharField(required=False, max_length=500, help_text="Kept in the audit log.")
+
+
 def json_pretty(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str)

@@ -11,12 +11,14 @@ from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from controlplane import access
 from controlplane.filters import ChoiceFilter, DateRangeFilterSet, ListFilterForm, apply_filters, filter_values
-from controlplane.models import AuditEvent, Heartbeat, Notification, Project, SystemCheck
+from controlplane.models import AuditEvent, Heartbeat, Notification, Project, ProjectMember, SystemCheck
 
 
-def project_list(*, search: str = "") -> QuerySet[Project]:
-    projects = Project.objects.select_related("created_by")
+def project_list(*, user: Any, search: str = "") -> QuerySet[Project]:
+    """The projects the user may see (a restricted one only by its members, admins and finance)."""
+    projects = access.scope(Project.objects.select_related("created_by"), user)
     if search:
         projects = projects.filter(Q(name__icontains=search) | Q(slug__icontains=search))
     return projects
@@ -67,14 +69,15 @@ def audit_filter(data: Mapping[str, Any] | None) -> AuditEventFilter:
 
 
 def audit_event_list(
-    *, filters: Mapping[str, Any] | None = None, object_type: str = "", object_id: str = ""
+    *, user: Any, filters: Mapping[str, Any] | None = None, object_type: str = "", object_id: str = ""
 ) -> QuerySet[AuditEvent]:
-    """Audit events newest first, narrowed by the filter parameters (ValidationError names each bad one);
-    `object_type`/`object_id` select one object's history."""
+    """The audit events the user may read (none of a restricted project they are not in), newest first, narrowed by
+    the filter parameters (ValidationError names each bad one); `object_type`/`object_id` select one object's
+    history."""
     filterset = audit_filter(filters)
     if filterset.is_bound and not filterset.is_valid():
         raise ValidationError(filterset.errors.as_data())
-    events = filterset.qs
+    events = access.scope(filterset.qs, user)
     if object_type:
         events = events.filter(object_type=object_type)
     if object_id:
@@ -82,14 +85,17 @@ def audit_event_list(
     return events
 
 
-def audit_filter_choices() -> dict[str, list[str]]:
+def audit_filter_choices(*, user: Any) -> dict[str, list[str]]:
     # order_by() replaces the model's newest-first ordering, which DISTINCT would otherwise keep in its rows.
+    events = access.scope(AuditEvent.objects.all(), user)
     return {
-        "actions": list(AuditEvent.objects.order_by("action").values_list("action", flat=True).distinct()),
-        "object_types": list(
-            AuditEvent.objects.order_by("object_type").values_list("object_type", flat=True).distinct()
-        ),
+        "actions": list(events.order_by("action").values_list("action", flat=True).distinct()),
+        "object_types": list(events.order_by("object_type").values_list("object_type", flat=True).distinct()),
     }
+
+
+def project_members(*, project: Project) -> QuerySet[ProjectMember]:
+    return project.members.select_related("user", "added_by").order_by("-role", "user__username")
 
 
 def system_status(*, stale_after: timedelta = timedelta(minutes=2)) -> dict[str, Any]:
@@ -119,7 +125,7 @@ def home_runs(*, user: Any) -> dict[str, Any]:
     runs = lineage_selectors.runs_of(user=user, limit=HOME_ROWS)
     return {
         "runs": runs,
-        "run_count": Run.objects.filter(created_by=user).count(),
+        "run_count": access.scope(Run.objects.filter(created_by=user), user).count(),
         "runs_active": any(not run.done for run in runs),
     }
 
@@ -149,16 +155,16 @@ def home_queue(*, user: Any) -> dict[str, Any]:
     """The open requests an approver may decide, oldest first (first come, first decided), and how many."""
     from deployments import selectors as deployment_selectors
 
-    queue = deployment_selectors.approval_queue(user=user)
+    queue = access.scope(deployment_selectors.approval_queue(user=user), user)
     shown = list(deployment_selectors.with_counts(queue).order_by("created_at", "id")[:HOME_ROWS])
     return {"queue": shown, "approvals_waiting": queue.count()}
 
 
-def home_rollbacks() -> dict[str, Any]:
-    """The services an approver can roll back, each with where a rollback takes it."""
+def home_rollbacks(*, user: Any) -> dict[str, Any]:
+    """The services an approver can roll back (in the projects they may see), each with where a rollback takes it."""
     from deployments import selectors as deployment_selectors
 
-    candidates = deployment_selectors.rollback_candidates()
+    candidates = access.scope(deployment_selectors.rollback_candidates(), user)
     services = list(candidates[:HOME_ROWS])
     targets = deployment_selectors.deployments_by_id([s.target_id for s in services if s.target_id])
     for service in services:
@@ -169,9 +175,10 @@ def home_rollbacks() -> dict[str, Any]:
     }
 
 
-def home_deployments() -> dict[str, Any]:
-    """Deployments under way; `deployments_active` while there are any (the page then refreshes them)."""
+def home_deployments(*, user: Any) -> dict[str, Any]:
+    """Deployments under way in the projects the user may see; `deployments_active` while there are any (the page
+    then refreshes them)."""
     from deployments import selectors as deployment_selectors
 
-    deployments = list(deployment_selectors.deployments_in_progress()[:HOME_ROWS])
+    deployments = list(access.scope(deployment_selectors.deployments_in_progress(), user)[:HOME_ROWS])
     return {"deployments": deployments, "deployments_active": bool(deployments)}

@@ -34,10 +34,16 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 from rest_framework.authtoken.models import Token
 
-from controlplane import permissions, selectors, services
+from controlplane import access, permissions, selectors, services
 from controlplane.backends import object_store
 from controlplane.filters import filtered_list
-from controlplane.forms import ProjectChangeForm, ProjectCreateForm, json_pretty
+from controlplane.forms import (
+    ProjectChangeForm,
+    ProjectCreateForm,
+    ProjectMemberForm,
+    ProjectRestrictForm,
+    json_pretty,
+)
 from controlplane.models import AuditEvent, Notification, Project, SystemCheck
 from workers.errors import ObjectNotFound
 from workers.objectstore.local import verify_download_signature
@@ -158,7 +164,7 @@ def word_parts(name: str) -> list[str]:
 # Parts of the home page that refresh themselves while something in them is under way: part -> (template, read).
 HOME_PARTS: dict[str, tuple[str, Callable[[Any], dict[str, Any]]]] = {
     "runs": ("controlplane/_home_runs.html", lambda user: selectors.home_runs(user=user)),
-    "deployments": ("controlplane/_home_deployments.html", lambda user: selectors.home_deployments()),
+    "deployments": ("controlplane/_home_deployments.html", lambda user: selectors.home_deployments(user=user)),
 }
 
 
@@ -173,8 +179,10 @@ def home(request: HttpRequest) -> HttpResponse:
     context: dict[str, Any] = {"roles": sorted(roles)}
     if roles:
         context.update(
-            project_count=Project.objects.count(),
-            recent_events=[(event, word_parts(event.action)) for event in AuditEvent.objects.all()[:8]],
+            project_count=access.scope(Project.objects.all(), request.user).count(),
+            recent_events=[
+                (event, word_parts(event.action)) for event in access.scope(AuditEvent.objects.all(), request.user)[:8]
+            ],
         )
     if permissions.has_permission(request.user, "run.launch"):
         context.update(my_work=True, **selectors.home_runs(user=request.user))
@@ -183,7 +191,11 @@ def home(request: HttpRequest) -> HttpResponse:
     if context["can_decide"]:
         context.update(selectors.home_queue(user=request.user))
     if permissions.has_permission(request.user, "deployment.rollback"):
-        context.update(can_roll_back=True, **selectors.home_rollbacks(), **selectors.home_deployments())
+        context.update(
+            can_roll_back=True,
+            **selectors.home_rollbacks(user=request.user),
+            **selectors.home_deployments(user=request.user),
+        )
     context.update(_home_costs(request.user, roles))
     return render(request, "controlplane/home.html", context)
 
@@ -251,7 +263,7 @@ def notification_open(request: HttpRequest, pk: int) -> HttpResponse:
 def project_list(request: HttpRequest) -> HttpResponse:
     permissions.require(request.user, "project.view")
     search = request.GET.get("q", "").strip()
-    page = paginate(request, selectors.project_list(search=search))
+    page = paginate(request, selectors.project_list(user=request.user, search=search))
     return render(
         request,
         "controlplane/project_list.html",
@@ -280,30 +292,90 @@ def project_create(request: HttpRequest) -> HttpResponse:
     return render(request, "controlplane/project_form.html", {"form": form}, status=status)
 
 
+def _visible_project_or_404(request: HttpRequest, slug: str) -> Project:
+    """The project, if the user may see it; a restricted one is "not found" to those outside it."""
+    return get_object_or_404(access.scope(Project.objects.all(), request.user), slug=slug)
+
+
+def _project_page(request: HttpRequest, project: Project, status: int = 200, **forms: Form) -> HttpResponse:
+    """The project page, with any form the user just sent (and its errors) in place of the blank one."""
+    initial = {"description": project.description, "cost_tags": project.cost_tags}
+    context: dict[str, Any] = {
+        "project": project,
+        "form": forms.get("form") or ProjectChangeForm(initial=initial),
+        "member_form": forms.get("member_form") or ProjectMemberForm(),
+        "restrict_form": forms.get("restrict_form") or ProjectRestrictForm(initial={"restricted": project.restricted}),
+        "can_change": permissions.has_permission(request.user, "project.change"),
+        "can_manage": permissions.has_permission(request.user, "project.members")
+        and access.is_owner(request.user, project),
+        "members": selectors.project_members(project=project),
+        "history": selectors.audit_event_list(user=request.user, object_type="project", object_id=project.slug)[:20],
+    }
+    return render(request, "controlplane/project_detail.html", context, status=status)
+
+
 @require_http_methods(["GET", "POST"])
 def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
     permissions.require(request.user, "project.view")
-    project = get_object_or_404(Project, slug=slug)
-    can_change = permissions.has_permission(request.user, "project.change")
-    initial = {"description": project.description, "cost_tags": project.cost_tags}
-    form = ProjectChangeForm(request.POST or None, initial=initial)
-    if request.method == "POST":
-        permissions.require(request.user, "project.change")
-        if form.is_valid():
-            try:
-                services.project_update(actor=request.user, project=project, **form.cleaned_data)
-            except ValidationError as exc:
-                apply_service_errors(form, exc)
-            else:
-                messages.success(request, "Project updated.")
-                return redirect("project-detail", slug=project.slug)
-    history = selectors.audit_event_list(object_type="project", object_id=project.slug)[:20]
-    return render(
-        request,
-        "controlplane/project_detail.html",
-        {"project": project, "form": form, "can_change": can_change, "history": history},
-        status=400 if request.method == "POST" else 200,
-    )
+    project = _visible_project_or_404(request, slug)
+    if request.method != "POST":
+        return _project_page(request, project)
+    permissions.require(request.user, "project.change", project=project)
+    form = ProjectChangeForm(request.POST)
+    if form.is_valid():
+        try:
+            services.project_update(actor=request.user, project=project, **form.cleaned_data)
+        except ValidationError as exc:
+            apply_service_errors(form, exc)
+        else:
+            messages.success(request, "Project updated.")
+            return redirect("project-detail", slug=project.slug)
+    return _project_page(request, project, status=400, form=form)
+
+
+@require_POST
+def project_restrict(request: HttpRequest, slug: str) -> HttpResponse:
+    permissions.require(request.user, "project.members")
+    project = _visible_project_or_404(request, slug)
+    form = ProjectRestrictForm(request.POST)
+    if form.is_valid():
+        restricted = form.cleaned_data["restricted"]
+        services.project_restrict(
+            actor=request.user, project=project, restricted=restricted, reason=form.cleaned_data["reason"]
+        )
+        messages.success(request, "Restricted to its members." if restricted else "Open to everyone again.")
+        return redirect("project-detail", slug=project.slug)
+    return _project_page(request, project, status=400, restrict_form=form)
+
+
+@require_POST
+def project_member_set(request: HttpRequest, slug: str) -> HttpResponse:
+    permissions.require(request.user, "project.members")
+    project = _visible_project_or_404(request, slug)
+    form = ProjectMemberForm(request.POST)
+    if form.is_valid():
+        try:
+            member = services.project_member_set(actor=request.user, project=project, **form.cleaned_data)
+        except ValidationError as exc:
+            apply_service_errors(form, exc)
+        else:
+            messages.success(request, f"{member.user.get_username()} is now {member.role} of {project.name}.")
+            return redirect("project-detail", slug=project.slug)
+    return _project_page(request, project, status=400, member_form=form)
+
+
+@require_POST
+def project_member_remove(request: HttpRequest, slug: str, username: str) -> HttpResponse:
+    permissions.require(request.user, "project.members")
+    project = _visible_project_or_404(request, slug)
+    try:
+        services.project_member_remove(actor=request.user, project=project, username=username)
+    except ValidationError as exc:
+        form = ProjectMemberForm(initial={"username": username})
+        apply_service_errors(form, exc)
+        return _project_page(request, project, status=400, member_form=form)
+    messages.success(request, f"{username} is no longer a member of {project.name}.")
+    return redirect("project-detail", slug=project.slug)
 
 
 # --- audit log ------------------------------------------------------------------------------
@@ -313,7 +385,7 @@ def _audit_events(request: HttpRequest) -> tuple[Form, Any]:
     """The filter form as the page draws it, and the events it selects (none while the form has errors)."""
     filterset = selectors.audit_filter(request.GET)
     try:
-        return filterset.form, selectors.audit_event_list(filters=request.GET)
+        return filterset.form, selectors.audit_event_list(user=request.user, filters=request.GET)
     except ValidationError:
         return filterset.form, AuditEvent.objects.none()
 
@@ -331,7 +403,7 @@ def audit_list(request: HttpRequest) -> HttpResponse:
             "page": paginate(request, events, per_page=50),
             "query": query.urlencode(),
             "can_export": permissions.has_permission(request.user, "audit.export"),
-            "choices": selectors.audit_filter_choices(),
+            "choices": selectors.audit_filter_choices(user=request.user),
         },
         status=400 if form.errors else 200,
     )
