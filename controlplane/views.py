@@ -44,7 +44,7 @@ from controlplane.forms import (
     ProjectRestrictForm,
     json_pretty,
 )
-from controlplane.models import AuditEvent, Notification, Project, SystemCheck
+from controlplane.models import AuditEvent, Notification, Project, ProjectMember, SystemCheck
 from workers.errors import ObjectNotFound
 from workers.objectstore.local import verify_download_signature
 
@@ -371,7 +371,8 @@ def project_member_remove(request: HttpRequest, slug: str, username: str) -> Htt
     try:
         services.project_member_remove(actor=request.user, project=project, username=username)
     except ValidationError as exc:
-        form = ProjectMemberForm(initial={"username": username})
+        form = ProjectMemberForm({"username": username, "role": ProjectMember.Role.OWNER})
+        form.is_valid()
         apply_service_errors(form, exc)
         return _project_page(request, project, status=400, member_form=form)
     messages.success(request, f"{username} is no longer a member of {project.name}.")
