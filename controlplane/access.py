@@ -109,10 +109,12 @@ def can_see(user: Any, project: Project | str | None, *, label: str = "controlpl
         found = Project.objects.filter(slug=project).only("pk", "restricted").first()
         if found is None:
             return True  # a project slug that names no project (an untagged or deleted one's costs)
-        project = found
-    if not project.restricted:
-        return True
-    return project.members.filter(user=user).exists()
+        return _admits(found, user)
+    return _admits(project, user)
+
+
+def _admits(project: Project, user: Any) -> bool:
+    return not project.restricted or project.members.filter(user=user).exists()
 
 
 def require_project(user: Any, project: Project | str | None) -> None:
