@@ -155,6 +155,22 @@ class Heartbeat(models.Model):
         return self.name
 
 
+class AwsRetryCount(models.Model):
+    """How often AWS asked us to slow down or failed, per day and API call: the retries botocore made (with its
+    backoff and jitter), and the calls that still failed after them. Counted by workers.aws's after-call hook; shown
+    on the status page."""
+
+    day = models.DateField()
+    service = models.CharField(max_length=60)
+    operation = models.CharField(max_length=100)
+    retries = models.PositiveIntegerField(default=0)
+    gave_up = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-day", "service", "operation"]
+        constraints = [models.UniqueConstraint(fields=["day", "service", "operation"], name="aws_retry_count_once")]
+
+
 class SystemCheck(models.Model):
     """An end-to-end check an admin runs from the status page: portal → broker → worker → stores."""
 

@@ -8,12 +8,12 @@ from typing import Any
 
 import django_filters
 from django.core.exceptions import ValidationError
-from django.db.models import Q, QuerySet
+from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
 
 from controlplane import access
 from controlplane.filters import ChoiceFilter, DateRangeFilterSet, ListFilterForm, apply_filters, filter_values
-from controlplane.models import AuditEvent, Heartbeat, Notification, Project, ProjectMember, SystemCheck
+from controlplane.models import AuditEvent, AwsRetryCount, Heartbeat, Notification, Project, ProjectMember, SystemCheck
 
 
 def project_list(*, user: Any, search: str = "") -> QuerySet[Project]:
@@ -107,6 +107,12 @@ def system_status(*, stale_after: timedelta = timedelta(minutes=2)) -> dict[str,
             for beat in beats
         ],
         "checks": SystemCheck.objects.select_related("requested_by")[:10],
+        "aws_retries": list(
+            AwsRetryCount.objects.filter(day__gte=now.date() - timedelta(days=6))
+            .values("service", "operation")
+            .annotate(retries=Sum("retries"), gave_up=Sum("gave_up"))
+            .order_by("-gave_up", "-retries", "service", "operation")
+        ),
     }
 
 

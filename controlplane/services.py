@@ -13,14 +13,14 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from controlplane import access, permissions, tasks
 from controlplane.backends import object_store
-from controlplane.models import AuditEvent, Heartbeat, Notification, Project, ProjectMember, SystemCheck
+from controlplane.models import AuditEvent, AwsRetryCount, Heartbeat, Notification, Project, ProjectMember, SystemCheck
 from controlplane.transitions import StateMachine, default_lease_seconds, transitions
 
 log = logging.getLogger(__name__)
@@ -367,6 +367,14 @@ def token_regenerate(*, actor: Any) -> Token:
 
 
 # --- health -----------------------------------------------------------------------------------
+
+
+def aws_retries_record(service: str, operation: str, retries: int, gave_up: bool) -> None:
+    """Count one AWS call's retries, and whether it failed after them, for today (workers.aws calls this)."""
+    row, _ = AwsRetryCount.objects.get_or_create(day=timezone.now().date(), service=service, operation=operation)
+    AwsRetryCount.objects.filter(pk=row.pk).update(
+        retries=F("retries") + retries, gave_up=F("gave_up") + (1 if gave_up else 0)
+    )
 
 
 def heartbeat_record(*, name: str, detail: dict[str, Any] | None = None) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
 import boto3
@@ -21,6 +23,8 @@ from botocore.exceptions import (
 )
 
 from workers.errors import BackendError, ConfigError
+
+log = logging.getLogger(__name__)
 
 CLIENT_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 5},
@@ -93,6 +97,49 @@ def check_region(region: str) -> str:
     return region
 
 
+# Who hears of AWS retries: (service, operation, retries, gave_up) → None. The portal sets one that counts them per
+# day in its database (controlplane.services.aws_retries_record, shown on the status page); workers never import it.
+RetryRecorder = Callable[[str, str, int, bool], None]
+_retry_recorder: RetryRecorder | None = None
+
+
+def set_retry_recorder(recorder: RetryRecorder | None) -> None:
+    global _retry_recorder
+    _retry_recorder = recorder
+
+
+def _report_retries(service: str, operation: str, retries: int, gave_up: bool) -> None:
+    if not retries and not gave_up:
+        return
+    log.warning("AWS %s.%s: retried %d time(s)%s", service, operation, retries, ", then gave up" if gave_up else "")
+    if _retry_recorder is not None:
+        try:
+            _retry_recorder(service, operation, retries, gave_up)
+        except Exception:  # counting must never break the call it counts
+            log.exception("could not count the AWS retries of %s.%s", service, operation)
+
+
+def _after_call(http_response: Any, parsed: dict[str, Any], model: Any, **_: Any) -> None:
+    """botocore's after-call event (every answer, error or not, once its own retries are done): count them."""
+    metadata = parsed.get("ResponseMetadata", {}) if isinstance(parsed, dict) else {}
+    retries = int(metadata.get("RetryAttempts") or 0)
+    status = getattr(http_response, "status_code", 200)
+    gave_up = False
+    if status >= 300:
+        code = str(parsed.get("Error", {}).get("Code", "")) if isinstance(parsed, dict) else ""
+        gave_up = code in RETRYABLE_ERROR_CODES or status >= 500 or status == 429
+    _report_retries(model.service_model.service_name, model.name, retries, gave_up)
+
+
+def _after_call_error(exception: Exception, context: dict[str, Any], event_name: str = "", **_: Any) -> None:
+    """botocore's after-call-error event: no answer at all (the connection failed on every attempt). The event is
+    named after-call-error.<service id>.<operation>."""
+    _, _, names = event_name.partition(".")
+    service, _, operation = names.partition(".")
+    attempt = (context or {}).get("retries", {}).get("attempt", 1)
+    _report_retries(service, operation, max(int(attempt) - 1, 0), True)
+
+
 def aws_client(service: str, *, region: str, endpoint_url: str | None = None) -> BaseClient:
     """A shared, thread-safe boto3 client for `service` in `region` (settings.AWS_REGION, passed in: workers never
     read the region from the environment), with the project's retry and timeout settings."""
@@ -110,6 +157,8 @@ def aws_client(service: str, *, region: str, endpoint_url: str | None = None) ->
             else:
                 config = S3_COMPATIBLE_CONFIG
             client = session.client(service, endpoint_url=resolved_endpoint, config=config)
+            client.meta.events.register("after-call", _after_call)
+            client.meta.events.register("after-call-error", _after_call_error)
             _clients[cache_key] = client
     return client
 
