@@ -170,6 +170,9 @@ class AwsRetryCount(models.Model):
         ordering = ["-day", "service", "operation"]
         constraints = [models.UniqueConstraint(fields=["day", "service", "operation"], name="aws_retry_count_once")]
 
+    def __str__(self) -> str:
+        return f"{self.day} {self.service}.{self.operation}: {self.retries} retries, {self.gave_up} gave up"
+
 
 class SystemCheck(models.Model):
     """An end-to-end check an admin runs from the status page: portal → broker → worker → stores."""

@@ -134,8 +134,8 @@ def _after_call(http_response: Any, parsed: dict[str, Any], model: Any, **_: Any
 def _after_call_error(exception: Exception, context: dict[str, Any], event_name: str = "", **_: Any) -> None:
     """botocore's after-call-error event: no answer at all (the connection failed on every attempt). The event is
     named after-call-error.<service id>.<operation>."""
-    _, _, names = event_name.partition(".")
-    service, _, operation = names.partition(".")
+    names = event_name.split(".")
+    service, operation = (names[1], names[2]) if len(names) >= 3 else ("", "")
     attempt = (context or {}).get("retries", {}).get("attempt", 1)
     _report_retries(service, operation, max(int(attempt) - 1, 0), True)
 

@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 
 from controlplane import backends
+from controlplane import services as controlplane_services
 from lineage.models import Dataset, DatasetRegistration, DatasetVersion
-from tests.lineage.conftest import project, upload  # noqa: F401 (the project fixture)
+from tests.lineage.conftest import upload
 from workers.errors import BackendError
 from workers.objectstore.local import LocalObjectStore
 
@@ -99,8 +100,9 @@ def test_a_write_the_kernel_refuses_midway_leaves_nothing(tmp_path: Path) -> Non
 
 @pytest.mark.django_db
 def test_an_upload_to_a_full_store_answers_with_the_reason_and_records_nothing(
-    small_disk: Path, settings: Any, users: Any, api_client_for: Any, project: Any
+    small_disk: Path, settings: Any, users: Any, api_client_for: Any
 ) -> None:
+    controlplane_services.project_create(actor=users.admin, name="Cancer", slug="cancer")
     settings.OBJECT_STORE_URL = f"file://{small_disk / 'objects'}"
     backends.object_store.cache_clear()
     try:
