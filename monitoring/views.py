@@ -300,7 +300,7 @@ def alert_list(request: HttpRequest) -> HttpResponse:
             "errors": listed.errors,
             "query": listed.query,
             # A budget crossing is an alert about money, not a service: its own section, always the open ones.
-            "budget_crossings": list(open_budget_crossings())
+            "budget_crossings": list(open_budget_crossings(user=request.user))
             if permissions.has_permission(request.user, "cost.view")
             else [],
         },
