@@ -370,10 +370,11 @@ def open_requests_of(*, user: Any) -> QuerySet[ApprovalRequest]:
     return with_counts(requests).order_by("-created_at", "-id")
 
 
-def rollback_candidates() -> QuerySet[Service]:
+def rollback_candidates(*, user: Any = None) -> QuerySet[Service]:
     """Services an approver can roll back, the one deployed to most recently first: those rolling out (a rollback
     sends all traffic back to the current revision) and those with a deployment to roll back to, as
-    deployments.services.deploys.rollback_target chooses it (`target_id`); each with `active_id`, `active_status`."""
+    deployments.services.deploys.rollback_target chooses it (`target_id`); each with `active_id`, `active_status`.
+    With `user`, only the services they may see."""
     target = (
         Deployment.objects.filter(
             service=OuterRef("pk"),
@@ -386,8 +387,9 @@ def rollback_candidates() -> QuerySet[Service]:
         .values("pk")[:1]
     )
     active = Deployment.objects.filter(service=OuterRef("pk"), status__in=ACTIVE_DEPLOYMENT_STATUSES)
+    services = Service.objects.all() if user is None else access.scope(Service.objects.all(), user)
     return (
-        Service.objects.filter(current_deployment__isnull=False)
+        services.filter(current_deployment__isnull=False)
         .select_related("registered_model__project", "environment", "current_deployment__model_version")
         .annotate(
             target_id=Subquery(target),
@@ -403,10 +405,12 @@ def deployments_by_id(ids: list[int]) -> dict[int, Deployment]:
     return {d.pk: d for d in Deployment.objects.filter(pk__in=ids).select_related("model_version")}
 
 
-def deployments_in_progress() -> QuerySet[Deployment]:
-    """Deployments and rollbacks under way (pending, in progress, baking), newest first."""
+def deployments_in_progress(*, user: Any = None) -> QuerySet[Deployment]:
+    """Deployments and rollbacks under way (pending, in progress, baking), newest first; with `user`, those they may
+    see."""
+    deployments = Deployment.objects.all() if user is None else access.scope(Deployment.objects.all(), user)
     return (
-        Deployment.objects.filter(status__in=ACTIVE_DEPLOYMENT_STATUSES)
+        deployments.filter(status__in=ACTIVE_DEPLOYMENT_STATUSES)
         .select_related("service__environment", "model_version__registered_model", "initiated_by")
         .order_by("-created_at", "-id")
     )

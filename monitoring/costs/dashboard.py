@@ -12,7 +12,7 @@ from typing import Any
 from django.utils import timezone
 
 from controlplane import access
-from monitoring.costs import selectors
+from monitoring.costs import object_selectors, selectors
 from monitoring.costs.selectors import ZERO, CostTable, month_start, next_month
 from monitoring.models import Budget, BudgetCrossing, CostForecast
 
@@ -357,7 +357,10 @@ def budget_status(
         "forecast_total": forecast_total,
         "forecast_over": forecast_total is not None and forecast_total > budget.amount,
         "forecast_reason": "" if forecast_total is not None else (forecast.reason if forecast else "none made yet"),
-        "open_crossings": [c for c in budget.crossings.all() if c.status == BudgetCrossing.Status.OPEN],
+        # The overall budget's crossings were judged on every project's spend: only for whom that is no secret.
+        "open_crossings": [c for c in budget.crossings.all() if c.status == BudgetCrossing.Status.OPEN]
+        if budget.project is not None or object_selectors.sees_everything(user)
+        else [],
     }
 
 

@@ -155,9 +155,17 @@ def _over(amount: Decimal, spend: Decimal, estimate: Decimal, *, already: str, w
 
 
 def open_budget_crossings(*, user: Any) -> QuerySet[BudgetCrossing]:
-    """The open crossings of the budgets the user may see."""
-    crossings = BudgetCrossing.objects.filter(status=BudgetCrossing.Status.OPEN)
-    return access.scope(crossings, user).select_related("budget__project")
+    """The open crossings of the budgets the user may see (the overall budget's only to those who see every
+    project's costs: its spend counts them all)."""
+    crossings = access.scope(BudgetCrossing.objects.filter(status=BudgetCrossing.Status.OPEN), user)
+    if not sees_everything(user):
+        crossings = crossings.exclude(budget__project__isnull=True)
+    return crossings.select_related("budget__project")
+
+
+def sees_everything(user: Any) -> bool:
+    """Whether every project's costs are the user's to see (finance, admins, or no project is hidden from them)."""
+    return access.sees_across(user, "monitoring.BudgetCrossing") or not access.hidden_project_slugs(user).exists()
 
 
 @dataclass(frozen=True)

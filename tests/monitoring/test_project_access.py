@@ -195,3 +195,26 @@ def test_a_service_ingest_token_reads_nothing(hidden) -> None:
     client = APIClient(HTTP_AUTHORIZATION=f"Bearer {token}")
     for path in (f"/api/v1/services/{hidden.service.pk}/metrics/", "/api/v1/alerts/", "/api/v1/costs/"):
         assert client.get(path).status_code in (401, 403), path
+
+
+def test_the_overall_budgets_crossings_are_not_shown_to_whom_a_project_is_hidden(users, hidden) -> None:
+    from monitoring.models import Budget, BudgetCrossing
+
+    overall = Budget.objects.get(project=None)
+    month = selectors.month_start(timezone.now().date())
+    BudgetCrossing.objects.create(
+        budget=overall, month=month, kind="forecast", spend=6, budget_amount=5, message="everything is over"
+    )
+    BudgetCrossing.objects.create(
+        budget=hidden.budget, month=month, kind="80", spend=45, budget_amount=50, message="hush ops is at 90%"
+    )
+
+    def crossings(user: Any) -> dict[Any, int]:
+        budgets = api(user).get("/api/v1/budgets/").json()["results"]
+        return {b["project"]: len(b["open_crossings"]) for b in budgets}
+
+    assert crossings(hidden.outsider_scientist) == {None: 0}
+    assert crossings(users.finance) == crossings(users.data_scientist) == {None: 1, SLUG: 1}
+    html = page(hidden.outsider_scientist).get("/monitoring/alerts/").content.decode()
+    assert "everything is over" not in html and "hush ops is at 90%" not in html
+    assert "hush ops is at 90%" in page(users.finance).get("/monitoring/alerts/").content.decode()
