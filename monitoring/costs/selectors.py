@@ -402,8 +402,12 @@ def service_daily_cost(service: Any, *, start: date, end: date) -> list[dict[str
     the metrics carry no row counts, as CloudWatch's EMF series do not, per 1,000 requests instead)."""
     from monitoring.models import MetricPoint
 
+    # Model slugs are unique within a project only: an estimate knows its project, so another project's model of
+    # the same name is not counted (the bill's model breakdown has no project: "").
     rows = counted_records(CostRecord.Breakdown.MODEL, start=start, end=end).filter(
-        model=service.registered_model.slug, environment=service.environment.name
+        model=service.registered_model.slug,
+        environment=service.environment.name,
+        project__in=["", service.registered_model.project.slug],
     )
     amounts: dict[date, Decimal] = defaultdict(lambda: ZERO)
     estimated: dict[date, Decimal] = defaultdict(lambda: ZERO)

@@ -218,3 +218,13 @@ def test_the_overall_budgets_crossings_are_not_shown_to_whom_a_project_is_hidden
     html = page(hidden.outsider_scientist).get("/monitoring/alerts/").content.decode()
     assert "everything is over" not in html and "hush ops is at 90%" not in html
     assert "hush ops is at 90%" in page(users.finance).get("/monitoring/alerts/").content.decode()
+
+
+def test_a_service_of_a_model_named_as_the_hidden_one_does_not_count_its_spend(users, hidden, project, staging):
+    namesake = _served(
+        make_model_version(project, users.data_scientist, model=MODEL), staging, users.data_scientist, users.approver
+    ).service
+    days = selectors.service_daily_cost(namesake, start=hidden.month, end=selectors.next_month(hidden.month))
+    assert sum(day["amount"] for day in days) == 0
+    theirs = selectors.service_daily_cost(hidden.service, start=hidden.month, end=selectors.next_month(hidden.month))
+    assert sum(day["amount"] for day in theirs) == Decimal("5")
