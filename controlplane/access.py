@@ -38,7 +38,9 @@ PROJECT_PATHS: dict[str, str] = {
     "monitoring.Alert": "fk:service__registered_model__project",
     "monitoring.CostRecord": "slug:project",
     "monitoring.CostMonth": "slug:project",
-    "monitoring.Budget": "slug:project",
+    "monitoring.CostForecast": "slug:project",
+    "monitoring.Budget": "fk:project",
+    "monitoring.BudgetCrossing": "fk:budget__project",
 }
 
 # Model label → the roles that see every project's rows of it, restricted or not. Admins see everything; finance
@@ -49,7 +51,9 @@ ACROSS_PROJECTS: dict[str, frozenset[str]] = {
     "controlplane.Project": _COSTS,
     "monitoring.CostRecord": _COSTS,
     "monitoring.CostMonth": _COSTS,
+    "monitoring.CostForecast": _COSTS,
     "monitoring.Budget": _COSTS,
+    "monitoring.BudgetCrossing": _COSTS,
 }
 
 

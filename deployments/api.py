@@ -18,7 +18,7 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from controlplane import permissions
+from controlplane import access, permissions
 from controlplane.api_support import (
     BodyInput,
     Choice,
@@ -291,10 +291,13 @@ def _counted(requests: QuerySet[ApprovalRequest]) -> QuerySet[ApprovalRequest]:
     return selectors.with_counts(requests)
 
 
-def _detail(pk: int) -> ApprovalRequest:
-    requests = ApprovalRequest.objects.select_related(
-        "model_version__registered_model__project", "environment", "requested_by", "overridden_by"
-    ).prefetch_related("gate_results", "decisions__approver")
+def _detail(user: Any, pk: int) -> ApprovalRequest:
+    """The request, when the user may see its project; else 404, as if there were none."""
+    requests = (
+        access.scope(ApprovalRequest.objects.all(), user)
+        .select_related("model_version__registered_model__project", "environment", "requested_by", "overridden_by")
+        .prefetch_related("gate_results", "decisions__approver")
+    )
     return get_or_404(_counted(requests), f"there is no approval request {pk}", pk=pk)
 
 
@@ -351,6 +354,7 @@ class ApprovalRequestListApi(GenericAPIView):
     def get(self, request: Request) -> Response:
         permissions.require(request.user, "approval.view")
         problems = selectors.approval_filter_problems(
+            user=request.user,
             project=request.query_params.get("project", ""),
             environment=request.query_params.get("environment", ""),
             older_than=request.query_params.get("older_than_days", ""),
@@ -373,11 +377,14 @@ class ApprovalRequestListApi(GenericAPIView):
             if data.get("environment"):
                 requests = requests.filter(environment__name=data["environment"])
         else:
-            requests = selectors.approval_request_list(
-                status=data.get("status"),
-                project=data.get("project"),
-                environment=data.get("environment"),
-                requested_by=request.user if data["requested_by_me"] else None,
+            requests = access.scope(
+                selectors.approval_request_list(
+                    status=data.get("status"),
+                    project=data.get("project"),
+                    environment=data.get("environment"),
+                    requested_by=request.user if data["requested_by_me"] else None,
+                ),
+                request.user,
             )
         if data.get("older_than_days") is not None:
             requests = requests.filter(created_at__lte=timezone.now() - timedelta(days=data["older_than_days"]))
@@ -413,7 +420,9 @@ class ApprovalRequestListApi(GenericAPIView):
             justification=data["justification"],
             override_reason=data["override_reason"],
         )
-        return Response(ApprovalRequestDetailOutput(_detail(created.pk)).data, status=status.HTTP_201_CREATED)
+        return Response(
+            ApprovalRequestDetailOutput(_detail(request.user, created.pk)).data, status=status.HTTP_201_CREATED
+        )
 
 
 class ApprovalRequestDetailApi(GenericAPIView):
@@ -428,7 +437,7 @@ class ApprovalRequestDetailApi(GenericAPIView):
     )
     def get(self, request: Request, pk: int) -> Response:
         permissions.require(request.user, "approval.view")
-        return Response(ApprovalRequestDetailOutput(_detail(pk)).data)
+        return Response(ApprovalRequestDetailOutput(_detail(request.user, pk)).data)
 
 
 class DecisionInput(BodyInput):
@@ -461,11 +470,13 @@ class ApprovalDecisionCreateApi(GenericAPIView):
     )
     def post(self, request: Request, pk: int) -> Response:
         permissions.require(request.user, "approval.decide")
-        target = get_or_404(ApprovalRequest, f"there is no approval request {pk}", pk=pk)
+        target = get_or_404(
+            access.scope(ApprovalRequest.objects.all(), request.user), f"there is no approval request {pk}", pk=pk
+        )
         serializer = DecisionInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         services.approval_decide(actor=request.user, request_id=target.pk, **serializer.validated_data)
-        return Response(ApprovalRequestDetailOutput(_detail(target.pk)).data)
+        return Response(ApprovalRequestDetailOutput(_detail(request.user, target.pk)).data)
 
 
 class WithdrawInput(BodyInput):
@@ -494,11 +505,13 @@ class ApprovalRequestWithdrawApi(GenericAPIView):
     )
     def post(self, request: Request, pk: int) -> Response:
         permissions.require(request.user, "approval.request")
-        target = get_or_404(ApprovalRequest, f"there is no approval request {pk}", pk=pk)
+        target = get_or_404(
+            access.scope(ApprovalRequest.objects.all(), request.user), f"there is no approval request {pk}", pk=pk
+        )
         serializer = WithdrawInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         services.approval_withdraw(actor=request.user, request_id=target.pk, reason=serializer.validated_data["reason"])
-        return Response(ApprovalRequestDetailOutput(_detail(target.pk)).data)
+        return Response(ApprovalRequestDetailOutput(_detail(request.user, target.pk)).data)
 
 
 class ModelVersionApprovalsApi(GenericAPIView):
@@ -515,7 +528,9 @@ class ModelVersionApprovalsApi(GenericAPIView):
     )
     def get(self, request: Request, pk: int) -> Response:
         permissions.require(request.user, "approval.view")
-        version = get_or_404(ModelVersion, f"there is no model version {pk}", pk=pk)
+        version = get_or_404(
+            access.scope(ModelVersion.objects.all(), request.user), f"there is no model version {pk}", pk=pk
+        )
         current = {
             standing.pk for standing in selectors.approval_matrix(versions=[version]).get(version.pk, {}).values()
         }

@@ -6,6 +6,8 @@ Thin views: the input serializer checks shapes, deployments.services decides (Va
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.exceptions import ValidationError
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -13,7 +15,7 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from controlplane import permissions
+from controlplane import access, permissions
 from controlplane.api_support import BodyInput, Choice, error_responses, filter_parameters, get_or_404
 from deployments import selectors, services
 from deployments.models import Deployment, DeploymentEvent, Service
@@ -151,14 +153,14 @@ class ScaleInput(BodyInput):
     desired_count = serializers.IntegerField(help_text="Within the environment's min and max desired count")
 
 
-def _service(pk: int) -> Service:
-    return get_or_404(selectors.service_list(), f"there is no service {pk}", pk=pk)
+def _service(user: Any, pk: int) -> Service:
+    """The service, when the user may see its project; else 404, as if there were none."""
+    return get_or_404(access.scope(selectors.service_list(), user), f"there is no service {pk}", pk=pk)
 
 
-def _deployment(pk: int) -> Deployment:
-    return get_or_404(
-        selectors.deployment_list().prefetch_related("events__actor"), f"there is no deployment {pk}", pk=pk
-    )
+def _deployment(user: Any, pk: int) -> Deployment:
+    deployments = access.scope(selectors.deployment_list(), user).prefetch_related("events__actor")
+    return get_or_404(deployments, f"there is no deployment {pk}", pk=pk)
 
 
 class ServiceListApi(GenericAPIView):
@@ -171,7 +173,7 @@ class ServiceListApi(GenericAPIView):
     )
     def get(self, request: Request) -> Response:
         permissions.require(request.user, "service.view")
-        page = self.paginate_queryset(selectors.service_list(filters=request.query_params))
+        page = self.paginate_queryset(access.scope(selectors.service_list(filters=request.query_params), request.user))
         return self.get_paginated_response(ServiceOutput(page, many=True).data)
 
 
@@ -184,7 +186,7 @@ class ServiceDetailApi(GenericAPIView):
     )
     def get(self, request: Request, pk: int) -> Response:
         permissions.require(request.user, "service.view")
-        return Response(ServiceOutput(_service(pk)).data)
+        return Response(ServiceOutput(_service(request.user, pk)).data)
 
 
 class ServiceRollbackApi(GenericAPIView):
@@ -210,7 +212,7 @@ class ServiceRollbackApi(GenericAPIView):
     )
     def post(self, request: Request, pk: int) -> Response:
         permissions.require(request.user, "deployment.rollback")
-        service = _service(pk)
+        service = _service(request.user, pk)
         serializer = RollbackInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         rollback = services.deployment_rollback(
@@ -219,7 +221,9 @@ class ServiceRollbackApi(GenericAPIView):
             reason=serializer.validated_data["reason"],
             expected=serializer.validated_data.get("expected_deployment"),
         )
-        return Response(DeploymentDetailOutput(_deployment(rollback.pk)).data, status=status.HTTP_202_ACCEPTED)
+        return Response(
+            DeploymentDetailOutput(_deployment(request.user, rollback.pk)).data, status=status.HTTP_202_ACCEPTED
+        )
 
 
 class ServiceScaleApi(GenericAPIView):
@@ -233,13 +237,13 @@ class ServiceScaleApi(GenericAPIView):
     )
     def post(self, request: Request, pk: int) -> Response:
         permissions.require(request.user, "deployment.deploy")
-        service = _service(pk)
+        service = _service(request.user, pk)
         serializer = ScaleInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         services.service_scale(
             actor=request.user, service_id=service.pk, desired_count=serializer.validated_data["desired_count"]
         )
-        return Response(ServiceOutput(_service(pk)).data, status=status.HTTP_202_ACCEPTED)
+        return Response(ServiceOutput(_service(request.user, pk)).data, status=status.HTTP_202_ACCEPTED)
 
 
 class RotatedOutput(serializers.Serializer):
@@ -261,7 +265,7 @@ class ServiceIngestTokenRotateApi(GenericAPIView):
         from monitoring.services.ingest import ROTATION_EFFECT, service_ingest_token_rotate
 
         permissions.require(request.user, "deployment.deploy")
-        service = _service(pk)
+        service = _service(request.user, pk)
         service_ingest_token_rotate(service=service, actor=request.user)
         return Response({"service": ServiceOutput(service).data, "message": "Ingest token rotated. " + ROTATION_EFFECT})
 
@@ -282,10 +286,15 @@ class DeploymentListApi(GenericAPIView):
         data = filters.validated_data
         service = None
         if "service" in data:
-            service = selectors.service_by_id(data["service"]) or Service.objects.filter(name=data["service"]).first()
+            visible = access.scope(Service.objects.all(), request.user)
+            service = (
+                selectors.service_by_id(data["service"], user=request.user)
+                or visible.filter(name=data["service"]).first()
+            )
             if service is None:
                 raise ValidationError({"service": [f"there is no service {data['service']}"]})
-        page = self.paginate_queryset(selectors.deployment_list(service=service, status=data.get("status", "")))
+        deployments = selectors.deployment_list(service=service, status=data.get("status", ""))
+        page = self.paginate_queryset(access.scope(deployments, request.user))
         return self.get_paginated_response(DeploymentOutput(page, many=True).data)
 
     @extend_schema(
@@ -314,7 +323,9 @@ class DeploymentListApi(GenericAPIView):
             environment=serializer.validated_data["environment"],
             reason=serializer.validated_data["reason"],
         )
-        return Response(DeploymentDetailOutput(_deployment(deployment.pk)).data, status=status.HTTP_202_ACCEPTED)
+        return Response(
+            DeploymentDetailOutput(_deployment(request.user, deployment.pk)).data, status=status.HTTP_202_ACCEPTED
+        )
 
 
 class DeploymentDetailApi(GenericAPIView):
@@ -329,4 +340,4 @@ class DeploymentDetailApi(GenericAPIView):
     )
     def get(self, request: Request, pk: int) -> Response:
         permissions.require(request.user, "service.view")
-        return Response(DeploymentDetailOutput(_deployment(pk)).data)
+        return Response(DeploymentDetailOutput(_deployment(request.user, pk)).data)

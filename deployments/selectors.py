@@ -11,6 +11,7 @@ from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 
+from controlplane import access
 from controlplane.filters import apply_filters, environment_filter, project_filter
 from deployments.models import (
     ACTIVE_DEPLOYMENT_STATUSES,
@@ -66,13 +67,12 @@ MAX_AGE_DAYS = 3650
 
 
 def approval_filter_problems(
-    *, project: str = "", environment: str = "", status: str = "", older_than: str = ""
+    *, user: Any, project: str = "", environment: str = "", status: str = "", older_than: str = ""
 ) -> dict[str, list[str]]:
-    """What is wrong with the approval list's filters, by filter (the page and the API say the same)."""
-    from controlplane.models import Project
-
+    """What is wrong with the approval list's filters, by filter (the page and the API say the same). A project the
+    user may not see is no project to them."""
     errors: dict[str, list[str]] = {}
-    if project and not Project.objects.filter(slug=project).exists():
+    if project and not access.visible_projects(user).filter(slug=project).exists():
         errors["project"] = [f"there is no project {project!r}"]
     if environment and not Environment.objects.filter(name=environment).exists():
         known = ", ".join(Environment.objects.values_list("name", flat=True)) or "none are configured yet"
@@ -107,10 +107,11 @@ def approval_request_list(
 
 
 def approval_queue(*, user: Any) -> QuerySet[ApprovalRequest]:
-    """Open requests this user may decide: not their own, not for a version whose bytes a run of theirs made (the
-    training run or a reproduction: lineage.selectors.model_version_run_authors), not decided by them yet."""
+    """Open requests this user may decide: in a project they may see, not their own, not for a version whose bytes a
+    run of theirs made (the training run or a reproduction: lineage.selectors.model_version_run_authors), not
+    decided by them yet."""
     return (
-        approval_request_list(status="open")
+        access.scope(approval_request_list(status="open"), user)
         .filter(quorum_at__isnull=True)
         .exclude(requested_by=user)
         .exclude(model_version__run__created_by=user)
@@ -121,19 +122,19 @@ def approval_queue(*, user: Any) -> QuerySet[ApprovalRequest]:
 
 
 def eligible_approvers(*, request: ApprovalRequest) -> list[Any]:
-    """The approvers who may decide this request: not its requester, not an author of the version's runs."""
+    """The approvers who may decide this request: who may see its project (a restricted one's members), not its
+    requester, not an author of the version's runs."""
     from django.contrib.auth import get_user_model
 
     from controlplane import permissions
     from lineage import selectors as lineage_selectors
 
     excluded = {request.requested_by_id} | lineage_selectors.model_version_run_authors(request.model_version)
-    return list(
-        get_user_model()
-        .objects.filter(is_active=True, groups__name=permissions.APPROVER)
-        .exclude(pk__in=excluded)
-        .distinct()
+    approvers = (
+        get_user_model().objects.filter(is_active=True, groups__name=permissions.APPROVER).exclude(pk__in=excluded)
     )
+    project = request.model_version.registered_model.project
+    return [user for user in approvers.distinct() if access.can_see(user, project, label="acting")]
 
 
 def approval_queue_count(*, user: Any) -> int:
@@ -245,13 +246,15 @@ def service_list(*, filters: Mapping[str, Any] | None = None) -> QuerySet[Servic
     )
 
 
-def service_by_id(pk: Any) -> Service | None:
+def service_by_id(pk: Any, *, user: Any) -> Service | None:
+    """The service, when `user` may see its project (None: a system read, every service)."""
     try:
         key = int(str(pk))
     except (TypeError, ValueError):
         return None
+    services = Service.objects.all() if user is None else access.scope(Service.objects.all(), user)
     return (
-        Service.objects.select_related(
+        services.select_related(
             "registered_model__project", "environment", "current_deployment__model_version__registered_model__project"
         )
         .filter(pk=key)
@@ -361,14 +364,17 @@ def version_standings(*, versions: list[ModelVersion]) -> dict[int, list[dict[st
 
 
 def open_requests_of(*, user: Any) -> QuerySet[ApprovalRequest]:
-    """The open approval requests a person made, newest first, with their gate and approval counts."""
-    return with_counts(approval_request_list(status="open", requested_by=user)).order_by("-created_at", "-id")
+    """The open approval requests a person made (in the projects they may still see), newest first, with their gate
+    and approval counts."""
+    requests = access.scope(approval_request_list(status="open", requested_by=user), user)
+    return with_counts(requests).order_by("-created_at", "-id")
 
 
-def rollback_candidates() -> QuerySet[Service]:
+def rollback_candidates(*, user: Any = None) -> QuerySet[Service]:
     """Services an approver can roll back, the one deployed to most recently first: those rolling out (a rollback
     sends all traffic back to the current revision) and those with a deployment to roll back to, as
-    deployments.services.deploys.rollback_target chooses it (`target_id`); each with `active_id`, `active_status`."""
+    deployments.services.deploys.rollback_target chooses it (`target_id`); each with `active_id`, `active_status`.
+    With `user`, only the services they may see."""
     target = (
         Deployment.objects.filter(
             service=OuterRef("pk"),
@@ -381,8 +387,9 @@ def rollback_candidates() -> QuerySet[Service]:
         .values("pk")[:1]
     )
     active = Deployment.objects.filter(service=OuterRef("pk"), status__in=ACTIVE_DEPLOYMENT_STATUSES)
+    services = Service.objects.all() if user is None else access.scope(Service.objects.all(), user)
     return (
-        Service.objects.filter(current_deployment__isnull=False)
+        services.filter(current_deployment__isnull=False)
         .select_related("registered_model__project", "environment", "current_deployment__model_version")
         .annotate(
             target_id=Subquery(target),
@@ -398,10 +405,12 @@ def deployments_by_id(ids: list[int]) -> dict[int, Deployment]:
     return {d.pk: d for d in Deployment.objects.filter(pk__in=ids).select_related("model_version")}
 
 
-def deployments_in_progress() -> QuerySet[Deployment]:
-    """Deployments and rollbacks under way (pending, in progress, baking), newest first."""
+def deployments_in_progress(*, user: Any = None) -> QuerySet[Deployment]:
+    """Deployments and rollbacks under way (pending, in progress, baking), newest first; with `user`, those they may
+    see."""
+    deployments = Deployment.objects.all() if user is None else access.scope(Deployment.objects.all(), user)
     return (
-        Deployment.objects.filter(status__in=ACTIVE_DEPLOYMENT_STATUSES)
+        deployments.filter(status__in=ACTIVE_DEPLOYMENT_STATUSES)
         .select_related("service__environment", "model_version__registered_model", "initiated_by")
         .order_by("-created_at", "-id")
     )

@@ -17,11 +17,11 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods
 from django_htmx.http import HttpResponseClientRefresh
 
-from controlplane import permissions
+from controlplane import access, permissions
 from controlplane import selectors as audit_selectors
 from controlplane.charts import change_chart, compare_chart, profile_chart
 from controlplane.filters import filtered_list
-from controlplane.models import Project, TransitionEvent
+from controlplane.models import TransitionEvent
 from controlplane.views import apply_service_errors, paginate, word_parts
 from deployments import objectives as objective_rules
 from deployments import selectors, services
@@ -161,7 +161,7 @@ def _environment_changes(event: Any) -> list[dict[str, Any]]:
 def approval_request_create(request: HttpRequest, project: str, slug: str, number: int) -> HttpResponse:
     permissions.require(request.user, "approval.request")
     version = get_object_or_404(
-        ModelVersion.objects.select_related("registered_model__project"),
+        access.scope(ModelVersion.objects.select_related("registered_model__project"), request.user),
         registered_model__project__slug=project,
         registered_model__slug=slug,
         number=number,
@@ -229,6 +229,7 @@ def _queue_filters(request: HttpRequest, *, tabs: list[str]) -> tuple[dict[str, 
         errors["tab"] = ["only those who request promotions have requests of their own: choose All requests"]
     errors.update(
         selectors.approval_filter_problems(
+            user=request.user,
             project=filters["project"],
             environment=filters["environment"],
             status=filters["status"],
@@ -254,11 +255,14 @@ def approval_queue(request: HttpRequest) -> HttpResponse:
             if filters["environment"]:
                 requests = requests.filter(environment__name=filters["environment"])
         else:
-            requests = selectors.approval_request_list(
-                status=filters["status"] or None,
-                project=filters["project"] or None,
-                environment=filters["environment"] or None,
-                requested_by=request.user if filters["tab"] == "requested" else None,
+            requests = access.scope(
+                selectors.approval_request_list(
+                    status=filters["status"] or None,
+                    project=filters["project"] or None,
+                    environment=filters["environment"] or None,
+                    requested_by=request.user if filters["tab"] == "requested" else None,
+                ),
+                request.user,
             )
         if filters["older_than"]:
             requests = requests.filter(created_at__lte=timezone.now() - timedelta(days=int(filters["older_than"])))
@@ -284,7 +288,7 @@ def approval_queue(request: HttpRequest) -> HttpResponse:
             "waiting_count": selectors.approval_queue_count(user=request.user),
             "query": urlencode(_kept(filters)),
             "statuses": ApprovalRequest.Status.values,
-            "projects": Project.objects.only("slug", "name"),
+            "projects": access.visible_projects(request.user).only("slug", "name"),
             "environments": selectors.environment_list(),
             "now": timezone.now(),
         },
@@ -296,9 +300,11 @@ def _kept(filters: dict[str, str], *, drop_status: bool = False) -> dict[str, st
     return {name: value for name, value in filters.items() if value and not (drop_status and name == "status")}
 
 
-def _approval_or_404(pk: int) -> ApprovalRequest:
+def _approval_or_404(request: HttpRequest, pk: int) -> ApprovalRequest:
+    """The request, when the user may see its project; else 404, as if there were none."""
+    requests = access.scope(ApprovalRequest.objects.all(), request.user)
     return get_object_or_404(
-        ApprovalRequest.objects.select_related(
+        requests.select_related(
             "model_version__registered_model__project",
             "model_version__run__created_by",
             "model_version__run__project",
@@ -552,7 +558,7 @@ def _evidence_context(
 
 def approval_request_detail(request: HttpRequest, pk: int) -> HttpResponse:
     permissions.require(request.user, "approval.view")
-    approval = _approval_or_404(pk)
+    approval = _approval_or_404(request, pk)
     part = request.GET.get("part") if request.htmx else None
     if part == "status":
         # The page polls while the worker checks the artifact; once it has finished, the whole page is drawn again
@@ -573,7 +579,7 @@ def approval_request_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 def _refused(request: HttpRequest, pk: int, exc: ValidationError, *, comment: str = "") -> HttpResponse:
     """The evidence page again, with what was refused: 409 for a state conflict, 400 for bad input."""
-    approval = _approval_or_404(pk)
+    approval = _approval_or_404(request, pk)
     if isinstance(exc, services.Conflict):
         context = _evidence_context(request, approval, conflict=" ".join(exc.messages), comment=comment)
         return render(request, "deployments/approval_request_detail.html", context, status=409)
@@ -584,7 +590,7 @@ def _refused(request: HttpRequest, pk: int, exc: ValidationError, *, comment: st
 
 @require_http_methods(["GET", "POST"])
 def approval_decide(request: HttpRequest, pk: int) -> HttpResponse:
-    get_object_or_404(ApprovalRequest.objects.only("pk"), pk=pk)
+    get_object_or_404(access.scope(ApprovalRequest.objects.only("pk"), request.user), pk=pk)
     if request.method == "GET":
         return redirect("approval-request-detail", pk=pk)  # a bookmarked or reloaded form URL: show the request
     verdict, comment = request.POST.get("verdict", ""), request.POST.get("comment", "")
@@ -605,7 +611,7 @@ def approval_decide(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 def approval_withdraw(request: HttpRequest, pk: int) -> HttpResponse:
-    get_object_or_404(ApprovalRequest.objects.only("pk"), pk=pk)
+    get_object_or_404(access.scope(ApprovalRequest.objects.only("pk"), request.user), pk=pk)
     if request.method == "GET":
         return redirect("approval-request-detail", pk=pk)
     try:
@@ -622,7 +628,9 @@ def approval_withdraw(request: HttpRequest, pk: int) -> HttpResponse:
 def service_list(request: HttpRequest) -> HttpResponse:
     permissions.require(request.user, "service.view")
     listed = filtered_list(
-        request.GET, selectors.ServiceFilter, lambda filters: selectors.service_list(filters=filters)
+        request.GET,
+        selectors.ServiceFilter,
+        lambda filters: access.scope(selectors.service_list(filters=filters), request.user),
     )
     return render(
         request,
@@ -631,7 +639,7 @@ def service_list(request: HttpRequest) -> HttpResponse:
             "page": paginate(request, listed.rows),
             "filters": listed.values,
             "errors": listed.errors,
-            "projects": Project.objects.order_by("slug"),
+            "projects": access.visible_projects(request.user).order_by("slug"),
             "environments": selectors.environment_list(),
             "query": listed.query,
         },
@@ -681,7 +689,7 @@ def _service_context(request: HttpRequest, service: Any) -> dict[str, Any]:
 
 def service_detail(request: HttpRequest, pk: int) -> HttpResponse:
     permissions.require(request.user, "service.view")
-    service = _service_or_404(pk)
+    service = _service_or_404(request, pk)
     context = _service_context(request, service)
     if request.htmx and request.GET.get("part") == "rollout":
         # The section polls on its own; once the deployment it showed has ended (or another has begun), the
@@ -695,8 +703,9 @@ def service_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "deployments/service_detail.html", context)
 
 
-def _service_or_404(pk: int) -> Service:
-    service = selectors.service_by_id(pk)
+def _service_or_404(request: HttpRequest, pk: int) -> Service:
+    """The service, when the user may see its project; else 404, as if there were none."""
+    service = selectors.service_by_id(pk, user=request.user)
     if service is None:
         raise Http404(f"there is no service {pk}")
     return service
@@ -705,7 +714,7 @@ def _service_or_404(pk: int) -> Service:
 @require_http_methods(["POST"])
 def service_rollback(request: HttpRequest, pk: int) -> HttpResponse:
     permissions.require(request.user, "deployment.rollback")
-    service = _service_or_404(pk)
+    service = _service_or_404(request, pk)
     try:
         rollback = services.deployment_rollback(
             actor=request.user,
@@ -725,7 +734,7 @@ def service_rollback(request: HttpRequest, pk: int) -> HttpResponse:
 @require_http_methods(["POST"])
 def service_scale(request: HttpRequest, pk: int) -> HttpResponse:
     permissions.require(request.user, "deployment.deploy")
-    service = _service_or_404(pk)
+    service = _service_or_404(request, pk)
     try:
         scaled = services.service_scale(
             actor=request.user, service_id=service.pk, desired_count=request.POST.get("desired_count", "")
@@ -742,7 +751,7 @@ def service_rotate_ingest_token(request: HttpRequest, pk: int) -> HttpResponse:
     from monitoring.services.ingest import ROTATION_EFFECT, service_ingest_token_rotate
 
     permissions.require(request.user, "deployment.deploy")
-    service = _service_or_404(pk)
+    service = _service_or_404(request, pk)
     service_ingest_token_rotate(service=service, actor=request.user)
     messages.success(request, f"{service.name}'s ingest token is rotated. {ROTATION_EFFECT}")
     return redirect("service-detail", pk=service.pk)

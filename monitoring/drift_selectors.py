@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.urls import reverse
 
+from controlplane import access
 from controlplane.filters import (
     ChoiceFilter,
     DateRangeFilterSet,
@@ -134,8 +135,9 @@ def drift_report_detail(report: DriftReport) -> dict[str, Any]:
     }
 
 
-def open_alerts(service: Service | None = None) -> QuerySet[Alert]:
-    alerts = Alert.objects.filter(status=Alert.Status.OPEN).select_related("service")
+def open_alerts(*, user: Any, service: Service | None = None) -> QuerySet[Alert]:
+    """The open alerts the user may see (of one service, or of all), newest first."""
+    alerts = access.scope(Alert.objects.filter(status=Alert.Status.OPEN), user).select_related("service")
     if service is not None:
         alerts = alerts.filter(service=service)
     return alerts.order_by("-opened_at", "-id")
@@ -162,11 +164,12 @@ class AlertFilter(DateRangeFilterSet):
         return queryset if value == "all" else queryset.filter(status=value)
 
 
-def alert_list(*, filters: Mapping[str, Any] | None = None) -> QuerySet[Alert]:
-    """Alerts newest first, open ones unless `status` says closed or all (a ValidationError names a bad filter)."""
+def alert_list(*, user: Any, filters: Mapping[str, Any] | None = None) -> QuerySet[Alert]:
+    """The alerts the user may see, newest first, open ones unless `status` says closed or all (a ValidationError
+    names a bad filter)."""
     values = filter_values(AlertFilter, filters)
     values["status"] = values["status"] or "open"
-    alerts = Alert.objects.select_related("service", "drift_report")
+    alerts = access.scope(Alert.objects.all(), user).select_related("service", "drift_report")
     return apply_filters(AlertFilter, values, alerts).order_by("-opened_at", "-id")
 
 

@@ -6,6 +6,8 @@ field), the numbers come from the same selectors, every list is paginated (`page
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.exceptions import ValidationError
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
@@ -13,7 +15,7 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from controlplane import permissions
+from controlplane import access, permissions
 from controlplane.api_support import Choice, Flag, Pagination, error_responses, filter_parameters, get_or_404
 from deployments import selectors as deployment_selectors
 from deployments.models import Service
@@ -184,8 +186,9 @@ class AlertOutput(serializers.ModelSerializer):
         ]
 
 
-def _service(pk: int) -> Service:
-    return get_or_404(deployment_selectors.service_list(), f"there is no service {pk}", pk=pk)
+def _service(user: Any, pk: int) -> Service:
+    """The service, when the user may see its project; else 404, as if there were none."""
+    return get_or_404(access.scope(deployment_selectors.service_list(), user), f"there is no service {pk}", pk=pk)
 
 
 def _window(request: Request, inputs: serializers.Serializer, *, default: str) -> Window:
@@ -212,7 +215,7 @@ class ServiceMetricsApi(GenericAPIView):
     )
     def get(self, request: Request, pk: int) -> Response:
         permissions.require(request.user, "service.view")
-        service = _service(pk)
+        service = _service(request.user, pk)
         inputs = MetricsInput(data=request.query_params)
         window = _window(request, inputs, default="24h")
         by_revision = inputs.validated_data["by_revision"]
@@ -252,7 +255,7 @@ class ServiceDriftApi(GenericAPIView):
     )
     def get(self, request: Request, pk: int) -> Response:
         permissions.require(request.user, "service.view")
-        service = _service(pk)
+        service = _service(request.user, pk)
         window = _window(request, WindowInput(data=request.query_params), default="7d")
         reports = (
             drift_selectors.drift_reports(service, window.start, window.end)
@@ -276,5 +279,5 @@ class AlertListApi(GenericAPIView):
     )
     def get(self, request: Request) -> Response:
         permissions.require(request.user, "service.view")
-        page = self.paginate_queryset(drift_selectors.alert_list(filters=request.query_params))
+        page = self.paginate_queryset(drift_selectors.alert_list(user=request.user, filters=request.query_params))
         return self.get_paginated_response(AlertOutput(page, many=True).data)

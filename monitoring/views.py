@@ -14,9 +14,8 @@ from django.shortcuts import render
 from django.utils import timezone
 from django_htmx.http import HttpResponseClientRefresh
 
-from controlplane import permissions
+from controlplane import access, permissions
 from controlplane.filters import filtered_list
-from controlplane.models import Project
 from controlplane.views import paginate
 from deployments import selectors as deployment_selectors
 from deployments.models import Service
@@ -36,8 +35,9 @@ ALERT_LABELS = {
 HISTOGRAMS_SHOWN = 8
 
 
-def _service_or_404(pk: int) -> Service:
-    service = deployment_selectors.service_by_id(pk)
+def _service_or_404(request: HttpRequest, pk: int) -> Service:
+    """The service, when the user may see its project; else 404, as if there were none."""
+    service = deployment_selectors.service_by_id(pk, user=request.user)
     if service is None:
         raise Http404(f"there is no service {pk}")
     return service
@@ -77,9 +77,9 @@ def _latest_report(service: Service) -> DriftReport | None:
 # --- overview -----------------------------------------------------------------------------------------------------
 
 
-def _overview_services(filters: dict[str, str]) -> Any:
+def _overview_services(user: Any, filters: dict[str, str]) -> Any:
     return (
-        deployment_selectors.service_list(filters=filters)
+        access.scope(deployment_selectors.service_list(filters=filters), user)
         .annotate(open_alert_count=Count("alerts", filter=Q(alerts__status=Alert.Status.OPEN)))
         .order_by("environment__order", "registered_model__slug", "pk")
     )
@@ -95,16 +95,18 @@ def overview(request: HttpRequest) -> HttpResponse:
     window, errors = _window(request, default=default)
     context: dict[str, Any] = {
         **_window_context(request, window, errors, default),
-        "alerts": drift_selectors.open_alerts()[:10],
-        "open_count": drift_selectors.open_alerts().count(),
+        "alerts": drift_selectors.open_alerts(user=request.user)[:10],
+        "open_count": drift_selectors.open_alerts(user=request.user).count(),
     }
     if window is None:
         return render(request, "monitoring/overview.html", context, status=400)
-    listed = filtered_list(request.GET, deployment_selectors.ServiceFilter, _overview_services)
+    listed = filtered_list(
+        request.GET, deployment_selectors.ServiceFilter, lambda filters: _overview_services(request.user, filters)
+    )
     context.update(
         filters=listed.values,
         errors=listed.errors,
-        projects=Project.objects.order_by("slug"),
+        projects=access.visible_projects(request.user).order_by("slug"),
         environments=deployment_selectors.environment_list(),
         # Each form keeps the other's choice: the window form the filters, the filters form the window.
         keep_in_window={name: value for name, value in listed.values.items() if value},
@@ -149,7 +151,7 @@ def overview(request: HttpRequest) -> HttpResponse:
 
 def service_metrics(request: HttpRequest, pk: int) -> HttpResponse:
     permissions.require(request.user, "service.view")
-    service = _service_or_404(pk)
+    service = _service_or_404(request, pk)
     # A service that has served for less than a day opens on the last hour: its first minutes are readable there,
     # a thin spike at the edge of a day's chart.
     first = metric_selectors.first_metric_at(service)
@@ -220,7 +222,7 @@ def _drift_running(service: Service) -> list[DriftReport]:
 
 def service_drift(request: HttpRequest, pk: int) -> HttpResponse:
     permissions.require(request.user, "service.view")
-    service = _service_or_404(pk)
+    service = _service_or_404(request, pk)
     if request.htmx and request.GET.get("part") == "running":
         # The reports under way poll on their own; once none is left, the page is drawn again with their results.
         running = _drift_running(service)
@@ -279,7 +281,9 @@ def service_drift(request: HttpRequest, pk: int) -> HttpResponse:
 def alert_list(request: HttpRequest) -> HttpResponse:
     permissions.require(request.user, "service.view")
     listed = filtered_list(
-        request.GET, drift_selectors.AlertFilter, lambda filters: drift_selectors.alert_list(filters=filters)
+        request.GET,
+        drift_selectors.AlertFilter,
+        lambda filters: drift_selectors.alert_list(user=request.user, filters=filters),
     )
     status = listed.values["status"] or "open"
     return render(
@@ -291,12 +295,12 @@ def alert_list(request: HttpRequest) -> HttpResponse:
             "status": status,
             "statuses": ("open", "closed", "all"),
             "names": {name: alert_label(name) for name in drift_selectors.ALERT_NAMES},
-            "services": Service.objects.order_by("name").only("pk", "name"),
+            "services": access.scope(Service.objects.order_by("name"), request.user).only("pk", "name"),
             "environments": deployment_selectors.environment_list(),
             "errors": listed.errors,
             "query": listed.query,
             # A budget crossing is an alert about money, not a service: its own section, always the open ones.
-            "budget_crossings": list(open_budget_crossings())
+            "budget_crossings": list(open_budget_crossings(user=request.user))
             if permissions.has_permission(request.user, "cost.view")
             else [],
         },

@@ -17,7 +17,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from controlplane import permissions
+from controlplane import access, permissions
+from controlplane.models import Project
 from controlplane.services import audit_record, notify
 from controlplane.transitions import StateMachine, default_lease_seconds, transitions, write_transition_event
 from deployments import gates as gate_rules
@@ -54,7 +55,13 @@ def _audit_request(
         before=before,
         after=after,
         reason=reason,
+        project=_project(request.pk),
     )
+
+
+def _project(request_id: int) -> Project:
+    """The project whose model version the request promotes: it owns the request."""
+    return Project.objects.get(registeredmodels__versions__approval_requests__pk=request_id)
 
 
 def _write_approval_event(
@@ -135,6 +142,7 @@ def approval_request_create(
     if errors:
         raise ValidationError(errors)
     assert target is not None and version is not None
+    permissions.require(actor, "approval.request", project=version.registered_model.project)
     live = ApprovalRequest.objects.filter(model_version=version, environment=target, status__in=["open", "approved"])
     if live.exists():
         raise Conflict({"model_version": [_duplicate_message(version, target, live.first())]})
@@ -309,6 +317,7 @@ def approval_decide(*, actor: Any, request_id: int, verdict: str, comment: str) 
     if errors:
         raise ValidationError(errors)
     request_id = _request_id(request_id)
+    permissions.require(actor, "approval.decide", project=_project(request_id))
     _expire_if_due(request_id)
     with transaction.atomic():
         request = _locked_open(request_id, "be decided")
@@ -424,6 +433,7 @@ def approval_withdraw(*, actor: Any, request_id: int, reason: str = "") -> Appro
     """The requester (or an admin) takes an open request back."""
     permissions.require(actor, "approval.request")
     request_id = _request_id(request_id)
+    permissions.require(actor, "approval.request", project=_project(request_id))
     _expire_if_due(request_id)
     with transaction.atomic():
         request = _locked_open(request_id, "be withdrawn")
@@ -484,12 +494,14 @@ def approval_requests_expire() -> int:
 
 
 def _tell_outcome(request: ApprovalRequest) -> None:
-    """The requester and the project's data scientists hear the outcome, in the app and by email (on commit)."""
+    """The requester and the project's data scientists hear the outcome, in the app and by email (on commit): those
+    who may still see the project (a restricted one's members)."""
     version = request.model_version
     project = version.registered_model.project
     people = {request.requested_by_id: request.requested_by}
     for user in lineage_selectors.project_data_scientists(project):
         people.setdefault(user.pk, user)
+    people = {pk: user for pk, user in people.items() if access.can_see(user, project, label="acting")}
     lines = [request.status_reason or f"approval request {request.pk} is {request.status}"]
     lines += [
         f"{decision.approver.get_username()} ({decision.verdict}): {decision.comment}"

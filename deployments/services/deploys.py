@@ -25,7 +25,8 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
-from controlplane import permissions
+from controlplane import access, permissions
+from controlplane.models import Project
 from controlplane.services import audit_record, notify
 from controlplane.transitions import LostLease, StateMachine, transitions
 from deployments import objectives as objective_rules
@@ -71,7 +72,13 @@ def _write_deployment_event(
         before={"status": previous},
         after={"status": target},
         reason=reason,
+        project=service_project(deployment.service_id),
     )
+
+
+def service_project(service_id: int) -> Project | None:
+    """The project whose model the service serves: it owns the service, its deployments and its monitoring."""
+    return Project.objects.filter(registeredmodels__services__pk=service_id).first()
 
 
 DEPLOYMENT_MACHINE = StateMachine(
@@ -288,6 +295,7 @@ def _locked_service(version: ModelVersion, environment: Environment, actor: Any)
                 object_id=service.pk,
                 object_repr=service.name,
                 after={"model": version.registered_model.slug, "environment": environment.name},
+                project=version.registered_model.project,
             )
             return service
     except IntegrityError:
@@ -332,6 +340,8 @@ def deployment_create(
     if errors:
         raise ValidationError(errors)
     assert target is not None and version is not None
+    if actor is not None:
+        permissions.require(actor, "deployment.deploy", project=version.registered_model.project)
     approved = (
         ApprovalRequest.objects.filter(model_version=version, environment=target, status="approved")
         .order_by("-finished_at", "-id")
@@ -415,6 +425,7 @@ def _created(deployment: Deployment, actor: Any, reason: str) -> None:
             "strategy": deployment.strategy,
         },
         reason=reason,
+        project=service_project(deployment.service_id),
     )
     transaction.on_commit(lambda: tasks.deployment_start_task.delay(deployment.pk), robust=True)
 
@@ -479,8 +490,12 @@ def deployment_rollback(*, actor: Any, service_id: Any, reason: str, expected: A
         raise ValidationError(
             {"reason": [f"required: say why you roll back (at least {MIN_ROLLBACK_REASON} characters)"]}
         )
+    key = _as_id(service_id, "service")
+    if not Service.objects.filter(pk=key).exists():
+        raise ValidationError({"service": [f"there is no service {service_id!r}"]})
+    permissions.require(actor, "deployment.rollback", project=service_project(key))
     with transaction.atomic():
-        service = Service.objects.select_for_update().filter(pk=_as_id(service_id, "service")).first()
+        service = Service.objects.select_for_update().filter(pk=key).first()
         if service is None:
             raise ValidationError({"service": [f"there is no service {service_id!r}"]})
         if expected not in (None, ""):
@@ -850,6 +865,7 @@ def _succeed(deployment_id: int, *, attempt: int | None, reason: str) -> Deploym
             before={"deployment": before},
             after={"deployment": done.pk, "revision": done.revision, "model_version": done.model_version_id},
             reason=reason,
+            project=service_project(service.pk),
         )
         _tell(done, f"{done.service.name}: {done.kind} {done.pk} succeeded ({done.model_version})", reason)
         if service.desired_count != done.desired_count:
@@ -907,11 +923,12 @@ def _tell(deployment: Deployment, title: str, body: str) -> None:
     if deployment.kind == Deployment.Kind.ROLLBACK and deployment.rollback_of is not None:
         told.append(deployment.rollback_of)
         body = f"{body}. Why: {deployment.reason}"
+    project = service_project(deployment.service_id)
     users = [
         user
         for each in told
         for user in (each.initiated_by, getattr(each.approval_request, "requested_by", None))
-        if user
+        if user and access.can_see(user, project, label="acting")
     ]
     if users:
         notify(users=users, title=title, body=body, url=reverse("service-detail", kwargs={"pk": deployment.service_id}))
@@ -1015,13 +1032,12 @@ def local_services_stop() -> list[str]:
 def service_scale(*, actor: Any, service_id: Any, desired_count: Any) -> Service:
     """Set how many processes (local) or tasks (ECS) serve the service, within its environment's limits."""
     permissions.require(actor, "deployment.deploy")
+    key = _as_id(service_id, "service")
+    if not Service.objects.filter(pk=key).exists():
+        raise ValidationError({"service": [f"there is no service {service_id!r}"]})
+    permissions.require(actor, "deployment.deploy", project=service_project(key))
     with transaction.atomic():
-        service = (
-            Service.objects.select_for_update()
-            .select_related("environment")
-            .filter(pk=_as_id(service_id, "service"))
-            .first()
-        )
+        service = Service.objects.select_for_update().select_related("environment").filter(pk=key).first()
         if service is None:
             raise ValidationError({"service": [f"there is no service {service_id!r}"]})
         low, high = service.environment.min_desired_count, service.environment.max_desired_count
@@ -1052,6 +1068,7 @@ def service_scale(*, actor: Any, service_id: Any, desired_count: Any) -> Service
             object_repr=service.name,
             before={"desired_count": before},
             after={"desired_count": count},
+            project=service_project(service.pk),
         )
         transaction.on_commit(lambda: tasks.service_scale_task.delay(service.pk), robust=True)
     return service

@@ -14,7 +14,7 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from controlplane import permissions
+from controlplane import access, permissions
 from controlplane.api_support import (
     BodyInput,
     Choice,
@@ -134,7 +134,7 @@ class CostsApi(GenericAPIView):
     def get(self, request: Request) -> Response:
         permissions.require(request.user, "cost.view")
         period = _period(request)
-        table = dashboard.table_for(period)
+        table = dashboard.table_for(period, request.user)
         group_totals = table.group_totals
         body = {
             "start": table.start,
@@ -157,7 +157,7 @@ class CostsApi(GenericAPIView):
             "total": table.total,
             "estimated_total": table.estimated_total,
             "bill_total": table.bill_total,
-            "forecast": _forecast(selectors.forecast_for(dashboard.today())),
+            "forecast": _forecast(selectors.forecast_for(dashboard.today(), user=request.user)),
         }
         return Response(CostsOutput(body).data)
 
@@ -208,18 +208,19 @@ class BudgetChangeInput(BodyInput):
     alert_on_forecast = Flag(required=False)
 
 
-def _budgets() -> Any:
-    return Budget.objects.select_related("project", "created_by").prefetch_related("crossings")
+def _budgets(user: Any) -> Any:
+    return dashboard.visible_budgets(user).select_related("project", "created_by").prefetch_related("crossings")
 
 
-def _budget_body(budget: Budget) -> dict[str, Any]:
-    return BudgetOutput(dashboard.budget_status(budget)).data  # type: ignore[return-value]
+def _budget_body(budget: Budget, user: Any) -> dict[str, Any]:
+    return BudgetOutput(dashboard.budget_status(budget, user=user)).data  # type: ignore[return-value]
 
 
-def _project(slug: Any) -> Project | None:
+def _project(slug: Any, user: Any) -> Project | None:
+    """The project named, among those whose costs the user may see; else 400, as if there were none."""
     if slug is None or slug == "":
         return None
-    project = Project.objects.filter(slug=str(slug)).first()
+    project = access.scope(Project.objects.all(), user).filter(slug=str(slug)).first()
     if project is None:
         raise ValidationError({"project": [f"there is no project {slug!r}"]})
     return project
@@ -238,8 +239,8 @@ class BudgetListApi(GenericAPIView):
     )
     def get(self, request: Request) -> Response:
         permissions.require(request.user, "cost.view")
-        page = self.paginate_queryset(_budgets())
-        statuses = dashboard.budget_statuses(list(page or []))
+        page = self.paginate_queryset(_budgets(request.user))
+        statuses = dashboard.budget_statuses(list(page or []), user=request.user)
         return self.get_paginated_response([BudgetOutput(status).data for status in statuses])
 
     @extend_schema(
@@ -254,7 +255,7 @@ class BudgetListApi(GenericAPIView):
         inputs = BudgetCreateInput(data=request.data)
         inputs.is_valid(raise_exception=True)
         data = inputs.validated_data
-        project = _project(data.get("project"))
+        project = _project(data.get("project"), request.user)
         existed = Budget.objects.filter(project=project).exists()
         budget = services.budget_save(
             actor=request.user,
@@ -264,19 +265,19 @@ class BudgetListApi(GenericAPIView):
             alert_on_forecast=data["alert_on_forecast"],
         )
         code = status.HTTP_200_OK if existed else status.HTTP_201_CREATED
-        return Response(_budget_body(_budgets().get(pk=budget.pk)), status=code)
+        return Response(_budget_body(_budgets(request.user).get(pk=budget.pk), request.user), status=code)
 
 
 class BudgetDetailApi(GenericAPIView):
     serializer_class = BudgetOutput
 
-    def _get(self, pk: int) -> Budget:
-        return get_or_404(_budgets(), f"there is no budget {pk}", pk=pk)
+    def _get(self, user: Any, pk: int) -> Budget:
+        return get_or_404(_budgets(user), f"there is no budget {pk}", pk=pk)
 
     @extend_schema(operation_id="budgets_retrieve", responses={200: BudgetOutput, **error_responses(403, 404)})
     def get(self, request: Request, pk: int) -> Response:
         permissions.require(request.user, "cost.view")
-        return Response(_budget_body(self._get(pk)))
+        return Response(_budget_body(self._get(request.user, pk), request.user))
 
     @extend_schema(
         operation_id="budgets_change",
@@ -286,7 +287,7 @@ class BudgetDetailApi(GenericAPIView):
     )
     def patch(self, request: Request, pk: int) -> Response:
         permissions.require(request.user, "budget.manage")
-        budget = self._get(pk)
+        budget = self._get(request.user, pk)
         inputs = BudgetChangeInput(data=request.data)
         inputs.is_valid(raise_exception=True)
         data = inputs.validated_data
@@ -297,7 +298,7 @@ class BudgetDetailApi(GenericAPIView):
             thresholds=data.get("thresholds", budget.thresholds),
             alert_on_forecast=data.get("alert_on_forecast", budget.alert_on_forecast),
         )
-        return Response(_budget_body(self._get(pk)))
+        return Response(_budget_body(self._get(request.user, pk), request.user))
 
     @extend_schema(
         operation_id="budgets_delete",
@@ -306,7 +307,7 @@ class BudgetDetailApi(GenericAPIView):
     )
     def delete(self, request: Request, pk: int) -> Response:
         permissions.require(request.user, "budget.manage")
-        budget = self._get(pk)
+        budget = self._get(request.user, pk)
         try:
             services.budget_delete(actor=request.user, budget_id=budget.pk)
         except ValidationError:

@@ -11,7 +11,8 @@ from typing import Any
 
 from django.utils import timezone
 
-from monitoring.costs import selectors
+from controlplane import access
+from monitoring.costs import object_selectors, selectors
 from monitoring.costs.selectors import ZERO, CostTable, month_start, next_month
 from monitoring.models import Budget, BudgetCrossing, CostForecast
 
@@ -87,9 +88,15 @@ def parse_period(params: Any) -> tuple[Period | None, dict[str, list[str]], dict
     return Period(start, end, typed["granularity"], typed["group_by"]), {}, typed
 
 
-def table_for(period: Period) -> CostTable:
+def table_for(period: Period, user: Any) -> CostTable:
+    """The period's table of what the user may see: a restricted project's spend only to its members, finance and
+    admins (controlplane.access)."""
     return selectors.cost_table(
-        start=period.start, end=period.end_exclusive, granularity=period.granularity, group_by=period.group_by
+        start=period.start,
+        end=period.end_exclusive,
+        granularity=period.granularity,
+        group_by=period.group_by,
+        user=user,
     )
 
 
@@ -301,12 +308,13 @@ def percent(spend: Decimal, amount: Decimal) -> int:
     return int((spend / amount * 100).to_integral_value(rounding=ROUND_HALF_UP)) if amount else 0
 
 
-def budget_statuses(budgets: list[Budget], month: date | None = None) -> list[dict[str, Any]]:
+def budget_statuses(budgets: list[Budget], month: date | None = None, *, user: Any) -> list[dict[str, Any]]:
     """budget_status of each budget, reading every budget's month spend and forecast at once: a list of budgets
-    costs the same queries however long it is (their crossings are prefetched by the caller)."""
+    costs the same queries however long it is (their crossings are prefetched by the caller). The overall budget's
+    spend is of what `user` may see."""
     month = month_start(month or today())
-    spends, forecasts = selectors.month_spends(month), selectors.forecasts_for(month)
-    return [budget_status(b, month, spends=spends, forecasts=forecasts) for b in budgets]
+    spends, forecasts = selectors.month_spends(month, user=user), selectors.forecasts_for(month, user=user)
+    return [budget_status(b, month, spends=spends, forecasts=forecasts, user=user) for b in budgets]
 
 
 def budget_status(
@@ -315,16 +323,19 @@ def budget_status(
     *,
     spends: dict[str | None, tuple[Decimal, Decimal]] | None = None,
     forecasts: dict[str, Any] | None = None,
+    user: Any,
 ) -> dict[str, Any]:
     """A budget against its month: spend (and its estimated part), percent used, the forecast total and the
     crossings still open. `spends` and `forecasts` (month_spends, forecasts_for) spare the two reads."""
     month = month_start(month or today())
     slug = budget.project.slug if budget.project else None
     if spends is None:
-        spends = selectors.month_spends(month, projects=None if slug is None else [slug])
+        spends = selectors.month_spends(month, projects=None if slug is None else [slug], user=user)
     spend, estimated = spends.get(slug, (ZERO, ZERO))
     forecast = (
-        forecasts.get(slug or "") if forecasts is not None else selectors.forecast_for(month, project=slug or "")
+        forecasts.get(slug or "")
+        if forecasts is not None
+        else selectors.forecast_for(month, project=slug or "", user=user)
     )
     forecast_total = (
         Decimal(forecast.actual) + forecast.mean
@@ -346,14 +357,22 @@ def budget_status(
         "forecast_total": forecast_total,
         "forecast_over": forecast_total is not None and forecast_total > budget.amount,
         "forecast_reason": "" if forecast_total is not None else (forecast.reason if forecast else "none made yet"),
-        "open_crossings": [c for c in budget.crossings.all() if c.status == BudgetCrossing.Status.OPEN],
+        # The overall budget's crossings were judged on every project's spend: only for whom that is no secret.
+        "open_crossings": [c for c in budget.crossings.all() if c.status == BudgetCrossing.Status.OPEN]
+        if budget.project is not None or object_selectors.sees_everything(user)
+        else [],
     }
 
 
-def budgets_for_dashboard(table: CostTable, period: Period) -> dict[str, Any]:
+def visible_budgets(user: Any) -> Any:
+    """The budgets the user may see: the overall one, and those of the projects whose costs they may see."""
+    return access.scope(Budget.objects.all(), user)
+
+
+def budgets_for_dashboard(table: CostTable, period: Period, user: Any) -> dict[str, Any]:
     """The period's total against the overall budget (prorated to the period's days), and this month's spend of
-    each project budget when the table is grouped by project."""
-    budgets = list(Budget.objects.select_related("project").prefetch_related("crossings"))
+    each project budget when the table is grouped by project: of what the user may see."""
+    budgets = list(visible_budgets(user).select_related("project").prefetch_related("crossings"))
     overall = next((b for b in budgets if b.project is None), None)
     out: dict[str, Any] = {"overall": None, "projects": []}
     if overall is not None:
@@ -364,8 +383,8 @@ def budgets_for_dashboard(table: CostTable, period: Period) -> dict[str, Any]:
             "total": money(table.total),
             "percent": percent(table.total, share),
             "meter": min(percent(table.total, share), 100),
-            "month": budget_status(overall),
+            "month": budget_status(overall, user=user),
         }
     if period.group_by == "project":
-        out["projects"] = budget_statuses([b for b in budgets if b.project is not None])
+        out["projects"] = budget_statuses([b for b in budgets if b.project is not None], user=user)
     return out

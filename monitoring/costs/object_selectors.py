@@ -15,6 +15,7 @@ from typing import Any
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from controlplane import access
 from monitoring.costs import selectors
 from monitoring.costs.money import usd
 from monitoring.costs.selectors import ZERO, ObjectCost
@@ -153,8 +154,18 @@ def _over(amount: Decimal, spend: Decimal, estimate: Decimal, *, already: str, w
     return ""
 
 
-def open_budget_crossings() -> QuerySet[BudgetCrossing]:
-    return BudgetCrossing.objects.filter(status=BudgetCrossing.Status.OPEN).select_related("budget__project")
+def open_budget_crossings(*, user: Any) -> QuerySet[BudgetCrossing]:
+    """The open crossings of the budgets the user may see (the overall budget's only to those who see every
+    project's costs: its spend counts them all)."""
+    crossings = access.scope(BudgetCrossing.objects.filter(status=BudgetCrossing.Status.OPEN), user)
+    if not sees_everything(user):
+        crossings = crossings.exclude(budget__project__isnull=True)
+    return crossings.select_related("budget__project")
+
+
+def sees_everything(user: Any) -> bool:
+    """Whether every project's costs are the user's to see (finance, admins, or no project is hidden from them)."""
+    return access.sees_across(user, "monitoring.BudgetCrossing") or not access.hidden_project_slugs(user).exists()
 
 
 @dataclass(frozen=True)
@@ -177,17 +188,19 @@ class BudgetStanding:
         return self.spend > self.budget.amount
 
 
-def budget_standings(*, on: date | None = None) -> list[BudgetStanding]:
-    """Every budget's month so far: spend (of it estimated) against the amount, and its open crossings."""
+def budget_standings(*, on: date | None = None, user: Any = None) -> list[BudgetStanding]:
+    """Every budget's month so far (of those `user` may see; None: all): spend (of it estimated) against the
+    amount, and its open crossings."""
     month = selectors.month_start(on or today())
     crossings: dict[int, int] = {}
     for budget_id in BudgetCrossing.objects.filter(status=BudgetCrossing.Status.OPEN, month=month).values_list(
         "budget_id", flat=True
     ):
         crossings[budget_id] = crossings.get(budget_id, 0) + 1
-    spends = selectors.month_spends(month)  # every budget's month in one query
+    spends = selectors.month_spends(month, user=user)  # every budget's month in one query
+    budgets = Budget.objects.all() if user is None else access.scope(Budget.objects.all(), user)
     out = []
-    for budget in Budget.objects.select_related("project"):
+    for budget in budgets.select_related("project"):
         spend, estimated = spends.get(budget.project.slug if budget.project else None, (ZERO, ZERO))
         out.append(
             BudgetStanding(budget=budget, spend=spend, estimated=estimated, open_crossings=crossings.get(budget.pk, 0))
@@ -195,16 +208,19 @@ def budget_standings(*, on: date | None = None) -> list[BudgetStanding]:
     return out
 
 
-def budgets_near_limit(*, on: date | None = None, percent: int = NEAR_LIMIT_PERCENT) -> list[BudgetStanding]:
+def budgets_near_limit(
+    *, on: date | None = None, percent: int = NEAR_LIMIT_PERCENT, user: Any = None
+) -> list[BudgetStanding]:
     """The budgets at `percent` of their month or more, or with an open crossing, the most used first."""
-    near = [s for s in budget_standings(on=on) if s.percent >= percent or s.open_crossings]
+    near = [s for s in budget_standings(on=on, user=user) if s.percent >= percent or s.open_crossings]
     return sorted(near, key=lambda s: s.percent, reverse=True)
 
 
-def overall_standing(*, on: date | None = None) -> dict[str, Any]:
-    """This month's spend for everything and the overall budget (None when there is none)."""
+def overall_standing(*, on: date | None = None, user: Any = None) -> dict[str, Any]:
+    """This month's spend for everything (`user` may see; None: all) and the overall budget (None when there is
+    none)."""
     month = selectors.month_start(on or today())
-    spend, estimated = selectors.month_spend(month)
+    spend, estimated = selectors.month_spend(month, user=user)
     budget = Budget.objects.filter(project=None).first()
     return {
         "month": month,

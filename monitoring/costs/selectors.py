@@ -26,6 +26,7 @@ from typing import Any
 from django.db.models import Case, CharField, F, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import TruncMonth
 
+from controlplane import access
 from monitoring.models import CostBillDay, CostForecast, CostMonth, CostRecord
 
 # Grouping -> (the bill's breakdown and roll-up family that has it, the column).
@@ -187,10 +188,17 @@ def _buckets(start: date, end: date, granularity: str) -> list[date]:
 
 
 def cost_table(
-    *, start: date, end: date, granularity: str = "day", group_by: str = "project", top: int = TOP_GROUPS
+    *,
+    start: date,
+    end: date,
+    granularity: str = "day",
+    group_by: str = "project",
+    top: int = TOP_GROUPS,
+    user: Any = None,
 ) -> CostTable:
-    """The dashboard's figures for [start, end) (end exclusive; a monthly view takes whole months). Two grouped
-    queries: the groups' totals (the `top` largest are drawn, the rest summed as OTHER), then each bucket's."""
+    """The dashboard's figures for [start, end) (end exclusive; a monthly view takes whole months), of what `user`
+    may see (None: everything, a system read). Two grouped queries: the groups' totals (the `top` largest are
+    drawn, the rest summed as OTHER), then each bucket's."""
     family, column = GROUPINGS[group_by]
     covered = bill_covered_through()
     if granularity == "month":
@@ -200,6 +208,8 @@ def cost_table(
     else:
         rows = counted_records(family, start=start, end=end)
         bucket_column = "day"
+    if user is not None:
+        rows = access.scope(rows, user)
     table = CostTable(start=start, end=end, granularity=granularity, group_by=group_by, covered_through=covered)
     table.buckets = _buckets(start, end, granularity)
     ranked = list(
@@ -253,15 +263,22 @@ def _group_name(key: str, other_key: str) -> str:
 # --- a month, a project, a budget -----------------------------------------------------------------------------
 
 
-def month_spend(month: date, *, project: str | None = None) -> tuple[Decimal, Decimal]:
-    """(spend, of which estimated) in the month of `month`, for everything or one project (its slug)."""
-    return month_spends(month, projects=None if project is None else [project]).get(project, (ZERO, ZERO))
+def month_spend(month: date, *, project: str | None = None, user: Any = None) -> tuple[Decimal, Decimal]:
+    """(spend, of which estimated) in the month of `month`, for everything (`user` may see) or one project (its
+    slug)."""
+    spends = month_spends(month, projects=None if project is None else [project], user=user)
+    return spends.get(project, (ZERO, ZERO))
 
 
-def month_spends(month: date, *, projects: list[str] | None = None) -> dict[str | None, tuple[Decimal, Decimal]]:
+def month_spends(
+    month: date, *, projects: list[str] | None = None, user: Any = None
+) -> dict[str | None, tuple[Decimal, Decimal]]:
     """(spend, of which estimated) in the month of `month` for each project that spent (by slug) and, under None,
-    for all of them together (or of `projects` alone, when given): one query however many projects."""
+    for all of them together (or of `projects` alone, when given), of what `user` may see (None: everything): one
+    query however many projects."""
     rows = CostMonth.objects.filter(family=CostMonth.Family.PROJECT, month=month_start(month))
+    if user is not None:
+        rows = access.scope(rows, user)
     if projects is not None:
         rows = rows.filter(project__in=projects)
     spends: dict[str | None, tuple[Decimal, Decimal]] = {None: (ZERO, ZERO)}
@@ -274,15 +291,21 @@ def month_spends(month: date, *, projects: list[str] | None = None) -> dict[str 
     return spends
 
 
-def forecast_for(month: date, *, project: str = "") -> CostForecast | None:
+def forecast_for(month: date, *, project: str = "", user: Any = None) -> CostForecast | None:
     """The month's forecast as the last sync left it: the bill's when it has one, else the estimate's."""
-    return forecasts_for(month, projects=[project]).get(project)
+    return forecasts_for(month, projects=[project], user=user).get(project)
 
 
-def forecasts_for(month: date, *, projects: list[str] | None = None) -> dict[str, CostForecast]:
-    """forecast_for of every project that has one ("" for everything), or of `projects`: one query."""
+def forecasts_for(month: date, *, projects: list[str] | None = None, user: Any = None) -> dict[str, CostForecast]:
+    """forecast_for of every project that has one ("" for everything), or of `projects`: one query. With `user`,
+    only what they may see: the forecast for everything counts every project, so it is left out for a user some
+    project is hidden from."""
     found: dict[str, dict[str, CostForecast]] = defaultdict(dict)
     forecasts = CostForecast.objects.filter(month=month_start(month))
+    if user is not None:
+        forecasts = access.scope(forecasts, user)
+        if not access.sees_across(user, "monitoring.CostForecast") and access.hidden_project_slugs(user).exists():
+            forecasts = forecasts.exclude(project="")
     if projects is not None:
         forecasts = forecasts.filter(project__in=projects)
     for forecast in forecasts:
@@ -379,8 +402,12 @@ def service_daily_cost(service: Any, *, start: date, end: date) -> list[dict[str
     the metrics carry no row counts, as CloudWatch's EMF series do not, per 1,000 requests instead)."""
     from monitoring.models import MetricPoint
 
+    # Model slugs are unique within a project only: an estimate knows its project, so another project's model of
+    # the same name is not counted (the bill's model breakdown has no project: "").
     rows = counted_records(CostRecord.Breakdown.MODEL, start=start, end=end).filter(
-        model=service.registered_model.slug, environment=service.environment.name
+        model=service.registered_model.slug,
+        environment=service.environment.name,
+        project__in=["", service.registered_model.project.slug],
     )
     amounts: dict[date, Decimal] = defaultdict(lambda: ZERO)
     estimated: dict[date, Decimal] = defaultdict(lambda: ZERO)

@@ -21,13 +21,13 @@ from statistics import NormalDist
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q, Sum
 from django.urls import reverse
 from django.utils import timezone
 
-from controlplane import permissions
+from controlplane import access, permissions
 from controlplane.services import audit_record, notify
 from controlplane.transitions import LostLease, StateMachine, transitions
 from monitoring.costs import selectors
@@ -639,7 +639,10 @@ def rollup_months(months: Iterable[date]) -> None:
             _lock_month(month)
             CostMonth.objects.filter(month=month).delete()
             rows = []
-            for family, columns in (("project", ("aws_service", "project")), ("model", ("model", "environment"))):
+            # The model family keeps the project too (an estimate knows it; the bill's model breakdown has ""), so
+            # a monthly view by model or environment leaves out a project the reader may not see.
+            families = (("project", ("aws_service", "project")), ("model", ("model", "environment", "project")))
+            for family, columns in families:
                 grouped = (
                     selectors.counted_records(family, start=month, end=end)
                     .values("source", *columns)
@@ -842,6 +845,7 @@ def budget_save(
 ) -> Budget:
     """Set the monthly budget of `project` (None: overall), creating or changing it; audited."""
     permissions.require(actor, "budget.manage")
+    _require_costs_of(actor, project)
     problems, value, cleaned = budget_problems(amount, thresholds)
     if problems:
         raise ValidationError(problems)
@@ -877,9 +881,17 @@ def budget_save(
             object_repr=f"budget of {project or 'everything'}",
             before=before,
             after=_budget_state(budget),
+            project=project,
         )
     transaction.on_commit(lambda: _check_later(), robust=True)
     return budget
+
+
+def _require_costs_of(actor: Any, project: Any) -> None:
+    """A restricted project's budget is managed by whoever sees its costs (its members, finance, admins): not by
+    `permissions.require(project=)`, which admits only members and admins, and would shut finance out."""
+    if not access.can_see(actor, project, label="monitoring.Budget"):
+        raise PermissionDenied(f"project {getattr(project, 'slug', project)!r} is restricted to its members")
 
 
 def _check_later() -> None:
@@ -895,6 +907,7 @@ def budget_delete(*, actor: Any, budget_id: Any) -> str:
         budget = Budget.objects.select_for_update(of=("self",)).select_related("project").filter(pk=budget_id).first()
         if budget is None:
             raise ValidationError({"budget": [f"no budget {budget_id}"]})
+        _require_costs_of(actor, budget.project)
         before = _budget_state(budget)
         pk = budget.pk
         budget.delete()
@@ -905,6 +918,7 @@ def budget_delete(*, actor: Any, budget_id: Any) -> str:
             object_id=pk,
             object_repr=f"budget of {budget.project or 'everything'}",
             before=before,
+            project=budget.project,
         )
     return f"the budget of {budget.project or 'everything'} ({budget.amount:.2f} USD a month)"
 
@@ -982,6 +996,7 @@ def _open_crossing(
                 object_repr=f"budget of {budget.project or 'everything'}",
                 after={"month": month.isoformat(), "kind": kind, "spend": str(spend)},
                 reason=message,
+                project=budget.project,
             )
             notify(
                 users=_budget_audience(budget),
@@ -1006,6 +1021,7 @@ def _open_crossing(
                     object_repr=f"budget of {budget.project or 'everything'}",
                     after={"month": month.isoformat(), "kind": kind, "spend": str(spend)},
                     reason=message,
+                    project=budget.project,
                 )
         return None
     return crossing
@@ -1021,6 +1037,8 @@ def _budget_audience(budget: Budget) -> list[Any]:
     from django.contrib.auth import get_user_model
 
     users = list(get_user_model().objects.filter(groups__name=permissions.FINANCE, is_active=True))
-    if budget.project is not None:
+    if budget.project is not None and access.can_see(
+        budget.project.created_by, budget.project, label="monitoring.Budget"
+    ):
         users.append(budget.project.created_by)
     return users

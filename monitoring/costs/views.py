@@ -19,11 +19,11 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from controlplane import permissions
+from controlplane import access, permissions
 from controlplane.models import Project
 from controlplane.views import PROGRESS, paginate
 from monitoring.costs import dashboard, selectors, services
-from monitoring.models import Budget, BudgetCrossing, CostSync
+from monitoring.models import BudgetCrossing, CostSync
 
 SYNCS_SHOWN = 5
 PERIOD_FIELDS = ("start", "end", "granularity", "group_by")
@@ -62,15 +62,15 @@ def cost_dashboard(request: HttpRequest) -> HttpResponse:
     }
     if period is None:
         return render(request, "monitoring/costs/dashboard.html", context, status=400)
-    table = dashboard.table_for(period)
-    forecast = selectors.forecast_for(dashboard.today())
+    table = dashboard.table_for(period, request.user)
+    forecast = selectors.forecast_for(dashboard.today(), user=request.user)
     context.update(
         table=table,
         shown=dashboard.table_view(table),
         chart=dashboard.chart_spec(table, period, forecast),
         forecast_in_period=dashboard.forecast_shown(period),
         forecast=dashboard.forecast_summary(forecast),
-        budgets=dashboard.budgets_for_dashboard(table, period),
+        budgets=dashboard.budgets_for_dashboard(table, period, request.user),
         query=urlencode(period.as_query()),
         grouping_label=selectors.GROUPING_LABELS[period.group_by],
         cost_explorer_enabled=settings.COST_EXPLORER_ENABLED,
@@ -87,7 +87,7 @@ def cost_export(request: HttpRequest) -> HttpResponse:
     if period is None:
         text = "".join(f"{name}: {'; '.join(messages_)}\n" for name, messages_ in problems.items())
         return HttpResponse(text, status=400, content_type="text/plain; charset=utf-8")
-    table = dashboard.table_for(period)
+    table = dashboard.table_for(period, request.user)
     out = StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(dashboard.CSV_HEADER)
@@ -159,14 +159,21 @@ class BudgetForm(forms.Form):
     )
     alert_on_forecast = forms.BooleanField(required=False, initial=True, label="Also alert when the forecast is over")
 
+    def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The projects whose costs the user may see (finance and admins: all of them).
+        self.fields["project"].queryset = access.scope(Project.objects.order_by("name"), user)  # type: ignore[attr-defined]
 
-def _budget_rows(budgets: Any) -> list[dict[str, Any]]:
-    return dashboard.budget_statuses(list(budgets))
+
+def _budget_rows(budgets: Any, user: Any) -> list[dict[str, Any]]:
+    return dashboard.budget_statuses(list(budgets), user=user)
 
 
 def _budget_page(request: HttpRequest, form: BudgetForm, *, status: int = 200) -> HttpResponse:
-    budgets = Budget.objects.select_related("project", "created_by").prefetch_related(
-        Prefetch("crossings", queryset=BudgetCrossing.objects.order_by("-opened_at", "-id"))
+    budgets = (
+        dashboard.visible_budgets(request.user)
+        .select_related("project", "created_by")
+        .prefetch_related(Prefetch("crossings", queryset=BudgetCrossing.objects.order_by("-opened_at", "-id")))
     )
     page = paginate(request, budgets)
     return render(
@@ -174,7 +181,7 @@ def _budget_page(request: HttpRequest, form: BudgetForm, *, status: int = 200) -
         "monitoring/costs/budgets.html",
         {
             "page": page,
-            "rows": _budget_rows(page),
+            "rows": _budget_rows(page, request.user),
             "form": form,
             "can_manage": permissions.has_permission(request.user, "budget.manage"),
             "month": selectors.month_start(dashboard.today()),
@@ -187,9 +194,9 @@ def _budget_page(request: HttpRequest, form: BudgetForm, *, status: int = 200) -
 def budget_list(request: HttpRequest) -> HttpResponse:
     permissions.require(request.user, "cost.view")
     if request.method == "GET":
-        return _budget_page(request, BudgetForm())
+        return _budget_page(request, BudgetForm(user=request.user))
     permissions.require(request.user, "budget.manage")
-    form = BudgetForm(request.POST)
+    form = BudgetForm(request.POST, user=request.user)
     if form.is_valid():
         data = form.cleaned_data
         try:

@@ -15,8 +15,10 @@ from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from controlplane import access
 from controlplane.services import audit_record, notify
 from deployments.models import Service
+from deployments.services.deploys import service_project
 from monitoring.models import Alert, DriftReport
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,7 @@ def alert_raise(
                     object_repr=f"{service.name}: {name}",
                     after=_state(alert),
                     reason=message,
+                    project=service_project(service.pk),
                 )
                 _tell(alert)
             return alert
@@ -110,6 +113,7 @@ def alert_resolve(service: Service, name: str, *, reason: str) -> Alert | None:
             before=before,
             after=_state(alert),
             reason=reason,
+            project=service_project(service.pk),
         )
     return alert
 
@@ -129,8 +133,9 @@ def _tell(alert: Alert) -> None:
         deployment.initiated_by,
         getattr(deployment.approval_request, "requested_by", None),
     ]
+    project = service_project(service.pk)
     notify(
-        users=[user for user in users if user is not None],
+        users=[user for user in users if user is not None and access.can_see(user, project, label="acting")],
         title=f"{service.name}: {alert.name.replace('_', ' ')} alert",
         body=alert.message,
         url=reverse("service-detail", kwargs={"pk": service.pk}),

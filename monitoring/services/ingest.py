@@ -20,6 +20,7 @@ from django.db import transaction
 from controlplane import permissions
 from controlplane.services import audit_record
 from deployments.models import Service
+from deployments.services.deploys import service_project
 
 _PURPOSE = "serving-ingest:"
 
@@ -56,7 +57,7 @@ ROTATION_EFFECT = (
 def service_ingest_token_rotate(*, service: Service, actor: Any) -> str:
     """A new token for the service (audited), returned once. Running revisions keep the old one until they are
     redeployed: their reports are refused meanwhile."""
-    permissions.require(actor, "deployment.deploy")
+    permissions.require(actor, "deployment.deploy", project=service_project(service.pk))
     with transaction.atomic():
         locked = Service.objects.select_for_update().get(pk=service.pk)
         nonce = secrets.token_hex(16)
@@ -73,6 +74,7 @@ def service_ingest_token_rotate(*, service: Service, actor: Any) -> str:
             before={"had_token": had},
             after={"token_sha256_prefix": locked.ingest_token_sha256[:8]},
             reason="running revisions report with the new token once redeployed",
+            project=service_project(locked.pk),
         )
     service.ingest_token_nonce, service.ingest_token_sha256 = locked.ingest_token_nonce, locked.ingest_token_sha256
     return token

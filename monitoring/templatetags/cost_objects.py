@@ -33,5 +33,5 @@ def budget_crossings_banner(context: Any, shown: int = BANNER_SHOWN) -> dict[str
     user = getattr(request, "user", None)
     if user is None or not permissions.has_permission(user, "cost.view"):
         return {"crossings": [], "count": 0}
-    crossings = open_budget_crossings()
+    crossings = open_budget_crossings(user=user)
     return {"crossings": list(crossings[:shown]), "count": crossings.count()}

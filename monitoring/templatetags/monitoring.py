@@ -62,7 +62,7 @@ def alert_banner(context: Any, service: Any = None) -> dict[str, Any]:
     user = getattr(request, "user", None)
     if user is None or not permissions.has_permission(user, "service.view"):
         return {"alerts": [], "count": 0}
-    alerts = open_alerts(service=service)
+    alerts = open_alerts(user=user, service=service)
     return {"alerts": list(alerts[:BANNER_SHOWN]), "count": alerts.count(), "service": service}
 
 
