@@ -170,7 +170,7 @@ def home_rollbacks(*, user: Any) -> dict[str, Any]:
     """The services an approver can roll back (in the projects they may see), each with where a rollback takes it."""
     from deployments import selectors as deployment_selectors
 
-    candidates = access.scope(deployment_selectors.rollback_candidates(), user)
+    candidates = deployment_selectors.rollback_candidates(user=user)
     services = list(candidates[:HOME_ROWS])
     targets = deployment_selectors.deployments_by_id([s.target_id for s in services if s.target_id])
     for service in services:
@@ -186,5 +186,5 @@ def home_deployments(*, user: Any) -> dict[str, Any]:
     then refreshes them)."""
     from deployments import selectors as deployment_selectors
 
-    deployments = list(access.scope(deployment_selectors.deployments_in_progress(), user)[:HOME_ROWS])
+    deployments = list(deployment_selectors.deployments_in_progress(user=user)[:HOME_ROWS])
     return {"deployments": deployments, "deployments_active": bool(deployments)}

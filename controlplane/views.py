@@ -211,8 +211,8 @@ def _home_costs(user: Any, roles: frozenset[str]) -> dict[str, Any]:
     if permissions.has_permission(user, "run.launch"):
         out["my_cost"] = cost_selectors.user_month_cost(user, today)
     if permissions.has_permission(user, "budget.manage"):
-        out["overall_cost"] = cost_objects.overall_standing(on=today)
-        out["budgets_near_limit"] = cost_objects.budgets_near_limit(on=today)
+        out["overall_cost"] = cost_objects.overall_standing(on=today, user=user)
+        out["budgets_near_limit"] = cost_objects.budgets_near_limit(on=today, user=user)
     return out
 
 
