@@ -31,8 +31,10 @@ api_v1 = [
 ]
 
 # Refusals and unknown addresses answer in the site layout, or as the API's JSON error body under /api/.
+handler400 = views.bad_request
 handler403 = views.permission_denied
 handler404 = views.page_not_found
+handler500 = views.server_error
 
 urlpatterns = [
     path("", views.home, name="home"),

@@ -88,6 +88,24 @@ def permission_denied(request: HttpRequest, exception: Exception | None = None) 
     return render(request, "403.html", context, status=403)
 
 
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """handler400: a request Django could not read (a malformed multipart body, a bad Host header) — before any view
+    ran. API paths answer the API's JSON error body; pages a short page."""
+    detail = str(exception or "") or "the request could not be read"
+    message = f"The request could not be read: {detail}."
+    if request.path.startswith("/api/"):
+        return JsonResponse({"error": {"status": 400, "code": "bad_request", "message": message}}, status=400)
+    return HttpResponse(message, status=400, content_type="text/plain; charset=utf-8")
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """handler500: API paths answer the API's JSON error body (the traceback goes to the log, never to the client)."""
+    message = "Something went wrong on our side; it has been logged. Try again, or tell an admin if it persists."
+    if request.path.startswith("/api/"):
+        return JsonResponse({"error": {"status": 500, "code": "server_error", "message": message}}, status=500)
+    return HttpResponse(message, status=500, content_type="text/plain; charset=utf-8")
+
+
 def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     """handler404: API paths answer the API's JSON error body; pages answer in the site layout."""
     # A Resolver404's text is the list of patterns tried: say what is missing instead.
