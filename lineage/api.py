@@ -16,7 +16,7 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from controlplane import permissions
+from controlplane import access, permissions
 from controlplane.api_support import BodyInput, error_responses, filter_parameters
 from controlplane.uploads import upload_limit_message
 from lineage import selectors, services
@@ -145,8 +145,9 @@ class DatasetRegistrationOutput(serializers.ModelSerializer):
         ]
 
 
-def _version(pk: int) -> DatasetVersion:
-    return get_object_or_404(DatasetVersion.objects.select_related("dataset__project", "created_by", "profile"), pk=pk)
+def _version(pk: int, user: Any) -> DatasetVersion:
+    versions = DatasetVersion.objects.select_related("dataset__project", "created_by", "profile")
+    return get_object_or_404(access.scope(versions, user), pk=pk)
 
 
 class DatasetListApi(GenericAPIView):
@@ -159,7 +160,7 @@ class DatasetListApi(GenericAPIView):
     )
     def get(self, request: Request) -> Response:
         permissions.require(request.user, "dataset.view")
-        datasets = selectors.dataset_list(filters=request.query_params)
+        datasets = selectors.dataset_list(filters=request.query_params, user=request.user)
         page = self.paginate_queryset(datasets)
         return self.get_paginated_response(DatasetOutput(page, many=True).data)
 
@@ -170,7 +171,8 @@ class DatasetDetailApi(GenericAPIView):
     @extend_schema(operation_id="datasets_retrieve", responses=DatasetOutput)
     def get(self, request: Request, project: str, slug: str) -> Response:
         permissions.require(request.user, "dataset.view")
-        return Response(DatasetOutput(get_object_or_404(Dataset, project__slug=project, slug=slug)).data)
+        dataset = get_object_or_404(access.scope(Dataset.objects.all(), request.user), project__slug=project, slug=slug)
+        return Response(DatasetOutput(dataset).data)
 
 
 class DatasetVersionListApi(GenericAPIView):
@@ -179,7 +181,7 @@ class DatasetVersionListApi(GenericAPIView):
     @extend_schema(operation_id="dataset_versions_list", responses=DatasetVersionOutput(many=True))
     def get(self, request: Request, project: str, slug: str) -> Response:
         permissions.require(request.user, "dataset.view")
-        dataset = get_object_or_404(Dataset, project__slug=project, slug=slug)
+        dataset = get_object_or_404(access.scope(Dataset.objects.all(), request.user), project__slug=project, slug=slug)
         page = self.paginate_queryset(dataset.versions.select_related("dataset__project", "created_by", "profile"))
         return self.get_paginated_response(DatasetVersionOutput(page, many=True).data)
 
@@ -213,7 +215,7 @@ class DatasetVersionUploadApi(GenericAPIView):
             missing_values=data["missing_values"],
         )
         return Response(
-            DatasetVersionOutput(_version(version.pk)).data,
+            DatasetVersionOutput(_version(version.pk, request.user)).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 
@@ -223,14 +225,17 @@ class DatasetVersionDetailApi(GenericAPIView):
     # DRF's OPTIONS handler looks the object up to describe PUT; there is nothing else it may do with it.
     queryset = DatasetVersion.objects.select_related("dataset__project", "created_by", "profile")
 
+    def get_queryset(self) -> QuerySet[DatasetVersion]:
+        return access.scope(super().get_queryset(), self.request.user)
+
     @extend_schema(operation_id="dataset_versions_retrieve", responses=DatasetVersionOutput)
     def get(self, request: Request, pk: int) -> Response:
         permissions.require(request.user, "dataset.view")
-        return Response(DatasetVersionOutput(_version(pk)).data)
+        return Response(DatasetVersionOutput(_version(pk, request.user)).data)
 
     def _refuse(self, request: Request, pk: int) -> Response:
         permissions.require(request.user, "dataset.view")
-        version = _version(pk)
+        version = _version(pk, request.user)
         # Only the method and the field names: the audit log must not take arbitrary payloads.
         fields = sorted(str(key)[:50] for key in request.data.keys())[:20] if hasattr(request.data, "keys") else []
         services.dataset_version_change_refused(
@@ -280,7 +285,7 @@ class DatasetVersionProfileApi(GenericAPIView):
     )
     def get(self, request: Request, pk: int) -> Response:
         permissions.require(request.user, "dataset.view")
-        profile = _version(pk).profile
+        profile = _version(pk, request.user).profile
         return Response(
             {"status": profile.status, "progress": profile.progress, "error": profile.error, "profile": profile.profile}
         )
@@ -293,7 +298,7 @@ class DatasetVersionDownloadApi(GenericAPIView):
     )
     def get(self, request: Request, pk: int) -> Response:
         permissions.require(request.user, "dataset.view")
-        url = selectors.dataset_version_download_url(_version(pk))
+        url = selectors.dataset_version_download_url(_version(pk, request.user))
         return Response({"url": request.build_absolute_uri(url) if url.startswith("/") else url})
 
 
@@ -321,7 +326,9 @@ class DatasetRegistrationDetailApi(GenericAPIView):
         permissions.require(request.user, "dataset.view")
         return Response(
             DatasetRegistrationOutput(
-                get_object_or_404(DatasetRegistration.objects.select_related("project"), pk=pk)
+                get_object_or_404(
+                    access.scope(DatasetRegistration.objects.select_related("project"), request.user), pk=pk
+                )
             ).data
         )
 
@@ -453,8 +460,8 @@ def _with_links(runs: QuerySet[Run]) -> QuerySet[Run]:
     )
 
 
-def _runs() -> QuerySet[Run]:
-    return _with_links(selectors.run_list())
+def _runs(user: Any) -> QuerySet[Run]:
+    return _with_links(selectors.run_list(user=user))
 
 
 class RunListApi(GenericAPIView):
@@ -467,7 +474,7 @@ class RunListApi(GenericAPIView):
     )
     def get(self, request: Request) -> Response:
         permissions.require(request.user, "run.view")
-        page = self.paginate_queryset(_with_links(selectors.run_list(filters=request.query_params)))
+        page = self.paginate_queryset(_with_links(selectors.run_list(filters=request.query_params, user=request.user)))
         return self.get_paginated_response(RunOutput(page, many=True).data)
 
 
@@ -481,7 +488,10 @@ class TransformRunCreateApi(GenericAPIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         versions = {
-            v.pk: v for v in DatasetVersion.objects.select_related("dataset__project").filter(pk__in=data["inputs"])
+            v.pk: v
+            for v in access.scope(DatasetVersion.objects.select_related("dataset__project"), request.user).filter(
+                pk__in=data["inputs"]
+            )
         }
         missing = [pk for pk in data["inputs"] if pk not in versions]
         if missing:
@@ -493,7 +503,7 @@ class TransformRunCreateApi(GenericAPIView):
             parameters=data["parameters"],
             output_name=data["output_name"],
         )
-        return Response(RunDetailOutput(_runs().get(pk=run.pk)).data, status=status.HTTP_201_CREATED)
+        return Response(RunDetailOutput(_runs(request.user).get(pk=run.pk)).data, status=status.HTTP_201_CREATED)
 
 
 class RunDetailApi(GenericAPIView):
@@ -502,7 +512,7 @@ class RunDetailApi(GenericAPIView):
     @extend_schema(operation_id="runs_retrieve", responses=RunDetailOutput)
     def get(self, request: Request, pk: int) -> Response:
         permissions.require(request.user, "run.view")
-        return Response(RunDetailOutput(get_object_or_404(_runs(), pk=pk)).data)
+        return Response(RunDetailOutput(get_object_or_404(_runs(request.user), pk=pk)).data)
 
 
 class RunStopApi(GenericAPIView):
@@ -514,10 +524,10 @@ class RunStopApi(GenericAPIView):
         responses=RunDetailOutput,
     )
     def post(self, request: Request, pk: int) -> Response:
-        run = get_object_or_404(Run, pk=pk)
+        run = get_object_or_404(access.scope(Run.objects.all(), request.user), pk=pk)
         reason = str(request.data.get("reason", "")) if hasattr(request.data, "get") else ""
         services.run_stop(actor=request.user, run=run, reason=reason[:500])
-        return Response(RunDetailOutput(_runs().get(pk=pk)).data)
+        return Response(RunDetailOutput(_runs(request.user).get(pk=pk)).data)
 
 
 class RunLogsApi(GenericAPIView):
@@ -534,7 +544,13 @@ class RunLogsApi(GenericAPIView):
             count = max(1, min(int(request.query_params.get("lines", 200)), 5000))
         except ValueError:
             raise serializers.ValidationError({"lines": ["expected a whole number between 1 and 5000"]}) from None
-        return Response({"lines": selectors.run_log_tail(run=get_object_or_404(Run, pk=pk), lines=count)})
+        return Response(
+            {
+                "lines": selectors.run_log_tail(
+                    run=get_object_or_404(access.scope(Run.objects.all(), request.user), pk=pk), lines=count
+                )
+            }
+        )
 
 
 class RecipeListApi(GenericAPIView):
@@ -583,9 +599,9 @@ class RecipeListApi(GenericAPIView):
 # --- lineage --------------------------------------------------------------------------------
 
 
-def _node(node_id: str) -> str:
+def _node(node_id: str, user: Any) -> str:
     try:
-        exists = selectors.node_exists(node_id)
+        exists = selectors.node_exists(node_id, user=user)
     except ValueError as exc:
         raise serializers.ValidationError({"node_id": [str(exc)]}) from None
     if not exists:
@@ -599,19 +615,20 @@ class LineageApi(GenericAPIView):
         parameters=[OpenApiParameter("depth", int, description="Hops each way (1-50, default 4)")],
         description=f"At most {selectors.PER_COLUMN} nodes are listed per distance; "
         "`more` counts the rest of each such "
-        "column, and edges to them name the column's box (`more:<distance>`).",
+        "column, and edges to them name the column's box (`more:<distance>`). `restricted` counts the nodes "
+        "within the depth that belong to projects you cannot see: they are not listed and the walk stops at them.",
         responses=OpenApiTypes.OBJECT,
     )
     def get(self, request: Request, node_id: str) -> Response:
         permissions.require(request.user, "lineage.view")
-        node_id = _node(node_id)
+        node_id = _node(node_id, request.user)
         try:
             depth = int(request.query_params.get("depth", 4))
         except ValueError:
             depth = -1
         if not 1 <= depth <= 50:
             raise serializers.ValidationError({"depth": ["expected a whole number between 1 and 50"]})
-        graph = selectors.lineage_graph(node_id, depth=depth)
+        graph = selectors.lineage_graph(node_id, depth=depth, user=request.user)
         return Response(
             {
                 "focus": graph.focus,
@@ -633,6 +650,7 @@ class LineageApi(GenericAPIView):
                 "more": [{"id": f"more:{d}", "distance": d, "count": count} for d, count in sorted(graph.more.items())],
                 "hidden_upstream": graph.hidden_upstream,
                 "hidden_downstream": graph.hidden_downstream,
+                "restricted": graph.restricted,
             }
         )
 
@@ -641,11 +659,12 @@ class LineageOpenLineageApi(GenericAPIView):
     @extend_schema(
         operation_id="lineage_openlineage",
         responses=OpenApiTypes.OBJECT,
-        description="OpenLineage RunEvents of every run in the node's lineage.",
+        description="OpenLineage RunEvents of every run in the node's lineage that you may see; inputs and outputs "
+        "in projects you cannot see are left out (the run's `controlplane_hidden` facet counts them).",
     )
     def get(self, request: Request, node_id: str) -> Response:
         permissions.require(request.user, "lineage.view")
-        return Response(lineage_run_events(_node(node_id)))
+        return Response(lineage_run_events(_node(node_id, request.user), user=request.user))
 
 
 # --- training and models --------------------------------------------------------------------
@@ -670,10 +689,11 @@ class TrainingRunInput(BodyInput):
     model_name = serializers.CharField(max_length=63, required=False, allow_blank=True, default="")
 
 
-def _dataset_version_or_400(pk: int | None, field: str) -> DatasetVersion | None:
+def _dataset_version_or_400(pk: int | None, field: str, user: Any) -> DatasetVersion | None:
     if pk is None:
         return None
-    version = DatasetVersion.objects.select_related("dataset__project", "profile").filter(pk=pk).first()
+    versions = DatasetVersion.objects.select_related("dataset__project", "profile")
+    version = access.scope(versions, user).filter(pk=pk).first()
     if version is None:
         raise serializers.ValidationError({field: [f"no dataset version with id {pk}"]})
     return version
@@ -701,13 +721,13 @@ class TrainingRunCreateApi(GenericAPIView):
         serializer = TrainingRunInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        train = _dataset_version_or_400(data["train"], "train")
+        train = _dataset_version_or_400(data["train"], "train", request.user)
         assert train is not None
         run = services.training_run_launch(
             actor=request.user,
             recipe=data["recipe"],
             train=train,
-            validation=_dataset_version_or_400(data["validation"], "validation"),
+            validation=_dataset_version_or_400(data["validation"], "validation", request.user),
             target=data["target"],
             hyperparameters=data["hyperparameters"],
             seed=data["seed"],
@@ -717,7 +737,7 @@ class TrainingRunCreateApi(GenericAPIView):
             max_runtime_seconds=data["max_runtime_seconds"],
             model_name=data["model_name"],
         )
-        body = RunDetailOutput(_runs().get(pk=run.pk)).data
+        body = RunDetailOutput(_runs(request.user).get(pk=run.pk)).data
         body["warnings"] = (
             cost_objects.launch_budget_warnings(project=run.project, estimate=run.estimated_cost)
             if run.estimated_cost is not None
@@ -731,8 +751,9 @@ class RunReproduceApi(GenericAPIView):
 
     @extend_schema(operation_id="runs_reproduce", request=None, responses={201: RunDetailOutput})
     def post(self, request: Request, pk: int) -> Response:
-        new = services.run_reproduce(actor=request.user, run=get_object_or_404(Run, pk=pk))
-        return Response(RunDetailOutput(_runs().get(pk=new.pk)).data, status=status.HTTP_201_CREATED)
+        run = get_object_or_404(access.scope(Run.objects.all(), request.user), pk=pk)
+        new = services.run_reproduce(actor=request.user, run=run)
+        return Response(RunDetailOutput(_runs(request.user).get(pk=new.pk)).data, status=status.HTTP_201_CREATED)
 
 
 class RunMetricsApi(GenericAPIView):
@@ -744,7 +765,7 @@ class RunMetricsApi(GenericAPIView):
     )
     def get(self, request: Request, pk: int) -> Response:
         permissions.require(request.user, "run.view")
-        run = get_object_or_404(Run.objects.select_related("reproduced_from"), pk=pk)
+        run = get_object_or_404(access.scope(Run.objects.select_related("reproduced_from"), request.user), pk=pk)
         check = selectors.reproduction_check(run)
         return Response(
             {
@@ -863,7 +884,7 @@ class ModelListApi(GenericAPIView):
     )
     def get(self, request: Request) -> Response:
         permissions.require(request.user, "model.view")
-        models = selectors.model_list(filters=request.query_params)
+        models = selectors.model_list(filters=request.query_params, user=request.user)
         return self.get_paginated_response(RegisteredModelOutput(self.paginate_queryset(models), many=True).data)
 
 
@@ -873,7 +894,9 @@ class ModelVersionListApi(GenericAPIView):
     @extend_schema(operation_id="model_versions_list", responses=ModelVersionOutput(many=True))
     def get(self, request: Request, project: str, slug: str) -> Response:
         permissions.require(request.user, "model.view")
-        model = get_object_or_404(RegisteredModel, project__slug=project, slug=slug)
+        model = get_object_or_404(
+            access.scope(RegisteredModel.objects.all(), request.user), project__slug=project, slug=slug
+        )
         versions = model.versions.select_related("registered_model__project")
         return self.get_paginated_response(ModelVersionOutput(self.paginate_queryset(versions), many=True).data)
 
@@ -886,7 +909,9 @@ class ModelVersionDetailApi(GenericAPIView):
         permissions.require(request.user, "model.view")
         return Response(
             ModelVersionOutput(
-                get_object_or_404(ModelVersion.objects.select_related("registered_model__project"), pk=pk)
+                get_object_or_404(
+                    access.scope(ModelVersion.objects.select_related("registered_model__project"), request.user), pk=pk
+                )
             ).data
         )
 

@@ -8,6 +8,7 @@ from django import forms
 from django.conf import settings
 from django.core.validators import MaxValueValidator
 
+from controlplane import access
 from controlplane.models import Project
 from lineage.services import runs
 
@@ -34,6 +35,11 @@ class DatasetRegisterForm(forms.Form):
     )
 
     field_order = ["project", "dataset", "description", "file", "uri", "missing_values"]
+
+    def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Only the projects the user may see (and so register into): a restricted one they are not in is not offered.
+        self.fields["project"].queryset = access.visible_projects(user)  # type: ignore[attr-defined]
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}

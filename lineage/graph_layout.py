@@ -83,6 +83,7 @@ def layout_graph(graph: LineageGraph, *, collapse_over: int | None = 8) -> dict[
         "node_h": NODE_H,
         "hidden_upstream": graph.hidden_upstream,
         "hidden_downstream": graph.hidden_downstream,
+        "restricted": graph.restricted,
         # Boxes the query already cut ("more" nodes) count as well as those cut here.
         "collapsed": len(boxes) + sum(1 for node in graph.nodes.values() if node.kind == "more"),
     }

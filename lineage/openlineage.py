@@ -34,6 +34,7 @@ from openlineage.client.naming import dataset as naming
 from openlineage.client.serde import Serde
 from openlineage.client.transport.http import HttpConfig, HttpTransport
 
+from controlplane import access
 from lineage.models import DatasetVersion, Run, RunInput
 from lineage.selectors import lineage_downstream_edges, lineage_upstream_edges, parse_node_id
 from workers.errors import BackendError
@@ -41,6 +42,9 @@ from workers.errors import BackendError
 PRODUCER = "https://controlplane.internal/controlplane"
 CONTROLPLANE_RUN_FACET_SCHEMA_URL = (
     "https://controlplane.internal/spec/facets/1-0-0/ControlPlaneRunFacet.json#/$defs/ControlPlaneRunFacet"
+)
+CONTROLPLANE_HIDDEN_FACET_SCHEMA_URL = (
+    "https://controlplane.internal/spec/facets/1-0-0/ControlPlaneHiddenRunFacet.json#/$defs/ControlPlaneHiddenRunFacet"
 )
 LINEAGE_ENDPOINT = "api/v1/lineage"
 EMIT_TIMEOUT_SECONDS = 5.0
@@ -84,14 +88,16 @@ def run_event(run: Run) -> dict[str, Any]:
     return Serde.to_dict(_build_run_event(run))
 
 
-def lineage_run_events(node_id: str) -> list[dict[str, Any]]:
+def lineage_run_events(node_id: str, *, user: Any = None) -> list[dict[str, Any]]:
     """The RunEvents of every run upstream and downstream of a node (and of the node, if it is a run).
 
     Ordered by event time, then run id. Two queries walk the graph and three load the runs with their
-    inputs and outputs, however many runs there are.
+    inputs and outputs, however many runs there are. For a `user`, the walk stops at nodes in projects they may not
+    see: those runs are not exported, and a run's inputs and outputs there are left out and counted in its
+    `controlplane_hidden` facet. (`user=None` is the system: everything.)
     """
     kind, pk = parse_node_id(node_id)
-    edges = lineage_upstream_edges(node_id) + lineage_downstream_edges(node_id)
+    edges = lineage_upstream_edges(node_id, user=user) + lineage_downstream_edges(node_id, user=user)
     run_ids = {pk} if kind == "run" else set()
     for edge in edges:
         for node in edge:
@@ -101,8 +107,21 @@ def lineage_run_events(node_id: str) -> list[dict[str, Any]]:
                 run_ids.add(int(node_pk))
     if not run_ids:
         return []
-    runs = sorted(_runs_for_events().filter(pk__in=run_ids), key=lambda run: (_event_time(run), run.pk))
-    return [Serde.to_dict(_build_run_event(run)) for run in runs]
+    found = _runs_for_events().filter(pk__in=run_ids)
+    if user is not None:
+        found = access.scope(found, user)
+    runs = sorted(found, key=lambda run: (_event_time(run), run.pk))
+    visible = _visible_version_ids(runs, user)
+    return [Serde.to_dict(_build_run_event(run, visible=visible)) for run in runs]
+
+
+def _visible_version_ids(runs: list[Run], user: Any) -> set[int] | None:
+    """Of the runs' inputs and outputs, the ids of the dataset versions `user` may see (None: all of them)."""
+    if user is None:
+        return None
+    ids = {i.dataset_version_id for run in runs for i in run.inputs.all()}
+    ids |= {version.pk for run in runs for version in run.output_versions.all()}
+    return set(access.scope(DatasetVersion.objects.filter(pk__in=ids), user).values_list("pk", flat=True))
 
 
 def openlineage_emit(run: Run) -> bool:
@@ -200,7 +219,20 @@ def _controlplane_version() -> str:
         return "unknown"
 
 
-def _build_run_event(run: Run) -> event_v2.RunEvent:
+@attr.define
+class ControlPlaneHiddenRunFacet(RunFacet):
+    """How many of the run's inputs and outputs were left out of this export: they belong to projects the reader
+    may not see."""
+
+    inputs: int
+    outputs: int
+
+    @staticmethod
+    def _get_schema() -> str:
+        return CONTROLPLANE_HIDDEN_FACET_SCHEMA_URL
+
+
+def _build_run_event(run: Run, *, visible: set[int] | None = None) -> event_v2.RunEvent:
     run_facets: dict[str, RunFacet] = {
         "processing_engine": processing_engine_run.ProcessingEngineRunFacet(
             version=_controlplane_version(), name="controlplane", producer=PRODUCER
@@ -233,13 +265,24 @@ def _build_run_event(run: Run) -> event_v2.RunEvent:
     input_versions: dict[int, DatasetVersion] = {}
     for run_input in run.inputs.all():
         input_versions.setdefault(run_input.dataset_version_id, run_input.dataset_version)
+    output_versions = list(run.output_versions.all())
+    if visible is not None:
+        shown_inputs = [v for v in input_versions.values() if v.pk in visible]
+        shown_outputs = [v for v in output_versions if v.pk in visible]
+        left_out = (len(input_versions) - len(shown_inputs), len(output_versions) - len(shown_outputs))
+        if any(left_out):
+            run_facets["controlplane_hidden"] = ControlPlaneHiddenRunFacet(
+                inputs=left_out[0], outputs=left_out[1], producer=PRODUCER
+            )
+        input_versions = {v.pk: v for v in shown_inputs}
+        output_versions = shown_outputs
     inputs = [
         event_v2.InputDataset(*dataset_namespace_and_name(version.uri), facets=_dataset_facets(version))
         for version in input_versions.values()
     ]
     outputs = [
         event_v2.OutputDataset(*dataset_namespace_and_name(version.uri), facets=_dataset_facets(version))
-        for version in run.output_versions.all()
+        for version in output_versions
     ]
     return event_v2.RunEvent(
         eventType=_EVENT_TYPES.get(run.status, event_v2.RunState.OTHER),

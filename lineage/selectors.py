@@ -8,14 +8,17 @@ from decimal import Decimal
 from typing import Any
 
 import django_filters
+from django.apps import apps
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import CharField, Count, Max, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models.functions import Cast, Coalesce, Concat
 from django.urls import reverse
 
+from controlplane import access, permissions
 from controlplane.backends import object_store
 from controlplane.filters import ChoiceFilter, DateRangeFilterSet, ListFilterForm, apply_filters, project_filter
+from controlplane.models import Project
 from lineage.models import Dataset, DatasetVersion, LineageEdge, ModelVersion, RegisteredModel, Run, RunInput
 
 # Deployments will be lineage nodes too; until they have records, an id of that kind names nothing here.
@@ -23,19 +26,25 @@ NODE_KINDS = ("dataset_version", "run", "model_version", "deployment")
 
 # The whole lineage in either direction, any depth (OpenLineage export). UNION (not UNION ALL) drops edges
 # already seen, so diamonds are visited once and a malformed cycle still terminates.
+# `hidden` holds the nodes the reader may not see (records in restricted projects they are not in): a walk does not
+# enter them, so it stops there, and it does not go on past them to what they lead to.
 _UPSTREAM_SQL = """
-WITH RECURSIVE walk(source, target) AS (
-    SELECT source, target FROM {table} WHERE target = %s
+WITH RECURSIVE hidden(node) AS ({hidden}),
+walk(source, target) AS (
+    SELECT source, target FROM {table} WHERE target = %s AND source NOT IN (SELECT node FROM hidden)
     UNION
     SELECT e.source, e.target FROM {table} e JOIN walk w ON e.target = w.source
+    WHERE e.source NOT IN (SELECT node FROM hidden)
 )
 SELECT source, target FROM walk
 """
 _DOWNSTREAM_SQL = """
-WITH RECURSIVE walk(source, target) AS (
-    SELECT source, target FROM {table} WHERE source = %s
+WITH RECURSIVE hidden(node) AS ({hidden}),
+walk(source, target) AS (
+    SELECT source, target FROM {table} WHERE source = %s AND target NOT IN (SELECT node FROM hidden)
     UNION
     SELECT e.source, e.target FROM {table} e JOIN walk w ON e.source = w.target
+    WHERE e.target NOT IN (SELECT node FROM hidden)
 )
 SELECT source, target FROM walk
 """
@@ -44,20 +53,36 @@ SELECT source, target FROM walk
 # asked for (that hop is only counted). Each column keeps its `cap` most recently linked nodes; edges into the
 # rest name the column's "more:<distance>" box. The rows returned follow depth × nodes drawn; the database still
 # counts a popular node's fan-out, but nothing else about it leaves the query.
-# Parameters: focus, reach (depth + 1), reach, depth, cap, cap, depth, depth.
+# Neither walk enters a node in `hidden` (see _UPSTREAM_SQL); those next to the nodes walked within the depth are
+# only counted ("restricted").
+# Parameters: hidden's, focus, reach (depth + 1), reach, depth, depth, depth, cap, cap, depth, depth.
 _GRAPH_SQL = """
 WITH RECURSIVE
+hidden(node) AS ({hidden}),
 focus(node) AS (SELECT CAST(%s AS VARCHAR(64))),
 up(source, target, hops, link) AS (
-    SELECT source, target, 1, id FROM {table} WHERE target = (SELECT node FROM focus)
+    SELECT source, target, 1, id FROM {table}
+    WHERE target = (SELECT node FROM focus) AND source NOT IN (SELECT node FROM hidden)
     UNION
-    SELECT e.source, e.target, up.hops + 1, e.id FROM {table} e JOIN up ON e.target = up.source WHERE up.hops < %s
+    SELECT e.source, e.target, up.hops + 1, e.id FROM {table} e JOIN up ON e.target = up.source
+    WHERE up.hops < %s AND e.source NOT IN (SELECT node FROM hidden)
 ),
 down(source, target, hops, link) AS (
-    SELECT source, target, 1, id FROM {table} WHERE source = (SELECT node FROM focus)
+    SELECT source, target, 1, id FROM {table}
+    WHERE source = (SELECT node FROM focus) AND target NOT IN (SELECT node FROM hidden)
     UNION
     SELECT e.source, e.target, down.hops + 1, e.id
-    FROM {table} e JOIN down ON e.source = down.target WHERE down.hops < %s
+    FROM {table} e JOIN down ON e.source = down.target
+    WHERE down.hops < %s AND e.target NOT IN (SELECT node FROM hidden)
+),
+restricted(node) AS (
+    SELECT e.source FROM {table} e
+    JOIN (SELECT node FROM focus UNION SELECT source FROM up WHERE hops < %s) walked ON e.target = walked.node
+    WHERE e.source IN (SELECT node FROM hidden)
+    UNION
+    SELECT e.target FROM {table} e
+    JOIN (SELECT node FROM focus UNION SELECT target FROM down WHERE hops < %s) walked ON e.source = walked.node
+    WHERE e.target IN (SELECT node FROM hidden)
 ),
 placed(node, distance, link) AS (
     SELECT node, 0, 0 FROM focus
@@ -79,6 +104,8 @@ drawn(node, distance, column_size, shown) AS (
 )
 SELECT 'node', node, '', distance, column_size FROM drawn WHERE shown = 1
 UNION ALL
+SELECT 'restricted', '', '', 0, COUNT(*) FROM restricted
+UNION ALL
 SELECT DISTINCT 'column', '', '', distance, column_size FROM drawn WHERE shown = 0
 UNION ALL
 SELECT DISTINCT 'edge',
@@ -97,20 +124,62 @@ def parse_node_id(node_id: str) -> tuple[str, int]:
     return kind, int(pk)
 
 
-def _walk(sql: str, node_id: str) -> list[tuple[str, str]]:
+# Node kind → the model whose rows it names (its project is reached through controlplane.access.PROJECT_PATHS).
+_NODE_MODELS = {
+    "dataset_version": "lineage.DatasetVersion",
+    "run": "lineage.Run",
+    "model_version": "lineage.ModelVersion",
+    "deployment": "deployments.Deployment",
+}
+_NOTHING_HIDDEN: tuple[str, list[Any]] = ("SELECT CAST(NULL AS VARCHAR(64)) WHERE 1 = 0", [])
+
+
+def hidden_nodes_sql(user: Any) -> tuple[str, list[Any]]:
+    """A SELECT of the node ids the user may not see (records of restricted projects they are not a member of), and
+    its parameters: one subquery, however many records those projects hold. `user=None` is the system: it sees all."""
+    if user is None:
+        return _NOTHING_HIDDEN
+    if not permissions.user_roles(user):
+        hidden_projects = list(Project.objects.values_list("pk", flat=True))
+    elif all(access.sees_across(user, label) for label in _NODE_MODELS.values()):
+        return _NOTHING_HIDDEN
+    else:
+        hidden_projects = list(
+            Project.objects.filter(restricted=True).exclude(members__user=user).values_list("pk", flat=True)
+        )
+    if not hidden_projects:
+        return _NOTHING_HIDDEN
+    selects = []
+    for kind, label in _NODE_MODELS.items():
+        field = access.PROJECT_PATHS[label].removeprefix("fk:")
+        selects.append(
+            apps.get_model(label)
+            .objects.filter(**{f"{field}__in": hidden_projects})
+            .annotate(node=Concat(Value(f"{kind}:"), Cast("pk", CharField()), output_field=CharField()))
+            .values("node")
+            .order_by()
+        )
+    sql, params = selects[0].union(*selects[1:], all=True).query.sql_with_params()
+    return sql, list(params)
+
+
+def _walk(sql: str, node_id: str, user: Any) -> list[tuple[str, str]]:
+    hidden, params = hidden_nodes_sql(user)
     with connection.cursor() as cursor:
-        cursor.execute(sql.format(table=LineageEdge._meta.db_table), [node_id])
+        cursor.execute(sql.format(table=LineageEdge._meta.db_table, hidden=hidden), [*params, node_id])
         return [(source, target) for source, target in cursor.fetchall()]
 
 
-def lineage_upstream_edges(node_id: str) -> list[tuple[str, str]]:
-    """Every edge upstream of `node_id` (everything it came from), in one query regardless of depth."""
-    return _walk(_UPSTREAM_SQL, node_id)
+def lineage_upstream_edges(node_id: str, *, user: Any = None) -> list[tuple[str, str]]:
+    """Every edge upstream of `node_id` (everything it came from), in one query regardless of depth; for a `user`,
+    stopping at nodes they may not see."""
+    return _walk(_UPSTREAM_SQL, node_id, user)
 
 
-def lineage_downstream_edges(node_id: str) -> list[tuple[str, str]]:
-    """Every edge downstream of `node_id` (everything made from it), in one query regardless of depth."""
-    return _walk(_DOWNSTREAM_SQL, node_id)
+def lineage_downstream_edges(node_id: str, *, user: Any = None) -> list[tuple[str, str]]:
+    """Every edge downstream of `node_id` (everything made from it), in one query regardless of depth; for a `user`,
+    stopping at nodes they may not see."""
+    return _walk(_DOWNSTREAM_SQL, node_id, user)
 
 
 @dataclass
@@ -135,24 +204,46 @@ class LineageGraph:
     # Nodes one hop beyond the depth limit, by side (a lower bound of what lies beyond: the walk stops there).
     hidden_upstream: int = 0
     hidden_downstream: int = 0
+    # Nodes within the depth that belong to projects the reader may not see: not shown, and the walk stops at them.
+    restricted: int = 0
 
 
 # Nodes drawn per column before the rest become one "+N more" box (the page draws eight rows).
 PER_COLUMN = 7
 
 
-def lineage_graph(node_id: str, *, depth: int = 4, per_column: int = PER_COLUMN) -> LineageGraph:
+def lineage_graph(node_id: str, *, depth: int = 4, per_column: int = PER_COLUMN, user: Any = None) -> LineageGraph:
     """The focus node with what lies upstream and downstream of it, cut at `depth` hops each way and at
-    `per_column` nodes a column; in one query for the shape plus one per node kind drawn."""
+    `per_column` nodes a column; in one query for the shape plus one per node kind drawn. For a `user`, nodes in
+    projects they may not see are left out and counted (`restricted`), and the walk does not go past them."""
     parse_node_id(node_id)
-    sql = _GRAPH_SQL.format(table=LineageEdge._meta.db_table)
+    hidden, hidden_params = hidden_nodes_sql(user)
+    sql = _GRAPH_SQL.format(table=LineageEdge._meta.db_table, hidden=hidden)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [node_id, depth + 1, depth + 1, depth, per_column, per_column, depth, depth])
+        cursor.execute(
+            sql,
+            [
+                *hidden_params,
+                node_id,
+                depth + 1,
+                depth + 1,
+                depth,
+                depth,
+                depth,
+                per_column,
+                per_column,
+                depth,
+                depth,
+            ],
+        )
         rows = cursor.fetchall()
     graph = LineageGraph(focus=node_id)
     keep: dict[str, int] = {}
     sizes: dict[int, int] = {}
     for row_kind, first, second, distance, column_size in rows:
+        if row_kind == "restricted":
+            graph.restricted = column_size
+            continue
         if row_kind == "node":
             keep[first] = distance
         elif row_kind == "edge":
@@ -168,7 +259,7 @@ def lineage_graph(node_id: str, *, depth: int = 4, per_column: int = PER_COLUMN)
             if column_size > shown:
                 graph.more[distance] = column_size - shown
     keep.setdefault(node_id, 0)
-    described = {node.id: node for node in describe_nodes(list(keep))}
+    described = {node.id: node for node in describe_nodes(list(keep), user=user)}
     for node_id_kept, distance in keep.items():
         # An edge may name a record this database does not hold (e.g. imported lineage): still draw it.
         node = described.get(node_id_kept) or LineageNode(
@@ -190,8 +281,13 @@ def lineage_graph(node_id: str, *, depth: int = 4, per_column: int = PER_COLUMN)
     return graph
 
 
-def describe_nodes(node_ids: list[str]) -> list[LineageNode]:
-    """Labels and links for nodes, one query per kind present, loading only the fields drawn."""
+def _visible(queryset: QuerySet[Any], user: Any) -> QuerySet[Any]:
+    return queryset if user is None else access.scope(queryset, user)
+
+
+def describe_nodes(node_ids: list[str], *, user: Any = None) -> list[LineageNode]:
+    """Labels and links for nodes, one query per kind present, loading only the fields drawn; for a `user`, only
+    the nodes they may see (`user=None` is the system)."""
     by_kind: dict[str, list[int]] = {}
     for node_id in node_ids:
         kind, pk = parse_node_id(node_id)
@@ -199,7 +295,7 @@ def describe_nodes(node_ids: list[str]) -> list[LineageNode]:
     described: list[LineageNode] = []
     if "dataset_version" in by_kind:
         versions = (
-            DatasetVersion.objects.filter(pk__in=by_kind["dataset_version"])
+            _visible(DatasetVersion.objects.filter(pk__in=by_kind["dataset_version"]), user)
             .select_related("dataset__project")
             .only("number", "source", "format", "row_count", "sha256", "dataset__slug", "dataset__project__slug")
             .order_by()
@@ -217,7 +313,8 @@ def describe_nodes(node_ids: list[str]) -> list[LineageNode]:
                 )
             )
     if "run" in by_kind:
-        for run in Run.objects.filter(pk__in=by_kind["run"]).only("recipe", "kind", "backend", "status").order_by():
+        runs = _visible(Run.objects.filter(pk__in=by_kind["run"]), user)
+        for run in runs.only("recipe", "kind", "backend", "status").order_by():
             described.append(
                 LineageNode(
                     id=run.node_id,
@@ -230,7 +327,7 @@ def describe_nodes(node_ids: list[str]) -> list[LineageNode]:
             )
     if "model_version" in by_kind:
         model_versions = (
-            ModelVersion.objects.filter(pk__in=by_kind["model_version"])
+            _visible(ModelVersion.objects.filter(pk__in=by_kind["model_version"]), user)
             .select_related("registered_model__project")
             .only("number", "metrics", "sha256", "registered_model__slug", "registered_model__project__slug")
             .order_by()
@@ -264,7 +361,7 @@ def describe_nodes(node_ids: list[str]) -> list[LineageNode]:
     if "deployment" in by_kind:
         from deployments.models import Deployment
 
-        deployments = Deployment.objects.filter(pk__in=by_kind["deployment"]).select_related(
+        deployments = _visible(Deployment.objects.filter(pk__in=by_kind["deployment"]), user).select_related(
             "service__environment", "model_version"
         )
         for deployment in deployments.order_by():
@@ -297,10 +394,11 @@ def dataset_version_download_url(version: DatasetVersion) -> str:
     )
 
 
-def node_exists(node_id: str) -> bool:
-    """Whether a node id is well formed and names a record here (ValueError for a malformed id)."""
+def node_exists(node_id: str, *, user: Any = None) -> bool:
+    """Whether a node id is well formed and names a record here that `user` may see (ValueError for a malformed
+    id): one in a project they may not see answers False, as a missing one does."""
     parse_node_id(node_id)
-    return bool(describe_nodes([node_id]))
+    return bool(describe_nodes([node_id], user=user))
 
 
 def version_url(version: DatasetVersion) -> str:
@@ -353,42 +451,47 @@ class ModelFilter(django_filters.FilterSet):
 # --- datasets, models and runs ----------------------------------------------------------------
 
 
-def dataset_list(*, filters: Mapping[str, Any] | None = None) -> QuerySet[Dataset]:
+# Each read below takes the reader (`user`) and returns only what they may see (controlplane.access.scope): an
+# object in a restricted project they are not in is missing to them. `user=None` is the system (tasks, services).
+
+
+def dataset_list(*, filters: Mapping[str, Any] | None = None, user: Any = None) -> QuerySet[Dataset]:
     """Datasets with their version counts, filtered by `q` (search) and `project`."""
     datasets = Dataset.objects.select_related("project", "created_by").annotate(version_count=Count("versions"))
-    return apply_filters(DatasetFilter, filters, datasets).order_by("project__slug", "slug")
+    return apply_filters(DatasetFilter, filters, _visible(datasets, user)).order_by("project__slug", "slug")
 
 
-def dataset_get(*, project: str, slug: str) -> Dataset:
-    return Dataset.objects.select_related("project").get(project__slug=project, slug=slug)
+def dataset_get(*, project: str, slug: str, user: Any = None) -> Dataset:
+    return _visible(Dataset.objects.select_related("project"), user).get(project__slug=project, slug=slug)
 
 
-def dataset_version_get(*, project: str, dataset: str, number: int) -> DatasetVersion:
-    return DatasetVersion.objects.select_related("dataset__project", "created_by", "produced_by").get(
-        dataset__project__slug=project, dataset__slug=dataset, number=number
-    )
+def dataset_version_get(*, project: str, dataset: str, number: int, user: Any = None) -> DatasetVersion:
+    versions = DatasetVersion.objects.select_related("dataset__project", "created_by", "produced_by")
+    return _visible(versions, user).get(dataset__project__slug=project, dataset__slug=dataset, number=number)
 
 
-def model_list(*, filters: Mapping[str, Any] | None = None) -> QuerySet[RegisteredModel]:
+def model_list(*, filters: Mapping[str, Any] | None = None, user: Any = None) -> QuerySet[RegisteredModel]:
     """Registered models with `version_count` and `latest_version_number`, filtered by `project` (pages and API)."""
     models = RegisteredModel.objects.select_related("project").annotate(
         version_count=Count("versions"), latest_version_number=Max("versions__number")
     )
-    return apply_filters(ModelFilter, filters, models).order_by("project__slug", "slug")
+    return apply_filters(ModelFilter, filters, _visible(models, user)).order_by("project__slug", "slug")
 
 
-def dataset_version_consumers(*, version: DatasetVersion, limit: int = 20) -> QuerySet[Run]:
+def dataset_version_consumers(*, version: DatasetVersion, limit: int = 20, user: Any = None) -> QuerySet[Run]:
     """The newest runs that read `version`, with what a link to each shows (number, recipe, status).
 
     A subquery on the inputs rather than a DISTINCT over a join: DISTINCT compares whole rows, metrics and logs too.
     """
     readers = RunInput.objects.filter(dataset_version=version).values("run_id")
     return (
-        Run.objects.filter(pk__in=readers).only("recipe", "status", "created_at").order_by("-created_at", "-id")[:limit]
+        _visible(Run.objects.filter(pk__in=readers), user)
+        .only("recipe", "status", "created_at")
+        .order_by("-created_at", "-id")[:limit]
     )
 
 
-def run_list(*, filters: Mapping[str, Any] | None = None) -> QuerySet[Run]:
+def run_list(*, filters: Mapping[str, Any] | None = None, user: Any = None) -> QuerySet[Run]:
     """Runs newest first, filtered by project, status, kind, recipe and creator; each with `model_version_pk`."""
     # A subquery, not a join: a page's count then reads the runs table alone.
     model_version = ModelVersion.objects.filter(run=OuterRef("pk")).values("pk")[:1]
@@ -396,7 +499,7 @@ def run_list(*, filters: Mapping[str, Any] | None = None) -> QuerySet[Run]:
     runs = Run.objects.select_related("project", "created_by").annotate(
         model_version_pk=Coalesce(Subquery(model_version), "same_model_as_id")
     )
-    return apply_filters(RunFilter, filters, runs).order_by("-created_at", "-id")
+    return apply_filters(RunFilter, filters, _visible(runs, user)).order_by("-created_at", "-id")
 
 
 # --- runs: what a run ended with, its log, what it may cost -------------------------------------
@@ -504,20 +607,16 @@ def model_version_run_authors(version: ModelVersion) -> set[int]:
 
 def project_data_scientists(project: Any) -> list[Any]:
     """The data scientists who work on a project: its creator and whoever launched its runs or registered its
-    data, while they still hold the data scientist role."""
+    data, while they still hold the data scientist role (and, for a restricted project, are still its members)."""
     from django.contrib.auth import get_user_model
-
-    from controlplane import permissions
 
     ids = set(Run.objects.filter(project=project).values_list("created_by", flat=True).distinct())
     ids |= set(Dataset.objects.filter(project=project).values_list("created_by", flat=True).distinct())
     ids.add(project.created_by_id)
-    return list(
-        get_user_model()
-        .objects.filter(pk__in=ids, is_active=True)
-        .filter(groups__name=permissions.DATA_SCIENTIST)
-        .distinct()
-    )
+    people = get_user_model().objects.filter(pk__in=ids, is_active=True).filter(groups__name=permissions.DATA_SCIENTIST)
+    if project.restricted:
+        people = people.filter(pk__in=project.members.values("user"))
+    return list(people.distinct())
 
 
 def model_version_runtime(version: ModelVersion) -> str:
@@ -577,8 +676,9 @@ def model_version_serving_settings(version: ModelVersion) -> dict[str, str]:
 
 def runs_of(*, user: Any, limit: int) -> list[Run]:
     """The newest runs a person launched, with only what a row shows (no metrics, logs or usage)."""
+    # Scoped too: someone taken off a restricted project no longer sees the runs they launched there.
     return list(
-        Run.objects.filter(created_by=user)
+        access.scope(Run.objects.filter(created_by=user), user)
         .select_related("project")
         .only("project", "project__slug", "kind", "recipe", "status", "progress", "created_at")
         .order_by("-created_at", "-id")[:limit]
@@ -592,8 +692,11 @@ def models_of(*, user: Any, limit: int, versions_each: int) -> tuple[list[Regist
     from django.db.models import F, Window
     from django.db.models.functions import RowNumber
 
-    theirs = RegisteredModel.objects.filter(
-        Q(created_by=user) | Q(pk__in=ModelVersion.objects.filter(created_by=user).values("registered_model_id"))
+    theirs = access.scope(
+        RegisteredModel.objects.filter(
+            Q(created_by=user) | Q(pk__in=ModelVersion.objects.filter(created_by=user).values("registered_model_id"))
+        ),
+        user,
     )
     models = list(
         theirs.select_related("project")

@@ -14,10 +14,9 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from controlplane import permissions
+from controlplane import access, permissions
 from controlplane.charts import compare_chart, metric_series_chart, profile_chart
 from controlplane.filters import filtered_list
-from controlplane.models import Project
 from controlplane.uploads import upload_limit_message
 from controlplane.views import PROGRESS, apply_service_errors, paginate
 from lineage import selectors, services
@@ -51,7 +50,9 @@ def _profile_charts(profile: dict[str, Any] | None, *, limit: int = 40) -> list[
 def dataset_list(request: HttpRequest) -> HttpResponse:
     permissions.require(request.user, "dataset.view")
     listed = filtered_list(
-        request.GET, selectors.DatasetFilter, lambda filters: selectors.dataset_list(filters=filters)
+        request.GET,
+        selectors.DatasetFilter,
+        lambda filters: selectors.dataset_list(filters=filters, user=request.user),
     )
     return render(
         request,
@@ -61,7 +62,7 @@ def dataset_list(request: HttpRequest) -> HttpResponse:
             "search": listed.values["q"],
             "project": listed.values["project"],
             "errors": listed.errors,
-            "projects": Project.objects.only("slug", "name"),
+            "projects": access.visible_projects(request.user).only("slug", "name"),
             "query": listed.query,
             "can_register": permissions.has_permission(request.user, "dataset.register"),
         },
@@ -73,7 +74,7 @@ def dataset_list(request: HttpRequest) -> HttpResponse:
 def dataset_register(request: HttpRequest) -> HttpResponse:
     permissions.require(request.user, "dataset.register")
     initial = {k: request.GET[k] for k in ("project", "dataset") if k in request.GET}
-    form = DatasetRegisterForm(request.POST or None, request.FILES or None, initial=initial)
+    form = DatasetRegisterForm(request.POST or None, request.FILES or None, initial=initial, user=request.user)
     too_large = upload_limit_message(request) if request.method == "POST" else None
     if too_large:
         form.is_valid()
@@ -125,7 +126,9 @@ def dataset_register(request: HttpRequest) -> HttpResponse:
 
 def dataset_registration_detail(request: HttpRequest, pk: int) -> HttpResponse:
     permissions.require(request.user, "dataset.view")
-    registration = get_object_or_404(DatasetRegistration.objects.select_related("version__dataset__project"), pk=pk)
+    registration = get_object_or_404(
+        access.scope(DatasetRegistration.objects.select_related("version__dataset__project"), request.user), pk=pk
+    )
     context = {
         "registration": registration,
         "version_url": selectors.version_url(registration.version) if registration.version else "",
@@ -138,7 +141,7 @@ def dataset_registration_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def dataset_detail(request: HttpRequest, project: str, slug: str) -> HttpResponse:
     permissions.require(request.user, "dataset.view")
     try:
-        dataset = selectors.dataset_get(project=project, slug=slug)
+        dataset = selectors.dataset_get(project=project, slug=slug, user=request.user)
     except Dataset.DoesNotExist:
         raise Http404(f"no dataset {project}/{slug}") from None
     versions = dataset.versions.select_related("profile", "created_by", "produced_by")
@@ -161,7 +164,7 @@ def dataset_detail(request: HttpRequest, project: str, slug: str) -> HttpRespons
 def dataset_version_detail(request: HttpRequest, project: str, slug: str, number: int) -> HttpResponse:
     permissions.require(request.user, "dataset.view")
     try:
-        version = selectors.dataset_version_get(project=project, dataset=slug, number=number)
+        version = selectors.dataset_version_get(project=project, dataset=slug, number=number, user=request.user)
     except DatasetVersion.DoesNotExist:
         raise Http404(f"no version {number} of {project}/{slug}") from None
     profile = version.profile
@@ -171,7 +174,7 @@ def dataset_version_detail(request: HttpRequest, project: str, slug: str, number
             "lineage/_profile.html",
             {"version": version, "profile": profile, "charts": _profile_charts(profile.profile)},
         )
-    graph = selectors.lineage_graph(version.node_id, depth=2)
+    graph = selectors.lineage_graph(version.node_id, depth=2, user=request.user)
     return render(
         request,
         "lineage/dataset_version_detail.html",
@@ -181,7 +184,11 @@ def dataset_version_detail(request: HttpRequest, project: str, slug: str, number
             "charts": _profile_charts(profile.profile),
             "download_url": selectors.dataset_version_download_url(version),
             "graph": layout_graph(graph),
-            "consumed_by": selectors.dataset_version_consumers(version=version, limit=20),
+            "consumed_by": selectors.dataset_version_consumers(version=version, limit=20, user=request.user),
+            # The run that made it, unless that run is in a project the user may not see (lineage crossed projects).
+            "produced_by": access.scope(Run.objects.filter(pk=version.produced_by_id), request.user).only("pk").first()
+            if version.produced_by_id
+            else None,
             "can_launch": permissions.has_permission(request.user, "run.launch"),
         },
     )
@@ -204,7 +211,9 @@ def run_list(request: HttpRequest) -> HttpResponse:
         request.GET,
         selectors.RunFilter,
         # The table draws none of the JSON fields; a run's metrics and log can be large.
-        lambda filters: selectors.run_list(filters=filters).defer("parameters", "metrics", "usage", "log_tail"),
+        lambda filters: selectors.run_list(filters=filters, user=request.user).defer(
+            "parameters", "metrics", "usage", "log_tail"
+        ),
     )
     return render(
         request,
@@ -215,9 +224,9 @@ def run_list(request: HttpRequest) -> HttpResponse:
             "errors": listed.errors,
             "query": listed.query,
             "statuses": Run.Status.values,
-            "projects": Project.objects.only("slug", "name"),
+            "projects": access.visible_projects(request.user).only("slug", "name"),
             "can_launch": permissions.has_permission(request.user, "run.launch"),
-            "recent_versions": DatasetVersion.objects.exclude(format="manifest")
+            "recent_versions": access.scope(DatasetVersion.objects.exclude(format="manifest"), request.user)
             .select_related("dataset__project")
             .only("number", "row_count", "dataset__slug", "dataset__project__slug")
             .order_by("-created_at", "-id")[:100],
@@ -228,18 +237,18 @@ def run_list(request: HttpRequest) -> HttpResponse:
 
 def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     permissions.require(request.user, "run.view")
-    run = get_object_or_404(Run.objects.select_related("project", "created_by"), pk=pk)
+    run = get_object_or_404(access.scope(Run.objects.select_related("project", "created_by"), request.user), pk=pk)
     context = {
         "run": run,
         "events": run.events.select_related("actor"),
-        "inputs": run.inputs.select_related("dataset_version__dataset__project"),
-        "outputs": run.output_versions.select_related("dataset__project"),
+        "inputs": _visible_inputs(run, request.user),
+        "outputs": access.scope(run.output_versions.select_related("dataset__project"), request.user),
         "log_lines": selectors.run_log_tail(run=run),
         "can_stop": permissions.has_permission(request.user, "run.stop") and not run.done,
         "parameters_json": json.dumps(run.parameters, indent=2, sort_keys=True),
         "metric_charts": _metric_charts(run),
         "final_metrics": selectors.final_metrics(run),
-        "model_version": ModelVersion.objects.filter(Q(run=run) | Q(reproduced_by=run))
+        "model_version": access.scope(ModelVersion.objects.filter(Q(run=run) | Q(reproduced_by=run)), request.user)
         .select_related("registered_model__project")
         .first(),
         "reproduction": selectors.reproduction_check(run),
@@ -249,6 +258,12 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     if request.htmx:
         return render(request, "lineage/_run_status.html", context)
     return render(request, "lineage/run_detail.html", context)
+
+
+def _visible_inputs(run: Run, user: Any) -> Any:
+    """The run's inputs the user may see: one in a project they may not see is not listed (lineage it crossed)."""
+    visible = access.scope(DatasetVersion.objects.filter(consumed_by__run=run), user).values("pk")
+    return run.inputs.filter(dataset_version__in=visible).select_related("dataset_version__dataset__project")
 
 
 def _run_cost_context(run: Run) -> dict[str, Any]:
@@ -264,7 +279,7 @@ def _run_cost_context(run: Run) -> dict[str, Any]:
 
 @require_POST
 def run_stop(request: HttpRequest, pk: int) -> HttpResponse:
-    run = get_object_or_404(Run, pk=pk)
+    run = get_object_or_404(access.scope(Run.objects.all(), request.user), pk=pk)
     try:
         services.run_stop(actor=request.user, run=run, reason=request.POST.get("reason", ""))
     except ValidationError as exc:
@@ -284,7 +299,8 @@ def transform_create(request: HttpRequest) -> HttpResponse:
 
     permissions.require(request.user, "run.launch")
     version = get_object_or_404(
-        DatasetVersion.objects.select_related("dataset__project"), pk=_id_param(request, "input")
+        access.scope(DatasetVersion.objects.select_related("dataset__project"), request.user),
+        pk=_id_param(request, "input"),
     )
     transform_recipes = [r for r in recipe_registry.RECIPES.values() if r.kind == "transform"]
     data = request.POST or None
@@ -323,9 +339,9 @@ def transform_create(request: HttpRequest) -> HttpResponse:
 # --- lineage --------------------------------------------------------------------------------
 
 
-def _node_or_404(node_id: str) -> str:
+def _node_or_404(node_id: str, user: Any) -> str:
     try:
-        exists = selectors.node_exists(node_id)
+        exists = selectors.node_exists(node_id, user=user)
     except ValueError as exc:
         raise Http404(str(exc)) from None
     if not exists:
@@ -335,14 +351,16 @@ def _node_or_404(node_id: str) -> str:
 
 def lineage_page(request: HttpRequest, node_id: str) -> HttpResponse:
     permissions.require(request.user, "lineage.view")
-    node_id = _node_or_404(node_id)
+    node_id = _node_or_404(node_id, request.user)
     try:
         depth = max(1, min(int(request.GET.get("depth", 4)), 50))
     except ValueError:
         depth = 4
     expand = request.GET.get("expand") == "1"
     # "Show all" still has a ceiling: a dataset read by thousands of runs must not draw thousands of boxes.
-    graph = selectors.lineage_graph(node_id, depth=depth, per_column=500 if expand else selectors.PER_COLUMN)
+    graph = selectors.lineage_graph(
+        node_id, depth=depth, per_column=500 if expand else selectors.PER_COLUMN, user=request.user
+    )
     return render(
         request,
         "lineage/lineage.html",
@@ -357,8 +375,8 @@ def lineage_page(request: HttpRequest, node_id: str) -> HttpResponse:
 
 def lineage_openlineage(request: HttpRequest, node_id: str) -> HttpResponse:
     permissions.require(request.user, "lineage.view")
-    node_id = _node_or_404(node_id)
-    events = lineage_run_events(node_id)
+    node_id = _node_or_404(node_id, request.user)
+    events = lineage_run_events(node_id, user=request.user)
     response = JsonResponse(events, safe=False, json_dumps_params={"indent": 2})
     response["Content-Disposition"] = f'attachment; filename="openlineage-{node_id.replace(":", "-")}.json"'
     return response
@@ -368,14 +386,13 @@ def lineage_openlineage(request: HttpRequest, node_id: str) -> HttpResponse:
 
 
 def _training_form(request: HttpRequest, train: DatasetVersion, data: Any = None) -> tuple[TrainingForm, Any]:
-
     from workers import recipes as recipe_registry
 
     training_recipes = [r for r in recipe_registry.RECIPES.values() if r.kind == "training"]
     chosen = (data or request.GET).get("recipe") or training_recipes[0].name
     recipe = recipe_registry.RECIPES.get(chosen) or training_recipes[0]
     others = (
-        DatasetVersion.objects.filter(dataset__project=train.dataset.project)
+        access.scope(DatasetVersion.objects.filter(dataset__project=train.dataset.project), request.user)
         .exclude(pk=train.pk)
         .select_related("dataset")[:200]
     )
@@ -429,13 +446,16 @@ def _training_field(name: str) -> str:
 def training_create(request: HttpRequest) -> HttpResponse:
     permissions.require(request.user, "run.launch")
     train = get_object_or_404(
-        DatasetVersion.objects.select_related("dataset__project", "profile"), pk=_id_param(request, "train")
+        access.scope(DatasetVersion.objects.select_related("dataset__project", "profile"), request.user),
+        pk=_id_param(request, "train"),
     )
     form, recipe = _training_form(request, train, request.POST or None)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         validation = (
-            DatasetVersion.objects.select_related("dataset", "profile").filter(pk=data["validation"]).first()
+            access.scope(DatasetVersion.objects.select_related("dataset", "profile"), request.user)
+            .filter(pk=data["validation"])
+            .first()
             if data.get("validation")
             else None
         )
@@ -503,7 +523,9 @@ def run_estimate(request: HttpRequest) -> HttpResponse:
     # The form sends its training data's id: its project is the budget the run would count against.
     train_text = request.GET.get("train", "")
     train = (
-        DatasetVersion.objects.select_related("dataset__project").filter(pk=int(train_text)).first()
+        access.scope(DatasetVersion.objects.select_related("dataset__project"), request.user)
+        .filter(pk=int(train_text))
+        .first()
         if train_text.isascii() and train_text.isdigit() and len(train_text) <= 18
         else None
     )
@@ -515,7 +537,7 @@ def run_estimate(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 def run_reproduce(request: HttpRequest, pk: int) -> HttpResponse:
-    run = get_object_or_404(Run, pk=pk)
+    run = get_object_or_404(access.scope(Run.objects.all(), request.user), pk=pk)
     try:
         new = services.run_reproduce(actor=request.user, run=run)
     except ValidationError as exc:
@@ -528,7 +550,7 @@ def run_reproduce(request: HttpRequest, pk: int) -> HttpResponse:
 def run_compare(request: HttpRequest) -> HttpResponse:
     permissions.require(request.user, "run.view")
     ids = [int(i) for i in request.GET.getlist("run") if i.isascii() and i.isdigit() and len(i) <= 18][:10]
-    runs = list(Run.objects.filter(pk__in=ids).select_related("project"))
+    runs = list(access.scope(Run.objects.filter(pk__in=ids), request.user).select_related("project"))
     if len(runs) < 2:
         messages.error(request, "Pick two or more runs to compare.")
         return redirect("run-list")
@@ -554,16 +576,18 @@ def run_compare(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _models_with_version_ids(filters: dict[str, str]) -> Any:
+def _models_with_version_ids(filters: dict[str, str], user: Any) -> Any:
     # The table reads `versions.count`: one prefetch of the page's version ids, not a count per row.
-    return selectors.model_list(filters=filters).prefetch_related(
+    return selectors.model_list(filters=filters, user=user).prefetch_related(
         Prefetch("versions", queryset=ModelVersion.objects.only("registered_model").order_by())
     )
 
 
 def model_list(request: HttpRequest) -> HttpResponse:
     permissions.require(request.user, "model.view")
-    listed = filtered_list(request.GET, selectors.ModelFilter, _models_with_version_ids)
+    listed = filtered_list(
+        request.GET, selectors.ModelFilter, lambda filters: _models_with_version_ids(filters, request.user)
+    )
     return render(
         request,
         "lineage/model_list.html",
@@ -572,7 +596,7 @@ def model_list(request: HttpRequest) -> HttpResponse:
             "filters": listed.values,
             "errors": listed.errors,
             "query": listed.query,
-            "projects": Project.objects.only("slug", "name"),
+            "projects": access.visible_projects(request.user).only("slug", "name"),
         },
         status=400 if listed.errors else 200,
     )
@@ -580,7 +604,11 @@ def model_list(request: HttpRequest) -> HttpResponse:
 
 def model_detail(request: HttpRequest, project: str, slug: str) -> HttpResponse:
     permissions.require(request.user, "model.view")
-    model = get_object_or_404(RegisteredModel.objects.select_related("project"), project__slug=project, slug=slug)
+    model = get_object_or_404(
+        access.scope(RegisteredModel.objects.select_related("project"), request.user),
+        project__slug=project,
+        slug=slug,
+    )
     versions = model.versions.select_related("run", "created_by")
     page = paginate(request, versions)
     # Where each version on this page stands per environment (deployments owns the requests).
@@ -599,7 +627,9 @@ def model_detail(request: HttpRequest, project: str, slug: str) -> HttpResponse:
 def model_version_detail(request: HttpRequest, project: str, slug: str, number: int) -> HttpResponse:
     permissions.require(request.user, "model.view")
     version = get_object_or_404(
-        ModelVersion.objects.select_related("registered_model__project", "run", "created_by"),
+        access.scope(
+            ModelVersion.objects.select_related("registered_model__project", "run", "created_by"), request.user
+        ),
         registered_model__project__slug=project,
         registered_model__slug=slug,
         number=number,
@@ -614,8 +644,8 @@ def model_version_detail(request: HttpRequest, project: str, slug: str, number: 
             # Versions registered before the release was recorded have it in their card, or nowhere.
             "trained_with": version.framework_version or (version.metadata or {}).get("sklearn_version", ""),
             "serve_command": _serve_command(selectors.model_version_serving_settings(version)),
-            "graph": layout_graph(selectors.lineage_graph(version.node_id, depth=3)),
-            "inputs": version.run.inputs.select_related("dataset_version__dataset__project"),
+            "graph": layout_graph(selectors.lineage_graph(version.node_id, depth=3, user=request.user)),
+            "inputs": _visible_inputs(version.run, request.user),
             "can_launch": permissions.has_permission(request.user, "run.launch"),
             "standing": _standing(version),
             "can_request": permissions.has_permission(request.user, "approval.request"),

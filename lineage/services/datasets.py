@@ -137,6 +137,7 @@ def _dataset_for(target: DatasetTarget, actor: Any) -> Dataset:
             object_id=str(dataset),
             object_repr=dataset.name,
             after={"project": target.project.slug, "slug": dataset.slug, "name": dataset.name},
+            project=target.project,
         )
     return dataset
 
@@ -224,6 +225,7 @@ def dataset_version_create(
                         "rows": row_count,
                         "missing_values": list(target.missing_values),
                     },
+                    project=target.project,
                 )
                 transaction.on_commit(lambda pk=version.pk: enqueue_profile(pk), robust=True)
                 return version, True
@@ -265,6 +267,7 @@ def dataset_version_upload(
     """Validate an uploaded CSV/Parquet/JSON Lines file and store it write-once. Bad files store nothing."""
     permissions.require(actor, "dataset.register")
     target = dataset_target(project=project, dataset=dataset, description=description, missing_values=missing_values)
+    permissions.require(actor, "dataset.register", project=target.project)
     with _local_copy(upload) as path:
         try:
             return dataset_version_from_file(
@@ -325,6 +328,7 @@ def dataset_version_change_refused(*, actor: Any, version: DatasetVersion, attem
             object_repr=str(version),
             after={"attempted": attempted},
             reason="dataset versions are write-once",
+            project=version.dataset.project,
         )
     raise WriteOnceError("dataset versions are write-once: register the changed data as a new version")
 

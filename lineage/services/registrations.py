@@ -49,6 +49,7 @@ def dataset_registration_request(
     """Queue the registration of an s3:// object or prefix, or a file:// file or folder under an allowed root."""
     permissions.require(actor, "dataset.register")
     target = dataset_target(project=project, dataset=dataset, description=description, missing_values=missing_values)
+    permissions.require(actor, "dataset.register", project=target.project)
     uri = (uri or "").strip()
     try:
         sources.check_source_uri(uri, allowed_roots=settings.DATASET_FILE_ROOTS)

@@ -184,6 +184,7 @@ def model_version_register(
             object_repr=str(existing),
             after={"run": run.pk, "sha256": sha256},
             reason=f"run {run.pk} produced the same bytes as {existing}",
+            project=run.project,
         )
         return existing
     number = (registered.versions.aggregate(top=Max("number"))["top"] or 0) + 1
@@ -215,6 +216,7 @@ def model_version_register(
             object_type="model",
             object_id=str(registered),
             object_repr=registered.name,
+            project=run.project,
         )
     audit_record(
         actor=run.created_by,
@@ -230,6 +232,7 @@ def model_version_register(
             "compiled_runtime": version.compiled_runtime,
             "compiled_sha256": version.compiled_sha256,
         },
+        project=run.project,
     )
     return version
 

@@ -174,6 +174,8 @@ def transform_run_launch(
     """Queue a transform run that derives new dataset versions from `inputs` with a recipe."""
 
     permissions.require(actor, "run.launch")
+    for project in {version.dataset.project for version in inputs}:
+        permissions.require(actor, "run.launch", project=project)
     errors: dict[str, list[str]] = {}
     spec = _recipe_of_kind(recipe, "transform")
     if not inputs:
@@ -255,6 +257,7 @@ def _run_queue(
                 "inputs": [version.node_id for _, version in channels],
                 **{key: str(value) for key, value in fields.items()},
             },
+            project=run.project,
         )
         transaction.on_commit(lambda: enqueue_run(run.pk), robust=True)
     return run
@@ -276,7 +279,7 @@ def enqueue_run(run_id: int) -> None:
 
 
 def run_stop(*, actor: Any, run: Run, reason: str = "") -> Run:
-    permissions.require(actor, "run.stop")
+    permissions.require(actor, "run.stop", project=run.project)
     with transaction.atomic():
         try:
             # Still queued: nothing started, and the locked transition makes sure nothing will.
@@ -289,7 +292,13 @@ def run_stop(*, actor: Any, run: Run, reason: str = "") -> Run:
             )
             transaction.on_commit(lambda: _enqueue_stop(run.pk), robust=True)
         audit_record(
-            actor=actor, action="run.stop", object_type="run", object_id=run.pk, object_repr=str(run), reason=reason
+            actor=actor,
+            action="run.stop",
+            object_type="run",
+            object_id=run.pk,
+            object_repr=str(run),
+            reason=reason,
+            project=run.project,
         )
     return updated
 
@@ -317,6 +326,8 @@ def training_run_launch(
     """Queue a training run; every input is checked first and a bad one creates nothing."""
 
     permissions.require(actor, "run.launch")
+    for project in {train.dataset.project, *([validation.dataset.project] if validation is not None else [])}:
+        permissions.require(actor, "run.launch", project=project)
     errors: dict[str, list[str]] = {}
     spec = _recipe_of_kind(recipe, "training")
     values = dict(hyperparameters or {})
@@ -431,7 +442,7 @@ def _schema_differences(validation: DatasetVersion, train: DatasetVersion) -> li
 def run_reproduce(*, actor: Any, run: Run) -> Run:
     """A new run with identical inputs, recipe code, parameters, seed and backend settings."""
 
-    permissions.require(actor, "run.launch")
+    permissions.require(actor, "run.launch", project=run.project)
     try:
         spec = recipe_registry.get_recipe(run.recipe)
     except recipe_registry.UnknownRecipe as exc:

@@ -136,6 +136,7 @@ def direct_upload_create(
     if errors:
         raise ValidationError(errors)
     assert target is not None
+    permissions.require(actor, "dataset.register", project=target.project)
     key = f"{UPLOADS_PREFIX}{secrets.token_hex(16)}/{name}"
     part_count = s3_store.multipart_part_count(size, part_size)
     ticket = signing.dumps(
@@ -189,6 +190,8 @@ def direct_upload_part_urls(
     permissions.require(actor, "dataset.register")
     store = _store()
     body = _read_ticket(actor, ticket)
+    # Checked again on each call: the user may have been taken off the project since the upload started.
+    permissions.require(actor, "dataset.register", project=body["project"])
     upload_id = _check_upload_id(upload_id)
     size, part_size = body["size"], body["part_size"]
     count = s3_store.multipart_part_count(size, part_size)
