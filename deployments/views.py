@@ -544,7 +544,7 @@ def _evidence_context(
         and permissions.has_permission(request.user, "approval.request")
         and (approval.requested_by_id == request.user.pk or permissions.ADMIN in permissions.user_roles(request.user)),
         **metrics,
-        "graph": layout_graph(lineage_selectors.lineage_graph(version.node_id, depth=4)),
+        "graph": layout_graph(lineage_selectors.lineage_graph(version.node_id, depth=4, user=request.user)),
         "inputs": inputs,
         **_profile_context(approval, dataset_version, profile, limit=_histogram_budget(metrics)),
         "run": version.run,
