@@ -190,6 +190,36 @@ def test_a_backup_restored_into_an_empty_database_and_folder_has_every_record_an
         shutil.rmtree(restored_var, ignore_errors=True)
 
 
+@pytest.mark.django_db
+def test_a_model_version_whose_artifact_sagemaker_keeps_is_listed_as_not_checked(users: Any, live_store: Any) -> None:
+    from django.core.management import call_command
+
+    from lineage.models import ModelVersion, RegisteredModel, Run
+
+    project = controlplane_services.project_create(actor=users.admin, name="Cancer", slug="cancer")
+    registered = RegisteredModel.objects.create(project=project, slug="bc", name="bc", created_by=users.admin)
+    run = Run.objects.create(project=project, kind="training", recipe="logistic_regression", created_by=users.admin)
+    version = ModelVersion.objects.create(
+        registered_model=registered,
+        number=1,
+        run=run,
+        artifact_uri="s3://training/runs/1/output/model.tar.gz",
+        artifact_key="",
+        sha256="0" * 64,
+        size=1,
+        created_by=users.admin,
+    )
+    out = io.StringIO()
+    call_command("verify_store", stdout=out)
+    shown = out.getvalue()
+    assert (
+        f"not in the object store, not checked: model version cancer/bc v1 (id {version.pk}) artifact at "
+        "s3://training/runs/1/output/model.tar.gz"
+    ) in shown
+    assert "checked 0 (0 bytes read), missing 0, mismatched 0, unreadable 0, not checked 1" in shown
+    assert counts_shown(shown)["lineage.ModelVersion"] == 1
+
+
 def guide_section(heading: str) -> str:
     text = GUIDE.read_text(encoding="utf-8")
     start = text.index(f"\n{heading}\n")
@@ -206,4 +236,14 @@ def test_the_guide_gives_the_commands_this_test_runs() -> None:
     assert backups.index(PG_BACKUP) < backups.index(STORE_BACKUP)  # the database first, then the store
     upgrades = guide_section("## Upgrades")
     assert MIGRATE in upgrades and VERIFY in upgrades
-    assert "## Alerts" in GUIDE.read_text(encoding="utf-8")
+
+
+def test_the_guide_explains_every_alert_the_code_raises() -> None:
+    from monitoring.services.drift import DRIFT_ALERT
+    from monitoring.services.objectives import OBJECTIVE_NAMES
+
+    alerts = guide_section("## Alerts")
+    for name in (*OBJECTIVE_NAMES, DRIFT_ALERT):
+        assert f"| `{name}` |" in alerts, name
+    assert "| `forecast` |" in alerts and "budget.cross" in alerts  # budget crossings
+    assert "rolled back by the system" in alerts
