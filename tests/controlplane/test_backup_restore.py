@@ -46,6 +46,7 @@ SQLITE_BACKUP = (
     "python -c 'import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))' "
     '"$DATABASE_FILE" "$BACKUP/controlplane.sqlite3"'
 )
+SQLITE_CLEAR = 'rm -f "$CONTROLPLANE_VAR_DIR/controlplane.sqlite3-wal" "$CONTROLPLANE_VAR_DIR/controlplane.sqlite3-shm"'
 SQLITE_RESTORE = 'cp "$BACKUP/controlplane.sqlite3" "$CONTROLPLANE_VAR_DIR/controlplane.sqlite3"'
 STORE_BACKUP = 'rsync -a --exclude=/.objectstore/tmp/ "$OBJECTS/" "$BACKUP/objects/"'
 STORE_RESTORE = 'rsync -a "$BACKUP/objects/" "$OBJECTS/"'
@@ -148,6 +149,10 @@ def test_a_backup_restored_into_an_empty_database_and_folder_has_every_record_an
             succeeded(run(PG_CREATE, SERVER_URL=server_url, RESTORED_DB=restored_db))
             succeeded(run(PG_RESTORE, BACKUP=str(backup), RESTORED_URL=restored_url))
         else:
+            # A WAL file left by the database being replaced would be replayed onto the restored one.
+            (restored_var / "controlplane.sqlite3-wal").write_bytes(b"not this database's log")
+            succeeded(run(SQLITE_CLEAR, CONTROLPLANE_VAR_DIR=str(restored_var)))
+            assert not (restored_var / "controlplane.sqlite3-wal").exists()
             succeeded(run(SQLITE_RESTORE, BACKUP=str(backup), CONTROLPLANE_VAR_DIR=str(restored_var)))
         succeeded(run(STORE_RESTORE, BACKUP=str(backup), OBJECTS=str(restored_objects)))
         assert not (backup / "objects" / ".objectstore" / "tmp" / in_flight.name).exists()
@@ -229,7 +234,17 @@ def guide_section(heading: str) -> str:
 
 def test_the_guide_gives_the_commands_this_test_runs() -> None:
     backups = guide_section("## Backups")
-    for line in (PG_BACKUP, PG_CREATE, PG_RESTORE, SQLITE_BACKUP, SQLITE_RESTORE, STORE_BACKUP, STORE_RESTORE):
+    commands = (
+        PG_BACKUP,
+        PG_CREATE,
+        PG_RESTORE,
+        SQLITE_BACKUP,
+        SQLITE_CLEAR,
+        SQLITE_RESTORE,
+        STORE_BACKUP,
+        STORE_RESTORE,
+    )
+    for line in commands:
         assert line in backups, line
     assert f'DATABASE_URL="$RESTORED_URL" {MIGRATE}' in backups
     assert f'DATABASE_URL="$RESTORED_URL" {VERIFY}' in backups
