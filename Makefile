@@ -29,12 +29,17 @@ $(VENV)/.installed-test: $(VENV)/.installed-base requirements/test.txt requireme
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/test.txt -c requirements/lock.txt
 	touch $@
 
-## Browser tests drive Debian's Chromium; a downloaded browser is never used.
+## Browser tests drive Debian's Chromium; a downloaded browser is never used. The backup test copies the object store
+## with rsync and the database with PostgreSQL's client tools, as docs/operations.md says to.
 browser:
-	@test -x $(CHROMIUM) || { \
-	  echo "installing Debian's chromium for the browser tests"; \
+	@missing=""; \
+	test -x $(CHROMIUM) || missing="$$missing chromium"; \
+	command -v rsync >/dev/null || missing="$$missing rsync"; \
+	command -v pg_dump >/dev/null || missing="$$missing postgresql-client"; \
+	test -z "$$missing" || { \
+	  echo "installing Debian's$$missing for the tests"; \
 	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
-	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; }
 
 ## ruff (line length included) and mypy over every package; serving/ is checked once it exists.
 lint: install-test
