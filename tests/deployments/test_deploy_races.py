@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from controlplane.models import AuditEvent
@@ -41,18 +43,24 @@ def test_two_first_deploys_of_one_service_at_once_make_one_service_and_one_deplo
     assert AuditEvent.objects.filter(action="deployment.deploy").count() == 1
 
 
-def test_two_rollbacks_of_one_rollout_at_once_make_one_rollback(users, project, staging) -> None:
+def serving_one_rolling_out_another(users: Any, project: Any, staging: Any) -> tuple[Any, Any, Any, Any]:
+    """A service whose first deployment succeeded (as its poll would record it) and a second one replacing it:
+    (first version, second version, first deployment, second deployment)."""
     one, two = make_model_version(project, users.data_scientist), make_model_version(project, users.data_scientist)
     approve(one, staging, users)
     approve(two, staging, users)
     first = services.deployment_create(actor=users.approver, model_version_id=one.pk, environment="staging")
-    # The first deployment succeeded (as its poll would record it) so the second replaces it.
     services.DEPLOYMENT_MACHINE.apply(first.pk, "start")
     services.DEPLOYMENT_MACHINE.apply(first.pk, "bake")
     Deployment.objects.filter(pk=first.pk).update(revision=f"d{first.pk}")
     services.deploys._succeed(first.pk, attempt=None, reason="baked")
     second = services.deployment_create(actor=users.approver, model_version_id=two.pk, environment="staging")
     assert second.replaces_id == first.pk
+    return one, two, first, second
+
+
+def test_two_rollbacks_of_one_rollout_at_once_make_one_rollback(users, project, staging) -> None:
+    one, _, first, second = serving_one_rolling_out_another(users, project, staging)
     outcomes = race(
         lambda: services.deployment_rollback(actor=users.approver, service_id=second.service_id, reason="too slow"),
         lambda: services.deployment_rollback(actor=users.approver2, service_id=second.service_id, reason="errors"),

@@ -17,6 +17,7 @@ from deployments import services
 from deployments.models import ApprovalRequest, Deployment
 from lineage.models import Run
 from tests.deployments.conftest import make_model_version
+from tests.deployments.test_deploy_races import serving_one_rolling_out_another
 from tests.deployments.test_deploys import approve
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -101,15 +102,7 @@ def test_two_approvers_deploying_one_version_at_once_make_one_deployment(live_se
 
 
 def test_two_rollbacks_sent_at_once_make_one_rollback(live_server, users, project, staging) -> None:
-    one, two = make_model_version(project, users.data_scientist), make_model_version(project, users.data_scientist)
-    approve(one, staging, users)
-    approve(two, staging, users)
-    first = services.deployment_create(actor=users.approver, model_version_id=one.pk, environment="staging")
-    services.DEPLOYMENT_MACHINE.apply(first.pk, "start")
-    services.DEPLOYMENT_MACHINE.apply(first.pk, "bake")
-    Deployment.objects.filter(pk=first.pk).update(revision=f"d{first.pk}")
-    services.deploys._succeed(first.pk, attempt=None, reason="baked")
-    second = services.deployment_create(actor=users.approver, model_version_id=two.pk, environment="staging")
+    _, _, _, second = serving_one_rolling_out_another(users, project, staging)
     url = f"{live_server.url}/api/v1/services/{second.service_id}/rollback/"
     answers = at_once(
         (session(users.approver), "POST", url, {"reason": "too slow"}),

@@ -11,7 +11,6 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -26,7 +25,7 @@ from monitoring.models import Alert, CostForecast, DriftReport
 from monitoring.services.alerts import alert_raise
 from monitoring.services.ingest import service_ingest_token
 from tests.deployments.conftest import make_model_version
-from tests.deployments.test_project_access import _served
+from tests.deployments.test_project_access import _served, api, page
 from tests.fixtures.roles import make_user
 from tests.monitoring.cost_world import estimate, last_month
 
@@ -101,18 +100,6 @@ def hidden(users: Any, project: Any, staging: Any, monkeypatch: pytest.MonkeyPat
         outsider_scientist=make_user("olga", permissions.DATA_SCIENTIST),
         month=month,
     )
-
-
-def page(user: Any) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def api(user: Any) -> APIClient:
-    client = APIClient()
-    client.force_login(user)
-    return client
 
 
 def test_an_approver_outside_the_project_finds_none_of_its_monitoring(users, hidden) -> None:
