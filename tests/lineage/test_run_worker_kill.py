@@ -22,7 +22,8 @@ from lineage.services import runs, sweeps
 from tests.fixtures.hold import KillWorkers, kill_workers
 from tests.fixtures.processes import kill_worker, wait_for
 from tests.lineage.test_run_races import queued_run, train_version  # noqa: F401 (fixtures)
-from workers.local_state import process_alive, read_json
+from workers.local_state import process_alive, read_json, write_json
+from workers.training import local
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -76,4 +77,43 @@ def test_a_worker_killed_mid_start_is_taken_over_and_the_run_finishes_with_one_t
         ("starting", "starting", TAKEOVER_REASON),
         ("starting", "running", f"job {done.backend_job_id} is running"),
         ("running", "succeeded", "finished"),
+    ]
+
+
+def test_a_worker_killed_before_the_training_process_started_leaves_a_run_that_fails_with_the_reason(
+    queued_run: Any,  # noqa: F811
+    workers: KillWorkers,
+) -> None:
+    run = queued_run()
+    workers.hold("training-layout", run=run.pk)
+    doomed = workers.start("doomed")
+    runs.enqueue_run(run.pk)
+    assert workers.held()["at"] == "training-layout"
+    kill_worker(doomed)
+    job_file = runs.work_dir_for(run) / "job.json"
+    assert read_json(job_file)["state"] == "starting" and "pid" not in read_json(job_file)
+
+    workers.start("fresh")
+    # The takeover finds the job named and laid out, and records it; the local backend starts no process for it.
+    workers.until(
+        sweeps.runs_poll_stale,
+        lambda: Run.objects.filter(pk=run.pk, attempt=2).exclude(backend_job_id="").exists(),
+        timeout=30,
+        what="the start taken over once the lease ran out",
+    )
+    # Two minutes on for the job (the local backend's START_TIMEOUT_SECONDS): it never started, so it failed.
+    job = read_json(job_file)
+    write_json(job_file, {**job, "created_at": job["created_at"] - local.START_TIMEOUT_SECONDS - 1})
+    wait_for(lambda: Run.objects.get(pk=run.pk).done, timeout=30, what="the run to end")
+    done = Run.objects.get(pk=run.pk)
+    assert (done.status, done.status_reason) == ("failed", local.NEVER_STARTED)
+    assert workers.recorded("spawned") == []
+    assert ModelVersion.objects.filter(run=done).count() == 0
+    assert [(e.from_status, e.to_status, e.reason) for e in done.events.order_by("created_at", "id")] == [
+        ("", "queued", "launched"),
+        ("queued", "starting", "a worker took the run"),
+        ("starting", "starting", TAKEOVER_REASON),
+        # (as for any job found ended at its first poll: the run passes through running)
+        ("starting", "running", f"job {done.backend_job_id} is running"),
+        ("running", "failed", local.NEVER_STARTED),
     ]
