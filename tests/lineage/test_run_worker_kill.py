@@ -1,7 +1,9 @@
 """A real Celery worker SIGKILLed inside a run's start, after the local backend started the training process and
 before the database recorded its job: once the dead worker's lease has run out, the sweep the beat runs sends the
 start again, a fresh worker takes it over, finds the job the dead one started (no second training process) and the
-run finishes, with each transition recorded once.
+run finishes, with each transition recorded once. Killed one step earlier (the job laid out, its process not
+started yet), the takeover records the job the local backend never started, and the run fails with that reason once
+the backend's start timeout has passed: never stuck.
 
 The worker is a `celery worker` process (prefork, like production) killed with its pool processes by one SIGKILL to
 its process group (tests/fixtures/hold.py and kill_points.py choose the moment); the training process lives in a
