@@ -25,6 +25,10 @@ DATABASE_UNAVAILABLE_MESSAGE = (
 # or starting up (57P01-57P03), too many connections (53300). Others (deadlocks, statement timeouts, lock timeouts)
 # are errors of one statement on a working connection.
 _CONNECTION_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+# The 503 page loads only app.css (and a data: icon).
+_UNAVAILABLE_CSP = (
+    "default-src 'none'; style-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 # SQLite: the file cannot be opened or read (extended codes such as SQLITE_IOERR_SHORT_READ included).
 _SQLITE_CONNECTION_ERRORS = ("SQLITE_CANTOPEN", "SQLITE_IOERR")
 
@@ -71,6 +75,10 @@ def database_unavailable(request: HttpRequest) -> HttpResponse:
     response["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
     # Not kept by a cache or a proxy: the outage ends by itself.
     response["Cache-Control"] = "no-store"
+    # Answered from outside the CSP and clickjacking middleware when the session failed: the page's own, stricter
+    # policy (those middleware leave a header that is already set as it is).
+    response["Content-Security-Policy"] = _UNAVAILABLE_CSP
+    response["X-Frame-Options"] = "DENY"
     return response
 
 

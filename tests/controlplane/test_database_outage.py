@@ -9,6 +9,7 @@ cuts: every open connection closed at once and new ones refused, as when the ser
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ from controlplane.middleware import DATABASE_RETRY_AFTER_SECONDS
 from tests.fixtures.processes import database_url, wait_for
 from tests.fixtures.roles import PASSWORD
 from tests.fixtures.tcp_proxy import CuttableProxy
-from tests.test_web_server import free_port, stop_server
+from tests.test_web_server import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -72,7 +73,13 @@ def portal(proxy: CuttableProxy, tmp_path: Path) -> Iterator[str]:
     log_path = tmp_path / "web.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            web_command("127.0.0.1", port), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            web_command("127.0.0.1", port),
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     base = f"http://127.0.0.1:{port}"
 
@@ -88,7 +95,10 @@ def portal(proxy: CuttableProxy, tmp_path: Path) -> Iterator[str]:
         wait_for(answers, timeout=60, what="the portal to answer")
         yield base
     finally:
-        stop_server(process)
+        # Nothing is in flight any more and nothing of it is kept: the whole group at once, not gunicorn's
+        # shutdown, which takes seconds here.
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
 
 
 def signed_in(base: str, username: str) -> requests.Session:
@@ -111,6 +121,8 @@ def assert_unavailable_page(answer: requests.Response) -> None:
     assert answer.headers["Content-Type"].startswith("text/html")
     assert "The database is unavailable" in answer.text and 'data-testid="database-unavailable"' in answer.text
     assert "Traceback" not in answer.text and "OperationalError" not in answer.text
+    assert "default-src 'none'" in answer.headers["Content-Security-Policy"]
+    assert answer.headers["X-Frame-Options"] == "DENY"
 
 
 def assert_unavailable_api(answer: requests.Response) -> None:
@@ -145,8 +157,12 @@ def test_the_portal_answers_503_while_postgresql_is_cut_off_and_recovers_by_itse
         # A page: the session cannot be loaded (LoginRequiredMiddleware asks for the user first).
         assert_unavailable_page(browser.get(f"{portal}/projects/", timeout=10))
         # The API with a token (DRF looks the token up) and with the session (DRF loads it).
-        assert_unavailable_api(api.get(f"{portal}/api/v1/projects/", timeout=10))
-        assert_unavailable_api(browser.get(f"{portal}/api/v1/projects/", timeout=10))
+        for answer in (
+            api.get(f"{portal}/api/v1/projects/", timeout=10),
+            browser.get(f"{portal}/api/v1/projects/", timeout=10),
+        ):
+            assert_unavailable_api(answer)
+            assert "GET" in answer.headers["Allow"], "answered inside DRF, by its exception handler"
     # A sign-in: the database is first needed inside the view (django-axes, then the password check).
     anonymous = requests.Session()
     anonymous.get(f"{portal}/accounts/login/", timeout=10)
@@ -166,6 +182,8 @@ def test_the_portal_answers_503_while_postgresql_is_cut_off_and_recovers_by_itse
     all_well()
     # Still signed in: the session outlived the outage.
     assert "dana" in browser.get(f"{portal}/", timeout=10).text
+    for client in (api, browser, anonymous):
+        client.close()  # no kept-alive connection for the server's graceful stop to wait on
 
 
 def database_error(run: Any) -> BaseException:
