@@ -32,6 +32,7 @@ from controlplane.middleware import (
     DATABASE_UNAVAILABLE_MESSAGE,
     close_broken_connections,
     is_database_unavailable,
+    report_database_unavailable,
 )
 from controlplane.models import AuditImmutableError
 from lineage.models import WriteOnceError
@@ -83,8 +84,10 @@ def _django_validation_to_drf(exc: DjangoValidationError) -> exceptions.Validati
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    if is_database_unavailable(exc):
+    database_unavailable = is_database_unavailable(exc)
+    if database_unavailable:
         # Met inside DRF (authenticating a token, in the view): the same 503 as controlplane.middleware answers.
+        report_database_unavailable(context.get("request"), exc)
         close_broken_connections()
         unavailable = exceptions.APIException(DATABASE_UNAVAILABLE_MESSAGE, code="unavailable")
         unavailable.status_code = 503
@@ -125,7 +128,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         body["code"] = codes if isinstance(codes, str) else "error"
         body["message"] = str(detail) if detail is not None else str(exc)
     response.data = {"error": body}
-    if response.status_code == 503:
+    if database_unavailable:
         response["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
         response["Cache-Control"] = "no-store"
     return response

@@ -82,6 +82,12 @@ def database_unavailable(request: HttpRequest) -> HttpResponse:
     return response
 
 
+def report_database_unavailable(request: Any, exc: BaseException | None) -> None:
+    """One log line per request answered 503 (Django logs the traceback of one met in a middleware itself)."""
+    method, path = getattr(request, "method", "?"), getattr(request, "path", "?")
+    log.warning("database unavailable: %s %s answered 503 (%s)", method, path, exc or "see above")
+
+
 def _note_database_unavailable(sender: Any, request: HttpRequest | None = None, **kwargs: Any) -> None:
     # Sent by Django inside its `except` for an exception it is about to answer with a 500.
     if request is not None and is_database_unavailable(sys.exc_info()[1]):
@@ -117,7 +123,7 @@ class DatabaseUnavailableMiddleware:
         return None
 
     def _unavailable(self, request: HttpRequest, exc: BaseException | None) -> HttpResponse:
-        log.warning("database unavailable: %s %s answered 503 (%s)", request.method, request.path, exc or "see above")
+        report_database_unavailable(request, exc)
         return database_unavailable(request)
 
 
