@@ -27,6 +27,13 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from controlplane import permissions
+from controlplane.middleware import (
+    DATABASE_RETRY_AFTER_SECONDS,
+    DATABASE_UNAVAILABLE_MESSAGE,
+    close_broken_connections,
+    is_database_unavailable,
+    report_database_unavailable,
+)
 from controlplane.models import AuditImmutableError
 from lineage.models import WriteOnceError
 
@@ -77,7 +84,15 @@ def _django_validation_to_drf(exc: DjangoValidationError) -> exceptions.Validati
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    if isinstance(exc, DjangoValidationError) and getattr(exc, "http_status", None) == 409:
+    database_unavailable = is_database_unavailable(exc)
+    if database_unavailable:
+        # Met inside DRF (authenticating a token, in the view): the same 503 as controlplane.middleware answers.
+        report_database_unavailable(context.get("request"), exc)
+        close_broken_connections()
+        unavailable = exceptions.APIException(DATABASE_UNAVAILABLE_MESSAGE, code="unavailable")
+        unavailable.status_code = 503
+        exc = unavailable
+    elif isinstance(exc, DjangoValidationError) and getattr(exc, "http_status", None) == 409:
         # A state conflict (e.g. deployments.services.Conflict): the 400 body's shape, with 409.
         state_conflict = _django_validation_to_drf(exc)
         state_conflict.status_code = 409
@@ -113,6 +128,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         body["code"] = codes if isinstance(codes, str) else "error"
         body["message"] = str(detail) if detail is not None else str(exc)
     response.data = {"error": body}
+    if database_unavailable:
+        response["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+        response["Cache-Control"] = "no-store"
     return response
 
 

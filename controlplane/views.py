@@ -16,7 +16,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required, login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.forms import Form
 from django.http import (
     FileResponse,
@@ -44,6 +44,7 @@ from controlplane.forms import (
     ProjectRestrictForm,
     json_pretty,
 )
+from controlplane.middleware import DATABASE_RETRY_AFTER_SECONDS, close_broken_connections
 from controlplane.models import AuditEvent, Notification, Project, ProjectMember, SystemCheck
 from workers.errors import ObjectNotFound
 from workers.objectstore.local import verify_download_signature
@@ -168,9 +169,17 @@ def paginate(request: HttpRequest, items: Any, per_page: int = PAGE_SIZE) -> Any
 
 @login_not_required
 def healthz(request: HttpRequest) -> HttpResponse:
-    """For load balancers and container health checks: the process answers and the database is reachable."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
+    """For load balancers and container health checks: the process answers and the database is reachable (503
+    saying so when it is not, so a load balancer takes this instance out until it is back)."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except DatabaseError:
+        close_broken_connections()
+        response = HttpResponse("database unavailable\n", content_type="text/plain", status=503)
+        response["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+        response["Cache-Control"] = "no-store"
+        return response
     return HttpResponse("ok\n", content_type="text/plain")
 
 
