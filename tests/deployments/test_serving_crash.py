@@ -56,12 +56,13 @@ def revision_record(deployment: Deployment) -> dict[str, Any]:
 
 def kill_serving_process(deployment: Deployment) -> int:
     """SIGKILL the revision's `python -m serving` (the recorded pid is its wrapper's; the server is its one child)
-    and wait until it is gone; returns its pid."""
+    and wait until it is gone and its wrapper, having recorded how it ended, too; returns its pid."""
     wrapper = psutil.Process(revision_record(deployment)["processes"][0]["pid"])
     (server,) = wrapper.children()
     assert server.cmdline()[1:3] == ["-m", "serving"], server.cmdline()
     server.kill()
     server.wait(timeout=30)
+    wrapper.wait(timeout=30)
     return server.pid
 
 

@@ -132,12 +132,13 @@ def router_state(backend: LocalServingBackend) -> dict[str, dict[str, Any]]:
     return {r["name"]: r for r in answer["state"]["revisions"]}
 
 
-def serving_process(backend: LocalServingBackend, name: str) -> psutil.Process:
-    """`python -m serving` of the revision's first process: the recorded pid is its wrapper's, its one child."""
+def serving_process(backend: LocalServingBackend, name: str) -> tuple[psutil.Process, psutil.Process]:
+    """The wrapper (the recorded pid) of the revision's first process and its one child, `python -m serving`."""
     record = read_json(backend.root / SERVICE.name / "revisions" / name / "revision.json")
-    children = psutil.Process(record["processes"][0]["pid"]).children()
+    wrapper = psutil.Process(record["processes"][0]["pid"])
+    children = wrapper.children()
     assert len(children) == 1 and children[0].cmdline()[1:3] == ["-m", "serving"], children
-    return children[0]
+    return wrapper, children[0]
 
 
 def test_a_revision_killed_under_traffic_gets_no_new_connection_and_the_other_answers_every_request(
@@ -155,7 +156,7 @@ def test_a_revision_killed_under_traffic_gets_no_new_connection_and_the_other_an
 
     with OrderedLoad(port, body, threads=THREADS) as load:
         wait_until(lambda: load.answered_by("d1") >= 30 and load.answered_by("d2") >= 30, what="both answering")
-        victim = serving_process(backend, "r-d2")
+        wrapper, victim = serving_process(backend, "r-d2")
         killed_at = load.sent_so_far()
         victim.kill()
         victim.wait(timeout=30)
@@ -163,6 +164,7 @@ def test_a_revision_killed_under_traffic_gets_no_new_connection_and_the_other_an
         died_at = load.sent_so_far()
         passed_at_death = router_state(backend)["r-d2-0"]["connections_passed"]
         wait_until(lambda: len(load.requests()) >= died_at + 200, what="200 more requests")
+    wrapper.wait(timeout=30)  # it records how its server ended, for the backend's next call
     requests = load.requests()
     after = [r for r in requests if r.started >= died_at]
     failed = [r for r in requests if r.status != 200]
@@ -170,9 +172,10 @@ def test_a_revision_killed_under_traffic_gets_no_new_connection_and_the_other_an
         f"#{r.started} client {r.client} {'keep-alive' if r.keep_alive else 'new'}: {r.error}" for r in failed
     )
 
-    # The dead revision was given no connection after it died, and is out of the router's choice.
+    # The dead revision was given no connection after it died (its count could only fall: a connection queued for
+    # it is passed on to another), and is out of the router's choice.
     router = router_state(backend)
-    assert router["r-d2-0"]["connections_passed"] == passed_at_death, router
+    assert router["r-d2-0"]["connections_passed"] <= passed_at_death, router
     assert not router["r-d2-0"]["healthy"] and router["r-d2-0"]["failed_passes"] <= 1, router
     assert router["r-d1-0"]["healthy"], router
     # Only requests that reached the dead process failed, each with no answer at all (no 5xx, no 503 wait): those
