@@ -5,7 +5,8 @@ A request (a page, the API, an approval) only writes rows and enqueues: `deploym
 serving backend to start the revision, then a chain of short polls (`deployment_poll`) follows the rollout, judges
 the objectives while it bakes and promotes or rolls back. The beat sweep (`deployments_resume`) restarts a chain
 whose worker died, so a worker SIGKILLed mid-deployment leaves nothing stuck: every backend call is idempotent and
-every state lives in the database or in the backend itself.
+every state lives in the database or in the backend itself. The same sweep looks at each local service serving
+with nothing rolling out, which starts again a serving process that crashed (`local_services_heal`).
 
 At most one deployment of a service is active (pending, in progress or baking): the service row is locked while a
 deployment is created, and a partial unique index backs that up.
@@ -753,13 +754,19 @@ def _record_progress(deployment: Deployment, status: RolloutStatus) -> None:
         locked = Deployment.objects.select_for_update().only("pk", "seen_events", "status").get(pk=deployment.pk)
         if locked.done:
             return
-        seen = set(locked.seen_events or [])
-        new = [(event_id, text) for event_id, _, text in status.events if event_id not in seen]
-        for _, text in new:
-            _event(deployment.pk, "backend", text)
-        kept = [*(locked.seen_events or []), *(event_id for event_id, _ in new)][-MAX_EVENTS_KEPT:]
+        kept = _backend_events(locked, status)
         Deployment.objects.filter(pk=deployment.pk).update(progress=progress, seen_events=kept)
     deployment.progress = progress
+
+
+def _backend_events(locked: Deployment, status: RolloutStatus) -> list[str]:
+    """Under the deployment's row lock: write the backend's events it has not seen as `backend` events; returns
+    the event ids seen now."""
+    seen = set(locked.seen_events or [])
+    new = [(event_id, text) for event_id, _, text in status.events if event_id not in seen]
+    for _, text in new:
+        _event(locked.pk, "backend", text)
+    return [*(locked.seen_events or []), *(event_id for event_id, _ in new)][-MAX_EVENTS_KEPT:]
 
 
 def _follow(
@@ -939,7 +946,9 @@ def _tell(deployment: Deployment, title: str, body: str) -> None:
 
 def deployments_resume() -> int:
     """Beat: restart what a dead worker left. A pending deployment whose start message is lost (or whose worker
-    died) is sent again; an active one whose poll chain stopped gets a new chain. Returns how many were resumed."""
+    died) is sent again; an active one whose poll chain stopped gets a new chain; a local service serving with
+    nothing rolling out has its crashed processes started again (local_services_heal). Returns how many deployments
+    were resumed."""
     now = timezone.now()
     resumed = 0
     stale_start = now - timedelta(seconds=deployment_lease_seconds())
@@ -976,7 +985,36 @@ def deployments_resume() -> int:
             _event(deployment.pk, "resume", f"{quiet}: the sweep restarted its poll chain")
             restart_poll_chain(deployment.pk, countdown=0)
             resumed += 1
+    local_services_heal()
     return resumed
+
+
+def local_services_heal() -> None:
+    """The sweep also looks at every local service that serves with nothing rolling out: the backend re-ensures a
+    service at every call (a serving process that crashed is started again behind the same address, see
+    workers/deploy/local.py), and with no rollout under way nothing else calls it. What the backend did (a process
+    started again, and why) goes on the current deployment's timeline, as a poll puts a rollout's events there."""
+    backend = serving_backend("local")
+    serving = (
+        Service.objects.filter(backend="local", current_deployment__isnull=False)
+        .exclude(deployments__status__in=ACTIVE_DEPLOYMENT_STATUSES)
+        .select_related("environment", "registered_model__project", "current_deployment")
+    )
+    for service in serving.order_by("name"):
+        current = service.current_deployment
+        handle = _handle(current)
+        if current is None or handle is None or not handle.revision:
+            continue
+        try:
+            status = backend.progress(service_spec(service), handle)
+        except Exception as exc:  # one service's trouble must not keep the others from being looked at
+            log.warning("%s: not looked at by the sweep: %s", service.name, exc)
+            continue
+        with transaction.atomic():
+            locked = Deployment.objects.select_for_update().only("pk", "seen_events").get(pk=current.pk)
+            kept = _backend_events(locked, status)
+            if kept != (locked.seen_events or []):
+                Deployment.objects.filter(pk=current.pk).update(seen_events=kept)
 
 
 # --- local services across restarts ------------------------------------------------------------------------------
