@@ -10,6 +10,7 @@ ValidationError whose class says `http_status = 409` (a state conflict) has the 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any, TypeVar, overload
 
@@ -36,6 +37,9 @@ from controlplane.middleware import (
 )
 from controlplane.models import AuditImmutableError
 from lineage.models import WriteOnceError
+from workers.errors import BackendError
+
+log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Model)
 
@@ -83,7 +87,12 @@ def _django_validation_to_drf(exc: DjangoValidationError) -> exceptions.Validati
     return exceptions.ValidationError({"non_field_errors": [str(m) for m in exc.messages]})
 
 
+# How long a client should wait before sending again what a transient backend error refused.
+BACKEND_RETRY_AFTER_SECONDS = 60
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    backend_error: BackendError | None = None
     database_unavailable = is_database_unavailable(exc)
     if database_unavailable:
         # Met inside DRF (authenticating a token, in the view): the same 503 as controlplane.middleware answers.
@@ -107,6 +116,14 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         conflict = exceptions.APIException(str(exc))
         conflict.status_code = 409
         exc = conflict
+    elif isinstance(exc, BackendError):
+        # The object store, a training or deploy backend, or AWS could not do it (a full disk, throttling): nothing
+        # was recorded; say what failed, and when it may pass if tried again.
+        backend_error = exc
+        log.warning("backend error answered 503: %s", exc.message)
+        unavailable_backend = exceptions.APIException(exc.message, code="backend_unavailable")
+        unavailable_backend.status_code = 503
+        exc = unavailable_backend
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
@@ -131,6 +148,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if database_unavailable:
         response["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
         response["Cache-Control"] = "no-store"
+    if backend_error is not None and not backend_error.permanent:
+        response["Retry-After"] = str(BACKEND_RETRY_AFTER_SECONDS)
     return response
 
 

@@ -113,7 +113,8 @@ def test_an_upload_to_a_full_store_answers_with_the_reason_and_records_nothing(
         )
     finally:
         backends.object_store.cache_clear()
-    assert answer.status_code in (400, 503), answer.content
+    assert answer.status_code == 503, answer.content
+    assert answer["Retry-After"] == "60"  # a full disk is transient: space may be freed
     assert "No space left on device" in answer.content.decode()
     assert not DatasetVersion.objects.exists() and not Dataset.objects.filter(slug="big").exists()
     assert not DatasetRegistration.objects.exclude(status="failed").exists()
