@@ -148,8 +148,8 @@ def serving_processes(config: dict[str, Any]) -> dict[str, Any]:
         while tick < stop_at:
             _wait_until(tick)
             for _ in range(INGEST_REQUESTS_PER_SECOND):
-                status = 400 if rng.random() < 0.02 else 200
-                metrics.record(status, rng.lognormvariate(-5.5, 0.6), rows=rng.randint(1, 20))
+                answered = 400 if rng.random() < 0.02 else 200
+                metrics.record(answered, rng.lognormvariate(-5.5, 0.6), rows=rng.randint(1, 20))
             pending += metrics.take_minutes(now=time.time(), include_current=True)
             body = {
                 "format": FORMAT,
