@@ -13,7 +13,8 @@ temporary var/ folder; PostgreSQL in the database cp_load_bench, created and dro
   on PostgreSQL), and adds `--services` services, each with a succeeded deployment as its current one and its own
   ingest token (`monitoring.services.ingest.service_ingest_token`), and a DRF token for the admin and five scientists;
 - starts the portal as `make run` does (`runall.web_command`: gunicorn with docker/gunicorn.conf.py, its workers and
-  threads unchanged) on a free port of 127.0.0.1, its log in var/log/web.log, and waits for /healthz;
+  threads unchanged; that file's overrides, `WEB_CONCURRENCY=4` say, pass through from the environment) on a free
+  port of 127.0.0.1, its log in var/log/web.log, and waits for /healthz;
 - measures the pages `bench/pages.py` measures (and the service list and a service's monitoring page, which read what
   the ingest writes) with one signed-in client (a session cookie, keep-alive, one request at a time), in three phases:
   1. idle: 2 untimed warm-up requests a page, then `--rounds` rounds of every page;
@@ -22,7 +23,8 @@ temporary var/ folder; PostgreSQL in the database cp_load_bench, created and dro
      detail GETs, `--think` seconds between its requests; 0 is as fast as answered) and `--services` serving
      processes (each POSTs one batch to /api/v1/ingest/metrics/ every second, built by serving/metrics.py's `Metrics`
      from 20 simulated requests, as a serving process reports). The measuring client goes round the pages for the
-     whole phase, after a 1 s ramp; a request counts if it began after the ramp and ended before the load stopped;
+     whole phase, after a 1 s ramp; a request counts if it ended before the load stopped. 60 s by default: a round
+     of the pages takes 20-30 s under 50 clients here, so 20 s would give most pages one sample;
   3. after: `--rounds` rounds again, the load gone.
 
 Printed per page: p50 and p95 idle and under load, their ratio, the samples under load, and whether the goal
