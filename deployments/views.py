@@ -95,7 +95,9 @@ def environment_detail(request: HttpRequest, name: str) -> HttpResponse:
             else:
                 messages.success(request, f"Environment “{changed.name}” saved.")
                 return redirect("environment-detail", name=changed.name)
-    events = audit_selectors.audit_event_list(user=request.user, object_type="environment", object_id=str(environment.pk))[:20]
+    events = audit_selectors.audit_event_list(
+        user=request.user, object_type="environment", object_id=str(environment.pk)
+    )[:20]
     history = [
         {"event": event, "action_parts": word_parts(event.action), "changes": _environment_changes(event)}
         for event in events
