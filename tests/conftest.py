@@ -41,11 +41,12 @@ def touches_database(item: Any) -> bool:
     return item.get_closest_marker("django_db") is not None or bool(_DATABASE_FIXTURES & set(item.fixturenames))
 
 
-def _second_pass_runs_only_what_depends_on_the_database(config: Any, items: list[Any]) -> None:
-    """CI runs the suite twice, on PostgreSQL + Redis and then on the embedded default (.ci/run). The second pass
-    (CONTROLPLANE_SECOND_PASS=1, set by .ci/run alone) leaves out the serving runtime's and the backends' tests that
-    touch no database: they ran, the same, in the first. `make test` by itself runs everything."""
-    if os.environ.get("CONTROLPLANE_SECOND_PASS") != "1":
+def _database_pass_runs_only_what_depends_on_the_database(config: Any, items: list[Any]) -> None:
+    """CI runs the suite twice, on PostgreSQL + Redis and on the embedded default (.ci/run). The PostgreSQL pass
+    (CONTROLPLANE_DATABASE_PASS=1, set by .ci/run alone) leaves out the serving runtime's and the backends' tests
+    that touch no database: the embedded pass runs them, and they do the same there. `make test` by itself runs
+    everything."""
+    if os.environ.get("CONTROLPLANE_DATABASE_PASS") != "1":
         return
     same = [item for item in items if item.nodeid.startswith(_BACKEND_FREE_FOLDERS) and not touches_database(item)]
     if same:
@@ -54,10 +55,10 @@ def _second_pass_runs_only_what_depends_on_the_database(config: Any, items: list
 
 
 def pytest_collection_modifyitems(session: Any, config: Any, items: list[Any]) -> None:
-    """The second CI pass leaves out what the first ran the same (above). The `make run` test goes last, and its
-    first `make run` starts now, so its minutes of waiting for the demo overlap the rest of the suite
+    """CI's PostgreSQL pass leaves out what the embedded pass runs the same (above). The `make run` test goes last,
+    and its first `make run` starts now, so its minutes of waiting for the demo overlap the rest of the suite
     (tests/test_make_run.py, Early)."""
-    _second_pass_runs_only_what_depends_on_the_database(config, items)
+    _database_pass_runs_only_what_depends_on_the_database(config, items)
     chosen = [item for item in items if item.nodeid.startswith("tests/test_make_run.py")]
     if not chosen or config.option.collectonly:
         return
