@@ -65,11 +65,9 @@ def deployed(users: Any, version: ModelVersion) -> Deployment:
     return services.deployment_create(actor=users.approver, model_version_id=version.pk, environment="staging")
 
 
-def test_a_canary_whose_health_check_never_passes_is_rolled_back_and_the_old_revision_keeps_serving(
-    users: Any, logistic: Trained, stop_local_services: Any, nothing_queued: None
-) -> None:
-    project = controlplane_services.project_create(actor=users.admin, name="Cancer", slug="cancer")
-    staging = services.environment_create(
+def staging_canary(users: Any, **objectives: Any) -> Environment:
+    """Staging with one approval and a quick 50% canary (a second's bake), and any objectives given."""
+    return services.environment_create(
         actor=users.admin,
         data={
             "name": "staging",
@@ -77,8 +75,16 @@ def test_a_canary_whose_health_check_never_passes_is_rolled_back_and_the_old_rev
             "strategy": "canary",
             "canary_percent": 50,
             "bake_minutes": 0.02,
+            **objectives,
         },
     )
+
+
+def test_a_canary_whose_health_check_never_passes_is_rolled_back_and_the_old_revision_keeps_serving(
+    users: Any, logistic: Trained, stop_local_services: Any, nothing_queued: None
+) -> None:
+    project = controlplane_services.project_create(actor=users.admin, name="Cancer", slug="cancer")
+    staging = staging_canary(users)
     good = register(project, users.data_scientist, logistic, package(logistic, None, note="v1"))
     broken = register(project, users.data_scientist, logistic, package(logistic, BROKEN_HOOKS, note="v2"))
     for version in (good, broken):
@@ -133,18 +139,7 @@ def test_a_canary_answering_errors_is_rolled_back_on_the_error_rate_judged_from_
     settings.DEPLOYMENT_SIGNALS = "metrics"
     settings.OBJECTIVE_MIN_REQUESTS = 10
     project = controlplane_services.project_create(actor=users.admin, name="Cancer", slug="cancer")
-    staging = services.environment_create(
-        actor=users.admin,
-        data={
-            "name": "staging",
-            "approvals_required": 1,
-            "strategy": "canary",
-            "canary_percent": 50,
-            "bake_minutes": 0.02,
-            "objective_error_rate": 0.1,
-            "objective_p99_latency_ms": 5000,
-        },
-    )
+    staging = staging_canary(users, objective_error_rate=0.1, objective_p99_latency_ms=5000)
     good = register(project, users.data_scientist, logistic, package(logistic, None, note="v1"))
     failing = register(project, users.data_scientist, logistic, package(logistic, FAILING_HOOKS, note="v2"))
     for version in (good, failing):

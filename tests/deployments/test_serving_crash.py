@@ -23,7 +23,13 @@ from controlplane.models import AuditEvent
 from deployments import services
 from deployments.models import Deployment, Environment, Service
 from tests.deployments.test_deploys import approve
-from tests.deployments.test_local_automatic_rollbacks import deployed, nothing_queued, run_to_the_end, transitions
+from tests.deployments.test_local_automatic_rollbacks import (
+    deployed,
+    nothing_queued,
+    run_to_the_end,
+    staging_canary,
+    transitions,
+)
 from tests.deployments.test_local_flow import package, register
 from tests.deployments.traffic import Traffic
 from tests.fixtures.models import Trained
@@ -33,19 +39,6 @@ from workers.local_state import read_json
 pytestmark = pytest.mark.django_db(transaction=True)
 __all__ = ["nothing_queued"]  # the fixture, used by name
 THREADS = 4
-
-
-def staging_canary(users: Any) -> Environment:
-    return services.environment_create(
-        actor=users.admin,
-        data={
-            "name": "staging",
-            "approvals_required": 1,
-            "strategy": "canary",
-            "canary_percent": 50,
-            "bake_minutes": 0.02,
-        },
-    )
 
 
 def revision_record(deployment: Deployment) -> dict[str, Any]:
