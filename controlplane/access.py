@@ -43,6 +43,9 @@ PROJECT_PATHS: dict[str, str] = {
     "monitoring.BudgetCrossing": "fk:budget__project",
 }
 
+# Cost rows that may come from the bill's model-tag breakdown, with no project but a model slug.
+BILLED_BY_MODEL = frozenset({"monitoring.CostRecord", "monitoring.CostMonth"})
+
 # Model label → the roles that see every project's rows of it, restricted or not. Admins see everything; finance
 # sees every project's costs and budgets (and the projects themselves, to name them), nothing else of theirs.
 _EVERYWHERE = frozenset({permissions.ADMIN})
@@ -95,7 +98,17 @@ def scope(queryset: QuerySet[Any], user: Any) -> QuerySet[Any]:
         return queryset
     kind, _, field = path.partition(":")
     if kind == "slug":
-        return queryset.exclude(**{f"{field}__in": hidden_project_slugs(user)})
+        rows = queryset.exclude(**{f"{field}__in": hidden_project_slugs(user)})
+        if label in BILLED_BY_MODEL:
+            # The bill's breakdown by model tag carries no project: its rows for a hidden project's models go too
+            # (a visible model of the same slug with them: the tag cannot tell them apart).
+            from lineage.models import RegisteredModel
+
+            hidden_models = RegisteredModel.objects.filter(project__restricted=True).exclude(
+                project__members__user=user
+            )
+            rows = rows.exclude(**{field: "", "model__in": hidden_models.values("slug")})
+        return rows
     hidden = Project.objects.filter(restricted=True).exclude(members__user=user).values("pk")
     return queryset.exclude(**{f"{field}__in" if field else "pk__in": hidden})
 

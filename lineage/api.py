@@ -739,7 +739,7 @@ class TrainingRunCreateApi(GenericAPIView):
         )
         body = RunDetailOutput(_runs(request.user).get(pk=run.pk)).data
         body["warnings"] = (
-            cost_objects.launch_budget_warnings(project=run.project, estimate=run.estimated_cost)
+            cost_objects.launch_budget_warnings(project=run.project, estimate=run.estimated_cost, user=request.user)
             if run.estimated_cost is not None
             else []
         )

@@ -480,7 +480,7 @@ def training_create(request: HttpRequest) -> HttpResponse:
             messages.success(
                 request, f"Run {run.pk} queued (estimated cost at most ${run.estimated_cost}).", extra_tags=PROGRESS
             )
-            for warning in _launch_warnings(run):
+            for warning in _launch_warnings(run, request.user):
                 messages.warning(request, warning)
             return redirect("run-detail", pk=run.pk)
     template = "lineage/_training_fields.html" if request.htmx else "lineage/training_form.html"
@@ -492,10 +492,10 @@ def training_create(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _launch_warnings(run: Run) -> list[str]:
+def _launch_warnings(run: Run, user: Any) -> list[str]:
     if run.estimated_cost is None:
         return []
-    return cost_objects.launch_budget_warnings(project=run.project, estimate=run.estimated_cost)
+    return cost_objects.launch_budget_warnings(project=run.project, estimate=run.estimated_cost, user=user)
 
 
 def run_estimate(request: HttpRequest) -> HttpResponse:
@@ -529,7 +529,11 @@ def run_estimate(request: HttpRequest) -> HttpResponse:
         if train_text.isascii() and train_text.isdigit() and len(train_text) <= 18
         else None
     )
-    warnings = cost_objects.launch_budget_warnings(project=train.dataset.project, estimate=cost) if train else []
+    warnings = (
+        cost_objects.launch_budget_warnings(project=train.dataset.project, estimate=cost, user=request.user)
+        if train
+        else []
+    )
     return render(
         request, "lineage/_estimate.html", {"cost": cost, "explanation": explanation, "budget_warnings": warnings}
     )

@@ -102,9 +102,10 @@ def _percent(spend: Decimal, amount: Decimal) -> str:
     return f"{spend / amount * 100:.0f}%"
 
 
-def launch_budget_warnings(*, project: Any, estimate: Decimal, on: date | None = None) -> list[str]:
+def launch_budget_warnings(*, project: Any, estimate: Decimal, on: date | None = None, user: Any = None) -> list[str]:
     """What the launch form (and the launch API) warns of: a run whose most it can cost would take its project's
-    month, or everything's, over the monthly budget — or a project already over it. Nothing when within."""
+    month, or everything's, over the monthly budget — or a project already over it. Nothing when within. The
+    overall budget's warning names everything's spend, so it is left out for a `user` some project is hidden from."""
     month = selectors.month_start(on or today())
     run = f"This run (at most {usd(estimate)})"
     budgets = {b.project_id: b for b in Budget.objects.filter(Q(project=project) | Q(project__isnull=True))}
@@ -125,7 +126,7 @@ def launch_budget_warnings(*, project: Any, estimate: Decimal, on: date | None =
         if warning:
             warnings.append(warning)
     overall = budgets.get(None)
-    if overall is not None:
+    if overall is not None and (user is None or not access.hidden_project_slugs(user).exists()):
         spend, _ = selectors.month_spend(month)
         warning = _over(
             overall.amount,

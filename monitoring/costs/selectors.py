@@ -455,10 +455,11 @@ def user_month_cost(user: Any, month: date) -> dict[str, Decimal]:
     from lineage.models import Run
 
     start, end = month_start(month), next_month(month)
-    runs = [str(pk) for pk in Run.objects.filter(created_by=user).values_list("pk", flat=True)]
-    deployments = [
-        str(pk) for pk in Deployment.objects.filter(model_version__created_by=user).values_list("pk", flat=True)
-    ]
+    # Their work in the projects they may still see (a person taken off a restricted project no longer has its costs).
+    mine = access.scope(Run.objects.filter(created_by=user), user)
+    runs = [str(pk) for pk in mine.values_list("pk", flat=True)]
+    served = access.scope(Deployment.objects.filter(model_version__created_by=user), user)
+    deployments = [str(pk) for pk in served.values_list("pk", flat=True)]
     training = _object_cost("run", runs, start, end).amount if runs else ZERO
     serving = _object_cost("deployment", deployments, start, end).amount if deployments else ZERO
     return {"training": training, "serving": serving, "total": training + serving}

@@ -14,14 +14,14 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from controlplane import permissions
+from controlplane import access, permissions
 from controlplane import services as controlplane_services
 from controlplane.models import AuditEvent
 from deployments import tasks
 from deployments.models import Service
 from monitoring.costs import selectors
 from monitoring.costs import services as cost_services
-from monitoring.models import Alert, CostForecast, DriftReport
+from monitoring.models import Alert, CostForecast, CostRecord, DriftReport
 from monitoring.services.alerts import alert_raise
 from monitoring.services.ingest import service_ingest_token
 from tests.deployments.conftest import make_model_version
@@ -215,3 +215,20 @@ def test_a_service_of_a_model_named_as_the_hidden_one_does_not_count_its_spend(u
     assert sum(day["amount"] for day in days) == 0
     theirs = selectors.service_daily_cost(hidden.service, start=hidden.month, end=selectors.next_month(hidden.month))
     assert sum(day["amount"] for day in theirs) == Decimal("5")
+
+
+def test_the_bills_rows_for_a_hidden_projects_model_are_left_out_for_those_outside(users, hidden) -> None:
+    # Cost Explorer's breakdown by model tag carries no project, only the model's slug.
+    slug = hidden.service.registered_model.slug
+    CostRecord.objects.create(
+        day=timezone.now().date(),
+        source="cost_explorer",
+        breakdown="model",
+        project="",
+        model=slug,
+        amount=Decimal("7.77"),
+    )
+    billed = CostRecord.objects.filter(project="", model=slug)
+    assert not access.scope(billed, hidden.outsider_scientist).exists()
+    assert not access.scope(billed, users.approver).exists()
+    assert access.scope(billed, users.finance).exists() and access.scope(billed, users.admin).exists()
