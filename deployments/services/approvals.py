@@ -137,7 +137,8 @@ def approval_request_create(
         known = ", ".join(Environment.objects.values_list("name", flat=True)) or "none are configured yet"
         errors["environment"] = [f"there is no environment {environment!r} (environments: {known})"]
     version = lineage_selectors.model_version_by_id(model_version_id)
-    if version is None:
+    if version is None or not access.can_see(actor, version.registered_model.project, label="acting"):
+        # A version in a project the requester may not see is "not there", as a missing one is.
         errors["model_version"] = [f"there is no model version {model_version_id!r}"]
     if errors:
         raise ValidationError(errors)

@@ -336,7 +336,9 @@ def deployment_create(
         known = ", ".join(Environment.objects.values_list("name", flat=True)) or "none are configured yet"
         errors["environment"] = [f"there is no environment {environment!r} (environments: {known})"]
     version = lineage_selectors.model_version_by_id(model_version_id)
-    if version is None:
+    by_someone = actor is not None and version is not None
+    if version is None or (by_someone and not access.can_see(actor, version.registered_model.project, label="acting")):
+        # A version in a project the deployer may not see is "not there", as a missing one is.
         errors["model_version"] = [f"there is no model version {model_version_id!r}"]
     if errors:
         raise ValidationError(errors)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -140,14 +140,17 @@ def test_the_services_refuse_an_approver_outside_the_project(users, hidden) -> N
         lambda: services.approval_decide(actor=alex, request_id=hidden.request.pk, verdict="approve", comment="ok"),
         lambda: services.deployment_rollback(actor=alex, service_id=hidden.service.pk, reason="looks wrong"),
         lambda: services.service_scale(actor=alex, service_id=hidden.service.pk, desired_count=2),
-        lambda: services.deployment_create(
-            actor=alex, model_version_id=hidden.deployment.model_version_id, environment="staging"
-        ),
     ]
     for call in calls:
         with pytest.raises(PermissionDenied, match="restricted"):
             call()
-    with pytest.raises(PermissionDenied, match="restricted"):
+    # Naming a model version of a project one may not see is answered as for one that does not exist.
+    missing = f"there is no model version {hidden.deployment.model_version_id}"
+    with pytest.raises(ValidationError, match=missing):
+        services.deployment_create(
+            actor=alex, model_version_id=hidden.deployment.model_version_id, environment="staging"
+        )
+    with pytest.raises(ValidationError, match=f"there is no model version {hidden.request.model_version_id}"):
         services.approval_request_create(
             actor=hidden.outsider_scientist,
             model_version_id=hidden.request.model_version_id,
