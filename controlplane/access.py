@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
-from django.db.models import Model, Q, QuerySet
+from django.db.models import Model, QuerySet
 
 from controlplane import permissions
 from controlplane.models import Project
@@ -68,22 +68,30 @@ def sees_across(user: Any, label: str) -> bool:
     return bool(permissions.user_roles(user) & ACROSS_PROJECTS.get(label, _EVERYWHERE))
 
 
-def visible_projects(user: Any) -> QuerySet[Project]:
-    """The projects whose objects the user may see: the open ones and those the user is a member of."""
+def _hidden_projects(user: Any) -> QuerySet[Project]:
+    """The projects whose objects the user may not see: restricted ones they are not a member of (every one, for
+    someone with no role). The one statement of it: every other read here derives from it."""
     if not permissions.user_roles(user):
-        return Project.objects.none()
+        return Project.objects.all()
+    return Project.objects.filter(restricted=True).exclude(members__user=user)
+
+
+def visible_projects(user: Any) -> QuerySet[Project]:
+    """The projects whose objects the user may see: the open ones and those the user is a member of (all, for an
+    admin)."""
     if permissions.ADMIN in permissions.user_roles(user):
         return Project.objects.all()
-    return Project.objects.filter(Q(restricted=False) | Q(members__user=user)).distinct()
+    return Project.objects.exclude(pk__in=_hidden_projects(user).values("pk"))
 
 
 def hidden_project_slugs(user: Any) -> QuerySet[Project]:
-    """The slugs of the restricted projects the user is not a member of (a subquery)."""
-    return (
-        Project.objects.filter(restricted=True).exclude(members__user=user).values("slug")
-        if permissions.user_roles(user)
-        else Project.objects.values("slug")
-    )
+    """The slugs of the projects whose objects the user may not see (a subquery)."""
+    return _hidden_projects(user).values("slug")
+
+
+def hides_some_project(user: Any) -> bool:
+    """Whether some project's objects are hidden from the user (then totals over everything are not theirs to read)."""
+    return _hidden_projects(user).exists()
 
 
 def scope(queryset: QuerySet[Any], user: Any) -> QuerySet[Any]:
@@ -104,12 +112,10 @@ def scope(queryset: QuerySet[Any], user: Any) -> QuerySet[Any]:
             # (a visible model of the same slug with them: the tag cannot tell them apart).
             from lineage.models import RegisteredModel
 
-            hidden_models = RegisteredModel.objects.filter(project__restricted=True).exclude(
-                project__members__user=user
-            )
+            hidden_models = RegisteredModel.objects.filter(project__in=_hidden_projects(user).values("pk"))
             rows = rows.exclude(**{field: "", "model__in": hidden_models.values("slug")})
         return rows
-    hidden = Project.objects.filter(restricted=True).exclude(members__user=user).values("pk")
+    hidden = _hidden_projects(user).values("pk")
     return queryset.exclude(**{f"{field}__in" if field else "pk__in": hidden})
 
 
@@ -134,9 +140,19 @@ def _admits(project: Project, user: Any) -> bool:
     return not project.restricted or project.members.filter(user=user).exists()
 
 
+# A label in no table: across projects, only admins (the default of ACROSS_PROJECTS) may act.
+_ACTING = "acting"
+
+
+def can_act(user: Any, project: Project | str | None) -> bool:
+    """Whether the user may work within `project` (as their role allows): a member of a restricted one, or an admin.
+    Finance's view of every project's costs is no licence to act in them."""
+    return can_see(user, project, label=_ACTING)
+
+
 def require_project(user: Any, project: Project | str | None) -> None:
     """Raise PermissionDenied (HTTP 403) unless the user may act within `project`."""
-    if not can_see(user, project, label="acting"):
+    if not can_act(user, project):
         name = project if isinstance(project, str) else getattr(project, "slug", "")
         raise PermissionDenied(f"project {name!r} is restricted to its members")
 

@@ -134,7 +134,7 @@ def eligible_approvers(*, request: ApprovalRequest) -> list[Any]:
         get_user_model().objects.filter(is_active=True, groups__name=permissions.APPROVER).exclude(pk__in=excluded)
     )
     project = request.model_version.registered_model.project
-    return [user for user in approvers.distinct() if access.can_see(user, project, label="acting")]
+    return [user for user in approvers.distinct() if access.can_act(user, project)]
 
 
 def approval_queue_count(*, user: Any) -> int:

@@ -137,7 +137,7 @@ def approval_request_create(
         known = ", ".join(Environment.objects.values_list("name", flat=True)) or "none are configured yet"
         errors["environment"] = [f"there is no environment {environment!r} (environments: {known})"]
     version = lineage_selectors.model_version_by_id(model_version_id)
-    if version is None or not access.can_see(actor, version.registered_model.project, label="acting"):
+    if version is None or not access.can_act(actor, version.registered_model.project):
         # A version in a project the requester may not see is "not there", as a missing one is.
         errors["model_version"] = [f"there is no model version {model_version_id!r}"]
     if errors:
@@ -502,7 +502,7 @@ def _tell_outcome(request: ApprovalRequest) -> None:
     people = {request.requested_by_id: request.requested_by}
     for user in lineage_selectors.project_data_scientists(project):
         people.setdefault(user.pk, user)
-    people = {pk: user for pk, user in people.items() if access.can_see(user, project, label="acting")}
+    people = {pk: user for pk, user in people.items() if access.can_act(user, project)}
     lines = [request.status_reason or f"approval request {request.pk} is {request.status}"]
     lines += [
         f"{decision.approver.get_username()} ({decision.verdict}): {decision.comment}"

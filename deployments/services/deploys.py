@@ -337,7 +337,7 @@ def deployment_create(
         errors["environment"] = [f"there is no environment {environment!r} (environments: {known})"]
     version = lineage_selectors.model_version_by_id(model_version_id)
     by_someone = actor is not None and version is not None
-    if version is None or (by_someone and not access.can_see(actor, version.registered_model.project, label="acting")):
+    if version is None or (by_someone and not access.can_act(actor, version.registered_model.project)):
         # A version in a project the deployer may not see is "not there", as a missing one is.
         errors["model_version"] = [f"there is no model version {model_version_id!r}"]
     if errors:
@@ -937,7 +937,7 @@ def _tell(deployment: Deployment, title: str, body: str) -> None:
         user
         for each in told
         for user in (each.initiated_by, getattr(each.approval_request, "requested_by", None))
-        if user and access.can_see(user, project, label="acting")
+        if user and access.can_act(user, project)
     ]
     if users:
         notify(users=users, title=title, body=body, url=reverse("service-detail", kwargs={"pk": deployment.service_id}))

@@ -126,7 +126,7 @@ def launch_budget_warnings(*, project: Any, estimate: Decimal, on: date | None =
         if warning:
             warnings.append(warning)
     overall = budgets.get(None)
-    if overall is not None and (user is None or not access.hidden_project_slugs(user).exists()):
+    if overall is not None and (user is None or not access.hides_some_project(user)):
         spend, _ = selectors.month_spend(month)
         warning = _over(
             overall.amount,
@@ -166,7 +166,7 @@ def open_budget_crossings(*, user: Any) -> QuerySet[BudgetCrossing]:
 
 def sees_everything(user: Any) -> bool:
     """Whether every project's costs are the user's to see (finance, admins, or no project is hidden from them)."""
-    return access.sees_across(user, "monitoring.BudgetCrossing") or not access.hidden_project_slugs(user).exists()
+    return access.sees_across(user, "monitoring.BudgetCrossing") or not access.hides_some_project(user)
 
 
 @dataclass(frozen=True)

@@ -304,7 +304,7 @@ def forecasts_for(month: date, *, projects: list[str] | None = None, user: Any =
     forecasts = CostForecast.objects.filter(month=month_start(month))
     if user is not None:
         forecasts = access.scope(forecasts, user)
-        if not access.sees_across(user, "monitoring.CostForecast") and access.hidden_project_slugs(user).exists():
+        if not access.sees_across(user, "monitoring.CostForecast") and access.hides_some_project(user):
             forecasts = forecasts.exclude(project="")
     if projects is not None:
         forecasts = forecasts.filter(project__in=projects)

@@ -135,7 +135,7 @@ def _tell(alert: Alert) -> None:
     ]
     project = service_project(service.pk)
     notify(
-        users=[user for user in users if user is not None and access.can_see(user, project, label="acting")],
+        users=[user for user in users if user is not None and access.can_act(user, project)],
         title=f"{service.name}: {alert.name.replace('_', ' ')} alert",
         body=alert.message,
         url=reverse("service-detail", kwargs={"pk": service.pk}),
