@@ -39,17 +39,23 @@ def workers(tmp_path: Path, settings: Any) -> Iterator[KillWorkers]:
         yield own
 
 
+def killed_at(at: str, make_run: Any, workers: KillWorkers) -> Any:
+    """A queued run whose start a worker takes (the launch's message) and is SIGKILLed in, at `at`: the run."""
+    run = make_run()
+    workers.hold(at, run=run.pk)
+    doomed = workers.start("doomed")
+    runs.enqueue_run(run.pk)
+    held = workers.held()
+    assert (held["at"], held["run"]) == (at, run.pk)
+    kill_worker(doomed)
+    return run
+
+
 def test_a_worker_killed_mid_start_is_taken_over_and_the_run_finishes_with_one_training_process(
     queued_run: Any,  # noqa: F811
     workers: KillWorkers,
 ) -> None:
-    run = queued_run()
-    workers.hold("training-start", run=run.pk)
-    doomed = workers.start("doomed")
-    runs.enqueue_run(run.pk)  # the launch's message
-    held = workers.held()
-    assert (held["at"], held["run"]) == ("training-start", run.pk)
-    kill_worker(doomed)
+    run = killed_at("training-start", queued_run, workers)
 
     # What the dead worker left: the start claimed, its job named and its process running, no job recorded.
     left = Run.objects.get(pk=run.pk)
@@ -86,12 +92,7 @@ def test_a_worker_killed_before_the_training_process_started_leaves_a_run_that_f
     queued_run: Any,  # noqa: F811
     workers: KillWorkers,
 ) -> None:
-    run = queued_run()
-    workers.hold("training-layout", run=run.pk)
-    doomed = workers.start("doomed")
-    runs.enqueue_run(run.pk)
-    assert workers.held()["at"] == "training-layout"
-    kill_worker(doomed)
+    run = killed_at("training-layout", queued_run, workers)
     job_file = runs.work_dir_for(run) / "job.json"
     assert read_json(job_file)["state"] == "starting" and "pid" not in read_json(job_file)
 
