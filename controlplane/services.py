@@ -325,6 +325,13 @@ def project_member_set(*, actor: Any, project: Project, username: str, role: str
             member.role = role
             member.save(update_fields=["role"])
         _audit_access(actor, locked, "project.member_set", before, reason)
+        if user != actor:
+            notify(
+                users=[user],
+                title=f"{actor.get_username()} made you {role} of project {locked.name}",
+                body=reason,
+                url=reverse("project-detail", args=[locked.slug]),
+            )
     return member
 
 

@@ -9,7 +9,7 @@ from django.db import connection
 from django.urls import reverse
 
 from controlplane import permissions, services
-from controlplane.models import AuditEvent, Project, ProjectMember
+from controlplane.models import AuditEvent, Notification, Project, ProjectMember
 from tests.fixtures.races import race
 from tests.fixtures.roles import make_user
 
@@ -52,6 +52,9 @@ def test_an_owner_adds_a_member_who_then_sees_it_and_the_audit_log_says_who_did_
     assert event.project == "secret" and event.actor_name == "dana" and event.reason == "joins the team"
     assert event.before["members"] == {"dana": "owner"}
     assert event.after["members"] == {"dana": "owner", "nina": "member"}
+    # The person added is told, with the way there.
+    told = Notification.objects.get(user=nina)
+    assert told.title == "dana made you member of project Secret" and told.url == "/projects/secret/"
     # A member who is not an owner may not change who is in it.
     refused = api_client_for(nina).delete(reverse("api-project-member-detail", args=["secret", "dana"]))
     assert refused.status_code == 403
