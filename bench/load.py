@@ -12,9 +12,10 @@ temporary var/ folder; PostgreSQL in the database cp_load_bench, created and dro
 - migrates, seeds the history `bench/pages.py` seeds (its `Seeder`, grown to the small then the large counts, ANALYZE
   on PostgreSQL), and adds `--services` services, each with a succeeded deployment as its current one and its own
   ingest token (`monitoring.services.ingest.service_ingest_token`), and a DRF token for the admin and five scientists;
-- starts the portal as `make run` does (`runall.web_command`: gunicorn with docker/gunicorn.conf.py, its workers and
-  threads unchanged; that file's overrides, `WEB_CONCURRENCY=4` say, pass through from the environment) on a free
-  port of 127.0.0.1, its log in var/log/web.log, and waits for /healthz;
+- starts the portal as `make run` does (`runall.web_command`: controlplane/web.py, one address in front of two
+  gunicorn pools from docker/gunicorn.conf.py, pages and /api/; their sizes and the API pool's priority unchanged,
+  the overrides, `WEB_CONCURRENCY=4` or `API_NICE=0` say, pass through from the environment) on a free port of
+  127.0.0.1, its log in var/log/web.log, and waits for /healthz;
 - measures the pages `bench/pages.py` measures (and the service list and a service's monitoring page, which read what
   the ingest writes) with one signed-in client (a session cookie, keep-alive, one request at a time), in three phases:
   1. idle: 2 untimed warm-up requests a page, then `--rounds` rounds of every page;
@@ -357,7 +358,7 @@ def start_portal(port: int) -> subprocess.Popen[bytes]:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if portal.poll() is not None:
-            raise SystemExit(f"gunicorn exited ({portal.returncode}): {(log_dir / 'web.log').read_text()[-3000:]}")
+            raise SystemExit(f"the portal exited ({portal.returncode}): {(log_dir / 'web.log').read_text()[-3000:]}")
         try:
             if requests.get(f"http://{HOST}:{port}/healthz", timeout=2).status_code == 200:
                 return portal
@@ -365,7 +366,7 @@ def start_portal(port: int) -> subprocess.Popen[bytes]:
             pass
         time.sleep(0.2)
     stop_portal(portal)
-    raise SystemExit("gunicorn did not answer /healthz within 60 s")
+    raise SystemExit("the portal did not answer /healthz within 60 s")
 
 
 def stop_portal(portal: subprocess.Popen[bytes]) -> None:
@@ -381,7 +382,7 @@ def stop_portal(portal: subprocess.Popen[bytes]) -> None:
 
 
 def web_cpu_seconds(portal: subprocess.Popen[bytes]) -> float:
-    """User and system CPU of gunicorn's master and workers so far."""
+    """User and system CPU of the web process and its gunicorn masters and workers so far."""
     import psutil
 
     total = 0.0
@@ -444,12 +445,11 @@ def child(database: str, args: argparse.Namespace) -> dict[str, Any]:
                 results["server"] = "PostgreSQL " + cursor.fetchone()[0]
         connections.close_all()  # the portal's processes hold the database from here
 
-        import runpy
+        from dataclasses import asdict
 
-        from controlplane.management.commands.runall import GUNICORN_CONFIG
+        from controlplane.web import pools
 
-        config = runpy.run_path(str(GUNICORN_CONFIG))
-        results["gunicorn"] = {"workers": config["workers"], "threads": config["threads"]}
+        results["pools"] = [asdict(pool) for pool in pools()]
         port = free_port()
         base = f"http://{HOST}:{port}"
         portal = start_portal(port)
@@ -552,11 +552,12 @@ def report(database: str, results: dict[str, Any], args: argparse.Namespace, tar
         f"\n{database} ({results.get('server', 'SQLite ' + sqlite_version)}); "
         f"seeded in {results['seed_seconds']:.0f} s: " + ", ".join(f"{k} {v:,}" for k, v in counts.items())
     )
-    gunicorn = results["gunicorn"]
+    shapes = ", ".join(
+        f"{p['name']} {p['workers']} workers x {p['threads']} threads at nice {p['nice']}" for p in results["pools"]
+    )
     print(
-        f"portal: gunicorn gthread, {gunicorn['workers']} workers x {gunicorn['threads']} threads "
-        f"(docker/gunicorn.conf.py); web processes used {results['web_cpu_per_second']:.2f} CPU-seconds a second "
-        "under load"
+        f"portal: controlplane.web, gunicorn gthread pools: {shapes}; web processes used "
+        f"{results['web_cpu_per_second']:.2f} CPU-seconds a second under load"
     )
     print(
         "load average (1, 5, 15 min) before: {}, under load: {}".format(

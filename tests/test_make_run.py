@@ -94,7 +94,7 @@ class MakeRun:
             raise AssertionError(f"make run exited early:\n{self.output()[-3000:]}")
         try:
             return requests.get(f"{self.base}/healthz", timeout=2).status_code == 200
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or its pools still booting
             return False
 
     def session(self, username: str) -> requests.Session:

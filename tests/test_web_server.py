@@ -1,5 +1,5 @@
-"""The portal's web server as `make run` and the image start it (gunicorn, docker/gunicorn.conf.py), under a
-slow upload.
+"""The portal's web server as `make run` and the image start it (controlplane/web.py: one address in front of two
+gunicorn pools from docker/gunicorn.conf.py), under a slow upload, with one pool stopped, and when a pool dies.
 
 Short timeouts and a small upload limit keep it quick: the upload takes longer than the configured worker timeout,
 bytes arriving in small chunks with pauses, as over a slow link.
@@ -7,6 +7,7 @@ bytes arriving in small chunks with pauses, as over a slow link.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import requests
 from rest_framework.authtoken.models import Token
@@ -31,6 +33,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER_TIMEOUT = 2
+Portal = tuple[int, subprocess.Popen[bytes]]  # its port and the web process
 READ_TIMEOUT = 3
 
 
@@ -91,20 +94,27 @@ def uploader(users: Any) -> str:
 
 
 @pytest.fixture
-def portal(uploader: str, tmp_path: Path) -> Iterator[int]:
-    """The portal started with runall's command: one process (so its threads are all that serve), short timeouts."""
+def portal_process(uploader: str, tmp_path: Path) -> Iterator[Portal]:
+    """The portal started with runall's command: one process per pool (so its threads are all that serve), short
+    timeouts."""
     port = free_port()
     process = start_server(
         web_command("127.0.0.1", port),
         port,
         tmp_path / "web.log",
         WEB_CONCURRENCY="1",
+        API_CONCURRENCY="1",
         GUNICORN_THREADS="4",
         GUNICORN_TIMEOUT=str(WORKER_TIMEOUT),
         GUNICORN_READ_TIMEOUT=str(READ_TIMEOUT),
     )
-    yield port
+    yield port, process
     stop_server(process)
+
+
+@pytest.fixture
+def portal(portal_process: Portal) -> int:
+    return portal_process[0]
 
 
 def upload_request(port: int, token: str, content: bytes) -> tuple[bytes, bytes]:
@@ -169,10 +179,14 @@ def test_an_upload_slower_than_the_timeout_is_accepted_while_others_are_served(p
     started = time.monotonic()
     upload.start()
     time.sleep(1)
-    # The one worker process answers other requests while the upload arrives.
+    # The API pool's one worker process answers other API requests while the upload arrives (and the pages' pool
+    # its pages).
     for _ in range(3):
-        answer = requests.get(f"http://127.0.0.1:{portal}/healthz", timeout=2)
+        answer = requests.get(
+            f"http://127.0.0.1:{portal}/api/v1/projects/", headers={"Authorization": f"Token {uploader}"}, timeout=2
+        )
         assert answer.status_code == 200 and upload.is_alive(), "the upload must still be arriving"
+        assert requests.get(f"http://127.0.0.1:{portal}/healthz", timeout=2).status_code == 200
     upload.join(timeout=60)
     assert upload.error is None, upload.error
     assert time.monotonic() - started > 3 * WORKER_TIMEOUT
@@ -222,3 +236,78 @@ def test_the_old_sync_worker_fails_the_same_upload(uploader: str, tmp_path: Path
         assert not DatasetVersion.objects.exists()
     finally:
         stop_server(process)
+
+
+def pool_processes(web: subprocess.Popen[bytes]) -> dict[str, list[psutil.Process]]:
+    """Each pool's gunicorn master and workers, by the pool's name (`--name controlplane-<pool>`)."""
+    found: dict[str, list[psutil.Process]] = {"pages": [], "api": []}
+    for process in psutil.Process(web.pid).children(recursive=True):
+        command = " ".join(process.cmdline())
+        for name in found:
+            if f"controlplane-{name}" in command:
+                found[name].append(process)
+    return found
+
+
+def raw_exchange(port: int, data: bytes, *, timeout: float = 10) -> bytes:
+    """Send the bytes, then read until the server closes the connection."""
+    answer = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+    return answer
+
+
+def test_people_s_pages_are_served_while_the_api_pool_is_stuck(portal_process: Portal, uploader: str) -> None:
+    """Pages and /api/ are served by pools of their own, the API's at a lower CPU priority: with every API process
+    stopped (SIGSTOP), pages still answer, and the API answers again when its processes go on."""
+    port, web = portal_process
+    api = f"http://127.0.0.1:{port}/api/v1/projects/"
+    headers = {"Authorization": f"Token {uploader}"}
+    assert requests.get(api, headers=headers, timeout=30).status_code == 200  # its worker has booted
+    pools = pool_processes(web)
+    assert len(pools["pages"]) == 2 and len(pools["api"]) == 2, pools  # a master and one worker each
+    assert {p.nice() for p in pools["pages"]} == {0} and {p.nice() for p in pools["api"]} == {10}
+    for process in pools["api"]:
+        process.suspend()
+    try:
+        with pytest.raises(requests.ReadTimeout):
+            requests.get(api, headers=headers, timeout=2)
+        for path in ("/healthz", "/accounts/login/"):
+            assert requests.get(f"http://127.0.0.1:{port}{path}", timeout=5).status_code == 200, path
+    finally:
+        for process in pools["api"]:
+            process.resume()
+    assert requests.get(api, headers=headers, timeout=10).json()["results"][0]["slug"] == "cancer"
+
+
+def test_bytes_pass_through_untouched_kept_alive_pipelined_and_silent(
+    portal_process: Portal,
+) -> None:
+    port, _ = portal_process
+    # Two requests written at once on one connection: both answered, in order, by the pool of the first.
+    request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    twice = request + b"\r\n" + request + b"Connection: close\r\n\r\n"
+    answer = raw_exchange(port, twice)
+    assert answer.count(b"HTTP/1.1 200 OK") == 2, answer
+    # A request line the pools cannot parse reaches gunicorn, which answers it 400.
+    assert raw_exchange(port, b"\x16\x03\x01 not http\r\n\r\n").startswith(b"HTTP/1.1 400"), "garbage"
+    # A client that connects and says nothing is let go after the read timeout.
+    started = time.monotonic()
+    assert raw_exchange(port, b"", timeout=READ_TIMEOUT + 10) == b""
+    assert READ_TIMEOUT - 0.5 <= time.monotonic() - started <= READ_TIMEOUT + 5
+
+
+def test_the_web_process_stops_when_a_pool_dies(portal_process: Portal) -> None:
+    """A pool that dies stops the whole web process with an error, so its supervisor restarts all of it."""
+    port, web = portal_process
+    pools = pool_processes(web)
+    pages_master = next(p for p in pools["pages"] if p.ppid() == web.pid)
+    pages_master.kill()
+    assert web.wait(timeout=30) != 0
+    gone, alive = psutil.wait_procs(pools["api"], timeout=30)
+    assert not alive, alive
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)

@@ -2,8 +2,9 @@
 API its error body, /healthz says the database is down, all with Retry-After, never a 500 or a traceback; once it
 is back the same portal answers 200 again with nothing restarted.
 
-The portal is the real one (gunicorn as runall starts it), reaching PostgreSQL through a loopback proxy the test
-cuts: every open connection closed at once and new ones refused, as when the server or the network goes away.
+The portal is the real one (the web process and its gunicorn pools, as runall starts them), reaching PostgreSQL
+through a loopback proxy the test cuts: every open connection closed at once and new ones refused, as when the
+server or the network goes away.
 """
 
 from __future__ import annotations

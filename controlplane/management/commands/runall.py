@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -23,23 +22,13 @@ from django.core.management.base import BaseCommand
 from controlplane import embedded_broker
 
 QUEUES = "training,deploy,sync,default"
-GUNICORN_CONFIG = Path(settings.BASE_DIR) / "docker" / "gunicorn.conf.py"
 
 
 def web_command(host: str, port: int) -> list[str]:
-    """The portal as the image runs it: gunicorn with threads, so a slow upload holds a thread, not the server."""
+    """The portal as the image runs it (controlplane/web.py): one address, pages and the API in gunicorn pools of
+    their own, with threads, so a slow upload holds a thread, not the server."""
     # A graceful stop shorter than the 20 s _stop() waits, so Ctrl-C never has to kill the web process.
-    return [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--config",
-        str(GUNICORN_CONFIG),
-        "--bind",
-        f"{host}:{port}",
-        "--graceful-timeout",
-        "15",
-    ]
+    return [sys.executable, "-m", "controlplane.web", "--bind", f"{host}:{port}", "--graceful-timeout", "15"]
 
 
 def portal_url(host: str, port: int) -> str:

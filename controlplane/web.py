@@ -1,0 +1,297 @@
+"""`python -m controlplane.web`: the portal's web process. One address; people's pages and scripts' API calls are
+served by gunicorn pools of their own, so a person's page never waits behind the API.
+
+Why (docs/benchmarks/load.md): with one pool, 50 API clients and 10 metrics streams put every page in the same
+queue and the same interpreters as the API calls, and 14 to 35 of 36 pages missed their goal. Two pools, the API's
+at a lower CPU priority, keep the pages' time under that load close to their idle time; the API gets every cycle
+the pages leave.
+
+- **One listening address** (`--bind`, or GUNICORN_BIND, default 0.0.0.0:8000), read by this process.
+- **Two gunicorn masters** started from docker/gunicorn.conf.py, each on a loopback socket this process made and
+  hands over (`--bind fd://N`, so no port is chosen twice): `pages` (WEB_CONCURRENCY workers) for everything but
+  `/api/`, and `api` (API_CONCURRENCY workers, default 2) for `/api/`, which includes the serving runtime's
+  metrics ingest. The api pool runs at nice API_NICE (default 10; 0 for the same priority): when the CPU is short,
+  pages go first. Both pools have GUNICORN_THREADS threads per worker and the file's timeouts.
+- **Per connection**: read up to the end of its first request line (waiting at most the read timeout), choose the
+  pool by that request's path, then pass bytes both ways untouched until either side closes. A kept-alive
+  connection stays with its pool (a browser's connection is a page connection; a script's is an API one); whichever
+  pool serves a request serves it completely, so this is a matter of priority, never of correctness.
+  Nothing is parsed beyond the request line: headers, bodies and uploads stream through (gunicorn's limits and
+  timeouts apply as before). Django sees the connection as coming from 127.0.0.1, as behind any load balancer.
+- **Exits** when either master exits (with its status, after stopping the other: a supervisor or the container
+  restarts the whole), and on SIGTERM or SIGINT stops accepting, lets both masters finish what they are serving
+  (gunicorn's graceful stop) and exits 0. The masters die with this process (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import runpy
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("controlplane.web")
+
+GUNICORN_CONFIG = Path(__file__).resolve().parents[1] / "docker" / "gunicorn.conf.py"
+API_PREFIX = b"/api/"
+FIRST_LINE_LIMIT = 8192  # longer than gunicorn's request-line limit (4094): gunicorn answers such a request 400
+CHUNK = 256 * 1024
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class Pool:
+    name: str
+    workers: int
+    threads: int
+    nice: int
+
+
+def _env_int(name: str, default: int, minimum: int, maximum: int | None = None) -> int:
+    raw = os.environ.get(name, "").strip() or str(default)
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum or (maximum is not None and value > maximum):
+        expected = f"a whole number from {minimum} to {maximum}" if maximum is not None else f"at least {minimum}"
+        raise SystemExit(f"{name}={raw!r} is invalid: expected {expected}")
+    return value
+
+
+def gunicorn_settings() -> dict[str, Any]:
+    """docker/gunicorn.conf.py's values, as gunicorn reads them (the environment overrides included)."""
+    return runpy.run_path(str(GUNICORN_CONFIG))
+
+
+def pools() -> list[Pool]:
+    config = gunicorn_settings()
+    return [
+        Pool("pages", workers=config["workers"], threads=config["threads"], nice=0),
+        Pool(
+            "api",
+            workers=_env_int("API_CONCURRENCY", 2, 1),
+            threads=config["threads"],
+            nice=_env_int("API_NICE", 10, 0, 19),
+        ),
+    ]
+
+
+def choose_pool(first_line: bytes) -> str:
+    """`GET /api/v1/runs/ HTTP/1.1` → "api"; every other request line (garbage included) → "pages"."""
+    parts = first_line.split(b" ", 2)
+    target = parts[1] if len(parts) > 1 else b""
+    if target.startswith((b"http://", b"https://")):  # the absolute form: the path starts after the authority
+        target = b"/" + target.split(b"/", 3)[-1] if target.count(b"/") >= 3 else b"/"
+    return "api" if target.startswith(API_PREFIX) else "pages"
+
+
+def _unavailable(pool: str) -> bytes:
+    message = "the portal is restarting; try again in a few seconds"
+    if pool == "api":
+        body = json.dumps({"error": {"status": 503, "code": "unavailable", "message": message}}).encode()
+        kind = b"application/json"
+    else:
+        body = f"<!doctype html><title>Unavailable</title><p>{message.capitalize()}.</p>".encode()
+        kind = b"text/html; charset=utf-8"
+    return (
+        b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: %s\r\ncontent-length: %d\r\nretry-after: 5\r\n"
+        b"connection: close\r\n\r\n%s" % (kind, len(body), body)
+    )
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the web process dies, however it dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _child_setup(nice: int) -> Callable[[], None]:
+    def setup() -> None:
+        _die_with_parent()
+        if nice:
+            os.nice(nice)
+
+    return setup
+
+
+def _listen_loopback() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    return sock
+
+
+def _parse_bind(bind: str) -> tuple[str, int]:
+    host, sep, port = bind.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SystemExit(f"--bind {bind!r} is invalid: expected HOST:PORT, such as 127.0.0.1:8000")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Bytes from reader to writer until the reader's end closes; then the writer's half is closed too."""
+    try:
+        while data := await reader.read(CHUNK):
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+    except (ConnectionError, OSError):
+        pass
+
+
+class Front:
+    def __init__(self, bind: tuple[str, int], pools: list[Pool], gunicorn_args: list[str]) -> None:
+        self.bind = bind
+        self.pools = pools
+        self.gunicorn_args = gunicorn_args
+        self.read_timeout = float(gunicorn_settings()["read_timeout"])
+        self.upstreams: dict[str, tuple[str, int]] = {}
+        self.masters: dict[str, subprocess.Popen[bytes]] = {}
+        self.stopping = asyncio.Event()
+        self.exit_status = 0
+        self.connections: set[asyncio.Task[None]] = set()
+
+    def start_pools(self) -> None:
+        for pool in self.pools:
+            sock = _listen_loopback()
+            self.upstreams[pool.name] = sock.getsockname()[:2]
+            command = [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--config",
+                str(GUNICORN_CONFIG),
+                "--bind",
+                f"fd://{sock.fileno()}",
+                "--workers",
+                str(pool.workers),
+                "--threads",
+                str(pool.threads),
+                "--name",
+                f"controlplane-{pool.name}",
+                *self.gunicorn_args,
+            ]
+            self.masters[pool.name] = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+                command,
+                pass_fds=(sock.fileno(),),
+                preexec_fn=_child_setup(pool.nice),  # noqa: PLW1509 - before any thread of this process starts
+                stdin=subprocess.DEVNULL,
+            )
+            sock.close()  # the master holds its own copy
+            log.info(
+                "web: %s pool: gunicorn pid %d, %d workers x %d threads, nice %d, on %s:%d",
+                pool.name,
+                self.masters[pool.name].pid,
+                pool.workers,
+                pool.threads,
+                pool.nice,
+                *self.upstreams[pool.name],
+            )
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.connections.add(task)
+        upstream_writer: asyncio.StreamWriter | None = None
+        try:
+            head = b""
+            with contextlib.suppress(TimeoutError, ConnectionError, OSError):
+                async with asyncio.timeout(self.read_timeout):
+                    while b"\n" not in head and len(head) < FIRST_LINE_LIMIT:
+                        data = await reader.read(FIRST_LINE_LIMIT)
+                        if not data:
+                            break
+                        head += data
+            if not head:
+                return  # closed or silent for the read timeout before a request began
+            pool = choose_pool(head.split(b"\n", 1)[0].strip())
+            try:
+                upstream_reader, upstream_writer = await asyncio.open_connection(*self.upstreams[pool])
+            except OSError:
+                writer.write(_unavailable(pool))
+                with contextlib.suppress(ConnectionError, OSError):
+                    await writer.drain()
+                return
+            upstream_writer.write(head)
+            to_pool = asyncio.create_task(_pipe(reader, upstream_writer))
+            # The pool's end decides: when gunicorn closes the connection (after a response, an idle keep-alive,
+            # a read timeout), the client's connection is closed too, whatever it was still sending.
+            await _pipe(upstream_reader, writer)
+            to_pool.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await to_pool
+        finally:
+            for end in (upstream_writer, writer):
+                if end is not None:
+                    end.close()
+            self.connections.discard(task)
+
+    async def watch_masters(self) -> None:
+        while not self.stopping.is_set():
+            for name, master in self.masters.items():
+                status = master.poll()
+                if status is not None:
+                    log.error("web: the %s pool's gunicorn exited with status %s; stopping", name, status)
+                    self.exit_status = status or 1
+                    self.stopping.set()
+                    return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), 0.5)
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        host, port = self.bind
+        try:
+            server = await asyncio.start_server(self.handle, host, port, backlog=1024, reuse_address=True)
+        except OSError as exc:
+            raise SystemExit(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        self.start_pools()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.stopping.set)
+        watcher = asyncio.create_task(self.watch_masters())
+        log.info("web: listening on %s:%d (pages and /api/ in pools of their own)", host, port)
+        try:
+            await self.stopping.wait()
+        finally:
+            server.close()  # no new connections; the open ones go on until their pool closes them
+            watcher.cancel()
+            for master in self.masters.values():
+                if master.poll() is None:
+                    master.send_signal(signal.SIGTERM)  # gunicorn's graceful stop
+            await asyncio.gather(*(asyncio.to_thread(master.wait) for master in self.masters.values()))
+            for task in list(self.connections):
+                task.cancel()
+            await asyncio.gather(*self.connections, return_exceptions=True)
+        return self.exit_status
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m controlplane.web",
+        description="The portal: one address, pages and /api/ in gunicorn pools of their own. Options it does not "
+        "know go to both gunicorns.",
+    )
+    parser.add_argument("--bind", default=os.environ.get("GUNICORN_BIND", "0.0.0.0:8000"), help="HOST:PORT")
+    args, gunicorn_args = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    front = Front(_parse_bind(args.bind), pools(), gunicorn_args)
+    return asyncio.run(front.run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
