@@ -7,6 +7,7 @@ Every value can be overridden from the environment (GUNICORN_*) or on the comman
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 from typing import Any
@@ -49,6 +50,15 @@ def on_starting(server: Any) -> None:
     from django.urls import get_resolver
 
     get_resolver().url_patterns  # noqa: B018 - imports the URLconf and every view module, as runserver's checks did
+
+
+def pre_fork(server: Any, worker: Any) -> None:
+    """What the master loaded (Django, every view) is moved out of the garbage collector's sight before the fork:
+    a worker's collections then walk only what its requests made, not the whole preloaded app each time (a full
+    collection took 100-250 ms and was the tail of the 500-run API page), and they no longer write to the pages
+    the workers share with the master (copy-on-write). Python's gc.freeze() documentation describes this use."""
+    gc.collect()
+    gc.freeze()
 
 
 def pre_request(worker: Any, req: Any) -> None:

@@ -17,7 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from controlplane import access, permissions
-from controlplane.api_support import BodyInput, error_responses, filter_parameters
+from controlplane.api_support import BodyInput, FastRepresentation, error_responses, filter_parameters
 from controlplane.uploads import upload_limit_message
 from lineage import selectors, services
 from lineage.models import (
@@ -344,7 +344,7 @@ class RunEventOutput(serializers.ModelSerializer):
         fields = ["from_status", "to_status", "reason", "actor", "created_at"]
 
 
-class RunOutput(serializers.ModelSerializer):
+class RunOutput(FastRepresentation, serializers.ModelSerializer):
     project = serializers.CharField(source="project.slug")
     created_by = serializers.CharField(source="created_by.username")
     node_id = serializers.CharField()
@@ -445,8 +445,8 @@ class TransformRunInput(BodyInput):
 
 def _with_links(runs: QuerySet[Run]) -> QuerySet[Run]:
     """What RunOutput shows: inputs and outputs in two queries a page (lists, not managers, which cost a queryset
-    per run), loading only their ids; and not the log tail, which it does not show."""
-    return runs.defer("log_tail").prefetch_related(
+    per run), loading only their ids; and not the log tail, its cursor or the progress, which it does not show."""
+    return runs.defer("log_tail", "log_cursor", "progress").prefetch_related(
         Prefetch(
             "inputs",
             queryset=RunInput.objects.only("run", "channel", "dataset_version").order_by("id"),
@@ -464,6 +464,16 @@ def _runs(user: Any) -> QuerySet[Run]:
     return _with_links(selectors.run_list(user=user))
 
 
+# A list page shows only these of a run's project and creator: the rest of their rows is not loaded (on a page of
+# 500 runs, the project's and user's other columns and JSON were a quarter of the time to load the page).
+_LIST_RELATED = ("project__slug", "created_by__username")
+
+
+def _list_page(runs: QuerySet[Run]) -> QuerySet[Run]:
+    shown = [f.name for f in Run._meta.concrete_fields if f.name not in ("log_tail", "log_cursor", "progress")]
+    return _with_links(runs).only(*shown, *_LIST_RELATED)
+
+
 class RunListApi(GenericAPIView):
     serializer_class = RunOutput
 
@@ -474,7 +484,7 @@ class RunListApi(GenericAPIView):
     )
     def get(self, request: Request) -> Response:
         permissions.require(request.user, "run.view")
-        page = self.paginate_queryset(_with_links(selectors.run_list(filters=request.query_params, user=request.user)))
+        page = self.paginate_queryset(_list_page(selectors.run_list(filters=request.query_params, user=request.user)))
         return self.get_paginated_response(RunOutput(page, many=True).data)
 
 
