@@ -29,12 +29,25 @@ def filter_values(filterset_class: type[django_filters.FilterSet], data: Mapping
     return {name: str((data or {}).get(name, "")).strip() for name in filterset_class.base_filters}
 
 
+@dataclass(frozen=True)
+class _Viewer:
+    """What a FilterSet's `request` is to its filters here: whose choices they are (see ExistingFilter `scoped`)."""
+
+    user: Any
+
+
 def apply_filters(
-    filterset_class: type[django_filters.FilterSet], data: Mapping[str, Any] | None, queryset: QuerySet[Any]
+    filterset_class: type[django_filters.FilterSet],
+    data: Mapping[str, Any] | None,
+    queryset: QuerySet[Any],
+    *,
+    user: Any = None,
 ) -> QuerySet[Any]:
-    """`queryset` narrowed by the filter parameters in `data`; a ValidationError names each bad parameter."""
+    """`queryset` narrowed by the filter parameters in `data`; a ValidationError names each bad parameter. With
+    `user`, a filter naming a project or service refuses one the user may not see exactly as one that does not
+    exist, so a filter cannot tell an outsider that a restricted project's object is there."""
     values = {name: value for name, value in filter_values(filterset_class, data).items() if value}
-    filterset = filterset_class(values, queryset=queryset)
+    filterset = filterset_class(values, queryset=queryset, request=_Viewer(user) if user is not None else None)
     if not filterset.is_valid():
         raise ValidationError(filterset.errors.as_data())
     return filterset.qs
@@ -99,8 +112,23 @@ class ExistingFilter(django_filters.ModelChoiceFilter):
 
     field_class = _ExistingField
 
-    def __init__(self, *args: Any, noun: str, list_known: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, noun: str, list_known: bool = False, scoped: bool = False, **kwargs: Any) -> None:
+        """`scoped`: the rows to choose from are those the filterset's user may see (apply_filters `user=`;
+        `access.visible_projects`, `access.scope`); without a user, all of them."""
         kwargs.setdefault("label", noun.capitalize())
+        if scoped:
+            rows = kwargs["queryset"]
+
+            def visible(request: Any) -> QuerySet[Any]:
+                from controlplane import access
+                from controlplane.models import Project
+
+                user = getattr(request, "user", None)
+                if user is None:
+                    return rows
+                return access.visible_projects(user) if rows.model is Project else access.scope(rows, user)
+
+            kwargs["queryset"] = visible
         super().__init__(*args, noun=noun, list_known=list_known, **kwargs)
 
 
@@ -109,7 +137,12 @@ def project_filter(field_name: str) -> ExistingFilter:
     from controlplane.models import Project
 
     return ExistingFilter(
-        field_name=field_name, queryset=Project.objects.all(), to_field_name="slug", noun="project", label="Project"
+        field_name=field_name,
+        queryset=Project.objects.all(),
+        to_field_name="slug",
+        noun="project",
+        label="Project",
+        scoped=True,
     )
 
 

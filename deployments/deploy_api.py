@@ -173,7 +173,9 @@ class ServiceListApi(GenericAPIView):
     )
     def get(self, request: Request) -> Response:
         permissions.require(request.user, "service.view")
-        page = self.paginate_queryset(access.scope(selectors.service_list(filters=request.query_params), request.user))
+        page = self.paginate_queryset(
+            access.scope(selectors.service_list(filters=request.query_params, user=request.user), request.user)
+        )
         return self.get_paginated_response(ServiceOutput(page, many=True).data)
 
 

@@ -232,14 +232,14 @@ class ServiceFilter(django_filters.FilterSet):
         fields: list[str] = []
 
 
-def service_list(*, filters: Mapping[str, Any] | None = None) -> QuerySet[Service]:
+def service_list(*, filters: Mapping[str, Any] | None = None, user: Any = None) -> QuerySet[Service]:
     """Services with `active_status` and `active_id` (the deployment under way, if one is), narrowed by the
     ServiceFilter parameters in `filters` (a ValidationError names each bad one)."""
     services = Service.objects.select_related(
         "registered_model__project", "environment", "current_deployment__model_version"
     )
     if filters:
-        services = apply_filters(ServiceFilter, filters, services)
+        services = apply_filters(ServiceFilter, filters, services, user=user)
     active = Deployment.objects.filter(service=OuterRef("pk"), status__in=ACTIVE_DEPLOYMENT_STATUSES)
     return services.annotate(
         active_status=Subquery(active.values("status")[:1]), active_id=Subquery(active.values("pk")[:1])

@@ -632,7 +632,7 @@ def service_list(request: HttpRequest) -> HttpResponse:
     listed = filtered_list(
         request.GET,
         selectors.ServiceFilter,
-        lambda filters: access.scope(selectors.service_list(filters=filters), request.user),
+        lambda filters: access.scope(selectors.service_list(filters=filters, user=request.user), request.user),
     )
     return render(
         request,

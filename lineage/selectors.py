@@ -458,7 +458,7 @@ class ModelFilter(django_filters.FilterSet):
 def dataset_list(*, filters: Mapping[str, Any] | None = None, user: Any = None) -> QuerySet[Dataset]:
     """Datasets with their version counts, filtered by `q` (search) and `project`."""
     datasets = Dataset.objects.select_related("project", "created_by").annotate(version_count=Count("versions"))
-    return apply_filters(DatasetFilter, filters, _visible(datasets, user)).order_by("project__slug", "slug")
+    return apply_filters(DatasetFilter, filters, _visible(datasets, user), user=user).order_by("project__slug", "slug")
 
 
 def dataset_get(*, project: str, slug: str, user: Any = None) -> Dataset:
@@ -475,7 +475,7 @@ def model_list(*, filters: Mapping[str, Any] | None = None, user: Any = None) ->
     models = RegisteredModel.objects.select_related("project").annotate(
         version_count=Count("versions"), latest_version_number=Max("versions__number")
     )
-    return apply_filters(ModelFilter, filters, _visible(models, user)).order_by("project__slug", "slug")
+    return apply_filters(ModelFilter, filters, _visible(models, user), user=user).order_by("project__slug", "slug")
 
 
 def dataset_version_consumers(*, version: DatasetVersion, limit: int = 20, user: Any = None) -> QuerySet[Run]:
@@ -499,7 +499,7 @@ def run_list(*, filters: Mapping[str, Any] | None = None, user: Any = None) -> Q
     runs = Run.objects.select_related("project", "created_by").annotate(
         model_version_pk=Coalesce(Subquery(model_version), "same_model_as_id")
     )
-    return apply_filters(RunFilter, filters, _visible(runs, user)).order_by("-created_at", "-id")
+    return apply_filters(RunFilter, filters, _visible(runs, user), user=user).order_by("-created_at", "-id")
 
 
 # --- runs: what a run ended with, its log, what it may cost -------------------------------------

@@ -151,7 +151,9 @@ class AlertFilter(DateRangeFilterSet):
 
     date_field = "opened_at"
     status = ChoiceFilter(choices=[("open", "open"), ("closed", "closed"), ("all", "all")], method="filter_status")
-    service = ExistingFilter(field_name="service", queryset=Service.objects.all(), noun="service", label="Service")
+    service = ExistingFilter(
+        field_name="service", queryset=Service.objects.all(), noun="service", label="Service", scoped=True
+    )
     environment = environment_filter("service__environment")
     name = ChoiceFilter(choices=[(name, name) for name in ALERT_NAMES], label="What")
 
@@ -170,7 +172,7 @@ def alert_list(*, user: Any, filters: Mapping[str, Any] | None = None) -> QueryS
     values = filter_values(AlertFilter, filters)
     values["status"] = values["status"] or "open"
     alerts = access.scope(Alert.objects.all(), user).select_related("service", "drift_report")
-    return apply_filters(AlertFilter, values, alerts).order_by("-opened_at", "-id")
+    return apply_filters(AlertFilter, values, alerts, user=user).order_by("-opened_at", "-id")
 
 
 def alert_history(service: Service) -> QuerySet[Alert]:

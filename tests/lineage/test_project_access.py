@@ -180,7 +180,15 @@ def test_lists_and_search_leave_the_restricted_project_out(client, users, world,
     datasets = api.get(reverse("api-dataset-list")).json()["results"]
     assert [d["slug"] for d in datasets] == ["raw"]
     assert api.get(reverse("api-dataset-list"), {"q": "penguins"}).json()["results"] == []
-    assert api.get(reverse("api-dataset-list"), {"project": "penguins"}).json()["results"] == []
+    # Filtering by the restricted project is refused as filtering by one that does not exist: a filter cannot tell
+    # her it is there. Its members filter by it as by any other.
+    for name in ("api-dataset-list", "api-run-list", "api-model-list", "api-service-list"):
+        hidden, missing = (api.get(reverse(name), {"project": slug}) for slug in ("penguins", "no-such"))
+        assert hidden.status_code == missing.status_code == 400, name
+        assert hidden.json()["error"]["fields"] == {"project": ["there is no project 'penguins'"]}, name
+        assert missing.json()["error"]["fields"] == {"project": ["there is no project 'no-such'"]}, name
+    member = api_client_for(users.data_scientist).get(reverse("api-dataset-list"), {"project": "penguins"})
+    assert member.status_code == 200 and [d["slug"] for d in member.json()["results"]] == ["penguins"]
     assert {r["id"] for r in api.get(reverse("api-run-list")).json()["results"]} == {world["open_run"].pk}
     assert api.get(reverse("api-model-list")).json()["results"] == []
     client.force_login(world["nina"])

@@ -110,6 +110,9 @@ def test_an_approver_outside_the_project_finds_none_of_its_monitoring(users, hid
         assert api(alex).get(path).status_code == 404, path
     alerts = api(alex).get("/api/v1/alerts/?status=all")
     assert alerts.status_code == 200 and alerts.json()["results"] == []
+    # Its service named in the filter is refused as a service that does not exist.
+    named = api(alex).get(f"/api/v1/alerts/?status=all&service={pk}")
+    assert named.status_code == 400 and named.json()["error"]["fields"] == {"service": [f"there is no service '{pk}'"]}
     for path in ("/monitoring/", "/monitoring/alerts/?status=all"):
         html = page(alex).get(path).content.decode()
         assert hidden.service.name not in html and "errors are up" not in html, path
