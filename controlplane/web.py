@@ -17,7 +17,8 @@ the pages leave.
   connection stays with its pool (a browser's connection is a page connection; a script's is an API one); whichever
   pool serves a request serves it completely, so this is a matter of priority, never of correctness.
   Nothing is parsed beyond the request line: headers, bodies and uploads stream through (gunicorn's limits and
-  timeouts apply as before). Django sees the connection as coming from 127.0.0.1, as behind any load balancer.
+  timeouts apply as before). Django sees the connection as coming from 127.0.0.1 (no X-Forwarded-For is added;
+  gunicorn trusts no forwarded header from it).
 - **Exits** when either master exits (with its status, after stopping the other: a supervisor or the container
   restarts the whole), and on SIGTERM or SIGINT stops accepting, lets both masters finish what they are serving
   (gunicorn's graceful stop) and exits 0. The masters die with this process (PR_SET_PDEATHSIG).
@@ -184,6 +185,10 @@ class Front:
                 str(pool.threads),
                 "--name",
                 f"controlplane-{pool.name}",
+                # Every connection comes from this process on 127.0.0.1, which gunicorn would otherwise trust to set
+                # SCRIPT_NAME and the forwarded-scheme headers: no client is trusted so.
+                "--forwarded-allow-ips",
+                "",
                 *self.gunicorn_args,
             ]
             self.masters[pool.name] = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
@@ -210,6 +215,7 @@ class Front:
         upstream_writer: asyncio.StreamWriter | None = None
         try:
             head = b""
+            complete = False
             with contextlib.suppress(TimeoutError, ConnectionError, OSError):
                 async with asyncio.timeout(self.read_timeout):
                     while b"\n" not in head and len(head) < FIRST_LINE_LIMIT:
@@ -217,8 +223,9 @@ class Front:
                         if not data:
                             break
                         head += data
-            if not head:
-                return  # closed or silent for the read timeout before a request began
+                complete = True
+            if not head or not complete:
+                return  # closed, or no whole request line within the read timeout: nothing is passed on
             pool = choose_pool(head.split(b"\n", 1)[0].strip())
             try:
                 upstream_reader, upstream_writer = await asyncio.open_connection(*self.upstreams[pool])
@@ -247,7 +254,11 @@ class Front:
                 status = master.poll()
                 if status is not None:
                     log.error("web: the %s pool's gunicorn exited with status %s; stopping", name, status)
-                    self.exit_status = status or 1
+                    self.exit_status = (128 - status if status < 0 else status) or 1
+                    # The survivor stops at once (gunicorn's quick stop), so the restart is not held up.
+                    for other in self.masters.values():
+                        if other.poll() is None:
+                            other.send_signal(signal.SIGQUIT)
                     self.stopping.set()
                     return
             with contextlib.suppress(TimeoutError):
