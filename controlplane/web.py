@@ -77,8 +77,8 @@ def gunicorn_settings() -> dict[str, Any]:
     return runpy.run_path(str(GUNICORN_CONFIG))
 
 
-def pools() -> list[Pool]:
-    config = gunicorn_settings()
+def pools(config: dict[str, Any] | None = None) -> list[Pool]:
+    config = config or gunicorn_settings()
     return [
         Pool("pages", workers=config["workers"], threads=config["threads"], nice=0),
         Pool(
@@ -156,11 +156,11 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 class Front:
-    def __init__(self, bind: tuple[str, int], pools: list[Pool], gunicorn_args: list[str]) -> None:
+    def __init__(self, bind: tuple[str, int], pools: list[Pool], gunicorn_args: list[str], read_timeout: float) -> None:
         self.bind = bind
         self.pools = pools
         self.gunicorn_args = gunicorn_args
-        self.read_timeout = float(gunicorn_settings()["read_timeout"])
+        self.read_timeout = read_timeout
         self.upstreams: dict[str, tuple[str, int]] = {}
         self.masters: dict[str, subprocess.Popen[bytes]] = {}
         self.stopping = asyncio.Event()
@@ -300,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bind", default=os.environ.get("GUNICORN_BIND", "0.0.0.0:8000"), help="HOST:PORT")
     args, gunicorn_args = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
-    front = Front(_parse_bind(args.bind), pools(), gunicorn_args)
+    config = gunicorn_settings()  # the config file is run once: the pools' sizes and the read timeout
+    front = Front(_parse_bind(args.bind), pools(config), gunicorn_args, float(config["read_timeout"]))
     return asyncio.run(front.run())
 
 
