@@ -21,7 +21,12 @@ the pages leave.
   gunicorn trusts no forwarded header from it).
 - **Exits** when either master exits (with its status, after stopping the other: a supervisor or the container
   restarts the whole), and on SIGTERM or SIGINT stops accepting, lets both masters finish what they are serving
-  (gunicorn's graceful stop) and exits 0. The masters die with this process (PR_SET_PDEATHSIG).
+  (gunicorn's graceful stop) and exits 0; SIGQUIT stops both at once. The masters die with this process
+  (PR_SET_PDEATHSIG).
+- **Other signals** do what they do to one gunicorn, to both pools: SIGHUP reloads (new workers, the old ones finish
+  gracefully), SIGUSR1 reopens the log files. SIGTTIN/SIGTTOU (one worker more or less) and SIGUSR2 (gunicorn's
+  binary upgrade, which cannot take over a socket this process made) are refused with a log line: a pool's size is
+  WEB_CONCURRENCY / API_CONCURRENCY, or send SIGTTIN to that pool's master. None of them stops the web process.
 """
 
 from __future__ import annotations
@@ -50,6 +55,15 @@ API_PREFIX = b"/api/"
 FIRST_LINE_LIMIT = 8192  # longer than gunicorn's request-line limit (4094): gunicorn answers such a request 400
 CHUNK = 256 * 1024
 PR_SET_PDEATHSIG = 1
+FORWARDED_SIGNALS = (signal.SIGHUP, signal.SIGUSR1)
+REFUSED_SIGNALS = (signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2)
+
+# libc is loaded here, once: loading a library in the child between fork and exec could wait forever on a lock
+# another thread of this process held at the fork.
+try:
+    _LIBC: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
+except OSError:  # pragma: no cover - no C library to load (not Linux)
+    _LIBC = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +104,14 @@ def pools(config: dict[str, Any] | None = None) -> list[Pool]:
     ]
 
 
+def request_line(head: bytes) -> bytes | None:
+    """The first request line in what a connection sent so far, or None while it is not whole. Empty lines before it
+    are skipped, as RFC 9112 (2.2) asks of a server."""
+    head = head.lstrip(b"\r\n")
+    line, newline, _ = head.partition(b"\n")
+    return line.rstrip(b"\r") if newline else None
+
+
 def choose_pool(first_line: bytes) -> str:
     """`GET /api/v1/runs/ HTTP/1.1` → "api"; every other request line (garbage included) → "pages"."""
     parts = first_line.split(b" ", 2)
@@ -115,8 +137,9 @@ def _unavailable(pool: str) -> bytes:
 
 def _die_with_parent() -> None:
     """In the child before exec: SIGTERM when the web process dies, however it dies."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    with contextlib.suppress(AttributeError):  # prctl is Linux's: elsewhere the masters outlive a killed front
+        if _LIBC is not None:
+            _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _child_setup(nice: int) -> Callable[[], None]:
@@ -165,6 +188,7 @@ class Front:
         self.masters: dict[str, subprocess.Popen[bytes]] = {}
         self.stopping = asyncio.Event()
         self.exit_status = 0
+        self.stop_signal = signal.SIGTERM  # how the masters are stopped: gracefully, unless SIGQUIT asked otherwise
         self.connections: set[asyncio.Task[None]] = set()
 
     def start_pools(self) -> None:
@@ -215,18 +239,17 @@ class Front:
         upstream_writer: asyncio.StreamWriter | None = None
         try:
             head = b""
-            complete = False
+            line: bytes | None = None
             with contextlib.suppress(TimeoutError, ConnectionError, OSError):
                 async with asyncio.timeout(self.read_timeout):
-                    while b"\n" not in head and len(head) < FIRST_LINE_LIMIT:
+                    while (line := request_line(head)) is None and len(head) < FIRST_LINE_LIMIT:
                         data = await reader.read(FIRST_LINE_LIMIT)
                         if not data:
                             break
                         head += data
-                complete = True
-            if not head or not complete:
+            if line is None and len(head) < FIRST_LINE_LIMIT:
                 return  # closed, or no whole request line within the read timeout: nothing is passed on
-            pool = choose_pool(head.split(b"\n", 1)[0].strip())
+            pool = choose_pool(line or b"")  # a line longer than the limit goes on to gunicorn, which answers 400
             try:
                 upstream_reader, upstream_writer = await asyncio.open_connection(*self.upstreams[pool])
             except OSError:
@@ -264,6 +287,22 @@ class Front:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), 0.5)
 
+    def forward(self, signum: int) -> None:
+        log.info("web: %s passed on to both pools", signal.Signals(signum).name)
+        for master in self.masters.values():
+            if master.poll() is None:
+                master.send_signal(signum)
+
+    def refuse(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        masters = ", ".join(f"{pool} {master.pid}" for pool, master in self.masters.items())
+        log.warning("web: %s is not passed on to two pools; send it to one pool's master (%s)", name, masters)
+
+    def quit(self) -> None:
+        """SIGQUIT: both pools stop at once (gunicorn's quick stop), then this process."""
+        self.stop_signal = signal.SIGQUIT
+        self.stopping.set()
+
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         host, port = self.bind
@@ -271,9 +310,16 @@ class Front:
             server = await asyncio.start_server(self.handle, host, port, backlog=1024, reuse_address=True)
         except OSError as exc:
             raise SystemExit(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-        self.start_pools()
+        # Handlers first: a signal sent while the pools start does what it says, not the default (which for most is
+        # to end this process and leave the masters to their death signal).
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stopping.set)
+        loop.add_signal_handler(signal.SIGQUIT, self.quit)
+        for signum in FORWARDED_SIGNALS:
+            loop.add_signal_handler(signum, self.forward, signum)
+        for signum in REFUSED_SIGNALS:
+            loop.add_signal_handler(signum, self.refuse, signum)
+        self.start_pools()
         watcher = asyncio.create_task(self.watch_masters())
         log.info("web: listening on %s:%d (pages and /api/ in pools of their own)", host, port)
         try:
@@ -283,7 +329,7 @@ class Front:
             watcher.cancel()
             for master in self.masters.values():
                 if master.poll() is None:
-                    master.send_signal(signal.SIGTERM)  # gunicorn's graceful stop
+                    master.send_signal(self.stop_signal)  # SIGTERM: gunicorn's graceful stop
             await asyncio.gather(*(asyncio.to_thread(master.wait) for master in self.masters.values()))
             for task in list(self.connections):
                 task.cancel()
@@ -297,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         description="The portal: one address, pages and /api/ in gunicorn pools of their own. Options it does not "
         "know go to both gunicorns.",
     )
-    parser.add_argument("--bind", default=os.environ.get("GUNICORN_BIND", "0.0.0.0:8000"), help="HOST:PORT")
+    parser.add_argument("-b", "--bind", default=os.environ.get("GUNICORN_BIND", "0.0.0.0:8000"), help="HOST:PORT")
     args, gunicorn_args = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     config = gunicorn_settings()  # the config file is run once: the pools' sizes and the read timeout

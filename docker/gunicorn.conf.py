@@ -56,8 +56,9 @@ def pre_fork(server: Any, worker: Any) -> None:
     """What the master loaded (Django, every view) is moved out of the garbage collector's sight before the fork:
     a worker's collections then walk only what its requests made, not the whole preloaded app each time (a full
     collection took 100-250 ms and was the tail of the 500-run API page), and they no longer write to the pages
-    the workers share with the master (copy-on-write). Python's gc.freeze() documentation describes this use."""
-    gc.collect()
+    the workers share with the master (copy-on-write). Python's gc.freeze() documentation describes this use, and
+    why no gc.collect() comes first: the holes it would free in the master's pages are where a worker's next objects
+    would be written, copying those pages (what the preloaded app left as garbage stays, frozen, a few KB)."""
     gc.freeze()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +26,7 @@ import requests
 from rest_framework.authtoken.models import Token
 
 from controlplane import services as controlplane_services
+from controlplane import web
 from controlplane.management.commands.runall import web_command
 from lineage.models import DatasetVersion
 from tests.fixtures.processes import database_url, wait_for
@@ -242,7 +244,10 @@ def pool_processes(web: subprocess.Popen[bytes]) -> dict[str, list[psutil.Proces
     """Each pool's gunicorn master and workers, by the pool's name (`--name controlplane-<pool>`)."""
     found: dict[str, list[psutil.Process]] = {"pages": [], "api": []}
     for process in psutil.Process(web.pid).children(recursive=True):
-        command = " ".join(process.cmdline())
+        try:
+            command = " ".join(process.cmdline())
+        except psutil.Error:  # gone, or a worker that has exited and waits for its master to reap it
+            continue
         for name in found:
             if f"controlplane-{name}" in command:
                 found[name].append(process)
@@ -311,3 +316,58 @@ def test_the_web_process_stops_when_a_pool_dies(portal_process: Portal) -> None:
     assert not alive, alive
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+
+
+def test_the_request_line_is_found_after_empty_lines_and_chooses_the_pool() -> None:
+    assert web.request_line(b"GET /api/v1/runs/ HTTP/1.1\r\nHost: x\r\n") == b"GET /api/v1/runs/ HTTP/1.1"
+    assert web.request_line(b"\r\n\r\nGET /api/v1/ HTTP/1.1\r\n") == b"GET /api/v1/ HTTP/1.1"  # RFC 9112 2.2
+    assert web.request_line(b"\r\nGET /api/v1/ru") is None  # not whole yet
+    assert web.request_line(b"\r\n") is None
+    assert web.choose_pool(b"GET /api/v1/ HTTP/1.1") == "api"
+    assert web.choose_pool(b"GET http://cp.example/api/v1/runs/ HTTP/1.1") == "api"
+    assert web.choose_pool(b"GET /apiary HTTP/1.1") == "pages"
+    assert web.choose_pool(b"GET /runs/?next=/api/ HTTP/1.1") == "pages"
+    assert web.choose_pool(b"\x16\x03\x01") == "pages"
+
+
+def masters_and_workers(web_process: subprocess.Popen[bytes]) -> tuple[dict[str, int], set[int]]:
+    pools = pool_processes(web_process)
+    masters = {name: next(p.pid for p in found if p.ppid() == web_process.pid) for name, found in pools.items()}
+    workers = {p.pid for found in pools.values() for p in found} - set(masters.values())
+    return masters, workers
+
+
+def test_signals_reload_both_pools_and_none_stops_the_web_process(portal_process: Portal, uploader: str) -> None:
+    """SIGHUP reloads both pools (new workers, the same masters); SIGUSR1 (reopen logs), SIGTTIN, SIGTTOU and SIGUSR2
+    leave the web process serving, where their default action would end or stop it. SIGQUIT then stops it all."""
+    port, web_process = portal_process
+    api = f"http://127.0.0.1:{port}/api/v1/projects/"
+    headers = {"Authorization": f"Token {uploader}"}
+    assert requests.get(api, headers=headers, timeout=30).status_code == 200
+    masters, workers = masters_and_workers(web_process)
+    assert len(masters) == 2 and len(workers) == 2, (masters, workers)
+    web_process.send_signal(signal.SIGHUP)
+
+    def reloaded() -> bool:
+        now_masters, now_workers = masters_and_workers(web_process)
+        assert now_masters == masters  # the masters stay; only their workers are replaced
+        return len(now_workers) == 2 and not now_workers & workers
+
+    wait_for(reloaded, timeout=60, interval=0.2, what="both pools' workers to be replaced")
+    for signum in (signal.SIGUSR1, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2):
+        web_process.send_signal(signum)
+    time.sleep(1)
+    assert web_process.poll() is None
+    assert masters_and_workers(web_process)[0] == masters
+    assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=15).status_code == 200
+    assert requests.get(api, headers=headers, timeout=15).status_code == 200
+    assert requests.get(f"http://127.0.0.1:{port}/accounts/login/", timeout=15).status_code == 200
+    # An empty line before the request line is skipped, as RFC 9112 asks.
+    assert raw_exchange(port, b"\r\nGET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").startswith(
+        b"HTTP/1.1 200"
+    )
+    everything = psutil.Process(web_process.pid).children(recursive=True)
+    web_process.send_signal(signal.SIGQUIT)
+    assert web_process.wait(timeout=30) == 0
+    _, alive = psutil.wait_procs(everything, timeout=30)
+    assert not alive, alive
