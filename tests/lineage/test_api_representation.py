@@ -98,3 +98,35 @@ def test_the_renderer_answers_drf_s_json(runs: list[Run], users: Any) -> None:
     assert b"\\u2028" in JSONRenderer().render(data)
     indented = "application/json; indent=2"
     assert JSONRenderer().render(data, indented) == DrfJSONRenderer().render(data, indented)
+
+
+def test_floats_render_as_drf_s_values_and_a_nan_is_refused_as_drf_refuses_it() -> None:
+    import json
+
+    from rest_framework.renderers import JSONRenderer as DrfJSONRenderer
+
+    data = {"small": 1e-7, "big": 1.5e300, "third": 1 / 3, "none": None, "nested": [{"x": -0.0}]}
+    assert json.loads(JSONRenderer().render(data)) == json.loads(DrfJSONRenderer().render(data))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        # Not orjson's silent null: DRF's strict JSON refuses it, and so does the API's renderer.
+        body = {"a": None, "deep": [{"value": bad}]}
+        with pytest.raises(ValueError, match="JSON compliant"):
+            DrfJSONRenderer().render(body)
+        with pytest.raises(ValueError, match="JSON compliant"):
+            JSONRenderer().render(body)
+
+
+def test_a_field_that_reads_its_value_its_own_way_is_read_by_drf_s_lookup(runs: list[Run], users: Any) -> None:
+    class Shouting(serializers.CharField):
+        def get_attribute(self, instance: Any) -> Any:
+            return super().get_attribute(instance).upper()
+
+    class Output(FastRepresentation, serializers.Serializer):
+        recipe = Shouting()
+        status = serializers.CharField()
+        created = serializers.DateTimeField(source="created_at")
+
+    for run in runs:
+        output = Output(run)
+        assert output.data == drf(output, run)
+        assert output.data["recipe"] == run.recipe.upper()
