@@ -59,7 +59,10 @@ TAKEOVER_REASON = "taken over: the previous worker's lease expired"
 
 
 class IllegalTransition(ValidationError):
-    """The object is not in a state the action may leave from."""
+    """The object is not in a state the action may leave from: HTTP 409 in the API (a state conflict, not a bad
+    field), with the field check's body (`fields` names the status and the states allowed)."""
+
+    http_status = 409  # read by controlplane.api_support.exception_handler
 
 
 class LostLease(Exception):

@@ -531,7 +531,10 @@ class RunStopApi(GenericAPIView):
     @extend_schema(
         operation_id="runs_stop",
         request=inline_serializer("RunStop", {"reason": serializers.CharField(required=False)}),
-        responses=RunDetailOutput,
+        responses={
+            200: RunDetailOutput,
+            **error_responses(403, 404, 409, e409="The run has ended already (or is stopping): nothing to stop."),
+        },
     )
     def post(self, request: Request, pk: int) -> Response:
         run = get_object_or_404(access.scope(Run.objects.all(), request.user), pk=pk)

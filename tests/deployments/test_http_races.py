@@ -141,8 +141,8 @@ def test_two_stops_of_one_run_sent_at_once_stop_it_once(live_server, users, proj
         (session(users.data_scientist), "POST", url, {"reason": "wrong data"}),
         (session(users.admin), "POST", url, {"reason": "cost"}),
     )
-    # The loser is told the run is stopped already (400 naming `status`).
-    assert statuses(answers) == [200, 400], [a.text for a in answers]
+    # The loser is told the run is stopped already (409, a state conflict, naming `status`).
+    assert statuses(answers) == [200, 409], [a.text for a in answers]
     assert "status" in min(answers, key=lambda a: -a.status_code).json()["error"]["fields"]
     run.refresh_from_db()
     assert run.status in ("stopped", "stopping")
