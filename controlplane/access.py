@@ -28,6 +28,7 @@ PROJECT_PATHS: dict[str, str] = {
     "lineage.DatasetVersion": "fk:dataset__project",
     "lineage.DatasetRegistration": "fk:project",
     "lineage.Run": "fk:project",
+    "lineage.RunInput": "fk:dataset_version__dataset__project",
     "lineage.RegisteredModel": "fk:project",
     "lineage.ModelVersion": "fk:registered_model__project",
     "deployments.ApprovalRequest": "fk:model_version__registered_model__project",

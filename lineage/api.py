@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Case, F, Prefetch, QuerySet, Value, When
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -56,7 +56,11 @@ class DatasetVersionOutput(serializers.ModelSerializer):
     dataset = serializers.CharField(source="dataset.slug")
     node_id = serializers.CharField()
     created_by = serializers.CharField(source="created_by.username")
-    produced_by = serializers.IntegerField(source="produced_by_id", allow_null=True)
+    produced_by = serializers.IntegerField(
+        source="shown_producer",
+        allow_null=True,
+        help_text="The run that made this version; null for an upload, or a run in a project you may not see",
+    )
     profile_status = serializers.CharField(source="profile.status")
     profile_progress = serializers.FloatField(source="profile.progress")
 
@@ -145,9 +149,18 @@ class DatasetRegistrationOutput(serializers.ModelSerializer):
         ]
 
 
+def _shown_producers(versions: QuerySet[DatasetVersion], user: Any) -> QuerySet[DatasetVersion]:
+    """Each version with `shown_producer`: the run that made it, or None where that run is in a project the user may
+    not see (lineage that crossed projects), as on the version's page."""
+    if access.sees_across(user, "lineage.Run"):
+        return versions.annotate(shown_producer=F("produced_by_id"))
+    hidden = When(produced_by__project__slug__in=access.hidden_project_slugs(user), then=Value(None))
+    return versions.annotate(shown_producer=Case(hidden, default=F("produced_by_id")))
+
+
 def _version(pk: int, user: Any) -> DatasetVersion:
     versions = DatasetVersion.objects.select_related("dataset__project", "created_by", "profile")
-    return get_object_or_404(access.scope(versions, user), pk=pk)
+    return get_object_or_404(_shown_producers(access.scope(versions, user), user), pk=pk)
 
 
 class DatasetListApi(GenericAPIView):
@@ -182,7 +195,8 @@ class DatasetVersionListApi(GenericAPIView):
     def get(self, request: Request, project: str, slug: str) -> Response:
         permissions.require(request.user, "dataset.view")
         dataset = get_object_or_404(access.scope(Dataset.objects.all(), request.user), project__slug=project, slug=slug)
-        page = self.paginate_queryset(dataset.versions.select_related("dataset__project", "created_by", "profile"))
+        versions = dataset.versions.select_related("dataset__project", "created_by", "profile")
+        page = self.paginate_queryset(_shown_producers(versions, request.user))
         return self.get_paginated_response(DatasetVersionOutput(page, many=True).data)
 
 
@@ -443,25 +457,27 @@ class TransformRunInput(BodyInput):
     output_name = serializers.CharField(required=False, allow_blank=True, default="", max_length=50)
 
 
-def _with_links(runs: QuerySet[Run]) -> QuerySet[Run]:
+def _with_links(runs: QuerySet[Run], user: Any) -> QuerySet[Run]:
     """What RunOutput shows: inputs and outputs in two queries a page (lists, not managers, which cost a queryset
-    per run), loading only their ids; and not the log tail, its cursor or the progress, which it does not show."""
+    per run), loading only their ids; and not the log tail, its cursor or the progress, which it does not show.
+    An input or output in a project the user may not see (lineage that crossed projects) is not listed, as on the
+    run's page."""
     return runs.defer("log_tail", "log_cursor", "progress").prefetch_related(
         Prefetch(
             "inputs",
-            queryset=RunInput.objects.only("run", "channel", "dataset_version").order_by("id"),
+            queryset=access.scope(RunInput.objects.only("run", "channel", "dataset_version"), user).order_by("id"),
             to_attr="input_links",
         ),
         Prefetch(
             "output_versions",
-            queryset=DatasetVersion.objects.only("produced_by").order_by("id"),
+            queryset=access.scope(DatasetVersion.objects.only("produced_by"), user).order_by("id"),
             to_attr="output_links",
         ),
     )
 
 
 def _runs(user: Any) -> QuerySet[Run]:
-    return _with_links(selectors.run_list(user=user))
+    return _with_links(selectors.run_list(user=user), user)
 
 
 # A list page shows only these of a run's project and creator: the rest of their rows is not loaded (on a page of
@@ -469,9 +485,9 @@ def _runs(user: Any) -> QuerySet[Run]:
 _LIST_RELATED = ("project__slug", "created_by__username")
 
 
-def _list_page(runs: QuerySet[Run]) -> QuerySet[Run]:
+def _list_page(runs: QuerySet[Run], user: Any) -> QuerySet[Run]:
     shown = [f.name for f in Run._meta.concrete_fields if f.name not in ("log_tail", "log_cursor", "progress")]
-    return _with_links(runs).only(*shown, *_LIST_RELATED)
+    return _with_links(runs, user).only(*shown, *_LIST_RELATED)
 
 
 class RunListApi(GenericAPIView):
@@ -484,7 +500,8 @@ class RunListApi(GenericAPIView):
     )
     def get(self, request: Request) -> Response:
         permissions.require(request.user, "run.view")
-        page = self.paginate_queryset(_list_page(selectors.run_list(filters=request.query_params, user=request.user)))
+        runs = selectors.run_list(filters=request.query_params, user=request.user)
+        page = self.paginate_queryset(_list_page(runs, request.user))
         return self.get_paginated_response(RunOutput(page, many=True).data)
 
 

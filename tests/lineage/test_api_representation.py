@@ -67,7 +67,7 @@ def runs(users: Any) -> list[Run]:
 
 
 def test_the_list_and_the_detail_equal_drf_s_representation(runs: list[Run], users: Any) -> None:
-    page = list(_list_page(run_list(user=users.admin)))
+    page = list(_list_page(run_list(user=users.admin), users.admin))
     assert len(page) == len(runs)
     listing = RunOutput(page, many=True)
     fast = listing.data
@@ -88,7 +88,7 @@ def test_the_renderer_answers_drf_s_json(runs: list[Run], users: Any) -> None:
     from rest_framework.renderers import JSONRenderer as DrfJSONRenderer
 
     data = {
-        "results": RunOutput(list(_list_page(run_list(user=users.admin))), many=True).data,
+        "results": RunOutput(list(_list_page(run_list(user=users.admin), users.admin)), many=True).data,
         "lazy": serializers.ValidationError("x").detail,
         "decimal": Decimal("1.50"),
         "when": timezone.now(),

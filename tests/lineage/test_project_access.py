@@ -24,7 +24,7 @@ from tests.fixtures.roles import make_user
 pytestmark = pytest.mark.django_db
 
 
-def _version(project: Any, slug: str, user: Any) -> DatasetVersion:
+def _version(project: Any, slug: str, user: Any, produced_by: Run | None = None) -> DatasetVersion:
     dataset = Dataset.objects.create(project=project, name=slug, slug=slug, created_by=user)
     version = DatasetVersion.objects.create(
         dataset=dataset,
@@ -37,7 +37,8 @@ def _version(project: Any, slug: str, user: Any) -> DatasetVersion:
         content_format="csv",
         columns=["a", "target"],
         row_count=2,
-        source="upload",
+        source="run" if produced_by else "upload",
+        produced_by=produced_by,
         created_by=user,
     )
     DatasetProfile.objects.create(version=version)
@@ -275,6 +276,28 @@ def test_the_lineage_walk_stops_at_the_restricted_project_and_says_so(client, us
     assert member["restricted"] == 0
     client.force_login(users.data_scientist)
     assert "cannot see" not in client.get(reverse("lineage", args=[raw.node_id])).content.decode()
+
+
+def test_a_run_s_links_and_a_version_s_producer_in_the_restricted_project_are_not_shown(
+    client, users, world, api_client_for
+) -> None:
+    """Lineage that crossed projects: the open run read a penguins version and made one there, and an open version was
+    made by a penguins run. An outsider's API answers leave those out (as the pages do); the member's show them."""
+    raw, open_run, hidden_run, hidden_input = world["raw"], world["open_run"], world["hidden_run"], world["version"]
+    made_here = _version(world["penguins"], "made-here", users.data_scientist, produced_by=open_run)
+    made_there = _version(open_run.project, "made-there", users.data_scientist, produced_by=hidden_run)
+    for who, sees in ((world["nina"], False), (users.data_scientist, True), (users.admin, True)):
+        api = api_client_for(who)
+        run = api.get(reverse("api-run-detail", args=[open_run.pk])).json()
+        listed = next(r for r in api.get(reverse("api-run-list")).json()["results"] if r["id"] == open_run.pk)
+        for answer in (run, listed):
+            inputs = {i["dataset_version"] for i in answer["inputs"]}
+            assert inputs == ({raw.pk, hidden_input.pk} if sees else {raw.pk}), (who, answer["inputs"])
+            assert answer["outputs"] == ([made_here.pk] if sees else []), (who, answer["outputs"])
+        version = api.get(reverse("api-dataset-version-detail", args=[made_there.pk])).json()
+        listing = api.get(reverse("api-dataset-version-list", args=["open", "made-there"])).json()["results"]
+        for answer in (version, *listing):
+            assert answer["produced_by"] == (hidden_run.pk if sees else None), (who, answer)
 
 
 def test_openlineage_export_leaves_out_runs_and_datasets_of_the_restricted_project(
