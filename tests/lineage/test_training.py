@@ -118,7 +118,7 @@ def test_stop_a_running_local_run(celery_worker, api_client_for, users, project,
     with pytest.raises(ProcessLookupError):
         os.kill(job["pid"], 0)
     assert not ModelVersion.objects.filter(run=run).exists()
-    assert client.post(reverse("api-run-stop", args=[run_id])).status_code == 400  # a stopped run cannot stop again
+    assert client.post(reverse("api-run-stop", args=[run_id])).status_code == 409  # a stopped run cannot stop again
 
 
 @pytest.mark.worker
