@@ -61,9 +61,9 @@ REFUSED_SIGNALS = (signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2)
 # libc is loaded here, once: loading a library in the child between fork and exec could wait forever on a lock
 # another thread of this process held at the fork.
 try:
-    _LIBC: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
-except OSError:  # pragma: no cover - no C library to load (not Linux)
-    _LIBC = None
+    _PRCTL: Any = ctypes.CDLL(None, use_errno=True).prctl  # the symbol too: looking it up takes the loader's lock
+except (OSError, AttributeError):  # pragma: no cover - not Linux: the masters outlive a killed front
+    _PRCTL = None
 
 
 @dataclass(frozen=True)
@@ -105,9 +105,9 @@ def pools(config: dict[str, Any] | None = None) -> list[Pool]:
 
 
 def request_line(head: bytes) -> bytes | None:
-    """The first request line in what a connection sent so far, or None while it is not whole. Empty lines before it
-    are skipped, as RFC 9112 (2.2) asks of a server."""
-    head = head.lstrip(b"\r\n")
+    """The first request line in what a connection sent so far, or None while it is not whole. One empty line before
+    it is skipped, as RFC 9112 (2.2) asks of a server and as gunicorn does (which answers more of them 400)."""
+    head = head.removeprefix(b"\r\n")
     line, newline, _ = head.partition(b"\n")
     return line.rstrip(b"\r") if newline else None
 
@@ -135,16 +135,16 @@ def _unavailable(pool: str) -> bytes:
     )
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the web process dies, however it dies."""
-    with contextlib.suppress(AttributeError):  # prctl is Linux's: elsewhere the masters outlive a killed front
-        if _LIBC is not None:
-            _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def _child_setup(nice: int) -> Callable[[], None]:
+    """In a master, between fork and exec: SIGTERM when the web process dies, however it dies; its priority; and the
+    signals this process passes on or refuses ignored until gunicorn sets its own handlers, seconds later (after
+    loading Django): by default each of them would end the master, a HUP sent while it boots would end the pool."""
+
     def setup() -> None:
-        _die_with_parent()
+        if _PRCTL is not None:
+            _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
+        for signum in (*FORWARDED_SIGNALS, *REFUSED_SIGNALS):
+            signal.signal(signum, signal.SIG_IGN)  # kept across exec; gunicorn's init_signals replaces it
         if nice:
             os.nice(nice)
 
@@ -218,7 +218,10 @@ class Front:
             self.masters[pool.name] = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
                 command,
                 pass_fds=(sock.fileno(),),
-                preexec_fn=_child_setup(pool.nice),  # noqa: PLW1509 - before any thread of this process starts
+                preexec_fn=_child_setup(pool.nice),  # noqa: PLW1509 - async-signal-safe calls only, resolved earlier
+                # A group of its own: a terminal's Ctrl-C or hangup reaches this process, which passes it on, not
+                # the masters directly as well (twice, or a quick stop where this process stops gracefully).
+                process_group=0,
                 stdin=subprocess.DEVNULL,
             )
             sock.close()  # the master holds its own copy
@@ -288,6 +291,8 @@ class Front:
                 await asyncio.wait_for(self.stopping.wait(), 0.5)
 
     def forward(self, signum: int) -> None:
+        if self.stopping.is_set():
+            return  # the masters are stopping (or stopped, their pids free for reuse)
         log.info("web: %s passed on to both pools", signal.Signals(signum).name)
         for master in self.masters.values():
             if master.poll() is None:
@@ -299,7 +304,12 @@ class Front:
         log.warning("web: %s is not passed on to two pools; send it to one pool's master (%s)", name, masters)
 
     def quit(self) -> None:
-        """SIGQUIT: both pools stop at once (gunicorn's quick stop), then this process."""
+        """SIGQUIT: both pools stop at once (gunicorn's quick stop), then this process; during a graceful stop too,
+        as gunicorn's own QUIT cuts its graceful stop short."""
+        if self.stopping.is_set():
+            for master in self.masters.values():
+                if master.poll() is None:
+                    master.send_signal(signal.SIGQUIT)
         self.stop_signal = signal.SIGQUIT
         self.stopping.set()
 

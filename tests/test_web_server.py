@@ -320,7 +320,8 @@ def test_the_web_process_stops_when_a_pool_dies(portal_process: Portal) -> None:
 
 def test_the_request_line_is_found_after_empty_lines_and_chooses_the_pool() -> None:
     assert web.request_line(b"GET /api/v1/runs/ HTTP/1.1\r\nHost: x\r\n") == b"GET /api/v1/runs/ HTTP/1.1"
-    assert web.request_line(b"\r\n\r\nGET /api/v1/ HTTP/1.1\r\n") == b"GET /api/v1/ HTTP/1.1"  # RFC 9112 2.2
+    assert web.request_line(b"\r\nGET /api/v1/ HTTP/1.1\r\n") == b"GET /api/v1/ HTTP/1.1"  # RFC 9112 2.2
+    assert web.request_line(b"\r\n\r\nGET /api/v1/ HTTP/1.1\r\n") == b""  # one only, as gunicorn: its 400
     assert web.request_line(b"\r\nGET /api/v1/ru") is None  # not whole yet
     assert web.request_line(b"\r\n") is None
     assert web.choose_pool(b"GET /api/v1/ HTTP/1.1") == "api"
@@ -330,9 +331,16 @@ def test_the_request_line_is_found_after_empty_lines_and_chooses_the_pool() -> N
     assert web.choose_pool(b"\x16\x03\x01") == "pages"
 
 
+def _ppid(process: psutil.Process) -> int | None:
+    try:
+        return process.ppid()
+    except psutil.Error:  # exited meanwhile (a worker replaced by a reload)
+        return None
+
+
 def masters_and_workers(web_process: subprocess.Popen[bytes]) -> tuple[dict[str, int], set[int]]:
     pools = pool_processes(web_process)
-    masters = {name: next(p.pid for p in found if p.ppid() == web_process.pid) for name, found in pools.items()}
+    masters = {name: next(p.pid for p in found if _ppid(p) == web_process.pid) for name, found in pools.items()}
     workers = {p.pid for found in pools.values() for p in found} - set(masters.values())
     return masters, workers
 
@@ -371,3 +379,65 @@ def test_signals_reload_both_pools_and_none_stops_the_web_process(portal_process
     assert web_process.wait(timeout=30) == 0
     _, alive = psutil.wait_procs(everything, timeout=30)
     assert not alive, alive
+
+
+def test_a_reload_signal_while_the_pools_boot_does_not_end_them(uploader: str, tmp_path: Path) -> None:
+    """gunicorn sets its handlers only after loading Django: until then a HUP or USR1 passed on to a master would end
+    it (and so the web process). They are ignored in the masters until gunicorn handles them."""
+    from django.conf import settings
+    from django.db import connection
+
+    port = free_port()
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="controlplane.settings.test",
+        DATABASE_URL=database_url(connection.settings_dict),
+        CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
+        PYTHONPATH=str(ROOT),
+        WEB_CONCURRENCY="1",
+        API_CONCURRENCY="1",
+    )
+    log_path = tmp_path / "web.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            web_command("127.0.0.1", port), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_for(lambda: len(pool_processes(process)["api"]) >= 1, timeout=30, interval=0.05, what="the masters")
+        booted = False
+        deadline = time.monotonic() + 60
+        while not booted and time.monotonic() < deadline:  # a HUP and a USR1 every 0.2 s, all through the boot
+            assert process.poll() is None, log_path.read_text()[-3000:]
+            process.send_signal(signal.SIGHUP)
+            process.send_signal(signal.SIGUSR1)
+            time.sleep(0.2)
+            with contextlib.suppress(requests.RequestException):
+                booted = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+        assert booted, log_path.read_text()[-3000:]
+        time.sleep(1)
+        assert process.poll() is None, log_path.read_text()[-3000:]
+        assert requests.get(f"http://127.0.0.1:{port}/api/v1/projects/", timeout=15).status_code in (401, 403)
+    finally:
+        stop_server(process)
+
+
+def test_sigquit_cuts_a_graceful_stop_short(portal_process: Portal, uploader: str) -> None:
+    """SIGTERM waits for the requests in flight (here an upload trickling in over two minutes); a SIGQUIT then stops
+    everything at once, as it cuts one gunicorn's graceful stop short."""
+    port, web_process = portal_process
+    api = f"http://127.0.0.1:{port}/api/v1/projects/"
+    assert requests.get(api, headers={"Authorization": f"Token {uploader}"}, timeout=30).status_code == 200  # booted
+    head, body = upload_request(port, uploader, csv_content())
+    upload = SlowUpload(port, head, body, seconds=120, chunks=240)
+    upload.start()
+    time.sleep(1.5)  # the upload is in a worker, its body arriving
+    web_process.send_signal(signal.SIGTERM)
+    time.sleep(1.5)
+    assert web_process.poll() is None and upload.is_alive()  # the graceful stop waits for it
+    quit_sent = time.monotonic()
+    web_process.send_signal(signal.SIGQUIT)
+    web_process.wait(timeout=30)
+    # About 2 s here; without the QUIT passed on, the graceful stop went on for another 14 s or more.
+    assert time.monotonic() - quit_sent < 8
+    upload.join(timeout=30)
+    assert not DatasetVersion.objects.exists()
