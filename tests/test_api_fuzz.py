@@ -7,6 +7,10 @@ and their ids and slugs offered to the fuzzer, so detail and action endpoints ge
 
 Status codes are not checked against the schema: not every operation's schema declares its refusals (400, 403, 404,
 409) yet, so checking conformance would flag correct refusals.
+
+Then statefully: sequences of calls where one's answer feeds the next (the links schemathesis infers from the schema,
+about a hundred: a created project's slug to its members, an uploaded version's id to its profile, …), each checked
+the same way.
 """
 
 from __future__ import annotations
@@ -305,3 +309,58 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 )
 def test_no_input_gets_a_server_error(case: Any, call_api: Callable[[Any], Any]) -> None:
     call_api(case)
+
+
+# Sequences of calls chained by their answers (schemathesis' stateful phase): scenarios, and steps in each.
+STATEFUL_SCENARIOS = int(os.environ.get("FUZZ_STATEFUL_SCENARIOS", "40"))
+STATEFUL_STEPS = 6
+
+
+@pytest.mark.django_db
+def test_calls_chained_by_their_answers_get_no_server_error(api_schema: Any, call_api: Callable[[Any], Any]) -> None:
+    """Stateful fuzzing: schemathesis links the operations whose answers feed others (inferred from the schema: a
+    created run's `id` to GET/POST `/runs/{id}/…`, a project's `slug` to its members, …) and runs random sequences of
+    them, each call checked as above (no 5xx, every refusal the one error body)."""
+    machine = api_schema.as_state_machine()
+    links = sorted(
+        f"{link.source.label} -> {link.target.label}"
+        for transitions in machine._transitions.operations.values()
+        for link in transitions.outgoing
+    )
+    # The chains the deeper checks need, inferred without links declared in the schema.
+    for chain in (
+        "POST /api/v1/projects/ -> POST /api/v1/projects/{slug}/members/",
+        "POST /api/v1/dataset-versions/ -> GET /api/v1/dataset-versions/{id}/profile/",
+        "GET /api/v1/runs/ -> POST /api/v1/runs/{id}/stop/",
+        "GET /api/v1/approval-requests/ -> POST /api/v1/approval-requests/{id}/decisions/",
+    ):
+        assert chain in links, (chain, links)
+
+    class Workflow(machine):  # type: ignore[misc, valid-type]
+        """Each scenario starts from the same database: what it wrote is rolled back at its end (Hypothesis replays
+        scenarios, and one that found what an earlier one left behind would draw differently)."""
+
+        def setup(self) -> None:
+            self.scenario = transaction.atomic()
+            self.scenario.__enter__()
+
+        def teardown(self) -> None:
+            transaction.set_rollback(True)
+            self.scenario.__exit__(None, None, None)
+
+        def call(self, case: Any, **kwargs: Any) -> Any:
+            return call_api(case)
+
+        def validate_response(self, response: Any, case: Any, **kwargs: Any) -> None:
+            """Checked in call_api: the schema's status codes are not, as in the test above."""
+
+    Workflow.run(
+        settings=settings(
+            max_examples=STATEFUL_SCENARIOS,
+            stateful_step_count=STATEFUL_STEPS,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+    )
