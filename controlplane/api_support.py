@@ -115,7 +115,7 @@ class FastRepresentation:
         for name, getter, convert, field in plan:
             if isinstance(getter, _DrfGetter):
                 try:
-                    value = field.get_attribute(instance)
+                    value = getter(instance)
                 except serializers.SkipField:
                     continue
                 answer[name] = None if value is None or _null_pk(value) else convert(value) if convert else value

@@ -3,7 +3,6 @@ its views module loads, so it imports nothing of the project."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import orjson
@@ -11,20 +10,9 @@ from rest_framework import renderers
 from rest_framework.utils.encoders import JSONEncoder
 
 
-def _has_non_finite(data: Any) -> bool:
-    """Whether a NaN or an infinity is anywhere in the data (orjson writes them as null). Only looked for when the
-    rendered body holds a null at all."""
-    stack = [data]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, float):
-            if not math.isfinite(item):
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, (list, tuple)):
-            stack.extend(item)
-    return False
+def _escape_separators(body: bytes) -> bytes:
+    """As DRF: the two line separators JavaScript does not allow in strings, escaped."""
+    return body.replace("\u2028".encode(), b"\\u2028").replace("\u2029".encode(), b"\\u2029")
 
 
 class JSONRenderer(renderers.JSONRenderer):
@@ -34,8 +22,8 @@ class JSONRenderer(renderers.JSONRenderer):
     DRF's own rendering.
 
     Where the bytes differ, the values do not: a float's exponent is written without a leading zero (`1e-7`, Python's
-    `1e-07`). A NaN or infinity, which DRF's strict JSON refuses with a 500, is not rendered as orjson's `null`
-    either: such data goes to DRF, which refuses it as before (no value is silently changed into another)."""
+    `1e-07`). JSON has no NaN or infinity: they are written as `null`, as JavaScript's JSON.stringify writes them,
+    indented or not. (DRF's strict JSON answered 500 instead.)"""
 
     _drf_default = JSONEncoder().default
     _options = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
@@ -51,8 +39,10 @@ class JSONRenderer(renderers.JSONRenderer):
             except (TypeError, orjson.JSONEncodeError):
                 pass
             else:
-                if b"null" in body and _has_non_finite(data):
-                    return super().render(data, accepted_media_type, renderer_context)
-                # As DRF: the two line separators JavaScript does not allow in strings, escaped.
-                return body.replace("\u2028".encode(), b"\\u2028").replace("\u2029".encode(), b"\\u2029")
-        return super().render(data, accepted_media_type, renderer_context)
+                return _escape_separators(body)
+        try:
+            return super().render(data, accepted_media_type, renderer_context)
+        except ValueError:  # a NaN or infinity, which DRF's strict JSON refuses: null, as unindented
+            return _escape_separators(
+                orjson.dumps(data, default=self._drf_default, option=self._options | orjson.OPT_INDENT_2)
+            )

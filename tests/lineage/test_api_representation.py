@@ -100,20 +100,23 @@ def test_the_renderer_answers_drf_s_json(runs: list[Run], users: Any) -> None:
     assert JSONRenderer().render(data, indented) == DrfJSONRenderer().render(data, indented)
 
 
-def test_floats_render_as_drf_s_values_and_a_nan_is_refused_as_drf_refuses_it() -> None:
+def test_floats_render_as_drf_s_values_and_a_nan_as_null_indented_or_not() -> None:
     import json
 
     from rest_framework.renderers import JSONRenderer as DrfJSONRenderer
 
     data = {"small": 1e-7, "big": 1.5e300, "third": 1 / 3, "none": None, "nested": [{"x": -0.0}]}
     assert json.loads(JSONRenderer().render(data)) == json.loads(DrfJSONRenderer().render(data))
-    for bad in (float("nan"), float("inf"), -float("inf")):
-        # Not orjson's silent null: DRF's strict JSON refuses it, and so does the API's renderer.
-        body = {"a": None, "deep": [{"value": bad}]}
+    indented = "application/json; indent=4"
+    for bad in (float("nan"), float("inf"), -float("inf"), Decimal("NaN")):
+        body = {"a": None, "deep": [{"value": bad, "kept": 1.5}]}
         with pytest.raises(ValueError, match="JSON compliant"):
-            DrfJSONRenderer().render(body)
-        with pytest.raises(ValueError, match="JSON compliant"):
-            JSONRenderer().render(body)
+            DrfJSONRenderer().render(body)  # DRF's strict JSON: a 500
+        for media_type in (None, indented):
+            assert json.loads(JSONRenderer().render(body, media_type)) == {
+                "a": None,
+                "deep": [{"value": None, "kept": 1.5}],
+            }, (bad, media_type)
 
 
 def test_a_field_that_reads_its_value_its_own_way_is_read_by_drf_s_lookup(runs: list[Run], users: Any) -> None:
