@@ -52,13 +52,20 @@ def on_starting(server: Any) -> None:
     get_resolver().url_patterns  # noqa: B018 - imports the URLconf and every view module, as runserver's checks did
 
 
+def when_ready(server: Any) -> None:
+    """Once, before the first worker is forked: the garbage the preloaded app left (its imports' cycles) collected,
+    then what is left frozen (see pre_fork)."""
+    gc.collect()
+    gc.freeze()
+
+
 def pre_fork(server: Any, worker: Any) -> None:
-    """What the master loaded (Django, every view) is moved out of the garbage collector's sight before the fork:
+    """What the master loaded (Django, every view) is moved out of the garbage collector's sight before each fork:
     a worker's collections then walk only what its requests made, not the whole preloaded app each time (a full
     collection took 100-250 ms and was the tail of the 500-run API page), and they no longer write to the pages
-    the workers share with the master (copy-on-write). Python's gc.freeze() documentation describes this use, and
-    why no gc.collect() comes first: the holes it would free in the master's pages are where a worker's next objects
-    would be written, copying those pages (what the preloaded app left as garbage stays, frozen, a few KB)."""
+    the workers share with the master (copy-on-write). Python's gc.freeze() documentation describes this use. No
+    collection here: the master makes little garbage after when_ready, and a collection before every fork (a
+    restarted worker, a reload) would free holes in pages the running workers share."""
     gc.freeze()
 
 
