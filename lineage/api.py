@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Case, F, Prefetch, QuerySet, Value, When
+from django.db.models import Prefetch, QuerySet
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -52,6 +52,12 @@ class DatasetOutput(serializers.ModelSerializer):
 
 
 class DatasetVersionOutput(serializers.ModelSerializer):
+    def to_representation(self, instance: DatasetVersion) -> dict[str, Any]:
+        data: dict[str, Any] = super().to_representation(instance)
+        if selectors.producer_hidden(instance):
+            data["source_uri"] = ""  # "run:<id>/<output>": the run it does not show
+        return data
+
     project = serializers.CharField(source="dataset.project.slug")
     dataset = serializers.CharField(source="dataset.slug")
     node_id = serializers.CharField()
@@ -149,18 +155,9 @@ class DatasetRegistrationOutput(serializers.ModelSerializer):
         ]
 
 
-def _shown_producers(versions: QuerySet[DatasetVersion], user: Any) -> QuerySet[DatasetVersion]:
-    """Each version with `shown_producer`: the run that made it, or None where that run is in a project the user may
-    not see (lineage that crossed projects), as on the version's page."""
-    if access.sees_across(user, "lineage.Run"):
-        return versions.annotate(shown_producer=F("produced_by_id"))
-    hidden = When(produced_by__project__slug__in=access.hidden_project_slugs(user), then=Value(None))
-    return versions.annotate(shown_producer=Case(hidden, default=F("produced_by_id")))
-
-
 def _version(pk: int, user: Any) -> DatasetVersion:
     versions = DatasetVersion.objects.select_related("dataset__project", "created_by", "profile")
-    return get_object_or_404(_shown_producers(access.scope(versions, user), user), pk=pk)
+    return get_object_or_404(selectors.with_shown_producer(access.scope(versions, user), user), pk=pk)
 
 
 class DatasetListApi(GenericAPIView):
@@ -196,7 +193,7 @@ class DatasetVersionListApi(GenericAPIView):
         permissions.require(request.user, "dataset.view")
         dataset = get_object_or_404(access.scope(Dataset.objects.all(), request.user), project__slug=project, slug=slug)
         versions = dataset.versions.select_related("dataset__project", "created_by", "profile")
-        page = self.paginate_queryset(_shown_producers(versions, request.user))
+        page = self.paginate_queryset(selectors.with_shown_producer(versions, request.user))
         return self.get_paginated_response(DatasetVersionOutput(page, many=True).data)
 
 

@@ -11,7 +11,7 @@ import django_filters
 from django.apps import apps
 from django.conf import settings
 from django.db import connection
-from django.db.models import CharField, Count, Max, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models import Case, CharField, Count, F, Max, OuterRef, Q, QuerySet, Subquery, Value, When
 from django.db.models.functions import Cast, Coalesce, Concat
 from django.urls import reverse
 
@@ -476,6 +476,20 @@ def model_list(*, filters: Mapping[str, Any] | None = None, user: Any = None) ->
         version_count=Count("versions"), latest_version_number=Max("versions__number")
     )
     return apply_filters(ModelFilter, filters, _visible(models, user), user=user).order_by("project__slug", "slug")
+
+
+def with_shown_producer(versions: QuerySet[DatasetVersion], user: Any) -> QuerySet[DatasetVersion]:
+    """Each version with `shown_producer`: the run that made it, or None where that run is in a project the user may
+    not see (lineage that crossed projects). Pages and API show that, never `produced_by` itself."""
+    if access.sees_across(user, "lineage.Run"):
+        return versions.annotate(shown_producer=F("produced_by_id"))
+    hidden = When(produced_by__project__slug__in=access.hidden_project_slugs(user), then=Value(None))
+    return versions.annotate(shown_producer=Case(hidden, default=F("produced_by_id")))
+
+
+def producer_hidden(version: DatasetVersion) -> bool:
+    """Whether the run that made the version is one the user may not see (from with_shown_producer)."""
+    return version.produced_by_id is not None and getattr(version, "shown_producer", None) is None
 
 
 def dataset_version_consumers(*, version: DatasetVersion, limit: int = 20, user: Any = None) -> QuerySet[Run]:

@@ -144,7 +144,7 @@ def dataset_detail(request: HttpRequest, project: str, slug: str) -> HttpRespons
         dataset = selectors.dataset_get(project=project, slug=slug, user=request.user)
     except Dataset.DoesNotExist:
         raise Http404(f"no dataset {project}/{slug}") from None
-    versions = dataset.versions.select_related("profile", "created_by", "produced_by")
+    versions = selectors.with_shown_producer(dataset.versions.select_related("profile", "created_by"), request.user)
     latest = versions.first()
     profile = getattr(latest, "profile", None) if latest else None
     return render(
@@ -175,6 +175,12 @@ def dataset_version_detail(request: HttpRequest, project: str, slug: str, number
             {"version": version, "profile": profile, "charts": _profile_charts(profile.profile)},
         )
     graph = selectors.lineage_graph(version.node_id, depth=2, user=request.user)
+    # The run that made it, unless that run is in a project the user may not see (lineage crossed projects).
+    produced_by = (
+        access.scope(Run.objects.filter(pk=version.produced_by_id), request.user).only("pk").first()
+        if version.produced_by_id
+        else None
+    )
     return render(
         request,
         "lineage/dataset_version_detail.html",
@@ -185,10 +191,9 @@ def dataset_version_detail(request: HttpRequest, project: str, slug: str, number
             "download_url": selectors.dataset_version_download_url(version),
             "graph": layout_graph(graph),
             "consumed_by": selectors.dataset_version_consumers(version=version, limit=20, user=request.user),
-            # The run that made it, unless that run is in a project the user may not see (lineage crossed projects).
-            "produced_by": access.scope(Run.objects.filter(pk=version.produced_by_id), request.user).only("pk").first()
-            if version.produced_by_id
-            else None,
+            "produced_by": produced_by,
+            # Its source location names that run ("run:<id>/<output>"): not shown either.
+            "producer_hidden": bool(version.produced_by_id) and produced_by is None,
             "can_launch": permissions.has_permission(request.user, "run.launch"),
         },
     )

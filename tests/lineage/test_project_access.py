@@ -38,6 +38,7 @@ def _version(project: Any, slug: str, user: Any, produced_by: Run | None = None)
         columns=["a", "target"],
         row_count=2,
         source="run" if produced_by else "upload",
+        source_uri=f"run:{produced_by.pk}/out" if produced_by else "",
         produced_by=produced_by,
         created_by=user,
     )
@@ -298,6 +299,16 @@ def test_a_run_s_links_and_a_version_s_producer_in_the_restricted_project_are_no
         listing = api.get(reverse("api-dataset-version-list", args=["open", "made-there"])).json()["results"]
         for answer in (version, *listing):
             assert answer["produced_by"] == (hidden_run.pk if sees else None), (who, answer)
+            assert answer["source_uri"] == (f"run:{hidden_run.pk}/out" if sees else ""), (who, answer)
+        client.force_login(who)
+        for page in (
+            reverse("dataset-detail", args=["open", "made-there"]),
+            reverse("dataset-version-detail", args=["open", "made-there", 1]),
+        ):
+            html = client.get(page).content.decode()
+            assert (f"run {hidden_run.pk}<" in html) == sees, (who, page)
+        # The version page's source location names the run too.
+        assert (f"run:{hidden_run.pk}/out" in html) == sees, who
 
 
 def test_openlineage_export_leaves_out_runs_and_datasets_of_the_restricted_project(
