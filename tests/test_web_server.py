@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import signal
 import socket
 import subprocess
@@ -29,7 +28,7 @@ from controlplane import services as controlplane_services
 from controlplane import web
 from controlplane.management.commands.runall import web_command
 from lineage.models import DatasetVersion
-from tests.fixtures.processes import database_url, wait_for
+from tests.fixtures.processes import child_env, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -46,18 +45,7 @@ def free_port() -> int:
 
 
 def start_server(command: list[str], port: int, log_path: Path, **extra_env: str) -> subprocess.Popen[bytes]:
-    from django.conf import settings
-    from django.db import connection
-
-    env = dict(os.environ)
-    env.update(
-        DJANGO_SETTINGS_MODULE="controlplane.settings.test",
-        DATABASE_URL=database_url(connection.settings_dict),
-        CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
-        DATASET_MAX_UPLOAD_BYTES="400000",
-        PYTHONPATH=str(ROOT),
-        **extra_env,
-    )
+    env = child_env(DATASET_MAX_UPLOAD_BYTES="400000", **extra_env)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
@@ -384,19 +372,8 @@ def test_signals_reload_both_pools_and_none_stops_the_web_process(portal_process
 def test_a_reload_signal_while_the_pools_boot_does_not_end_them(uploader: str, tmp_path: Path) -> None:
     """gunicorn sets its handlers only after loading Django: until then a HUP or USR1 passed on to a master would end
     it (and so the web process). They are ignored in the masters until gunicorn handles them."""
-    from django.conf import settings
-    from django.db import connection
-
     port = free_port()
-    env = dict(os.environ)
-    env.update(
-        DJANGO_SETTINGS_MODULE="controlplane.settings.test",
-        DATABASE_URL=database_url(connection.settings_dict),
-        CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
-        PYTHONPATH=str(ROOT),
-        WEB_CONCURRENCY="1",
-        API_CONCURRENCY="1",
-    )
+    env = child_env(WEB_CONCURRENCY="1", API_CONCURRENCY="1")
     log_path = tmp_path / "web.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(

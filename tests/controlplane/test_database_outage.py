@@ -24,7 +24,7 @@ from rest_framework.authtoken.models import Token
 from controlplane import services as controlplane_services
 from controlplane.management.commands.runall import web_command
 from controlplane.middleware import DATABASE_RETRY_AFTER_SECONDS
-from tests.fixtures.processes import database_url, wait_for
+from tests.fixtures.processes import child_env, wait_for
 from tests.fixtures.roles import PASSWORD
 from tests.fixtures.tcp_proxy import CuttableProxy
 from tests.test_web_server import free_port
@@ -58,16 +58,10 @@ def proxy() -> Iterator[CuttableProxy]:
 @pytest.fixture
 def portal(proxy: CuttableProxy, tmp_path: Path) -> Iterator[str]:
     """The portal as runall starts it (DEBUG off, as in production), its database reached through the proxy."""
-    from django.conf import settings
-
     port = free_port()
-    env = dict(os.environ)
-    env.update(
-        DJANGO_SETTINGS_MODULE="controlplane.settings.test",
+    env = child_env(
+        {"HOST": "127.0.0.1", "PORT": proxy.port},
         DJANGO_DEBUG="false",
-        DATABASE_URL=database_url({**connection.settings_dict, "HOST": "127.0.0.1", "PORT": proxy.port}),
-        CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
-        PYTHONPATH=str(ROOT),
         WEB_CONCURRENCY="1",
         GUNICORN_THREADS=str(THREADS),
     )
