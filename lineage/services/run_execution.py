@@ -190,7 +190,13 @@ def run_poll(*, run_id: int, generation: int | None = None, tick: int | None = N
     if not RUN_MACHINE.take_poll_tick(run_id, generation, tick):
         return run
     backend = training_backend_for(run)
-    status = backend.describe(run.backend_job_id)
+    try:
+        status = backend.describe(run.backend_job_id)
+    except JobNotFound:
+        now = Run.objects.select_related("project", "created_by").get(pk=run_id)
+        if now.done:
+            return now  # another worker finished it meanwhile, and released its job: nothing left to follow
+        raise
     run = _read_log(run, backend)
     if run.status == Run.Status.STARTING and status.state in ("running", "succeeded", "failed", "stopped"):
         run = run_transition(run_id=run_id, action="running", reason=f"job {run.backend_job_id} is running", quiet=True)

@@ -133,6 +133,25 @@ def test_two_finishers_register_one_model_version(queued_run) -> None:
     assert run.log_key and run.metrics
 
 
+def test_a_poll_that_finds_the_job_released_by_the_worker_that_finished_the_run_returns_it(
+    queued_run, monkeypatch
+) -> None:
+    """The interleaving of two followers: this poll reads the run still running, then another worker finishes it and
+    releases its job before this one asks the backend. The poll returns the finished run; it does not take the
+    vanished job for a permanent backend error."""
+    run = run_execution.run_start(run_id=queued_run().pk)
+    backend_class = type(runs.training_backend_for(run))
+
+    def finished_by_another_worker_meanwhile(self, job_id):
+        Run.objects.filter(pk=run.pk).update(status=Run.Status.SUCCEEDED, finished_at=timezone.now())
+        raise JobNotFound(f"no training job {job_id!r}")
+
+    monkeypatch.setattr(backend_class, "describe", finished_by_another_worker_meanwhile)
+    polled = run_execution.run_poll(run_id=run.pk)
+    assert polled.status == Run.Status.SUCCEEDED
+    assert Run.objects.get(pk=run.pk).status == Run.Status.SUCCEEDED
+
+
 def test_a_reproduction_with_the_same_bytes_links_to_the_existing_model_version(queued_run) -> None:
     first = run_execution.run_start(run_id=queued_run().pk)
     _wait_finished_job(first)
