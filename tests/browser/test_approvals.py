@@ -148,8 +148,9 @@ def test_the_page_polls_while_the_artifact_is_checked(page, sign_in, users, wait
     assert page.get_by_test_id("checking").inner_text() == "All approvals are in; checking the artifact…"
     assert page.get_by_test_id("decide-form").count() == 0
     services.approval_finish(request_id=waiting.pk)
-    # The next poll finds it finished and the whole page is drawn again, with no further polling.
-    page.locator('#approval-status[data-status="approved"]').wait_for(timeout=10_000)
+    # The next poll (2 s) finds it finished and the whole page is drawn again, with no further polling. The bound is
+    # for a loaded CI machine: the page's reload, charts included, took over 10 s here with two suites running.
+    page.locator('#approval-status[data-status="approved"]').wait_for(timeout=30_000)
     assert page.get_by_test_id("checking").count() == 0
     assert page.locator("#approval-status[hx-trigger]").count() == 0
     assert "approve" in page.get_by_test_id("timeline").inner_text()
