@@ -312,7 +312,7 @@ def test_no_input_gets_a_server_error(case: Any, call_api: Callable[[Any], Any])
 
 
 # Sequences of calls chained by their answers (schemathesis' stateful phase): scenarios, and steps in each.
-STATEFUL_SCENARIOS = int(os.environ.get("FUZZ_STATEFUL_SCENARIOS", "40"))
+STATEFUL_SCENARIOS = int(os.environ.get("FUZZ_STATEFUL_SCENARIOS", "30"))
 STATEFUL_STEPS = 6
 
 

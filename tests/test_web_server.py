@@ -335,7 +335,8 @@ def masters_and_workers(web_process: subprocess.Popen[bytes]) -> tuple[dict[str,
 
 def test_signals_reload_both_pools_and_none_stops_the_web_process(portal_process: Portal, uploader: str) -> None:
     """SIGHUP reloads both pools (new workers, the same masters); SIGUSR1 (reopen logs), SIGTTIN, SIGTTOU and SIGUSR2
-    leave the web process serving, where their default action would end or stop it. SIGQUIT then stops it all."""
+    leave the web process serving, where their default action would end or stop it. SIGQUIT then stops it all, in
+    the middle of a graceful stop too."""
     port, web_process = portal_process
     api = f"http://127.0.0.1:{port}/api/v1/projects/"
     headers = {"Authorization": f"Token {uploader}"}
@@ -362,11 +363,25 @@ def test_signals_reload_both_pools_and_none_stops_the_web_process(portal_process
     assert raw_exchange(port, b"\r\nGET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").startswith(
         b"HTTP/1.1 200"
     )
+    # SIGTERM waits for the requests in flight (an upload trickling in over two minutes); a SIGQUIT then stops
+    # everything at once, as it cuts one gunicorn's graceful stop short.
     everything = psutil.Process(web_process.pid).children(recursive=True)
+    head, body = upload_request(port, uploader, csv_content())
+    upload = SlowUpload(port, head, body, seconds=120, chunks=240)
+    upload.start()
+    time.sleep(1.5)  # the upload is in a worker, its body arriving
+    web_process.send_signal(signal.SIGTERM)
+    time.sleep(1.5)
+    assert web_process.poll() is None and upload.is_alive()  # the graceful stop waits for it
+    quit_sent = time.monotonic()
     web_process.send_signal(signal.SIGQUIT)
     assert web_process.wait(timeout=30) == 0
+    # About 2 s here; without the QUIT passed on, the graceful stop went on for another 14 s or more.
+    assert time.monotonic() - quit_sent < 8
     _, alive = psutil.wait_procs(everything, timeout=30)
     assert not alive, alive
+    upload.join(timeout=30)
+    assert not DatasetVersion.objects.exists()
 
 
 def test_a_reload_signal_while_the_pools_boot_does_not_end_them(uploader: str, tmp_path: Path) -> None:
@@ -396,25 +411,3 @@ def test_a_reload_signal_while_the_pools_boot_does_not_end_them(uploader: str, t
         assert requests.get(f"http://127.0.0.1:{port}/api/v1/projects/", timeout=15).status_code in (401, 403)
     finally:
         stop_server(process)
-
-
-def test_sigquit_cuts_a_graceful_stop_short(portal_process: Portal, uploader: str) -> None:
-    """SIGTERM waits for the requests in flight (here an upload trickling in over two minutes); a SIGQUIT then stops
-    everything at once, as it cuts one gunicorn's graceful stop short."""
-    port, web_process = portal_process
-    api = f"http://127.0.0.1:{port}/api/v1/projects/"
-    assert requests.get(api, headers={"Authorization": f"Token {uploader}"}, timeout=30).status_code == 200  # booted
-    head, body = upload_request(port, uploader, csv_content())
-    upload = SlowUpload(port, head, body, seconds=120, chunks=240)
-    upload.start()
-    time.sleep(1.5)  # the upload is in a worker, its body arriving
-    web_process.send_signal(signal.SIGTERM)
-    time.sleep(1.5)
-    assert web_process.poll() is None and upload.is_alive()  # the graceful stop waits for it
-    quit_sent = time.monotonic()
-    web_process.send_signal(signal.SIGQUIT)
-    web_process.wait(timeout=30)
-    # About 2 s here; without the QUIT passed on, the graceful stop went on for another 14 s or more.
-    assert time.monotonic() - quit_sent < 8
-    upload.join(timeout=30)
-    assert not DatasetVersion.objects.exists()
