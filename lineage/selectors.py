@@ -466,7 +466,10 @@ def dataset_get(*, project: str, slug: str, user: Any = None) -> Dataset:
 
 
 def dataset_version_get(*, project: str, dataset: str, number: int, user: Any = None) -> DatasetVersion:
-    versions = DatasetVersion.objects.select_related("dataset__project", "created_by", "produced_by")
+    """One version, with `shown_producer` (with_shown_producer) for a user."""
+    versions = DatasetVersion.objects.select_related("dataset__project", "created_by")
+    if user is not None:
+        versions = with_shown_producer(versions, user)
     return _visible(versions, user).get(dataset__project__slug=project, dataset__slug=dataset, number=number)
 
 

@@ -175,12 +175,6 @@ def dataset_version_detail(request: HttpRequest, project: str, slug: str, number
             {"version": version, "profile": profile, "charts": _profile_charts(profile.profile)},
         )
     graph = selectors.lineage_graph(version.node_id, depth=2, user=request.user)
-    # The run that made it, unless that run is in a project the user may not see (lineage crossed projects).
-    produced_by = (
-        access.scope(Run.objects.filter(pk=version.produced_by_id), request.user).only("pk").first()
-        if version.produced_by_id
-        else None
-    )
     return render(
         request,
         "lineage/dataset_version_detail.html",
@@ -191,9 +185,9 @@ def dataset_version_detail(request: HttpRequest, project: str, slug: str, number
             "download_url": selectors.dataset_version_download_url(version),
             "graph": layout_graph(graph),
             "consumed_by": selectors.dataset_version_consumers(version=version, limit=20, user=request.user),
-            "produced_by": produced_by,
-            # Its source location names that run ("run:<id>/<output>"): not shown either.
-            "producer_hidden": bool(version.produced_by_id) and produced_by is None,
+            # The run that made it, unless that run is in a project the user may not see (lineage crossed projects);
+            # then its source location, which names that run ("run:<id>/<output>"), is not shown either.
+            "producer_hidden": selectors.producer_hidden(version),
             "can_launch": permissions.has_permission(request.user, "run.launch"),
         },
     )
