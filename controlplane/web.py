@@ -282,21 +282,23 @@ class Front:
                     log.error("web: the %s pool's gunicorn exited with status %s; stopping", name, status)
                     self.exit_status = (128 - status if status < 0 else status) or 1
                     # The survivor stops at once (gunicorn's quick stop), so the restart is not held up.
-                    for other in self.masters.values():
-                        if other.poll() is None:
-                            other.send_signal(signal.SIGQUIT)
+                    self.signal_masters(signal.SIGQUIT)
                     self.stopping.set()
                     return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), 0.5)
 
+    def signal_masters(self, signum: int) -> None:
+        """The signal to each master still running."""
+        for master in self.masters.values():
+            if master.poll() is None:
+                master.send_signal(signum)
+
     def forward(self, signum: int) -> None:
         if self.stopping.is_set():
             return  # the masters are stopping (or stopped, their pids free for reuse)
         log.info("web: %s passed on to both pools", signal.Signals(signum).name)
-        for master in self.masters.values():
-            if master.poll() is None:
-                master.send_signal(signum)
+        self.signal_masters(signum)
 
     def refuse(self, signum: int) -> None:
         name = signal.Signals(signum).name
@@ -307,9 +309,7 @@ class Front:
         """SIGQUIT: both pools stop at once (gunicorn's quick stop), then this process; during a graceful stop too,
         as gunicorn's own QUIT cuts its graceful stop short."""
         if self.stopping.is_set():
-            for master in self.masters.values():
-                if master.poll() is None:
-                    master.send_signal(signal.SIGQUIT)
+            self.signal_masters(signal.SIGQUIT)
         self.stop_signal = signal.SIGQUIT
         self.stopping.set()
 
@@ -337,9 +337,7 @@ class Front:
         finally:
             server.close()  # no new connections; the open ones go on until their pool closes them
             watcher.cancel()
-            for master in self.masters.values():
-                if master.poll() is None:
-                    master.send_signal(self.stop_signal)  # SIGTERM: gunicorn's graceful stop
+            self.signal_masters(self.stop_signal)  # SIGTERM: gunicorn's graceful stop
             await asyncio.gather(*(asyncio.to_thread(master.wait) for master in self.masters.values()))
             for task in list(self.connections):
                 task.cancel()
