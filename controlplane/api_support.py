@@ -55,15 +55,15 @@ class CanReadApiDocs(BasePermission):
         )
 
 
-class _DrfGetter:
-    """A plan's getter for a field whose get_attribute is its own (related fields, a project's override): DRF's
-    lookup, called once."""
+_SKIP = object()
 
-    def __init__(self, field: serializers.Field) -> None:
-        self.field = field
 
-    def __call__(self, instance: Any) -> Any:
-        return self.field.get_attribute(instance)
+def _drf_value(field: serializers.Field, instance: Any) -> Any:
+    """The field's value as DRF reads it; _SKIP where DRF leaves the field out."""
+    try:
+        return field.get_attribute(instance)
+    except serializers.SkipField:
+        return _SKIP
 
 
 def _null_pk(value: Any) -> bool:
@@ -80,18 +80,20 @@ class FastRepresentation:
     find differently (a callable, a missing attribute with a default, a mapping) is read by DRF's own
     `field.get_attribute`. tests/lineage/test_api_representation.py compares both on varied rows."""
 
-    _fast_plan: list[tuple[str, Callable[[Any], Any], Callable[[Any], Any] | None, serializers.Field]]
+    # (name, getter, convert, field); no getter: the field reads its value its own way (DRF's lookup).
+    _fast_plan: list[tuple[str, Callable[[Any], Any] | None, Callable[[Any], Any] | None, serializers.Field]]
 
-    def _make_fast_plan(self) -> list[tuple[str, Callable[[Any], Any], Callable[[Any], Any] | None, Any]]:
+    def _make_fast_plan(self) -> list[tuple[str, Callable[[Any], Any] | None, Callable[[Any], Any] | None, Any]]:
         plan = []
         for field in self._readable_fields:  # type: ignore[attr-defined]
-            if isinstance(field, serializers.SerializerMethodField) or field.source == "*":
-                getter: Callable[[Any], Any] = lambda instance: instance  # noqa: E731 - the field reads the instance
+            kind = type(field)
+            getter: Callable[[Any], Any] | None
+            if kind.get_attribute is not serializers.Field.get_attribute:  # a field that reads its value its own way
+                getter = None
+            elif isinstance(field, serializers.SerializerMethodField) or field.source == "*":
+                getter = lambda instance: instance  # noqa: E731 - the field reads the instance
             else:
                 getter = operator.attrgetter(".".join(field.source_attrs))
-            kind = type(field)
-            if kind.get_attribute is not serializers.Field.get_attribute:  # a field that reads its value its own way
-                getter = _DrfGetter(field)
             convert: Callable[[Any], Any] | None
             if isinstance(field, serializers.RelatedField):
                 convert = field.to_representation  # its get_attribute (a PKOnlyObject) is DRF's, above
@@ -113,22 +115,17 @@ class FastRepresentation:
         plan = self.__dict__.get("_fast_plan") or self._make_fast_plan()
         answer: dict[str, Any] = {}
         for name, getter, convert, field in plan:
-            if isinstance(getter, _DrfGetter):
+            if getter is None:
+                value = _drf_value(field, instance)
+            else:
                 try:
                     value = getter(instance)
-                except serializers.SkipField:
-                    continue
-                answer[name] = None if value is None or _null_pk(value) else convert(value) if convert else value
+                    if callable(value):
+                        raise AttributeError(name)  # DRF may call it (or, a related manager, not): its own lookup
+                except Exception:
+                    value = _drf_value(field, instance)
+            if value is _SKIP:
                 continue
-            try:
-                value = getter(instance)
-                if callable(value):
-                    raise AttributeError(name)  # DRF may call it (or, a related manager, not): its own lookup below
-            except Exception:
-                try:
-                    value = field.get_attribute(instance)
-                except serializers.SkipField:
-                    continue
             if value is None or _null_pk(value):
                 answer[name] = None
             else:
